@@ -6,7 +6,11 @@ use proptest::prelude::*;
 /// Opcode bytes that some instruction uses, so random words hit valid
 /// encodings often enough to exercise every decoder arm.
 fn opcode() -> impl Strategy<Value = u8> {
-    prop_oneof![any::<u8>(), (0u8..32).prop_map(|i| (i << 3) | 7), (0u8..32).prop_map(|i| (i << 3) | 5)]
+    prop_oneof![
+        any::<u8>(),
+        (0u8..32).prop_map(|i| (i << 3) | 7),
+        (0u8..32).prop_map(|i| (i << 3) | 5)
+    ]
 }
 
 fn raw() -> impl Strategy<Value = RawInsn> {
@@ -14,8 +18,22 @@ fn raw() -> impl Strategy<Value = RawInsn> {
         opcode(),
         prop_oneof![0u8..=10, any::<u8>()],
         prop_oneof![0u8..=10, any::<u8>()],
-        prop_oneof![Just(0i16), -4i16..4, any::<i16>(), Just(8), Just(16), Just(32)],
-        prop_oneof![Just(0i32), -4i32..70, any::<i32>(), Just(0xe1), Just(0xf1), Just(0x41)],
+        prop_oneof![
+            Just(0i16),
+            -4i16..4,
+            any::<i16>(),
+            Just(8),
+            Just(16),
+            Just(32)
+        ],
+        prop_oneof![
+            Just(0i32),
+            -4i32..70,
+            any::<i32>(),
+            Just(0xe1),
+            Just(0xf1),
+            Just(0x41)
+        ],
     )
         .prop_map(|(code, d, s, off, imm)| RawInsn::new(code, d & 0xf, s & 0xf, off, imm))
 }
@@ -63,12 +81,21 @@ fn jump_into_lddw_is_rejected() {
 #[test]
 fn reserved_fields_are_rejected_with_their_index() {
     // mov r0, 1 ; exit with a nonzero imm.
-    let words = [RawInsn::new(0xb7, 0, 0, 0, 1), RawInsn::new(0x95, 0, 0, 0, 7)];
+    let words = [
+        RawInsn::new(0xb7, 0, 0, 0, 1),
+        RawInsn::new(0x95, 0, 0, 0, 7),
+    ];
     let err = Program::decode_raw(&words).unwrap_err();
-    assert_eq!(err.to_string(), "insn 1: opcode 0x95 has an invalid imm field (7)");
+    assert_eq!(
+        err.to_string(),
+        "insn 1: opcode 0x95 has an invalid imm field (7)"
+    );
     let words = [RawInsn::new(0x8e, 0, 0, 0, 0)];
     let err = Program::decode_raw(&words).unwrap_err();
     assert_eq!(err.to_string(), "insn 0: unknown opcode 0x8e");
     let words = [RawInsn::new(0xbf, 11, 0, 0, 0)];
-    assert_eq!(Program::decode_raw(&words).unwrap_err().to_string(), "insn 0: invalid register r11");
+    assert_eq!(
+        Program::decode_raw(&words).unwrap_err().to_string(),
+        "insn 0: invalid register r11"
+    );
 }

@@ -1,0 +1,489 @@
+//! # bpfkit-kernel
+//!
+//! A small, dev-only wrapper of the Linux `bpf()` system call, used as the
+//! oracle of bpfkit's differential tests: create maps, load programs (with the
+//! verifier's log), and run them with `BPF_PROG_TEST_RUN`.
+//!
+//! Everything here needs root (or `CAP_BPF`) on a Linux kernel. Callers check
+//! [`probe`] first and skip with its reason where `bpf()` is refused.
+//!
+//! All `unsafe` of this crate is in [`sys`]: the raw system call with
+//! `bpf_attr` structures laid out as in `include/uapi/linux/bpf.h`.
+
+#![deny(missing_docs)]
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use thiserror::Error;
+
+mod sys;
+
+/// Errors of the `bpf()` wrapper.
+#[derive(Debug, Error)]
+pub enum KernelError {
+    /// The system call failed.
+    #[error("bpf({cmd}) failed: {source}")]
+    Syscall {
+        /// The command name, e.g. `BPF_PROG_LOAD`.
+        cmd: &'static str,
+        /// The errno.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The verifier rejected the program; `log` holds its log.
+    #[error("the kernel rejected the program ({source}): {}", last_line(log))]
+    Rejected {
+        /// The errno of `BPF_PROG_LOAD`.
+        #[source]
+        source: std::io::Error,
+        /// The verifier log.
+        log: String,
+    },
+    /// An argument the kernel interface cannot take.
+    #[error("invalid argument: {what}")]
+    Invalid {
+        /// What is wrong.
+        what: String,
+    },
+}
+
+fn last_line(log: &str) -> &str {
+    log.lines()
+        .rev()
+        .find(|l| {
+            !l.trim().is_empty()
+                && !l.starts_with("processed ")
+                && !l.starts_with("verification time")
+                && !l.starts_with("stack depth")
+        })
+        .unwrap_or("")
+}
+
+/// Checks that `bpf()` works here by loading the smallest socket filter.
+/// The error says why it does not (for a test's skip message).
+pub fn probe() -> Result<(), KernelError> {
+    // r0 = 0; exit
+    let insns = [0xb7u8, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
+    ProgLoad::new(prog_type::SOCKET_FILTER, &insns)
+        .load()
+        .map(drop)
+}
+
+/// Program type numbers (`enum bpf_prog_type`).
+pub mod prog_type {
+    /// `BPF_PROG_TYPE_SOCKET_FILTER`
+    pub const SOCKET_FILTER: u32 = 1;
+    /// `BPF_PROG_TYPE_KPROBE`
+    pub const KPROBE: u32 = 2;
+    /// `BPF_PROG_TYPE_SCHED_CLS`
+    pub const SCHED_CLS: u32 = 3;
+    /// `BPF_PROG_TYPE_SCHED_ACT`
+    pub const SCHED_ACT: u32 = 4;
+    /// `BPF_PROG_TYPE_TRACEPOINT`
+    pub const TRACEPOINT: u32 = 5;
+    /// `BPF_PROG_TYPE_XDP`
+    pub const XDP: u32 = 6;
+    /// `BPF_PROG_TYPE_SOCK_OPS`
+    pub const SOCK_OPS: u32 = 13;
+}
+
+/// Map type numbers (`enum bpf_map_type`).
+pub mod map_type {
+    /// `BPF_MAP_TYPE_HASH`
+    pub const HASH: u32 = 1;
+    /// `BPF_MAP_TYPE_ARRAY`
+    pub const ARRAY: u32 = 2;
+    /// `BPF_MAP_TYPE_PROG_ARRAY`
+    pub const PROG_ARRAY: u32 = 3;
+    /// `BPF_MAP_TYPE_PERF_EVENT_ARRAY`
+    pub const PERF_EVENT_ARRAY: u32 = 4;
+    /// `BPF_MAP_TYPE_PERCPU_HASH`
+    pub const PERCPU_HASH: u32 = 5;
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY`
+    pub const PERCPU_ARRAY: u32 = 6;
+    /// `BPF_MAP_TYPE_LRU_HASH`
+    pub const LRU_HASH: u32 = 9;
+    /// `BPF_MAP_TYPE_LRU_PERCPU_HASH`
+    pub const LRU_PERCPU_HASH: u32 = 10;
+    /// `BPF_MAP_TYPE_LPM_TRIE`
+    pub const LPM_TRIE: u32 = 11;
+    /// `BPF_MAP_TYPE_ARRAY_OF_MAPS`
+    pub const ARRAY_OF_MAPS: u32 = 12;
+    /// `BPF_MAP_TYPE_HASH_OF_MAPS`
+    pub const HASH_OF_MAPS: u32 = 13;
+    /// `BPF_MAP_TYPE_DEVMAP`
+    pub const DEVMAP: u32 = 14;
+    /// `BPF_MAP_TYPE_QUEUE`
+    pub const QUEUE: u32 = 22;
+    /// `BPF_MAP_TYPE_STACK`
+    pub const STACK: u32 = 23;
+    /// `BPF_MAP_TYPE_DEVMAP_HASH`
+    pub const DEVMAP_HASH: u32 = 25;
+    /// `BPF_MAP_TYPE_RINGBUF`
+    pub const RINGBUF: u32 = 27;
+
+    /// Whether lookups return one value per possible CPU.
+    pub fn is_percpu(t: u32) -> bool {
+        matches!(t, PERCPU_HASH | PERCPU_ARRAY | LRU_PERCPU_HASH)
+    }
+}
+
+/// Number of possible CPUs, as the kernel sizes per-CPU lookups.
+pub fn possible_cpus() -> usize {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
+    let mut n = 0;
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let mut it = part.split('-');
+        let a: usize = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let b: usize = it.next().and_then(|s| s.parse().ok()).unwrap_or(a);
+        n += b.saturating_sub(a) + 1;
+    }
+    n.max(1)
+}
+
+/// What [`Map::create`] makes.
+#[derive(Clone, Debug, Default)]
+pub struct MapSpec {
+    /// `enum bpf_map_type`.
+    pub map_type: u32,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes.
+    pub value_size: u32,
+    /// Capacity.
+    pub max_entries: u32,
+    /// `map_flags`.
+    pub map_flags: u32,
+    /// For map-in-map types, a template inner map.
+    pub inner_map_fd: Option<i32>,
+    /// Name (at most 15 bytes are passed).
+    pub name: String,
+}
+
+/// A kernel map, closed on drop.
+#[derive(Debug)]
+pub struct Map {
+    fd: OwnedFd,
+    spec: MapSpec,
+}
+
+/// `BPF_ANY`: create or update.
+pub const BPF_ANY: u64 = 0;
+/// `BPF_NOEXIST`: create only.
+pub const BPF_NOEXIST: u64 = 1;
+/// `BPF_EXIST`: update only.
+pub const BPF_EXIST: u64 = 2;
+
+impl Map {
+    /// Creates a map.
+    pub fn create(spec: &MapSpec) -> Result<Map, KernelError> {
+        let fd = sys::map_create(spec)?;
+        Ok(Map {
+            fd,
+            spec: spec.clone(),
+        })
+    }
+
+    /// The file descriptor (for `lddw` map references and `fd_array`).
+    pub fn fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    /// How it was created.
+    pub fn spec(&self) -> &MapSpec {
+        &self.spec
+    }
+
+    /// Bytes of a value as the syscall side sees it: per-CPU maps hold one
+    /// 8-byte-aligned slot per possible CPU.
+    pub fn value_buf_len(&self) -> usize {
+        let v = self.spec.value_size as usize;
+        if map_type::is_percpu(self.spec.map_type) {
+            v.div_ceil(8) * 8 * possible_cpus()
+        } else {
+            v
+        }
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), KernelError> {
+        if key.len() != self.spec.key_size as usize {
+            return Err(KernelError::Invalid {
+                what: format!(
+                    "key of {} bytes for key size {}",
+                    key.len(),
+                    self.spec.key_size
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// `BPF_MAP_UPDATE_ELEM`.
+    pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), KernelError> {
+        self.check_key(key)?;
+        if value.len() != self.value_buf_len() {
+            return Err(KernelError::Invalid {
+                what: format!(
+                    "value of {} bytes where the kernel expects {}",
+                    value.len(),
+                    self.value_buf_len()
+                ),
+            });
+        }
+        sys::map_elem(
+            sys::BPF_MAP_UPDATE_ELEM,
+            self.fd(),
+            key.as_ptr() as u64,
+            value.as_ptr() as u64,
+            flags,
+        )
+    }
+
+    /// `BPF_MAP_LOOKUP_ELEM`: `None` when the key is absent.
+    pub fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KernelError> {
+        self.check_key(key)?;
+        let mut value = vec![0u8; self.value_buf_len()];
+        match sys::map_elem(
+            sys::BPF_MAP_LOOKUP_ELEM,
+            self.fd(),
+            key.as_ptr() as u64,
+            value.as_mut_ptr() as u64,
+            0,
+        ) {
+            Ok(()) => Ok(Some(value)),
+            Err(KernelError::Syscall { source, .. })
+                if source.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `BPF_MAP_DELETE_ELEM`.
+    pub fn delete(&self, key: &[u8]) -> Result<(), KernelError> {
+        self.check_key(key)?;
+        sys::map_elem(
+            sys::BPF_MAP_DELETE_ELEM,
+            self.fd(),
+            key.as_ptr() as u64,
+            0,
+            0,
+        )
+    }
+
+    /// Every key present, in the kernel's iteration order (`BPF_MAP_GET_NEXT_KEY`).
+    pub fn keys(&self) -> Result<Vec<Vec<u8>>, KernelError> {
+        let mut keys = Vec::new();
+        let mut next = vec![0u8; self.spec.key_size as usize];
+        let mut prev: Option<Vec<u8>> = None;
+        loop {
+            let key_ptr = prev.as_ref().map_or(0, |k| k.as_ptr() as u64);
+            match sys::map_elem(
+                sys::BPF_MAP_GET_NEXT_KEY,
+                self.fd(),
+                key_ptr,
+                next.as_mut_ptr() as u64,
+                0,
+            ) {
+                Ok(()) => {
+                    keys.push(next.clone());
+                    prev = Some(next.clone());
+                }
+                Err(KernelError::Syscall { source, .. })
+                    if source.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    return Ok(keys)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A program to load with [`ProgLoad::load`].
+#[derive(Clone, Debug)]
+pub struct ProgLoad<'a> {
+    /// `enum bpf_prog_type`.
+    pub prog_type: u32,
+    /// The instruction bytes (map references already turned into fds).
+    pub insns: &'a [u8],
+    /// License string (`GPL` unlocks GPL-only helpers).
+    pub license: String,
+    /// Verifier log level (0-2; 4 adds statistics).
+    pub log_level: u32,
+    /// `prog_flags` (e.g. `BPF_F_STRICT_ALIGNMENT` = 1).
+    pub prog_flags: u32,
+    /// `expected_attach_type`.
+    pub expected_attach_type: u32,
+    /// Program name (at most 15 bytes are passed).
+    pub name: String,
+}
+
+impl<'a> ProgLoad<'a> {
+    /// A GPL program of `prog_type` with statistics logging on.
+    pub fn new(prog_type: u32, insns: &'a [u8]) -> ProgLoad<'a> {
+        ProgLoad {
+            prog_type,
+            insns,
+            license: "GPL".into(),
+            log_level: 4,
+            prog_flags: 0,
+            expected_attach_type: 0,
+            name: String::new(),
+        }
+    }
+
+    /// Runs `BPF_PROG_LOAD`; a rejection carries the verifier log.
+    pub fn load(&self) -> Result<Prog, KernelError> {
+        if self.insns.len() % 8 != 0 || self.insns.is_empty() {
+            return Err(KernelError::Invalid {
+                what: format!("{} bytes of instructions", self.insns.len()),
+            });
+        }
+        let license = CString::new(self.license.clone()).map_err(|_| KernelError::Invalid {
+            what: "license contains a NUL byte".into(),
+        })?;
+        let mut log = vec![0u8; 1 << 22];
+        let r = sys::prog_load(self, &license, &mut log);
+        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+        let log = String::from_utf8_lossy(&log[..end]).into_owned();
+        match r {
+            Ok(fd) => Ok(Prog { fd, log }),
+            Err(source) => Err(KernelError::Rejected { source, log }),
+        }
+    }
+}
+
+/// A loaded program, closed on drop.
+#[derive(Debug)]
+pub struct Prog {
+    fd: OwnedFd,
+    log: String,
+}
+
+/// Input of [`Prog::test_run`].
+#[derive(Clone, Debug, Default)]
+pub struct TestRun<'a> {
+    /// The packet (`data_in`).
+    pub data_in: &'a [u8],
+    /// Room for the output packet (`data_size_out`); 0 means no output.
+    pub data_out_len: usize,
+    /// `ctx_in` (e.g. a `struct xdp_md`), empty for none.
+    pub ctx_in: &'a [u8],
+    /// Room for `ctx_out`.
+    pub ctx_out_len: usize,
+    /// `repeat` (0 and 1 both run once).
+    pub repeat: u32,
+    /// `flags`.
+    pub flags: u32,
+}
+
+/// Output of [`Prog::test_run`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRunOutput {
+    /// The program's return value.
+    pub retval: u32,
+    /// The output packet.
+    pub data_out: Vec<u8>,
+    /// The output context.
+    pub ctx_out: Vec<u8>,
+    /// Average duration of one run in nanoseconds.
+    pub duration_ns: u32,
+}
+
+impl Prog {
+    /// The file descriptor.
+    pub fn fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    /// The verifier log of the load (with statistics at log level 4).
+    pub fn log(&self) -> &str {
+        &self.log
+    }
+
+    /// Runs `BPF_PROG_TEST_RUN`.
+    pub fn test_run(&self, t: &TestRun<'_>) -> Result<TestRunOutput, KernelError> {
+        sys::prog_test_run(self.fd(), t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skip() -> bool {
+        if let Err(e) = probe() {
+            println!("skipped: bpf() is not available here: {e}");
+            return true;
+        }
+        false
+    }
+
+    #[test]
+    fn xdp_test_run_returns_the_program_result() {
+        if skip() {
+            return;
+        }
+        // r0 = 2 (XDP_PASS); exit
+        let insns = [0xb7u8, 0, 0, 0, 2, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
+        let prog = ProgLoad::new(prog_type::XDP, &insns).load().unwrap();
+        assert!(prog.log().contains("processed 2 insns"), "{}", prog.log());
+        let pkt = [0xabu8; 64];
+        let out = prog
+            .test_run(&TestRun {
+                data_in: &pkt,
+                data_out_len: 256,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(out.retval, 2);
+        assert_eq!(out.data_out, pkt);
+    }
+
+    #[test]
+    fn rejection_carries_the_verifier_log() {
+        if skip() {
+            return;
+        }
+        // r0 = *(u64 *)(r2 + 0); exit   -- r2 is not initialised
+        let insns = [0x79u8, 0x20, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
+        let err = ProgLoad::new(prog_type::XDP, &insns).load().unwrap_err();
+        match err {
+            KernelError::Rejected { log, .. } => {
+                assert!(log.contains("R2 !read_ok"), "{log}");
+            }
+            e => panic!("unexpected {e}"),
+        }
+    }
+
+    #[test]
+    fn hash_map_update_lookup_delete_and_iterate() {
+        if skip() {
+            return;
+        }
+        let map = Map::create(&MapSpec {
+            map_type: map_type::HASH,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 4,
+            name: "t".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        map.update(&1u32.to_le_bytes(), &7u64.to_le_bytes(), BPF_ANY)
+            .unwrap();
+        assert!(map
+            .update(&1u32.to_le_bytes(), &8u64.to_le_bytes(), BPF_NOEXIST)
+            .is_err());
+        assert_eq!(
+            map.lookup(&1u32.to_le_bytes()).unwrap(),
+            Some(7u64.to_le_bytes().to_vec())
+        );
+        assert_eq!(map.lookup(&2u32.to_le_bytes()).unwrap(), None);
+        assert_eq!(map.keys().unwrap(), vec![1u32.to_le_bytes().to_vec()]);
+        map.delete(&1u32.to_le_bytes()).unwrap();
+        assert!(map.keys().unwrap().is_empty());
+    }
+}
