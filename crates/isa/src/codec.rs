@@ -718,10 +718,7 @@ fn decode_ld(raw: RawInsn, next: Option<RawInsn>) -> Result<Insn, DecodeErrorKin
             zero(code, "off", raw.off as i64)?;
             if code & 0xe0 == MODE_ABS {
                 zero(code, "src", raw.src() as i64)?;
-                Ok(Insn::LoadAbs {
-                    size,
-                    imm: raw.imm,
-                })
+                Ok(Insn::LoadAbs { size, imm: raw.imm })
             } else {
                 Ok(Insn::LoadInd {
                     size,
@@ -751,7 +748,7 @@ const NOT_START: u32 = u32::MAX;
 impl Program {
     /// Decodes and validates a program from its bytes.
     pub fn decode(bytes: &[u8]) -> Result<Program, DecodeError> {
-        if bytes.len() % 8 != 0 {
+        if !bytes.len().is_multiple_of(8) {
             return Err(DecodeError {
                 pc: Pc(bytes.len() / 8),
                 kind: DecodeErrorKind::TrailingBytes { len: bytes.len() },

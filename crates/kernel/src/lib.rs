@@ -336,7 +336,7 @@ impl<'a> ProgLoad<'a> {
 
     /// Runs `BPF_PROG_LOAD`; a rejection carries the verifier log.
     pub fn load(&self) -> Result<Prog, KernelError> {
-        if self.insns.len() % 8 != 0 || self.insns.is_empty() {
+        if !self.insns.len().is_multiple_of(8) || self.insns.is_empty() {
             return Err(KernelError::Invalid {
                 what: format!("{} bytes of instructions", self.insns.len()),
             });
