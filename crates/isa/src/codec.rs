@@ -490,6 +490,27 @@ fn decode_alu(raw: RawInsn) -> Result<Insn, DecodeErrorKind> {
     };
     let x = code & SRC_X != 0;
     let dst = reg(raw.dst())?;
+    if code & 0xf0 == 0xd0 {
+        // Byte order, checked before the generic source operand because
+        // `be` sets the source bit yet carries the width in imm. The source
+        // bit selects le/be in class ALU; in ALU64 only the K form exists
+        // (bswap).
+        let order = match (width, x) {
+            (Width::W32, false) => ByteOrder::ToLe,
+            (Width::W32, true) => ByteOrder::ToBe,
+            (Width::W64, false) => ByteOrder::Swap,
+            (Width::W64, true) => return Err(DecodeErrorKind::UnknownOpcode { code }),
+        };
+        zero(code, "src", raw.src() as i64)?;
+        zero(code, "off", raw.off as i64)?;
+        let bits = match raw.imm {
+            16 => SwapBits::B16,
+            32 => SwapBits::B32,
+            64 => SwapBits::B64,
+            v => return Err(reserved(code, "imm", v as i64)),
+        };
+        return Ok(Insn::Endian { order, bits, dst });
+    }
     let src = if x {
         zero(code, "imm", raw.imm as i64)?;
         Src::Reg(reg(raw.src())?)
@@ -548,25 +569,6 @@ fn decode_alu(raw: RawInsn) -> Result<Insn, DecodeErrorKind> {
             });
         }
         0xc0 => AluOp::Arsh,
-        0xd0 => {
-            // Byte order: the source bit selects le/be in class ALU; in
-            // ALU64 only the K form exists (bswap).
-            let order = match (width, x) {
-                (Width::W32, false) => ByteOrder::ToLe,
-                (Width::W32, true) => ByteOrder::ToBe,
-                (Width::W64, false) => ByteOrder::Swap,
-                (Width::W64, true) => return Err(DecodeErrorKind::UnknownOpcode { code }),
-            };
-            zero(code, "src", raw.src() as i64)?;
-            zero(code, "off", raw.off as i64)?;
-            let bits = match raw.imm {
-                16 => SwapBits::B16,
-                32 => SwapBits::B32,
-                64 => SwapBits::B64,
-                v => return Err(reserved(code, "imm", v as i64)),
-            };
-            return Ok(Insn::Endian { order, bits, dst });
-        }
         _ => return Err(DecodeErrorKind::UnknownOpcode { code }),
     };
     zero(code, "off", raw.off as i64)?;

@@ -6,6 +6,9 @@
 //! - [`insn`]: the typed instruction ([`Insn`]) and its parts.
 //! - [`codec`]: 8-byte slots to [`Insn`] and back, and [`Program`], a
 //!   decoded program whose branch targets have been checked.
+//! - [`asm`]: text to instructions, in the uBPF/conformance syntax and in
+//!   the kernel/llvm-objdump syntax.
+//! - [`disasm`]: instructions to text, in the same two syntaxes.
 //!
 //! ```
 //! use bpfkit_isa::{Insn, Program, Reg, Src, AluOp, Width};
@@ -22,8 +25,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod asm;
 pub mod codec;
+pub mod disasm;
 pub mod insn;
+
+pub use asm::{assemble, AsmError, Syntax};
 
 pub use codec::{decode_one, encode, encode_all, DecodeError, DecodeErrorKind, Program, RawInsn};
 pub use insn::*;
