@@ -1,0 +1,217 @@
+//! Helper functions: the registry an embedder fills, and the environment a
+//! helper runs in.
+//!
+//! A helper takes the five argument registers `r1`-`r5` and a
+//! [`HelperEnv`] through which it reaches guest memory (with the same
+//! checks as the program's own accesses) and the embedder's per-run data.
+//! It returns the new `r0`, or a [`HelperAbort`]: stop the program with a
+//! given `r0` (the conformance suite's `unwind`, `bpf_tail_call`-like
+//! exits), a memory fault, or an error; engines turn the latter two into a
+//! [`Trap`] at the call's pc with [`HelperAbort::into_outcome`].
+
+use crate::memory::Guest;
+use crate::trap::{MemFault, Trap, TrapKind};
+use bpfkit_isa::{HelperId, Pc};
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Why a helper did not return normally.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum HelperAbort {
+    /// End the program now, as if it executed `exit` with this `r0`
+    /// (at every call depth).
+    Stop {
+        /// The program's return value.
+        r0: u64,
+    },
+    /// A guest memory access failed.
+    Fault(MemFault),
+    /// Any other failure.
+    Failed(String),
+}
+
+impl From<MemFault> for HelperAbort {
+    fn from(f: MemFault) -> HelperAbort {
+        HelperAbort::Fault(f)
+    }
+}
+
+impl HelperAbort {
+    /// What an engine does with an abort from helper `id` called at `pc`:
+    /// `Ok(r0)` ends the program successfully, `Err(trap)` with a trap.
+    pub fn into_outcome(self, pc: Pc, id: HelperId) -> Result<u64, Trap> {
+        match self {
+            HelperAbort::Stop { r0 } => Ok(r0),
+            HelperAbort::Fault(f) => Err(Trap::new(pc, f)),
+            HelperAbort::Failed(message) => Err(Trap::new(pc, TrapKind::Helper { id, message })),
+        }
+    }
+}
+
+/// What a helper returns: the new `r0`, or an abort.
+pub type HelperResult = Result<u64, HelperAbort>;
+
+/// What a helper sees of the running program.
+pub struct HelperEnv<'r, 'a> {
+    guest: Guest<'r, 'a>,
+    data: Option<&'r mut (dyn Any + 'static)>,
+    pc: Pc,
+    id: HelperId,
+}
+
+impl<'r, 'a> HelperEnv<'r, 'a> {
+    /// Built by an engine for a call to helper `id` at `pc`; `data` is the
+    /// embedder's per-run value, if any.
+    pub fn new(
+        guest: Guest<'r, 'a>,
+        data: Option<&'r mut (dyn Any + 'static)>,
+        pc: Pc,
+        id: HelperId,
+    ) -> HelperEnv<'r, 'a> {
+        HelperEnv {
+            guest,
+            data,
+            pc,
+            id,
+        }
+    }
+
+    /// Guest memory: stack and regions, with the program's own checks.
+    pub fn guest(&mut self) -> &mut Guest<'r, 'a> {
+        &mut self.guest
+    }
+
+    /// The embedder's per-run data, if it is a `T`.
+    pub fn data_mut<T: Any>(&mut self) -> Option<&mut T> {
+        self.data.as_deref_mut()?.downcast_mut::<T>()
+    }
+
+    /// Slot index of the call instruction.
+    pub fn pc(&self) -> Pc {
+        self.pc
+    }
+
+    /// The helper id being called.
+    pub fn id(&self) -> HelperId {
+        self.id
+    }
+}
+
+/// A helper function. Closures of the right shape implement it.
+pub trait Helper: Send + Sync {
+    /// Runs the helper with `r1`-`r5` in `args`.
+    fn call(&self, env: &mut HelperEnv<'_, '_>, args: [u64; 5]) -> HelperResult;
+}
+
+impl<F> Helper for F
+where
+    F: Fn(&mut HelperEnv<'_, '_>, [u64; 5]) -> HelperResult + Send + Sync,
+{
+    fn call(&self, env: &mut HelperEnv<'_, '_>, args: [u64; 5]) -> HelperResult {
+        self(env, args)
+    }
+}
+
+/// The helpers an embedder makes available, by id. Engines copy what they
+/// need when they prepare a program, so the registry can be dropped or
+/// changed afterwards without affecting prepared programs.
+///
+/// ```
+/// use bpfkit_runtime::{Helpers, HelperAbort};
+/// let mut h = Helpers::new();
+/// h.register(1, |_env, args| Ok(args[0] + args[1]));
+/// h.register(5, |_env, args| match args[0] {
+///     0 => Err(HelperAbort::Stop { r0: 0 }),
+///     a => Ok(a),
+/// });
+/// assert!(h.get(1).is_some() && h.get(2).is_none());
+/// ```
+#[derive(Clone, Default)]
+pub struct Helpers {
+    by_id: BTreeMap<u32, Arc<dyn Helper>>,
+}
+
+impl Helpers {
+    /// An empty registry.
+    pub fn new() -> Helpers {
+        Helpers::default()
+    }
+
+    /// Registers (or replaces) helper `id` as a closure.
+    pub fn register<F>(&mut self, id: u32, f: F) -> &mut Helpers
+    where
+        F: Fn(&mut HelperEnv<'_, '_>, [u64; 5]) -> HelperResult + Send + Sync + 'static,
+    {
+        self.by_id.insert(id, Arc::new(f));
+        self
+    }
+
+    /// Registers (or replaces) helper `id` as a shared [`Helper`] object.
+    pub fn register_shared(&mut self, id: u32, helper: Arc<dyn Helper>) -> &mut Helpers {
+        self.by_id.insert(id, helper);
+        self
+    }
+
+    /// The helper with this id.
+    pub fn get(&self, id: u32) -> Option<&Arc<dyn Helper>> {
+        self.by_id.get(&id)
+    }
+
+    /// Registered helpers in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (HelperId, &Arc<dyn Helper>)> + '_ {
+        self.by_id.iter().map(|(&id, h)| (HelperId(id), h))
+    }
+
+    /// Number of registered helpers.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether none is registered.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+impl fmt::Debug for Helpers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.by_id.keys()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::Memory;
+
+    #[test]
+    fn helper_env_reaches_memory_and_data() {
+        let mut h = Helpers::new();
+        h.register(1, |env, args| {
+            let [b] = env.guest().load::<1>(args[0])?;
+            *env.data_mut::<u32>()
+                .ok_or(HelperAbort::Failed("no data".into()))? += 1;
+            Ok(b as u64)
+        });
+        let mut stack = [3u8; 8];
+        let mut mem = Memory::new();
+        let mut data = 10u32;
+        let mut guest = Guest::new(&mut stack, &mut mem);
+        let top = guest.stack_end();
+        let helper = h.get(1).unwrap().clone();
+        let mut env = HelperEnv::new(guest.reborrow(), Some(&mut data), Pc(3), HelperId(1));
+        assert_eq!(helper.call(&mut env, [top - 1, 0, 0, 0, 0]), Ok(3));
+        let err = helper.call(&mut env, [top, 0, 0, 0, 0]).unwrap_err();
+        assert_eq!(
+            err.into_outcome(Pc(3), HelperId(1)).unwrap_err().kind,
+            TrapKind::OutOfBounds {
+                addr: top,
+                size: 1,
+                access: crate::Access::Read
+            }
+        );
+        assert_eq!(data, 11);
+    }
+}

@@ -1,0 +1,524 @@
+//! Guest memory: the regions a program may address, and every check on
+//! them.
+//!
+//! Guest addresses *are* host addresses: a region registered from a host
+//! buffer is seen by the program at the buffer's own address. This keeps
+//! pointer values identical between the interpreter and a JIT (which can
+//! then access verified memory directly, as the kernel does), and makes the
+//! check a subtraction and a comparison. Every access must lie entirely
+//! inside one region, and a write needs a writable region.
+//!
+//! [`Memory`] holds the embedder's regions (context, packet, map values,
+//! read-only data, helper-provided memory). [`Guest`] adds the engine's own
+//! stack, which is checked first because most accesses go there.
+//!
+//! This is the only module of the crate with `unsafe` code: reading and
+//! writing region bytes through the host pointers recorded at registration.
+
+use crate::trap::{Access, MemFault};
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// What a region holds. Engines treat all kinds alike except
+/// [`RegionKind::Packet`], which legacy packet loads (`LD_ABS`/`LD_IND`) read.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum RegionKind {
+    /// The program context (`r1` on entry), e.g. `struct xdp_md`.
+    Context,
+    /// Packet data. The first packet region is the one `LD_ABS`/`LD_IND` read.
+    Packet,
+    /// An engine's stack (see [`Guest`]).
+    Stack,
+    /// A map value (or a whole map's value storage).
+    MapValue,
+    /// Read-only data such as `.rodata`.
+    ReadOnlyData,
+    /// Memory a helper hands to the program.
+    Helper,
+    /// Anything else.
+    Other,
+}
+
+/// One region of guest memory.
+///
+/// Invariant: `[start, start + len)` is host memory valid for reads (and for
+/// writes when `writable`) for as long as the [`Memory`] holding the region
+/// lives, and no Rust reference to it is used meanwhile.
+#[derive(Clone, Copy, Debug)]
+pub struct Region {
+    ptr: *mut u8,
+    start: u64,
+    len: u64,
+    writable: bool,
+    kind: RegionKind,
+}
+
+impl Region {
+    /// First guest address.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the region is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// One past the last guest address.
+    pub fn end(&self) -> u64 {
+        self.start + self.len
+    }
+
+    /// Whether the program may write it.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// What it holds.
+    pub fn kind(&self) -> RegionKind {
+        self.kind
+    }
+
+    /// Whether `[addr, addr + size)` lies inside and `access` is allowed.
+    #[inline(always)]
+    fn allows(&self, addr: u64, size: usize, access: Access) -> bool {
+        let off = addr.wrapping_sub(self.start);
+        let size = size as u64;
+        size <= self.len
+            && off <= self.len - size
+            && (self.writable || matches!(access, Access::Read))
+    }
+}
+
+/// The embedder's guest memory regions for one or more runs.
+///
+/// The lifetime `'a` is that of the host buffers lent to it.
+///
+/// ```
+/// use bpfkit_runtime::{Memory, RegionKind};
+/// let mut pkt = [1u8, 2, 3, 4];
+/// let mut mem = Memory::new();
+/// let addr = mem.add(RegionKind::Packet, &mut pkt);
+/// assert_eq!(mem.load::<2>(addr + 1).unwrap(), [2, 3]);
+/// assert!(mem.load::<2>(addr + 3).is_err());
+/// mem.store::<1>(addr, [9]).unwrap();
+/// drop(mem);
+/// assert_eq!(pkt[0], 9);
+/// ```
+#[derive(Debug, Default)]
+pub struct Memory<'a> {
+    regions: Vec<Region>,
+    /// Index of the region that satisfied the last lookup.
+    last: Cell<usize>,
+    packet: Option<usize>,
+    _borrow: PhantomData<&'a mut [u8]>,
+}
+
+impl<'a> Memory<'a> {
+    /// No regions.
+    pub fn new() -> Memory<'a> {
+        Memory::default()
+    }
+
+    fn push(&mut self, ptr: *mut u8, len: usize, writable: bool, kind: RegionKind) -> u64 {
+        let start = ptr as u64;
+        if kind == RegionKind::Packet && self.packet.is_none() {
+            self.packet = Some(self.regions.len());
+        }
+        self.regions.push(Region {
+            ptr,
+            start,
+            len: len as u64,
+            writable,
+            kind,
+        });
+        start
+    }
+
+    /// Adds a writable region over `buf` and returns its guest address.
+    pub fn add(&mut self, kind: RegionKind, buf: &'a mut [u8]) -> u64 {
+        self.push(buf.as_mut_ptr(), buf.len(), true, kind)
+    }
+
+    /// Adds a read-only region over `buf` and returns its guest address.
+    pub fn add_readonly(&mut self, kind: RegionKind, buf: &'a [u8]) -> u64 {
+        // The pointer is never written through: the region is read-only.
+        self.push(buf.as_ptr().cast_mut(), buf.len(), false, kind)
+    }
+
+    /// Adds a region over raw host memory (map storage shared between runs,
+    /// memory a helper owns) and returns its guest address.
+    ///
+    /// # Safety
+    ///
+    /// `[ptr, ptr + len)` must stay valid for reads (and writes when
+    /// `writable`) for as long as this `Memory` holds the region, must not
+    /// overlap another region, and must not be accessed through Rust
+    /// references meanwhile. Engines access it with plain loads and stores
+    /// (atomics with atomic instructions when aligned), so it must not be
+    /// written by another thread concurrently with a run, except through
+    /// atomic operations on bytes that the program also accesses atomically.
+    pub unsafe fn add_raw(
+        &mut self,
+        kind: RegionKind,
+        ptr: *mut u8,
+        len: usize,
+        writable: bool,
+    ) -> u64 {
+        self.push(ptr, len, writable, kind)
+    }
+
+    /// Removes every region (keeping the allocation).
+    pub fn clear(&mut self) {
+        self.regions.clear();
+        self.last.set(0);
+        self.packet = None;
+    }
+
+    /// The regions, in registration order.
+    pub fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+
+    /// The first region of kind [`RegionKind::Packet`].
+    pub fn packet(&self) -> Option<&Region> {
+        self.packet.map(|i| &self.regions[i])
+    }
+
+    /// The region allowing `access` to `[addr, addr + size)`.
+    #[inline]
+    pub fn find(&self, addr: u64, size: usize, access: Access) -> Result<&Region, MemFault> {
+        if let Some(r) = self.regions.get(self.last.get()) {
+            if r.allows(addr, size, access) {
+                return Ok(r);
+            }
+        }
+        self.find_slow(addr, size, access)
+    }
+
+    #[inline(never)]
+    fn find_slow(&self, addr: u64, size: usize, access: Access) -> Result<&Region, MemFault> {
+        for (i, r) in self.regions.iter().enumerate() {
+            if r.allows(addr, size, access) {
+                self.last.set(i);
+                return Ok(r);
+            }
+        }
+        Err(MemFault { addr, size, access })
+    }
+
+    /// Reads `N` bytes at `addr`.
+    #[inline]
+    pub fn load<const N: usize>(&self, addr: u64) -> Result<[u8; N], MemFault> {
+        let r = self.find(addr, N, Access::Read)?;
+        let off = (addr - r.start) as usize;
+        // SAFETY: `find` checked that `[off, off + N)` lies inside the region,
+        // whose memory is valid for reads while `self` lives (Region invariant).
+        Ok(unsafe { r.ptr.add(off).cast::<[u8; N]>().read_unaligned() })
+    }
+
+    /// Writes `N` bytes at `addr`.
+    #[inline]
+    pub fn store<const N: usize>(&mut self, addr: u64, bytes: [u8; N]) -> Result<(), MemFault> {
+        let r = self.find(addr, N, Access::Write)?;
+        let off = (addr - r.start) as usize;
+        // SAFETY: `find` checked that `[off, off + N)` lies inside a writable
+        // region, valid for writes while `self` lives (Region invariant).
+        unsafe { r.ptr.add(off).cast::<[u8; N]>().write_unaligned(bytes) };
+        Ok(())
+    }
+
+    /// Copies `buf.len()` bytes at `addr` into `buf` (all inside one region).
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        let r = self.find(addr, buf.len(), Access::Read)?;
+        let off = (addr - r.start) as usize;
+        // SAFETY: the source range lies inside the region (checked by
+        // `find`), valid for reads; `buf` is a distinct Rust buffer, so the
+        // ranges cannot overlap (no reference into a region is live).
+        unsafe { std::ptr::copy_nonoverlapping(r.ptr.add(off), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Copies `buf` to `addr` (all inside one writable region).
+    pub fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), MemFault> {
+        let r = self.find(addr, buf.len(), Access::Write)?;
+        let off = (addr - r.start) as usize;
+        // SAFETY: the destination lies inside a writable region (checked by
+        // `find`); `buf` is a distinct Rust buffer.
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), r.ptr.add(off), buf.len()) };
+        Ok(())
+    }
+
+    /// Atomically replaces the `N`-byte little-endian value at `addr` (N = 4
+    /// or 8) by `f(old)` and returns `old`. Aligned accesses use host
+    /// atomics; unaligned ones (which the kernel's verifier rejects) a plain
+    /// read-modify-write.
+    pub fn atomic_update<const N: usize>(
+        &mut self,
+        addr: u64,
+        mut f: impl FnMut(u64) -> u64,
+    ) -> Result<u64, MemFault> {
+        let r = self.find(addr, N, Access::Write)?;
+        let off = (addr - r.start) as usize;
+        // SAFETY: `[off, off + N)` lies inside a writable region (`find`).
+        let p = unsafe { r.ptr.add(off) };
+        let aligned = addr.is_multiple_of(N as u64);
+        let old = match N {
+            8 if aligned => {
+                // SAFETY: `p` is valid for reads and writes of 8 bytes and
+                // 8-aligned; the region contract forbids non-atomic
+                // concurrent access, so viewing it as an atomic is sound.
+                let a = unsafe { AtomicU64::from_ptr(p.cast::<u64>()) };
+                let r = a.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                    Some(f(u64::from_le(v)).to_le())
+                });
+                u64::from_le(r.unwrap_or_else(|v| v))
+            }
+            4 if aligned => {
+                // SAFETY: as above, for 4 bytes with 4-alignment.
+                let a = unsafe { AtomicU32::from_ptr(p.cast::<u32>()) };
+                let r = a.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                    Some((f(u32::from_le(v) as u64) as u32).to_le())
+                });
+                u32::from_le(r.unwrap_or_else(|v| v)) as u64
+            }
+            _ => {
+                // SAFETY: `p` is valid for reads and writes of N bytes.
+                let bytes = unsafe { p.cast::<[u8; N]>().read_unaligned() };
+                let old = le_to_u64(&bytes);
+                let new = u64_to_le::<N>(f(old));
+                // SAFETY: as above.
+                unsafe { p.cast::<[u8; N]>().write_unaligned(new) };
+                old
+            }
+        };
+        Ok(old)
+    }
+}
+
+/// Little-endian bytes (up to 8) to an integer.
+#[inline(always)]
+pub fn le_to_u64<const N: usize>(b: &[u8; N]) -> u64 {
+    let mut w = [0u8; 8];
+    w[..N.min(8)].copy_from_slice(&b[..N.min(8)]);
+    u64::from_le_bytes(w)
+}
+
+/// The low `N` bytes of `v`, little-endian.
+#[inline(always)]
+pub fn u64_to_le<const N: usize>(v: u64) -> [u8; N] {
+    let w = v.to_le_bytes();
+    let mut b = [0u8; N];
+    b[..N.min(8)].copy_from_slice(&w[..N.min(8)]);
+    b
+}
+
+/// Everything a running program can address: the engine's stack (checked
+/// first) and the embedder's [`Memory`].
+///
+/// Engines build one per run around their own stack buffer; helpers get it
+/// through [`crate::HelperEnv::guest`].
+#[derive(Debug)]
+pub struct Guest<'r, 'a> {
+    stack: &'r mut [u8],
+    stack_start: u64,
+    mem: &'r mut Memory<'a>,
+}
+
+impl<'r, 'a> Guest<'r, 'a> {
+    /// The engine's `stack` plus the embedder's regions.
+    pub fn new(stack: &'r mut [u8], mem: &'r mut Memory<'a>) -> Guest<'r, 'a> {
+        let stack_start = stack.as_ptr() as u64;
+        Guest {
+            stack,
+            stack_start,
+            mem,
+        }
+    }
+
+    /// A shorter-lived view of the same memory (to lend to a helper).
+    pub fn reborrow(&mut self) -> Guest<'_, 'a> {
+        Guest {
+            stack: self.stack,
+            stack_start: self.stack_start,
+            mem: self.mem,
+        }
+    }
+
+    /// Guest address of the first stack byte.
+    pub fn stack_start(&self) -> u64 {
+        self.stack_start
+    }
+
+    /// One past the last stack byte: the outermost frame's `r10`.
+    pub fn stack_end(&self) -> u64 {
+        self.stack_start + self.stack.len() as u64
+    }
+
+    /// The embedder's regions.
+    pub fn memory(&self) -> &Memory<'a> {
+        self.mem
+    }
+
+    /// The embedder's regions, mutably.
+    pub fn memory_mut(&mut self) -> &mut Memory<'a> {
+        self.mem
+    }
+
+    /// Offset into the stack of `[addr, addr + n)` when it lies inside it.
+    #[inline(always)]
+    fn stack_off(&self, addr: u64, n: usize) -> Option<usize> {
+        let off = addr.wrapping_sub(self.stack_start);
+        let len = self.stack.len() as u64;
+        if n as u64 <= len && off <= len - n as u64 {
+            Some(off as usize)
+        } else {
+            None
+        }
+    }
+
+    /// Reads `N` bytes at `addr`.
+    #[inline(always)]
+    pub fn load<const N: usize>(&self, addr: u64) -> Result<[u8; N], MemFault> {
+        if let Some(off) = self.stack_off(addr, N) {
+            if let Some(b) = self.stack.get(off..off + N) {
+                let mut out = [0u8; N];
+                out.copy_from_slice(b);
+                return Ok(out);
+            }
+        }
+        self.mem.load::<N>(addr)
+    }
+
+    /// Writes `N` bytes at `addr`.
+    #[inline(always)]
+    pub fn store<const N: usize>(&mut self, addr: u64, bytes: [u8; N]) -> Result<(), MemFault> {
+        if let Some(off) = self.stack_off(addr, N) {
+            if let Some(b) = self.stack.get_mut(off..off + N) {
+                b.copy_from_slice(&bytes);
+                return Ok(());
+            }
+        }
+        self.mem.store::<N>(addr, bytes)
+    }
+
+    /// Copies `buf.len()` bytes at `addr` into `buf` (all inside one region).
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        match self.stack_off(addr, buf.len()) {
+            Some(off) => {
+                buf.copy_from_slice(&self.stack[off..off + buf.len()]);
+                Ok(())
+            }
+            None => self.mem.read(addr, buf),
+        }
+    }
+
+    /// Copies `buf` to `addr` (all inside one writable region).
+    pub fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), MemFault> {
+        match self.stack_off(addr, buf.len()) {
+            Some(off) => {
+                self.stack[off..off + buf.len()].copy_from_slice(buf);
+                Ok(())
+            }
+            None => self.mem.write(addr, buf),
+        }
+    }
+
+    /// Atomically replaces the `N`-byte value at `addr` by `f(old)`;
+    /// returns `old` (see [`Memory::atomic_update`]).
+    #[inline]
+    pub fn atomic_update<const N: usize>(
+        &mut self,
+        addr: u64,
+        mut f: impl FnMut(u64) -> u64,
+    ) -> Result<u64, MemFault> {
+        if let Some(off) = self.stack_off(addr, N) {
+            // The stack belongs to this run alone: a plain read-modify-write
+            // is atomic with respect to everything that can observe it.
+            let b = &mut self.stack[off..off + N];
+            let mut w = [0u8; 8];
+            w[..N].copy_from_slice(b);
+            let old = u64::from_le_bytes(w);
+            b.copy_from_slice(&f(old).to_le_bytes()[..N]);
+            return Ok(old);
+        }
+        self.mem.atomic_update::<N>(addr, f)
+    }
+
+    /// Reads a NUL-terminated string of at most `max` bytes (without the
+    /// NUL) at `addr`; `None` in the result when no NUL was found in `max`.
+    pub fn read_cstr(&self, addr: u64, max: usize) -> Result<Option<Vec<u8>>, MemFault> {
+        let mut out = Vec::new();
+        for i in 0..max as u64 {
+            let [b] = self.load::<1>(addr.wrapping_add(i))?;
+            if b == 0 {
+                return Ok(Some(out));
+            }
+            out.push(b);
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_bounds() {
+        let mut a = [0u8; 8];
+        let b = [7u8; 4];
+        let mut mem = Memory::new();
+        let pa = mem.add(RegionKind::Context, &mut a);
+        let pb = mem.add_readonly(RegionKind::ReadOnlyData, &b);
+        assert!(mem.load::<8>(pa).is_ok());
+        assert!(mem.load::<8>(pa + 1).is_err());
+        assert!(mem.load::<1>(pa.wrapping_sub(1)).is_err());
+        assert_eq!(mem.load::<4>(pb).unwrap(), [7; 4]);
+        let e = mem.store::<1>(pb, [1]).unwrap_err();
+        assert_eq!(
+            e,
+            MemFault {
+                addr: pb,
+                size: 1,
+                access: Access::Write
+            }
+        );
+        mem.store::<4>(pa + 4, [1, 2, 3, 4]).unwrap();
+        // Address wrap-around never matches.
+        assert!(mem.load::<8>(u64::MAX - 3).is_err());
+        assert_eq!(
+            mem.atomic_update::<4>(pa + 4, |v| v + 1).unwrap(),
+            0x0403_0201
+        );
+        // Possibly unaligned: still a correct read-modify-write.
+        assert_eq!(mem.atomic_update::<4>(pa + 3, |_| 0).unwrap(), 0x0302_0200);
+        assert!(mem.atomic_update::<4>(pa + 5, |_| 0).is_err());
+        drop(mem);
+        assert_eq!(a, [0, 0, 0, 0, 0, 0, 0, 4]);
+    }
+
+    #[test]
+    fn guest_stack_first() {
+        let mut stack = [0u8; 16];
+        let mut ctx = [5u8; 2];
+        let mut mem = Memory::new();
+        let pc = mem.add(RegionKind::Context, &mut ctx);
+        let mut g = Guest::new(&mut stack, &mut mem);
+        let top = g.stack_end();
+        g.store::<8>(top - 8, 42u64.to_le_bytes()).unwrap();
+        assert_eq!(u64::from_le_bytes(g.load::<8>(top - 8).unwrap()), 42);
+        assert!(g.load::<8>(top - 4).is_err());
+        assert_eq!(g.load::<2>(pc).unwrap(), [5, 5]);
+        g.write(top - 2, b"a\0").unwrap();
+        assert_eq!(g.read_cstr(top - 2, 10).unwrap(), Some(b"a".to_vec()));
+        assert_eq!(g.atomic_update::<4>(top - 8, |v| v * 2).unwrap(), 42);
+        assert_eq!(g.load::<1>(top - 8).unwrap(), [84]);
+    }
+}
