@@ -1,0 +1,2 @@
+//! Abstract domains of the verifier. Each module opens with its model.
+pub mod tnum;
