@@ -1,1 +1,703 @@
-//! placeholder
+//! # bpfkit-interp
+//!
+//! The reference eBPF interpreter: RFC 9669 semantics, every load, store and
+//! atomic checked against the guest memory regions of
+//! [`bpfkit_runtime::Memory`] plus its own stack, typed [`Trap`]s.
+//!
+//! A [`Program`] is compiled once ([`Interpreter::new`] or
+//! [`Interpreter::builder`]) into a compact pre-decoded form (one small
+//! enum op per instruction, operands pre-extended, branch targets as
+//! absolute indices, helpers pre-resolved), then run many times with
+//! [`Interpreter::run`]: a run allocates nothing and keeps the registers in a
+//! local array.
+//!
+//! Execution model:
+//! - Eleven 64-bit registers; on entry `r1`-`r5` are the run's arguments
+//!   (others 0) and `r10` is the top of the current frame's stack.
+//! - [`MAX_CALL_FRAMES`] frames of [`STACK_SIZE`] bytes each, in one stack
+//!   owned by the interpreter; a bpf-to-bpf call saves `r6`-`r9`, moves `r10`
+//!   down one frame, and `exit` restores them. The stack is not cleared
+//!   between runs (verified programs never read stack they did not write).
+//! - Instruction budget ([`Builder::budget`], default unlimited): the count
+//!   of executed instructions is exact ([`Interpreter::executed`]) and is
+//!   compared with the budget at every taken jump, call and return, so a
+//!   program that exceeds it stops with [`TrapKind::BudgetExhausted`]
+//!   within one straight-line run.
+//! - Legacy packet loads (`LD_ABS`/`LD_IND`) read big-endian from the first
+//!   [`RegionKind::Packet`](bpfkit_runtime::RegionKind::Packet) region.
+//!   As in the kernel, an offset outside the packet ends the program with
+//!   `r0 = 0` (not a trap); with no packet region at all they trap with
+//!   [`TrapKind::NoPacket`]. The offset is `imm` (+ `src` for `LD_IND`),
+//!   computed in 32 bits; negative offsets are out of range.
+//! - Symbolic `lddw` operands go through the [`Imm64Resolver`] given to the
+//!   builder; an unresolved one traps with [`TrapKind::UnresolvedImm64`]
+//!   when executed. `lddw` function references resolve to
+//!   [`FUNC_ADDR_BASE`]` + 8 * slot`, which `callx` accepts.
+//! - `callx reg`: a function address as above calls that subprogram;
+//!   otherwise a value that is a registered helper id calls the helper
+//!   (uBPF's convention); otherwise [`TrapKind::BadCallTarget`].
+//!
+//! ```
+//! use bpfkit_interp::Interpreter;
+//! use bpfkit_isa::{asm::{assemble, Syntax}, Program};
+//! use bpfkit_runtime::{Helpers, Memory, RegionKind};
+//!
+//! let insns = assemble("ldxb %r0, [%r1+1]\nadd %r0, %r2\nexit", Syntax::Ubpf).unwrap();
+//! let prog = Program::from_insns(insns).unwrap();
+//! let mut vm = Interpreter::new(&prog, &Helpers::new()).unwrap();
+//! let mut pkt = [1u8, 2, 3];
+//! let mut mem = Memory::new();
+//! let addr = mem.add(RegionKind::Packet, &mut pkt);
+//! assert_eq!(vm.run(&mut mem, &[addr, 40]), Ok(42));
+//! assert_eq!(vm.executed(), 3);
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod op;
+
+use bpfkit_isa::{AtomicOp, HelperId, Imm64, Insn, Pc, Program};
+use bpfkit_runtime::{
+    Guest, Helper, HelperEnv, Helpers, Imm64Resolver, Memory, Trap, TrapKind, MAX_CALL_FRAMES,
+    STACK_SIZE,
+};
+use op::{compile, Op};
+use std::any::Any;
+use std::sync::Arc;
+use thiserror::Error;
+
+pub use op::FUNC_ADDR_BASE;
+
+/// Why a program could not be prepared.
+#[derive(Clone, PartialEq, Eq, Debug, Error)]
+pub enum CompileError {
+    /// More instructions than the interpreter indexes (2^32 - 2).
+    #[error("program too large: {insns} instructions")]
+    TooLarge {
+        /// Number of instructions.
+        insns: usize,
+    },
+}
+
+/// Configuration for an [`Interpreter`].
+#[derive(Clone, Copy, Default)]
+pub struct Builder<'r> {
+    budget: Option<u64>,
+    resolver: Option<&'r dyn Imm64Resolver>,
+}
+
+impl<'r> Builder<'r> {
+    /// Stops programs that execute more than `budget` instructions (default:
+    /// no limit).
+    pub fn budget(mut self, budget: u64) -> Builder<'r> {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Resolves symbolic `lddw` operands (map references, ...).
+    pub fn resolver(mut self, resolver: &'r dyn Imm64Resolver) -> Builder<'r> {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// Compiles `prog`, taking the helpers it calls from `helpers`.
+    pub fn build(self, prog: &Program, helpers: &Helpers) -> Result<Interpreter, CompileError> {
+        let n = prog.insns().len();
+        if n >= u32::MAX as usize - 1 || prog.slot_count() >= u32::MAX as usize - 1 {
+            return Err(CompileError::TooLarge { insns: n });
+        }
+        let mut table = Vec::new();
+        let ops = compile(prog, helpers, &mut table, self.resolver);
+        let mut pcs = prog.pcs().to_vec();
+        pcs.push(Pc(prog.slot_count()));
+        let slot_to_op = (0..prog.slot_count())
+            .map(|s| prog.index_of(Pc(s)).map_or(u32::MAX, |i| i as u32))
+            .collect();
+        let mut all_helpers: Vec<(u32, Arc<dyn Helper>)> =
+            helpers.iter().map(|(id, h)| (id.0, h.clone())).collect();
+        all_helpers.sort_by_key(|(id, _)| *id);
+        Ok(Interpreter {
+            ops,
+            insns: prog.insns().to_vec(),
+            pcs,
+            slot_to_op,
+            table,
+            all_helpers,
+            stack: vec![0u8; STACK_SIZE * MAX_CALL_FRAMES].into_boxed_slice(),
+            frames: [Frame::default(); MAX_CALL_FRAMES],
+            budget: self.budget.unwrap_or(u64::MAX),
+            executed: 0,
+        })
+    }
+}
+
+/// What a bpf-to-bpf call saves.
+#[derive(Clone, Copy, Default, Debug)]
+struct Frame {
+    ret: u32,
+    saved: [u64; 4],
+    fp: u64,
+}
+
+/// A program prepared for execution (see the crate docs for the model).
+pub struct Interpreter {
+    ops: Vec<Op>,
+    insns: Vec<Insn>,
+    /// Slot pc of each op (one more for the sentinel).
+    pcs: Vec<Pc>,
+    /// Op index of each slot (`u32::MAX` inside an `lddw`).
+    slot_to_op: Vec<u32>,
+    /// Helpers called directly, indexed by `Op::Call::h`.
+    table: Vec<(u32, Arc<dyn Helper>)>,
+    /// Every registered helper, sorted by id, for `callx`.
+    all_helpers: Vec<(u32, Arc<dyn Helper>)>,
+    stack: Box<[u8]>,
+    frames: [Frame; MAX_CALL_FRAMES],
+    budget: u64,
+    executed: u64,
+}
+
+impl std::fmt::Debug for Interpreter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interpreter")
+            .field("insns", &self.insns.len())
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tracer for [`Interpreter::run_traced`]: called before each instruction
+/// with its slot pc, the instruction (`None` past the end) and the registers.
+pub type Tracer<'t> = &'t mut dyn FnMut(Pc, Option<&Insn>, &[u64; 11]);
+
+impl Interpreter {
+    /// Configuration: budget, `lddw` resolver.
+    pub fn builder<'r>() -> Builder<'r> {
+        Builder::default()
+    }
+
+    /// Compiles `prog` with the default configuration.
+    pub fn new(prog: &Program, helpers: &Helpers) -> Result<Interpreter, CompileError> {
+        Builder::default().build(prog, helpers)
+    }
+
+    /// Instructions executed by the last run (including the one that
+    /// trapped, if any).
+    pub fn executed(&self) -> u64 {
+        self.executed
+    }
+
+    /// The instruction budget.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Changes the instruction budget.
+    pub fn set_budget(&mut self, budget: u64) {
+        self.budget = budget;
+    }
+
+    /// Guest address range `[start, end)` of the interpreter's stack; `end`
+    /// is `r10` on entry.
+    pub fn stack_range(&self) -> (u64, u64) {
+        let start = self.stack.as_ptr() as u64;
+        (start, start + self.stack.len() as u64)
+    }
+
+    /// Runs the program with `r1`.. = `args` (at most five are used) over
+    /// `mem`; returns `r0` at the outermost `exit`.
+    pub fn run(&mut self, mem: &mut Memory<'_>, args: &[u64]) -> Result<u64, Trap> {
+        self.exec::<false>(mem, args, None, None)
+    }
+
+    /// Like [`Interpreter::run`], with per-run data that helpers reach with
+    /// [`HelperEnv::data_mut`].
+    pub fn run_with_data(
+        &mut self,
+        mem: &mut Memory<'_>,
+        args: &[u64],
+        data: &mut dyn Any,
+    ) -> Result<u64, Trap> {
+        self.exec::<false>(mem, args, Some(data), None)
+    }
+
+    /// Like [`Interpreter::run_with_data`], calling `tracer` before every
+    /// instruction.
+    pub fn run_traced(
+        &mut self,
+        mem: &mut Memory<'_>,
+        args: &[u64],
+        data: Option<&mut dyn Any>,
+        tracer: Tracer<'_>,
+    ) -> Result<u64, Trap> {
+        self.exec::<true>(mem, args, data, Some(tracer))
+    }
+
+    fn exec<const TRACE: bool>(
+        &mut self,
+        mem: &mut Memory<'_>,
+        args: &[u64],
+        mut data: Option<&mut dyn Any>,
+        mut tracer: Option<Tracer<'_>>,
+    ) -> Result<u64, Trap> {
+        let Interpreter {
+            ops,
+            insns,
+            pcs,
+            slot_to_op,
+            table,
+            all_helpers,
+            stack,
+            frames,
+            budget,
+            executed,
+        } = self;
+        let ops: &[Op] = ops;
+        let budget = *budget;
+        let mut guest = Guest::new(stack, mem);
+        let stack_top = guest.stack_end();
+        let mut regs = [0u64; 11];
+        for (r, a) in regs[1..6].iter_mut().zip(args) {
+            *r = *a;
+        }
+        regs[10] = stack_top;
+        let mut depth = 0usize;
+        // Instructions executed so far = base + pc (pc = next op index).
+        let mut base: u64 = 0;
+        let mut pc: usize = 0;
+
+        macro_rules! r {
+            ($r:expr) => {
+                regs[$r as usize]
+            };
+        }
+        macro_rules! finish {
+            ($result:expr) => {{
+                *executed = base.wrapping_add(pc as u64);
+                return $result;
+            }};
+        }
+        macro_rules! trap {
+            ($kind:expr) => {
+                finish!(Err(Trap::new(pcs[pc - 1], $kind)))
+            };
+        }
+        // Taken jump to op `t`: keep the count exact, check the budget.
+        macro_rules! jump {
+            ($t:expr) => {{
+                let t = $t as usize;
+                let n = base.wrapping_add(pc as u64);
+                if n > budget {
+                    trap!(TrapKind::BudgetExhausted { budget });
+                }
+                base = n.wrapping_sub(t as u64);
+                pc = t;
+            }};
+        }
+        macro_rules! cond {
+            ($c:expr, $t:expr) => {
+                if $c {
+                    jump!($t)
+                }
+            };
+        }
+        macro_rules! addr {
+            ($b:expr, $off:expr) => {
+                r!($b).wrapping_add($off as i64 as u64)
+            };
+        }
+        macro_rules! load {
+            ($n:literal, $a:expr) => {
+                match guest.load::<$n>($a) {
+                    Ok(b) => b,
+                    Err(f) => trap!(f),
+                }
+            };
+        }
+        macro_rules! store {
+            ($n:literal, $a:expr, $v:expr) => {
+                if let Err(f) = guest.store::<$n>($a, $v) {
+                    trap!(f)
+                }
+            };
+        }
+        macro_rules! call_helper {
+            ($id:expr, $h:expr) => {{
+                let id = HelperId($id);
+                let mut env =
+                    HelperEnv::new(guest.reborrow(), data.as_deref_mut(), pcs[pc - 1], id);
+                let args = [r!(1), r!(2), r!(3), r!(4), r!(5)];
+                match $h.call(&mut env, args) {
+                    Ok(v) => regs[0] = v,
+                    Err(abort) => finish!(abort.into_outcome(pcs[pc - 1], id)),
+                }
+            }};
+        }
+        macro_rules! call_local {
+            ($t:expr) => {{
+                if depth + 1 >= MAX_CALL_FRAMES {
+                    trap!(TrapKind::CallDepthExceeded {
+                        max: MAX_CALL_FRAMES
+                    });
+                }
+                frames[depth] = Frame {
+                    ret: pc as u32,
+                    saved: [r!(6), r!(7), r!(8), r!(9)],
+                    fp: r!(10),
+                };
+                depth += 1;
+                regs[10] = stack_top - (depth * STACK_SIZE) as u64;
+                jump!($t);
+            }};
+        }
+
+        loop {
+            if TRACE {
+                if let Some(t) = tracer.as_deref_mut() {
+                    t(pcs[pc], insns.get(pc), &regs);
+                }
+            }
+            let op = ops[pc];
+            pc += 1;
+            match op {
+                Op::Add64I { d, imm } => r!(d) = r!(d).wrapping_add(imm as i64 as u64),
+                Op::Sub64I { d, imm } => r!(d) = r!(d).wrapping_sub(imm as i64 as u64),
+                Op::Mul64I { d, imm } => r!(d) = r!(d).wrapping_mul(imm as i64 as u64),
+                Op::Div64I { d, imm } => r!(d) = r!(d).checked_div(imm as i64 as u64).unwrap_or(0),
+                Op::Sdiv64I { d, imm } => r!(d) = sdiv64(r!(d), imm as i64 as u64),
+                Op::Mod64I { d, imm } => {
+                    r!(d) = r!(d).checked_rem(imm as i64 as u64).unwrap_or(r!(d))
+                }
+                Op::Smod64I { d, imm } => r!(d) = smod64(r!(d), imm as i64 as u64),
+                Op::Or64I { d, imm } => r!(d) |= imm as i64 as u64,
+                Op::And64I { d, imm } => r!(d) &= imm as i64 as u64,
+                Op::Xor64I { d, imm } => r!(d) ^= imm as i64 as u64,
+                Op::Lsh64I { d, imm } => r!(d) <<= imm,
+                Op::Rsh64I { d, imm } => r!(d) >>= imm,
+                Op::Arsh64I { d, imm } => r!(d) = ((r!(d) as i64) >> imm) as u64,
+                Op::Mov64I { d, imm } => r!(d) = imm as i64 as u64,
+
+                Op::Add64R { d, s } => r!(d) = r!(d).wrapping_add(r!(s)),
+                Op::Sub64R { d, s } => r!(d) = r!(d).wrapping_sub(r!(s)),
+                Op::Mul64R { d, s } => r!(d) = r!(d).wrapping_mul(r!(s)),
+                Op::Div64R { d, s } => r!(d) = r!(d).checked_div(r!(s)).unwrap_or(0),
+                Op::Sdiv64R { d, s } => r!(d) = sdiv64(r!(d), r!(s)),
+                Op::Mod64R { d, s } => r!(d) = r!(d).checked_rem(r!(s)).unwrap_or(r!(d)),
+                Op::Smod64R { d, s } => r!(d) = smod64(r!(d), r!(s)),
+                Op::Or64R { d, s } => r!(d) |= r!(s),
+                Op::And64R { d, s } => r!(d) &= r!(s),
+                Op::Xor64R { d, s } => r!(d) ^= r!(s),
+                Op::Lsh64R { d, s } => r!(d) <<= r!(s) & 63,
+                Op::Rsh64R { d, s } => r!(d) >>= r!(s) & 63,
+                Op::Arsh64R { d, s } => r!(d) = ((r!(d) as i64) >> (r!(s) & 63)) as u64,
+                Op::Mov64R { d, s } => r!(d) = r!(s),
+
+                Op::Add32I { d, imm } => r!(d) = (r!(d) as u32).wrapping_add(imm) as u64,
+                Op::Sub32I { d, imm } => r!(d) = (r!(d) as u32).wrapping_sub(imm) as u64,
+                Op::Mul32I { d, imm } => r!(d) = (r!(d) as u32).wrapping_mul(imm) as u64,
+                Op::Div32I { d, imm } => {
+                    r!(d) = (r!(d) as u32).checked_div(imm).unwrap_or(0) as u64
+                }
+                Op::Sdiv32I { d, imm } => r!(d) = sdiv32(r!(d), imm as u64),
+                Op::Mod32I { d, imm } => {
+                    let x = r!(d) as u32;
+                    r!(d) = x.checked_rem(imm).unwrap_or(x) as u64
+                }
+                Op::Smod32I { d, imm } => r!(d) = smod32(r!(d), imm as u64),
+                Op::Or32I { d, imm } => r!(d) = (r!(d) as u32 | imm) as u64,
+                Op::And32I { d, imm } => r!(d) = (r!(d) as u32 & imm) as u64,
+                Op::Xor32I { d, imm } => r!(d) = (r!(d) as u32 ^ imm) as u64,
+                Op::Lsh32I { d, imm } => r!(d) = ((r!(d) as u32) << imm) as u64,
+                Op::Rsh32I { d, imm } => r!(d) = ((r!(d) as u32) >> imm) as u64,
+                Op::Arsh32I { d, imm } => r!(d) = ((r!(d) as i32) >> imm) as u32 as u64,
+                Op::Mov32I { d, imm } => r!(d) = imm as u64,
+
+                Op::Add32R { d, s } => r!(d) = (r!(d) as u32).wrapping_add(r!(s) as u32) as u64,
+                Op::Sub32R { d, s } => r!(d) = (r!(d) as u32).wrapping_sub(r!(s) as u32) as u64,
+                Op::Mul32R { d, s } => r!(d) = (r!(d) as u32).wrapping_mul(r!(s) as u32) as u64,
+                Op::Div32R { d, s } => {
+                    r!(d) = (r!(d) as u32).checked_div(r!(s) as u32).unwrap_or(0) as u64
+                }
+                Op::Sdiv32R { d, s } => r!(d) = sdiv32(r!(d), r!(s)),
+                Op::Mod32R { d, s } => {
+                    let x = r!(d) as u32;
+                    r!(d) = x.checked_rem(r!(s) as u32).unwrap_or(x) as u64
+                }
+                Op::Smod32R { d, s } => r!(d) = smod32(r!(d), r!(s)),
+                Op::Or32R { d, s } => r!(d) = (r!(d) as u32 | r!(s) as u32) as u64,
+                Op::And32R { d, s } => r!(d) = (r!(d) as u32 & r!(s) as u32) as u64,
+                Op::Xor32R { d, s } => r!(d) = (r!(d) as u32 ^ r!(s) as u32) as u64,
+                Op::Lsh32R { d, s } => r!(d) = ((r!(d) as u32) << (r!(s) & 31)) as u64,
+                Op::Rsh32R { d, s } => r!(d) = ((r!(d) as u32) >> (r!(s) & 31)) as u64,
+                Op::Arsh32R { d, s } => r!(d) = ((r!(d) as i32) >> (r!(s) & 31)) as u32 as u64,
+                Op::Mov32R { d, s } => r!(d) = r!(s) as u32 as u64,
+
+                Op::Movsx8To32 { d, s } => r!(d) = r!(s) as i8 as i32 as u32 as u64,
+                Op::Movsx16To32 { d, s } => r!(d) = r!(s) as i16 as i32 as u32 as u64,
+                Op::Movsx8To64 { d, s } => r!(d) = r!(s) as i8 as i64 as u64,
+                Op::Movsx16To64 { d, s } => r!(d) = r!(s) as i16 as i64 as u64,
+                Op::Movsx32To64 { d, s } => r!(d) = r!(s) as i32 as i64 as u64,
+                Op::Neg64 { d } => r!(d) = r!(d).wrapping_neg(),
+                Op::Neg32 { d } => r!(d) = (r!(d) as u32).wrapping_neg() as u64,
+                Op::Trunc16 { d } => r!(d) = r!(d) as u16 as u64,
+                Op::Trunc32 { d } => r!(d) = r!(d) as u32 as u64,
+                Op::Swap16 { d } => r!(d) = (r!(d) as u16).swap_bytes() as u64,
+                Op::Swap32 { d } => r!(d) = (r!(d) as u32).swap_bytes() as u64,
+                Op::Swap64 { d } => r!(d) = r!(d).swap_bytes(),
+                Op::Nop => {}
+                Op::LoadImm { d, lo, hi } => r!(d) = lo as u64 | (hi as u64) << 32,
+
+                Op::LdxB { d, s, off } => r!(d) = load!(1, addr!(s, off))[0] as u64,
+                Op::LdxH { d, s, off } => {
+                    r!(d) = u16::from_le_bytes(load!(2, addr!(s, off))) as u64
+                }
+                Op::LdxW { d, s, off } => {
+                    r!(d) = u32::from_le_bytes(load!(4, addr!(s, off))) as u64
+                }
+                Op::LdxDw { d, s, off } => r!(d) = u64::from_le_bytes(load!(8, addr!(s, off))),
+                Op::LdxSb { d, s, off } => r!(d) = load!(1, addr!(s, off))[0] as i8 as i64 as u64,
+                Op::LdxSh { d, s, off } => {
+                    r!(d) = i16::from_le_bytes(load!(2, addr!(s, off))) as i64 as u64
+                }
+                Op::LdxSw { d, s, off } => {
+                    r!(d) = i32::from_le_bytes(load!(4, addr!(s, off))) as i64 as u64
+                }
+                Op::StB { d, off, imm } => store!(1, addr!(d, off), [imm as u8]),
+                Op::StH { d, off, imm } => store!(2, addr!(d, off), (imm as u16).to_le_bytes()),
+                Op::StW { d, off, imm } => store!(4, addr!(d, off), imm.to_le_bytes()),
+                Op::StDw { d, off, imm } => {
+                    store!(8, addr!(d, off), (imm as i64).to_le_bytes())
+                }
+                Op::StxB { d, s, off } => store!(1, addr!(d, off), [r!(s) as u8]),
+                Op::StxH { d, s, off } => {
+                    store!(2, addr!(d, off), (r!(s) as u16).to_le_bytes())
+                }
+                Op::StxW { d, s, off } => {
+                    store!(4, addr!(d, off), (r!(s) as u32).to_le_bytes())
+                }
+                Op::StxDw { d, s, off } => store!(8, addr!(d, off), r!(s).to_le_bytes()),
+                Op::Atomic32 {
+                    d,
+                    s,
+                    off,
+                    op,
+                    fetch,
+                } => {
+                    let a = addr!(d, off);
+                    let v = r!(s) as u32 as u64;
+                    let expected = r!(0) as u32 as u64;
+                    let old = match guest.atomic_update::<4>(a, |x| atomic(op, x, v, expected)) {
+                        Ok(old) => old,
+                        Err(f) => trap!(f),
+                    };
+                    match op {
+                        AtomicOp::Cmpxchg => r!(0) = old,
+                        _ if fetch => r!(s) = old,
+                        _ => {}
+                    }
+                }
+                Op::Atomic64 {
+                    d,
+                    s,
+                    off,
+                    op,
+                    fetch,
+                } => {
+                    let a = addr!(d, off);
+                    let v = r!(s);
+                    let expected = r!(0);
+                    let old = match guest.atomic_update::<8>(a, |x| atomic(op, x, v, expected)) {
+                        Ok(old) => old,
+                        Err(f) => trap!(f),
+                    };
+                    match op {
+                        AtomicOp::Cmpxchg => r!(0) = old,
+                        _ if fetch => r!(s) = old,
+                        _ => {}
+                    }
+                }
+                Op::LdPkt { size, s, imm } => {
+                    let Some(pkt) = guest.memory().packet() else {
+                        trap!(TrapKind::NoPacket)
+                    };
+                    let off = match s {
+                        Some(s) => imm.wrapping_add(r!(s) as i32),
+                        None => imm,
+                    };
+                    let (start, len) = (pkt.start(), pkt.len());
+                    let size = size as u64;
+                    if off < 0 || off as u64 + size > len {
+                        finish!(Ok(0));
+                    }
+                    let a = start + off as u64;
+                    r!(0) = match size {
+                        1 => load!(1, a)[0] as u64,
+                        2 => u16::from_be_bytes(load!(2, a)) as u64,
+                        _ => u32::from_be_bytes(load!(4, a)) as u64,
+                    };
+                }
+
+                Op::Ja { t } => jump!(t),
+                Op::JeqI { d, imm, t } => cond!(r!(d) == imm as i64 as u64, t),
+                Op::JgtI { d, imm, t } => cond!(r!(d) > imm as i64 as u64, t),
+                Op::JgeI { d, imm, t } => cond!(r!(d) >= imm as i64 as u64, t),
+                Op::JsetI { d, imm, t } => cond!(r!(d) & imm as i64 as u64 != 0, t),
+                Op::JneI { d, imm, t } => cond!(r!(d) != imm as i64 as u64, t),
+                Op::JsgtI { d, imm, t } => cond!(r!(d) as i64 > imm as i64, t),
+                Op::JsgeI { d, imm, t } => cond!(r!(d) as i64 >= imm as i64, t),
+                Op::JltI { d, imm, t } => cond!(r!(d) < imm as i64 as u64, t),
+                Op::JleI { d, imm, t } => cond!(r!(d) <= imm as i64 as u64, t),
+                Op::JsltI { d, imm, t } => cond!((r!(d) as i64) < imm as i64, t),
+                Op::JsleI { d, imm, t } => cond!(r!(d) as i64 <= imm as i64, t),
+                Op::JeqR { d, s, t } => cond!(r!(d) == r!(s), t),
+                Op::JgtR { d, s, t } => cond!(r!(d) > r!(s), t),
+                Op::JgeR { d, s, t } => cond!(r!(d) >= r!(s), t),
+                Op::JsetR { d, s, t } => cond!(r!(d) & r!(s) != 0, t),
+                Op::JneR { d, s, t } => cond!(r!(d) != r!(s), t),
+                Op::JsgtR { d, s, t } => cond!(r!(d) as i64 > r!(s) as i64, t),
+                Op::JsgeR { d, s, t } => cond!(r!(d) as i64 >= r!(s) as i64, t),
+                Op::JltR { d, s, t } => cond!(r!(d) < r!(s), t),
+                Op::JleR { d, s, t } => cond!(r!(d) <= r!(s), t),
+                Op::JsltR { d, s, t } => cond!((r!(d) as i64) < r!(s) as i64, t),
+                Op::JsleR { d, s, t } => cond!(r!(d) as i64 <= r!(s) as i64, t),
+                Op::Jeq32I { d, imm, t } => cond!(r!(d) as u32 == imm, t),
+                Op::Jgt32I { d, imm, t } => cond!(r!(d) as u32 > imm, t),
+                Op::Jge32I { d, imm, t } => cond!(r!(d) as u32 >= imm, t),
+                Op::Jset32I { d, imm, t } => cond!(r!(d) as u32 & imm != 0, t),
+                Op::Jne32I { d, imm, t } => cond!(r!(d) as u32 != imm, t),
+                Op::Jsgt32I { d, imm, t } => cond!(r!(d) as i32 > imm as i32, t),
+                Op::Jsge32I { d, imm, t } => cond!(r!(d) as i32 >= imm as i32, t),
+                Op::Jlt32I { d, imm, t } => cond!((r!(d) as u32) < imm, t),
+                Op::Jle32I { d, imm, t } => cond!(r!(d) as u32 <= imm, t),
+                Op::Jslt32I { d, imm, t } => cond!((r!(d) as i32) < imm as i32, t),
+                Op::Jsle32I { d, imm, t } => cond!(r!(d) as i32 <= imm as i32, t),
+                Op::Jeq32R { d, s, t } => cond!(r!(d) as u32 == r!(s) as u32, t),
+                Op::Jgt32R { d, s, t } => cond!(r!(d) as u32 > r!(s) as u32, t),
+                Op::Jge32R { d, s, t } => cond!(r!(d) as u32 >= r!(s) as u32, t),
+                Op::Jset32R { d, s, t } => cond!(r!(d) as u32 & r!(s) as u32 != 0, t),
+                Op::Jne32R { d, s, t } => cond!(r!(d) as u32 != r!(s) as u32, t),
+                Op::Jsgt32R { d, s, t } => cond!(r!(d) as i32 > r!(s) as i32, t),
+                Op::Jsge32R { d, s, t } => cond!(r!(d) as i32 >= r!(s) as i32, t),
+                Op::Jlt32R { d, s, t } => cond!((r!(d) as u32) < r!(s) as u32, t),
+                Op::Jle32R { d, s, t } => cond!(r!(d) as u32 <= r!(s) as u32, t),
+                Op::Jslt32R { d, s, t } => cond!((r!(d) as i32) < r!(s) as i32, t),
+                Op::Jsle32R { d, s, t } => cond!(r!(d) as i32 <= r!(s) as i32, t),
+
+                Op::Call { h } => {
+                    let (id, helper) = &table[h as usize];
+                    call_helper!(*id, helper)
+                }
+                Op::CallUnknown { id } => trap!(TrapKind::UnknownHelper { id: HelperId(id) }),
+                Op::CallLocal { t } => call_local!(t),
+                Op::Callx { r } => {
+                    let v = r!(r);
+                    let slot = v.wrapping_sub(FUNC_ADDR_BASE);
+                    let target = if slot % 8 == 0 {
+                        slot_to_op
+                            .get((slot / 8).min(usize::MAX as u64) as usize)
+                            .copied()
+                            .filter(|&t| t != u32::MAX)
+                    } else {
+                        None
+                    };
+                    if let Some(t) = target {
+                        call_local!(t)
+                    } else if let Ok(i) = all_helpers.binary_search_by_key(&v, |(id, _)| *id as u64)
+                    {
+                        let (id, helper) = &all_helpers[i];
+                        call_helper!(*id, helper)
+                    } else {
+                        trap!(TrapKind::BadCallTarget { target: v })
+                    }
+                }
+                Op::Exit => {
+                    if depth == 0 {
+                        finish!(Ok(regs[0]));
+                    }
+                    depth -= 1;
+                    let f = frames[depth];
+                    [regs[6], regs[7], regs[8], regs[9]] = f.saved;
+                    regs[10] = f.fp;
+                    jump!(f.ret);
+                }
+                Op::Unresolved => {
+                    let imm = match insns[pc - 1] {
+                        Insn::LoadImm64 { imm, .. } => imm,
+                        _ => Imm64::Value(0),
+                    };
+                    trap!(TrapKind::UnresolvedImm64 { imm })
+                }
+                Op::Unsupported { what } => trap!(TrapKind::Unsupported { what }),
+                Op::FellOff => {
+                    // The sentinel is not an instruction.
+                    pc -= 1;
+                    *executed = base.wrapping_add(pc as u64);
+                    return Err(Trap::new(pcs[pc], TrapKind::FellOffEnd));
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn atomic(op: AtomicOp, old: u64, v: u64, expected: u64) -> u64 {
+    match op {
+        AtomicOp::Add => old.wrapping_add(v),
+        AtomicOp::Or => old | v,
+        AtomicOp::And => old & v,
+        AtomicOp::Xor => old ^ v,
+        AtomicOp::Xchg => v,
+        AtomicOp::Cmpxchg => {
+            if old == expected {
+                v
+            } else {
+                old
+            }
+        }
+    }
+}
+
+/// Signed 64-bit division: x / 0 = 0, INT_MIN / -1 = INT_MIN.
+#[inline(always)]
+fn sdiv64(x: u64, y: u64) -> u64 {
+    if y == 0 {
+        0
+    } else {
+        (x as i64).wrapping_div(y as i64) as u64
+    }
+}
+
+/// Signed 64-bit modulo: x % 0 = x, INT_MIN % -1 = 0.
+#[inline(always)]
+fn smod64(x: u64, y: u64) -> u64 {
+    if y == 0 {
+        x
+    } else {
+        (x as i64).wrapping_rem(y as i64) as u64
+    }
+}
+
+/// Signed 32-bit division, zero-extended.
+#[inline(always)]
+fn sdiv32(x: u64, y: u64) -> u64 {
+    let (x, y) = (x as i32, y as i32);
+    if y == 0 {
+        0
+    } else {
+        x.wrapping_div(y) as u32 as u64
+    }
+}
+
+/// Signed 32-bit modulo, zero-extended (x % 0 = low half of x).
+#[inline(always)]
+fn smod32(x: u64, y: u64) -> u64 {
+    let (x, y) = (x as i32, y as i32);
+    if y == 0 {
+        x as u32 as u64
+    } else {
+        x.wrapping_rem(y) as u32 as u64
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1049 @@
+//! The pre-decoded form the interpreter executes.
+//!
+//! [`compile`] turns each [`Insn`] into one [`Op`]: a small enum variant
+//! whose name fixes operation, width and operand kind, with immediates
+//! already in the form the operation uses, shift counts masked, and branch
+//! targets as absolute op indices. One op per instruction (an `lddw` is one
+//! op) keeps op index = instruction index, so traps map back to slot pcs
+//! with one table lookup and the executed-instruction count is exact.
+
+use bpfkit_isa::{
+    AluOp, AtomicOp, ByteOrder, Imm64, Insn, Pc, Program, Reg, SignExtFrom, Size, Src, SwapBits,
+    Width,
+};
+use bpfkit_runtime::{Helpers, Imm64Resolver};
+
+/// A register number known to be at most 10, so indexing an 11-entry array
+/// with it needs no bounds check.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+#[allow(missing_docs)]
+pub(crate) enum R {
+    R0,
+    R1,
+    R2,
+    R3,
+    R4,
+    R5,
+    R6,
+    R7,
+    R8,
+    R9,
+    R10,
+}
+
+impl From<Reg> for R {
+    fn from(r: Reg) -> R {
+        const ALL: [R; 11] = [
+            R::R0,
+            R::R1,
+            R::R2,
+            R::R3,
+            R::R4,
+            R::R5,
+            R::R6,
+            R::R7,
+            R::R8,
+            R::R9,
+            R::R10,
+        ];
+        ALL[r.index()]
+    }
+}
+
+/// Base of the values the interpreter gives `lddw` function references
+/// (`Imm64::Func`): `FUNC_ADDR_BASE + 8 * slot`. `callx` with such a value
+/// calls the subprogram at `slot`; any other value below 2^32 is taken as a
+/// helper id (uBPF's convention, which the conformance suite's `callx` test
+/// relies on).
+pub const FUNC_ADDR_BASE: u64 = 0xffff_ffff_c000_0000;
+
+/// One pre-decoded instruction. `d`/`s` are registers, `t` an absolute op
+/// index, `imm` the raw 32-bit immediate (sign-extended at use for 64-bit
+/// ops, which costs nothing on x86-64), `off` a memory offset.
+#[derive(Clone, Copy, Debug)]
+#[allow(missing_docs)]
+pub(crate) enum Op {
+    // 64-bit ALU, immediate source.
+    Add64I {
+        d: R,
+        imm: i32,
+    },
+    Sub64I {
+        d: R,
+        imm: i32,
+    },
+    Mul64I {
+        d: R,
+        imm: i32,
+    },
+    Div64I {
+        d: R,
+        imm: i32,
+    },
+    Sdiv64I {
+        d: R,
+        imm: i32,
+    },
+    Mod64I {
+        d: R,
+        imm: i32,
+    },
+    Smod64I {
+        d: R,
+        imm: i32,
+    },
+    Or64I {
+        d: R,
+        imm: i32,
+    },
+    And64I {
+        d: R,
+        imm: i32,
+    },
+    Xor64I {
+        d: R,
+        imm: i32,
+    },
+    Lsh64I {
+        d: R,
+        imm: u8,
+    },
+    Rsh64I {
+        d: R,
+        imm: u8,
+    },
+    Arsh64I {
+        d: R,
+        imm: u8,
+    },
+    Mov64I {
+        d: R,
+        imm: i32,
+    },
+    // 64-bit ALU, register source.
+    Add64R {
+        d: R,
+        s: R,
+    },
+    Sub64R {
+        d: R,
+        s: R,
+    },
+    Mul64R {
+        d: R,
+        s: R,
+    },
+    Div64R {
+        d: R,
+        s: R,
+    },
+    Sdiv64R {
+        d: R,
+        s: R,
+    },
+    Mod64R {
+        d: R,
+        s: R,
+    },
+    Smod64R {
+        d: R,
+        s: R,
+    },
+    Or64R {
+        d: R,
+        s: R,
+    },
+    And64R {
+        d: R,
+        s: R,
+    },
+    Xor64R {
+        d: R,
+        s: R,
+    },
+    Lsh64R {
+        d: R,
+        s: R,
+    },
+    Rsh64R {
+        d: R,
+        s: R,
+    },
+    Arsh64R {
+        d: R,
+        s: R,
+    },
+    Mov64R {
+        d: R,
+        s: R,
+    },
+    // 32-bit ALU, immediate source (results zero-extend).
+    Add32I {
+        d: R,
+        imm: u32,
+    },
+    Sub32I {
+        d: R,
+        imm: u32,
+    },
+    Mul32I {
+        d: R,
+        imm: u32,
+    },
+    Div32I {
+        d: R,
+        imm: u32,
+    },
+    Sdiv32I {
+        d: R,
+        imm: u32,
+    },
+    Mod32I {
+        d: R,
+        imm: u32,
+    },
+    Smod32I {
+        d: R,
+        imm: u32,
+    },
+    Or32I {
+        d: R,
+        imm: u32,
+    },
+    And32I {
+        d: R,
+        imm: u32,
+    },
+    Xor32I {
+        d: R,
+        imm: u32,
+    },
+    Lsh32I {
+        d: R,
+        imm: u8,
+    },
+    Rsh32I {
+        d: R,
+        imm: u8,
+    },
+    Arsh32I {
+        d: R,
+        imm: u8,
+    },
+    Mov32I {
+        d: R,
+        imm: u32,
+    },
+    // 32-bit ALU, register source.
+    Add32R {
+        d: R,
+        s: R,
+    },
+    Sub32R {
+        d: R,
+        s: R,
+    },
+    Mul32R {
+        d: R,
+        s: R,
+    },
+    Div32R {
+        d: R,
+        s: R,
+    },
+    Sdiv32R {
+        d: R,
+        s: R,
+    },
+    Mod32R {
+        d: R,
+        s: R,
+    },
+    Smod32R {
+        d: R,
+        s: R,
+    },
+    Or32R {
+        d: R,
+        s: R,
+    },
+    And32R {
+        d: R,
+        s: R,
+    },
+    Xor32R {
+        d: R,
+        s: R,
+    },
+    Lsh32R {
+        d: R,
+        s: R,
+    },
+    Rsh32R {
+        d: R,
+        s: R,
+    },
+    Arsh32R {
+        d: R,
+        s: R,
+    },
+    Mov32R {
+        d: R,
+        s: R,
+    },
+    // Sign-extending moves.
+    Movsx8To32 {
+        d: R,
+        s: R,
+    },
+    Movsx16To32 {
+        d: R,
+        s: R,
+    },
+    Movsx8To64 {
+        d: R,
+        s: R,
+    },
+    Movsx16To64 {
+        d: R,
+        s: R,
+    },
+    Movsx32To64 {
+        d: R,
+        s: R,
+    },
+    Neg64 {
+        d: R,
+    },
+    Neg32 {
+        d: R,
+    },
+    // Byte order (little-endian host): `le` truncates, `be`/`bswap` swap.
+    Trunc16 {
+        d: R,
+    },
+    Trunc32 {
+        d: R,
+    },
+    Swap16 {
+        d: R,
+    },
+    Swap32 {
+        d: R,
+    },
+    Swap64 {
+        d: R,
+    },
+    Nop,
+    LoadImm {
+        d: R,
+        lo: u32,
+        hi: u32,
+    },
+    // Loads and stores.
+    LdxB {
+        d: R,
+        s: R,
+        off: i16,
+    },
+    LdxH {
+        d: R,
+        s: R,
+        off: i16,
+    },
+    LdxW {
+        d: R,
+        s: R,
+        off: i16,
+    },
+    LdxDw {
+        d: R,
+        s: R,
+        off: i16,
+    },
+    LdxSb {
+        d: R,
+        s: R,
+        off: i16,
+    },
+    LdxSh {
+        d: R,
+        s: R,
+        off: i16,
+    },
+    LdxSw {
+        d: R,
+        s: R,
+        off: i16,
+    },
+    StB {
+        d: R,
+        off: i16,
+        imm: i32,
+    },
+    StH {
+        d: R,
+        off: i16,
+        imm: i32,
+    },
+    StW {
+        d: R,
+        off: i16,
+        imm: i32,
+    },
+    StDw {
+        d: R,
+        off: i16,
+        imm: i32,
+    },
+    StxB {
+        d: R,
+        s: R,
+        off: i16,
+    },
+    StxH {
+        d: R,
+        s: R,
+        off: i16,
+    },
+    StxW {
+        d: R,
+        s: R,
+        off: i16,
+    },
+    StxDw {
+        d: R,
+        s: R,
+        off: i16,
+    },
+    Atomic32 {
+        d: R,
+        s: R,
+        off: i16,
+        op: AtomicOp,
+        fetch: bool,
+    },
+    Atomic64 {
+        d: R,
+        s: R,
+        off: i16,
+        op: AtomicOp,
+        fetch: bool,
+    },
+    /// Legacy packet load; `s` is `None` for `LD_ABS`.
+    LdPkt {
+        size: u8,
+        s: Option<R>,
+        imm: i32,
+    },
+    // Jumps.
+    Ja {
+        t: u32,
+    },
+    JeqI {
+        d: R,
+        imm: i32,
+        t: u32,
+    },
+    JgtI {
+        d: R,
+        imm: i32,
+        t: u32,
+    },
+    JgeI {
+        d: R,
+        imm: i32,
+        t: u32,
+    },
+    JsetI {
+        d: R,
+        imm: i32,
+        t: u32,
+    },
+    JneI {
+        d: R,
+        imm: i32,
+        t: u32,
+    },
+    JsgtI {
+        d: R,
+        imm: i32,
+        t: u32,
+    },
+    JsgeI {
+        d: R,
+        imm: i32,
+        t: u32,
+    },
+    JltI {
+        d: R,
+        imm: i32,
+        t: u32,
+    },
+    JleI {
+        d: R,
+        imm: i32,
+        t: u32,
+    },
+    JsltI {
+        d: R,
+        imm: i32,
+        t: u32,
+    },
+    JsleI {
+        d: R,
+        imm: i32,
+        t: u32,
+    },
+    JeqR {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    JgtR {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    JgeR {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    JsetR {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    JneR {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    JsgtR {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    JsgeR {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    JltR {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    JleR {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    JsltR {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    JsleR {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    Jeq32I {
+        d: R,
+        imm: u32,
+        t: u32,
+    },
+    Jgt32I {
+        d: R,
+        imm: u32,
+        t: u32,
+    },
+    Jge32I {
+        d: R,
+        imm: u32,
+        t: u32,
+    },
+    Jset32I {
+        d: R,
+        imm: u32,
+        t: u32,
+    },
+    Jne32I {
+        d: R,
+        imm: u32,
+        t: u32,
+    },
+    Jsgt32I {
+        d: R,
+        imm: u32,
+        t: u32,
+    },
+    Jsge32I {
+        d: R,
+        imm: u32,
+        t: u32,
+    },
+    Jlt32I {
+        d: R,
+        imm: u32,
+        t: u32,
+    },
+    Jle32I {
+        d: R,
+        imm: u32,
+        t: u32,
+    },
+    Jslt32I {
+        d: R,
+        imm: u32,
+        t: u32,
+    },
+    Jsle32I {
+        d: R,
+        imm: u32,
+        t: u32,
+    },
+    Jeq32R {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    Jgt32R {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    Jge32R {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    Jset32R {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    Jne32R {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    Jsgt32R {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    Jsge32R {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    Jlt32R {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    Jle32R {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    Jslt32R {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    Jsle32R {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    // Calls.
+    /// Helper at index `h` of the interpreter's helper table.
+    Call {
+        h: u32,
+    },
+    /// Helper id nobody registered: traps when executed.
+    CallUnknown {
+        id: u32,
+    },
+    CallLocal {
+        t: u32,
+    },
+    Callx {
+        r: R,
+    },
+    Exit,
+    /// Symbolic `lddw` left unresolved: traps when executed.
+    Unresolved,
+    /// Instruction the interpreter cannot run (kfunc call).
+    Unsupported {
+        what: &'static str,
+    },
+    /// Sentinel after the last instruction.
+    FellOff,
+}
+
+/// Compiles `prog`: ops (with a trailing [`Op::FellOff`]) and the helper
+/// table they index.
+pub(crate) fn compile(
+    prog: &Program,
+    helpers: &Helpers,
+    table: &mut Vec<(u32, std::sync::Arc<dyn bpfkit_runtime::Helper>)>,
+    resolver: Option<&dyn Imm64Resolver>,
+) -> Vec<Op> {
+    let target = |pc: Pc, off: i64| -> u32 {
+        // `Program` has checked that every target is an instruction start.
+        pc.branch(off)
+            .and_then(|t| prog.index_of(t))
+            .map_or(u32::MAX, |i| i as u32)
+    };
+    let mut ops = Vec::with_capacity(prog.insns().len() + 1);
+    for (pc, insn) in prog.iter() {
+        let op = match *insn {
+            Insn::Alu {
+                width,
+                op,
+                dst,
+                src,
+            } => alu(width, op, dst.into(), src),
+            Insn::Neg { width, dst } => match width {
+                Width::W64 => Op::Neg64 { d: dst.into() },
+                Width::W32 => Op::Neg32 { d: dst.into() },
+            },
+            Insn::Endian { order, bits, dst } => {
+                let d = dst.into();
+                match (order, bits) {
+                    (ByteOrder::ToLe, SwapBits::B16) => Op::Trunc16 { d },
+                    (ByteOrder::ToLe, SwapBits::B32) => Op::Trunc32 { d },
+                    (ByteOrder::ToLe, SwapBits::B64) => Op::Nop,
+                    (_, SwapBits::B16) => Op::Swap16 { d },
+                    (_, SwapBits::B32) => Op::Swap32 { d },
+                    (_, SwapBits::B64) => Op::Swap64 { d },
+                }
+            }
+            Insn::LoadImm64 { dst, imm } => {
+                let value = match imm {
+                    Imm64::Value(v) => Some(v),
+                    Imm64::Func(off) => match resolver.and_then(|r| r.resolve(pc, &imm)) {
+                        Some(v) => Some(v),
+                        None => pc
+                            .branch(off as i64)
+                            .map(|t| FUNC_ADDR_BASE.wrapping_add(8 * t.0 as u64)),
+                    },
+                    _ => resolver.and_then(|r| r.resolve(pc, &imm)),
+                };
+                match value {
+                    Some(v) => Op::LoadImm {
+                        d: dst.into(),
+                        lo: v as u32,
+                        hi: (v >> 32) as u32,
+                    },
+                    None => Op::Unresolved,
+                }
+            }
+            Insn::Load {
+                size,
+                sign_extend,
+                dst,
+                src,
+                off,
+            } => {
+                let (d, s) = (dst.into(), src.into());
+                match (size, sign_extend) {
+                    (Size::B, false) => Op::LdxB { d, s, off },
+                    (Size::H, false) => Op::LdxH { d, s, off },
+                    (Size::W, false) => Op::LdxW { d, s, off },
+                    (Size::DW, _) => Op::LdxDw { d, s, off },
+                    (Size::B, true) => Op::LdxSb { d, s, off },
+                    (Size::H, true) => Op::LdxSh { d, s, off },
+                    (Size::W, true) => Op::LdxSw { d, s, off },
+                }
+            }
+            Insn::Store {
+                size,
+                dst,
+                off,
+                src,
+            } => {
+                let d = dst.into();
+                match (size, src) {
+                    (Size::B, Src::Imm(imm)) => Op::StB { d, off, imm },
+                    (Size::H, Src::Imm(imm)) => Op::StH { d, off, imm },
+                    (Size::W, Src::Imm(imm)) => Op::StW { d, off, imm },
+                    (Size::DW, Src::Imm(imm)) => Op::StDw { d, off, imm },
+                    (Size::B, Src::Reg(s)) => Op::StxB {
+                        d,
+                        s: s.into(),
+                        off,
+                    },
+                    (Size::H, Src::Reg(s)) => Op::StxH {
+                        d,
+                        s: s.into(),
+                        off,
+                    },
+                    (Size::W, Src::Reg(s)) => Op::StxW {
+                        d,
+                        s: s.into(),
+                        off,
+                    },
+                    (Size::DW, Src::Reg(s)) => Op::StxDw {
+                        d,
+                        s: s.into(),
+                        off,
+                    },
+                }
+            }
+            Insn::Atomic {
+                size,
+                op,
+                fetch,
+                dst,
+                src,
+                off,
+            } => {
+                let (d, s) = (dst.into(), src.into());
+                if size == Size::DW {
+                    Op::Atomic64 {
+                        d,
+                        s,
+                        off,
+                        op,
+                        fetch,
+                    }
+                } else {
+                    Op::Atomic32 {
+                        d,
+                        s,
+                        off,
+                        op,
+                        fetch,
+                    }
+                }
+            }
+            Insn::LoadAbs { size, imm } => Op::LdPkt {
+                size: size.bytes() as u8,
+                s: None,
+                imm,
+            },
+            Insn::LoadInd { size, src, imm } => Op::LdPkt {
+                size: size.bytes() as u8,
+                s: Some(src.into()),
+                imm,
+            },
+            Insn::Ja { off, .. } => Op::Ja {
+                t: target(pc, off as i64),
+            },
+            Insn::Jmp {
+                width,
+                cond,
+                dst,
+                src,
+                off,
+            } => jmp(width, cond, dst.into(), src, target(pc, off as i64)),
+            Insn::Call(id) => match helpers.get(id.0) {
+                Some(h) => {
+                    let idx = match table.iter().position(|(i, _)| *i == id.0) {
+                        Some(i) => i,
+                        None => {
+                            table.push((id.0, h.clone()));
+                            table.len() - 1
+                        }
+                    };
+                    Op::Call { h: idx as u32 }
+                }
+                None => Op::CallUnknown { id: id.0 },
+            },
+            Insn::CallLocal(off) => Op::CallLocal {
+                t: target(pc, off as i64),
+            },
+            Insn::CallKfunc { .. } => Op::Unsupported { what: "kfunc call" },
+            Insn::Callx(r) => Op::Callx { r: r.into() },
+            Insn::Exit => Op::Exit,
+        };
+        ops.push(op);
+    }
+    ops.push(Op::FellOff);
+    ops
+}
+
+fn alu(width: Width, op: AluOp, d: R, src: Src) -> Op {
+    match (width, src) {
+        (Width::W64, Src::Imm(imm)) => match op {
+            AluOp::Add => Op::Add64I { d, imm },
+            AluOp::Sub => Op::Sub64I { d, imm },
+            AluOp::Mul => Op::Mul64I { d, imm },
+            // Division by the constant 0 gives 0, modulo leaves dst.
+            AluOp::Div | AluOp::Sdiv if imm == 0 => Op::Mov64I { d, imm: 0 },
+            AluOp::Mod | AluOp::Smod if imm == 0 => Op::Nop,
+            AluOp::Div => Op::Div64I { d, imm },
+            AluOp::Sdiv => Op::Sdiv64I { d, imm },
+            AluOp::Mod => Op::Mod64I { d, imm },
+            AluOp::Smod => Op::Smod64I { d, imm },
+            AluOp::Or => Op::Or64I { d, imm },
+            AluOp::And => Op::And64I { d, imm },
+            AluOp::Xor => Op::Xor64I { d, imm },
+            AluOp::Lsh => Op::Lsh64I {
+                d,
+                imm: (imm & 63) as u8,
+            },
+            AluOp::Rsh => Op::Rsh64I {
+                d,
+                imm: (imm & 63) as u8,
+            },
+            AluOp::Arsh => Op::Arsh64I {
+                d,
+                imm: (imm & 63) as u8,
+            },
+            // movsx with an immediate does not decode; treat as mov.
+            AluOp::Mov | AluOp::MovSx(_) => Op::Mov64I { d, imm },
+        },
+        (Width::W32, Src::Imm(imm)) => {
+            let imm = imm as u32;
+            match op {
+                AluOp::Add => Op::Add32I { d, imm },
+                AluOp::Sub => Op::Sub32I { d, imm },
+                AluOp::Mul => Op::Mul32I { d, imm },
+                AluOp::Div | AluOp::Sdiv if imm == 0 => Op::Mov32I { d, imm: 0 },
+                // Modulo by 0 leaves dst, but the 32-bit form zero-extends it.
+                AluOp::Mod | AluOp::Smod if imm == 0 => Op::Mov32R { d, s: d },
+                AluOp::Div => Op::Div32I { d, imm },
+                AluOp::Sdiv => Op::Sdiv32I { d, imm },
+                AluOp::Mod => Op::Mod32I { d, imm },
+                AluOp::Smod => Op::Smod32I { d, imm },
+                AluOp::Or => Op::Or32I { d, imm },
+                AluOp::And => Op::And32I { d, imm },
+                AluOp::Xor => Op::Xor32I { d, imm },
+                AluOp::Lsh => Op::Lsh32I {
+                    d,
+                    imm: (imm & 31) as u8,
+                },
+                AluOp::Rsh => Op::Rsh32I {
+                    d,
+                    imm: (imm & 31) as u8,
+                },
+                AluOp::Arsh => Op::Arsh32I {
+                    d,
+                    imm: (imm & 31) as u8,
+                },
+                AluOp::Mov | AluOp::MovSx(_) => Op::Mov32I { d, imm },
+            }
+        }
+        (Width::W64, Src::Reg(s)) => {
+            let s = s.into();
+            match op {
+                AluOp::Add => Op::Add64R { d, s },
+                AluOp::Sub => Op::Sub64R { d, s },
+                AluOp::Mul => Op::Mul64R { d, s },
+                AluOp::Div => Op::Div64R { d, s },
+                AluOp::Sdiv => Op::Sdiv64R { d, s },
+                AluOp::Mod => Op::Mod64R { d, s },
+                AluOp::Smod => Op::Smod64R { d, s },
+                AluOp::Or => Op::Or64R { d, s },
+                AluOp::And => Op::And64R { d, s },
+                AluOp::Xor => Op::Xor64R { d, s },
+                AluOp::Lsh => Op::Lsh64R { d, s },
+                AluOp::Rsh => Op::Rsh64R { d, s },
+                AluOp::Arsh => Op::Arsh64R { d, s },
+                AluOp::Mov => Op::Mov64R { d, s },
+                AluOp::MovSx(SignExtFrom::B8) => Op::Movsx8To64 { d, s },
+                AluOp::MovSx(SignExtFrom::B16) => Op::Movsx16To64 { d, s },
+                AluOp::MovSx(SignExtFrom::B32) => Op::Movsx32To64 { d, s },
+            }
+        }
+        (Width::W32, Src::Reg(s)) => {
+            let s = s.into();
+            match op {
+                AluOp::Add => Op::Add32R { d, s },
+                AluOp::Sub => Op::Sub32R { d, s },
+                AluOp::Mul => Op::Mul32R { d, s },
+                AluOp::Div => Op::Div32R { d, s },
+                AluOp::Sdiv => Op::Sdiv32R { d, s },
+                AluOp::Mod => Op::Mod32R { d, s },
+                AluOp::Smod => Op::Smod32R { d, s },
+                AluOp::Or => Op::Or32R { d, s },
+                AluOp::And => Op::And32R { d, s },
+                AluOp::Xor => Op::Xor32R { d, s },
+                AluOp::Lsh => Op::Lsh32R { d, s },
+                AluOp::Rsh => Op::Rsh32R { d, s },
+                AluOp::Arsh => Op::Arsh32R { d, s },
+                AluOp::Mov => Op::Mov32R { d, s },
+                AluOp::MovSx(SignExtFrom::B8) => Op::Movsx8To32 { d, s },
+                AluOp::MovSx(SignExtFrom::B16) => Op::Movsx16To32 { d, s },
+                // movsx32 in class ALU does not decode; a 32-bit move of
+                // the low half is what it would mean.
+                AluOp::MovSx(SignExtFrom::B32) => Op::Mov32R { d, s },
+            }
+        }
+    }
+}
+
+fn jmp(width: Width, cond: bpfkit_isa::Cond, d: R, src: Src, t: u32) -> Op {
+    use bpfkit_isa::Cond::*;
+    match (width, src) {
+        (Width::W64, Src::Imm(imm)) => match cond {
+            Eq => Op::JeqI { d, imm, t },
+            Gt => Op::JgtI { d, imm, t },
+            Ge => Op::JgeI { d, imm, t },
+            Set => Op::JsetI { d, imm, t },
+            Ne => Op::JneI { d, imm, t },
+            Sgt => Op::JsgtI { d, imm, t },
+            Sge => Op::JsgeI { d, imm, t },
+            Lt => Op::JltI { d, imm, t },
+            Le => Op::JleI { d, imm, t },
+            Slt => Op::JsltI { d, imm, t },
+            Sle => Op::JsleI { d, imm, t },
+        },
+        (Width::W64, Src::Reg(s)) => {
+            let s = s.into();
+            match cond {
+                Eq => Op::JeqR { d, s, t },
+                Gt => Op::JgtR { d, s, t },
+                Ge => Op::JgeR { d, s, t },
+                Set => Op::JsetR { d, s, t },
+                Ne => Op::JneR { d, s, t },
+                Sgt => Op::JsgtR { d, s, t },
+                Sge => Op::JsgeR { d, s, t },
+                Lt => Op::JltR { d, s, t },
+                Le => Op::JleR { d, s, t },
+                Slt => Op::JsltR { d, s, t },
+                Sle => Op::JsleR { d, s, t },
+            }
+        }
+        (Width::W32, Src::Imm(imm)) => {
+            let imm = imm as u32;
+            match cond {
+                Eq => Op::Jeq32I { d, imm, t },
+                Gt => Op::Jgt32I { d, imm, t },
+                Ge => Op::Jge32I { d, imm, t },
+                Set => Op::Jset32I { d, imm, t },
+                Ne => Op::Jne32I { d, imm, t },
+                Sgt => Op::Jsgt32I { d, imm, t },
+                Sge => Op::Jsge32I { d, imm, t },
+                Lt => Op::Jlt32I { d, imm, t },
+                Le => Op::Jle32I { d, imm, t },
+                Slt => Op::Jslt32I { d, imm, t },
+                Sle => Op::Jsle32I { d, imm, t },
+            }
+        }
+        (Width::W32, Src::Reg(s)) => {
+            let s = s.into();
+            match cond {
+                Eq => Op::Jeq32R { d, s, t },
+                Gt => Op::Jgt32R { d, s, t },
+                Ge => Op::Jge32R { d, s, t },
+                Set => Op::Jset32R { d, s, t },
+                Ne => Op::Jne32R { d, s, t },
+                Sgt => Op::Jsgt32R { d, s, t },
+                Sge => Op::Jsge32R { d, s, t },
+                Lt => Op::Jlt32R { d, s, t },
+                Le => Op::Jle32R { d, s, t },
+                Slt => Op::Jslt32R { d, s, t },
+                Sle => Op::Jsle32R { d, s, t },
+            }
+        }
+    }
+}

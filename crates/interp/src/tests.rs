@@ -1,0 +1,563 @@
+//! Semantics (RFC 9669 pitfalls from the conformance README) and every trap
+//! kind, with pc and kind asserted.
+
+use super::*;
+use bpfkit_isa::asm::{assemble, Syntax};
+use bpfkit_isa::{HelperId, Reg, Size};
+use bpfkit_runtime::{Access, HelperAbort, RegionKind};
+
+fn prog(text: &str) -> Program {
+    Program::from_insns(assemble(text, Syntax::Ubpf).expect("assembles")).expect("valid")
+}
+
+fn helpers() -> Helpers {
+    let mut h = Helpers::new();
+    h.register(1, |_env, a| Ok(a[0].wrapping_add(a[1])));
+    h.register(5, |_env, a| match a[0] {
+        0 => Err(HelperAbort::Stop { r0: 0 }),
+        x => Ok(x),
+    });
+    h.register(6, |env, a| {
+        let [b] = env.guest().load::<1>(a[0])?;
+        Ok(b as u64)
+    });
+    h.register(7, |_env, _a| Err(HelperAbort::Failed("boom".into())));
+    h
+}
+
+/// Runs `text` with r1 = address of a writable copy of `mem` (0 if empty),
+/// r2 = its length.
+fn run_mem(text: &str, mem: &[u8]) -> Result<u64, Trap> {
+    let mut vm = Interpreter::new(&prog(text), &helpers()).unwrap();
+    let mut buf = mem.to_vec();
+    let mut m = Memory::new();
+    let addr = if buf.is_empty() {
+        0
+    } else {
+        m.add(RegionKind::Other, &mut buf)
+    };
+    let len = mem.len() as u64;
+    vm.run(&mut m, &[addr, len])
+}
+
+fn run(text: &str) -> Result<u64, Trap> {
+    run_mem(text, &[])
+}
+
+fn trap_kind(text: &str) -> (Pc, TrapKind) {
+    let t = run(text).expect_err("traps");
+    (t.pc, t.kind)
+}
+
+#[test]
+fn alu32_zero_extends() {
+    assert_eq!(
+        run("lddw %r0, 0xffffffff00000001\nadd32 %r0, 1\nexit"),
+        Ok(2)
+    );
+    assert_eq!(
+        run("lddw %r1, 0x1122334455667788\nmov32 %r0, %r1\nexit"),
+        Ok(0x55667788)
+    );
+    assert_eq!(run("mov32 %r0, -1\nexit"), Ok(0xffff_ffff));
+    assert_eq!(run("mov %r0, -1\nneg32 %r0\nexit"), Ok(1));
+}
+
+#[test]
+fn shifts_are_masked() {
+    assert_eq!(run("mov %r0, 1\nlsh %r0, 65\nexit"), Ok(2));
+    assert_eq!(run("mov %r0, 1\nlsh32 %r0, 33\nexit"), Ok(2));
+    assert_eq!(
+        run("mov %r0, 1\nmov %r1, -1\nlsh %r0, %r1\nexit"),
+        Ok(1 << 63)
+    );
+    assert_eq!(
+        run("mov32 %r0, 0x80000000\nmov %r1, -1\nrsh32 %r0, %r1\nexit"),
+        Ok(1)
+    );
+    assert_eq!(
+        run("mov32 %r0, 0x80000000\narsh32 %r0, 35\nexit"),
+        Ok(0xf000_0000)
+    );
+    assert_eq!(run("mov %r0, -16\narsh %r0, 66\nexit"), Ok(-4i64 as u64));
+}
+
+#[test]
+fn division_by_zero() {
+    assert_eq!(run("mov %r0, 7\nmov %r1, 0\ndiv %r0, %r1\nexit"), Ok(0));
+    assert_eq!(run("mov %r0, 7\ndiv %r0, 0\nexit"), Ok(0));
+    assert_eq!(run("mov %r0, 7\ndiv32 %r0, 0\nexit"), Ok(0));
+    assert_eq!(run("mov %r0, 7\nmov %r1, 0\nsdiv32 %r0, %r1\nexit"), Ok(0));
+    assert_eq!(run("mov %r0, -7\nsdiv %r0, 0\nexit"), Ok(0));
+    // Modulo by zero leaves dst; the 32-bit forms still zero the upper half.
+    assert_eq!(
+        run("mov %r0, -7\nmov %r1, 0\nmod %r0, %r1\nexit"),
+        Ok(-7i64 as u64)
+    );
+    assert_eq!(run("mov %r0, -7\nmod %r0, 0\nexit"), Ok(-7i64 as u64));
+    assert_eq!(run("mov %r0, -7\nsmod %r0, 0\nexit"), Ok(-7i64 as u64));
+    assert_eq!(
+        run("mov %r0, -7\nmov %r1, 0\nmod32 %r0, %r1\nexit"),
+        Ok(-7i32 as u32 as u64)
+    );
+    assert_eq!(
+        run("mov %r0, -7\nmod32 %r0, 0\nexit"),
+        Ok(-7i32 as u32 as u64)
+    );
+    assert_eq!(
+        run("mov %r0, -7\nsmod32 %r0, 0\nexit"),
+        Ok(-7i32 as u32 as u64)
+    );
+    assert_eq!(
+        run("mov %r0, -7\nmov %r1, 0\nsmod32 %r0, %r1\nexit"),
+        Ok(-7i32 as u32 as u64)
+    );
+}
+
+#[test]
+fn signed_division_overflow() {
+    let min64 = "lddw %r0, 0x8000000000000000\n";
+    assert_eq!(run(&format!("{min64}sdiv %r0, -1\nexit")), Ok(1 << 63));
+    assert_eq!(
+        run(&format!("{min64}mov %r1, -1\nsdiv %r0, %r1\nexit")),
+        Ok(1 << 63)
+    );
+    assert_eq!(run(&format!("{min64}smod %r0, -1\nexit")), Ok(0));
+    assert_eq!(
+        run(&format!("{min64}mov %r1, -1\nsmod %r0, %r1\nexit")),
+        Ok(0)
+    );
+    assert_eq!(
+        run("mov32 %r0, 0x80000000\nsdiv32 %r0, -1\nexit"),
+        Ok(0x8000_0000)
+    );
+    assert_eq!(run("mov32 %r0, 0x80000000\nsmod32 %r0, -1\nexit"), Ok(0));
+    assert_eq!(run("mov %r0, -7\nsmod %r0, 2\nexit"), Ok(-1i64 as u64));
+    assert_eq!(run("mov %r0, 7\nsmod32 %r0, -2\nexit"), Ok(1));
+    assert_eq!(
+        run("mov %r0, -7\nsdiv32 %r0, 2\nexit"),
+        Ok(-3i32 as u32 as u64)
+    );
+}
+
+#[test]
+fn imm64_sign_extended() {
+    assert_eq!(run("mov %r0, -1\nexit"), Ok(u64::MAX));
+    assert_eq!(run("mov %r0, 0\nsub %r0, 1\nexit"), Ok(u64::MAX));
+    assert_eq!(
+        run("lddw %r0, 0xffffffffffffffff\nand %r0, -2\nexit"),
+        Ok(!1)
+    );
+    // 64-bit jumps compare with the sign-extended immediate.
+    assert_eq!(
+        run("mov %r1, -1\nmov %r0, 1\njeq %r1, -1, +1\nmov %r0, 2\nexit"),
+        Ok(1)
+    );
+    assert_eq!(
+        run("mov32 %r1, -1\nmov %r0, 1\njeq %r1, -1, +1\nmov %r0, 2\nexit"),
+        Ok(2)
+    );
+    assert_eq!(
+        run("mov %r1, 5\nmov %r0, 1\njgt %r1, -1, +1\nmov %r0, 2\nexit"),
+        Ok(2)
+    );
+    // div with a negative immediate divides by a huge unsigned value.
+    assert_eq!(run("mov %r0, -1\ndiv %r0, -1\nexit"), Ok(1));
+}
+
+#[test]
+fn byte_order() {
+    let v = "lddw %r0, 0x1122334455667788\n";
+    assert_eq!(run(&format!("{v}le16 %r0\nexit")), Ok(0x7788));
+    assert_eq!(run(&format!("{v}le32 %r0\nexit")), Ok(0x55667788));
+    assert_eq!(run(&format!("{v}le64 %r0\nexit")), Ok(0x1122334455667788));
+    assert_eq!(run(&format!("{v}be16 %r0\nexit")), Ok(0x8877));
+    assert_eq!(run(&format!("{v}be32 %r0\nexit")), Ok(0x88776655));
+    assert_eq!(run(&format!("{v}be64 %r0\nexit")), Ok(0x8877665544332211));
+    assert_eq!(run(&format!("{v}bswap16 %r0\nexit")), Ok(0x8877));
+    assert_eq!(run(&format!("{v}bswap32 %r0\nexit")), Ok(0x88776655));
+    assert_eq!(
+        run(&format!("{v}bswap64 %r0\nexit")),
+        Ok(0x8877665544332211)
+    );
+}
+
+#[test]
+fn jmp32_compares_low_half() {
+    assert_eq!(
+        run("lddw %r1, 0x100000005\nmov %r0, 1\njeq32 %r1, 5, +1\nmov %r0, 2\nexit"),
+        Ok(1)
+    );
+    assert_eq!(
+        run("lddw %r1, 0x100000005\nmov %r0, 1\njeq %r1, 5, +1\nmov %r0, 2\nexit"),
+        Ok(2)
+    );
+    assert_eq!(
+        run("mov32 %r1, 0xffffffff\nmov %r0, 1\njslt32 %r1, 0, +1\nmov %r0, 2\nexit"),
+        Ok(1)
+    );
+    assert_eq!(
+        run("lddw %r1, 0x1ffffffff\nmov %r2, -1\nmov %r0, 1\njne32 %r1, %r2, +1\nmov %r0, 2\nexit"),
+        Ok(2)
+    );
+}
+
+#[test]
+fn sign_extension_moves_and_loads() {
+    assert_eq!(
+        run("mov %r1, 0x80\nmovsx864 %r0, %r1\nexit"),
+        Ok(-128i64 as u64)
+    );
+    assert_eq!(
+        run("mov %r1, 0x80\nmovsx832 %r0, %r1\nexit"),
+        Ok(0xffff_ff80)
+    );
+    assert_eq!(
+        run("mov %r1, 0x8000\nmovsx1664 %r0, %r1\nexit"),
+        Ok(-32768i64 as u64)
+    );
+    assert_eq!(
+        run("mov32 %r1, 0x80000000\nmovsx3264 %r0, %r1\nexit"),
+        Ok(0xffff_ffff_8000_0000)
+    );
+    let m = [0x80, 0x80, 0xff, 0x7f];
+    assert_eq!(run_mem("ldxsb %r0, [%r1]\nexit", &m), Ok(-128i64 as u64));
+    assert_eq!(run_mem("ldxsh %r0, [%r1]\nexit", &m), Ok(-32640i64 as u64));
+    assert_eq!(run_mem("ldxsw %r0, [%r1]\nexit", &m), Ok(0x7fff8080));
+    assert_eq!(run_mem("ldxh %r0, [%r1+2]\nexit", &m), Ok(0x7fff));
+}
+
+#[test]
+fn gotol_and_stack() {
+    assert_eq!(run("mov %r0, 1\nja32 +1\nmov %r0, 2\nexit"), Ok(1));
+    assert_eq!(
+        run("stdw [%r10-8], -2\nldxdw %r0, [%r10-8]\nstb [%r10-8], 1\nldxb %r1, [%r10-8]\nadd %r0, %r1\nexit"),
+        Ok(u64::MAX)
+    );
+}
+
+#[test]
+fn atomics() {
+    let m = [0u8; 16];
+    assert_eq!(
+        run_mem(
+            "stdw [%r1], 10\nmov %r2, 5\nlock fetch add [%r1], %r2\nldxdw %r0, [%r1]\nadd %r0, %r2\nexit",
+            &m
+        ),
+        Ok(25)
+    );
+    assert_eq!(
+        run_mem(
+            "stdw [%r1], 10\nmov %r0, 10\nmov %r2, 7\nlock cmpxchg [%r1], %r2\nldxdw %r1, [%r1]\nlsh %r0, 8\nor %r0, %r1\nexit",
+            &m
+        ),
+        Ok(10 << 8 | 7)
+    );
+    assert_eq!(
+        run_mem(
+            "lddw %r2, 0x1ffffffff\nstw [%r1], 3\nlock xchg32 [%r1], %r2\nldxw %r0, [%r1]\nlsh %r0, 32\nor %r0, %r2\nexit",
+            &m
+        ),
+        Ok(0xffff_ffff_0000_0003)
+    );
+    // 32-bit cmpxchg compares the low half of r0 and zero-extends r0.
+    assert_eq!(
+        run_mem(
+            "stw [%r1], 3\nlddw %r0, 0x100000003\nmov %r2, 9\nlock cmpxchg32 [%r1], %r2\nldxw %r1, [%r1]\nlsh %r1, 8\nor %r0, %r1\nexit",
+            &m
+        ),
+        Ok(9 << 8 | 3)
+    );
+    assert_eq!(
+        run("stdw [%r10-8], 6\nmov %r2, 3\nlock and [%r10-8], %r2\nldxdw %r0, [%r10-8]\nexit"),
+        Ok(2)
+    );
+}
+
+#[test]
+fn local_calls_preserve_callee_saved_and_have_own_stack() {
+    let p = "mov %r6, 6\nstdw [%r10-8], 1\nmov %r1, 20\ncall local f\n\
+             ldxdw %r1, [%r10-8]\nadd %r0, %r1\nadd %r0, %r6\nexit\n\
+             f:\nmov %r6, 100\nstdw [%r10-8], 50\nldxdw %r0, [%r10-8]\nadd %r0, %r1\nexit";
+    assert_eq!(run(p), Ok(70 + 1 + 6));
+}
+
+#[test]
+fn helpers_and_callx() {
+    assert_eq!(run("mov %r1, 40\nmov %r2, 2\ncall 1\nexit"), Ok(42));
+    // Helper 5 returning 0 stops the program with r0 = 0.
+    assert_eq!(run("mov %r1, 0\ncall 5\nmov %r0, 2\nexit"), Ok(0));
+    assert_eq!(run("mov %r1, -1\ncall 5\nmov %r0, 2\nexit"), Ok(2));
+    // callx with a helper id (uBPF convention).
+    assert_eq!(run("mov %r1, 1\nmov %r2, 5\ncall %r2\nexit"), Ok(1));
+    // callx with a function address from lddw (src 4).
+    let insns = vec![
+        Insn::LoadImm64 {
+            dst: Reg::R3,
+            imm: Imm64::Func(3),
+        },
+        Insn::Callx(Reg::R3),
+        Insn::Exit,
+        Insn::Alu {
+            width: bpfkit_isa::Width::W64,
+            op: bpfkit_isa::AluOp::Mov,
+            dst: Reg::R0,
+            src: bpfkit_isa::Src::Imm(33),
+        },
+        Insn::Exit,
+    ];
+    let p = Program::from_insns(insns).unwrap();
+    let mut vm = Interpreter::new(&p, &Helpers::new()).unwrap();
+    assert_eq!(vm.run(&mut Memory::new(), &[]), Ok(33));
+}
+
+#[test]
+fn data_reaches_helpers_and_executed_is_exact() {
+    let mut h = Helpers::new();
+    h.register(9, |env, _| {
+        let n = env
+            .data_mut::<u64>()
+            .ok_or(HelperAbort::Failed("no".into()))?;
+        *n += 1;
+        Ok(*n)
+    });
+    let p = prog("mov %r6, 3\nloop:\ncall 9\nsub %r6, 1\njne %r6, 0, loop\nexit");
+    let mut vm = Interpreter::new(&p, &h).unwrap();
+    let mut n = 10u64;
+    assert_eq!(vm.run_with_data(&mut Memory::new(), &[], &mut n), Ok(13));
+    assert_eq!(vm.executed(), 1 + 3 * 3 + 1);
+    // A forward jump skips instructions.
+    let p = prog("mov %r0, 1\nja +3\nmov %r0, 2\nmov %r0, 2\nmov %r0, 2\nexit");
+    let mut vm = Interpreter::new(&p, &h).unwrap();
+    assert_eq!(vm.run(&mut Memory::new(), &[]), Ok(1));
+    assert_eq!(vm.executed(), 3);
+}
+
+#[test]
+fn legacy_packet_loads() {
+    let p =
+        prog("ldabsh 1\nmov %r6, %r0\nmov %r1, 2\nldindw %r1, 1\nlsh %r6, 32\nor %r0, %r6\nexit");
+    let mut vm = Interpreter::new(&p, &Helpers::new()).unwrap();
+    let mut pkt = [0x10u8, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16];
+    let mut m = Memory::new();
+    m.add(RegionKind::Packet, &mut pkt);
+    assert_eq!(vm.run(&mut m, &[]), Ok(0x1112_0000_0000 | 0x13141516));
+    // Out of range ends the program with r0 = 0, as in the kernel.
+    let p = prog("mov %r0, 7\nldabsw 4\nmov %r0, 9\nexit");
+    let mut vm = Interpreter::new(&p, &Helpers::new()).unwrap();
+    assert_eq!(vm.run(&mut m, &[]), Ok(0));
+    let p = prog("mov %r1, -1\nldindb %r1, 0\nmov %r0, 9\nexit");
+    let mut vm = Interpreter::new(&p, &Helpers::new()).unwrap();
+    assert_eq!(vm.run(&mut m, &[]), Ok(0));
+    // No packet region at all: a trap.
+    assert_eq!(
+        vm.run(&mut Memory::new(), &[]),
+        Err(Trap::new(Pc(1), TrapKind::NoPacket))
+    );
+}
+
+#[test]
+fn trap_out_of_bounds() {
+    let t = run_mem("mov %r0, 0\nldxw %r0, [%r1+2]\nexit", &[1, 2, 3, 4]).unwrap_err();
+    assert_eq!(t.pc, Pc(1));
+    assert!(matches!(
+        t.kind,
+        TrapKind::OutOfBounds {
+            size: 4,
+            access: Access::Read,
+            ..
+        }
+    ));
+    let (pc, kind) = trap_kind("mov %r0, 0\nstxdw [%r10], %r0\nexit");
+    assert_eq!(pc, Pc(1));
+    assert!(matches!(
+        kind,
+        TrapKind::OutOfBounds {
+            size: 8,
+            access: Access::Write,
+            ..
+        }
+    ));
+    let (pc, kind) = trap_kind("lddw %r1, 0x10\nldxb %r0, [%r1]\nexit");
+    assert_eq!(pc, Pc(2));
+    assert_eq!(
+        kind,
+        TrapKind::OutOfBounds {
+            addr: 0x10,
+            size: 1,
+            access: Access::Read
+        }
+    );
+    // Writes to a read-only region trap; reads do not.
+    let ro = [7u8; 4];
+    let mut m = Memory::new();
+    let a = m.add_readonly(RegionKind::ReadOnlyData, &ro);
+    let mut vm = Interpreter::new(
+        &prog("ldxb %r0, [%r1]\nstb [%r1], 1\nexit"),
+        &Helpers::new(),
+    )
+    .unwrap();
+    let t = vm.run(&mut m, &[a]).unwrap_err();
+    assert_eq!(
+        t,
+        Trap::new(
+            Pc(1),
+            TrapKind::OutOfBounds {
+                addr: a,
+                size: 1,
+                access: Access::Write
+            }
+        )
+    );
+    // Atomics are writes.
+    let (pc, kind) = trap_kind("mov %r1, 0\nmov %r2, 1\nlock add [%r1+8], %r2\nexit");
+    assert_eq!(pc, Pc(2));
+    assert_eq!(
+        kind,
+        TrapKind::OutOfBounds {
+            addr: 8,
+            size: 8,
+            access: Access::Write
+        }
+    );
+}
+
+#[test]
+fn trap_budget() {
+    let p = prog("mov %r0, 0\nloop:\nadd %r0, 1\nja loop\nexit");
+    let mut vm = Interpreter::builder()
+        .budget(100)
+        .build(&p, &Helpers::new())
+        .unwrap();
+    let t = vm.run(&mut Memory::new(), &[]).unwrap_err();
+    assert_eq!(
+        t,
+        Trap::new(Pc(2), TrapKind::BudgetExhausted { budget: 100 })
+    );
+    assert_eq!(vm.executed(), 101);
+    // Within budget: fine.
+    let p = prog("mov %r0, 0\nloop:\nadd %r0, 1\njlt %r0, 10, loop\nexit");
+    let mut vm = Interpreter::builder()
+        .budget(22)
+        .build(&p, &Helpers::new())
+        .unwrap();
+    assert_eq!(vm.run(&mut Memory::new(), &[]), Ok(10));
+    assert_eq!(vm.executed(), 22);
+}
+
+#[test]
+fn trap_call_depth() {
+    let (pc, kind) = trap_kind("call local f\nexit\nf:\ncall local f\nexit");
+    assert_eq!(pc, Pc(2));
+    assert_eq!(kind, TrapKind::CallDepthExceeded { max: 8 });
+    // Eight frames (main + 7 nested) are fine.
+    let mut text = String::new();
+    for i in 0..7 {
+        text.push_str(&format!("call local f{i}\nexit\nf{i}:\n"));
+    }
+    text.push_str("mov %r0, 5\nexit");
+    assert_eq!(run(&text), Ok(5));
+}
+
+#[test]
+fn trap_helpers() {
+    assert_eq!(
+        trap_kind("mov %r0, 0\ncall 99\nexit"),
+        (Pc(1), TrapKind::UnknownHelper { id: HelperId(99) })
+    );
+    assert_eq!(
+        trap_kind("mov %r0, 0\ncall 7\nexit"),
+        (
+            Pc(1),
+            TrapKind::Helper {
+                id: HelperId(7),
+                message: "boom".into()
+            }
+        )
+    );
+    assert_eq!(
+        trap_kind("mov %r1, 3\ncall 6\nexit"),
+        (
+            Pc(1),
+            TrapKind::OutOfBounds {
+                addr: 3,
+                size: 1,
+                access: Access::Read
+            }
+        )
+    );
+    // A helper reads the stack through the same checks.
+    assert_eq!(
+        run("stb [%r10-1], 77\nmov %r1, %r10\nsub %r1, 1\ncall 6\nexit"),
+        Ok(77)
+    );
+    assert_eq!(
+        trap_kind("mov %r2, 1000\ncall %r2\nexit"),
+        (Pc(1), TrapKind::BadCallTarget { target: 1000 })
+    );
+}
+
+#[test]
+fn trap_fell_off_unsupported_unresolved() {
+    assert_eq!(trap_kind("mov %r0, 1"), (Pc(1), TrapKind::FellOffEnd));
+    assert_eq!(
+        trap_kind("lddw %r0, 1\njeq %r0, 2, -1"),
+        (Pc(3), TrapKind::FellOffEnd)
+    );
+    let kfunc =
+        Program::from_insns(vec![Insn::CallKfunc { btf_id: 1, off: 0 }, Insn::Exit]).unwrap();
+    let mut vm = Interpreter::new(&kfunc, &Helpers::new()).unwrap();
+    assert_eq!(
+        vm.run(&mut Memory::new(), &[]),
+        Err(Trap::new(
+            Pc(0),
+            TrapKind::Unsupported { what: "kfunc call" }
+        ))
+    );
+    let map = Program::from_insns(vec![
+        Insn::Exit,
+        Insn::LoadImm64 {
+            dst: Reg::R1,
+            imm: Imm64::MapFd(3),
+        },
+        Insn::Exit,
+    ])
+    .unwrap();
+    let p = Program::from_insns(
+        [
+            vec![Insn::Ja {
+                off: 0,
+                long: false,
+            }],
+            map.insns()[1..].to_vec(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let mut vm = Interpreter::new(&p, &Helpers::new()).unwrap();
+    assert_eq!(
+        vm.run(&mut Memory::new(), &[]),
+        Err(Trap::new(
+            Pc(1),
+            TrapKind::UnresolvedImm64 {
+                imm: Imm64::MapFd(3)
+            }
+        ))
+    );
+    // With a resolver, the same program loads the resolved value.
+    let resolver = |_pc: Pc, imm: &Imm64| match imm {
+        Imm64::MapFd(fd) => Some(0x1000 + *fd as u64),
+        _ => None,
+    };
+    let mut vm = Interpreter::builder()
+        .resolver(&resolver)
+        .build(&p, &Helpers::new())
+        .unwrap();
+    let mut seen = Vec::new();
+    let r = vm.run_traced(&mut Memory::new(), &[], None, &mut |pc, _insn, regs| {
+        seen.push((pc, regs[1]))
+    });
+    assert_eq!(r, Ok(0));
+    assert_eq!(seen, vec![(Pc(0), 0), (Pc(1), 0), (Pc(3), 0x1003)]);
+    let _ = Size::B;
+}
