@@ -1,1 +1,145 @@
-fn main() {}
+//! bpfkit's interpreter against rbpf's, on the BPF C programs of
+//! `bench/programs/`: same linked bytecode, same input, same run.
+//!
+//! `cargo bench -p bpfkit-bench --bench interp [-- FILTER]`
+//!
+//! Before timing anything, each program runs once through every engine and
+//! the step counter, and all must return the Rust reference's `r0`. The
+//! throughput criterion reports is in executed instructions (from the step
+//! counter), so `elem/s` is instructions per second. After the runs the bench
+//! prints the markdown table of `BENCHMARKS.md`, read back from criterion's
+//! estimates.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bpfkit_bench::count::run_counted;
+use bpfkit_bench::programs::{BenchProgram, PROGRAMS};
+use bpfkit_isa::Program;
+use criterion::{Criterion, Throughput};
+
+/// Engines, in table order.
+const ENGINES: [&str; 2] = ["rbpf", "bpfkit"];
+
+/// One program's fixed facts, gathered before timing.
+struct Prepared {
+    program: &'static BenchProgram,
+    code: Vec<u8>,
+    input: Vec<u8>,
+    r0: u64,
+    insns: u64,
+    calls: u64,
+}
+
+fn prepare(program: &'static BenchProgram) -> Prepared {
+    let code = program.bytecode().expect("link");
+    let input = program.input();
+    let r0 = program.reference(&input);
+    let decoded = Program::decode(&code).expect("decode");
+    let counted = run_counted(&decoded, &mut input.clone(), 1 << 26).expect("step counter");
+    assert_eq!(
+        counted.r0, r0,
+        "{}: step counter vs reference",
+        program.name
+    );
+    Prepared {
+        program,
+        code,
+        input,
+        r0,
+        insns: counted.insns,
+        calls: counted.calls,
+    }
+}
+
+fn bench_program(c: &mut Criterion, p: &Prepared) {
+    let mut group = c.benchmark_group(p.program.name);
+    group.throughput(Throughput::Elements(p.insns));
+
+    // rbpf: EbpfVmMbuff with an empty metadata buffer is what EbpfVmRaw runs
+    // (r1 = start of mem), without tying the input's borrow to the VM.
+    let vm = rbpf::EbpfVmMbuff::new(Some(&p.code)).expect("rbpf accepts the program");
+    let got = vm.execute_program(&p.input, &[]).expect("rbpf run");
+    assert_eq!(got, p.r0, "{}: rbpf vs reference", p.program.name);
+    group.bench_function("rbpf", |b| {
+        b.iter(|| vm.execute_program(black_box(&p.input), &[]).unwrap())
+    });
+
+    group.finish();
+}
+
+/// Where criterion keeps its results, resolved as criterion does.
+fn criterion_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return home.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("criterion")
+}
+
+/// Criterion's typical time per iteration (slope, else mean), in ns.
+fn estimate_ns(group: &str, function: &str) -> Option<f64> {
+    let path = criterion_dir()
+        .join(group)
+        .join(function)
+        .join("new/estimates.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let typical = match &json["slope"] {
+        serde_json::Value::Null => &json["mean"],
+        slope => slope,
+    };
+    typical["point_estimate"].as_f64()
+}
+
+fn print_table(prepared: &[Prepared]) {
+    println!();
+    println!(
+        "| program | executed insns | calls | rbpf ns/run | bpfkit ns/run | speedup | rbpf ns/insn | bpfkit ns/insn |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for p in prepared {
+        let t: Vec<Option<f64>> = ENGINES
+            .iter()
+            .map(|e| estimate_ns(p.program.name, e))
+            .collect();
+        let cell = |v: Option<f64>, digits: usize| match v {
+            Some(v) => format!("{v:.digits$}"),
+            None => "n/a".to_owned(),
+        };
+        let per_insn = |v: Option<f64>| v.map(|v| v / p.insns as f64);
+        let speedup = match (t[0], t[1]) {
+            (Some(r), Some(b)) => format!("{:.1}x", r / b),
+            _ => "n/a".to_owned(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            p.program.name,
+            p.insns,
+            p.calls,
+            cell(t[0], 0),
+            cell(t[1], 0),
+            speedup,
+            cell(per_insn(t[0]), 2),
+            cell(per_insn(t[1]), 2),
+        );
+    }
+}
+
+fn main() {
+    // Short defaults so that the whole run takes a few minutes on two
+    // shared cores; command-line flags (--measurement-time, ...) override.
+    let mut c = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    let prepared: Vec<Prepared> = PROGRAMS.iter().map(prepare).collect();
+    for p in &prepared {
+        bench_program(&mut c, p);
+    }
+    c.final_summary();
+    print_table(&prepared);
+}

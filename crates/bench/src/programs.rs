@@ -740,7 +740,7 @@ pub fn burst_input(frames: &[Vec<u8>], seed: u32) -> Vec<u8> {
         buf[off..off + f.len()].copy_from_slice(f);
         // Start the next frame 2 bytes past a 4-byte boundary, as drivers
         // do (NET_IP_ALIGN) so that the IP header is aligned.
-        off = (off + f.len() + 3) / 4 * 4 + 2;
+        off = (off + f.len()).next_multiple_of(4) + 2;
     }
     buf
 }
