@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use bpfkit_bench::count::run_counted;
 use bpfkit_bench::programs::{BenchProgram, PROGRAMS};
+use bpfkit_interp::Interpreter;
 use bpfkit_isa::Program;
+use bpfkit_runtime::{Helpers, Memory, RegionKind};
 use criterion::{Criterion, Throughput};
 
 /// Engines, in table order.
@@ -64,6 +66,23 @@ fn bench_program(c: &mut Criterion, p: &Prepared) {
     assert_eq!(got, p.r0, "{}: rbpf vs reference", p.program.name);
     group.bench_function("rbpf", |b| {
         b.iter(|| vm.execute_program(black_box(&p.input), &[]).unwrap())
+    });
+
+    // bpfkit: compiled once; each run sets up its guest memory (one region
+    // over the input), as rbpf's execute_program takes its slice per call.
+    let prog = Program::decode(&p.code).expect("decode");
+    let mut vm = Interpreter::new(&prog, &Helpers::new()).expect("bpfkit compiles the program");
+    let mut buf = p.input.clone();
+    let run = |vm: &mut Interpreter, buf: &mut [u8]| {
+        let mut mem = Memory::new();
+        let addr = mem.add(RegionKind::Context, buf);
+        vm.run(&mut mem, &[addr])
+    };
+    let got = run(&mut vm, &mut buf).expect("bpfkit run");
+    assert_eq!(got, p.r0, "{}: bpfkit vs reference", p.program.name);
+    assert_eq!(vm.executed(), p.insns, "{}: bpfkit's count", p.program.name);
+    group.bench_function("bpfkit", |b| {
+        b.iter(|| run(&mut vm, black_box(&mut buf)).unwrap())
     });
 
     group.finish();
