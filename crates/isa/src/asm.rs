@@ -22,6 +22,8 @@
 //! use bpfkit_isa::encode_all;
 //!
 //! let insns = assemble("mov %r0, 1\njne %r1, 0, exit\nmov %r0, 2\nexit", Syntax::Ubpf).unwrap();
+//! let same = assemble("r0 = 1\nif r1 != 0 goto +1\nr0 = 2\nexit", Syntax::Llvm).unwrap();
+//! assert_eq!(encode_all(&insns), encode_all(&same));
 //! assert_eq!(encode_all(&insns)[8..16], [0x55, 0x01, 1, 0, 0, 0, 0, 0]);
 //! ```
 
@@ -419,6 +421,104 @@ mod tests {
             ubpf_err("movsx3232 %r0, %r1"),
             "line 1: unknown mnemonic 'movsx3232'"
         );
+    }
+
+    fn llvm(text: &str) -> Vec<u8> {
+        encode_all(&assemble(text, Syntax::Llvm).unwrap())
+    }
+
+    fn llvm_err(text: &str) -> String {
+        assemble(text, Syntax::Llvm).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn llvm_syntax_by_hand() {
+        // Each line as llvm-objdump-19 prints it, with the bytes it shows.
+        let cases: &[(&str, [u8; 8])] = &[
+            ("r2 = *(u32 *)(r1 + 0x4)", [0x61, 0x12, 4, 0, 0, 0, 0, 0]),
+            (
+                "if r3 > r2 goto +0x36 <LBB0_20>",
+                [0x2d, 0x23, 0x36, 0, 0, 0, 0, 0],
+            ),
+            (
+                "if r4 == 0xa888 goto +0x2",
+                [0x15, 0x04, 2, 0, 0x88, 0xa8, 0, 0],
+            ),
+            (
+                "*(u64 *)(r10 - 0x38) = r7",
+                [0x7b, 0x7a, 0xc8, 0xff, 0, 0, 0, 0],
+            ),
+            ("w1 s>>= -0x5", [0xc4, 0x01, 0, 0, 0xfb, 0xff, 0xff, 0xff]),
+            ("w1 = (s8)w2", [0xbc, 0x21, 8, 0, 0, 0, 0, 0]),
+            ("r1 = -r1", [0x87, 0x01, 0, 0, 0, 0, 0, 0]),
+            ("r1 = be16 r1", [0xdc, 0x01, 0, 0, 16, 0, 0, 0]),
+            ("r1 = bswap64 r1", [0xd7, 0x01, 0, 0, 64, 0, 0, 0]),
+            ("r1 = *(s16 *)(r2 + 0x4)", [0x89, 0x21, 4, 0, 0, 0, 0, 0]),
+            (
+                "lock *(u64 *)(r1 - 0x8) |= r2",
+                [0xdb, 0x21, 0xf8, 0xff, 0x40, 0, 0, 0],
+            ),
+            (
+                "w2 = atomic_fetch_xor((u32 *)(r1 - 0x8), w2)",
+                [0xc3, 0x21, 0xf8, 0xff, 0xa1, 0, 0, 0],
+            ),
+            (
+                "r0 = cmpxchg_64(r1 - 0x8, r0, r2)",
+                [0xdb, 0x21, 0xf8, 0xff, 0xf1, 0, 0, 0],
+            ),
+            (
+                "r2 = xchg_64(r1 - 0x8, r2)",
+                [0xdb, 0x21, 0xf8, 0xff, 0xe1, 0, 0, 0],
+            ),
+            ("r0 = *(u16 *)skb[r8]", [0x48, 0x80, 0, 0, 0, 0, 0, 0]),
+            ("r0 = *(u8 *)skb[0x17]", [0x30, 0, 0, 0, 0x17, 0, 0, 0]),
+            ("gotol -0x2", [0x06, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff]),
+            ("call 0x1", [0x85, 0, 0, 0, 1, 0, 0, 0]),
+            ("call -0x1 <f>", [0x85, 0x10, 0, 0, 0xff, 0xff, 0xff, 0xff]),
+            ("callx r2", [0x8d, 0x02, 0, 0, 0, 0, 0, 0]),
+            ("ld_pseudo\tr1, 0x1, 0x3", [0x18, 0x11, 0, 0, 3, 0, 0, 0]),
+        ];
+        for (text, bytes) in cases {
+            assert_eq!(&llvm(text)[..8], bytes, "{text}");
+        }
+        assert_eq!(
+            llvm("r1 = 0x1122334455667788 ll"),
+            [0x18, 0x01, 0, 0, 0x88, 0x77, 0x66, 0x55, 0, 0, 0, 0, 0x44, 0x33, 0x22, 0x11]
+        );
+        assert_eq!(llvm("r1 = -0x1 ll")[4..8], [0xff; 4]);
+    }
+
+    #[test]
+    fn llvm_labels_and_calls() {
+        let text = "LBB0_1:\n\tr0 = 0x0\n\tif r0 != 0x0 goto LBB0_1\n\tcall f\n\texit\nf:\n\texit";
+        let b = llvm(text);
+        assert_eq!(&b[8..16], &[0x55, 0, 0xfe, 0xff, 0, 0, 0, 0]);
+        assert_eq!(&b[16..24], &[0x85, 0x10, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(llvm("goto pc-1")[2..4], [0xff, 0xff]);
+    }
+
+    #[test]
+    fn llvm_errors() {
+        assert_eq!(llvm_err("exit\nfoo r1"), "line 2: unknown mnemonic 'foo'");
+        assert_eq!(
+            llvm_err("r1 += w2"),
+            "line 1: register 'w2' has the wrong width"
+        );
+        assert_eq!(
+            llvm_err("r1 = *(u24 *)(r2 + 0x0)"),
+            "line 1: expected a type like u32, found 'u24'"
+        );
+        assert_eq!(llvm_err("r12 = 1"), "line 1: invalid register 'r12'");
+        assert_eq!(
+            llvm_err("if r1 ~ r2 goto +1"),
+            "line 1: expected a comparison operator, found '~ r2 goto +1'"
+        );
+        assert_eq!(llvm_err("r1 = 1 extra"), "line 1: unexpected 'extra'");
+        assert_eq!(
+            llvm_err("goto nowhere"),
+            "line 1: undefined label 'nowhere'"
+        );
+        assert_eq!(llvm_err("r1 = -r2"), "line 1: negation must be 'r1 = -r1'");
     }
 
     #[test]

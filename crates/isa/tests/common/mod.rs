@@ -82,3 +82,54 @@ pub fn parse_data_file(path: &Path) -> DataFile {
         raw,
     }
 }
+
+pub mod objdump;
+
+/// A program section of an object: its name and instruction bytes.
+pub struct ProgSection {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The executable sections (`SHF_EXECINSTR`, non-empty) of an ELF object,
+/// read with the `object` crate (independently of bpfkit-elf).
+pub fn program_sections(data: &[u8]) -> Vec<ProgSection> {
+    use object::{Object, ObjectSection, SectionFlags};
+    let file = object::File::parse(data).expect("corpus object parses");
+    file.sections()
+        .filter(|s| match s.flags() {
+            SectionFlags::Elf { sh_flags } => sh_flags & u64::from(object::elf::SHF_EXECINSTR) != 0,
+            _ => false,
+        })
+        .filter(|s| s.size() > 0)
+        .map(|s| ProgSection {
+            name: s.name().unwrap().to_string(),
+            bytes: s.data().unwrap().to_vec(),
+        })
+        .collect()
+}
+
+/// Builds a relocatable EM_BPF object with one executable section per
+/// program, each with a global function symbol at its start.
+pub fn build_object(progs: &[(String, Vec<u8>)]) -> Vec<u8> {
+    use object::write::{Object, Symbol, SymbolSection};
+    use object::{
+        Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
+    };
+    let mut obj = Object::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
+    for (name, bytes) in progs {
+        let sec = obj.add_section(Vec::new(), name.as_bytes().to_vec(), SectionKind::Text);
+        let off = obj.append_section_data(sec, bytes, 8);
+        obj.add_symbol(Symbol {
+            name: format!("{name}_fn").into_bytes(),
+            value: off,
+            size: bytes.len() as u64,
+            kind: SymbolKind::Text,
+            scope: SymbolScope::Linkage,
+            weak: false,
+            section: SymbolSection::Section(sec),
+            flags: SymbolFlags::None,
+        });
+    }
+    obj.write().expect("object writes")
+}
