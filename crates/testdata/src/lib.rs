@@ -324,7 +324,10 @@ mod tests {
         let cases = load_dir(&dir).unwrap();
         assert_eq!(cases.len(), 313);
         for c in &cases {
-            let f = c.file.as_ref().unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            let f = c
+                .file
+                .as_ref()
+                .unwrap_or_else(|e| panic!("{}: {e}", c.name));
             assert_eq!(f.skip_reason(), None, "{}", c.name);
             f.program().unwrap_or_else(|e| panic!("{}: {e}", c.name));
         }
