@@ -37,13 +37,98 @@ fn parse_strtoull16(out: &str) -> Option<u64> {
     Some(u64::from_str_radix(&digits, 16).unwrap_or(u64::MAX))
 }
 
-/// Runs the plugin binary on one file; Ok(()) when it passes.
-fn run_plugin(f: &DataFile) -> Result<(), String> {
+/// A minimal ELF64 relocatable object as the suite's ELF mode makes it:
+/// EM_BPF, one executable section `section` holding `code`, and a global
+/// FUNC symbol `main` covering it.
+fn elf_object(code: &[u8], section: &str) -> Vec<u8> {
+    fn align8(v: &mut Vec<u8>) {
+        while v.len() % 8 != 0 {
+            v.push(0);
+        }
+    }
+    let strtab = b"\0main\0".to_vec();
+    let mut shstrtab = b"\0.symtab\0.strtab\0.shstrtab\0".to_vec();
+    let text_name = shstrtab.len() as u32;
+    shstrtab.extend_from_slice(section.as_bytes());
+    shstrtab.push(0);
+    let mut out = vec![0u8; 64];
+    let text_off = out.len();
+    out.extend_from_slice(code);
+    align8(&mut out);
+    let strtab_off = out.len();
+    out.extend_from_slice(&strtab);
+    let shstrtab_off = out.len();
+    out.extend_from_slice(&shstrtab);
+    align8(&mut out);
+    let symtab_off = out.len();
+    out.extend_from_slice(&[0u8; 24]);
+    out.extend_from_slice(&1u32.to_le_bytes()); // "main"
+    out.push(0x12); // STB_GLOBAL, STT_FUNC
+    out.push(0);
+    out.extend_from_slice(&1u16.to_le_bytes()); // section 1
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&(code.len() as u64).to_le_bytes());
+    align8(&mut out);
+    let shoff = out.len();
+    #[allow(clippy::too_many_arguments)]
+    fn sh(
+        out: &mut Vec<u8>,
+        name: u32,
+        ty: u32,
+        flags: u64,
+        off: usize,
+        size: usize,
+        link: u32,
+        info: u32,
+        entsize: u64,
+    ) {
+        out.extend_from_slice(&name.to_le_bytes());
+        out.extend_from_slice(&ty.to_le_bytes());
+        out.extend_from_slice(&flags.to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes());
+        out.extend_from_slice(&(off as u64).to_le_bytes());
+        out.extend_from_slice(&(size as u64).to_le_bytes());
+        out.extend_from_slice(&link.to_le_bytes());
+        out.extend_from_slice(&info.to_le_bytes());
+        out.extend_from_slice(&8u64.to_le_bytes());
+        out.extend_from_slice(&entsize.to_le_bytes());
+    }
+    out.extend_from_slice(&[0u8; 64]);
+    sh(&mut out, text_name, 1, 0x6, text_off, code.len(), 0, 0, 0);
+    sh(&mut out, 1, 2, 0, symtab_off, 48, 3, 1, 24);
+    sh(&mut out, 9, 3, 0, strtab_off, strtab.len(), 0, 0, 0);
+    sh(&mut out, 17, 3, 0, shstrtab_off, shstrtab.len(), 0, 0, 0);
+    let mut h = Vec::new();
+    h.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    h.extend_from_slice(&1u16.to_le_bytes()); // ET_REL
+    h.extend_from_slice(&247u16.to_le_bytes()); // EM_BPF
+    h.extend_from_slice(&1u32.to_le_bytes());
+    h.extend_from_slice(&0u64.to_le_bytes());
+    h.extend_from_slice(&0u64.to_le_bytes());
+    h.extend_from_slice(&(shoff as u64).to_le_bytes());
+    h.extend_from_slice(&0u32.to_le_bytes());
+    for v in [64u16, 0, 0, 64, 5, 4] {
+        h.extend_from_slice(&v.to_le_bytes());
+    }
+    out[..64].copy_from_slice(&h);
+    out
+}
+
+/// Runs the plugin binary on one file, in hex mode or (with `elf`) ELF
+/// mode; Ok(()) when it passes.
+fn run_plugin(f: &DataFile, elf: Option<&str>) -> Result<(), String> {
     let code = f.program_bytes().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bpfkit-conformance-plugin"));
     if !f.mem.is_empty() {
         cmd.arg(protocol_hex(&f.mem));
     }
+    let input = match elf {
+        Some(section) => {
+            cmd.arg("--elf");
+            elf_object(&code, section)
+        }
+        None => format!("{}\n", protocol_hex(&code)).into_bytes(),
+    };
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -51,8 +136,7 @@ fn run_plugin(f: &DataFile) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("spawn: {e}"))?;
     let mut stdin = child.stdin.take().expect("piped stdin");
-    let input = format!("{}\n", protocol_hex(&code));
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
     let mut out_pipe = child.stdout.take().expect("piped stdout");
     let mut err_pipe = child.stderr.take().expect("piped stderr");
     let out_reader = std::thread::spawn(move || {
@@ -150,7 +234,20 @@ fn run_all(what: &str, run: impl Fn(&DataFile) -> Result<(), String>) {
 
 #[test]
 fn conformance_plugin_protocol() {
-    run_all("plugin", run_plugin);
+    run_all("plugin", |f| run_plugin(f, None));
+}
+
+#[test]
+fn conformance_plugin_elf_mode() {
+    run_all("elf", |f| run_plugin(f, Some(".text")));
+}
+
+#[test]
+fn elf_mode_xdp_section() {
+    let f = bpfkit_testdata::parse("-- asm\nmov %r0, %r2\nexit\n-- mem\n00 01 02\n-- result\n3\n")
+        .unwrap();
+    assert_eq!(run_plugin(&f, Some("xdp")), Ok(()));
+    assert!(run_plugin(&f, Some(".data")).is_err());
 }
 
 #[test]
