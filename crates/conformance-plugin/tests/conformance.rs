@@ -42,7 +42,7 @@ fn parse_strtoull16(out: &str) -> Option<u64> {
 /// FUNC symbol `main` covering it.
 fn elf_object(code: &[u8], section: &str) -> Vec<u8> {
     fn align8(v: &mut Vec<u8>) {
-        while v.len() % 8 != 0 {
+        while !v.len().is_multiple_of(8) {
             v.push(0);
         }
     }
