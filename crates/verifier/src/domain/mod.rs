@@ -1,2 +1,3 @@
 //! Abstract domains of the verifier. Each module opens with its model.
+pub mod bounds;
 pub mod tnum;

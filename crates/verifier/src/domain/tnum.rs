@@ -229,6 +229,70 @@ impl Tnum {
         Tnum::new(value, mask)
     }
 
+    /// The meet, or `None` when the two tnums know some bit differently,
+    /// i.e. no value is in both.
+    pub const fn try_intersect(self, other: Tnum) -> Option<Tnum> {
+        let known_both = !self.mask & !other.mask;
+        if (self.value ^ other.value) & known_both != 0 {
+            return None;
+        }
+        Some(self.intersect(other))
+    }
+
+    /// The smallest member that is `>= lo` (unsigned), if any.
+    ///
+    /// The answer agrees with `lo` on the bits above some position `i`,
+    /// has a one at `i` where `lo` has a zero, and the smallest members'
+    /// bits below `i`. The lowest such `i` gives the smallest value; it
+    /// cannot be below the highest bit where `lo` contradicts a known bit.
+    pub const fn min_at_least(self, lo: u64) -> Option<u64> {
+        let bad = (lo ^ self.value) & !self.mask;
+        if bad == 0 {
+            return Some(lo);
+        }
+        let h = 63 - bad.leading_zeros();
+        let may_be_one = self.value | self.mask;
+        let candidates = !lo & may_be_one & (u64::MAX << h);
+        if candidates == 0 {
+            return None;
+        }
+        let i = candidates.trailing_zeros();
+        let above = if i == 63 {
+            0
+        } else {
+            lo & (u64::MAX << (i + 1))
+        };
+        let below = self.value & ((1u64 << i) - 1);
+        Some(above | (1u64 << i) | below)
+    }
+
+    /// The largest member that is `<= hi` (unsigned), if any: the mirror
+    /// image of [`Tnum::min_at_least`] under bitwise not.
+    pub const fn max_at_most(self, hi: u64) -> Option<u64> {
+        let flipped = Tnum::new(!self.value & !self.mask, self.mask);
+        match flipped.min_at_least(!hi) {
+            Some(x) => Some(!x),
+            None => None,
+        }
+    }
+
+    /// The low `bytes` bytes (2, 4 or 8) in reverse byte order,
+    /// zero-extended. Exact: it only moves bits around.
+    pub const fn swap_bytes(self, bytes: u32) -> Tnum {
+        let t = self.cast(bytes);
+        match bytes {
+            2 => Tnum::new(
+                (t.value as u16).swap_bytes() as u64,
+                (t.mask as u16).swap_bytes() as u64,
+            ),
+            4 => Tnum::new(
+                (t.value as u32).swap_bytes() as u64,
+                (t.mask as u32).swap_bytes() as u64,
+            ),
+            _ => Tnum::new(t.value.swap_bytes(), t.mask.swap_bytes()),
+        }
+    }
+
     /// The join: the smallest tnum holding every value of both.
     pub const fn union(self, other: Tnum) -> Tnum {
         let mask = self.mask | other.mask | (self.value ^ other.value);
@@ -333,6 +397,45 @@ mod tests {
                 prop_assert!(a.cast(bytes).contains(x & keep));
             }
             prop_assert!(a.clear_subreg().contains(x & !0xffff_ffff));
+        }
+
+        #[test]
+        fn try_intersect_keeps_common_members((a, x) in member(), m in any::<u64>(), v in any::<u64>()) {
+            prop_assert!(a.try_intersect(Tnum::new(x, m)).is_some_and(|t| t.contains(x)));
+            // None only when nothing is in both.
+            let b = Tnum::new(v, m);
+            if a.try_intersect(b).is_none() {
+                let common = !a.mask & !b.mask;
+                prop_assert!((a.value ^ b.value) & common != 0);
+            }
+        }
+
+        #[test]
+        fn min_at_least_is_the_least_member((a, x) in member(), lo in any::<u64>()) {
+            match a.min_at_least(lo) {
+                Some(m) => {
+                    prop_assert!(a.contains(m) && m >= lo);
+                    // x is a member: it is either below lo or not below m.
+                    prop_assert!(x < lo || x >= m);
+                }
+                None => prop_assert!(x < lo),
+            }
+            match a.max_at_most(lo) {
+                Some(m) => {
+                    prop_assert!(a.contains(m) && m <= lo);
+                    prop_assert!(x > lo || x <= m);
+                }
+                None => prop_assert!(x > lo),
+            }
+            prop_assert_eq!(a.min_at_least(x), Some(x));
+        }
+
+        #[test]
+        fn swap_bytes_is_exact((a, x) in member()) {
+            prop_assert!(a.swap_bytes(2).contains((x as u16).swap_bytes() as u64));
+            prop_assert!(a.swap_bytes(4).contains((x as u32).swap_bytes() as u64));
+            prop_assert!(a.swap_bytes(8).contains(x.swap_bytes()));
+            prop_assert_eq!(a.swap_bytes(8).mask().count_ones(), a.mask().count_ones());
         }
 
         #[test]
