@@ -10,6 +10,8 @@
 //! prints the markdown table of `BENCHMARKS.md`, read back from criterion's
 //! estimates.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -55,7 +57,11 @@ fn prepare(program: &'static BenchProgram) -> Prepared {
     }
 }
 
-fn bench_program(c: &mut Criterion, p: &Prepared) {
+/// The (program, engine) pairs this run measured, so that the table does
+/// not show criterion's results of an earlier run for filtered-out ones.
+type Ran = RefCell<HashSet<(&'static str, &'static str)>>;
+
+fn bench_program(c: &mut Criterion, p: &Prepared, ran: &Ran) {
     let mut group = c.benchmark_group(p.program.name);
     group.throughput(Throughput::Elements(p.insns));
 
@@ -65,6 +71,7 @@ fn bench_program(c: &mut Criterion, p: &Prepared) {
     let got = vm.execute_program(&p.input, &[]).expect("rbpf run");
     assert_eq!(got, p.r0, "{}: rbpf vs reference", p.program.name);
     group.bench_function("rbpf", |b| {
+        ran.borrow_mut().insert((p.program.name, "rbpf"));
         b.iter(|| vm.execute_program(black_box(&p.input), &[]).unwrap())
     });
 
@@ -82,6 +89,7 @@ fn bench_program(c: &mut Criterion, p: &Prepared) {
     assert_eq!(got, p.r0, "{}: bpfkit vs reference", p.program.name);
     assert_eq!(vm.executed(), p.insns, "{}: bpfkit's count", p.program.name);
     group.bench_function("bpfkit", |b| {
+        ran.borrow_mut().insert((p.program.name, "bpfkit"));
         b.iter(|| run(&mut vm, black_box(&mut buf)).unwrap())
     });
 
@@ -113,7 +121,7 @@ fn estimate_ns(group: &str, function: &str) -> Option<f64> {
     typical["point_estimate"].as_f64()
 }
 
-fn print_table(prepared: &[Prepared]) {
+fn print_table(prepared: &[Prepared], ran: &Ran) {
     println!();
     println!(
         "| program | executed insns | calls | rbpf ns/run | bpfkit ns/run | speedup | rbpf ns/insn | bpfkit ns/insn |"
@@ -122,7 +130,10 @@ fn print_table(prepared: &[Prepared]) {
     for p in prepared {
         let t: Vec<Option<f64>> = ENGINES
             .iter()
-            .map(|e| estimate_ns(p.program.name, e))
+            .map(|e| {
+                let measured = ran.borrow().contains(&(p.program.name, *e));
+                measured.then(|| estimate_ns(p.program.name, e)).flatten()
+            })
             .collect();
         let cell = |v: Option<f64>, digits: usize| match v {
             Some(v) => format!("{v:.digits$}"),
@@ -156,9 +167,10 @@ fn main() {
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
     let prepared: Vec<Prepared> = PROGRAMS.iter().map(prepare).collect();
+    let ran = Ran::default();
     for p in &prepared {
-        bench_program(&mut c, p);
+        bench_program(&mut c, p, &ran);
     }
     c.final_summary();
-    print_table(&prepared);
+    print_table(&prepared, &ran);
 }
