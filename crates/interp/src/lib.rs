@@ -357,9 +357,9 @@ impl Interpreter {
                     t(pcs[pc], insns.get(pc), &regs);
                 }
             }
-            let op = ops[pc];
+            let op = &ops[pc];
             pc += 1;
-            match op {
+            match *op {
                 Op::Add64I { d, imm } => r!(d) = r!(d).wrapping_add(imm as i64 as u64),
                 Op::Sub64I { d, imm } => r!(d) = r!(d).wrapping_sub(imm as i64 as u64),
                 Op::Mul64I { d, imm } => r!(d) = r!(d).wrapping_mul(imm as i64 as u64),
@@ -627,7 +627,7 @@ impl Interpreter {
                     };
                     trap!(TrapKind::UnresolvedImm64 { imm })
                 }
-                Op::Unsupported { what } => trap!(TrapKind::Unsupported { what }),
+                Op::Kfunc => trap!(TrapKind::Unsupported { what: "kfunc call" }),
                 Op::FellOff => {
                     // The sentinel is not an instruction.
                     pc -= 1;

@@ -679,10 +679,8 @@ pub(crate) enum Op {
     Exit,
     /// Symbolic `lddw` left unresolved: traps when executed.
     Unresolved,
-    /// Instruction the interpreter cannot run (kfunc call).
-    Unsupported {
-        what: &'static str,
-    },
+    /// Instruction the interpreter cannot run (a kfunc call).
+    Kfunc,
     /// Sentinel after the last instruction.
     FellOff,
 }
@@ -860,7 +858,7 @@ pub(crate) fn compile(
             Insn::CallLocal(off) => Op::CallLocal {
                 t: target(pc, off as i64),
             },
-            Insn::CallKfunc { .. } => Op::Unsupported { what: "kfunc call" },
+            Insn::CallKfunc { .. } => Op::Kfunc,
             Insn::Callx(r) => Op::Callx { r: r.into() },
             Insn::Exit => Op::Exit,
         };
@@ -1047,3 +1045,6 @@ fn jmp(width: Width, cond: bpfkit_isa::Cond, d: R, src: Src, t: u32) -> Op {
         }
     }
 }
+
+// Keep ops small: the dispatch loads one op per instruction.
+const _: () = assert!(std::mem::size_of::<Op>() <= 12);

@@ -561,3 +561,97 @@ fn trap_fell_off_unsupported_unresolved() {
     assert_eq!(seen, vec![(Pc(0), 0), (Pc(1), 0), (Pc(3), 0x1003)]);
     let _ = Size::B;
 }
+
+/// Random slot sequences that decode run without panicking, whatever they
+/// do (a tiny fuzzer; the `fuzz/` targets go further).
+#[test]
+fn random_programs_never_panic() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    // Opcodes that decode, so that most programs are valid.
+    let codes: Vec<u8> = (0..=255u8)
+        .filter(|&c| {
+            let raw = bpfkit_isa::RawInsn::new(c, 0, 0, 0, 0);
+            bpfkit_isa::decode_one(raw, Some(Default::default())).is_ok()
+                || matches!(c & 7, 3 | 4 | 5 | 6 | 7)
+        })
+        .collect();
+    let helpers = helpers();
+    let mut ran = 0;
+    for _ in 0..3000 {
+        let len = 1 + (next() % 12) as usize;
+        let mut raws = Vec::new();
+        for _ in 0..len {
+            let w = next();
+            let code = codes[(w % codes.len() as u64) as usize];
+            let dst = ((w >> 8) % 11) as u8;
+            let src = ((w >> 12) % 11) as u8;
+            let off = match (w >> 16) % 3 {
+                0 => ((w >> 20) % 5) as i16 - 2,
+                1 => -(((w >> 20) % 64) as i16),
+                _ => (w >> 20) as i16,
+            };
+            let imm = match (w >> 40) % 3 {
+                0 => ((w >> 44) % 8) as i32,
+                1 => [1, 8, 16, 32, 64, 0xa0, 0xe1, 0xf1][((w >> 44) % 8) as usize],
+                _ => (w >> 32) as i32,
+            };
+            let raw = bpfkit_isa::RawInsn::new(code, dst, src, off, imm);
+            // Clear fields until the slot decodes (the decoder is strict
+            // about unused fields), else fall back to `mov r0, imm`.
+            let candidates = [
+                raw,
+                bpfkit_isa::RawInsn { imm: 0, ..raw },
+                bpfkit_isa::RawInsn { off: 0, ..raw },
+                bpfkit_isa::RawInsn::new(code, dst, 0, off, imm),
+                bpfkit_isa::RawInsn::new(code, dst, 0, 0, imm),
+                bpfkit_isa::RawInsn::new(code, dst, src, 0, 0),
+                bpfkit_isa::RawInsn::new(code, 0, 0, off, 0),
+                bpfkit_isa::RawInsn::new(code, 0, 0, 0, imm),
+                bpfkit_isa::RawInsn::new(code, dst, 0, 0, 0),
+            ];
+            let chosen = candidates
+                .into_iter()
+                .find(|r| bpfkit_isa::decode_one(*r, Some(Default::default())).is_ok())
+                .unwrap_or(bpfkit_isa::RawInsn::new(0xb7, 0, 0, 0, imm));
+            raws.push(chosen);
+        }
+        // Pull out-of-range branch targets in.
+        let mut p = Program::decode_raw(&raws);
+        for _ in 0..32 {
+            match &p {
+                Err(e) => {
+                    let Some(r) = raws.get_mut(e.pc.0) else { break };
+                    r.off = 0;
+                    if r.code & 7 == 6 || r.code == 0x85 || r.code == 0x18 {
+                        r.imm = 0;
+                    }
+                    if r.code == 0x18 && e.pc.0 + 1 == len {
+                        *r = bpfkit_isa::RawInsn::new(0x95, 0, 0, 0, 0);
+                    }
+                }
+                Ok(_) => break,
+            }
+            p = Program::decode_raw(&raws);
+        }
+        let Ok(p) = p else {
+            continue;
+        };
+        ran += 1;
+        let mut vm = Interpreter::builder()
+            .budget(1000)
+            .build(&p, &helpers)
+            .unwrap();
+        let mut buf = [0u8; 32];
+        let mut m = Memory::new();
+        let a = m.add(RegionKind::Packet, &mut buf);
+        let _ = vm.run(&mut m, &[a, 32, a + 8, 0, u64::MAX]);
+        assert!(vm.executed() <= 1000 + 12);
+    }
+    assert!(ran > 300, "only {ran} random programs decoded");
+}
