@@ -578,7 +578,7 @@ fn random_programs_never_panic() {
         .filter(|&c| {
             let raw = bpfkit_isa::RawInsn::new(c, 0, 0, 0, 0);
             bpfkit_isa::decode_one(raw, Some(Default::default())).is_ok()
-                || matches!(c & 7, 3 | 4 | 5 | 6 | 7)
+                || (3..=7).contains(&(c & 7))
         })
         .collect();
     let helpers = helpers();
