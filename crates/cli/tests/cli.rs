@@ -246,3 +246,37 @@ fn disasm_whole_corpus() {
     }
     assert!(n > 100);
 }
+
+/// Corrupted objects give exit 0 or a one-line error with exit 2, never a
+/// panic. (The reader itself is fuzzed by bpfkit-elf's proptests; this
+/// covers the printing on top of it.)
+#[test]
+fn corrupted_objects_never_panic() {
+    let data = std::fs::read(example()).unwrap();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut outcomes = [0usize; 3];
+    for i in 0..150 {
+        let mut bytes = data.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() % bytes.len() as u64) as usize;
+            bytes[at] = next() as u8;
+        }
+        let path = scratch(&format!("mut{i}.o"), &bytes);
+        let o = run(&["disasm", path.to_str().unwrap()]);
+        let code = o.status.code().expect("exited normally");
+        assert!(code == 0 || code == 2, "exit {code}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+        if code == 2 {
+            assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+        }
+        outcomes[code as usize] += 1;
+        let _ = std::fs::remove_file(path);
+    }
+    assert!(outcomes[0] > 0, "some mutations leave a readable object");
+}

@@ -20,10 +20,44 @@ use object::{LittleEndian as LE, SectionIndex, SymbolIndex};
 pub struct Object<'data> {
     data: &'data [u8],
     machine: u16,
-    section_names: Vec<&'data str>,
+    sections: Vec<Section<'data>>,
     programs: Vec<ProgramSection<'data>>,
     maps: Vec<MapSymbol<'data>>,
     license: Option<&'data str>,
+}
+
+/// Any section of the object, as the section header describes it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Section<'data> {
+    /// ELF section index.
+    pub index: usize,
+    /// Section name.
+    pub name: &'data str,
+    /// `sh_type` (`SHT_PROGBITS`, `SHT_NOBITS`, ...).
+    pub sh_type: u32,
+    /// `sh_flags` (`SHF_ALLOC`, `SHF_WRITE`, `SHF_EXECINSTR`, ...).
+    pub flags: u64,
+    /// Size in bytes (for `SHT_NOBITS`, the size in memory).
+    pub size: u64,
+    /// File contents (empty for `SHT_NOBITS`).
+    pub data: &'data [u8],
+}
+
+impl Section<'_> {
+    /// Whether the section holds instructions (`SHF_EXECINSTR`).
+    pub fn is_executable(&self) -> bool {
+        self.flags & u64::from(elf::SHF_EXECINSTR) != 0
+    }
+
+    /// Whether the section is loaded (`SHF_ALLOC`): code and global data.
+    pub fn is_alloc(&self) -> bool {
+        self.flags & u64::from(elf::SHF_ALLOC) != 0
+    }
+
+    /// Whether the section is writable (`SHF_WRITE`: `.data`, `.bss`).
+    pub fn is_writable(&self) -> bool {
+        self.flags & u64::from(elf::SHF_WRITE) != 0
+    }
 }
 
 /// An executable section holding instructions.
@@ -205,6 +239,48 @@ pub struct MapSymbol<'data> {
     pub data: &'data [u8],
 }
 
+/// The fields of a legacy `struct bpf_map_def` (libbpf's five `u32`s; the
+/// kernel samples' loaders appended more, kept in `extra`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct LegacyMapDef<'data> {
+    /// `BPF_MAP_TYPE_*` number.
+    pub map_type: u32,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes.
+    pub value_size: u32,
+    /// Maximum number of entries.
+    pub max_entries: u32,
+    /// `BPF_F_*` flags (0 when the definition has only four fields).
+    pub map_flags: u32,
+    /// Bytes after the fields above (`inner_map_idx`, `numa_node`, `id`,
+    /// `pinning`, depending on the loader the object was written for).
+    pub extra: &'data [u8],
+}
+
+impl<'data> MapSymbol<'data> {
+    /// Reads a legacy definition: `None` for BTF maps and for definitions
+    /// shorter than four fields.
+    pub fn legacy_def(&self) -> Option<LegacyMapDef<'data>> {
+        if self.kind != MapKind::Legacy || self.data.len() < 16 {
+            return None;
+        }
+        let word = |i: usize| {
+            self.data
+                .get(i * 4..i * 4 + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        Some(LegacyMapDef {
+            map_type: word(0)?,
+            key_size: word(1)?,
+            value_size: word(2)?,
+            max_entries: word(3)?,
+            map_flags: word(4).unwrap_or(0),
+            extra: self.data.get(20..).unwrap_or(&[]),
+        })
+    }
+}
+
 fn is_map_section(name: &str) -> Option<MapKind> {
     if name == ".maps" {
         Some(MapKind::Btf)
@@ -280,7 +356,18 @@ impl<'data> Object<'data> {
         let mut obj = Object {
             data,
             machine,
-            section_names: infos.iter().map(|s| s.name).collect(),
+            sections: infos
+                .iter()
+                .enumerate()
+                .map(|(index, s)| Section {
+                    index,
+                    name: s.name,
+                    sh_type: s.sh_type,
+                    flags: s.flags,
+                    size: s.size,
+                    data: s.data,
+                })
+                .collect(),
             programs: Vec::new(),
             maps: Vec::new(),
             license: None,
@@ -545,7 +632,18 @@ impl<'data> Object<'data> {
 
     /// The name of the section with this ELF index.
     pub fn section_name(&self, index: usize) -> Option<&'data str> {
-        self.section_names.get(index).copied()
+        self.sections.get(index).map(|s| s.name)
+    }
+
+    /// Every section, indexed by ELF section index (index 0 is the null
+    /// section).
+    pub fn sections(&self) -> &[Section<'data>] {
+        &self.sections
+    }
+
+    /// The first section with this name (`.BTF`, `.rodata`, ...).
+    pub fn section_by_name(&self, name: &str) -> Option<&Section<'data>> {
+        self.sections.iter().find(|s| s.name == name)
     }
 }
 

@@ -72,6 +72,93 @@ fn example_object() {
     assert!(xdp.relocation_at(Pc(14)).is_none());
 }
 
+/// Legacy `maps` sections: xdp1_kern.o's `rxcnt` is a per-CPU array
+/// (type 6) of 256 u64 values with u32 keys (`xxd` of its `maps` section).
+#[test]
+fn legacy_map_definition() {
+    let Some(shared) = shared_dir() else {
+        return;
+    };
+    let data = std::fs::read(shared.join("corpus/ebpf-samples/linux/xdp1_kern.o")).unwrap();
+    let obj = Object::parse(&data).unwrap();
+    let m = obj.map("rxcnt").unwrap();
+    assert_eq!(
+        (m.kind, m.section, m.offset, m.size),
+        (MapKind::Legacy, "maps", 0, 28)
+    );
+    let def = m.legacy_def().unwrap();
+    assert_eq!(
+        (
+            def.map_type,
+            def.key_size,
+            def.value_size,
+            def.max_entries,
+            def.map_flags
+        ),
+        (6, 4, 8, 256, 0)
+    );
+    assert_eq!(def.extra.len(), 8);
+    // The program references it by name at slot 52 (`llvm-objdump -dr`).
+    let sec = obj.program_section("xdp1").unwrap();
+    let refs: Vec<_> = sec
+        .relocations
+        .iter()
+        .filter(|r| r.target == RelocTarget::Map { name: "rxcnt" })
+        .collect();
+    assert_eq!(refs.len(), 1);
+    assert_eq!(refs[0].slot(), Pc(52));
+    assert_eq!(refs[0].kind, RelocKind::Imm64);
+    assert_eq!(obj.license(), Some("GPL"));
+    let example = Object::parse(EXAMPLE).unwrap();
+    assert!(
+        example.maps()[0].legacy_def().is_none(),
+        "BTF maps have no legacy def"
+    );
+    let btf = example.section_by_name(".BTF").unwrap();
+    assert!(!btf.data.is_empty() && !btf.is_alloc());
+    assert!(example.section_by_name("xdp").unwrap().is_executable());
+}
+
+/// The committed example object is what its source compiles to (program
+/// bytes and relocations; debug info records paths, so it is not compared).
+#[test]
+fn example_object_is_fresh() {
+    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang-19".into());
+    if std::process::Command::new(&clang)
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping: {clang} is not installed");
+        return;
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/xdp_counter.c");
+    let out = std::env::temp_dir().join(format!("bpfkit-elf-example-{}.o", std::process::id()));
+    let status = std::process::Command::new(&clang)
+        .args(["-O2", "-g", "-target", "bpf", "-c"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let fresh = std::fs::read(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let fresh = Object::parse(&fresh).unwrap();
+    let committed = Object::parse(EXAMPLE).unwrap();
+    assert_eq!(fresh.programs().len(), committed.programs().len());
+    for (a, b) in fresh.programs().iter().zip(committed.programs()) {
+        assert_eq!(a.name, b.name);
+        assert_eq!(
+            a.data, b.data,
+            "section {} differs: run examples/build.sh",
+            a.name
+        );
+        assert_eq!(a.relocations, b.relocations);
+        assert_eq!(a.functions, b.functions);
+    }
+}
+
 #[test]
 fn every_corpus_object_reads() {
     let Some(shared) = shared_dir() else {
