@@ -4,6 +4,11 @@
 //! holds the abstract domains it reasons with:
 //!
 //! - [`domain::tnum`]: tristate numbers, which bits are known and their values.
+//! - [`domain::bounds`]: integer intervals over the four readings of a
+//!   register (unsigned/signed, 64/32 bits), with wrapping arithmetic.
+//! - [`domain::scalar`]: a register holding a number, a tnum plus the eight
+//!   bounds the kernel keeps, kept consistent by `sync`, with every ALU
+//!   operation and the narrowing done by conditional jumps.
 //!
 //! ```
 //! use bpfkit_verifier::domain::tnum::Tnum;
@@ -11,6 +16,20 @@
 //! let x = Tnum::new(4, 2);
 //! assert!(x.contains(6) && !x.contains(5));
 //! assert_eq!(x.add(Tnum::constant(1)), Tnum::new(5, 2));
+//! ```
+//!
+//! ```
+//! use bpfkit_isa::{Cond, Width};
+//! use bpfkit_verifier::domain::scalar::{branch_taken, refine, Scalar};
+//! // r1 = unknown; r1 &= 0xff
+//! let r1 = Scalar::unknown().and(Scalar::constant(0xff), Width::W64);
+//! assert_eq!((r1.umin(), r1.umax()), (0, 255));
+//! // if r1 > 10 goto ...: on the fall-through r1 is in [0, 10].
+//! let ten = Scalar::constant(10);
+//! let (r1, _) = refine(Cond::Gt, Width::W64, r1, ten, false).unwrap();
+//! assert_eq!(r1.to_string(), "scalar(smin=smin32=0,smax=umax=smax32=umax32=10,var_off=(0x0; 0xf))");
+//! // and a second test of the same condition is decided.
+//! assert_eq!(branch_taken(Cond::Gt, Width::W64, r1, ten), Some(false));
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

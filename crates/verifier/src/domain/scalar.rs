@@ -1255,6 +1255,34 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Precision: on constants every operation folds to the exact
+        /// result and every branch is decided.
+        #[test]
+        fn constants_fold_exactly(x in value(), y in value(), w in widths()) {
+            let (a, b) = (Scalar::constant(x), Scalar::constant(y));
+            for op in OPS {
+                let r = a.alu(op, w, b);
+                prop_assert_eq!(r.const_value(), Some(eval(op, w, x, y)), "{:?} {:?}", op, w);
+                prop_assert_eq!(r, Scalar::constant(eval(op, w, x, y)));
+            }
+            for cond in Cond::ALL {
+                prop_assert_eq!(branch_taken(cond, w, a, b), Some(holds(cond, w, x, y)));
+            }
+            prop_assert_eq!(a.swap_bytes(4).const_value(), Some(u64::from((x as u32).swap_bytes())));
+            prop_assert_eq!(a.sign_extend(16).const_value(), Some(x as i16 as i64 as u64));
+        }
+
+        /// Joining a scalar with itself or with a part of it changes nothing.
+        #[test]
+        fn join_is_least((a, x) in member()) {
+            prop_assert_eq!(a.join(&a), a);
+            prop_assert_eq!(a.join(&Scalar::constant(x)), a);
+        }
+    }
+
     fn branch(cond: Cond, a: Scalar, k: u64, taken: bool) -> Scalar {
         refine(cond, Width::W64, a, Scalar::constant(k), taken)
             .unwrap()
@@ -1316,6 +1344,19 @@ mod tests {
         let r = Scalar::constant(1).shl(amount, Width::W64);
         assert_eq!((r.umin(), r.umax()), (1, 8));
         assert_eq!(r.var_off(), Tnum::new(0, 0xf));
+    }
+
+    #[test]
+    fn sign_extension_idiom() {
+        // r1 <<= 32; r1 s>>= 32 on a byte: back to [0, 255].
+        let byte = Scalar::from_range(0, 255);
+        let r = byte.shl_const(32, Width::W64).arsh_const(32, Width::W64);
+        assert_eq!(r, byte);
+        // movsx from 8 bits of [0x70, 0x90]: [-0x70, 0x7f] signed.
+        let r = Scalar::from_range(0x70, 0x90).sign_extend(8);
+        assert_eq!((r.smin(), r.smax()), (-128, 127));
+        let r = Scalar::from_range(0x80, 0x90).sign_extend(8);
+        assert_eq!((r.smin(), r.smax()), (-128, -112));
     }
 
     #[test]
@@ -1382,6 +1423,10 @@ mod tests {
     #[test]
     fn display_matches_the_kernel_log() {
         assert_eq!(Scalar::unknown().to_string(), "scalar()");
+        assert_eq!(
+            Scalar::unknown().cast(4).to_string(),
+            "scalar(smin=0,smax=umax=0xffffffff,var_off=(0x0; 0xffffffff))"
+        );
         assert_eq!(Scalar::constant(5).to_string(), "5");
         assert_eq!(Scalar::constant(u64::MAX).to_string(), "-1");
         assert_eq!(Scalar::constant(0x10000).to_string(), "0x10000");
