@@ -12,6 +12,11 @@
 //!   form our disassembler prints.
 //! - Objects are dumped with `--triple=bpfel` because some corpus objects
 //!   (ovs/datapath.o) have `e_machine` 0.
+//!
+//! The other direction uses `llvm-mc-19` as the oracle: our llvm text,
+//! assembled by llvm-mc, gives our bytes. llvm text cannot say whether
+//! `call N` is a helper, local or kfunc call (llvm-mc always writes a helper
+//! call, src 0), so the src field of calls is not compared.
 
 mod common;
 
@@ -188,6 +193,115 @@ fn corpus_disassembly_matches_llvm_objdump() {
         objects.len()
     );
     assert!(sections > 100);
+}
+
+/// Assembles `progs` (name, bytes) with llvm-mc-19 from our text and
+/// compares the section bytes.
+fn compare_with_llvm_mc(progs: &[(String, Vec<u8>)]) -> Vec<String> {
+    use object::{Object, ObjectSection};
+    let mut src = String::new();
+    let mut decoded = Vec::new();
+    for (i, (name, bytes)) in progs.iter().enumerate() {
+        let Ok(prog) = Program::decode(bytes) else {
+            continue;
+        };
+        src.push_str(&format!(".section p{i},\"ax\"\n"));
+        for insn in prog.insns() {
+            src.push_str(&format_llvm(insn));
+            src.push('\n');
+        }
+        decoded.push((i, name, bytes, prog));
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "bpfkit-isa-mc-{}-{}",
+        std::process::id(),
+        progs.len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (s_path, o_path) = (dir.join("in.s"), dir.join("out.o"));
+    std::fs::write(&s_path, &src).unwrap();
+    let out = std::process::Command::new("llvm-mc-19")
+        .args(["-triple", "bpfel", "-mattr=+alu32", "-filetype=obj", "-o"])
+        .arg(&o_path)
+        .arg(&s_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "llvm-mc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = std::fs::read(&o_path).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let file = object::File::parse(&*data).unwrap();
+    let mut errs = Vec::new();
+    for (i, name, bytes, prog) in decoded {
+        let sec = file.section_by_name(&format!("p{i}")).unwrap();
+        let mut theirs = sec.data().unwrap().to_vec();
+        if theirs.len() != bytes.len() {
+            errs.push(format!(
+                "{name}: llvm-mc wrote {} bytes, ours {}",
+                theirs.len(),
+                bytes.len()
+            ));
+            continue;
+        }
+        for (pc, insn) in prog.iter() {
+            if matches!(insn, Insn::CallLocal(_) | Insn::CallKfunc { .. }) {
+                theirs[pc.0 * 8 + 1] = bytes[pc.0 * 8 + 1];
+            }
+            let range = pc.0 * 8..(pc.0 + insn.slots()) * 8;
+            if theirs[range.clone()] != bytes[range.clone()] {
+                errs.push(format!(
+                    "{name} insn {pc}: '{}' llvm-mc {:02x?} ours {:02x?}",
+                    format_llvm(insn),
+                    &theirs[range.clone()],
+                    &bytes[range]
+                ));
+            }
+        }
+    }
+    errs
+}
+
+fn llvm_mc_available() -> bool {
+    match std::process::Command::new("llvm-mc-19")
+        .arg("--version")
+        .output()
+    {
+        Ok(o) if o.status.success() => true,
+        _ => {
+            eprintln!("skipping: llvm-mc-19 is not installed");
+            false
+        }
+    }
+}
+
+#[test]
+fn llvm_mc_assembles_our_text_to_our_bytes() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    if !llvm_mc_available() {
+        return;
+    }
+    let mut progs = conformance_programs(&shared);
+    let corpus = shared.join("corpus/ebpf-samples");
+    if corpus.is_dir() {
+        for obj in objdump::objects_under(&corpus) {
+            let data = std::fs::read(&obj).unwrap();
+            for sec in common::program_sections(&data) {
+                progs.push((format!("{} [{}]", obj.display(), sec.name), sec.bytes));
+            }
+        }
+    }
+    let errs = compare_with_llvm_mc(&progs);
+    assert!(
+        errs.is_empty(),
+        "{} mismatches:\n{}",
+        errs.len(),
+        errs.join("\n")
+    );
 }
 
 #[test]
