@@ -40,6 +40,24 @@
 //! file check each of these claims on random scalars and members. The
 //! converse does not hold: a scalar that [`Scalar::sync`] accepts may still
 //! be empty when the nine constraints only conflict jointly.
+//!
+//! # Relation to the kernel
+//!
+//! [`Scalar::sync`] plays the part of `reg_bounds_sync` (tnum to bounds,
+//! the 32/64-bit and sign deductions, bounds to tnum), the ALU operations
+//! that of `adjust_scalar_min_max_vals`, [`branch_taken`] of
+//! `is_branch_taken` and [`refine`] of `reg_set_min_max`. The code is our
+//! own, written from those semantics, and differs on purpose where that is
+//! simpler or more precise:
+//!
+//! - `sync` iterates to a fixpoint instead of a fixed sequence of steps,
+//!   and moves each bound to the nearest value the tnum allows.
+//! - All four bounds go through one `i128` interval arithmetic
+//!   ([`super::bounds`]) that wraps exactly when a result does not straddle
+//!   the modulus; a 32-bit operation is the 64-bit one on the low halves,
+//!   zero-extended.
+//! - Shifts by a non-constant amount join the results of every count the
+//!   masked amount allows; byte swaps permute the tnum instead of giving up.
 
 use std::fmt;
 
