@@ -8,6 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
+#[command(after_help = "The llvm syntax also reads `bpfkit disasm` output and \
+`llvm-objdump -d` instruction lines as they are (indices, byte columns and \
+`<label>` notes are skipped), so a disassembled program can be edited and \
+assembled again.")]
 pub struct Args {
     /// Assembly source file (`-` reads stdin).
     file: PathBuf,
@@ -32,6 +36,11 @@ enum SyntaxArg {
     Ubpf,
 }
 
+/// `section xdp, function xdp_prog (12 instructions):`
+fn is_disasm_header(line: &str) -> bool {
+    line.starts_with("section ") && line.trim_end().ends_with(':')
+}
+
 pub fn run(args: Args) -> CmdResult {
     let name = args.file.display().to_string();
     let bytes = read_input(&args.file)?;
@@ -39,6 +48,16 @@ pub fn run(args: Args) -> CmdResult {
     let syntax = match args.syntax {
         SyntaxArg::Llvm => Syntax::Llvm,
         SyntaxArg::Ubpf => Syntax::Ubpf,
+    };
+    // `bpfkit disasm` output assembles as is: its headers become blank
+    // lines (keeping line numbers) and the assembler skips the indices.
+    let text = match syntax {
+        Syntax::Llvm => text
+            .lines()
+            .map(|l| if is_disasm_header(l) { "" } else { l })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Syntax::Ubpf => text,
     };
     let insns = assemble(&text, syntax).map_err(|e| anyhow!("{name}: {e}"))?;
     if insns.is_empty() {

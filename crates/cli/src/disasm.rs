@@ -20,10 +20,14 @@ pub struct Args {
     prog: Option<String>,
 }
 
-/// What gets a header: a function, or a whole section without symbols.
+/// What gets a header: a function, or slots of a section that no
+/// function symbol covers (a whole section without symbols).
 struct Unit<'a, 'data> {
     section: &'a ProgramSection<'data>,
     function: Option<&'a Function<'data>>,
+    /// Slot range `start..end` in the section.
+    start: usize,
+    end: usize,
 }
 
 pub fn run(args: Args) -> CmdResult {
@@ -32,21 +36,40 @@ pub fn run(args: Args) -> CmdResult {
     let obj = Object::parse(&data).map_err(|e| anyhow!("{name}: {e}"))?;
     let mut units = Vec::new();
     for sec in obj.programs() {
-        if sec.functions.is_empty() {
-            units.push(Unit {
-                section: sec,
-                function: None,
-            });
-        }
+        // Functions are sorted and do not overlap (sizes are clipped by the
+        // reader); slots outside every function get a unit of their own.
+        let mut pc = 0;
         for f in &sec.functions {
+            let start = f.start().0;
+            if start > pc {
+                units.push(Unit {
+                    section: sec,
+                    function: None,
+                    start: pc,
+                    end: start,
+                });
+            }
+            let end = (start + f.slot_count()).max(start);
             units.push(Unit {
                 section: sec,
                 function: Some(f),
+                start,
+                end,
+            });
+            pc = pc.max(end);
+        }
+        if pc < sec.slot_count() {
+            units.push(Unit {
+                section: sec,
+                function: None,
+                start: pc,
+                end: sec.slot_count(),
             });
         }
     }
     if let Some(want) = &args.prog {
-        let all: Vec<String> = units.iter().map(unit_name).collect();
+        let mut all: Vec<String> = units.iter().map(unit_name).collect();
+        all.dedup();
         units.retain(|u| u.function.is_some_and(|f| f.name == want) || u.section.name == want);
         if units.is_empty() {
             let known = if all.is_empty() {
@@ -80,10 +103,7 @@ fn unit_name(u: &Unit<'_, '_>) -> String {
 
 fn print_unit(obj: &Object<'_>, unit: &Unit<'_, '_>, out: &mut String) {
     let sec = unit.section;
-    let (start, end) = match unit.function {
-        Some(f) => (f.start().0, f.start().0 + f.slot_count()),
-        None => (0, sec.slot_count()),
-    };
+    let (start, end) = (unit.start, unit.end.min(sec.slot_count()));
     match unit.function {
         Some(f) => {
             let _ = writeln!(
@@ -95,8 +115,15 @@ fn print_unit(obj: &Object<'_>, unit: &Unit<'_, '_>, out: &mut String) {
                 end - start
             );
         }
-        None => {
+        None if start == 0 && end == sec.slot_count() => {
             let _ = writeln!(out, "section {} ({} instructions):", sec.name, end - start);
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "section {}, instructions {start}..{end} outside any function:",
+                sec.name
+            );
         }
     }
     let slots: Vec<RawInsn> = sec

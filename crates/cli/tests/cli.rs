@@ -95,29 +95,58 @@ fn disasm_selects_one_program() {
 
 #[test]
 fn disasm_output_reassembles_to_the_section_bytes() {
-    // Strip headers, indices and `;` notes; what is left is llvm syntax.
-    let o = run(&["disasm", example().to_str().unwrap(), "--prog", "xdp"]);
-    let text: String = stdout(&o)
-        .lines()
-        .filter(|l| !l.starts_with("section "))
-        .map(|l| match l.split_once(": ") {
-            Some((idx, insn)) if idx.trim().parse::<usize>().is_ok() => format!("{insn}\n"),
-            _ => format!("{l}\n"),
-        })
-        .collect();
-    let src = scratch("xdp.s", text.as_bytes());
-    let o = run(&["asm", src.to_str().unwrap(), "--syntax", "llvm", "--hex"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let data = std::fs::read(example()).unwrap();
     let obj = bpfkit_elf::Object::parse(&data).unwrap();
-    let expected: String = obj
-        .program_section("xdp")
-        .unwrap()
-        .data
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(stdout(&o).trim_end(), expected);
+    for section in ["xdp", ".text"] {
+        let o = run(&["disasm", example().to_str().unwrap(), "--prog", section]);
+        let src = scratch(&format!("{section}.s"), &o.stdout);
+        let o = run(&["asm", src.to_str().unwrap(), "--hex"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let expected: String = obj
+            .program_section(section)
+            .unwrap()
+            .data
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(stdout(&o).trim_end(), expected, "{section}");
+    }
+}
+
+/// Slots before and after the only function symbol are still shown.
+#[test]
+fn disasm_shows_slots_outside_functions() {
+    use object::write::{Object, Symbol, SymbolSection};
+    use object::{
+        Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
+    };
+    let mut obj = Object::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
+    let sec = obj.add_section(Vec::new(), b"xdp".to_vec(), SectionKind::Text);
+    // r0 = 1; r0 = 2; exit; exit  with a function covering slots 1..3.
+    let code = [
+        0xb7, 0, 0, 0, 1, 0, 0, 0, 0xb7, 0, 0, 0, 2, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0, 0x95, 0,
+        0, 0, 0, 0, 0, 0,
+    ];
+    obj.append_section_data(sec, &code, 8);
+    obj.add_symbol(Symbol {
+        name: b"f".to_vec(),
+        value: 8,
+        size: 16,
+        kind: SymbolKind::Text,
+        scope: SymbolScope::Linkage,
+        weak: false,
+        section: SymbolSection::Section(sec),
+        flags: SymbolFlags::None,
+    });
+    let path = scratch("gap.o", &obj.write().unwrap());
+    let o = run(&["disasm", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "section xdp, instructions 0..1 outside any function:\n     0: r0 = 0x1\n\n\
+         section xdp, function f (2 instructions):\n     1: r0 = 0x2\n     2: exit\n\n\
+         section xdp, instructions 3..4 outside any function:\n     3: exit\n"
+    );
 }
 
 #[test]
@@ -242,6 +271,23 @@ fn disasm_whole_corpus() {
             let o = run(&["disasm", p.to_str().unwrap()]);
             assert_eq!(o.status.code(), Some(0), "{}: {}", p.display(), stderr(&o));
             assert!(!stdout(&o).contains("<invalid"), "{}", p.display());
+            // Each section's listing assembles back to the section.
+            let data = std::fs::read(&p).unwrap();
+            let obj = bpfkit_elf::Object::parse(&data).unwrap();
+            for sec in obj.programs() {
+                let o = run(&["disasm", p.to_str().unwrap(), "--prog", sec.name]);
+                let src = scratch("corpus.s", &o.stdout);
+                let o = run(&["asm", src.to_str().unwrap(), "--hex"]);
+                let expected: String = sec.data.iter().map(|b| format!("{b:02x}")).collect();
+                assert_eq!(
+                    stdout(&o).trim_end(),
+                    expected,
+                    "{} [{}] {}",
+                    p.display(),
+                    sec.name,
+                    stderr(&o)
+                );
+            }
         }
     }
     assert!(n > 100);

@@ -67,6 +67,9 @@ pub fn assemble(text: &str, syntax: Syntax) -> Result<Vec<Insn>, AsmError> {
             message,
         };
         let mut line = strip_comment(raw_line, syntax).trim();
+        if syntax == Syntax::Llvm {
+            line = strip_listing_prefix(line);
+        }
         // Leading labels: `name:` (possibly followed by an instruction).
         while let Some((label, rest)) = split_label(line, syntax) {
             if let Some(&(_, prev)) = labels.get(label) {
@@ -168,6 +171,29 @@ fn set_offset(insn: &mut Insn, off: i64) -> Result<(), String> {
         _ => return Err("instruction takes no jump target".into()),
     }
     Ok(())
+}
+
+/// Drops the instruction index that listings put before the text
+/// (`  12: r0 = 0x1` as `bpfkit disasm` prints it) and the raw bytes that
+/// `llvm-objdump -d` adds (`  12:\tb7 00 00 00 01 00 00 00\tr0 = 0x1`).
+/// Labels cannot start with a digit, so this is never a label.
+fn strip_listing_prefix(line: &str) -> &str {
+    let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 || line.as_bytes().get(digits) != Some(&b':') {
+        return line;
+    }
+    let rest = &line[digits + 1..];
+    // The byte column: hex pairs separated by single spaces, then a tab.
+    if let Some((bytes, insn)) = rest.trim_start_matches([' ', '\t']).split_once('\t') {
+        let is_bytes = !bytes.is_empty()
+            && bytes
+                .split(' ')
+                .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
+        if is_bytes {
+            return insn.trim();
+        }
+    }
+    rest.trim()
 }
 
 fn strip_comment(line: &str, syntax: Syntax) -> &str {
@@ -495,6 +521,16 @@ mod tests {
         assert_eq!(&b[8..16], &[0x55, 0, 0xfe, 0xff, 0, 0, 0, 0]);
         assert_eq!(&b[16..24], &[0x85, 0x10, 0, 0, 1, 0, 0, 0]);
         assert_eq!(llvm("goto pc-1")[2..4], [0xff, 0xff]);
+    }
+
+    #[test]
+    fn llvm_listing_prefixes_are_skipped() {
+        let listing = "     0: r0 = 0x1\n     1: if r1 > 0x5 goto +0x1 <3>\nLBB0_2:\n     2: exit\n   3: exit";
+        let objdump = "       0:\tb7 00 00 00 01 00 00 00\tr0 = 0x1\n       1:\t25 01 01 00 05 00 00 00\tif r1 > 0x5 goto +0x1 <LBB0_2>\n       2:\t95 00 00 00 00 00 00 00\texit\n3:\t95 00 00 00 00 00 00 00\texit";
+        let plain = llvm("r0 = 1\nif r1 > 5 goto +1\nexit\nexit");
+        assert_eq!(llvm(listing), plain);
+        assert_eq!(llvm(objdump), plain);
+        assert_eq!(llvm_err("12: bogus"), "line 1: unknown mnemonic 'bogus'");
     }
 
     #[test]
