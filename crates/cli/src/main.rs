@@ -16,7 +16,12 @@ use std::process::ExitCode;
 
 /// Userspace eBPF/XDP toolkit.
 #[derive(Parser)]
-#[command(name = "bpfkit", version, about, long_about = None)]
+#[command(
+    name = "bpfkit",
+    version,
+    about = "bpfkit: the eBPF/XDP toolkit that runs kernel BPF objects in userspace",
+    long_about = None
+)]
 #[command(after_help = "Exit status: 0 success, 1 the answer is \"no\" \
 (a program was rejected, a test failed), 2 unusable input or usage.")]
 struct Cli {

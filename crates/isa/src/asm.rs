@@ -12,7 +12,9 @@
 //! offset relative to the next slot, as RFC 9669 section 4.3 counts jumps.
 //!
 //! Comments are stripped: from `#` in both syntaxes, and also from `;` and
-//! `//` in the llvm syntax. A label is `name:`, alone on its line or before
+//! `//` in the llvm syntax, which also skips listing prefixes (the `12:`
+//! index of `bpfkit disasm`, the index and byte column of
+//! `llvm-objdump -d`). A label is `name:`, alone on its line or before
 //! an instruction. A jump target is a label or `+N`/`-N` (slots from the
 //! next instruction). In the ubpf syntax the first `exit` instruction is
 //! also an implicit label named `exit`, unless a label of that name exists.
