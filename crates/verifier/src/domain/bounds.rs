@@ -282,6 +282,14 @@ impl Interval {
             let r = if y == 0 { x } else { x % y };
             return Interval::point(r).fit(kind);
         }
+        if other.is_point() && other.lo != 0 && (self.lo >= 0 || self.hi <= 0) {
+            // Where the quotient is the same for all x, x % y = x - q * y
+            // moves with x.
+            let y = other.lo;
+            if self.lo / y == self.hi / y {
+                return Interval::new(self.lo % y, self.hi % y).fit(kind);
+            }
+        }
         let neg = other.meet(Interval::new(i128::MIN, -1));
         let pos = other.meet(Interval::new(1, i128::MAX));
         let mut acc: Option<Interval> = other.contains(0).then_some(self);
@@ -304,9 +312,65 @@ impl Interval {
         acc.map_or(Interval::full(kind), |i| i.fit(kind))
     }
 
-    /// `x & y` in `kind`: no larger than a non-negative operand, and below
-    /// both when both are negative (the sign bit stays, others only clear).
+    /// `x & y` in `kind`: see [`Interval::bitwise`].
     pub fn and(self, other: Interval, kind: Kind) -> Interval {
+        self.bitwise(other, kind, Bitwise::And)
+    }
+
+    /// `x | y` in `kind`: see [`Interval::bitwise`].
+    pub fn or(self, other: Interval, kind: Kind) -> Interval {
+        self.bitwise(other, kind, Bitwise::Or)
+    }
+
+    /// `x ^ y` in `kind`: see [`Interval::bitwise`].
+    pub fn xor(self, other: Interval, kind: Kind) -> Interval {
+        self.bitwise(other, kind, Bitwise::Xor)
+    }
+
+    /// A bitwise operation, bounded two ways and the results intersected:
+    ///
+    /// - by sign: the sign of the result follows from the operands' signs
+    ///   and its magnitude stays below the next power of two;
+    /// - exactly for the interval constraints alone, when neither operand
+    ///   crosses the sign boundary: on the operands' bit patterns (unsigned,
+    ///   `2^bits` added to negatives) the extremes of `x | y`, `x & y` and
+    ///   `x ^ y` over two unsigned intervals are found bit by bit from the
+    ///   top, as in Warren, *Hacker's Delight*, section 4-3.
+    fn bitwise(self, other: Interval, kind: Kind, op: Bitwise) -> Interval {
+        let by_sign = match op {
+            Bitwise::And => self.and_by_sign(other, kind),
+            Bitwise::Or => self.or_by_sign(other, kind),
+            Bitwise::Xor => self.xor_by_sign(other, kind),
+        };
+        let (Some((a, b)), Some((c, d))) = (self.pattern(kind), other.pattern(kind)) else {
+            return by_sign;
+        };
+        let (lo, hi) = match op {
+            Bitwise::And => (min_and(a, b, c, d), max_and(a, b, c, d)),
+            Bitwise::Or => (min_or(a, b, c, d), max_or(a, b, c, d)),
+            Bitwise::Xor => (min_xor(a, b, c, d), max_xor(a, b, c, d)),
+        };
+        let exact = Interval::new(lo.into(), hi.into()).fit(kind);
+        // Both are sound, so they overlap unless an operand is empty.
+        by_sign.meet(exact).unwrap_or(by_sign)
+    }
+
+    /// The bit patterns (as unsigned `bits`-wide numbers) of the interval's
+    /// ends, if it does not cross the sign boundary, where patterns jump.
+    fn pattern(self, kind: Kind) -> Option<(u64, u64)> {
+        if self.lo >= 0 {
+            Some((self.lo as u64, self.hi as u64))
+        } else if self.hi < 0 {
+            let m = 1i128 << kind.bits();
+            Some(((self.lo + m) as u64, (self.hi + m) as u64))
+        } else {
+            None
+        }
+    }
+
+    /// `x & y` by sign: no larger than a non-negative operand, and below
+    /// both when both are negative (the sign bit stays, others only clear).
+    fn and_by_sign(self, other: Interval, kind: Kind) -> Interval {
         let mut r = Interval::full(kind);
         for a in [self, other] {
             if a.lo >= 0 {
@@ -320,10 +384,10 @@ impl Interval {
         r
     }
 
-    /// `x | y` in `kind`: at least the larger of two non-negative operands
+    /// `x | y` by sign: at least the larger of two non-negative operands
     /// and below the next power of two; at least a negative operand and
     /// negative.
-    pub fn or(self, other: Interval, kind: Kind) -> Interval {
+    fn or_by_sign(self, other: Interval, kind: Kind) -> Interval {
         let mut r = Interval::full(kind);
         if self.lo >= 0 && other.lo >= 0 {
             let hi = all_ones_above(max(self.hi, other.hi));
@@ -337,11 +401,11 @@ impl Interval {
         r
     }
 
-    /// `x ^ y` in `kind`: operands of equal sign give a non-negative
+    /// `x ^ y` by sign: operands of equal sign give a non-negative
     /// result, of different signs a negative one, and in both cases the
     /// magnitude stays below the next power of two of the magnitudes (with
     /// `!x = -x - 1` standing in for a negative `x`).
-    pub fn xor(self, other: Interval, kind: Kind) -> Interval {
+    fn xor_by_sign(self, other: Interval, kind: Kind) -> Interval {
         // Magnitude bound of x when its sign is known: x itself or !x.
         let mag = |a: Interval| {
             if a.lo >= 0 {
@@ -364,6 +428,120 @@ impl Interval {
             _ => Interval::full(kind),
         }
     }
+}
+
+/// The bitwise operations [`Interval::bitwise`] bounds.
+#[derive(Clone, Copy)]
+enum Bitwise {
+    And,
+    Or,
+    Xor,
+}
+
+// Extremes of bitwise operations over `x` in `[a, b]` and `y` in `[c, d]`
+// (unsigned). Each walks the bits from the top looking for the first
+// position where one operand can be moved to a nearby value with a better
+// bit there without leaving its interval; after that move the lower bits
+// are free, so the answer is the operation on the moved ends.
+
+/// Smallest `x | y`: raise `x` (or `y`) to set a bit the other has, so
+/// that the bits below can all be zero.
+fn min_or(mut a: u64, b: u64, mut c: u64, d: u64) -> u64 {
+    let mut m = 1u64 << 63;
+    while m != 0 {
+        if !a & c & m != 0 {
+            let t = (a | m) & m.wrapping_neg();
+            if t <= b {
+                a = t;
+                break;
+            }
+        } else if a & !c & m != 0 {
+            let t = (c | m) & m.wrapping_neg();
+            if t <= d {
+                c = t;
+                break;
+            }
+        }
+        m >>= 1;
+    }
+    a | c
+}
+
+/// Largest `x | y`: where both maxima have a bit, clear it in one and set
+/// all the bits below instead.
+fn max_or(a: u64, mut b: u64, c: u64, mut d: u64) -> u64 {
+    let mut m = 1u64 << 63;
+    while m != 0 {
+        if b & d & m != 0 {
+            let t = (b - m) | (m - 1);
+            if t >= a {
+                b = t;
+                break;
+            }
+            let t = (d - m) | (m - 1);
+            if t >= c {
+                d = t;
+                break;
+            }
+        }
+        m >>= 1;
+    }
+    b | d
+}
+
+/// Smallest `x & y`: where both minima lack a bit, raise one to it so that
+/// the bits below can all be zero.
+fn min_and(mut a: u64, b: u64, mut c: u64, d: u64) -> u64 {
+    let mut m = 1u64 << 63;
+    while m != 0 {
+        if !a & !c & m != 0 {
+            let t = (a | m) & m.wrapping_neg();
+            if t <= b {
+                a = t;
+                break;
+            }
+            let t = (c | m) & m.wrapping_neg();
+            if t <= d {
+                c = t;
+                break;
+            }
+        }
+        m >>= 1;
+    }
+    a & c
+}
+
+/// Largest `x & y`: where only one maximum has a bit, clear it there and
+/// set all the bits below.
+fn max_and(a: u64, mut b: u64, c: u64, mut d: u64) -> u64 {
+    let mut m = 1u64 << 63;
+    while m != 0 {
+        if b & !d & m != 0 {
+            let t = (b & !m) | (m - 1);
+            if t >= a {
+                b = t;
+                break;
+            }
+        } else if !b & d & m != 0 {
+            let t = (d & !m) | (m - 1);
+            if t >= c {
+                d = t;
+                break;
+            }
+        }
+        m >>= 1;
+    }
+    b & d
+}
+
+/// Smallest `x ^ y`, from `x ^ y = (x & !y) | (!x & y)`.
+fn min_xor(a: u64, b: u64, c: u64, d: u64) -> u64 {
+    min_and(a, b, !d, !c) | min_and(!b, !a, c, d)
+}
+
+/// Largest `x ^ y`, from `x ^ y = (x & !y) | (!x & y)`.
+fn max_xor(a: u64, b: u64, c: u64, d: u64) -> u64 {
+    max_or(0, max_and(a, b, !d, !c), 0, max_and(!b, !a, c, d))
 }
 
 /// The hull of some values, `None` if any is missing (overflowed).
@@ -450,6 +628,38 @@ mod tests {
             prop_assert!(a.div(b, k).contains(Interval::point(q).fit(k).lo));
             let r = if yk == 0 { xk } else { xk % yk };
             prop_assert!(a.rem(b, k).contains(r));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// On small intervals of one sign, the bitwise bounds are the exact
+        /// extremes (checked by enumeration), in unsigned and signed kinds.
+        #[test]
+        fn bitwise_bounds_are_exact(
+            a in -40i128..40, da in 0i128..24, b in -40i128..40, db in 0i128..24,
+            k in prop_oneof![Just(Kind::S64), Just(Kind::S32), Just(Kind::U64)],
+        ) {
+            let one_sign = |lo: i128, d: i128| if lo < 0 { (lo, (lo + d).min(-1)) } else { (lo, lo + d) };
+            let ((a, a2), (b, b2)) = (one_sign(a, da), one_sign(b, db));
+            prop_assume!(!(k == Kind::U64 && (a < 0 || b < 0)));
+            let (x, y) = (Interval::new(a, a2), Interval::new(b, b2));
+            type Op = fn(i128, i128) -> i128;
+            let ops: [(Op, Interval); 3] = [
+                (|p, q| p & q, x.and(y, k)),
+                (|p, q| p | q, x.or(y, k)),
+                (|p, q| p ^ q, x.xor(y, k)),
+            ];
+            for (f, got) in ops {
+                let mut exact: Option<Interval> = None;
+                for p in a..=a2 {
+                    for q in b..=b2 {
+                        exact = join_opt(exact, Some(Interval::point(f(p, q))));
+                    }
+                }
+                prop_assert_eq!(Some(got), exact, "{:?} {:?} {:?}", x, y, k);
+            }
         }
     }
 
