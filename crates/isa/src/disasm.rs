@@ -644,6 +644,27 @@ mod tests {
         assert_eq!(lddw(2, 3, 8), "ld_pseudo\tr1, 0x2, 0x3, 0x8");
     }
 
+    /// Local and kfunc calls, which plain llvm text cannot tell from helper
+    /// calls, survive a program listing.
+    #[test]
+    fn program_listing_keeps_call_kinds() {
+        use crate::asm::{assemble, Syntax};
+        let insns = vec![
+            Insn::CallLocal(2),
+            Insn::CallKfunc { btf_id: 77, off: 0 },
+            Insn::CallKfunc { btf_id: 78, off: 3 },
+            Insn::Call(HelperId(1)),
+            Insn::Exit,
+        ];
+        let prog = Program::from_insns(insns.clone()).unwrap();
+        let text = format_llvm_program(&prog);
+        assert_eq!(
+            text,
+            "\tcall 0x2 <LBB_3>\n\tcall 0x4d <kfunc>\n\tcall 0x4e <kfunc 0x3>\nLBB_3:\n\tcall 0x1\n\texit\n"
+        );
+        assert_eq!(assemble(&text, Syntax::Llvm).unwrap(), insns);
+    }
+
     #[test]
     fn ubpf_forms() {
         let cases: &[(Insn, &str)] = &[
