@@ -56,6 +56,9 @@
 //!   ([`super::bounds`]) that wraps exactly when a result does not straddle
 //!   the modulus; a 32-bit operation is the 64-bit one on the low halves,
 //!   zero-extended.
+//! - `and`, `or` and `xor` bound intervals exactly (the extremes over two
+//!   intervals, not only what the tnum implies); `rem` by a constant is
+//!   exact within one quotient.
 //! - Shifts by a non-constant amount join the results of every count the
 //!   masked amount allows; byte swaps permute the tnum instead of giving up.
 
@@ -1524,6 +1527,48 @@ mod tests {
         // if r & 4 (not taken): bit 2 is zero.
         let r = branch(Cond::Set, Scalar::unknown(), 4, false);
         assert_eq!(r.var_off(), Tnum::new(0, !4));
+    }
+
+    #[test]
+    fn comparisons_narrow_the_other_readings() {
+        // if w1 < 10 (JMP32) on r1 in [0, 100]: the 64-bit value is in [0, 9]
+        // too, since all of [0, 100] has the same upper half.
+        let r1 = Scalar::from_range(0, 100);
+        let (r1, _) = refine(Cond::Lt, Width::W32, r1, Scalar::constant(10), true).unwrap();
+        assert_eq!((r1.umin(), r1.umax()), (0, 9));
+        // if r1 s>= 0 on anything: unsigned below 2^63 as well.
+        let (r1, _) = refine(
+            Cond::Sge,
+            Width::W64,
+            Scalar::unknown(),
+            Scalar::constant(0),
+            true,
+        )
+        .unwrap();
+        assert_eq!((r1.umin(), r1.umax()), (0, i64::MAX as u64));
+        assert_eq!(r1.var_off(), Tnum::new(0, u64::MAX >> 1));
+        // if r1 > r2 with r1 in [0, 10], r2 in [5, 20]: r1 in [6, 10], r2 in [5, 9].
+        let (a, b) = refine(
+            Cond::Gt,
+            Width::W64,
+            Scalar::from_range(0, 10),
+            Scalar::from_range(5, 20),
+            true,
+        )
+        .unwrap();
+        assert_eq!((a.umin(), a.umax(), b.umin(), b.umax()), (6, 10, 5, 9));
+    }
+
+    #[test]
+    fn bitwise_ops_use_both_bounds_and_bits() {
+        // [4, 7] | 1 is [5, 7]; [16, 31] & 7 is [0, 7]; [8, 11] ^ 8 is [0, 3].
+        let c = Scalar::constant;
+        let r = Scalar::from_range(4, 7).or(c(1), Width::W64);
+        assert_eq!((r.umin(), r.umax()), (5, 7));
+        let r = Scalar::from_range(16, 31).and(c(7), Width::W64);
+        assert_eq!((r.umin(), r.umax()), (0, 7));
+        let r = Scalar::from_range(8, 11).xor(c(8), Width::W64);
+        assert_eq!((r.umin(), r.umax()), (0, 3));
     }
 
     #[test]
