@@ -35,5 +35,6 @@ mod object_file;
 
 pub use error::ElfError;
 pub use object_file::{
-    Function, Label, MapKind, MapSymbol, Object, ProgramSection, RelocKind, RelocTarget, Relocation,
+    EntryPoint, Function, Label, MapKind, MapSymbol, Object, ProgramSection, RelocKind,
+    RelocTarget, Relocation,
 };

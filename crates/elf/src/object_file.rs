@@ -77,6 +77,28 @@ pub struct ProgramSection<'data> {
     pub relocations: Vec<Relocation<'data>>,
 }
 
+/// A program of the object: a function, or a whole section that has no
+/// function symbols (see [`Object::entry_points`]).
+#[derive(Clone, Copy, Debug)]
+pub struct EntryPoint<'a, 'data> {
+    /// The section holding it.
+    pub section: &'a ProgramSection<'data>,
+    /// The function, if the section has function symbols.
+    pub function: Option<&'a Function<'data>>,
+}
+
+impl<'data> EntryPoint<'_, 'data> {
+    /// The program's name: the function's, else the section's.
+    pub fn name(&self) -> &'data str {
+        self.function.map_or(self.section.name, |f| f.name)
+    }
+
+    /// The first slot of the program in its section.
+    pub fn start(&self) -> Pc {
+        self.function.map_or(Pc(0), |f| f.start())
+    }
+}
+
 /// A function symbol in a program section.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Function<'data> {
@@ -164,7 +186,8 @@ pub enum RelocTarget<'data> {
         offset: u64,
     },
     /// Global data (`.data`, `.rodata*`, `.bss`, ...): a variable or the
-    /// section itself.
+    /// section itself. The address is `offset` plus the `lddw`'s own
+    /// immediate (clang's implicit addend for section symbols).
     Data {
         /// Section name.
         section: &'data str,
@@ -596,6 +619,36 @@ impl<'data> Object<'data> {
     /// The program sections, in section-header order.
     pub fn programs(&self) -> &[ProgramSection<'data>] {
         &self.programs
+    }
+
+    /// The programs a loader would load: every global function of every
+    /// program section other than `.text` (a section without function
+    /// symbols is one program named after the section); `.text` functions
+    /// are subprograms, unless the object has no other program section, in
+    /// which case its global functions are the programs. This is the rule
+    /// libbpf applies to `SEC()` functions, and it names the programs of
+    /// the corpus' `kernel-verdicts.jsonl` exactly.
+    pub fn entry_points(&self) -> Vec<EntryPoint<'_, 'data>> {
+        let only_text = self.programs.iter().all(|p| p.name == ".text");
+        let mut out = Vec::new();
+        for sec in &self.programs {
+            if sec.name == ".text" && !only_text {
+                continue;
+            }
+            let globals: Vec<&Function<'data>> =
+                sec.functions.iter().filter(|f| f.global).collect();
+            if globals.is_empty() {
+                out.push(EntryPoint {
+                    section: sec,
+                    function: sec.function_at(0),
+                });
+            }
+            out.extend(globals.into_iter().map(|f| EntryPoint {
+                section: sec,
+                function: Some(f),
+            }));
+        }
+        out
     }
 
     /// The program section with this name.

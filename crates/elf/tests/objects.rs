@@ -48,6 +48,9 @@ fn example_object() {
     assert_eq!((main.offset, main.size, main.global), (0, 264, true));
     assert_eq!(xdp.function_data(main).len(), 264);
 
+    let entries: Vec<&str> = obj.entry_points().iter().map(|e| e.name()).collect();
+    assert_eq!(entries, ["xdp_counter"], "count_proto is a subprogram");
+
     assert_eq!(obj.maps().len(), 1);
     let m = &obj.maps()[0];
     assert_eq!(
@@ -157,6 +160,61 @@ fn example_object_is_fresh() {
         assert_eq!(a.relocations, b.relocations);
         assert_eq!(a.functions, b.functions);
     }
+}
+
+/// The value of `"key": "..."` in a JSON line (the verdicts file has no
+/// escaped strings).
+fn json_str<'a>(line: &'a str, key: &str) -> &'a str {
+    let pat = format!("\"{key}\": \"");
+    let start = line
+        .find(&pat)
+        .map(|i| i + pat.len())
+        .unwrap_or_else(|| panic!("{key} in {line}"));
+    let end = line[start..].find('"').unwrap() + start;
+    &line[start..end]
+}
+
+/// `entry_points` names exactly the programs the kernel was given, per
+/// object, in the corpus' kernel-verdicts.jsonl.
+#[test]
+fn entry_points_match_kernel_verdicts() {
+    let Some(shared) = shared_dir() else {
+        return;
+    };
+    let corpus = shared.join("corpus/ebpf-samples");
+    let Ok(verdicts) = std::fs::read_to_string(corpus.join("kernel-verdicts.jsonl")) else {
+        eprintln!("skipping: no kernel-verdicts.jsonl");
+        return;
+    };
+    let mut expected: std::collections::BTreeMap<String, Vec<(String, String)>> =
+        Default::default();
+    for line in verdicts.lines().filter(|l| !l.trim().is_empty()) {
+        expected
+            .entry(json_str(line, "object").to_string())
+            .or_default()
+            .push((
+                json_str(line, "section").to_string(),
+                json_str(line, "program").to_string(),
+            ));
+    }
+    assert!(expected.len() > 100);
+    let mut errs = Vec::new();
+    for (object, want) in &expected {
+        let data = std::fs::read(corpus.join(object)).unwrap();
+        let obj = Object::parse(&data).unwrap();
+        let mut got: Vec<(String, String)> = obj
+            .entry_points()
+            .iter()
+            .map(|e| (e.section.name.to_string(), e.name().to_string()))
+            .collect();
+        let mut want = want.clone();
+        got.sort();
+        want.sort();
+        if got != want {
+            errs.push(format!("{object}: ours {got:?}, kernel run {want:?}"));
+        }
+    }
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
 }
 
 #[test]
