@@ -61,7 +61,7 @@ use bpfkit_runtime::{
     Guest, Helper, HelperEnv, Helpers, Imm64Resolver, Memory, Trap, TrapKind, MAX_CALL_FRAMES,
     STACK_SIZE,
 };
-use op::{compile, Op};
+use op::{compile, fuse, Op};
 use std::any::Any;
 use std::sync::Arc;
 use thiserror::Error;
@@ -107,7 +107,8 @@ impl<'r> Builder<'r> {
             return Err(CompileError::TooLarge { insns: n });
         }
         let mut table = Vec::new();
-        let ops = compile(prog, helpers, &mut table, self.resolver);
+        let plain = compile(prog, helpers, &mut table, self.resolver);
+        let ops = fuse(&plain);
         let mut pcs = prog.pcs().to_vec();
         pcs.push(Pc(prog.slot_count()));
         let slot_to_op = (0..prog.slot_count())
@@ -118,6 +119,7 @@ impl<'r> Builder<'r> {
         all_helpers.sort_by_key(|(id, _)| *id);
         Ok(Interpreter {
             ops,
+            plain,
             insns: prog.insns().to_vec(),
             pcs,
             slot_to_op,
@@ -141,7 +143,11 @@ struct Frame {
 
 /// A program prepared for execution (see the crate docs for the model).
 pub struct Interpreter {
+    /// Ops with superinstructions (what `run` executes).
     ops: Vec<Op>,
+    /// One op per instruction, unfused (what tracing executes, so that the
+    /// tracer sees every instruction).
+    plain: Vec<Op>,
     insns: Vec<Insn>,
     /// Slot pc of each op (one more for the sentinel).
     pcs: Vec<Pc>,
@@ -242,6 +248,7 @@ impl Interpreter {
     ) -> Result<u64, Trap> {
         let Interpreter {
             ops,
+            plain,
             insns,
             pcs,
             slot_to_op,
@@ -252,7 +259,7 @@ impl Interpreter {
             budget,
             executed,
         } = self;
-        let ops: &[Op] = ops;
+        let ops: &[Op] = if TRACE { plain } else { ops };
         let budget = *budget;
         let mut guest = Guest::new(stack, mem);
         let stack_top = guest.stack_end();
@@ -628,6 +635,38 @@ impl Interpreter {
                     trap!(TrapKind::UnresolvedImm64 { imm })
                 }
                 Op::Kfunc => trap!(TrapKind::Unsupported { what: "kfunc call" }),
+                Op::Mov32And32I { d, s, imm } => {
+                    r!(d) = (r!(s) as u32 & imm) as u64;
+                    pc += 1;
+                }
+                Op::Mov32Lsh32I { d, s, imm } => {
+                    r!(d) = ((r!(s) as u32) << imm) as u64;
+                    pc += 1;
+                }
+                Op::Mov32Rsh32I { d, s, imm } => {
+                    r!(d) = ((r!(s) as u32) >> imm) as u64;
+                    pc += 1;
+                }
+                Op::Mov32Add32I { d, s, imm } => {
+                    r!(d) = (r!(s) as u32).wrapping_add(imm) as u64;
+                    pc += 1;
+                }
+                Op::Mov64Add64I { d, s, imm } => {
+                    r!(d) = r!(s).wrapping_add(imm as i64 as u64);
+                    pc += 1;
+                }
+                Op::Lsh32Arsh32 { d, a, b } => {
+                    r!(d) = ((((r!(d) as u32) << a) as i32) >> b) as u32 as u64;
+                    pc += 1;
+                }
+                Op::Lsh64Rsh64 { d, a, b } => {
+                    r!(d) = (r!(d) << a) >> b;
+                    pc += 1;
+                }
+                Op::Lsh64Arsh64 { d, a, b } => {
+                    r!(d) = ((r!(d) << a) as i64 >> b) as u64;
+                    pc += 1;
+                }
                 Op::FellOff => {
                     // The sentinel is not an instruction.
                     pc -= 1;

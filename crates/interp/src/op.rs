@@ -683,6 +683,56 @@ pub(crate) enum Op {
     Kfunc,
     /// Sentinel after the last instruction.
     FellOff,
+    // Superinstructions (see `fuse`): each does the work of its
+    // instruction and of the next one, then skips the next one.
+    /// `mov32 d, s; and32 d, imm`
+    Mov32And32I {
+        d: R,
+        s: R,
+        imm: u32,
+    },
+    /// `mov32 d, s; lsh32 d, imm`
+    Mov32Lsh32I {
+        d: R,
+        s: R,
+        imm: u8,
+    },
+    /// `mov32 d, s; rsh32 d, imm`
+    Mov32Rsh32I {
+        d: R,
+        s: R,
+        imm: u8,
+    },
+    /// `mov32 d, s; add32 d, imm`
+    Mov32Add32I {
+        d: R,
+        s: R,
+        imm: u32,
+    },
+    /// `mov d, s; add d, imm`
+    Mov64Add64I {
+        d: R,
+        s: R,
+        imm: i32,
+    },
+    /// `lsh32 d, a; arsh32 d, b` (sign extension of a narrow field)
+    Lsh32Arsh32 {
+        d: R,
+        a: u8,
+        b: u8,
+    },
+    /// `lsh d, a; rsh d, b` (zero extension / field extraction)
+    Lsh64Rsh64 {
+        d: R,
+        a: u8,
+        b: u8,
+    },
+    /// `lsh d, a; arsh d, b` (sign extension)
+    Lsh64Arsh64 {
+        d: R,
+        a: u8,
+        b: u8,
+    },
 }
 
 /// Compiles `prog`: ops (with a trailing [`Op::FellOff`]) and the helper
@@ -866,6 +916,48 @@ pub(crate) fn compile(
     }
     ops.push(Op::FellOff);
     ops
+}
+
+/// Peephole fusion of common dependent pairs into superinstructions.
+///
+/// Op `i` becomes a fused op doing the work of ops `i` and `i + 1`, and op
+/// `i + 1` stays as it was, so a jump (or `callx`) landing on `i + 1` still
+/// runs it alone, and no branch-target analysis is needed. A fused op
+/// advances the pc by two, which keeps the executed-instruction count exact.
+/// Fused ops never trap.
+pub(crate) fn fuse(ops: &[Op]) -> Vec<Op> {
+    let mut out = ops.to_vec();
+    for (i, pair) in ops.windows(2).enumerate() {
+        let fused = match (pair[0], pair[1]) {
+            (Op::Mov32R { d, s }, Op::And32I { d: d2, imm }) if d == d2 => {
+                Op::Mov32And32I { d, s, imm }
+            }
+            (Op::Mov32R { d, s }, Op::Lsh32I { d: d2, imm }) if d == d2 => {
+                Op::Mov32Lsh32I { d, s, imm }
+            }
+            (Op::Mov32R { d, s }, Op::Rsh32I { d: d2, imm }) if d == d2 => {
+                Op::Mov32Rsh32I { d, s, imm }
+            }
+            (Op::Mov32R { d, s }, Op::Add32I { d: d2, imm }) if d == d2 => {
+                Op::Mov32Add32I { d, s, imm }
+            }
+            (Op::Mov64R { d, s }, Op::Add64I { d: d2, imm }) if d == d2 => {
+                Op::Mov64Add64I { d, s, imm }
+            }
+            (Op::Lsh32I { d, imm: a }, Op::Arsh32I { d: d2, imm: b }) if d == d2 => {
+                Op::Lsh32Arsh32 { d, a, b }
+            }
+            (Op::Lsh64I { d, imm: a }, Op::Rsh64I { d: d2, imm: b }) if d == d2 => {
+                Op::Lsh64Rsh64 { d, a, b }
+            }
+            (Op::Lsh64I { d, imm: a }, Op::Arsh64I { d: d2, imm: b }) if d == d2 => {
+                Op::Lsh64Arsh64 { d, a, b }
+            }
+            _ => continue,
+        };
+        out[i] = fused;
+    }
+    out
 }
 
 fn alu(width: Width, op: AluOp, d: R, src: Src) -> Op {

@@ -655,3 +655,81 @@ fn random_programs_never_panic() {
     }
     assert!(ran > 300, "only {ran} random programs decoded");
 }
+
+#[test]
+fn interpreter_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Interpreter>();
+    check::<Helpers>();
+}
+
+/// Superinstructions agree with one-op-per-instruction execution (which
+/// tracing uses) on random ALU-heavy programs built from the fused idioms,
+/// with jumps into the middle of fused pairs; every register is folded
+/// into r0 at the end.
+#[test]
+fn fused_ops_match_plain_execution() {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut fused_programs = 0;
+    for _ in 0..400 {
+        let mut text = String::new();
+        for r in 0..4 {
+            text.push_str(&format!("lddw %r{r}, {:#x}\n", next()));
+        }
+        let n = 4 + next() % 24;
+        for _ in 0..n {
+            let w = next();
+            let d = w % 4;
+            let s = (w >> 4) % 4;
+            let k = (w >> 8) % 70;
+            let kk = (w >> 16) as u32;
+            let line = match (w >> 32) % 16 {
+                0 => format!("mov32 %r{d}, %r{s}\nand32 %r{d}, {kk:#x}"),
+                1 => format!("mov32 %r{d}, %r{s}\nlsh32 %r{d}, {k}"),
+                2 => format!("mov32 %r{d}, %r{s}\nrsh32 %r{d}, {k}"),
+                3 => format!("mov32 %r{d}, %r{s}\nadd32 %r{d}, {kk:#x}"),
+                4 => format!("mov %r{d}, %r{s}\nadd %r{d}, {}", kk as i32),
+                5 => format!("lsh32 %r{d}, {k}\narsh32 %r{d}, {}", k / 2),
+                6 => format!("lsh %r{d}, {k}\nrsh %r{d}, {}", k / 2),
+                7 => format!("lsh %r{d}, {k}\narsh %r{d}, {}", k / 3),
+                8 => format!("jeq %r{d}, {}, +1", kk % 3),
+                9 => format!("jset %r{d}, 1, +2"),
+                10 => format!("mov32 %r{d}, %r{d}\nand32 %r{d}, {kk:#x}"),
+                11 => format!("xor %r{d}, %r{s}"),
+                12 => format!("mul %r{d}, {}", (kk | 1) as i32),
+                13 => format!("lsh32 %r{d}, %r{s}\narsh32 %r{d}, {k}"),
+                14 => format!("neg %r{d}"),
+                _ => format!("add32 %r{d}, %r{s}"),
+            };
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text.push_str("mov %r0, %r0\nmul %r0, 31\nadd %r0, %r1\nmul %r0, 31\nadd %r0, %r2\nmul %r0, 31\nadd %r0, %r3\nexit\n");
+        let p = prog(&text);
+        let mut vm = Interpreter::new(&p, &Helpers::new()).unwrap();
+        if vm
+            .ops
+            .iter()
+            .zip(&vm.plain)
+            .any(|(a, b)| std::mem::discriminant(a) != std::mem::discriminant(b))
+        {
+            fused_programs += 1;
+        }
+        let fast = vm.run(&mut Memory::new(), &[]);
+        let fast_count = vm.executed();
+        let mut traced_count = 0u64;
+        let slow = vm.run_traced(&mut Memory::new(), &[], None, &mut |_, _, _| {
+            traced_count += 1
+        });
+        assert_eq!(fast, slow, "{text}");
+        assert_eq!(fast_count, vm.executed(), "{text}");
+        assert_eq!(fast_count, traced_count, "{text}");
+    }
+    assert!(fused_programs > 300);
+}
