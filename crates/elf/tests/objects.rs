@@ -215,6 +215,40 @@ fn entry_points_match_kernel_verdicts() {
         }
     }
     assert!(errs.is_empty(), "{}", errs.join("\n"));
+
+    // Programs without bpf-to-bpf calls were loaded as they are: their
+    // size is the kernel's insn_cnt.
+    let mut checked = 0;
+    for line in verdicts.lines().filter(|l| l.contains("\"insn_cnt\"")) {
+        let cnt: usize = line
+            .split("\"insn_cnt\": ")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches(['}', ' '])
+            .parse()
+            .unwrap();
+        let data = std::fs::read(corpus.join(json_str(line, "object"))).unwrap();
+        let obj = Object::parse(&data).unwrap();
+        let (section, program) = (json_str(line, "section"), json_str(line, "program"));
+        let e = obj
+            .entry_points()
+            .into_iter()
+            .find(|e| e.section.name == section && e.name() == program)
+            .unwrap();
+        let len = e
+            .function
+            .map_or(e.section.slot_count(), |f| f.slot_count());
+        let prog =
+            bpfkit_isa::Program::decode(&e.section.data[e.start().0 * 8..(e.start().0 + len) * 8]);
+        let calls = prog.map_or(true, |p| {
+            p.insns().iter().any(|i| matches!(i, Insn::CallLocal(_)))
+        });
+        if !calls {
+            assert_eq!(len, cnt, "{line}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 150, "{checked}");
 }
 
 #[test]
