@@ -667,6 +667,18 @@ impl Interpreter {
                     r!(d) = ((r!(d) << a) as i64 >> b) as u64;
                     pc += 1;
                 }
+                Op::Lsh64Or64R { d, k, s } => {
+                    r!(d) = (r!(d) << k) | r!(s);
+                    pc += 1;
+                }
+                Op::Lsh32Or32R { d, k, s } => {
+                    r!(d) = (((r!(d) as u32) << k) | r!(s) as u32) as u64;
+                    pc += 1;
+                }
+                Op::Arsh32And32I { d, k, imm } => {
+                    r!(d) = (((r!(d) as i32) >> k) as u32 & imm) as u64;
+                    pc += 1;
+                }
                 Op::FellOff => {
                     // The sentinel is not an instruction.
                     pc -= 1;

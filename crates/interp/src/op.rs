@@ -733,6 +733,24 @@ pub(crate) enum Op {
         a: u8,
         b: u8,
     },
+    /// `lsh d, k; or d, s` (assembling a value from bytes)
+    Lsh64Or64R {
+        d: R,
+        k: u8,
+        s: R,
+    },
+    /// `lsh32 d, k; or32 d, s`
+    Lsh32Or32R {
+        d: R,
+        k: u8,
+        s: R,
+    },
+    /// `arsh32 d, k; and32 d, imm` (a mask from a sign bit)
+    Arsh32And32I {
+        d: R,
+        k: u8,
+        imm: u32,
+    },
 }
 
 /// Compiles `prog`: ops (with a trailing [`Op::FellOff`]) and the helper
@@ -952,6 +970,15 @@ pub(crate) fn fuse(ops: &[Op]) -> Vec<Op> {
             }
             (Op::Lsh64I { d, imm: a }, Op::Arsh64I { d: d2, imm: b }) if d == d2 => {
                 Op::Lsh64Arsh64 { d, a, b }
+            }
+            (Op::Lsh64I { d, imm: k }, Op::Or64R { d: d2, s }) if d == d2 && s != d => {
+                Op::Lsh64Or64R { d, k, s }
+            }
+            (Op::Lsh32I { d, imm: k }, Op::Or32R { d: d2, s }) if d == d2 && s != d => {
+                Op::Lsh32Or32R { d, k, s }
+            }
+            (Op::Arsh32I { d, imm: k }, Op::And32I { d: d2, imm }) if d == d2 => {
+                Op::Arsh32And32I { d, k, imm }
             }
             _ => continue,
         };

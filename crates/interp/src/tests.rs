@@ -689,7 +689,7 @@ fn fused_ops_match_plain_execution() {
             let s = (w >> 4) % 4;
             let k = (w >> 8) % 70;
             let kk = (w >> 16) as u32;
-            let line = match (w >> 32) % 16 {
+            let line = match (w >> 32) % 17 {
                 0 => format!("mov32 %r{d}, %r{s}\nand32 %r{d}, {kk:#x}"),
                 1 => format!("mov32 %r{d}, %r{s}\nlsh32 %r{d}, {k}"),
                 2 => format!("mov32 %r{d}, %r{s}\nrsh32 %r{d}, {k}"),
@@ -705,6 +705,9 @@ fn fused_ops_match_plain_execution() {
                 12 => format!("mul %r{d}, {}", (kk | 1) as i32),
                 13 => format!("lsh32 %r{d}, %r{s}\narsh32 %r{d}, {k}"),
                 14 => format!("neg %r{d}"),
+                15 if w % 3 == 0 => format!("lsh %r{d}, {k}\nor %r{d}, %r{s}"),
+                15 if w % 3 == 1 => format!("lsh32 %r{d}, {k}\nor32 %r{d}, %r{s}"),
+                15 => format!("arsh32 %r{d}, {k}\nand32 %r{d}, {kk:#x}"),
                 _ => format!("add32 %r{d}, %r{s}"),
             };
             text.push_str(&line);
