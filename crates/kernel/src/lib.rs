@@ -7,7 +7,7 @@
 //! Everything here needs root (or `CAP_BPF`) on a Linux kernel. Callers check
 //! [`probe`] first and skip with its reason where `bpf()` is refused.
 //!
-//! All `unsafe` of this crate is in [`sys`]: the raw system call with
+//! All `unsafe` of this crate is in its private `sys` module: the raw system call with
 //! `bpf_attr` structures laid out as in `include/uapi/linux/bpf.h`.
 
 #![deny(missing_docs)]
