@@ -1,0 +1,1 @@
+//! Random program generation and the JIT-vs-interpreter oracle.

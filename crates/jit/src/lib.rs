@@ -1,0 +1,480 @@
+//! # bpfkit-jit
+//!
+//! An x86-64 (System V, Linux) JIT compiler for eBPF programs, with the
+//! interpreter's execution model and traps.
+//!
+//! This first slice runs in **checked mode**: there is no verifier yet, so
+//! every load, store and atomic is checked at run time against the guest
+//! memory regions the interpreter checks (the engine's own stack, then the
+//! [`Memory`] regions), and a bad access returns the same
+//! [`Trap { pc, kind }`](Trap) as [`bpfkit_interp::Interpreter`]. Accesses
+//! `[r10 + const]` that provably stay inside the stack are not checked at
+//! all; others cost an inline stack-bounds compare, and only accesses
+//! outside the stack take a (cold) walk over the region table. A later,
+//! unchecked mode for programs the verifier accepted will enter through a
+//! separate constructor taking a `&VerifiedProgram`; the API below keeps
+//! room for it (the checks are a property of how a [`Jit`] was built, not
+//! of [`Jit::run`]).
+//!
+//! - [`Jit::new`] / [`Jit::builder`]: compile once (budget, `lddw`
+//!   resolver), [`Jit::run`] many times.
+//! - [`is_supported`]: x86-64 Linux only; elsewhere the crate builds and
+//!   [`Jit::new`] returns [`CompileError::Unsupported`].
+//! - Code memory: [`memory::publish`] turns emitted bytes into
+//!   [`ExecutableCode`] (never writable and executable at once).
+//! - [`x64::encode`]: the pure instruction encoder; [`x64::lower`]:
+//!   lowering and the machine model (register mapping, frames, checks,
+//!   budget).
+//!
+//! Semantics are the interpreter's (see `bpfkit_interp` for the model):
+//! registers zeroed except `r1`-`r5` (the arguments) and `r10`; eight
+//! frames of 512 bytes in one stack owned by the engine; helper calls keep
+//! `r1`-`r5`; `callx` takes [`bpfkit_interp::FUNC_ADDR_BASE`]` + 8 * slot`
+//! or a helper id; legacy packet loads end the program with `r0 = 0`
+//! out of range. With a budget, the trap happens at the same instruction as
+//! in the interpreter. [`Jit::executed`] is not tracked.
+//!
+//! ```
+//! use bpfkit_jit::Jit;
+//! use bpfkit_isa::{asm::{assemble, Syntax}, Program};
+//! use bpfkit_runtime::{Helpers, Memory, RegionKind};
+//!
+//! let insns = assemble("ldxb %r0, [%r1+1]\nadd %r0, %r2\nexit", Syntax::Ubpf).unwrap();
+//! let prog = Program::from_insns(insns).unwrap();
+//! if bpfkit_jit::is_supported() {
+//!     let mut jit = Jit::new(&prog, &Helpers::new()).unwrap();
+//!     let mut pkt = [1u8, 2, 3];
+//!     let mut mem = Memory::new();
+//!     let addr = mem.add(RegionKind::Packet, &mut pkt);
+//!     assert_eq!(jit.run(&mut mem, &[addr, 40]), Ok(42));
+//! }
+//! ```
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+#[allow(unsafe_code)]
+pub mod memory;
+pub mod x64;
+
+#[doc(hidden)]
+pub mod fuzzing;
+
+use bpfkit_isa::{HelperId, Imm64, Insn, Pc, Program};
+use bpfkit_runtime::{
+    Access, Guest, Helper, HelperEnv, Helpers, Imm64Resolver, Memory, Trap, TrapKind,
+    MAX_CALL_FRAMES, STACK_SIZE,
+};
+pub use memory::ExecutableCode;
+use std::any::Any;
+use std::sync::Arc;
+use thiserror::Error;
+use x64::lower::{lower, status, LowerInput};
+
+/// Whether this build can compile and run code (x86-64 Linux).
+pub const fn is_supported() -> bool {
+    cfg!(all(target_arch = "x86_64", target_os = "linux"))
+}
+
+/// Why a program could not be compiled.
+#[derive(Debug, Error)]
+pub enum CompileError {
+    /// Not an x86-64 Linux host.
+    #[error("the JIT supports x86-64 Linux only")]
+    Unsupported,
+    /// More instructions than the JIT indexes (2^31).
+    #[error("program too large: {insns} instructions")]
+    TooLarge {
+        /// Number of instructions.
+        insns: usize,
+    },
+    /// Mapping executable memory failed.
+    #[error("cannot map executable memory")]
+    Map(#[source] std::io::Error),
+}
+
+/// Configuration for a [`Jit`].
+#[derive(Clone, Copy, Default)]
+pub struct Builder<'r> {
+    budget: Option<u64>,
+    resolver: Option<&'r dyn Imm64Resolver>,
+}
+
+impl<'r> Builder<'r> {
+    /// Stops programs that execute more than `budget` instructions, at the
+    /// same instruction as the interpreter (default: no limit, and no
+    /// counting code). Budgets above `i64::MAX` count as `i64::MAX`.
+    pub fn budget(mut self, budget: u64) -> Builder<'r> {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Resolves symbolic `lddw` operands (map references, ...).
+    pub fn resolver(mut self, resolver: &'r dyn Imm64Resolver) -> Builder<'r> {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// Compiles `prog` in checked mode, taking the helpers it calls from
+    /// `helpers`.
+    pub fn build(self, prog: &Program, helpers: &Helpers) -> Result<Jit, CompileError> {
+        if !is_supported() {
+            return Err(CompileError::Unsupported);
+        }
+        let n = prog.insns().len();
+        if n >= i32::MAX as usize || prog.slot_count() >= i32::MAX as usize / 8 {
+            return Err(CompileError::TooLarge { insns: n });
+        }
+        let mut table: Vec<(u32, Arc<dyn Helper>)> = Vec::new();
+        let mut helper = vec![None; n];
+        let mut imm64 = vec![None; n];
+        for (i, (pc, insn)) in prog.iter().enumerate() {
+            match *insn {
+                Insn::Call(id) => {
+                    if let Some(h) = helpers.get(id.0) {
+                        let idx = match table.iter().position(|(i, _)| *i == id.0) {
+                            Some(i) => i,
+                            None => {
+                                table.push((id.0, h.clone()));
+                                table.len() - 1
+                            }
+                        };
+                        helper[i] = Some(idx as u32);
+                    }
+                }
+                Insn::LoadImm64 { imm, .. } => {
+                    imm64[i] = match imm {
+                        Imm64::Value(v) => Some(v),
+                        Imm64::Func(off) => match self.resolver.and_then(|r| r.resolve(pc, &imm)) {
+                            Some(v) => Some(v),
+                            None => pc.branch(off as i64).map(|t| {
+                                bpfkit_interp::FUNC_ADDR_BASE.wrapping_add(8 * t.0 as u64)
+                            }),
+                        },
+                        _ => self.resolver.and_then(|r| r.resolve(pc, &imm)),
+                    }
+                }
+                _ => {}
+            }
+        }
+        let input = LowerInput {
+            prog,
+            imm64,
+            helper,
+            budget: self.budget.is_some(),
+        };
+        let lowered = lower(&input);
+        let code = memory::publish(lowered.code).map_err(CompileError::Map)?;
+        let base = code.addr();
+        let slots = prog.slot_count();
+        let mut callx_tab = vec![0u64; slots].into_boxed_slice();
+        let mut callx_adj = vec![0u64; slots].into_boxed_slice();
+        for (i, pc) in prog.pcs().iter().enumerate() {
+            callx_tab[pc.0] = base + lowered.offsets[i] as u64;
+            callx_adj[pc.0] = lowered.adj[i] as u64;
+        }
+        let mut all_helpers: Vec<(u32, Arc<dyn Helper>)> =
+            helpers.iter().map(|(id, h)| (id.0, h.clone())).collect();
+        all_helpers.sort_by_key(|(id, _)| *id);
+        let mut pcs = prog.pcs().to_vec();
+        pcs.push(Pc(slots));
+        Ok(Jit {
+            code,
+            insns: prog.insns().to_vec(),
+            pcs,
+            table,
+            all_helpers,
+            stack: vec![0u8; STACK_SIZE * MAX_CALL_FRAMES].into_boxed_slice(),
+            callx_tab,
+            callx_adj,
+            regions: Vec::new(),
+            budget: self.budget.map(|b| b.min(i64::MAX as u64)),
+        })
+    }
+}
+
+/// A program compiled to machine code (checked mode).
+pub struct Jit {
+    code: ExecutableCode,
+    insns: Vec<Insn>,
+    /// Slot pc of each instruction, plus the end.
+    pcs: Vec<Pc>,
+    table: Vec<(u32, Arc<dyn Helper>)>,
+    all_helpers: Vec<(u32, Arc<dyn Helper>)>,
+    stack: Box<[u8]>,
+    callx_tab: Box<[u64]>,
+    callx_adj: Box<[u64]>,
+    regions: Vec<RegionEntry>,
+    budget: Option<u64>,
+}
+
+impl std::fmt::Debug for Jit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jit")
+            .field("insns", &self.insns.len())
+            .field("code_bytes", &self.code.len())
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One guest region as the generated code checks it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct RegionEntry {
+    start: u64,
+    end: u64,
+    /// 1 when read-only (tested against the access's write flag).
+    readonly: u64,
+}
+
+/// The block generated code works with (`r13`), at fixed offsets.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) host_rsp: u64,
+    pub(crate) stack_start: u64,
+    pub(crate) stack_top: u64,
+    /// Budget minus executed instructions (trap when negative).
+    pub(crate) remaining: i64,
+    pub(crate) depth: u64,
+    pub(crate) regions: u64,
+    pub(crate) nregions: u64,
+    /// `r1`-`r5` on entry and around helper calls.
+    pub(crate) args: [u64; 5],
+    pub(crate) status: u64,
+    pub(crate) ret: u64,
+    pub(crate) trap_idx: u64,
+    pub(crate) fault_addr: u64,
+    pub(crate) fault_info: u64,
+    pub(crate) callx_tab: u64,
+    pub(crate) callx_adj: u64,
+    pub(crate) pkt_start: u64,
+    pub(crate) pkt_len: u64,
+    pub(crate) has_pkt: u64,
+    pub(crate) trampoline: u64,
+    /// `*mut RunEnv`.
+    pub(crate) env: *mut std::ffi::c_void,
+}
+
+/// What the helper trampoline needs during one run.
+pub(crate) struct RunEnv<'j> {
+    pub(crate) stack: *mut u8,
+    pub(crate) stack_len: usize,
+    pub(crate) mem: *mut Memory<'static>,
+    pub(crate) data: Option<*mut (dyn Any + 'static)>,
+    table: &'j [(u32, Arc<dyn Helper>)],
+    all_helpers: &'j [(u32, Arc<dyn Helper>)],
+    pcs: &'j [Pc],
+    trap: Option<Trap>,
+    panic: Option<Box<dyn Any + Send + 'static>>,
+}
+
+/// The safe half of the helper trampoline (see `memory::helper_trampoline`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn call_helper(
+    ctx: &mut Ctx,
+    env: &mut RunEnv<'_>,
+    stack: &mut [u8],
+    mem: &mut Memory<'_>,
+    data: Option<&mut (dyn Any + 'static)>,
+    h: u64,
+    idx: u64,
+    by_id: bool,
+) -> memory::Ret2 {
+    let pc = env.pcs[idx as usize];
+    let stop = memory::Ret2 { r0: 0, stop: 1 };
+    let (id, helper) = if by_id {
+        match env
+            .all_helpers
+            .binary_search_by_key(&h, |(id, _)| *id as u64)
+        {
+            Ok(i) => (env.all_helpers[i].0, env.all_helpers[i].1.clone()),
+            Err(_) => {
+                ctx.status = status::RUST_TRAP;
+                env.trap = Some(Trap::new(pc, TrapKind::BadCallTarget { target: h }));
+                return stop;
+            }
+        }
+    } else {
+        let (id, h) = &env.table[h as usize];
+        (*id, h.clone())
+    };
+    let mut guest = Guest::new(stack, mem);
+    let mut henv = HelperEnv::new(guest.reborrow(), data, pc, HelperId(id));
+    let args = ctx.args;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        helper.call(&mut henv, args)
+    }));
+    match result {
+        Ok(Ok(r0)) => memory::Ret2 { r0, stop: 0 },
+        Ok(Err(abort)) => {
+            match abort.into_outcome(pc, HelperId(id)) {
+                Ok(r0) => {
+                    ctx.status = status::OK;
+                    ctx.ret = r0;
+                }
+                Err(t) => {
+                    ctx.status = status::RUST_TRAP;
+                    env.trap = Some(t);
+                }
+            }
+            stop
+        }
+        Err(payload) => {
+            ctx.status = status::PANIC;
+            env.panic = Some(payload);
+            stop
+        }
+    }
+}
+
+impl Jit {
+    /// Configuration: budget, `lddw` resolver.
+    pub fn builder<'r>() -> Builder<'r> {
+        Builder::default()
+    }
+
+    /// Compiles `prog` with the default configuration.
+    pub fn new(prog: &Program, helpers: &Helpers) -> Result<Jit, CompileError> {
+        Builder::default().build(prog, helpers)
+    }
+
+    /// The machine code.
+    pub fn code(&self) -> &ExecutableCode {
+        &self.code
+    }
+
+    /// The instruction budget (`None`: compiled without counting).
+    pub fn budget(&self) -> Option<u64> {
+        self.budget
+    }
+
+    /// Changes the budget of a program built with one; a program built
+    /// without a budget has no counting code and ignores this.
+    pub fn set_budget(&mut self, budget: u64) {
+        if self.budget.is_some() {
+            self.budget = Some(budget.min(i64::MAX as u64));
+        }
+    }
+
+    /// Guest address range `[start, end)` of the JIT's stack; `end` is `r10`
+    /// on entry.
+    pub fn stack_range(&self) -> (u64, u64) {
+        let start = self.stack.as_ptr() as u64;
+        (start, start + self.stack.len() as u64)
+    }
+
+    /// Runs the program with `r1`.. = `args` (at most five are used) over
+    /// `mem`; returns `r0` at the outermost `exit`.
+    pub fn run(&mut self, mem: &mut Memory<'_>, args: &[u64]) -> Result<u64, Trap> {
+        self.run_inner(mem, args, None)
+    }
+
+    /// Like [`Jit::run`], with per-run data that helpers reach with
+    /// [`HelperEnv::data_mut`].
+    pub fn run_with_data(
+        &mut self,
+        mem: &mut Memory<'_>,
+        args: &[u64],
+        data: &mut dyn Any,
+    ) -> Result<u64, Trap> {
+        self.run_inner(mem, args, Some(data))
+    }
+
+    fn run_inner(
+        &mut self,
+        mem: &mut Memory<'_>,
+        args: &[u64],
+        data: Option<&mut dyn Any>,
+    ) -> Result<u64, Trap> {
+        self.regions.clear();
+        self.regions
+            .extend(mem.regions().iter().map(|r| RegionEntry {
+                start: r.start(),
+                end: r.end(),
+                readonly: !r.writable() as u64,
+            }));
+        let (pkt_start, pkt_len, has_pkt) = match mem.packet() {
+            Some(p) => (p.start(), p.len(), 1),
+            None => (0, 0, 0),
+        };
+        let mut a = [0u64; 5];
+        for (r, v) in a.iter_mut().zip(args) {
+            *r = *v;
+        }
+        let stack_start = self.stack.as_mut_ptr();
+        let stack_len = self.stack.len();
+        let mut env = RunEnv {
+            stack: stack_start,
+            stack_len,
+            mem: (mem as *mut Memory<'_>).cast::<Memory<'static>>(),
+            data: data.map(|d| d as *mut dyn Any),
+            table: &self.table,
+            all_helpers: &self.all_helpers,
+            pcs: &self.pcs,
+            trap: None,
+            panic: None,
+        };
+        let mut ctx = Ctx {
+            host_rsp: 0,
+            stack_start: stack_start as u64,
+            stack_top: stack_start as u64 + stack_len as u64,
+            remaining: self.budget.unwrap_or(i64::MAX as u64) as i64,
+            depth: 0,
+            regions: self.regions.as_ptr() as u64,
+            nregions: self.regions.len() as u64,
+            args: a,
+            status: status::OK,
+            ret: 0,
+            trap_idx: 0,
+            fault_addr: 0,
+            fault_info: 0,
+            callx_tab: self.callx_tab.as_ptr() as u64,
+            callx_adj: self.callx_adj.as_ptr() as u64,
+            pkt_start,
+            pkt_len,
+            has_pkt,
+            trampoline: memory::helper_trampoline as *const () as u64,
+            env: (&mut env as *mut RunEnv<'_>).cast(),
+        };
+        memory::enter(&self.code, 0, &mut ctx);
+        let pc = |idx: u64| self.pcs[idx as usize];
+        let kind = match ctx.status {
+            status::OK => return Ok(ctx.ret),
+            status::MEM => TrapKind::OutOfBounds {
+                addr: ctx.fault_addr,
+                size: (ctx.fault_info & 0xff) as usize,
+                access: if ctx.fault_info >> 8 != 0 {
+                    Access::Write
+                } else {
+                    Access::Read
+                },
+            },
+            status::BUDGET => TrapKind::BudgetExhausted {
+                budget: self.budget.unwrap_or(u64::MAX),
+            },
+            status::DEPTH => TrapKind::CallDepthExceeded {
+                max: MAX_CALL_FRAMES,
+            },
+            status::UNKNOWN_HELPER => match self.insns[ctx.trap_idx as usize] {
+                Insn::Call(id) => TrapKind::UnknownHelper { id },
+                _ => unreachable!("unknown-helper trap at a call"),
+            },
+            status::FELL_OFF => TrapKind::FellOffEnd,
+            status::KFUNC => TrapKind::Unsupported { what: "kfunc call" },
+            status::UNRESOLVED => match self.insns[ctx.trap_idx as usize] {
+                Insn::LoadImm64 { imm, .. } => TrapKind::UnresolvedImm64 { imm },
+                _ => unreachable!("unresolved trap at an lddw"),
+            },
+            status::NO_PACKET => TrapKind::NoPacket,
+            status::RUST_TRAP => {
+                return Err(env.trap.take().expect("trampoline stored a trap"));
+            }
+            status::PANIC => {
+                std::panic::resume_unwind(env.panic.take().expect("trampoline stored a panic"))
+            }
+            s => unreachable!("status {s}"),
+        };
+        Err(Trap::new(pc(ctx.trap_idx), kind))
+    }
+}

@@ -1,0 +1,1034 @@
+//! A pure x86-64 instruction encoder: typed operands in, bytes appended to a
+//! `Vec<u8>`. No `unsafe`, no knowledge of eBPF.
+//!
+//! Encodings follow the Intel 64 and IA-32 Architectures Software
+//! Developer's Manual (SDM), Volume 2:
+//! - 2.1 instruction format (legacy prefixes, opcode, ModR/M, SIB,
+//!   displacement, immediate) and table 2-2 (32-bit addressing forms with
+//!   the ModR/M byte), 2-3 (with the SIB byte);
+//! - 2.2.1 REX prefixes (`0100WRXB`): W selects 64-bit operand size, R
+//!   extends ModR/M.reg, X extends SIB.index, B extends ModR/M.rm or
+//!   SIB.base; with any REX prefix, byte registers 4-7 mean SPL/BPL/SIL/DIL
+//!   instead of AH/CH/DH/BH (2.2.1.2), so byte operations on them force one;
+//! - 2.2.1.6 RIP-relative addressing: mod=00 rm=101 is `[rip+disp32]`, so
+//!   `[rbp]`/`[r13]` are encoded with a zero disp8; rm=100 selects a SIB
+//!   byte, so `[rsp]`/`[r12]` need one;
+//! - the opcode pages of chapters 3-4 cited at each function.
+
+/// A general-purpose register, numbered as in ModR/M (SDM table 2-2).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[repr(u8)]
+#[allow(missing_docs)]
+pub enum Gpr {
+    Rax = 0,
+    Rcx = 1,
+    Rdx = 2,
+    Rbx = 3,
+    Rsp = 4,
+    Rbp = 5,
+    Rsi = 6,
+    Rdi = 7,
+    R8 = 8,
+    R9 = 9,
+    R10 = 10,
+    R11 = 11,
+    R12 = 12,
+    R13 = 13,
+    R14 = 14,
+    R15 = 15,
+}
+
+impl Gpr {
+    const fn low(self) -> u8 {
+        self as u8 & 7
+    }
+    const fn ext(self) -> u8 {
+        (self as u8 >> 3) & 1
+    }
+}
+
+/// A memory operand `[base + index * scale + disp]`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Mem {
+    /// Base register.
+    pub base: Gpr,
+    /// Optional index register (not `rsp`) and scale (1, 2, 4 or 8).
+    pub index: Option<(Gpr, u8)>,
+    /// Displacement.
+    pub disp: i32,
+}
+
+impl Mem {
+    /// `[base + disp]`.
+    pub const fn at(base: Gpr, disp: i32) -> Mem {
+        Mem {
+            base,
+            index: None,
+            disp,
+        }
+    }
+
+    /// `[base + index * scale]`.
+    pub const fn indexed(base: Gpr, index: Gpr, scale: u8) -> Mem {
+        Mem {
+            base,
+            index: Some((index, scale)),
+            disp: 0,
+        }
+    }
+}
+
+/// A ModR/M `r/m` operand: a register or memory.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Rm {
+    /// Register direct (mod = 11).
+    Reg(Gpr),
+    /// Memory.
+    Mem(Mem),
+}
+
+/// Operand size of an integer operation.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Sz {
+    /// 8 bits.
+    B8,
+    /// 16 bits (operand-size prefix 0x66).
+    B16,
+    /// 32 bits (writes to a register zero the upper half, SDM 3.4.1.1).
+    B32,
+    /// 64 bits (REX.W).
+    B64,
+}
+
+/// Condition codes (SDM appendix B.1.4.7, `tttn`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[allow(missing_docs)]
+pub enum Cc {
+    O = 0,
+    No = 1,
+    B = 2,
+    Ae = 3,
+    E = 4,
+    Ne = 5,
+    Be = 6,
+    A = 7,
+    S = 8,
+    Ns = 9,
+    L = 0xc,
+    Ge = 0xd,
+    Le = 0xe,
+    G = 0xf,
+}
+
+impl Cc {
+    /// The opposite condition (flip the low bit of `tttn`).
+    pub fn inverse(self) -> Cc {
+        const ALL: [Cc; 16] = [
+            Cc::O,
+            Cc::No,
+            Cc::B,
+            Cc::Ae,
+            Cc::E,
+            Cc::Ne,
+            Cc::Be,
+            Cc::A,
+            Cc::S,
+            Cc::Ns,
+            Cc::O, // 0xa (P) unused
+            Cc::O, // 0xb (NP) unused
+            Cc::L,
+            Cc::Ge,
+            Cc::Le,
+            Cc::G,
+        ];
+        ALL[(self as usize) ^ 1]
+    }
+}
+
+/// Two-operand integer ALU operations of opcode group 1 (SDM 3.2 `ADD`,
+/// `OR`, `AND`, `SUB`, `XOR`, `CMP`): the `/digit` of `81`/`83` and the
+/// base of the `r/m, reg` opcode.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[allow(missing_docs)]
+pub enum Alu {
+    Add = 0,
+    Or = 1,
+    And = 4,
+    Sub = 5,
+    Xor = 6,
+    Cmp = 7,
+}
+
+/// Shift and rotate operations of opcode group 2 (SDM 4.3 `SAL/SAR/SHL/SHR`,
+/// `RCL/RCR/ROL/ROR`): the `/digit` of `C1`/`D3`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[allow(missing_docs)]
+pub enum Shift {
+    Rol = 0,
+    Ror = 1,
+    Shl = 4,
+    Shr = 5,
+    Sar = 7,
+}
+
+/// Unary operations of opcode group 3 (`F7 /digit`): `NOT`, `NEG`, `MUL`,
+/// `DIV`, `IDIV` (SDM 3.3, 4.3).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[allow(missing_docs)]
+pub enum Unary {
+    Not = 2,
+    Neg = 3,
+    Div = 6,
+    Idiv = 7,
+}
+
+/// Appends instructions to a byte buffer. Every method encodes exactly one
+/// instruction.
+#[derive(Default, Debug)]
+pub struct Asm {
+    /// The code so far.
+    pub buf: Vec<u8>,
+}
+
+impl Asm {
+    /// An empty buffer.
+    pub fn new() -> Asm {
+        Asm::default()
+    }
+
+    /// Current length (the offset of the next instruction).
+    #[inline]
+    pub fn pos(&self) -> usize {
+        self.buf.len()
+    }
+
+    #[inline]
+    fn b(&mut self, x: u8) {
+        self.buf.push(x);
+    }
+
+    #[inline]
+    fn d32(&mut self, x: i32) {
+        self.buf.extend_from_slice(&x.to_le_bytes());
+    }
+
+    /// Prefixes, REX, opcode and ModR/M(+SIB+disp) for `op reg, rm`, where
+    /// `reg` is a register number or a `/digit` (SDM 2.1, 2.2.1).
+    fn emit(&mut self, sz: Sz, opcode: &[u8], reg: u8, rm: Rm, byte_regs: bool) {
+        if sz == Sz::B16 {
+            self.b(0x66);
+        }
+        let w = (sz == Sz::B64) as u8;
+        let r = (reg >> 3) & 1;
+        let (x, b) = match rm {
+            Rm::Reg(g) => (0, g.ext()),
+            Rm::Mem(m) => (m.index.map_or(0, |(i, _)| i.ext()), m.base.ext()),
+        };
+        // SPL/BPL/SIL/DIL are only reachable with a REX prefix (2.2.1.2).
+        let force = byte_regs
+            && ((4..8).contains(&(reg & 15)) && reg < 16 && opcode_uses_reg(opcode)
+                || matches!(rm, Rm::Reg(g) if (4..8).contains(&(g as u8))));
+        let rex = 0x40 | w << 3 | r << 2 | x << 1 | b;
+        if rex != 0x40 || force {
+            self.b(rex);
+        }
+        self.buf.extend_from_slice(opcode);
+        self.modrm(reg & 7, rm);
+    }
+
+    /// ModR/M, SIB and displacement (SDM tables 2-2, 2-3).
+    fn modrm(&mut self, reg: u8, rm: Rm) {
+        match rm {
+            Rm::Reg(g) => self.b(0xc0 | reg << 3 | g.low()),
+            Rm::Mem(m) => {
+                // rbp/r13 as base cannot use mod=00 (that means rip/disp32).
+                let md = if m.disp == 0 && m.base.low() != 5 {
+                    0
+                } else if i8::try_from(m.disp).is_ok() {
+                    1
+                } else {
+                    2
+                };
+                match m.index {
+                    None if m.base.low() != 4 => self.b(md << 6 | reg << 3 | m.base.low()),
+                    None => {
+                        // rsp/r12 as base need a SIB byte with no index (100).
+                        self.b(md << 6 | reg << 3 | 4);
+                        self.b(4 << 3 | 4);
+                    }
+                    Some((idx, scale)) => {
+                        debug_assert!(idx != Gpr::Rsp, "rsp cannot be an index");
+                        let ss = match scale {
+                            1 => 0,
+                            2 => 1,
+                            4 => 2,
+                            _ => 3,
+                        };
+                        self.b(md << 6 | reg << 3 | 4);
+                        self.b(ss << 6 | idx.low() << 3 | m.base.low());
+                    }
+                }
+                match md {
+                    1 => self.b(m.disp as i8 as u8),
+                    2 => self.d32(m.disp),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Group-1 `op rm, reg` (`00`/`01`-style opcodes: `op*8 + 0/1`),
+    /// e.g. `ADD r/m64, r64` = `REX.W 01 /r` (SDM 3.2 ADD).
+    pub fn alu_rm_r(&mut self, sz: Sz, op: Alu, dst: Rm, src: Gpr) {
+        let opc = (op as u8) << 3 | if sz == Sz::B8 { 0 } else { 1 };
+        self.emit(sz, &[opc], src as u8, dst, sz == Sz::B8);
+    }
+
+    /// Group-1 `op reg, rm` (`03`-style: `op*8 + 3`), e.g. `CMP r64, r/m64`
+    /// = `REX.W 3B /r`.
+    pub fn alu_r_rm(&mut self, sz: Sz, op: Alu, dst: Gpr, src: Rm) {
+        let opc = (op as u8) << 3 | 3;
+        self.emit(sz, &[opc], dst as u8, src, false);
+    }
+
+    /// Group-1 `op rm, imm`: `83 /digit ib` when the immediate fits a
+    /// sign-extended byte, else `81 /digit id` (64-bit: sign-extended imm32).
+    pub fn alu_rm_i(&mut self, sz: Sz, op: Alu, dst: Rm, imm: i32) {
+        if sz == Sz::B8 {
+            self.emit(sz, &[0x80], op as u8, dst, true);
+            self.b(imm as u8);
+        } else if let Ok(i) = i8::try_from(imm) {
+            self.emit(sz, &[0x83], op as u8, dst, false);
+            self.b(i as u8);
+        } else {
+            self.emit(sz, &[0x81], op as u8, dst, false);
+            if sz == Sz::B16 {
+                self.buf.extend_from_slice(&(imm as u16).to_le_bytes());
+            } else {
+                self.d32(imm);
+            }
+        }
+    }
+
+    /// `TEST r/m, reg` (`85 /r`, SDM 4.3 TEST).
+    pub fn test_rm_r(&mut self, sz: Sz, a: Rm, b: Gpr) {
+        self.emit(sz, &[0x85], b as u8, a, false);
+    }
+
+    /// `TEST r/m, imm32` (`F7 /0 id`; 64-bit: sign-extended).
+    pub fn test_rm_i(&mut self, sz: Sz, a: Rm, imm: i32) {
+        self.emit(sz, &[0xf7], 0, a, false);
+        self.d32(imm);
+    }
+
+    /// `MOV r/m, reg` (`88 /r` byte, `89 /r` otherwise; SDM 4.3 MOV).
+    pub fn mov_rm_r(&mut self, sz: Sz, dst: Rm, src: Gpr) {
+        let opc = if sz == Sz::B8 { 0x88 } else { 0x89 };
+        self.emit(sz, &[opc], src as u8, dst, sz == Sz::B8);
+    }
+
+    /// `MOV reg, r/m` (`8B /r`).
+    pub fn mov_r_rm(&mut self, sz: Sz, dst: Gpr, src: Rm) {
+        self.emit(sz, &[0x8b], dst as u8, src, false);
+    }
+
+    /// `MOV r/m, imm` (`C6 /0 ib`, `C7 /0 iw/id`; 64-bit sign-extends imm32).
+    pub fn mov_rm_i(&mut self, sz: Sz, dst: Rm, imm: i32) {
+        match sz {
+            Sz::B8 => {
+                self.emit(sz, &[0xc6], 0, dst, true);
+                self.b(imm as u8);
+            }
+            Sz::B16 => {
+                self.emit(sz, &[0xc7], 0, dst, false);
+                self.buf.extend_from_slice(&(imm as u16).to_le_bytes());
+            }
+            _ => {
+                self.emit(sz, &[0xc7], 0, dst, false);
+                self.d32(imm);
+            }
+        }
+    }
+
+    /// Loads a 64-bit constant into `dst` with the shortest form:
+    /// `XOR r32, r32` for 0, `MOV r32, imm32` (`B8+rd id`, zero-extends) for
+    /// values below 2^32, `MOV r/m64, imm32` (`REX.W C7 /0`) for
+    /// sign-extended ones, else `MOV r64, imm64` (`REX.W B8+rd io`).
+    pub fn mov_r_imm64(&mut self, dst: Gpr, v: u64) {
+        if v == 0 {
+            self.alu_rm_r(Sz::B32, Alu::Xor, Rm::Reg(dst), dst);
+        } else if v <= u32::MAX as u64 {
+            if dst.ext() == 1 {
+                self.b(0x41);
+            }
+            self.b(0xb8 + dst.low());
+            self.d32(v as u32 as i32);
+        } else if v as i64 >= i32::MIN as i64 && v as i64 <= i32::MAX as i64 {
+            self.mov_rm_i(Sz::B64, Rm::Reg(dst), v as i32);
+        } else {
+            self.b(0x48 | dst.ext());
+            self.b(0xb8 + dst.low());
+            self.buf.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// `MOVZX r32, r/m8|16` (`0F B6`/`0F B7`; SDM 4.3 MOVZX). The 32-bit
+    /// destination zero-extends to 64 bits.
+    pub fn movzx(&mut self, from: Sz, dst: Gpr, src: Rm) {
+        let opc = if from == Sz::B8 { 0xb6 } else { 0xb7 };
+        self.emit(Sz::B32, &[0x0f, opc], dst as u8, src, from == Sz::B8);
+    }
+
+    /// `MOVSX r, r/m8|16` (`0F BE`/`0F BF`) and `MOVSXD r64, r/m32`
+    /// (`REX.W 63`; SDM 4.3 MOVSX/MOVSXD) into a 32- or 64-bit register.
+    pub fn movsx(&mut self, to: Sz, from: Sz, dst: Gpr, src: Rm) {
+        match from {
+            Sz::B8 => self.emit(to, &[0x0f, 0xbe], dst as u8, src, true),
+            Sz::B16 => self.emit(to, &[0x0f, 0xbf], dst as u8, src, false),
+            _ => self.emit(Sz::B64, &[0x63], dst as u8, src, false),
+        }
+    }
+
+    /// `LEA r64, m` (`REX.W 8D /r`).
+    pub fn lea(&mut self, dst: Gpr, m: Mem) {
+        self.emit(Sz::B64, &[0x8d], dst as u8, Rm::Mem(m), false);
+    }
+
+    /// `IMUL r, r/m` (`0F AF /r`; SDM 3.2 IMUL): the low half of the product
+    /// is the same for signed and unsigned operands.
+    pub fn imul_r_rm(&mut self, sz: Sz, dst: Gpr, src: Rm) {
+        self.emit(sz, &[0x0f, 0xaf], dst as u8, src, false);
+    }
+
+    /// `IMUL r, r/m, imm` (`6B /r ib` or `69 /r id`).
+    pub fn imul_r_rm_i(&mut self, sz: Sz, dst: Gpr, src: Rm, imm: i32) {
+        if let Ok(i) = i8::try_from(imm) {
+            self.emit(sz, &[0x6b], dst as u8, src, false);
+            self.b(i as u8);
+        } else {
+            self.emit(sz, &[0x69], dst as u8, src, false);
+            self.d32(imm);
+        }
+    }
+
+    /// Group-3 unary `F7 /digit` (`NEG`, `NOT`, `DIV`, `IDIV`).
+    pub fn unary(&mut self, sz: Sz, op: Unary, rm: Rm) {
+        self.emit(sz, &[0xf7], op as u8, rm, false);
+    }
+
+    /// Shift or rotate by an immediate (`C1 /digit ib`, SDM 4.3 SAL/SHL).
+    pub fn shift_i(&mut self, sz: Sz, op: Shift, rm: Rm, count: u8) {
+        self.emit(sz, &[0xc1], op as u8, rm, false);
+        self.b(count);
+    }
+
+    /// Shift by `CL` (`D3 /digit`); the CPU masks the count to 5 bits (6
+    /// with REX.W), exactly as eBPF masks shift counts.
+    pub fn shift_cl(&mut self, sz: Sz, op: Shift, rm: Rm) {
+        self.emit(sz, &[0xd3], op as u8, rm, false);
+    }
+
+    /// `CDQ` (`99`) / `CQO` (`REX.W 99`): sign-extend eax/rax into edx/rdx.
+    pub fn cqo(&mut self, sz: Sz) {
+        if sz == Sz::B64 {
+            self.b(0x48);
+        }
+        self.b(0x99);
+    }
+
+    /// `BSWAP r32/r64` (`0F C8+rd`; SDM 3.2 BSWAP).
+    pub fn bswap(&mut self, sz: Sz, r: Gpr) {
+        let rex = 0x40 | ((sz == Sz::B64) as u8) << 3 | r.ext();
+        if rex != 0x40 {
+            self.b(rex);
+        }
+        self.b(0x0f);
+        self.b(0xc8 + r.low());
+    }
+
+    /// `LOCK` prefix (`F0`, SDM 3.2 LOCK), for the next instruction.
+    pub fn lock(&mut self) {
+        self.b(0xf0);
+    }
+
+    /// `XADD r/m, r` (`0F C1 /r`; SDM 4.3 XADD).
+    pub fn xadd(&mut self, sz: Sz, m: Mem, r: Gpr) {
+        self.emit(sz, &[0x0f, 0xc1], r as u8, Rm::Mem(m), false);
+    }
+
+    /// `XCHG r/m, r` (`87 /r`); implicitly locked with a memory operand.
+    pub fn xchg(&mut self, sz: Sz, m: Mem, r: Gpr) {
+        self.emit(sz, &[0x87], r as u8, Rm::Mem(m), false);
+    }
+
+    /// `CMPXCHG r/m, r` (`0F B1 /r`; SDM 3.2 CMPXCHG): compares with
+    /// eax/rax.
+    pub fn cmpxchg(&mut self, sz: Sz, m: Mem, r: Gpr) {
+        self.emit(sz, &[0x0f, 0xb1], r as u8, Rm::Mem(m), false);
+    }
+
+    /// `PUSH r64` (`50+rd`).
+    pub fn push(&mut self, r: Gpr) {
+        if r.ext() == 1 {
+            self.b(0x41);
+        }
+        self.b(0x50 + r.low());
+    }
+
+    /// `POP r64` (`58+rd`).
+    pub fn pop(&mut self, r: Gpr) {
+        if r.ext() == 1 {
+            self.b(0x41);
+        }
+        self.b(0x58 + r.low());
+    }
+
+    /// `RET` (`C3`).
+    pub fn ret(&mut self) {
+        self.b(0xc3);
+    }
+
+    /// `INT3` (`CC`).
+    pub fn int3(&mut self) {
+        self.b(0xcc);
+    }
+
+    /// `CALL r/m64` (`FF /2`).
+    pub fn call_rm(&mut self, rm: Rm) {
+        self.emit(Sz::B32, &[0xff], 2, rm, false);
+    }
+
+    /// `CALL rel32` (`E8 cd`) with a zero displacement; returns the offset
+    /// of the displacement for [`patch_rel32`].
+    pub fn call_rel32(&mut self) -> usize {
+        self.b(0xe8);
+        self.d32(0);
+        self.pos() - 4
+    }
+
+    /// `JMP rel8` (`EB cb`) or `JMP rel32` (`E9 cd`) with a zero
+    /// displacement; returns the displacement's offset.
+    pub fn jmp(&mut self, long: bool) -> usize {
+        if long {
+            self.b(0xe9);
+            self.d32(0);
+            self.pos() - 4
+        } else {
+            self.b(0xeb);
+            self.b(0);
+            self.pos() - 1
+        }
+    }
+
+    /// `Jcc rel8` (`70+cc cb`) or `Jcc rel32` (`0F 80+cc cd`); returns the
+    /// displacement's offset.
+    pub fn jcc(&mut self, cc: Cc, long: bool) -> usize {
+        if long {
+            self.b(0x0f);
+            self.b(0x80 + cc as u8);
+            self.d32(0);
+            self.pos() - 4
+        } else {
+            self.b(0x70 + cc as u8);
+            self.b(0);
+            self.pos() - 1
+        }
+    }
+}
+
+/// Whether the ModR/M `reg` field of this opcode names a byte register
+/// (byte forms whose `reg` is an operand, not a `/digit`).
+fn opcode_uses_reg(opcode: &[u8]) -> bool {
+    matches!(opcode, [0x00 | 0x08 | 0x20 | 0x28 | 0x30 | 0x38 | 0x88])
+}
+
+/// Patches a relative displacement at `at` (of `width` 1 or 4 bytes) so
+/// that it reaches `target`; the displacement is relative to the end of the
+/// field. Returns `false` when it does not fit.
+pub fn patch_rel(buf: &mut [u8], at: usize, width: usize, target: usize) -> bool {
+    let rel = target as i64 - (at + width) as i64;
+    if width == 1 {
+        match i8::try_from(rel) {
+            Ok(r) => {
+                buf[at] = r as u8;
+                true
+            }
+            Err(_) => false,
+        }
+    } else {
+        match i32::try_from(rel) {
+            Ok(r) => {
+                buf[at..at + 4].copy_from_slice(&r.to_le_bytes());
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+
+    fn text(bytes: &[u8]) -> String {
+        let mut d = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE);
+        let mut f = IntelFormatter::new();
+        f.options_mut().set_space_after_operand_separator(true);
+        f.options_mut().set_hex_prefix("0x");
+        f.options_mut().set_hex_suffix("");
+        f.options_mut().set_uppercase_hex(false);
+        f.options_mut().set_branch_leading_zeros(false);
+        f.options_mut().set_small_hex_numbers_in_decimal(false);
+        f.options_mut().set_show_branch_size(false);
+        let insn = d.decode();
+        assert_eq!(insn.len(), bytes.len(), "one instruction in {bytes:02x?}");
+        let mut s = String::new();
+        f.format(&insn, &mut s);
+        s
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    }
+
+    /// (what, emitter, expected bytes, expected iced-x86 text)
+    #[allow(clippy::type_complexity)]
+    fn table() -> Vec<(
+        &'static str,
+        Box<dyn Fn(&mut Asm)>,
+        &'static str,
+        &'static str,
+    )> {
+        use Gpr::*;
+        let r = Rm::Reg;
+        let m = |b, d| Rm::Mem(Mem::at(b, d));
+        vec![
+            (
+                "add64",
+                Box::new(move |a: &mut Asm| a.alu_rm_r(Sz::B64, Alu::Add, r(Rsi), R8)),
+                "4c01c6",
+                "add rsi, r8",
+            ),
+            (
+                "sub32",
+                Box::new(move |a: &mut Asm| a.alu_rm_r(Sz::B32, Alu::Sub, r(R15), Rdi)),
+                "4129ff",
+                "sub r15d, edi",
+            ),
+            (
+                "xor32 self",
+                Box::new(move |a: &mut Asm| a.alu_rm_r(Sz::B32, Alu::Xor, r(Rsi), Rsi)),
+                "31f6",
+                "xor esi, esi",
+            ),
+            (
+                "cmp r,m",
+                Box::new(move |a: &mut Asm| a.alu_r_rm(Sz::B64, Alu::Cmp, Rdx, m(R13, 8))),
+                "493b5508",
+                "cmp rdx, [r13+0x8]",
+            ),
+            (
+                "add imm8",
+                Box::new(move |a: &mut Asm| a.alu_rm_i(Sz::B64, Alu::Add, r(Rbx), -1)),
+                "4883c3ff",
+                "add rbx, 0xffffffffffffffff",
+            ),
+            (
+                "and imm32",
+                Box::new(move |a: &mut Asm| a.alu_rm_i(Sz::B32, Alu::And, r(R11), 0x1234)),
+                "4181e334120000",
+                "and r11d, 0x1234",
+            ),
+            (
+                "sub mem imm",
+                Box::new(move |a: &mut Asm| a.alu_rm_i(Sz::B64, Alu::Sub, m(R13, 24), 3)),
+                "49836d1803",
+                "sub qword ptr [r13+0x18], 0x3",
+            ),
+            (
+                "test",
+                Box::new(move |a: &mut Asm| a.test_rm_r(Sz::B64, r(Rdi), Rdi)),
+                "4885ff",
+                "test rdi, rdi",
+            ),
+            (
+                "test imm",
+                Box::new(move |a: &mut Asm| a.test_rm_i(Sz::B32, r(R9), 8)),
+                "41f7c108000000",
+                "test r9d, 0x8",
+            ),
+            (
+                "mov store8 sil",
+                Box::new(move |a: &mut Asm| a.mov_rm_r(Sz::B8, m(Rax, 0), Rsi)),
+                "408830",
+                "mov [rax], sil",
+            ),
+            (
+                "mov store16",
+                Box::new(move |a: &mut Asm| a.mov_rm_r(Sz::B16, m(Rbp, -2), R9)),
+                "6644894dfe",
+                "mov [rbp-0x2], r9w",
+            ),
+            (
+                "mov store64 rsp-base",
+                Box::new(move |a: &mut Asm| a.mov_rm_r(Sz::B64, m(R12, 0), Rax)),
+                "49890424",
+                "mov [r12], rax",
+            ),
+            (
+                "mov load r13",
+                Box::new(move |a: &mut Asm| a.mov_r_rm(Sz::B64, Rax, m(R13, 0))),
+                "498b4500",
+                "mov rax, [r13]",
+            ),
+            (
+                "mov load disp32",
+                Box::new(move |a: &mut Asm| a.mov_r_rm(Sz::B32, Rdi, m(Rbp, -512))),
+                "8bbd00feffff",
+                "mov edi, [rbp-0x200]",
+            ),
+            (
+                "mov st imm8",
+                Box::new(move |a: &mut Asm| a.mov_rm_i(Sz::B8, m(Rax, 0), 0x7f)),
+                "c6007f",
+                "mov byte ptr [rax], 0x7f",
+            ),
+            (
+                "mov st imm16",
+                Box::new(move |a: &mut Asm| a.mov_rm_i(Sz::B16, m(Rax, 0), 0x1234)),
+                "66c7003412",
+                "mov word ptr [rax], 0x1234",
+            ),
+            (
+                "mov st imm64",
+                Box::new(move |a: &mut Asm| a.mov_rm_i(Sz::B64, m(Rax, 0), -2)),
+                "48c700feffffff",
+                "mov qword ptr [rax], 0xfffffffffffffffe",
+            ),
+            (
+                "mov imm 0",
+                Box::new(move |a: &mut Asm| a.mov_r_imm64(R10, 0)),
+                "4531d2",
+                "xor r10d, r10d",
+            ),
+            (
+                "mov imm32",
+                Box::new(move |a: &mut Asm| a.mov_r_imm64(R10, 0xffff_ffff)),
+                "41baffffffff",
+                "mov r10d, 0xffffffff",
+            ),
+            (
+                "mov imm sx",
+                Box::new(move |a: &mut Asm| a.mov_r_imm64(Rsi, u64::MAX)),
+                "48c7c6ffffffff",
+                "mov rsi, 0xffffffffffffffff",
+            ),
+            (
+                "movabs",
+                Box::new(move |a: &mut Asm| a.mov_r_imm64(R11, 0x1122_3344_5566_7788)),
+                "49bb8877665544332211",
+                "mov r11, 0x1122334455667788",
+            ),
+            (
+                "movzx b",
+                Box::new(move |a: &mut Asm| a.movzx(Sz::B8, Rsi, m(Rax, 0))),
+                "0fb630",
+                "movzx esi, byte ptr [rax]",
+            ),
+            (
+                "movzx dil",
+                Box::new(move |a: &mut Asm| a.movzx(Sz::B8, Rax, r(Rdi))),
+                "400fb6c7",
+                "movzx eax, dil",
+            ),
+            (
+                "movzx w",
+                Box::new(move |a: &mut Asm| a.movzx(Sz::B16, R8, r(R8))),
+                "450fb7c0",
+                "movzx r8d, r8w",
+            ),
+            (
+                "movsx b64",
+                Box::new(move |a: &mut Asm| a.movsx(Sz::B64, Sz::B8, Rdi, r(Rsi))),
+                "480fbefe",
+                "movsx rdi, sil",
+            ),
+            (
+                "movsx w32",
+                Box::new(move |a: &mut Asm| a.movsx(Sz::B32, Sz::B16, Rbx, m(Rax, 2))),
+                "0fbf5802",
+                "movsx ebx, word ptr [rax+0x2]",
+            ),
+            (
+                "movsxd",
+                Box::new(move |a: &mut Asm| a.movsx(Sz::B64, Sz::B32, R14, r(R15))),
+                "4d63f7",
+                "movsxd r14, r15d",
+            ),
+            (
+                "lea",
+                Box::new(move |a: &mut Asm| a.lea(Rax, Mem::at(Rbp, -8))),
+                "488d45f8",
+                "lea rax, [rbp-0x8]",
+            ),
+            (
+                "lea idx",
+                Box::new(move |a: &mut Asm| a.lea(Rcx, Mem::indexed(Rcx, Rax, 1))),
+                "488d0c01",
+                "lea rcx, [rcx+rax]",
+            ),
+            (
+                "mov idx r13",
+                Box::new(move |a: &mut Asm| {
+                    a.mov_r_rm(Sz::B64, Rcx, Rm::Mem(Mem::indexed(R13, Rax, 8)))
+                }),
+                "498b4cc500",
+                "mov rcx, [r13+rax*8]",
+            ),
+            (
+                "imul",
+                Box::new(move |a: &mut Asm| a.imul_r_rm(Sz::B64, Rdi, r(R14))),
+                "490faffe",
+                "imul rdi, r14",
+            ),
+            (
+                "imul imm",
+                Box::new(move |a: &mut Asm| a.imul_r_rm_i(Sz::B32, Rdi, r(Rsi), 1000)),
+                "69fee8030000",
+                "imul edi, esi, 0x3e8",
+            ),
+            (
+                "neg",
+                Box::new(move |a: &mut Asm| a.unary(Sz::B64, Unary::Neg, r(R15))),
+                "49f7df",
+                "neg r15",
+            ),
+            (
+                "div",
+                Box::new(move |a: &mut Asm| a.unary(Sz::B64, Unary::Div, r(Rcx))),
+                "48f7f1",
+                "div rcx",
+            ),
+            (
+                "idiv32",
+                Box::new(move |a: &mut Asm| a.unary(Sz::B32, Unary::Idiv, r(Rcx))),
+                "f7f9",
+                "idiv ecx",
+            ),
+            (
+                "shl imm",
+                Box::new(move |a: &mut Asm| a.shift_i(Sz::B64, Shift::Shl, r(Rsi), 63)),
+                "48c1e63f",
+                "shl rsi, 0x3f",
+            ),
+            (
+                "sar cl",
+                Box::new(move |a: &mut Asm| a.shift_cl(Sz::B32, Shift::Sar, r(R9))),
+                "41d3f9",
+                "sar r9d, cl",
+            ),
+            (
+                "rol16",
+                Box::new(move |a: &mut Asm| a.shift_i(Sz::B16, Shift::Rol, r(Rdi), 8)),
+                "66c1c708",
+                "rol di, 0x8",
+            ),
+            (
+                "cqo",
+                Box::new(move |a: &mut Asm| a.cqo(Sz::B64)),
+                "4899",
+                "cqo",
+            ),
+            (
+                "cdq",
+                Box::new(move |a: &mut Asm| a.cqo(Sz::B32)),
+                "99",
+                "cdq",
+            ),
+            (
+                "bswap64",
+                Box::new(move |a: &mut Asm| a.bswap(Sz::B64, R12)),
+                "490fcc",
+                "bswap r12",
+            ),
+            (
+                "bswap32",
+                Box::new(move |a: &mut Asm| a.bswap(Sz::B32, Rsi)),
+                "0fce",
+                "bswap esi",
+            ),
+            (
+                "lock xadd",
+                Box::new(move |a: &mut Asm| {
+                    a.lock();
+                    a.xadd(Sz::B64, Mem::at(Rax, 0), Rdi)
+                }),
+                "f0480fc138",
+                "lock xadd [rax], rdi",
+            ),
+            (
+                "lock add",
+                Box::new(move |a: &mut Asm| {
+                    a.lock();
+                    a.alu_rm_r(Sz::B32, Alu::Add, m(Rax, 0), R8)
+                }),
+                "f0440100",
+                "lock add [rax], r8d",
+            ),
+            (
+                "xchg",
+                Box::new(move |a: &mut Asm| a.xchg(Sz::B32, Mem::at(Rax, 4), Rbx)),
+                "875804",
+                "xchg [rax+0x4], ebx",
+            ),
+            (
+                "lock cmpxchg",
+                Box::new(move |a: &mut Asm| {
+                    a.lock();
+                    a.cmpxchg(Sz::B64, Mem::at(Rdx, 0), Rcx)
+                }),
+                "f0480fb10a",
+                "lock cmpxchg [rdx], rcx",
+            ),
+            (
+                "push r12",
+                Box::new(move |a: &mut Asm| a.push(R12)),
+                "4154",
+                "push r12",
+            ),
+            (
+                "pop rbx",
+                Box::new(move |a: &mut Asm| a.pop(Rbx)),
+                "5b",
+                "pop rbx",
+            ),
+            (
+                "call mem",
+                Box::new(move |a: &mut Asm| a.call_rm(m(R13, 0x40))),
+                "41ff5540",
+                "call qword ptr [r13+0x40]",
+            ),
+            (
+                "call reg",
+                Box::new(move |a: &mut Asm| a.call_rm(r(Rcx))),
+                "ffd1",
+                "call rcx",
+            ),
+            ("ret", Box::new(move |a: &mut Asm| a.ret()), "c3", "ret"),
+            (
+                "jmp8",
+                Box::new(move |a: &mut Asm| {
+                    a.jmp(false);
+                }),
+                "eb00",
+                "jmp 0x2",
+            ),
+            (
+                "jmp32",
+                Box::new(move |a: &mut Asm| {
+                    a.jmp(true);
+                }),
+                "e900000000",
+                "jmp 0x5",
+            ),
+            (
+                "jcc8",
+                Box::new(move |a: &mut Asm| {
+                    a.jcc(Cc::Le, false);
+                }),
+                "7e00",
+                "jle 0x2",
+            ),
+            (
+                "jcc32",
+                Box::new(move |a: &mut Asm| {
+                    a.jcc(Cc::A, true);
+                }),
+                "0f8700000000",
+                "ja 0x6",
+            ),
+            (
+                "call32",
+                Box::new(move |a: &mut Asm| {
+                    a.call_rel32();
+                }),
+                "e800000000",
+                "call 0x5",
+            ),
+        ]
+    }
+
+    #[test]
+    fn encodings_match_table_and_iced() {
+        let mut bad = Vec::new();
+        for (what, f, bytes, txt) in table() {
+            let mut a = Asm::new();
+            f(&mut a);
+            let got_hex = hex(&a.buf);
+            let got_txt = text(&a.buf);
+            if got_hex != bytes || got_txt != txt {
+                bad.push(format!(
+                    "{what}: got {got_hex} `{got_txt}`, want {bytes} `{txt}`"
+                ));
+            }
+        }
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
+    /// Every register in every addressing form decodes to what was asked.
+    #[test]
+    fn all_registers_and_displacements() {
+        const ALL: [Gpr; 16] = [
+            Gpr::Rax,
+            Gpr::Rcx,
+            Gpr::Rdx,
+            Gpr::Rbx,
+            Gpr::Rsp,
+            Gpr::Rbp,
+            Gpr::Rsi,
+            Gpr::Rdi,
+            Gpr::R8,
+            Gpr::R9,
+            Gpr::R10,
+            Gpr::R11,
+            Gpr::R12,
+            Gpr::R13,
+            Gpr::R14,
+            Gpr::R15,
+        ];
+        let names = [
+            "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11",
+            "r12", "r13", "r14", "r15",
+        ];
+        for (i, &d) in ALL.iter().enumerate() {
+            for (j, &b) in ALL.iter().enumerate() {
+                for disp in [0, 8, -128, 0x1000] {
+                    let mut a = Asm::new();
+                    a.mov_r_rm(Sz::B64, d, Rm::Mem(Mem::at(b, disp)));
+                    let want = match disp {
+                        0 => format!("mov {}, [{}]", names[i], names[j]),
+                        d if d < 0 => format!("mov {}, [{}-{:#x}]", names[i], names[j], -d),
+                        d => format!("mov {}, [{}+{:#x}]", names[i], names[j], d),
+                    };
+                    assert_eq!(text(&a.buf), want);
+                }
+                let mut a = Asm::new();
+                a.alu_rm_r(Sz::B64, Alu::Add, Rm::Reg(d), b);
+                assert_eq!(text(&a.buf), format!("add {}, {}", names[i], names[j]));
+            }
+        }
+    }
+
+    #[test]
+    fn patching() {
+        let mut a = Asm::new();
+        let at = a.jmp(false);
+        a.ret();
+        assert!(patch_rel(&mut a.buf, at, 1, 3));
+        assert_eq!(a.buf, [0xeb, 1, 0xc3]);
+        assert!(!patch_rel(&mut a.buf, at, 1, 300));
+        assert_eq!(Cc::A.inverse(), Cc::Be);
+        assert_eq!(Cc::L.inverse(), Cc::Ge);
+    }
+}

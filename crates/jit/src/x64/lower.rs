@@ -1,0 +1,1106 @@
+//! Lowering: eBPF instructions to x86-64 through the encoder, in checked
+//! mode (every memory access checked against the guest regions).
+//!
+//! # Machine model
+//!
+//! eBPF registers live in host registers for the whole run:
+//!
+//! | eBPF | r0  | r1  | r2 | r3 | r4  | r5  | r6  | r7  | r8  | r9  | r10 |
+//! |------|-----|-----|----|----|-----|-----|-----|-----|-----|-----|-----|
+//! | x86  | rsi | rdi | r8 | r9 | r10 | r11 | rbx | r12 | r14 | r15 | rbp |
+//!
+//! `r13` holds the [`Ctx`](crate::Ctx) pointer; `rax`, `rcx`, `rdx` are
+//! scratch, which is what `div`/`idiv` (rdx:rax), variable shifts (`cl`)
+//! and `cmpxchg` (rax) need, so no eBPF register is ever spilled.
+//!
+//! - The entry (offset 0) saves the System V callee-saved registers, loads
+//!   the argument registers from `Ctx::args`, records `rsp` in
+//!   `Ctx::host_rsp` and `call`s instruction 0. Every `exit` is a `ret`: at
+//!   depth 0 it returns to the entry, which stores `r0` and returns.
+//! - A trap anywhere (at any call depth) stores its status in the `Ctx`,
+//!   reloads `rsp` from `Ctx::host_rsp` and jumps to the epilogue.
+//! - A bpf-to-bpf call pushes r6-r9 and r10 on the host stack, sets r10 to
+//!   the new frame (`stack_top - depth * 512`, as the interpreter does) and
+//!   `call`s the target; `Ctx::depth` counts frames (trap at
+//!   `MAX_CALL_FRAMES`). Each call level uses 48 bytes of host stack, which
+//!   keeps `rsp` 16-byte aligned at every helper call.
+//! - Memory accesses compute the address into `rax`, compare it with the
+//!   stack buffer's bounds inline and branch to a cold stub otherwise, which
+//!   calls a shared routine that walks the region table; a miss stores the
+//!   fault and traps. `[r10 + off]` with `-512 <= off <= -size` needs no
+//!   check at all when the program never writes r10 (every frame is inside
+//!   the stack buffer).
+//! - Budget (when configured): the count of executed instructions is kept
+//!   as `Ctx::remaining = budget - executed`, decremented by the static
+//!   count of each straight-line run at the points where the interpreter
+//!   checks it (taken jumps, calls, returns), so a budget trap happens at
+//!   exactly the same instruction as in the interpreter. Before a jump
+//!   target the pending count is flushed without a check; `callx` into the
+//!   middle of a run credits the part of the run it skipped
+//!   (`Lowered::adj`).
+//! - Short (rel8) jumps are used where they fit: lowering runs in passes,
+//!   every forward jump starts short, those that turn out not to fit are made
+//!   long and the code is emitted again, until nothing changes (sizes only
+//!   grow, so this terminates; two passes are typical).
+
+use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz, Unary};
+use crate::Ctx;
+use bpfkit_isa::{
+    AluOp, AtomicOp, ByteOrder, Cond, Insn, Program, Reg, SignExtFrom, Size, Src, SwapBits, Width,
+};
+use bpfkit_runtime::{MAX_CALL_FRAMES, STACK_SIZE};
+use std::mem::offset_of;
+
+/// Host register of each eBPF register.
+pub(crate) const REG_MAP: [Gpr; 11] = [
+    Gpr::Rsi,
+    Gpr::Rdi,
+    Gpr::R8,
+    Gpr::R9,
+    Gpr::R10,
+    Gpr::R11,
+    Gpr::Rbx,
+    Gpr::R12,
+    Gpr::R14,
+    Gpr::R15,
+    Gpr::Rbp,
+];
+const CTX: Gpr = Gpr::R13;
+
+fn hr(r: Reg) -> Gpr {
+    REG_MAP[r.index()]
+}
+
+fn field(off: usize) -> Rm {
+    Rm::Mem(Mem::at(CTX, off as i32))
+}
+
+/// Status codes in `Ctx::status`.
+pub(crate) mod status {
+    pub const OK: u64 = 0;
+    pub const MEM: u64 = 1;
+    pub const BUDGET: u64 = 2;
+    pub const DEPTH: u64 = 3;
+    pub const UNKNOWN_HELPER: u64 = 4;
+    pub const FELL_OFF: u64 = 6;
+    pub const KFUNC: u64 = 7;
+    pub const UNRESOLVED: u64 = 8;
+    pub const NO_PACKET: u64 = 9;
+    pub const RUST_TRAP: u64 = 10;
+    pub const PANIC: u64 = 11;
+}
+
+/// What the lowering needs to know besides the instructions.
+pub(crate) struct LowerInput<'p> {
+    pub prog: &'p Program,
+    /// Per instruction: the value of an `lddw` (`None`: unresolved).
+    pub imm64: Vec<Option<u64>>,
+    /// Per instruction: the helper table index of a `call` (`None`: unknown).
+    pub helper: Vec<Option<u32>>,
+    /// Count instructions for a budget.
+    pub budget: bool,
+}
+
+/// The result of lowering.
+pub(crate) struct Lowered {
+    pub code: Vec<u8>,
+    /// Code offset of each instruction.
+    pub offsets: Vec<u32>,
+    /// Budget credit for a `callx` landing on each instruction.
+    pub adj: Vec<u32>,
+}
+
+// Fixed labels after the instruction labels (0..=n).
+const L_CHECK_MEM: usize = 0;
+const L_TRAP_MEM: usize = 1;
+const L_TRAP: usize = 2;
+const L_STOP0: usize = 3;
+const L_HELPER: usize = 4;
+const L_EPILOGUE: usize = 5;
+const FIXED: usize = 6;
+
+enum Cold {
+    /// Slow memory check for the access at `idx`.
+    Mem {
+        label: usize,
+        resume: usize,
+        size: u8,
+        write: bool,
+        idx: u32,
+    },
+    /// Trap with `status` at instruction `idx`.
+    Trap { label: usize, status: u64, idx: u32 },
+}
+
+struct Emitter<'a> {
+    a: Asm,
+    n: usize,
+    labels: Vec<usize>,
+    long: Vec<bool>,
+    jump_id: usize,
+    fixups: Vec<(usize, usize, usize, usize)>, // (at, width, label, jump id)
+    cold: Vec<Cold>,
+    input: &'a LowerInput<'a>,
+    r10_fixed: bool,
+    pending: u32,
+    leaders: Vec<bool>,
+    adj: Vec<u32>,
+}
+
+const UNBOUND: usize = usize::MAX;
+
+impl<'a> Emitter<'a> {
+    fn fixed(&self, l: usize) -> usize {
+        self.n + 1 + l
+    }
+
+    fn new_label(&mut self) -> usize {
+        self.labels.push(UNBOUND);
+        self.labels.len() - 1
+    }
+
+    fn bind(&mut self, l: usize) {
+        self.labels[l] = self.a.pos();
+    }
+
+    fn is_long(&mut self, label: usize, short_len: usize) -> (bool, usize) {
+        let id = self.jump_id;
+        self.jump_id += 1;
+        if id >= self.long.len() {
+            self.long.push(false);
+        }
+        let t = self.labels[label];
+        if t != UNBOUND {
+            // Backward: exact.
+            let rel = t as i64 - (self.a.pos() + short_len) as i64;
+            return (i8::try_from(rel).is_err(), id);
+        }
+        (self.long[id], id)
+    }
+
+    fn jmp(&mut self, label: usize) {
+        let (long, id) = self.is_long(label, 2);
+        let at = self.a.jmp(long);
+        self.fixups.push((at, if long { 4 } else { 1 }, label, id));
+    }
+
+    fn jcc(&mut self, cc: Cc, label: usize) {
+        let (long, id) = self.is_long(label, 2);
+        let at = self.a.jcc(cc, long);
+        self.fixups.push((at, if long { 4 } else { 1 }, label, id));
+    }
+
+    fn call(&mut self, label: usize) {
+        let at = self.a.call_rel32();
+        let id = self.jump_id;
+        self.jump_id += 1;
+        if id >= self.long.len() {
+            self.long.push(true);
+        }
+        self.fixups.push((at, 4, label, id));
+    }
+
+    fn trap_stub(&mut self, status: u64, idx: usize) -> usize {
+        let label = self.new_label();
+        self.cold.push(Cold::Trap {
+            label,
+            status,
+            idx: idx as u32,
+        });
+        label
+    }
+
+    /// Counts `pending` against the budget and traps at `idx` when it is
+    /// exhausted (the interpreter's check at a taken jump, call or return).
+    fn budget_check(&mut self, idx: usize) {
+        if self.input.budget {
+            let k = self.pending as i32;
+            self.a
+                .alu_rm_i(Sz::B64, Alu::Sub, field(offset_of!(Ctx, remaining)), k);
+            let l = self.trap_stub(status::BUDGET, idx);
+            self.jcc(Cc::S, l);
+        }
+    }
+
+    fn budget_flush(&mut self) {
+        if self.input.budget && self.pending > 0 {
+            let k = self.pending as i32;
+            self.a
+                .alu_rm_i(Sz::B64, Alu::Sub, field(offset_of!(Ctx, remaining)), k);
+            self.pending = 0;
+        }
+    }
+
+    /// The operand for an access of `size` bytes at `base + off`, with the
+    /// check: `[rbp + off]` directly when provably inside the stack,
+    /// otherwise `[rax]` after an inline stack-bounds check and a cold
+    /// region check.
+    fn mem_operand(&mut self, base: Reg, off: i16, size: Size, write: bool, idx: usize) -> Mem {
+        let n = size.bytes() as i32;
+        let off = off as i32;
+        if base == Reg::R10 && self.r10_fixed && off >= -(STACK_SIZE as i32) && off <= -n {
+            return Mem::at(Gpr::Rbp, off);
+        }
+        self.a.lea(Gpr::Rax, Mem::at(hr(base), off));
+        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
+        self.a.alu_r_rm(
+            Sz::B64,
+            Alu::Sub,
+            Gpr::Rdx,
+            field(offset_of!(Ctx, stack_start)),
+        );
+        self.a.alu_rm_i(
+            Sz::B64,
+            Alu::Cmp,
+            Rm::Reg(Gpr::Rdx),
+            (STACK_SIZE * MAX_CALL_FRAMES) as i32 - n,
+        );
+        let cold = self.new_label();
+        let resume = self.new_label();
+        self.jcc(Cc::A, cold);
+        self.bind(resume);
+        self.cold.push(Cold::Mem {
+            label: cold,
+            resume,
+            size: n as u8,
+            write,
+            idx: idx as u32,
+        });
+        Mem::at(Gpr::Rax, 0)
+    }
+
+    fn emit_cold(&mut self) {
+        let cold = std::mem::take(&mut self.cold);
+        for c in &cold {
+            match *c {
+                Cold::Mem {
+                    label,
+                    resume,
+                    size,
+                    write,
+                    idx,
+                } => {
+                    self.bind(label);
+                    self.a.mov_r_imm64(Gpr::Rcx, size as u64);
+                    self.a.mov_r_imm64(Gpr::Rdx, write as u64);
+                    let l = self.fixed(L_CHECK_MEM);
+                    self.call(l);
+                    self.a.test_rm_r(Sz::B32, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
+                    self.jcc(Cc::E, resume);
+                    self.a
+                        .mov_r_imm64(Gpr::Rcx, size as u64 | (write as u64) << 8);
+                    self.a.mov_r_imm64(Gpr::Rdx, idx as u64);
+                    let l = self.fixed(L_TRAP_MEM);
+                    self.jmp(l);
+                }
+                Cold::Trap { label, status, idx } => {
+                    self.bind(label);
+                    self.a.mov_r_imm64(Gpr::Rcx, status);
+                    self.a.mov_r_imm64(Gpr::Rdx, idx as u64);
+                    let l = self.fixed(L_TRAP);
+                    self.jmp(l);
+                }
+            }
+        }
+    }
+
+    fn prologue(&mut self) {
+        let a = &mut self.a;
+        for r in [Gpr::Rbx, Gpr::Rbp, Gpr::R12, Gpr::R13, Gpr::R14, Gpr::R15] {
+            a.push(r);
+        }
+        a.mov_r_rm(Sz::B64, CTX, Rm::Reg(Gpr::Rdi));
+        for (i, &r) in REG_MAP[1..=5].iter().enumerate() {
+            a.mov_r_rm(Sz::B64, r, field(offset_of!(Ctx, args) + 8 * i));
+        }
+        for i in [0, 6, 7, 8, 9] {
+            a.mov_r_imm64(REG_MAP[i], 0);
+        }
+        a.mov_r_rm(Sz::B64, Gpr::Rbp, field(offset_of!(Ctx, stack_top)));
+        a.mov_rm_r(Sz::B64, field(offset_of!(Ctx, host_rsp)), Gpr::Rsp);
+        self.call(0);
+        let a = &mut self.a;
+        a.mov_rm_r(Sz::B64, field(offset_of!(Ctx, ret)), Gpr::Rsi);
+        a.mov_rm_i(Sz::B64, field(offset_of!(Ctx, status)), status::OK as i32);
+        let l = self.fixed(L_EPILOGUE);
+        self.bind(l);
+        let a = &mut self.a;
+        for r in [Gpr::R15, Gpr::R14, Gpr::R13, Gpr::R12, Gpr::Rbp, Gpr::Rbx] {
+            a.pop(r);
+        }
+        a.ret();
+    }
+
+    fn shared_routines(&mut self) {
+        // Trap with rcx = status, rdx = instruction index.
+        let l = self.fixed(L_TRAP);
+        self.bind(l);
+        self.a
+            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, status)), Gpr::Rcx);
+        self.a
+            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, trap_idx)), Gpr::Rdx);
+        self.unwind();
+
+        // Memory fault: rax = address, rcx = size | write << 8, rdx = index.
+        let l = self.fixed(L_TRAP_MEM);
+        self.bind(l);
+        self.a
+            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, fault_addr)), Gpr::Rax);
+        self.a
+            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, fault_info)), Gpr::Rcx);
+        self.a.mov_r_imm64(Gpr::Rcx, status::MEM);
+        let l = self.fixed(L_TRAP);
+        self.jmp(l);
+
+        // End the program with r0 = 0 (legacy packet load out of range).
+        let l = self.fixed(L_STOP0);
+        self.bind(l);
+        self.a.mov_rm_i(Sz::B64, field(offset_of!(Ctx, ret)), 0);
+        self.a
+            .mov_rm_i(Sz::B64, field(offset_of!(Ctx, status)), status::OK as i32);
+        self.unwind();
+
+        // Region check: rax = address, rcx = size, rdx = 1 for a write.
+        // Out: edx = 0 when some region allows the access. Keeps rax and
+        // every eBPF register.
+        let l = self.fixed(L_CHECK_MEM);
+        self.bind(l);
+        let (fail, lp, next, done) = (
+            self.new_label(),
+            self.new_label(),
+            self.new_label(),
+            self.new_label(),
+        );
+        self.a.push(Gpr::Rdi);
+        self.a.push(Gpr::Rsi);
+        self.a.lea(Gpr::Rsi, Mem::indexed(Gpr::Rax, Gpr::Rcx, 1));
+        self.a
+            .alu_rm_r(Sz::B64, Alu::Cmp, Rm::Reg(Gpr::Rsi), Gpr::Rax);
+        self.jcc(Cc::B, fail);
+        self.a
+            .mov_r_rm(Sz::B64, Gpr::Rdi, field(offset_of!(Ctx, regions)));
+        self.a
+            .mov_r_rm(Sz::B64, Gpr::Rcx, field(offset_of!(Ctx, nregions)));
+        self.bind(lp);
+        self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rcx), Gpr::Rcx);
+        self.jcc(Cc::E, fail);
+        self.a
+            .alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rax, Rm::Mem(Mem::at(Gpr::Rdi, 0)));
+        self.jcc(Cc::B, next);
+        self.a
+            .alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rsi, Rm::Mem(Mem::at(Gpr::Rdi, 8)));
+        self.jcc(Cc::A, next);
+        self.a
+            .test_rm_r(Sz::B64, Rm::Mem(Mem::at(Gpr::Rdi, 16)), Gpr::Rdx);
+        self.jcc(Cc::Ne, next);
+        self.a.mov_r_imm64(Gpr::Rdx, 0);
+        self.jmp(done);
+        self.bind(next);
+        self.a.alu_rm_i(Sz::B64, Alu::Add, Rm::Reg(Gpr::Rdi), 24);
+        self.a.alu_rm_i(Sz::B64, Alu::Sub, Rm::Reg(Gpr::Rcx), 1);
+        self.jmp(lp);
+        self.bind(fail);
+        self.a.mov_r_imm64(Gpr::Rdx, 1);
+        self.bind(done);
+        self.a.pop(Gpr::Rsi);
+        self.a.pop(Gpr::Rdi);
+        self.a.ret();
+
+        // Helper call: rcx = table index or id, rdx = instruction index,
+        // rax = 1 when rcx is an id (callx). Arguments go through
+        // `Ctx::args`; r1-r5 are kept, as the interpreter keeps them.
+        let l = self.fixed(L_HELPER);
+        self.bind(l);
+        for (i, &r) in REG_MAP[1..=5].iter().enumerate() {
+            self.a
+                .mov_rm_r(Sz::B64, field(offset_of!(Ctx, args) + 8 * i), r);
+        }
+        self.a.mov_r_rm(Sz::B64, Gpr::Rdi, Rm::Reg(CTX));
+        self.a.mov_r_rm(Sz::B64, Gpr::Rsi, Rm::Reg(Gpr::Rcx));
+        self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(Gpr::Rax));
+        // Entered with rsp = 8 mod 16: realign for the System V call.
+        self.a.alu_rm_i(Sz::B64, Alu::Sub, Rm::Reg(Gpr::Rsp), 8);
+        self.a.call_rm(field(offset_of!(Ctx, trampoline)));
+        self.a.alu_rm_i(Sz::B64, Alu::Add, Rm::Reg(Gpr::Rsp), 8);
+        let stopped = self.new_label();
+        self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
+        self.jcc(Cc::Ne, stopped);
+        self.a.mov_r_rm(Sz::B64, Gpr::Rsi, Rm::Reg(Gpr::Rax));
+        for (i, &r) in REG_MAP[1..=5].iter().enumerate() {
+            self.a
+                .mov_r_rm(Sz::B64, r, field(offset_of!(Ctx, args) + 8 * i));
+        }
+        self.a.ret();
+        self.bind(stopped);
+        self.unwind();
+    }
+
+    /// Back to the entry's frame and out through the epilogue.
+    fn unwind(&mut self) {
+        self.a
+            .mov_r_rm(Sz::B64, Gpr::Rsp, field(offset_of!(Ctx, host_rsp)));
+        let l = self.fixed(L_EPILOGUE);
+        self.jmp(l);
+    }
+
+    /// Enters a new frame and calls `target` (a label, or the address in
+    /// `rcx` when `None`, with `rax` = slot * 8 when `callx_slot_in_rax`).
+    fn local_call(&mut self, idx: usize, target: Option<usize>, callx_slot_in_rax: bool) {
+        let d = Gpr::Rdx;
+        self.a.mov_r_rm(Sz::B64, d, field(offset_of!(Ctx, depth)));
+        self.a
+            .alu_rm_i(Sz::B64, Alu::Cmp, Rm::Reg(d), (MAX_CALL_FRAMES - 1) as i32);
+        let l = self.trap_stub(status::DEPTH, idx);
+        self.jcc(Cc::Ae, l);
+        self.budget_check(idx);
+        if self.input.budget && callx_slot_in_rax {
+            // Credit the part of the target's straight-line run that the
+            // call skips: remaining += adj[slot] (rax = slot * 8 indexes a
+            // table of u64).
+            self.a.alu_r_rm(
+                Sz::B64,
+                Alu::Add,
+                Gpr::Rax,
+                field(offset_of!(Ctx, callx_adj)),
+            );
+            self.a
+                .mov_r_rm(Sz::B64, Gpr::Rax, Rm::Mem(Mem::at(Gpr::Rax, 0)));
+            self.a.alu_rm_r(
+                Sz::B64,
+                Alu::Add,
+                field(offset_of!(Ctx, remaining)),
+                Gpr::Rax,
+            );
+        }
+        self.pending = 0;
+        self.a.alu_rm_i(Sz::B64, Alu::Add, Rm::Reg(d), 1);
+        self.a.mov_rm_r(Sz::B64, field(offset_of!(Ctx, depth)), d);
+        for r in [Gpr::Rbx, Gpr::R12, Gpr::R14, Gpr::R15, Gpr::Rbp] {
+            self.a.push(r);
+        }
+        self.a.shift_i(Sz::B32, Shift::Shl, Rm::Reg(d), 9);
+        self.a
+            .mov_r_rm(Sz::B64, Gpr::Rbp, field(offset_of!(Ctx, stack_top)));
+        self.a.alu_rm_r(Sz::B64, Alu::Sub, Rm::Reg(Gpr::Rbp), d);
+        match target {
+            Some(t) => self.call(t),
+            None => self.a.call_rm(Rm::Reg(Gpr::Rcx)),
+        }
+        for r in [Gpr::Rbp, Gpr::R15, Gpr::R14, Gpr::R12, Gpr::Rbx] {
+            self.a.pop(r);
+        }
+        self.a
+            .alu_rm_i(Sz::B64, Alu::Sub, field(offset_of!(Ctx, depth)), 1);
+    }
+
+    fn insn(&mut self, i: usize, insn: &Insn) {
+        let prog = self.input.prog;
+        let pc = prog.pcs()[i];
+        let target = |off: i64| -> usize {
+            pc.branch(off)
+                .and_then(|t| prog.index_of(t))
+                .expect("Program checked branch targets")
+        };
+        match *insn {
+            Insn::Alu {
+                width,
+                op,
+                dst,
+                src,
+            } => self.alu(width, op, hr(dst), src),
+            Insn::Neg { width, dst } => self.a.unary(sz(width), Unary::Neg, Rm::Reg(hr(dst))),
+            Insn::Endian { order, bits, dst } => {
+                let d = hr(dst);
+                match (order, bits) {
+                    (ByteOrder::ToLe, SwapBits::B16) => self.a.movzx(Sz::B16, d, Rm::Reg(d)),
+                    (ByteOrder::ToLe, SwapBits::B32) => self.a.mov_rm_r(Sz::B32, Rm::Reg(d), d),
+                    (ByteOrder::ToLe, SwapBits::B64) => {}
+                    (_, SwapBits::B16) => {
+                        self.a.shift_i(Sz::B16, Shift::Rol, Rm::Reg(d), 8);
+                        self.a.movzx(Sz::B16, d, Rm::Reg(d));
+                    }
+                    (_, SwapBits::B32) => self.a.bswap(Sz::B32, d),
+                    (_, SwapBits::B64) => self.a.bswap(Sz::B64, d),
+                }
+            }
+            Insn::LoadImm64 { dst, .. } => match self.input.imm64[i] {
+                Some(v) => self.a.mov_r_imm64(hr(dst), v),
+                None => {
+                    let l = self.trap_stub(status::UNRESOLVED, i);
+                    self.jmp(l);
+                }
+            },
+            Insn::Load {
+                size,
+                sign_extend,
+                dst,
+                src,
+                off,
+            } => {
+                let m = Rm::Mem(self.mem_operand(src, off, size, false, i));
+                let d = hr(dst);
+                match (size, sign_extend) {
+                    (Size::B, false) => self.a.movzx(Sz::B8, d, m),
+                    (Size::H, false) => self.a.movzx(Sz::B16, d, m),
+                    (Size::W, false) => self.a.mov_r_rm(Sz::B32, d, m),
+                    (Size::DW, _) => self.a.mov_r_rm(Sz::B64, d, m),
+                    (Size::B, true) => self.a.movsx(Sz::B64, Sz::B8, d, m),
+                    (Size::H, true) => self.a.movsx(Sz::B64, Sz::B16, d, m),
+                    (Size::W, true) => self.a.movsx(Sz::B64, Sz::B32, d, m),
+                }
+            }
+            Insn::Store {
+                size,
+                dst,
+                off,
+                src,
+            } => {
+                let m = Rm::Mem(self.mem_operand(dst, off, size, true, i));
+                let s = msz(size);
+                match src {
+                    Src::Imm(imm) => self.a.mov_rm_i(s, m, imm),
+                    Src::Reg(r) => self.a.mov_rm_r(s, m, hr(r)),
+                }
+            }
+            Insn::Atomic {
+                size,
+                op,
+                fetch,
+                dst,
+                src,
+                off,
+            } => self.atomic(i, size, op, fetch, dst, src, off),
+            Insn::LoadAbs { size, imm } => self.ld_pkt(i, size, None, imm),
+            Insn::LoadInd { size, src, imm } => self.ld_pkt(i, size, Some(src), imm),
+            Insn::Ja { off, .. } => {
+                let t = target(off as i64);
+                self.budget_check(i);
+                self.pending = 0;
+                self.jmp(t);
+            }
+            Insn::Jmp {
+                width,
+                cond,
+                dst,
+                src,
+                off,
+            } => {
+                let t = target(off as i64);
+                let s = sz(width);
+                let d = Rm::Reg(hr(dst));
+                match (cond, src) {
+                    (Cond::Set, Src::Imm(imm)) => self.a.test_rm_i(s, d, imm),
+                    (Cond::Set, Src::Reg(r)) => self.a.test_rm_r(s, d, hr(r)),
+                    (Cond::Eq | Cond::Ne, Src::Imm(0)) => self.a.test_rm_r(s, d, hr(dst)),
+                    (_, Src::Imm(imm)) => self.a.alu_rm_i(s, Alu::Cmp, d, imm),
+                    (_, Src::Reg(r)) => self.a.alu_rm_r(s, Alu::Cmp, d, hr(r)),
+                }
+                let cc = cond_cc(cond);
+                if self.input.budget {
+                    let skip = self.new_label();
+                    self.jcc(cc.inverse(), skip);
+                    let k = self.pending as i32;
+                    self.a
+                        .alu_rm_i(Sz::B64, Alu::Sub, field(offset_of!(Ctx, remaining)), k);
+                    let l = self.trap_stub(status::BUDGET, i);
+                    self.jcc(Cc::S, l);
+                    self.jmp(t);
+                    self.bind(skip);
+                } else {
+                    self.jcc(cc, t);
+                }
+            }
+            Insn::Call(_) => match self.input.helper[i] {
+                Some(h) => {
+                    self.a.mov_r_imm64(Gpr::Rcx, h as u64);
+                    self.a.mov_r_imm64(Gpr::Rdx, i as u64);
+                    self.a.mov_r_imm64(Gpr::Rax, 0);
+                    let l = self.fixed(L_HELPER);
+                    self.call(l);
+                }
+                None => {
+                    let l = self.trap_stub(status::UNKNOWN_HELPER, i);
+                    self.jmp(l);
+                }
+            },
+            Insn::CallLocal(off) => {
+                let t = target(off as i64);
+                self.local_call(i, Some(t), false);
+            }
+            Insn::CallKfunc { .. } => {
+                let l = self.trap_stub(status::KFUNC, i);
+                self.jmp(l);
+            }
+            Insn::Callx(r) => self.callx(i, hr(r)),
+            Insn::Exit => {
+                if self.input.budget {
+                    let ret = self.new_label();
+                    self.a
+                        .alu_rm_i(Sz::B64, Alu::Cmp, field(offset_of!(Ctx, depth)), 0);
+                    self.jcc(Cc::E, ret);
+                    self.budget_check(i);
+                    self.bind(ret);
+                }
+                self.pending = 0;
+                self.a.ret();
+            }
+        }
+    }
+
+    fn callx(&mut self, i: usize, r: Gpr) {
+        let n = self.input.prog.slot_count() as u64;
+        let helper = self.new_label();
+        let done = self.new_label();
+        self.a.mov_r_rm(Sz::B64, Gpr::Rax, Rm::Reg(r));
+        // rax - FUNC_ADDR_BASE = slot * 8 for a function address.
+        let base = bpfkit_interp::FUNC_ADDR_BASE;
+        self.a.mov_r_imm64(Gpr::Rcx, base.wrapping_neg());
+        self.a
+            .alu_rm_r(Sz::B64, Alu::Add, Rm::Reg(Gpr::Rax), Gpr::Rcx);
+        self.a.mov_r_imm64(Gpr::Rcx, n.saturating_mul(8));
+        self.a
+            .alu_rm_r(Sz::B64, Alu::Cmp, Rm::Reg(Gpr::Rax), Gpr::Rcx);
+        self.jcc(Cc::Ae, helper);
+        self.a.test_rm_i(Sz::B32, Rm::Reg(Gpr::Rax), 7);
+        self.jcc(Cc::Ne, helper);
+        self.a
+            .mov_r_rm(Sz::B64, Gpr::Rcx, field(offset_of!(Ctx, callx_tab)));
+        self.a.mov_r_rm(
+            Sz::B64,
+            Gpr::Rcx,
+            Rm::Mem(Mem::indexed(Gpr::Rcx, Gpr::Rax, 1)),
+        );
+        self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rcx), Gpr::Rcx);
+        self.jcc(Cc::E, helper);
+        let saved_pending = self.pending;
+        self.local_call(i, None, true);
+        self.jmp(done);
+        self.bind(helper);
+        self.pending = saved_pending;
+        self.budget_flush();
+        self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(r));
+        self.a.mov_r_imm64(Gpr::Rdx, i as u64);
+        self.a.mov_r_imm64(Gpr::Rax, 1);
+        let l = self.fixed(L_HELPER);
+        self.call(l);
+        self.bind(done);
+        self.pending = 0;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn atomic(
+        &mut self,
+        i: usize,
+        size: Size,
+        op: AtomicOp,
+        fetch: bool,
+        dst: Reg,
+        src: Reg,
+        off: i16,
+    ) {
+        let s = msz(size);
+        let mut m = self.mem_operand(dst, off, size, true, i);
+        let v = hr(src);
+        let alu = |op| match op {
+            AtomicOp::Or => Alu::Or,
+            AtomicOp::And => Alu::And,
+            _ => Alu::Xor,
+        };
+        match op {
+            AtomicOp::Add if fetch => {
+                self.a.lock();
+                self.a.xadd(s, m, v);
+            }
+            AtomicOp::Add | AtomicOp::Or | AtomicOp::And | AtomicOp::Xor if !fetch => {
+                // Without fetch: one locked read-modify-write.
+                let o = match op {
+                    AtomicOp::Add => Alu::Add,
+                    o => alu(o),
+                };
+                self.a.lock();
+                self.a.alu_rm_r(s, o, Rm::Mem(m), v);
+            }
+            AtomicOp::Add | AtomicOp::Or | AtomicOp::And | AtomicOp::Xor => {
+                // fetch (not add): compare-exchange loop (SDM 3.2 CMPXCHG).
+                if m.base == Gpr::Rax {
+                    self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
+                    m = Mem::at(Gpr::Rdx, 0);
+                }
+                self.a.mov_r_rm(s, Gpr::Rax, Rm::Mem(m));
+                let lp = self.new_label();
+                self.bind(lp);
+                self.a.mov_r_rm(s, Gpr::Rcx, Rm::Reg(Gpr::Rax));
+                self.a.alu_rm_r(s, alu(op), Rm::Reg(Gpr::Rcx), v);
+                self.a.lock();
+                self.a.cmpxchg(s, m, Gpr::Rcx);
+                self.jcc(Cc::Ne, lp);
+                self.a.mov_r_rm(s, v, Rm::Reg(Gpr::Rax));
+            }
+            AtomicOp::Xchg => self.a.xchg(s, m, v),
+            AtomicOp::Cmpxchg => {
+                if m.base == Gpr::Rax {
+                    self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
+                    m = Mem::at(Gpr::Rdx, 0);
+                }
+                self.a.mov_r_rm(Sz::B64, Gpr::Rax, Rm::Reg(REG_MAP[0]));
+                self.a.lock();
+                self.a.cmpxchg(s, m, v);
+                self.a.mov_r_rm(s, REG_MAP[0], Rm::Reg(Gpr::Rax));
+            }
+        }
+    }
+
+    fn ld_pkt(&mut self, i: usize, size: Size, src: Option<Reg>, imm: i32) {
+        let n = size.bytes() as i32;
+        self.a
+            .alu_rm_i(Sz::B64, Alu::Cmp, field(offset_of!(Ctx, has_pkt)), 0);
+        let l = self.trap_stub(status::NO_PACKET, i);
+        self.jcc(Cc::E, l);
+        self.a.mov_r_imm64(Gpr::Rax, imm as u32 as u64);
+        if let Some(s) = src {
+            self.a.alu_rm_r(Sz::B32, Alu::Add, Rm::Reg(Gpr::Rax), hr(s));
+        }
+        // A negative offset (as i32) or one past the packet ends the program
+        // with r0 = 0, as in the interpreter (and the kernel).
+        let stop = self.fixed(L_STOP0);
+        self.a.test_rm_r(Sz::B32, Rm::Reg(Gpr::Rax), Gpr::Rax);
+        self.jcc(Cc::S, stop);
+        self.a.lea(Gpr::Rdx, Mem::at(Gpr::Rax, n));
+        self.a
+            .alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rdx, field(offset_of!(Ctx, pkt_len)));
+        self.jcc(Cc::A, stop);
+        self.a.alu_r_rm(
+            Sz::B64,
+            Alu::Add,
+            Gpr::Rax,
+            field(offset_of!(Ctx, pkt_start)),
+        );
+        let m = Rm::Mem(Mem::at(Gpr::Rax, 0));
+        let r0 = REG_MAP[0];
+        match size {
+            Size::B => self.a.movzx(Sz::B8, r0, m),
+            Size::H => {
+                self.a.movzx(Sz::B16, r0, m);
+                self.a.shift_i(Sz::B16, Shift::Rol, Rm::Reg(r0), 8);
+                self.a.movzx(Sz::B16, r0, Rm::Reg(r0));
+            }
+            Size::W => {
+                self.a.mov_r_rm(Sz::B32, r0, m);
+                self.a.bswap(Sz::B32, r0);
+            }
+            Size::DW => {
+                self.a.mov_r_rm(Sz::B64, r0, m);
+                self.a.bswap(Sz::B64, r0);
+            }
+        }
+    }
+
+    fn alu(&mut self, width: Width, op: AluOp, d: Gpr, src: Src) {
+        let s = sz(width);
+        let dr = Rm::Reg(d);
+        let w64 = width == Width::W64;
+        match (op, src) {
+            (AluOp::Mov, Src::Imm(imm)) => {
+                let v = if w64 {
+                    imm as i64 as u64
+                } else {
+                    imm as u32 as u64
+                };
+                self.a.mov_r_imm64(d, v);
+            }
+            (AluOp::Mov, Src::Reg(r)) => {
+                if hr(r) != d || !w64 {
+                    self.a.mov_rm_r(s, dr, hr(r));
+                }
+            }
+            (AluOp::MovSx(from), Src::Reg(r)) => {
+                let r = Rm::Reg(hr(r));
+                match (from, w64) {
+                    (SignExtFrom::B8, _) => self.a.movsx(s, Sz::B8, d, r),
+                    (SignExtFrom::B16, _) => self.a.movsx(s, Sz::B16, d, r),
+                    (SignExtFrom::B32, true) => self.a.movsx(Sz::B64, Sz::B32, d, r),
+                    (SignExtFrom::B32, false) => self.a.mov_r_rm(Sz::B32, d, r),
+                }
+            }
+            (AluOp::MovSx(_), Src::Imm(imm)) => self.alu(width, AluOp::Mov, d, Src::Imm(imm)),
+            (AluOp::Add | AluOp::Sub | AluOp::Or | AluOp::And | AluOp::Xor, _) => {
+                let o = match op {
+                    AluOp::Add => Alu::Add,
+                    AluOp::Sub => Alu::Sub,
+                    AluOp::Or => Alu::Or,
+                    AluOp::And => Alu::And,
+                    _ => Alu::Xor,
+                };
+                match src {
+                    Src::Imm(imm) => self.a.alu_rm_i(s, o, dr, imm),
+                    Src::Reg(r) => self.a.alu_rm_r(s, o, dr, hr(r)),
+                }
+            }
+            (AluOp::Mul, Src::Imm(imm)) => self.a.imul_r_rm_i(s, d, dr, imm),
+            (AluOp::Mul, Src::Reg(r)) => self.a.imul_r_rm(s, d, Rm::Reg(hr(r))),
+            (AluOp::Lsh | AluOp::Rsh | AluOp::Arsh, _) => {
+                let o = match op {
+                    AluOp::Lsh => Shift::Shl,
+                    AluOp::Rsh => Shift::Shr,
+                    _ => Shift::Sar,
+                };
+                match src {
+                    Src::Imm(imm) => {
+                        let c = (imm as u32 & if w64 { 63 } else { 31 }) as u8;
+                        if c == 0 {
+                            // A zero count leaves dst, zero-extended in 32 bits.
+                            if !w64 {
+                                self.a.mov_rm_r(Sz::B32, dr, d);
+                            }
+                        } else {
+                            self.a.shift_i(s, o, dr, c);
+                        }
+                    }
+                    Src::Reg(r) => {
+                        self.a.mov_rm_r(Sz::B32, Rm::Reg(Gpr::Rcx), hr(r));
+                        self.a.shift_cl(s, o, dr);
+                        if !w64 {
+                            // A masked count of 0 may leave the upper half.
+                            self.a.mov_rm_r(Sz::B32, dr, d);
+                        }
+                    }
+                }
+            }
+            (AluOp::Div | AluOp::Mod | AluOp::Sdiv | AluOp::Smod, Src::Imm(imm)) => {
+                self.divmod_imm(width, op, d, imm)
+            }
+            (AluOp::Div | AluOp::Mod | AluOp::Sdiv | AluOp::Smod, Src::Reg(r)) => {
+                self.divmod_reg(width, op, d, hr(r))
+            }
+        }
+    }
+
+    fn divmod_imm(&mut self, width: Width, op: AluOp, d: Gpr, imm: i32) {
+        let s = sz(width);
+        let w64 = width == Width::W64;
+        let dr = Rm::Reg(d);
+        let divisor = if w64 {
+            imm as i64 as u64
+        } else {
+            imm as u32 as u64
+        };
+        let signed = matches!(op, AluOp::Sdiv | AluOp::Smod);
+        let is_div = matches!(op, AluOp::Div | AluOp::Sdiv);
+        if divisor == 0 {
+            // RFC 9669 4.1: x / 0 = 0, x % 0 = x (zero-extended in 32 bits).
+            if is_div {
+                self.a.mov_r_imm64(d, 0);
+            } else if !w64 {
+                self.a.mov_rm_r(Sz::B32, dr, d);
+            }
+            return;
+        }
+        if signed && imm == -1 {
+            // INT_MIN / -1 = INT_MIN (wrapping neg), INT_MIN % -1 = 0.
+            if is_div {
+                self.a.unary(s, Unary::Neg, dr);
+            } else {
+                self.a.mov_r_imm64(d, 0);
+            }
+            return;
+        }
+        if !signed && divisor.is_power_of_two() && divisor <= i32::MAX as u64 {
+            if is_div {
+                let k = divisor.trailing_zeros() as u8;
+                if k == 0 {
+                    if !w64 {
+                        self.a.mov_rm_r(Sz::B32, dr, d);
+                    }
+                } else {
+                    self.a.shift_i(s, Shift::Shr, dr, k);
+                }
+            } else {
+                self.a.alu_rm_i(s, Alu::And, dr, (divisor - 1) as i32);
+            }
+            return;
+        }
+        self.a.mov_r_rm(s, Gpr::Rax, dr);
+        self.a.mov_r_imm64(Gpr::Rcx, divisor);
+        if signed {
+            self.a.cqo(s);
+            self.a.unary(s, Unary::Idiv, Rm::Reg(Gpr::Rcx));
+        } else {
+            self.a.mov_r_imm64(Gpr::Rdx, 0);
+            self.a.unary(s, Unary::Div, Rm::Reg(Gpr::Rcx));
+        }
+        let res = if is_div { Gpr::Rax } else { Gpr::Rdx };
+        self.a.mov_r_rm(s, d, Rm::Reg(res));
+    }
+
+    fn divmod_reg(&mut self, width: Width, op: AluOp, d: Gpr, r: Gpr) {
+        let s = sz(width);
+        let w64 = width == Width::W64;
+        let dr = Rm::Reg(d);
+        let signed = matches!(op, AluOp::Sdiv | AluOp::Smod);
+        let is_div = matches!(op, AluOp::Div | AluOp::Sdiv);
+        let zero = self.new_label();
+        let done = self.new_label();
+        // The divisor may be dst itself: keep it in rcx.
+        self.a.mov_r_rm(s, Gpr::Rcx, Rm::Reg(r));
+        self.a.test_rm_r(s, Rm::Reg(Gpr::Rcx), Gpr::Rcx);
+        self.jcc(Cc::E, zero);
+        let mut minus1 = None;
+        if signed {
+            let l = self.new_label();
+            self.a.alu_rm_i(s, Alu::Cmp, Rm::Reg(Gpr::Rcx), -1);
+            self.jcc(Cc::E, l);
+            minus1 = Some(l);
+        }
+        self.a.mov_r_rm(s, Gpr::Rax, dr);
+        if signed {
+            self.a.cqo(s);
+            self.a.unary(s, Unary::Idiv, Rm::Reg(Gpr::Rcx));
+        } else {
+            self.a.mov_r_imm64(Gpr::Rdx, 0);
+            self.a.unary(s, Unary::Div, Rm::Reg(Gpr::Rcx));
+        }
+        let res = if is_div { Gpr::Rax } else { Gpr::Rdx };
+        self.a.mov_r_rm(s, d, Rm::Reg(res));
+        self.jmp(done);
+        if let Some(l) = minus1 {
+            self.bind(l);
+            if is_div {
+                self.a.unary(s, Unary::Neg, dr);
+            } else {
+                self.a.mov_r_imm64(d, 0);
+            }
+            self.jmp(done);
+        }
+        self.bind(zero);
+        if is_div {
+            self.a.mov_r_imm64(d, 0);
+        } else if !w64 {
+            self.a.mov_rm_r(Sz::B32, dr, d);
+        }
+        self.bind(done);
+    }
+}
+
+fn sz(w: Width) -> Sz {
+    match w {
+        Width::W32 => Sz::B32,
+        Width::W64 => Sz::B64,
+    }
+}
+
+fn msz(s: Size) -> Sz {
+    match s {
+        Size::B => Sz::B8,
+        Size::H => Sz::B16,
+        Size::W => Sz::B32,
+        Size::DW => Sz::B64,
+    }
+}
+
+fn cond_cc(c: Cond) -> Cc {
+    match c {
+        Cond::Eq => Cc::E,
+        Cond::Ne | Cond::Set => Cc::Ne,
+        Cond::Gt => Cc::A,
+        Cond::Ge => Cc::Ae,
+        Cond::Lt => Cc::B,
+        Cond::Le => Cc::Be,
+        Cond::Sgt => Cc::G,
+        Cond::Sge => Cc::Ge,
+        Cond::Slt => Cc::L,
+        Cond::Sle => Cc::Le,
+    }
+}
+
+/// Whether any instruction can write r10 (the decoder allows it; the
+/// interpreter executes it). If none does, r10 is always a frame pointer.
+fn writes_r10(insns: &[Insn]) -> bool {
+    insns.iter().any(|i| match *i {
+        Insn::Alu { dst, .. }
+        | Insn::Neg { dst, .. }
+        | Insn::Endian { dst, .. }
+        | Insn::LoadImm64 { dst, .. }
+        | Insn::Load { dst, .. } => dst == Reg::R10,
+        Insn::Atomic { src, fetch, op, .. } => {
+            src == Reg::R10 && (fetch || op == AtomicOp::Xchg) && op != AtomicOp::Cmpxchg
+        }
+        _ => false,
+    })
+}
+
+/// Lowers a whole program (see the module docs).
+pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
+    let prog = input.prog;
+    let insns = prog.insns();
+    let n = insns.len();
+    let mut leaders = vec![false; n + 1];
+    for (pc, insn) in prog.iter() {
+        if let Some(t) = insn.branch_target(pc).and_then(|t| prog.index_of(t)) {
+            leaders[t] = true;
+        }
+    }
+    let mut long = Vec::new();
+    loop {
+        let mut e = Emitter {
+            a: Asm {
+                buf: Vec::with_capacity(n * 8 + 512),
+            },
+            n,
+            labels: vec![UNBOUND; n + 1 + FIXED],
+            long: std::mem::take(&mut long),
+            jump_id: 0,
+            fixups: Vec::with_capacity(n),
+            cold: Vec::new(),
+            input,
+            r10_fixed: !writes_r10(insns),
+            pending: 0,
+            leaders: std::mem::take(&mut leaders),
+            adj: vec![0; n],
+        };
+        e.prologue();
+        for (i, insn) in insns.iter().enumerate() {
+            if e.leaders[i] {
+                e.budget_flush();
+            }
+            e.adj[i] = e.pending;
+            e.bind(i);
+            if input.budget {
+                e.pending += 1;
+            }
+            e.insn(i, insn);
+        }
+        e.bind(n);
+        let l = e.trap_stub(status::FELL_OFF, n);
+        e.jmp(l);
+        e.shared_routines();
+        e.emit_cold();
+        let mut again = false;
+        let Emitter {
+            mut a,
+            labels,
+            long: mut lng,
+            fixups,
+            leaders: ld,
+            adj,
+            ..
+        } = e;
+        for &(at, width, label, id) in &fixups {
+            let t = labels[label];
+            debug_assert!(t != UNBOUND, "unbound label {label}");
+            if !patch_rel(&mut a.buf, at, width, t) {
+                assert_eq!(width, 1, "rel32 out of range");
+                lng[id] = true;
+                again = true;
+            }
+        }
+        if !again {
+            return Lowered {
+                code: a.buf,
+                offsets: labels[..n].iter().map(|&o| o as u32).collect(),
+                adj,
+            };
+        }
+        long = lng;
+        leaders = ld;
+    }
+}
