@@ -79,6 +79,43 @@ pub enum ElfError {
         /// The symbol index.
         symbol: u32,
     },
+    /// The `.BTF` or `.BTF.ext` section is malformed.
+    #[error("BTF: {source}")]
+    Btf {
+        /// What is wrong.
+        #[source]
+        source: crate::btf::BtfError,
+    },
+    /// A map definition that cannot be used.
+    #[error("map '{map}': {reason}")]
+    BadMap {
+        /// The map (or section) name.
+        map: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A program that cannot be linked: a relocation of an unsupported
+    /// kind or target, a call outside every function, an unresolvable
+    /// CO-RE relocation.
+    #[error("program '{program}': section '{section}' insn {insn}: {reason}")]
+    Link {
+        /// The program being linked.
+        program: String,
+        /// The section holding the instruction.
+        section: String,
+        /// Slot of the instruction in that section.
+        insn: usize,
+        /// What is wrong (names the relocation and its symbol).
+        reason: String,
+    },
+    /// A section name that gives no program type.
+    #[error("program '{program}': section name '{section}' does not name a program type (as libbpf's SEC() names)")]
+    UnknownProgType {
+        /// The program.
+        program: String,
+        /// Its section.
+        section: String,
+    },
 }
 
 impl ElfError {

@@ -30,10 +30,16 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod btf;
 mod error;
+mod loader;
+mod maps;
 mod object_file;
 
+pub use btf::{Btf, BtfError};
 pub use error::ElfError;
+pub use loader::{LoadOptions, LoadedObject, LoadedProgram, ProgramFailure, Subprogram};
+pub use maps::{MapDefinition, MapOrigin, SlotInit};
 pub use object_file::{
     EntryPoint, Function, Label, MapKind, MapSymbol, Object, ProgramSection, RelocKind,
     RelocTarget, Relocation,

@@ -23,6 +23,7 @@ pub struct Object<'data> {
     sections: Vec<Section<'data>>,
     programs: Vec<ProgramSection<'data>>,
     maps: Vec<MapSymbol<'data>>,
+    map_relocations: Vec<Relocation<'data>>,
     license: Option<&'data str>,
 }
 
@@ -211,6 +212,15 @@ pub struct Relocation<'data> {
     pub symbol: &'data str,
     /// What the symbol refers to.
     pub target: RelocTarget<'data>,
+    /// ELF index of the symbol's section (`None` for undefined, absolute
+    /// and common symbols).
+    pub symbol_section: Option<usize>,
+    /// The symbol's value (its byte offset in its section).
+    pub symbol_value: u64,
+    /// Whether the symbol is a section symbol (`STT_SECTION`), whose
+    /// relocations carry the offset in the instruction (clang's implicit
+    /// addend).
+    pub section_symbol: bool,
 }
 
 impl Relocation<'_> {
@@ -393,6 +403,7 @@ impl<'data> Object<'data> {
                 .collect(),
             programs: Vec::new(),
             maps: Vec::new(),
+            map_relocations: Vec::new(),
             license: None,
         };
 
@@ -549,20 +560,28 @@ impl<'data> Object<'data> {
                 None => continue,
             };
             let target_index = sh.sh_info(LE) as usize;
-            let Some(prog) = self.programs.iter_mut().find(|p| p.index == target_index) else {
-                continue;
+            // Relocations of `.maps` fill the `values` slots of prog
+            // arrays and maps of maps (libbpf's `__array(values, ...)`).
+            let map_section = infos
+                .get(target_index)
+                .filter(|i| is_map_section(i.name) == Some(MapKind::Btf));
+            let (sec_name, sec_len) = match (self.program_by_index(target_index), map_section) {
+                (Some(p), _) => (p.name, p.data.len() as u64),
+                (None, Some(info)) => (info.name, info.data.len() as u64),
+                (None, None) => continue,
             };
+            let mut out = Vec::new();
             for rel in rels {
                 let offset = rel.r_offset.get(LE);
-                if offset % 8 != 0 || offset >= prog.data.len() as u64 {
+                if offset % 8 != 0 || offset >= sec_len {
                     return Err(ElfError::RelocationOutOfRange {
-                        section: prog.name.to_string(),
+                        section: sec_name.to_string(),
                         offset,
                     });
                 }
                 let r_sym = rel.r_sym(LE);
                 let bad_symbol = || ElfError::BadRelocationSymbol {
-                    section: prog.name.to_string(),
+                    section: sec_name.to_string(),
                     offset,
                     symbol: r_sym,
                 };
@@ -571,7 +590,8 @@ impl<'data> Object<'data> {
                 let sec = symbol_section(symbols, sym, sym_index)?;
                 let value = sym.st_value(LE);
                 let mut name = symbol_name(symbols, sym, sym_index)?;
-                if sym.st_type() == elf::STT_SECTION {
+                let section_symbol = sym.st_type() == elf::STT_SECTION;
+                if section_symbol {
                     name = sec.and_then(|s| infos.get(s)).map_or("", |s| s.name);
                 }
                 let target = match sec.and_then(|s| infos.get(s).map(|info| (s, info))) {
@@ -594,14 +614,23 @@ impl<'data> Object<'data> {
                     }
                     Some(_) => RelocTarget::Other,
                 };
-                prog.relocations.push(Relocation {
+                out.push(Relocation {
                     offset,
                     kind: RelocKind::from_raw(rel.r_type(LE)),
                     symbol: name,
                     target,
+                    symbol_section: sec,
+                    symbol_value: value,
+                    section_symbol,
                 });
             }
-            prog.relocations.sort_by_key(|r| r.offset);
+            out.sort_by_key(|r| r.offset);
+            if let Some(prog) = self.programs.iter_mut().find(|p| p.index == target_index) {
+                prog.relocations.extend(out);
+                prog.relocations.sort_by_key(|r| r.offset);
+            } else {
+                self.map_relocations.extend(out);
+            }
         }
         Ok(())
     }
@@ -671,6 +700,12 @@ impl<'data> Object<'data> {
     /// Map symbols, ordered by section and offset.
     pub fn maps(&self) -> &[MapSymbol<'data>] {
         &self.maps
+    }
+
+    /// Relocations of the BTF `.maps` section (the `values` initialisers
+    /// of prog arrays and maps of maps), sorted by offset.
+    pub fn map_relocations(&self) -> &[Relocation<'data>] {
+        &self.map_relocations
     }
 
     /// The map symbol with this name.
