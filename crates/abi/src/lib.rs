@@ -10,6 +10,7 @@
 //!   update flags in [`update_flags`].
 //! - [`ProgType`], with [`ProgType::from_section`] for libbpf section names.
 //! - [`XdpAction`].
+//! - [`MapId`] and [`ProgId`], the ids that the control side uses.
 //!
 //! ```
 //! use bpfkit_abi::{MapType, ProgType, XdpAction};
@@ -27,6 +28,27 @@ mod prog;
 
 pub use map::{map_flags, update_flags, MapDef, MapType};
 pub use prog::{ProgType, XdpAction};
+
+/// A map's id, as `bpftool map show` prints it (the kernel's map id; bpfkit
+/// hands them out from 1 upwards).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MapId(pub u32);
+
+/// A program's id, as `bpftool prog show` prints it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProgId(pub u32);
+
+impl std::fmt::Display for MapId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::fmt::Display for ProgId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 /// A number that names no known kernel constant of the given kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,848 @@
+//! # bpfkit-maps
+//!
+//! BPF maps with the kernel's semantics, safe to share between the threads
+//! of a multi-core datapath (`Map: Send + Sync`, shared as `Arc<Map>`).
+//!
+//! A [`Map`] is created from a [`MapDef`] with the kernel's validation (the
+//! same `EINVAL`/`E2BIG` cases per type) and has two faces:
+//!
+//! - **Control side**, like the `bpf()` syscall: [`Map::lookup`] (a copy;
+//!   per-CPU maps give one 8-byte-aligned slot per possible CPU,
+//!   concatenated), [`Map::update`] with `BPF_ANY`/`BPF_NOEXIST`/`BPF_EXIST`,
+//!   [`Map::delete`], [`Map::get_next_key`], [`Map::lookup_and_delete`].
+//!   Map-in-map and prog-array values are ids ([`MapId`], [`ProgId`]);
+//!   map ids are resolved by the [`MapRegistry`] the outer map was created
+//!   in.
+//! - **Program side**, what helpers call while a program runs: [`Map::lookup_ptr`]
+//!   gives a [`ValueRef`], a pointer into the map's own storage that the
+//!   program may read, write and use atomics on in place; [`Map::prog_update`],
+//!   [`Map::prog_delete`], [`Map::push`]/[`Map::pop`]/[`Map::peek`],
+//!   ring buffer ([`Map::ringbuf_reserve`], ...), [`Map::perf_event_output`],
+//!   [`Map::redirect_target`], [`Map::prog_at`], [`Map::inner_map`].
+//!
+//! Errors are [`MapError`]s; [`MapError::errno`] gives the kernel's errno
+//! for the same case.
+//!
+//! # Value lifetime: the rule for engines
+//!
+//! Pin a [`RunGuard`] with [`pin`] before running a program and drop it
+//! after the run; pass it to every program-side lookup. What a lookup
+//! returns stays valid until the guard is dropped, even if another thread
+//! deletes or replaces the element meanwhile: removed elements are retired,
+//! not freed, until every run that might see them has ended (epoch-based
+//! reclamation, the counterpart of the kernel's RCU). See [`epoch`] for the
+//! argument.
+//!
+//! A "CPU" is a small index that the embedder passes (its runtime thread's
+//! number), below [`MapOptions::possible_cpus`].
+//!
+//! ```
+//! use bpfkit_abi::{MapDef, MapType, update_flags::*};
+//! use bpfkit_maps::{pin, Map, MapError, MapOptions};
+//! use std::sync::atomic::Ordering;
+//!
+//! let map = Map::new(MapDef::new(MapType::Hash, 4, 8, 16), &MapOptions::new())?;
+//! map.update(&1u32.to_ne_bytes(), &5u64.to_ne_bytes(), ANY)?;
+//! assert_eq!(map.update(&1u32.to_ne_bytes(), &6u64.to_ne_bytes(), NOEXIST), Err(MapError::Exists));
+//!
+//! // A program run on CPU 0 increments the value in place.
+//! let guard = pin();
+//! let v = map.lookup_ptr(&1u32.to_ne_bytes(), 0, &guard).unwrap();
+//! v.atomic_u64(0).unwrap().fetch_add(1, Ordering::Relaxed);
+//! drop(guard);
+//!
+//! assert_eq!(map.lookup(&1u32.to_ne_bytes())?, 6u64.to_ne_bytes());
+//! assert_eq!(map.lookup(&2u32.to_ne_bytes()).unwrap_err().errno(), 2); // ENOENT
+//! # Ok::<(), MapError>(())
+//! ```
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod array;
+#[allow(unsafe_code)]
+pub mod epoch;
+mod error;
+mod hash;
+mod lpm;
+mod queue;
+mod registry;
+pub mod ringbuf;
+mod slots;
+mod storage;
+mod validate;
+
+pub use bpfkit_abi::{map_flags, update_flags, MapDef, MapId, MapType, ProgId};
+pub use epoch::{pin, RunGuard};
+pub use error::{MapError, ENOTSUPP};
+pub use registry::MapRegistry;
+pub use slots::PerfDrain;
+pub use storage::ValueRef;
+pub use validate::{KMALLOC_MAX_SIZE, MAX_BPF_STACK, PAGE_SIZE, PCPU_MIN_UNIT_SIZE};
+
+use array::Array;
+use hash::{Hash, Src};
+use lpm::Lpm;
+use queue::QueueStack;
+use ringbuf::RingBuf;
+use slots::Slots;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+
+/// `BPF_F_CURRENT_CPU`: `perf_event_output`'s index meaning "this CPU".
+pub const BPF_F_CURRENT_CPU: u64 = 0xffff_ffff;
+/// `BPF_F_INDEX_MASK`.
+pub const BPF_F_INDEX_MASK: u64 = 0xffff_ffff;
+
+// Poisoning cannot leave our structures inconsistent (no code between
+// lock and unlock panics on valid state), so a poisoned lock is used as is.
+pub(crate) fn rd<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+pub(crate) fn wr<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+pub(crate) fn lock<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A (key, value) pair, as [`Map::entries`] lists them.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// Settings shared by the maps of one embedder.
+#[derive(Clone, Debug)]
+pub struct MapOptions {
+    possible_cpus: usize,
+    perf_buffer_bytes: usize,
+}
+
+impl Default for MapOptions {
+    fn default() -> MapOptions {
+        MapOptions::new()
+    }
+}
+
+impl MapOptions {
+    /// As many possible CPUs as the host has threads available; perf
+    /// buffers of 256 KiB.
+    pub fn new() -> MapOptions {
+        MapOptions {
+            possible_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            perf_buffer_bytes: 256 << 10,
+        }
+    }
+
+    /// Sets the number of possible CPUs (at least 1): the slots of per-CPU
+    /// maps, and the bound of the `cpu` that program-side calls take.
+    pub fn possible_cpus(mut self, n: usize) -> MapOptions {
+        self.possible_cpus = n.max(1);
+        self
+    }
+
+    /// Sets how many bytes of records each perf event buffer keeps before
+    /// counting further records as lost.
+    pub fn perf_buffer_bytes(mut self, n: usize) -> MapOptions {
+        self.perf_buffer_bytes = n;
+        self
+    }
+
+    /// The number of possible CPUs.
+    pub fn cpus(&self) -> usize {
+        self.possible_cpus
+    }
+}
+
+/// A `devmap`/`devmap_hash` entry as `bpf_redirect_map` sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DevTarget {
+    /// The interface index to send to.
+    pub ifindex: u32,
+    /// The XDP program to run on the device first (8-byte values), if any.
+    pub prog: Option<ProgId>,
+}
+
+enum Imp {
+    Array(Array),
+    Hash(Hash),
+    Lpm(Lpm),
+    Queue(QueueStack),
+    Ring(RingBuf),
+    Slots(Slots),
+}
+
+/// A map. See the [crate documentation](crate) for the two sides of its
+/// API and the value lifetime rule.
+pub struct Map {
+    def: MapDef,
+    ncpus: usize,
+    id: Option<MapId>,
+    registry: Weak<registry::Inner>,
+    imp: Imp,
+}
+
+impl std::fmt::Debug for Map {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Map")
+            .field("id", &self.id)
+            .field("def", &self.def)
+            .finish_non_exhaustive()
+    }
+}
+
+fn u32_of(b: &[u8]) -> u32 {
+    u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+}
+
+impl Map {
+    /// Creates a map, checking `def` as the kernel's `BPF_MAP_CREATE`
+    /// does. Map-in-map types made this way cannot resolve inner map ids
+    /// (updates give `EBADF`): create them with [`MapRegistry::create`].
+    pub fn new(def: MapDef, opts: &MapOptions) -> Result<Map, MapError> {
+        Map::build(def, opts, None, Weak::new())
+    }
+
+    pub(crate) fn build(
+        def: MapDef,
+        opts: &MapOptions,
+        id: Option<MapId>,
+        registry: Weak<registry::Inner>,
+    ) -> Result<Map, MapError> {
+        let ncpus = opts.possible_cpus;
+        let def = validate::validate(&def, ncpus)?;
+        let percpu = def.map_type.is_percpu().then_some(ncpus);
+        use MapType as T;
+        let imp = match def.map_type {
+            T::Array | T::PercpuArray => Imp::Array(Array::new(
+                def.max_entries,
+                def.value_size,
+                percpu.unwrap_or(1),
+            )?),
+            T::Hash | T::PercpuHash | T::HashOfMaps => Imp::Hash(Hash::new(
+                def.max_entries,
+                def.value_size,
+                percpu,
+                false,
+                true,
+            )?),
+            T::LruHash | T::LruPercpuHash => Imp::Hash(Hash::new(
+                def.max_entries,
+                def.value_size,
+                percpu,
+                true,
+                true,
+            )?),
+            T::DevmapHash => Imp::Hash(Hash::new(
+                def.max_entries,
+                def.value_size,
+                None,
+                false,
+                false,
+            )?),
+            T::LpmTrie => Imp::Lpm(Lpm::new(def.key_size, def.value_size, def.max_entries)),
+            T::Queue => Imp::Queue(QueueStack::new(def.max_entries, false)),
+            T::Stack => Imp::Queue(QueueStack::new(def.max_entries, true)),
+            T::Ringbuf => Imp::Ring(RingBuf::new(def.max_entries)?),
+            T::PerfEventArray => Imp::Slots(Slots::new(
+                def.max_entries,
+                def.value_size,
+                Some(opts.perf_buffer_bytes),
+            )?),
+            T::ProgArray | T::ArrayOfMaps | T::Devmap => {
+                Imp::Slots(Slots::new(def.max_entries, def.value_size, None)?)
+            }
+            t => return Err(MapError::UnsupportedType { map_type: t }),
+        };
+        Ok(Map {
+            def,
+            ncpus,
+            id,
+            registry,
+            imp,
+        })
+    }
+
+    /// The definition as the kernel keeps it.
+    pub fn def(&self) -> &MapDef {
+        &self.def
+    }
+
+    /// The type.
+    pub fn map_type(&self) -> MapType {
+        self.def.map_type
+    }
+
+    /// The id [`MapRegistry::create`] gave it.
+    pub fn id(&self) -> Option<MapId> {
+        self.id
+    }
+
+    /// The number of possible CPUs it was made for.
+    pub fn possible_cpus(&self) -> usize {
+        self.ncpus
+    }
+
+    /// Length of a control-side value: `value_size`, or for per-CPU maps
+    /// `round_up(value_size, 8) * possible_cpus`.
+    pub fn value_buf_len(&self) -> usize {
+        let v = self.def.value_size as usize;
+        if self.def.map_type.is_percpu() {
+            v.div_ceil(8) * 8 * self.ncpus
+        } else {
+            v
+        }
+    }
+
+    /// Number of elements present (hash-like maps, tries, queues); for
+    /// arrays, `max_entries`.
+    pub fn len(&self) -> usize {
+        match &self.imp {
+            Imp::Hash(h) => h.len(),
+            Imp::Lpm(l) => l.len(),
+            Imp::Queue(q) => q.len(),
+            Imp::Ring(_) => 0,
+            Imp::Array(_) | Imp::Slots(_) => self.def.max_entries as usize,
+        }
+    }
+
+    /// Whether [`Map::len`] is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), MapError> {
+        if key.len() != self.def.key_size as usize {
+            return Err(MapError::BadLength {
+                what: "key",
+                got: key.len(),
+                expected: self.def.key_size as usize,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8], expected: usize) -> Result<(), MapError> {
+        if value.len() != expected {
+            return Err(MapError::BadLength {
+                what: "value",
+                got: value.len(),
+                expected,
+            });
+        }
+        Ok(())
+    }
+
+    fn unsupported(&self, op: &'static str) -> MapError {
+        MapError::NotSupported {
+            op,
+            map_type: self.def.map_type,
+        }
+    }
+
+    fn readable(&self) -> Result<(), MapError> {
+        if self.def.map_flags & map_flags::WRONLY != 0 {
+            return Err(MapError::Permission {
+                what: "map is write-only (BPF_F_WRONLY)",
+            });
+        }
+        Ok(())
+    }
+
+    fn writable(&self) -> Result<(), MapError> {
+        if self.def.map_flags & map_flags::RDONLY != 0 {
+            return Err(MapError::Permission {
+                what: "map is read-only (BPF_F_RDONLY)",
+            });
+        }
+        Ok(())
+    }
+
+    fn prog_writable(&self) -> Result<(), MapError> {
+        if self.def.map_flags & map_flags::RDONLY_PROG != 0 {
+            return Err(MapError::Permission {
+                what: "map is read-only for programs (BPF_F_RDONLY_PROG)",
+            });
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------
+    // Control side
+    // ---------------------------------------------------------------
+
+    /// `BPF_MAP_LOOKUP_ELEM`: a copy of the value ([`Map::value_buf_len`]
+    /// bytes). LPM tries do a longest-prefix match; queues and stacks
+    /// (empty key) peek; `prog_array`, `array_of_maps` and `hash_of_maps`
+    /// give the stored id as 4 bytes; devmaps the `bpf_devmap_val`.
+    pub fn lookup(&self, key: &[u8]) -> Result<Vec<u8>, MapError> {
+        self.readable()?;
+        self.check_key(key)?;
+        let mut out = vec![0u8; self.value_buf_len()];
+        match &self.imp {
+            Imp::Array(a) => a.lookup(key, &mut out)?,
+            Imp::Hash(h) => h.lookup(key, &mut out)?,
+            Imp::Lpm(l) => l.lookup(key, &mut out)?,
+            Imp::Queue(q) => q.pop(&mut out, false)?,
+            Imp::Ring(_) => return Err(self.unsupported("lookup")),
+            Imp::Slots(s) => {
+                if self.def.map_type == MapType::PerfEventArray {
+                    return Err(self.unsupported("lookup"));
+                }
+                s.lookup(u32_of(key), &mut out)?
+            }
+        }
+        Ok(out)
+    }
+
+    /// `BPF_MAP_UPDATE_ELEM` with `flags` from [`update_flags`]. Per-CPU
+    /// maps take one 8-byte-aligned slot per CPU; map-in-map values are
+    /// [`MapId`]s and `prog_array` values [`ProgId`]s, as `u32`; queues and
+    /// stacks (empty key) push.
+    pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), MapError> {
+        self.writable()?;
+        self.check_key(key)?;
+        self.check_value(value, self.value_buf_len())?;
+        if flags & update_flags::LOCK != 0 {
+            return Err(MapError::Invalid {
+                what: "BPF_F_LOCK on a map without a bpf_spin_lock",
+            });
+        }
+        self.update_any(key, value, flags, None)
+    }
+
+    fn update_any(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        flags: u64,
+        cpu: Option<usize>,
+    ) -> Result<(), MapError> {
+        let bad_flags = || {
+            Err(MapError::Invalid {
+                what: "update flags",
+            })
+        };
+        match &self.imp {
+            Imp::Array(a) => {
+                if flags > update_flags::EXIST {
+                    return bad_flags();
+                }
+                a.update(key, value, flags, cpu)
+            }
+            Imp::Hash(h) => {
+                if flags > update_flags::EXIST {
+                    return bad_flags();
+                }
+                let src = match cpu {
+                    Some(c) => Src::Cpu(c, value),
+                    None => Src::All(value),
+                };
+                match self.def.map_type {
+                    MapType::HashOfMaps => {
+                        let inner = self.resolve_inner(value)?;
+                        h.update(key, src, Some(inner), flags)
+                    }
+                    MapType::DevmapHash => {
+                        if u32_of(value) == 0 {
+                            return Err(MapError::Invalid {
+                                what: "devmap_hash value needs an ifindex",
+                            });
+                        }
+                        h.update(key, src, None, flags)
+                    }
+                    _ => h.update(key, src, None, flags),
+                }
+            }
+            Imp::Lpm(l) => l.update(key, value, flags),
+            Imp::Queue(q) => q.push(value, flags),
+            Imp::Ring(_) => Err(self.unsupported("update")),
+            Imp::Slots(s) => {
+                let i = u32_of(key);
+                if self.def.map_type == MapType::Devmap {
+                    if flags > update_flags::EXIST {
+                        return bad_flags();
+                    }
+                    if i >= s.max_entries() {
+                        return Err(MapError::OutOfRange {
+                            index: i,
+                            max_entries: s.max_entries(),
+                        });
+                    }
+                    if flags == update_flags::NOEXIST {
+                        return Err(MapError::Exists);
+                    }
+                    if u32_of(value) == 0 {
+                        if value.len() == 8 && u32_of(&value[4..]) != 0 {
+                            return Err(MapError::Invalid {
+                                what: "devmap program without an ifindex",
+                            });
+                        }
+                        s.clear(i)?;
+                        return Ok(());
+                    }
+                    return s.set(i, value, None);
+                }
+                if flags != update_flags::ANY {
+                    return bad_flags();
+                }
+                if i >= s.max_entries() {
+                    return Err(MapError::OutOfRange {
+                        index: i,
+                        max_entries: s.max_entries(),
+                    });
+                }
+                let obj = if self.def.map_type == MapType::ArrayOfMaps {
+                    Some(self.resolve_inner(value)?)
+                } else {
+                    None
+                };
+                s.set(i, value, obj)
+            }
+        }
+    }
+
+    /// The map an outer map's value names, checked against the template.
+    fn resolve_inner(&self, value: &[u8]) -> Result<Arc<Map>, MapError> {
+        let id = u32_of(value);
+        let map = self
+            .registry
+            .upgrade()
+            .and_then(|r| r.get(MapId(id)))
+            .ok_or(MapError::BadId { id })?;
+        let tmpl = self.def.inner.as_deref().ok_or(MapError::Invalid {
+            what: "no inner map template",
+        })?;
+        if !validate::inner_compatible(tmpl, &map.def) {
+            return Err(MapError::Invalid {
+                what: "inner map does not match the outer map's template",
+            });
+        }
+        Ok(map)
+    }
+
+    /// `BPF_MAP_DELETE_ELEM`. Arrays, queues and stacks give `EINVAL`.
+    pub fn delete(&self, key: &[u8]) -> Result<(), MapError> {
+        self.writable()?;
+        self.check_key(key)?;
+        self.delete_any(key)
+    }
+
+    fn delete_any(&self, key: &[u8]) -> Result<(), MapError> {
+        match &self.imp {
+            Imp::Array(_) | Imp::Queue(_) => Err(MapError::Invalid {
+                what: "delete on an array, queue or stack",
+            }),
+            Imp::Hash(h) => h.delete(key),
+            Imp::Lpm(l) => l.delete(key),
+            Imp::Ring(_) => Err(self.unsupported("delete")),
+            Imp::Slots(s) => {
+                let filled = s.clear(u32_of(key))?;
+                if !filled && self.def.map_type != MapType::Devmap {
+                    return Err(MapError::NotFound);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM`: pop for queues and stacks (empty
+    /// key), remove-and-return for the hash family; `ENOTSUPP` otherwise.
+    pub fn lookup_and_delete(&self, key: &[u8]) -> Result<Vec<u8>, MapError> {
+        self.readable()?;
+        self.writable()?;
+        self.check_key(key)?;
+        let mut out = vec![0u8; self.value_buf_len()];
+        match (&self.imp, self.def.map_type) {
+            (Imp::Queue(q), _) => q.pop(&mut out, true)?,
+            (
+                Imp::Hash(h),
+                MapType::Hash | MapType::PercpuHash | MapType::LruHash | MapType::LruPercpuHash,
+            ) => h.take(key, &mut out)?,
+            _ => return Err(self.unsupported("lookup_and_delete")),
+        }
+        Ok(out)
+    }
+
+    /// `BPF_MAP_GET_NEXT_KEY`: the key after `key`, or the first key for
+    /// `None`; `ENOENT` after the last. Orders: arrays by index (an index
+    /// past the end restarts at 0); hashes by bucket (stable while
+    /// unchanged; an absent key restarts from the first, as in the
+    /// kernel); LPM tries in the kernel's post-order (more specific
+    /// prefixes first; an absent key restarts). Queues and stacks give
+    /// `EINVAL`, ring buffers `ENOTSUPP`.
+    pub fn get_next_key(&self, key: Option<&[u8]>) -> Result<Vec<u8>, MapError> {
+        self.readable()?;
+        if let Some(k) = key {
+            self.check_key(k)?;
+        }
+        match &self.imp {
+            Imp::Array(a) => a.next_key(key).map(|i| i.to_ne_bytes().to_vec()),
+            Imp::Slots(s) => {
+                let n = s.max_entries();
+                match key.map(u32_of) {
+                    Some(i) if i < n && i + 1 == n => Err(MapError::NotFound),
+                    Some(i) if i < n => Ok((i + 1).to_ne_bytes().to_vec()),
+                    _ => Ok(0u32.to_ne_bytes().to_vec()),
+                }
+            }
+            Imp::Hash(h) => h.next_key(key),
+            Imp::Lpm(l) => l.next_key(key),
+            Imp::Queue(_) => Err(MapError::Invalid {
+                what: "queues and stacks have no keys",
+            }),
+            Imp::Ring(_) => Err(self.unsupported("get_next_key")),
+        }
+    }
+
+    /// Every (key, value) that `bpftool map dump` would list, in
+    /// [`Map::get_next_key`] order: all indexes of arrays, the filled slots
+    /// of prog/map/dev arrays, the keys present otherwise. Empty for
+    /// queues, stacks and ring buffers.
+    pub fn entries(&self) -> Result<Vec<Entry>, MapError> {
+        let mut out = Vec::new();
+        if matches!(self.imp, Imp::Queue(_) | Imp::Ring(_))
+            || self.def.map_type == MapType::PerfEventArray
+        {
+            return Ok(out);
+        }
+        let mut prev: Option<Vec<u8>> = None;
+        // Bounded: a concurrent writer cannot make this loop forever.
+        for _ in 0..=self.def.max_entries as usize * 2 + 1 {
+            let k = match self.get_next_key(prev.as_deref()) {
+                Ok(k) => k,
+                Err(MapError::NotFound) => break,
+                Err(e) => return Err(e),
+            };
+            match self.lookup(&k) {
+                Ok(v) => out.push((k.clone(), v)),
+                Err(MapError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+            prev = Some(k);
+        }
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------
+    // Program side
+    // ---------------------------------------------------------------
+
+    /// `bpf_map_lookup_elem` from a program running on `cpu`: the value in
+    /// place (for per-CPU maps, `cpu`'s slot), valid until `guard` is
+    /// dropped. `None` when absent, for a key of the wrong size, a `cpu`
+    /// out of range, or a map type whose values programs cannot address
+    /// (use the dedicated calls below for those).
+    pub fn lookup_ptr<'g>(
+        &'g self,
+        key: &[u8],
+        cpu: usize,
+        guard: &'g RunGuard,
+    ) -> Option<ValueRef<'g>> {
+        if key.len() != self.def.key_size as usize || cpu >= self.ncpus {
+            return None;
+        }
+        match (&self.imp, self.def.map_type) {
+            (Imp::Array(a), _) => a.lookup_ptr(key, cpu),
+            (Imp::Hash(h), t) if !matches!(t, MapType::HashOfMaps | MapType::DevmapHash) => {
+                h.lookup_ptr(key, cpu, guard)
+            }
+            (Imp::Lpm(l), _) => l.lookup_ptr(key, guard),
+            _ => None,
+        }
+    }
+
+    /// `bpf_map_update_elem` from a program running on `cpu`: `value` is
+    /// `value_size` bytes (per-CPU maps: stored in `cpu`'s slot; a new
+    /// per-CPU element has the other slots zeroed). Queues and stacks push.
+    pub fn prog_update(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        flags: u64,
+        cpu: usize,
+    ) -> Result<(), MapError> {
+        self.prog_writable()?;
+        self.check_key(key)?;
+        self.check_value(value, self.def.value_size as usize)?;
+        if cpu >= self.ncpus {
+            return Err(MapError::Invalid { what: "CPU index" });
+        }
+        if flags & update_flags::LOCK != 0 {
+            return Err(MapError::Invalid {
+                what: "BPF_F_LOCK on a map without a bpf_spin_lock",
+            });
+        }
+        match self.def.map_type {
+            MapType::ProgArray | MapType::ArrayOfMaps | MapType::HashOfMaps => {
+                Err(MapError::Invalid {
+                    what: "programs cannot update prog arrays or map-in-maps",
+                })
+            }
+            t if t.is_percpu() => self.update_any(key, value, flags, Some(cpu)),
+            _ => self.update_any(key, value, flags, None),
+        }
+    }
+
+    /// `bpf_map_delete_elem` from a program.
+    pub fn prog_delete(&self, key: &[u8]) -> Result<(), MapError> {
+        self.prog_writable()?;
+        self.check_key(key)?;
+        self.delete_any(key)
+    }
+
+    /// `bpf_map_push_elem` (queues, stacks): `flags` `BPF_EXIST` overwrites
+    /// the oldest value when full.
+    pub fn push(&self, value: &[u8], flags: u64) -> Result<(), MapError> {
+        self.check_value(value, self.def.value_size as usize)?;
+        match &self.imp {
+            Imp::Queue(q) => q.push(value, flags),
+            _ => Err(self.unsupported("push")),
+        }
+    }
+
+    /// `bpf_map_pop_elem`: removes the next value into `out`.
+    pub fn pop(&self, out: &mut [u8]) -> Result<(), MapError> {
+        self.check_value(out, self.def.value_size as usize)?;
+        match &self.imp {
+            Imp::Queue(q) => q.pop(out, true),
+            _ => Err(self.unsupported("pop")),
+        }
+    }
+
+    /// `bpf_map_peek_elem`: copies the next value into `out`.
+    pub fn peek(&self, out: &mut [u8]) -> Result<(), MapError> {
+        self.check_value(out, self.def.value_size as usize)?;
+        match &self.imp {
+            Imp::Queue(q) => q.pop(out, false),
+            _ => Err(self.unsupported("peek")),
+        }
+    }
+
+    fn ring(&self) -> Result<&RingBuf, MapError> {
+        match &self.imp {
+            Imp::Ring(r) => Ok(r),
+            _ => Err(self.unsupported("ring buffer operation")),
+        }
+    }
+
+    /// `bpf_ringbuf_reserve`: `size` bytes of record data in place, `None`
+    /// where the kernel returns NULL (flags not 0, too big, no room). Pass
+    /// the record's [`ValueRef::addr`] to [`Map::ringbuf_submit`] or
+    /// [`Map::ringbuf_discard`] before the run ends.
+    pub fn ringbuf_reserve<'g>(
+        &'g self,
+        size: u64,
+        flags: u64,
+        _guard: &'g RunGuard,
+    ) -> Option<ValueRef<'g>> {
+        self.ring().ok()?.reserve(size, flags)
+    }
+
+    /// `bpf_ringbuf_submit` of the record whose data starts at `addr`.
+    pub fn ringbuf_submit(&self, addr: u64, _flags: u64) -> Result<(), MapError> {
+        self.ring()?.commit(addr, false)
+    }
+
+    /// `bpf_ringbuf_discard` of the record whose data starts at `addr`.
+    pub fn ringbuf_discard(&self, addr: u64, _flags: u64) -> Result<(), MapError> {
+        self.ring()?.commit(addr, true)
+    }
+
+    /// `bpf_ringbuf_output`: reserve, copy, submit; `EAGAIN` when full.
+    pub fn ringbuf_output(&self, data: &[u8], flags: u64) -> Result<(), MapError> {
+        self.ring()?.output(data, flags)
+    }
+
+    /// `bpf_ringbuf_query` with a [`ringbuf::query`] flag (0 for others).
+    pub fn ringbuf_query(&self, flags: u64) -> u64 {
+        self.ring().map_or(0, |r| r.query(flags))
+    }
+
+    /// The consumer side of a ring buffer: calls `f` on each submitted
+    /// record's data in order (skipping discarded ones) and frees them;
+    /// returns the number of records seen.
+    pub fn ringbuf_consume(&self, f: impl FnMut(&[u8])) -> Result<usize, MapError> {
+        Ok(self.ring()?.consume(f))
+    }
+
+    /// `bpf_perf_event_output` from a program on `cpu`: appends `data` to
+    /// the buffer of slot `flags & BPF_F_INDEX_MASK` (`BPF_F_CURRENT_CPU`
+    /// for `cpu`'s slot). `E2BIG` past `max_entries`, `ENOENT` for a slot
+    /// the control side has not filled, `EINVAL` for other flag bits.
+    pub fn perf_event_output(&self, cpu: usize, flags: u64, data: &[u8]) -> Result<(), MapError> {
+        let Imp::Slots(s) = &self.imp else {
+            return Err(self.unsupported("perf_event_output"));
+        };
+        if self.def.map_type != MapType::PerfEventArray {
+            return Err(self.unsupported("perf_event_output"));
+        }
+        if flags & !BPF_F_INDEX_MASK != 0 {
+            return Err(MapError::Invalid {
+                what: "perf_event_output flags",
+            });
+        }
+        let index = match flags & BPF_F_INDEX_MASK {
+            BPF_F_CURRENT_CPU => cpu as u64,
+            i => i,
+        };
+        if index >= s.max_entries() as u64 {
+            return Err(MapError::OutOfRange {
+                index: index as u32,
+                max_entries: s.max_entries(),
+            });
+        }
+        s.perf_push(index as u32, data)
+    }
+
+    /// Takes the records that programs sent to perf buffer `index`.
+    pub fn perf_drain(&self, index: u32) -> PerfDrain {
+        match &self.imp {
+            Imp::Slots(s) => s.perf_drain(index),
+            _ => PerfDrain::default(),
+        }
+    }
+
+    /// The redirect target of a `devmap`/`devmap_hash` entry
+    /// (`bpf_redirect_map`), `None` when absent.
+    pub fn redirect_target(&self, key: u32) -> Option<DevTarget> {
+        let v = match (&self.imp, self.def.map_type) {
+            (Imp::Slots(s), MapType::Devmap) => s.value(key)?,
+            (Imp::Hash(h), MapType::DevmapHash) => {
+                let mut v = [0u8; 8];
+                h.lookup(&key.to_ne_bytes(), &mut v[..self.def.value_size as usize])
+                    .ok()?;
+                v
+            }
+            _ => return None,
+        };
+        let prog = u32_of(&v[4..]);
+        Some(DevTarget {
+            ifindex: u32_of(&v),
+            prog: (self.def.value_size == 8 && prog != 0).then_some(ProgId(prog)),
+        })
+    }
+
+    /// The program in slot `index` of a `prog_array` (`bpf_tail_call`).
+    pub fn prog_at(&self, index: u32) -> Option<ProgId> {
+        match (&self.imp, self.def.map_type) {
+            (Imp::Slots(s), MapType::ProgArray) => s.value(index).map(|v| ProgId(u32_of(&v))),
+            _ => None,
+        }
+    }
+
+    /// The inner map of a map-in-map (`bpf_map_lookup_elem` on an
+    /// `array_of_maps` or `hash_of_maps`), valid until `guard` is dropped
+    /// even if the slot is replaced meanwhile.
+    pub fn inner_map<'g>(&'g self, key: &[u8], guard: &'g RunGuard) -> Option<&'g Map> {
+        if key.len() != self.def.key_size as usize {
+            return None;
+        }
+        match (&self.imp, self.def.map_type) {
+            (Imp::Slots(s), MapType::ArrayOfMaps) => s.inner(u32_of(key), guard),
+            (Imp::Hash(h), MapType::HashOfMaps) => {
+                h.find(key, guard)?.obj.as_ref().map(|m| m.get(guard))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

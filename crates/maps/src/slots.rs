@@ -1,0 +1,172 @@
+//! Arrays of references: `prog_array`, `array_of_maps`, `perf_event_array`
+//! and `devmap`. Each slot is empty or holds the value the control side
+//! gave (a program id, a map id, a perf buffer marker, a `bpf_devmap_val`)
+//! plus, for `array_of_maps`, the inner map itself.
+//!
+//! Kernel semantics kept (`fd_array_map_*`, `dev_map_*`): updates take
+//! `BPF_ANY` only for fd arrays (`EINVAL` otherwise) and any of
+//! `BPF_ANY`/`BPF_EXIST` for devmaps (`BPF_NOEXIST` gives `EEXIST`); an
+//! index past the end gives `E2BIG` on update and `EINVAL` on delete;
+//! looking up or deleting an empty fd-array slot gives `ENOENT`, deleting
+//! an empty devmap slot succeeds.
+
+use crate::epoch::Rcu;
+use crate::{lock, rd, wr, Map, MapError, RunGuard};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// One filled slot.
+pub(crate) struct Slot {
+    /// The value bytes as given (4 or 8).
+    pub(crate) value: [u8; 8],
+    /// `array_of_maps`: the inner map.
+    pub(crate) obj: Option<Rcu<Map>>,
+}
+
+pub(crate) struct Slots {
+    slots: Box<[RwLock<Option<Slot>>]>,
+    value_size: usize,
+    /// `perf_event_array`: one record queue per slot, and its lost count.
+    perf: Option<PerfBufs>,
+}
+
+pub(crate) struct PerfBufs {
+    bufs: Box<[Mutex<PerfBuf>]>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct PerfBuf {
+    records: VecDeque<Vec<u8>>,
+    bytes: usize,
+    lost: u64,
+}
+
+/// What [`crate::Map::perf_drain`] returns for one buffer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PerfDrain {
+    /// Records, oldest first (each the bytes the program output).
+    pub records: Vec<Vec<u8>>,
+    /// Records dropped because the buffer was full since the last drain
+    /// (the kernel reports them as `PERF_RECORD_LOST`).
+    pub lost: u64,
+}
+
+impl Slots {
+    pub(crate) fn new(
+        max_entries: u32,
+        value_size: u32,
+        perf_capacity: Option<usize>,
+    ) -> Result<Slots, MapError> {
+        let n = max_entries as usize;
+        let mut slots = Vec::new();
+        slots.try_reserve_exact(n).map_err(|_| MapError::NoMemory)?;
+        slots.resize_with(n, || RwLock::new(None));
+        let perf = match perf_capacity {
+            Some(capacity) => {
+                let mut bufs = Vec::new();
+                bufs.try_reserve_exact(n).map_err(|_| MapError::NoMemory)?;
+                bufs.resize_with(n, || Mutex::new(PerfBuf::default()));
+                Some(PerfBufs {
+                    bufs: bufs.into_boxed_slice(),
+                    capacity,
+                })
+            }
+            None => None,
+        };
+        Ok(Slots {
+            slots: slots.into_boxed_slice(),
+            value_size: value_size as usize,
+            perf,
+        })
+    }
+
+    pub(crate) fn max_entries(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    fn slot(&self, i: u32) -> Option<&RwLock<Option<Slot>>> {
+        self.slots.get(i as usize)
+    }
+
+    pub(crate) fn lookup(&self, i: u32, out: &mut [u8]) -> Result<(), MapError> {
+        let s = rd(self.slot(i).ok_or(MapError::NotFound)?);
+        let s = s.as_ref().ok_or(MapError::NotFound)?;
+        out.copy_from_slice(&s.value[..self.value_size]);
+        Ok(())
+    }
+
+    /// Fills slot `i` (index already checked by the caller).
+    pub(crate) fn set(&self, i: u32, value: &[u8], obj: Option<Arc<Map>>) -> Result<(), MapError> {
+        let s = self.slot(i).ok_or(MapError::OutOfRange {
+            index: i,
+            max_entries: self.max_entries(),
+        })?;
+        let mut v = [0u8; 8];
+        v[..value.len()].copy_from_slice(value);
+        let old = wr(s).replace(Slot {
+            value: v,
+            obj: obj.map(Rcu::from_arc),
+        });
+        drop(old); // an inner map is retired, not freed
+        Ok(())
+    }
+
+    pub(crate) fn is_set(&self, i: u32) -> bool {
+        self.slot(i).is_some_and(|s| rd(s).is_some())
+    }
+
+    /// Empties slot `i`; whether it was filled.
+    pub(crate) fn clear(&self, i: u32) -> Result<bool, MapError> {
+        let s = self.slot(i).ok_or(MapError::Invalid {
+            what: "index past max_entries",
+        })?;
+        let old = wr(s).take();
+        Ok(old.is_some())
+    }
+
+    /// The raw value of slot `i`.
+    pub(crate) fn value(&self, i: u32) -> Option<[u8; 8]> {
+        rd(self.slot(i)?).as_ref().map(|s| s.value)
+    }
+
+    /// The inner map of slot `i`, for the rest of the run.
+    pub(crate) fn inner<'g>(&self, i: u32, guard: &'g RunGuard) -> Option<&'g Map> {
+        rd(self.slot(i)?)
+            .as_ref()
+            .and_then(|s| s.obj.as_ref())
+            .map(|m| m.get(guard))
+    }
+
+    pub(crate) fn perf_push(&self, i: u32, data: &[u8]) -> Result<(), MapError> {
+        let perf = self.perf.as_ref().ok_or(MapError::Invalid {
+            what: "not a perf event array",
+        })?;
+        if !self.is_set(i) {
+            return Err(MapError::NotFound);
+        }
+        let mut b = lock(&perf.bufs[i as usize]);
+        if b.bytes + data.len() > perf.capacity {
+            b.lost += 1;
+            return Ok(());
+        }
+        b.bytes += data.len();
+        b.records.push_back(data.to_vec());
+        Ok(())
+    }
+
+    pub(crate) fn perf_drain(&self, i: u32) -> PerfDrain {
+        let Some(perf) = &self.perf else {
+            return PerfDrain::default();
+        };
+        let Some(b) = perf.bufs.get(i as usize) else {
+            return PerfDrain::default();
+        };
+        let mut b = lock(b);
+        b.bytes = 0;
+        PerfDrain {
+            records: b.records.drain(..).collect(),
+            lost: std::mem::take(&mut b.lost),
+        }
+    }
+}

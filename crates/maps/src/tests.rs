@@ -1,0 +1,655 @@
+//! Unit tests: the kernel's semantics and errors, per map type.
+
+use super::*;
+use bpfkit_abi::update_flags::{ANY, EXIST, LOCK, NOEXIST};
+use std::sync::atomic::Ordering;
+
+fn opts() -> MapOptions {
+    MapOptions::new().possible_cpus(4)
+}
+
+fn mk(t: MapType, k: u32, v: u32, n: u32) -> Map {
+    Map::new(MapDef::new(t, k, v, n), &opts()).unwrap()
+}
+
+fn mk_err(def: MapDef) -> i32 {
+    Map::new(def, &opts()).unwrap_err().errno()
+}
+
+fn k(i: u32) -> [u8; 4] {
+    i.to_ne_bytes()
+}
+
+fn v8(x: u64) -> [u8; 8] {
+    x.to_ne_bytes()
+}
+
+const EINVAL: i32 = 22;
+const E2BIG: i32 = 7;
+const ENOENT: i32 = 2;
+const EEXIST: i32 = 17;
+
+fn errno<T: std::fmt::Debug>(r: Result<T, MapError>) -> i32 {
+    r.unwrap_err().errno()
+}
+
+#[test]
+fn maps_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Map>();
+    check::<MapRegistry>();
+}
+
+#[test]
+fn array_create_checks() {
+    use MapType::*;
+    assert_eq!(mk_err(MapDef::new(Array, 8, 4, 1)), EINVAL);
+    assert_eq!(mk_err(MapDef::new(Array, 4, 0, 1)), EINVAL);
+    assert_eq!(mk_err(MapDef::new(Array, 4, 4, 0)), EINVAL);
+    assert_eq!(
+        mk_err(MapDef::new(Array, 4, 4, 1).with_flags(map_flags::NO_PREALLOC)),
+        EINVAL
+    );
+    assert_eq!(
+        mk_err(
+            MapDef::new(Array, 4, 4, 1).with_flags(map_flags::RDONLY_PROG | map_flags::WRONLY_PROG)
+        ),
+        EINVAL
+    );
+    assert_eq!(
+        mk_err(MapDef::new(PercpuArray, 4, 4, 1).with_flags(map_flags::MMAPABLE)),
+        EINVAL
+    );
+    assert_eq!(mk_err(MapDef::new(PercpuArray, 4, 40000, 1)), E2BIG);
+    assert_eq!(
+        mk_err(MapDef::new(Array, 4, KMALLOC_MAX_SIZE + 1, 1)),
+        E2BIG
+    );
+    assert_eq!(mk_err(MapDef::new(ProgArray, 4, 8, 1)), EINVAL);
+    assert_eq!(mk_err(MapDef::new(StackTrace, 4, 8, 1)), EINVAL);
+    assert!(Map::new(
+        MapDef::new(Array, 4, 4, 1).with_flags(map_flags::MMAPABLE),
+        &opts()
+    )
+    .is_ok());
+}
+
+#[test]
+fn array_semantics() {
+    let m = mk(MapType::Array, 4, 12, 3);
+    assert_eq!(m.lookup(&k(1)).unwrap(), vec![0; 12]);
+    m.update(&k(1), &[7; 12], ANY).unwrap();
+    m.update(&k(1), &[8; 12], EXIST).unwrap();
+    assert_eq!(m.lookup(&k(1)).unwrap(), vec![8; 12]);
+    assert_eq!(errno(m.update(&k(1), &[9; 12], NOEXIST)), EEXIST);
+    assert_eq!(errno(m.update(&k(3), &[9; 12], ANY)), E2BIG);
+    assert_eq!(errno(m.update(&k(0), &[9; 12], 3)), EINVAL);
+    assert_eq!(errno(m.update(&k(0), &[9; 12], LOCK)), EINVAL);
+    assert_eq!(errno(m.lookup(&k(3))), ENOENT);
+    assert_eq!(errno(m.delete(&k(0))), EINVAL);
+    assert_eq!(errno(m.update(&k(0), &[9; 11], ANY)), EINVAL);
+    assert_eq!(errno(m.lookup(&[0; 3])), EINVAL);
+    assert_eq!(m.get_next_key(None).unwrap(), k(0));
+    assert_eq!(m.get_next_key(Some(&k(0))).unwrap(), k(1));
+    assert_eq!(errno(m.get_next_key(Some(&k(2)))), ENOENT);
+    assert_eq!(m.get_next_key(Some(&k(77))).unwrap(), k(0));
+    assert_eq!(m.entries().unwrap().len(), 3);
+    // Program side: in place, aligned, atomics.
+    let g = pin();
+    let p = m.lookup_ptr(&k(2), 0, &g).unwrap();
+    assert_eq!((p.len(), p.addr() % 8), (12, 0));
+    p.atomic_u64(0).unwrap().fetch_add(5, Ordering::SeqCst);
+    assert!(p.atomic_u64(8).is_none());
+    assert!(m.lookup_ptr(&k(3), 0, &g).is_none());
+    assert!(m.lookup_ptr(&k(0), 4, &g).is_none());
+    drop(g);
+    assert_eq!(m.lookup(&k(2)).unwrap()[..8], v8(5));
+    assert_eq!(errno(m.prog_update(&k(0), &[1; 12], NOEXIST, 0)), EEXIST);
+    m.prog_update(&k(0), &[1; 12], ANY, 0).unwrap();
+    assert_eq!(m.lookup(&k(0)).unwrap(), vec![1; 12]);
+}
+
+#[test]
+fn percpu_array_slots() {
+    let m = mk(MapType::PercpuArray, 4, 4, 2);
+    assert_eq!(m.value_buf_len(), 32);
+    let mut all = Vec::new();
+    for c in 0..4u8 {
+        all.extend_from_slice(&[c, c, c, c, 0xee, 0xee, 0xee, 0xee]);
+    }
+    m.update(&k(1), &all, ANY).unwrap();
+    // The kernel copies whole 8-byte slots, padding included.
+    assert_eq!(m.lookup(&k(1)).unwrap(), all);
+    let g = pin();
+    let p2 = m.lookup_ptr(&k(1), 2, &g).unwrap();
+    assert_eq!(p2.to_vec(), vec![2; 4]);
+    p2.write_at(0, &[9, 9, 9, 9]).unwrap();
+    drop(g);
+    m.prog_update(&k(0), &[5; 4], ANY, 3).unwrap();
+    let v = m.lookup(&k(1)).unwrap();
+    assert_eq!(&v[16..20], &[9; 4]);
+    assert_eq!(&v[..4], &[0; 4]);
+    assert_eq!(&m.lookup(&k(0)).unwrap()[24..28], &[5; 4]);
+    assert_eq!(errno(m.prog_update(&k(0), &[5; 4], ANY, 4)), EINVAL);
+}
+
+#[test]
+fn hash_create_checks() {
+    use MapType::*;
+    assert_eq!(mk_err(MapDef::new(Hash, 0, 4, 1)), EINVAL);
+    assert_eq!(mk_err(MapDef::new(Hash, 4, 0, 1)), EINVAL);
+    assert_eq!(mk_err(MapDef::new(Hash, 4, 4, 0)), EINVAL);
+    assert_eq!(mk_err(MapDef::new(Hash, 513, 4, 1)), E2BIG);
+    assert_eq!(
+        mk_err(MapDef::new(Hash, 4, 4, 1).with_flags(map_flags::MMAPABLE)),
+        EINVAL
+    );
+    assert_eq!(
+        mk_err(MapDef::new(Hash, 4, 4, 1).with_flags(map_flags::NO_COMMON_LRU)),
+        EINVAL
+    );
+    assert_eq!(
+        mk_err(MapDef::new(LruHash, 4, 4, 1).with_flags(map_flags::NO_PREALLOC)),
+        ENOTSUPP
+    );
+    assert_eq!(mk_err(MapDef::new(PercpuHash, 4, 40000, 1)), E2BIG);
+    assert_eq!(mk_err(MapDef::new(Hash, 4, 4, 1 << 30)), E2BIG);
+    let m = Map::new(
+        MapDef::new(LruPercpuHash, 4, 4, 5).with_flags(map_flags::NO_COMMON_LRU),
+        &opts(),
+    )
+    .unwrap();
+    assert_eq!(m.def().max_entries, 8);
+    assert!(Map::new(
+        MapDef::new(Hash, 4, 4, 1).with_flags(map_flags::NO_PREALLOC),
+        &opts()
+    )
+    .is_ok());
+}
+
+#[test]
+fn hash_semantics() {
+    let m = mk(MapType::Hash, 4, 8, 3);
+    assert_eq!(errno(m.get_next_key(None)), ENOENT);
+    assert_eq!(errno(m.update(&k(1), &v8(1), EXIST)), ENOENT);
+    m.update(&k(1), &v8(1), NOEXIST).unwrap();
+    assert_eq!(errno(m.update(&k(1), &v8(1), NOEXIST)), EEXIST);
+    m.update(&k(1), &v8(2), EXIST).unwrap();
+    m.update(&k(2), &v8(2), ANY).unwrap();
+    m.update(&k(3), &v8(3), ANY).unwrap();
+    assert_eq!(errno(m.update(&k(4), &v8(4), ANY)), E2BIG);
+    // Full, but existing keys can still be replaced.
+    m.update(&k(3), &v8(33), ANY).unwrap();
+    assert_eq!(m.lookup(&k(3)).unwrap(), v8(33));
+    assert_eq!(errno(m.update(&k(3), &v8(1), 3)), EINVAL);
+    assert_eq!(errno(m.delete(&k(9))), ENOENT);
+    // Iteration visits every key once; an absent key restarts.
+    let mut seen = Vec::new();
+    let mut prev: Option<Vec<u8>> = None;
+    while let Ok(n) = m.get_next_key(prev.as_deref()) {
+        seen.push(u32_of(&n));
+        prev = Some(n);
+    }
+    seen.sort();
+    assert_eq!(seen, [1, 2, 3]);
+    let first = m.get_next_key(None).unwrap();
+    assert_eq!(m.get_next_key(Some(&k(99))).unwrap(), first);
+    // Deleting while iterating ("get next, delete previous") empties it.
+    let mut prev = m.get_next_key(None).unwrap();
+    loop {
+        let next = m.get_next_key(Some(&prev));
+        m.delete(&prev).unwrap();
+        match next {
+            Ok(n) => prev = n,
+            Err(e) => {
+                assert_eq!(e, MapError::NotFound);
+                break;
+            }
+        }
+    }
+    assert!(m.is_empty());
+    assert_eq!(m.lookup_and_delete(&k(1)).unwrap_err(), MapError::NotFound);
+    m.update(&k(5), &v8(5), ANY).unwrap();
+    assert_eq!(m.lookup_and_delete(&k(5)).unwrap(), v8(5));
+    assert!(m.is_empty());
+}
+
+#[test]
+fn hash_value_pointer_outlives_delete_and_replace() {
+    let m = mk(MapType::Hash, 4, 8, 4);
+    m.update(&k(1), &v8(10), ANY).unwrap();
+    let g = pin();
+    let p = m.lookup_ptr(&k(1), 0, &g).unwrap();
+    // Replacing makes a new element: the program keeps the old copy.
+    m.update(&k(1), &v8(20), ANY).unwrap();
+    p.atomic_u64(0).unwrap().fetch_add(1, Ordering::SeqCst);
+    assert_eq!(p.to_vec(), v8(11));
+    assert_eq!(m.lookup(&k(1)).unwrap(), v8(20));
+    m.delete(&k(1)).unwrap();
+    // Still valid: retired, not freed, while `g` is pinned.
+    for _ in 0..1000 {
+        drop(pin());
+        m.update(&k(2), &v8(0), ANY).unwrap();
+        m.delete(&k(2)).unwrap();
+    }
+    assert_eq!(p.to_vec(), v8(11));
+    drop(g);
+}
+
+#[test]
+fn percpu_hash_in_place() {
+    let m = mk(MapType::PercpuHash, 4, 8, 4);
+    m.prog_update(&k(1), &v8(7), ANY, 2).unwrap();
+    let v = m.lookup(&k(1)).unwrap();
+    assert_eq!(v.len(), 32);
+    assert_eq!(&v[16..24], &v8(7));
+    assert_eq!(&v[..16], &[0; 16]);
+    let g = pin();
+    let p = m.lookup_ptr(&k(1), 2, &g).unwrap();
+    // Per-CPU updates copy in place: the pointer sees them.
+    m.prog_update(&k(1), &v8(8), EXIST, 2).unwrap();
+    assert_eq!(p.to_vec(), v8(8));
+    let all: Vec<u8> = (0..4u64).flat_map(v8).collect();
+    m.update(&k(1), &all, ANY).unwrap();
+    assert_eq!(p.to_vec(), v8(2));
+    assert_eq!(m.lookup(&k(1)).unwrap(), all);
+    drop(g);
+}
+
+#[test]
+fn lru_evicts_least_recently_used() {
+    let m = mk(MapType::LruHash, 4, 8, 4);
+    for i in 0..4 {
+        m.update(&k(i), &v8(i as u64), ANY).unwrap();
+    }
+    // Programs touch 0 and 2; 1 is the oldest untouched one.
+    let g = pin();
+    assert!(m.lookup_ptr(&k(0), 0, &g).is_some());
+    assert!(m.lookup_ptr(&k(2), 0, &g).is_some());
+    drop(g);
+    m.update(&k(10), &v8(10), ANY).unwrap();
+    assert_eq!(m.len(), 4);
+    assert_eq!(errno(m.lookup(&k(1))), ENOENT);
+    for i in [0, 2, 3, 10] {
+        assert!(m.lookup(&k(i)).is_ok(), "{i}");
+    }
+    m.update(&k(11), &v8(11), ANY).unwrap();
+    assert_eq!(errno(m.lookup(&k(3))), ENOENT);
+    // Never E2BIG; NOEXIST/EXIST as for hashes.
+    for i in 100..200 {
+        m.update(&k(i), &v8(0), NOEXIST).unwrap();
+    }
+    assert_eq!(m.len(), 4);
+    assert_eq!(errno(m.update(&k(5000), &v8(0), EXIST)), ENOENT);
+    assert_eq!(errno(m.update(&k(199), &v8(0), NOEXIST)), EEXIST);
+    let pm = mk(MapType::LruPercpuHash, 4, 4, 2);
+    for i in 0..5 {
+        pm.prog_update(&k(i), &[1; 4], ANY, 1).unwrap();
+    }
+    assert_eq!(pm.len(), 2);
+}
+
+#[test]
+fn lpm_trie() {
+    use MapType::LpmTrie;
+    assert_eq!(mk_err(MapDef::new(LpmTrie, 8, 4, 4)), EINVAL); // needs NO_PREALLOC
+    let def = |k, v, n| MapDef::new(LpmTrie, k, v, n).with_flags(map_flags::NO_PREALLOC);
+    assert_eq!(mk_err(def(4, 4, 4)), EINVAL);
+    assert_eq!(mk_err(def(261, 4, 4)), EINVAL);
+    assert_eq!(mk_err(def(8, 0, 4)), EINVAL);
+    assert_eq!(mk_err(def(8, 4, 0)), EINVAL);
+    let m = Map::new(def(8, 4, 4), &opts()).unwrap();
+    let key = |len: u32, ip: [u8; 4]| {
+        let mut v = len.to_ne_bytes().to_vec();
+        v.extend_from_slice(&ip);
+        v
+    };
+    m.update(&key(16, [192, 168, 0, 0]), &k(16), ANY).unwrap();
+    m.update(&key(24, [192, 168, 1, 0]), &k(24), ANY).unwrap();
+    m.update(&key(24, [192, 168, 0, 0]), &k(240), ANY).unwrap();
+    m.update(&key(24, [192, 168, 128, 0]), &k(128), ANY)
+        .unwrap();
+    assert_eq!(
+        errno(m.update(&key(8, [10, 0, 0, 0]), &k(8), ANY)),
+        28 // ENOSPC
+    );
+    assert_eq!(errno(m.update(&key(33, [0; 4]), &k(0), ANY)), EINVAL);
+    assert_eq!(
+        errno(m.update(&key(16, [192, 168, 0, 0]), &k(0), NOEXIST)),
+        EEXIST
+    );
+    assert_eq!(errno(m.update(&key(8, [1, 0, 0, 0]), &k(0), EXIST)), ENOENT);
+    // Full, but an existing prefix can be replaced.
+    m.update(&key(16, [192, 168, 0, 0]), &k(160), ANY).unwrap();
+    assert_eq!(m.lookup(&key(32, [192, 168, 1, 7])).unwrap(), k(24));
+    assert_eq!(m.lookup(&key(32, [192, 168, 2, 7])).unwrap(), k(160));
+    assert_eq!(m.lookup(&key(20, [192, 168, 1, 7])).unwrap(), k(160));
+    assert_eq!(errno(m.lookup(&key(32, [10, 0, 0, 1]))), ENOENT);
+    // The kernel's post-order, as in its lpm_trie.c example.
+    let order: Vec<Vec<u8>> = m.entries().unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        order,
+        [
+            key(24, [192, 168, 0, 0]),
+            key(24, [192, 168, 1, 0]),
+            key(24, [192, 168, 128, 0]),
+            key(16, [192, 168, 0, 0]),
+        ]
+    );
+    assert_eq!(
+        m.get_next_key(Some(&key(8, [1, 2, 3, 4]))).unwrap(),
+        order[0]
+    );
+    assert_eq!(errno(m.delete(&key(8, [192, 0, 0, 0]))), ENOENT);
+    m.delete(&key(24, [192, 168, 1, 0])).unwrap();
+    assert_eq!(m.lookup(&key(32, [192, 168, 1, 7])).unwrap(), k(160));
+    let g = pin();
+    let p = m.lookup_ptr(&key(32, [192, 168, 128, 1]), 0, &g).unwrap();
+    assert_eq!(p.to_vec(), k(128));
+}
+
+#[test]
+fn lpm_keeps_the_bits_past_the_prefix() {
+    let m = Map::new(
+        MapDef::new(MapType::LpmTrie, 5, 1, 4).with_flags(map_flags::NO_PREALLOC),
+        &opts(),
+    )
+    .unwrap();
+    let mut key = 4u32.to_ne_bytes().to_vec();
+    key.push(0xab);
+    m.update(&key, &[1], ANY).unwrap();
+    assert_eq!(m.get_next_key(None).unwrap(), key);
+    key[4] = 0xa0;
+    assert_eq!(m.lookup(&key).unwrap(), [1]);
+}
+
+#[test]
+fn queue_and_stack() {
+    use MapType::{Queue, Stack};
+    assert_eq!(mk_err(MapDef::new(Queue, 4, 4, 2)), EINVAL);
+    assert_eq!(mk_err(MapDef::new(Queue, 0, 0, 2)), EINVAL);
+    assert_eq!(mk_err(MapDef::new(Stack, 0, 4, 0)), EINVAL);
+    for (t, order) in [(Queue, [2u32, 3]), (Stack, [3, 2])] {
+        let m = mk(t, 0, 4, 2);
+        assert_eq!(errno(m.lookup(&[])), ENOENT);
+        m.update(&[], &k(1), ANY).unwrap();
+        m.push(&k(2), ANY).unwrap();
+        assert_eq!(errno(m.update(&[], &k(3), ANY)), E2BIG);
+        assert_eq!(errno(m.update(&[], &k(3), NOEXIST)), EINVAL);
+        // BPF_EXIST drops the oldest.
+        m.update(&[], &k(3), EXIST).unwrap();
+        assert_eq!(m.lookup(&[]).unwrap(), k(order[0]));
+        assert_eq!(errno(m.delete(&[])), EINVAL);
+        assert_eq!(errno(m.get_next_key(None)), EINVAL);
+        let mut out = [0; 4];
+        m.peek(&mut out).unwrap();
+        assert_eq!(out, k(order[0]));
+        assert_eq!(m.lookup_and_delete(&[]).unwrap(), k(order[0]));
+        m.pop(&mut out).unwrap();
+        assert_eq!(out, k(order[1]));
+        assert_eq!(errno(m.pop(&mut out)), ENOENT);
+        assert_eq!(errno(m.lookup_and_delete(&[])), ENOENT);
+    }
+}
+
+#[test]
+fn ringbuf() {
+    use MapType::Ringbuf;
+    assert_eq!(mk_err(MapDef::new(Ringbuf, 0, 0, 4096 * 3)), EINVAL);
+    assert_eq!(mk_err(MapDef::new(Ringbuf, 0, 0, 2048)), EINVAL);
+    assert_eq!(mk_err(MapDef::new(Ringbuf, 4, 0, 4096)), EINVAL);
+    let m = mk(Ringbuf, 0, 0, 4096);
+    assert_eq!(m.lookup(&[]).unwrap_err().errno(), ENOTSUPP);
+    assert_eq!(m.ringbuf_query(ringbuf::query::RING_SIZE), 4096);
+    let g = pin();
+    assert!(m.ringbuf_reserve(8, 1, &g).is_none());
+    assert!(m.ringbuf_reserve(4096, 0, &g).is_none());
+    let a = m.ringbuf_reserve(5, 0, &g).unwrap();
+    let b = m.ringbuf_reserve(16, 0, &g).unwrap();
+    assert_eq!((a.len(), a.addr() % 8), (5, 0));
+    assert_eq!(b.addr() - a.addr(), 16);
+    a.write_at(0, b"hello").unwrap();
+    b.write_at(0, &[1; 16]).unwrap();
+    assert_eq!(m.ringbuf_query(ringbuf::query::AVAIL_DATA), 16 + 24);
+    // Submitted out of order: the consumer waits for the first.
+    m.ringbuf_submit(b.addr(), 0).unwrap();
+    let mut got = Vec::new();
+    assert_eq!(m.ringbuf_consume(|r| got.push(r.to_vec())).unwrap(), 0);
+    m.ringbuf_discard(a.addr(), 0).unwrap();
+    assert!(m.ringbuf_submit(a.addr(), 0).is_err());
+    assert_eq!(m.ringbuf_consume(|r| got.push(r.to_vec())).unwrap(), 1);
+    assert_eq!(got, vec![vec![1; 16]]);
+    assert_eq!(m.ringbuf_query(ringbuf::query::AVAIL_DATA), 0);
+    // Fill, wrap around, and fail when full.
+    let mut n = 0u32;
+    while m.ringbuf_output(&[n as u8; 100], 0).is_ok() {
+        n += 1;
+    }
+    assert_eq!(n, 4095 / 112);
+    assert_eq!(errno(m.ringbuf_output(&[0; 100], 0)), 11);
+    assert_eq!(errno(m.ringbuf_output(&[0; 1], 8)), EINVAL);
+    got.clear();
+    m.ringbuf_consume(|r| got.push(r.to_vec())).unwrap();
+    assert_eq!(got.len(), n as usize);
+    for round in 0..100u32 {
+        m.ringbuf_output(&round.to_ne_bytes().repeat(30), 0)
+            .unwrap();
+        let mut seen = Vec::new();
+        m.ringbuf_consume(|r| seen.push(r.to_vec())).unwrap();
+        assert_eq!(seen, vec![round.to_ne_bytes().repeat(30)]);
+    }
+}
+
+#[test]
+fn perf_event_array() {
+    let m = mk(MapType::PerfEventArray, 4, 4, 4);
+    assert_eq!(
+        errno(m.perf_event_output(0, BPF_F_CURRENT_CPU, b"x")),
+        ENOENT
+    );
+    m.update(&k(1), &k(99), ANY).unwrap();
+    assert_eq!(m.lookup(&k(1)).unwrap_err().errno(), ENOTSUPP);
+    m.perf_event_output(1, BPF_F_CURRENT_CPU, b"abc").unwrap();
+    m.perf_event_output(3, 1, b"def").unwrap();
+    assert_eq!(errno(m.perf_event_output(0, 4, b"x")), E2BIG);
+    assert_eq!(errno(m.perf_event_output(0, 1 | (1 << 40), b"x")), EINVAL);
+    let d = m.perf_drain(1);
+    assert_eq!(d.records, vec![b"abc".to_vec(), b"def".to_vec()]);
+    assert!(m.perf_drain(1).records.is_empty());
+    let small = Map::new(
+        MapDef::new(MapType::PerfEventArray, 4, 4, 1),
+        &opts().perf_buffer_bytes(4),
+    )
+    .unwrap();
+    small.update(&k(0), &k(1), ANY).unwrap();
+    small.perf_event_output(0, 0, b"abc").unwrap();
+    small.perf_event_output(0, 0, b"abc").unwrap();
+    assert_eq!(small.perf_drain(0).lost, 1);
+}
+
+#[test]
+fn devmaps() {
+    assert_eq!(mk_err(MapDef::new(MapType::Devmap, 4, 6, 4)), EINVAL);
+    let m = mk(MapType::Devmap, 4, 4, 4);
+    assert_eq!(errno(m.update(&k(0), &k(3), NOEXIST)), EEXIST);
+    assert_eq!(errno(m.update(&k(4), &k(3), ANY)), E2BIG);
+    m.update(&k(1), &k(7), ANY).unwrap();
+    assert_eq!(
+        m.redirect_target(1),
+        Some(DevTarget {
+            ifindex: 7,
+            prog: None
+        })
+    );
+    assert_eq!(m.redirect_target(0), None);
+    assert_eq!(m.lookup(&k(1)).unwrap(), k(7));
+    assert_eq!(errno(m.lookup(&k(0))), ENOENT);
+    m.delete(&k(0)).unwrap();
+    assert_eq!(errno(m.delete(&k(4))), EINVAL);
+    m.update(&k(1), &k(0), ANY).unwrap();
+    assert_eq!(m.redirect_target(1), None);
+    let h = mk(MapType::DevmapHash, 4, 8, 2);
+    let val = |ifindex: u32, prog: u32| [ifindex.to_ne_bytes(), prog.to_ne_bytes()].concat();
+    h.update(&k(100), &val(5, 9), EXIST).unwrap();
+    assert_eq!(
+        h.redirect_target(100),
+        Some(DevTarget {
+            ifindex: 5,
+            prog: Some(ProgId(9))
+        })
+    );
+    assert_eq!(errno(h.update(&k(100), &val(5, 0), NOEXIST)), EEXIST);
+    assert_eq!(errno(h.update(&k(1), &val(0, 0), ANY)), EINVAL);
+    h.update(&k(1), &val(1, 0), ANY).unwrap();
+    assert_eq!(errno(h.update(&k(2), &val(1, 0), ANY)), E2BIG);
+    assert_eq!(h.entries().unwrap().len(), 2);
+}
+
+#[test]
+fn prog_array() {
+    let m = mk(MapType::ProgArray, 4, 4, 2);
+    assert_eq!(errno(m.update(&k(0), &k(5), EXIST)), EINVAL);
+    assert_eq!(errno(m.update(&k(2), &k(5), ANY)), E2BIG);
+    m.update(&k(1), &k(5), ANY).unwrap();
+    assert_eq!(m.lookup(&k(1)).unwrap(), k(5));
+    assert_eq!(m.prog_at(1), Some(ProgId(5)));
+    assert_eq!(m.prog_at(0), None);
+    assert_eq!(m.prog_at(9), None);
+    assert_eq!(errno(m.lookup(&k(0))), ENOENT);
+    assert_eq!(errno(m.delete(&k(0))), ENOENT);
+    assert_eq!(errno(m.delete(&k(2))), EINVAL);
+    assert_eq!(m.entries().unwrap(), vec![(k(1).to_vec(), k(5).to_vec())]);
+    m.delete(&k(1)).unwrap();
+    assert_eq!(m.prog_at(1), None);
+    assert_eq!(errno(m.prog_update(&k(1), &k(5), ANY, 0)), EINVAL);
+}
+
+#[test]
+fn map_in_map() {
+    let reg = MapRegistry::new(opts());
+    let tmpl = MapDef::new(MapType::Hash, 4, 8, 4);
+    assert_eq!(
+        reg.create(MapDef::new(MapType::ArrayOfMaps, 4, 4, 2))
+            .unwrap_err()
+            .errno(),
+        EINVAL
+    );
+    let (a, am) = reg.create(tmpl.clone()).unwrap();
+    let (b, _) = reg.create(MapDef::new(MapType::Hash, 4, 8, 5)).unwrap();
+    let (_, outer) = reg
+        .create(MapDef::new(MapType::ArrayOfMaps, 4, 4, 2).with_inner(tmpl.clone()))
+        .unwrap();
+    let (_, houter) = reg
+        .create(MapDef::new(MapType::HashOfMaps, 8, 4, 2).with_inner(tmpl))
+        .unwrap();
+    assert_eq!(errno(outer.update(&k(0), &k(999), ANY)), 9); // EBADF
+    assert_eq!(errno(outer.update(&k(0), &b.0.to_ne_bytes(), ANY)), EINVAL);
+    outer.update(&k(0), &a.0.to_ne_bytes(), ANY).unwrap();
+    houter.update(&[1; 8], &a.0.to_ne_bytes(), ANY).unwrap();
+    assert_eq!(outer.lookup(&k(0)).unwrap(), a.0.to_ne_bytes());
+    assert_eq!(houter.lookup(&[1; 8]).unwrap(), a.0.to_ne_bytes());
+    am.update(&k(3), &v8(3), ANY).unwrap();
+    let g = pin();
+    let inner = outer.inner_map(&k(0), &g).unwrap();
+    let hinner = houter.inner_map(&[1; 8], &g).unwrap();
+    assert_eq!((inner.id(), hinner.id()), (Some(a), Some(a)));
+    // The inner map stays usable for the run after every reference to it
+    // is dropped elsewhere.
+    drop(am);
+    reg.remove(a);
+    outer.delete(&k(0)).unwrap();
+    houter.delete(&[1; 8]).unwrap();
+    assert!(outer.inner_map(&k(0), &g).is_none());
+    let p = inner.lookup_ptr(&k(3), 0, &g).unwrap();
+    assert_eq!(p.to_vec(), v8(3));
+    drop(g);
+    // Map::new cannot resolve ids.
+    let lone = Map::new(
+        MapDef::new(MapType::ArrayOfMaps, 4, 4, 1).with_inner(MapDef::new(MapType::Array, 4, 4, 1)),
+        &opts(),
+    )
+    .unwrap();
+    assert_eq!(errno(lone.update(&k(0), &k(1), ANY)), 9);
+}
+
+#[test]
+fn access_flags() {
+    let ro = Map::new(
+        MapDef::new(MapType::Hash, 4, 4, 4).with_flags(map_flags::RDONLY),
+        &opts(),
+    )
+    .unwrap();
+    assert_eq!(errno(ro.update(&k(0), &k(0), ANY)), 1);
+    assert_eq!(errno(ro.delete(&k(0))), 1);
+    ro.prog_update(&k(0), &k(1), ANY, 0).unwrap();
+    assert_eq!(ro.lookup(&k(0)).unwrap(), k(1));
+    let wo = Map::new(
+        MapDef::new(MapType::Hash, 4, 4, 4).with_flags(map_flags::WRONLY),
+        &opts(),
+    )
+    .unwrap();
+    wo.update(&k(0), &k(0), ANY).unwrap();
+    assert_eq!(errno(wo.lookup(&k(0))), 1);
+    assert_eq!(errno(wo.get_next_key(None)), 1);
+    let rp = Map::new(
+        MapDef::new(MapType::Array, 4, 4, 4).with_flags(map_flags::RDONLY_PROG),
+        &opts(),
+    )
+    .unwrap();
+    assert_eq!(errno(rp.prog_update(&k(0), &k(0), ANY, 0)), 1);
+    assert_eq!(
+        mk_err(
+            MapDef::new(MapType::Hash, 4, 4, 4).with_flags(map_flags::RDONLY | map_flags::WRONLY)
+        ),
+        EINVAL
+    );
+}
+
+#[test]
+fn bad_lengths_never_panic() {
+    let reg = MapRegistry::new(opts());
+    let g = pin();
+    for &t in MapType::ALL {
+        let (k, v) = match t {
+            MapType::Queue | MapType::Stack => (0, 4),
+            MapType::Ringbuf => (0, 0),
+            MapType::LpmTrie => (8, 4),
+            _ => (4, 4),
+        };
+        let max = if t == MapType::Ringbuf { 4096 } else { 4 };
+        let mut def = MapDef::new(t, k, v, max);
+        if t == MapType::LpmTrie {
+            def.map_flags = map_flags::NO_PREALLOC;
+        }
+        if t.is_map_in_map() {
+            def = def.with_inner(MapDef::new(MapType::Array, 4, 4, 1));
+        }
+        let Ok((_, m)) = reg.create(def) else {
+            continue;
+        };
+        for key in [&[][..], &[1][..], &[0; 4][..], &[0xff; 9][..]] {
+            for val in [&[][..], &[1][..], &[0; 4][..], &[0xff; 40][..]] {
+                let _ = m.lookup(key);
+                let _ = m.update(key, val, ANY);
+                let _ = m.update(key, val, 77);
+                let _ = m.delete(key);
+                let _ = m.get_next_key(Some(key));
+                let _ = m.lookup_and_delete(key);
+                let _ = m.lookup_ptr(key, 0, &g);
+                let _ = m.lookup_ptr(key, 99, &g);
+                let _ = m.prog_update(key, val, ANY, 0);
+                let _ = m.prog_update(key, val, ANY, 99);
+                let _ = m.prog_delete(key);
+                let _ = m.push(val, 0);
+                let mut out = vec![0; val.len()];
+                let _ = m.pop(&mut out);
+                let _ = m.perf_event_output(99, BPF_F_CURRENT_CPU, val);
+                let _ = m.ringbuf_output(val, 0);
+                let _ = m.ringbuf_submit(val.len() as u64, 0);
+                let _ = m.inner_map(key, &g);
+            }
+        }
+        let _ = m.ringbuf_reserve(u64::MAX, 0, &g);
+        let _ = m.entries();
+    }
+}
