@@ -56,6 +56,7 @@ impl Array {
 
     pub(crate) fn lookup_ptr<'g>(&'g self, key: &[u8], cpu: usize) -> Option<ValueRef<'g>> {
         let i = index(key);
+        let cpu = if self.ncpus == 1 { 0 } else { cpu };
         if i >= self.max_entries || cpu >= self.ncpus {
             return None;
         }

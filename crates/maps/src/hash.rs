@@ -211,8 +211,7 @@ impl Hash {
                 drop(old); // retired: freed after the runs that may see it
             }
             None => {
-                if self.count.fetch_add(1, Ordering::AcqRel) >= self.max_entries as usize {
-                    self.count.fetch_sub(1, Ordering::AcqRel);
+                if !self.try_reserve() {
                     return Err(MapError::Full {
                         max_entries: self.max_entries,
                     });
@@ -294,13 +293,23 @@ impl Hash {
         }
     }
 
+    /// Counts one more element unless the map is full (the count never
+    /// exceeds `max_entries`, even transiently).
+    fn try_reserve(&self) -> bool {
+        let max = self.max_entries as usize;
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (c < max).then_some(c + 1)
+            })
+            .is_ok()
+    }
+
     /// Makes room for one new element, evicting when full.
     fn reserve_lru(&self) -> Result<(), MapError> {
         for _ in 0..1024 {
-            if self.count.fetch_add(1, Ordering::AcqRel) < self.max_entries as usize {
+            if self.try_reserve() {
                 return Ok(());
             }
-            self.count.fetch_sub(1, Ordering::AcqRel);
             self.evict_one();
         }
         Err(MapError::NoMemory)
