@@ -70,7 +70,7 @@ fn hash_under_churn() {
     let pmap = Arc::new(Map::new(MapDef::new(MapType::PercpuHash, 4, 8, 8), &opts).unwrap());
     for i in 0..8 {
         map.update(&k(i), &[0; 16], NOEXIST).unwrap();
-        pmap.update(&k(i), &vec![0; 8 * THREADS], NOEXIST).unwrap();
+        pmap.update(&k(i), &[0; 8 * THREADS], NOEXIST).unwrap();
     }
     let churn_value = |key: u32| {
         let mut v = [0u8; 16];
@@ -137,7 +137,7 @@ fn hash_under_churn() {
                         .lookup(&k(key))
                         .map(|v| assert_eq!(v[..8], churn_value(key)[..8])),
                 };
-                if x % 64 == 0 {
+                if x.is_multiple_of(64) {
                     for (key, v) in map.entries().unwrap() {
                         let key = u32::from_ne_bytes(key[..4].try_into().unwrap());
                         if key >= 100 {
