@@ -727,6 +727,36 @@ impl Btf {
         Ok(())
     }
 
+    /// Fills in what objects leave to the loader in each `DATASEC` (as
+    /// libbpf's `btf_fixup_datasec` does): the section size and each
+    /// variable's offset, from the ELF section and symbols. `lookup`
+    /// gives, for a section name, its size, and for (section, variable)
+    /// the symbol's offset.
+    pub(crate) fn fixup_datasecs(
+        &mut self,
+        section_size: impl Fn(&str) -> Option<u64>,
+        var_offset: impl Fn(&str, &str) -> Option<u64>,
+    ) {
+        let names: Vec<String> = self.types.iter().map(|t| t.name.clone()).collect();
+        for t in &mut self.types {
+            let BtfKind::Datasec { size, vars } = &mut t.kind else {
+                continue;
+            };
+            if let Some(s) = section_size(&t.name).and_then(|s| u32::try_from(s).ok()) {
+                *size = s;
+            }
+            for v in vars.iter_mut() {
+                let Some(var_name) = names.get(v.ty as usize) else {
+                    continue;
+                };
+                if let Some(off) = var_offset(&t.name, var_name).and_then(|o| u32::try_from(o).ok())
+                {
+                    v.offset = off;
+                }
+            }
+        }
+    }
+
     /// Number of types, `void` included (ids are `0..len()`).
     pub fn len(&self) -> usize {
         self.types.len()

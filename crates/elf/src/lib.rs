@@ -41,6 +41,6 @@ pub use error::ElfError;
 pub use loader::{LoadOptions, LoadedObject, LoadedProgram, ProgramFailure, Subprogram};
 pub use maps::{MapDefinition, MapOrigin, SlotInit};
 pub use object_file::{
-    EntryPoint, Function, Label, MapKind, MapSymbol, Object, ProgramSection, RelocKind,
+    DataSymbol, EntryPoint, Function, Label, MapKind, MapSymbol, Object, ProgramSection, RelocKind,
     RelocTarget, Relocation,
 };

@@ -126,7 +126,27 @@ impl LoadOptions {
     pub fn load_object(&self, obj: &Object<'_>) -> Result<LoadedObject, ElfError> {
         let btf_sec = obj.section_by_name(".BTF").filter(|s| !s.data.is_empty());
         let btf = match btf_sec {
-            Some(s) => Some(Btf::parse(s.data).map_err(|source| ElfError::Btf { source })?),
+            Some(s) => {
+                let mut b = Btf::parse(s.data).map_err(|source| ElfError::Btf { source })?;
+                b.fixup_datasecs(
+                    |sec| obj.section_by_name(sec).map(|s| s.size),
+                    |sec, var| {
+                        let index = obj.section_by_name(sec)?.index;
+                        let maps = obj
+                            .maps()
+                            .iter()
+                            .map(|m| (m.name, m.section_index, m.offset));
+                        let data = obj
+                            .data_symbols()
+                            .iter()
+                            .map(|d| (d.name, d.section_index, d.offset));
+                        maps.chain(data)
+                            .find(|(n, i, _)| *n == var && *i == index)
+                            .map(|(_, _, o)| o)
+                    },
+                );
+                Some(b)
+            }
             None => None,
         };
         let ext = match (btf_sec, obj.section_by_name(".BTF.ext")) {

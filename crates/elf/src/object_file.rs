@@ -23,6 +23,7 @@ pub struct Object<'data> {
     sections: Vec<Section<'data>>,
     programs: Vec<ProgramSection<'data>>,
     maps: Vec<MapSymbol<'data>>,
+    data_symbols: Vec<DataSymbol<'data>>,
     map_relocations: Vec<Relocation<'data>>,
     license: Option<&'data str>,
 }
@@ -244,6 +245,19 @@ impl Relocation<'_> {
     }
 }
 
+/// A variable symbol in a data section (`.data`, `.rodata`, `.bss`, ...).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct DataSymbol<'data> {
+    /// Symbol name.
+    pub name: &'data str,
+    /// ELF index of its section.
+    pub section_index: usize,
+    /// Byte offset in the section.
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
 /// Where a map is defined.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum MapKind {
@@ -404,6 +418,7 @@ impl<'data> Object<'data> {
             programs: Vec::new(),
             maps: Vec::new(),
             map_relocations: Vec::new(),
+            data_symbols: Vec::new(),
             license: None,
         };
 
@@ -483,6 +498,14 @@ impl<'data> Object<'data> {
                 continue;
             }
             let Some(prog) = self.program_mut(sec) else {
+                if st_type == elf::STT_OBJECT || st_type == elf::STT_NOTYPE {
+                    self.data_symbols.push(DataSymbol {
+                        name,
+                        section_index: sec,
+                        offset: value,
+                        size,
+                    });
+                }
                 continue;
             };
             let is_func = st_type == elf::STT_FUNC || (st_type == elf::STT_NOTYPE && global);
@@ -706,6 +729,12 @@ impl<'data> Object<'data> {
     /// of prog arrays and maps of maps), sorted by offset.
     pub fn map_relocations(&self) -> &[Relocation<'data>] {
         &self.map_relocations
+    }
+
+    /// Named symbols of data sections other than map sections (global
+    /// variables), in symbol table order.
+    pub fn data_symbols(&self) -> &[DataSymbol<'data>] {
+        &self.data_symbols
     }
 
     /// The map symbol with this name.

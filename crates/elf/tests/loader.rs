@@ -5,6 +5,7 @@
 use bpfkit_abi::{MapType, ProgType};
 use bpfkit_elf::{ElfError, LoadOptions, LoadedObject, MapOrigin};
 use bpfkit_isa::{Imm64, Insn, Pc};
+use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -198,4 +199,413 @@ fn corpus_loads() {
     );
     assert!(errs.is_empty(), "{}", errs.join("\n"));
     let _ = ElfError::NotElf;
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// BTF maps of every shape, global data, subprograms, callbacks.
+#[test]
+fn btf_maps_global_data_and_subprograms() {
+    let data = fixture("features.o");
+    let obj = LoadedObject::load(&data).unwrap();
+    let btf = obj.btf.as_ref().unwrap();
+    let names: Vec<&str> = obj.maps.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["inner_a", "inner_b", "outer", "jumps", "flows", ".bss", ".data", ".rodata"]
+    );
+    let (_, flows) = obj.map("flows").unwrap();
+    assert_eq!(
+        (
+            flows.def.map_type,
+            flows.def.key_size,
+            flows.def.value_size,
+            flows.def.max_entries,
+            flows.def.map_flags
+        ),
+        (MapType::Hash, 16, 56, 1024, 1)
+    );
+    assert_eq!(flows.pinning, 1);
+    assert_eq!(
+        obj.map_type_names(flows),
+        (Some("struct flow_key".into()), Some("struct stats".into()))
+    );
+    let (_, outer) = obj.map("outer").unwrap();
+    assert_eq!(outer.def.map_type, MapType::ArrayOfMaps);
+    assert_eq!((outer.def.key_size, outer.def.value_size), (4, 4));
+    let inner = outer.def.inner.as_deref().unwrap();
+    assert_eq!(
+        (
+            inner.map_type,
+            inner.key_size,
+            inner.value_size,
+            inner.max_entries
+        ),
+        (MapType::Array, 4, 8, 4)
+    );
+    let slots: Vec<(u32, &str)> = outer
+        .initial_values
+        .iter()
+        .map(|s| (s.index, s.target.as_str()))
+        .collect();
+    assert_eq!(slots, [(0, "inner_a"), (2, "inner_b")]);
+    let (_, jumps) = obj.map("jumps").unwrap();
+    assert_eq!(jumps.def.map_type, MapType::ProgArray);
+    assert_eq!(
+        (
+            jumps.def.key_size,
+            jumps.def.value_size,
+            jumps.def.max_entries
+        ),
+        (4, 4, 8)
+    );
+    assert_eq!(jumps.initial_values.len(), 1);
+    assert_eq!(
+        (
+            jumps.initial_values[0].index,
+            jumps.initial_values[0].target.as_str()
+        ),
+        (1, "tail0")
+    );
+
+    // Global data: .bss zeros, .data initialised, .rodata frozen.
+    let (bss_idx, bss) = obj.map(".bss").unwrap();
+    assert_eq!(bss.initial_data.as_deref(), Some(&[0u8; 8][..]));
+    assert!(!bss.frozen && bss.is_global_data());
+    let (_, d) = obj.map(".data").unwrap();
+    assert_eq!(&d.initial_data.as_ref().unwrap()[..4], &7u32.to_le_bytes());
+    let (_, ro) = obj.map(".rodata").unwrap();
+    assert!(ro.frozen);
+    assert_eq!(ro.def.map_flags, bpfkit_abi::map_flags::RDONLY_PROG);
+    let ro_data = ro.initial_data.as_ref().unwrap();
+    assert_eq!(&ro_data[..4], &100u32.to_le_bytes());
+    assert_eq!(&ro_data[4..11], b"bpfkit\0");
+    assert_eq!(
+        btf.format_value(ro.value_type.unwrap(), ro_data),
+        r#"{"limit": 100, "banner": "bpfkit"}"#
+    );
+
+    // Programs: tail0, main_prog, tc_prog; .text functions are appended.
+    let progs: Vec<(&str, &str)> = obj
+        .programs
+        .iter()
+        .map(|p| (p.name.as_str(), p.section.as_str()))
+        .collect();
+    assert_eq!(
+        progs,
+        [("tail0", "xdp"), ("main_prog", "xdp"), ("tc_prog", "tc")]
+    );
+    let main = obj.program("main_prog").unwrap();
+    let funcs: Vec<&str> = main.functions.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(funcs, ["main_prog", "loop_cb", "add", "global_sub"]);
+    let start_of = |name: &str| {
+        main.functions
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap()
+            .start
+    };
+    // Every local call and function reference lands on a function start.
+    let starts: Vec<Pc> = main.functions.iter().map(|f| f.start).collect();
+    let mut calls = 0;
+    let mut func_refs = 0;
+    for (pc, insn) in main.insns.iter() {
+        match insn {
+            Insn::CallLocal(_) => calls += 1,
+            Insn::LoadImm64 {
+                imm: Imm64::Func(_),
+                ..
+            } => func_refs += 1,
+            _ => continue,
+        }
+        let t = insn.branch_target(pc).unwrap();
+        assert!(starts.contains(&t), "{pc}: {insn:?} to {t}");
+    }
+    assert!(calls >= 3, "{calls}");
+    assert_eq!(func_refs, 1, "bpf_loop callback");
+    let cb = main
+        .insns
+        .iter()
+        .find_map(|(pc, i)| match i {
+            Insn::LoadImm64 {
+                imm: Imm64::Func(_),
+                ..
+            } => i.branch_target(pc),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(cb, start_of("loop_cb"));
+    // Global data references point into the right map at the right offset.
+    let refs: Vec<(i32, u32)> = main
+        .insns
+        .insns()
+        .iter()
+        .filter_map(|i| match i {
+            Insn::LoadImm64 {
+                imm: Imm64::MapIdxValue { idx, off },
+                ..
+            } => Some((*idx, *off)),
+            _ => None,
+        })
+        .collect();
+    assert!(refs.contains(&(bss_idx as i32, 0)), "{refs:?}");
+    let (ro_idx, _) = obj.map(".rodata").unwrap();
+    assert!(refs.contains(&(ro_idx as i32, 0)), "limit: {refs:?}");
+    // func_info: one record per function, at its start.
+    let fi: Vec<usize> = main.func_info.iter().map(|f| f.insn).collect();
+    let want: Vec<usize> = starts.iter().map(|p| p.0).collect();
+    assert_eq!(fi, want);
+    // The CO-RE field-exists relocation on struct xdp_md resolves.
+    assert_eq!(main.core_relos.len(), 1);
+    assert_eq!(
+        main.core_relos[0].kind,
+        bpfkit_elf::btf::CoreReloKind::FieldExists
+    );
+    // Line info names the source.
+    assert!(main.line_info.iter().any(|l| l.line.contains("bpf_loop")));
+    assert!(main
+        .line_info
+        .iter()
+        .all(|l| l.file.ends_with("features.c")));
+    let tc = obj.program("tc_prog").unwrap();
+    assert_eq!(tc.prog_type().unwrap(), ProgType::SchedCls);
+    assert_eq!(tc.functions.len(), 2);
+}
+
+/// Type names and typed values, checked against `bpftool btf dump file
+/// features.o` (kinds and member offsets) by hand.
+#[test]
+fn btf_names_and_values() {
+    let data = fixture("features.o");
+    let obj = LoadedObject::load(&data).unwrap();
+    let btf = obj.btf.as_ref().unwrap();
+    use bpfkit_elf::btf::BtfKind;
+    let id = |name: &str| btf.find(name, |_| true).unwrap();
+    let stats = id("stats");
+    assert_eq!(btf.size_of(stats).unwrap(), 56);
+    let kinds: Vec<&str> = btf
+        .types()
+        .map(|(_, t)| match t.kind {
+            BtfKind::Enum64 { .. } => "enum64",
+            BtfKind::Float { .. } => "float",
+            BtfKind::DeclTag { .. } => "decl_tag",
+            BtfKind::TypeTag { .. } => "type_tag",
+            BtfKind::Datasec { .. } => "datasec",
+            BtfKind::Var { .. } => "var",
+            BtfKind::FuncProto { .. } => "func_proto",
+            _ => "",
+        })
+        .filter(|k| !k.is_empty())
+        .collect();
+    for k in [
+        "enum64",
+        "float",
+        "decl_tag",
+        "type_tag",
+        "datasec",
+        "var",
+        "func_proto",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing");
+    }
+    let BtfKind::Struct { members, .. } = &btf.get(stats).unwrap().kind else {
+        panic!()
+    };
+    let m = |n: &str| members.iter().find(|m| m.name == n).unwrap();
+    assert_eq!(btf.type_name(m("packets").ty), "__u64");
+    assert_eq!(btf.type_name(m("last").ty), "enum verdict");
+    assert_eq!(btf.type_name(m("tag").ty), "char[8]");
+    assert_eq!(btf.type_name(m("big").ty), "enum big");
+    assert_eq!(
+        btf.type_name(m("user_ptr").ty),
+        "__attribute__((btf_type_tag(\"user\"))) int *"
+    );
+    assert_eq!((m("flag").bit_offset, m("flag").bitfield_size), (160, 3));
+    assert_eq!((m("mode").bit_offset, m("mode").bitfield_size), (163, 5));
+    assert_eq!(
+        btf.type_name(id("loop_cb")),
+        "static int loop_cb(__u32, void *)".trim_start_matches("static ")
+    );
+
+    let mut v = vec![0u8; 56];
+    v[0..8].copy_from_slice(&5u64.to_le_bytes());
+    v[8..16].copy_from_slice(&1500u64.to_le_bytes());
+    v[16..20].copy_from_slice(&2u32.to_le_bytes());
+    v[20] = 3 | (17 << 3);
+    v[24..28].copy_from_slice(&0.5f32.to_le_bytes());
+    v[28..31].copy_from_slice(b"abc");
+    v[40..48].copy_from_slice(&0x2_0000_0000u64.to_le_bytes());
+    v[48..56].copy_from_slice(&0x1000u64.to_le_bytes());
+    assert_eq!(
+        btf.format_value(stats, &v),
+        r#"{"packets": 5, "bytes": 1500, "last": "V_PASS", "flag": 3, "mode": 17, "ratio": 0.5, "tag": "abc", "big": "BIG_TWO", "user_ptr": 0x1000}"#
+    );
+    let key = id("flow_key");
+    let mut k = vec![0u8; 16];
+    k[0] = 1;
+    k[4] = 2;
+    k[8..10].copy_from_slice(&80u16.to_le_bytes());
+    k[10..12].copy_from_slice(&443u16.to_le_bytes());
+    k[12] = 6;
+    assert_eq!(
+        btf.format_value(key, &k),
+        r#"{"src": 1, "dst": 2, "sport": 80, "dport": 443, "proto": 6, "pad": [0, 0, 0]}"#
+    );
+    // Short input never panics; the missing part is marked.
+    assert!(btf.format_value(key, &k[..6]).contains("<truncated>"));
+}
+
+/// iproute2's `struct bpf_elf_map`, map of maps by inner id, tc sections.
+#[test]
+fn iproute2_legacy_maps() {
+    let data = fixture("iproute2.o");
+    let obj = LoadedObject::load(&data).unwrap();
+    let defs: Vec<(&str, MapType, u32, u32, u32, u32)> = obj
+        .maps
+        .iter()
+        .map(|m| {
+            (
+                m.name.as_str(),
+                m.def.map_type,
+                m.def.key_size,
+                m.def.value_size,
+                m.def.max_entries,
+                m.pinning,
+            )
+        })
+        .collect();
+    assert_eq!(
+        defs,
+        [
+            ("counters", MapType::Array, 4, 8, 16, 2),
+            ("inner", MapType::Array, 4, 4, 1, 0),
+            ("outer", MapType::ArrayOfMaps, 4, 4, 2, 0),
+        ]
+    );
+    let inner = obj.maps[2].def.inner.as_deref().unwrap();
+    assert_eq!((inner.map_type, inner.value_size), (MapType::Array, 4));
+    let types: Vec<ProgType> = obj
+        .programs
+        .iter()
+        .map(|p| p.prog_type().unwrap())
+        .collect();
+    assert_eq!(types, [ProgType::SchedCls, ProgType::SchedAct]);
+    let cls = obj.program("cls").unwrap();
+    let maps: Vec<i32> = cls
+        .insns
+        .insns()
+        .iter()
+        .filter_map(|i| match i {
+            Insn::LoadImm64 {
+                imm: Imm64::MapIdx(m),
+                ..
+            } => Some(*m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(maps, [0, 2]);
+}
+
+/// What a userspace loader cannot do gets an error that names it.
+#[test]
+fn unsupported_relocations_are_named() {
+    let err = LoadedObject::load(&fixture("core_kernel.o")).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ElfError::Link { .. }), "{msg}");
+    assert!(
+        msg.contains("CO-RE relocation byte_off of struct task_struct")
+            && msg.contains("kprobe")
+            && msg.contains("'probe'"),
+        "{msg}"
+    );
+    let err = LoadedObject::load(&fixture("kconfig.o"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("LINUX_KERNEL_VERSION") && err.contains("extern") && err.contains("insn 0"),
+        "{err}"
+    );
+    // keep_going keeps the object and records the program.
+    let obj = LoadOptions::default()
+        .keep_going(true)
+        .load(&fixture("kconfig.o"))
+        .unwrap();
+    assert!(obj.programs.is_empty());
+    assert_eq!(obj.failed[0].name, "sock");
+    // An unknown section name fails only when the type is asked for.
+    let mut p = obj_with_program();
+    p.section = "mysection".into();
+    assert!(matches!(
+        p.prog_type(),
+        Err(ElfError::UnknownProgType { .. })
+    ));
+}
+
+fn obj_with_program() -> bpfkit_elf::LoadedProgram {
+    LoadedObject::load(EXAMPLE).unwrap().programs.remove(0)
+}
+
+/// Loads whatever parses; formats every map's types; never panics.
+fn load_never_panics(data: &[u8]) {
+    if let Ok(obj) = LoadOptions::default().keep_going(true).load(data) {
+        if let Some(btf) = &obj.btf {
+            for m in &obj.maps {
+                let _ = obj.map_type_names(m);
+                let bytes = vec![0xa5u8; m.def.value_size.min(4096) as usize];
+                if let Some(t) = m.value_type {
+                    let _ = btf.format_value(t, &bytes);
+                    let _ = btf.format_value(t, &bytes[..bytes.len() / 2]);
+                }
+            }
+            for (id, _) in btf.types() {
+                let _ = btf.type_name(id);
+                let _ = btf.size_of(id);
+            }
+        }
+        for p in &obj.programs {
+            let _ = p.prog_type();
+            let _ = p.line_at(Pc(p.insns.slot_count()));
+        }
+    }
+}
+
+/// The `.BTF` section of the fixture, to aim mutations at.
+fn btf_range(data: &[u8]) -> std::ops::Range<usize> {
+    let obj = bpfkit_elf::Object::parse(data).unwrap();
+    let s = obj.section_by_name(".BTF").unwrap();
+    let start = s.data.as_ptr() as usize - data.as_ptr() as usize;
+    start..start + s.data.len()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Mutated objects (anywhere, and in the BTF) never panic the loader.
+    #[test]
+    fn mutated_objects_never_panic_the_loader(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        btf_edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+        which in 0usize..3,
+    ) {
+        let mut data = match which {
+            0 => EXAMPLE.to_vec(),
+            1 => fixture("features.o"),
+            _ => fixture("iproute2.o"),
+        };
+        let range = if which == 2 { 0..data.len() } else { btf_range(&data) };
+        for (at, byte) in btf_edits {
+            let i = range.start + at.index(range.len());
+            data[i] = byte;
+        }
+        let n = data.len();
+        for (at, byte) in edits {
+            data[at.index(n)] = byte;
+        }
+        load_never_panics(&data);
+    }
 }
