@@ -173,6 +173,8 @@ struct Gen<'r> {
     labels: usize,
     packet_len: i64,
     rodata_len: i64,
+    /// Labels in the middle of functions (not branch targets), for `callx`.
+    mids: Vec<usize>,
 }
 
 impl Gen<'_> {
@@ -497,12 +499,34 @@ impl Gen<'_> {
                 }
                 14..=16 if !funcs.is_empty() => {
                     let f = self.rng.pick(funcs);
-                    if self.rng.pct(30) {
+                    if !self.mids.is_empty() && self.rng.pct(15) {
+                        // Into the middle of a straight-line run.
+                        let m = self.rng.pick(&self.mids);
+                        self.out.push(It::LdFunc(Reg::R8, m));
+                        self.out.push(It::I(Insn::Callx(Reg::R8)));
+                    } else if self.rng.pct(30) {
                         self.out.push(It::LdFunc(Reg::R8, f));
                         self.out.push(It::I(Insn::Callx(Reg::R8)));
                     } else {
                         self.out.push(It::Call(f));
                     }
+                }
+                17 if self.rng.pct(20) => {
+                    // r10 is writable (the decoder allows it): point it into
+                    // the packet.
+                    self.out.push(It::I(Insn::Alu {
+                        width: Width::W64,
+                        op: AluOp::Mov,
+                        dst: Reg::R10,
+                        src: Src::Reg(Reg::R9),
+                    }));
+                    let k = 8 + self.rng.below(self.packet_len as u64 - 7) as i32;
+                    self.out.push(It::I(Insn::Alu {
+                        width: Width::W64,
+                        op: AluOp::Add,
+                        dst: Reg::R10,
+                        src: Src::Imm(k),
+                    }));
                 }
                 _ => self.straight(),
             }
@@ -566,9 +590,12 @@ pub fn gen_case(rng: &mut Rng) -> Case {
         labels: 0,
         packet_len,
         rodata_len,
+        mids: Vec::new(),
     };
     let nfuncs = g.rng.below(3) as usize;
     let funcs: Vec<usize> = (0..nfuncs).map(|_| g.label()).collect();
+    let mids: Vec<usize> = (0..nfuncs).map(|_| g.label()).collect();
+    g.mids = mids.clone();
     // Main: keep the region pointers, then random code, dump, exit.
     g.out.push(It::I(Insn::Alu {
         width: Width::W64,
@@ -594,13 +621,16 @@ pub fn gen_case(rng: &mut Rng) -> Case {
         let callees: Vec<usize> = funcs[k..].to_vec();
         let callees = if g.rng.pct(40) { &callees[..] } else { &[] };
         g.body(len, callees, 1);
+        g.out.push(It::Label(mids[k]));
+        let len = 1 + g.rng.below(6) as usize;
+        g.body(len, callees, 1);
         g.out.push(It::I(Insn::Exit));
     }
     let prog = g.finish();
     let budget = if rng.pct(85) {
         Some(rng.below(400) + 1)
     } else {
-        Some(1 << 20)
+        Some(1 << 14)
     };
     Case {
         prog,

@@ -55,6 +55,7 @@ impl ExecutableCode {
 }
 
 impl Drop for ExecutableCode {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     fn drop(&mut self) {
         // SAFETY: `ptr`/`map_len` are exactly the mapping made by `publish`,
         // unmapped only here. A failure cannot be handled in drop; it would
@@ -63,8 +64,12 @@ impl Drop for ExecutableCode {
             libc::munmap(self.ptr.cast(), self.map_len);
         }
     }
+
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    fn drop(&mut self) {}
 }
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -75,7 +80,16 @@ fn page_size() -> usize {
     }
 }
 
+/// Maps `code` read+execute (see the module docs). Unsupported hosts
+/// (see [`crate::is_supported`]) get [`io::ErrorKind::Unsupported`].
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+pub fn publish(code: Vec<u8>) -> io::Result<ExecutableCode> {
+    let _ = code;
+    Err(io::ErrorKind::Unsupported.into())
+}
+
 /// Maps `code` read+execute (see the module docs).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub fn publish(code: Vec<u8>) -> io::Result<ExecutableCode> {
     let page = page_size();
     let map_len = code.len().max(1).div_ceil(page) * page;
@@ -124,6 +138,7 @@ pub fn publish(code: Vec<u8>) -> io::Result<ExecutableCode> {
 /// the current `rsp` (bounded: at most `MAX_CALL_FRAMES` nested calls of a
 /// few words each), and returns with the System V callee-saved registers
 /// restored.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub(crate) fn enter(code: &ExecutableCode, entry: usize, ctx: &mut Ctx) {
     debug_assert!(entry < code.len());
     // SAFETY: `code` holds a complete function produced by `x64::lower`
@@ -135,6 +150,13 @@ pub(crate) fn enter(code: &ExecutableCode, entry: usize, ctx: &mut Ctx) {
             std::mem::transmute::<*const u8, extern "C" fn(*mut Ctx)>(code.ptr.add(entry));
         f(ctx);
     }
+}
+
+/// Never called: no `ExecutableCode` exists on unsupported hosts.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+pub(crate) fn enter(code: &ExecutableCode, entry: usize, ctx: &mut Ctx) {
+    let _ = (code, entry, ctx);
+    unreachable!("no executable code on this host")
 }
 
 /// The two words a trampoline returns in `rax:rdx` (System V returns a

@@ -1,0 +1,285 @@
+//! The JIT's API and the corners of the execution model, each checked
+//! against the interpreter.
+
+use bpfkit_interp::Interpreter;
+use bpfkit_isa::{
+    asm::{assemble, Syntax},
+    HelperId, Imm64, Insn, Pc, Program, Reg,
+};
+use bpfkit_jit::Jit;
+use bpfkit_runtime::{HelperAbort, Helpers, Memory, RegionKind, Trap, TrapKind};
+
+fn prog(text: &str) -> Program {
+    Program::from_insns(assemble(text, Syntax::Ubpf).unwrap()).unwrap()
+}
+
+fn helpers() -> Helpers {
+    let mut h = Helpers::new();
+    h.register(1, |_e, a| Ok(a[0] + a[1]));
+    h.register(2, |_e, a| Err(HelperAbort::Stop { r0: a[0] }));
+    h.register(3, |_e, _a| Err(HelperAbort::Failed("nope".into())));
+    h.register(4, |e, a| {
+        *e.data_mut::<u64>().unwrap() += a[0];
+        Ok(0)
+    });
+    h.register(5, |_e, _a| panic!("helper panicked"));
+    h
+}
+
+/// Runs on both engines (with `budget`, over a packet) and checks they agree.
+fn both(p: &Program, budget: Option<u64>, packet: Option<&[u8]>) -> Result<u64, Trap> {
+    let h = helpers();
+    let run = |jit: bool| {
+        let mut pkt = packet.map(|p| p.to_vec()).unwrap_or_default();
+        let mut mem = Memory::new();
+        let addr = if packet.is_some() {
+            mem.add(RegionKind::Packet, &mut pkt)
+        } else {
+            0
+        };
+        if jit {
+            let mut b = Jit::builder();
+            if let Some(n) = budget {
+                b = b.budget(n);
+            }
+            b.build(p, &h).unwrap().run(&mut mem, &[addr, 7])
+        } else {
+            let mut b = Interpreter::builder();
+            if let Some(n) = budget {
+                b = b.budget(n);
+            }
+            b.build(p, &h).unwrap().run(&mut mem, &[addr, 7])
+        }
+    };
+    let (i, j) = (run(false), run(true));
+    assert_eq!(i, j, "interpreter vs JIT");
+    j
+}
+
+#[test]
+fn basic_results() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    assert_eq!(
+        both(&prog("mov %r0, %r2\nadd %r0, 35\nexit"), None, None),
+        Ok(42)
+    );
+    assert_eq!(
+        both(&prog("mov %r1, 2\nmov %r2, 3\ncall 1\nexit"), None, None),
+        Ok(5)
+    );
+}
+
+#[test]
+fn helper_aborts_at_any_depth() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let p = prog(
+        "call local f\nmov %r0, 1\nexit\nf:\ncall local g\nexit\ng:\nmov %r1, 77\ncall 2\nexit",
+    );
+    assert_eq!(both(&p, None, None), Ok(77));
+    let p = prog("call local f\nexit\nf:\ncall 3\nexit");
+    let t = both(&p, Some(100), None).unwrap_err();
+    assert_eq!(t.pc, Pc(2));
+    assert!(matches!(
+        t.kind,
+        TrapKind::Helper {
+            id: HelperId(3),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn traps_match() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let cases: &[(&str, TrapKind)] = &[
+        ("mov %r0, 1\n", TrapKind::FellOffEnd),
+        (
+            "call 99\nexit",
+            TrapKind::UnknownHelper { id: HelperId(99) },
+        ),
+        ("ldabsb 1\nexit", TrapKind::NoPacket),
+        (
+            "mov %r3, 0x1234\ncall %r3\nexit",
+            TrapKind::BadCallTarget { target: 0x1234 },
+        ),
+        (
+            "f:\ncall local f\nexit",
+            TrapKind::CallDepthExceeded { max: 8 },
+        ),
+        ("ja -1\nexit", TrapKind::BudgetExhausted { budget: 1000 }),
+    ];
+    for (text, kind) in cases {
+        let t = both(&prog(text), Some(1000), None).unwrap_err();
+        assert_eq!(&t.kind, kind, "{text}");
+    }
+    // Stack addresses differ between the engines: compare with each stack.
+    let p = prog("ldxdw %r0, [%r10+0]\nexit");
+    let mut jit = Jit::new(&p, &Helpers::new()).unwrap();
+    let t = jit.run(&mut Memory::new(), &[]).unwrap_err();
+    let top = jit.stack_range().1;
+    assert_eq!(
+        (t.pc, t.kind),
+        (
+            Pc(0),
+            TrapKind::OutOfBounds {
+                addr: top,
+                size: 8,
+                access: bpfkit_runtime::Access::Read
+            }
+        )
+    );
+}
+
+#[test]
+fn legacy_packet_loads() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let pkt = [1u8, 2, 3, 4, 5, 6];
+    assert_eq!(both(&prog("ldabsh 1\nexit"), None, Some(&pkt)), Ok(0x0203));
+    assert_eq!(
+        both(&prog("ldabsw 2\nexit"), None, Some(&pkt)),
+        Ok(0x0304_0506)
+    );
+    // Out of range ends the program with r0 = 0, even in a callee.
+    let p = prog("mov %r0, 9\ncall local f\nmov %r0, 5\nexit\nf:\nmov %r6, 4\nldindw %r6, 0\nexit");
+    assert_eq!(both(&p, None, Some(&pkt)), Ok(0));
+}
+
+#[test]
+fn callx_to_lddw_function_and_budget_mid_run() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    // callx into the middle of f's straight-line run: the budget must count
+    // only what runs.
+    let insns = vec![
+        Insn::LoadImm64 {
+            dst: Reg::new(8).unwrap(),
+            imm: Imm64::Func(7), // slot 8: `add r0, 2` inside f
+        },
+        Insn::Callx(Reg::new(8).unwrap()),
+        Insn::Exit,
+        Insn::Alu {
+            width: bpfkit_isa::Width::W64,
+            op: bpfkit_isa::AluOp::Mov,
+            dst: Reg::R0,
+            src: bpfkit_isa::Src::Imm(0),
+        },
+        // f (slot 5)
+        Insn::Alu {
+            width: bpfkit_isa::Width::W64,
+            op: bpfkit_isa::AluOp::Add,
+            dst: Reg::R0,
+            src: bpfkit_isa::Src::Imm(1),
+        },
+        Insn::Alu {
+            width: bpfkit_isa::Width::W64,
+            op: bpfkit_isa::AluOp::Add,
+            dst: Reg::R0,
+            src: bpfkit_isa::Src::Imm(1),
+        },
+        Insn::Alu {
+            width: bpfkit_isa::Width::W64,
+            op: bpfkit_isa::AluOp::Add,
+            dst: Reg::R0,
+            src: bpfkit_isa::Src::Imm(1),
+        },
+        Insn::Alu {
+            width: bpfkit_isa::Width::W64,
+            op: bpfkit_isa::AluOp::Add,
+            dst: Reg::R0,
+            src: bpfkit_isa::Src::Imm(2),
+        },
+        Insn::Exit,
+    ];
+    let p = Program::from_insns(insns).unwrap();
+    for budget in 1..8 {
+        let _ = both(&p, Some(budget), None);
+    }
+    assert_eq!(both(&p, None, None), Ok(2));
+}
+
+#[test]
+fn resolver_and_unresolved() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let insns = vec![
+        Insn::LoadImm64 {
+            dst: Reg::R0,
+            imm: Imm64::MapFd(3),
+        },
+        Insn::Exit,
+    ];
+    let p = Program::from_insns(insns).unwrap();
+    let resolve = |_pc: Pc, imm: &Imm64| match imm {
+        Imm64::MapFd(fd) => Some(0x1000 + *fd as u64),
+        _ => None,
+    };
+    let mut jit = Jit::builder()
+        .resolver(&resolve)
+        .build(&p, &Helpers::new())
+        .unwrap();
+    assert_eq!(jit.run(&mut Memory::new(), &[]), Ok(0x1003));
+    let t = both(&p, None, None).unwrap_err();
+    assert_eq!(
+        (t.pc, t.kind),
+        (
+            Pc(0),
+            TrapKind::UnresolvedImm64 {
+                imm: Imm64::MapFd(3)
+            }
+        )
+    );
+}
+
+#[test]
+fn data_and_panics() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let h = helpers();
+    let mut jit = Jit::new(&prog("mov %r1, 5\ncall 4\ncall 4\nexit"), &h).unwrap();
+    let mut n = 1u64;
+    assert_eq!(jit.run_with_data(&mut Memory::new(), &[], &mut n), Ok(0));
+    assert_eq!(n, 11);
+    let mut jit = Jit::new(&prog("call local f\nexit\nf:\ncall 5\nexit"), &h).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        jit.run(&mut Memory::new(), &[])
+    }));
+    assert!(r.is_err(), "the helper's panic reaches the caller");
+    // The JIT is still usable afterwards.
+    let mut jit = Jit::new(&prog("mov %r0, 3\nexit"), &h).unwrap();
+    assert_eq!(jit.run(&mut Memory::new(), &[]), Ok(3));
+}
+
+#[test]
+fn code_pages_are_read_execute() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let code = bpfkit_jit::memory::publish(vec![0xc3; 10]).unwrap();
+    assert_eq!(code.bytes(), &[0xc3; 10]);
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let addr = code.addr();
+    let line = maps
+        .lines()
+        .find(|l| {
+            let range = l.split(' ').next().unwrap();
+            let (a, b) = range.split_once('-').unwrap();
+            let (a, b) = (
+                u64::from_str_radix(a, 16).unwrap(),
+                u64::from_str_radix(b, 16).unwrap(),
+            );
+            (a..b).contains(&addr)
+        })
+        .expect("mapping listed");
+    assert!(line.contains(" r-xp "), "{line}");
+}
