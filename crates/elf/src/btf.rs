@@ -840,17 +840,31 @@ impl Btf {
     /// print as `<bad type N>`.
     pub fn type_name(&self, id: TypeId) -> String {
         let mut s = String::new();
-        self.write_decl(id, String::new(), 0, &mut s);
+        self.write_decl(id, String::new(), 0, &mut 4096, &mut s);
         s
     }
 
     /// Writes the declaration of `id` with declarator `decl` (C's inside-out
     /// syntax: `char[16]` is `char` with declarator `[16]`).
-    fn write_decl(&self, id: TypeId, decl: String, depth: usize, out: &mut String) {
+    fn write_decl(
+        &self,
+        id: TypeId,
+        decl: String,
+        depth: usize,
+        budget: &mut u32,
+        out: &mut String,
+    ) {
+        // A budget of visited types keeps wide, deep (malformed) graphs
+        // from printing exponentially.
+        if *budget == 0 {
+            out.push_str("...");
+            return;
+        }
+        *budget -= 1;
         let join = |base: &str, decl: &str| {
             if decl.is_empty() {
                 base.to_string()
-            } else if decl.starts_with('[') || decl.starts_with('(') {
+            } else if decl.starts_with('[') {
                 format!("{base}{decl}")
             } else {
                 format!("{base} {decl}")
@@ -886,27 +900,29 @@ impl Btf {
                 out.push_str(&join(&format!("{p}{}", t.name), &decl))
             }
             BtfKind::Ptr { target } => {
-                let inner = if decl.starts_with('[') || decl.starts_with('(') {
-                    format!("(*{decl})")
-                } else {
-                    format!("*{decl}")
-                };
-                // Pointers to functions print as `ret (*)(params)`.
-                self.write_decl(*target, inner, depth + 1, out)
+                self.write_decl(*target, format!("*{decl}"), depth + 1, budget, out)
             }
             BtfKind::Array { elem, len, .. } => {
-                self.write_decl(*elem, format!("{decl}[{len}]"), depth + 1, out)
+                // A pointer to an array needs parentheses: `int (*)[4]`.
+                let d = if decl.starts_with('*') {
+                    format!("({decl})[{len}]")
+                } else {
+                    format!("{decl}[{len}]")
+                };
+                self.write_decl(*elem, d, depth + 1, budget, out)
             }
-            BtfKind::Const { target } => self.write_qualified("const", *target, decl, depth, out),
+            BtfKind::Const { target } => {
+                self.write_qualified("const", *target, decl, depth, budget, out)
+            }
             BtfKind::Volatile { target } => {
-                self.write_qualified("volatile", *target, decl, depth, out)
+                self.write_qualified("volatile", *target, decl, depth, budget, out)
             }
             BtfKind::Restrict { target } => {
-                self.write_qualified("restrict", *target, decl, depth, out)
+                self.write_qualified("restrict", *target, decl, depth, budget, out)
             }
             BtfKind::TypeTag { target } => {
                 let tag = format!("__attribute__((btf_type_tag(\"{}\")))", t.name);
-                self.write_qualified(&tag, *target, decl, depth, out)
+                self.write_qualified(&tag, *target, decl, depth, budget, out)
             }
             BtfKind::FuncProto { ret, params } => {
                 let mut ps: Vec<String> = params
@@ -916,7 +932,7 @@ impl Btf {
                             "...".to_string()
                         } else {
                             let mut s = String::new();
-                            self.write_decl(p.ty, String::new(), depth + 1, &mut s);
+                            self.write_decl(p.ty, String::new(), depth + 1, budget, &mut s);
                             s
                         }
                     })
@@ -924,22 +940,28 @@ impl Btf {
                 if ps.is_empty() {
                     ps.push("void".into());
                 }
-                let d = if decl.is_empty() {
-                    "(*)".to_string()
+                let d = if decl.starts_with('*') {
+                    format!("({decl})")
                 } else {
                     decl
                 };
-                self.write_decl(*ret, format!("{d}({})", ps.join(", ")), depth + 1, out)
+                self.write_decl(
+                    *ret,
+                    format!("{d}({})", ps.join(", ")),
+                    depth + 1,
+                    budget,
+                    out,
+                )
             }
             BtfKind::Func { proto, .. } => {
                 let mut s = String::new();
-                self.write_decl(*proto, t.name.clone(), depth + 1, &mut s);
+                self.write_decl(*proto, t.name.clone(), depth + 1, budget, &mut s);
                 out.push_str(&s)
             }
-            BtfKind::Var { ty, .. } => self.write_decl(*ty, t.name.clone(), depth + 1, out),
+            BtfKind::Var { ty, .. } => self.write_decl(*ty, t.name.clone(), depth + 1, budget, out),
             BtfKind::Datasec { .. } => out.push_str(&join(&format!("SEC(\"{}\")", t.name), &decl)),
             BtfKind::DeclTag { target, .. } => {
-                self.write_decl(*target, decl, depth + 1, out);
+                self.write_decl(*target, decl, depth + 1, budget, out);
                 let _ = write!(out, " __attribute__((btf_decl_tag(\"{}\")))", t.name);
             }
         }
@@ -951,6 +973,7 @@ impl Btf {
         target: TypeId,
         decl: String,
         depth: usize,
+        budget: &mut u32,
         out: &mut String,
     ) {
         // `const int` reads better than `int const`; for pointers the
@@ -965,11 +988,11 @@ impl Btf {
             } else {
                 format!("{q} {decl}")
             };
-            self.write_decl(target, d, depth + 1, out)
+            self.write_decl(target, d, depth + 1, budget, out)
         } else {
             out.push_str(q);
             out.push(' ');
-            self.write_decl(target, decl, depth + 1, out)
+            self.write_decl(target, decl, depth + 1, budget, out)
         }
     }
 
@@ -980,12 +1003,20 @@ impl Btf {
     /// print as `<truncated>`.
     pub fn format_value(&self, id: TypeId, bytes: &[u8]) -> String {
         let mut out = String::new();
-        self.fmt_value(id, bytes, 0, 0, &mut out);
+        self.fmt_value(id, bytes, 0, 0, &mut 65536, &mut out);
         out
     }
 
-    fn fmt_value(&self, id: TypeId, bytes: &[u8], bit_off: u32, bits: u32, out: &mut String) {
-        if bits == 0 && bit_off == 0 && self.fmt_value_at(id, bytes, 0, out) {
+    fn fmt_value(
+        &self,
+        id: TypeId,
+        bytes: &[u8],
+        bit_off: u32,
+        bits: u32,
+        budget: &mut u32,
+        out: &mut String,
+    ) {
+        if bits == 0 && bit_off == 0 && self.fmt_value_at(id, bytes, 0, budget, out) {
             return;
         }
         if bits != 0 || bit_off != 0 {
@@ -1009,7 +1040,19 @@ impl Btf {
     }
 
     /// Formats a byte-aligned value; false when nothing could be printed.
-    fn fmt_value_at(&self, id: TypeId, bytes: &[u8], depth: usize, out: &mut String) -> bool {
+    fn fmt_value_at(
+        &self,
+        id: TypeId,
+        bytes: &[u8],
+        depth: usize,
+        budget: &mut u32,
+        out: &mut String,
+    ) -> bool {
+        if *budget == 0 {
+            out.push_str("...");
+            return true;
+        }
+        *budget -= 1;
         if depth > MAX_DEPTH {
             out.push_str("<cyclic>");
             return true;
@@ -1059,10 +1102,12 @@ impl Btf {
                     *bits as u32
                 }
                 .min(64);
+                // The offset comes from the file: shift checked.
+                let shifted = raw.checked_shr(u32::from(*offset)).unwrap_or(0);
                 let v = if nbits >= 64 {
-                    raw >> *offset
+                    shifted
                 } else {
-                    (raw >> *offset) & ((1u64 << nbits) - 1)
+                    shifted & ((1u64 << nbits) - 1)
                 };
                 if encoding.bool {
                     out.push_str(if v != 0 { "true" } else { "false" });
@@ -1169,7 +1214,7 @@ impl Btf {
                     let start = i.saturating_mul(esize as usize);
                     match bytes.get(start..) {
                         Some(b) if esize == 0 || b.len() >= esize as usize => {
-                            self.fmt_value_at(*elem, b, depth + 1, out);
+                            self.fmt_value_at(*elem, b, depth + 1, budget, out);
                         }
                         _ => {
                             out.push_str("<truncated>");
@@ -1194,14 +1239,14 @@ impl Btf {
                     let byte = (m.bit_offset / 8) as usize;
                     let rest = bytes.get(byte..).unwrap_or(&[]);
                     if m.bitfield_size == 0 && m.bit_offset % 8 == 0 {
-                        self.fmt_value_at(m.ty, rest, depth + 1, out);
+                        self.fmt_value_at(m.ty, rest, depth + 1, budget, out);
                     } else {
                         let bits = if m.bitfield_size == 0 {
                             self.size_of(m.ty).map_or(0, |s| s * 8).min(64)
                         } else {
                             m.bitfield_size
                         };
-                        self.fmt_value(m.ty, rest, m.bit_offset % 8, bits, out);
+                        self.fmt_value(m.ty, rest, m.bit_offset % 8, bits, budget, out);
                     }
                 }
                 out.push('}');
@@ -1216,12 +1261,12 @@ impl Btf {
                     let name = self.get(v.ty).map(|t| t.name.clone()).unwrap_or_default();
                     let _ = write!(out, "\"{name}\": ");
                     let b = bytes.get(v.offset as usize..).unwrap_or(&[]);
-                    self.fmt_value_at(v.ty, b, depth + 1, out);
+                    self.fmt_value_at(v.ty, b, depth + 1, budget, out);
                 }
                 out.push('}');
                 true
             }
-            BtfKind::Var { ty, .. } => self.fmt_value_at(*ty, bytes, depth + 1, out),
+            BtfKind::Var { ty, .. } => self.fmt_value_at(*ty, bytes, depth + 1, budget, out),
             _ => {
                 // Functions, forward declarations, void: raw hex.
                 out.push('"');
@@ -1371,4 +1416,133 @@ fn extract_bits(bytes: &[u8], off: u32, bits: u32) -> Option<u64> {
         (1u128 << bits) - 1
     };
     Some((v & mask) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny BTF writer: types as (name offset, info, size/type, extra
+    /// words), strings as a NUL-separated blob.
+    fn build(types: &[(u32, u32, u32, &[u32])], strings: &[u8]) -> Vec<u8> {
+        let mut t = Vec::new();
+        for (name, info, st, extra) in types {
+            for w in [*name, *info, *st].iter().chain(extra.iter()) {
+                t.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        let mut out = Vec::new();
+        out.extend_from_slice(&0xeb9fu16.to_le_bytes());
+        out.extend_from_slice(&[1, 0]);
+        for w in [
+            24u32,
+            0,
+            t.len() as u32,
+            t.len() as u32,
+            strings.len() as u32,
+        ] {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out.extend_from_slice(&t);
+        out.extend_from_slice(strings);
+        out
+    }
+
+    const fn info(kind: u32, vlen: u32) -> u32 {
+        kind << 24 | vlen
+    }
+
+    #[test]
+    fn names_of_declarators() {
+        // 1 int, 2 int[4], 3 ptr to 2, 4 func_proto int(int), 5 ptr to 4,
+        // 6 const 3, 7 typedef u32 = unsigned int (8).
+        let strings = b"\0int\0u32\0unsigned int\0";
+        let btf = Btf::parse(&build(
+            &[
+                (1, info(1, 0), 4, &[1 << 24 | 32]),
+                (0, info(3, 0), 0, &[1, 1, 4]),
+                (0, info(2, 0), 2, &[]),
+                (0, info(13, 1), 1, &[0, 1]),
+                (0, info(2, 0), 4, &[]),
+                (0, info(10, 0), 3, &[]),
+                (5, info(8, 0), 8, &[]),
+                (9, info(1, 0), 4, &[32]),
+            ],
+            strings,
+        ))
+        .unwrap();
+        assert_eq!(btf.type_name(1), "int");
+        assert_eq!(btf.type_name(2), "int[4]");
+        assert_eq!(btf.type_name(3), "int (*)[4]");
+        assert_eq!(btf.type_name(5), "int (*)(int)");
+        assert_eq!(btf.type_name(6), "int (*const)[4]");
+        assert_eq!(btf.type_name(7), "u32");
+        assert_eq!(btf.type_name(99), "<bad type 99>");
+        assert_eq!(btf.size_of(2).unwrap(), 16);
+        assert_eq!(btf.size_of(6).unwrap(), 8);
+        assert_eq!(btf.resolve(7).unwrap(), 8);
+        assert_eq!(
+            btf.format_value(2, &[1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]),
+            "[1, -1, <truncated>]"
+        );
+        assert_eq!(btf.format_value(7, &7u32.to_le_bytes()), "7");
+    }
+
+    #[test]
+    fn malformed_btf_is_an_error_not_a_panic() {
+        // A typedef cycle: 1 -> 2 -> 1.
+        let cyc = Btf::parse(&build(
+            &[(0, info(8, 0), 2, &[]), (0, info(8, 0), 1, &[])],
+            b"\0",
+        ))
+        .unwrap();
+        assert!(matches!(cyc.resolve(1), Err(BtfError::TooDeep { .. })));
+        assert!(cyc.size_of(1).is_err());
+        assert_eq!(cyc.format_value(1, &[0; 8]), "<cyclic>");
+        let _ = cyc.type_name(1);
+        // A reference to a missing type.
+        let bad = build(&[(0, info(2, 0), 7, &[])], b"\0");
+        assert_eq!(Btf::parse(&bad), Err(BtfError::BadTypeId { id: 7 }));
+        // An unknown kind, a bad string offset, truncation, bad magic.
+        let unk = build(&[(0, info(31, 0), 0, &[])], b"\0");
+        assert!(matches!(
+            Btf::parse(&unk),
+            Err(BtfError::UnknownKind { kind: 31, .. })
+        ));
+        let s = build(&[(50, info(1, 0), 4, &[32])], b"\0");
+        assert_eq!(Btf::parse(&s), Err(BtfError::BadString { offset: 50 }));
+        let full = build(&[(0, info(4, 3), 8, &[0, 0, 0])], b"\0");
+        assert!(matches!(Btf::parse(&full), Err(BtfError::Truncated { .. })));
+        assert!(matches!(
+            Btf::parse(&[0x9f, 0xeb]),
+            Err(BtfError::Truncated { .. })
+        ));
+        assert!(matches!(
+            Btf::parse(&[0xeb, 0x9f, 1, 0, 24, 0, 0, 0]),
+            Err(BtfError::BadMagic { .. })
+        ));
+        // An int whose bit offset is past its storage (fuzz regression).
+        let odd = Btf::parse(&build(&[(0, info(1, 0), 8, &[200 << 16 | 8])], b"\0")).unwrap();
+        assert_eq!(odd.format_value(1, &[0xff; 8]), "0");
+    }
+
+    #[test]
+    fn wide_graphs_print_in_bounded_time() {
+        // A struct of 1000 members of itself through a pointer to an array
+        // of 1000 of it: formatting stops at its budget.
+        let mut members = Vec::new();
+        for _ in 0..1000 {
+            members.extend_from_slice(&[0, 2, 0]);
+        }
+        let btf = Btf::parse(&build(
+            &[
+                (0, info(4, 1000), 4, &members),
+                (0, info(3, 0), 0, &[1, 1, 1000]),
+            ],
+            b"\0",
+        ))
+        .unwrap();
+        let s = btf.format_value(1, &[0; 4]);
+        assert!(s.contains("..."));
+    }
 }

@@ -32,6 +32,7 @@
 
 pub mod btf;
 mod error;
+pub mod fuzzing;
 mod loader;
 mod maps;
 mod object_file;

@@ -408,15 +408,16 @@ impl<'data> Linker<'_, 'data> {
                         return Err(err(s, self.bad_target("call", r.symbol, &r.target)));
                     }
                     (Insn::LoadImm64 { imm, .. }, Some(r)) => {
-                        if r.kind != RelocKind::Imm64 {
+                        if !matches!(r.kind, RelocKind::Imm64 | RelocKind::None) {
                             return Err(err(
                                 s,
                                 format!("{:?} relocation to '{}' on lddw", r.kind, r.symbol),
                             ));
                         }
-                        let addend = match *imm {
-                            Imm64::Value(v) => v as u32,
-                            _ => 0,
+                        let addend = match (r.addend, *imm) {
+                            (Some(a), _) => a as u32,
+                            (None, Imm64::Value(v)) => v as u32,
+                            (None, _) => 0,
                         };
                         match self.resolve_lddw(r, addend).map_err(|m| err(s, m))? {
                             Resolved::Imm(new) => *imm = new,

@@ -164,7 +164,13 @@ fn legacy_maps(obj: &Object<'_>, out: &mut Vec<MapDefinition>) -> Result<(), Elf
                 .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         };
         let ty = map_type(m.name, word(0))?;
-        let def = MapDef::new(ty, word(1), word(2), word(3))
+        // bpf_load.c created maps of maps with 4-byte (fd) values whatever
+        // the definition said; the samples leave the field 0.
+        let value_size = match word(2) {
+            0 if ty.is_map_in_map() => 4,
+            v => v,
+        };
+        let def = MapDef::new(ty, word(1), value_size, word(3))
             .with_flags(word(4))
             .with_name(m.name);
         let mut pinning = 0;

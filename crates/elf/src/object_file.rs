@@ -12,7 +12,7 @@
 use crate::error::ElfError;
 use bpfkit_isa::{DecodeError, Pc, Program};
 use object::elf::{self, FileHeader64, Sym64};
-use object::read::elf::{FileHeader, SectionHeader, SectionTable, Sym, SymbolTable};
+use object::read::elf::{FileHeader, Rela as _, SectionHeader, SectionTable, Sym, SymbolTable};
 use object::{LittleEndian as LE, SectionIndex, SymbolIndex};
 
 /// A parsed BPF object file, borrowing from its bytes.
@@ -152,6 +152,11 @@ pub enum RelocKind {
     /// `R_BPF_64_NODYLD32`: a 32-bit word not resolved at load time.
     #[doc(alias = "R_BPF_64_NODYLD32")]
     NoDyld32,
+    /// `R_BPF_NONE` (0): written by old toolchains (with `EM_NONE`
+    /// objects) for map references; loaders of the time relocated every
+    /// `lddw` regardless of the type.
+    #[doc(alias = "R_BPF_NONE")]
+    None,
     /// `R_BPF_64_32`: the immediate of a call (bpf-to-bpf or kfunc).
     #[doc(alias = "R_BPF_64_32")]
     Call32,
@@ -162,6 +167,7 @@ pub enum RelocKind {
 impl RelocKind {
     fn from_raw(t: u32) -> RelocKind {
         match t {
+            0 => RelocKind::None,
             1 => RelocKind::Imm64,
             2 => RelocKind::Abs64,
             3 => RelocKind::Abs32,
@@ -213,6 +219,9 @@ pub struct Relocation<'data> {
     pub symbol: &'data str,
     /// What the symbol refers to.
     pub target: RelocTarget<'data>,
+    /// The explicit addend of a `RELA` relocation (`None` for `REL`,
+    /// whose addend is the instruction's immediate).
+    pub addend: Option<i64>,
     /// ELF index of the symbol's section (`None` for undefined, absolute
     /// and common symbols).
     pub symbol_section: Option<usize>,
@@ -575,12 +584,32 @@ impl<'data> Object<'data> {
         infos: &[SecInfo<'data>],
     ) -> Result<(), ElfError> {
         for (i, sh) in sections.enumerate() {
-            let rels = match sh
+            // (offset, symbol, type, explicit addend): clang writes REL;
+            // some old toolchains (the corpus' ovs datapath) wrote RELA.
+            let entries: Vec<(u64, u32, u32, Option<i64>)> = if let Some((rels, _)) = sh
                 .rel(LE, self.data)
                 .map_err(ElfError::malformed(format!("relocation section {}", i.0)))?
             {
-                Some((rels, _symtab)) => rels,
-                None => continue,
+                rels.iter()
+                    .map(|r| (r.r_offset.get(LE), r.r_sym(LE), r.r_type(LE), None))
+                    .collect()
+            } else if let Some((relas, _)) = sh
+                .rela(LE, self.data)
+                .map_err(ElfError::malformed(format!("relocation section {}", i.0)))?
+            {
+                relas
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.r_offset.get(LE),
+                            r.r_sym(LE, false),
+                            r.r_type(LE, false),
+                            Some(r.r_addend(LE)),
+                        )
+                    })
+                    .collect()
+            } else {
+                continue;
             };
             let target_index = sh.sh_info(LE) as usize;
             // Relocations of `.maps` fill the `values` slots of prog
@@ -594,15 +623,13 @@ impl<'data> Object<'data> {
                 (None, None) => continue,
             };
             let mut out = Vec::new();
-            for rel in rels {
-                let offset = rel.r_offset.get(LE);
+            for (offset, r_sym, r_type, addend) in entries {
                 if offset % 8 != 0 || offset >= sec_len {
                     return Err(ElfError::RelocationOutOfRange {
                         section: sec_name.to_string(),
                         offset,
                     });
                 }
-                let r_sym = rel.r_sym(LE);
                 let bad_symbol = || ElfError::BadRelocationSymbol {
                     section: sec_name.to_string(),
                     offset,
@@ -639,9 +666,10 @@ impl<'data> Object<'data> {
                 };
                 out.push(Relocation {
                     offset,
-                    kind: RelocKind::from_raw(rel.r_type(LE)),
+                    kind: RelocKind::from_raw(r_type),
                     symbol: name,
                     target,
+                    addend,
                     symbol_section: sec,
                     symbol_value: value,
                     section_symbol,

@@ -550,30 +550,6 @@ fn obj_with_program() -> bpfkit_elf::LoadedProgram {
     LoadedObject::load(EXAMPLE).unwrap().programs.remove(0)
 }
 
-/// Loads whatever parses; formats every map's types; never panics.
-fn load_never_panics(data: &[u8]) {
-    if let Ok(obj) = LoadOptions::default().keep_going(true).load(data) {
-        if let Some(btf) = &obj.btf {
-            for m in &obj.maps {
-                let _ = obj.map_type_names(m);
-                let bytes = vec![0xa5u8; m.def.value_size.min(4096) as usize];
-                if let Some(t) = m.value_type {
-                    let _ = btf.format_value(t, &bytes);
-                    let _ = btf.format_value(t, &bytes[..bytes.len() / 2]);
-                }
-            }
-            for (id, _) in btf.types() {
-                let _ = btf.type_name(id);
-                let _ = btf.size_of(id);
-            }
-        }
-        for p in &obj.programs {
-            let _ = p.prog_type();
-            let _ = p.line_at(Pc(p.insns.slot_count()));
-        }
-    }
-}
-
 /// The `.BTF` section of the fixture, to aim mutations at.
 fn btf_range(data: &[u8]) -> std::ops::Range<usize> {
     let obj = bpfkit_elf::Object::parse(data).unwrap();
@@ -606,6 +582,6 @@ proptest! {
         for (at, byte) in edits {
             data[at.index(n)] = byte;
         }
-        load_never_panics(&data);
+        bpfkit_elf::fuzzing::check_load(&data);
     }
 }
