@@ -312,17 +312,17 @@ impl Interval {
         acc.map_or(Interval::full(kind), |i| i.fit(kind))
     }
 
-    /// `x & y` in `kind`: see [`Interval::bitwise`].
+    /// `x & y` in `kind`: see `Interval::bitwise`.
     pub fn and(self, other: Interval, kind: Kind) -> Interval {
         self.bitwise(other, kind, Bitwise::And)
     }
 
-    /// `x | y` in `kind`: see [`Interval::bitwise`].
+    /// `x | y` in `kind`: see `Interval::bitwise`.
     pub fn or(self, other: Interval, kind: Kind) -> Interval {
         self.bitwise(other, kind, Bitwise::Or)
     }
 
-    /// `x ^ y` in `kind`: see [`Interval::bitwise`].
+    /// `x ^ y` in `kind`: see `Interval::bitwise`.
     pub fn xor(self, other: Interval, kind: Kind) -> Interval {
         self.bitwise(other, kind, Bitwise::Xor)
     }
