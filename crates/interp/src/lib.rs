@@ -272,8 +272,15 @@ impl Interpreter {
         } = self;
         let ops: &[Op] = if TRACE { plain } else { ops };
         let budget = *budget;
-        let mut guest = Guest::new(stack, mem);
-        let stack_top = guest.stack_end();
+        // The stack and the embedder's regions are kept apart (a `Guest` is
+        // built only to lend both to a helper or an atomic), so that
+        // accesses the compiler proved to be inside the current frame index
+        // the stack directly.
+        let stack: &mut [u8] = stack;
+        let stack_start = stack.as_ptr() as u64;
+        let stack_top = stack_start + stack.len() as u64;
+        // Stack offset of the current frame's `r10`.
+        let mut fp_off = stack.len();
         let mut regs = [0u64; 11];
         for (r, a) in regs[1..6].iter_mut().zip(args) {
             *r = *a;
@@ -325,25 +332,60 @@ impl Interpreter {
             };
         }
         macro_rules! load {
-            ($n:literal, $a:expr) => {
-                match guest.load::<$n>($a) {
-                    Ok(b) => b,
-                    Err(f) => trap!(f),
+            ($n:literal, $a:expr) => {{
+                let a: u64 = $a;
+                // The stack first (most accesses), then the regions.
+                let off = a.wrapping_sub(stack_start) as usize;
+                match stack.get(off..).and_then(|s| s.first_chunk::<$n>()) {
+                    Some(b) => *b,
+                    None => match mem.load::<$n>(a) {
+                        Ok(b) => b,
+                        Err(f) => trap!(f),
+                    },
                 }
-            };
+            }};
         }
         macro_rules! store {
-            ($n:literal, $a:expr, $v:expr) => {
-                if let Err(f) = guest.store::<$n>($a, $v) {
-                    trap!(f)
+            ($n:literal, $a:expr, $v:expr) => {{
+                let a: u64 = $a;
+                let v: [u8; $n] = $v;
+                let off = a.wrapping_sub(stack_start) as usize;
+                match stack.get_mut(off..).and_then(|s| s.first_chunk_mut::<$n>()) {
+                    Some(b) => *b = v,
+                    None => {
+                        if let Err(f) = mem.store::<$n>(a, v) {
+                            trap!(f)
+                        }
+                    }
                 }
-            };
+            }};
+        }
+        // A frame slot (`Op::LdxStack*`, ...): in bounds by construction,
+        // the general path is only there to avoid a panic branch.
+        macro_rules! stack_load {
+            ($n:literal, $off:expr) => {{
+                let i = fp_off.wrapping_add($off as isize as usize);
+                match stack.get(i..).and_then(|s| s.first_chunk::<$n>()) {
+                    Some(b) => *b,
+                    None => load!($n, r!(10).wrapping_add($off as i64 as u64)),
+                }
+            }};
+        }
+        macro_rules! stack_store {
+            ($n:literal, $off:expr, $v:expr) => {{
+                let i = fp_off.wrapping_add($off as isize as usize);
+                let v: [u8; $n] = $v;
+                match stack.get_mut(i..).and_then(|s| s.first_chunk_mut::<$n>()) {
+                    Some(b) => *b = v,
+                    None => store!($n, r!(10).wrapping_add($off as i64 as u64), v),
+                }
+            }};
         }
         macro_rules! call_helper {
             ($id:expr, $h:expr) => {{
                 let id = HelperId($id);
                 let mut env =
-                    HelperEnv::new(guest.reborrow(), data.as_deref_mut(), pcs[pc - 1], id);
+                    HelperEnv::new(Guest::new(stack, mem), data.as_deref_mut(), pcs[pc - 1], id);
                 let args = [r!(1), r!(2), r!(3), r!(4), r!(5)];
                 match $h.call(&mut env, args) {
                     Ok(v) => regs[0] = v,
@@ -364,6 +406,7 @@ impl Interpreter {
                     fp: r!(10),
                 };
                 depth += 1;
+                fp_off = stack.len() - depth * STACK_SIZE;
                 regs[10] = stack_top - (depth * STACK_SIZE) as u64;
                 jump!($t);
             }};
@@ -494,6 +537,16 @@ impl Interpreter {
                     store!(4, addr!(d, off), (r!(s) as u32).to_le_bytes())
                 }
                 Op::StxDw { d, s, off } => store!(8, addr!(d, off), r!(s).to_le_bytes()),
+                Op::LdxStackB { d, off } => r!(d) = stack_load!(1, off)[0] as u64,
+                Op::LdxStackH { d, off } => r!(d) = u16::from_le_bytes(stack_load!(2, off)) as u64,
+                Op::LdxStackW { d, off } => r!(d) = u32::from_le_bytes(stack_load!(4, off)) as u64,
+                Op::LdxStackDw { d, off } => r!(d) = u64::from_le_bytes(stack_load!(8, off)),
+                Op::StxStackB { s, off } => stack_store!(1, off, [r!(s) as u8]),
+                Op::StxStackH { s, off } => stack_store!(2, off, (r!(s) as u16).to_le_bytes()),
+                Op::StxStackW { s, off } => stack_store!(4, off, (r!(s) as u32).to_le_bytes()),
+                Op::StxStackDw { s, off } => stack_store!(8, off, r!(s).to_le_bytes()),
+                Op::StStackW { off, imm } => stack_store!(4, off, imm.to_le_bytes()),
+                Op::StStackDw { off, imm } => stack_store!(8, off, (imm as i64).to_le_bytes()),
                 Op::Atomic32 {
                     d,
                     s,
@@ -504,7 +557,9 @@ impl Interpreter {
                     let a = addr!(d, off);
                     let v = r!(s) as u32 as u64;
                     let expected = r!(0) as u32 as u64;
-                    let old = match guest.atomic_update::<4>(a, |x| atomic(op, x, v, expected)) {
+                    let old = match Guest::new(stack, mem)
+                        .atomic_update::<4>(a, |x| atomic(op, x, v, expected))
+                    {
                         Ok(old) => old,
                         Err(f) => trap!(f),
                     };
@@ -524,7 +579,9 @@ impl Interpreter {
                     let a = addr!(d, off);
                     let v = r!(s);
                     let expected = r!(0);
-                    let old = match guest.atomic_update::<8>(a, |x| atomic(op, x, v, expected)) {
+                    let old = match Guest::new(stack, mem)
+                        .atomic_update::<8>(a, |x| atomic(op, x, v, expected))
+                    {
                         Ok(old) => old,
                         Err(f) => trap!(f),
                     };
@@ -535,7 +592,7 @@ impl Interpreter {
                     }
                 }
                 Op::LdPkt { size, s, imm } => {
-                    let Some(pkt) = guest.memory().packet() else {
+                    let Some(pkt) = mem.packet() else {
                         trap!(TrapKind::NoPacket)
                     };
                     let off = match s {
@@ -633,6 +690,7 @@ impl Interpreter {
                         finish!(Ok(regs[0]));
                     }
                     depth -= 1;
+                    fp_off = stack.len() - depth * STACK_SIZE;
                     let f = frames[depth];
                     [regs[6], regs[7], regs[8], regs[9]] = f.saved;
                     regs[10] = f.fp;

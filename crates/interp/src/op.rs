@@ -11,7 +11,7 @@ use bpfkit_isa::{
     AluOp, AtomicOp, ByteOrder, Imm64, Insn, Pc, Program, Reg, SignExtFrom, Size, Src, SwapBits,
     Width,
 };
-use bpfkit_runtime::{Helpers, Imm64Resolver};
+use bpfkit_runtime::{Helpers, Imm64Resolver, STACK_SIZE};
 
 /// A register number known to be at most 10, so indexing an 11-entry array
 /// with it needs no bounds check.
@@ -431,6 +431,51 @@ pub(crate) enum Op {
         op: AtomicOp,
         fetch: bool,
     },
+    // Loads and stores at `r10 + off` with `[off, off + size)` inside the
+    // current frame, in programs that never write `r10`: `r10` is then
+    // always the frame's top, so the access is in bounds by construction
+    // and needs neither `r10` nor a region lookup, only the frame's offset
+    // in the stack.
+    LdxStackB {
+        d: R,
+        off: i16,
+    },
+    LdxStackH {
+        d: R,
+        off: i16,
+    },
+    LdxStackW {
+        d: R,
+        off: i16,
+    },
+    LdxStackDw {
+        d: R,
+        off: i16,
+    },
+    StxStackB {
+        s: R,
+        off: i16,
+    },
+    StxStackH {
+        s: R,
+        off: i16,
+    },
+    StxStackW {
+        s: R,
+        off: i16,
+    },
+    StxStackDw {
+        s: R,
+        off: i16,
+    },
+    StStackW {
+        off: i16,
+        imm: i32,
+    },
+    StStackDw {
+        off: i16,
+        imm: i32,
+    },
     /// Legacy packet load; `s` is `None` for `LD_ABS`.
     LdPkt {
         size: u8,
@@ -767,6 +812,11 @@ pub(crate) fn compile(
             .and_then(|t| prog.index_of(t))
             .map_or(u32::MAX, |i| i as u32)
     };
+    let fixed_fp = !prog.insns().iter().any(writes_r10);
+    // `r10 + off` is inside the current frame for an access of `n` bytes.
+    let in_frame = |r: Reg, off: i16, n: i16| {
+        fixed_fp && r == Reg::R10 && off >= -(STACK_SIZE as i16) && off <= -n
+    };
     let mut ops = Vec::with_capacity(prog.insns().len() + 1);
     for (pc, insn) in prog.iter() {
         let op = match *insn {
@@ -819,14 +869,23 @@ pub(crate) fn compile(
                 off,
             } => {
                 let (d, s) = (dst.into(), src.into());
-                match (size, sign_extend) {
-                    (Size::B, false) => Op::LdxB { d, s, off },
-                    (Size::H, false) => Op::LdxH { d, s, off },
-                    (Size::W, false) => Op::LdxW { d, s, off },
-                    (Size::DW, _) => Op::LdxDw { d, s, off },
-                    (Size::B, true) => Op::LdxSb { d, s, off },
-                    (Size::H, true) => Op::LdxSh { d, s, off },
-                    (Size::W, true) => Op::LdxSw { d, s, off },
+                if !sign_extend && in_frame(src, off, size.bytes() as i16) {
+                    match size {
+                        Size::B => Op::LdxStackB { d, off },
+                        Size::H => Op::LdxStackH { d, off },
+                        Size::W => Op::LdxStackW { d, off },
+                        Size::DW => Op::LdxStackDw { d, off },
+                    }
+                } else {
+                    match (size, sign_extend) {
+                        (Size::B, false) => Op::LdxB { d, s, off },
+                        (Size::H, false) => Op::LdxH { d, s, off },
+                        (Size::W, false) => Op::LdxW { d, s, off },
+                        (Size::DW, _) => Op::LdxDw { d, s, off },
+                        (Size::B, true) => Op::LdxSb { d, s, off },
+                        (Size::H, true) => Op::LdxSh { d, s, off },
+                        (Size::W, true) => Op::LdxSw { d, s, off },
+                    }
                 }
             }
             Insn::Store {
@@ -837,30 +896,14 @@ pub(crate) fn compile(
             } => {
                 let d = dst.into();
                 match (size, src) {
-                    (Size::B, Src::Imm(imm)) => Op::StB { d, off, imm },
-                    (Size::H, Src::Imm(imm)) => Op::StH { d, off, imm },
-                    (Size::W, Src::Imm(imm)) => Op::StW { d, off, imm },
-                    (Size::DW, Src::Imm(imm)) => Op::StDw { d, off, imm },
-                    (Size::B, Src::Reg(s)) => Op::StxB {
-                        d,
-                        s: s.into(),
-                        off,
-                    },
-                    (Size::H, Src::Reg(s)) => Op::StxH {
-                        d,
-                        s: s.into(),
-                        off,
-                    },
-                    (Size::W, Src::Reg(s)) => Op::StxW {
-                        d,
-                        s: s.into(),
-                        off,
-                    },
-                    (Size::DW, Src::Reg(s)) => Op::StxDw {
-                        d,
-                        s: s.into(),
-                        off,
-                    },
+                    _ if !in_frame(dst, off, size.bytes() as i16) => store(size, d, off, src),
+                    (Size::W, Src::Imm(imm)) => Op::StStackW { off, imm },
+                    (Size::DW, Src::Imm(imm)) => Op::StStackDw { off, imm },
+                    (Size::B, Src::Reg(s)) => Op::StxStackB { s: s.into(), off },
+                    (Size::H, Src::Reg(s)) => Op::StxStackH { s: s.into(), off },
+                    (Size::W, Src::Reg(s)) => Op::StxStackW { s: s.into(), off },
+                    (Size::DW, Src::Reg(s)) => Op::StxStackDw { s: s.into(), off },
+                    _ => store(size, d, off, src),
                 }
             }
             Insn::Atomic {
@@ -985,6 +1028,48 @@ pub(crate) fn fuse(ops: &[Op]) -> Vec<Op> {
         out[i] = fused;
     }
     out
+}
+
+fn store(size: Size, d: R, off: i16, src: Src) -> Op {
+    match (size, src) {
+        (Size::B, Src::Imm(imm)) => Op::StB { d, off, imm },
+        (Size::H, Src::Imm(imm)) => Op::StH { d, off, imm },
+        (Size::W, Src::Imm(imm)) => Op::StW { d, off, imm },
+        (Size::DW, Src::Imm(imm)) => Op::StDw { d, off, imm },
+        (Size::B, Src::Reg(s)) => Op::StxB {
+            d,
+            s: s.into(),
+            off,
+        },
+        (Size::H, Src::Reg(s)) => Op::StxH {
+            d,
+            s: s.into(),
+            off,
+        },
+        (Size::W, Src::Reg(s)) => Op::StxW {
+            d,
+            s: s.into(),
+            off,
+        },
+        (Size::DW, Src::Reg(s)) => Op::StxDw {
+            d,
+            s: s.into(),
+            off,
+        },
+    }
+}
+
+/// Whether `insn` may write `r10`.
+fn writes_r10(insn: &Insn) -> bool {
+    match *insn {
+        Insn::Alu { dst, .. }
+        | Insn::Neg { dst, .. }
+        | Insn::Endian { dst, .. }
+        | Insn::LoadImm64 { dst, .. }
+        | Insn::Load { dst, .. } => dst == Reg::R10,
+        Insn::Atomic { src, fetch, .. } => fetch && src == Reg::R10,
+        _ => false,
+    }
 }
 
 fn alu(width: Width, op: AluOp, d: R, src: Src) -> Op {

@@ -736,3 +736,85 @@ fn fused_ops_match_plain_execution() {
     }
     assert!(fused_programs > 300);
 }
+
+/// Runs `text` as is and with an unreachable `mov %r10, %r10` appended,
+/// which turns off the `r10 + off` stack specialisation (the program now
+/// "writes" r10) without changing what runs: both must agree on the
+/// result, the count and any trap.
+fn same_with_and_without_fixed_fp(text: &str, mem: &[u8]) -> Result<u64, Trap> {
+    let special = prog(text);
+    let general = prog(&format!("{text}\nmov %r10, %r10"));
+    let mut results = Vec::new();
+    for (p, expect_stack_ops) in [(special, true), (general, false)] {
+        let mut vm = Interpreter::new(&p, &helpers()).unwrap();
+        let has_stack_ops = vm.ops.iter().any(|op| {
+            matches!(
+                op,
+                Op::LdxStackB { .. }
+                    | Op::LdxStackH { .. }
+                    | Op::LdxStackW { .. }
+                    | Op::LdxStackDw { .. }
+                    | Op::StxStackB { .. }
+                    | Op::StxStackH { .. }
+                    | Op::StxStackW { .. }
+                    | Op::StxStackDw { .. }
+                    | Op::StStackW { .. }
+                    | Op::StStackDw { .. }
+            )
+        });
+        if !expect_stack_ops {
+            assert!(!has_stack_ops, "{text}");
+        }
+        let mut buf = mem.to_vec();
+        let mut m = Memory::new();
+        let addr = m.add(RegionKind::Other, &mut buf);
+        let mut r = vm.run(&mut m, &[addr, mem.len() as u64]);
+        // Each interpreter has its own stack: compare faulting addresses
+        // relative to its top.
+        if let Err(Trap {
+            kind: TrapKind::OutOfBounds { addr, .. },
+            ..
+        }) = &mut r
+        {
+            *addr = addr.wrapping_sub(vm.stack_range().1);
+        }
+        results.push((r, vm.executed(), buf));
+    }
+    assert_eq!(results[0], results[1], "{text}");
+    results.swap_remove(0).0
+}
+
+#[test]
+fn stack_slots_at_fixed_offsets() {
+    let p = "stdw [%r10-512], 7\nstw [%r10-4], -1\nstxb [%r10-9], %r2\nstxh [%r10-12], %r2\n\
+             stxw [%r10-16], %r2\nstxdw [%r10-24], %r2\nldxdw %r0, [%r10-512]\n\
+             ldxw %r3, [%r10-4]\nadd %r0, %r3\nldxb %r3, [%r10-9]\nadd %r0, %r3\n\
+             ldxh %r3, [%r10-12]\nadd %r0, %r3\nldxw %r3, [%r10-16]\nadd %r0, %r3\n\
+             ldxdw %r3, [%r10-24]\nadd %r0, %r3\nexit";
+    assert_eq!(
+        same_with_and_without_fixed_fp(p, &[0; 8]),
+        Ok(7u64 + 0xffff_ffff + 8 + 8 + 8 + 8)
+    );
+    // Frames of nested calls are distinct; r10 comes back after exit.
+    let p = "stdw [%r10-8], 1\ncall local f\nldxdw %r1, [%r10-8]\nadd %r0, %r1\nexit\n\
+             f:\nstdw [%r10-8], 50\ncall local g\nldxdw %r1, [%r10-8]\nadd %r0, %r1\nexit\n\
+             g:\nstdw [%r10-8], 400\nldxdw %r0, [%r10-8]\nexit";
+    assert_eq!(same_with_and_without_fixed_fp(p, &[0; 8]), Ok(451));
+    // Outside the frame: the general, checked path (same traps).
+    for p in [
+        "ldxdw %r0, [%r10-4]\nexit",
+        "ldxb %r0, [%r10]\nexit",
+        "stw [%r10-2], 1\nexit",
+        "ldxdw %r0, [%r10-520]\nexit",
+        "stxdw [%r10+8], %r1\nexit",
+    ] {
+        let _ = same_with_and_without_fixed_fp(p, &[0; 8]);
+    }
+    assert!(matches!(
+        same_with_and_without_fixed_fp("ldxb %r0, [%r10]\nexit", &[0; 8]),
+        Err(Trap {
+            kind: TrapKind::OutOfBounds { .. },
+            ..
+        })
+    ));
+}
