@@ -1,30 +1,55 @@
 //! # bpfkit-elf
 //!
-//! Reads the ELF objects that `clang -target bpf` produces: program
-//! sections and their functions, relocations (map references, bpf-to-bpf
-//! calls, global data), map symbols and the license. Parsing borrows from
-//! the input bytes (a `'data` lifetime, as the `object` crate does), never
-//! panics on malformed input and reports problems as [`ElfError`].
+//! Loads the ELF objects that `clang -target bpf` produces, as libbpf
+//! (and, for old objects, iproute2 and the kernel samples' `bpf_load.c`)
+//! would: every program of every section, linked with its subprograms;
+//! every map (BTF `.maps`, legacy `maps` sections, global data); the BTF
+//! to name and print their types. Untrusted bytes never panic: problems
+//! are [`ElfError`]s that name the section, symbol and instruction.
 //!
-//! This is the first layer of the loader: it names things, it does not
-//! resolve them. Map definitions (legacy `maps` sections and BTF `.maps`),
-//! global data and linking build on the types here.
+//! Two layers:
 //!
-//! - [`Object`]: the parsed object.
-//! - [`ProgramSection`]: an executable section with instructions, its
-//!   [`Function`]s, local [`Label`]s and [`Relocation`]s.
-//! - [`MapSymbol`]: a symbol in a map section.
+//! - [`Object`] names things and borrows from the bytes: program sections
+//!   ([`ProgramSection`]) with [`Function`]s, [`Label`]s and classified
+//!   [`Relocation`]s, [`MapSymbol`]s, data symbols, the license.
+//!   `bpfkit disasm` works on this layer.
+//! - [`LoadedObject`] resolves them and owns its data:
+//!   - [`LoadedObject::programs`]: [`LoadedProgram`]s, each one
+//!     instruction list ([`bpfkit_isa::Program`]) with its `.text` and
+//!     same-section subprograms appended (libbpf's order), calls and
+//!     function references fixed, maps referenced as
+//!     `Imm64::MapIdx(i)` and global data as `Imm64::MapIdxValue { idx,
+//!     off }` into [`LoadedObject::maps`]; the program type from the
+//!     section name ([`LoadedProgram::prog_type`]); `.BTF.ext` function
+//!     and line info moved to program slots.
+//!   - [`LoadedObject::maps`]: [`MapDefinition`]s (a
+//!     [`bpfkit_abi::MapDef`] plus BTF key/value types, initial data of
+//!     global data, `frozen` for `.rodata*`, `values` initialisers of prog
+//!     arrays and maps of maps).
+//!   - [`LoadedObject::btf`]: the parsed [`Btf`], with
+//!     [`Btf::type_name`] (`struct flow_key`) and [`Btf::format_value`]
+//!     (`{"src": 1, ...}`).
+//!
+//! What needs a running kernel (kfuncs, ksyms, kconfig externs, CO-RE
+//! relocations against kernel-internal types) is an error naming the
+//! relocation, raised for the program that needs it
+//! ([`LoadOptions::keep_going`] loads the others).
 //!
 //! ```no_run
+//! use bpfkit_isa::{Imm64, Insn};
 //! let data = std::fs::read("examples/xdp_counter.o").unwrap();
-//! let obj = bpfkit_elf::Object::parse(&data).unwrap();
-//! for sec in obj.programs() {
-//!     for f in &sec.functions {
-//!         println!("{} in {}: {} instructions", f.name, sec.name, f.size / 8);
-//!     }
+//! let obj = bpfkit_elf::LoadedObject::load(&data).unwrap();
+//! for (i, m) in obj.maps.iter().enumerate() {
+//!     let (key, value) = obj.map_type_names(m);
+//!     println!("map {i} {}: {} {:?} -> {:?}", m.name, m.def.map_type, key, value);
 //! }
-//! for map in obj.maps() {
-//!     println!("map {}", map.name);
+//! for p in &obj.programs {
+//!     println!("{} ({}): {} slots", p.name, p.prog_type().unwrap(), p.insns.slot_count());
+//!     for insn in p.insns.insns() {
+//!         if let Insn::LoadImm64 { imm: Imm64::MapIdx(i), .. } = insn {
+//!             println!("  uses map {}", obj.maps[*i as usize].name);
+//!         }
+//!     }
 //! }
 //! ```
 #![forbid(unsafe_code)]

@@ -243,9 +243,9 @@ struct Patch {
     slot: usize,
 }
 
-/// Record and structures for source names of CO-RE types that bpfkit
-/// presents to programs with the kernel's own (uapi) layout, so that a
-/// relocation against them resolves to what the compiler already wrote.
+/// Names of the types that bpfkit presents to programs with the kernel's
+/// own (uapi) layout: contexts and packet headers. A CO-RE relocation
+/// against them resolves to what the compiler already wrote.
 const UAPI_TYPES: &[&str] = &[
     "xdp_md",
     "__sk_buff",
@@ -605,7 +605,8 @@ impl<'data> Linker<'_, 'data> {
                     })?;
                 let off = offset.wrapping_add(addend as u64);
                 let size = self.maps[idx].def.value_size as u64;
-                if off >= size.max(1) {
+                // One past the end is a valid C address (`&arr[N]`).
+                if off > size {
                     return Err(format!(
                         "reference to '{}' at offset {off} of '{section}', past its {size} bytes",
                         r.symbol
@@ -667,7 +668,9 @@ impl<'data> Linker<'_, 'data> {
             }
             None => (String::new(), format!("type {}", c.type_id)),
         };
-        if !name.is_empty() && UAPI_TYPES.contains(&name.as_str()) {
+        // libbpf's flavours: `struct xdp_md___v2` matches `xdp_md`.
+        let base = name.split("___").next().unwrap_or("");
+        if !base.is_empty() && UAPI_TYPES.contains(&base) {
             return Ok(());
         }
         let ty = ProgType::from_section(section).map_or_else(
