@@ -1,7 +1,5 @@
 //! Run guards: how value pointers stay valid while a program runs.
 //!
-//! This is the only module of the crate with `unsafe` code.
-//!
 //! # The rule
 //!
 //! The kernel protects map values with RCU: a program runs inside an RCU
@@ -27,7 +25,7 @@
 //! Arrays never free their storage before the map itself is dropped, and
 //! the map outlives `'g` because lookups borrow it for `'g` as well.
 //!
-//! # What the unsafe code relies on
+//! # What the unsafe code relies on (see the private `raw` module)
 //!
 //! Elements of maps that can free them (hashes, tries, inner maps) are held
 //! in an `Rcu`: an `Arc` whose drop is always deferred with `retire`.
@@ -45,9 +43,6 @@
 //! writing the same bytes at once race exactly as they do in the kernel.
 //! The crate's own accesses (control-side copies, helper updates) are
 //! relaxed atomic word operations.
-
-use std::mem::ManuallyDrop;
-use std::sync::Arc;
 
 /// A pinned epoch: hold one for the whole of a program run (see the module
 /// documentation). Pins nest; pinning is cheap (a thread-local counter and
@@ -73,59 +68,4 @@ pub fn pin() -> RunGuard {
 pub(crate) fn retire<T: Send + 'static>(value: T) {
     let guard = crossbeam_epoch::pin();
     guard.defer(move || drop(value));
-}
-
-/// An `Arc<T>` that a map holds and that programs may borrow for the length
-/// of a run: dropping it (removing it from the map) defers the release of
-/// the `Arc` until every [`RunGuard`] pinned at that moment is dropped.
-pub(crate) struct Rcu<T: Send + Sync + 'static> {
-    arc: ManuallyDrop<Arc<T>>,
-}
-
-impl<T: Send + Sync + 'static> Rcu<T> {
-    /// Wraps a fresh element.
-    pub(crate) fn new(value: T) -> Rcu<T> {
-        Rcu::from_arc(Arc::new(value))
-    }
-
-    /// Wraps a shared element.
-    pub(crate) fn from_arc(arc: Arc<T>) -> Rcu<T> {
-        Rcu {
-            arc: ManuallyDrop::new(arc),
-        }
-    }
-
-    /// The element for the rest of the run that `guard` protects.
-    pub(crate) fn get<'g>(&self, _guard: &'g RunGuard) -> &'g T {
-        let p: *const T = Arc::as_ptr(&self.arc);
-        // SAFETY: `self` is alive now, so the `Arc` it holds keeps `*p`
-        // alive now; `_guard` is pinned now. The `Arc` is released only by
-        // the deferred function of `Drop` below, which crossbeam-epoch runs
-        // after every guard pinned at the time of deferral (so `_guard`,
-        // which lives for `'g`) has been dropped. Other `Arc` clones can only
-        // keep `*p` alive longer. `T: Sync`, so sharing `&T` across threads
-        // is allowed.
-        unsafe { &*p }
-    }
-
-    /// The shared `Arc` (to clone it, or to compare identities).
-    pub(crate) fn arc(&self) -> &Arc<T> {
-        &self.arc
-    }
-}
-
-impl<T: Send + Sync + 'static> std::ops::Deref for Rcu<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.arc
-    }
-}
-
-impl<T: Send + Sync + 'static> Drop for Rcu<T> {
-    fn drop(&mut self) {
-        // SAFETY: `self.arc` is never used again: this is `drop`, and no
-        // other code takes it out of the `ManuallyDrop`.
-        let arc = unsafe { ManuallyDrop::take(&mut self.arc) };
-        retire(arc);
-    }
 }

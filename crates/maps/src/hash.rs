@@ -31,7 +31,7 @@
 //! not set the bit (the kernel's `_sys` lookups do not either).
 //! `BPF_F_NO_COMMON_LRU` is accepted but shares one queue.
 
-use crate::epoch::Rcu;
+use crate::raw::Rcu;
 use crate::storage::{self, ValueRef};
 use crate::{lock, rd, update_flags, wr, Map, MapError, RunGuard};
 use std::collections::hash_map::RandomState;

@@ -59,12 +59,13 @@
 #![deny(unsafe_code)]
 
 mod array;
-#[allow(unsafe_code)]
 pub mod epoch;
 mod error;
 mod hash;
 mod lpm;
 mod queue;
+#[allow(unsafe_code)]
+mod raw;
 mod registry;
 pub mod ringbuf;
 mod slots;

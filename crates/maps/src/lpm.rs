@@ -16,7 +16,7 @@
 //! trie gives `ENOSPC` for new prefixes; an absent or invalid key restarts
 //! the iteration from the first prefix.
 
-use crate::epoch::Rcu;
+use crate::raw::Rcu;
 use crate::storage::{self, ValueRef};
 use crate::{rd, update_flags, wr, MapError, RunGuard};
 use std::collections::BTreeMap;

@@ -10,7 +10,7 @@
 //! looking up or deleting an empty fd-array slot gives `ENOENT`, deleting
 //! an empty devmap slot succeeds.
 
-use crate::epoch::Rcu;
+use crate::raw::Rcu;
 use crate::{lock, rd, wr, Map, MapError, RunGuard};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};

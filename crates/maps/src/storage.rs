@@ -7,11 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Zeroed storage of at least `bytes` bytes, in whole words.
 pub(crate) fn alloc(bytes: usize) -> Result<Box<[AtomicU64]>, MapError> {
-    let n = bytes.div_ceil(8);
-    let mut v: Vec<AtomicU64> = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| MapError::NoMemory)?;
-    v.resize_with(n, || AtomicU64::new(0));
-    Ok(v.into_boxed_slice())
+    crate::raw::zeroed_words(bytes.div_ceil(8))
 }
 
 /// Copies `out.len()` bytes starting at word `w` into `out`.

@@ -61,10 +61,7 @@ fn array_create_checks() {
         EINVAL
     );
     assert_eq!(mk_err(MapDef::new(PercpuArray, 4, 40000, 1)), E2BIG);
-    assert_eq!(
-        mk_err(MapDef::new(Array, 4, KMALLOC_MAX_SIZE + 1, 1)),
-        E2BIG
-    );
+    assert_eq!(mk_err(MapDef::new(Array, 4, 1 << 31, 1)), E2BIG);
     assert_eq!(mk_err(MapDef::new(ProgArray, 4, 8, 1)), EINVAL);
     assert_eq!(mk_err(MapDef::new(StackTrace, 4, 8, 1)), EINVAL);
     assert!(Map::new(
@@ -139,7 +136,12 @@ fn hash_create_checks() {
     assert_eq!(mk_err(MapDef::new(Hash, 0, 4, 1)), EINVAL);
     assert_eq!(mk_err(MapDef::new(Hash, 4, 0, 1)), EINVAL);
     assert_eq!(mk_err(MapDef::new(Hash, 4, 4, 0)), EINVAL);
-    assert_eq!(mk_err(MapDef::new(Hash, 513, 4, 1)), E2BIG);
+    assert_eq!(
+        mk_err(MapDef::new(Hash, 4, KMALLOC_MAX_SIZE - 52, 1)),
+        E2BIG
+    );
+    assert!(Map::new(MapDef::new(Hash, 4, KMALLOC_MAX_SIZE - 53, 1), &opts()).is_ok());
+    assert!(Map::new(MapDef::new(Hash, 513, 4, 1), &opts()).is_ok());
     assert_eq!(
         mk_err(MapDef::new(Hash, 4, 4, 1).with_flags(map_flags::MMAPABLE)),
         EINVAL

@@ -9,13 +9,16 @@ use bpfkit_abi::{map_flags as mf, MapDef, MapType};
 pub const KMALLOC_MAX_SIZE: u32 = 1 << 22;
 /// `PCPU_MIN_UNIT_SIZE`: the largest per-CPU value slot.
 pub const PCPU_MIN_UNIT_SIZE: u32 = 32 << 10;
-/// `MAX_BPF_STACK`: the largest hash key.
+/// `MAX_BPF_STACK` (older kernels refused hash keys above it).
 pub const MAX_BPF_STACK: u32 = 512;
 /// Page size assumed for ring buffers.
 pub const PAGE_SIZE: u32 = 4096;
-/// `sizeof(struct htab_elem)` as the hash value limit counts it (approximate:
-/// it depends on kernel configuration).
-const HTAB_ELEM_SIZE: u32 = 48;
+/// `sizeof(struct htab_elem)`: a hash element (key and value) must fit a
+/// kmalloc with it (measured on the reference kernel: key + value at most
+/// `KMALLOC_MAX_SIZE - 49`).
+const HTAB_ELEM_SIZE: u64 = 48;
+/// `sizeof(struct lpm_trie_node)`.
+const LPM_NODE_SIZE: u32 = 24;
 /// `sizeof(struct bucket)`: hash maps whose bucket array would not fit in a
 /// `u32` size are refused.
 const BUCKET_SIZE: u64 = 16;
@@ -83,7 +86,7 @@ pub(crate) fn validate(def: &MapDef, ncpus: usize) -> Result<MapDef, MapError> {
                 || def.key_size < 4 + 1
                 || def.key_size > 4 + 256
                 || def.value_size < 1
-                || def.value_size > KMALLOC_MAX_SIZE - 256 - 16
+                || def.value_size > KMALLOC_MAX_SIZE - 256 - LPM_NODE_SIZE
             {
                 return Err(inval(
                     "lpm_trie needs BPF_F_NO_PREALLOC, max_entries > 0, key size 5..=260, value size > 0",
@@ -175,7 +178,7 @@ fn array(def: &MapDef) -> Result<(), MapError> {
     if percpu && def.value_size.div_ceil(8) * 8 > PCPU_MIN_UNIT_SIZE {
         return Err(too_big("per-CPU value size"));
     }
-    if def.value_size > KMALLOC_MAX_SIZE {
+    if def.value_size > i32::MAX as u32 {
         return Err(too_big("value size"));
     }
     Ok(())
@@ -206,11 +209,10 @@ fn hash(def: &MapDef) -> Result<(), MapError> {
     if def.max_entries == 0 || def.key_size == 0 || def.value_size == 0 {
         return Err(inval("hash needs key size, value size and max_entries > 0"));
     }
-    if def.key_size > MAX_BPF_STACK {
-        return Err(too_big("key size (at most 512)"));
-    }
-    if def.value_size >= KMALLOC_MAX_SIZE - MAX_BPF_STACK - HTAB_ELEM_SIZE {
-        return Err(too_big("value size"));
+    // Kernels before 6.x also refused keys above MAX_BPF_STACK; the
+    // reference kernel only needs the element to fit one kmalloc.
+    if def.key_size as u64 + def.value_size as u64 >= KMALLOC_MAX_SIZE as u64 - HTAB_ELEM_SIZE {
+        return Err(too_big("key size + value size"));
     }
     if percpu && def.value_size.div_ceil(8) * 8 > PCPU_MIN_UNIT_SIZE {
         return Err(too_big("per-CPU value size"));
