@@ -1,0 +1,107 @@
+//! The bpfkit side: `bpfkit run --json` with the spec turned into flags.
+
+use crate::spec::Spec;
+use crate::{hex, DiffError};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where the `bpfkit` binary with a working `run` subcommand is: `$BPFKIT_BIN`,
+/// else `bpfkit` beside the test binary's target folder, else on `PATH`.
+/// `None` when none answers `bpfkit run --help` successfully.
+pub fn find_binary() -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("BPFKIT_BIN") {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        // target/<profile>/deps/<test> -> target/<profile>/bpfkit
+        if let Some(profile) = exe.parent().and_then(Path::parent) {
+            candidates.push(profile.join("bpfkit"));
+        }
+    }
+    candidates.push(PathBuf::from("bpfkit"));
+    candidates.into_iter().find(|bin| {
+        Command::new(bin)
+            .args(["run", "--help"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    })
+}
+
+/// The arguments of `bpfkit run` for a spec (after the object path).
+pub fn run_args(spec: &Spec) -> Vec<String> {
+    let mut args = vec!["--prog".to_string(), spec.program.clone()];
+    for (map, entries) in &spec.maps {
+        for e in entries {
+            args.push("--map-update".into());
+            args.push(map.clone());
+            args.push(hex::encode(&hex::decode(&e.key).unwrap_or_default()));
+            args.push(hex::encode(&hex::decode(&e.value).unwrap_or_default()));
+        }
+    }
+    for (map, slots) in &spec.prog_array {
+        for (slot, prog) in slots {
+            args.push("--prog-array".into());
+            args.push(map.clone());
+            args.push(slot.to_string());
+            args.push(prog.clone());
+        }
+    }
+    if let Some(c) = &spec.ctx_in {
+        args.push("--ctx-in".into());
+        args.push(hex::encode(&hex::decode(c).unwrap_or_default()));
+    }
+    for p in &spec.packets {
+        args.push("--packet".into());
+        args.push(hex::encode(&p.hex.bytes().unwrap_or_default()));
+    }
+    args.push("--json".into());
+    args
+}
+
+/// Runs the spec with `bpfkit run --json` and parses its document.
+pub fn run(bin: &Path, spec: &Spec, object: &Path) -> Result<Value, DiffError> {
+    let out = Command::new(bin)
+        .arg("run")
+        .arg(object)
+        .args(run_args(spec))
+        .output()
+        .map_err(|e| DiffError::Bpfkit {
+            what: format!("running {}: {e}", bin.display()),
+        })?;
+    if !out.status.success() {
+        return Err(DiffError::Bpfkit {
+            what: format!(
+                "bpfkit run exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| DiffError::Bpfkit {
+        what: format!("bpfkit run --json printed no JSON document: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_follow_the_contract() {
+        let spec: Spec = serde_json::from_str(
+            r#"{"object": "a.o", "program": "p", "ctx_in": "00 00",
+                "maps": {"m": [{"key": "01 00", "value": "FF"}]},
+                "prog_array": {"jt": {"2": "q"}},
+                "packets": [{"name": "x", "hex": ["aa", "bb"]}, {"name": "y", "hex": "cc"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            run_args(&spec).join(" "),
+            "--prog p --map-update m 0100 ff --prog-array jt 2 q --ctx-in 0000 \
+             --packet aabb --packet cc --json"
+        );
+    }
+}
