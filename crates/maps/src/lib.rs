@@ -428,6 +428,12 @@ impl Map {
                 a.update(key, value, flags, cpu)
             }
             Imp::Hash(h) => {
+                // hash_of_maps resolves the inner map first (EBADF, EINVAL),
+                // as the kernel's bpf_fd_htab_map_update_elem does.
+                let inner = match self.def.map_type {
+                    MapType::HashOfMaps => Some(self.resolve_inner(value)?),
+                    _ => None,
+                };
                 if flags > update_flags::EXIST {
                     return bad_flags();
                 }
@@ -436,10 +442,7 @@ impl Map {
                     None => Src::All(value),
                 };
                 match self.def.map_type {
-                    MapType::HashOfMaps => {
-                        let inner = self.resolve_inner(value)?;
-                        h.update(key, src, Some(inner), flags)
-                    }
+                    MapType::HashOfMaps => h.update(key, src, inner, flags),
                     MapType::DevmapHash => {
                         if u32_of(value) == 0 {
                             return Err(MapError::Invalid {
@@ -475,7 +478,7 @@ impl Map {
                                 what: "devmap program without an ifindex",
                             });
                         }
-                        s.clear(i)?;
+                        s.clear(i, true)?;
                         return Ok(());
                     }
                     return s.set(i, value, None);
@@ -534,7 +537,8 @@ impl Map {
             Imp::Lpm(l) => l.delete(key),
             Imp::Ring(_) => Err(self.unsupported("delete")),
             Imp::Slots(s) => {
-                let filled = s.clear(u32_of(key))?;
+                let devmap = self.def.map_type == MapType::Devmap;
+                let filled = s.clear(u32_of(key), devmap)?;
                 if !filled && self.def.map_type != MapType::Devmap {
                     return Err(MapError::NotFound);
                 }
@@ -691,6 +695,7 @@ impl Map {
     /// `bpf_map_push_elem` (queues, stacks): `flags` `BPF_EXIST` overwrites
     /// the oldest value when full.
     pub fn push(&self, value: &[u8], flags: u64) -> Result<(), MapError> {
+        self.prog_writable()?;
         self.check_value(value, self.def.value_size as usize)?;
         match &self.imp {
             Imp::Queue(q) => q.push(value, flags),
@@ -700,6 +705,7 @@ impl Map {
 
     /// `bpf_map_pop_elem`: removes the next value into `out`.
     pub fn pop(&self, out: &mut [u8]) -> Result<(), MapError> {
+        self.prog_writable()?;
         self.check_value(out, self.def.value_size as usize)?;
         match &self.imp {
             Imp::Queue(q) => q.pop(out, true),

@@ -6,7 +6,8 @@
 //! Kernel semantics kept (`fd_array_map_*`, `dev_map_*`): updates take
 //! `BPF_ANY` only for fd arrays (`EINVAL` otherwise) and any of
 //! `BPF_ANY`/`BPF_EXIST` for devmaps (`BPF_NOEXIST` gives `EEXIST`); an
-//! index past the end gives `E2BIG` on update and `EINVAL` on delete;
+//! index past the end gives `E2BIG` on update and delete (`EINVAL` on a
+//! devmap delete);
 //! looking up or deleting an empty fd-array slot gives `ENOENT`, deleting
 //! an empty devmap slot succeeds.
 
@@ -116,10 +117,18 @@ impl Slots {
         self.slot(i).is_some_and(|s| rd(s).is_some())
     }
 
-    /// Empties slot `i`; whether it was filled.
-    pub(crate) fn clear(&self, i: u32) -> Result<bool, MapError> {
-        let s = self.slot(i).ok_or(MapError::Invalid {
-            what: "index past max_entries",
+    /// Empties slot `i`; whether it was filled. An index past the end is
+    /// `E2BIG` for fd arrays and `EINVAL` for devmaps.
+    pub(crate) fn clear(&self, i: u32, devmap: bool) -> Result<bool, MapError> {
+        let s = self.slot(i).ok_or(if devmap {
+            MapError::Invalid {
+                what: "index past max_entries",
+            }
+        } else {
+            MapError::OutOfRange {
+                index: i,
+                max_entries: self.max_entries(),
+            }
         })?;
         let old = wr(s).take();
         Ok(old.is_some())
