@@ -251,6 +251,10 @@ pub(crate) struct Ctx {
     pub(crate) pkt_start: u64,
     pub(crate) pkt_len: u64,
     pub(crate) has_pkt: u64,
+    /// Last region a read was found in: start, length (0: none).
+    pub(crate) hot_r: [u64; 2],
+    /// Last writable region a write was found in: start, length.
+    pub(crate) hot_w: [u64; 2],
     pub(crate) trampoline: u64,
     /// `*mut RunEnv`.
     pub(crate) env: *mut std::ffi::c_void,
@@ -262,11 +266,32 @@ pub(crate) struct RunEnv<'j> {
     pub(crate) stack_len: usize,
     pub(crate) mem: *mut Memory<'static>,
     pub(crate) data: Option<*mut (dyn Any + 'static)>,
+    regions: &'j mut Vec<RegionEntry>,
     table: &'j [(u32, Arc<dyn Helper>)],
     all_helpers: &'j [(u32, Arc<dyn Helper>)],
     pcs: &'j [Pc],
     trap: Option<Trap>,
     panic: Option<Box<dyn Any + Send + 'static>>,
+}
+
+/// Copies the region table of `mem` for the generated code (at the start of
+/// a run and after every helper call, since a helper may change the
+/// regions through [`Guest::memory_mut`]).
+fn snapshot(mem: &Memory<'_>, regions: &mut Vec<RegionEntry>, ctx: &mut Ctx) {
+    regions.clear();
+    regions.extend(mem.regions().iter().map(|r| RegionEntry {
+        start: r.start(),
+        end: r.end(),
+        readonly: !r.writable() as u64,
+    }));
+    ctx.regions = regions.as_ptr() as u64;
+    ctx.nregions = regions.len() as u64;
+    (ctx.pkt_start, ctx.pkt_len, ctx.has_pkt) = match mem.packet() {
+        Some(p) => (p.start(), p.len(), 1),
+        None => (0, 0, 0),
+    };
+    ctx.hot_r = [0; 2];
+    ctx.hot_w = [0; 2];
 }
 
 /// The safe half of the helper trampoline (see `memory::helper_trampoline`).
@@ -283,12 +308,10 @@ pub(crate) fn call_helper(
 ) -> memory::Ret2 {
     let pc = env.pcs[idx as usize];
     let stop = memory::Ret2 { r0: 0, stop: 1 };
+    let (all, table) = (env.all_helpers, env.table);
     let (id, helper) = if by_id {
-        match env
-            .all_helpers
-            .binary_search_by_key(&h, |(id, _)| *id as u64)
-        {
-            Ok(i) => (env.all_helpers[i].0, env.all_helpers[i].1.clone()),
+        match all.binary_search_by_key(&h, |(id, _)| *id as u64) {
+            Ok(i) => (all[i].0, &all[i].1),
             Err(_) => {
                 ctx.status = status::RUST_TRAP;
                 env.trap = Some(Trap::new(pc, TrapKind::BadCallTarget { target: h }));
@@ -296,8 +319,8 @@ pub(crate) fn call_helper(
             }
         }
     } else {
-        let (id, h) = &env.table[h as usize];
-        (*id, h.clone())
+        let (id, h) = &table[h as usize];
+        (*id, h)
     };
     let mut guest = Guest::new(stack, mem);
     let mut henv = HelperEnv::new(guest.reborrow(), data, pc, HelperId(id));
@@ -305,6 +328,8 @@ pub(crate) fn call_helper(
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         helper.call(&mut henv, args)
     }));
+    drop(henv);
+    snapshot(guest.memory(), env.regions, ctx);
     match result {
         Ok(Ok(r0)) => memory::Ret2 { r0, stop: 0 },
         Ok(Err(abort)) => {
@@ -387,42 +412,20 @@ impl Jit {
         args: &[u64],
         data: Option<&mut dyn Any>,
     ) -> Result<u64, Trap> {
-        self.regions.clear();
-        self.regions
-            .extend(mem.regions().iter().map(|r| RegionEntry {
-                start: r.start(),
-                end: r.end(),
-                readonly: !r.writable() as u64,
-            }));
-        let (pkt_start, pkt_len, has_pkt) = match mem.packet() {
-            Some(p) => (p.start(), p.len(), 1),
-            None => (0, 0, 0),
-        };
         let mut a = [0u64; 5];
         for (r, v) in a.iter_mut().zip(args) {
             *r = *v;
         }
         let stack_start = self.stack.as_mut_ptr();
         let stack_len = self.stack.len();
-        let mut env = RunEnv {
-            stack: stack_start,
-            stack_len,
-            mem: (mem as *mut Memory<'_>).cast::<Memory<'static>>(),
-            data: data.map(|d| d as *mut dyn Any),
-            table: &self.table,
-            all_helpers: &self.all_helpers,
-            pcs: &self.pcs,
-            trap: None,
-            panic: None,
-        };
         let mut ctx = Ctx {
             host_rsp: 0,
             stack_start: stack_start as u64,
             stack_top: stack_start as u64 + stack_len as u64,
             remaining: self.budget.unwrap_or(i64::MAX as u64) as i64,
             depth: 0,
-            regions: self.regions.as_ptr() as u64,
-            nregions: self.regions.len() as u64,
+            regions: 0,
+            nregions: 0,
             args: a,
             status: status::OK,
             ret: 0,
@@ -431,12 +434,28 @@ impl Jit {
             fault_info: 0,
             callx_tab: self.callx_tab.as_ptr() as u64,
             callx_adj: self.callx_adj.as_ptr() as u64,
-            pkt_start,
-            pkt_len,
-            has_pkt,
+            pkt_start: 0,
+            pkt_len: 0,
+            has_pkt: 0,
+            hot_r: [0; 2],
+            hot_w: [0; 2],
             trampoline: memory::helper_trampoline as *const () as u64,
-            env: (&mut env as *mut RunEnv<'_>).cast(),
+            env: std::ptr::null_mut(),
         };
+        snapshot(mem, &mut self.regions, &mut ctx);
+        let mut env = RunEnv {
+            stack: stack_start,
+            stack_len,
+            mem: (mem as *mut Memory<'_>).cast::<Memory<'static>>(),
+            data: data.map(|d| d as *mut dyn Any),
+            regions: &mut self.regions,
+            table: &self.table,
+            all_helpers: &self.all_helpers,
+            pcs: &self.pcs,
+            trap: None,
+            panic: None,
+        };
+        ctx.env = (&mut env as *mut RunEnv<'_>).cast();
         memory::enter(&self.code, 0, &mut ctx);
         let pc = |idx: u64| self.pcs[idx as usize];
         let kind = match ctx.status {

@@ -283,3 +283,37 @@ fn code_pages_are_read_execute() {
         .expect("mapping listed");
     assert!(line.contains(" r-xp "), "{line}");
 }
+
+#[test]
+fn helpers_may_change_the_regions() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let mut h = Helpers::new();
+    // Adds a fresh 16-byte region and returns its address.
+    h.register(8, |e, _a| {
+        let buf: &'static mut [u8] = Box::leak(vec![5u8; 16].into_boxed_slice());
+        Ok(e.guest().memory_mut().add(RegionKind::Other, buf))
+    });
+    // Removes every region.
+    h.register(9, |e, _a| {
+        e.guest().memory_mut().clear();
+        Ok(0)
+    });
+    let p = prog(
+        "ldxb %r6, [%r1]\ncall 8\nstxb [%r0+15], %r6\nldxb %r0, [%r0+15]\nmov %r7, %r0\ncall 9\nldxb %r0, [%r1]\nexit",
+    );
+    let run = |jit: bool| {
+        let mut pkt = [3u8; 4];
+        let mut mem = Memory::new();
+        let a = mem.add(RegionKind::Packet, &mut pkt);
+        if jit {
+            Jit::new(&p, &h).unwrap().run(&mut mem, &[a])
+        } else {
+            Interpreter::new(&p, &h).unwrap().run(&mut mem, &[a])
+        }
+    };
+    let (i, j) = (run(false), run(true));
+    assert_eq!(i.as_ref().unwrap_err().pc, Pc(6));
+    assert_eq!(i.map_err(|t| t.pc), j.map_err(|t| t.pc));
+}

@@ -281,6 +281,23 @@ impl<'a> Emitter<'a> {
                     idx,
                 } => {
                     self.bind(label);
+                    // Inline cache: the region the last slow check found
+                    // (`off < len && off + size <= len`; `off < len` keeps
+                    // `off + size` from wrapping).
+                    let hot = if write {
+                        offset_of!(Ctx, hot_w)
+                    } else {
+                        offset_of!(Ctx, hot_r)
+                    };
+                    let slow = self.new_label();
+                    self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
+                    self.a.alu_r_rm(Sz::B64, Alu::Sub, Gpr::Rdx, field(hot));
+                    self.a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rdx, field(hot + 8));
+                    self.jcc(Cc::Ae, slow);
+                    self.a.lea(Gpr::Rcx, Mem::at(Gpr::Rdx, size as i32));
+                    self.a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rcx, field(hot + 8));
+                    self.jcc(Cc::Be, resume);
+                    self.bind(slow);
                     self.a.mov_r_imm64(Gpr::Rcx, size as u64);
                     self.a.mov_r_imm64(Gpr::Rdx, write as u64);
                     let l = self.fixed(L_CHECK_MEM);
@@ -393,6 +410,26 @@ impl<'a> Emitter<'a> {
         self.a
             .test_rm_r(Sz::B64, Rm::Mem(Mem::at(Gpr::Rdi, 16)), Gpr::Rdx);
         self.jcc(Cc::Ne, next);
+        // Found: remember it for the inline caches (reads: any region;
+        // writes: this writable one).
+        let read_only = self.new_label();
+        self.a
+            .mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Mem(Mem::at(Gpr::Rdi, 0)));
+        self.a
+            .mov_r_rm(Sz::B64, Gpr::Rsi, Rm::Mem(Mem::at(Gpr::Rdi, 8)));
+        self.a
+            .alu_rm_r(Sz::B64, Alu::Sub, Rm::Reg(Gpr::Rsi), Gpr::Rcx);
+        self.a
+            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, hot_r)), Gpr::Rcx);
+        self.a
+            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, hot_r) + 8), Gpr::Rsi);
+        self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
+        self.jcc(Cc::E, read_only);
+        self.a
+            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, hot_w)), Gpr::Rcx);
+        self.a
+            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, hot_w) + 8), Gpr::Rsi);
+        self.bind(read_only);
         self.a.mov_r_imm64(Gpr::Rdx, 0);
         self.jmp(done);
         self.bind(next);

@@ -1,0 +1,142 @@
+//! Quick measurements: JIT vs interpreter run time on a few programs, and
+//! compile time per 1,000 instructions.
+//!
+//! `cargo run --release -p bpfkit-jit --example measure [-- --disasm]`
+
+use bpfkit_interp::Interpreter;
+use bpfkit_isa::{
+    asm::{assemble, Syntax},
+    Program,
+};
+use bpfkit_jit::Jit;
+use bpfkit_runtime::{Helpers, Memory, RegionKind};
+use std::hint::black_box;
+use std::time::Instant;
+
+fn prog(text: &str) -> Program {
+    Program::from_insns(assemble(text, Syntax::Ubpf).unwrap()).unwrap()
+}
+
+const PROGRAMS: &[(&str, &str)] = &[
+    (
+        "alu loop (1000 iterations)",
+        "mov %r0, 0\nmov %r1, 1000\nloop:\nadd %r0, %r1\nxor %r0, 0x55\nlsh %r0, 1\nrsh %r0, 1\nsub %r1, 1\njne %r1, 0, loop\nexit",
+    ),
+    (
+        "stack loop (r10 + const, 1000 iterations)",
+        "mov %r1, 1000\nstdw [%r10-8], 0\nloop:\nldxdw %r0, [%r10-8]\nadd %r0, %r1\nstxdw [%r10-8], %r0\nsub %r1, 1\njne %r1, 0, loop\nexit",
+    ),
+    (
+        "packet sum (64 bytes, checked loads)",
+        "mov %r0, 0\nmov %r3, %r1\nadd %r3, %r2\nloop:\nldxb %r4, [%r1]\nadd %r0, %r4\nadd %r1, 1\njlt %r1, %r3, loop\nexit",
+    ),
+    (
+        "helper calls (100)",
+        "mov %r6, 100\nloop:\nmov %r1, %r6\ncall 1\nsub %r6, 1\njne %r6, 0, loop\nexit",
+    ),
+    (
+        "bpf-to-bpf calls (100)",
+        "mov %r6, 100\nloop:\nmov %r1, %r6\ncall local f\nsub %r6, 1\njne %r6, 0, loop\nexit\nf:\nmov %r0, %r1\nadd %r0, 1\nexit",
+    ),
+    ("trivial (r0 = 1)", "mov %r0, 1\nexit"),
+];
+
+fn time(mut f: impl FnMut() -> u64) -> f64 {
+    // Warm up, then the best of 5 batches.
+    let mut n = 1u64;
+    loop {
+        let t = Instant::now();
+        for _ in 0..n {
+            black_box(f());
+        }
+        if t.elapsed().as_millis() > 20 {
+            break;
+        }
+        n *= 2;
+    }
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..n {
+            black_box(f());
+        }
+        best = best.min(t.elapsed().as_nanos() as f64 / n as f64);
+    }
+    best
+}
+
+/// A large straight-line-and-branches program of about `n` instructions.
+fn big(n: usize) -> Program {
+    let mut s = String::new();
+    let mut i = 0;
+    while i < n {
+        match i % 10 {
+            0 => s += "mov %r1, 17\n",
+            1 => s += "add %r0, %r1\n",
+            2 => s += "stxdw [%r10-16], %r0\n",
+            3 => s += "ldxdw %r2, [%r10-16]\n",
+            4 => s += "jgt %r2, 1000, +1\n",
+            5 => s += "mul32 %r2, 3\n",
+            6 => s += "ldxw %r3, [%r6+4]\n",
+            7 => s += "rsh %r2, 3\n",
+            8 => s += "jeq %r3, 7, +2\n",
+            _ => s += "xor %r0, %r2\n",
+        }
+        i += 1;
+    }
+    s += "exit\nexit\nexit\n";
+    prog(&s)
+}
+
+fn main() {
+    let disasm = std::env::args().any(|a| a == "--disasm");
+    let mut h = Helpers::new();
+    h.register(1, |_e, a| Ok(a[0] ^ 1));
+    println!(
+        "{:<44} {:>12} {:>12} {:>8}",
+        "program", "interp ns", "jit ns", "speedup"
+    );
+    for (name, text) in PROGRAMS {
+        let p = prog(text);
+        let mut pkt = [7u8; 64];
+        let mut mem = Memory::new();
+        let addr = mem.add(RegionKind::Packet, &mut pkt);
+        let args = [addr, 64];
+        let mut vm = Interpreter::new(&p, &h).unwrap();
+        let mut jit = Jit::new(&p, &h).unwrap();
+        assert_eq!(vm.run(&mut mem, &args), jit.run(&mut mem, &args), "{name}");
+        let ti = time(|| vm.run(&mut mem, &args).unwrap());
+        let tj = time(|| jit.run(&mut mem, &args).unwrap());
+        println!("{name:<44} {ti:>12.1} {tj:>12.1} {:>7.1}x", ti / tj);
+        if disasm && name.starts_with("packet") {
+            print_code(jit.code().bytes());
+        }
+    }
+    for n in [1_000usize, 10_000, 100_000] {
+        let p = big(n);
+        let h = Helpers::new();
+        let tc = time(|| Jit::new(&p, &h).unwrap().code().len() as u64);
+        let ti = time(|| Interpreter::new(&p, &h).map(|_| 0).unwrap());
+        let bytes = Jit::new(&p, &h).unwrap().code().len();
+        println!(
+            "compile {n:>6} insns: jit {:>8.1} us ({:.1} us per 1000, {:.1} bytes/insn), interp {:>8.1} us",
+            tc / 1000.0,
+            tc / 1000.0 / (n as f64 / 1000.0),
+            bytes as f64 / n as f64,
+            ti / 1000.0
+        );
+    }
+}
+
+fn print_code(code: &[u8]) {
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+    let mut d = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
+    let mut f = IntelFormatter::new();
+    let mut s = String::new();
+    while d.can_decode() {
+        let i = d.decode();
+        s.clear();
+        f.format(&i, &mut s);
+        println!("  {:04x}: {s}", i.ip());
+    }
+}
