@@ -328,7 +328,6 @@ pub(crate) fn call_helper(
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         helper.call(&mut henv, args)
     }));
-    drop(henv);
     snapshot(guest.memory(), env.regions, ctx);
     match result {
         Ok(Ok(r0)) => memory::Ret2 { r0, stop: 0 },
