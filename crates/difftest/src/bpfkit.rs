@@ -63,14 +63,27 @@ pub fn run_args(spec: &Spec) -> Vec<String> {
 
 /// Runs the spec with `bpfkit run --json` and parses its document.
 pub fn run(bin: &Path, spec: &Spec, object: &Path) -> Result<Value, DiffError> {
-    let out = Command::new(bin)
-        .arg("run")
-        .arg(object)
-        .args(run_args(spec))
-        .output()
-        .map_err(|e| DiffError::Bpfkit {
-            what: format!("running {}: {e}", bin.display()),
-        })?;
+    let mut attempt = 0;
+    let out = loop {
+        match Command::new(bin)
+            .arg("run")
+            .arg(object)
+            .args(run_args(spec))
+            .output()
+        {
+            // a binary written just now can be briefly busy while another
+            // thread's child still holds it open (ETXTBSY)
+            Err(e) if e.raw_os_error() == Some(26) && attempt < 5 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => {
+                break r.map_err(|e| DiffError::Bpfkit {
+                    what: format!("running {}: {e}", bin.display()),
+                })?
+            }
+        }
+    };
     if !out.status.success() {
         return Err(DiffError::Bpfkit {
             what: format!(

@@ -212,3 +212,73 @@ fn kernel_and_bpfkit_agree() {
         failures.join("\n")
     );
 }
+
+/// The bpfkit side's plumbing, with a stand-in `bpfkit` (a shell script that
+/// records its arguments and prints a document): flags per CONTRACTS.md, the
+/// document parsed, the comparison against the expected kernel result.
+#[test]
+fn bpfkit_side_runs_the_binary_and_compares() {
+    let dir = std::env::temp_dir().join(format!("difftest-fake-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec_path = suite_dir().join("lb_tx.json");
+    let spec = Spec::read(&spec_path).unwrap();
+    let object = spec.object_path(&spec_path);
+    let rules = rules_for(&spec, &std::fs::read(&object).unwrap()).unwrap();
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(expected_path(&spec_path)).unwrap()).unwrap();
+
+    // what bpfkit would print: the expected result, with durations, actions
+    // and a map the kernel cannot dump
+    let mut doc = expected.clone();
+    for r in doc["runs"].as_array_mut().unwrap() {
+        if r.get("retval").is_some() {
+            r["duration_ns"] = 17.into();
+            r["action"] = "XDP_TX".into();
+        }
+    }
+    doc["maps"]["events"] = Value::Array(vec![]);
+    let doc_path = dir.join("doc.json");
+    std::fs::write(&doc_path, doc.to_string()).unwrap();
+    let args_path = dir.join("args");
+    let script = dir.join("bpfkit");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = run ] || exit 2\necho \"$@\" > '{}'\ncat '{}'\n",
+            args_path.display(),
+            doc_path.display()
+        ),
+    )
+    .unwrap();
+    let status = std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let got = bpfkit::run(&script, &spec, &object).unwrap();
+    assert_eq!(compare::compare(&expected, &got, &rules), vec![]);
+    let args = std::fs::read_to_string(&args_path).unwrap();
+    assert!(args.starts_with(&format!(
+        "run {} --prog xdp_lb --map-update backends 00000000 ",
+        object.display()
+    )));
+    assert_eq!(args.matches("--packet ").count(), spec.packets.len());
+    assert!(args.trim_end().ends_with("--json"));
+
+    // a different packet out of the stand-in is reported
+    let mut wrong = doc.clone();
+    wrong["runs"][0]["data_out"] = "00".into();
+    std::fs::write(&doc_path, wrong.to_string()).unwrap();
+    let got = bpfkit::run(&script, &spec, &object).unwrap();
+    let m = compare::compare(&expected, &got, &rules);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].path, "runs[0].data_out");
+
+    // a failing bpfkit is an error with its stderr
+    std::fs::write(&script, "#!/bin/sh\necho 'unknown map vips' >&2\nexit 2\n").unwrap();
+    let e = bpfkit::run(&script, &spec, &object).unwrap_err();
+    assert!(e.to_string().contains("unknown map vips"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
