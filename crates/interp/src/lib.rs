@@ -67,7 +67,7 @@
 
 mod op;
 
-use bpfkit_isa::{AtomicOp, HelperId, Imm64, Insn, Pc, Program};
+use bpfkit_isa::{AtomicOp, Cond, HelperId, Imm64, Insn, Pc, Program};
 use bpfkit_runtime::{
     Guest, Helper, HelperEnv, Helpers, Imm64Resolver, Memory, Trap, TrapKind, MAX_CALL_FRAMES,
     STACK_SIZE,
@@ -119,7 +119,7 @@ impl<'r> Builder<'r> {
         }
         let mut table = Vec::new();
         let plain = compile(prog, helpers, &mut table, self.resolver);
-        let ops = fuse(&plain);
+        let ops = fuse(&plain, prog.insns());
         let mut pcs = prog.pcs().to_vec();
         pcs.push(Pc(prog.slot_count()));
         let slot_to_op = (0..prog.slot_count())
@@ -748,6 +748,108 @@ impl Interpreter {
                     r!(d) = (((r!(d) as i32) >> k) as u32 & imm) as u64;
                     pc += 1;
                 }
+                Op::Rot32I5 { d, t, s, a, b } => {
+                    r!(t) = ((r!(s) as u32) >> a) as u64;
+                    r!(d) = ((r!(s) as u32) << b) as u64;
+                    r!(d) = (r!(d) as u32 | r!(t) as u32) as u64;
+                    pc += 4;
+                }
+                Op::Rot32I4 { d, t, a, b } => {
+                    r!(t) = ((r!(d) as u32) >> a) as u64;
+                    r!(d) = ((r!(d) as u32) << b) as u64;
+                    r!(d) = (r!(d) as u32 | r!(t) as u32) as u64;
+                    pc += 3;
+                }
+                Op::Rot32R7 { d, x, c, n, t } => {
+                    r!(d) = r!(x) as u32 as u64;
+                    r!(c) = 32;
+                    r!(c) = (r!(c) as u32).wrapping_sub(r!(n) as u32) as u64;
+                    r!(t) = r!(d) as u32 as u64;
+                    r!(t) = ((r!(t) as u32) << (r!(n) & 31)) as u64;
+                    r!(d) = ((r!(d) as u32) >> (r!(c) & 31)) as u64;
+                    r!(d) = (r!(d) as u32 | r!(t) as u32) as u64;
+                    pc += 6;
+                }
+                Op::LdxBLsh32 { d, s, off, k } => {
+                    r!(d) = ((load!(1, addr!(s, off))[0] as u32) << k) as u64;
+                    pc += 1;
+                }
+                Op::LdxBOr32 { t, s, off, d } => {
+                    r!(t) = load!(1, addr!(s, off))[0] as u64;
+                    r!(d) = (r!(d) as u32 | r!(t) as u32) as u64;
+                    pc += 1;
+                }
+                Op::LdxBLshOr32 { t, s, off, k, d } => {
+                    r!(t) = ((load!(1, addr!(s, off))[0] as u32) << k) as u64;
+                    r!(d) = (r!(d) as u32 | r!(t) as u32) as u64;
+                    pc += 2;
+                }
+                Op::LdxB2LshOr64 { a, b, s, k, o1, o2 } => {
+                    r!(a) = load!(1, addr!(s, o1))[0] as u64;
+                    pc += 1;
+                    r!(b) = load!(1, addr!(s, o2))[0] as u64;
+                    r!(b) <<= k;
+                    r!(b) |= r!(a);
+                    pc += 2;
+                }
+                Op::LdxB2LshOr32 { a, b, s, k, o1, o2 } => {
+                    r!(a) = load!(1, addr!(s, o1))[0] as u64;
+                    pc += 1;
+                    r!(b) = load!(1, addr!(s, o2))[0] as u64;
+                    r!(b) = ((r!(b) as u32) << k) as u64;
+                    r!(b) = (r!(b) as u32 | r!(a) as u32) as u64;
+                    pc += 2;
+                }
+                Op::Lsh32Arsh32And32 { d, a, b, imm } => {
+                    r!(d) = (((((r!(d) as u32) << a) as i32) >> b) as u32 & imm) as u64;
+                    pc += 2;
+                }
+                Op::Mov32Lsh32Arsh32And32 { d, s, a, b, imm } => {
+                    r!(d) = (((((r!(s) as u32) << a) as i32) >> b) as u32 & imm) as u64;
+                    pc += 3;
+                }
+                Op::Neg32And32I { d, imm } => {
+                    r!(d) = ((r!(d) as u32).wrapping_neg() & imm) as u64;
+                    pc += 1;
+                }
+                Op::Mov64Add64R { d, s, s2 } => {
+                    r!(d) = r!(s);
+                    r!(d) = r!(d).wrapping_add(r!(s2));
+                    pc += 1;
+                }
+                Op::Add64I2 { d1, d2, i1, i2 } => {
+                    r!(d1) = r!(d1).wrapping_add(i1 as i64 as u64);
+                    r!(d2) = r!(d2).wrapping_add(i2 as i64 as u64);
+                    pc += 1;
+                }
+                Op::Mul32Add32I { d, m, a } => {
+                    r!(d) = (r!(d) as u32).wrapping_mul(m).wrapping_add(a) as u64;
+                    pc += 1;
+                }
+                Op::Select {
+                    d,
+                    x,
+                    cond,
+                    wide,
+                    imm,
+                    a,
+                    b,
+                } => {
+                    r!(d) = a as u64;
+                    // The jump.
+                    pc += 1;
+                    let taken = if wide {
+                        test64(cond, r!(x), imm as i64 as u64)
+                    } else {
+                        test32(cond, r!(x) as u32, imm as u32)
+                    };
+                    if taken {
+                        jump!(pc + 1);
+                    } else {
+                        r!(d) = b as u64;
+                        pc += 1;
+                    }
+                }
                 Op::FellOff => {
                     // The sentinel is not an instruction.
                     pc -= 1;
@@ -774,6 +876,42 @@ fn atomic(op: AtomicOp, old: u64, v: u64, expected: u64) -> u64 {
                 old
             }
         }
+    }
+}
+
+/// A 64-bit jump condition.
+#[inline(always)]
+fn test64(cond: Cond, x: u64, y: u64) -> bool {
+    match cond {
+        Cond::Eq => x == y,
+        Cond::Gt => x > y,
+        Cond::Ge => x >= y,
+        Cond::Set => x & y != 0,
+        Cond::Ne => x != y,
+        Cond::Sgt => x as i64 > y as i64,
+        Cond::Sge => x as i64 >= y as i64,
+        Cond::Lt => x < y,
+        Cond::Le => x <= y,
+        Cond::Slt => (x as i64) < y as i64,
+        Cond::Sle => x as i64 <= y as i64,
+    }
+}
+
+/// A 32-bit jump condition.
+#[inline(always)]
+fn test32(cond: Cond, x: u32, y: u32) -> bool {
+    match cond {
+        Cond::Eq => x == y,
+        Cond::Gt => x > y,
+        Cond::Ge => x >= y,
+        Cond::Set => x & y != 0,
+        Cond::Ne => x != y,
+        Cond::Sgt => x as i32 > y as i32,
+        Cond::Sge => x as i32 >= y as i32,
+        Cond::Lt => x < y,
+        Cond::Le => x <= y,
+        Cond::Slt => (x as i32) < y as i32,
+        Cond::Sle => x as i32 <= y as i32,
     }
 }
 

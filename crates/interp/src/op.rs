@@ -8,8 +8,8 @@
 //! with one table lookup and the executed-instruction count is exact.
 
 use bpfkit_isa::{
-    AluOp, AtomicOp, ByteOrder, Imm64, Insn, Pc, Program, Reg, SignExtFrom, Size, Src, SwapBits,
-    Width,
+    AluOp, AtomicOp, ByteOrder, Cond, Imm64, Insn, Pc, Program, Reg, SignExtFrom, Size, Src,
+    SwapBits, Width,
 };
 use bpfkit_runtime::{Helpers, Imm64Resolver, STACK_SIZE};
 
@@ -796,6 +796,127 @@ pub(crate) enum Op {
         k: u8,
         imm: u32,
     },
+    // Longer superinstructions: each covers `1 + skip` instructions and does
+    // their work in order on the register array, so any register aliasing
+    // behaves as unfused; only loads can trap, and a trap in the n-th
+    // instruction is reported at its pc with an exact count.
+    /// `mov32 t, s; rsh32 t, a; mov32 d, s; lsh32 d, b; or32 d, t`: a
+    /// 32-bit rotate by a constant, as clang writes it (jhash, murmur).
+    Rot32I5 {
+        d: R,
+        t: R,
+        s: R,
+        a: u8,
+        b: u8,
+    },
+    /// `mov32 t, d; rsh32 t, a; lsh32 d, b; or32 d, t`: the same in place.
+    Rot32I4 {
+        d: R,
+        t: R,
+        a: u8,
+        b: u8,
+    },
+    /// `mov32 d, x; mov32 c, 32; sub32 c, n; mov32 t, d; lsh32 t, n;
+    /// rsh32 d, c; or32 d, t`: a 32-bit rotate by a register.
+    Rot32R7 {
+        d: R,
+        x: R,
+        c: R,
+        n: R,
+        t: R,
+    },
+    /// `ldxb d, [s+off]; lsh32 d, k` (a byte moved into place)
+    LdxBLsh32 {
+        d: R,
+        s: R,
+        off: i16,
+        k: u8,
+    },
+    /// `ldxb t, [s+off]; or32 d, t` (a byte merged in)
+    LdxBOr32 {
+        t: R,
+        s: R,
+        off: i16,
+        d: R,
+    },
+    /// `ldxb t, [s+off]; lsh32 t, k; or32 d, t` (a byte moved and merged)
+    LdxBLshOr32 {
+        t: R,
+        s: R,
+        off: i16,
+        k: u8,
+        d: R,
+    },
+    /// `ldxb a, [s+o1]; ldxb b, [s+o2]; lsh b, k; or b, a`: a 16-bit
+    /// big-endian field (`Wide`: 64-bit shift and or, else 32-bit).
+    LdxB2LshOr64 {
+        a: R,
+        b: R,
+        s: R,
+        k: u8,
+        o1: i16,
+        o2: i16,
+    },
+    LdxB2LshOr32 {
+        a: R,
+        b: R,
+        s: R,
+        k: u8,
+        o1: i16,
+        o2: i16,
+    },
+    /// `lsh32 d, a; arsh32 d, b; and32 d, imm` (bit `31 - a` as a mask)
+    Lsh32Arsh32And32 {
+        d: R,
+        a: u8,
+        b: u8,
+        imm: u32,
+    },
+    /// `mov32 d, s; lsh32 d, a; arsh32 d, b; and32 d, imm`
+    Mov32Lsh32Arsh32And32 {
+        d: R,
+        s: R,
+        a: u8,
+        b: u8,
+        imm: u32,
+    },
+    /// `neg32 d; and32 d, imm` (bit 0 as a mask)
+    Neg32And32I {
+        d: R,
+        imm: u32,
+    },
+    /// `mov d, s; add d, s2` (base plus index)
+    Mov64Add64R {
+        d: R,
+        s: R,
+        s2: R,
+    },
+    /// `add d1, i1; add d2, i2` (two induction variables)
+    Add64I2 {
+        d1: R,
+        d2: R,
+        i1: i32,
+        i2: i32,
+    },
+    /// `mul32 d, m; add32 d, a` (hash and LCG steps)
+    Mul32Add32I {
+        d: R,
+        m: u32,
+        a: u32,
+    },
+    /// `mov d, a; if x <cond> imm goto +1; mov d, b`: a select, as clang
+    /// writes `d = x <cond> imm` (a and b small; 32-bit compare unless
+    /// `wide`). Taken: two instructions and the budget check of a taken
+    /// jump; not taken: three.
+    Select {
+        d: R,
+        x: R,
+        cond: Cond,
+        wide: bool,
+        imm: i32,
+        a: u8,
+        b: u8,
+    },
 }
 
 /// Compiles `prog`: ops (with a trailing [`Op::FellOff`]) and the helper
@@ -986,8 +1107,13 @@ pub(crate) fn compile(
 /// runs it alone, and no branch-target analysis is needed. A fused op
 /// advances the pc by two, which keeps the executed-instruction count exact.
 /// Fused ops never trap.
-pub(crate) fn fuse(ops: &[Op]) -> Vec<Op> {
+pub(crate) fn fuse(ops: &[Op], insns: &[Insn]) -> Vec<Op> {
     let mut out = ops.to_vec();
+    for i in 0..ops.len() {
+        if let Some(f) = fuse_long(&ops[i..], &insns[i.min(insns.len())..]) {
+            out[i] = f;
+        }
+    }
     for (i, pair) in ops.windows(2).enumerate() {
         let fused = match (pair[0], pair[1]) {
             (Op::Mov32R { d, s }, Op::And32I { d: d2, imm }) if d == d2 => {
@@ -1025,9 +1151,116 @@ pub(crate) fn fuse(ops: &[Op]) -> Vec<Op> {
             }
             _ => continue,
         };
-        out[i] = fused;
+        if std::mem::discriminant(&out[i]) == std::mem::discriminant(&ops[i]) {
+            out[i] = fused;
+        }
     }
     out
+}
+
+/// A small immediate of `mov` or `mov32` (both zero-extend it).
+fn small_mov(op: Op) -> Option<(R, u8)> {
+    match op {
+        Op::Mov32I { d, imm } if imm <= 255 => Some((d, imm as u8)),
+        Op::Mov64I { d, imm } if (0..=255).contains(&imm) => Some((d, imm as u8)),
+        _ => None,
+    }
+}
+
+/// Superinstructions of three or more instructions, and the ones that need
+/// the instruction (`Select`'s condition); `ops` and `insns` start at the
+/// same instruction.
+fn fuse_long(ops: &[Op], insns: &[Insn]) -> Option<Op> {
+    use Op::*;
+    if let (
+        [m1, _, m2, ..],
+        [_, Insn::Jmp {
+            width,
+            cond,
+            dst,
+            src: Src::Imm(imm),
+            off: 1,
+        }, ..],
+    ) = (ops, insns)
+    {
+        if let (Some((d, a)), Some((d2, b))) = (small_mov(*m1), small_mov(*m2)) {
+            if d == d2 {
+                return Some(Select {
+                    d,
+                    x: (*dst).into(),
+                    cond: *cond,
+                    wide: *width == Width::W64,
+                    imm: *imm,
+                    a,
+                    b,
+                });
+            }
+        }
+    }
+    Some(match *ops {
+        [Mov32R { d, s: x }, Mov32I { d: c, imm: 32 }, Sub32R { d: c2, s: n }, Mov32R { d: t, s: d2 }, Lsh32R { d: t2, s: n2 }, Rsh32R { d: d3, s: c3 }, Or32R { d: d4, s: t3 }, ..]
+            if c == c2
+                && c == c3
+                && d == d2
+                && d == d3
+                && d == d4
+                && t == t2
+                && t == t3
+                && n == n2 =>
+        {
+            Rot32R7 { d, x, c, n, t }
+        }
+        [Mov32R { d: t, s }, Rsh32I { d: t2, imm: a }, Mov32R { d, s: s2 }, Lsh32I { d: d2, imm: b }, Or32R { d: d3, s: t3 }, ..]
+            if t == t2 && t == t3 && s == s2 && d == d2 && d == d3 =>
+        {
+            Rot32I5 { d, t, s, a, b }
+        }
+        [Mov32R { d: t, s: d }, Rsh32I { d: t2, imm: a }, Lsh32I { d: d2, imm: b }, Or32R { d: d3, s: t3 }, ..]
+            if t == t2 && t == t3 && d == d2 && d == d3 =>
+        {
+            Rot32I4 { d, t, a, b }
+        }
+        [LdxB { d: a, s, off: o1 }, LdxB {
+            d: b,
+            s: s2,
+            off: o2,
+        }, Lsh64I { d: b2, imm: k }, Or64R { d: b3, s: a2 }, ..]
+            if s == s2 && b == b2 && b == b3 && a == a2 =>
+        {
+            LdxB2LshOr64 { a, b, s, k, o1, o2 }
+        }
+        [LdxB { d: a, s, off: o1 }, LdxB {
+            d: b,
+            s: s2,
+            off: o2,
+        }, Lsh32I { d: b2, imm: k }, Or32R { d: b3, s: a2 }, ..]
+            if s == s2 && b == b2 && b == b3 && a == a2 =>
+        {
+            LdxB2LshOr32 { a, b, s, k, o1, o2 }
+        }
+        [Mov32R { d, s }, Lsh32I { d: d2, imm: a }, Arsh32I { d: d3, imm: b }, And32I { d: d4, imm }, ..]
+            if d == d2 && d == d3 && d == d4 =>
+        {
+            Mov32Lsh32Arsh32And32 { d, s, a, b, imm }
+        }
+        [Lsh32I { d, imm: a }, Arsh32I { d: d2, imm: b }, And32I { d: d3, imm }, ..]
+            if d == d2 && d == d3 =>
+        {
+            Lsh32Arsh32And32 { d, a, b, imm }
+        }
+        [LdxB { d: t, s, off }, Lsh32I { d: t2, imm: k }, Or32R { d, s: t3 }, ..]
+            if t == t2 && t == t3 =>
+        {
+            LdxBLshOr32 { t, s, off, k, d }
+        }
+        [LdxB { d, s, off }, Lsh32I { d: d2, imm: k }, ..] if d == d2 => LdxBLsh32 { d, s, off, k },
+        [LdxB { d: t, s, off }, Or32R { d, s: t2 }, ..] if t == t2 => LdxBOr32 { t, s, off, d },
+        [Neg32 { d }, And32I { d: d2, imm }, ..] if d == d2 => Neg32And32I { d, imm },
+        [Mov64R { d, s }, Add64R { d: d2, s: s2 }, ..] if d == d2 => Mov64Add64R { d, s, s2 },
+        [Add64I { d: d1, imm: i1 }, Add64I { d: d2, imm: i2 }, ..] => Add64I2 { d1, d2, i1, i2 },
+        [Mul32I { d, imm: m }, Add32I { d: d2, imm: a }, ..] if d == d2 => Mul32Add32I { d, m, a },
+        _ => return None,
+    })
 }
 
 fn store(size: Size, d: R, off: i16, src: Src) -> Op {

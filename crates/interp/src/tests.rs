@@ -664,9 +664,10 @@ fn interpreter_is_send_and_sync() {
 }
 
 /// Superinstructions agree with one-op-per-instruction execution (which
-/// tracing uses) on random ALU-heavy programs built from the fused idioms,
-/// with jumps into the middle of fused pairs; every register is folded
-/// into r0 at the end.
+/// tracing uses) on random programs built from the fused idioms, with
+/// register aliasing, jumps into the middle of fused groups, loads that
+/// trap partway through a group and budgets that run out at any point;
+/// every register is folded into r0 at the end, and memory is compared.
 #[test]
 fn fused_ops_match_plain_execution() {
     let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -676,9 +677,14 @@ fn fused_ops_match_plain_execution() {
         state ^= state << 17;
         state
     };
+    let conds = [
+        "jeq", "jgt", "jge", "jset", "jne", "jsgt", "jsge", "jlt", "jle", "jslt", "jsle",
+    ];
     let mut fused_programs = 0;
-    for _ in 0..400 {
-        let mut text = String::new();
+    let mut traps = 0;
+    for round in 0..3000 {
+        // r5 points into the buffer (r1 on entry).
+        let mut text = String::from("mov %r5, %r1\n");
         for r in 0..4 {
             text.push_str(&format!("lddw %r{r}, {:#x}\n", next()));
         }
@@ -687,9 +693,14 @@ fn fused_ops_match_plain_execution() {
             let w = next();
             let d = w % 4;
             let s = (w >> 4) % 4;
+            let t = (w >> 60) % 4;
             let k = (w >> 8) % 70;
             let kk = (w >> 16) as u32;
-            let line = match (w >> 32) % 17 {
+            // Mostly inside the 32-byte buffer, sometimes just outside.
+            let o1 = ((w >> 24) % 36) as i64 - ((w >> 29) % 2) as i64;
+            let o2 = ((w >> 30) % 32) as i64;
+            let small = (w >> 36) % 4;
+            let line = match (w >> 40) % 34 {
                 0 => format!("mov32 %r{d}, %r{s}\nand32 %r{d}, {kk:#x}"),
                 1 => format!("mov32 %r{d}, %r{s}\nlsh32 %r{d}, {k}"),
                 2 => format!("mov32 %r{d}, %r{s}\nrsh32 %r{d}, {k}"),
@@ -708,6 +719,60 @@ fn fused_ops_match_plain_execution() {
                 15 if w % 3 == 0 => format!("lsh %r{d}, {k}\nor %r{d}, %r{s}"),
                 15 if w % 3 == 1 => format!("lsh32 %r{d}, {k}\nor32 %r{d}, %r{s}"),
                 15 => format!("arsh32 %r{d}, {k}\nand32 %r{d}, {kk:#x}"),
+                16 => format!(
+                    "mov32 %r{t}, %r{s}\nrsh32 %r{t}, {}\nmov32 %r{d}, %r{s}\nlsh32 %r{d}, {}\nor32 %r{d}, %r{t}",
+                    k % 32,
+                    32 - k % 32
+                ),
+                17 => format!(
+                    "mov32 %r{t}, %r{d}\nrsh32 %r{t}, {}\nlsh32 %r{d}, {}\nor32 %r{d}, %r{t}",
+                    k % 32,
+                    (k / 2) % 32
+                ),
+                18 => {
+                    let c = (w >> 50) % 4;
+                    let m = (w >> 54) % 4;
+                    format!(
+                        "mov32 %r{d}, %r{s}\nmov32 %r{c}, 32\nsub32 %r{c}, %r{m}\nmov32 %r{t}, %r{d}\n\
+                         lsh32 %r{t}, %r{m}\nrsh32 %r{d}, %r{c}\nor32 %r{d}, %r{t}"
+                    )
+                }
+                19 => format!("ldxb %r{d}, [%r5{o1:+}]\nlsh32 %r{d}, {}", k % 32),
+                20 => format!("ldxb %r{t}, [%r5{o1:+}]\nor32 %r{d}, %r{t}"),
+                21 => format!(
+                    "ldxb %r{t}, [%r5{o1:+}]\nlsh32 %r{t}, {}\nor32 %r{d}, %r{t}",
+                    k % 32
+                ),
+                22 => format!(
+                    "ldxb %r{t}, [%r5{o1:+}]\nldxb %r{d}, [%r5{o2:+}]\nlsh %r{d}, 8\nor %r{d}, %r{t}"
+                ),
+                23 => format!(
+                    "ldxb %r{t}, [%r5{o1:+}]\nldxb %r{d}, [%r5{o2:+}]\nlsh32 %r{d}, {}\nor32 %r{d}, %r{t}",
+                    k % 32
+                ),
+                24 => format!(
+                    "lsh32 %r{d}, {}\narsh32 %r{d}, 31\nand32 %r{d}, {kk:#x}",
+                    k % 32
+                ),
+                25 => format!(
+                    "mov32 %r{d}, %r{s}\nlsh32 %r{d}, {}\narsh32 %r{d}, 31\nand32 %r{d}, {kk:#x}",
+                    k % 32
+                ),
+                26 => format!("neg32 %r{d}\nand32 %r{d}, {kk:#x}"),
+                27 => format!("mov %r{d}, %r{s}\nadd %r{d}, %r{t}"),
+                28 => format!("add %r{d}, {}\nadd %r{s}, {}", kk as i32, k),
+                29 => format!("mul32 %r{d}, {kk:#x}\nadd32 %r{d}, {k}"),
+                30 | 31 => {
+                    let cond = conds[((w >> 50) % 11) as usize];
+                    let width = if w % 2 == 0 { "32" } else { "" };
+                    let mov = if (w >> 1) % 2 == 0 { "mov32" } else { "mov" };
+                    let imm = [0, 1, -1, kk as i32][((w >> 56) % 4) as usize];
+                    format!(
+                        "{mov} %r{d}, {small}\n{cond}{width} %r{s}, {imm}, +1\n{mov} %r{d}, {}",
+                        (small + 1) % 3
+                    )
+                }
+                32 if w % 8 == 0 => format!("ldxb %r5, [%r5{o1:+}]"),
                 _ => format!("add32 %r{d}, %r{s}"),
             };
             text.push_str(&line);
@@ -715,7 +780,15 @@ fn fused_ops_match_plain_execution() {
         }
         text.push_str("mov %r0, %r0\nmul %r0, 31\nadd %r0, %r1\nmul %r0, 31\nadd %r0, %r2\nmul %r0, 31\nadd %r0, %r3\nexit\n");
         let p = prog(&text);
-        let mut vm = Interpreter::new(&p, &Helpers::new()).unwrap();
+        let budget = if round % 4 == 0 {
+            next() % 60
+        } else {
+            u64::MAX
+        };
+        let mut vm = Interpreter::builder()
+            .budget(budget)
+            .build(&p, &Helpers::new())
+            .unwrap();
         if vm
             .ops
             .iter()
@@ -724,17 +797,31 @@ fn fused_ops_match_plain_execution() {
         {
             fused_programs += 1;
         }
-        let fast = vm.run(&mut Memory::new(), &[]);
+        let data: Vec<u8> = (0..32).map(|_| next() as u8).collect();
+        // Both runs on the same buffer (addresses end up in registers).
+        let mut buf = data.clone();
+        let mut m = Memory::new();
+        let a = m.add(RegionKind::Other, &mut buf);
+        let fast = vm.run(&mut m, &[a]);
         let fast_count = vm.executed();
+        drop(m);
+        let after_fast = buf.clone();
+        buf.copy_from_slice(&data);
+        let mut m = Memory::new();
+        assert_eq!(m.add(RegionKind::Other, &mut buf), a);
         let mut traced_count = 0u64;
-        let slow = vm.run_traced(&mut Memory::new(), &[], None, &mut |_, _, _| {
-            traced_count += 1
-        });
+        let slow = vm.run_traced(&mut m, &[a], None, &mut |_, _, _| traced_count += 1);
+        drop(m);
+        if fast.is_err() {
+            traps += 1;
+        }
         assert_eq!(fast, slow, "{text}");
         assert_eq!(fast_count, vm.executed(), "{text}");
         assert_eq!(fast_count, traced_count, "{text}");
+        assert_eq!(after_fast, buf, "{text}");
     }
-    assert!(fused_programs > 300);
+    assert!(fused_programs > 2500, "{fused_programs}");
+    assert!(traps > 300 && traps < 2000, "{traps}");
 }
 
 /// Runs `text` as is and with an unreachable `mov %r10, %r10` appended,
