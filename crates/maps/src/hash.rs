@@ -158,6 +158,11 @@ impl Hash {
         Ok(())
     }
 
+    /// Whether `key` is present.
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        rd(self.bucket(key)).iter().any(|e| *e.key == *key)
+    }
+
     /// Program-side lookup: the element itself, protected by `guard`.
     pub(crate) fn find<'g>(&self, key: &[u8], guard: &'g RunGuard) -> Option<&'g Elem> {
         let b = rd(self.bucket(key));

@@ -108,11 +108,25 @@ pub(crate) fn lock<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A (key, value) pair, as [`Map::entries`] lists them.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// Whether an interface index exists (see [`MapOptions::ifindex_check`]).
+type IfindexCheck = Arc<dyn Fn(u32) -> bool + Send + Sync>;
+
 /// Settings shared by the maps of one embedder.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct MapOptions {
     possible_cpus: usize,
     perf_buffer_bytes: usize,
+    ifindex_check: Option<IfindexCheck>,
+}
+
+impl std::fmt::Debug for MapOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapOptions")
+            .field("possible_cpus", &self.possible_cpus)
+            .field("perf_buffer_bytes", &self.perf_buffer_bytes)
+            .field("ifindex_check", &self.ifindex_check.is_some())
+            .finish()
+    }
 }
 
 impl Default for MapOptions {
@@ -128,7 +142,16 @@ impl MapOptions {
         MapOptions {
             possible_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             perf_buffer_bytes: 256 << 10,
+            ifindex_check: None,
         }
+    }
+
+    /// Sets how devmaps check that an interface exists (the kernel refuses
+    /// unknown interfaces with `EINVAL`). Without one, every non-zero
+    /// ifindex is accepted.
+    pub fn ifindex_check(mut self, f: impl Fn(u32) -> bool + Send + Sync + 'static) -> MapOptions {
+        self.ifindex_check = Some(Arc::new(f));
+        self
     }
 
     /// Sets the number of possible CPUs (at least 1): the slots of per-CPU
@@ -174,6 +197,7 @@ enum Imp {
 pub struct Map {
     def: MapDef,
     ncpus: usize,
+    ifindex_check: Option<IfindexCheck>,
     id: Option<MapId>,
     registry: Weak<registry::Inner>,
     imp: Imp,
@@ -254,6 +278,7 @@ impl Map {
         Ok(Map {
             def,
             ncpus,
+            ifindex_check: opts.ifindex_check.clone(),
             id,
             registry,
             imp,
@@ -415,6 +440,22 @@ impl Map {
         flags: u64,
         cpu: Option<usize>,
     ) -> Result<(), MapError> {
+        // Devmap values: an fd (here: a program id) of 0 or below means
+        // none, and reads back as 0, as the kernel's program id does.
+        let normalized;
+        let value = if matches!(self.def.map_type, MapType::Devmap | MapType::DevmapHash)
+            && value.len() == 8
+            && (u32_of(&value[4..]) as i32) <= 0
+        {
+            normalized = [&value[..4], &[0; 4][..]].concat();
+            &normalized[..]
+        } else {
+            value
+        };
+        let dev_ok = |v: &[u8]| {
+            let i = u32_of(v);
+            i != 0 && self.ifindex_check.as_ref().is_none_or(|f| f(i))
+        };
         let bad_flags = || {
             Err(MapError::Invalid {
                 what: "update flags",
@@ -444,9 +485,18 @@ impl Map {
                 match self.def.map_type {
                     MapType::HashOfMaps => h.update(key, src, inner, flags),
                     MapType::DevmapHash => {
-                        if u32_of(value) == 0 {
+                        // The kernel refuses ifindex 0 first, then checks
+                        // EEXIST, then whether the device exists, then E2BIG.
+                        if u32_of(value) != 0
+                            && !dev_ok(value)
+                            && flags == update_flags::NOEXIST
+                            && h.contains(key)
+                        {
+                            return Err(MapError::Exists);
+                        }
+                        if !dev_ok(value) {
                             return Err(MapError::Invalid {
-                                what: "devmap_hash value needs an ifindex",
+                                what: "no interface with this ifindex",
                             });
                         }
                         h.update(key, src, None, flags)
@@ -480,6 +530,11 @@ impl Map {
                         }
                         s.clear(i, true)?;
                         return Ok(());
+                    }
+                    if !dev_ok(value) {
+                        return Err(MapError::Invalid {
+                            what: "no interface with this ifindex",
+                        });
                     }
                     return s.set(i, value, None);
                 }

@@ -85,7 +85,9 @@ impl Twin {
             name: "diff".into(),
         })
         .unwrap_or_else(|e| panic!("kernel refused {def:?}: {e}"));
-        let opts = MapOptions::new().possible_cpus(bpfkit_kernel::possible_cpus());
+        let opts = MapOptions::new()
+            .possible_cpus(bpfkit_kernel::possible_cpus())
+            .ifindex_check(|i| interfaces().contains(&i));
         let ours = Map::new(def.clone(), &opts).unwrap();
         let vlen = ours.value_buf_len();
         assert_eq!(vlen, k.value_buf_len());
@@ -129,9 +131,29 @@ impl Twin {
             kk.push(n.clone());
             prev = Some(n);
         }
-        let ours = self.ours.entries().unwrap();
-        (kk, ours.into_iter().map(|(k, _)| k).collect())
+        let mut ok = Vec::new();
+        let mut prev: Option<Vec<u8>> = None;
+        while let Ok(n) = self.ours.get_next_key(prev.as_deref()) {
+            ok.push(n.clone());
+            prev = Some(n);
+        }
+        (kk, ok)
     }
+}
+
+/// The host's interface indexes (devmaps accept only existing ones).
+fn interfaces() -> Vec<u32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(s) = std::fs::read_to_string(e.path().join("ifindex")) {
+            v.extend(s.trim().parse::<u32>().ok());
+        }
+    }
+    v
 }
 
 /// Compares one operation's outcome; returns whether it succeeded.
@@ -194,6 +216,17 @@ const SEEDS: [u64; 3] = [0x9e37_79b9_7f4a_7c15, 0x1234_5678_9abc_def1, 42];
 /// Random keyed operations; `key` draws a key; `ordered` compares
 /// `get_next_key` results exactly (otherwise only their outcome).
 fn run_keyed(def: MapDef, key: impl Fn(&mut Rng) -> Vec<u8>, ordered: bool, take: bool) {
+    run_keyed_with(def, key, |r, n| r.bytes(n), ordered, take)
+}
+
+/// [`run_keyed`] with values drawn by `value(rng, len)`.
+fn run_keyed_with(
+    def: MapDef,
+    key: impl Fn(&mut Rng) -> Vec<u8>,
+    value: impl Fn(&mut Rng, usize) -> Vec<u8>,
+    ordered: bool,
+    take: bool,
+) {
     for seed in SEEDS {
         let t = Twin::new(def.clone());
         let mut rng = Rng(seed);
@@ -204,10 +237,10 @@ fn run_keyed(def: MapDef, key: impl Fn(&mut Rng) -> Vec<u8>, ordered: bool, take
                 |op: &str| format!("{} seed {seed:#x} step {step}: {op} {k:02x?}", def.map_type);
             match rng.below(10) {
                 0..=3 => {
-                    let v = rng.bytes(t.vlen);
+                    let v = value(&mut rng, t.vlen);
                     let f = rng.flags();
                     same(
-                        &ctx(&format!("update flags {f}")),
+                        &ctx(&format!("update {v:02x?} flags {f}")),
                         t.ours.update(&k, &v, f),
                         t.k_update(&k, &v, f),
                     );
@@ -269,12 +302,8 @@ fn run_keyed(def: MapDef, key: impl Fn(&mut Rng) -> Vec<u8>, ordered: bool, take
             def.map_type
         );
         for k in &kk {
-            assert_eq!(
-                t.ours.lookup(k).unwrap(),
-                t.k_lookup(k).unwrap(),
-                "{} seed {seed:#x}: final value of {k:02x?}",
-                def.map_type
-            );
+            let ctx = format!("{} seed {seed:#x}: final value of {k:02x?}", def.map_type);
+            same(&ctx, t.ours.lookup(k), t.k_lookup(k));
         }
     }
 }
@@ -354,6 +383,59 @@ fn lru_hash_matches_kernel_while_not_full() {
         false,
         true,
     );
+}
+
+#[test]
+fn lru_percpu_hash_matches_kernel_while_not_full() {
+    if !kernel_ok() {
+        return;
+    }
+    // As for lru_hash: one CPU, far below max_entries.
+    // SAFETY: as in lru_hash_matches_kernel_while_not_full.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    run_keyed(
+        MapDef::new(MapType::LruPercpuHash, 4, 12, 1024),
+        u32_key(40),
+        false,
+        true,
+    );
+}
+
+#[test]
+fn devmaps_match_kernel() {
+    if !kernel_ok() {
+        return;
+    }
+    let mut ifs = interfaces();
+    ifs.extend([0, 9999, 0x7fff_0000]);
+    let value = move |r: &mut Rng, len: usize| {
+        let mut v = ifs[r.below(ifs.len() as u64) as usize]
+            .to_ne_bytes()
+            .to_vec();
+        if len == 8 {
+            // No program (a real one needs an XDP devmap program fd).
+            v.extend_from_slice(&[0, -1i32 as u32][r.below(2) as usize].to_ne_bytes());
+        }
+        v
+    };
+    for (ty, vs) in [
+        (MapType::Devmap, 4),
+        (MapType::Devmap, 8),
+        (MapType::DevmapHash, 4),
+        (MapType::DevmapHash, 8),
+    ] {
+        run_keyed_with(
+            MapDef::new(ty, 4, vs, 4),
+            u32_key(7),
+            &value,
+            ty == MapType::Devmap,
+            false,
+        );
+    }
 }
 
 #[test]
