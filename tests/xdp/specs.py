@@ -235,14 +235,23 @@ spec("encap", object="encap.o", program="xdp_encap",
 
 inner = udp4("10.0.0.1", "10.9.0.1", 1000, 2000, b"payload")
 outer_ip = ipv4("198.51.100.1", "203.0.113.7", 4, b"".join(inner[1:]))
+def pad_to(pieces, n):
+    """Pads a packet with a zero trailer to n bytes."""
+    have = sum(len(x) for x in pieces)
+    assert have <= n, have
+    return pieces + ([bytes(n - have)] if have < n else [])
+
+# One ctx_in serves every packet, and BPF_PROG_TEST_RUN wants its data_end to be
+# the packet's length: every packet here is 96 bytes, 8 of them metadata.
 spec("decap", object="encap.o", program="xdp_decap",
      about="IPIP decapsulation (positive adjust_head) reading 8 bytes of metadata from ctx_in",
-     ctx_in=u32(8) + u32(0) + u32(0) + u32(1) + u32(0) + u32(0),
+     ctx_in=u32(8) + u32(96) + u32(0) + u32(1) + u32(0) + u32(0),
      packets=[
-         p("meta + IPIP packet", [struct.pack("<II", 42, 33), eth(0x0800), outer_ip] + inner[1:], "XDP_PASS"),
-         p("meta + plain UDP", [struct.pack("<II", 7, 0)] + udp4("10.0.0.1", "10.0.0.2", 1, 2), "XDP_PASS"),
-         p("meta + IPIP with options outer", [struct.pack("<II", 9, 0), eth(0x0800), ipv4("1.1.1.1", "2.2.2.2", 4, b"".join(inner[1:]), options=RR_OPT)] + inner[1:], "XDP_PASS"),
-         p("meta + truncated IPv4", [struct.pack("<II", 5, 0), eth(0x0800), bytes(10)], "XDP_DROP"),
+         p("meta + IPIP packet", pad_to([struct.pack("<II", 42, 33), eth(0x0800), outer_ip] + inner[1:], 96), "XDP_PASS"),
+         p("meta + plain UDP", pad_to([struct.pack("<II", 7, 0)] + udp4("10.0.0.1", "10.0.0.2", 1, 2), 96), "XDP_PASS"),
+         p("meta + IPIP with options outer", pad_to([struct.pack("<II", 9, 0), eth(0x0800), ipv4("1.1.1.1", "2.2.2.2", 4, b"".join(inner[1:]), options=RR_OPT)] + inner[1:], 96), "XDP_PASS"),
+         p("meta + IPIP with ihl 6: passed", pad_to([struct.pack("<II", 3, 0), eth(0x0800), ipv4("1.1.1.1", "2.2.2.2", 4, b"".join(inner[1:]), options=bytes(4))] + inner[1:], 96), "XDP_PASS"),
+         p("meta + ARP", pad_to([struct.pack("<II", 5, 0), eth(0x0806, dst=BCAST), arp()], 96), "XDP_PASS"),
      ])
 
 R4 = lambda plen, a: h(struct.pack("<I", plen) + ip4(a))

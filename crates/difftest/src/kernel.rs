@@ -286,11 +286,7 @@ pub fn run(spec: &Spec, object: &[u8]) -> Result<KernelRun, DiffError> {
     let mut runs = Vec::new();
     for p in &spec.packets {
         let data = p.hex.bytes().unwrap_or_default();
-        let mut ctx_in = spec.ctx_in_bytes();
-        if ctx_in.len() >= 8 {
-            // the kernel insists on xdp_md.data_end == the packet's length
-            ctx_in[4..8].copy_from_slice(&(data.len() as u32).to_le_bytes());
-        }
+        let ctx_in = spec.ctx_in_bytes();
         let r = prog.test_run(&TestRun {
             data_in: &data,
             data_out_len: DATA_OUT,

@@ -6,7 +6,7 @@
 //!   "object": "lb_tx.o",                  // beside the spec
 //!   "program": "xdp_lb",                  // the program to run
 //!   "ctx_in": "hex",                      // optional struct xdp_md for every packet
-//!                                         // (data_end is set to each packet's length)
+//!                                         // (the kernel wants data_end = the length)
 //!   "maps": {"vips": [{"key": "hex", "value": "hex"}]},   // initial entries
 //!   "prog_array": {"jump_table": {"0": "xdp_ipv4"}},     // slots -> programs
 //!   "packets": [{"name": "tcp to the vip", "hex": "hex" | ["hex", ...],
@@ -160,8 +160,20 @@ impl Spec {
             }
         }
         if let Some(c) = &self.ctx_in {
-            if hex::decode(c).is_none() {
-                return Err("ctx_in: bad hex".into());
+            let ctx = hex::decode(c).ok_or("ctx_in: bad hex")?;
+            // struct xdp_md: data, data_end, ...; BPF_PROG_TEST_RUN wants
+            // data_end to be the packet's length, so one ctx_in fits one length
+            if let Some(end) = ctx.get(4..8) {
+                let end = u32::from_le_bytes([end[0], end[1], end[2], end[3]]) as usize;
+                for p in &self.packets {
+                    let len = p.hex.bytes().map_or(0, |b| b.len());
+                    if len != end {
+                        return Err(format!(
+                            "packet {:?} has {len} bytes, ctx_in's data_end says {end}",
+                            p.name
+                        ));
+                    }
+                }
             }
         }
         for r in &self.normalise {
@@ -227,6 +239,21 @@ mod tests {
         assert!(spec.check().is_ok());
         assert_eq!(action_number("XDP_TX"), Some(3));
         assert_eq!(action_name(4), Some("XDP_REDIRECT"));
+    }
+
+    #[test]
+    fn ctx_in_data_end_must_fit_every_packet() {
+        let spec = |len: u32| -> Spec {
+            let ctx = format!("08000000{}", hex::encode(&len.to_le_bytes()));
+            serde_json::from_str(&format!(
+                r#"{{"object": "a.o", "program": "p", "ctx_in": "{ctx}",
+                    "packets": [{{"name": "x", "hex": "{}"}}]}}"#,
+                "00".repeat(22)
+            ))
+            .unwrap()
+        };
+        assert!(spec(22).check().is_ok());
+        assert!(spec(23).check().unwrap_err().contains("data_end says 23"));
     }
 
     #[test]
