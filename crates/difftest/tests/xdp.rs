@@ -282,3 +282,43 @@ fn bpfkit_side_runs_the_binary_and_compares() {
     assert!(e.to_string().contains("unknown map vips"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The committed objects are what `build.sh` makes of the sources (skipped
+/// without clang-19 or libbpf's headers).
+#[test]
+fn objects_match_their_sources() {
+    let have_clang = std::process::Command::new("clang-19")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_clang || !Path::new("/usr/include/bpf/bpf_helpers.h").exists() {
+        println!("skipped: clang-19 or libbpf-dev (bpf/bpf_helpers.h) is not installed");
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("difftest-build-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let build = std::process::Command::new("sh")
+        .arg(suite_dir().join("build.sh"))
+        .env("OUT", &out)
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "build.sh failed: {}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let mut stale = Vec::new();
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let fresh = entry.unwrap().path();
+        let name = fresh.file_name().unwrap().to_owned();
+        let committed = std::fs::read(suite_dir().join(&name)).unwrap_or_default();
+        if std::fs::read(&fresh).unwrap() != committed {
+            stale.push(name.to_string_lossy().into_owned());
+        }
+    }
+    std::fs::remove_dir_all(&out).ok();
+    assert!(
+        stale.is_empty(),
+        "objects differ from their sources (run tests/xdp/build.sh): {stale:?}"
+    );
+}
