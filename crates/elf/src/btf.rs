@@ -1242,7 +1242,9 @@ impl Btf {
                         self.fmt_value_at(m.ty, rest, depth + 1, budget, out);
                     } else {
                         let bits = if m.bitfield_size == 0 {
-                            self.size_of(m.ty).map_or(0, |s| s * 8).min(64)
+                            self.size_of(m.ty)
+                                .map_or(0, |s| s.saturating_mul(8))
+                                .min(64)
                         } else {
                             m.bitfield_size
                         };
@@ -1524,6 +1526,18 @@ mod tests {
         // An int whose bit offset is past its storage (fuzz regression).
         let odd = Btf::parse(&build(&[(0, info(1, 0), 8, &[200 << 16 | 8])], b"\0")).unwrap();
         assert_eq!(odd.format_value(1, &[0xff; 8]), "0");
+        // A member at a bit offset whose type is too large to count in
+        // bits (fuzz regression).
+        let wide = Btf::parse(&build(
+            &[
+                (0, info(1, 0), 4, &[32]),
+                (0, info(3, 0), 0, &[1, 1, 0x0c00_0000]),
+                (0, info(4, 1), 8, &[0, 2, 3]),
+            ],
+            b"\0",
+        ))
+        .unwrap();
+        let _ = wide.format_value(3, &[0xff; 8]);
     }
 
     #[test]

@@ -573,7 +573,7 @@ impl<'data> Linker<'_, 'data> {
             RelocTarget::Map { name } => {
                 // Section symbols (old objects) name the map by offset.
                 let name = if r.section_symbol {
-                    let off = r.symbol_value + addend as u64;
+                    let off = r.symbol_value.wrapping_add(addend as u64);
                     self.obj
                         .maps()
                         .iter()

@@ -211,10 +211,12 @@ fn legacy_maps(obj: &Object<'_>, out: &mut Vec<MapDefinition>) -> Result<(), Elf
                 .filter(|o| o.section_index == m.section_index)
                 .count() as u64;
             (count > 0 && sec.size / count == 36).then(|| {
-                let at = m.offset as usize + 20;
+                let at = usize::try_from(m.offset)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(20);
                 let id = sec
                     .data
-                    .get(at..at + 4)
+                    .get(at..at.saturating_add(4))
                     .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
                 (first + i, id)
             })
@@ -304,7 +306,12 @@ fn btf_maps(
             .find(|m| m.kind == MapKind::Btf && m.name == name)
             .map_or((v.offset as u64, v.size as u64), |m| (m.offset, m.size));
         if let Some((off, is_map)) = parsed.values {
-            value_slots.push((out.len(), var_off + off as u64, var_off + var_size, is_map));
+            value_slots.push((
+                out.len(),
+                var_off.saturating_add(off as u64),
+                var_off.saturating_add(var_size),
+                is_map,
+            ));
         }
         out.push(MapDefinition {
             name,
@@ -365,7 +372,7 @@ fn btf_maps(
             if last.index >= m.def.max_entries {
                 if m.def.max_entries == 0 {
                     // libbpf: max_entries defaults to the initialiser's length.
-                    m.def.max_entries = last.index + 1;
+                    m.def.max_entries = last.index.saturating_add(1);
                 } else {
                     return Err(ElfError::BadMap {
                         map: m.name.clone(),
