@@ -86,6 +86,11 @@ impl Array {
         if flags & !update_flags::LOCK == update_flags::NOEXIST {
             return Err(MapError::Exists);
         }
+        if flags & update_flags::LOCK != 0 {
+            return Err(MapError::Invalid {
+                what: "BPF_F_LOCK on a map without a bpf_spin_lock",
+            });
+        }
         match cpu {
             Some(c) if c < self.ncpus => storage::write(&self.words, self.word(i, c), value),
             Some(_) => return Err(MapError::Invalid { what: "CPU index" }),

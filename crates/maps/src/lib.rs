@@ -463,7 +463,7 @@ impl Map {
         };
         match &self.imp {
             Imp::Array(a) => {
-                if flags > update_flags::EXIST {
+                if flags & !update_flags::LOCK > update_flags::EXIST {
                     return bad_flags();
                 }
                 a.update(key, value, flags, cpu)
@@ -724,11 +724,8 @@ impl Map {
         if cpu >= self.ncpus {
             return Err(MapError::Invalid { what: "CPU index" });
         }
-        if flags & update_flags::LOCK != 0 {
-            return Err(MapError::Invalid {
-                what: "BPF_F_LOCK on a map without a bpf_spin_lock",
-            });
-        }
+        // BPF_F_LOCK is refused by each map type at its own point (arrays
+        // only after the index and BPF_NOEXIST checks), as in the kernel.
         match self.def.map_type {
             MapType::ProgArray | MapType::ArrayOfMaps | MapType::HashOfMaps => {
                 Err(MapError::Invalid {

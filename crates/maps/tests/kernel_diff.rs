@@ -639,3 +639,246 @@ fn creation_checks_match_kernel() {
         }
     }
 }
+
+// -------------------------------------------------------------------------
+// Program side: the same helper calls made by a tiny XDP program in the
+// kernel (BPF_PROG_TEST_RUN, on CPU 0) and through bpfkit's program-side
+// API with cpu 0.
+// -------------------------------------------------------------------------
+
+/// Hand-assembled instructions (the encodings of RFC 9669).
+struct Asm(Vec<u8>);
+
+impl Asm {
+    fn insn(&mut self, op: u8, dst: u8, src: u8, off: i16, imm: i32) -> &mut Asm {
+        self.0.push(op);
+        self.0.push(dst | src << 4);
+        self.0.extend_from_slice(&off.to_le_bytes());
+        self.0.extend_from_slice(&imm.to_le_bytes());
+        self
+    }
+    /// `*(u32 *)(r10 + off) = imm`
+    fn st32(&mut self, off: i16, imm: i32) -> &mut Asm {
+        self.insn(0x62, 10, 0, off, imm)
+    }
+    /// `*(u64 *)(r10 + off) = imm` (sign-extended)
+    fn st64(&mut self, off: i16, imm: i32) -> &mut Asm {
+        self.insn(0x7a, 10, 0, off, imm)
+    }
+    /// `rD = map fd` (`lddw` with `BPF_PSEUDO_MAP_FD`)
+    fn map(&mut self, dst: u8, fd: i32) -> &mut Asm {
+        self.insn(0x18, dst, 1, 0, fd).insn(0, 0, 0, 0, 0)
+    }
+    /// `rD = r10 + off`
+    fn fp(&mut self, dst: u8, off: i32) -> &mut Asm {
+        self.insn(0xbf, dst, 10, 0, 0).insn(0x07, dst, 0, 0, off)
+    }
+    /// `rD = imm`
+    fn mov(&mut self, dst: u8, imm: i32) -> &mut Asm {
+        self.insn(0xb7, dst, 0, 0, imm)
+    }
+    fn call(&mut self, helper: i32) -> &mut Asm {
+        self.insn(0x85, 0, 0, 0, helper)
+    }
+    /// `if r0 != 0 goto +skip`
+    fn jne0(&mut self, skip: i16) -> &mut Asm {
+        self.insn(0x55, 0, 0, skip, 0)
+    }
+    /// `r0 = *(u32 *)(r10 + off)`
+    fn ld32(&mut self, off: i16) -> &mut Asm {
+        self.insn(0x61, 0, 10, off, 0)
+    }
+    fn exit(&mut self) -> &mut Asm {
+        self.insn(0x95, 0, 0, 0, 0)
+    }
+}
+
+/// Runs `insns` as an XDP program on CPU 0; its `r0` (low 32 bits).
+fn k_run(insns: &[u8]) -> u32 {
+    let prog = bpfkit_kernel::ProgLoad::new(bpfkit_kernel::prog_type::XDP, insns)
+        .load()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pkt = [0u8; 64];
+    prog.test_run(&bpfkit_kernel::TestRun {
+        data_in: &pkt,
+        ..Default::default()
+    })
+    .unwrap()
+    .retval
+}
+
+/// What a helper returns in `r0` (low 32 bits) for bpfkit's result.
+fn ret<T>(r: Result<T, MapError>, ok: impl FnOnce(T) -> u32) -> u32 {
+    match r {
+        Ok(v) => ok(v),
+        Err(e) => e.to_helper_ret() as u32,
+    }
+}
+
+fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it; the
+    // call only affects this thread's affinity.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+#[test]
+fn program_side_updates_match_kernel() {
+    if !kernel_ok() {
+        return;
+    }
+    pin_to_cpu0();
+    for def in [
+        MapDef::new(MapType::Hash, 4, 8, 6),
+        MapDef::new(MapType::PercpuHash, 4, 8, 6),
+        MapDef::new(MapType::Array, 4, 8, 6),
+        MapDef::new(MapType::PercpuArray, 4, 8, 6),
+        MapDef::new(MapType::LruHash, 4, 8, 1024),
+    ] {
+        let t = Twin::new(def.clone());
+        let mut rng = Rng(7);
+        for step in 0..120 {
+            let key = rng.below(9) as u32;
+            let val = rng.next() as i32;
+            let flags = rng.flags();
+            let ctx = format!("{} step {step}: key {key}", def.map_type);
+            let (kr, or) = if rng.below(4) == 0 {
+                let mut a = Asm(Vec::new());
+                a.st32(-4, key as i32)
+                    .map(1, t.k.fd())
+                    .fp(2, -4)
+                    .call(3)
+                    .exit();
+                (
+                    k_run(&a.0),
+                    ret(t.ours.prog_delete(&key.to_ne_bytes()), |_| 0),
+                )
+            } else {
+                let mut a = Asm(Vec::new());
+                a.st32(-4, key as i32)
+                    .st64(-16, val)
+                    .map(1, t.k.fd())
+                    .fp(2, -4)
+                    .fp(3, -16)
+                    .mov(4, flags as i32)
+                    .call(2)
+                    .exit();
+                let v = (val as i64 as u64).to_ne_bytes();
+                (
+                    k_run(&a.0),
+                    ret(t.ours.prog_update(&key.to_ne_bytes(), &v, flags, 0), |_| 0),
+                )
+            };
+            assert_eq!(or, kr, "{ctx}: r0 (bpfkit, kernel)");
+        }
+        let (mut kk, mut ok) = t.keys();
+        kk.sort();
+        ok.sort();
+        assert_eq!(ok, kk, "{}: final keys", def.map_type);
+        for k in &kk {
+            // Per-CPU maps: CPU 0's slot was written, the others zeroed
+            // for new elements.
+            let ctx = format!("{}: final value of {k:02x?}", def.map_type);
+            same(&ctx, t.ours.lookup(k), t.k_lookup(k));
+        }
+    }
+}
+
+#[test]
+fn program_side_queue_and_stack_match_kernel() {
+    if !kernel_ok() {
+        return;
+    }
+    for ty in [MapType::Queue, MapType::Stack] {
+        let t = Twin::new(MapDef::new(ty, 0, 8, 4));
+        let mut rng = Rng(11);
+        for step in 0..120 {
+            let mut a = Asm(Vec::new());
+            let val = rng.next() as i32;
+            let (kr, or) = match rng.below(3) {
+                0 => {
+                    let flags = rng.flags();
+                    a.st64(-16, val)
+                        .map(1, t.k.fd())
+                        .fp(2, -16)
+                        .mov(3, flags as i32)
+                        .call(87)
+                        .exit();
+                    let v = (val as i64 as u64).to_ne_bytes();
+                    (k_run(&a.0), ret(t.ours.push(&v, flags), |_| 0))
+                }
+                op => {
+                    // pop (88) or peek (89); r0 = the value's low word.
+                    a.st64(-16, 0)
+                        .map(1, t.k.fd())
+                        .fp(2, -16)
+                        .call(if op == 1 { 88 } else { 89 })
+                        .jne0(1)
+                        .ld32(-16)
+                        .exit();
+                    let mut out = [0u8; 8];
+                    let r = if op == 1 {
+                        t.ours.pop(&mut out)
+                    } else {
+                        t.ours.peek(&mut out)
+                    };
+                    let low = u32::from_ne_bytes(out[..4].try_into().unwrap());
+                    (k_run(&a.0), ret(r, |_| low))
+                }
+            };
+            assert_eq!(or, kr, "{ty} step {step}: r0 (bpfkit, kernel)");
+        }
+    }
+}
+
+#[test]
+fn program_side_ringbuf_matches_kernel() {
+    if !kernel_ok() {
+        return;
+    }
+    use bpfkit_maps::ringbuf::query;
+    let t = Twin::new(MapDef::new(MapType::Ringbuf, 0, 0, 4096));
+    let mut rng = Rng(5);
+    let mut sent = Vec::new();
+    for step in 0..200 {
+        let size = 1 + rng.below(16) as i32;
+        let flags = [0, 0, 0, 1, 2, 4][rng.below(6) as usize];
+        let q = rng.below(4);
+        // ringbuf_output(map, fp-16, size, flags); on success r0 =
+        // ringbuf_query(map, q).
+        let mut a = Asm(Vec::new());
+        a.st64(-16, step)
+            .st64(-8, -1)
+            .map(1, t.k.fd())
+            .fp(2, -16)
+            .mov(3, size)
+            .mov(4, flags)
+            .call(130)
+            .jne0(4)
+            .map(1, t.k.fd())
+            .mov(2, q as i32)
+            .call(134)
+            .exit();
+        let mut data = (step as i64).to_ne_bytes().to_vec();
+        data.extend_from_slice(&(-1i64).to_ne_bytes());
+        let r = t.ours.ringbuf_output(&data[..size as usize], flags as u64);
+        if r.is_ok() {
+            sent.push(data[..size as usize].to_vec());
+        }
+        let or = ret(r, |_| t.ours.ringbuf_query(q) as u32);
+        assert_eq!(
+            or,
+            k_run(&a.0),
+            "step {step}: size {size} flags {flags} query {q}"
+        );
+    }
+    // The ring is full by now (4096 bytes, records of 16 or 24 bytes);
+    // the consumer sees every record in order.
+    let mut got = Vec::new();
+    t.ours.ringbuf_consume(|r| got.push(r.to_vec())).unwrap();
+    assert_eq!(got, sent);
+    assert!(got.len() > 100 && t.ours.ringbuf_query(query::AVAIL_DATA) == 0);
+}
