@@ -87,17 +87,39 @@ pub struct LoadedProgram {
 impl LoadedProgram {
     /// The program type libbpf derives from the section name; a clear
     /// error when the name is not one it knows.
+    ///
+    /// Besides libbpf's names ([`ProgType::from_section`]), the prefixes
+    /// of the kernel samples' `bpf_load.c` are accepted: `xdp...`
+    /// (`xdp1`, `xdp_redirect`, ...) is XDP, `cgroup/sock...` and
+    /// `cgroup/skb...` are the cgroup types. Other legacy names (iproute2's
+    /// free-form tc sections such as `ingress`) name no type: callers pass
+    /// one explicitly.
     pub fn prog_type(&self) -> Result<ProgType, ElfError> {
-        ProgType::from_section(&self.section).ok_or_else(|| ElfError::UnknownProgType {
-            program: self.name.clone(),
-            section: self.section.clone(),
-        })
+        ProgType::from_section(&self.section)
+            .or_else(|| legacy_prog_type(&self.section))
+            .ok_or_else(|| ElfError::UnknownProgType {
+                program: self.name.clone(),
+                section: self.section.clone(),
+            })
     }
 
     /// The source line attached to `pc` (the last line info at or before
     /// it, as the verifier prints them).
     pub fn line_at(&self, pc: Pc) -> Option<&LineInfo> {
         self.line_info.iter().take_while(|l| l.insn <= pc.0).last()
+    }
+}
+
+/// `bpf_load.c`'s prefix rules, for sections libbpf does not name.
+fn legacy_prog_type(section: &str) -> Option<ProgType> {
+    if section.starts_with("xdp") {
+        Some(ProgType::Xdp)
+    } else if section.starts_with("cgroup/sock") {
+        Some(ProgType::CgroupSock)
+    } else if section.starts_with("cgroup/skb") {
+        Some(ProgType::CgroupSkb)
+    } else {
+        None
     }
 }
 

@@ -119,6 +119,7 @@ fn corpus_loads() {
     let verdicts =
         std::fs::read_to_string(corpus.join("kernel-verdicts.jsonl")).unwrap_or_default();
     let mut kernel: BTreeMap<(String, String), (String, Option<usize>)> = BTreeMap::new();
+    let mut kernel_types: BTreeMap<(String, String), String> = BTreeMap::new();
     for line in verdicts.lines().filter(|l| !l.trim().is_empty()) {
         let (Some(o), Some(p), Some(v)) = (
             json_str(line, "object"),
@@ -131,10 +132,14 @@ fn corpus_loads() {
             (o.to_string(), p.to_string()),
             (v.to_string(), json_num(line, "insn_cnt")),
         );
+        if let Some(t) = json_str(line, "prog_type") {
+            kernel_types.insert((o.to_string(), p.to_string()), t.to_string());
+        }
     }
     let (mut loaded, mut progs, mut maps) = (0, 0, 0);
     let mut report = Vec::new();
     let mut errs = Vec::new();
+    let mut type_diffs = Vec::new();
     for path in &objects {
         let rel = path
             .strip_prefix(&corpus)
@@ -180,6 +185,22 @@ fn corpus_loads() {
                     assert!((i as usize) < obj.maps.len(), "{rel}: map {i}");
                 }
             }
+            // The section name gives the type the kernel run used.
+            if let Some(t) = kernel_types.get(&(rel.clone(), p.name.clone())) {
+                // A type we derive is the one the kernel run used; free-form
+                // legacy names (`filter`, `ingress`, `tail-1`) give none
+                // and are counted.
+                match p.prog_type() {
+                    Ok(ours) if ours.name() != t => errs.push(format!(
+                        "{rel} [{}] section {}: type {}, the kernel run used {t}",
+                        p.name,
+                        p.section,
+                        ours.name()
+                    )),
+                    Ok(_) => {}
+                    Err(_) => type_diffs.push(format!("{rel} [{}] {} ({t})", p.name, p.section)),
+                }
+            }
             // The kernel's instruction count is the linked size.
             if let Some((_, Some(cnt))) = kernel.get(&(rel.clone(), p.name.clone())) {
                 if p.insns.slot_count() != *cnt {
@@ -196,6 +217,11 @@ fn corpus_loads() {
         "{loaded}/{} objects loaded, {progs} programs, {maps} maps; not loaded:\n{}",
         objects.len(),
         report.join("\n")
+    );
+    eprintln!(
+        "{} programs whose section names no type (the kernel run's in parentheses):\n{}",
+        type_diffs.len(),
+        type_diffs.join("\n")
     );
     assert!(errs.is_empty(), "{}", errs.join("\n"));
     let _ = ElfError::NotElf;
