@@ -36,6 +36,35 @@
 //! A "CPU" is a small index that the embedder passes (its runtime thread's
 //! number), below [`MapOptions::possible_cpus`].
 //!
+//! # Helpers, by map type
+//!
+//! | helper | call |
+//! |---|---|
+//! | `bpf_map_lookup_elem` | [`Map::lookup_ptr`] (arrays, hashes, LRU, LPM); [`Map::inner_map`] (map-in-map: the program gets the inner map) |
+//! | `bpf_map_update_elem` / `bpf_map_delete_elem` | [`Map::prog_update`] / [`Map::prog_delete`]; return `-errno` with [`MapError::to_helper_ret`] |
+//! | `bpf_map_push_elem` / `pop` / `peek` | [`Map::push`] / [`Map::pop`] / [`Map::peek`] |
+//! | `bpf_ringbuf_{reserve,submit,discard,output,query}` | [`Map::ringbuf_reserve`], [`Map::ringbuf_submit`], [`Map::ringbuf_discard`], [`Map::ringbuf_output`], [`Map::ringbuf_query`]; the embedder drains with [`Map::ringbuf_consume`] |
+//! | `bpf_perf_event_output` | [`Map::perf_event_output`]; drained with [`Map::perf_drain`] |
+//! | `bpf_redirect_map` | [`Map::redirect_target`] (devmap, devmap_hash) |
+//! | `bpf_tail_call` | [`Map::prog_at`] |
+//!
+//! # Where bpfkit differs from the kernel
+//!
+//! - LRU eviction is CLOCK over one queue, one element at a time, only when
+//!   full (see the `hash` module docs): the kernel's per-CPU lists may evict
+//!   earlier and differently.
+//! - Hash iteration order is bpfkit's own (the kernel's depends on a random
+//!   seed too); LPM and array orders are the kernel's.
+//! - Program ids in `prog_array` and devmap values are the embedder's and
+//!   not checked (the kernel checks the fd and the program type); map ids
+//!   in map-in-maps are checked against the [`MapRegistry`].
+//! - `perf_event_output` accepts any filled slot, not only the current
+//!   CPU's (the kernel gives `EOPNOTSUPP` for another CPU's event).
+//! - No `BPF_F_LOCK` (no BTF spin locks yet): it gives `EINVAL`, as the
+//!   kernel does for maps without a `bpf_spin_lock`.
+//! - Creation limits follow the reference kernel (6.18): e.g. hash keys are
+//!   not limited to 512 bytes any more, and `lpm_trie` full gives `ENOSPC`.
+//!
 //! ```
 //! use bpfkit_abi::{MapDef, MapType, update_flags::*};
 //! use bpfkit_maps::{pin, Map, MapError, MapOptions};

@@ -655,3 +655,42 @@ fn bad_lengths_never_panic() {
         let _ = m.entries();
     }
 }
+
+#[test]
+fn retired_elements_that_retire_more_are_reclaimed() {
+    // Dropping a retired inner map retires its own elements from inside a
+    // deferred function: the collector must cope with that re-entrancy.
+    let reg = MapRegistry::new(opts());
+    let tmpl = MapDef::new(MapType::Hash, 4, 8, 64);
+    let (_, outer) = reg
+        .create(MapDef::new(MapType::HashOfMaps, 4, 4, 64).with_inner(tmpl.clone()))
+        .unwrap();
+    let mut first = None;
+    for round in 0..200u32 {
+        let (id, inner) = reg.create(tmpl.clone()).unwrap();
+        first.get_or_insert_with(|| Arc::downgrade(&inner));
+        for i in 0..32 {
+            inner.update(&k(i), &v8(i as u64), ANY).unwrap();
+        }
+        outer
+            .update(&k(round % 64), &id.0.to_ne_bytes(), ANY)
+            .unwrap();
+        drop(inner);
+        reg.remove(id);
+        for _ in 0..64 {
+            drop(pin());
+        }
+    }
+    drop(outer);
+    // Replaced and removed everywhere: freed once no run that could see it
+    // is pinned (other tests may hold guards for a while).
+    let first = first.unwrap();
+    let start = std::time::Instant::now();
+    while first.upgrade().is_some() {
+        assert!(start.elapsed().as_secs() < 10, "never reclaimed");
+        for _ in 0..1000 {
+            drop(pin());
+        }
+        std::thread::yield_now();
+    }
+}
