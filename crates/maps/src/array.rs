@@ -99,6 +99,11 @@ impl Array {
         Ok(())
     }
 
+    /// Every slot, for the map's lifetime.
+    pub(crate) fn storage(&self) -> ValueRef<'_> {
+        ValueRef::new(&self.words, self.words.len() * 8)
+    }
+
     pub(crate) fn next_key(&self, key: Option<&[u8]>) -> Result<u32, MapError> {
         match key.map(index) {
             Some(i) if i < self.max_entries => {

@@ -229,6 +229,7 @@ pub struct Map {
     ifindex_check: Option<IfindexCheck>,
     id: Option<MapId>,
     registry: Weak<registry::Inner>,
+    frozen: std::sync::atomic::AtomicBool,
     imp: Imp,
 }
 
@@ -310,6 +311,7 @@ impl Map {
             ifindex_check: opts.ifindex_check.clone(),
             id,
             registry,
+            frozen: Default::default(),
             imp,
         })
     }
@@ -406,7 +408,38 @@ impl Map {
                 what: "map is read-only (BPF_F_RDONLY)",
             });
         }
+        if self.is_frozen() {
+            return Err(MapError::Permission {
+                what: "map is frozen (BPF_MAP_FREEZE)",
+            });
+        }
         Ok(())
+    }
+
+    /// `BPF_MAP_FREEZE`: from now on the control side may not change the
+    /// map (`EPERM`); programs still may unless the map has
+    /// `BPF_F_RDONLY_PROG` (loaders freeze `.rodata` this way). Freezing
+    /// twice gives `EBUSY` in the kernel; here it is harmless.
+    pub fn freeze(&self) {
+        self.frozen
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether [`Map::freeze`] was called.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The whole value storage of a plain `array`, valid as long as the map:
+    /// index `i` starts at byte `i * round_up(value_size, 8)`. Loaders use
+    /// it for global data (`.data`, `.bss`, `.rodata` are one-element
+    /// arrays whose value programs address directly) and engines may
+    /// register it as one guest region. `None` for other types.
+    pub fn array_storage(&self) -> Option<ValueRef<'_>> {
+        match (&self.imp, self.def.map_type) {
+            (Imp::Array(a), MapType::Array) => Some(a.storage()),
+            _ => None,
+        }
     }
 
     fn prog_writable(&self) -> Result<(), MapError> {

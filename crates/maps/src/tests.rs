@@ -694,3 +694,20 @@ fn retired_elements_that_retire_more_are_reclaimed() {
         std::thread::yield_now();
     }
 }
+
+#[test]
+fn global_data_arrays() {
+    let m = mk(MapType::Array, 4, 12, 3);
+    let all = m.array_storage().unwrap();
+    assert_eq!((all.len(), all.addr() % 8), (48, 0));
+    all.write_at(16, &[1, 2, 3]).unwrap();
+    assert_eq!(m.lookup(&k(1)).unwrap()[..3], [1, 2, 3]);
+    let g = pin();
+    assert_eq!(m.lookup_ptr(&k(1), 0, &g).unwrap().addr(), all.addr() + 16);
+    drop(g);
+    m.freeze();
+    assert_eq!(errno(m.update(&k(0), &[0; 12], ANY)), 1);
+    m.prog_update(&k(0), &[5; 12], ANY, 0).unwrap();
+    assert_eq!(m.lookup(&k(0)).unwrap(), vec![5; 12]);
+    assert!(mk(MapType::PercpuArray, 4, 4, 1).array_storage().is_none());
+}
