@@ -37,6 +37,30 @@ use crate::{lock, rd, update_flags, wr, Map, MapError, RunGuard};
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
+
+/// A fast seeded hash of a key (multiply-xor over 8-byte words), like the
+/// kernel's seeded `jhash`: not cryptographic, but the seed is random per
+/// map, so an attacker cannot aim keys at one bucket without seeing the
+/// map.
+fn hash_key(seed: u64, key: &[u8]) -> u64 {
+    const M: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = seed ^ (key.len() as u64).wrapping_mul(M);
+    let mut chunks = key.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h ^ w).wrapping_mul(M);
+        h ^= h >> 32;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(M);
+        h ^= h >> 32;
+    }
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 29)
+}
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -62,7 +86,7 @@ pub(crate) enum Src<'a> {
 
 pub(crate) struct Hash {
     buckets: Box<[RwLock<Vec<Rcu<Elem>>>]>,
-    hasher: RandomState,
+    seed: u64,
     count: AtomicUsize,
     max_entries: u32,
     value_size: usize,
@@ -94,7 +118,7 @@ impl Hash {
         buckets.resize_with(n, || RwLock::new(Vec::new()));
         Ok(Hash {
             buckets: buckets.into_boxed_slice(),
-            hasher: RandomState::new(),
+            seed: RandomState::new().hash_one(0x6270_666b_6974u64),
             count: AtomicUsize::new(0),
             max_entries,
             value_size: value_size as usize,
@@ -107,7 +131,7 @@ impl Hash {
     }
 
     fn bucket(&self, key: &[u8]) -> &RwLock<Vec<Rcu<Elem>>> {
-        let h = self.hasher.hash_one(key) as usize;
+        let h = hash_key(self.seed, key) as usize;
         &self.buckets[h & (self.buckets.len() - 1)]
     }
 
@@ -394,7 +418,7 @@ impl Hash {
         let Some(key) = key else {
             return self.first_from(0);
         };
-        let h = self.hasher.hash_one(key) as usize & (self.buckets.len() - 1);
+        let h = hash_key(self.seed, key) as usize & (self.buckets.len() - 1);
         {
             let b = rd(&self.buckets[h]);
             match b.iter().position(|e| *e.key == *key) {
