@@ -27,6 +27,11 @@ macro_rules! map_types {
             pub fn kernel_name(self) -> &'static str {
                 match self { $(MapType::$variant => $alias,)* }
             }
+
+            /// The type whose bpftool name is `name`.
+            pub fn from_name(name: &str) -> Option<MapType> {
+                match name { $($name => Some(MapType::$variant),)* _ => None }
+            }
         }
 
         impl TryFrom<u32> for MapType {
@@ -277,6 +282,7 @@ mod tests {
             assert_eq!(t as u32, i as u32);
             assert_eq!(MapType::try_from(t as u32), Ok(t));
             assert!(t.kernel_name().ends_with(&t.name().to_uppercase()));
+            assert_eq!(MapType::from_name(t.name()), Some(t));
         }
         assert!(MapType::try_from(MapType::ALL.len() as u32).is_err());
         assert_eq!(MapType::Ringbuf as u32, 27);
