@@ -229,6 +229,18 @@ impl LoadedObject {
         self.maps.iter().enumerate().find(|(_, m)| m.name == name)
     }
 
+    /// A map key as typed text (`{"src": 1, ...}`), when the map has a
+    /// BTF key type.
+    pub fn format_key(&self, map: &MapDefinition, bytes: &[u8]) -> Option<String> {
+        Some(self.btf.as_ref()?.format_value(map.key_type?, bytes))
+    }
+
+    /// A map value as typed text, when the map has a BTF value type
+    /// (global data: their DATASEC, variable by variable).
+    pub fn format_value(&self, map: &MapDefinition, bytes: &[u8]) -> Option<String> {
+        Some(self.btf.as_ref()?.format_value(map.value_type?, bytes))
+    }
+
     /// The printed BTF type name of a map's key and value (`None` where
     /// the map has no BTF type for it).
     pub fn map_type_names(&self, map: &MapDefinition) -> (Option<String>, Option<String>) {

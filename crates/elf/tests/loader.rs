@@ -315,6 +315,19 @@ fn btf_maps_global_data_and_subprograms() {
         btf.format_value(ro.value_type.unwrap(), ro_data),
         r#"{"limit": 100, "banner": "bpfkit"}"#
     );
+    assert_eq!(
+        obj.format_value(ro, ro_data).as_deref(),
+        Some(r#"{"limit": 100, "banner": "bpfkit"}"#)
+    );
+    assert_eq!(
+        obj.format_key(ro, &[0; 4]),
+        None,
+        "global data keys are untyped"
+    );
+    assert_eq!(
+        obj.format_key(flows, &[0; 16]).as_deref(),
+        Some(r#"{"src": 0, "dst": 0, "sport": 0, "dport": 0, "proto": 0, "pad": [0, 0, 0]}"#)
+    );
 
     // Programs: tail0, main_prog, tc_prog; .text functions are appended.
     let progs: Vec<(&str, &str)> = obj
