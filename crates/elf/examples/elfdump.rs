@@ -40,7 +40,10 @@ fn main() {
             p.section,
             p.prog_type().map(|t| t.name()),
             p.insns.slot_count(),
-            p.functions.iter().map(|f| (&f.name, f.start.0)).collect::<Vec<_>>()
+            p.functions
+                .iter()
+                .map(|f| (&f.name, f.start.0))
+                .collect::<Vec<_>>()
         );
         for (pc, insn) in p.insns.iter() {
             if let Some(l) = p.line_info.iter().find(|l| l.insn == pc.0) {
