@@ -418,11 +418,14 @@ impl Map {
 
     /// `BPF_MAP_FREEZE`: from now on the control side may not change the
     /// map (`EPERM`); programs still may unless the map has
-    /// `BPF_F_RDONLY_PROG` (loaders freeze `.rodata` this way). Freezing
-    /// twice gives `EBUSY` in the kernel; here it is harmless.
-    pub fn freeze(&self) {
+    /// `BPF_F_RDONLY_PROG` (loaders freeze `.rodata` this way). `EPERM`,
+    /// as in the kernel, when the control side cannot write the map
+    /// (`BPF_F_RDONLY`, or already frozen).
+    pub fn freeze(&self) -> Result<(), MapError> {
+        self.writable()?;
         self.frozen
             .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     /// Whether [`Map::freeze`] was called.

@@ -705,7 +705,8 @@ fn global_data_arrays() {
     let g = pin();
     assert_eq!(m.lookup_ptr(&k(1), 0, &g).unwrap().addr(), all.addr() + 16);
     drop(g);
-    m.freeze();
+    m.freeze().unwrap();
+    assert_eq!(errno(m.freeze()), 1);
     assert_eq!(errno(m.update(&k(0), &[0; 12], ANY)), 1);
     m.prog_update(&k(0), &[5; 12], ANY, 0).unwrap();
     assert_eq!(m.lookup(&k(0)).unwrap(), vec![5; 12]);

@@ -882,3 +882,50 @@ fn program_side_ringbuf_matches_kernel() {
     assert_eq!(got, sent);
     assert!(got.len() > 100 && t.ours.ringbuf_query(query::AVAIL_DATA) == 0);
 }
+
+#[test]
+fn access_flags_and_freeze_match_kernel() {
+    if !kernel_ok() {
+        return;
+    }
+    const FREEZE: i64 = 22;
+    for flags in [
+        0,
+        map_flags::RDONLY,
+        map_flags::WRONLY,
+        map_flags::RDONLY_PROG,
+    ] {
+        for freeze in [false, true] {
+            let t = Twin::new(MapDef::new(MapType::Hash, 4, 4, 4).with_flags(flags));
+            let ctx = format!("flags {flags:#x} frozen {freeze}");
+            if freeze {
+                #[repr(C)]
+                struct FreezeAttr {
+                    map_fd: u32,
+                }
+                let attr = FreezeAttr {
+                    map_fd: t.k.fd() as u32,
+                };
+                let call = || {
+                    // SAFETY: `attr` is the `bpf_attr` of BPF_MAP_FREEZE.
+                    let r = unsafe {
+                        libc::syscall(libc::SYS_bpf, FREEZE, &attr as *const FreezeAttr, 4usize)
+                    };
+                    if r < 0 {
+                        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+                    } else {
+                        Ok(())
+                    }
+                };
+                same(&ctx, t.ours.freeze(), call());
+                same(&ctx, t.ours.freeze(), call());
+            }
+            let k = 1u32.to_ne_bytes();
+            same(&ctx, t.ours.update(&k, &k, ANY), t.k_update(&k, &k, ANY));
+            same(&ctx, t.ours.lookup(&k), t.k_lookup(&k));
+            same(&ctx, t.ours.get_next_key(None), t.k_next(None));
+            same(&ctx, t.ours.lookup_and_delete(&k), t.k_take(&k));
+            same(&ctx, t.ours.delete(&k), t.k_delete(&k));
+        }
+    }
+}
