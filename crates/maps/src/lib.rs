@@ -326,6 +326,13 @@ impl Map {
         self.def.map_type
     }
 
+    /// The map's address: a stable value that loaders can give programs
+    /// as the map pointer (`lddw` of a map), and that
+    /// [`MapRegistry::get_by_addr`] resolves.
+    pub fn addr(&self) -> u64 {
+        self as *const Map as u64
+    }
+
     /// The id [`MapRegistry::create`] gave it.
     pub fn id(&self) -> Option<MapId> {
         self.id

@@ -1,12 +1,13 @@
 //! [`MapRegistry`]: map ids, and how map-in-map values resolve them.
 
 use crate::{rd, wr, Map, MapDef, MapError, MapId, MapOptions};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub(crate) struct Inner {
     maps: RwLock<BTreeMap<MapId, Arc<Map>>>,
+    by_addr: RwLock<HashMap<u64, MapId>>,
     next: AtomicU32,
     opts: MapOptions,
 }
@@ -54,6 +55,7 @@ impl MapRegistry {
         MapRegistry {
             inner: Arc::new(Inner {
                 maps: RwLock::new(BTreeMap::new()),
+                by_addr: RwLock::new(HashMap::new()),
                 next: AtomicU32::new(1),
                 opts,
             }),
@@ -75,6 +77,7 @@ impl MapRegistry {
             Arc::downgrade(&self.inner),
         )?);
         wr(&self.inner.maps).insert(id, map.clone());
+        wr(&self.inner.by_addr).insert(map.addr(), id);
         Ok((id, map))
     }
 
@@ -85,7 +88,16 @@ impl MapRegistry {
 
     /// Forgets a map; it lives on while programs or outer maps hold it.
     pub fn remove(&self, id: MapId) -> Option<Arc<Map>> {
-        wr(&self.inner.maps).remove(&id)
+        let map = wr(&self.inner.maps).remove(&id)?;
+        wr(&self.inner.by_addr).remove(&map.addr());
+        Some(map)
+    }
+
+    /// The registered map whose [`Map::addr`] is `addr`: how a helper turns
+    /// the map pointer a program passes (`r1`) back into a map.
+    pub fn get_by_addr(&self, addr: u64) -> Option<Arc<Map>> {
+        let id = *rd(&self.inner.by_addr).get(&addr)?;
+        self.get(id)
     }
 
     /// Every map id, ascending.

@@ -555,10 +555,13 @@ fn map_in_map() {
     let inner = outer.inner_map(&k(0), &g).unwrap();
     let hinner = houter.inner_map(&[1; 8], &g).unwrap();
     assert_eq!((inner.id(), hinner.id()), (Some(a), Some(a)));
+    assert_eq!(reg.get_by_addr(inner.addr()).unwrap().id(), Some(a));
+    assert!(reg.get_by_addr(inner.addr() + 8).is_none());
     // The inner map stays usable for the run after every reference to it
     // is dropped elsewhere.
     drop(am);
     reg.remove(a);
+    assert!(reg.get_by_addr(inner.addr()).is_none());
     outer.delete(&k(0)).unwrap();
     houter.delete(&[1; 8]).unwrap();
     assert!(outer.inner_map(&k(0), &g).is_none());
