@@ -119,18 +119,18 @@ fn bench_program(c: &mut Criterion, p: &Prepared, e: &mut Engines<'_>, ran: &Ran
 }
 
 /// Rounds of the paired measurement.
-const PAIRED_ROUNDS: usize = 15;
+const PAIRED_ROUNDS: usize = 31;
 
 /// rbpf time / bpfkit time, as the median over rounds that each time a batch
 /// of runs of both engines back to back (order alternating). Background load
 /// on a shared machine shifts whole criterion measurements, which run one
 /// engine after the other; within a round both engines see the same load.
 fn paired_speedup(e: &mut Engines<'_>) -> f64 {
-    // Batches of about 10 ms of bpfkit.
+    // Batches of about 5 ms of bpfkit.
     let t = Instant::now();
     e.run_bpfkit();
     let one = t.elapsed().as_secs_f64().max(1e-7);
-    let n = ((0.01 / one) as usize).clamp(1, 100_000);
+    let n = ((0.005 / one) as usize).clamp(1, 100_000);
     let mut ratios: Vec<f64> = (0..PAIRED_ROUNDS)
         .map(|round| {
             let time_rbpf = |e: &mut Engines<'_>| {
