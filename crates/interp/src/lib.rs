@@ -67,7 +67,7 @@
 
 mod op;
 
-use bpfkit_isa::{AtomicOp, Cond, HelperId, Imm64, Insn, Pc, Program};
+use bpfkit_isa::{AtomicOp, HelperId, Imm64, Insn, Pc, Program};
 use bpfkit_runtime::{
     Guest, Helper, HelperEnv, Helpers, Imm64Resolver, Memory, Trap, TrapKind, MAX_CALL_FRAMES,
     STACK_SIZE,
@@ -829,26 +829,82 @@ impl Interpreter {
                 Op::Select {
                     d,
                     x,
-                    cond,
                     wide,
-                    imm,
                     a,
                     b,
+                    cond,
+                    imm,
                 } => {
                     r!(d) = a as u64;
-                    // The jump.
-                    pc += 1;
                     let taken = if wide {
                         test64(cond, r!(x), imm as i64 as u64)
                     } else {
                         test32(cond, r!(x) as u32, imm as u32)
                     };
-                    if taken {
-                        jump!(pc + 1);
-                    } else {
-                        r!(d) = b as u64;
-                        pc += 1;
+                    // Without a branch on `taken`: the jump skips the
+                    // second move, which then does not count.
+                    r!(d) = if taken { a } else { b } as u64;
+                    pc += 2;
+                    base = base.wrapping_sub(taken as u64);
+                    let n = base.wrapping_add(pc as u64);
+                    if taken & (n > budget) {
+                        // Report the jump, with the count at it.
+                        base = base.wrapping_add(1);
+                        pc -= 1;
+                        trap!(TrapKind::BudgetExhausted { budget });
                     }
+                }
+                Op::And32Jcc32 {
+                    d,
+                    cond,
+                    mask,
+                    imm,
+                    t,
+                } => {
+                    r!(d) = (r!(d) as u32 & mask as u32) as u64;
+                    pc += 1;
+                    cond!(test32(cond, r!(d) as u32, imm as u32), t);
+                }
+                Op::Mov32Add32R { d, s, s2 } => {
+                    r!(d) = r!(s) as u32 as u64;
+                    r!(d) = (r!(d) as u32).wrapping_add(r!(s2) as u32) as u64;
+                    pc += 1;
+                }
+                Op::Mov32Xor32R { d, s, s2 } => {
+                    r!(d) = r!(s) as u32 as u64;
+                    r!(d) = (r!(d) as u32 ^ r!(s2) as u32) as u64;
+                    pc += 1;
+                }
+                Op::Xor32Sub32R { d, x, y } => {
+                    r!(d) = (r!(d) as u32 ^ r!(x) as u32) as u64;
+                    r!(d) = (r!(d) as u32).wrapping_sub(r!(y) as u32) as u64;
+                    pc += 1;
+                }
+                Op::Mov32Xor32Sub32R { d, s, x, y } => {
+                    r!(d) = r!(s) as u32 as u64;
+                    r!(d) = (r!(d) as u32 ^ r!(x) as u32) as u64;
+                    r!(d) = (r!(d) as u32).wrapping_sub(r!(y) as u32) as u64;
+                    pc += 2;
+                }
+                Op::LdxStackAnd32I { d, off, imm } => {
+                    r!(d) = (u32::from_le_bytes(stack_load!(4, off)) & imm) as u64;
+                    pc += 1;
+                }
+                Op::LdxStackDwAdd64I { d, off, imm } => {
+                    r!(d) = u64::from_le_bytes(stack_load!(8, off)).wrapping_add(imm as i64 as u64);
+                    pc += 1;
+                }
+                Op::LdxStackDwAnd64I { d, off, imm } => {
+                    r!(d) = u64::from_le_bytes(stack_load!(8, off)) & imm as i64 as u64;
+                    pc += 1;
+                }
+                Op::Lsh32And32I { d, k, imm } => {
+                    r!(d) = (((r!(d) as u32) << k) & imm) as u64;
+                    pc += 1;
+                }
+                Op::Add32And32I { d, a, m } => {
+                    r!(d) = ((r!(d) as u32).wrapping_add(a) & m) as u64;
+                    pc += 1;
                 }
                 Op::FellOff => {
                     // The sentinel is not an instruction.
@@ -879,40 +935,19 @@ fn atomic(op: AtomicOp, old: u64, v: u64, expected: u64) -> u64 {
     }
 }
 
-/// A 64-bit jump condition.
+/// Whether `x <cond> y` holds in 64 bits (`cond` a truth table, see
+/// `op::truth`), without branches.
 #[inline(always)]
-fn test64(cond: Cond, x: u64, y: u64) -> bool {
-    match cond {
-        Cond::Eq => x == y,
-        Cond::Gt => x > y,
-        Cond::Ge => x >= y,
-        Cond::Set => x & y != 0,
-        Cond::Ne => x != y,
-        Cond::Sgt => x as i64 > y as i64,
-        Cond::Sge => x as i64 >= y as i64,
-        Cond::Lt => x < y,
-        Cond::Le => x <= y,
-        Cond::Slt => (x as i64) < y as i64,
-        Cond::Sle => x as i64 <= y as i64,
-    }
+fn test64(cond: u16, x: u64, y: u64) -> bool {
+    let f = op::flags(x == y, x < y, (x as i64) < y as i64, x & y != 0);
+    cond >> f & 1 != 0
 }
 
-/// A 32-bit jump condition.
+/// Whether `x <cond> y` holds in 32 bits.
 #[inline(always)]
-fn test32(cond: Cond, x: u32, y: u32) -> bool {
-    match cond {
-        Cond::Eq => x == y,
-        Cond::Gt => x > y,
-        Cond::Ge => x >= y,
-        Cond::Set => x & y != 0,
-        Cond::Ne => x != y,
-        Cond::Sgt => x as i32 > y as i32,
-        Cond::Sge => x as i32 >= y as i32,
-        Cond::Lt => x < y,
-        Cond::Le => x <= y,
-        Cond::Slt => (x as i32) < y as i32,
-        Cond::Sle => x as i32 <= y as i32,
-    }
+fn test32(cond: u16, x: u32, y: u32) -> bool {
+    let f = op::flags(x == y, x < y, (x as i32) < y as i32, x & y != 0);
+    cond >> f & 1 != 0
 }
 
 /// Signed 64-bit division: x / 0 = 0, INT_MIN / -1 = INT_MIN.

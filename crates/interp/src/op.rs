@@ -905,17 +905,83 @@ pub(crate) enum Op {
         a: u32,
     },
     /// `mov d, a; if x <cond> imm goto +1; mov d, b`: a select, as clang
-    /// writes `d = x <cond> imm` (a and b small; 32-bit compare unless
-    /// `wide`). Taken: two instructions and the budget check of a taken
-    /// jump; not taken: three.
+    /// writes `d = x <cond> imm` (a and b small; `cond` a [`truth`] table,
+    /// 32-bit compare unless `wide`). Taken: two instructions and the
+    /// budget check of a taken jump; not taken: three. Executed without a
+    /// branch on the condition, which is often data-dependent.
     Select {
         d: R,
         x: R,
-        cond: Cond,
         wide: bool,
-        imm: i32,
         a: u8,
         b: u8,
+        cond: u16,
+        imm: i32,
+    },
+    /// `and32 d, mask; if d <cond> imm goto t` (32-bit, `cond` a [`truth`]
+    /// table; mask and imm fit 16 bits)
+    And32Jcc32 {
+        d: R,
+        cond: u16,
+        mask: u16,
+        imm: u16,
+        t: u32,
+    },
+    /// `mov32 d, s; add32 d, s2`
+    Mov32Add32R {
+        d: R,
+        s: R,
+        s2: R,
+    },
+    /// `mov32 d, s; xor32 d, s2`
+    Mov32Xor32R {
+        d: R,
+        s: R,
+        s2: R,
+    },
+    /// `xor32 d, x; sub32 d, y` (jhash mixing)
+    Xor32Sub32R {
+        d: R,
+        x: R,
+        y: R,
+    },
+    /// `mov32 d, s; xor32 d, x; sub32 d, y` (jhash mixing)
+    Mov32Xor32Sub32R {
+        d: R,
+        s: R,
+        x: R,
+        y: R,
+    },
+    /// `ldxw/ldxdw d, [r10+off]; and32 d, imm` (a frame slot, as
+    /// `LdxStack*`; only its low four bytes matter)
+    LdxStackAnd32I {
+        d: R,
+        off: i16,
+        imm: u32,
+    },
+    /// `ldxdw d, [r10+off]; add d, imm` (a spilled counter)
+    LdxStackDwAdd64I {
+        d: R,
+        off: i16,
+        imm: i32,
+    },
+    /// `ldxdw d, [r10+off]; and d, imm`
+    LdxStackDwAnd64I {
+        d: R,
+        off: i16,
+        imm: i32,
+    },
+    /// `lsh32 d, k; and32 d, imm` (a field moved into place)
+    Lsh32And32I {
+        d: R,
+        k: u8,
+        imm: u32,
+    },
+    /// `add32 d, a; and32 d, m` (a range check of a byte)
+    Add32And32I {
+        d: R,
+        a: u32,
+        m: u32,
     },
 }
 
@@ -1158,6 +1224,56 @@ pub(crate) fn fuse(ops: &[Op], insns: &[Insn]) -> Vec<Op> {
     out
 }
 
+/// The target of a 32-bit conditional jump with an immediate.
+fn jump_target(op: Op) -> Option<u32> {
+    use Op::*;
+    match op {
+        Jeq32I { t, .. }
+        | Jne32I { t, .. }
+        | Jlt32I { t, .. }
+        | Jle32I { t, .. }
+        | Jgt32I { t, .. }
+        | Jge32I { t, .. }
+        | Jset32I { t, .. }
+        | Jslt32I { t, .. }
+        | Jsle32I { t, .. }
+        | Jsgt32I { t, .. }
+        | Jsge32I { t, .. } => Some(t),
+        _ => None,
+    }
+}
+
+/// Bits of a comparison `x ? y`, the index into a [`truth`] table:
+/// equal, unsigned less, signed less, any common bit.
+#[inline(always)]
+pub(crate) fn flags(eq: bool, ult: bool, slt: bool, set: bool) -> u32 {
+    eq as u32 | (ult as u32) << 1 | (slt as u32) << 2 | (set as u32) << 3
+}
+
+/// A condition as a 16-entry truth table over [`flags`], so that fused ops
+/// evaluate any condition with a shift instead of a branch or a jump table.
+pub(crate) fn truth(cond: Cond) -> u16 {
+    let mut table = 0;
+    for f in 0..16u16 {
+        let (eq, ult, slt, set) = (f & 1 != 0, f & 2 != 0, f & 4 != 0, f & 8 != 0);
+        let holds = match cond {
+            Cond::Eq => eq,
+            Cond::Ne => !eq,
+            Cond::Gt => !eq && !ult,
+            Cond::Ge => !ult,
+            Cond::Lt => ult,
+            Cond::Le => ult || eq,
+            Cond::Sgt => !eq && !slt,
+            Cond::Sge => !slt,
+            Cond::Slt => slt,
+            Cond::Sle => slt || eq,
+            Cond::Set => set,
+        };
+        table |= (holds as u16) << f;
+    }
+    table
+}
+
 /// A small immediate of `mov` or `mov32` (both zero-extend it).
 fn small_mov(op: Op) -> Option<(R, u8)> {
     match op {
@@ -1188,11 +1304,11 @@ fn fuse_long(ops: &[Op], insns: &[Insn]) -> Option<Op> {
                 return Some(Select {
                     d,
                     x: (*dst).into(),
-                    cond: *cond,
                     wide: *width == Width::W64,
-                    imm: *imm,
                     a,
                     b,
+                    cond: truth(*cond),
+                    imm: *imm,
                 });
             }
         }
@@ -1256,6 +1372,56 @@ fn fuse_long(ops: &[Op], insns: &[Insn]) -> Option<Op> {
         [LdxB { d, s, off }, Lsh32I { d: d2, imm: k }, ..] if d == d2 => LdxBLsh32 { d, s, off, k },
         [LdxB { d: t, s, off }, Or32R { d, s: t2 }, ..] if t == t2 => LdxBOr32 { t, s, off, d },
         [Neg32 { d }, And32I { d: d2, imm }, ..] if d == d2 => Neg32And32I { d, imm },
+        [And32I { d, imm: mask }, Jeq32I { d: d2, .. }
+        | Jne32I { d: d2, .. }
+        | Jlt32I { d: d2, .. }
+        | Jle32I { d: d2, .. }
+        | Jgt32I { d: d2, .. }
+        | Jge32I { d: d2, .. }
+        | Jset32I { d: d2, .. }
+        | Jslt32I { d: d2, .. }
+        | Jsle32I { d: d2, .. }
+        | Jsgt32I { d: d2, .. }
+        | Jsge32I { d: d2, .. }, ..]
+            if d == d2 && mask <= 0xffff =>
+        {
+            let Insn::Jmp {
+                cond,
+                src: Src::Imm(imm),
+                ..
+            } = *insns.get(1)?
+            else {
+                return None;
+            };
+            let imm = u16::try_from(imm).ok()?;
+            let t = jump_target(ops[1])?;
+            And32Jcc32 {
+                d,
+                cond: truth(cond),
+                mask: mask as u16,
+                imm,
+                t,
+            }
+        }
+        [Mov32R { d, s }, Xor32R { d: d2, s: x }, Sub32R { d: d3, s: y }, ..]
+            if d == d2 && d == d3 =>
+        {
+            Mov32Xor32Sub32R { d, s, x, y }
+        }
+        [Mov32R { d, s }, Add32R { d: d2, s: s2 }, ..] if d == d2 => Mov32Add32R { d, s, s2 },
+        [Mov32R { d, s }, Xor32R { d: d2, s: s2 }, ..] if d == d2 => Mov32Xor32R { d, s, s2 },
+        [Xor32R { d, s: x }, Sub32R { d: d2, s: y }, ..] if d == d2 => Xor32Sub32R { d, x, y },
+        [LdxStackW { d, off } | LdxStackDw { d, off }, And32I { d: d2, imm }, ..] if d == d2 => {
+            LdxStackAnd32I { d, off, imm }
+        }
+        [LdxStackDw { d, off }, Add64I { d: d2, imm }, ..] if d == d2 => {
+            LdxStackDwAdd64I { d, off, imm }
+        }
+        [LdxStackDw { d, off }, And64I { d: d2, imm }, ..] if d == d2 => {
+            LdxStackDwAnd64I { d, off, imm }
+        }
+        [Lsh32I { d, imm: k }, And32I { d: d2, imm }, ..] if d == d2 => Lsh32And32I { d, k, imm },
+        [Add32I { d, imm: a }, And32I { d: d2, imm: m }, ..] if d == d2 => Add32And32I { d, a, m },
         [Mov64R { d, s }, Add64R { d: d2, s: s2 }, ..] if d == d2 => Mov64Add64R { d, s, s2 },
         [Add64I { d: d1, imm: i1 }, Add64I { d: d2, imm: i2 }, ..] => Add64I2 { d1, d2, i1, i2 },
         [Mul32I { d, imm: m }, Add32I { d: d2, imm: a }, ..] if d == d2 => Mul32Add32I { d, m, a },

@@ -684,7 +684,10 @@ fn fused_ops_match_plain_execution() {
     let mut traps = 0;
     for round in 0..3000 {
         // r5 points into the buffer (r1 on entry).
-        let mut text = String::from("mov %r5, %r1\n");
+        // Frame slots the program reads are written first (the stack is not
+        // cleared between the two runs).
+        let mut text =
+            String::from("mov %r5, %r1\nstdw [%r10-8], 0\nstdw [%r10-16], 0\nstdw [%r10-24], 0\n");
         for r in 0..4 {
             text.push_str(&format!("lddw %r{r}, {:#x}\n", next()));
         }
@@ -700,7 +703,8 @@ fn fused_ops_match_plain_execution() {
             let o1 = ((w >> 24) % 36) as i64 - ((w >> 29) % 2) as i64;
             let o2 = ((w >> 30) % 32) as i64;
             let small = (w >> 36) % 4;
-            let line = match (w >> 40) % 34 {
+            let slot = 8 * (1 + (w >> 58) % 3);
+            let line = match (w >> 40) % 44 {
                 0 => format!("mov32 %r{d}, %r{s}\nand32 %r{d}, {kk:#x}"),
                 1 => format!("mov32 %r{d}, %r{s}\nlsh32 %r{d}, {k}"),
                 2 => format!("mov32 %r{d}, %r{s}\nrsh32 %r{d}, {k}"),
@@ -773,6 +777,32 @@ fn fused_ops_match_plain_execution() {
                     )
                 }
                 32 if w % 8 == 0 => format!("ldxb %r5, [%r5{o1:+}]"),
+                33 => {
+                    let cond = conds[((w >> 50) % 11) as usize];
+                    let mask = [0xff, 0xffff, 0x3c, kk & 0xffff][((w >> 54) % 4) as usize];
+                    let imm = [0, 1, 0x20, (kk >> 3) & 0xffff][((w >> 56) % 4) as usize];
+                    format!("and32 %r{d}, {mask:#x}\n{cond}32 %r{d}, {imm:#x}, +1")
+                }
+                34 => format!("mov32 %r{d}, %r{s}\nadd32 %r{d}, %r{t}"),
+                35 => format!("mov32 %r{d}, %r{s}\nxor32 %r{d}, %r{t}"),
+                36 => format!("xor32 %r{d}, %r{s}\nsub32 %r{d}, %r{t}"),
+                37 => format!("mov32 %r{d}, %r{s}\nxor32 %r{d}, %r{t}\nsub32 %r{d}, %r{}", k % 4),
+                38 => format!(
+                    "stxdw [%r10-{slot}], %r{s}\nldxdw %r{d}, [%r10-{slot}]\nand32 %r{d}, {kk:#x}"
+                ),
+                39 => format!(
+                    "stxw [%r10-{slot}], %r{s}\nldxw %r{d}, [%r10-{slot}]\nand32 %r{d}, {kk:#x}"
+                ),
+                40 => format!(
+                    "stxdw [%r10-{slot}], %r{s}\nldxdw %r{d}, [%r10-{slot}]\nadd %r{d}, {}",
+                    kk as i32
+                ),
+                41 => format!(
+                    "ldxdw %r{d}, [%r10-{slot}]\nand %r{d}, {}",
+                    kk as i32 >> (k % 32)
+                ),
+                42 => format!("lsh32 %r{d}, {k}\nand32 %r{d}, {kk:#x}"),
+                43 if w % 2 == 0 => format!("add32 %r{d}, {kk:#x}\nand32 %r{d}, {:#x}", kk >> 16),
                 _ => format!("add32 %r{d}, %r{s}"),
             };
             text.push_str(&line);
