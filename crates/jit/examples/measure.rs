@@ -90,13 +90,30 @@ fn big(n: usize) -> Program {
 
 fn main() {
     let disasm = std::env::args().any(|a| a == "--disasm");
+    let compile_only = std::env::args().any(|a| a == "--compile-only");
+    if std::env::args().any(|a| a == "--profile-lowering") {
+        // For `perf record`: lower a 1,000-instruction program for 3 s.
+        let p = big(1000);
+        let h = Helpers::new();
+        let t = Instant::now();
+        let mut k = 0u64;
+        while t.elapsed().as_secs() < 3 {
+            if let Err(bpfkit_jit::CompileError::TooLarge { insns }) =
+                Jit::builder().lower_only().build(&p, &h)
+            {
+                k += insns as u64;
+            }
+        }
+        println!("{k}");
+        return;
+    }
     let mut h = Helpers::new();
     h.register(1, |_e, a| Ok(a[0] ^ 1));
     println!(
         "{:<44} {:>12} {:>12} {:>8}",
         "program", "interp ns", "jit ns", "speedup"
     );
-    for (name, text) in PROGRAMS {
+    for (name, text) in PROGRAMS.iter().filter(|_| !compile_only) {
         let p = prog(text);
         let mut pkt = [7u8; 64];
         let mut mem = Memory::new();
@@ -117,11 +134,16 @@ fn main() {
         let h = Helpers::new();
         let tc = time(|| Jit::new(&p, &h).unwrap().code().len() as u64);
         let ti = time(|| Interpreter::new(&p, &h).map(|_| 0).unwrap());
+        let tl = time(|| match Jit::builder().lower_only().build(&p, &h) {
+            Err(bpfkit_jit::CompileError::TooLarge { insns }) => insns as u64,
+            _ => unreachable!(),
+        });
         let bytes = Jit::new(&p, &h).unwrap().code().len();
         println!(
-            "compile {n:>6} insns: jit {:>8.1} us ({:.1} us per 1000, {:.1} bytes/insn), interp {:>8.1} us",
+            "compile {n:>6} insns: jit {:>8.1} us ({:.1} us per 1000; lowering alone {:.1} us per 1000; {:.1} bytes/insn), interp {:>8.1} us",
             tc / 1000.0,
             tc / 1000.0 / (n as f64 / 1000.0),
+            tl / 1000.0 / (n as f64 / 1000.0),
             bytes as f64 / n as f64,
             ti / 1000.0
         );

@@ -95,6 +95,7 @@ pub enum CompileError {
 /// Configuration for a [`Jit`].
 #[derive(Clone, Copy, Default)]
 pub struct Builder<'r> {
+    no_publish: bool,
     budget: Option<u64>,
     resolver: Option<&'r dyn Imm64Resolver>,
 }
@@ -105,6 +106,14 @@ impl<'r> Builder<'r> {
     /// counting code). Budgets above `i64::MAX` count as `i64::MAX`.
     pub fn budget(mut self, budget: u64) -> Builder<'r> {
         self.budget = Some(budget);
+        self
+    }
+
+    /// Benchmarking aid: stop after lowering, reporting the code size as
+    /// `CompileError::TooLarge { insns }`.
+    #[doc(hidden)]
+    pub fn lower_only(mut self) -> Builder<'r> {
+        self.no_publish = true;
         self
     }
 
@@ -163,6 +172,11 @@ impl<'r> Builder<'r> {
             budget: self.budget.is_some(),
         };
         let lowered = lower(&input);
+        if self.no_publish {
+            return Err(CompileError::TooLarge {
+                insns: lowered.code.len(),
+            });
+        }
         let code = memory::publish(lowered.code).map_err(CompileError::Map)?;
         let base = code.addr();
         let slots = prog.slot_count();

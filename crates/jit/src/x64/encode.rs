@@ -213,10 +213,18 @@ impl Asm {
     }
 
     /// Prefixes, REX, opcode and ModR/M(+SIB+disp) for `op reg, rm`, where
-    /// `reg` is a register number or a `/digit` (SDM 2.1, 2.2.1).
+    /// `reg` is a register number or a `/digit` (SDM 2.1, 2.2.1). The bytes
+    /// are assembled in a local array and appended at once.
+    #[inline]
     fn emit(&mut self, sz: Sz, opcode: &[u8], reg: u8, rm: Rm, byte_regs: bool) {
+        let mut out = [0u8; 16];
+        let mut n = 0;
+        let mut put = |x: u8| {
+            out[n] = x;
+            n += 1;
+        };
         if sz == Sz::B16 {
-            self.b(0x66);
+            put(0x66);
         }
         let w = (sz == Sz::B64) as u8;
         let r = (reg >> 3) & 1;
@@ -230,16 +238,14 @@ impl Asm {
                 || matches!(rm, Rm::Reg(g) if (4..8).contains(&(g as u8))));
         let rex = 0x40 | w << 3 | r << 2 | x << 1 | b;
         if rex != 0x40 || force {
-            self.b(rex);
+            put(rex);
         }
-        self.buf.extend_from_slice(opcode);
-        self.modrm(reg & 7, rm);
-    }
-
-    /// ModR/M, SIB and displacement (SDM tables 2-2, 2-3).
-    fn modrm(&mut self, reg: u8, rm: Rm) {
+        for &o in opcode {
+            put(o);
+        }
+        let reg = reg & 7;
         match rm {
-            Rm::Reg(g) => self.b(0xc0 | reg << 3 | g.low()),
+            Rm::Reg(g) => put(0xc0 | reg << 3 | g.low()),
             Rm::Mem(m) => {
                 // rbp/r13 as base cannot use mod=00 (that means rip/disp32).
                 let md = if m.disp == 0 && m.base.low() != 5 {
@@ -250,11 +256,11 @@ impl Asm {
                     2
                 };
                 match m.index {
-                    None if m.base.low() != 4 => self.b(md << 6 | reg << 3 | m.base.low()),
+                    None if m.base.low() != 4 => put(md << 6 | reg << 3 | m.base.low()),
                     None => {
                         // rsp/r12 as base need a SIB byte with no index (100).
-                        self.b(md << 6 | reg << 3 | 4);
-                        self.b(4 << 3 | 4);
+                        put(md << 6 | reg << 3 | 4);
+                        put(4 << 3 | 4);
                     }
                     Some((idx, scale)) => {
                         debug_assert!(idx != Gpr::Rsp, "rsp cannot be an index");
@@ -264,16 +270,26 @@ impl Asm {
                             4 => 2,
                             _ => 3,
                         };
-                        self.b(md << 6 | reg << 3 | 4);
-                        self.b(ss << 6 | idx.low() << 3 | m.base.low());
+                        put(md << 6 | reg << 3 | 4);
+                        put(ss << 6 | idx.low() << 3 | m.base.low());
                     }
                 }
                 match md {
-                    1 => self.b(m.disp as i8 as u8),
-                    2 => self.d32(m.disp),
+                    1 => put(m.disp as i8 as u8),
+                    2 => {
+                        for d in m.disp.to_le_bytes() {
+                            put(d);
+                        }
+                    }
                     _ => {}
                 }
             }
+        }
+        // Byte pushes after one reservation: a variable-length
+        // `extend_from_slice` would call `memmove` for every instruction.
+        self.buf.reserve(16);
+        for &x in &out[..n] {
+            self.buf.push(x);
         }
     }
 

@@ -38,10 +38,11 @@
 //!   target the pending count is flushed without a check; `callx` into the
 //!   middle of a run credits the part of the run it skipped
 //!   (`Lowered::adj`).
-//! - Short (rel8) jumps are used where they fit: lowering runs in passes,
-//!   every forward jump starts short, those that turn out not to fit are made
-//!   long and the code is emitted again, until nothing changes (sizes only
-//!   grow, so this terminates; two passes are typical).
+//! - Short (rel8) jumps are used where they fit: backward jumps are sized
+//!   exactly as they are emitted; forward jumps start long (rel32) and are
+//!   shrunk afterwards ([`relax`]): decisions are iterated on the metadata
+//!   alone, then the code is copied once, so there is a single emission
+//!   pass.
 
 use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz, Unary};
 use crate::Ctx;
@@ -117,7 +118,26 @@ const L_TRAP: usize = 2;
 const L_STOP0: usize = 3;
 const L_HELPER: usize = 4;
 const L_EPILOGUE: usize = 5;
-const FIXED: usize = 6;
+/// Eight slow-path routines, one per access size and direction.
+const L_SLOW_MEM: usize = 6;
+const FIXED: usize = 14;
+
+fn slow_index(size: u8, write: bool) -> usize {
+    size.trailing_zeros() as usize * 2 + write as usize
+}
+
+/// (displacement offset, width, label, shrink candidates emitted before it).
+type Fixup = (usize, usize, usize, usize);
+
+/// A long forward jump emitted before its target was known.
+struct Candidate {
+    /// Offset of the instruction.
+    start: usize,
+    /// `None` for `jmp`.
+    cc: Option<Cc>,
+    /// Index of its fixup.
+    fixup: usize,
+}
 
 enum Cold {
     /// Slow memory check for the access at `idx`.
@@ -136,13 +156,19 @@ struct Emitter<'a> {
     a: Asm,
     n: usize,
     labels: Vec<usize>,
-    long: Vec<bool>,
-    jump_id: usize,
-    fixups: Vec<(usize, usize, usize, usize)>, // (at, width, label, jump id)
+    /// (displacement offset, width, label, candidates before it) of every
+    /// jump and call.
+    fixups: Vec<Fixup>,
+    /// Per label: number of shrink candidates emitted before it.
+    label_k: Vec<usize>,
+    /// Long forward jumps that may become short.
+    shrink: Vec<Candidate>,
     cold: Vec<Cold>,
     input: &'a LowerInput<'a>,
     r10_fixed: bool,
     pending: u32,
+    /// Which slow-path routines are called (bit `slow_index`).
+    used_slow: u8,
     leaders: Vec<bool>,
     adj: Vec<u32>,
 }
@@ -156,48 +182,48 @@ impl<'a> Emitter<'a> {
 
     fn new_label(&mut self) -> usize {
         self.labels.push(UNBOUND);
+        self.label_k.push(0);
         self.labels.len() - 1
     }
 
     fn bind(&mut self, l: usize) {
         self.labels[l] = self.a.pos();
+        self.label_k[l] = self.shrink.len();
     }
 
-    fn is_long(&mut self, label: usize, short_len: usize) -> (bool, usize) {
-        let id = self.jump_id;
-        self.jump_id += 1;
-        if id >= self.long.len() {
-            self.long.push(false);
-        }
+    /// Emits a jump to `label`: short when it is bound (backward) and in
+    /// reach, long otherwise; long forward jumps become shrink candidates.
+    fn branch(&mut self, cc: Option<Cc>, label: usize) {
+        let start = self.a.pos();
         let t = self.labels[label];
-        if t != UNBOUND {
-            // Backward: exact.
-            let rel = t as i64 - (self.a.pos() + short_len) as i64;
-            return (i8::try_from(rel).is_err(), id);
+        let long = t == UNBOUND || i8::try_from(t as i64 - (start + 2) as i64).is_err();
+        let at = match cc {
+            Some(cc) => self.a.jcc(cc, long),
+            None => self.a.jmp(long),
+        };
+        if long && t == UNBOUND {
+            self.shrink.push(Candidate {
+                start,
+                cc,
+                fixup: self.fixups.len(),
+            });
         }
-        (self.long[id], id)
+        let k = self.shrink.len();
+        self.fixups.push((at, if long { 4 } else { 1 }, label, k));
     }
 
     fn jmp(&mut self, label: usize) {
-        let (long, id) = self.is_long(label, 2);
-        let at = self.a.jmp(long);
-        self.fixups.push((at, if long { 4 } else { 1 }, label, id));
+        self.branch(None, label);
     }
 
     fn jcc(&mut self, cc: Cc, label: usize) {
-        let (long, id) = self.is_long(label, 2);
-        let at = self.a.jcc(cc, long);
-        self.fixups.push((at, if long { 4 } else { 1 }, label, id));
+        self.branch(Some(cc), label);
     }
 
     fn call(&mut self, label: usize) {
         let at = self.a.call_rel32();
-        let id = self.jump_id;
-        self.jump_id += 1;
-        if id >= self.long.len() {
-            self.long.push(true);
-        }
-        self.fixups.push((at, 4, label, id));
+        let k = self.shrink.len();
+        self.fixups.push((at, 4, label, k));
     }
 
     fn trap_stub(&mut self, status: u64, idx: usize) -> usize {
@@ -259,6 +285,7 @@ impl<'a> Emitter<'a> {
         let resume = self.new_label();
         self.jcc(Cc::A, cold);
         self.bind(resume);
+        self.used_slow |= 1 << slow_index(n as u8, write);
         self.cold.push(Cold::Mem {
             label: cold,
             resume,
@@ -281,34 +308,10 @@ impl<'a> Emitter<'a> {
                     idx,
                 } => {
                     self.bind(label);
-                    // Inline cache: the region the last slow check found
-                    // (`off < len && off + size <= len`; `off < len` keeps
-                    // `off + size` from wrapping).
-                    let hot = if write {
-                        offset_of!(Ctx, hot_w)
-                    } else {
-                        offset_of!(Ctx, hot_r)
-                    };
-                    let slow = self.new_label();
-                    self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
-                    self.a.alu_r_rm(Sz::B64, Alu::Sub, Gpr::Rdx, field(hot));
-                    self.a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rdx, field(hot + 8));
-                    self.jcc(Cc::Ae, slow);
-                    self.a.lea(Gpr::Rcx, Mem::at(Gpr::Rdx, size as i32));
-                    self.a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rcx, field(hot + 8));
-                    self.jcc(Cc::Be, resume);
-                    self.bind(slow);
-                    self.a.mov_r_imm64(Gpr::Rcx, size as u64);
-                    self.a.mov_r_imm64(Gpr::Rdx, write as u64);
-                    let l = self.fixed(L_CHECK_MEM);
-                    self.call(l);
-                    self.a.test_rm_r(Sz::B32, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
-                    self.jcc(Cc::E, resume);
-                    self.a
-                        .mov_r_imm64(Gpr::Rcx, size as u64 | (write as u64) << 8);
                     self.a.mov_r_imm64(Gpr::Rdx, idx as u64);
-                    let l = self.fixed(L_TRAP_MEM);
-                    self.jmp(l);
+                    let l = self.fixed(L_SLOW_MEM + slow_index(size, write));
+                    self.call(l);
+                    self.jmp(resume);
                 }
                 Cold::Trap { label, status, idx } => {
                     self.bind(label);
@@ -442,6 +445,52 @@ impl<'a> Emitter<'a> {
         self.a.pop(Gpr::Rsi);
         self.a.pop(Gpr::Rdi);
         self.a.ret();
+
+        // Slow memory checks, one routine per size and direction, called
+        // from a per-access stub with rax = address, rdx = instruction
+        // index; they return when the access is allowed and trap otherwise.
+        // First an inline cache of the region the last region walk found
+        // (`off < len && off + size <= len`; `off < len` keeps `off + size`
+        // from wrapping), then the walk.
+        for size in [1u8, 2, 4, 8] {
+            for write in [false, true] {
+                let l = self.fixed(L_SLOW_MEM + slow_index(size, write));
+                if self.used_slow & (1 << slow_index(size, write)) == 0 {
+                    continue;
+                }
+                self.bind(l);
+                let hot = if write {
+                    offset_of!(Ctx, hot_w)
+                } else {
+                    offset_of!(Ctx, hot_r)
+                };
+                let (walk, fail) = (self.new_label(), self.new_label());
+                self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(Gpr::Rax));
+                self.a.alu_r_rm(Sz::B64, Alu::Sub, Gpr::Rcx, field(hot));
+                self.a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rcx, field(hot + 8));
+                self.jcc(Cc::Ae, walk);
+                self.a
+                    .alu_rm_i(Sz::B64, Alu::Add, Rm::Reg(Gpr::Rcx), size as i32);
+                self.a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rcx, field(hot + 8));
+                self.jcc(Cc::A, walk);
+                self.a.ret();
+                self.bind(walk);
+                self.a.push(Gpr::Rdx);
+                self.a.mov_r_imm64(Gpr::Rcx, size as u64);
+                self.a.mov_r_imm64(Gpr::Rdx, write as u64);
+                let l = self.fixed(L_CHECK_MEM);
+                self.call(l);
+                self.a.test_rm_r(Sz::B32, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
+                self.a.pop(Gpr::Rdx);
+                self.jcc(Cc::Ne, fail);
+                self.a.ret();
+                self.bind(fail);
+                self.a
+                    .mov_r_imm64(Gpr::Rcx, size as u64 | (write as u64) << 8);
+                let l = self.fixed(L_TRAP_MEM);
+                self.jmp(l);
+            }
+        }
 
         // Helper call: rcx = table index or id, rdx = instruction index,
         // rax = 1 when rcx is an id (callx). Arguments go through
@@ -1076,68 +1125,148 @@ pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
             leaders[t] = true;
         }
     }
-    let mut long = Vec::new();
-    loop {
-        let mut e = Emitter {
-            a: Asm {
-                buf: Vec::with_capacity(n * 8 + 512),
-            },
-            n,
-            labels: vec![UNBOUND; n + 1 + FIXED],
-            long: std::mem::take(&mut long),
-            jump_id: 0,
-            fixups: Vec::with_capacity(n),
-            cold: Vec::new(),
-            input,
-            r10_fixed: !writes_r10(insns),
-            pending: 0,
-            leaders: std::mem::take(&mut leaders),
-            adj: vec![0; n],
-        };
-        e.prologue();
-        for (i, insn) in insns.iter().enumerate() {
-            if e.leaders[i] {
-                e.budget_flush();
-            }
-            e.adj[i] = e.pending;
-            e.bind(i);
-            if input.budget {
-                e.pending += 1;
-            }
-            e.insn(i, insn);
+    let mut e = Emitter {
+        a: Asm {
+            buf: Vec::with_capacity(n * 16 + 1024),
+        },
+        n,
+        labels: vec![UNBOUND; n + 1 + FIXED],
+        label_k: vec![0; n + 1 + FIXED],
+        fixups: Vec::with_capacity(n),
+        shrink: Vec::new(),
+        cold: Vec::new(),
+        input,
+        r10_fixed: !writes_r10(insns),
+        pending: 0,
+        used_slow: 0,
+        leaders,
+        adj: vec![0; n],
+    };
+    e.prologue();
+    for (i, insn) in insns.iter().enumerate() {
+        if e.leaders[i] {
+            e.budget_flush();
         }
-        e.bind(n);
-        let l = e.trap_stub(status::FELL_OFF, n);
-        e.jmp(l);
-        e.shared_routines();
-        e.emit_cold();
-        let mut again = false;
-        let Emitter {
-            mut a,
-            labels,
-            long: mut lng,
-            fixups,
-            leaders: ld,
-            adj,
-            ..
-        } = e;
-        for &(at, width, label, id) in &fixups {
-            let t = labels[label];
-            debug_assert!(t != UNBOUND, "unbound label {label}");
-            if !patch_rel(&mut a.buf, at, width, t) {
-                assert_eq!(width, 1, "rel32 out of range");
-                lng[id] = true;
-                again = true;
-            }
+        e.adj[i] = e.pending;
+        e.bind(i);
+        if input.budget {
+            e.pending += 1;
         }
-        if !again {
-            return Lowered {
-                code: a.buf,
-                offsets: labels[..n].iter().map(|&o| o as u32).collect(),
-                adj,
-            };
-        }
-        long = lng;
-        leaders = ld;
+        e.insn(i, insn);
     }
+    e.bind(n);
+    let l = e.trap_stub(status::FELL_OFF, n);
+    e.jmp(l);
+    e.shared_routines();
+    e.emit_cold();
+    let Emitter {
+        a,
+        mut labels,
+        label_k,
+        mut fixups,
+        shrink,
+        adj,
+        ..
+    } = e;
+    let code = relax(a.buf, &mut labels, &label_k, &mut fixups, &shrink);
+    Lowered {
+        code,
+        offsets: labels[..n].iter().map(|&o| o as u32).collect(),
+        adj,
+    }
+}
+
+/// Shrinks long forward jumps that reach their target with a rel8 once
+/// the code is laid out: decide on the metadata until nothing changes
+/// (shrinking only shortens distances, so each round keeps earlier
+/// decisions valid), then copy the code once, moving labels and fixups, and
+/// patch every displacement.
+fn relax(
+    old: Vec<u8>,
+    labels: &mut [usize],
+    label_k: &[usize],
+    fixups: &mut [Fixup],
+    cands: &[Candidate],
+) -> Vec<u8> {
+    let long_len = |c: &Candidate| if c.cc.is_some() { 6 } else { 5 };
+    let mut short = vec![false; cands.len()];
+    // saved[k] = bytes saved by shrunk candidates before candidate k.
+    let mut saved = vec![0usize; cands.len() + 1];
+    // Old positions never change: find once how many candidates lie before
+    // each candidate's target.
+    let target_k: Vec<usize> = cands.iter().map(|c| label_k[fixups[c.fixup].2]).collect();
+    // A few rounds catch almost everything; stopping early only leaves some
+    // jumps long, which is always correct.
+    for _round in 0..4 {
+        for k in 0..cands.len() {
+            saved[k + 1] = saved[k] + if short[k] { long_len(&cands[k]) - 2 } else { 0 };
+        }
+        let mut changed = false;
+        for (k, c) in cands.iter().enumerate() {
+            if short[k] {
+                continue;
+            }
+            let target = labels[fixups[c.fixup].2] - saved[target_k[k]];
+            let end = c.start - saved[k] + 2;
+            if target - end <= 127 {
+                short[k] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    for k in 0..cands.len() {
+        saved[k + 1] = saved[k] + if short[k] { long_len(&cands[k]) - 2 } else { 0 };
+    }
+    if !short.iter().any(|&s| s) {
+        let mut code = old;
+        for &(at, width, label, _) in fixups.iter() {
+            let ok = patch_rel(&mut code, at, width, labels[label]);
+            assert!(ok, "displacement out of range");
+        }
+        return code;
+    }
+    // Compact in place: the code only gets shorter.
+    let mut code = old;
+    let (mut from, mut to) = (0, 0);
+    for (k, c) in cands.iter().enumerate() {
+        if !short[k] {
+            continue;
+        }
+        code.copy_within(from..c.start, to);
+        to += c.start - from;
+        code[to] = match c.cc {
+            Some(cc) => 0x70 + cc as u8,
+            None => 0xeb,
+        };
+        to += 2;
+        from = c.start + long_len(c);
+    }
+    let len = code.len();
+    code.copy_within(from..len, to);
+    to += len - from;
+    code.truncate(to);
+    for (l, &k) in labels.iter_mut().zip(label_k) {
+        if *l != UNBOUND {
+            *l -= saved[k];
+        }
+    }
+    for fx in fixups.iter_mut() {
+        fx.0 -= saved[fx.3];
+    }
+    for (k, c) in cands.iter().enumerate() {
+        if short[k] {
+            // Now `op rel8`: the displacement follows the one-byte opcode.
+            let fx = &mut fixups[c.fixup];
+            fx.0 = c.start - saved[k] + 1;
+            fx.1 = 1;
+        }
+    }
+    for &(at, width, label, _) in fixups.iter() {
+        let ok = patch_rel(&mut code, at, width, labels[label]);
+        assert!(ok, "displacement out of range after relaxation");
+    }
+    code
 }
