@@ -161,6 +161,8 @@ fn kernel_accepts_what_we_link() {
         };
         cases.push((fixture.clone(), p.into(), ty));
     }
+    let samesec = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/samesec.o");
+    cases.push((samesec, "entry".into(), ProgType::Xdp));
     match shared_dir() {
         Some(shared) => {
             let corpus = shared.join("corpus/ebpf-samples");

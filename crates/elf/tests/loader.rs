@@ -624,3 +624,32 @@ proptest! {
         bpfkit_elf::fuzzing::check_load(&data);
     }
 }
+
+/// A subprogram in the entry's own section (called without a
+/// relocation) and a `.text` one it calls in turn are both appended.
+#[test]
+fn same_section_subprograms() {
+    let obj = LoadedObject::load(&fixture("samesec.o")).unwrap();
+    assert_eq!(obj.programs.len(), 1, "same_sec is static: not an entry");
+    let p = &obj.programs[0];
+    let funcs: Vec<(&str, &str, usize)> = p
+        .functions
+        .iter()
+        .map(|f| (f.name.as_str(), f.section.as_str(), f.start.0))
+        .collect();
+    assert_eq!(
+        funcs,
+        [
+            ("entry", "xdp", 0),
+            ("same_sec", "xdp", 7),
+            ("text_sub", ".text", 15)
+        ]
+    );
+    let calls: Vec<(usize, usize)> = p
+        .insns
+        .iter()
+        .filter(|(_, i)| matches!(i, Insn::CallLocal(_)))
+        .map(|(pc, i)| (pc.0, i.branch_target(pc).unwrap().0))
+        .collect();
+    assert_eq!(calls, [(1, 7), (13, 15)]);
+}
