@@ -118,8 +118,15 @@ impl<'r> Builder<'r> {
             return Err(CompileError::TooLarge { insns: n });
         }
         let mut table = Vec::new();
-        let plain = compile(prog, helpers, &mut table, self.resolver);
-        let ops = fuse(&plain, prog.insns());
+        let mut plain = compile(prog, helpers, &mut table, self.resolver);
+        let mut ops = fuse(&plain, prog.insns());
+        // Pad both to a power of two with more sentinels, so that the run
+        // loop can index them with `pc & mask`, which the compiler sees is
+        // in bounds (no check per dispatch). Control never goes past the
+        // first sentinel: every jump target is an instruction.
+        let padded = ops.len().next_power_of_two();
+        ops.resize(padded, Op::FellOff);
+        plain.resize(padded, Op::FellOff);
         let mut pcs = prog.pcs().to_vec();
         pcs.push(Pc(prog.slot_count()));
         let slot_to_op = (0..prog.slot_count())
@@ -271,6 +278,9 @@ impl Interpreter {
             executed,
         } = self;
         let ops: &[Op] = if TRACE { plain } else { ops };
+        // `ops.len()` is a power of two (see `Builder::build`).
+        let mask = ops.len() - 1;
+        let ops = &ops[..=mask];
         let budget = *budget;
         // The stack and the embedder's regions are kept apart (a `Guest` is
         // built only to lend both to a helper or an atomic), so that
@@ -418,7 +428,7 @@ impl Interpreter {
                     t(pcs[pc], insns.get(pc), &regs);
                 }
             }
-            let op = &ops[pc];
+            let op = &ops[pc & mask];
             pc += 1;
             match *op {
                 Op::Add64I { d, imm } => r!(d) = r!(d).wrapping_add(imm as i64 as u64),
