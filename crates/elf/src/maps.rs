@@ -113,13 +113,17 @@ pub(crate) fn collect_maps(
     btf: Option<&Btf>,
 ) -> Result<Vec<MapDefinition>, ElfError> {
     let mut out = Vec::new();
-    legacy_maps(obj, &mut out)?;
+    legacy_maps(obj, btf, &mut out)?;
     btf_maps(obj, btf, &mut out)?;
     global_data_maps(obj, btf, &mut out)?;
     Ok(out)
 }
 
-fn legacy_maps(obj: &Object<'_>, out: &mut Vec<MapDefinition>) -> Result<(), ElfError> {
+fn legacy_maps(
+    obj: &Object<'_>,
+    btf: Option<&Btf>,
+    out: &mut Vec<MapDefinition>,
+) -> Result<(), ElfError> {
     let legacy: Vec<_> = obj
         .maps()
         .iter()
@@ -186,14 +190,15 @@ fn legacy_maps(obj: &Object<'_>, out: &mut Vec<MapDefinition>) -> Result<(), Elf
             }
             _ => {}
         }
+        let (key_type, value_type) = btf.map_or((None, None), |b| annotated_kv(b, &def));
         out.push(MapDefinition {
             name: m.name.to_string(),
             def,
             origin: MapOrigin::Legacy {
                 section: m.section.to_string(),
             },
-            key_type: None,
-            value_type: None,
+            key_type,
+            value_type,
             initial_data: None,
             frozen: false,
             initial_values: Vec::new(),
@@ -245,6 +250,27 @@ fn legacy_maps(obj: &Object<'_>, out: &mut Vec<MapDefinition>) -> Result<(), Elf
         out[outer].def.inner = Some(Box::new(tmpl));
     }
     Ok(())
+}
+
+/// iproute2's `BPF_ANNOTATE_KV_PAIR(name, K, V)` (and old libbpf's): a
+/// struct `____btf_map_<name>` with members `key` and `value` gives a legacy
+/// map its BTF types, used when their sizes agree with the definition.
+fn annotated_kv(btf: &Btf, def: &MapDef) -> (Option<TypeId>, Option<TypeId>) {
+    let name = format!("____btf_map_{}", def.name);
+    let Some(id) = btf.find(&name, |k| matches!(k, BtfKind::Struct { .. })) else {
+        return (None, None);
+    };
+    let Ok(BtfKind::Struct { members, .. }) = btf.get(id).map(|t| &t.kind) else {
+        return (None, None);
+    };
+    let member = |n: &str, size: u32| {
+        members
+            .iter()
+            .find(|m| m.name == n)
+            .map(|m| m.ty)
+            .filter(|&t| btf.size_of(t).ok() == Some(size))
+    };
+    (member("key", def.key_size), member("value", def.value_size))
 }
 
 enum InnerRef {

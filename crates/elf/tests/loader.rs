@@ -526,6 +526,12 @@ fn iproute2_legacy_maps() {
             ("outer", MapType::ArrayOfMaps, 4, 4, 2, 0),
         ]
     );
+    // BPF_ANNOTATE_KV_PAIR types the first map.
+    assert_eq!(
+        obj.map_type_names(&obj.maps[0]),
+        (Some("__u32".into()), Some("__u64".into()))
+    );
+    assert_eq!(obj.map_type_names(&obj.maps[1]), (None, None));
     let inner = obj.maps[2].def.inner.as_deref().unwrap();
     assert_eq!((inner.map_type, inner.value_size), (MapType::Array, 4));
     let types: Vec<ProgType> = obj
