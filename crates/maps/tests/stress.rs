@@ -229,3 +229,67 @@ fn ringbuf_multi_producer() {
     got += map.ringbuf_consume(check).unwrap() as u64;
     assert_eq!(got, sent);
 }
+
+#[test]
+fn inner_maps_replaced_under_running_programs() {
+    use bpfkit_maps::MapRegistry;
+    let reg = MapRegistry::new(MapOptions::new().possible_cpus(THREADS));
+    let tmpl = MapDef::new(MapType::Hash, 4, 8, 4);
+    let (_, outer) = reg
+        .create(MapDef::new(MapType::ArrayOfMaps, 4, 4, 2).with_inner(tmpl.clone()))
+        .unwrap();
+    let fresh = |tag: u64| {
+        let (id, m) = reg.create(tmpl.clone()).unwrap();
+        m.update(&k(0), &tag.to_ne_bytes(), ANY).unwrap();
+        id
+    };
+    for slot in 0..2 {
+        outer
+            .update(&k(slot), &fresh(1000).0.to_ne_bytes(), ANY)
+            .unwrap();
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for t in 0..THREADS {
+        let (outer, stop, total) = (outer.clone(), stop.clone(), total.clone());
+        handles.push(thread::spawn(move || {
+            let mut runs = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                runs += 1;
+                let g = pin();
+                let Some(inner) = outer.inner_map(&k(runs % 2), &g) else {
+                    continue;
+                };
+                // The inner map may be swapped out and dropped by every
+                // other owner now; it stays usable for this run.
+                let v = inner.lookup_ptr(&k(0), t, &g).unwrap();
+                let tag = v.atomic_u64(0).unwrap().load(Ordering::Relaxed);
+                assert!(tag >= 1000, "inner value {tag}");
+                let _ = inner.prog_update(&k(1), &tag.to_ne_bytes(), ANY, t);
+                thread::yield_now();
+                assert!(v.atomic_u64(0).unwrap().load(Ordering::Relaxed) >= 1000);
+                total.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let start = std::time::Instant::now();
+    let mut i = 0u64;
+    // Replace until the programs have run a while (bounded in time).
+    while (i < 2000 || total.load(Ordering::Relaxed) < 20_000) && start.elapsed().as_secs() < 20 {
+        let id = fresh(1000 + i);
+        let slot = (i % 2) as u32;
+        let old = outer.lookup(&k(slot)).unwrap();
+        outer.update(&k(slot), &id.0.to_ne_bytes(), ANY).unwrap();
+        // Forget the old map everywhere but in running programs.
+        let old = u32::from_ne_bytes(old[..4].try_into().unwrap());
+        reg.remove(bpfkit_maps::MapId(old));
+        i += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(total.load(Ordering::Relaxed) >= 20_000);
+    assert_eq!(reg.ids().len(), 3);
+}
