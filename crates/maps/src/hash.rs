@@ -197,6 +197,35 @@ impl Hash {
         Some(e)
     }
 
+    /// `bpf_for_each_map_elem`: calls `f(key, value)` on each element in
+    /// iteration order until it returns false; how many calls were made.
+    /// No lock is held during a call (the callback may change the map);
+    /// elements added meanwhile to buckets already visited are not seen.
+    pub(crate) fn for_each<'g>(
+        &self,
+        cpu: usize,
+        guard: &'g RunGuard,
+        mut f: impl FnMut(&'g [u8], ValueRef<'g>) -> bool,
+    ) -> u64 {
+        let cpu = if self.percpu { cpu } else { 0 };
+        if cpu >= self.ncpus {
+            return 0;
+        }
+        let w = cpu * self.slot / 8;
+        let mut n = 0;
+        for bucket in self.buckets.iter() {
+            let elems: Vec<&'g Elem> = rd(bucket).iter().map(|e| e.get(guard)).collect();
+            for e in elems {
+                n += 1;
+                let v = ValueRef::new(&e.words[w..w + self.slot / 8], self.value_size);
+                if !f(&e.key, v) {
+                    return n;
+                }
+            }
+        }
+        n
+    }
+
     pub(crate) fn lookup_ptr<'g>(
         &self,
         key: &[u8],

@@ -47,6 +47,8 @@
 //! | `bpf_perf_event_output` | [`Map::perf_event_output`]; drained with [`Map::perf_drain`] |
 //! | `bpf_redirect_map` | [`Map::redirect_target`] (devmap, devmap_hash) |
 //! | `bpf_tail_call` | [`Map::prog_at`] |
+//! | `bpf_for_each_map_elem` | [`Map::for_each_elem`] |
+//! | `bpf_map_lookup_percpu_elem` | [`Map::lookup_ptr`] with that CPU |
 //!
 //! # Where bpfkit differs from the kernel
 //!
@@ -955,6 +957,40 @@ impl Map {
         match (&self.imp, self.def.map_type) {
             (Imp::Slots(s), MapType::ProgArray) => s.value(index).map(|v| ProgId(u32_of(&v))),
             _ => None,
+        }
+    }
+
+    /// `bpf_for_each_map_elem` from a program on `cpu`: calls
+    /// `f(key, value)` for each element (arrays: every index; per-CPU maps:
+    /// `cpu`'s slot) in [`Map::get_next_key`] order until `f` returns
+    /// false, and returns the number of calls, as the helper does. No lock
+    /// is held while `f` runs, so it may update or delete elements. Other
+    /// map types: 0 calls (the kernel's verifier refuses them).
+    pub fn for_each_elem<'g>(
+        &'g self,
+        cpu: usize,
+        guard: &'g RunGuard,
+        mut f: impl FnMut(&[u8], ValueRef<'g>) -> bool,
+    ) -> u64 {
+        match (&self.imp, self.def.map_type) {
+            (Imp::Array(a), _) => {
+                let mut n = 0;
+                for i in 0..self.def.max_entries {
+                    let key = i.to_ne_bytes();
+                    let Some(v) = a.lookup_ptr(&key, cpu) else {
+                        break;
+                    };
+                    n += 1;
+                    if !f(&key, v) {
+                        break;
+                    }
+                }
+                n
+            }
+            (Imp::Hash(h), t) if !matches!(t, MapType::HashOfMaps | MapType::DevmapHash) => {
+                h.for_each(cpu, guard, f)
+            }
+            _ => 0,
         }
     }
 

@@ -715,3 +715,35 @@ fn global_data_arrays() {
     assert_eq!(m.lookup(&k(0)).unwrap(), vec![5; 12]);
     assert!(mk(MapType::PercpuArray, 4, 4, 1).array_storage().is_none());
 }
+
+#[test]
+fn for_each_elem() {
+    let g = pin();
+    let a = mk(MapType::PercpuArray, 4, 8, 3);
+    let mut seen = Vec::new();
+    let n = a.for_each_elem(1, &g, |k, v| {
+        v.atomic_u64(0).unwrap().fetch_add(1, Ordering::Relaxed);
+        seen.push(u32_of(k));
+        true
+    });
+    assert_eq!((n, seen), (3, vec![0, 1, 2]));
+    assert_eq!(a.lookup(&k(2)).unwrap()[8..16], v8(1));
+    assert_eq!(a.for_each_elem(0, &g, |_, _| false), 1);
+    let h = mk(MapType::Hash, 4, 8, 8);
+    for i in 0..5 {
+        h.update(&k(i), &v8(i as u64), ANY).unwrap();
+    }
+    // The callback may delete elements (no lock is held).
+    let mut sum = 0;
+    let n = h.for_each_elem(0, &g, |key, v| {
+        sum += u64::from_ne_bytes(v.to_vec().try_into().unwrap());
+        h.prog_delete(key).unwrap();
+        true
+    });
+    assert_eq!((n, sum), (5, 10));
+    assert!(h.is_empty());
+    assert_eq!(
+        mk(MapType::Queue, 0, 4, 2).for_each_elem(0, &g, |_, _| true),
+        0
+    );
+}
