@@ -25,6 +25,13 @@
 //! Arrays never free their storage before the map itself is dropped, and
 //! the map outlives `'g` because lookups borrow it for `'g` as well.
 //!
+//! Two more duties of an engine: a run that ends early (a trap) must
+//! discard the ring buffer records it reserved and did not submit
+//! ([`crate::Map::ringbuf_discard`]), or the consumer stalls at them, as
+//! the kernel's verifier guarantees this cannot happen there; and a guard
+//! should be dropped between runs (or batches of runs): memory retired
+//! while any guard is held is reclaimed only after it is dropped.
+//!
 //! # What the unsafe code relies on (see the private `raw` module)
 //!
 //! Elements of maps that can free them (hashes, tries, inner maps) are held
