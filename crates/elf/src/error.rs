@@ -4,7 +4,7 @@ use thiserror::Error;
 
 /// Why an object could not be read. Every variant names what is wrong and
 /// where, so that a one-line message is enough for a user.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 #[non_exhaustive]
 pub enum ElfError {
     /// The bytes do not start with the ELF magic.

@@ -17,7 +17,7 @@ use bpfkit_abi::ProgType;
 use bpfkit_isa::{decode_one, Imm64, Insn, Pc, Program, RawInsn};
 
 /// A loaded object: linked programs, map definitions, BTF.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct LoadedObject {
     /// The programs, in section order (see [`Object::entry_points`]).
     pub programs: Vec<LoadedProgram>,
@@ -34,7 +34,7 @@ pub struct LoadedObject {
 }
 
 /// A program that failed to link, with the reason.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ProgramFailure {
     /// Program name.
     pub name: String,
