@@ -682,14 +682,43 @@ impl Outcome {
     }
 }
 
-/// Runs `case` on the interpreter (`jit = false`) or the JIT, with the
-/// packet region over `packet` (which starts as `case.packet`).
-pub fn run_case(case: &Case, jit: bool, packet: &mut [u8]) -> Outcome {
+/// Size of an [`Arena`].
+pub const ARENA: usize = 1 << 20;
+const PACKET_AT: usize = ARENA / 2;
+const RODATA_AT: usize = ARENA / 4 * 3;
+
+/// Memory for the regions of one case: 1 MiB, with the packet and the
+/// read-only block far inside, so that no address a program can form from
+/// them with a 16-bit offset (including through a written r10) lands in an
+/// engine's stack, whose address differs between the engines.
+pub struct Arena(Vec<u8>);
+
+impl Arena {
+    /// A zeroed arena.
+    pub fn new() -> Arena {
+        Arena(vec![0; ARENA])
+    }
+}
+
+impl Default for Arena {
+    fn default() -> Arena {
+        Arena::new()
+    }
+}
+
+/// Runs `case` on the interpreter (`jit = false`) or the JIT, with its
+/// regions in `arena` (reset to the case's contents first).
+pub fn run_case(case: &Case, jit: bool, arena: &mut Arena) -> Outcome {
     let helpers = helpers();
+    let (lo, hi) = arena.0.split_at_mut(RODATA_AT);
+    let packet = &mut lo[PACKET_AT..PACKET_AT + case.packet.len()];
     packet.copy_from_slice(&case.packet);
+    let rodata = &mut hi[..case.rodata.len()];
+    rodata.copy_from_slice(&case.rodata);
+    let rodata = &*rodata;
     let mut mem = Memory::new();
     let p = mem.add(RegionKind::Packet, packet);
-    let r = mem.add_readonly(RegionKind::ReadOnlyData, &case.rodata);
+    let r = mem.add_readonly(RegionKind::ReadOnlyData, rodata);
     let mut dump = Dump::default();
     let (result, stack) = if jit {
         let mut b = Jit::builder();
@@ -716,17 +745,17 @@ pub fn run_case(case: &Case, jit: bool, packet: &mut [u8]) -> Outcome {
     Outcome {
         result,
         stack_start: stack.0,
-        packet: packet.to_vec(),
+        packet: arena.0[PACKET_AT..PACKET_AT + case.packet.len()].to_vec(),
         dump,
     }
 }
 
 /// Runs `case` on both engines; `Err` describes the first difference.
 pub fn check_case(case: &Case) -> Result<(), String> {
-    // One packet buffer for both runs, so that its address is the same.
-    let mut packet = case.packet.clone();
-    let want = run_case(case, false, &mut packet);
-    let got = run_case(case, true, &mut packet);
+    // One arena for both runs, so that region addresses are the same.
+    let mut arena = Arena::new();
+    let want = run_case(case, false, &mut arena);
+    let got = run_case(case, true, &mut arena);
     if want.same_result(&got) && want.packet == got.packet && want.dump == got.dump {
         return Ok(());
     }

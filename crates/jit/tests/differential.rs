@@ -35,8 +35,8 @@ fn fixed_seeds() {
         if let Err(e) = check_case(&case) {
             panic!("seed {seed:#x}: {e}");
         }
-        let mut packet = case.packet.clone();
-        let r = bpfkit_jit::fuzzing::run_case(&case, true, &mut packet).result;
+        let mut arena = bpfkit_jit::fuzzing::Arena::new();
+        let r = bpfkit_jit::fuzzing::run_case(&case, true, &mut arena).result;
         let k = match r {
             Ok(_) => "ok".to_string(),
             Err(t) => format!("{:?}", t.kind)
@@ -61,7 +61,34 @@ fn replay() {
         None => s.parse().expect("decimal seed"),
     };
     let case = gen_case(&mut Rng::new(seed));
-    if let Err(e) = check_case(&case) {
-        panic!("seed {seed:#x}: {e}");
+    // Several times: some differences depend on where buffers land.
+    let mut keep = Vec::new();
+    for _ in 0..200 {
+        if let Err(e) = check_case(&case) {
+            panic!("seed {seed:#x}: {e}");
+        }
+        keep.push(vec![0u8; 1 + keep.len() * 64]);
     }
+}
+
+/// A long run for confidence (not in CI): `BPFKIT_JIT_SEEDS=1000000 cargo
+/// test --release --test differential -- --ignored many_seeds`.
+#[test]
+#[ignore]
+fn many_seeds() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let n: u64 = std::env::var("BPFKIT_JIT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let base = 0x1234_5678_0000_0000u64;
+    for seed in base..base + n {
+        let case = gen_case(&mut Rng::new(seed));
+        if let Err(e) = check_case(&case) {
+            panic!("seed {seed:#x}: {e}");
+        }
+    }
+    println!("{n} programs agree");
 }
