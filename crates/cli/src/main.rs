@@ -8,6 +8,8 @@
 mod asm;
 mod disasm;
 mod helpers;
+mod maps;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -48,6 +50,18 @@ enum Command {
     /// writes the 8-byte instruction slots (little endian), or one line of
     /// lowercase hex with --hex.
     Asm(asm::Args),
+    /// Run a program over packets, like BPF_PROG_TEST_RUN.
+    ///
+    /// Packets come from --packet HEX (repeatable) and --pcap FILE (pcap
+    /// or pcapng); maps keep their state from packet to packet. Prints a
+    /// table (packet, action, lengths in and out, what changed), a count
+    /// per action and the bpf_trace_printk output, or with --json one
+    /// document: {"runs": [{"retval", "action", "data_out",
+    /// "duration_ns"} | {"error"}], "maps": {"NAME": [{"key", "value"}]}}.
+    /// A packet the kernel would refuse (shorter than 14 bytes) gives an
+    /// error entry and the run goes on. Exit 1 when a program trapped (did
+    /// something the kernel's verifier would have refused).
+    Run(run::Args),
 }
 
 /// An error that ends the command with exit status 2.
@@ -65,6 +79,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Disasm(a) => disasm::run(a),
         Command::Asm(a) => asm::run(a),
+        Command::Run(a) => run::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,534 @@
+//! # bpfkit
+//!
+//! The facade over bpfkit's crates: load a BPF ELF object as a loader
+//! such as libbpf would, with its maps created and initialised, every
+//! program prepared on an execution engine, ids given to both, and run
+//! programs with the kernel's helpers.
+//!
+//! - [`Loader`]: configuration (engine, possible CPUs, instruction
+//!   budget); [`Loader::load`] gives an [`Object`].
+//! - [`Object`]: the object's maps ([`ObjectMap`]: name, [`MapId`], the
+//!   [`bpfkit_maps::Map`]) and programs ([`ProgramInfo`]: name, section,
+//!   [`ProgId`], type), program-array slots ([`Object::set_prog_array`]),
+//!   and [`Object::run`], which runs a program over guest memory the
+//!   caller prepared (context, packet), following tail calls within the
+//!   same run as the kernel does.
+//!
+//! Map instantiation: every map of the object is created in one
+//! [`MapRegistry`] (ids from 1, in the object's order); global data maps
+//! get their section's contents, `.rodata*` is created read-only for
+//! programs (`BPF_F_RDONLY_PROG`) and frozen; maps of maps get their
+//! `.values` initialisers (inner map ids), program arrays theirs (program
+//! ids). Symbolic `lddw`s resolve as follows: `MapIdx` to an address that
+//! the helpers map back to the map (never a guest region, so a program
+//! cannot dereference it), `MapIdxValue` to the value address inside an
+//! array's storage, which every run registers as a guest region.
+//!
+//! ```no_run
+//! use bpfkit::{Engine, Loader};
+//! let bytes = std::fs::read("examples/xdp_counter.o").unwrap();
+//! let obj = Loader::new().engine(Engine::Interp).load(&bytes).unwrap();
+//! for m in obj.maps() {
+//!     println!("map {} id {}", m.name, m.id.0);
+//! }
+//! for p in obj.programs() {
+//!     println!("prog {} id {} ({})", p.name, p.id.0, p.section);
+//! }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use bpfkit_elf::{ElfError, LoadedObject, MapDefinition};
+use bpfkit_helpers::{MapTable, Redirect, RunState, XdpBuff};
+use bpfkit_interp::Interpreter;
+use bpfkit_isa::{Imm64, Pc};
+use bpfkit_jit::Jit;
+use bpfkit_maps::{map_flags, update_flags, Map, MapError, MapOptions, MapRegistry, MapType};
+use bpfkit_runtime::{Helpers, Memory, Trap, TrapKind};
+use std::sync::Arc;
+use thiserror::Error;
+
+pub use bpfkit_abi::{MapId, ProgId, ProgType, XdpAction};
+pub use bpfkit_helpers as helpers;
+pub use bpfkit_runtime as runtime;
+
+/// An execution engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Engine {
+    /// The reference interpreter (`bpfkit-interp`).
+    Interp,
+    /// The x86-64 JIT in checked mode (`bpfkit-jit`).
+    Jit,
+}
+
+impl Engine {
+    /// The fastest engine this host supports.
+    pub fn fastest() -> Engine {
+        if bpfkit_jit::is_supported() {
+            Engine::Jit
+        } else {
+            Engine::Interp
+        }
+    }
+
+    /// `interp` or `jit`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Interp => "interp",
+            Engine::Jit => "jit",
+        }
+    }
+
+    /// Parses `interp` or `jit`.
+    pub fn from_name(name: &str) -> Option<Engine> {
+        match name {
+            "interp" => Some(Engine::Interp),
+            "jit" => Some(Engine::Jit),
+            _ => None,
+        }
+    }
+}
+
+/// Why an object could not be loaded or used.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The ELF loader refused the object.
+    #[error("{0}")]
+    Elf(#[from] ElfError),
+    /// Creating or initialising a map failed.
+    #[error("map {map}: {source}")]
+    Map {
+        /// The map's name.
+        map: String,
+        /// The cause.
+        #[source]
+        source: MapError,
+    },
+    /// A program could not be prepared on the engine.
+    #[error("program {program}: cannot prepare it on the {engine} engine: {what}")]
+    Compile {
+        /// The program.
+        program: String,
+        /// The engine.
+        engine: &'static str,
+        /// What failed.
+        what: String,
+    },
+    /// The JIT does not run on this host.
+    #[error("the JIT engine is not available on this host (x86-64 Linux only)")]
+    NoJit,
+    /// No program has this name.
+    #[error("no program named {name:?} in the object")]
+    NoProgram {
+        /// The name asked for.
+        name: String,
+    },
+    /// No map has this name.
+    #[error("no map named {name:?} in the object")]
+    NoMap {
+        /// The name asked for.
+        name: String,
+    },
+    /// A map of the wrong type for the operation.
+    #[error("map {map} is a {actual} map, not a {expected}")]
+    MapType {
+        /// The map.
+        map: String,
+        /// Its type.
+        actual: &'static str,
+        /// The type needed.
+        expected: &'static str,
+    },
+}
+
+/// Configuration for loading objects.
+#[derive(Clone, Debug)]
+pub struct Loader {
+    engine: Option<Engine>,
+    cpus: Option<usize>,
+    budget: Option<u64>,
+}
+
+impl Default for Loader {
+    fn default() -> Loader {
+        Loader::new()
+    }
+}
+
+impl Loader {
+    /// The fastest engine, as many possible CPUs as the host has, no
+    /// instruction budget.
+    pub fn new() -> Loader {
+        Loader {
+            engine: None,
+            cpus: None,
+            budget: None,
+        }
+    }
+
+    /// Uses `engine` (default: [`Engine::fastest`], falling back to the
+    /// interpreter for a program the JIT cannot prepare).
+    pub fn engine(mut self, engine: Engine) -> Loader {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// Number of possible CPUs (slots of per-CPU maps).
+    pub fn possible_cpus(mut self, n: usize) -> Loader {
+        self.cpus = Some(n.max(1));
+        self
+    }
+
+    /// Stops programs after `budget` instructions (a trap).
+    pub fn budget(mut self, budget: u64) -> Loader {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Loads an object: maps created and initialised, programs prepared.
+    pub fn load(&self, bytes: &[u8]) -> Result<Object, Error> {
+        let elf = LoadedObject::load(bytes)?;
+        Object::instantiate(elf, self)
+    }
+}
+
+/// A map of a loaded object.
+#[derive(Debug)]
+pub struct ObjectMap {
+    /// Its name (global data: the section name).
+    pub name: String,
+    /// Its id.
+    pub id: MapId,
+    /// The map.
+    pub map: Arc<Map>,
+    /// The definition the object gave.
+    pub definition: MapDefinition,
+}
+
+/// A program of a loaded object.
+#[derive(Clone, Debug)]
+pub struct ProgramInfo {
+    /// Its name (the function symbol).
+    pub name: String,
+    /// Its ELF section.
+    pub section: String,
+    /// Its id.
+    pub id: ProgId,
+    /// The type its section implies, if any.
+    pub prog_type: Option<ProgType>,
+    /// Instruction slots (with subprograms).
+    pub slots: usize,
+    /// The engine it runs on.
+    pub engine: Engine,
+}
+
+enum Exec {
+    Interp(Box<Interpreter>),
+    Jit(Box<Jit>),
+}
+
+impl Exec {
+    fn run(&mut self, mem: &mut Memory<'_>, args: &[u64], st: &mut RunState) -> Result<u64, Trap> {
+        match self {
+            Exec::Interp(i) => i.run_with_data(mem, args, st),
+            Exec::Jit(j) => j.run_with_data(mem, args, st),
+        }
+    }
+}
+
+/// What one run produced.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// `r0` of the last program of the tail-call chain, or its trap.
+    pub result: Result<u64, Trap>,
+    /// Lines printed with `bpf_trace_printk`.
+    pub trace: Vec<String>,
+    /// The redirect target the run set, if any.
+    pub redirect: Option<Redirect>,
+    /// The XDP buffer after the run (moved by `adjust_head`/`_meta`/`_tail`).
+    pub xdp: Option<XdpBuff>,
+    /// Tail calls taken.
+    pub tail_calls: u32,
+}
+
+/// A loaded object: maps and prepared programs.
+pub struct Object {
+    elf: LoadedObject,
+    registry: MapRegistry,
+    maps: Vec<ObjectMap>,
+    table: Arc<MapTable>,
+    infos: Vec<ProgramInfo>,
+    execs: Vec<Exec>,
+}
+
+impl std::fmt::Debug for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Object")
+            .field("maps", &self.maps)
+            .field("programs", &self.infos)
+            .finish_non_exhaustive()
+    }
+}
+
+fn map_err(name: &str) -> impl Fn(MapError) -> Error + '_ {
+    move |source| Error::Map {
+        map: name.to_string(),
+        source,
+    }
+}
+
+impl Object {
+    fn instantiate(elf: LoadedObject, cfg: &Loader) -> Result<Object, Error> {
+        let mut opts = MapOptions::new();
+        if let Some(n) = cfg.cpus {
+            opts = opts.possible_cpus(n);
+        }
+        let registry = MapRegistry::new(opts);
+        let mut maps = Vec::new();
+        for d in &elf.maps {
+            let mut def = d.def.clone();
+            if d.frozen {
+                def.map_flags |= map_flags::RDONLY_PROG;
+            }
+            let (id, map) = registry.create(def).map_err(map_err(&d.name))?;
+            if let Some(data) = &d.initial_data {
+                map.update(&0u32.to_ne_bytes(), data, update_flags::ANY)
+                    .map_err(map_err(&d.name))?;
+            }
+            if d.frozen {
+                map.freeze().map_err(map_err(&d.name))?;
+            }
+            maps.push(ObjectMap {
+                name: d.name.clone(),
+                id,
+                map,
+                definition: d.clone(),
+            });
+        }
+        // `.values` of maps of maps: inner map ids.
+        for m in &maps {
+            if !m.map.map_type().is_map_in_map() {
+                continue;
+            }
+            for slot in &m.definition.initial_values {
+                let inner =
+                    maps.iter()
+                        .find(|x| x.name == slot.target)
+                        .ok_or_else(|| Error::NoMap {
+                            name: slot.target.clone(),
+                        })?;
+                m.map
+                    .update(
+                        &slot.index.to_ne_bytes(),
+                        &inner.id.0.to_ne_bytes(),
+                        update_flags::ANY,
+                    )
+                    .map_err(map_err(&m.name))?;
+            }
+        }
+        let mut table = MapTable::new(Some(registry.clone()));
+        let addrs: Vec<u64> = maps.iter().map(|m| table.insert(m.map.clone())).collect();
+        let values: Vec<Option<u64>> = maps
+            .iter()
+            .map(|m| m.map.array_storage().map(|v| v.addr()))
+            .collect();
+        let resolver = move |_pc: Pc, imm: &Imm64| -> Option<u64> {
+            match *imm {
+                Imm64::MapIdx(i) => addrs.get(usize::try_from(i).ok()?).copied(),
+                Imm64::MapIdxValue { idx, off } => {
+                    let base = (*values.get(usize::try_from(idx).ok()?)?)?;
+                    Some(base + off as u64)
+                }
+                _ => None,
+            }
+        };
+        let mut helpers = Helpers::new();
+        bpfkit_helpers::register(&mut helpers);
+        let wanted = cfg.engine.unwrap_or_else(Engine::fastest);
+        if wanted == Engine::Jit && !bpfkit_jit::is_supported() {
+            return Err(Error::NoJit);
+        }
+        let mut infos = Vec::new();
+        let mut execs = Vec::new();
+        for (i, p) in elf.programs.iter().enumerate() {
+            let (exec, engine) = match wanted {
+                Engine::Jit => {
+                    let mut b = Jit::builder().resolver(&resolver);
+                    if let Some(n) = cfg.budget {
+                        b = b.budget(n);
+                    }
+                    match b.build(&p.insns, &helpers) {
+                        Ok(j) => (Exec::Jit(Box::new(j)), Engine::Jit),
+                        Err(e) if cfg.engine == Some(Engine::Jit) => {
+                            return Err(Error::Compile {
+                                program: p.name.clone(),
+                                engine: "jit",
+                                what: e.to_string(),
+                            })
+                        }
+                        Err(_) => (interp(p, &helpers, &resolver, cfg)?, Engine::Interp),
+                    }
+                }
+                Engine::Interp => (interp(p, &helpers, &resolver, cfg)?, Engine::Interp),
+            };
+            infos.push(ProgramInfo {
+                name: p.name.clone(),
+                section: p.section.clone(),
+                id: ProgId(i as u32 + 1),
+                prog_type: p.prog_type().ok(),
+                slots: p.insns.slot_count(),
+                engine,
+            });
+            execs.push(exec);
+        }
+        let obj = Object {
+            elf,
+            registry,
+            maps,
+            table: Arc::new(table),
+            infos,
+            execs,
+        };
+        // `.values` of program arrays: program ids.
+        for m in &obj.maps {
+            if m.map.map_type() != MapType::ProgArray {
+                continue;
+            }
+            for slot in &m.definition.initial_values {
+                obj.set_prog_array(&m.name, slot.index, &slot.target)?;
+            }
+        }
+        Ok(obj)
+    }
+
+    /// The object as the ELF loader read it (BTF, line info, ...).
+    pub fn elf(&self) -> &LoadedObject {
+        &self.elf
+    }
+
+    /// The registry holding the object's maps.
+    pub fn registry(&self) -> &MapRegistry {
+        &self.registry
+    }
+
+    /// The maps, in the object's order.
+    pub fn maps(&self) -> &[ObjectMap] {
+        &self.maps
+    }
+
+    /// The map named `name`.
+    pub fn map(&self, name: &str) -> Result<&ObjectMap, Error> {
+        self.maps
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| Error::NoMap { name: name.into() })
+    }
+
+    /// The programs, in the object's order (program `i` has id `i + 1`).
+    pub fn programs(&self) -> &[ProgramInfo] {
+        &self.infos
+    }
+
+    /// The index of the program named `name`.
+    pub fn program_index(&self, name: &str) -> Result<usize, Error> {
+        self.infos
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| Error::NoProgram { name: name.into() })
+    }
+
+    /// The index of the program with id `id`.
+    pub fn program_by_id(&self, id: ProgId) -> Option<usize> {
+        self.infos.iter().position(|p| p.id == id)
+    }
+
+    /// Puts program `prog` into slot `index` of program array `map`.
+    pub fn set_prog_array(&self, map: &str, index: u32, prog: &str) -> Result<(), Error> {
+        let m = self.map(map)?;
+        if m.map.map_type() != MapType::ProgArray {
+            return Err(Error::MapType {
+                map: map.into(),
+                actual: m.map.map_type().name(),
+                expected: "prog_array",
+            });
+        }
+        let id = self.infos[self.program_index(prog)?].id;
+        m.map
+            .update(&index.to_ne_bytes(), &id.0.to_ne_bytes(), update_flags::ANY)
+            .map_err(map_err(map))
+    }
+
+    /// Runs program `prog` (an index into [`Object::programs`]) with
+    /// `args` (`r1` = the context address) over `mem`, which holds the
+    /// caller's regions (context, packet); the maps' regions are added
+    /// here. A successful tail call runs the target next with the same
+    /// arguments, as the kernel does. `xdp` describes the packet buffer for
+    /// the XDP helpers; `cpu` is the CPU number the program sees.
+    pub fn run(
+        &mut self,
+        prog: usize,
+        mem: Memory<'_>,
+        args: &[u64],
+        cpu: usize,
+        xdp: Option<XdpBuff>,
+    ) -> RunOutcome {
+        let (result, mut state) = RunState::scoped(self.table.clone(), cpu, mem, |mem, state| {
+            state.xdp = xdp;
+            state.add_map_regions(mem);
+            self.run_chain(prog, mem, args, state)
+        });
+        RunOutcome {
+            result,
+            trace: std::mem::take(&mut state.trace),
+            redirect: state.redirect,
+            xdp: state.xdp,
+            tail_calls: state.tail_calls,
+        }
+    }
+
+    fn run_chain(
+        &mut self,
+        prog: usize,
+        mem: &mut Memory<'_>,
+        args: &[u64],
+        state: &mut RunState,
+    ) -> Result<u64, Trap> {
+        let mut idx = prog;
+        loop {
+            let Some(exec) = self.execs.get_mut(idx) else {
+                return Err(Trap::new(
+                    Pc(0),
+                    TrapKind::Unsupported {
+                        what: "tail call to a program that is not loaded",
+                    },
+                ));
+            };
+            let r = exec.run(mem, args, state);
+            match (r, state.tail_call.take()) {
+                (Ok(_), Some(id)) => {
+                    idx = self.program_by_id(id).unwrap_or(usize::MAX);
+                }
+                (r, _) => return r,
+            }
+        }
+    }
+}
+
+fn interp(
+    p: &bpfkit_elf::LoadedProgram,
+    helpers: &Helpers,
+    resolver: &dyn bpfkit_runtime::Imm64Resolver,
+    cfg: &Loader,
+) -> Result<Exec, Error> {
+    let mut b = Interpreter::builder().resolver(resolver);
+    if let Some(n) = cfg.budget {
+        b = b.budget(n);
+    }
+    b.build(&p.insns, helpers)
+        .map(|i| Exec::Interp(Box::new(i)))
+        .map_err(|e| Error::Compile {
+            program: p.name.clone(),
+            engine: "interp",
+            what: e.to_string(),
+        })
+}

@@ -1,0 +1,259 @@
+//! XDP runs as `BPF_PROG_TEST_RUN` does them (`bpf_prog_test_run_xdp` in
+//! `net/bpf/test_run.c`): one page per frame, [`XDP_PACKET_HEADROOM`]
+//! bytes of headroom (less the metadata that `ctx_in` asks for), the
+//! packet, and the `skb_shared_info` tailroom reserved at the end, so that
+//! `adjust_head`, `adjust_meta` and `adjust_tail` succeed and fail exactly
+//! where the kernel's do.
+
+use crate::sys::{LowPage, FRAME_SIZE};
+use bpfkit::helpers::{
+    Redirect, XdpBuff, ETH_HLEN, XDP_META_MAX, XDP_PACKET_HEADROOM, XDP_TAILROOM,
+};
+use bpfkit::runtime::{Memory, RegionKind, Trap};
+use bpfkit::Object;
+use std::time::Instant;
+use thiserror::Error;
+
+/// `sizeof(struct xdp_md)`.
+pub const XDP_MD_SIZE: usize = 24;
+/// The interface `BPF_PROG_TEST_RUN` reports when `ctx_in` names none:
+/// the loopback device.
+pub const LOOPBACK_IFINDEX: u32 = 1;
+
+/// Why a packet did not run (an `error` entry of `bpfkit run --json`).
+#[derive(Debug, Error)]
+pub enum XdpError {
+    /// Shorter than an Ethernet header: the kernel refuses it (`EINVAL`).
+    #[error("packet shorter than an Ethernet header ({len} bytes)")]
+    TooShort {
+        /// The packet's length.
+        len: usize,
+    },
+    /// Longer than a frame's linear part (multi-buffer XDP is not
+    /// supported).
+    #[error("packet longer than {max} bytes ({len} bytes): multi-buffer XDP is not supported")]
+    TooLong {
+        /// The packet's length.
+        len: usize,
+        /// The longest packet a frame holds.
+        max: usize,
+    },
+    /// A `ctx_in` that the kernel refuses (`EINVAL`).
+    #[error("ctx_in refused: {why}")]
+    BadCtx {
+        /// What is wrong.
+        why: String,
+    },
+    /// The program trapped (the kernel's verifier would have refused it).
+    #[error("{0}")]
+    Trap(#[from] Trap),
+    /// No memory below 4 GiB for the frame.
+    #[error("cannot allocate an XDP frame below 4 GiB: {0}")]
+    NoFrame(#[source] std::io::Error),
+}
+
+/// `struct xdp_md` as `ctx_in` gives it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpMd {
+    /// Offset of the packet data after the metadata.
+    pub data: u32,
+    /// Offset of the end (the input's length).
+    pub data_end: u32,
+    /// Must be 0.
+    pub data_meta: u32,
+    /// The receiving interface (0: loopback).
+    pub ingress_ifindex: u32,
+    /// The receive queue.
+    pub rx_queue_index: u32,
+    /// Must be 0.
+    pub egress_ifindex: u32,
+}
+
+impl XdpMd {
+    /// Parses `ctx_in` bytes as the kernel's `bpf_ctx_init` does: shorter
+    /// input is zero-padded, longer input must be zero past the struct.
+    pub fn parse(bytes: &[u8]) -> Result<XdpMd, XdpError> {
+        if bytes.len() > XDP_MD_SIZE && bytes[XDP_MD_SIZE..].iter().any(|&b| b != 0) {
+            return Err(XdpError::BadCtx {
+                why: format!("{} bytes, non-zero past struct xdp_md", bytes.len()),
+            });
+        }
+        let mut b = [0u8; XDP_MD_SIZE];
+        let n = bytes.len().min(XDP_MD_SIZE);
+        b[..n].copy_from_slice(&bytes[..n]);
+        let f = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        Ok(XdpMd {
+            data: f(0),
+            data_end: f(4),
+            data_meta: f(8),
+            ingress_ifindex: f(12),
+            rx_queue_index: f(16),
+            egress_ifindex: f(20),
+        })
+    }
+}
+
+/// What a packet run produced.
+#[derive(Debug)]
+pub struct XdpRun {
+    /// The program's return value (of the last run with `repeat`).
+    pub retval: u64,
+    /// The bytes from `data_meta` to `data_end` after the run.
+    pub data_out: Vec<u8>,
+    /// Metadata bytes at the start of `data_out`.
+    pub meta_len: usize,
+    /// Average wall time of one run, in nanoseconds.
+    pub duration_ns: u64,
+    /// `bpf_trace_printk` lines of every run.
+    pub trace: Vec<String>,
+    /// The redirect target of the last run.
+    pub redirect: Option<Redirect>,
+    /// Tail calls taken by the last run.
+    pub tail_calls: u32,
+}
+
+/// Runs XDP programs over packets, reusing one frame.
+#[derive(Debug)]
+pub struct XdpRunner {
+    page: LowPage,
+    ctx: [u8; XDP_MD_SIZE],
+    cpu: usize,
+}
+
+impl XdpRunner {
+    /// A runner for CPU 0.
+    pub fn new() -> Result<XdpRunner, XdpError> {
+        Ok(XdpRunner {
+            page: LowPage::new().map_err(XdpError::NoFrame)?,
+            ctx: [0; XDP_MD_SIZE],
+            cpu: 0,
+        })
+    }
+
+    /// Sets the CPU number programs see.
+    pub fn cpu(mut self, cpu: usize) -> XdpRunner {
+        self.cpu = cpu;
+        self
+    }
+
+    /// Runs program `prog` of `obj` over `input` (metadata first when
+    /// `ctx_in` says so) `repeat` times (at least once), each run seeing
+    /// the packet and maps as the previous one left them.
+    pub fn run(
+        &mut self,
+        obj: &mut Object,
+        prog: usize,
+        input: &[u8],
+        ctx_in: Option<&[u8]>,
+        repeat: u32,
+    ) -> Result<XdpRun, XdpError> {
+        let md = match ctx_in {
+            Some(c) => Some(XdpMd::parse(c)?),
+            None => None,
+        };
+        let meta_len = md.map_or(0, |m| m.data as usize);
+        if let Some(m) = md {
+            let why = if m.data_meta != 0 {
+                Some("data_meta must be 0".to_string())
+            } else if m.data_end as usize != input.len() {
+                Some(format!(
+                    "data_end {} is not the input's length {}",
+                    m.data_end,
+                    input.len()
+                ))
+            } else if m.data > m.data_end {
+                Some("data past data_end".into())
+            } else if !m.data.is_multiple_of(4) || m.data as u64 > XDP_META_MAX {
+                Some(format!(
+                    "metadata of {} bytes (a multiple of 4, at most {XDP_META_MAX})",
+                    m.data
+                ))
+            } else if m.egress_ifindex != 0 {
+                Some("egress_ifindex must be 0".into())
+            } else if m.rx_queue_index != 0 {
+                Some(format!("no receive queue {}", m.rx_queue_index))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(XdpError::BadCtx { why });
+            }
+        }
+        if input.len() < ETH_HLEN as usize {
+            return Err(XdpError::TooShort { len: input.len() });
+        }
+        let headroom = XDP_PACKET_HEADROOM as usize - meta_len;
+        let max = FRAME_SIZE - headroom - XDP_TAILROOM as usize;
+        if input.len() > max {
+            return Err(XdpError::TooLong {
+                len: input.len(),
+                max,
+            });
+        }
+        let frame = self.page.bytes_mut();
+        frame.fill(0);
+        frame[headroom..headroom + input.len()].copy_from_slice(input);
+        let hard_start = frame.as_ptr() as u64;
+        let mut buff = XdpBuff {
+            hard_start,
+            frame_sz: FRAME_SIZE as u64,
+            meta: hard_start + headroom as u64,
+            data: hard_start + headroom as u64 + meta_len as u64,
+            end: hard_start + (headroom + input.len()) as u64,
+            ctx: 0,
+        };
+        let ingress = md
+            .map(|m| m.ingress_ifindex)
+            .filter(|&i| i != 0)
+            .unwrap_or(LOOPBACK_IFINDEX);
+        let rxq = md.map_or(0, |m| m.rx_queue_index);
+        self.ctx = [0; XDP_MD_SIZE];
+        for (i, v) in [buff.data, buff.end, buff.meta].into_iter().enumerate() {
+            // The frame lies below 4 GiB (`LowPage`), so the address fits.
+            self.ctx[i * 4..i * 4 + 4].copy_from_slice(&(v as u32).to_le_bytes());
+        }
+        self.ctx[12..16].copy_from_slice(&ingress.to_le_bytes());
+        self.ctx[16..20].copy_from_slice(&rxq.to_le_bytes());
+        buff.ctx = self.ctx.as_ptr() as u64;
+
+        let repeat = repeat.max(1);
+        let mut trace = Vec::new();
+        let mut total_ns: u128 = 0;
+        let mut last = None;
+        for _ in 0..repeat {
+            let mut mem = Memory::new();
+            let ctx_addr = mem.add(RegionKind::Context, &mut self.ctx);
+            mem.add(RegionKind::Packet, self.page.bytes_mut());
+            let t = Instant::now();
+            let out = obj.run(prog, mem, &[ctx_addr], self.cpu, Some(buff));
+            total_ns += t.elapsed().as_nanos();
+            trace.extend(out.trace.iter().cloned());
+            if let Some(b) = out.xdp {
+                buff = b;
+            }
+            let failed = out.result.is_err();
+            last = Some(out);
+            if failed {
+                break;
+            }
+        }
+        let Some(out) = last else {
+            return Err(XdpError::BadCtx {
+                why: "no run".into(),
+            });
+        };
+        let retval = out.result?;
+        let frame = self.page.bytes();
+        let lo = (buff.meta - hard_start) as usize;
+        let hi = (buff.end - hard_start) as usize;
+        Ok(XdpRun {
+            retval,
+            data_out: frame[lo..hi].to_vec(),
+            meta_len: (buff.data - buff.meta) as usize,
+            duration_ns: (total_ns / repeat as u128) as u64,
+            trace,
+            redirect: out.redirect,
+            tail_calls: out.tail_calls,
+        })
+    }
+}

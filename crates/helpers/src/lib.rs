@@ -1,0 +1,161 @@
+//! # bpfkit-helpers
+//!
+//! BPF helper functions with the kernel's ids and semantics, registered
+//! into a [`bpfkit_runtime::Helpers`] registry with [`register`]. Each
+//! helper finds the run's state in the per-run data of the engine
+//! ([`RunState`], passed to `run_with_data`): the maps a program may name
+//! ([`MapTable`]), the pinned map epoch, the CPU number, the XDP buffer
+//! ([`XdpBuff`]), and what the run produced (trace lines, a tail call
+//! target, a redirect).
+//!
+//! | id | helper | notes |
+//! |---|---|---|
+//! | 1-3 | `map_lookup_elem`, `map_update_elem`, `map_delete_elem` | values in place (a guest region per value), inner maps of map-in-maps, devmap values read-only |
+//! | 5, 125, 160 | `ktime_get_ns`, `ktime_get_boot_ns`, `ktime_get_coarse_ns` | one monotonic clock; coarse at 4 ms resolution |
+//! | 6 | `trace_printk` | the kernel's format rules (`printk` module); lines kept in [`RunState::trace`] |
+//! | 7, 8 | `get_prandom_u32`, `get_smp_processor_id` | |
+//! | 12 | `tail_call` | [`MAX_TAIL_CALL_CNT`] counted before the slot is read; the embedder runs [`RunState::tail_call`] |
+//! | 23, 51 | `redirect`, `redirect_map` | XDP flavours: [`RunState::redirect`] |
+//! | 25 | `perf_event_output` | XDP flavour: packet bytes from the upper flag bits |
+//! | 28 | `csum_diff` | |
+//! | 44, 54, 65 | `xdp_adjust_head`, `xdp_adjust_meta`, `xdp_adjust_tail` | limits of `net/core/filter.c`; the context's fields are rewritten |
+//! | 87-89 | `map_push_elem`, `map_pop_elem`, `map_peek_elem` | |
+//! | 130-134 | `ringbuf_output`, `_reserve`, `_submit`, `_discard`, `_query` | |
+//!
+//! Return codes are the kernel's (`-EINVAL`, `-ENOENT`, ...). A helper
+//! given something the kernel's verifier would have refused (an address
+//! that is not a map, unreadable memory) stops the program with a trap.
+//!
+//! ```
+//! use bpfkit_runtime::Helpers;
+//! let mut helpers = Helpers::new();
+//! bpfkit_helpers::register(&mut helpers);
+//! assert!(helpers.get(bpfkit_helpers::ids::MAP_LOOKUP_ELEM).is_some());
+//! ```
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod maps;
+mod misc;
+pub mod printk;
+#[allow(unsafe_code)]
+mod region;
+mod state;
+mod xdp;
+
+pub use misc::csum_add;
+pub use state::{MapTable, Redirect, RunState, XdpBuff, MAX_TAIL_CALL_CNT};
+pub use xdp::{ETH_HLEN, XDP_FRAME_SIZE, XDP_META_MAX, XDP_PACKET_HEADROOM, XDP_TAILROOM};
+
+use bpfkit_runtime::{HelperAbort, HelperEnv, Helpers};
+
+/// Helper ids (`enum bpf_func_id` in `include/uapi/linux/bpf.h`).
+pub mod ids {
+    /// `bpf_map_lookup_elem`.
+    pub const MAP_LOOKUP_ELEM: u32 = 1;
+    /// `bpf_map_update_elem`.
+    pub const MAP_UPDATE_ELEM: u32 = 2;
+    /// `bpf_map_delete_elem`.
+    pub const MAP_DELETE_ELEM: u32 = 3;
+    /// `bpf_ktime_get_ns`.
+    pub const KTIME_GET_NS: u32 = 5;
+    /// `bpf_trace_printk`.
+    pub const TRACE_PRINTK: u32 = 6;
+    /// `bpf_get_prandom_u32`.
+    pub const GET_PRANDOM_U32: u32 = 7;
+    /// `bpf_get_smp_processor_id`.
+    pub const GET_SMP_PROCESSOR_ID: u32 = 8;
+    /// `bpf_tail_call`.
+    pub const TAIL_CALL: u32 = 12;
+    /// `bpf_redirect`.
+    pub const REDIRECT: u32 = 23;
+    /// `bpf_perf_event_output`.
+    pub const PERF_EVENT_OUTPUT: u32 = 25;
+    /// `bpf_csum_diff`.
+    pub const CSUM_DIFF: u32 = 28;
+    /// `bpf_xdp_adjust_head`.
+    pub const XDP_ADJUST_HEAD: u32 = 44;
+    /// `bpf_redirect_map`.
+    pub const REDIRECT_MAP: u32 = 51;
+    /// `bpf_xdp_adjust_meta`.
+    pub const XDP_ADJUST_META: u32 = 54;
+    /// `bpf_xdp_adjust_tail`.
+    pub const XDP_ADJUST_TAIL: u32 = 65;
+    /// `bpf_map_push_elem`.
+    pub const MAP_PUSH_ELEM: u32 = 87;
+    /// `bpf_map_pop_elem`.
+    pub const MAP_POP_ELEM: u32 = 88;
+    /// `bpf_map_peek_elem`.
+    pub const MAP_PEEK_ELEM: u32 = 89;
+    /// `bpf_ktime_get_boot_ns`.
+    pub const KTIME_GET_BOOT_NS: u32 = 125;
+    /// `bpf_ringbuf_output`.
+    pub const RINGBUF_OUTPUT: u32 = 130;
+    /// `bpf_ringbuf_reserve`.
+    pub const RINGBUF_RESERVE: u32 = 131;
+    /// `bpf_ringbuf_submit`.
+    pub const RINGBUF_SUBMIT: u32 = 132;
+    /// `bpf_ringbuf_discard`.
+    pub const RINGBUF_DISCARD: u32 = 133;
+    /// `bpf_ringbuf_query`.
+    pub const RINGBUF_QUERY: u32 = 134;
+    /// `bpf_ktime_get_coarse_ns`.
+    pub const KTIME_GET_COARSE_NS: u32 = 160;
+}
+
+pub(crate) const ENOENT: i32 = 2;
+pub(crate) const EFAULT: i32 = 14;
+pub(crate) const EACCES: i32 = 13;
+pub(crate) const EINVAL: i32 = 22;
+
+/// `-e` as a 64-bit helper return value.
+pub(crate) fn errno(e: i32) -> u64 {
+    (-(e as i64)) as u64
+}
+
+/// The run's state, or a trap when the engine was given none.
+pub(crate) fn state_of<'e>(
+    env: &'e mut HelperEnv<'_, '_>,
+) -> Result<&'e mut RunState, HelperAbort> {
+    env.data_mut::<RunState>()
+        .ok_or_else(|| HelperAbort::Failed("no bpfkit-helpers RunState for this run".into()))
+}
+
+/// Registers every helper of this crate into `helpers`.
+pub fn register(helpers: &mut Helpers) {
+    use ids::*;
+    helpers
+        .register(MAP_LOOKUP_ELEM, maps::lookup)
+        .register(MAP_UPDATE_ELEM, maps::update)
+        .register(MAP_DELETE_ELEM, maps::delete)
+        .register(KTIME_GET_NS, misc::ktime)
+        .register(KTIME_GET_BOOT_NS, misc::ktime)
+        .register(KTIME_GET_COARSE_NS, misc::ktime_coarse)
+        .register(TRACE_PRINTK, printk::trace_printk)
+        .register(GET_PRANDOM_U32, misc::prandom)
+        .register(GET_SMP_PROCESSOR_ID, misc::cpu)
+        .register(TAIL_CALL, xdp::tail_call)
+        .register(REDIRECT, xdp::redirect)
+        .register(REDIRECT_MAP, xdp::redirect_map)
+        .register(PERF_EVENT_OUTPUT, xdp::perf_event_output)
+        .register(CSUM_DIFF, misc::csum_diff)
+        .register(XDP_ADJUST_HEAD, xdp::adjust_head)
+        .register(XDP_ADJUST_META, xdp::adjust_meta)
+        .register(XDP_ADJUST_TAIL, xdp::adjust_tail)
+        .register(MAP_PUSH_ELEM, maps::push)
+        .register(MAP_POP_ELEM, |e: &mut HelperEnv<'_, '_>, a| {
+            maps::pop_or_peek(e, a, true)
+        })
+        .register(MAP_PEEK_ELEM, |e: &mut HelperEnv<'_, '_>, a| {
+            maps::pop_or_peek(e, a, false)
+        })
+        .register(RINGBUF_OUTPUT, maps::ringbuf_output)
+        .register(RINGBUF_RESERVE, maps::ringbuf_reserve)
+        .register(RINGBUF_SUBMIT, |e: &mut HelperEnv<'_, '_>, a| {
+            maps::ringbuf_commit(e, a, false)
+        })
+        .register(RINGBUF_DISCARD, |e: &mut HelperEnv<'_, '_>, a| {
+            maps::ringbuf_commit(e, a, true)
+        })
+        .register(RINGBUF_QUERY, maps::ringbuf_query);
+}

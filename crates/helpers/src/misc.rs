@@ -1,0 +1,82 @@
+//! Time, random numbers, the CPU number and checksums.
+
+use crate::maps::read;
+use crate::{errno, state_of, EINVAL};
+use bpfkit_runtime::{HelperEnv, HelperResult};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Nanoseconds on a monotonic clock that starts at one second when the
+/// process first asks (never 0, like the kernel's clocks after boot).
+pub(crate) fn monotonic_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    1_000_000_000 + start.elapsed().as_nanos() as u64
+}
+
+/// The kernel's coarse clocks tick with the jiffy (4 ms at `HZ=250`).
+const COARSE_NS: u64 = 4_000_000;
+
+/// `bpf_ktime_get_ns()` and `bpf_ktime_get_boot_ns()`: one monotonic
+/// clock (a userspace run never suspends, so both agree).
+pub(crate) fn ktime(_env: &mut HelperEnv<'_, '_>, _a: [u64; 5]) -> HelperResult {
+    Ok(monotonic_ns())
+}
+
+/// `bpf_ktime_get_coarse_ns()`: the same clock at jiffy resolution, so it
+/// never runs ahead of `bpf_ktime_get_ns`.
+pub(crate) fn ktime_coarse(_env: &mut HelperEnv<'_, '_>, _a: [u64; 5]) -> HelperResult {
+    let t = monotonic_ns();
+    Ok(t - t % COARSE_NS)
+}
+
+/// `bpf_get_prandom_u32()`.
+pub(crate) fn prandom(env: &mut HelperEnv<'_, '_>, _a: [u64; 5]) -> HelperResult {
+    Ok(state_of(env)?.next_u32() as u64)
+}
+
+/// `bpf_get_smp_processor_id()`.
+pub(crate) fn cpu(env: &mut HelperEnv<'_, '_>, _a: [u64; 5]) -> HelperResult {
+    Ok(state_of(env)?.cpu as u64)
+}
+
+/// The 32-bit ones' complement sum of `words` (little-endian 32-bit
+/// words) added to `seed`, folded to 32 bits as `csum_partial` returns it.
+pub fn csum_add(seed: u32, bytes: &[u8], invert: bool) -> u32 {
+    let mut sum = seed as u64;
+    for c in bytes.chunks_exact(4) {
+        let mut w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        if invert {
+            w = !w;
+        }
+        sum += w as u64;
+    }
+    while sum >> 32 != 0 {
+        sum = (sum & 0xffff_ffff) + (sum >> 32);
+    }
+    sum as u32
+}
+
+/// `bpf_csum_diff(from, from_size, to, to_size, seed)`.
+pub(crate) fn csum_diff(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+    let (from_size, to_size) = (a[1] as u32 as u64, a[3] as u32 as u64);
+    if (from_size | to_size) & 3 != 0 || from_size + to_size > 512 {
+        return Ok(errno(EINVAL));
+    }
+    let from = read(env, a[0], from_size as usize)?;
+    let to = read(env, a[2], to_size as usize)?;
+    let s = csum_add(a[4] as u32, &from, true);
+    Ok(csum_add(s, &to, false) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csum_folds_carries() {
+        assert_eq!(csum_add(0, &[0xff; 8], false), 0xffff_ffff);
+        assert_eq!(csum_add(1, &[0xff, 0xff, 0xff, 0xff], false), 1);
+        assert_eq!(csum_add(0, &[1, 0, 0, 0], true), 0xffff_fffe);
+    }
+}

@@ -1,0 +1,335 @@
+//! `bpf_trace_printk` with the kernel's format rules
+//! (`bpf_bprintf_prepare` in `kernel/bpf/helpers.c`): a NUL inside
+//! `fmt_size`, printable ASCII only, at most three conversions, flags
+//! `0 + - space` and a width, then `%d %i %u %x %X` with `l`/`ll`, `%c`,
+//! `%s`, `%p` forms, `%%`. Anything else (`%n`, a precision, ...) makes
+//! the helper return `-EINVAL` and print nothing. It returns the length of
+//! the formatted text, as the kernel's `bstr_printf` does.
+
+use crate::maps::read;
+use crate::{errno, state_of, EINVAL};
+use bpfkit_runtime::{HelperEnv, HelperResult};
+
+/// The kernel's `MAX_BPRINTF_BUF`: formatted output is cut to this (with
+/// its NUL).
+const MAX_BPRINTF_BUF: usize = 1024;
+/// Longest `%s` string copied.
+const MAX_STR: usize = 1024;
+
+enum Arg {
+    Int {
+        signed: bool,
+        long: bool,
+        hex: Option<bool>,
+    },
+    Char,
+    Str,
+    Ptr(String),
+}
+
+struct Spec {
+    left: bool,
+    zero: bool,
+    plus: bool,
+    space: bool,
+    width: usize,
+    arg: Arg,
+}
+
+enum Piece {
+    Text(Vec<u8>),
+    Conv(Spec),
+}
+
+fn parse(fmt: &[u8], max_args: usize) -> Option<Vec<Piece>> {
+    let at = |i: usize| fmt.get(i).copied().unwrap_or(0);
+    let mut out = Vec::new();
+    let mut text = Vec::new();
+    let mut i = 0;
+    let mut n = 0;
+    while i < fmt.len() {
+        let c = fmt[i];
+        if !c.is_ascii() || !(c.is_ascii_graphic() || c == b' ' || c.is_ascii_whitespace()) {
+            return None;
+        }
+        if c != b'%' {
+            text.push(c);
+            i += 1;
+            continue;
+        }
+        if at(i + 1) == b'%' {
+            text.push(b'%');
+            i += 2;
+            continue;
+        }
+        if n >= max_args {
+            return None;
+        }
+        n += 1;
+        i += 1;
+        let (mut left, mut zero, mut plus, mut space) = (false, false, false, false);
+        loop {
+            match at(i) {
+                b'0' => zero = true,
+                b'-' => left = true,
+                b'+' => plus = true,
+                b' ' => space = true,
+                _ => break,
+            }
+            i += 1;
+        }
+        let mut width = 0usize;
+        while at(i).is_ascii_digit() {
+            width = (width * 10 + (at(i) - b'0') as usize).min(MAX_BPRINTF_BUF);
+            i += 1;
+        }
+        let arg = match at(i) {
+            b'p' => {
+                let mut kind = String::new();
+                i += 1;
+                while at(i).is_ascii_alphanumeric() {
+                    kind.push(at(i) as char);
+                    i += 1;
+                }
+                match kind.as_str() {
+                    "" | "K" | "x" | "I4" | "i4" | "ks" | "us" => {}
+                    _ => return None,
+                }
+                out.push(Piece::Text(std::mem::take(&mut text)));
+                out.push(Piece::Conv(Spec {
+                    left,
+                    zero,
+                    plus,
+                    space,
+                    width,
+                    arg: Arg::Ptr(kind),
+                }));
+                continue;
+            }
+            b's' => Arg::Str,
+            b'c' => Arg::Char,
+            _ => {
+                let mut long = false;
+                if at(i) == b'l' {
+                    long = true;
+                    i += 1;
+                }
+                if at(i) == b'l' {
+                    i += 1;
+                }
+                match at(i) {
+                    b'd' | b'i' => Arg::Int {
+                        signed: true,
+                        long,
+                        hex: None,
+                    },
+                    b'u' => Arg::Int {
+                        signed: false,
+                        long,
+                        hex: None,
+                    },
+                    b'x' => Arg::Int {
+                        signed: false,
+                        long,
+                        hex: Some(false),
+                    },
+                    b'X' => Arg::Int {
+                        signed: false,
+                        long,
+                        hex: Some(true),
+                    },
+                    _ => return None,
+                }
+            }
+        };
+        i += 1;
+        out.push(Piece::Text(std::mem::take(&mut text)));
+        out.push(Piece::Conv(Spec {
+            left,
+            zero,
+            plus,
+            space,
+            width,
+            arg,
+        }));
+    }
+    out.push(Piece::Text(text));
+    Some(out)
+}
+
+fn pad(s: &mut Vec<u8>, body: Vec<u8>, sign: &[u8], spec: &Spec, numeric: bool) {
+    let len = body.len() + sign.len();
+    let fill = spec.width.saturating_sub(len);
+    if spec.left {
+        s.extend_from_slice(sign);
+        s.extend(body);
+        s.extend(std::iter::repeat_n(b' ', fill));
+    } else if spec.zero && numeric {
+        s.extend_from_slice(sign);
+        s.extend(std::iter::repeat_n(b'0', fill));
+        s.extend(body);
+    } else {
+        s.extend(std::iter::repeat_n(b' ', fill));
+        s.extend_from_slice(sign);
+        s.extend(body);
+    }
+}
+
+/// Formats `fmt` (without its NUL) with the three arguments; `None` where
+/// the kernel refuses the format. `%s` and `%pI4` read guest memory with
+/// `read_guest` (a fault gives an empty string, as in the kernel).
+pub fn format(
+    fmt: &[u8],
+    args: [u64; 3],
+    mut read_guest: impl FnMut(u64, usize) -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
+    let pieces = parse(fmt, 3)?;
+    let mut s = Vec::new();
+    let mut next = args.iter();
+    for p in pieces {
+        let spec = match p {
+            Piece::Text(t) => {
+                s.extend(t);
+                continue;
+            }
+            Piece::Conv(spec) => spec,
+        };
+        let v = *next.next()?;
+        match &spec.arg {
+            Arg::Int { signed, long, hex } => {
+                let v = if *long {
+                    v
+                } else if *signed {
+                    v as u32 as i32 as i64 as u64
+                } else {
+                    v as u32 as u64
+                };
+                let (body, sign): (String, &[u8]) = match hex {
+                    Some(upper) => (
+                        if *upper {
+                            format!("{v:X}")
+                        } else {
+                            format!("{v:x}")
+                        },
+                        b"",
+                    ),
+                    None if *signed => {
+                        let x = v as i64;
+                        let sign: &[u8] = if x < 0 {
+                            b"-"
+                        } else if spec.plus {
+                            b"+"
+                        } else if spec.space {
+                            b" "
+                        } else {
+                            b""
+                        };
+                        (x.unsigned_abs().to_string(), sign)
+                    }
+                    None => (v.to_string(), b""),
+                };
+                pad(&mut s, body.into_bytes(), sign, &spec, true);
+            }
+            Arg::Char => pad(&mut s, vec![v as u8], b"", &spec, false),
+            Arg::Str => {
+                let mut text = read_guest(v, MAX_STR).unwrap_or_default();
+                if let Some(z) = text.iter().position(|&b| b == 0) {
+                    text.truncate(z);
+                }
+                pad(&mut s, text, b"", &spec, false);
+            }
+            Arg::Ptr(kind) => {
+                let body = match kind.as_str() {
+                    "I4" | "i4" => match read_guest(v, 4) {
+                        Some(b) if b.len() == 4 => {
+                            if kind == "I4" {
+                                format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3])
+                            } else {
+                                format!("{:03}.{:03}.{:03}.{:03}", b[0], b[1], b[2], b[3])
+                            }
+                        }
+                        _ => "(efault)".to_string(),
+                    },
+                    "ks" | "us" => {
+                        let mut t = read_guest(v, MAX_STR).unwrap_or_default();
+                        if let Some(z) = t.iter().position(|&b| b == 0) {
+                            t.truncate(z);
+                        }
+                        String::from_utf8_lossy(&t).into_owned()
+                    }
+                    _ => format!("{v:016x}"),
+                };
+                pad(&mut s, body.into_bytes(), b"", &spec, false);
+            }
+        }
+    }
+    s.truncate(MAX_BPRINTF_BUF - 1);
+    Some(s)
+}
+
+/// `bpf_trace_printk(fmt, fmt_size, arg1, arg2, arg3)`.
+pub(crate) fn trace_printk(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+    let size = a[1] as u32 as usize;
+    if size == 0 {
+        return Ok(errno(EINVAL));
+    }
+    let fmt = read(env, a[0], size)?;
+    let Some(nul) = fmt.iter().position(|&b| b == 0) else {
+        return Ok(errno(EINVAL));
+    };
+    let guest = env.guest();
+    let out = format(&fmt[..nul], [a[2], a[3], a[4]], |addr, max| {
+        let mut v = Vec::new();
+        for i in 0..max as u64 {
+            let [b] = guest.load::<1>(addr.wrapping_add(i)).ok()?;
+            if b == 0 {
+                break;
+            }
+            v.push(b);
+        }
+        Some(v)
+    });
+    let Some(out) = out else {
+        return Ok(errno(EINVAL));
+    };
+    let n = out.len();
+    state_of(env)?.trace.push(
+        String::from_utf8_lossy(&out)
+            .trim_end_matches('\n')
+            .to_string(),
+    );
+    Ok(n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(fmt: &str, args: [u64; 3]) -> Option<String> {
+        format(fmt.as_bytes(), args, |_, _| None).map(|v| String::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn kernel_conversions() {
+        assert_eq!(
+            f("len %i proto %x", [60, 0x800, 0]).unwrap(),
+            "len 60 proto 800"
+        );
+        assert_eq!(
+            f("%d %u", [-5i64 as u64, -5i64 as u64, 0]).unwrap(),
+            "-5 4294967291"
+        );
+        assert_eq!(
+            f("%llx %lld", [0x1234567890, -60i64 as u64, 0]).unwrap(),
+            "1234567890 -60"
+        );
+        assert_eq!(
+            f("100%% %05d|%-4u|", [42, 7, 0]).unwrap(),
+            "100% 00042|7   |"
+        );
+        assert!(f("%n", [0; 3]).is_none());
+        assert!(f("%.2d", [0; 3]).is_none());
+        assert!(f("%d %d %d %d", [0; 3]).is_none());
+        assert!(f("tab\x01", [0; 3]).is_none());
+    }
+}

@@ -1,0 +1,247 @@
+//! Per-run state that helpers reach through
+//! [`HelperEnv::data_mut`](bpfkit_runtime::HelperEnv::data_mut).
+
+use bpfkit_maps::{map_flags, pin, Map, MapId, MapRegistry, ProgId, RunGuard};
+use bpfkit_runtime::{Memory, RegionKind};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The maps a program may name, by the address its `lddw` loaded (the
+/// embedder's choice; `bpfkit` uses the address of the `Map` itself), and
+/// the registry that resolves inner maps of map-in-maps.
+#[derive(Debug, Default)]
+pub struct MapTable {
+    by_addr: HashMap<u64, Arc<Map>>,
+    registry: Option<MapRegistry>,
+}
+
+impl MapTable {
+    /// An empty table whose inner maps resolve through `registry`.
+    pub fn new(registry: Option<MapRegistry>) -> MapTable {
+        MapTable {
+            by_addr: HashMap::new(),
+            registry,
+        }
+    }
+
+    /// The address a program sees for `map`: the `Map`'s own address,
+    /// which is never a guest region, so a program cannot dereference it.
+    pub fn addr_of(map: &Arc<Map>) -> u64 {
+        Arc::as_ptr(map) as u64
+    }
+
+    /// Adds `map` and returns its address.
+    pub fn insert(&mut self, map: Arc<Map>) -> u64 {
+        let addr = MapTable::addr_of(&map);
+        self.by_addr.insert(addr, map);
+        addr
+    }
+
+    /// The map at `addr`.
+    pub fn get(&self, addr: u64) -> Option<&Arc<Map>> {
+        self.by_addr.get(&addr)
+    }
+
+    /// The registry of inner maps.
+    pub fn registry(&self) -> Option<&MapRegistry> {
+        self.registry.as_ref()
+    }
+}
+
+/// The XDP buffer of a run, as the kernel's `struct xdp_buff` keeps it:
+/// guest addresses of the frame start (`data_hard_start`), metadata,
+/// packet data and end, the frame size, and where the program's `struct
+/// xdp_md` lives (its `data`, `data_end` and `data_meta` fields are
+/// rewritten when a helper moves them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XdpBuff {
+    /// `data_hard_start`: first byte of the frame.
+    pub hard_start: u64,
+    /// Frame size in bytes (`frame_sz`, a page for `BPF_PROG_TEST_RUN`).
+    pub frame_sz: u64,
+    /// `data_meta`.
+    pub meta: u64,
+    /// `data`.
+    pub data: u64,
+    /// `data_end`.
+    pub end: u64,
+    /// Guest address of the `struct xdp_md` the program reads.
+    pub ctx: u64,
+}
+
+/// Where `bpf_redirect`/`bpf_redirect_map` asked the packet to go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Redirect {
+    /// `bpf_redirect(ifindex, 0)`.
+    Ifindex(u32),
+    /// `bpf_redirect_map` to a devmap entry: the interface index.
+    Devmap {
+        /// The devmap's id.
+        map: Option<MapId>,
+        /// The key.
+        key: u32,
+        /// The interface it holds.
+        ifindex: u32,
+    },
+    /// `bpf_redirect_map` with `BPF_F_BROADCAST`.
+    Broadcast {
+        /// The devmap's id.
+        map: Option<MapId>,
+    },
+    /// `bpf_redirect_map` to another map type (xskmap, cpumap): the key.
+    Other {
+        /// The map's id.
+        map: Option<MapId>,
+        /// The key.
+        key: u32,
+    },
+}
+
+/// Everything helpers keep for one program run (with its tail calls).
+pub struct RunState {
+    guard: RunGuard,
+    /// Maps the program may name.
+    pub maps: Arc<MapTable>,
+    /// Inner maps handed out in this run, by the address the program got.
+    pub(crate) inner: Vec<(u64, Arc<Map>)>,
+    /// Ring buffer records reserved in this run: data address -> map.
+    pub(crate) reserved: Vec<(u64, Arc<Map>)>,
+    /// Copies of values handed out read-only (devmap lookups), kept alive
+    /// for the run.
+    pub(crate) scratch: Vec<Box<[u64]>>,
+    /// The CPU number the run is on (below the maps' possible CPUs).
+    pub cpu: usize,
+    /// The XDP buffer, for XDP programs.
+    pub xdp: Option<XdpBuff>,
+    /// Lines printed by `bpf_trace_printk` (without a trailing newline).
+    pub trace: Vec<String>,
+    /// The program a successful `bpf_tail_call` asked for; the embedder
+    /// runs it next with the same context and clears this.
+    pub tail_call: Option<ProgId>,
+    /// Tail calls taken so far in this run (the kernel allows
+    /// [`MAX_TAIL_CALL_CNT`]).
+    pub tail_calls: u32,
+    /// The last redirect target set.
+    pub redirect: Option<Redirect>,
+    rng: u64,
+}
+
+/// The kernel's `MAX_TAIL_CALL_CNT`: a run may take 33 tail calls.
+pub const MAX_TAIL_CALL_CNT: u32 = 33;
+
+impl std::fmt::Debug for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunState")
+            .field("cpu", &self.cpu)
+            .field("xdp", &self.xdp)
+            .field("tail_calls", &self.tail_calls)
+            .field("redirect", &self.redirect)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunState {
+    /// Pins the map epoch for a run on `cpu` over the maps of `maps` (see
+    /// [`RunState::scoped`], the safe way).
+    ///
+    /// # Safety
+    ///
+    /// Helpers register map values (hash elements, ring buffer records,
+    /// per-CPU slots) as regions of the run's `Memory`; they stay valid
+    /// only while this state (and the epoch it pins) lives. Every `Memory`
+    /// passed to a run with this state must therefore be cleared
+    /// ([`bpfkit_runtime::Memory::clear`]) or dropped before this state is
+    /// dropped, and must not be used by another thread meanwhile.
+    #[allow(unsafe_code)]
+    unsafe fn new(maps: Arc<MapTable>, cpu: usize) -> RunState {
+        RunState {
+            guard: pin(),
+            maps,
+            inner: Vec::new(),
+            reserved: Vec::new(),
+            scratch: Vec::new(),
+            cpu,
+            xdp: None,
+            trace: Vec::new(),
+            tail_call: None,
+            tail_calls: 0,
+            redirect: None,
+            rng: seed(),
+        }
+    }
+
+    /// Runs `f` with a fresh state for a run on `cpu` over the maps of
+    /// `maps`, and `mem` (the caller's regions: context, packet). The state
+    /// pins the map epoch; `mem` is dropped before the state is returned,
+    /// so the regions helpers added for map values never outlive the epoch
+    /// that keeps those values alive.
+    pub fn scoped<'a, R>(
+        maps: Arc<MapTable>,
+        cpu: usize,
+        mut mem: Memory<'a>,
+        f: impl FnOnce(&mut Memory<'a>, &mut RunState) -> R,
+    ) -> (R, RunState) {
+        // SAFETY: `mem` is owned here and dropped before `state` is
+        // returned (and so before it can be dropped).
+        #[allow(unsafe_code)]
+        let mut state = unsafe { RunState::new(maps, cpu) };
+        let r = f(&mut mem, &mut state);
+        drop(mem);
+        (r, state)
+    }
+
+    /// Registers the whole value storage of every plain array in the map
+    /// table (global data included) as guest regions of `mem`: read-only
+    /// for maps created with `BPF_F_RDONLY_PROG` (`.rodata`). Lookups in
+    /// these maps then need no new region, and `lddw` value addresses
+    /// (`MapIdxValue`) point into them.
+    pub fn add_map_regions(&self, mem: &mut Memory<'_>) {
+        let mut maps: Vec<&Arc<Map>> = self.maps.by_addr.values().collect();
+        maps.sort_by_key(|m| m.id());
+        for m in maps {
+            if let Some(v) = m.array_storage() {
+                let writable = m.def().map_flags & map_flags::RDONLY_PROG == 0;
+                let len = v.len();
+                // SAFETY: the storage of an array lives as long as its map,
+                // which the table (held by this state) keeps alive; the
+                // contract of `RunState::new` makes the embedder clear or
+                // drop `mem` before this state.
+                #[allow(unsafe_code)]
+                unsafe {
+                    crate::region::expose(mem, RegionKind::MapValue, v.as_ptr(), len, writable)
+                };
+            }
+        }
+    }
+
+    /// The pinned epoch.
+    pub fn guard(&self) -> &RunGuard {
+        &self.guard
+    }
+
+    /// The map at a program-visible address (object maps, then inner maps
+    /// handed out in this run).
+    pub fn map(&self, addr: u64) -> Option<&Arc<Map>> {
+        self.maps
+            .get(addr)
+            .or_else(|| self.inner.iter().find(|(a, _)| *a == addr).map(|(_, m)| m))
+    }
+
+    /// The next pseudo-random number (xorshift64*).
+    pub(crate) fn next_u32(&mut self) -> u32 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
+    }
+}
+
+fn seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+    let t = crate::misc::monotonic_ns();
+    let c = COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    (t ^ c).max(1)
+}

@@ -1,0 +1,205 @@
+//! XDP helpers: buffer adjustments, redirects, tail calls, perf events.
+
+use crate::maps::{map_arg, read};
+use crate::state::{Redirect, XdpBuff, MAX_TAIL_CALL_CNT};
+use crate::{errno, state_of, EACCES, EFAULT, EINVAL};
+use bpfkit_maps::{MapType, BPF_F_INDEX_MASK};
+use bpfkit_runtime::{HelperAbort, HelperEnv, HelperResult};
+
+/// `ETH_HLEN`.
+pub const ETH_HLEN: u64 = 14;
+/// `sizeof(struct xdp_frame)` on 64-bit kernels: the part of the headroom
+/// that metadata and `adjust_head` may not use.
+pub const XDP_FRAME_SIZE: u64 = 40;
+/// `SKB_DATA_ALIGN(sizeof(struct skb_shared_info))` on x86-64: the
+/// tailroom reserved at the end of a frame.
+pub const XDP_TAILROOM: u64 = 320;
+/// `XDP_PACKET_HEADROOM`.
+pub const XDP_PACKET_HEADROOM: u64 = 256;
+/// The largest metadata area (`meta_len` is a `u8` in `skb_shared_info`).
+pub const XDP_META_MAX: u64 = 255;
+
+const XDP_ABORTED: u64 = 0;
+const XDP_REDIRECT: u64 = 4;
+const BPF_F_BROADCAST: u64 = 1 << 3;
+const BPF_F_EXCLUDE_INGRESS: u64 = 1 << 4;
+const BPF_F_CTXLEN_MASK: u64 = 0xfffff << 32;
+
+fn buff(env: &mut HelperEnv<'_, '_>) -> Result<XdpBuff, HelperAbort> {
+    state_of(env)?
+        .xdp
+        .ok_or_else(|| HelperAbort::Failed("not an XDP run".into()))
+}
+
+/// Stores the new buffer and rewrites the context's `data`, `data_end`
+/// and `data_meta` (32-bit fields holding the addresses).
+fn set_buff(env: &mut HelperEnv<'_, '_>, b: XdpBuff) -> Result<(), HelperAbort> {
+    state_of(env)?.xdp = Some(b);
+    let mut md = [0u8; 12];
+    md[0..4].copy_from_slice(&(b.data as u32).to_le_bytes());
+    md[4..8].copy_from_slice(&(b.end as u32).to_le_bytes());
+    md[8..12].copy_from_slice(&(b.meta as u32).to_le_bytes());
+    env.guest().write(b.ctx, &md)?;
+    Ok(())
+}
+
+fn metalen_invalid(len: u64) -> bool {
+    !len.is_multiple_of(4) || len > XDP_META_MAX
+}
+
+/// `bpf_xdp_adjust_head(ctx, delta)`.
+pub(crate) fn adjust_head(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+    let mut b = buff(env)?;
+    let delta = a[1] as i32 as i64;
+    let metalen = b.data - b.meta;
+    let data = b.data.wrapping_add(delta as u64);
+    if data < b.hard_start + metalen + XDP_FRAME_SIZE || data > b.end.saturating_sub(ETH_HLEN) {
+        return Ok(errno(EINVAL));
+    }
+    if metalen > 0 {
+        let m = read(env, b.meta, metalen as usize)?;
+        env.guest().write(b.meta.wrapping_add(delta as u64), &m)?;
+    }
+    b.meta = b.meta.wrapping_add(delta as u64);
+    b.data = data;
+    set_buff(env, b)?;
+    Ok(0)
+}
+
+/// `bpf_xdp_adjust_meta(ctx, delta)`.
+pub(crate) fn adjust_meta(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+    let mut b = buff(env)?;
+    let delta = a[1] as i32 as i64;
+    let meta = b.meta.wrapping_add(delta as u64);
+    if meta < b.hard_start + XDP_FRAME_SIZE || meta > b.data {
+        return Ok(errno(EINVAL));
+    }
+    if metalen_invalid(b.data - meta) {
+        return Ok(errno(EACCES));
+    }
+    b.meta = meta;
+    set_buff(env, b)?;
+    Ok(0)
+}
+
+/// `bpf_xdp_adjust_tail(ctx, delta)`.
+pub(crate) fn adjust_tail(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+    let mut b = buff(env)?;
+    let delta = a[1] as i32 as i64;
+    let hard_end = b.hard_start + b.frame_sz - XDP_TAILROOM;
+    let end = b.end.wrapping_add(delta as u64);
+    if end > hard_end || end < b.data + ETH_HLEN {
+        return Ok(errno(EINVAL));
+    }
+    if delta > 0 {
+        env.guest().write(b.end, &vec![0u8; delta as usize])?;
+    }
+    b.end = end;
+    set_buff(env, b)?;
+    Ok(0)
+}
+
+/// `bpf_redirect(ifindex, flags)` (the XDP flavour).
+pub(crate) fn redirect(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+    if a[1] != 0 {
+        return Ok(XDP_ABORTED);
+    }
+    state_of(env)?.redirect = Some(Redirect::Ifindex(a[0] as u32));
+    Ok(XDP_REDIRECT)
+}
+
+/// `bpf_redirect_map(map, key, flags)`.
+pub(crate) fn redirect_map(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+    let map = map_arg(env, a[0])?;
+    let (key, flags) = (a[1] as u32, a[2]);
+    // The low bits are the fallback action; only devmaps take the
+    // broadcast flags.
+    let action_mask = 3u64;
+    let flag_mask = match map.map_type() {
+        MapType::Devmap | MapType::DevmapHash => BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS,
+        _ => 0,
+    };
+    if flags & !(action_mask | flag_mask) != 0 {
+        return Ok(XDP_ABORTED);
+    }
+    let id = map.id();
+    let target = match map.map_type() {
+        MapType::Devmap | MapType::DevmapHash => {
+            if flags & BPF_F_BROADCAST != 0 {
+                Some(Redirect::Broadcast { map: id })
+            } else {
+                map.redirect_target(key).map(|t| Redirect::Devmap {
+                    map: id,
+                    key,
+                    ifindex: t.ifindex,
+                })
+            }
+        }
+        _ => map
+            .lookup(&key.to_ne_bytes())
+            .ok()
+            .map(|_| Redirect::Other { map: id, key }),
+    };
+    let st = state_of(env)?;
+    match target {
+        Some(t) => {
+            st.redirect = Some(t);
+            Ok(XDP_REDIRECT)
+        }
+        None => {
+            st.redirect = None;
+            Ok(flags & action_mask)
+        }
+    }
+}
+
+/// `bpf_tail_call(ctx, prog_array, index)`: on success the program ends
+/// here and the embedder runs the target (see [`crate::RunState::tail_call`]);
+/// otherwise execution falls through. As in the kernel, the count is
+/// taken before the slot is read, so an empty slot uses one of the 33.
+pub(crate) fn tail_call(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+    let map = map_arg(env, a[1])?;
+    let index = a[2] as u32;
+    if map.map_type() != MapType::ProgArray || index >= map.def().max_entries {
+        return Ok(errno(EINVAL));
+    }
+    let st = state_of(env)?;
+    if st.tail_calls >= MAX_TAIL_CALL_CNT {
+        return Ok(errno(EINVAL));
+    }
+    st.tail_calls += 1;
+    match map.prog_at(index) {
+        Some(id) => {
+            st.tail_call = Some(id);
+            Err(HelperAbort::Stop { r0: 0 })
+        }
+        None => Ok(errno(crate::ENOENT)),
+    }
+}
+
+/// `bpf_perf_event_output(ctx, map, flags, data, size)` for XDP: the upper
+/// 32 bits of `flags` ask for that many packet bytes after the sample.
+pub(crate) fn perf_event_output(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+    let flags = a[2];
+    if flags & !(BPF_F_CTXLEN_MASK | BPF_F_INDEX_MASK) != 0 {
+        return Ok(errno(EINVAL));
+    }
+    let ctx_len = (flags & BPF_F_CTXLEN_MASK) >> 32;
+    let b = buff(env).ok();
+    let pkt_len = b.map_or(0, |b| b.end - b.data);
+    if ctx_len > pkt_len {
+        return Ok(errno(EFAULT));
+    }
+    let map = map_arg(env, a[1])?;
+    let mut data = read(env, a[3], a[4] as usize)?;
+    if let (Some(b), true) = (b, ctx_len > 0) {
+        data.extend(read(env, b.data, ctx_len as usize)?);
+    }
+    let cpu = state_of(env)?.cpu;
+    Ok(
+        match map.perf_event_output(cpu, flags & BPF_F_INDEX_MASK, &data) {
+            Ok(()) => 0,
+            Err(e) => e.to_helper_ret(),
+        },
+    )
+}
