@@ -1098,10 +1098,10 @@ fn cond_cc(c: Cond) -> Cc {
     }
 }
 
-/// Whether any instruction can write r10 (the decoder allows it; the
+/// Whether the instruction can write r10 (the decoder allows it; the
 /// interpreter executes it). If none does, r10 is always a frame pointer.
-fn writes_r10(insns: &[Insn]) -> bool {
-    insns.iter().any(|i| match *i {
+fn writes_r10(insn: &Insn) -> bool {
+    match *insn {
         Insn::Alu { dst, .. }
         | Insn::Neg { dst, .. }
         | Insn::Endian { dst, .. }
@@ -1111,7 +1111,7 @@ fn writes_r10(insns: &[Insn]) -> bool {
             src == Reg::R10 && (fetch || op == AtomicOp::Xchg) && op != AtomicOp::Cmpxchg
         }
         _ => false,
-    })
+    }
 }
 
 /// Lowers a whole program (see the module docs).
@@ -1119,11 +1119,20 @@ pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
     let prog = input.prog;
     let insns = prog.insns();
     let n = insns.len();
+    // One scan: jump targets (where the budget count is flushed) and
+    // whether r10 is ever written.
     let mut leaders = vec![false; n + 1];
+    let mut r10_written = false;
     for (pc, insn) in prog.iter() {
-        if let Some(t) = insn.branch_target(pc).and_then(|t| prog.index_of(t)) {
-            leaders[t] = true;
+        match *insn {
+            Insn::Ja { .. } | Insn::Jmp { .. } | Insn::CallLocal(_) | Insn::LoadImm64 { .. } => {
+                if let Some(t) = insn.branch_target(pc).and_then(|t| prog.index_of(t)) {
+                    leaders[t] = true;
+                }
+            }
+            _ => {}
         }
+        r10_written |= writes_r10(insn);
     }
     let mut e = Emitter {
         a: Asm {
@@ -1136,7 +1145,7 @@ pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
         shrink: Vec::new(),
         cold: Vec::new(),
         input,
-        r10_fixed: !writes_r10(insns),
+        r10_fixed: !r10_written,
         pending: 0,
         used_slow: 0,
         leaders,
