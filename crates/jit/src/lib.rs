@@ -32,7 +32,7 @@
 //! `r1`-`r5`; `callx` takes [`bpfkit_interp::FUNC_ADDR_BASE`]` + 8 * slot`
 //! or a helper id; legacy packet loads end the program with `r0 = 0`
 //! out of range. With a budget, the trap happens at the same instruction as
-//! in the interpreter. [`Jit::executed`] is not tracked.
+//! in the interpreter. The interpreter's `executed()` count is not tracked.
 //!
 //! ```
 //! use bpfkit_jit::Jit;

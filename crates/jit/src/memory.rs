@@ -8,8 +8,8 @@
 //! which unmaps them on drop. Pages are never writable and executable at
 //! the same time.
 //!
-//! The generated code runs with a pointer to a [`Ctx`] (in `rdi`, System V)
-//! and may call back [`helper_trampoline`] with the same pointer; the
+//! The generated code runs with a pointer to a `Ctx` (in `rdi`, System V)
+//! and may call back `helper_trampoline` with the same pointer; the
 //! trampoline turns it back into `&mut Ctx` and does the rest in safe code
 //! (`crate::call_helper`).
 

@@ -515,7 +515,7 @@ impl Asm {
     }
 
     /// `CALL rel32` (`E8 cd`) with a zero displacement; returns the offset
-    /// of the displacement for [`patch_rel32`].
+    /// of the displacement for [`patch_rel`].
     pub fn call_rel32(&mut self) -> usize {
         self.b(0xe8);
         self.d32(0);

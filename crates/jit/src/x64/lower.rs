@@ -9,7 +9,7 @@
 //! |------|-----|-----|----|----|-----|-----|-----|-----|-----|-----|-----|
 //! | x86  | rsi | rdi | r8 | r9 | r10 | r11 | rbx | r12 | r14 | r15 | rbp |
 //!
-//! `r13` holds the [`Ctx`](crate::Ctx) pointer; `rax`, `rcx`, `rdx` are
+//! `r13` holds the `Ctx` pointer (the run's state block); `rax`, `rcx`, `rdx` are
 //! scratch, which is what `div`/`idiv` (rdx:rax), variable shifts (`cl`)
 //! and `cmpxchg` (rax) need, so no eBPF register is ever spilled.
 //!
@@ -40,7 +40,7 @@
 //!   (`Lowered::adj`).
 //! - Short (rel8) jumps are used where they fit: backward jumps are sized
 //!   exactly as they are emitted; forward jumps start long (rel32) and are
-//!   shrunk afterwards ([`relax`]): decisions are iterated on the metadata
+//!   shrunk afterwards (`relax`): decisions are iterated on the metadata
 //!   alone, then the code is copied once, so there is a single emission
 //!   pass.
 

@@ -2,4 +2,4 @@
 //! instructions onto it ([`lower`]).
 
 pub mod encode;
-pub(crate) mod lower;
+pub mod lower;
