@@ -553,8 +553,19 @@ fn parse_btf_map(btf: &Btf, name: &str, ty: TypeId, depth: u32) -> Result<BtfMap
     };
     let ty = map_type(name, tn)?;
     if values.is_some() {
-        if ty.is_map_in_map() != values.is_some_and(|(_, m)| m) && ty != MapType::ProgArray {
-            return Err(bad(format!("values in a map of type {}", ty.name())));
+        // Maps of maps hold maps, prog arrays hold programs.
+        let holds_maps = values.is_some_and(|(_, m)| m);
+        let fits = if ty == MapType::ProgArray {
+            !holds_maps
+        } else {
+            ty.is_map_in_map() && holds_maps
+        };
+        if !fits {
+            return Err(bad(format!(
+                "values of {} in a map of type {}",
+                if holds_maps { "maps" } else { "programs" },
+                ty.name()
+            )));
         }
         // libbpf: slots hold 4-byte fds (ids).
         if value_size.is_some_and(|v| v != 4) {

@@ -575,6 +575,13 @@ fn unsupported_relocations_are_named() {
         err.contains("LINUX_KERNEL_VERSION") && err.contains("extern") && err.contains("insn 0"),
         "{err}"
     );
+    let err = LoadedObject::load(&fixture("bad_values.o"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "map 'progs': values of maps in a map of type prog_array"
+    );
     // keep_going keeps the object and records the program.
     let obj = LoadOptions::default()
         .keep_going(true)
