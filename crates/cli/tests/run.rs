@@ -1,0 +1,326 @@
+//! End-to-end tests of `bpfkit run`: results, pcap in and out, maps,
+//! program arrays, trace output, both engines, and every usage error
+//! (exit 2, one line on stderr, no panic).
+
+use bpfkit_datapath::packets::read_capture;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bpfkit");
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn path(rel: &str) -> String {
+    root().join(rel).display().to_string()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("run")
+        .args(args)
+        .output()
+        .expect("bpfkit runs")
+}
+
+fn json(o: &Output) -> Value {
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("one JSON document")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bpfkit-run-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Ethernet + IPv4 + UDP to `port`.
+fn udp_packet(port: u16) -> String {
+    format!(
+        "020000000002020000000001080045000020000100004011f9c80a0000010a000002\
+         9c41{port:04x}000c000074657374"
+    )
+}
+
+fn counts(doc: &Value, proto: usize) -> String {
+    doc["maps"]["counts"][proto]["value"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn runs_packets_and_dumps_maps() {
+    let counter = path("examples/xdp_counter.o");
+    let o = run(&[
+        &counter,
+        "--packet",
+        &udp_packet(53),
+        "--packet",
+        &udp_packet(9),
+        "--packet",
+        "00112233445566778899aabbcc",
+        "--json",
+    ]);
+    let doc = json(&o);
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    assert_eq!(runs[0]["retval"], 2);
+    assert_eq!(runs[0]["action"], "XDP_PASS");
+    assert_eq!(runs[0]["data_out"].as_str().unwrap(), udp_packet(53));
+    assert!(runs[0]["duration_ns"].is_u64());
+    assert_eq!(runs[1]["action"], "XDP_DROP");
+    assert_eq!(
+        runs[2]["error"],
+        "packet shorter than an Ethernet header (13 bytes)"
+    );
+    // every index of the array, sorted; UDP (17) counted twice
+    let c = doc["maps"]["counts"].as_array().unwrap();
+    assert_eq!(c.len(), 256);
+    assert_eq!(c[1]["key"], "01000000");
+    assert_eq!(counts(&doc, 17), "0200000000000000");
+}
+
+#[test]
+fn engines_agree_and_repeat_keeps_state() {
+    let counter = path("examples/xdp_counter.o");
+    let mut docs = Vec::new();
+    for engine in ["interp", "jit"] {
+        let o = run(&[
+            &counter,
+            "--packet",
+            &udp_packet(53),
+            "--repeat",
+            "5",
+            "--engine",
+            engine,
+            "--json",
+        ]);
+        let doc = json(&o);
+        // five runs of one packet: the counter went up five times
+        assert_eq!(counts(&doc, 17), "0500000000000000");
+        docs.push(doc);
+    }
+    assert_eq!(docs[0]["maps"], docs[1]["maps"]);
+    assert_eq!(
+        docs[0]["runs"][0]["data_out"],
+        docs[1]["runs"][0]["data_out"]
+    );
+}
+
+#[test]
+fn pcap_in_and_out_round_trip() {
+    let out = scratch("out.pcap");
+    let o = run(&[
+        &path("examples/xdp_counter.o"),
+        "--pcap",
+        &path("examples/traffic.pcap"),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    let doc = json(&o);
+    let input = read_capture(&root().join("examples/traffic.pcap")).unwrap();
+    let written = read_capture(&out).unwrap();
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), input.len());
+    // every packet that passed is in the output, unchanged, with its time
+    let passed: Vec<_> = input
+        .iter()
+        .zip(runs)
+        .filter(|(_, r)| r["action"] == "XDP_PASS")
+        .map(|(p, _)| p)
+        .collect();
+    assert!(!passed.is_empty() && passed.len() < input.len());
+    assert_eq!(written.len(), passed.len());
+    for (w, p) in written.iter().zip(passed) {
+        assert_eq!(w.data, p.data);
+        assert_eq!(w.timestamp, p.timestamp);
+    }
+    // the output reads back as input
+    let again = json(&run(&[
+        &path("examples/xdp_counter.o"),
+        "--pcap",
+        out.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(again["runs"].as_array().unwrap().len(), written.len());
+}
+
+#[test]
+fn map_updates_prog_arrays_and_tail_calls() {
+    // the kernel's expected document of the tail_calls spec, run again
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/xdp/tail_calls.json")).unwrap(),
+    )
+    .unwrap();
+    let mut args = vec![
+        path("tests/xdp/tail_calls.o"),
+        "--prog".into(),
+        "xdp_dispatch".into(),
+    ];
+    for (slot, prog) in spec["prog_array"]["jump_table"].as_object().unwrap() {
+        args.extend([
+            "--prog-array".into(),
+            "jump_table".into(),
+            slot.clone(),
+            prog.as_str().unwrap().into(),
+        ]);
+    }
+    let hex = |v: &Value| match v {
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| p.as_str().unwrap().replace(' ', ""))
+            .collect(),
+        v => v.as_str().unwrap().replace(' ', ""),
+    };
+    for p in spec["packets"].as_array().unwrap() {
+        args.extend(["--packet".into(), hex(&p["hex"])]);
+    }
+    args.push("--json".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let doc = json(&run(&args));
+    for (r, p) in doc["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(spec["packets"].as_array().unwrap())
+    {
+        let want = p["expect"].as_str().unwrap();
+        let got = r["action"].as_str().unwrap_or("error");
+        assert_eq!(
+            got,
+            if want == "error" { "error" } else { want },
+            "{}",
+            p["name"]
+        );
+    }
+    assert!(
+        doc["maps"].get("jump_table").is_none(),
+        "program arrays are not dumped"
+    );
+
+    // --map-update sets entries before the first packet
+    let doc = json(&run(&[
+        &path("examples/xdp_counter.o"),
+        "--map-update",
+        "counts",
+        "11000000",
+        "0a00000000000000",
+        "--packet",
+        &udp_packet(53),
+        "--json",
+    ]));
+    assert_eq!(counts(&doc, 17), "0b00000000000000");
+}
+
+#[test]
+fn human_output_shows_actions_counts_and_trace() {
+    let o = run(&[
+        &path("tests/xdp/trace_printk.o"),
+        "--packet",
+        "02000000000b02000000000a08004500001c000100000511865ec0a864c80a000002000100020008d068",
+        "--packet",
+        "0102",
+        "--dump-maps",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("XDP_PASS"), "{out}");
+    assert!(out.contains("total: XDP_PASS 1, error 1"), "{out}");
+    assert!(out.contains("trace_printk:"), "{out}");
+    assert!(out.contains("xdp 42 bytes"), "{out}");
+    assert!(out.contains("map 1 printk_ret"), "{out}");
+}
+
+/// Exit 2, one line on stderr naming `needle`, nothing on stdout.
+fn assert_usage_error(args: &[&str], needle: &str) {
+    let o = run(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err:?}");
+    assert!(err.contains(needle), "{err:?} should name {needle:?}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let counter = path("examples/xdp_counter.o");
+    let not_elf = scratch("not_elf.o");
+    std::fs::write(&not_elf, b"hello").unwrap();
+    let not_pcap = scratch("not.pcap");
+    std::fs::write(&not_pcap, b"definitely not a capture").unwrap();
+    let tail = path("tests/xdp/tail_calls.o");
+    let p = udp_packet(53);
+    for (args, needle) in [
+        (vec!["/nonexistent/x.o", "--packet", &p], "/nonexistent/x.o"),
+        (vec![not_elf.to_str().unwrap(), "--packet", &p], "not_elf.o"),
+        (vec![&counter, "--prog", "nope", "--packet", &p], "\"nope\""),
+        (vec![&counter, "--packet", "abc"], "--packet #1"),
+        (
+            vec![&counter, "--packet", &p, "--packet", "zz"],
+            "--packet #2",
+        ),
+        (vec![&counter, "--ctx-in", "0g"], "--ctx-in"),
+        (vec![&counter, "--engine", "fast"], "\"fast\""),
+        (
+            vec![&counter, "--map-update", "nomap", "00", "00"],
+            "\"nomap\"",
+        ),
+        (
+            vec![&counter, "--map-update", "counts", "0x", "00"],
+            "counts key",
+        ),
+        (
+            vec![&counter, "--map-update", "counts", "00", "00"],
+            "counts",
+        ),
+        (
+            vec![&counter, "--pcap", "/nonexistent/in.pcap"],
+            "/nonexistent/in.pcap",
+        ),
+        (
+            vec![&counter, "--pcap", not_pcap.to_str().unwrap()],
+            "not.pcap",
+        ),
+        (
+            vec![
+                &counter,
+                "--out",
+                "/nonexistent/dir/out.pcap",
+                "--packet",
+                &p,
+            ],
+            "/nonexistent/dir/out.pcap",
+        ),
+        (
+            vec![&counter, "--prog-array", "counts", "0", "xdp_counter"],
+            "counts",
+        ),
+        (
+            vec![&tail, "--prog-array", "jump_table", "0", "nope"],
+            "\"nope\"",
+        ),
+        (
+            vec![&tail, "--prog-array", "jump_table", "x", "xdp_ipv4"],
+            "bad index",
+        ),
+        (
+            vec![&tail, "--prog-array", "jump_table", "99", "xdp_ipv4"],
+            "jump_table",
+        ),
+    ] {
+        assert_usage_error(&args, needle);
+    }
+    // clap's own usage errors: exit 2, naming the flag
+    let o = run(&[&counter, "--map-update", "counts"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--map-update"));
+}
