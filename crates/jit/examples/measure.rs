@@ -129,6 +129,8 @@ fn main() {
             print_code(jit.code().bytes());
         }
     }
+    let tp = time(|| bpfkit_jit::memory::publish(vec![0xc3; 8800]).unwrap().len() as u64);
+    println!("publish + unmap of 8.8 KB: {:.1} us", tp / 1000.0);
     for n in [1_000usize, 10_000, 100_000] {
         let p = big(n);
         let h = Helpers::new();
