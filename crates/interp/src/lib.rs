@@ -875,6 +875,26 @@ impl Interpreter {
                     pc += 1;
                     cond!(test32(cond, r!(d) as u32, imm as u32), t);
                 }
+                Op::Mov32RCall { d, s, t } => {
+                    r!(d) = r!(s) as u32 as u64;
+                    pc += 1;
+                    call_local!(t)
+                }
+                Op::Mov64RCall { d, s, t } => {
+                    r!(d) = r!(s);
+                    pc += 1;
+                    call_local!(t)
+                }
+                Op::Mov32ICall { d, imm, t } => {
+                    r!(d) = imm as u64;
+                    pc += 1;
+                    call_local!(t)
+                }
+                Op::Mov32R2 { d1, s1, d2, s2 } => {
+                    r!(d1) = r!(s1) as u32 as u64;
+                    r!(d2) = r!(s2) as u32 as u64;
+                    pc += 1;
+                }
                 Op::Mov32Add32R { d, s, s2 } => {
                     r!(d) = r!(s) as u32 as u64;
                     r!(d) = (r!(d) as u32).wrapping_add(r!(s2) as u32) as u64;

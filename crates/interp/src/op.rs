@@ -927,6 +927,31 @@ pub(crate) enum Op {
         imm: u16,
         t: u32,
     },
+    /// `mov32 d, s; call local t` (an argument, then the call)
+    Mov32RCall {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    /// `mov d, s; call local t`
+    Mov64RCall {
+        d: R,
+        s: R,
+        t: u32,
+    },
+    /// `mov32 d, imm; call local t`
+    Mov32ICall {
+        d: R,
+        imm: u32,
+        t: u32,
+    },
+    /// `mov32 d1, s1; mov32 d2, s2` (arguments)
+    Mov32R2 {
+        d1: R,
+        s1: R,
+        d2: R,
+        s2: R,
+    },
     /// `mov32 d, s; add32 d, s2`
     Mov32Add32R {
         d: R,
@@ -1411,6 +1436,10 @@ fn fuse_long(ops: &[Op], insns: &[Insn]) -> Option<Op> {
         [Mov32R { d, s }, Add32R { d: d2, s: s2 }, ..] if d == d2 => Mov32Add32R { d, s, s2 },
         [Mov32R { d, s }, Xor32R { d: d2, s: s2 }, ..] if d == d2 => Mov32Xor32R { d, s, s2 },
         [Xor32R { d, s: x }, Sub32R { d: d2, s: y }, ..] if d == d2 => Xor32Sub32R { d, x, y },
+        [Mov32R { d: d1, s: s1 }, Mov32R { d: d2, s: s2 }, ..] => Mov32R2 { d1, s1, d2, s2 },
+        [Mov32R { d, s }, CallLocal { t }, ..] => Mov32RCall { d, s, t },
+        [Mov64R { d, s }, CallLocal { t }, ..] => Mov64RCall { d, s, t },
+        [Mov32I { d, imm }, CallLocal { t }, ..] => Mov32ICall { d, imm, t },
         [LdxStackW { d, off } | LdxStackDw { d, off }, And32I { d: d2, imm }, ..] if d == d2 => {
             LdxStackAnd32I { d, off, imm }
         }

@@ -704,7 +704,7 @@ fn fused_ops_match_plain_execution() {
             let o2 = ((w >> 30) % 32) as i64;
             let small = (w >> 36) % 4;
             let slot = 8 * (1 + (w >> 58) % 3);
-            let line = match (w >> 40) % 44 {
+            let line = match (w >> 40) % 49 {
                 0 => format!("mov32 %r{d}, %r{s}\nand32 %r{d}, {kk:#x}"),
                 1 => format!("mov32 %r{d}, %r{s}\nlsh32 %r{d}, {k}"),
                 2 => format!("mov32 %r{d}, %r{s}\nrsh32 %r{d}, {k}"),
@@ -803,12 +803,17 @@ fn fused_ops_match_plain_execution() {
                 ),
                 42 => format!("lsh32 %r{d}, {k}\nand32 %r{d}, {kk:#x}"),
                 43 if w % 2 == 0 => format!("add32 %r{d}, {kk:#x}\nand32 %r{d}, {:#x}", kk >> 16),
+                44 => format!("mov32 %r{d}, %r{s}\nmov32 %r{t}, %r{}", k % 4),
+                46 => format!("mov32 %r1, %r{s}\ncall local f"),
+                47 => format!("mov %r1, %r{s}\ncall local f"),
+                48 => format!("mov32 %r1, {kk:#x}\ncall local f"),
                 _ => format!("add32 %r{d}, %r{s}"),
             };
             text.push_str(&line);
             text.push('\n');
         }
         text.push_str("mov %r0, %r0\nmul %r0, 31\nadd %r0, %r1\nmul %r0, 31\nadd %r0, %r2\nmul %r0, 31\nadd %r0, %r3\nexit\n");
+        text.push_str("f:\nmov32 %r0, %r1\nmul32 %r0, 3\nexit\n");
         let p = prog(&text);
         let budget = if round % 4 == 0 {
             next() % 60
