@@ -217,6 +217,20 @@ impl Asm {
     /// are assembled in a local array and appended at once.
     #[inline]
     fn emit(&mut self, sz: Sz, opcode: &[u8], reg: u8, rm: Rm, byte_regs: bool) {
+        // Fast path: register-direct, one opcode byte, no byte registers
+        // (most eBPF ALU instructions).
+        if let (Rm::Reg(g), [op], false) = (rm, opcode, byte_regs) {
+            if sz != Sz::B16 {
+                let rex = 0x40 | ((sz == Sz::B64) as u8) << 3 | ((reg >> 3) & 1) << 2 | g.ext();
+                self.buf.reserve(3);
+                if rex != 0x40 {
+                    self.buf.push(rex);
+                }
+                self.buf.push(*op);
+                self.buf.push(0xc0 | (reg & 7) << 3 | g.low());
+                return;
+            }
+        }
         let mut out = [0u8; 16];
         let mut n = 0;
         let mut put = |x: u8| {
