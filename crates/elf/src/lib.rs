@@ -30,10 +30,13 @@
 //!     [`Btf::type_name`] (`struct flow_key`) and [`Btf::format_value`]
 //!     (`{"src": 1, ...}`).
 //!
-//! What needs a running kernel (kfuncs, ksyms, kconfig externs, CO-RE
-//! relocations against kernel-internal types) is an error naming the
-//! relocation, raised for the program that needs it
-//! ([`LoadOptions::keep_going`] loads the others).
+//! CO-RE relocations against types bpfkit lays out as the kernel's uapi
+//! does (contexts, packet headers) keep what the compiler wrote; against
+//! other types they resolve with a target BTF
+//! ([`LoadOptions::target_btf`], e.g. `/sys/kernel/btf/vmlinux`, see
+//! [`core`]) or are errors naming the relocation. What needs a running
+//! kernel otherwise (kfuncs, ksyms, kconfig externs) is an error for the
+//! program that needs it ([`LoadOptions::keep_going`] loads the others).
 //!
 //! ```no_run
 //! use bpfkit_isa::{Imm64, Insn};
@@ -56,6 +59,7 @@
 #![deny(missing_docs)]
 
 pub mod btf;
+pub mod core;
 mod error;
 pub mod fuzzing;
 mod loader;

@@ -129,12 +129,23 @@ pub struct LoadOptions {
     /// Record programs that fail to link in [`LoadedObject::failed`]
     /// instead of failing the whole load.
     pub keep_going: bool,
+    /// BTF of the target kernel (e.g. `/sys/kernel/btf/vmlinux`) to
+    /// resolve CO-RE relocations against kernel-internal types; without
+    /// it, those relocations are errors.
+    pub target_btf: Option<std::sync::Arc<Btf>>,
 }
 
 impl LoadOptions {
     /// Keep going past programs that fail to link.
     pub fn keep_going(mut self, yes: bool) -> LoadOptions {
         self.keep_going = yes;
+        self
+    }
+
+    /// Resolves CO-RE relocations against this BTF (see
+    /// [`LoadOptions::target_btf`]).
+    pub fn target_btf(mut self, btf: std::sync::Arc<Btf>) -> LoadOptions {
+        self.target_btf = Some(btf);
         self
     }
 
@@ -187,6 +198,7 @@ impl LoadOptions {
                 maps: &maps,
                 btf: btf.as_ref(),
                 ext: &ext,
+                target: self.target_btf.as_deref(),
             };
             match linker.link(&e) {
                 Ok(mut p) => {
@@ -264,6 +276,7 @@ struct Linker<'a, 'data> {
     maps: &'a [MapDefinition],
     btf: Option<&'a Btf>,
     ext: &'a [(String, SectionExt)],
+    target: Option<&'a Btf>,
 }
 
 /// A branch whose offset is fixed once every unit has its place.
@@ -384,6 +397,8 @@ impl<'data> Linker<'_, 'data> {
                 .chunks_exact(8)
                 .map(|c| RawInsn::from_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
                 .collect();
+            // (section slot, index in `out`) of this unit's instructions.
+            let mut placed: Vec<(usize, usize)> = Vec::new();
             let mut s = u.start;
             while s < u.end {
                 let next = if s + 1 < u.end { raws.get(s + 1) } else { None };
@@ -497,6 +512,7 @@ impl<'data> Linker<'_, 'data> {
                     });
                 }
                 s += insn.slots();
+                placed.push((s - insn.slots(), out.len()));
                 out.push(insn);
             }
             // BTF.ext records of this unit, moved to program slots.
@@ -522,7 +538,24 @@ impl<'data> Linker<'_, 'data> {
                         }),
                 );
                 for c in x.core_relos.iter().filter(|c| inside(c.insn)) {
-                    self.check_core(c, sec.name).map_err(|r| err(c.insn, r))?;
+                    if let Some(value) = self.core_value(c, sec.name).map_err(|r| err(c.insn, r))? {
+                        let at = placed
+                            .binary_search_by_key(&c.insn, |p| p.0)
+                            .map(|k| placed[k].1)
+                            .map_err(|_| {
+                                err(c.insn, "CO-RE relocation on no instruction".into())
+                            })?;
+                        crate::core::patch(&mut out[at], value).map_err(|r| {
+                            err(
+                                c.insn,
+                                format!(
+                                    "CO-RE relocation {} (access {}): {r}",
+                                    c.kind.name(),
+                                    c.access
+                                ),
+                            )
+                        })?;
+                    }
                     core_relos.push(CoreRelo {
                         insn: moved(c.insn),
                         ..c.clone()
@@ -682,10 +715,13 @@ impl<'data> Linker<'_, 'data> {
     /// object's own layout is then the target layout and the instruction
     /// keeps what the compiler wrote. Anything else needs the running
     /// kernel's BTF, which a userspace run does not have.
-    fn check_core(&self, c: &CoreRelo, section: &str) -> Result<(), String> {
+    /// What to write for a CO-RE relocation: `None` to keep the
+    /// instruction as compiled, `Some(None)` to poison it, `Some(Some(v))`
+    /// to write `v`.
+    fn core_value(&self, c: &CoreRelo, section: &str) -> Result<Option<Option<u64>>, String> {
         use crate::btf::CoreReloKind as K;
         if c.kind == K::TypeIdLocal {
-            return Ok(());
+            return Ok(None);
         }
         let (name, type_name) = match self.btf {
             Some(b) => {
@@ -703,9 +739,20 @@ impl<'data> Linker<'_, 'data> {
             None => (String::new(), format!("type {}", c.type_id)),
         };
         // libbpf's flavours: `struct xdp_md___v2` matches `xdp_md`.
-        let base = name.split("___").next().unwrap_or("");
+        let base = crate::core::essential_name(&name);
         if !base.is_empty() && UAPI_TYPES.contains(&base) {
-            return Ok(());
+            return Ok(None);
+        }
+        if let (Some(local), Some(target)) = (self.btf, self.target) {
+            return crate::core::resolve(local, target, c)
+                .map(Some)
+                .map_err(|r| {
+                    format!(
+                        "CO-RE relocation {} of {type_name} (access {}): {r}",
+                        c.kind.name(),
+                        c.access
+                    )
+                });
         }
         let ty = ProgType::from_section(section).map_or_else(
             || format!("section '{section}'"),

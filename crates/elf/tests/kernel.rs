@@ -211,3 +211,29 @@ fn kernel_accepts_what_we_link() {
     assert!(errs.is_empty(), "{}", errs.join("\n"));
     assert!(ok >= 3);
 }
+
+/// A CO-RE relocation resolved against the running kernel's BTF gives a
+/// program the kernel accepts.
+#[test]
+fn kernel_accepts_core_resolved_program() {
+    if let Err(e) = bpfkit_kernel::probe() {
+        eprintln!("skipping: bpf() is not available: {e}");
+        return;
+    }
+    let Ok(raw) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+        eprintln!("skipping: /sys/kernel/btf/vmlinux is not readable");
+        return;
+    };
+    let target = std::sync::Arc::new(bpfkit_elf::Btf::parse(&raw).unwrap());
+    for f in ["core_kernel.o", "core_more.o"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(f);
+        let obj = bpfkit_elf::LoadOptions::default()
+            .target_btf(target.clone())
+            .load(&std::fs::read(path).unwrap())
+            .unwrap();
+        let p = obj.program("probe").unwrap();
+        load(p, p.prog_type().unwrap(), &[]).unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
+}

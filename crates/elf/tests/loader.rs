@@ -666,3 +666,101 @@ fn same_section_subprograms() {
         .collect();
     assert_eq!(calls, [(1, 7), (13, 15)]);
 }
+
+/// With the running kernel's BTF as target, a CO-RE relocation against a
+/// kernel-internal type resolves to the kernel's layout.
+#[test]
+fn core_against_the_kernel_btf() {
+    let Ok(raw) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+        eprintln!("skipping: /sys/kernel/btf/vmlinux is not readable");
+        return;
+    };
+    let target = bpfkit_elf::Btf::parse(&raw).unwrap();
+    let task = target
+        .find("task_struct", |k| {
+            matches!(k, bpfkit_elf::btf::BtfKind::Struct { .. })
+        })
+        .unwrap();
+    let bpfkit_elf::btf::BtfKind::Struct { members, .. } = &target.get(task).unwrap().kind else {
+        panic!()
+    };
+    let pid = members.iter().find(|m| m.name == "pid").unwrap().bit_offset / 8;
+    assert!(pid > 0);
+    let obj = LoadOptions::default()
+        .target_btf(std::sync::Arc::new(target))
+        .load(&fixture("core_kernel.o"))
+        .unwrap();
+    let p = obj.program("probe").unwrap();
+    assert_eq!(p.core_relos.len(), 1);
+    let at = Pc(p.core_relos[0].insn);
+    let insn = p.insns.get(at).unwrap();
+    assert!(
+        matches!(insn, Insn::Alu { src: bpfkit_isa::Src::Imm(v), .. } if *v as u32 == pid),
+        "{insn:?}, pid at {pid}"
+    );
+}
+
+/// Every CO-RE family against the kernel's BTF: a field the kernel lacks,
+/// type existence and size, an enumerator whose local value differs, a
+/// field offset.
+#[test]
+fn core_families_against_the_kernel_btf() {
+    use bpfkit_elf::btf::{BtfKind, CoreReloKind as K};
+    let Ok(raw) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+        eprintln!("skipping: /sys/kernel/btf/vmlinux is not readable");
+        return;
+    };
+    let target = bpfkit_elf::Btf::parse(&raw).unwrap();
+    let task = target
+        .find("task_struct", |k| matches!(k, BtfKind::Struct { .. }))
+        .unwrap();
+    let BtfKind::Struct { members, size } = &target.get(task).unwrap().kind else {
+        panic!()
+    };
+    let task_size = *size as u64;
+    let tgid = members
+        .iter()
+        .find(|m| m.name == "tgid")
+        .unwrap()
+        .bit_offset as u64
+        / 8;
+    let obj = LoadOptions::default()
+        .target_btf(std::sync::Arc::new(target))
+        .load(&fixture("core_more.o"))
+        .unwrap();
+    let p = obj.program("probe").unwrap();
+    let mut seen = Vec::new();
+    for c in &p.core_relos {
+        let v = match p.insns.get(Pc(c.insn)).unwrap() {
+            Insn::Alu {
+                src: bpfkit_isa::Src::Imm(v),
+                ..
+            } => *v as u64,
+            Insn::LoadImm64 {
+                imm: Imm64::Value(v),
+                ..
+            } => *v,
+            other => panic!("{other:?}"),
+        };
+        let want = match c.kind {
+            K::FieldExists => 0,
+            K::TypeExists => 1,
+            K::TypeSize => task_size,
+            K::EnumvalValue => 3,
+            K::FieldByteOffset => tgid,
+            k => panic!("{k:?}"),
+        };
+        assert_eq!(v, want, "{c:?}");
+        seen.push(c.kind);
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    // Without the kernel's BTF the same object is an error naming the
+    // first relocation.
+    let err = LoadedObject::load(&fixture("core_more.o"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("CO-RE relocation field_exists of struct task_struct___old"),
+        "{err}"
+    );
+}
