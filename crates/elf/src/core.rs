@@ -171,7 +171,7 @@ fn field_in(
     let tsize = target.size_of(troot).map_err(|e| e.to_string())? as u64;
     let mut f = Field {
         ty: troot,
-        bit_offset: first * tsize * 8,
+        bit_offset: first.saturating_mul(tsize).saturating_mul(8),
         bitfield_size: 0,
     };
     let mut lcur = lroot;
@@ -188,7 +188,7 @@ fn field_in(
                 };
                 f = Field {
                     ty,
-                    bit_offset: f.bit_offset + off,
+                    bit_offset: f.bit_offset.saturating_add(off),
                     bitfield_size: bits,
                 };
                 lcur = lm.ty;
@@ -202,7 +202,9 @@ fn field_in(
                 let esize = target.size_of(telem).map_err(|e| e.to_string())? as u64;
                 f = Field {
                     ty: telem,
-                    bit_offset: f.bit_offset + i as u64 * esize * 8,
+                    bit_offset: f
+                        .bit_offset
+                        .saturating_add((i as u64).saturating_mul(esize).saturating_mul(8)),
                     bitfield_size: 0,
                 };
                 lcur = *elem;
@@ -231,7 +233,7 @@ fn find_member(btf: &Btf, id: TypeId, name: &str, depth: usize) -> Option<(TypeI
         }
         if m.name.is_empty() {
             if let Some((t, off, bits)) = find_member(btf, m.ty, name, depth + 1) {
-                return Some((t, m.bit_offset as u64 + off, bits));
+                return Some((t, (m.bit_offset as u64).saturating_add(off), bits));
             }
         }
     }

@@ -34,6 +34,15 @@ pub fn check_load(data: &[u8]) {
             let _ = btf.format_value(id, &[0x5a; 64]);
         }
     }
+    // CO-RE resolution, with the object's own BTF standing in for the
+    // kernel's.
+    if let Some(btf) = &loaded.btf {
+        let target = std::sync::Arc::new(btf.clone());
+        let _ = LoadOptions::default()
+            .keep_going(true)
+            .target_btf(target)
+            .load_object(&obj);
+    }
     for p in &loaded.programs {
         let _ = p.prog_type();
         let _ = p.line_at(Pc(p.insns.slot_count()));

@@ -618,14 +618,15 @@ proptest! {
     fn mutated_objects_never_panic_the_loader(
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
         btf_edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
-        which in 0usize..3,
+        which in 0usize..4,
     ) {
         let mut data = match which {
             0 => EXAMPLE.to_vec(),
             1 => fixture("features.o"),
+            2 => fixture("core_more.o"),
             _ => fixture("iproute2.o"),
         };
-        let range = if which == 2 { 0..data.len() } else { btf_range(&data) };
+        let range = if which == 3 { 0..data.len() } else { btf_range(&data) };
         for (at, byte) in btf_edits {
             let i = range.start + at.index(range.len());
             data[i] = byte;
