@@ -236,6 +236,17 @@ impl Exec {
     }
 }
 
+/// What a run starts from besides its memory and arguments.
+#[derive(Clone, Debug, Default)]
+pub struct RunInput {
+    /// The CPU number the program sees.
+    pub cpu: usize,
+    /// The packet buffer, for the XDP helpers.
+    pub xdp: Option<XdpBuff>,
+    /// Fragments of a multi-buffer XDP packet after its linear part.
+    pub frags: Vec<Vec<u8>>,
+}
+
 /// What one run produced.
 #[derive(Debug)]
 pub struct RunOutcome {
@@ -247,6 +258,8 @@ pub struct RunOutcome {
     pub redirect: Option<Redirect>,
     /// The XDP buffer after the run (moved by `adjust_head`/`_meta`/`_tail`).
     pub xdp: Option<XdpBuff>,
+    /// The fragments after the run (`adjust_tail` grows or cuts them).
+    pub frags: Vec<Vec<u8>>,
     /// Tail calls taken.
     pub tail_calls: u32,
 }
@@ -462,18 +475,19 @@ impl Object {
     /// `args` (`r1` = the context address) over `mem`, which holds the
     /// caller's regions (context, packet); the maps' regions are added
     /// here. A successful tail call runs the target next with the same
-    /// arguments, as the kernel does. `xdp` describes the packet buffer for
-    /// the XDP helpers; `cpu` is the CPU number the program sees.
+    /// arguments, as the kernel does. `input` gives the CPU number and,
+    /// for XDP, the packet buffer.
     pub fn run(
         &mut self,
         prog: usize,
         mem: Memory<'_>,
         args: &[u64],
-        cpu: usize,
-        xdp: Option<XdpBuff>,
+        input: RunInput,
     ) -> RunOutcome {
+        let RunInput { cpu, xdp, frags } = input;
         let (result, mut state) = RunState::scoped(self.table.clone(), cpu, mem, |mem, state| {
             state.xdp = xdp;
+            state.frags = frags;
             state.add_map_regions(mem);
             self.run_chain(prog, mem, args, state)
         });
@@ -482,6 +496,7 @@ impl Object {
             trace: std::mem::take(&mut state.trace),
             redirect: state.redirect,
             xdp: state.xdp,
+            frags: std::mem::take(&mut state.frags),
             tail_calls: state.tail_calls,
         }
     }

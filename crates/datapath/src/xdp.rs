@@ -7,10 +7,11 @@
 
 use crate::sys::{LowPage, FRAME_SIZE};
 use bpfkit::helpers::{
-    Redirect, XdpBuff, ETH_HLEN, XDP_META_MAX, XDP_PACKET_HEADROOM, XDP_TAILROOM,
+    Redirect, XdpBuff, ETH_HLEN, FRAG_SIZE, MAX_SKB_FRAGS, XDP_META_MAX, XDP_PACKET_HEADROOM,
+    XDP_TAILROOM,
 };
 use bpfkit::runtime::{Memory, RegionKind, Trap};
-use bpfkit::Object;
+use bpfkit::{Object, RunInput};
 use std::time::Instant;
 use thiserror::Error;
 
@@ -29,9 +30,9 @@ pub enum XdpError {
         /// The packet's length.
         len: usize,
     },
-    /// Longer than a frame's linear part (multi-buffer XDP is not
-    /// supported).
-    #[error("packet longer than {max} bytes ({len} bytes): multi-buffer XDP is not supported")]
+    /// Longer than a frame's linear part and [`MAX_SKB_FRAGS`] fragment
+    /// pages.
+    #[error("packet longer than {max} bytes ({len} bytes)")]
     TooLong {
         /// The packet's length.
         len: usize,
@@ -183,23 +184,31 @@ impl XdpRunner {
             return Err(XdpError::TooShort { len: input.len() });
         }
         let headroom = XDP_PACKET_HEADROOM as usize - meta_len;
-        let max = FRAME_SIZE - headroom - XDP_TAILROOM as usize;
+        // As `bpf_prog_test_run_xdp`: the linear part fills the frame up
+        // to the tailroom, the rest goes to fragment pages.
+        let max_linear = FRAME_SIZE - headroom - XDP_TAILROOM as usize;
+        let max = max_linear + MAX_SKB_FRAGS * FRAG_SIZE as usize;
         if input.len() > max {
             return Err(XdpError::TooLong {
                 len: input.len(),
                 max,
             });
         }
+        let (linear, rest) = input.split_at(input.len().min(max_linear));
+        let mut frags: Vec<Vec<u8>> = rest
+            .chunks(FRAG_SIZE as usize)
+            .map(<[u8]>::to_vec)
+            .collect();
         let frame = self.page.bytes_mut();
         frame.fill(0);
-        frame[headroom..headroom + input.len()].copy_from_slice(input);
+        frame[headroom..headroom + linear.len()].copy_from_slice(linear);
         let hard_start = frame.as_ptr() as u64;
         let mut buff = XdpBuff {
             hard_start,
             frame_sz: FRAME_SIZE as u64,
             meta: hard_start + headroom as u64,
             data: hard_start + headroom as u64 + meta_len as u64,
-            end: hard_start + (headroom + input.len()) as u64,
+            end: hard_start + (headroom + linear.len()) as u64,
             ctx: 0,
         };
         let ingress = md
@@ -225,12 +234,22 @@ impl XdpRunner {
             let ctx_addr = mem.add(RegionKind::Context, &mut self.ctx);
             mem.add(RegionKind::Packet, self.page.bytes_mut());
             let t = Instant::now();
-            let out = obj.run(prog, mem, &[ctx_addr], self.cpu, Some(buff));
+            let out = obj.run(
+                prog,
+                mem,
+                &[ctx_addr],
+                RunInput {
+                    cpu: self.cpu,
+                    xdp: Some(buff),
+                    frags: std::mem::take(&mut frags),
+                },
+            );
             total_ns += t.elapsed().as_nanos();
             trace.extend(out.trace.iter().cloned());
             if let Some(b) = out.xdp {
                 buff = b;
             }
+            frags = out.frags.clone();
             let failed = out.result.is_err();
             last = Some(out);
             if failed {
@@ -246,9 +265,13 @@ impl XdpRunner {
         let frame = self.page.bytes();
         let lo = (buff.meta - hard_start) as usize;
         let hi = (buff.end - hard_start) as usize;
+        let mut data_out = frame[lo..hi].to_vec();
+        for f in &frags {
+            data_out.extend_from_slice(f);
+        }
         Ok(XdpRun {
             retval,
-            data_out: frame[lo..hi].to_vec(),
+            data_out,
             meta_len: (buff.data - buff.meta) as usize,
             duration_ns: (total_ns / repeat as u128) as u64,
             trace,

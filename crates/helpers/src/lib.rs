@@ -44,8 +44,10 @@ mod state;
 mod xdp;
 
 pub use misc::csum_add;
-pub use state::{MapTable, Redirect, RunState, XdpBuff, MAX_TAIL_CALL_CNT};
-pub use xdp::{ETH_HLEN, XDP_FRAME_SIZE, XDP_META_MAX, XDP_PACKET_HEADROOM, XDP_TAILROOM};
+pub use state::{MapTable, Redirect, RunState, XdpBuff, MAX_SKB_FRAGS, MAX_TAIL_CALL_CNT};
+pub use xdp::{
+    ETH_HLEN, FRAG_SIZE, XDP_FRAME_SIZE, XDP_META_MAX, XDP_PACKET_HEADROOM, XDP_TAILROOM,
+};
 
 use bpfkit_runtime::{HelperAbort, HelperEnv, Helpers};
 
@@ -107,6 +109,7 @@ pub(crate) const ENOENT: i32 = 2;
 pub(crate) const EFAULT: i32 = 14;
 pub(crate) const EACCES: i32 = 13;
 pub(crate) const EINVAL: i32 = 22;
+pub(crate) const EOPNOTSUPP: i32 = 95;
 
 /// `-e` as a 64-bit helper return value.
 pub(crate) fn errno(e: i32) -> u64 {

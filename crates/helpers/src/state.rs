@@ -113,6 +113,10 @@ pub struct RunState {
     pub cpu: usize,
     /// The XDP buffer, for XDP programs.
     pub xdp: Option<XdpBuff>,
+    /// The fragments of a multi-buffer XDP packet after the linear part
+    /// (the kernel's `skb_shared_info` frags, one page at most each, at
+    /// most [`MAX_SKB_FRAGS`]); programs reach them only through helpers.
+    pub frags: Vec<Vec<u8>>,
     /// Lines printed by `bpf_trace_printk` (without a trailing newline).
     pub trace: Vec<String>,
     /// The program a successful `bpf_tail_call` asked for; the embedder
@@ -125,6 +129,9 @@ pub struct RunState {
     pub redirect: Option<Redirect>,
     rng: u64,
 }
+
+/// The kernel's `MAX_SKB_FRAGS`: fragments of a multi-buffer packet.
+pub const MAX_SKB_FRAGS: usize = 17;
 
 /// The kernel's `MAX_TAIL_CALL_CNT`: a run may take 33 tail calls.
 pub const MAX_TAIL_CALL_CNT: u32 = 33;
@@ -162,6 +169,7 @@ impl RunState {
             scratch: Vec::new(),
             cpu,
             xdp: None,
+            frags: Vec::new(),
             trace: Vec::new(),
             tail_call: None,
             tail_calls: 0,

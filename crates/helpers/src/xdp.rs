@@ -2,7 +2,7 @@
 
 use crate::maps::{map_arg, read};
 use crate::state::{Redirect, XdpBuff, MAX_TAIL_CALL_CNT};
-use crate::{errno, state_of, EACCES, EFAULT, EINVAL};
+use crate::{errno, state_of, EACCES, EFAULT, EINVAL, EOPNOTSUPP};
 use bpfkit_maps::{MapType, BPF_F_INDEX_MASK};
 use bpfkit_runtime::{HelperAbort, HelperEnv, HelperResult};
 
@@ -16,6 +16,8 @@ pub const XDP_FRAME_SIZE: u64 = 40;
 pub const XDP_TAILROOM: u64 = 320;
 /// `XDP_PACKET_HEADROOM`.
 pub const XDP_PACKET_HEADROOM: u64 = 256;
+/// Size of a fragment page (`frag_size` of the test run's receive queue).
+pub const FRAG_SIZE: u64 = 4096;
 /// The largest metadata area (`meta_len` is a `u8` in `skb_shared_info`).
 pub const XDP_META_MAX: u64 = 255;
 
@@ -82,10 +84,50 @@ pub(crate) fn adjust_meta(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperRes
     Ok(0)
 }
 
-/// `bpf_xdp_adjust_tail(ctx, delta)`.
+/// `bpf_xdp_adjust_tail(ctx, delta)`. A multi-buffer packet grows or
+/// shrinks at its last fragments, as the kernel's
+/// `bpf_xdp_frags_increase_tail`/`_shrink_tail` do.
 pub(crate) fn adjust_tail(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
     let mut b = buff(env)?;
     let delta = a[1] as i32 as i64;
+    let st = state_of(env)?;
+    if !st.frags.is_empty() {
+        if delta < 0 {
+            let mut left = delta.unsigned_abs();
+            let total = b.end - b.data + st.frags.iter().map(|f| f.len() as u64).sum::<u64>();
+            if left > total.saturating_sub(ETH_HLEN) {
+                return Ok(errno(EINVAL));
+            }
+            while left > 0 {
+                let Some(last) = st.frags.last_mut() else {
+                    break;
+                };
+                let cut = left.min(last.len() as u64);
+                last.truncate(last.len() - cut as usize);
+                left -= cut;
+                if last.is_empty() {
+                    st.frags.pop();
+                }
+            }
+            if st.frags.is_empty() && left > 0 {
+                b.end -= left;
+                set_buff(env, b)?;
+            }
+            return Ok(0);
+        }
+        let Some(last) = st.frags.last_mut() else {
+            return Ok(errno(EINVAL));
+        };
+        if b.frame_sz < FRAG_SIZE {
+            return Ok(errno(EOPNOTSUPP));
+        }
+        let tailroom = FRAG_SIZE - last.len() as u64;
+        if delta as u64 > tailroom {
+            return Ok(errno(EINVAL));
+        }
+        last.resize(last.len() + delta as usize, 0);
+        return Ok(0);
+    }
     let hard_end = b.hard_start + b.frame_sz - XDP_TAILROOM;
     let end = b.end.wrapping_add(delta as u64);
     if end > hard_end || end < b.data + ETH_HLEN {
@@ -97,6 +139,22 @@ pub(crate) fn adjust_tail(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperRes
     b.end = end;
     set_buff(env, b)?;
     Ok(0)
+}
+
+/// Copies `len` packet bytes from `data` on, continuing into the
+/// fragments (`bpf_xdp_copy`).
+fn packet_bytes(env: &mut HelperEnv<'_, '_>, b: XdpBuff, len: u64) -> Result<Vec<u8>, HelperAbort> {
+    let linear = len.min(b.end - b.data);
+    let mut out = read(env, b.data, linear as usize)?;
+    let st = state_of(env)?;
+    for f in &st.frags {
+        if out.len() as u64 >= len {
+            break;
+        }
+        let n = (len - out.len() as u64).min(f.len() as u64) as usize;
+        out.extend_from_slice(&f[..n]);
+    }
+    Ok(out)
 }
 
 /// `bpf_redirect(ifindex, flags)` (the XDP flavour).
@@ -186,14 +244,15 @@ pub(crate) fn perf_event_output(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> Hel
     }
     let ctx_len = (flags & BPF_F_CTXLEN_MASK) >> 32;
     let b = buff(env).ok();
-    let pkt_len = b.map_or(0, |b| b.end - b.data);
+    let frags: u64 = state_of(env)?.frags.iter().map(|f| f.len() as u64).sum();
+    let pkt_len = b.map_or(0, |b| b.end - b.data + frags);
     if ctx_len > pkt_len {
         return Ok(errno(EFAULT));
     }
     let map = map_arg(env, a[1])?;
     let mut data = read(env, a[3], a[4] as usize)?;
     if let (Some(b), true) = (b, ctx_len > 0) {
-        data.extend(read(env, b.data, ctx_len as usize)?);
+        data.extend(packet_bytes(env, b, ctx_len)?);
     }
     let cpu = state_of(env)?.cpu;
     Ok(
