@@ -197,7 +197,7 @@ impl<'r> Builder<'r> {
             pcs,
             table,
             all_helpers,
-            stack: vec![0u8; STACK_SIZE * MAX_CALL_FRAMES].into_boxed_slice(),
+            stack: vec![0u64; STACK_SIZE * MAX_CALL_FRAMES / 8].into_boxed_slice(),
             callx_tab,
             callx_adj,
             regions: Vec::new(),
@@ -214,7 +214,8 @@ pub struct Jit {
     pcs: Vec<Pc>,
     table: Vec<(u32, Arc<dyn Helper>)>,
     all_helpers: Vec<(u32, Arc<dyn Helper>)>,
-    stack: Box<[u8]>,
+    /// The stack, as `u64`s so that frames are 8-aligned.
+    stack: Box<[u64]>,
     callx_tab: Box<[u64]>,
     callx_adj: Box<[u64]>,
     regions: Vec<RegionEntry>,
@@ -399,7 +400,7 @@ impl Jit {
     /// on entry.
     pub fn stack_range(&self) -> (u64, u64) {
         let start = self.stack.as_ptr() as u64;
-        (start, start + self.stack.len() as u64)
+        (start, start + 8 * self.stack.len() as u64)
     }
 
     /// Runs the program with `r1`.. = `args` (at most five are used) over
@@ -429,8 +430,8 @@ impl Jit {
         for (r, v) in a.iter_mut().zip(args) {
             *r = *v;
         }
-        let stack_start = self.stack.as_mut_ptr();
-        let stack_len = self.stack.len();
+        let stack_start = self.stack.as_mut_ptr().cast::<u8>();
+        let stack_len = 8 * self.stack.len();
         let mut ctx = Ctx {
             host_rsp: 0,
             stack_start: stack_start as u64,

@@ -317,3 +317,14 @@ fn helpers_may_change_the_regions() {
     assert_eq!(i.as_ref().unwrap_err().pc, Pc(6));
     assert_eq!(i.map_err(|t| t.pc), j.map_err(|t| t.pc));
 }
+
+#[test]
+fn misaligned_atomics_are_plain_read_modify_writes() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let pkt: Vec<u8> = (0..24).collect();
+    let text = "mov %r3, 0x101\nlock fetch add [%r1+1], %r3\nlock xchg32 [%r1+6], %r3\nlock fetch or [%r1+9], %r3\nmov %r0, 7\nlock cmpxchg32 [%r1+13], %r3\nstxdw [%r10-13], %r3\nlock fetch xor [%r10-13], %r0\nldxdw %r4, [%r1+1]\nadd %r0, %r4\nldxdw %r4, [%r1+9]\nadd %r0, %r4\nadd %r0, %r3\nexit";
+    let r = both(&prog(text), None, Some(&pkt));
+    assert!(r.is_ok(), "{r:?}");
+}

@@ -785,51 +785,88 @@ impl<'a> Emitter<'a> {
         off: i16,
     ) {
         let s = msz(size);
-        let mut m = self.mem_operand(dst, off, size, true, i);
+        let n = size.bytes() as i32;
+        let m = self.mem_operand(dst, off, size, true, i);
         let v = hr(src);
+        if m.base == Gpr::Rbp {
+            // Frames are 8-aligned (the stack is a `[u64]`), so alignment is
+            // known from the offset.
+            self.atomic_body(s, op, fetch, m, v, off as i32 % n == 0);
+            return;
+        }
+        // A misaligned locked access that crosses a cache line is a split
+        // lock (slow, or fatal with split-lock detection); misaligned
+        // atomics only occur in programs a verifier rejects, and the
+        // interpreter does them as plain read-modify-writes, so do the same.
+        let (unaligned, done) = (self.new_label(), self.new_label());
+        self.a.test_rm_i(Sz::B32, Rm::Reg(Gpr::Rax), n - 1);
+        self.jcc(Cc::Ne, unaligned);
+        self.atomic_body(s, op, fetch, m, v, true);
+        self.jmp(done);
+        self.bind(unaligned);
+        self.atomic_body(s, op, fetch, m, v, false);
+        self.bind(done);
+    }
+
+    /// One atomic operation on `m` with `v`: locked instructions, or
+    /// (`locked = false`) the same effect as a plain read-modify-write.
+    fn atomic_body(&mut self, s: Sz, op: AtomicOp, fetch: bool, mut m: Mem, v: Gpr, locked: bool) {
         let alu = |op| match op {
+            AtomicOp::Add => Alu::Add,
             AtomicOp::Or => Alu::Or,
             AtomicOp::And => Alu::And,
             _ => Alu::Xor,
         };
+        if m.base == Gpr::Rax && (fetch || matches!(op, AtomicOp::Xchg | AtomicOp::Cmpxchg)) {
+            // rax is needed for the old value.
+            self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
+            m = Mem::at(Gpr::Rdx, 0);
+        }
         match op {
             AtomicOp::Add if fetch => {
-                self.a.lock();
+                if locked {
+                    self.a.lock();
+                }
                 self.a.xadd(s, m, v);
             }
             AtomicOp::Add | AtomicOp::Or | AtomicOp::And | AtomicOp::Xor if !fetch => {
-                // Without fetch: one locked read-modify-write.
-                let o = match op {
-                    AtomicOp::Add => Alu::Add,
-                    o => alu(o),
-                };
-                self.a.lock();
-                self.a.alu_rm_r(s, o, Rm::Mem(m), v);
+                // Without fetch: one (locked) read-modify-write.
+                if locked {
+                    self.a.lock();
+                }
+                self.a.alu_rm_r(s, alu(op), Rm::Mem(m), v);
             }
             AtomicOp::Add | AtomicOp::Or | AtomicOp::And | AtomicOp::Xor => {
                 // fetch (not add): compare-exchange loop (SDM 3.2 CMPXCHG).
-                if m.base == Gpr::Rax {
-                    self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
-                    m = Mem::at(Gpr::Rdx, 0);
-                }
                 self.a.mov_r_rm(s, Gpr::Rax, Rm::Mem(m));
                 let lp = self.new_label();
                 self.bind(lp);
                 self.a.mov_r_rm(s, Gpr::Rcx, Rm::Reg(Gpr::Rax));
                 self.a.alu_rm_r(s, alu(op), Rm::Reg(Gpr::Rcx), v);
-                self.a.lock();
-                self.a.cmpxchg(s, m, Gpr::Rcx);
-                self.jcc(Cc::Ne, lp);
+                if locked {
+                    self.a.lock();
+                    self.a.cmpxchg(s, m, Gpr::Rcx);
+                    self.jcc(Cc::Ne, lp);
+                } else {
+                    self.a.mov_rm_r(s, Rm::Mem(m), Gpr::Rcx);
+                }
                 self.a.mov_r_rm(s, v, Rm::Reg(Gpr::Rax));
             }
-            AtomicOp::Xchg => self.a.xchg(s, m, v),
-            AtomicOp::Cmpxchg => {
-                if m.base == Gpr::Rax {
-                    self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
-                    m = Mem::at(Gpr::Rdx, 0);
+            AtomicOp::Xchg => {
+                if locked {
+                    // XCHG with memory is always locked (SDM 3.2 XCHG).
+                    self.a.xchg(s, m, v);
+                } else {
+                    self.a.mov_r_rm(s, Gpr::Rcx, Rm::Mem(m));
+                    self.a.mov_rm_r(s, Rm::Mem(m), v);
+                    self.a.mov_r_rm(s, v, Rm::Reg(Gpr::Rcx));
                 }
+            }
+            AtomicOp::Cmpxchg => {
                 self.a.mov_r_rm(Sz::B64, Gpr::Rax, Rm::Reg(REG_MAP[0]));
-                self.a.lock();
+                if locked {
+                    self.a.lock();
+                }
                 self.a.cmpxchg(s, m, v);
                 self.a.mov_r_rm(s, REG_MAP[0], Rm::Reg(Gpr::Rax));
             }
