@@ -41,6 +41,8 @@ pub mod printk;
 #[allow(unsafe_code)]
 mod region;
 mod state;
+#[cfg(test)]
+mod tests;
 mod xdp;
 
 pub use misc::csum_add;

@@ -1,0 +1,208 @@
+//! Helpers called directly, as an engine calls them: a `HelperEnv` over a
+//! stack and regions, the run's `RunState` as per-run data.
+
+use crate::ids::*;
+use crate::{register, MapTable, Redirect, RunState, XdpBuff, MAX_TAIL_CALL_CNT};
+use bpfkit_maps::{MapDef, MapOptions, MapRegistry, MapType, ProgId};
+use bpfkit_runtime::{
+    Guest, HelperAbort, HelperEnv, HelperId, HelperResult, Helpers, Memory, Pc, RegionKind,
+};
+use std::sync::Arc;
+
+const EINVAL: u64 = (-22i64) as u64;
+const ENOENT: u64 = (-2i64) as u64;
+
+struct World {
+    helpers: Helpers,
+    table: Arc<MapTable>,
+    registry: MapRegistry,
+    addrs: Vec<u64>,
+}
+
+fn world(defs: &[MapDef]) -> World {
+    let registry = MapRegistry::new(MapOptions::new().possible_cpus(2));
+    let mut table = MapTable::new(Some(registry.clone()));
+    let addrs = defs
+        .iter()
+        .map(|d| table.insert(registry.create(d.clone()).unwrap().1))
+        .collect();
+    let mut helpers = Helpers::new();
+    register(&mut helpers);
+    World {
+        helpers,
+        table: Arc::new(table),
+        registry,
+        addrs,
+    }
+}
+
+impl World {
+    /// Runs `f` with a helper caller over `mem` and a fresh state.
+    fn with<R>(
+        &self,
+        mem: Memory<'_>,
+        f: impl FnOnce(&mut dyn FnMut(u32, [u64; 5]) -> HelperResult) -> R,
+    ) -> (R, RunState) {
+        let helpers = &self.helpers;
+        RunState::scoped(self.table.clone(), 0, mem, |mem, state| {
+            let mut stack = [0u8; 8];
+            let mut call = |id: u32, args: [u64; 5]| {
+                let h = helpers.get(id).unwrap().clone();
+                let mut guest = Guest::new(&mut stack, mem);
+                let mut env =
+                    HelperEnv::new(guest.reborrow(), Some(&mut *state), Pc(0), HelperId(id));
+                h.call(&mut env, args)
+            };
+            f(&mut call)
+        })
+    }
+}
+
+#[test]
+fn lookup_update_delete_and_values_in_place() {
+    let w = world(&[MapDef::new(MapType::Hash, 4, 8, 4)]);
+    let map = w.addrs[0];
+    let mut key = 7u32.to_ne_bytes();
+    let mut value = 5u64.to_ne_bytes();
+    let mut mem = Memory::new();
+    let k = mem.add(RegionKind::Other, &mut key);
+    let v = mem.add(RegionKind::Other, &mut value);
+    let ((), _) = w.with(mem, |call| {
+        assert_eq!(call(MAP_LOOKUP_ELEM, [map, k, 0, 0, 0]).unwrap(), 0);
+        assert_eq!(call(MAP_DELETE_ELEM, [map, k, 0, 0, 0]).unwrap(), ENOENT);
+        assert_eq!(call(MAP_UPDATE_ELEM, [map, k, v, 0, 0]).unwrap(), 0);
+        assert_eq!(
+            call(MAP_UPDATE_ELEM, [map, k, v, 1, 0]).unwrap(),
+            (-17i64) as u64
+        );
+        let p = call(MAP_LOOKUP_ELEM, [map, k, 0, 0, 0]).unwrap();
+        assert_ne!(p, 0);
+        // a bad map address is a trap, not a crash
+        assert!(call(MAP_LOOKUP_ELEM, [0x1234, k, 0, 0, 0]).is_err());
+    });
+    assert_eq!(
+        w.registry
+            .get(bpfkit_maps::MapId(1))
+            .unwrap()
+            .lookup(&7u32.to_ne_bytes())
+            .unwrap(),
+        5u64.to_ne_bytes()
+    );
+}
+
+#[test]
+fn tail_call_counts_before_reading_the_slot() {
+    let w = world(&[MapDef::new(MapType::ProgArray, 4, 4, 4)]);
+    let pa = w.addrs[0];
+    w.registry
+        .get(bpfkit_maps::MapId(1))
+        .unwrap()
+        .update(&1u32.to_ne_bytes(), &9u32.to_ne_bytes(), 0)
+        .unwrap();
+    let ((), st) = w.with(Memory::new(), |call| {
+        // out of range: no count
+        assert_eq!(call(TAIL_CALL, [0, pa, 4, 0, 0]).unwrap(), EINVAL);
+        // empty slot: falls through, but counts
+        assert_eq!(call(TAIL_CALL, [0, pa, 0, 0, 0]).unwrap(), ENOENT);
+        assert_eq!(
+            call(TAIL_CALL, [0, pa, 1, 0, 0]),
+            Err(HelperAbort::Stop { r0: 0 })
+        );
+    });
+    assert_eq!(st.tail_calls, 2);
+    assert_eq!(st.tail_call, Some(ProgId(9)));
+    let ((), st) = w.with(Memory::new(), |call| {
+        for _ in 0..MAX_TAIL_CALL_CNT {
+            assert!(call(TAIL_CALL, [0, pa, 1, 0, 0]).is_err());
+        }
+        // the 34th falls through
+        assert_eq!(call(TAIL_CALL, [0, pa, 1, 0, 0]).unwrap(), EINVAL);
+    });
+    assert_eq!(st.tail_calls, MAX_TAIL_CALL_CNT);
+}
+
+#[test]
+fn redirects() {
+    let w = world(&[MapDef::new(MapType::Devmap, 4, 4, 4)]);
+    let dm = w.addrs[0];
+    w.registry
+        .get(bpfkit_maps::MapId(1))
+        .unwrap()
+        .update(&2u32.to_ne_bytes(), &5u32.to_ne_bytes(), 0)
+        .unwrap();
+    let ((), st) = w.with(Memory::new(), |call| {
+        assert_eq!(call(REDIRECT, [3, 1, 0, 0, 0]).unwrap(), 0); // flags: XDP_ABORTED
+        assert_eq!(call(REDIRECT, [3, 0, 0, 0, 0]).unwrap(), 4);
+        // empty slot: the fallback action in the low bits
+        assert_eq!(call(REDIRECT_MAP, [dm, 1, 2, 0, 0]).unwrap(), 2);
+        assert_eq!(call(REDIRECT_MAP, [dm, 9, 1, 0, 0]).unwrap(), 1);
+        assert_eq!(call(REDIRECT_MAP, [dm, 2, 1 << 5, 0, 0]).unwrap(), 0);
+        assert_eq!(call(REDIRECT_MAP, [dm, 2, 0, 0, 0]).unwrap(), 4);
+    });
+    assert!(matches!(
+        st.redirect,
+        Some(Redirect::Devmap {
+            key: 2,
+            ifindex: 5,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn xdp_adjust_limits() {
+    let w = world(&[]);
+    let mut frame = vec![0u8; 4096];
+    let mut ctx = [0u8; 24];
+    let mut mem = Memory::new();
+    let hard = mem.add(RegionKind::Packet, &mut frame);
+    let c = mem.add(RegionKind::Context, &mut ctx);
+    let buff = XdpBuff {
+        hard_start: hard,
+        frame_sz: 4096,
+        meta: hard + 256,
+        data: hard + 256,
+        end: hard + 256 + 60,
+        ctx: c,
+    };
+    let ((), st) = RunState::scoped(w.table.clone(), 0, mem, |mem, state| {
+        state.xdp = Some(buff);
+        let mut stack = [0u8; 8];
+        let mut call = |id: u32, delta: i32| {
+            let h = w.helpers.get(id).unwrap().clone();
+            let mut guest = Guest::new(&mut stack, mem);
+            let mut env = HelperEnv::new(guest.reborrow(), Some(&mut *state), Pc(0), HelperId(id));
+            h.call(&mut env, [c, delta as i64 as u64, 0, 0, 0]).unwrap()
+        };
+        // headroom less struct xdp_frame (40 bytes)
+        assert_eq!(call(XDP_ADJUST_HEAD, -217), EINVAL);
+        assert_eq!(call(XDP_ADJUST_HEAD, 47), EINVAL); // fewer than 14 bytes left
+        assert_eq!(call(XDP_ADJUST_HEAD, -16), 0);
+        // metadata: 4-byte multiples only (-EACCES), not past data_hard_start + 40
+        assert_eq!(call(XDP_ADJUST_META, -6), (-13i64) as u64);
+        assert_eq!(call(XDP_ADJUST_META, -8), 0);
+        assert_eq!(call(XDP_ADJUST_META, -200), EINVAL);
+        // the tail: up to the tailroom (320 bytes short of the page)
+        assert_eq!(call(XDP_ADJUST_TAIL, 4096), EINVAL);
+        assert_eq!(call(XDP_ADJUST_TAIL, -63), EINVAL);
+        assert_eq!(call(XDP_ADJUST_TAIL, 8), 0);
+    });
+    let b = st.xdp.unwrap();
+    assert_eq!(
+        (b.data - hard, b.meta - hard, b.end - hard),
+        (240, 232, 324)
+    );
+    // the context's 32-bit fields follow
+    assert_eq!(
+        u32::from_le_bytes(ctx[0..4].try_into().unwrap()),
+        b.data as u32
+    );
+    assert_eq!(
+        u32::from_le_bytes(ctx[4..8].try_into().unwrap()),
+        b.end as u32
+    );
+    assert_eq!(
+        u32::from_le_bytes(ctx[8..12].try_into().unwrap()),
+        b.meta as u32
+    );
+}
