@@ -1050,6 +1050,138 @@ mod tests {
         }
     }
 
+    /// Byte, word, dword and qword register forms for every register.
+    #[test]
+    fn all_registers_in_every_width() {
+        const ALL: [Gpr; 16] = [
+            Gpr::Rax,
+            Gpr::Rcx,
+            Gpr::Rdx,
+            Gpr::Rbx,
+            Gpr::Rsp,
+            Gpr::Rbp,
+            Gpr::Rsi,
+            Gpr::Rdi,
+            Gpr::R8,
+            Gpr::R9,
+            Gpr::R10,
+            Gpr::R11,
+            Gpr::R12,
+            Gpr::R13,
+            Gpr::R14,
+            Gpr::R15,
+        ];
+        let q = [
+            "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11",
+            "r12", "r13", "r14", "r15",
+        ];
+        let d = [
+            "eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", "r8d", "r9d", "r10d", "r11d",
+            "r12d", "r13d", "r14d", "r15d",
+        ];
+        let w = [
+            "ax", "cx", "dx", "bx", "sp", "bp", "si", "di", "r8w", "r9w", "r10w", "r11w", "r12w",
+            "r13w", "r14w", "r15w",
+        ];
+        let b = [
+            "al", "cl", "dl", "bl", "spl", "bpl", "sil", "dil", "r8b", "r9b", "r10b", "r11b",
+            "r12b", "r13b", "r14b", "r15b",
+        ];
+        let one = |f: &dyn Fn(&mut Asm)| {
+            let mut a = Asm::new();
+            f(&mut a);
+            text(&a.buf)
+        };
+        for (i, &r) in ALL.iter().enumerate() {
+            for (j, &m) in ALL.iter().enumerate() {
+                let mem = Mem::at(m, 0x10);
+                let at = format!("[{}+0x10]", q[j]);
+                let rm = Rm::Mem(mem);
+                assert_eq!(
+                    one(&|a| a.mov_rm_r(Sz::B8, rm, r)),
+                    format!("mov {at}, {}", b[i])
+                );
+                assert_eq!(
+                    one(&|a| a.mov_rm_r(Sz::B16, rm, r)),
+                    format!("mov {at}, {}", w[i])
+                );
+                assert_eq!(
+                    one(&|a| a.mov_rm_r(Sz::B32, rm, r)),
+                    format!("mov {at}, {}", d[i])
+                );
+                assert_eq!(
+                    one(&|a| a.movzx(Sz::B8, r, Rm::Reg(m))),
+                    format!("movzx {}, {}", d[i], b[j])
+                );
+                assert_eq!(
+                    one(&|a| a.movzx(Sz::B16, r, Rm::Reg(m))),
+                    format!("movzx {}, {}", d[i], w[j])
+                );
+                assert_eq!(
+                    one(&|a| a.movsx(Sz::B64, Sz::B8, r, Rm::Reg(m))),
+                    format!("movsx {}, {}", q[i], b[j])
+                );
+                assert_eq!(
+                    one(&|a| a.movsx(Sz::B32, Sz::B16, r, rm)),
+                    format!("movsx {}, word ptr {at}", d[i])
+                );
+                assert_eq!(
+                    one(&|a| a.movsx(Sz::B64, Sz::B32, r, Rm::Reg(m))),
+                    format!("movsxd {}, {}", q[i], d[j])
+                );
+                assert_eq!(
+                    one(&|a| a.imul_r_rm(Sz::B32, r, Rm::Reg(m))),
+                    format!("imul {}, {}", d[i], d[j])
+                );
+                assert_eq!(
+                    one(&|a| a.xadd(Sz::B64, mem, r)),
+                    format!("xadd {at}, {}", q[i])
+                );
+                assert_eq!(
+                    one(&|a| a.cmpxchg(Sz::B32, mem, r)),
+                    format!("cmpxchg {at}, {}", d[i])
+                );
+                assert_eq!(
+                    one(&|a| a.xchg(Sz::B64, mem, r)),
+                    format!("xchg {at}, {}", q[i])
+                );
+            }
+            let rr = Rm::Reg(r);
+            assert_eq!(
+                one(&|a| a.shift_cl(Sz::B64, Shift::Sar, rr)),
+                format!("sar {}, cl", q[i])
+            );
+            assert_eq!(
+                one(&|a| a.shift_i(Sz::B16, Shift::Rol, rr, 8)),
+                format!("rol {}, 0x8", w[i])
+            );
+            assert_eq!(one(&|a| a.bswap(Sz::B32, r)), format!("bswap {}", d[i]));
+            assert_eq!(one(&|a| a.bswap(Sz::B64, r)), format!("bswap {}", q[i]));
+            assert_eq!(
+                one(&|a| a.unary(Sz::B32, Unary::Neg, rr)),
+                format!("neg {}", d[i])
+            );
+            assert_eq!(one(&|a| a.push(r)), format!("push {}", q[i]));
+            assert_eq!(one(&|a| a.pop(r)), format!("pop {}", q[i]));
+            assert_eq!(
+                one(&|a| a.alu_rm_i(Sz::B32, Alu::Cmp, rr, 0x12345)),
+                format!("cmp {}, 0x12345", d[i])
+            );
+            assert_eq!(
+                one(&|a| a.mov_rm_i(Sz::B8, Rm::Mem(Mem::at(r, -1)), 0x7f)),
+                format!("mov byte ptr [{}-0x1], 0x7f", q[i])
+            );
+            assert_eq!(
+                one(&|a| a.mov_r_imm64(r, 0x8000_0000)),
+                format!("mov {}, 0x80000000", d[i])
+            );
+            assert_eq!(
+                one(&|a| a.mov_r_imm64(r, 0x1_0000_0000)),
+                format!("mov {}, 0x100000000", q[i])
+            );
+        }
+    }
+
     #[test]
     fn patching() {
         let mut a = Asm::new();
