@@ -94,6 +94,29 @@ impl XdpMd {
     }
 }
 
+/// The number of receive queues of interface `ifindex` as the host's
+/// `/sys/class/net` shows them: `Some(None)` when no interface has that
+/// index, `None` when the host cannot tell (no sysfs), in which case any
+/// index is accepted.
+pub fn rx_queues(ifindex: u32) -> Option<Option<usize>> {
+    let dir = std::fs::read_dir("/sys/class/net").ok()?;
+    for e in dir.flatten() {
+        let idx = std::fs::read_to_string(e.path().join("ifindex")).ok();
+        if idx.and_then(|s| s.trim().parse::<u32>().ok()) != Some(ifindex) {
+            continue;
+        }
+        let n = std::fs::read_dir(e.path().join("queues"))
+            .map(|q| {
+                q.flatten()
+                    .filter(|q| q.file_name().to_string_lossy().starts_with("rx-"))
+                    .count()
+            })
+            .unwrap_or(1);
+        return Some(Some(n.max(1)));
+    }
+    Some(None)
+}
+
 /// What a packet run produced.
 #[derive(Debug)]
 pub struct XdpRun {
@@ -171,8 +194,17 @@ impl XdpRunner {
                 ))
             } else if m.egress_ifindex != 0 {
                 Some("egress_ifindex must be 0".into())
-            } else if m.rx_queue_index != 0 {
-                Some(format!("no receive queue {}", m.rx_queue_index))
+            } else if m.ingress_ifindex == 0 && m.rx_queue_index != 0 {
+                Some("rx_queue_index without ingress_ifindex".into())
+            } else if m.ingress_ifindex != 0 {
+                match rx_queues(m.ingress_ifindex) {
+                    Some(None) => Some(format!("no interface {}", m.ingress_ifindex)),
+                    Some(Some(n)) if m.rx_queue_index as usize >= n => Some(format!(
+                        "interface {} has no receive queue {}",
+                        m.ingress_ifindex, m.rx_queue_index
+                    )),
+                    _ => None,
+                }
             } else {
                 None
             };

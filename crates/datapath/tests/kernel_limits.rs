@@ -143,6 +143,51 @@ fn adjust_limits_match_the_kernel() {
     }
 }
 
+#[test]
+fn ctx_in_devices_match_the_kernel() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(root.join(OBJECT)).unwrap();
+    if let Err(e) = bpfkit_kernel::probe() {
+        println!("skipped: bpf() is not available here: {e}");
+        return;
+    }
+    let elf = bpfkit_elf::LoadedObject::load(&bytes).unwrap();
+    let insns = bpfkit_isa::encode_all(elf.programs[0].insns.insns());
+    let mut load = ProgLoad::new(prog_type::XDP, &insns);
+    load.license = "Dual MIT/GPL".into();
+    let kprog = load.load().unwrap();
+    let mut obj = Loader::new().engine(Engine::Interp).load(&bytes).unwrap();
+    let mut runner = XdpRunner::new().unwrap();
+    let input = packet(64, 2, 0);
+    for (ifindex, rxq, egress) in [
+        (0, 0, 0),
+        (1, 0, 0),
+        (1, 1, 0),
+        (0, 1, 0),
+        (999_999, 0, 0),
+        (1, 0, 1),
+    ] {
+        let mut c = ctx(0, 64);
+        c[12..16].copy_from_slice(&(ifindex as u32).to_le_bytes());
+        c[16..20].copy_from_slice(&(rxq as u32).to_le_bytes());
+        c[20..24].copy_from_slice(&(egress as u32).to_le_bytes());
+        let k = kprog.test_run(&TestRun {
+            data_in: &input,
+            data_out_len: 4096,
+            ctx_in: &c,
+            ctx_out_len: 24,
+            repeat: 1,
+            flags: 0,
+        });
+        let b = runner.run(&mut obj, 0, &input, Some(&c), 1);
+        assert_eq!(
+            k.is_ok(),
+            b.is_ok(),
+            "ifindex {ifindex} rxq {rxq} egress {egress}: kernel {k:?}, bpfkit {b:?}"
+        );
+    }
+}
+
 fn bpfkit_jit_supported() -> bool {
     cfg!(all(target_arch = "x86_64", target_os = "linux"))
 }
