@@ -191,13 +191,40 @@ impl<'r> Builder<'r> {
         all_helpers.sort_by_key(|(id, _)| *id);
         let mut pcs = prog.pcs().to_vec();
         pcs.push(Pc(slots));
+        let mut stack = vec![0u64; STACK_SIZE * MAX_CALL_FRAMES / 8].into_boxed_slice();
+        let stack_start = stack.as_mut_ptr() as u64;
+        let ctx = Box::new(Ctx {
+            host_rsp: 0,
+            stack_start,
+            stack_top: stack_start + (STACK_SIZE * MAX_CALL_FRAMES) as u64,
+            remaining: 0,
+            depth: 0,
+            regions: 0,
+            nregions: 0,
+            args: [0; 5],
+            status: status::OK,
+            ret: 0,
+            trap_idx: 0,
+            fault_addr: 0,
+            fault_info: 0,
+            callx_tab: callx_tab.as_ptr() as u64,
+            callx_adj: callx_adj.as_ptr() as u64,
+            pkt_start: 0,
+            pkt_len: 0,
+            has_pkt: 0,
+            hot_r: [0; 2],
+            hot_w: [0; 2],
+            trampoline: memory::helper_trampoline as *const () as u64,
+            env: 0,
+        });
         Ok(Jit {
+            ctx,
             code,
             insns: prog.insns().to_vec(),
             pcs,
             table,
             all_helpers,
-            stack: vec![0u64; STACK_SIZE * MAX_CALL_FRAMES / 8].into_boxed_slice(),
+            stack,
             callx_tab,
             callx_adj,
             regions: Vec::new(),
@@ -216,10 +243,16 @@ pub struct Jit {
     all_helpers: Vec<(u32, Arc<dyn Helper>)>,
     /// The stack, as `u64`s so that frames are 8-aligned.
     stack: Box<[u64]>,
+    /// Owned here, read by the code through `Ctx::callx_tab`/`callx_adj`.
+    #[allow(dead_code)]
     callx_tab: Box<[u64]>,
+    #[allow(dead_code)]
     callx_adj: Box<[u64]>,
     regions: Vec<RegionEntry>,
     budget: Option<u64>,
+    /// The state block, kept between runs so that only per-run fields are
+    /// written on entry.
+    ctx: Box<Ctx>,
 }
 
 impl std::fmt::Debug for Jit {
@@ -271,8 +304,8 @@ pub(crate) struct Ctx {
     /// Last writable region a write was found in: start, length.
     pub(crate) hot_w: [u64; 2],
     pub(crate) trampoline: u64,
-    /// `*mut RunEnv`.
-    pub(crate) env: *mut std::ffi::c_void,
+    /// Address of the run's `RunEnv` (0 between runs).
+    pub(crate) env: u64,
 }
 
 /// What the helper trampoline needs during one run.
@@ -309,6 +342,18 @@ fn snapshot(mem: &Memory<'_>, regions: &mut Vec<RegionEntry>, ctx: &mut Ctx) {
     ctx.hot_w = [0; 2];
 }
 
+/// Whether `mem`'s regions differ from the table the code checks against.
+fn regions_changed(mem: &Memory<'_>, regions: &[RegionEntry], ctx: &Ctx) -> bool {
+    let now = mem.regions();
+    let pkt = mem.packet().map(|p| (p.start(), p.len()));
+    let had = (ctx.has_pkt != 0).then_some((ctx.pkt_start, ctx.pkt_len));
+    pkt != had
+        || now.len() != regions.len()
+        || now.iter().zip(regions).any(|(r, e)| {
+            r.start() != e.start || r.end() != e.end || (!r.writable() as u64) != e.readonly
+        })
+}
+
 /// The safe half of the helper trampoline (see `memory::helper_trampoline`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn call_helper(
@@ -343,7 +388,9 @@ pub(crate) fn call_helper(
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         helper.call(&mut henv, args)
     }));
-    snapshot(guest.memory(), env.regions, ctx);
+    if regions_changed(guest.memory(), env.regions, ctx) {
+        snapshot(guest.memory(), env.regions, ctx);
+    }
     match result {
         Ok(Ok(r0)) => memory::Ret2 { r0, stop: 0 },
         Ok(Err(abort)) => {
@@ -432,31 +479,13 @@ impl Jit {
         }
         let stack_start = self.stack.as_mut_ptr().cast::<u8>();
         let stack_len = 8 * self.stack.len();
-        let mut ctx = Ctx {
-            host_rsp: 0,
-            stack_start: stack_start as u64,
-            stack_top: stack_start as u64 + stack_len as u64,
-            remaining: self.budget.unwrap_or(i64::MAX as u64) as i64,
-            depth: 0,
-            regions: 0,
-            nregions: 0,
-            args: a,
-            status: status::OK,
-            ret: 0,
-            trap_idx: 0,
-            fault_addr: 0,
-            fault_info: 0,
-            callx_tab: self.callx_tab.as_ptr() as u64,
-            callx_adj: self.callx_adj.as_ptr() as u64,
-            pkt_start: 0,
-            pkt_len: 0,
-            has_pkt: 0,
-            hot_r: [0; 2],
-            hot_w: [0; 2],
-            trampoline: memory::helper_trampoline as *const () as u64,
-            env: std::ptr::null_mut(),
-        };
-        snapshot(mem, &mut self.regions, &mut ctx);
+        let ctx = &mut *self.ctx;
+        ctx.remaining = self.budget.unwrap_or(i64::MAX as u64) as i64;
+        ctx.depth = 0;
+        ctx.args = a;
+        ctx.status = status::OK;
+        ctx.ret = 0;
+        snapshot(mem, &mut self.regions, ctx);
         let mut env = RunEnv {
             stack: stack_start,
             stack_len,
@@ -469,8 +498,10 @@ impl Jit {
             trap: None,
             panic: None,
         };
-        ctx.env = (&mut env as *mut RunEnv<'_>).cast();
-        memory::enter(&self.code, 0, &mut ctx);
+        ctx.env = &mut env as *mut RunEnv<'_> as u64;
+        memory::enter(&self.code, 0, ctx);
+        ctx.env = 0;
+        let ctx = &*self.ctx;
         let pc = |idx: u64| self.pcs[idx as usize];
         let kind = match ctx.status {
             status::OK => return Ok(ctx.ret),

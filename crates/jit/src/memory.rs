@@ -180,7 +180,7 @@ pub(crate) extern "C" fn helper_trampoline(ctx: *mut Ctx, h: u64, idx: u64, by_i
     // the whole run, reachable only through this pointer meanwhile.
     let (ctx, env) = unsafe {
         let ctx = &mut *ctx;
-        let env = &mut *(ctx.env as *mut RunEnv<'_>);
+        let env = &mut *(ctx.env as usize as *mut RunEnv<'_>);
         (ctx, env)
     };
     // SAFETY: `env.stack`/`env.stack_len` is the run's stack buffer and
