@@ -212,8 +212,8 @@ impl<'r> Builder<'r> {
             pkt_start: 0,
             pkt_len: 0,
             has_pkt: 0,
-            hot_r: [0; 2],
-            hot_w: [0; 2],
+            hot_r: [0; 5],
+            hot_w: [0; 5],
             trampoline: memory::helper_trampoline as *const () as u64,
             env: 0,
         });
@@ -299,10 +299,11 @@ pub(crate) struct Ctx {
     pub(crate) pkt_start: u64,
     pub(crate) pkt_len: u64,
     pub(crate) has_pkt: u64,
-    /// Last region a read was found in: start, length (0: none).
-    pub(crate) hot_r: [u64; 2],
-    /// Last writable region a write was found in: start, length.
-    pub(crate) hot_w: [u64; 2],
+    /// Last region an access was found in: start, then for access sizes 1,
+    /// 2, 4, 8 the number of valid offsets (`len - size + 1`; 0: none).
+    pub(crate) hot_r: [u64; 5],
+    /// The same for the last writable region a write was found in.
+    pub(crate) hot_w: [u64; 5],
     pub(crate) trampoline: u64,
     /// Address of the run's `RunEnv` (0 between runs).
     pub(crate) env: u64,
@@ -338,8 +339,8 @@ fn snapshot(mem: &Memory<'_>, regions: &mut Vec<RegionEntry>, ctx: &mut Ctx) {
         Some(p) => (p.start(), p.len(), 1),
         None => (0, 0, 0),
     };
-    ctx.hot_r = [0; 2];
-    ctx.hot_w = [0; 2];
+    ctx.hot_r = [0; 5];
+    ctx.hot_w = [0; 5];
 }
 
 /// Whether `mem`'s regions differ from the table the code checks against.

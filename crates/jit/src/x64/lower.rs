@@ -283,7 +283,19 @@ impl<'a> Emitter<'a> {
         );
         let cold = self.new_label();
         let resume = self.new_label();
-        self.jcc(Cc::A, cold);
+        self.jcc(Cc::Be, resume);
+        // Not the stack: the region the last region walk found for this
+        // direction (`off < len - size + 1`, precomputed per size).
+        let hot = if write {
+            offset_of!(Ctx, hot_w)
+        } else {
+            offset_of!(Ctx, hot_r)
+        };
+        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
+        self.a.alu_r_rm(Sz::B64, Alu::Sub, Gpr::Rdx, field(hot));
+        let lim = hot + 8 + 8 * (n as u32).trailing_zeros() as usize;
+        self.a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rdx, field(lim));
+        self.jcc(Cc::Ae, cold);
         self.bind(resume);
         self.used_slow |= 1 << slow_index(n as u8, write);
         self.cold.push(Cold::Mem {
@@ -414,7 +426,8 @@ impl<'a> Emitter<'a> {
             .test_rm_r(Sz::B64, Rm::Mem(Mem::at(Gpr::Rdi, 16)), Gpr::Rdx);
         self.jcc(Cc::Ne, next);
         // Found: remember it for the inline caches (reads: any region;
-        // writes: this writable one).
+        // writes: this writable one) as start and, per access size n,
+        // `len - n + 1` (regions shorter than 8 bytes are not cached).
         let read_only = self.new_label();
         self.a
             .mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Mem(Mem::at(Gpr::Rdi, 0)));
@@ -422,16 +435,22 @@ impl<'a> Emitter<'a> {
             .mov_r_rm(Sz::B64, Gpr::Rsi, Rm::Mem(Mem::at(Gpr::Rdi, 8)));
         self.a
             .alu_rm_r(Sz::B64, Alu::Sub, Rm::Reg(Gpr::Rsi), Gpr::Rcx);
-        self.a
-            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, hot_r)), Gpr::Rcx);
-        self.a
-            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, hot_r) + 8), Gpr::Rsi);
-        self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
-        self.jcc(Cc::E, read_only);
-        self.a
-            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, hot_w)), Gpr::Rcx);
-        self.a
-            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, hot_w) + 8), Gpr::Rsi);
+        self.a.alu_rm_i(Sz::B64, Alu::Cmp, Rm::Reg(Gpr::Rsi), 8);
+        self.jcc(Cc::B, read_only);
+        for (hot, only_write) in [
+            (offset_of!(Ctx, hot_r), false),
+            (offset_of!(Ctx, hot_w), true),
+        ] {
+            if only_write {
+                self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
+                self.jcc(Cc::E, read_only);
+            }
+            self.a.mov_rm_r(Sz::B64, field(hot), Gpr::Rcx);
+            for (k, n) in [1i32, 2, 4, 8].into_iter().enumerate() {
+                self.a.lea(Gpr::Rdi, Mem::at(Gpr::Rsi, 1 - n));
+                self.a.mov_rm_r(Sz::B64, field(hot + 8 + 8 * k), Gpr::Rdi);
+            }
+        }
         self.bind(read_only);
         self.a.mov_r_imm64(Gpr::Rdx, 0);
         self.jmp(done);
@@ -448,10 +467,9 @@ impl<'a> Emitter<'a> {
 
         // Slow memory checks, one routine per size and direction, called
         // from a per-access stub with rax = address, rdx = instruction
-        // index; they return when the access is allowed and trap otherwise.
-        // First an inline cache of the region the last region walk found
-        // (`off < len && off + size <= len`; `off < len` keeps `off + size`
-        // from wrapping), then the walk.
+        // index, after the inline stack and last-region checks failed; they
+        // walk the region table and return when the access is allowed, and
+        // trap otherwise.
         for size in [1u8, 2, 4, 8] {
             for write in [false, true] {
                 let l = self.fixed(L_SLOW_MEM + slow_index(size, write));
@@ -459,22 +477,7 @@ impl<'a> Emitter<'a> {
                     continue;
                 }
                 self.bind(l);
-                let hot = if write {
-                    offset_of!(Ctx, hot_w)
-                } else {
-                    offset_of!(Ctx, hot_r)
-                };
-                let (walk, fail) = (self.new_label(), self.new_label());
-                self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(Gpr::Rax));
-                self.a.alu_r_rm(Sz::B64, Alu::Sub, Gpr::Rcx, field(hot));
-                self.a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rcx, field(hot + 8));
-                self.jcc(Cc::Ae, walk);
-                self.a
-                    .alu_rm_i(Sz::B64, Alu::Add, Rm::Reg(Gpr::Rcx), size as i32);
-                self.a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rcx, field(hot + 8));
-                self.jcc(Cc::A, walk);
-                self.a.ret();
-                self.bind(walk);
+                let fail = self.new_label();
                 self.a.push(Gpr::Rdx);
                 self.a.mov_r_imm64(Gpr::Rcx, size as u64);
                 self.a.mov_r_imm64(Gpr::Rdx, write as u64);
