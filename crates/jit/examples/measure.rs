@@ -38,6 +38,10 @@ const PROGRAMS: &[(&str, &str)] = &[
         "bpf-to-bpf calls (100)",
         "mov %r6, 100\nloop:\nmov %r1, %r6\ncall local f\nsub %r6, 1\njne %r6, 0, loop\nexit\nf:\nmov %r0, %r1\nadd %r0, 1\nexit",
     ),
+    (
+        "xdp-like header parse (7 packet loads)",
+        "mov %r0, 1\nmov %r3, %r1\nadd %r3, %r2\nmov %r4, %r1\nadd %r4, 34\njgt %r4, %r3, out\nldxh %r5, [%r1+12]\njne %r5, 0x0707, out\nldxb %r6, [%r1+23]\njne %r6, 7, out\nldxw %r7, [%r1+26]\nldxw %r8, [%r1+30]\nxor %r7, %r8\nldxh %r8, [%r1+34]\nldxh %r9, [%r1+36]\nadd %r7, %r8\nadd %r7, %r9\nmod %r7, 64\nadd %r7, %r1\nldxb %r0, [%r7]\nand %r0, 3\nout:\nexit",
+    ),
     ("trivial (r0 = 1)", "mov %r0, 1\nexit"),
 ];
 

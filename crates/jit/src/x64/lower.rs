@@ -24,12 +24,21 @@
 //!   `call`s the target; `Ctx::depth` counts frames (trap at
 //!   `MAX_CALL_FRAMES`). Each call level uses 48 bytes of host stack, which
 //!   keeps `rsp` 16-byte aligned at every helper call.
-//! - Memory accesses compute the address into `rax`, compare it with the
-//!   stack buffer's bounds inline and branch to a cold stub otherwise, which
-//!   calls a shared routine that walks the region table; a miss stores the
+//! - Memory accesses compute the address into `rax` and check it inline,
+//!   first against the stack buffer (one subtraction, one compare), then
+//!   against the region the last region-table walk found (kept in the
+//!   `Ctx` per direction, with `len - size + 1` precomputed per size, so
+//!   again one subtraction and one compare). Only when both miss does a
+//!   cold stub call a shared routine (one per size and direction) that
+//!   walks the region table, refreshes the cache, and on a miss stores the
 //!   fault and traps. `[r10 + off]` with `-512 <= off <= -size` needs no
 //!   check at all when the program never writes r10 (every frame is inside
-//!   the stack buffer).
+//!   the stack buffer). The order of checks does not change the outcome:
+//!   regions never overlap the stack or each other.
+//! - Atomics use `lock`ed instructions (`xadd`, `cmpxchg` loops for the
+//!   fetching `or`/`and`/`xor`, `xchg`); a misaligned address takes a plain
+//!   read-modify-write instead, as in the interpreter, so that a program
+//!   cannot cause split locks.
 //! - Budget (when configured): the count of executed instructions is kept
 //!   as `Ctx::remaining = budget - executed`, decremented by the static
 //!   count of each straight-line run at the points where the interpreter
