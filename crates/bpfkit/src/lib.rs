@@ -46,6 +46,7 @@ use bpfkit_jit::Jit;
 use bpfkit_maps::{map_flags, update_flags, Map, MapError, MapOptions, MapRegistry, MapType};
 use bpfkit_runtime::{Helpers, Memory, Trap, TrapKind};
 use std::sync::Arc;
+use std::time::Instant;
 use thiserror::Error;
 
 pub use bpfkit_abi::{MapId, ProgId, ProgType, XdpAction};
@@ -245,6 +246,10 @@ pub struct RunInput {
     pub xdp: Option<XdpBuff>,
     /// Fragments of a multi-buffer XDP packet after its linear part.
     pub frags: Vec<Vec<u8>>,
+    /// Runs in a row over the same memory (0 counts as 1), each seeing the
+    /// packet and maps as the previous one left them, as
+    /// `BPF_PROG_TEST_RUN`'s `repeat`; stops at the first trap.
+    pub repeat: u32,
 }
 
 /// What one run produced.
@@ -260,8 +265,13 @@ pub struct RunOutcome {
     pub xdp: Option<XdpBuff>,
     /// The fragments after the run (`adjust_tail` grows or cuts them).
     pub frags: Vec<Vec<u8>>,
-    /// Tail calls taken.
+    /// Tail calls taken by the last run.
     pub tail_calls: u32,
+    /// Runs done (fewer than asked when one trapped).
+    pub runs: u32,
+    /// Wall time spent in the programs, over all runs, in nanoseconds
+    /// (set-up excluded).
+    pub duration_ns: u64,
 }
 
 /// A loaded object: maps and prepared programs.
@@ -484,15 +494,37 @@ impl Object {
         args: &[u64],
         input: RunInput,
     ) -> RunOutcome {
-        let RunInput { cpu, xdp, frags } = input;
-        let (result, mut state) = RunState::scoped(self.table.clone(), cpu, mem, |mem, state| {
-            state.xdp = xdp;
-            state.frags = frags;
-            state.add_map_regions(mem);
-            self.run_chain(prog, mem, args, state)
-        });
+        let RunInput {
+            cpu,
+            xdp,
+            frags,
+            repeat,
+        } = input;
+        let ((result, runs, duration_ns), mut state) =
+            RunState::scoped(self.table.clone(), cpu, mem, |mem, state| {
+                state.xdp = xdp;
+                state.frags = frags;
+                state.add_map_regions(mem);
+                // One clock read around the whole loop, as the kernel's
+                // test timer does.
+                let t = Instant::now();
+                let mut runs = 0;
+                let r = loop {
+                    state.tail_call = None;
+                    state.tail_calls = 0;
+                    state.redirect = None;
+                    let r = self.run_chain(prog, mem, args, state);
+                    runs += 1;
+                    if r.is_err() || runs >= repeat.max(1) {
+                        break r;
+                    }
+                };
+                (r, runs, t.elapsed().as_nanos() as u64)
+            });
         RunOutcome {
             result,
+            runs,
+            duration_ns,
             trace: std::mem::take(&mut state.trace),
             redirect: state.redirect,
             xdp: state.xdp,

@@ -12,7 +12,6 @@ use bpfkit::helpers::{
 };
 use bpfkit::runtime::{Memory, RegionKind, Trap};
 use bpfkit::{Object, RunInput};
-use std::time::Instant;
 use thiserror::Error;
 
 /// `sizeof(struct xdp_md)`.
@@ -116,6 +115,10 @@ pub fn rx_queues(ifindex: u32) -> Option<Option<usize>> {
     }
     Some(None)
 }
+
+/// `bpf_trace_printk` lines kept per packet (a long `--repeat` prints
+/// the same lines again and again).
+pub const MAX_TRACE_LINES: usize = 1000;
 
 /// What a packet run produced.
 #[derive(Debug)]
@@ -257,15 +260,19 @@ impl XdpRunner {
         self.ctx[16..20].copy_from_slice(&rxq.to_le_bytes());
         buff.ctx = self.ctx.as_ptr() as u64;
 
-        let repeat = repeat.max(1);
+        // Runs go in chunks over one Memory: set-up is amortised, and the
+        // regions that helpers add for map values (and the values retired
+        // meanwhile) are released between chunks.
+        const CHUNK: u32 = 64;
+        let mut left = repeat.max(1);
         let mut trace = Vec::new();
-        let mut total_ns: u128 = 0;
-        let mut last = None;
-        for _ in 0..repeat {
+        let mut total_ns = 0u64;
+        let mut runs = 0u64;
+        let out = loop {
+            let n = left.min(CHUNK);
             let mut mem = Memory::new();
             let ctx_addr = mem.add(RegionKind::Context, &mut self.ctx);
             mem.add(RegionKind::Packet, self.page.bytes_mut());
-            let t = Instant::now();
             let out = obj.run(
                 prog,
                 mem,
@@ -274,24 +281,27 @@ impl XdpRunner {
                     cpu: self.cpu,
                     xdp: Some(buff),
                     frags: std::mem::take(&mut frags),
+                    repeat: n,
                 },
             );
-            total_ns += t.elapsed().as_nanos();
-            trace.extend(out.trace.iter().cloned());
+            total_ns += out.duration_ns;
+            runs += u64::from(out.runs);
+            left -= n;
+            if trace.len() < MAX_TRACE_LINES {
+                trace.extend(
+                    out.trace
+                        .iter()
+                        .take(MAX_TRACE_LINES - trace.len())
+                        .cloned(),
+                );
+            }
             if let Some(b) = out.xdp {
                 buff = b;
             }
             frags = out.frags.clone();
-            let failed = out.result.is_err();
-            last = Some(out);
-            if failed {
-                break;
+            if out.result.is_err() || left == 0 {
+                break out;
             }
-        }
-        let Some(out) = last else {
-            return Err(XdpError::BadCtx {
-                why: "no run".into(),
-            });
         };
         let retval = out.result?;
         let frame = self.page.bytes();
@@ -305,7 +315,7 @@ impl XdpRunner {
             retval,
             data_out,
             meta_len: (buff.data - buff.meta) as usize,
-            duration_ns: (total_ns / repeat as u128) as u64,
+            duration_ns: total_ns / runs.max(1),
             trace,
             redirect: out.redirect,
             tail_calls: out.tail_calls,

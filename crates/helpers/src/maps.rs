@@ -61,14 +61,55 @@ fn raw(v: &ValueRef<'_>) -> (*mut u8, usize) {
     (v.as_ptr(), v.len())
 }
 
+/// The key size of the map at `addr`, without keeping a borrow.
+fn key_size(env: &mut HelperEnv<'_, '_>, addr: u64) -> Result<usize, HelperAbort> {
+    let st = state_of(env)?;
+    st.map(addr)
+        .map(|m| m.def().key_size as usize)
+        .ok_or_else(|| HelperAbort::Failed(format!("{addr:#x} is not a map")))
+}
+
+/// Keys up to this size are read into a stack buffer.
+const SMALL_KEY: usize = 64;
+
 /// `bpf_map_lookup_elem(map, key)`.
 pub(crate) fn lookup(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
-    let map = map_arg(env, a[0])?;
-    let key = read(env, a[1], map.def().key_size as usize)?;
+    let n = key_size(env, a[0])?;
+    let mut small = [0u8; SMALL_KEY];
+    let heap;
+    let key: &[u8] = if n <= SMALL_KEY {
+        env.guest().read(a[1], &mut small[..n])?;
+        &small[..n]
+    } else {
+        heap = read(env, a[1], n)?;
+        &heap
+    };
+    let st = state_of(env)?;
+    let Some(map) = st.map(a[0]) else {
+        return Err(HelperAbort::Failed(format!("{:#x} is not a map", a[0])));
+    };
+    match map.map_type() {
+        MapType::ArrayOfMaps | MapType::HashOfMaps | MapType::Devmap | MapType::DevmapHash => {
+            let map = map.clone();
+            lookup_special(env, &map, key)
+        }
+        _ => {
+            let writable = value_writable(map);
+            let Some((ptr, len)) = map.lookup_ptr(key, st.cpu, st.guard()).map(|v| raw(&v)) else {
+                return Ok(0);
+            };
+            Ok(hand_out(env, ptr, len, writable))
+        }
+    }
+}
+
+/// Lookups in maps of maps (the inner map's address) and devmaps (a
+/// read-only copy of `struct bpf_devmap_val`).
+fn lookup_special(env: &mut HelperEnv<'_, '_>, map: &Arc<Map>, key: &[u8]) -> HelperResult {
     let st = state_of(env)?;
     match map.map_type() {
         MapType::ArrayOfMaps | MapType::HashOfMaps => {
-            let Some(id) = map.inner_map(&key, st.guard()).and_then(Map::id) else {
+            let Some(id) = map.inner_map(key, st.guard()).and_then(Map::id) else {
                 return Ok(0);
             };
             let Some(inner) = st.maps.registry().and_then(|r| r.get(id)) else {
@@ -80,9 +121,8 @@ pub(crate) fn lookup(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
             }
             Ok(addr)
         }
-        MapType::Devmap | MapType::DevmapHash => {
-            // Programs read `struct bpf_devmap_val` (read-only for them).
-            let Ok(v) = map.lookup(&key) else {
+        _ => {
+            let Ok(v) = map.lookup(key) else {
                 return Ok(0);
             };
             let mut words = vec![0u64; v.len().div_ceil(8)].into_boxed_slice();
@@ -94,12 +134,6 @@ pub(crate) fn lookup(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
             let ptr = words.as_mut_ptr().cast::<u8>();
             st.scratch.push(words);
             Ok(hand_out(env, ptr, v.len(), false))
-        }
-        _ => {
-            let Some((ptr, len)) = map.lookup_ptr(&key, st.cpu, st.guard()).map(|v| raw(&v)) else {
-                return Ok(0);
-            };
-            Ok(hand_out(env, ptr, len, value_writable(&map)))
         }
     }
 }

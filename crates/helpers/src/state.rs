@@ -3,7 +3,6 @@
 
 use bpfkit_maps::{map_flags, pin, Map, MapId, MapRegistry, ProgId, RunGuard};
 use bpfkit_runtime::{Memory, RegionKind};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The maps a program may name, by the address its `lddw` loaded (the
@@ -11,7 +10,8 @@ use std::sync::Arc;
 /// the registry that resolves inner maps of map-in-maps.
 #[derive(Debug, Default)]
 pub struct MapTable {
-    by_addr: HashMap<u64, Arc<Map>>,
+    /// (address, map), few entries: a linear scan beats hashing.
+    by_addr: Vec<(u64, Arc<Map>)>,
     registry: Option<MapRegistry>,
 }
 
@@ -19,7 +19,7 @@ impl MapTable {
     /// An empty table whose inner maps resolve through `registry`.
     pub fn new(registry: Option<MapRegistry>) -> MapTable {
         MapTable {
-            by_addr: HashMap::new(),
+            by_addr: Vec::new(),
             registry,
         }
     }
@@ -33,13 +33,18 @@ impl MapTable {
     /// Adds `map` and returns its address.
     pub fn insert(&mut self, map: Arc<Map>) -> u64 {
         let addr = MapTable::addr_of(&map);
-        self.by_addr.insert(addr, map);
+        if self.get(addr).is_none() {
+            self.by_addr.push((addr, map));
+        }
         addr
     }
 
     /// The map at `addr`.
     pub fn get(&self, addr: u64) -> Option<&Arc<Map>> {
-        self.by_addr.get(&addr)
+        self.by_addr
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, m)| m)
     }
 
     /// The registry of inner maps.
@@ -204,9 +209,7 @@ impl RunState {
     /// these maps then need no new region, and `lddw` value addresses
     /// (`MapIdxValue`) point into them.
     pub fn add_map_regions(&self, mem: &mut Memory<'_>) {
-        let mut maps: Vec<&Arc<Map>> = self.maps.by_addr.values().collect();
-        maps.sort_by_key(|m| m.id());
-        for m in maps {
+        for (_, m) in &self.maps.by_addr {
             if let Some(v) = m.array_storage() {
                 let writable = m.def().map_flags & map_flags::RDONLY_PROG == 0;
                 let len = v.len();
