@@ -689,7 +689,8 @@ impl<'a> Emitter<'a> {
                 match (cond, src) {
                     (Cond::Set, Src::Imm(imm)) => self.a.test_rm_i(s, d, imm),
                     (Cond::Set, Src::Reg(r)) => self.a.test_rm_r(s, d, hr(r)),
-                    (Cond::Eq | Cond::Ne, Src::Imm(0)) => self.a.test_rm_r(s, d, hr(dst)),
+                    // `test d, d` sets ZF, SF and CF = OF = 0 exactly as `cmp d, 0`.
+                    (_, Src::Imm(0)) => self.a.test_rm_r(s, d, hr(dst)),
                     (_, Src::Imm(imm)) => self.a.alu_rm_i(s, Alu::Cmp, d, imm),
                     (_, Src::Reg(r)) => self.a.alu_rm_r(s, Alu::Cmp, d, hr(r)),
                 }
