@@ -4,7 +4,7 @@
 
 use crate::{read_input, write_stdout, CmdResult};
 use anyhow::{anyhow, bail, Context};
-use bpfkit::{Engine, Loader, Object, XdpAction};
+use bpfkit::{Engine, Loader, Object, ProgType, XdpAction};
 use bpfkit_datapath::packets::{parse_hex, read_capture, to_hex, Packet, PcapOut};
 use bpfkit_datapath::xdp::{XdpError, XdpRun, XdpRunner};
 use bpfkit_maps::{update_flags, MapType};
@@ -56,6 +56,10 @@ pub struct Args {
     /// it (human output only).
     #[arg(long)]
     dump_maps: bool,
+    /// Stops a program after N instructions (a trap): a guard for programs
+    /// that no verifier has checked (default: no limit).
+    #[arg(long, value_name = "N")]
+    budget: Option<u64>,
 }
 
 /// One packet's result.
@@ -102,12 +106,23 @@ pub fn run(args: Args) -> CmdResult {
     if let Some(e) = engine {
         loader = loader.engine(e);
     }
+    if let Some(n) = args.budget {
+        loader = loader.budget(n);
+    }
     let mut obj = loader.load(&data).map_err(|e| anyhow!("{name}: {e}"))?;
     let prog = match &args.prog {
         Some(p) => obj.program_index(p).map_err(|e| anyhow!("{name}: {e}"))?,
         None if obj.programs().is_empty() => bail!("{name}: the object has no program"),
         None => 0,
     };
+    let info = &obj.programs()[prog];
+    if let Some(t) = info.prog_type.filter(|t| *t != ProgType::Xdp) {
+        bail!(
+            "{name}: program {} is a {} program; bpfkit run runs XDP programs",
+            info.name,
+            t.name()
+        );
+    }
     for u in args.map_update.chunks(3) {
         map_update(&obj, &u[0], &u[1], &u[2]).map_err(|e| anyhow!("--map-update: {e:#}"))?;
     }

@@ -239,6 +239,22 @@ fn human_output_shows_actions_counts_and_trace() {
     assert!(out.contains("map 1 printk_ret"), "{out}");
 }
 
+#[test]
+fn budget_traps_exit_1() {
+    let o = run(&[
+        &path("examples/xdp_counter.o"),
+        "--packet",
+        &udp_packet(53),
+        "--budget",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let err = doc["runs"][0]["error"].as_str().unwrap();
+    assert!(err.contains("budget"), "{err}");
+}
+
 /// Exit 2, one line on stderr naming `needle`, nothing on stdout.
 fn assert_usage_error(args: &[&str], needle: &str) {
     let o = run(args);
@@ -320,7 +336,13 @@ fn usage_errors_exit_2() {
         assert_usage_error(&args, needle);
     }
     // clap's own usage errors: exit 2, naming the flag
-    let o = run(&[&counter, "--map-update", "counts"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--map-update"));
+    for (args, flag) in [
+        (vec![&counter, "--map-update", "counts"], "--map-update"),
+        (vec![&counter, "--budget", "x"], "--budget"),
+        (vec![&counter, "--repeat", "-1"], "--repeat"),
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&o.stderr).contains(flag));
+    }
 }
