@@ -339,7 +339,7 @@ fn usage_errors_exit_2() {
     for (args, flag) in [
         (vec![&counter, "--map-update", "counts"], "--map-update"),
         (vec![&counter, "--budget", "x"], "--budget"),
-        (vec![&counter, "--repeat", "-1"], "--repeat"),
+        (vec![&counter, "--repeat", "x"], "--repeat"),
     ] {
         let o = run(&args);
         assert_eq!(o.status.code(), Some(2));
