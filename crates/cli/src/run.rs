@@ -43,7 +43,8 @@ pub struct Args {
     /// The context as BPF_PROG_TEST_RUN's ctx_in (for XDP a struct xdp_md).
     #[arg(long, value_name = "HEX")]
     ctx_in: Option<String>,
-    /// Execution engine (default: the fastest available).
+    /// Execution engine (default: $BPFKIT_ENGINE, else the fastest
+    /// available).
     #[arg(long, value_name = "interp|jit")]
     engine: Option<String>,
     /// Runs each packet N times; reports the average duration per run.
@@ -78,7 +79,12 @@ fn action_name(retval: u64) -> String {
 
 pub fn run(args: Args) -> CmdResult {
     let name = args.object.display().to_string();
-    let engine = match args.engine.as_deref() {
+    // `$BPFKIT_ENGINE` sets the default engine (e.g. to run a test suite
+    // that does not pass --engine on both engines).
+    let env_engine = std::env::var("BPFKIT_ENGINE")
+        .ok()
+        .filter(|e| !e.is_empty());
+    let engine = match args.engine.as_deref().or(env_engine.as_deref()) {
         None => None,
         Some(e) => Some(
             Engine::from_name(e)
