@@ -219,6 +219,7 @@ impl<'r> Builder<'r> {
         });
         Ok(Jit {
             ctx,
+            sites: lowered.sites,
             code,
             insns: prog.insns().to_vec(),
             pcs,
@@ -236,6 +237,8 @@ impl<'r> Builder<'r> {
 /// A program compiled to machine code (checked mode).
 pub struct Jit {
     code: ExecutableCode,
+    /// (return-address offset, instruction index) of every checked access.
+    sites: Vec<(u32, u32)>,
     insns: Vec<Insn>,
     /// Slot pc of each instruction, plus the end.
     pcs: Vec<Pc>,
@@ -504,6 +507,16 @@ impl Jit {
         ctx.env = 0;
         let ctx = &*self.ctx;
         let pc = |idx: u64| self.pcs[idx as usize];
+        let mut trap_idx = ctx.trap_idx;
+        if ctx.status == status::MEM {
+            // `trap_idx` is the faulting access's return address.
+            let off = ctx.trap_idx.wrapping_sub(self.code.addr()) as u32;
+            let i = self
+                .sites
+                .binary_search_by_key(&off, |&(o, _)| o)
+                .expect("memory fault at a known access");
+            trap_idx = self.sites[i].1 as u64;
+        }
         let kind = match ctx.status {
             status::OK => return Ok(ctx.ret),
             status::MEM => TrapKind::OutOfBounds {
@@ -540,6 +553,6 @@ impl Jit {
             }
             s => unreachable!("status {s}"),
         };
-        Err(Trap::new(pc(ctx.trap_idx), kind))
+        Err(Trap::new(pc(trap_idx), kind))
     }
 }

@@ -118,6 +118,9 @@ pub(crate) struct Lowered {
     pub offsets: Vec<u32>,
     /// Budget credit for a `callx` landing on each instruction.
     pub adj: Vec<u32>,
+    /// (code offset of the return address of a slow-path call, instruction
+    /// index), sorted: how a memory fault finds its instruction.
+    pub sites: Vec<(u32, u32)>,
 }
 
 // Fixed labels after the instruction labels (0..=n).
@@ -149,14 +152,6 @@ struct Candidate {
 }
 
 enum Cold {
-    /// Slow memory check for the access at `idx`.
-    Mem {
-        label: usize,
-        resume: usize,
-        size: u8,
-        write: bool,
-        idx: u32,
-    },
     /// Trap with `status` at instruction `idx`.
     Trap { label: usize, status: u64, idx: u32 },
 }
@@ -173,6 +168,8 @@ struct Emitter<'a> {
     /// Long forward jumps that may become short.
     shrink: Vec<Candidate>,
     cold: Vec<Cold>,
+    /// (label after the slow-path call, instruction index) per checked access.
+    sites: Vec<(usize, u32)>,
     input: &'a LowerInput<'a>,
     r10_fixed: bool,
     pending: u32,
@@ -227,6 +224,14 @@ impl<'a> Emitter<'a> {
 
     fn jcc(&mut self, cc: Cc, label: usize) {
         self.branch(Some(cc), label);
+    }
+
+    /// A forward `jcc rel8` to a label known to be bound within 127 bytes
+    /// (no shrink candidate; relaxation only shortens the distance).
+    fn jcc_near(&mut self, cc: Cc, label: usize) {
+        let at = self.a.jcc(cc, false);
+        let k = self.shrink.len();
+        self.fixups.push((at, 1, label, k));
     }
 
     fn call(&mut self, label: usize) {
@@ -290,9 +295,8 @@ impl<'a> Emitter<'a> {
             Rm::Reg(Gpr::Rdx),
             (STACK_SIZE * MAX_CALL_FRAMES) as i32 - n,
         );
-        let cold = self.new_label();
-        let resume = self.new_label();
-        self.jcc(Cc::Be, resume);
+        let ok = self.new_label();
+        self.jcc_near(Cc::Be, ok);
         // Not the stack: the region the last region walk found for this
         // direction (`off < len - size + 1`, precomputed per size).
         let hot = if write {
@@ -304,16 +308,14 @@ impl<'a> Emitter<'a> {
         self.a.alu_r_rm(Sz::B64, Alu::Sub, Gpr::Rdx, field(hot));
         let lim = hot + 8 + 8 * (n as u32).trailing_zeros() as usize;
         self.a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rdx, field(lim));
-        self.jcc(Cc::Ae, cold);
-        self.bind(resume);
+        self.jcc_near(Cc::B, ok);
+        // Neither: walk the regions. The return address identifies the
+        // access if it faults (`Lowered::sites`).
         self.used_slow |= 1 << slow_index(n as u8, write);
-        self.cold.push(Cold::Mem {
-            label: cold,
-            resume,
-            size: n as u8,
-            write,
-            idx: idx as u32,
-        });
+        let l = self.fixed(L_SLOW_MEM + slow_index(n as u8, write));
+        self.call(l);
+        self.bind(ok);
+        self.sites.push((ok, idx as u32));
         Mem::at(Gpr::Rax, 0)
     }
 
@@ -321,19 +323,6 @@ impl<'a> Emitter<'a> {
         let cold = std::mem::take(&mut self.cold);
         for c in &cold {
             match *c {
-                Cold::Mem {
-                    label,
-                    resume,
-                    size,
-                    write,
-                    idx,
-                } => {
-                    self.bind(label);
-                    self.a.mov_r_imm64(Gpr::Rdx, idx as u64);
-                    let l = self.fixed(L_SLOW_MEM + slow_index(size, write));
-                    self.call(l);
-                    self.jmp(resume);
-                }
                 Cold::Trap { label, status, idx } => {
                     self.bind(label);
                     self.a.mov_r_imm64(Gpr::Rcx, status);
@@ -382,7 +371,8 @@ impl<'a> Emitter<'a> {
             .mov_rm_r(Sz::B64, field(offset_of!(Ctx, trap_idx)), Gpr::Rdx);
         self.unwind();
 
-        // Memory fault: rax = address, rcx = size | write << 8, rdx = index.
+        // Memory fault: rax = address, rcx = size | write << 8, rdx = the
+        // return address of the faulting access's slow-path call.
         let l = self.fixed(L_TRAP_MEM);
         self.bind(l);
         self.a
@@ -475,8 +465,8 @@ impl<'a> Emitter<'a> {
         self.a.ret();
 
         // Slow memory checks, one routine per size and direction, called
-        // from a per-access stub with rax = address, rdx = instruction
-        // index, after the inline stack and last-region checks failed; they
+        // from the access with rax = address after the inline stack and
+        // last-region checks failed; they
         // walk the region table and return when the access is allowed, and
         // trap otherwise.
         for size in [1u8, 2, 4, 8] {
@@ -487,16 +477,16 @@ impl<'a> Emitter<'a> {
                 }
                 self.bind(l);
                 let fail = self.new_label();
-                self.a.push(Gpr::Rdx);
                 self.a.mov_r_imm64(Gpr::Rcx, size as u64);
                 self.a.mov_r_imm64(Gpr::Rdx, write as u64);
                 let l = self.fixed(L_CHECK_MEM);
                 self.call(l);
                 self.a.test_rm_r(Sz::B32, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
-                self.a.pop(Gpr::Rdx);
                 self.jcc(Cc::Ne, fail);
                 self.a.ret();
                 self.bind(fail);
+                // rdx = the access's return address (see `Lowered::sites`).
+                self.a.pop(Gpr::Rdx);
                 self.a
                     .mov_r_imm64(Gpr::Rcx, size as u64 | (write as u64) << 8);
                 let l = self.fixed(L_TRAP_MEM);
@@ -1194,6 +1184,7 @@ pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
         fixups: Vec::with_capacity(n),
         shrink: Vec::new(),
         cold: Vec::new(),
+        sites: Vec::new(),
         input,
         r10_fixed: !r10_written,
         pending: 0,
@@ -1222,6 +1213,7 @@ pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
         a,
         mut labels,
         label_k,
+        sites,
         mut fixups,
         shrink,
         adj,
@@ -1232,6 +1224,10 @@ pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
         code,
         offsets: labels[..n].iter().map(|&o| o as u32).collect(),
         adj,
+        sites: sites
+            .iter()
+            .map(|&(l, idx)| (labels[l] as u32, idx))
+            .collect(),
     }
 }
 
