@@ -9,8 +9,9 @@
 //! [`Memory`] regions), and a bad access returns the same
 //! [`Trap { pc, kind }`](Trap) as [`bpfkit_interp::Interpreter`]. Accesses
 //! `[r10 + const]` that provably stay inside the stack are not checked at
-//! all; others cost an inline stack-bounds compare, and only accesses
-//! outside the stack take a (cold) walk over the region table. A later,
+//! all; others cost an inline compare with the stack bounds and one with
+//! the region the last region-table walk found, and only accesses that
+//! miss both walk the region table. A later,
 //! unchecked mode for programs the verifier accepted will enter through a
 //! separate constructor taking a `&VerifiedProgram`; the API below keeps
 //! room for it (the checks are a property of how a [`Jit`] was built, not

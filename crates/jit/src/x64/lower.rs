@@ -28,10 +28,11 @@
 //!   first against the stack buffer (one subtraction, one compare), then
 //!   against the region the last region-table walk found (kept in the
 //!   `Ctx` per direction, with `len - size + 1` precomputed per size, so
-//!   again one subtraction and one compare). Only when both miss does a
-//!   cold stub call a shared routine (one per size and direction) that
-//!   walks the region table, refreshes the cache, and on a miss stores the
-//!   fault and traps. `[r10 + off]` with `-512 <= off <= -size` needs no
+//!   again one subtraction and one compare). Only when both miss does the
+//!   access call a shared routine (one per size and direction) that walks
+//!   the region table, refreshes the cache, and on a miss stores the fault
+//!   and traps; the call's return address tells which instruction faulted,
+//!   so no per-access stub is needed. `[r10 + off]` with `-512 <= off <= -size` needs no
 //!   check at all when the program never writes r10 (every frame is inside
 //!   the stack buffer). The order of checks does not change the outcome:
 //!   regions never overlap the stack or each other.
@@ -273,8 +274,8 @@ impl<'a> Emitter<'a> {
 
     /// The operand for an access of `size` bytes at `base + off`, with the
     /// check: `[rbp + off]` directly when provably inside the stack,
-    /// otherwise `[rax]` after an inline stack-bounds check and a cold
-    /// region check.
+    /// otherwise `[rax]` after inline stack and last-region checks and, when
+    /// both miss, a call to the region walk.
     fn mem_operand(&mut self, base: Reg, off: i16, size: Size, write: bool, idx: usize) -> Mem {
         let n = size.bytes() as i32;
         let off = off as i32;
