@@ -246,6 +246,9 @@ pub struct RunInput {
     pub xdp: Option<XdpBuff>,
     /// Fragments of a multi-buffer XDP packet after its linear part.
     pub frags: Vec<Vec<u8>>,
+    /// Where time helpers read the time (default:
+    /// [`bpfkit_helpers::fallback_clock`]).
+    pub clock: Option<bpfkit_helpers::Clock>,
     /// Runs in a row over the same memory (0 counts as 1), each seeing the
     /// packet and maps as the previous one left them, as
     /// `BPF_PROG_TEST_RUN`'s `repeat`; stops at the first trap.
@@ -498,12 +501,16 @@ impl Object {
             cpu,
             xdp,
             frags,
+            clock,
             repeat,
         } = input;
         let ((result, runs, duration_ns), mut state) =
             RunState::scoped(self.table.clone(), cpu, mem, |mem, state| {
                 state.xdp = xdp;
                 state.frags = frags;
+                if let Some(c) = clock {
+                    state.clock = c;
+                }
                 state.add_map_regions(mem);
                 // One clock read around the whole loop, as the kernel's
                 // test timer does.

@@ -281,6 +281,7 @@ impl XdpRunner {
                     cpu: self.cpu,
                     xdp: Some(buff),
                     frags: std::mem::take(&mut frags),
+                    clock: Some(crate::sys::host_clock),
                     repeat: n,
                 },
             );

@@ -11,7 +11,7 @@
 //! | id | helper | notes |
 //! |---|---|---|
 //! | 1-3 | `map_lookup_elem`, `map_update_elem`, `map_delete_elem` | values in place (a guest region per value), inner maps of map-in-maps, devmap values read-only |
-//! | 5, 125, 160 | `ktime_get_ns`, `ktime_get_boot_ns`, `ktime_get_coarse_ns` | one monotonic clock; coarse at 4 ms resolution |
+//! | 5, 125, 160 | `ktime_get_ns`, `ktime_get_boot_ns`, `ktime_get_coarse_ns` | the embedder's [`Clock`] (`CLOCK_MONOTONIC`, `_BOOTTIME`, `_MONOTONIC_COARSE`), else [`fallback_clock`] |
 //! | 6 | `trace_printk` | the kernel's format rules (`printk` module); lines kept in [`RunState::trace`] |
 //! | 7, 8 | `get_prandom_u32`, `get_smp_processor_id` | |
 //! | 12 | `tail_call` | [`MAX_TAIL_CALL_CNT`] counted before the slot is read; the embedder runs [`RunState::tail_call`] |
@@ -45,7 +45,7 @@ mod state;
 mod tests;
 mod xdp;
 
-pub use misc::csum_add;
+pub use misc::{csum_add, fallback_clock, Clock, ClockId};
 pub use state::{MapTable, Redirect, RunState, XdpBuff, MAX_SKB_FRAGS, MAX_TAIL_CALL_CNT};
 pub use xdp::{
     ETH_HLEN, FRAG_SIZE, XDP_FRAME_SIZE, XDP_META_MAX, XDP_PACKET_HEADROOM, XDP_TAILROOM,
@@ -134,7 +134,7 @@ pub fn register(helpers: &mut Helpers) {
         .register(MAP_UPDATE_ELEM, maps::update)
         .register(MAP_DELETE_ELEM, maps::delete)
         .register(KTIME_GET_NS, misc::ktime)
-        .register(KTIME_GET_BOOT_NS, misc::ktime)
+        .register(KTIME_GET_BOOT_NS, misc::ktime_boot)
         .register(KTIME_GET_COARSE_NS, misc::ktime_coarse)
         .register(TRACE_PRINTK, printk::trace_printk)
         .register(GET_PRANDOM_U32, misc::prandom)

@@ -6,6 +6,23 @@ use bpfkit_runtime::{HelperEnv, HelperResult};
 use std::sync::OnceLock;
 use std::time::Instant;
 
+/// A clock of the kernel that time helpers read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClockId {
+    /// `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`).
+    Monotonic,
+    /// `CLOCK_BOOTTIME` (`bpf_ktime_get_boot_ns`).
+    Boot,
+    /// `CLOCK_MONOTONIC_COARSE` (`bpf_ktime_get_coarse_ns`).
+    MonotonicCoarse,
+}
+
+/// How a run reads time: nanoseconds of the given clock. Embedders that
+/// can call `clock_gettime` pass the host's clocks (`bpfkit-datapath`
+/// does), so that values match what a control plane reads; the default is
+/// [`fallback_clock`].
+pub type Clock = fn(ClockId) -> u64;
+
 /// Nanoseconds on a monotonic clock that starts at one second when the
 /// process first asks (never 0, like the kernel's clocks after boot).
 pub(crate) fn monotonic_ns() -> u64 {
@@ -17,17 +34,31 @@ pub(crate) fn monotonic_ns() -> u64 {
 /// The kernel's coarse clocks tick with the jiffy (4 ms at `HZ=250`).
 const COARSE_NS: u64 = 4_000_000;
 
-/// `bpf_ktime_get_ns()` and `bpf_ktime_get_boot_ns()`: one monotonic
-/// clock (a userspace run never suspends, so both agree).
-pub(crate) fn ktime(_env: &mut HelperEnv<'_, '_>, _a: [u64; 5]) -> HelperResult {
-    Ok(monotonic_ns())
+/// The clock used without the host's: one monotonic clock from process
+/// start (plus one second) for `Monotonic` and `Boot` (a userspace run
+/// never suspends), truncated to 4 ms for `MonotonicCoarse` (so it never
+/// runs ahead of the others).
+pub fn fallback_clock(id: ClockId) -> u64 {
+    let t = monotonic_ns();
+    match id {
+        ClockId::Monotonic | ClockId::Boot => t,
+        ClockId::MonotonicCoarse => t - t % COARSE_NS,
+    }
 }
 
-/// `bpf_ktime_get_coarse_ns()`: the same clock at jiffy resolution, so it
-/// never runs ahead of `bpf_ktime_get_ns`.
-pub(crate) fn ktime_coarse(_env: &mut HelperEnv<'_, '_>, _a: [u64; 5]) -> HelperResult {
-    let t = monotonic_ns();
-    Ok(t - t % COARSE_NS)
+/// `bpf_ktime_get_ns()`.
+pub(crate) fn ktime(env: &mut HelperEnv<'_, '_>, _a: [u64; 5]) -> HelperResult {
+    Ok((state_of(env)?.clock)(ClockId::Monotonic))
+}
+
+/// `bpf_ktime_get_boot_ns()`.
+pub(crate) fn ktime_boot(env: &mut HelperEnv<'_, '_>, _a: [u64; 5]) -> HelperResult {
+    Ok((state_of(env)?.clock)(ClockId::Boot))
+}
+
+/// `bpf_ktime_get_coarse_ns()`.
+pub(crate) fn ktime_coarse(env: &mut HelperEnv<'_, '_>, _a: [u64; 5]) -> HelperResult {
+    Ok((state_of(env)?.clock)(ClockId::MonotonicCoarse))
 }
 
 /// `bpf_get_prandom_u32()`.

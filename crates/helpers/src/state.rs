@@ -132,6 +132,8 @@ pub struct RunState {
     pub tail_calls: u32,
     /// The last redirect target set.
     pub redirect: Option<Redirect>,
+    /// Where time helpers read the time.
+    pub clock: crate::Clock,
     rng: u64,
 }
 
@@ -179,6 +181,7 @@ impl RunState {
             tail_call: None,
             tail_calls: 0,
             redirect: None,
+            clock: crate::fallback_clock,
             rng: seed(),
         }
     }

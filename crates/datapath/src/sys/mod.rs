@@ -1,9 +1,33 @@
 //! Host memory for XDP frames: one page below 4 GiB, so that the 32-bit
 //! `data`/`data_end`/`data_meta` fields of `struct xdp_md` can hold the
 //! frame's real addresses (see ARCHITECTURE.md, "The xdp_md context").
-//! The only unsafe code of the crate.
+//! Also the host's clocks for the time helpers. The only unsafe code of
+//! the crate.
 
+use bpfkit::helpers::ClockId;
 use std::io;
+
+/// The host's clock `id` in nanoseconds (`clock_gettime`), the clocks the
+/// kernel's `bpf_ktime_get_*ns` helpers read; 0 if the call fails.
+pub fn host_clock(id: ClockId) -> u64 {
+    let clock = match id {
+        ClockId::Monotonic => libc::CLOCK_MONOTONIC,
+        ClockId::Boot => libc::CLOCK_BOOTTIME,
+        ClockId::MonotonicCoarse => libc::CLOCK_MONOTONIC_COARSE,
+    };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let r = unsafe { libc::clock_gettime(clock, &mut ts) };
+    if r != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
 
 /// Bytes in a frame: the kernel's `PAGE_SIZE`, the frame size
 /// `BPF_PROG_TEST_RUN` gives an XDP buffer.
@@ -85,6 +109,14 @@ impl Drop for LowPage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_clocks_are_ordered() {
+        let coarse = host_clock(ClockId::MonotonicCoarse);
+        let mono = host_clock(ClockId::Monotonic);
+        let boot = host_clock(ClockId::Boot);
+        assert!(coarse > 0 && coarse <= mono && mono <= boot);
+    }
 
     #[test]
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
