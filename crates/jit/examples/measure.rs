@@ -111,6 +111,21 @@ fn main() {
         println!("{k} lowerings");
         return;
     }
+    if std::env::args().any(|a| a == "--profile-trivial") {
+        // For `perf record`: run `r0 = 1; exit` for 3 s.
+        let p = prog("mov %r0, 1\nexit");
+        let mut jit = Jit::new(&p, &Helpers::new()).unwrap();
+        let mut mem = Memory::new();
+        let t = Instant::now();
+        let mut k = 0u64;
+        while t.elapsed().as_secs() < 3 {
+            for _ in 0..1000 {
+                k += jit.run(&mut mem, &[]).unwrap();
+            }
+        }
+        println!("{k} runs");
+        return;
+    }
     let mut h = Helpers::new();
     h.register(1, |_e, a| Ok(a[0] ^ 1));
     println!(

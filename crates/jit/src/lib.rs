@@ -507,6 +507,9 @@ impl Jit {
         memory::enter(&self.code, 0, ctx);
         ctx.env = 0;
         let ctx = &*self.ctx;
+        if ctx.status == status::OK {
+            return Ok(ctx.ret);
+        }
         let pc = |idx: u64| self.pcs[idx as usize];
         let mut trap_idx = ctx.trap_idx;
         if ctx.status == status::MEM {
