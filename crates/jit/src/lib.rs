@@ -283,16 +283,23 @@ struct RegionEntry {
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct Ctx {
+    // Fields the inline checks read come first, within a one-byte
+    // displacement of `r13`.
     pub(crate) host_rsp: u64,
     pub(crate) stack_start: u64,
-    pub(crate) stack_top: u64,
+    /// Last region an access was found in: start, then for access sizes 1,
+    /// 2, 4, 8 the number of valid offsets (`len - size + 1`; 0: none).
+    pub(crate) hot_r: [u64; 5],
+    /// The same for the last writable region a write was found in.
+    pub(crate) hot_w: [u64; 5],
     /// Budget minus executed instructions (trap when negative).
     pub(crate) remaining: i64,
     pub(crate) depth: u64,
-    pub(crate) regions: u64,
-    pub(crate) nregions: u64,
+    pub(crate) stack_top: u64,
     /// `r1`-`r5` on entry and around helper calls.
     pub(crate) args: [u64; 5],
+    pub(crate) regions: u64,
+    pub(crate) nregions: u64,
     pub(crate) status: u64,
     pub(crate) ret: u64,
     pub(crate) trap_idx: u64,
@@ -303,11 +310,6 @@ pub(crate) struct Ctx {
     pub(crate) pkt_start: u64,
     pub(crate) pkt_len: u64,
     pub(crate) has_pkt: u64,
-    /// Last region an access was found in: start, then for access sizes 1,
-    /// 2, 4, 8 the number of valid offsets (`len - size + 1`; 0: none).
-    pub(crate) hot_r: [u64; 5],
-    /// The same for the last writable region a write was found in.
-    pub(crate) hot_w: [u64; 5],
     pub(crate) trampoline: u64,
     /// Address of the run's `RunEnv` (0 between runs).
     pub(crate) env: u64,

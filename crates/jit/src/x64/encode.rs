@@ -217,6 +217,30 @@ impl Asm {
     /// are assembled in a local array and appended at once.
     #[inline]
     fn emit(&mut self, sz: Sz, opcode: &[u8], reg: u8, rm: Rm, byte_regs: bool) {
+        // Fast path: `[base + disp8]` (no index, base not rsp/r12), one
+        // opcode byte, no byte registers: context fields, stack slots.
+        if let (Rm::Mem(m), [op], false) = (rm, opcode, byte_regs) {
+            if m.index.is_none() && m.base.low() != 4 && sz != Sz::B16 {
+                if let Ok(d8) = i8::try_from(m.disp) {
+                    let rex = 0x40
+                        | ((sz == Sz::B64) as u8) << 3
+                        | ((reg >> 3) & 1) << 2
+                        | m.base.ext();
+                    self.buf.reserve(4);
+                    if rex != 0x40 {
+                        self.buf.push(rex);
+                    }
+                    self.buf.push(*op);
+                    if d8 == 0 && m.base.low() != 5 {
+                        self.buf.push((reg & 7) << 3 | m.base.low());
+                    } else {
+                        self.buf.push(0x40 | (reg & 7) << 3 | m.base.low());
+                        self.buf.push(d8 as u8);
+                    }
+                    return;
+                }
+            }
+        }
         // Fast path: register-direct, one opcode byte, no byte registers
         // (most eBPF ALU instructions).
         if let (Rm::Reg(g), [op], false) = (rm, opcode, byte_regs) {
