@@ -328,3 +328,35 @@ fn misaligned_atomics_are_plain_read_modify_writes() {
     let r = both(&prog(text), None, Some(&pkt));
     assert!(r.is_ok(), "{r:?}");
 }
+
+#[test]
+fn runs_after_traps_and_nested_runs() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    // A trap three calls deep, then a clean run of the same program.
+    let p = prog(
+        "jeq %r1, 0, +1\nldxdw %r0, [%r1+0]\ncall local f\nexit\nf:\ncall local g\nexit\ng:\nmov %r0, 42\nldxb %r0, [%r1+0]\nexit",
+    );
+    let mut jit = Jit::new(&p, &Helpers::new()).unwrap();
+    let t = jit.run(&mut Memory::new(), &[0]).unwrap_err();
+    assert_eq!(t.pc, Pc(7));
+    let mut b = [9u8; 8];
+    let mut mem = Memory::new();
+    let a = mem.add(RegionKind::Context, &mut b);
+    assert_eq!(jit.run(&mut mem, &[a]), Ok(9));
+
+    // A helper that runs another JIT program (and one that traps).
+    let inner = prog("mov %r0, %r1\nmul %r0, 3\nexit");
+    let bad = prog("ldxb %r0, [%r1+0]\nexit");
+    let mut h = Helpers::new();
+    h.register(1, move |_e, a| {
+        let mut j = Jit::new(&inner, &Helpers::new()).unwrap();
+        let mut b = Jit::new(&bad, &Helpers::new()).unwrap();
+        assert!(b.run(&mut Memory::new(), &[1]).is_err());
+        Ok(j.run(&mut Memory::new(), &[a[0]]).unwrap() + 1)
+    });
+    let outer = prog("mov %r6, 5\ncall local f\nadd %r0, %r6\nexit\nf:\nmov %r1, 4\ncall 1\nexit");
+    let mut jit = Jit::new(&outer, &h).unwrap();
+    assert_eq!(jit.run(&mut Memory::new(), &[]), Ok(4 * 3 + 1 + 5));
+}
