@@ -222,10 +222,8 @@ impl Asm {
         if let (Rm::Mem(m), [op], false) = (rm, opcode, byte_regs) {
             if m.index.is_none() && m.base.low() != 4 && sz != Sz::B16 {
                 if let Ok(d8) = i8::try_from(m.disp) {
-                    let rex = 0x40
-                        | ((sz == Sz::B64) as u8) << 3
-                        | ((reg >> 3) & 1) << 2
-                        | m.base.ext();
+                    let rex =
+                        0x40 | ((sz == Sz::B64) as u8) << 3 | ((reg >> 3) & 1) << 2 | m.base.ext();
                     self.buf.reserve(4);
                     if rex != 0x40 {
                         self.buf.push(rex);

@@ -582,14 +582,16 @@ impl<'a> Emitter<'a> {
             .alu_rm_i(Sz::B64, Alu::Sub, field(offset_of!(Ctx, depth)), 1);
     }
 
-    fn insn(&mut self, i: usize, insn: &Insn) {
+    /// Instruction index of the target of the jump or call at `i`.
+    fn target(&self, i: usize, off: i64) -> usize {
         let prog = self.input.prog;
-        let pc = prog.pcs()[i];
-        let target = |off: i64| -> usize {
-            pc.branch(off)
-                .and_then(|t| prog.index_of(t))
-                .expect("Program checked branch targets")
-        };
+        prog.pcs()[i]
+            .branch(off)
+            .and_then(|t| prog.index_of(t))
+            .expect("Program checked branch targets")
+    }
+
+    fn insn(&mut self, i: usize, insn: &Insn) {
         match *insn {
             Insn::Alu {
                 width,
@@ -662,7 +664,7 @@ impl<'a> Emitter<'a> {
             Insn::LoadAbs { size, imm } => self.ld_pkt(i, size, None, imm),
             Insn::LoadInd { size, src, imm } => self.ld_pkt(i, size, Some(src), imm),
             Insn::Ja { off, .. } => {
-                let t = target(off as i64);
+                let t = self.target(i, off as i64);
                 self.budget_check(i);
                 self.pending = 0;
                 self.jmp(t);
@@ -674,7 +676,7 @@ impl<'a> Emitter<'a> {
                 src,
                 off,
             } => {
-                let t = target(off as i64);
+                let t = self.target(i, off as i64);
                 let s = sz(width);
                 let d = Rm::Reg(hr(dst));
                 match (cond, src) {
@@ -714,7 +716,7 @@ impl<'a> Emitter<'a> {
                 }
             },
             Insn::CallLocal(off) => {
-                let t = target(off as i64);
+                let t = self.target(i, off as i64);
                 self.local_call(i, Some(t), false);
             }
             Insn::CallKfunc { .. } => {
@@ -1203,7 +1205,16 @@ pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
         if input.budget {
             e.pending += 1;
         }
-        e.insn(i, insn);
+        match *insn {
+            // The most common case without the big dispatch function.
+            Insn::Alu {
+                width,
+                op,
+                dst,
+                src,
+            } => e.alu(width, op, hr(dst), src),
+            _ => e.insn(i, insn),
+        }
     }
     e.bind(n);
     let l = e.trap_stub(status::FELL_OFF, n);
