@@ -355,6 +355,17 @@ impl Interpreter {
                 }
             }};
         }
+        // `load!` without the trap: `None` where `load!` would trap.
+        macro_rules! try_load {
+            ($n:literal, $a:expr) => {{
+                let a: u64 = $a;
+                let off = a.wrapping_sub(stack_start) as usize;
+                match stack.get(off..).and_then(|s| s.first_chunk::<$n>()) {
+                    Some(b) => Some(*b),
+                    None => mem.load::<$n>(a).ok(),
+                }
+            }};
+        }
         macro_rules! store {
             ($n:literal, $a:expr, $v:expr) => {{
                 let a: u64 = $a;
@@ -889,6 +900,52 @@ impl Interpreter {
                     r!(d) = imm as u64;
                     pc += 1;
                     call_local!(t)
+                }
+                Op::Mov64JltR { d, s, x, y, t } => {
+                    r!(d) = r!(s);
+                    pc += 1;
+                    cond!(r!(x) < r!(y), t);
+                }
+                Op::Mov32JltI { d, s, x, imm, t } => {
+                    r!(d) = r!(s) as u32 as u64;
+                    pc += 1;
+                    cond!(r!(x) < imm as i64 as u64, t);
+                }
+                Op::LdxLe32Bytes { d, t, u, v, s, o } => {
+                    // One four-byte access when it is allowed and no load
+                    // overwrites the base before the last one (then each
+                    // one-byte access is allowed and reads the same byte);
+                    // else the ten instructions one by one.
+                    let whole = if d != s && t != s && u != s {
+                        try_load!(4, addr!(s, o))
+                    } else {
+                        None
+                    };
+                    if let Some([b0, b1, b2, b3]) = whole {
+                        r!(d) = (b1 as u64) << 8;
+                        r!(t) = b0 as u64;
+                        r!(d) |= r!(t);
+                        r!(u) = (b2 as u64) << 16;
+                        r!(d) |= r!(u);
+                        r!(v) = (b3 as u64) << 24;
+                        r!(d) |= r!(v);
+                        pc += 9;
+                    } else {
+                        r!(d) = load!(1, addr!(s, o as i32 + 1))[0] as u64;
+                        r!(d) = ((r!(d) as u32) << 8) as u64;
+                        pc += 2;
+                        r!(t) = load!(1, addr!(s, o))[0] as u64;
+                        r!(d) = (r!(d) as u32 | r!(t) as u32) as u64;
+                        pc += 2;
+                        r!(u) = load!(1, addr!(s, o as i32 + 2))[0] as u64;
+                        r!(u) = ((r!(u) as u32) << 16) as u64;
+                        r!(d) = (r!(d) as u32 | r!(u) as u32) as u64;
+                        pc += 3;
+                        r!(v) = load!(1, addr!(s, o as i32 + 3))[0] as u64;
+                        r!(v) = ((r!(v) as u32) << 24) as u64;
+                        r!(d) = (r!(d) as u32 | r!(v) as u32) as u64;
+                        pc += 2;
+                    }
                 }
                 Op::Mov32R2 { d1, s1, d2, s2 } => {
                     r!(d1) = r!(s1) as u32 as u64;

@@ -945,6 +945,35 @@ pub(crate) enum Op {
         imm: u32,
         t: u32,
     },
+    /// `mov d, s; if x < y goto t` (a loop latch after the loop's last
+    /// move)
+    Mov64JltR {
+        d: R,
+        s: R,
+        x: R,
+        y: R,
+        t: u32,
+    },
+    /// `mov32 d, s; if x < imm goto t` (the same with a constant bound)
+    Mov32JltI {
+        d: R,
+        s: R,
+        x: R,
+        imm: i32,
+        t: u32,
+    },
+    /// `ldxb d, [s+o+1]; lsh32 d, 8; ldxb t, [s+o]; or32 d, t;
+    /// ldxb u, [s+o+2]; lsh32 u, 16; or32 d, u; ldxb v, [s+o+3];
+    /// lsh32 v, 24; or32 d, v`: a little-endian 32-bit load from bytes, as
+    /// clang writes an unaligned one.
+    LdxLe32Bytes {
+        d: R,
+        t: R,
+        u: R,
+        v: R,
+        s: R,
+        o: i16,
+    },
     /// `mov32 d1, s1; mov32 d2, s2` (arguments)
     Mov32R2 {
         d1: R,
@@ -1338,6 +1367,30 @@ fn fuse_long(ops: &[Op], insns: &[Insn]) -> Option<Op> {
             }
         }
     }
+    if let [LdxB { d, s, off: o1 }, Lsh32I { d: d2, imm: 8 }, LdxB {
+        d: t,
+        s: s2,
+        off: o,
+    }, Or32R { d: d3, s: t2 }, LdxB {
+        d: u,
+        s: s3,
+        off: o2,
+    }, Lsh32I { d: u2, imm: 16 }, Or32R { d: d4, s: u3 }, LdxB {
+        d: v,
+        s: s4,
+        off: o3,
+    }, Lsh32I { d: v2, imm: 24 }, Or32R { d: d5, s: v3 }, ..] = *ops
+    {
+        if [d2, d3, d4, d5] == [d; 4]
+            && [t2, u2, u3, v2, v3] == [t, u, u, v, v]
+            && [s2, s3, s4] == [s; 3]
+            && o.checked_add(1) == Some(o1)
+            && o.checked_add(2) == Some(o2)
+            && o.checked_add(3) == Some(o3)
+        {
+            return Some(LdxLe32Bytes { d, t, u, v, s, o });
+        }
+    }
     Some(match *ops {
         [Mov32R { d, s: x }, Mov32I { d: c, imm: 32 }, Sub32R { d: c2, s: n }, Mov32R { d: t, s: d2 }, Lsh32R { d: t2, s: n2 }, Rsh32R { d: d3, s: c3 }, Or32R { d: d4, s: t3 }, ..]
             if c == c2
@@ -1436,6 +1489,8 @@ fn fuse_long(ops: &[Op], insns: &[Insn]) -> Option<Op> {
         [Mov32R { d, s }, Add32R { d: d2, s: s2 }, ..] if d == d2 => Mov32Add32R { d, s, s2 },
         [Mov32R { d, s }, Xor32R { d: d2, s: s2 }, ..] if d == d2 => Mov32Xor32R { d, s, s2 },
         [Xor32R { d, s: x }, Sub32R { d: d2, s: y }, ..] if d == d2 => Xor32Sub32R { d, x, y },
+        [Mov64R { d, s }, JltR { d: x, s: y, t }, ..] => Mov64JltR { d, s, x, y, t },
+        [Mov32R { d, s }, JltI { d: x, imm, t }, ..] => Mov32JltI { d, s, x, imm, t },
         [Mov32R { d: d1, s: s1 }, Mov32R { d: d2, s: s2 }, ..] => Mov32R2 { d1, s1, d2, s2 },
         [Mov32R { d, s }, CallLocal { t }, ..] => Mov32RCall { d, s, t },
         [Mov64R { d, s }, CallLocal { t }, ..] => Mov64RCall { d, s, t },

@@ -701,10 +701,15 @@ fn fused_ops_match_plain_execution() {
             let kk = (w >> 16) as u32;
             // Mostly inside the 32-byte buffer, sometimes just outside.
             let o1 = ((w >> 24) % 36) as i64 - ((w >> 29) % 2) as i64;
-            let o2 = ((w >> 30) % 32) as i64;
+            // Often the byte next to o1 (one two-byte access when fused).
+            let o2 = match (w >> 2) % 4 {
+                0 => o1 + 1,
+                1 => o1 - 1,
+                _ => ((w >> 30) % 32) as i64,
+            };
             let small = (w >> 36) % 4;
             let slot = 8 * (1 + (w >> 58) % 3);
-            let line = match (w >> 40) % 49 {
+            let line = match (w >> 40) % 52 {
                 0 => format!("mov32 %r{d}, %r{s}\nand32 %r{d}, {kk:#x}"),
                 1 => format!("mov32 %r{d}, %r{s}\nlsh32 %r{d}, {k}"),
                 2 => format!("mov32 %r{d}, %r{s}\nrsh32 %r{d}, {k}"),
@@ -804,6 +809,26 @@ fn fused_ops_match_plain_execution() {
                 42 => format!("lsh32 %r{d}, {k}\nand32 %r{d}, {kk:#x}"),
                 43 if w % 2 == 0 => format!("add32 %r{d}, {kk:#x}\nand32 %r{d}, {:#x}", kk >> 16),
                 44 => format!("mov32 %r{d}, %r{s}\nmov32 %r{t}, %r{}", k % 4),
+                45 => {
+                    // An unaligned little-endian load; the base is r5 or,
+                    // sometimes, a register the group overwrites.
+                    let u = (w >> 50) % 4;
+                    let v = (w >> 54) % 4;
+                    let b = if w % 5 == 0 { format!("r{v}") } else { "r5".into() };
+                    let pre = if b == "r5" { String::new() } else { format!("mov %{b}, %r5\n") };
+                    let o = o1 - 1;
+                    format!(
+                        "{pre}ldxb %r{d}, [%{b}{:+}]\nlsh32 %r{d}, 8\nldxb %r{t}, [%{b}{o:+}]\nor32 %r{d}, %r{t}\n\
+                         ldxb %r{u}, [%{b}{:+}]\nlsh32 %r{u}, 16\nor32 %r{d}, %r{u}\n\
+                         ldxb %r{v}, [%{b}{:+}]\nlsh32 %r{v}, 24\nor32 %r{d}, %r{v}",
+                        o + 1,
+                        o + 2,
+                        o + 3
+                    )
+                }
+                49 => format!("mov %r{d}, %r{s}\njlt %r{t}, %r{}, +1", k % 4),
+                50 => format!("mov32 %r{d}, %r{s}\njlt %r{t}, {}, +1", kk as i32 >> (k % 32)),
+                51 => format!("mov32 %r{d}, %r{s}\njlt %r{t}, {}, +2", kk as i32 >> (k % 32)),
                 46 => format!("mov32 %r1, %r{s}\ncall local f"),
                 47 => format!("mov %r1, %r{s}\ncall local f"),
                 48 => format!("mov32 %r1, {kk:#x}\ncall local f"),
