@@ -4,7 +4,7 @@ use crate::region::expose;
 use crate::state::RunState;
 use crate::state_of;
 use bpfkit_maps::{map_flags, Map, MapError, MapType, ValueRef};
-use bpfkit_runtime::{HelperAbort, HelperEnv, HelperResult, RegionKind};
+use bpfkit_runtime::{HelperAbort, HelperEnv, HelperResult, Memory, RegionKind};
 use std::sync::Arc;
 
 /// The map behind a program's map pointer.
@@ -41,12 +41,20 @@ fn value_writable(map: &Map) -> bool {
 
 /// Exposes a value reference to the program; returns its address.
 #[allow(unsafe_code)]
-fn hand_out(env: &mut HelperEnv<'_, '_>, ptr: *mut u8, len: usize, writable: bool) -> u64 {
+fn hand_out(env: &mut HelperEnv<'_, '_>, ptr: *mut u8, len: usize, writable: bool) -> HelperResult {
+    // Only the memory of the running `RunState::scoped` call may take the
+    // region: it is dropped before the state's epoch guard.
+    let mem = env.guest().memory() as *const Memory<'_> as usize;
+    if !state_of(env)?.is_run_memory_at(mem) {
+        return Err(HelperAbort::Failed(
+            "helper memory is not the memory of the run's RunState::scoped call".into(),
+        ));
+    }
     // SAFETY: `ptr` comes from a `ValueRef` obtained under the run
     // state's pinned epoch (or a buffer the state owns), valid until the
-    // state is dropped, which `RunState::new`'s contract orders after the
-    // memory is cleared.
-    unsafe {
+    // state is dropped; the memory is the `scoped` call's (checked above),
+    // dropped before the state.
+    Ok(unsafe {
         expose(
             env.guest().memory_mut(),
             RegionKind::MapValue,
@@ -54,7 +62,7 @@ fn hand_out(env: &mut HelperEnv<'_, '_>, ptr: *mut u8, len: usize, writable: boo
             len,
             writable,
         )
-    }
+    })
 }
 
 fn raw(v: &ValueRef<'_>) -> (*mut u8, usize) {
@@ -98,7 +106,7 @@ pub(crate) fn lookup(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
             let Some((ptr, len)) = map.lookup_ptr(key, st.cpu, st.guard()).map(|v| raw(&v)) else {
                 return Ok(0);
             };
-            Ok(hand_out(env, ptr, len, writable))
+            hand_out(env, ptr, len, writable)
         }
     }
 }
@@ -133,7 +141,7 @@ fn lookup_special(env: &mut HelperEnv<'_, '_>, map: &Arc<Map>, key: &[u8]) -> He
             }
             let ptr = words.as_mut_ptr().cast::<u8>();
             st.scratch.push(words);
-            Ok(hand_out(env, ptr, v.len(), false))
+            hand_out(env, ptr, v.len(), false)
         }
     }
 }
@@ -201,7 +209,7 @@ pub(crate) fn ringbuf_reserve(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> Helpe
         return Ok(0);
     };
     st.reserved.push((ptr as u64, map));
-    Ok(hand_out(env, ptr, len, true))
+    hand_out(env, ptr, len, true)
 }
 
 /// `bpf_ringbuf_submit(data, flags)` and `bpf_ringbuf_discard(data, flags)`.

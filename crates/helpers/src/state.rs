@@ -134,6 +134,10 @@ pub struct RunState {
     pub redirect: Option<Redirect>,
     /// Where time helpers read the time.
     pub clock: crate::Clock,
+    /// Address of the `Memory` of the running [`RunState::scoped`] call
+    /// (0 outside it): the only memory helpers may add regions to, since
+    /// only it is dropped before the epoch guard.
+    run_mem: usize,
     rng: u64,
 }
 
@@ -182,6 +186,7 @@ impl RunState {
             tail_calls: 0,
             redirect: None,
             clock: crate::fallback_clock,
+            run_mem: 0,
             rng: seed(),
         }
     }
@@ -201,8 +206,10 @@ impl RunState {
         // returned (and so before it can be dropped).
         #[allow(unsafe_code)]
         let mut state = unsafe { RunState::new(maps, cpu) };
+        state.run_mem = &mem as *const Memory<'a> as usize;
         let r = f(&mut mem, &mut state);
         drop(mem);
+        state.run_mem = 0;
         (r, state)
     }
 
@@ -210,22 +217,39 @@ impl RunState {
     /// table (global data included) as guest regions of `mem`: read-only
     /// for maps created with `BPF_F_RDONLY_PROG` (`.rodata`). Lookups in
     /// these maps then need no new region, and `lddw` value addresses
-    /// (`MapIdxValue`) point into them.
-    pub fn add_map_regions(&self, mem: &mut Memory<'_>) {
+    /// (`MapIdxValue`) point into them. Only the memory of the running
+    /// [`RunState::scoped`] call takes regions: for any other, nothing is
+    /// added and the result is `false`.
+    pub fn add_map_regions(&self, mem: &mut Memory<'_>) -> bool {
+        if !self.is_run_memory(mem) {
+            return false;
+        }
         for (_, m) in &self.maps.by_addr {
             if let Some(v) = m.array_storage() {
                 let writable = m.def().map_flags & map_flags::RDONLY_PROG == 0;
                 let len = v.len();
                 // SAFETY: the storage of an array lives as long as its map,
-                // which the table (held by this state) keeps alive; the
-                // contract of `RunState::new` makes the embedder clear or
-                // drop `mem` before this state.
+                // which the table (held by this state) keeps alive; `mem`
+                // is the memory of the running `scoped` call (checked
+                // above), which is dropped before this state.
                 #[allow(unsafe_code)]
                 unsafe {
                     crate::region::expose(mem, RegionKind::MapValue, v.as_ptr(), len, writable)
                 };
             }
         }
+        true
+    }
+
+    /// Whether `mem` is the memory of the running [`RunState::scoped`]
+    /// call, which alone may hold regions that this state keeps valid.
+    pub(crate) fn is_run_memory(&self, mem: &Memory<'_>) -> bool {
+        self.is_run_memory_at(mem as *const Memory<'_> as usize)
+    }
+
+    /// [`RunState::is_run_memory`] by address.
+    pub(crate) fn is_run_memory_at(&self, addr: usize) -> bool {
+        self.run_mem != 0 && addr == self.run_mem
     }
 
     /// The pinned epoch.

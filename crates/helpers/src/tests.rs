@@ -206,3 +206,29 @@ fn xdp_adjust_limits() {
         b.meta as u32
     );
 }
+
+#[test]
+fn values_go_only_into_the_runs_own_memory() {
+    let w = world(&[MapDef::new(MapType::Hash, 4, 8, 4)]);
+    let map = w.addrs[0];
+    w.registry
+        .get(bpfkit_maps::MapId(1))
+        .unwrap()
+        .update(&7u32.to_ne_bytes(), &5u64.to_ne_bytes(), 0)
+        .unwrap();
+    let mut key = 7u32.to_ne_bytes();
+    let mut other = Memory::new();
+    let k = other.add(RegionKind::Other, &mut key);
+    let (r, _) = RunState::scoped(w.table.clone(), 0, Memory::new(), |mem, state| {
+        assert!(!state.add_map_regions(&mut other));
+        assert!(state.add_map_regions(mem));
+        let mut stack = [0u8; 8];
+        let h = w.helpers.get(MAP_LOOKUP_ELEM).unwrap().clone();
+        // a memory that outlives the state must not receive the value
+        let mut guest = Guest::new(&mut stack, &mut other);
+        let mut env = HelperEnv::new(guest.reborrow(), Some(state), Pc(0), HelperId(1));
+        h.call(&mut env, [map, k, 0, 0, 0])
+    });
+    assert!(matches!(r, Err(HelperAbort::Failed(_))));
+    assert_eq!(other.regions().len(), 1);
+}
