@@ -1,5 +1,5 @@
 //! The XDP buffer's limits against the kernel: `bpf_xdp_adjust_head`,
-//! `_meta` and `_tail` succeed and fail at the same deltas in
+//! `_meta` and `_tail` (and `bpf_xdp_load_bytes`/`_store_bytes`) succeed and fail at the same deltas in
 //! `XdpRunner` as in `BPF_PROG_TEST_RUN` (headroom, `xdp_frame`,
 //! tailroom, metadata alignment and size, the 14-byte minimum), with and
 //! without `ctx_in` metadata, on linear and multi-buffer packets (up to
@@ -60,6 +60,14 @@ fn cases() -> Vec<(u32, usize, u32, i32)> {
             4096,
         ] {
             v.push((meta, len, 2, d));
+        }
+    }
+    // load and store bytes, linear and across fragments
+    for &len in &[64usize, 3520, 8000] {
+        let l = len as i32;
+        for d in [0, 14, l - 8, l - 7, 3516, 3520, 4000, 7616 - 4, 0x10000, -1] {
+            v.push((0, len, 3, d));
+            v.push((0, len, 4, d));
         }
     }
     // inputs the kernel refuses

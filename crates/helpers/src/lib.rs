@@ -21,6 +21,7 @@
 //! | 44, 54, 65 | `xdp_adjust_head`, `xdp_adjust_meta`, `xdp_adjust_tail` | limits of `net/core/filter.c`; the context's fields are rewritten |
 //! | 87-89 | `map_push_elem`, `map_pop_elem`, `map_peek_elem` | |
 //! | 130-134 | `ringbuf_output`, `_reserve`, `_submit`, `_discard`, `_query` | |
+//! | 188-190 | `xdp_get_buff_len`, `xdp_load_bytes`, `xdp_store_bytes` | across the fragments of multi-buffer packets |
 //!
 //! Return codes are the kernel's (`-EINVAL`, `-ENOENT`, ...). A helper
 //! given something the kernel's verifier would have refused (an address
@@ -105,6 +106,12 @@ pub mod ids {
     pub const RINGBUF_QUERY: u32 = 134;
     /// `bpf_ktime_get_coarse_ns`.
     pub const KTIME_GET_COARSE_NS: u32 = 160;
+    /// `bpf_xdp_get_buff_len`.
+    pub const XDP_GET_BUFF_LEN: u32 = 188;
+    /// `bpf_xdp_load_bytes`.
+    pub const XDP_LOAD_BYTES: u32 = 189;
+    /// `bpf_xdp_store_bytes`.
+    pub const XDP_STORE_BYTES: u32 = 190;
 }
 
 pub(crate) const ENOENT: i32 = 2;
@@ -162,5 +169,8 @@ pub fn register(helpers: &mut Helpers) {
         .register(RINGBUF_DISCARD, |e: &mut HelperEnv<'_, '_>, a| {
             maps::ringbuf_commit(e, a, true)
         })
-        .register(RINGBUF_QUERY, maps::ringbuf_query);
+        .register(RINGBUF_QUERY, maps::ringbuf_query)
+        .register(XDP_GET_BUFF_LEN, xdp::get_buff_len)
+        .register(XDP_LOAD_BYTES, xdp::load_bytes)
+        .register(XDP_STORE_BYTES, xdp::store_bytes);
 }

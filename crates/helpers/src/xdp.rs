@@ -157,6 +157,84 @@ fn packet_bytes(env: &mut HelperEnv<'_, '_>, b: XdpBuff, len: u64) -> Result<Vec
     Ok(out)
 }
 
+/// Length of the packet with its fragments (`xdp_get_buff_len`).
+fn buff_len(env: &mut HelperEnv<'_, '_>, b: XdpBuff) -> Result<u64, HelperAbort> {
+    let frags: u64 = state_of(env)?.frags.iter().map(|f| f.len() as u64).sum();
+    Ok(b.end - b.data + frags)
+}
+
+/// `bpf_xdp_get_buff_len(ctx)`.
+pub(crate) fn get_buff_len(env: &mut HelperEnv<'_, '_>, _a: [u64; 5]) -> HelperResult {
+    let b = buff(env)?;
+    buff_len(env, b)
+}
+
+/// Checks of `bpf_xdp_pointer`: offsets and lengths past 64 KiB give
+/// `-EFAULT`, a range past the packet `-EINVAL`.
+fn check_range(
+    env: &mut HelperEnv<'_, '_>,
+    b: XdpBuff,
+    off: u64,
+    len: u64,
+) -> Result<Option<u64>, HelperAbort> {
+    if off > 0xffff || len > 0xffff {
+        return Ok(Some(errno(EFAULT)));
+    }
+    if off + len > buff_len(env, b)? {
+        return Ok(Some(errno(EINVAL)));
+    }
+    Ok(None)
+}
+
+/// `bpf_xdp_load_bytes(ctx, offset, buf, len)`: packet bytes (fragments
+/// included) into `buf`.
+pub(crate) fn load_bytes(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+    let b = buff(env)?;
+    let (off, len) = (a[1] as u32 as u64, a[3] as u32 as u64);
+    if let Some(e) = check_range(env, b, off, len)? {
+        return Ok(e);
+    }
+    let bytes = packet_bytes(env, b, off + len)?;
+    env.guest().write(a[2], &bytes[off as usize..])?;
+    Ok(0)
+}
+
+/// `bpf_xdp_store_bytes(ctx, offset, buf, len)`: `buf` into the packet
+/// (fragments included).
+pub(crate) fn store_bytes(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+    let b = buff(env)?;
+    let (off, len) = (a[1] as u32 as u64, a[3] as u32 as u64);
+    if let Some(e) = check_range(env, b, off, len)? {
+        return Ok(e);
+    }
+    let src = read(env, a[2], len as usize)?;
+    let linear = b.end - b.data;
+    let head = if off < linear {
+        let n = (linear - off).min(len) as usize;
+        env.guest().write(b.data + off, &src[..n])?;
+        n
+    } else {
+        0
+    };
+    // the rest goes to the fragments
+    let st = state_of(env)?;
+    let mut pos = linear; // packet offset of the current fragment
+    let mut done = head;
+    let mut at = off + head as u64;
+    for f in &mut st.frags {
+        let end = pos + f.len() as u64;
+        if done < src.len() && at < end {
+            let i = (at - pos) as usize;
+            let n = (src.len() - done).min(f.len() - i);
+            f[i..i + n].copy_from_slice(&src[done..done + n]);
+            done += n;
+            at += n as u64;
+        }
+        pos = end;
+    }
+    Ok(0)
+}
+
 /// `bpf_redirect(ifindex, flags)` (the XDP flavour).
 pub(crate) fn redirect(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
     if a[1] != 0 {
