@@ -829,6 +829,21 @@ impl Interpreter {
                     r!(d) = (((((r!(s) as u32) << a) as i32) >> b) as u32 & imm) as u64;
                     pc += 3;
                 }
+                Op::Lsh32Arsh32And32Xor32R { d, a, b, x, imm } => {
+                    r!(d) = (((((r!(d) as u32) << a) as i32) >> b) as u32 & imm) as u64;
+                    r!(d) = (r!(d) as u32 ^ r!(x) as u32) as u64;
+                    pc += 3;
+                }
+                Op::Mov32Lsh32Arsh32And32Xor32R { d, s, a, b, x, imm } => {
+                    r!(d) = (((((r!(s) as u32) << a) as i32) >> b) as u32 & imm) as u64;
+                    r!(d) = (r!(d) as u32 ^ r!(x) as u32) as u64;
+                    pc += 4;
+                }
+                Op::Mov32Rsh32Xor32R { t, s, k, d } => {
+                    r!(t) = ((r!(s) as u32) >> k) as u64;
+                    r!(d) = (r!(d) as u32 ^ r!(t) as u32) as u64;
+                    pc += 2;
+                }
                 Op::Neg32And32I { d, imm } => {
                     r!(d) = ((r!(d) as u32).wrapping_neg() & imm) as u64;
                     pc += 1;

@@ -880,6 +880,31 @@ pub(crate) enum Op {
         b: u8,
         imm: u32,
     },
+    /// `lsh32 d, a; arsh32 d, b; and32 d, imm; xor32 d, x` (a bit-serial
+    /// CRC step)
+    Lsh32Arsh32And32Xor32R {
+        d: R,
+        a: u8,
+        b: u8,
+        x: R,
+        imm: u32,
+    },
+    /// `mov32 d, s; lsh32 d, a; arsh32 d, b; and32 d, imm; xor32 d, x`
+    Mov32Lsh32Arsh32And32Xor32R {
+        d: R,
+        s: R,
+        a: u8,
+        b: u8,
+        x: R,
+        imm: u32,
+    },
+    /// `mov32 t, s; rsh32 t, k; xor32 d, t`
+    Mov32Rsh32Xor32R {
+        t: R,
+        s: R,
+        k: u8,
+        d: R,
+    },
     /// `neg32 d; and32 d, imm` (bit 0 as a mask)
     Neg32And32I {
         d: R,
@@ -1431,6 +1456,21 @@ fn fuse_long(ops: &[Op], insns: &[Insn]) -> Option<Op> {
             if s == s2 && b == b2 && b == b3 && a == a2 =>
         {
             LdxB2LshOr32 { a, b, s, k, o1, o2 }
+        }
+        [Mov32R { d, s }, Lsh32I { d: d2, imm: a }, Arsh32I { d: d3, imm: b }, And32I { d: d4, imm }, Xor32R { d: d5, s: x }, ..]
+            if [d2, d3, d4, d5] == [d; 4] =>
+        {
+            Mov32Lsh32Arsh32And32Xor32R { d, s, a, b, x, imm }
+        }
+        [Lsh32I { d, imm: a }, Arsh32I { d: d2, imm: b }, And32I { d: d3, imm }, Xor32R { d: d4, s: x }, ..]
+            if [d2, d3, d4] == [d; 3] =>
+        {
+            Lsh32Arsh32And32Xor32R { d, a, b, x, imm }
+        }
+        [Mov32R { d: t, s }, Rsh32I { d: t2, imm: k }, Xor32R { d, s: t3 }, ..]
+            if t == t2 && t == t3 =>
+        {
+            Mov32Rsh32Xor32R { t, s, k, d }
         }
         [Mov32R { d, s }, Lsh32I { d: d2, imm: a }, Arsh32I { d: d3, imm: b }, And32I { d: d4, imm }, ..]
             if d == d2 && d == d3 && d == d4 =>

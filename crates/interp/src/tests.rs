@@ -709,7 +709,7 @@ fn fused_ops_match_plain_execution() {
             };
             let small = (w >> 36) % 4;
             let slot = 8 * (1 + (w >> 58) % 3);
-            let line = match (w >> 40) % 52 {
+            let line = match (w >> 40) % 55 {
                 0 => format!("mov32 %r{d}, %r{s}\nand32 %r{d}, {kk:#x}"),
                 1 => format!("mov32 %r{d}, %r{s}\nlsh32 %r{d}, {k}"),
                 2 => format!("mov32 %r{d}, %r{s}\nrsh32 %r{d}, {k}"),
@@ -829,6 +829,15 @@ fn fused_ops_match_plain_execution() {
                 49 => format!("mov %r{d}, %r{s}\njlt %r{t}, %r{}, +1", k % 4),
                 50 => format!("mov32 %r{d}, %r{s}\njlt %r{t}, {}, +1", kk as i32 >> (k % 32)),
                 51 => format!("mov32 %r{d}, %r{s}\njlt %r{t}, {}, +2", kk as i32 >> (k % 32)),
+                52 => format!(
+                    "lsh32 %r{d}, {}\narsh32 %r{d}, 31\nand32 %r{d}, {kk:#x}\nxor32 %r{d}, %r{t}",
+                    k % 32
+                ),
+                53 => format!(
+                    "mov32 %r{d}, %r{s}\nlsh32 %r{d}, {}\narsh32 %r{d}, 31\nand32 %r{d}, {kk:#x}\nxor32 %r{d}, %r{t}",
+                    k % 32
+                ),
+                54 => format!("mov32 %r{t}, %r{s}\nrsh32 %r{t}, {}\nxor32 %r{d}, %r{t}", k % 32),
                 46 => format!("mov32 %r1, %r{s}\ncall local f"),
                 47 => format!("mov %r1, %r{s}\ncall local f"),
                 48 => format!("mov32 %r1, {kk:#x}\ncall local f"),
