@@ -1,6 +1,6 @@
 //! `bpf_trace_printk` with the kernel's format rules
 //! (`bpf_bprintf_prepare` in `kernel/bpf/helpers.c`): a NUL inside
-//! `fmt_size`, printable ASCII only, at most three conversions, flags
+//! `fmt_size`, no ASCII control characters but whitespace, at most three conversions, flags
 //! `0 + - space` and a width, then `%d %i %u %x %X` with `l`/`ll`, `%c`,
 //! `%s`, `%p` forms, `%%`. Anything else (`%n`, a precision, ...) makes
 //! the helper return `-EINVAL` and print nothing. It returns the length of
@@ -41,6 +41,14 @@ enum Piece {
     Conv(Spec),
 }
 
+/// What a format may contain: the kernel refuses only ASCII control
+/// characters (other than whitespace) and DEL; bytes from 0x80 up pass
+/// (measured against `BPF_PROG_TEST_RUN`, see
+/// `crates/datapath/tests/kernel_printk.rs`).
+fn printable(c: u8) -> bool {
+    matches!(c, b' '..=b'~' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x80..=0xff)
+}
+
 fn parse(fmt: &[u8], max_args: usize) -> Option<Vec<Piece>> {
     let at = |i: usize| fmt.get(i).copied().unwrap_or(0);
     let mut out = Vec::new();
@@ -49,7 +57,7 @@ fn parse(fmt: &[u8], max_args: usize) -> Option<Vec<Piece>> {
     let mut n = 0;
     while i < fmt.len() {
         let c = fmt[i];
-        if !c.is_ascii() || !(c.is_ascii_graphic() || c == b' ' || c.is_ascii_whitespace()) {
+        if !printable(c) {
             return None;
         }
         if c != b'%' {
@@ -85,15 +93,20 @@ fn parse(fmt: &[u8], max_args: usize) -> Option<Vec<Piece>> {
         }
         let arg = match at(i) {
             b'p' => {
-                let mut kind = String::new();
-                i += 1;
-                while at(i).is_ascii_alphanumeric() {
-                    kind.push(at(i) as char);
-                    i += 1;
-                }
-                match kind.as_str() {
-                    "" | "K" | "x" | "I4" | "i4" | "ks" | "us" => {}
+                // The kind is decided by one or two characters; like
+                // vsprintf, any further letters and digits are swallowed.
+                let (c1, c2) = (at(i + 1), at(i + 2));
+                let kind = match (c1, c2) {
+                    (b'k' | b'u', b's') | (b'i' | b'I', b'4' | b'6') => {
+                        format!("{}{}", c1 as char, c2 as char)
+                    }
+                    (b'K' | b'x' | b's' | b'S' | b'B', _) => (c1 as char).to_string(),
+                    (c, _) if !c.is_ascii_alphanumeric() => String::new(),
                     _ => return None,
+                };
+                i += 1 + kind.len();
+                while at(i).is_ascii_alphanumeric() {
+                    i += 1;
                 }
                 out.push(Piece::Text(std::mem::take(&mut text)));
                 out.push(Piece::Conv(Spec {
@@ -176,12 +189,13 @@ fn pad(s: &mut Vec<u8>, body: Vec<u8>, sign: &[u8], spec: &Spec, numeric: bool) 
 }
 
 /// Formats `fmt` (without its NUL) with the three arguments; `None` where
-/// the kernel refuses the format. `%s` and `%pI4` read guest memory with
-/// `read_guest` (a fault gives an empty string, as in the kernel).
+/// the kernel refuses the format. `%s`, `%pks`/`%pus` and `%pI4`/`%pI6`
+/// read guest memory with `read_guest(addr, max, up_to_nul)` (`None` on a
+/// fault: an empty string, or zeros for an address, as in the kernel).
 pub fn format(
     fmt: &[u8],
     args: [u64; 3],
-    mut read_guest: impl FnMut(u64, usize) -> Option<Vec<u8>>,
+    mut read_guest: impl FnMut(u64, usize, bool) -> Option<Vec<u8>>,
 ) -> Option<Vec<u8>> {
     let pieces = parse(fmt, 3)?;
     let mut s = Vec::new();
@@ -232,31 +246,39 @@ pub fn format(
             }
             Arg::Char => pad(&mut s, vec![v as u8], b"", &spec, false),
             Arg::Str => {
-                let mut text = read_guest(v, MAX_STR).unwrap_or_default();
-                if let Some(z) = text.iter().position(|&b| b == 0) {
-                    text.truncate(z);
-                }
+                let text = read_guest(v, MAX_STR, true).unwrap_or_default();
                 pad(&mut s, text, b"", &spec, false);
             }
             Arg::Ptr(kind) => {
                 let body = match kind.as_str() {
-                    "I4" | "i4" => match read_guest(v, 4) {
-                        Some(b) if b.len() == 4 => {
-                            if kind == "I4" {
-                                format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3])
-                            } else {
-                                format!("{:03}.{:03}.{:03}.{:03}", b[0], b[1], b[2], b[3])
-                            }
+                    // An unreadable address prints as zeros, as the
+                    // kernel's failed copy leaves them.
+                    "I4" | "i4" => {
+                        let b = read_guest(v, 4, false)
+                            .filter(|b| b.len() == 4)
+                            .unwrap_or(vec![0; 4]);
+                        if kind == "I4" {
+                            format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3])
+                        } else {
+                            format!("{:03}.{:03}.{:03}.{:03}", b[0], b[1], b[2], b[3])
                         }
-                        _ => "(efault)".to_string(),
-                    },
+                    }
+                    "I6" | "i6" => {
+                        let b = read_guest(v, 16, false)
+                            .filter(|b| b.len() == 16)
+                            .unwrap_or(vec![0; 16]);
+                        let groups: Vec<String> = b
+                            .chunks(2)
+                            .map(|g| format!("{:02x}{:02x}", g[0], g[1]))
+                            .collect();
+                        groups.join(if kind == "I6" { ":" } else { "" })
+                    }
                     "ks" | "us" => {
-                        let mut t = read_guest(v, MAX_STR).unwrap_or_default();
-                        if let Some(z) = t.iter().position(|&b| b == 0) {
-                            t.truncate(z);
-                        }
+                        let t = read_guest(v, MAX_STR, true).unwrap_or_default();
                         String::from_utf8_lossy(&t).into_owned()
                     }
+                    // Symbols: userspace has none, so the address.
+                    "B" | "S" | "s" => format!("{v:#x}"),
                     _ => format!("{v:016x}"),
                 };
                 pad(&mut s, body.into_bytes(), b"", &spec, false);
@@ -278,11 +300,11 @@ pub(crate) fn trace_printk(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperRe
         return Ok(errno(EINVAL));
     };
     let guest = env.guest();
-    let out = format(&fmt[..nul], [a[2], a[3], a[4]], |addr, max| {
+    let out = format(&fmt[..nul], [a[2], a[3], a[4]], |addr, max, cstr| {
         let mut v = Vec::new();
         for i in 0..max as u64 {
             let [b] = guest.load::<1>(addr.wrapping_add(i)).ok()?;
-            if b == 0 {
+            if cstr && b == 0 {
                 break;
             }
             v.push(b);
@@ -306,7 +328,7 @@ mod tests {
     use super::*;
 
     fn f(fmt: &str, args: [u64; 3]) -> Option<String> {
-        format(fmt.as_bytes(), args, |_, _| None).map(|v| String::from_utf8(v).unwrap())
+        format(fmt.as_bytes(), args, |_, _, _| None).map(|v| String::from_utf8(v).unwrap())
     }
 
     #[test]
@@ -331,5 +353,37 @@ mod tests {
         assert!(f("%.2d", [0; 3]).is_none());
         assert!(f("%d %d %d %d", [0; 3]).is_none());
         assert!(f("tab\x01", [0; 3]).is_none());
+    }
+
+    #[test]
+    fn strings_and_addresses_from_memory() {
+        let mem = |addr: u64, max: usize, cstr: bool| -> Option<Vec<u8>> {
+            let bytes: &[u8] = match addr {
+                1 => b"eth0\0junk",
+                2 => &[10, 0, 0, 1],
+                3 => &[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                _ => return None,
+            };
+            let n = if cstr {
+                bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len())
+            } else {
+                bytes.len()
+            };
+            Some(bytes[..n.min(max)].to_vec())
+        };
+        let g = |fmt: &str, args: [u64; 3]| {
+            String::from_utf8(format(fmt.as_bytes(), args, mem).unwrap()).unwrap()
+        };
+        assert_eq!(g("[%s] [%6s] [%s]", [1, 1, 9]), "[eth0] [  eth0] []");
+        assert_eq!(
+            g("%pI4 %pi4 %pI4", [2, 2, 9]),
+            "10.0.0.1 010.000.000.001 0.0.0.0"
+        );
+        assert_eq!(
+            g("%pI6", [3, 0, 0]),
+            "fe80:0000:0000:0000:0000:0000:0000:0001"
+        );
+        assert_eq!(g("%pI4h|%pS", [2, 0x2a, 0]), "10.0.0.1|0x2a");
+        assert!(format(b"%pM", [0; 3], mem).is_none());
     }
 }
