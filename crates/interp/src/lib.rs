@@ -813,6 +813,23 @@ impl Interpreter {
                     r!(b) |= r!(a);
                     pc += 2;
                 }
+                Op::LdxB2LshOr64Add64R {
+                    a,
+                    b,
+                    s,
+                    k,
+                    o1,
+                    o2,
+                    x,
+                } => {
+                    r!(a) = load!(1, addr!(s, o1))[0] as u64;
+                    pc += 1;
+                    r!(b) = load!(1, addr!(s, o2))[0] as u64;
+                    r!(b) <<= k;
+                    r!(b) |= r!(a);
+                    r!(b) = r!(b).wrapping_add(r!(x));
+                    pc += 3;
+                }
                 Op::LdxB2LshOr32 { a, b, s, k, o1, o2 } => {
                     r!(a) = load!(1, addr!(s, o1))[0] as u64;
                     pc += 1;

@@ -857,6 +857,17 @@ pub(crate) enum Op {
         o1: i16,
         o2: i16,
     },
+    /// `LdxB2LshOr64` then `add b, x`: a 16-bit big-endian field added to
+    /// a sum (the Internet checksum's loop)
+    LdxB2LshOr64Add64R {
+        a: R,
+        b: R,
+        s: R,
+        k: u8,
+        o1: i16,
+        o2: i16,
+        x: R,
+    },
     LdxB2LshOr32 {
         a: R,
         b: R,
@@ -1438,6 +1449,23 @@ fn fuse_long(ops: &[Op], insns: &[Insn]) -> Option<Op> {
             if t == t2 && t == t3 && d == d2 && d == d3 =>
         {
             Rot32I4 { d, t, a, b }
+        }
+        [LdxB { d: a, s, off: o1 }, LdxB {
+            d: b,
+            s: s2,
+            off: o2,
+        }, Lsh64I { d: b2, imm: k }, Or64R { d: b3, s: a2 }, Add64R { d: b4, s: x }, ..]
+            if s == s2 && b == b2 && b == b3 && b == b4 && a == a2 =>
+        {
+            LdxB2LshOr64Add64R {
+                a,
+                b,
+                s,
+                k,
+                o1,
+                o2,
+                x,
+            }
         }
         [LdxB { d: a, s, off: o1 }, LdxB {
             d: b,

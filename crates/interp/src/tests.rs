@@ -709,7 +709,7 @@ fn fused_ops_match_plain_execution() {
             };
             let small = (w >> 36) % 4;
             let slot = 8 * (1 + (w >> 58) % 3);
-            let line = match (w >> 40) % 55 {
+            let line = match (w >> 40) % 56 {
                 0 => format!("mov32 %r{d}, %r{s}\nand32 %r{d}, {kk:#x}"),
                 1 => format!("mov32 %r{d}, %r{s}\nlsh32 %r{d}, {k}"),
                 2 => format!("mov32 %r{d}, %r{s}\nrsh32 %r{d}, {k}"),
@@ -829,6 +829,9 @@ fn fused_ops_match_plain_execution() {
                 49 => format!("mov %r{d}, %r{s}\njlt %r{t}, %r{}, +1", k % 4),
                 50 => format!("mov32 %r{d}, %r{s}\njlt %r{t}, {}, +1", kk as i32 >> (k % 32)),
                 51 => format!("mov32 %r{d}, %r{s}\njlt %r{t}, {}, +2", kk as i32 >> (k % 32)),
+                55 => format!(
+                    "ldxb %r{t}, [%r5{o1:+}]\nldxb %r{d}, [%r5{o2:+}]\nlsh %r{d}, 8\nor %r{d}, %r{t}\nadd %r{d}, %r{s}"
+                ),
                 52 => format!(
                     "lsh32 %r{d}, {}\narsh32 %r{d}, 31\nand32 %r{d}, {kk:#x}\nxor32 %r{d}, %r{t}",
                     k % 32
