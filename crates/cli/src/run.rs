@@ -156,7 +156,7 @@ pub fn run(args: Args) -> CmdResult {
                 }
                 Outcome::Ran(run)
             }
-            Err(XdpError::Trap(t)) => Outcome::Trapped(t.to_string()),
+            Err(XdpError::Trap(t)) => Outcome::Trapped(describe_trap(&t)),
             Err(e @ XdpError::NoFrame(_)) => return Err(e.into()),
             Err(e) => Outcome::Refused(e.to_string()),
         };
@@ -181,6 +181,19 @@ pub fn run(args: Args) -> CmdResult {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A trap as one line; an unknown helper is named.
+fn describe_trap(t: &bpfkit::runtime::Trap) -> String {
+    match &t.kind {
+        bpfkit::runtime::TrapKind::UnknownHelper { id } => format!(
+            "trap at insn {}: helper {} ({}) is not implemented by bpfkit",
+            t.pc,
+            id.0,
+            crate::helpers::helper_name(id.0).unwrap_or_else(|| "unknown".into())
+        ),
+        _ => t.to_string(),
+    }
 }
 
 fn map_update(obj: &Object, map: &str, key: &str, value: &str) -> anyhow::Result<()> {

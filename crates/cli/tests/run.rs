@@ -346,3 +346,52 @@ fn usage_errors_exit_2() {
         assert!(String::from_utf8_lossy(&o.stderr).contains(flag));
     }
 }
+
+/// A one-function object: `section` holds `code` as function `f`.
+fn object_with(section: &str, code: &[u8]) -> PathBuf {
+    use object::write::{Object, Symbol, SymbolSection};
+    use object::{
+        Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
+    };
+    let mut obj = Object::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
+    let sec = obj.add_section(Vec::new(), section.as_bytes().to_vec(), SectionKind::Text);
+    obj.append_section_data(sec, code, 8);
+    obj.add_symbol(Symbol {
+        name: b"f".to_vec(),
+        value: 0,
+        size: code.len() as u64,
+        kind: SymbolKind::Text,
+        scope: SymbolScope::Linkage,
+        weak: false,
+        section: SymbolSection::Section(sec),
+        flags: SymbolFlags::None,
+    });
+    let lic = obj.add_section(Vec::new(), b"license".to_vec(), SectionKind::Data);
+    obj.append_section_data(lic, b"GPL\0", 1);
+    let path = scratch(&format!("{}.o", section.replace('/', "_")));
+    std::fs::write(&path, obj.write().unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn unknown_helpers_are_named_and_other_program_types_refused() {
+    // r0 = 0; call 70 (bpf_skb_change_head); exit
+    let code = [
+        0xb7, 0, 0, 0, 0, 0, 0, 0, 0x85, 0, 0, 0, 70, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let xdp = object_with("xdp", &code);
+    let o = run(&[xdp.to_str().unwrap(), "--packet", &udp_packet(1), "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let err = doc["runs"][0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("helper 70 (bpf_") && err.contains("not implemented"),
+        "{err}"
+    );
+
+    let sock = object_with("socket", &code);
+    assert_usage_error(
+        &[sock.to_str().unwrap(), "--packet", &udp_packet(1)],
+        "socket_filter",
+    );
+}
