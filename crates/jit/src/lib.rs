@@ -181,12 +181,21 @@ impl<'r> Builder<'r> {
         let code = memory::publish(lowered.code).map_err(CompileError::Map)?;
         let base = code.addr();
         let slots = prog.slot_count();
-        let mut callx_tab = vec![0u64; slots].into_boxed_slice();
-        let mut callx_adj = vec![0u64; slots].into_boxed_slice();
-        for (i, pc) in prog.pcs().iter().enumerate() {
-            callx_tab[pc.0] = base + lowered.offsets[i] as u64;
-            callx_adj[pc.0] = lowered.adj[i] as u64;
+        // `callx` targets: every instruction start (only needed when the
+        // program has a `callx`).
+        let has_callx = prog.insns().iter().any(|i| matches!(i, Insn::Callx(_)));
+        let (mut callx_tab, mut callx_adj) = if has_callx {
+            (vec![0u64; slots], vec![0u64; slots])
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        if has_callx {
+            for (i, pc) in prog.pcs().iter().enumerate() {
+                callx_tab[pc.0] = base + lowered.offsets[i] as u64;
+                callx_adj[pc.0] = lowered.adj[i] as u64;
+            }
         }
+        let (callx_tab, callx_adj) = (callx_tab.into_boxed_slice(), callx_adj.into_boxed_slice());
         let mut all_helpers: Vec<(u32, Arc<dyn Helper>)> =
             helpers.iter().map(|(id, h)| (id.0, h.clone())).collect();
         all_helpers.sort_by_key(|(id, _)| *id);
