@@ -1017,6 +1017,23 @@ impl Interpreter {
                     r!(d) = u64::from_le_bytes(stack_load!(8, off)) & imm as i64 as u64;
                     pc += 1;
                 }
+                Op::LdxStackDwW { d1, d2, o1, o2 } => {
+                    r!(d1) = u64::from_le_bytes(stack_load!(8, o1));
+                    r!(d2) = u32::from_le_bytes(stack_load!(4, o2)) as u64;
+                    pc += 1;
+                }
+                Op::StxStackW2 { s1, s2, o1, o2 } => {
+                    stack_store!(4, o1, (r!(s1) as u32).to_le_bytes());
+                    stack_store!(4, o2, (r!(s2) as u32).to_le_bytes());
+                    pc += 1;
+                }
+                Op::BitTest64 { d, s, t, lo, hi } => {
+                    r!(d) = 1;
+                    r!(d) <<= r!(s) & 63;
+                    r!(t) = lo as u64 | (hi as u64) << 32;
+                    r!(d) &= r!(t);
+                    pc += 3;
+                }
                 Op::Lsh32And32I { d, k, imm } => {
                     r!(d) = (((r!(d) as u32) << k) & imm) as u64;
                     pc += 1;

@@ -1061,6 +1061,30 @@ pub(crate) enum Op {
         off: i16,
         imm: i32,
     },
+    /// `ldxdw d1, [r10+o1]; ldxw d2, [r10+o2]` (two reloads, frame slots as
+    /// `LdxStack*`)
+    LdxStackDwW {
+        d1: R,
+        d2: R,
+        o1: i16,
+        o2: i16,
+    },
+    /// `stxw [r10+o1], s1; stxw [r10+o2], s2` (two spills)
+    StxStackW2 {
+        s1: R,
+        s2: R,
+        o1: i16,
+        o2: i16,
+    },
+    /// `mov d, 1; lsh d, s; lddw t, mask; and d, t`: membership of `s` in a
+    /// 64-bit set, as clang writes a `switch` over small values
+    BitTest64 {
+        d: R,
+        s: R,
+        t: R,
+        lo: u32,
+        hi: u32,
+    },
     /// `lsh32 d, k; and32 d, imm` (a field moved into place)
     Lsh32And32I {
         d: R,
@@ -1573,6 +1597,17 @@ fn fuse_long(ops: &[Op], insns: &[Insn]) -> Option<Op> {
             LdxStackDwAnd64I { d, off, imm }
         }
         [Lsh32I { d, imm: k }, And32I { d: d2, imm }, ..] if d == d2 => Lsh32And32I { d, k, imm },
+        [LdxStackDw { d: d1, off: o1 }, LdxStackW { d: d2, off: o2 }, ..] => {
+            LdxStackDwW { d1, d2, o1, o2 }
+        }
+        [StxStackW { s: s1, off: o1 }, StxStackW { s: s2, off: o2 }, ..] => {
+            StxStackW2 { s1, s2, o1, o2 }
+        }
+        [Mov64I { d, imm: 1 }, Lsh64R { d: d2, s }, LoadImm { d: t, lo, hi }, And64R { d: d3, s: t2 }, ..]
+            if d == d2 && d == d3 && t == t2 =>
+        {
+            BitTest64 { d, s, t, lo, hi }
+        }
         [Add32I { d, imm: a }, And32I { d: d2, imm: m }, ..] if d == d2 => Add32And32I { d, a, m },
         [Mov64R { d, s }, Add64R { d: d2, s: s2 }, ..] if d == d2 => Mov64Add64R { d, s, s2 },
         [Add64I { d: d1, imm: i1 }, Add64I { d: d2, imm: i2 }, ..] => Add64I2 { d1, d2, i1, i2 },

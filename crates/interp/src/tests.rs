@@ -709,7 +709,7 @@ fn fused_ops_match_plain_execution() {
             };
             let small = (w >> 36) % 4;
             let slot = 8 * (1 + (w >> 58) % 3);
-            let line = match (w >> 40) % 56 {
+            let line = match (w >> 40) % 59 {
                 0 => format!("mov32 %r{d}, %r{s}\nand32 %r{d}, {kk:#x}"),
                 1 => format!("mov32 %r{d}, %r{s}\nlsh32 %r{d}, {k}"),
                 2 => format!("mov32 %r{d}, %r{s}\nrsh32 %r{d}, {k}"),
@@ -831,6 +831,18 @@ fn fused_ops_match_plain_execution() {
                 51 => format!("mov32 %r{d}, %r{s}\njlt %r{t}, {}, +2", kk as i32 >> (k % 32)),
                 55 => format!(
                     "ldxb %r{t}, [%r5{o1:+}]\nldxb %r{d}, [%r5{o2:+}]\nlsh %r{d}, 8\nor %r{d}, %r{t}\nadd %r{d}, %r{s}"
+                ),
+                56 => format!(
+                    "stxdw [%r10-{slot}], %r{s}\nldxdw %r{d}, [%r10-{slot}]\nldxw %r{t}, [%r10-{}]",
+                    8 * (1 + k % 3)
+                ),
+                57 => format!(
+                    "stxw [%r10-{slot}], %r{s}\nstxw [%r10-{}], %r{t}\nldxdw %r{d}, [%r10-{slot}]",
+                    4 * (1 + k % 6)
+                ),
+                58 => format!(
+                    "mov %r{d}, 1\nlsh %r{d}, %r{s}\nlddw %r{t}, {:#x}\nand %r{d}, %r{t}",
+                    next()
                 ),
                 52 => format!(
                     "lsh32 %r{d}, {}\narsh32 %r{d}, 31\nand32 %r{d}, {kk:#x}\nxor32 %r{d}, %r{t}",
