@@ -111,10 +111,17 @@ fn main() {
         println!("{k} lowerings");
         return;
     }
-    if std::env::args().any(|a| a == "--profile-trivial") {
-        // For `perf record`: run `r0 = 1; exit` for 3 s.
-        let p = prog("mov %r0, 1\nexit");
-        let mut jit = Jit::new(&p, &Helpers::new()).unwrap();
+    let helper_only = std::env::args().any(|a| a == "--profile-helper");
+    if helper_only || std::env::args().any(|a| a == "--profile-trivial") {
+        // For `perf record`: run `r0 = 1; exit` (or one helper call) for 3 s.
+        let p = prog(if helper_only {
+            "mov %r1, 1\ncall 1\nexit"
+        } else {
+            "mov %r0, 1\nexit"
+        });
+        let mut h = Helpers::new();
+        h.register(1, |_e, a| Ok(a[0]));
+        let mut jit = Jit::new(&p, &h).unwrap();
         let mut mem = Memory::new();
         let t = Instant::now();
         let mut k = 0u64;
