@@ -1034,6 +1034,19 @@ impl Interpreter {
                     r!(d) &= r!(t);
                     pc += 3;
                 }
+                Op::IncW { d, s, off, imm } => {
+                    r!(d) = u32::from_le_bytes(load!(4, addr!(s, off))) as u64;
+                    r!(d) = (r!(d) as u32).wrapping_add(imm) as u64;
+                    pc += 2;
+                    store!(4, addr!(s, off), (r!(d) as u32).to_le_bytes());
+                }
+                Op::Rot32I4Xor32R { d, t, a, b, x } => {
+                    r!(t) = ((r!(d) as u32) >> a) as u64;
+                    r!(d) = ((r!(d) as u32) << b) as u64;
+                    r!(d) = (r!(d) as u32 | r!(t) as u32) as u64;
+                    r!(x) = (r!(x) as u32 ^ r!(d) as u32) as u64;
+                    pc += 4;
+                }
                 Op::Lsh32And32I { d, k, imm } => {
                     r!(d) = (((r!(d) as u32) << k) & imm) as u64;
                     pc += 1;

@@ -1085,6 +1085,22 @@ pub(crate) enum Op {
         lo: u32,
         hi: u32,
     },
+    /// `ldxw d, [s+off]; add32 d, imm; stxw [s+off], d`: a 32-bit counter
+    /// in memory bumped (both accesses checked, as unfused)
+    IncW {
+        d: R,
+        s: R,
+        off: i16,
+        imm: u32,
+    },
+    /// `Rot32I4` then `xor32 x, d` (a rotate-and-xor hash step)
+    Rot32I4Xor32R {
+        d: R,
+        t: R,
+        a: u8,
+        b: u8,
+        x: R,
+    },
     /// `lsh32 d, k; and32 d, imm` (a field moved into place)
     Lsh32And32I {
         d: R,
@@ -1452,6 +1468,20 @@ fn fuse_long(ops: &[Op], insns: &[Insn]) -> Option<Op> {
         }
     }
     Some(match *ops {
+        [Mov32R { d: t, s: d }, Rsh32I { d: t2, imm: a }, Lsh32I { d: d2, imm: b }, Or32R { d: d3, s: t3 }, Xor32R { d: x, s: d4 }, ..]
+            if t == t2 && t == t3 && d == d2 && d == d3 && d == d4 =>
+        {
+            Rot32I4Xor32R { d, t, a, b, x }
+        }
+        [LdxW { d, s, off }, Add32I { d: d2, imm }, StxW {
+            d: s2,
+            s: d3,
+            off: off2,
+        }, ..]
+            if d == d2 && d == d3 && s == s2 && off == off2 =>
+        {
+            IncW { d, s, off, imm }
+        }
         [Mov32R { d, s: x }, Mov32I { d: c, imm: 32 }, Sub32R { d: c2, s: n }, Mov32R { d: t, s: d2 }, Lsh32R { d: t2, s: n2 }, Rsh32R { d: d3, s: c3 }, Or32R { d: d4, s: t3 }, ..]
             if c == c2
                 && c == c3

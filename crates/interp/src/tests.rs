@@ -709,7 +709,7 @@ fn fused_ops_match_plain_execution() {
             };
             let small = (w >> 36) % 4;
             let slot = 8 * (1 + (w >> 58) % 3);
-            let line = match (w >> 40) % 59 {
+            let line = match (w >> 40) % 61 {
                 0 => format!("mov32 %r{d}, %r{s}\nand32 %r{d}, {kk:#x}"),
                 1 => format!("mov32 %r{d}, %r{s}\nlsh32 %r{d}, {k}"),
                 2 => format!("mov32 %r{d}, %r{s}\nrsh32 %r{d}, {k}"),
@@ -843,6 +843,18 @@ fn fused_ops_match_plain_execution() {
                 58 => format!(
                     "mov %r{d}, 1\nlsh %r{d}, %r{s}\nlddw %r{t}, {:#x}\nand %r{d}, %r{t}",
                     next()
+                ),
+                59 => {
+                    // A counter in the buffer (or, via r{t}, wherever).
+                    let b = if w % 4 == 0 { format!("r{t}") } else { "r5".into() };
+                    format!(
+                        "ldxw %r{d}, [%{b}{o1:+}]\nadd32 %r{d}, {kk:#x}\nstxw [%{b}{o1:+}], %r{d}"
+                    )
+                }
+                60 => format!(
+                    "mov32 %r{t}, %r{d}\nrsh32 %r{t}, {}\nlsh32 %r{d}, {}\nor32 %r{d}, %r{t}\nxor32 %r{s}, %r{d}",
+                    k % 32,
+                    32 - k % 32
                 ),
                 52 => format!(
                     "lsh32 %r{d}, {}\narsh32 %r{d}, 31\nand32 %r{d}, {kk:#x}\nxor32 %r{d}, %r{t}",
