@@ -155,6 +155,22 @@ fn main() {
             print_code(jit.code().bytes());
         }
     }
+    {
+        // The same loop with an instruction budget (exact counting).
+        let (name, text) = PROGRAMS[0];
+        let p = prog(text);
+        let mut mem = Memory::new();
+        let mut vm = Interpreter::builder()
+            .budget(1 << 40)
+            .build(&p, &h)
+            .unwrap();
+        let mut jit = Jit::builder().budget(1 << 40).build(&p, &h).unwrap();
+        assert_eq!(vm.run(&mut mem, &[]), jit.run(&mut mem, &[]));
+        let ti = time(|| vm.run(&mut mem, &[]).unwrap());
+        let tj = time(|| jit.run(&mut mem, &[]).unwrap());
+        let name = format!("{name}, budget");
+        println!("{name:<44} {ti:>12.1} {tj:>12.1} {:>7.1}x", ti / tj);
+    }
     let tp = time(|| bpfkit_jit::memory::publish(vec![0xc3; 8800]).unwrap().len() as u64);
     println!("publish + unmap of 8.8 KB: {:.1} us", tp / 1000.0);
     for n in [1_000usize, 10_000, 100_000] {
