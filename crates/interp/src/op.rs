@@ -796,10 +796,11 @@ pub(crate) enum Op {
         k: u8,
         imm: u32,
     },
-    // Longer superinstructions: each covers `1 + skip` instructions and does
-    // their work in order on the register array, so any register aliasing
-    // behaves as unfused; only loads can trap, and a trap in the n-th
-    // instruction is reported at its pc with an exact count.
+    // Longer superinstructions (and pairs found later): each covers the
+    // instructions its comment lists and does their work in order on the
+    // register array, so any register aliasing behaves as unfused; only
+    // loads and stores can trap, and a trap in the n-th instruction is
+    // reported at its pc with an exact count.
     /// `mov32 t, s; rsh32 t, a; mov32 d, s; lsh32 d, b; or32 d, t`: a
     /// 32-bit rotate by a constant, as clang writes it (jhash, murmur).
     Rot32I5 {
@@ -1296,13 +1297,15 @@ pub(crate) fn compile(
     ops
 }
 
-/// Peephole fusion of common dependent pairs into superinstructions.
+/// Peephole fusion of common instruction sequences into superinstructions.
 ///
-/// Op `i` becomes a fused op doing the work of ops `i` and `i + 1`, and op
-/// `i + 1` stays as it was, so a jump (or `callx`) landing on `i + 1` still
-/// runs it alone, and no branch-target analysis is needed. A fused op
-/// advances the pc by two, which keeps the executed-instruction count exact.
-/// Fused ops never trap.
+/// Op `i` becomes a fused op doing the work of ops `i..i + n`, and ops
+/// `i + 1..` stay as they were (possibly fused themselves), so a jump (or
+/// `callx`) landing inside the group still runs it from there, and no
+/// branch-target analysis is needed. A fused op advances the pc by `n`,
+/// which keeps the executed-instruction count exact; one ending in a jump
+/// checks the budget as the jump would. Longer patterns ([`fuse_long`]) are
+/// tried first, then the pairs below.
 pub(crate) fn fuse(ops: &[Op], insns: &[Insn]) -> Vec<Op> {
     let mut out = ops.to_vec();
     for i in 0..ops.len() {
