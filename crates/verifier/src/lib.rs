@@ -1,7 +1,15 @@
 //! # bpfkit-verifier
 //!
-//! The static verifier, in the style of the Linux kernel's. This first part
-//! holds the abstract domains it reasons with:
+//! The static verifier, in the style of the Linux kernel's:
+//!
+//! - [`cfg`]: subprograms, jumps, reachability;
+//! - [`state`]: registers (scalars, pointers of each kind), stack slots,
+//!   frames, and the inclusion test used for pruning;
+//! - [`check`]: depth-first exploration of every path and the checks of
+//!   each instruction, entered through [`verify`];
+//! - [`helpers`], [`ctx`]: helper prototypes and context layouts.
+//!
+//! The abstract domains it reasons with:
 //!
 //! - [`domain::tnum`]: tristate numbers, which bits are known and their values.
 //! - [`domain::bounds`]: integer intervals over the four readings of a
@@ -34,4 +42,41 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod cfg;
+pub mod check;
+pub mod ctx;
 pub mod domain;
+pub mod helpers;
+pub mod state;
+
+pub use check::{verify, Options, Report, Verdict, INSN_LIMIT};
+
+/// Why a program was rejected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("insn {pc}: {message}")]
+pub struct VerifierError {
+    /// Instruction slot where the check failed.
+    pub pc: usize,
+    /// The kernel's message (its last log line for the same failure).
+    pub message: String,
+    /// Plain-words context: the instruction, earlier kernel lines, the
+    /// source line when line info exists.
+    pub context: String,
+}
+
+impl VerifierError {
+    /// An error at `pc`.
+    pub fn new(pc: usize, message: String) -> VerifierError {
+        VerifierError {
+            pc,
+            message,
+            context: String::new(),
+        }
+    }
+
+    /// Adds context.
+    pub fn with_context(mut self, context: String) -> VerifierError {
+        self.context = context;
+        self
+    }
+}

@@ -1,0 +1,1879 @@
+//! The checker: depth-first exploration of every path with state pruning,
+//! and the per-instruction checks.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use bpfkit_abi::{MapDef, MapType, ProgType};
+use bpfkit_isa::disasm::format_llvm;
+use bpfkit_isa::{encode, AluOp, AtomicOp, Cond, Imm64, Insn, Pc, Program, Reg, Size, Src, Width};
+
+use crate::cfg::{self, Cfg};
+use crate::ctx::{self, CtxField};
+use crate::domain::scalar::{branch_taken, refine, Scalar};
+use crate::helpers::{self, Arg, Ret};
+use crate::state::{Frame, PtrKind, RegState, RegType, Slot, SlotByte, State, STACK_SIZE};
+use crate::VerifierError;
+
+/// The kernel's limit on processed instructions (`BPF_COMPLEXITY_LIMIT_INSNS`).
+pub const INSN_LIMIT: u64 = 1_000_000;
+/// Deepest call chain (`MAX_CALL_FRAMES`).
+const MAX_FRAMES: usize = 8;
+/// Largest variable offset of a pointer (`BPF_MAX_VAR_OFF`).
+const MAX_VAR_OFF: i64 = 1 << 29;
+/// Largest packet offset (`MAX_PACKET_OFF`).
+const MAX_PACKET_OFF: i64 = 0xffff;
+
+/// How to verify.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Unprivileged mode: pointer leaks and pointer comparisons refused,
+    /// uninitialised stack reads refused.
+    pub unprivileged: bool,
+    /// 0: no log; 1: instructions and branch states; 2: also the state
+    /// after every instruction.
+    pub log_level: u8,
+    /// Processed-instruction limit.
+    pub insn_limit: u64,
+    /// Source lines by instruction slot (from BTF line info), ascending.
+    pub line_info: Vec<(usize, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            unprivileged: false,
+            log_level: 0,
+            insn_limit: INSN_LIMIT,
+            line_info: Vec::new(),
+        }
+    }
+}
+
+/// The verdict.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Verdict {
+    /// Every path is safe.
+    Accepted,
+    /// Some path is not (or could not be shown safe).
+    Rejected,
+}
+
+/// The outcome of a verification.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Accepted or rejected.
+    pub verdict: Verdict,
+    /// Why it was rejected.
+    pub error: Option<VerifierError>,
+    /// Instructions processed (as the kernel counts them).
+    pub insns_processed: u64,
+    /// States remembered for pruning.
+    pub states: u64,
+    /// Most states remembered at once.
+    pub peak_states: u64,
+    /// Wall time.
+    pub time: Duration,
+    /// The kernel-style log (empty at log level 0).
+    pub log: String,
+}
+
+/// Verifies `prog` as a program of type `prog_type` whose map references
+/// (`Imm64::MapIdx`/`MapIdxValue`) index `maps`.
+pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Options) -> Report {
+    let start = Instant::now();
+    let mut env = Env {
+        slots: slot_table(prog),
+        cfg: Cfg {
+            subprogs: vec![0],
+            prune_point: Vec::new(),
+        },
+        t: prog_type,
+        maps,
+        opts,
+        next_id: 0,
+        visited: Vec::new(),
+        by_pc: vec![Vec::new(); prog.slot_count()],
+        live_states: 0,
+        processed: 0,
+        peak: 0,
+        log: String::new(),
+        depth: Vec::new(),
+    };
+    let result = cfg::build(prog).and_then(|c| {
+        env.depth = vec![0; c.subprogs.len()];
+        env.cfg = c;
+        env.run()
+    });
+    let error = result.err().map(|mut e| {
+        env.describe(&mut e);
+        if opts.log_level > 0 {
+            let _ = writeln!(env.log, "{}", e.message);
+        }
+        e
+    });
+    if opts.log_level > 0 {
+        let _ = writeln!(
+            env.log,
+            "processed {} insns (limit {}) total_states {} peak_states {}",
+            env.processed,
+            opts.insn_limit,
+            env.visited.len(),
+            env.peak
+        );
+    }
+    Report {
+        verdict: if error.is_some() {
+            Verdict::Rejected
+        } else {
+            Verdict::Accepted
+        },
+        error,
+        insns_processed: env.processed,
+        states: env.visited.len() as u64,
+        peak_states: env.peak,
+        time: start.elapsed(),
+        log: env.log,
+    }
+}
+
+fn slot_table(prog: &Program) -> Vec<Option<Insn>> {
+    let mut v = vec![None; prog.slot_count()];
+    for (pc, insn) in prog.iter() {
+        v[pc.0] = Some(*insn);
+    }
+    v
+}
+
+struct Visited {
+    state: State,
+    /// Live paths below this state; 0 when its exploration is complete.
+    branches: u32,
+    parent: Option<usize>,
+}
+
+struct Path {
+    state: State,
+    pc: usize,
+    last: Option<usize>,
+    from: Option<usize>,
+}
+
+struct Env<'a> {
+    slots: Vec<Option<Insn>>,
+    cfg: Cfg,
+    t: ProgType,
+    maps: &'a [MapDef],
+    opts: &'a Options,
+    next_id: u32,
+    visited: Vec<Visited>,
+    by_pc: Vec<Vec<usize>>,
+    live_states: u64,
+    processed: u64,
+    peak: u64,
+    log: String,
+    /// Deepest stack use of each subprogram, bytes.
+    depth: Vec<i64>,
+}
+
+/// What an instruction does to control flow.
+enum Flow {
+    Next(usize),
+    /// Fall-through and taken states (either may be impossible).
+    Branch(Option<State>, Option<(State, usize)>),
+    Exit,
+}
+
+type R<T> = Result<T, VerifierError>;
+
+fn err<T>(pc: usize, msg: impl Into<String>) -> R<T> {
+    Err(VerifierError::new(pc, msg.into()))
+}
+
+fn size_bytes(s: Size) -> i64 {
+    match s {
+        Size::B => 1,
+        Size::H => 2,
+        Size::W => 4,
+        Size::DW => 8,
+    }
+}
+
+fn type_name(r: &RegState) -> &'static str {
+    match r.ty {
+        RegType::NotInit => "?",
+        RegType::Scalar => "scalar",
+        RegType::Ptr(k) => k.name(),
+    }
+}
+
+impl<'a> Env<'a> {
+    fn fresh_id(&mut self) -> u32 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn run(&mut self) -> R<()> {
+        let mut main = Frame::new(0, 0, 0);
+        main.regs[1] = RegState::ptr(PtrKind::Ctx);
+        let mut work = vec![Path {
+            state: State {
+                frames: vec![main],
+                refs: Vec::new(),
+            },
+            pc: 0,
+            last: None,
+            from: None,
+        }];
+        while let Some(mut path) = work.pop() {
+            if self.opts.log_level > 0 {
+                if let Some(from) = path.from {
+                    let _ = writeln!(
+                        self.log,
+                        "from {} to {}: {}",
+                        from,
+                        path.pc,
+                        path.state.cur()
+                    );
+                }
+            }
+            loop {
+                let pc = path.pc;
+                self.processed += 1;
+                if self.processed > self.opts.insn_limit {
+                    return err(
+                        pc,
+                        format!(
+                            "BPF program is too large. Processed {} insn",
+                            self.processed
+                        ),
+                    );
+                }
+                if self.cfg.prune_point.get(pc).copied().unwrap_or(false) {
+                    match self.visit(&path)? {
+                        None => {
+                            if self.opts.log_level > 0 {
+                                let _ = writeln!(self.log, "{pc}: safe");
+                            }
+                            self.finish(path.last);
+                            break;
+                        }
+                        Some(id) => path.last = Some(id),
+                    }
+                }
+                let Some(insn) = self.slots.get(pc).copied().flatten() else {
+                    return err(pc, format!("invalid insn idx {pc}"));
+                };
+                if self.opts.log_level > 0 {
+                    self.log_insn(pc, &insn);
+                }
+                let flow = self.step(&mut path.state, pc, &insn)?;
+                if self.opts.log_level > 1 {
+                    let _ = writeln!(self.log, "{pc}: {}", path.state.cur());
+                }
+                match flow {
+                    Flow::Next(n) => path.pc = n,
+                    Flow::Branch(fall, taken) => match (fall, taken) {
+                        (Some(f), Some((t, target))) => {
+                            if let Some(l) = path.last {
+                                self.visited[l].branches += 1;
+                            }
+                            work.push(Path {
+                                state: t,
+                                pc: target,
+                                last: path.last,
+                                from: Some(pc),
+                            });
+                            path.state = f;
+                            path.pc = pc + 1;
+                        }
+                        (Some(f), None) => {
+                            path.state = f;
+                            path.pc = pc + 1;
+                        }
+                        (None, Some((t, target))) => {
+                            path.state = t;
+                            path.pc = target;
+                        }
+                        (None, None) => {
+                            self.finish(path.last);
+                            break;
+                        }
+                    },
+                    Flow::Exit => {
+                        if path.state.frames.len() == 1 {
+                            self.check_exit(&path.state, pc)?;
+                            self.finish(path.last);
+                            break;
+                        }
+                        path.pc = self.return_from_callee(&mut path.state, pc)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn log_insn(&mut self, pc: usize, insn: &Insn) {
+        let (raw, _) = encode(insn);
+        let _ = writeln!(
+            self.log,
+            "{pc}: ({:02x}) {}",
+            raw[0].code,
+            format_llvm(insn)
+        );
+    }
+
+    /// Looks for an explored state at `path.pc` that includes the current
+    /// one: `None` prunes the path; else the id of the state recorded.
+    fn visit(&mut self, path: &Path) -> R<Option<usize>> {
+        let uninit = !self.opts.unprivileged;
+        for &id in &self.by_pc[path.pc] {
+            let v = &self.visited[id];
+            if v.branches == 0 {
+                if v.state.includes(&path.state, uninit) {
+                    return Ok(None);
+                }
+            } else if v.state == path.state {
+                return err(
+                    path.pc,
+                    format!("infinite loop detected at insn {}", path.pc),
+                );
+            }
+        }
+        let id = self.visited.len();
+        self.visited.push(Visited {
+            state: path.state.clone(),
+            branches: 1,
+            parent: path.last,
+        });
+        self.by_pc[path.pc].push(id);
+        self.live_states += 1;
+        self.peak = self.peak.max(self.live_states);
+        Ok(Some(id))
+    }
+
+    /// A path ended: its ancestors lose one live branch.
+    fn finish(&mut self, last: Option<usize>) {
+        let mut cur = last;
+        while let Some(id) = cur {
+            let v = &mut self.visited[id];
+            v.branches -= 1;
+            if v.branches > 0 {
+                break;
+            }
+            cur = v.parent;
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // Registers
+
+    fn read(&self, st: &State, r: Reg, pc: usize) -> R<RegState> {
+        let v = st.cur().regs[r.index()];
+        if v.ty == RegType::NotInit {
+            return err(pc, format!("R{} !read_ok", r.num()));
+        }
+        Ok(v)
+    }
+
+    fn check_dst(&self, r: Reg, pc: usize) -> R<()> {
+        if r == Reg::R10 {
+            return err(pc, "frame pointer is read only");
+        }
+        Ok(())
+    }
+
+    fn set(&self, st: &mut State, r: Reg, v: RegState) {
+        st.cur_mut().regs[r.index()] = v;
+    }
+
+    fn leaks(&self) -> bool {
+        self.opts.unprivileged
+    }
+
+    // ---------------------------------------------------------------
+    // One instruction
+
+    fn step(&mut self, st: &mut State, pc: usize, insn: &Insn) -> R<Flow> {
+        let next = pc + insn.slots();
+        match *insn {
+            Insn::Alu {
+                width,
+                op,
+                dst,
+                src,
+            } => {
+                self.alu(st, pc, width, op, dst, src)?;
+                Ok(Flow::Next(next))
+            }
+            Insn::Neg { width, dst } => {
+                let d = self.read(st, dst, pc)?;
+                self.check_dst(dst, pc)?;
+                if !d.is_scalar() {
+                    return self.ptr_unknown_or(
+                        st,
+                        dst,
+                        pc,
+                        next,
+                        "R{} pointer arithmetic prohibited",
+                    );
+                }
+                self.set(st, dst, RegState::scalar(d.var.neg(width)));
+                Ok(Flow::Next(next))
+            }
+            Insn::Endian { order, bits, dst } => {
+                let d = self.read(st, dst, pc)?;
+                self.check_dst(dst, pc)?;
+                if !d.is_scalar() {
+                    return self.ptr_unknown_or(
+                        st,
+                        dst,
+                        pc,
+                        next,
+                        "R{} pointer arithmetic prohibited",
+                    );
+                }
+                let n = match bits {
+                    bpfkit_isa::SwapBits::B16 => 2,
+                    bpfkit_isa::SwapBits::B32 => 4,
+                    bpfkit_isa::SwapBits::B64 => 8,
+                };
+                let v = match order {
+                    bpfkit_isa::ByteOrder::ToLe => d.var.cast(n),
+                    _ => d.var.swap_bytes(n),
+                };
+                self.set(st, dst, RegState::scalar(v));
+                Ok(Flow::Next(next))
+            }
+            Insn::LoadImm64 { dst, imm } => {
+                self.check_dst(dst, pc)?;
+                let v = match imm {
+                    Imm64::Value(v) => RegState::scalar(Scalar::constant(v)),
+                    Imm64::MapIdx(i) => {
+                        let map = self.map_index(i, pc)?;
+                        RegState::ptr(PtrKind::ConstMap { map })
+                    }
+                    Imm64::MapIdxValue { idx, off } => {
+                        let map = self.map_index(idx, pc)?;
+                        let vs = self.maps[map as usize].value_size;
+                        if off >= vs {
+                            return err(
+                                pc,
+                                format!(
+                                    "invalid access to map value pointer, value_size={vs} off={off}"
+                                ),
+                            );
+                        }
+                        let mut r = RegState::ptr(PtrKind::MapValue { map });
+                        r.off = i64::from(off);
+                        r
+                    }
+                    Imm64::MapFd(_) | Imm64::MapValue { .. } => {
+                        return err(
+                            pc,
+                            "not supported yet: map fd references (the verifier needs map indexes from the loader)",
+                        )
+                    }
+                    Imm64::Func(_) => {
+                        return err(pc, "not supported yet: callback function references (ld_imm64 src 4)")
+                    }
+                    Imm64::BtfId { .. } => {
+                        return err(pc, "not supported yet: BTF id references (ld_imm64 src 3)")
+                    }
+                };
+                self.set(st, dst, v);
+                Ok(Flow::Next(next))
+            }
+            Insn::Load {
+                size,
+                sign_extend,
+                dst,
+                src,
+                off,
+            } => {
+                let base = self.read(st, src, pc)?;
+                self.check_dst(dst, pc)?;
+                let n = size_bytes(size);
+                let mut v = self.mem_access(st, pc, src, base, i64::from(off), n, Access::Read)?;
+                if v.is_scalar() {
+                    if sign_extend && n < 8 {
+                        v = RegState::scalar(v.var.sign_extend(n as u32 * 8));
+                    } else if n < 8 {
+                        v.var = v.var.cast(n as u32);
+                    }
+                }
+                self.set(st, dst, v);
+                Ok(Flow::Next(next))
+            }
+            Insn::Store {
+                size,
+                dst,
+                off,
+                src,
+            } => {
+                let base = self.read(st, dst, pc)?;
+                let n = size_bytes(size);
+                let val = match src {
+                    Src::Reg(r) => {
+                        let v = self.read(st, r, pc)?;
+                        Stored::Reg(r, v)
+                    }
+                    Src::Imm(i) => {
+                        if base.kind() == Some(PtrKind::Ctx) {
+                            return err(
+                                pc,
+                                format!("BPF_ST stores into R{} ctx is not allowed", dst.num()),
+                            );
+                        }
+                        Stored::Imm(i64::from(i) as u64)
+                    }
+                };
+                self.mem_access(st, pc, dst, base, i64::from(off), n, Access::Write(val))?;
+                Ok(Flow::Next(next))
+            }
+            Insn::Atomic {
+                size,
+                op,
+                fetch,
+                dst,
+                src,
+                off,
+            } => {
+                self.atomic(st, pc, size, op, fetch, dst, src, off)?;
+                Ok(Flow::Next(next))
+            }
+            Insn::LoadAbs { size, .. } | Insn::LoadInd { size, .. } => {
+                use ProgType as P;
+                if !matches!(self.t, P::SocketFilter | P::SchedCls | P::SchedAct) {
+                    return err(
+                        pc,
+                        "BPF_LD_[ABS|IND] instructions not allowed for this program type",
+                    );
+                }
+                if !st.refs.is_empty() {
+                    return err(
+                        pc,
+                        "BPF_LD_[ABS|IND] cannot be mixed with socket references",
+                    );
+                }
+                let r6 = self.read(st, Reg::R6, pc)?;
+                if r6.kind() != Some(PtrKind::Ctx) {
+                    return err(pc, "at the time of BPF_LD_ABS|IND R6 != pointing to skb");
+                }
+                if let Insn::LoadInd { src, .. } = *insn {
+                    let s = self.read(st, src, pc)?;
+                    if !s.is_scalar() {
+                        return err(
+                            pc,
+                            format!("R{} invalid mem access '{}'", src.num(), type_name(&s)),
+                        );
+                    }
+                }
+                for r in 1..=5 {
+                    st.cur_mut().regs[r] = RegState::NOT_INIT;
+                }
+                let v = Scalar::unknown().cast(size_bytes(size) as u32);
+                st.cur_mut().regs[0] = RegState::scalar(v);
+                Ok(Flow::Next(next))
+            }
+            Insn::Ja { .. } => {
+                let t = insn.branch_target(Pc(pc)).map_or(0, |p| p.0);
+                Ok(Flow::Next(t))
+            }
+            Insn::Jmp {
+                width,
+                cond,
+                dst,
+                src,
+                ..
+            } => {
+                let t = insn.branch_target(Pc(pc)).map_or(0, |p| p.0);
+                self.cond_jump(st, pc, width, cond, dst, src, t)
+            }
+            Insn::Call(id) => {
+                self.helper_call(st, pc, id.0)?;
+                Ok(Flow::Next(next))
+            }
+            Insn::CallLocal(_) => {
+                let t = insn.branch_target(Pc(pc)).map_or(0, |p| p.0);
+                self.local_call(st, pc, t)?;
+                Ok(Flow::Next(t))
+            }
+            Insn::CallKfunc { .. } => err(pc, "not supported yet: kernel function calls (kfuncs)"),
+            Insn::Callx(_) => err(pc, "not supported yet: indirect calls (callx)"),
+            Insn::Exit => Ok(Flow::Exit),
+        }
+    }
+
+    fn ptr_unknown_or(
+        &self,
+        st: &mut State,
+        dst: Reg,
+        pc: usize,
+        next: usize,
+        msg: &str,
+    ) -> R<Flow> {
+        if self.leaks() {
+            return err(pc, msg.replace("{}", &dst.num().to_string()));
+        }
+        self.set(st, dst, RegState::unknown());
+        Ok(Flow::Next(next))
+    }
+
+    fn map_index(&self, i: i32, pc: usize) -> R<u32> {
+        if i < 0 || i as usize >= self.maps.len() {
+            return err(pc, format!("fd {i} is not pointing to valid bpf_map"));
+        }
+        Ok(i as u32)
+    }
+
+    // ---------------------------------------------------------------
+    // ALU
+
+    fn alu(
+        &mut self,
+        st: &mut State,
+        pc: usize,
+        width: Width,
+        op: AluOp,
+        dst: Reg,
+        src: Src,
+    ) -> R<()> {
+        let s = match src {
+            Src::Reg(r) => self.read(st, r, pc)?,
+            Src::Imm(i) => {
+                let v = Scalar::constant(i64::from(i) as u64);
+                RegState::scalar(if width == Width::W32 { v.cast(4) } else { v })
+            }
+        };
+        if let AluOp::Mov | AluOp::MovSx(_) = op {
+            self.check_dst(dst, pc)?;
+            let v = if s.is_scalar() {
+                let mut v = s;
+                match (op, width, src) {
+                    (AluOp::Mov, Width::W64, Src::Reg(r)) => {
+                        // Link the copies so that a later bound on one
+                        // applies to the other.
+                        if !s.var.is_const() {
+                            let id = if s.id != 0 { s.id } else { self.fresh_id() };
+                            st.cur_mut().regs[r.index()].id = id;
+                            v.id = id;
+                        }
+                    }
+                    _ => {
+                        v = RegState::scalar(Scalar::unknown().alu(op, width, s.var));
+                    }
+                }
+                v
+            } else if op == AluOp::Mov && width == Width::W64 {
+                s
+            } else {
+                let r = match src {
+                    Src::Reg(r) => r.num(),
+                    Src::Imm(_) => 0,
+                };
+                if self.leaks() {
+                    return err(pc, format!("R{r} partial copy of pointer"));
+                }
+                RegState::scalar(Scalar::unknown().alu(op, width, Scalar::unknown()))
+            };
+            self.set(st, dst, v);
+            return Ok(());
+        }
+        let d = self.read(st, dst, pc)?;
+        self.check_dst(dst, pc)?;
+        if let Src::Imm(i) = src {
+            if matches!(op, AluOp::Div | AluOp::Mod | AluOp::Sdiv | AluOp::Smod) && i == 0 {
+                return err(pc, "div by zero");
+            }
+            let bits = if width == Width::W64 { 64 } else { 32 };
+            if matches!(op, AluOp::Lsh | AluOp::Rsh | AluOp::Arsh) && (i < 0 || i >= bits) {
+                return err(pc, format!("invalid shift {i}"));
+            }
+        }
+        let srcno = match src {
+            Src::Reg(r) => r.num(),
+            Src::Imm(_) => dst.num(),
+        };
+        match (d.is_scalar(), s.is_scalar()) {
+            (true, true) => {
+                let v = d.var.alu(op, width, s.var);
+                self.set(st, dst, RegState::scalar(v));
+                Ok(())
+            }
+            (false, true) => {
+                let v = self.ptr_arith(pc, dst.num(), width, op, d, s, false)?;
+                self.set(st, dst, v);
+                Ok(())
+            }
+            (true, false) => {
+                if op == AluOp::Add {
+                    let v = self.ptr_arith(pc, srcno, width, op, s, d, true)?;
+                    self.set(st, dst, v);
+                    Ok(())
+                } else if op == AluOp::Sub {
+                    err(
+                        pc,
+                        format!("R{} tried to subtract pointer from scalar", dst.num()),
+                    )
+                } else {
+                    self.bad_ptr_op(pc, srcno, op, &s)
+                }
+            }
+            (false, false) => {
+                if op == AluOp::Sub && width == Width::W64 && !self.leaks() {
+                    self.set(st, dst, RegState::unknown());
+                    return Ok(());
+                }
+                let name = match op {
+                    AluOp::Add => "+=",
+                    AluOp::Sub => "-=",
+                    _ => return self.bad_ptr_op(pc, dst.num(), op, &d),
+                };
+                err(
+                    pc,
+                    format!("R{} pointer {name} pointer prohibited", dst.num()),
+                )
+            }
+        }
+    }
+
+    fn bad_ptr_op<T>(&self, pc: usize, regno: u8, op: AluOp, _p: &RegState) -> R<T> {
+        let name = alu_name(op);
+        match op {
+            AluOp::And | AluOp::Or | AluOp::Xor => err(
+                pc,
+                format!("R{regno} bitwise operator {name} on pointer prohibited"),
+            ),
+            _ => err(
+                pc,
+                format!("R{regno} pointer arithmetic with {name} operator prohibited"),
+            ),
+        }
+    }
+
+    /// `ptr op scalar` (or `scalar + ptr` when `swapped`), as
+    /// `adjust_ptr_min_max_vals`.
+    #[allow(clippy::too_many_arguments)]
+    fn ptr_arith(
+        &mut self,
+        pc: usize,
+        regno: u8,
+        width: Width,
+        op: AluOp,
+        p: RegState,
+        s: RegState,
+        _swapped: bool,
+    ) -> R<RegState> {
+        if width == Width::W32 {
+            return err(pc, format!("R{regno} 32-bit pointer arithmetic prohibited"));
+        }
+        let kind = p.kind().expect("pointer");
+        if kind.maybe_null() {
+            return err(
+                pc,
+                format!(
+                    "R{regno} pointer arithmetic on {} prohibited, null-check it first",
+                    kind.name()
+                ),
+            );
+        }
+        match kind {
+            PtrKind::ConstMap { .. } => {
+                return err(
+                    pc,
+                    format!("R{regno} pointer arithmetic on map_ptr prohibited"),
+                )
+            }
+            PtrKind::PacketEnd => {
+                return err(
+                    pc,
+                    format!("R{regno} pointer arithmetic on pkt_end prohibited"),
+                )
+            }
+            _ => {}
+        }
+        if !matches!(op, AluOp::Add | AluOp::Sub) {
+            return self.bad_ptr_op(pc, regno, op, &p);
+        }
+        let name = kind.name();
+        let v = s.var;
+        if let Some(c) = v.const_value() {
+            let c = c as i64;
+            if !(-MAX_VAR_OFF..MAX_VAR_OFF).contains(&c) {
+                return err(pc, format!("{name} pointer offset {c} is not allowed"));
+            }
+        } else {
+            if v.smin() == i64::MIN {
+                return err(
+                    pc,
+                    format!(
+                        "math between {name} pointer and register with unbounded min value is not allowed"
+                    ),
+                );
+            }
+            if v.smin() >= MAX_VAR_OFF || v.smin() <= -MAX_VAR_OFF {
+                return err(
+                    pc,
+                    format!("value {} makes {name} pointer be out of bounds", v.smin()),
+                );
+            }
+        }
+        let mut r = p;
+        if let Some(c) = v.const_value() {
+            let c = c as i64;
+            r.off = if op == AluOp::Add {
+                p.off + c
+            } else {
+                p.off - c
+            };
+        } else {
+            r.var = if op == AluOp::Add {
+                p.var.add(v, Width::W64)
+            } else {
+                p.var.sub(v, Width::W64)
+            };
+            if matches!(kind, PtrKind::Packet | PtrKind::PacketMeta) {
+                r.id = self.fresh_id();
+                r.range = 0;
+            }
+        }
+        if !(-MAX_VAR_OFF..MAX_VAR_OFF).contains(&r.off) {
+            return err(
+                pc,
+                format!("{name} pointer offset {} is not allowed", r.off),
+            );
+        }
+        let out = r.var.smin() <= -MAX_VAR_OFF || r.var.smax() >= MAX_VAR_OFF;
+        if out && (matches!(kind, PtrKind::Stack { .. }) || self.leaks()) {
+            return err(
+                pc,
+                format!(
+                    "R{regno} {name} pointer arithmetic goes out of range, prohibited for !root"
+                ),
+            );
+        }
+        Ok(r)
+    }
+
+    // ---------------------------------------------------------------
+    // Memory
+
+    #[allow(clippy::too_many_arguments)]
+    fn mem_access(
+        &mut self,
+        st: &mut State,
+        pc: usize,
+        regno: Reg,
+        base: RegState,
+        off: i64,
+        size: i64,
+        acc: Access,
+    ) -> R<RegState> {
+        let rn = regno.num();
+        let write = matches!(acc, Access::Write(_));
+        let kind = match base.ty {
+            RegType::Ptr(k) => k,
+            _ => {
+                return err(
+                    pc,
+                    format!("R{rn} invalid mem access '{}'", type_name(&base)),
+                )
+            }
+        };
+        // Pointer stores leak addresses in unprivileged mode.
+        if let Access::Write(Stored::Reg(r, v)) = acc {
+            if v.kind().is_some() && self.leaks() && !matches!(kind, PtrKind::Stack { .. }) {
+                let into = match kind {
+                    PtrKind::Ctx => "ctx",
+                    PtrKind::Packet | PtrKind::PacketMeta => "packet",
+                    PtrKind::MapValue { .. } => "map",
+                    _ => "mem",
+                };
+                return err(pc, format!("R{} leaks addr into {into}", r.num()));
+            }
+        }
+        let unknown = RegState::scalar(Scalar::unknown().cast(size.min(8) as u32));
+        match kind {
+            PtrKind::Stack { frame } => self.stack_access(st, pc, rn, base, frame, off, size, acc),
+            PtrKind::MapValue { map } => {
+                let def = &self.maps[map as usize];
+                if write && def.map_flags & bpfkit_abi::map_flags::RDONLY_PROG != 0 {
+                    return err(
+                        pc,
+                        format!(
+                            "write into map forbidden, value_size={} off={} size={size}",
+                            def.value_size,
+                            base.off + off
+                        ),
+                    );
+                }
+                self.region(
+                    pc,
+                    rn,
+                    &base,
+                    off,
+                    size,
+                    i64::from(def.value_size),
+                    "map value",
+                )?;
+                Ok(unknown)
+            }
+            PtrKind::Mem { size: ms } => {
+                self.region(pc, rn, &base, off, size, i64::from(ms), "memory")?;
+                Ok(unknown)
+            }
+            PtrKind::Packet | PtrKind::PacketMeta => {
+                if write && !self.may_write_packet() {
+                    return err(pc, "cannot write into packet");
+                }
+                self.packet_range(pc, rn, &base, off, size)?;
+                Ok(unknown)
+            }
+            PtrKind::Ctx => {
+                if let Some(c) = base.var.const_value() {
+                    if c != 0 || base.off != 0 {
+                        return err(
+                            pc,
+                            format!(
+                                "dereference of modified ctx ptr R{rn} off={} disallowed",
+                                base.off + c as i64
+                            ),
+                        );
+                    }
+                } else {
+                    return err(
+                        pc,
+                        format!(
+                            "variable ctx access var_off={} disallowed",
+                            tnum_str(&base.var)
+                        ),
+                    );
+                }
+                match ctx::access(self.t, off, size, write) {
+                    None => err(
+                        pc,
+                        format!("invalid bpf_context access off={off} size={size}"),
+                    ),
+                    Some(CtxField::Scalar) => Ok(unknown),
+                    Some(CtxField::Ptr(k)) => Ok(RegState::ptr(k)),
+                }
+            }
+            _ => err(pc, format!("R{rn} invalid mem access '{}'", kind.name())),
+        }
+    }
+
+    fn may_write_packet(&self) -> bool {
+        use ProgType as P;
+        matches!(
+            self.t,
+            P::Xdp | P::SchedCls | P::SchedAct | P::LwtXmit | P::SkSkb | P::SkMsg | P::LwtSeg6local
+        )
+    }
+
+    /// A bounded region access (map values, helper memory), as
+    /// `check_mem_region_access`.
+    #[allow(clippy::too_many_arguments)]
+    fn region(
+        &self,
+        pc: usize,
+        rn: u8,
+        base: &RegState,
+        off: i64,
+        size: i64,
+        mem: i64,
+        what: &str,
+    ) -> R<()> {
+        let off = base.off + off;
+        let v = &base.var;
+        if v.smin() < 0 && (v.smin() == i64::MIN || v.smin() + off < 0) {
+            return err(
+                pc,
+                format!(
+                    "R{rn} min value is negative, either use unsigned index or do a if (index >=0) check."
+                ),
+            );
+        }
+        let oob = |o: i64| o < 0 || o + size > mem;
+        if oob(v.smin() + off) {
+            return Err(VerifierError::new(
+                pc,
+                format!("R{rn} min value is outside of the allowed memory range"),
+            )
+            .with_context(format!(
+                "invalid access to {what}, {}={mem} off={} size={size}",
+                if what == "map value" {
+                    "value_size"
+                } else {
+                    "mem_size"
+                },
+                v.smin() + off
+            )));
+        }
+        if v.umax() >= MAX_VAR_OFF as u64 {
+            return err(
+                pc,
+                format!("R{rn} unbounded memory access, make sure to bounds check any such access"),
+            );
+        }
+        if oob(v.umax() as i64 + off) {
+            return Err(VerifierError::new(
+                pc,
+                format!("R{rn} max value is outside of the allowed memory range"),
+            )
+            .with_context(format!(
+                "invalid access to {what}, {}={mem} off={} size={size}",
+                if what == "map value" {
+                    "value_size"
+                } else {
+                    "mem_size"
+                },
+                v.umax() as i64 + off
+            )));
+        }
+        Ok(())
+    }
+
+    fn packet_range(&self, pc: usize, rn: u8, base: &RegState, off: i64, size: i64) -> R<()> {
+        if base.var.smin() < 0 {
+            return err(
+                pc,
+                format!(
+                    "R{rn} min value is negative, either use unsigned index or do a if (index >=0) check."
+                ),
+            );
+        }
+        let o = base.off + off;
+        if o < 0 || o + size > base.range {
+            return Err(
+                VerifierError::new(pc, format!("R{rn} offset is outside of the packet"))
+                    .with_context(format!(
+                        "invalid access to packet, off={o} size={size}, R{rn}(id={},off={},r={})",
+                        base.id, base.off, base.range
+                    )),
+            );
+        }
+        Ok(())
+    }
+
+    fn note_depth(&mut self, st: &State, pc: usize, frame: u8, lowest: i64) -> R<()> {
+        let fr = &st.frames[frame as usize];
+        let d = &mut self.depth[fr.subprog];
+        *d = (*d).max(-lowest);
+        let total: i64 = st
+            .frames
+            .iter()
+            .map(|f| (self.depth[f.subprog] + 31) / 32 * 32)
+            .sum();
+        if total > STACK_SIZE && st.frames.len() > 1 {
+            return err(
+                pc,
+                format!(
+                    "combined stack size of {} calls is {total}. Too large",
+                    st.frames.len()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stack_access(
+        &mut self,
+        st: &mut State,
+        pc: usize,
+        rn: u8,
+        base: RegState,
+        frame: u8,
+        off: i64,
+        size: i64,
+        acc: Access,
+    ) -> R<RegState> {
+        let write = matches!(acc, Access::Write(_));
+        let Some(c) = base.var.const_value() else {
+            return err(
+                pc,
+                format!(
+                    "not supported yet: variable-offset stack access R{rn} var_off={}",
+                    tnum_str(&base.var)
+                ),
+            );
+        };
+        let o = base.off + c as i64 + off;
+        if o < -STACK_SIZE || o + size > 0 {
+            return err(
+                pc,
+                format!(
+                    "invalid {} stack R{rn} off={o} size={size}",
+                    if write { "write to" } else { "read from" }
+                ),
+            );
+        }
+        if o % size != 0 {
+            return err(
+                pc,
+                format!(
+                    "misaligned stack access off {}+{}+{off} size {size}",
+                    tnum_str(&base.var),
+                    base.off
+                ),
+            );
+        }
+        self.note_depth(st, pc, frame, o)?;
+        let uninit_ok = !self.opts.unprivileged;
+        let fr = &mut st.frames[frame as usize];
+        let si = ((-o - 1) / 8) as usize;
+        if fr.stack.len() <= si {
+            fr.stack.resize(si + 1, Slot::INVALID);
+        }
+        let bi = (o + 8 * (si as i64 + 1)) as usize;
+        match acc {
+            Access::Read => {
+                let slot = fr.stack[si];
+                if let Some(sp) = slot.spill {
+                    if size == 8 {
+                        return Ok(sp);
+                    }
+                    if !sp.is_scalar() && self.opts.unprivileged {
+                        return err(pc, "invalid size of register fill");
+                    }
+                    return Ok(RegState::scalar(Scalar::unknown().cast(size as u32)));
+                }
+                let mut zero = true;
+                for i in 0..size as usize {
+                    match slot.bytes[bi + i] {
+                        SlotByte::Zero => {}
+                        SlotByte::Invalid if !uninit_ok => {
+                            return err(
+                                pc,
+                                format!("invalid read from stack off {o}+{i} size {size}"),
+                            );
+                        }
+                        _ => zero = false,
+                    }
+                }
+                Ok(if zero {
+                    RegState::scalar(Scalar::constant(0))
+                } else {
+                    RegState::scalar(Scalar::unknown().cast(size as u32))
+                })
+            }
+            Access::Write(val) => {
+                let (reg, is_zero) = match val {
+                    Stored::Reg(_, v) => (v, v.const_value() == Some(0)),
+                    Stored::Imm(i) => (RegState::scalar(Scalar::constant(i)), i == 0),
+                };
+                if size == 8 {
+                    fr.stack[si] = Slot {
+                        bytes: [SlotByte::Spill; 8],
+                        spill: Some(reg),
+                    };
+                    return Ok(reg);
+                }
+                if !reg.is_scalar() {
+                    return err(pc, "invalid size of register spill");
+                }
+                let slot = &mut fr.stack[si];
+                if slot.spill.take().is_some() {
+                    slot.bytes = [SlotByte::Misc; 8];
+                }
+                for i in 0..size as usize {
+                    slot.bytes[bi + i] = if is_zero {
+                        SlotByte::Zero
+                    } else {
+                        SlotByte::Misc
+                    };
+                }
+                Ok(reg)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn atomic(
+        &mut self,
+        st: &mut State,
+        pc: usize,
+        size: Size,
+        op: AtomicOp,
+        fetch: bool,
+        dst: Reg,
+        src: Reg,
+        off: i16,
+    ) -> R<()> {
+        if !matches!(size, Size::W | Size::DW) {
+            return err(pc, "invalid atomic operand size");
+        }
+        let s = self.read(st, src, pc)?;
+        let base = self.read(st, dst, pc)?;
+        if op == AtomicOp::Cmpxchg {
+            self.read(st, Reg::R0, pc)?;
+        }
+        if !s.is_scalar() && self.leaks() {
+            return err(pc, format!("R{} leaks addr into mem", src.num()));
+        }
+        if !s.is_scalar() {
+            return err(
+                pc,
+                "not supported yet: atomic operations with a pointer operand",
+            );
+        }
+        match base.kind() {
+            Some(PtrKind::Stack { .. })
+            | Some(PtrKind::MapValue { .. })
+            | Some(PtrKind::Mem { .. }) => {}
+            Some(k) => {
+                return err(
+                    pc,
+                    format!(
+                        "BPF_ATOMIC stores into R{} {} is not allowed",
+                        dst.num(),
+                        k.name()
+                    ),
+                )
+            }
+            None => {
+                return err(
+                    pc,
+                    format!("R{} invalid mem access '{}'", dst.num(), type_name(&base)),
+                )
+            }
+        }
+        let n = size_bytes(size);
+        let old = self.mem_access(st, pc, dst, base, i64::from(off), n, Access::Read)?;
+        if !old.is_scalar() {
+            return err(
+                pc,
+                "not supported yet: atomic operations on a spilled pointer",
+            );
+        }
+        self.mem_access(
+            st,
+            pc,
+            dst,
+            base,
+            i64::from(off),
+            n,
+            Access::Write(Stored::Reg(src, RegState::unknown())),
+        )?;
+        let loaded = RegState::scalar(Scalar::unknown().cast(n as u32));
+        if op == AtomicOp::Cmpxchg {
+            self.set(st, Reg::R0, loaded);
+        } else if fetch || op == AtomicOp::Xchg {
+            self.check_dst(src, pc)?;
+            self.set(st, src, loaded);
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------
+    // Jumps
+
+    #[allow(clippy::too_many_arguments)]
+    fn cond_jump(
+        &mut self,
+        st: &mut State,
+        pc: usize,
+        width: Width,
+        cond: Cond,
+        dst: Reg,
+        src: Src,
+        target: usize,
+    ) -> R<Flow> {
+        let d = self.read(st, dst, pc)?;
+        let (s, sreg) = match src {
+            Src::Reg(r) => (self.read(st, r, pc)?, Some(r)),
+            Src::Imm(i) => (
+                RegState::scalar(Scalar::constant(i64::from(i) as u64)),
+                None,
+            ),
+        };
+        let both = |st: &State| Ok(Flow::Branch(Some(st.clone()), Some((st.clone(), target))));
+        if d.is_scalar() && s.is_scalar() {
+            let decided = branch_taken(cond, width, d.var, s.var);
+            let mut out = [None, None];
+            for (i, taken) in [false, true].into_iter().enumerate() {
+                if decided.is_some_and(|x| x != taken) {
+                    continue;
+                }
+                let Some((nd, ns)) = refine(cond, width, d.var, s.var, taken) else {
+                    continue;
+                };
+                let mut s2 = st.clone();
+                assign_scalar(&mut s2, dst, d.id, nd);
+                if let Some(r) = sreg {
+                    assign_scalar(&mut s2, r, s.id, ns);
+                }
+                out[i] = Some(s2);
+            }
+            let [fall, taken] = out;
+            return Ok(Flow::Branch(fall, taken.map(|t| (t, target))));
+        }
+        // Null checks of maybe-null pointers.
+        let zero = s.const_value() == Some(0);
+        if width == Width::W64 && zero && matches!(cond, Cond::Eq | Cond::Ne) {
+            if let Some(k) = d.kind() {
+                if k.maybe_null() {
+                    let mut null = st.clone();
+                    mark_null(&mut null, d.id, d.ref_id, true);
+                    let mut nonnull = st.clone();
+                    mark_null(&mut nonnull, d.id, d.ref_id, false);
+                    let (fall, taken) = if cond == Cond::Eq {
+                        (nonnull, null)
+                    } else {
+                        (null, nonnull)
+                    };
+                    return Ok(Flow::Branch(Some(fall), Some((taken, target))));
+                }
+                // A valid pointer is never NULL.
+                let taken = cond == Cond::Ne;
+                return Ok(if taken {
+                    Flow::Branch(None, Some((st.clone(), target)))
+                } else {
+                    Flow::Branch(Some(st.clone()), None)
+                });
+            }
+        }
+        // Packet pointers against their end.
+        if width == Width::W64 {
+            if let (Some(a), Some(b)) = (d.kind(), s.kind()) {
+                let pkt_vs_end = |p: PtrKind, e: PtrKind| {
+                    matches!(
+                        (p, e),
+                        (PtrKind::Packet, PtrKind::PacketEnd)
+                            | (PtrKind::PacketMeta, PtrKind::Packet)
+                    )
+                };
+                // Which branch (taken?) proves "pkt (<= or <) end".
+                let proof = if pkt_vs_end(a, b) {
+                    match cond {
+                        Cond::Gt | Cond::Ge => Some((false, d)),
+                        Cond::Lt | Cond::Le => Some((true, d)),
+                        _ => None,
+                    }
+                } else if pkt_vs_end(b, a) {
+                    match cond {
+                        Cond::Gt | Cond::Ge => Some((true, s)),
+                        Cond::Lt | Cond::Le => Some((false, s)),
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
+                if let Some((taken, p)) = proof {
+                    let mut good = st.clone();
+                    if !(p.off < 0
+                        || p.var.umax() > MAX_PACKET_OFF as u64
+                        || p.var.umax() as i64 + p.off > MAX_PACKET_OFF)
+                    {
+                        let kind = p.kind();
+                        good.for_each_reg(|r| {
+                            if r.kind() == kind && r.id == p.id {
+                                r.range = r.range.max(p.off);
+                            }
+                        });
+                    }
+                    let other = st.clone();
+                    let (fall, tk) = if taken { (other, good) } else { (good, other) };
+                    return Ok(Flow::Branch(Some(fall), Some((tk, target))));
+                }
+            }
+        }
+        if self.leaks() {
+            let r = if d.kind().is_some() {
+                dst.num()
+            } else {
+                sreg.map_or(0, |r| r.num())
+            };
+            return err(pc, format!("R{r} pointer comparison prohibited"));
+        }
+        both(st)
+    }
+
+    // ---------------------------------------------------------------
+    // Calls
+
+    fn local_call(&mut self, st: &mut State, pc: usize, target: usize) -> R<()> {
+        if st.frames.len() >= MAX_FRAMES {
+            return err(
+                pc,
+                format!(
+                    "the call stack of {} frames is too deep",
+                    st.frames.len() + 1
+                ),
+            );
+        }
+        let sub = self.cfg.subprog_of(target);
+        let mut f = Frame::new(st.frames.len() as u8, pc, sub);
+        for r in 1..=5 {
+            f.regs[r] = st.cur().regs[r];
+        }
+        st.frames.push(f);
+        self.note_depth(st, pc, (st.frames.len() - 1) as u8, 0)?;
+        Ok(())
+    }
+
+    fn return_from_callee(&mut self, st: &mut State, pc: usize) -> R<usize> {
+        let r0 = self.read(st, Reg::R0, pc)?;
+        let depth = (st.frames.len() - 1) as u8;
+        if let Some(PtrKind::Stack { frame }) = r0.kind() {
+            if frame >= depth {
+                return err(pc, "cannot return stack pointer to the caller");
+            }
+        }
+        let callee = st.frames.pop().expect("callee frame");
+        // Pointers into the callee's stack die with it.
+        st.for_each_reg(|r| {
+            if let Some(PtrKind::Stack { frame }) = r.kind() {
+                if frame >= depth {
+                    *r = RegState::unknown();
+                }
+            }
+        });
+        let cur = st.cur_mut();
+        cur.regs[0] = r0;
+        for r in 1..=5 {
+            cur.regs[r] = RegState::NOT_INIT;
+        }
+        Ok(callee.callsite + 1)
+    }
+
+    fn check_exit(&self, st: &State, pc: usize) -> R<()> {
+        let r0 = self.read(st, Reg::R0, pc)?;
+        if let Some(&(id, insn)) = st.refs.first() {
+            return err(
+                pc,
+                format!("Unreleased reference id={id} alloc_insn={insn}"),
+            );
+        }
+        if r0.kind().is_some() && self.leaks() {
+            return err(pc, "R0 leaks addr as return value");
+        }
+        use ProgType as P;
+        if matches!(
+            self.t,
+            P::CgroupSkb | P::CgroupSock | P::CgroupSockAddr | P::CgroupDevice | P::CgroupSysctl
+        ) {
+            if !r0.is_scalar() {
+                return err(
+                    pc,
+                    format!(
+                        "At program exit the register R0 is not a known value ({})",
+                        type_name(&r0)
+                    ),
+                );
+            }
+            if r0.var.umax() > 1 {
+                return err(
+                    pc,
+                    format!(
+                        "At program exit the register R0 has {} should have been in [0, 1]",
+                        r0.var
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn helper_call(&mut self, st: &mut State, pc: usize, id: u32) -> R<()> {
+        let Some(p) = helpers::proto(id) else {
+            return err(pc, format!("invalid func unknown#{id}"));
+        };
+        if !helpers::available(p.avail, self.t) {
+            return err(
+                pc,
+                format!("program of this type cannot use helper bpf_{}#{id}", p.name),
+            );
+        }
+        let mut map: Option<u32> = None;
+        let mut mem: Option<(Reg, RegState, bool)> = None;
+        let mut release: Option<u32> = None;
+        let mut alloc_size = 0u32;
+        for (i, &arg) in p.args.iter().enumerate() {
+            let r = Reg::new(i as u8 + 1).expect("r1-r5");
+            let v = self.read(st, r, pc)?;
+            let rn = r.num();
+            match arg {
+                Arg::Anything => {
+                    if v.kind().is_some() && self.leaks() {
+                        return err(pc, format!("R{rn} leaks addr into helper function"));
+                    }
+                }
+                Arg::ConstMap => match v.kind() {
+                    Some(PtrKind::ConstMap { map: m }) => map = Some(m),
+                    _ => return err(pc, format!("R{rn} type={} expected=map_ptr", type_name(&v))),
+                },
+                Arg::Ctx => {
+                    if v.kind() != Some(PtrKind::Ctx) {
+                        return err(pc, format!("R{rn} type={} expected=ctx", type_name(&v)));
+                    }
+                    if v.off != 0 || v.var.const_value() != Some(0) {
+                        return err(
+                            pc,
+                            format!(
+                                "dereference of modified ctx ptr R{rn} off={} disallowed",
+                                v.off
+                            ),
+                        );
+                    }
+                }
+                Arg::MapKey | Arg::MapValue => {
+                    let Some(m) = map else {
+                        return err(pc, "invalid map_ptr to access map->key");
+                    };
+                    let def = &self.maps[m as usize];
+                    let n = if arg == Arg::MapKey {
+                        def.key_size
+                    } else {
+                        def.value_size
+                    };
+                    self.helper_mem(st, pc, r, v, i64::from(n), false)?;
+                }
+                Arg::Mem | Arg::MemOrNull | Arg::UninitMem => {
+                    if arg == Arg::MemOrNull && v.const_value() == Some(0) {
+                        mem = None;
+                    } else {
+                        mem = Some((r, v, arg == Arg::UninitMem));
+                    }
+                }
+                Arg::ConstSize | Arg::ConstSizeOrZero => {
+                    if !v.is_scalar() {
+                        return err(pc, format!("R{rn} type={} expected=scalar", type_name(&v)));
+                    }
+                    if v.var.smin() < 0 {
+                        return err(
+                            pc,
+                            format!("R{rn} min value is negative, either use unsigned index or do a if (index >=0) check."),
+                        );
+                    }
+                    if v.var.umin() == 0 && arg == Arg::ConstSize {
+                        return err(pc, "invalid zero-sized read");
+                    }
+                    if v.var.umax() >= MAX_VAR_OFF as u64 {
+                        return err(
+                            pc,
+                            format!("R{rn} unbounded memory access, use 'var &= const' or 'if (var < const)'"),
+                        );
+                    }
+                    if let Some((mr, mv, w)) = mem.take() {
+                        if v.var.umax() > 0 {
+                            self.helper_mem(st, pc, mr, mv, v.var.umax() as i64, w)?;
+                        }
+                    } else if v.var.umax() > 0 && p.args[i - 1] == Arg::MemOrNull {
+                        return err(pc, format!("R{} type=scalar expected=mem", rn - 1));
+                    }
+                }
+                Arg::AllocSize => match v.const_value() {
+                    Some(c) if c < u64::from(u32::MAX) => alloc_size = c as u32,
+                    _ => return err(pc, format!("R{rn} is not a known constant'")),
+                },
+                Arg::RingbufMem => {
+                    if !matches!(v.kind(), Some(PtrKind::Mem { .. })) || v.ref_id == 0 {
+                        return err(
+                            pc,
+                            format!("R{rn} type={} expected=ringbuf_mem", type_name(&v)),
+                        );
+                    }
+                    if v.off != 0 {
+                        return err(
+                            pc,
+                            format!("R{rn} must have zero offset when passed to release func"),
+                        );
+                    }
+                    release = Some(v.ref_id);
+                }
+            }
+        }
+        // Map and helper compatibility.
+        if let Some(m) = map {
+            let mt = self.maps[m as usize].map_type;
+            let ok = match id {
+                12 => mt == MapType::ProgArray,
+                51 => matches!(
+                    mt,
+                    MapType::Devmap | MapType::DevmapHash | MapType::Cpumap | MapType::Xskmap
+                ),
+                25 | 22 | 55 => mt == MapType::PerfEventArray,
+                27 => mt == MapType::StackTrace,
+                130 | 131 | 134 => mt == MapType::Ringbuf,
+                33 | 37 => mt == MapType::CgroupArray,
+                1 => !matches!(
+                    mt,
+                    MapType::ProgArray
+                        | MapType::PerfEventArray
+                        | MapType::Ringbuf
+                        | MapType::StackTrace
+                        | MapType::CgroupArray
+                ),
+                _ => true,
+            };
+            if !ok {
+                if id == 12 {
+                    return err(pc, "expected prog array map for tail call");
+                }
+                return err(
+                    pc,
+                    format!(
+                        "cannot pass map_type {} into func bpf_{}#{id}",
+                        mt as u32, p.name
+                    ),
+                );
+            }
+            if id == 1
+                && (mt.is_map_in_map()
+                    || matches!(
+                        mt,
+                        MapType::Sockmap
+                            | MapType::Sockhash
+                            | MapType::Xskmap
+                            | MapType::Devmap
+                            | MapType::DevmapHash
+                            | MapType::Cpumap
+                    ))
+            {
+                return err(
+                    pc,
+                    format!(
+                        "not supported yet: bpf_map_lookup_elem on map type {}",
+                        mt.name()
+                    ),
+                );
+            }
+        }
+        if let Some(rid) = release {
+            st.refs.retain(|&(r, _)| r != rid);
+            st.for_each_reg(|r| {
+                if r.ref_id == rid {
+                    *r = RegState::unknown();
+                }
+            });
+        }
+        const CHANGES_PKT: &[u32] = &[9, 10, 11, 13, 18, 19, 31, 32, 38, 39, 43, 44, 50, 54, 65];
+        if CHANGES_PKT.contains(&id) {
+            let leaks = self.leaks();
+            st.for_each_reg(|r| {
+                if matches!(
+                    r.kind(),
+                    Some(PtrKind::Packet | PtrKind::PacketMeta | PtrKind::PacketEnd)
+                ) {
+                    *r = if leaks {
+                        RegState::NOT_INIT
+                    } else {
+                        RegState::unknown()
+                    };
+                }
+            });
+        }
+        for r in 1..=5 {
+            st.cur_mut().regs[r] = RegState::NOT_INIT;
+        }
+        let r0 = match p.ret {
+            Ret::Integer => RegState::unknown(),
+            Ret::Void => RegState::NOT_INIT,
+            Ret::MapValueOrNull => {
+                let m = map.expect("map argument");
+                let mut r = RegState::ptr(PtrKind::MapValueOrNull { map: m });
+                r.id = self.fresh_id();
+                r
+            }
+            Ret::RingbufMemOrNull => {
+                let mut r = RegState::ptr(PtrKind::MemOrNull { size: alloc_size });
+                r.id = self.fresh_id();
+                r.ref_id = self.fresh_id();
+                st.refs.push((r.ref_id, pc));
+                r
+            }
+        };
+        st.cur_mut().regs[0] = r0;
+        Ok(())
+    }
+
+    /// A helper reading (or, `write`, filling) `size` bytes at `v`.
+    fn helper_mem(
+        &mut self,
+        st: &mut State,
+        pc: usize,
+        r: Reg,
+        v: RegState,
+        size: i64,
+        write: bool,
+    ) -> R<()> {
+        let rn = r.num();
+        match v.kind() {
+            Some(PtrKind::Stack { frame }) => {
+                let Some(c) = v.var.const_value() else {
+                    return err(
+                        pc,
+                        format!(
+                            "not supported yet: variable-offset stack buffer R{rn} for a helper"
+                        ),
+                    );
+                };
+                let o = v.off + c as i64;
+                if o < -STACK_SIZE || o + size > 0 || size <= 0 {
+                    return err(
+                        pc,
+                        format!(
+                            "invalid {} stack R{rn} off={o} size={size}",
+                            if write {
+                                "write to"
+                            } else {
+                                "indirect access to"
+                            }
+                        ),
+                    );
+                }
+                self.note_depth(st, pc, frame, o)?;
+                let uninit_ok = !self.opts.unprivileged;
+                let fr = &mut st.frames[frame as usize];
+                let need = ((-o - 1) / 8 + 1) as usize;
+                if fr.stack.len() < need {
+                    fr.stack.resize(need, Slot::INVALID);
+                }
+                for b in o..o + size {
+                    let si = ((-b - 1) / 8) as usize;
+                    let bi = (b + 8 * (si as i64 + 1)) as usize;
+                    let slot = &mut fr.stack[si];
+                    if write {
+                        if let Some(sp) = slot.spill.take() {
+                            let _ = sp;
+                            slot.bytes = [SlotByte::Misc; 8];
+                        }
+                        slot.bytes[bi] = SlotByte::Misc;
+                    } else if slot.bytes[bi] == SlotByte::Invalid && !uninit_ok {
+                        return err(
+                            pc,
+                            format!(
+                                "invalid indirect read from stack R{rn} off {o}+{} size {size}",
+                                b - o
+                            ),
+                        );
+                    } else if let Some(sp) = slot.spill {
+                        if !sp.is_scalar() && self.opts.unprivileged {
+                            return err(
+                                pc,
+                                format!(
+                                    "invalid indirect read from stack R{rn} off {o}+{} size {size}",
+                                    b - o
+                                ),
+                            );
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Some(PtrKind::MapValue { map }) => {
+                let vs = i64::from(self.maps[map as usize].value_size);
+                self.region(pc, rn, &v, 0, size, vs, "map value")
+            }
+            Some(PtrKind::Mem { size: ms }) => {
+                self.region(pc, rn, &v, 0, size, i64::from(ms), "memory")
+            }
+            Some(PtrKind::Packet | PtrKind::PacketMeta) => self.packet_range(pc, rn, &v, 0, size),
+            _ => err(
+                pc,
+                format!(
+                    "R{rn} type={} expected=fp, pkt, pkt_meta, map_key, map_value, mem",
+                    type_name(&v)
+                ),
+            ),
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // Messages
+
+    /// Adds the plain-words context to an error: the instruction, the
+    /// register states there, the source line.
+    fn describe(&self, e: &mut VerifierError) {
+        let mut text = String::new();
+        if let Some(insn) = self.slots.get(e.pc).copied().flatten() {
+            let _ = write!(text, "at insn {}: {}", e.pc, format_llvm(&insn));
+        }
+        if let Some((_, line)) = self
+            .opts
+            .line_info
+            .iter()
+            .take_while(|(at, _)| *at <= e.pc)
+            .last()
+        {
+            let _ = write!(text, "\n  source: {}", line.trim());
+        }
+        if !e.context.is_empty() {
+            let _ = write!(text, "\n  {}", e.context);
+        }
+        e.context = text;
+    }
+}
+
+/// Sets the scalar `r` (and every register and spill linked to it by `id`)
+/// to `v`.
+fn assign_scalar(st: &mut State, r: Reg, id: u32, v: Scalar) {
+    if id != 0 {
+        st.for_each_reg(|x| {
+            if x.is_scalar() && x.id == id {
+                x.var = v;
+            }
+        });
+    }
+    st.cur_mut().regs[r.index()].var = v;
+}
+
+/// After a null check: every maybe-null pointer with `id` becomes NULL
+/// (scalar 0) or valid.
+fn mark_null(st: &mut State, id: u32, ref_id: u32, is_null: bool) {
+    st.for_each_reg(|r| {
+        if r.id == id && r.kind().is_some_and(|k| k.maybe_null()) {
+            if is_null {
+                *r = RegState::scalar(Scalar::constant(0));
+            } else {
+                r.ty = RegType::Ptr(match r.kind() {
+                    Some(PtrKind::MapValueOrNull { map }) => PtrKind::MapValue { map },
+                    Some(PtrKind::MemOrNull { size }) => PtrKind::Mem { size },
+                    Some(k) => k,
+                    None => unreachable!(),
+                });
+                r.id = 0;
+            }
+        }
+    });
+    if is_null && ref_id != 0 {
+        st.refs.retain(|&(r, _)| r != ref_id);
+    }
+}
+
+fn tnum_str(v: &Scalar) -> String {
+    let t = v.var_off();
+    format!("({:#x}; {:#x})", t.value(), t.mask())
+}
+
+fn alu_name(op: AluOp) -> &'static str {
+    match op {
+        AluOp::Add => "+=",
+        AluOp::Sub => "-=",
+        AluOp::Mul => "*=",
+        AluOp::Div | AluOp::Sdiv => "/=",
+        AluOp::Or => "|=",
+        AluOp::And => "&=",
+        AluOp::Lsh => "<<=",
+        AluOp::Rsh => ">>=",
+        AluOp::Mod | AluOp::Smod => "%=",
+        AluOp::Xor => "^=",
+        AluOp::Mov | AluOp::MovSx(_) => "=",
+        AluOp::Arsh => "s>>=",
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Stored {
+    Reg(Reg, RegState),
+    Imm(u64),
+}
+
+#[derive(Clone, Copy)]
+enum Access {
+    Read,
+    Write(Stored),
+}

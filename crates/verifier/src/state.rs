@@ -1,0 +1,460 @@
+//! Abstract machine state: registers, stack slots, frames.
+//!
+//! A register is not initialised, a scalar ([`Scalar`]), or a pointer of
+//! some [`PtrKind`] with a fixed offset (`off`) and a variable offset
+//! (`var`, a [`Scalar`]). Stack slots are tracked per 8-byte slot and per
+//! byte (invalid, misc, zero, spilled register), one stack per frame.
+
+use std::fmt;
+
+use crate::domain::scalar::Scalar;
+
+/// Stack size of one frame, as the kernel (`MAX_BPF_STACK`).
+pub const STACK_SIZE: i64 = 512;
+/// Number of 8-byte slots of one frame.
+pub const SLOTS: usize = 64;
+
+/// What a pointer points to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PtrKind {
+    /// The program's context (`PTR_TO_CTX`).
+    Ctx,
+    /// The stack of frame `frame` (`PTR_TO_STACK`).
+    Stack {
+        /// Frame number (0 = main program).
+        frame: u8,
+    },
+    /// Packet data (`PTR_TO_PACKET`).
+    Packet,
+    /// Packet metadata (`PTR_TO_PACKET_META`).
+    PacketMeta,
+    /// End of packet data (`PTR_TO_PACKET_END`).
+    PacketEnd,
+    /// A value of map `map` (`PTR_TO_MAP_VALUE`).
+    MapValue {
+        /// Index in the map table.
+        map: u32,
+    },
+    /// A map value or NULL (`PTR_TO_MAP_VALUE | PTR_MAYBE_NULL`).
+    MapValueOrNull {
+        /// Index in the map table.
+        map: u32,
+    },
+    /// The map itself (`CONST_PTR_TO_MAP`).
+    ConstMap {
+        /// Index in the map table.
+        map: u32,
+    },
+    /// Memory of `size` bytes returned by a helper (`PTR_TO_MEM`, ring
+    /// buffer records).
+    Mem {
+        /// Size in bytes.
+        size: u32,
+    },
+    /// Memory of `size` bytes or NULL.
+    MemOrNull {
+        /// Size in bytes.
+        size: u32,
+    },
+}
+
+impl PtrKind {
+    /// The kernel's name of the type (`reg_type_str`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PtrKind::Ctx => "ctx",
+            PtrKind::Stack { .. } => "fp",
+            PtrKind::Packet => "pkt",
+            PtrKind::PacketMeta => "pkt_meta",
+            PtrKind::PacketEnd => "pkt_end",
+            PtrKind::MapValue { .. } => "map_value",
+            PtrKind::MapValueOrNull { .. } => "map_value_or_null",
+            PtrKind::ConstMap { .. } => "map_ptr",
+            PtrKind::Mem { .. } => "mem",
+            PtrKind::MemOrNull { .. } => "mem_or_null",
+        }
+    }
+
+    /// Whether the pointer may be NULL.
+    pub fn maybe_null(self) -> bool {
+        matches!(
+            self,
+            PtrKind::MapValueOrNull { .. } | PtrKind::MemOrNull { .. }
+        )
+    }
+}
+
+/// The type of a register.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RegType {
+    /// Never written (`NOT_INIT`).
+    NotInit,
+    /// A number (`SCALAR_VALUE`).
+    Scalar,
+    /// A pointer.
+    Ptr(PtrKind),
+}
+
+/// One register's abstract value.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct RegState {
+    /// Type.
+    pub ty: RegType,
+    /// Fixed offset (pointers).
+    pub off: i64,
+    /// The value (scalars) or the variable offset (pointers).
+    pub var: Scalar,
+    /// Identity: scalars copied from one another, packet pointers with the
+    /// same variable part, maybe-null pointers from one helper call.
+    pub id: u32,
+    /// Reference (acquired resource, e.g. a ring buffer record), 0 if none.
+    pub ref_id: u32,
+    /// Packet pointers: bytes known to be in the packet from `ptr - off`.
+    pub range: i64,
+}
+
+impl RegState {
+    /// A register never written.
+    pub const NOT_INIT: RegState = RegState {
+        ty: RegType::NotInit,
+        off: 0,
+        var: Scalar::unknown(),
+        id: 0,
+        ref_id: 0,
+        range: 0,
+    };
+
+    /// A scalar with value `v`.
+    pub fn scalar(v: Scalar) -> RegState {
+        RegState {
+            ty: RegType::Scalar,
+            var: v,
+            ..RegState::NOT_INIT
+        }
+    }
+
+    /// An unknown scalar.
+    pub fn unknown() -> RegState {
+        RegState::scalar(Scalar::unknown())
+    }
+
+    /// A pointer of `kind` at offset 0.
+    pub fn ptr(kind: PtrKind) -> RegState {
+        RegState {
+            ty: RegType::Ptr(kind),
+            var: Scalar::constant(0),
+            ..RegState::NOT_INIT
+        }
+    }
+
+    /// The pointer kind, if a pointer.
+    pub fn kind(&self) -> Option<PtrKind> {
+        match self.ty {
+            RegType::Ptr(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a scalar.
+    pub fn is_scalar(&self) -> bool {
+        self.ty == RegType::Scalar
+    }
+
+    /// Whether this is a known constant scalar.
+    pub fn const_value(&self) -> Option<u64> {
+        if self.is_scalar() {
+            self.var.const_value()
+        } else {
+            None
+        }
+    }
+
+    /// Whether every concrete value of `new` is one of `self`'s, with
+    /// `ids` mapping identities consistently (old id -> new id).
+    pub fn includes(&self, new: &RegState, ids: &mut IdMap) -> bool {
+        match (self.ty, new.ty) {
+            (RegType::NotInit, _) => true,
+            (RegType::Scalar, RegType::Scalar) => {
+                self.var.includes(&new.var) && (self.id == 0 || ids.check(self.id, new.id))
+            }
+            (RegType::Ptr(a), RegType::Ptr(b)) => {
+                a == b
+                    && self.off == new.off
+                    && self.var.includes(&new.var)
+                    && self.range <= new.range
+                    && ids.check(self.id, new.id)
+                    && ids.check(self.ref_id, new.ref_id)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A consistent renaming of identities between two states.
+#[derive(Default, Debug)]
+pub struct IdMap(Vec<(u32, u32)>);
+
+impl IdMap {
+    /// Records `old -> new`; false when it contradicts an earlier pair.
+    pub fn check(&mut self, old: u32, new: u32) -> bool {
+        if old == 0 && new == 0 {
+            return true;
+        }
+        if old == 0 || new == 0 {
+            return false;
+        }
+        for &(o, n) in &self.0 {
+            if o == old || n == new {
+                return o == old && n == new;
+            }
+        }
+        self.0.push((old, new));
+        true
+    }
+}
+
+/// What one byte of the stack holds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SlotByte {
+    /// Never written (`STACK_INVALID`).
+    Invalid,
+    /// Some unknown data (`STACK_MISC`).
+    Misc,
+    /// Known zero (`STACK_ZERO`).
+    Zero,
+    /// Part of a spilled register (`STACK_SPILL`).
+    Spill,
+}
+
+impl SlotByte {
+    fn letter(self) -> char {
+        match self {
+            SlotByte::Invalid => '?',
+            SlotByte::Misc => 'm',
+            SlotByte::Zero => '0',
+            SlotByte::Spill => 'r',
+        }
+    }
+}
+
+/// One 8-byte stack slot.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct Slot {
+    /// Byte kinds, lowest address first.
+    pub bytes: [SlotByte; 8],
+    /// The spilled register when all bytes are `Spill`.
+    pub spill: Option<RegState>,
+}
+
+impl Slot {
+    /// A slot never written.
+    pub const INVALID: Slot = Slot {
+        bytes: [SlotByte::Invalid; 8],
+        spill: None,
+    };
+
+    fn includes(&self, new: &Slot, ids: &mut IdMap, uninit_readable: bool) -> bool {
+        if let Some(old) = &self.spill {
+            return match &new.spill {
+                Some(n) => old.includes(n, ids),
+                None => false,
+            };
+        }
+        let read_as_unknown = |b: SlotByte| {
+            matches!(b, SlotByte::Misc) || (uninit_readable && b == SlotByte::Invalid)
+        };
+        // The new slot holding a spilled scalar reads as that scalar, or
+        // as unknown bytes: all included by unknown bytes.
+        let new_scalar_spill = new.spill.is_some_and(|s| s.is_scalar());
+        self.bytes.iter().zip(new.bytes.iter()).all(|(&o, &n)| {
+            if o == SlotByte::Invalid && !uninit_readable {
+                return true;
+            }
+            if read_as_unknown(o) {
+                return n != SlotByte::Spill || new_scalar_spill;
+            }
+            o == n
+        })
+    }
+}
+
+/// One function's frame.
+#[derive(Clone, PartialEq, Debug)]
+pub struct Frame {
+    /// Registers r0-r10.
+    pub regs: [RegState; 11],
+    /// Stack slots; slot `i` covers bytes `[-8(i+1), -8i)` from the frame
+    /// pointer. Grows on demand; missing slots are invalid.
+    pub stack: Vec<Slot>,
+    /// The call instruction that made this frame (0 for the main frame).
+    pub callsite: usize,
+    /// Subprogram index.
+    pub subprog: usize,
+}
+
+impl Frame {
+    /// A frame with no register initialised but r10.
+    pub fn new(frame_no: u8, callsite: usize, subprog: usize) -> Frame {
+        let mut regs = [RegState::NOT_INIT; 11];
+        regs[10] = RegState::ptr(PtrKind::Stack { frame: frame_no });
+        Frame {
+            regs,
+            stack: Vec::new(),
+            callsite,
+            subprog,
+        }
+    }
+}
+
+/// A whole verifier state: the call stack and held references.
+#[derive(Clone, PartialEq, Debug)]
+pub struct State {
+    /// Frames, the current one last.
+    pub frames: Vec<Frame>,
+    /// Held references: (id, instruction that acquired it).
+    pub refs: Vec<(u32, usize)>,
+}
+
+impl State {
+    /// The current frame.
+    pub fn cur(&self) -> &Frame {
+        self.frames.last().expect("at least one frame")
+    }
+
+    /// The current frame, mutable.
+    pub fn cur_mut(&mut self) -> &mut Frame {
+        self.frames.last_mut().expect("at least one frame")
+    }
+
+    /// Whether every execution from `new` is covered by one from `self`
+    /// (`self` is an explored state). `uninit_readable`: reading an
+    /// invalid stack byte gives an unknown value instead of an error.
+    pub fn includes(&self, new: &State, uninit_readable: bool) -> bool {
+        if self.frames.len() != new.frames.len() || self.refs.len() != new.refs.len() {
+            return false;
+        }
+        let mut ids = IdMap::default();
+        for (o, n) in self.frames.iter().zip(new.frames.iter()) {
+            if o.callsite != n.callsite || o.subprog != n.subprog {
+                return false;
+            }
+            for (a, b) in o.regs.iter().zip(n.regs.iter()) {
+                if !a.includes(b, &mut ids) {
+                    return false;
+                }
+            }
+            for i in 0..o.stack.len().max(n.stack.len()) {
+                let a = o.stack.get(i).unwrap_or(&Slot::INVALID);
+                let b = n.stack.get(i).unwrap_or(&Slot::INVALID);
+                if !a.includes(b, &mut ids, uninit_readable) {
+                    return false;
+                }
+            }
+        }
+        self.refs
+            .iter()
+            .zip(new.refs.iter())
+            .all(|(a, b)| ids.check(a.0, b.0))
+    }
+
+    /// Applies `f` to every register and spilled register of every frame.
+    pub fn for_each_reg(&mut self, mut f: impl FnMut(&mut RegState)) {
+        for fr in &mut self.frames {
+            for r in fr.regs.iter_mut() {
+                f(r);
+            }
+            for s in fr.stack.iter_mut() {
+                if let Some(r) = s.spill.as_mut() {
+                    f(r);
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for RegState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ty {
+            RegType::NotInit => f.write_str("?"),
+            RegType::Scalar => {
+                if self.id != 0 && !self.var.is_const() {
+                    let s = self.var.to_string();
+                    let rest = s.strip_prefix("scalar(").unwrap_or("");
+                    if rest == ")" {
+                        write!(f, "scalar(id={})", self.id)
+                    } else {
+                        write!(f, "scalar(id={},{}", self.id, rest)
+                    }
+                } else {
+                    write!(f, "{}", self.var)
+                }
+            }
+            RegType::Ptr(PtrKind::Stack { .. }) if self.var.const_value() == Some(0) => {
+                write!(f, "fp{}", self.off)
+            }
+            RegType::Ptr(k) => {
+                let mut parts = Vec::new();
+                if self.id != 0 {
+                    parts.push(format!("id={}", self.id));
+                }
+                if self.ref_id != 0 {
+                    parts.push(format!("ref_obj_id={}", self.ref_id));
+                }
+                match k {
+                    PtrKind::MapValue { map }
+                    | PtrKind::MapValueOrNull { map }
+                    | PtrKind::ConstMap { map } => parts.push(format!("map=#{map}")),
+                    PtrKind::Mem { size } | PtrKind::MemOrNull { size } => {
+                        parts.push(format!("sz={size}"))
+                    }
+                    _ => {}
+                }
+                if self.off != 0 {
+                    parts.push(format!("off={}", self.off));
+                }
+                if matches!(k, PtrKind::Packet | PtrKind::PacketMeta) {
+                    parts.push(format!("r={}", self.range));
+                }
+                if self.var.const_value() != Some(0) {
+                    let s = self.var.to_string();
+                    let inner = s
+                        .strip_prefix("scalar(")
+                        .and_then(|s| s.strip_suffix(')'))
+                        .unwrap_or(&s)
+                        .to_string();
+                    if !inner.is_empty() {
+                        parts.push(inner);
+                    }
+                }
+                write!(f, "{}({})", k.name(), parts.join(","))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Frame {
+    /// Initialised registers as `R1=ctx() R10=fp0`, then stack slots that
+    /// are not invalid as `fp-8=mmmmmmmm` or `fp-8=ctx()` for spills.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        for (i, r) in self.regs.iter().enumerate() {
+            if r.ty != RegType::NotInit {
+                write!(f, "{sep}R{i}={r}")?;
+                sep = " ";
+            }
+        }
+        for (i, s) in self.stack.iter().enumerate() {
+            let off = -8 * (i as i64 + 1);
+            if let Some(r) = &s.spill {
+                write!(f, "{sep}fp{off}={r}")?;
+            } else if s.bytes.iter().any(|b| *b != SlotByte::Invalid) {
+                let text: String = s.bytes.iter().rev().map(|b| b.letter()).collect();
+                write!(f, "{sep}fp{off}={text}")?;
+            } else {
+                continue;
+            }
+            sep = " ";
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,119 @@
+//! Agreement with the kernel's verdicts on the real-world corpus
+//! (`$BPFKIT_SHARED/corpus/ebpf-samples`, default `<workspace>/../shared`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use bpfkit_abi::{MapDef, ProgType};
+use bpfkit_verifier::{verify, Options, Verdict};
+
+fn corpus_dir() -> PathBuf {
+    let shared = std::env::var_os("BPFKIT_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    shared.join("corpus/ebpf-samples")
+}
+
+#[derive(Default)]
+struct Tally {
+    total: u32,
+    agree: u32,
+    both_reject: u32,
+    same_insn: u32,
+}
+
+#[test]
+fn agreement_with_kernel_verdicts() {
+    let dir = corpus_dir();
+    let verdicts = dir.join("kernel-verdicts.jsonl");
+    let Ok(text) = std::fs::read_to_string(&verdicts) else {
+        eprintln!("skipped: no corpus at {}", verdicts.display());
+        return;
+    };
+    let mut per: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut disagreements = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let kernel = v["verdict"].as_str().unwrap();
+        if kernel == "skipped" {
+            continue;
+        }
+        let object = v["object"].as_str().unwrap();
+        let name = v["program"].as_str().unwrap();
+        let t = ProgType::from_name(v["prog_type"].as_str().unwrap()).unwrap();
+        let folder = object.split('/').next().unwrap().to_string();
+        let tally = per.entry(folder).or_default();
+        tally.total += 1;
+        let data = std::fs::read(dir.join(object)).unwrap();
+        let ours = match bpfkit_elf::LoadedObject::load(&data) {
+            Ok(obj) => match obj.program(name) {
+                Some(p) => {
+                    let maps: Vec<MapDef> = obj.maps.iter().map(|m| m.def.clone()).collect();
+                    let r = verify(&p.insns, t, &maps, &Options::default());
+                    Some(r)
+                }
+                None => None,
+            },
+            Err(_) => None,
+        };
+        let (our_verdict, our_err) = match &ours {
+            Some(r) => (
+                if r.verdict == Verdict::Accepted {
+                    "accepted"
+                } else {
+                    "rejected"
+                },
+                r.error.as_ref().map(|e| format!("{}: {}", e.pc, e.message)),
+            ),
+            None => ("rejected", Some("load failed".to_string())),
+        };
+        if our_verdict == kernel {
+            tally.agree += 1;
+            if kernel == "rejected" {
+                tally.both_reject += 1;
+                // The kernel's log gives no index in `error`; compare messages.
+                let kmsg = v["error"].as_str().unwrap_or("");
+                if our_err
+                    .as_deref()
+                    .is_some_and(|e| kmsg.starts_with(e.split_once(": ").unwrap().1))
+                {
+                    tally.same_insn += 1;
+                }
+            }
+        } else {
+            disagreements.push(format!(
+                "{object} {name} ({}): kernel {kernel} [{}], ours {our_verdict} [{}]",
+                v["prog_type"].as_str().unwrap(),
+                v["error"].as_str().unwrap_or(""),
+                our_err.unwrap_or_default()
+            ));
+        }
+    }
+    let (mut total, mut agree) = (0, 0);
+    println!(
+        "{:<18} {:>6} {:>6} {:>8} {:>12}",
+        "folder", "progs", "agree", "both-rej", "same-message"
+    );
+    for (k, t) in &per {
+        println!(
+            "{k:<18} {:>6} {:>6} {:>8} {:>12}",
+            t.total, t.agree, t.both_reject, t.same_insn
+        );
+        total += t.total;
+        agree += t.agree;
+    }
+    println!(
+        "total {total}, agree {agree} ({:.1}%)",
+        100.0 * agree as f64 / total as f64
+    );
+    for d in &disagreements {
+        println!("  {d}");
+    }
+    // Regression floor, slightly below what the verifier achieves.
+    assert!(
+        agree * 100 >= total * FLOOR_PERCENT,
+        "agreement {agree}/{total} below {FLOOR_PERCENT}%"
+    );
+}
+
+const FLOOR_PERCENT: u32 = 95;
