@@ -109,6 +109,25 @@ pub fn elf_program(bytes: &[u8]) -> Result<Vec<u8>, String> {
     Ok(data[start as usize..end as usize].to_vec())
 }
 
+/// Runs `prog` on the x86-64 JIT with a writable copy of `mem`, exactly as
+/// [`run_interp`] does on the interpreter (same helpers, same budget).
+/// `Err` with a message when the JIT cannot compile here (not x86-64 Linux).
+pub fn run_jit(prog: &Program, mem: &[u8]) -> Result<Result<u64, Trap>, String> {
+    let helpers = conformance_helpers();
+    let mut jit = bpfkit_jit::Jit::builder()
+        .budget(BUDGET)
+        .build(prog, &helpers)
+        .map_err(|e| format!("jit: {e}"))?;
+    let mut copy = mem.to_vec();
+    let mut m = Memory::new();
+    let addr = if copy.is_empty() {
+        0
+    } else {
+        m.add(RegionKind::Context, &mut copy)
+    };
+    Ok(jit.run(&mut m, &[addr, mem.len() as u64]))
+}
+
 /// Runs `prog` on the interpreter with a writable copy of `mem`: r1 = its
 /// address (0 when empty), r2 = its length. With `debug`, writes one line
 /// per executed instruction to stderr.

@@ -1,4 +1,4 @@
-//! `bpfkit-conformance-plugin [MEM] [--engine interp|jit] [--elf] [--debug]`
+//! `bpfkit-conformance-plugin [MEM] [--engine interp|jit] [--elf] [--debug]` (`jit`: the x86-64 JIT, checked mode)
 //!
 //! Speaks the bpf_conformance plugin protocol: MEM (hex bytes) as the first
 //! argument when present, the program as hex on stdin (or a small ELF
@@ -7,7 +7,7 @@
 //! with a one-line message on stderr.
 #![forbid(unsafe_code)]
 
-use bpfkit_conformance_plugin::{elf_program, parse_hex, run_interp};
+use bpfkit_conformance_plugin::{elf_program, parse_hex, run_interp, run_jit};
 use bpfkit_isa::Program;
 use std::io::Read;
 use std::process::ExitCode;
@@ -53,11 +53,11 @@ fn main() -> ExitCode {
         }
         i += 1;
     }
-    match engine.as_str() {
-        "interp" => {}
-        "jit" => return fail(2, "jit engine not available yet"),
+    let jit = match engine.as_str() {
+        "interp" => false,
+        "jit" => true,
         other => return fail(2, format!("unknown engine '{other}' (interp or jit)")),
-    }
+    };
     let mem = match mem_hex.as_deref().map(parse_hex).transpose() {
         Ok(m) => m.unwrap_or_default(),
         Err(e) => return fail(2, format!("bad memory: {e}")),
@@ -87,7 +87,18 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(2, format!("invalid program: {e}")),
     };
-    match run_interp(&prog, &mem, debug) {
+    let result = if jit {
+        if debug {
+            eprintln!("--debug: the JIT does not trace; run with --engine interp for a trace");
+        }
+        match run_jit(&prog, &mem) {
+            Ok(r) => r,
+            Err(e) => return fail(2, e),
+        }
+    } else {
+        run_interp(&prog, &mem, debug)
+    };
+    match result {
         Ok(r0) => {
             println!("{r0:x}");
             ExitCode::SUCCESS

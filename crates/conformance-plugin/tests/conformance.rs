@@ -3,7 +3,7 @@
 //! process through the interpreter. Every file must pass; there are no
 //! exclusions. Skipped, with a message, when the shared folder is absent.
 
-use bpfkit_conformance_plugin::run_interp;
+use bpfkit_conformance_plugin::{run_interp, run_jit};
 use bpfkit_testdata::{conformance_dir, load_dir, protocol_hex, DataFile, TestCase};
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -117,10 +117,23 @@ fn elf_object(code: &[u8], section: &str) -> Vec<u8> {
 /// Runs the plugin binary on one file, in hex mode or (with `elf`) ELF
 /// mode; Ok(()) when it passes.
 fn run_plugin(f: &DataFile, elf: Option<&str>) -> Result<(), String> {
+    run_plugin_with(f, elf, None)
+}
+
+/// [`run_plugin`] with `--engine ENGINE` among the plugin options (which
+/// the upstream runner places after MEM and before `--elf`).
+fn run_plugin_engine(f: &DataFile, elf: Option<&str>, engine: &str) -> Result<(), String> {
+    run_plugin_with(f, elf, Some(engine))
+}
+
+fn run_plugin_with(f: &DataFile, elf: Option<&str>, engine: Option<&str>) -> Result<(), String> {
     let code = f.program_bytes().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bpfkit-conformance-plugin"));
     if !f.mem.is_empty() {
         cmd.arg(protocol_hex(&f.mem));
+    }
+    if let Some(engine) = engine {
+        cmd.args(["--engine", engine]);
     }
     let input = match elf {
         Some(section) => {
@@ -251,6 +264,37 @@ fn elf_mode_xdp_section() {
 }
 
 #[test]
+fn conformance_plugin_protocol_jit() {
+    if !bpfkit_jit::is_supported() {
+        eprintln!("skipped: the JIT does not run on this platform");
+        return;
+    }
+    run_all("plugin-jit", |f| run_plugin_engine(f, None, "jit"));
+}
+
+#[test]
+fn conformance_in_process_jit() {
+    if !bpfkit_jit::is_supported() {
+        eprintln!("skipped: the JIT does not run on this platform");
+        return;
+    }
+    run_all("jit", |f| {
+        let prog = f.program().map_err(|e| e.to_string())?;
+        let r = run_jit(&prog, &f.mem)?;
+        match (r, &f.error) {
+            (Ok(r0), None) if r0 == f.result.unwrap_or(0) => Ok(()),
+            (Ok(r0), None) => Err(format!(
+                "r0 = {r0:#x}, expected {:#x}",
+                f.result.unwrap_or(0)
+            )),
+            (Ok(r0), Some(e)) => Err(format!("r0 = {r0:#x}, expected error '{e}'")),
+            (Err(_), Some(_)) => Ok(()),
+            (Err(t), None) => Err(t.to_string()),
+        }
+    });
+}
+
+#[test]
 fn conformance_in_process() {
     run_all("interp", run_in_process);
 }
@@ -286,11 +330,13 @@ fn plugin_usage_errors() {
     let exit42 = "b7  00  00  00  2a  00  00  00  95  00  00  00  00  00  00  00  \n";
     assert_eq!(run(&[], exit42).1, "2a\n");
     assert_eq!(run(&["--engine", "interp"], exit42).0, Some(0));
-    let (code, _, err) = run(&["--engine", "jit"], exit42);
-    assert_eq!(
-        (code, err.trim()),
-        (Some(2), "jit engine not available yet")
-    );
+    let (code, out, _) = run(&["--engine", "jit"], exit42);
+    if bpfkit_jit::is_supported() {
+        assert_eq!((code, out.as_str()), (Some(0), "2a\n"));
+    } else {
+        assert_eq!(code, Some(2));
+    }
+    assert_eq!(run(&["--engine", "wasm"], exit42).0, Some(2));
     assert_eq!(run(&["zz  "], exit42).0, Some(2));
     assert_eq!(run(&[], "b7  00\n").0, Some(2));
     assert_eq!(run(&[], "ff  00  00  00  00  00  00  00\n").0, Some(2));
