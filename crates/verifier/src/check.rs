@@ -89,7 +89,7 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
             prune_point: Vec::new(),
         },
         t: prog_type,
-        maps,
+        maps: maps.to_vec(),
         opts,
         next_id: 0,
         visited: Vec::new(),
@@ -163,7 +163,7 @@ struct Env<'a> {
     slots: Vec<Option<Insn>>,
     cfg: Cfg,
     t: ProgType,
-    maps: &'a [MapDef],
+    maps: Vec<MapDef>,
     opts: &'a Options,
     next_id: u32,
     visited: Vec<Visited>,
@@ -1092,13 +1092,7 @@ impl<'a> Env<'a> {
     ) -> R<RegState> {
         let write = matches!(acc, Access::Write(_));
         let Some(c) = base.var.const_value() else {
-            return err(
-                pc,
-                format!(
-                    "not supported yet: variable-offset stack access R{rn} var_off={}",
-                    tnum_str(&base.var)
-                ),
-            );
+            return self.stack_var_access(st, pc, rn, base, frame, off, size, acc);
         };
         let o = base.off + c as i64 + off;
         if o < -STACK_SIZE || o + size > 0 {
@@ -1188,6 +1182,87 @@ impl<'a> Env<'a> {
                 Ok(reg)
             }
         }
+    }
+
+    /// A stack access at a variable offset (privileged only): every byte
+    /// it may touch must be in bounds; writes make them unknown, reads
+    /// give an unknown value.
+    #[allow(clippy::too_many_arguments)]
+    fn stack_var_access(
+        &mut self,
+        st: &mut State,
+        pc: usize,
+        rn: u8,
+        base: RegState,
+        frame: u8,
+        off: i64,
+        size: i64,
+        acc: Access,
+    ) -> R<RegState> {
+        let write = matches!(acc, Access::Write(_));
+        let fixed = base.off + off;
+        let vs = tnum_str(&base.var);
+        if self.opts.unprivileged {
+            return err(
+                pc,
+                format!("R{rn} variable offset stack access prohibited for !root, var_off={vs} off={fixed}"),
+            );
+        }
+        let t = base
+            .var
+            .var_off()
+            .add(crate::domain::tnum::Tnum::constant(fixed as u64));
+        if (t.value() | t.mask()) & (size as u64 - 1) != 0 {
+            return err(
+                pc,
+                format!(
+                    "misaligned stack access off {vs}+{}+{off} size {size}",
+                    base.off
+                ),
+            );
+        }
+        let (smin, smax) = (base.var.smin(), base.var.smax());
+        let lo = smin.saturating_add(fixed);
+        let hi = smax.saturating_add(fixed).saturating_add(size);
+        if smin <= -MAX_VAR_OFF || smax >= MAX_VAR_OFF || lo < -STACK_SIZE || hi > 0 {
+            return err(
+                pc,
+                format!(
+                    "invalid variable-offset{} stack R{rn} var_off={vs} off={off} size={size}",
+                    if write { " write to" } else { " read from" }
+                ),
+            );
+        }
+        self.note_depth(st, pc, frame, lo)?;
+        let fr = &mut st.frames[frame as usize];
+        let need = ((-lo - 1) / 8 + 1) as usize;
+        if fr.stack.len() < need {
+            fr.stack.resize(need, Slot::INVALID);
+        }
+        let zero = match acc {
+            Access::Write(Stored::Reg(_, v)) => {
+                if !v.is_scalar() {
+                    return err(pc, "spilled ptr in range of var-offset stack write");
+                }
+                v.const_value() == Some(0)
+            }
+            Access::Write(Stored::Imm(i)) => i == 0,
+            Access::Read => false,
+        };
+        if write {
+            for b in lo..hi {
+                let si = ((-b - 1) / 8) as usize;
+                let bi = (b + 8 * (si as i64 + 1)) as usize;
+                let slot = &mut fr.stack[si];
+                if slot.spill.take().is_some() {
+                    slot.bytes = [SlotByte::Misc; 8];
+                }
+                if !(zero && slot.bytes[bi] == SlotByte::Zero) {
+                    slot.bytes[bi] = SlotByte::Misc;
+                }
+            }
+        }
+        Ok(RegState::scalar(Scalar::unknown().cast(size.min(8) as u32)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1491,6 +1566,7 @@ impl<'a> Env<'a> {
         let mut mem: Option<(Reg, RegState, bool)> = None;
         let mut release: Option<u32> = None;
         let mut alloc_size = 0u32;
+        let mut inner_map: Option<u32> = None;
         for (i, &arg) in p.args.iter().enumerate() {
             let r = Reg::new(i as u8 + 1).expect("r1-r5");
             let v = self.read(st, r, pc)?;
@@ -1621,17 +1697,31 @@ impl<'a> Env<'a> {
                     ),
                 );
             }
-            if id == 1
-                && (mt.is_map_in_map()
-                    || matches!(
-                        mt,
-                        MapType::Sockmap
-                            | MapType::Sockhash
-                            | MapType::Xskmap
-                            | MapType::Devmap
-                            | MapType::DevmapHash
-                            | MapType::Cpumap
-                    ))
+            if id == 1 && mt.is_map_in_map() {
+                let Some(inner) = self.maps[m as usize].inner.as_deref().cloned() else {
+                    return err(
+                        pc,
+                        "not supported yet: map-in-map without an inner map template",
+                    );
+                };
+                let ix = match self.maps.iter().position(|d| *d == inner) {
+                    Some(i) => i,
+                    None => {
+                        self.maps.push(inner);
+                        self.maps.len() - 1
+                    }
+                };
+                inner_map = Some(ix as u32);
+            } else if id == 1
+                && (matches!(
+                    mt,
+                    MapType::Sockmap
+                        | MapType::Sockhash
+                        | MapType::Xskmap
+                        | MapType::Devmap
+                        | MapType::DevmapHash
+                        | MapType::Cpumap
+                ))
             {
                 return err(
                     pc,
@@ -1674,7 +1764,11 @@ impl<'a> Env<'a> {
             Ret::Void => RegState::NOT_INIT,
             Ret::MapValueOrNull => {
                 let m = map.expect("map argument");
-                let mut r = RegState::ptr(PtrKind::MapValueOrNull { map: m });
+                let kind = match inner_map {
+                    Some(map) => PtrKind::ConstMapOrNull { map },
+                    None => PtrKind::MapValueOrNull { map: m },
+                };
+                let mut r = RegState::ptr(kind);
                 r.id = self.fresh_id();
                 r
             }
@@ -1701,15 +1795,20 @@ impl<'a> Env<'a> {
         write: bool,
     ) -> R<()> {
         let rn = r.num();
+        if size == 0 {
+            return err(pc, "invalid zero-sized read");
+        }
         match v.kind() {
             Some(PtrKind::Stack { frame }) => {
                 let Some(c) = v.var.const_value() else {
-                    return err(
-                        pc,
-                        format!(
-                            "not supported yet: variable-offset stack buffer R{rn} for a helper"
-                        ),
-                    );
+                    let acc = if write {
+                        Access::Write(Stored::Reg(r, RegState::unknown()))
+                    } else {
+                        Access::Read
+                    };
+                    return self
+                        .stack_var_access(st, pc, rn, v, frame, 0, size, acc)
+                        .map(|_| ());
                 };
                 let o = v.off + c as i64;
                 if o < -STACK_SIZE || o + size > 0 || size <= 0 {
@@ -1832,6 +1931,7 @@ fn mark_null(st: &mut State, id: u32, ref_id: u32, is_null: bool) {
                 r.ty = RegType::Ptr(match r.kind() {
                     Some(PtrKind::MapValueOrNull { map }) => PtrKind::MapValue { map },
                     Some(PtrKind::MemOrNull { size }) => PtrKind::Mem { size },
+                    Some(PtrKind::ConstMapOrNull { map }) => PtrKind::ConstMap { map },
                     Some(k) => k,
                     None => unreachable!(),
                 });

@@ -45,6 +45,11 @@ pub enum PtrKind {
         /// Index in the map table.
         map: u32,
     },
+    /// A map or NULL (lookup in a map of maps).
+    ConstMapOrNull {
+        /// Index in the map table (the inner map's template).
+        map: u32,
+    },
     /// Memory of `size` bytes returned by a helper (`PTR_TO_MEM`, ring
     /// buffer records).
     Mem {
@@ -70,8 +75,9 @@ impl PtrKind {
             PtrKind::MapValue { .. } => "map_value",
             PtrKind::MapValueOrNull { .. } => "map_value_or_null",
             PtrKind::ConstMap { .. } => "map_ptr",
-            PtrKind::Mem { .. } => "mem",
-            PtrKind::MemOrNull { .. } => "mem_or_null",
+            PtrKind::ConstMapOrNull { .. } => "map_ptr_or_null",
+            PtrKind::Mem { .. } => "ringbuf_mem",
+            PtrKind::MemOrNull { .. } => "ringbuf_mem_or_null",
         }
     }
 
@@ -79,7 +85,9 @@ impl PtrKind {
     pub fn maybe_null(self) -> bool {
         matches!(
             self,
-            PtrKind::MapValueOrNull { .. } | PtrKind::MemOrNull { .. }
+            PtrKind::MapValueOrNull { .. }
+                | PtrKind::MemOrNull { .. }
+                | PtrKind::ConstMapOrNull { .. }
         )
     }
 }
@@ -403,7 +411,8 @@ impl fmt::Display for RegState {
                 match k {
                     PtrKind::MapValue { map }
                     | PtrKind::MapValueOrNull { map }
-                    | PtrKind::ConstMap { map } => parts.push(format!("map=#{map}")),
+                    | PtrKind::ConstMap { map }
+                    | PtrKind::ConstMapOrNull { map } => parts.push(format!("map=#{map}")),
                     PtrKind::Mem { size } | PtrKind::MemOrNull { size } => {
                         parts.push(format!("sz={size}"))
                     }
