@@ -10,6 +10,7 @@ mod disasm;
 mod helpers;
 mod maps;
 mod run;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -62,6 +63,14 @@ enum Command {
     /// error entry and the run goes on. Exit 1 when a program trapped (did
     /// something the kernel's verifier would have refused).
     Run(run::Args),
+    /// Verify the programs of a BPF ELF object, like the kernel's verifier.
+    ///
+    /// Explores every path of each program (or only --prog) as the Linux
+    /// verifier does and prints each verdict; a rejection names the
+    /// instruction, the kernel's message, the registers and the source line.
+    /// --type overrides the type the section name implies. Exit 0 when all
+    /// are accepted, 1 when any is rejected, 2 for unusable input.
+    Verify(verify::Args),
 }
 
 /// An error that ends the command with exit status 2.
@@ -80,6 +89,7 @@ fn main() -> ExitCode {
         Command::Disasm(a) => disasm::run(a),
         Command::Asm(a) => asm::run(a),
         Command::Run(a) => run::run(a),
+        Command::Verify(a) => verify::run(a),
     };
     match result {
         Ok(code) => code,

@@ -108,6 +108,9 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
     let error = result.err().map(|mut e| {
         env.describe(&mut e);
         if opts.log_level > 0 {
+            if !env.log.is_empty() && !env.log.ends_with('\n') {
+                env.log.push('\n');
+            }
             let _ = writeln!(env.log, "{}", e.message);
         }
         e
@@ -269,7 +272,9 @@ impl<'a> Env<'a> {
                 }
                 let flow = self.step(&mut path.state, pc, &insn)?;
                 if self.opts.log_level > 1 {
-                    let _ = writeln!(self.log, "{pc}: {}", path.state.cur());
+                    let _ = writeln!(self.log, "  ; {}", path.state.cur());
+                } else if self.opts.log_level > 0 {
+                    self.log.push('\n');
                 }
                 match flow {
                     Flow::Next(n) => path.pc = n,
@@ -316,7 +321,7 @@ impl<'a> Env<'a> {
 
     fn log_insn(&mut self, pc: usize, insn: &Insn) {
         let (raw, _) = encode(insn);
-        let _ = writeln!(
+        let _ = write!(
             self.log,
             "{pc}: ({:02x}) {}",
             raw[0].code,
