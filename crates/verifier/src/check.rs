@@ -1572,6 +1572,7 @@ impl<'a> Env<'a> {
         let mut release: Option<u32> = None;
         let mut alloc_size = 0u32;
         let mut inner_map: Option<u32> = None;
+        let mut const_key: Option<u64> = None;
         for (i, &arg) in p.args.iter().enumerate() {
             let r = Reg::new(i as u8 + 1).expect("r1-r5");
             let v = self.read(st, r, pc)?;
@@ -1611,6 +1612,9 @@ impl<'a> Env<'a> {
                         def.value_size
                     };
                     self.helper_mem(st, pc, r, v, i64::from(n), false)?;
+                    if arg == Arg::MapKey {
+                        const_key = const_stack_key(st, &v, n);
+                    }
                 }
                 Arg::Mem | Arg::MemOrNull | Arg::UninitMem => {
                     if arg == Arg::MemOrNull && v.const_value() == Some(0) {
@@ -1773,9 +1777,18 @@ impl<'a> Env<'a> {
                     Some(map) => PtrKind::ConstMapOrNull { map },
                     None => PtrKind::MapValueOrNull { map: m },
                 };
-                let mut r = RegState::ptr(kind);
-                r.id = self.fresh_id();
-                r
+                let def = &self.maps[m as usize];
+                // An array lookup with a constant in-range key cannot fail.
+                let never_null = inner_map.is_none()
+                    && matches!(def.map_type, MapType::Array | MapType::PercpuArray)
+                    && const_key.is_some_and(|k| k < u64::from(def.max_entries));
+                if never_null {
+                    RegState::ptr(PtrKind::MapValue { map: m })
+                } else {
+                    let mut r = RegState::ptr(kind);
+                    r.id = self.fresh_id();
+                    r
+                }
             }
             Ret::RingbufMemOrNull => {
                 let mut r = RegState::ptr(PtrKind::MemOrNull { size: alloc_size });
@@ -1912,6 +1925,38 @@ impl<'a> Env<'a> {
     }
 }
 
+/// The value of a map key of `size` bytes on the stack at `key`, when it
+/// is a known constant (zero bytes or a spilled constant).
+fn const_stack_key(st: &State, key: &RegState, size: u32) -> Option<u64> {
+    let Some(PtrKind::Stack { frame }) = key.kind() else {
+        return None;
+    };
+    let o = key.off + key.var.const_value()? as i64;
+    if size == 0 || size > 8 || o % i64::from(size) != 0 {
+        return None;
+    }
+    let fr = &st.frames[frame as usize];
+    let si = ((-o - 1) / 8) as usize;
+    let slot = fr.stack.get(si)?;
+    let bi = (o + 8 * (si as i64 + 1)) as usize;
+    if let Some(sp) = slot.spill {
+        let c = sp.const_value()?;
+        if bi != 0 {
+            return None;
+        }
+        let mask = if size == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (size * 8)) - 1
+        };
+        return Some(c & mask);
+    }
+    slot.bytes[bi..bi + size as usize]
+        .iter()
+        .all(|b| *b == SlotByte::Zero)
+        .then_some(0)
+}
+
 /// Sets the scalar `r` (and every register and spill linked to it by `id`)
 /// to `v`.
 fn assign_scalar(st: &mut State, r: Reg, id: u32, v: Scalar) {
@@ -1951,6 +1996,9 @@ fn mark_null(st: &mut State, id: u32, ref_id: u32, is_null: bool) {
 
 fn tnum_str(v: &Scalar) -> String {
     let t = v.var_off();
+    if t.is_const() {
+        return (t.value() as i64).to_string();
+    }
     format!("({:#x}; {:#x})", t.value(), t.mask())
 }
 

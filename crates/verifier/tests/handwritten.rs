@@ -1,0 +1,335 @@
+//! Small hand-written programs with the verdict and message we expect,
+//! each also loaded into the running kernel (where `bpf()` is permitted)
+//! to check that the kernel's verdict is the same.
+//!
+//! Never add a program with an unbounded loop or a branch-free mask such as
+//! `-(x & 1)` or `x s>> 63` inside a long loop to the kernel-checked cases:
+//! this machine's kernel has a verifier bug on those.
+
+use bpfkit_abi::{MapDef, MapType, ProgType};
+use bpfkit_isa::{assemble, encode_all, Imm64, Insn, Program, Syntax};
+use bpfkit_verifier::{verify, Options, Verdict};
+
+struct Case {
+    name: &'static str,
+    prog_type: ProgType,
+    /// One array map (key 4, value 8) as map index 0.
+    map: bool,
+    asm: &'static str,
+    /// `None`: accepted; `Some((insn, message))`: rejected there with it.
+    expect: Option<(usize, &'static str)>,
+    /// Also load it into the kernel.
+    kernel: bool,
+    unprivileged: bool,
+}
+
+const fn ok(name: &'static str, prog_type: ProgType, asm: &'static str) -> Case {
+    Case {
+        name,
+        prog_type,
+        map: false,
+        asm,
+        expect: None,
+        kernel: true,
+        unprivileged: false,
+    }
+}
+
+const fn bad(
+    name: &'static str,
+    prog_type: ProgType,
+    asm: &'static str,
+    pc: usize,
+    msg: &'static str,
+) -> Case {
+    Case {
+        name,
+        prog_type,
+        map: false,
+        asm,
+        expect: Some((pc, msg)),
+        kernel: true,
+        unprivileged: false,
+    }
+}
+
+const MAP_PROLOGUE: &str =
+    "r1 = 0\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nld_pseudo r1, 0x5, 0x0\ncall 1\n";
+
+fn cases() -> Vec<Case> {
+    use ProgType::{SocketFilter as Sf, Xdp};
+    let with_map = |mut c: Case| {
+        c.map = true;
+        c
+    };
+    let no_kernel = |mut c: Case| {
+        c.kernel = false;
+        c
+    };
+    let unpriv = |mut c: Case| {
+        c.unprivileged = true;
+        c.kernel = false;
+        c
+    };
+    vec![
+        ok("xdp_pass", Xdp, "r0 = 2\nexit\n"),
+        bad("uninit_r0", Xdp, "exit\n", 0, "R0 !read_ok"),
+        bad("write_r10", Xdp, "r10 = 0\nr0 = 0\nexit\n", 0, "frame pointer is read only"),
+        bad(
+            "stack_below_512",
+            Xdp,
+            "r0 = 0\n*(u64 *)(r10 - 520) = r0\nexit\n",
+            1,
+            "invalid write to stack R10 off=-520 size=8",
+        ),
+        bad(
+            "stack_misaligned",
+            Xdp,
+            "r1 = 0\n*(u32 *)(r10 - 6) = r1\nr0 = 0\nexit\n",
+            1,
+            "misaligned stack access off 0+0+-6 size 4",
+        ),
+        with_map(ok(
+            "array_const_key_never_null",
+            Sf,
+            "r1 = 0\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nld_pseudo r1, 0x5, 0x0\ncall 1\nr0 = *(u64 *)(r0 + 0)\nexit\n",
+        )),
+        ok("stack_spill_fill", Xdp, "*(u64 *)(r10 - 8) = r1\nr1 = *(u64 *)(r10 - 8)\nr0 = *(u32 *)(r1 + 0)\nr0 = 2\nexit\n"),
+        bad(
+            "packet_unchecked",
+            Xdp,
+            "r2 = *(u32 *)(r1 + 0)\nr0 = *(u8 *)(r2 + 0)\nexit\n",
+            1,
+            "R2 offset is outside of the packet",
+        ),
+        ok(
+            "packet_checked",
+            Xdp,
+            "r2 = *(u32 *)(r1 + 0)\nr3 = *(u32 *)(r1 + 4)\nr4 = r2\nr4 += 14\nr0 = 1\nif r4 > r3 goto L1\nr0 = *(u8 *)(r2 + 13)\nL1:\nexit\n",
+        ),
+        bad(
+            "packet_one_past",
+            Xdp,
+            "r2 = *(u32 *)(r1 + 0)\nr3 = *(u32 *)(r1 + 4)\nr4 = r2\nr4 += 14\nr0 = 1\nif r4 > r3 goto L1\nr0 = *(u8 *)(r2 + 14)\nL1:\nexit\n",
+            6,
+            "R2 offset is outside of the packet",
+        ),
+        bad(
+            "xdp_ctx_past_end",
+            Xdp,
+            "r0 = *(u32 *)(r1 + 24)\nexit\n",
+            0,
+            "invalid bpf_context access off=24 size=4",
+        ),
+        bad(
+            "xdp_ctx_write",
+            Xdp,
+            "r2 = 0\n*(u32 *)(r1 + 12) = r2\nr0 = 0\nexit\n",
+            1,
+            "invalid bpf_context access off=12 size=4",
+        ),
+        ok("skb_narrow_protocol", Sf, "r0 = *(u16 *)(r1 + 16)\nexit\n"),
+        bad(
+            "skb_filter_no_data",
+            Sf,
+            "r0 = *(u32 *)(r1 + 76)\nexit\n",
+            0,
+            "invalid bpf_context access off=76 size=4",
+        ),
+        bad(
+            "ctx_modified",
+            Sf,
+            "r1 += 8\nr0 = *(u32 *)(r1 + 0)\nexit\n",
+            1,
+            "dereference of modified ctx ptr R1 off=8 disallowed",
+        ),
+        with_map(bad(
+            "map_value_no_null_check",
+            Sf,
+            // The key (1) is past the end: the lookup may fail.
+            "r1 = 1\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nld_pseudo r1, 0x5, 0x0\ncall 1\nr0 = *(u64 *)(r0 + 0)\nexit\n",
+            7,
+            "R0 invalid mem access 'map_value_or_null'",
+        )),
+        with_map(ok(
+            "map_value_checked",
+            Sf,
+            "r1 = 0\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nld_pseudo r1, 0x5, 0x0\ncall 1\nif r0 == 0 goto L1\nr0 = *(u64 *)(r0 + 0)\nL1:\nexit\n",
+        )),
+        with_map(bad(
+            "map_value_past_end",
+            Sf,
+            "r1 = 0\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nld_pseudo r1, 0x5, 0x0\ncall 1\nif r0 == 0 goto L1\nr0 = *(u64 *)(r0 + 4)\nL1:\nexit\n",
+            8,
+            "R0 min value is outside of the allowed memory range",
+        )),
+        with_map(ok(
+            "map_value_variable_index",
+            Sf,
+            "r1 = 0\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nld_pseudo r1, 0x5, 0x0\ncall 1\nif r0 == 0 goto L1\nr1 = *(u32 *)(r0 + 0)\nif r1 > 7 goto L1\nr0 += r1\nr0 = *(u8 *)(r0 + 0)\nL1:\nexit\n",
+        )),
+        with_map(bad(
+            "map_value_variable_index_unbounded",
+            Sf,
+            "r1 = 0\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nld_pseudo r1, 0x5, 0x0\ncall 1\nif r0 == 0 goto L1\nr1 = *(u32 *)(r0 + 0)\nif r1 > 8 goto L1\nr0 += r1\nr0 = *(u8 *)(r0 + 0)\nL1:\nexit\n",
+            11,
+            "R0 max value is outside of the allowed memory range",
+        )),
+        with_map(bad(
+            "map_ptr_arith",
+            Sf,
+            "ld_pseudo r1, 0x5, 0x0\nr1 += 1\nr0 = 0\nexit\n",
+            2,
+            "R1 pointer arithmetic on map_ptr prohibited",
+        )),
+        bad("ptr_plus_ptr", Sf, "r2 = r10\nr2 += r1\nr0 = 0\nexit\n", 1, "R2 pointer += pointer prohibited"),
+        bad("div_by_const_zero", Sf, "r0 = 1\nr0 /= 0\nexit\n", 1, "div by zero"),
+        ok("div_by_reg_zero", Sf, "r0 = 1\nr1 = 0\nr0 /= r1\nexit\n"),
+        bad("unknown_helper", Sf, "call 0x270f\nr0 = 0\nexit\n", 0, "invalid func unknown#9999"),
+        bad(
+            "helper_wrong_type",
+            Sf,
+            "call 0x9\nr0 = 0\nexit\n",
+            0,
+            "program of this type cannot use helper bpf_skb_store_bytes#9",
+        ),
+        ok("helper_clobbers_args", Xdp, "r6 = 1\ncall 0x5\nr0 = r6\nexit\n"),
+        bad("helper_clobbers_r1", Xdp, "r1 = 1\ncall 0x5\nr0 = r1\nexit\n", 2, "R1 !read_ok"),
+        ok("bounded_loop", Xdp, "r0 = 0\nr1 = 10\nL1:\nr0 += r1\nr1 += -1\nif r1 != 0 goto L1\nexit\n"),
+        bad("unreachable", Xdp, "r0 = 0\nexit\nr0 = 1\nexit\n", 2, "unreachable insn 2"),
+        bad("fall_off_end", Xdp, "r0 = 0\n", 0, "last insn is not an exit or jmp"),
+        ok("bpf2bpf_call", Xdp, "r1 = 1\ncall f\nexit\nf:\nr0 = r1\nexit\n"),
+        bad("bpf2bpf_callee_uninit", Xdp, "r1 = 1\ncall f\nexit\nf:\nr0 = r2\nexit\n", 3, "R2 !read_ok"),
+        bad("bpf2bpf_r1_clobbered", Xdp, "r1 = 1\ncall f\nr0 = r1\nexit\nf:\nr0 = 0\nexit\n", 2, "R1 !read_ok"),
+        no_kernel(bad("infinite_loop", Xdp, "L1:\ngoto L1\n", 0, "infinite loop detected at insn 0")),
+        unpriv(bad("leak_return", Xdp, "r0 = r10\nexit\n", 1, "R0 leaks addr as return value")),
+        unpriv(with_map(bad(
+            "leak_into_map",
+            Sf,
+            "r1 = 0\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nld_pseudo r1, 0x5, 0x0\ncall 1\nif r0 == 0 goto L1\n*(u64 *)(r0 + 0) = r10\nL1:\nr0 = 0\nexit\n",
+            8,
+            "R10 leaks addr into map",
+        ))),
+        unpriv(with_map(bad(
+            "leak_via_atomic_add",
+            Sf,
+            "r1 = 0\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nld_pseudo r1, 0x5, 0x0\ncall 1\nif r0 == 0 goto L1\nr1 = r10\nlock *(u64 *)(r0 + 0) += r1\nL1:\nr0 = 0\nexit\n",
+            9,
+            "R1 leaks addr into mem",
+        ))),
+        unpriv(bad(
+            "uninit_stack_unprivileged",
+            Sf,
+            "r0 = *(u64 *)(r10 - 8)\nexit\n",
+            0,
+            "invalid read from stack off -8+0 size 8",
+        )),
+    ]
+    .into_iter()
+    .chain(std::iter::once(ok(
+        "uninit_stack_privileged",
+        Sf,
+        "r0 = *(u64 *)(r10 - 8)\nexit\n",
+    )))
+    .collect()
+}
+
+fn map_def() -> MapDef {
+    MapDef::new(MapType::Array, 4, 8, 1)
+}
+
+#[test]
+fn hand_written_programs() {
+    let _ = MAP_PROLOGUE;
+    let kernel = match bpfkit_kernel::probe() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("kernel comparison skipped: {e}");
+            false
+        }
+    };
+    let mut failures = Vec::new();
+    let mut kernel_checked = 0;
+    for c in cases() {
+        let insns = assemble(c.asm, Syntax::Llvm).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        let prog = Program::from_insns(insns.clone()).unwrap();
+        let maps = if c.map { vec![map_def()] } else { vec![] };
+        let opts = Options {
+            unprivileged: c.unprivileged,
+            ..Options::default()
+        };
+        let r = verify(&prog, c.prog_type, &maps, &opts);
+        let got = r.error.as_ref().map(|e| (e.pc, e.message.as_str()));
+        if got != c.expect {
+            failures.push(format!(
+                "{}: expected {:?}, got {:?}",
+                c.name, c.expect, got
+            ));
+        }
+        if !(kernel && c.kernel) {
+            continue;
+        }
+        // The same program with map indexes turned into a real map's fd.
+        let map = c.map.then(|| {
+            let d = map_def();
+            bpfkit_kernel::Map::create(&bpfkit_kernel::MapSpec {
+                map_type: d.map_type as u32,
+                key_size: d.key_size,
+                value_size: d.value_size,
+                max_entries: d.max_entries,
+                ..Default::default()
+            })
+            .unwrap()
+        });
+        let kinsns: Vec<Insn> = insns
+            .iter()
+            .map(|i| match *i {
+                Insn::LoadImm64 {
+                    dst,
+                    imm: Imm64::MapIdx(_),
+                } => Insn::LoadImm64 {
+                    dst,
+                    imm: Imm64::MapFd(map.as_ref().unwrap().fd()),
+                },
+                other => other,
+            })
+            .collect();
+        let bytes = encode_all(kinsns.iter());
+        let load = bpfkit_kernel::ProgLoad::new(c.prog_type as u32, &bytes);
+        let kernel_accepts = match load.load() {
+            Ok(_) => true,
+            Err(bpfkit_kernel::KernelError::Rejected { log, .. }) => {
+                let last = log
+                    .lines()
+                    .rev()
+                    .find(|l| {
+                        !l.is_empty()
+                            && !l.starts_with("processed")
+                            && !l.starts_with("verification time")
+                            && !l.starts_with("stack depth")
+                    })
+                    .unwrap_or("");
+                eprintln!("{}: kernel: {last}", c.name);
+                if let Some((_, msg)) = c.expect {
+                    if msg != last {
+                        failures.push(format!("{}: kernel says [{last}], we say [{msg}]", c.name));
+                    }
+                }
+                false
+            }
+            Err(e) => panic!("{}: {e}", c.name),
+        };
+        kernel_checked += 1;
+        let ours = r.verdict == Verdict::Accepted;
+        if ours != kernel_accepts {
+            failures.push(format!(
+                "{}: kernel {}, ours {}",
+                c.name,
+                if kernel_accepts { "accepts" } else { "rejects" },
+                if ours { "accepts" } else { "rejects" }
+            ));
+        }
+    }
+    eprintln!("{kernel_checked} programs compared with the kernel");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
