@@ -212,6 +212,8 @@ impl<'r> Builder<'r> {
             regions: 0,
             nregions: 0,
             args: [0; 5],
+            call_h: 0,
+            call_site: 0,
             status: status::OK,
             ret: 0,
             trap_idx: 0,
@@ -305,8 +307,13 @@ pub(crate) struct Ctx {
     pub(crate) remaining: i64,
     pub(crate) depth: u64,
     pub(crate) stack_top: u64,
-    /// `r1`-`r5` on entry and around helper calls.
+    /// `r1`-`r5` on entry.
     pub(crate) args: [u64; 5],
+    /// The helper call in progress: table index, or id with `callx`.
+    pub(crate) call_h: u64,
+    /// The helper call in progress: instruction index, plus `1 << 32` when
+    /// `call_h` is an id.
+    pub(crate) call_site: u64,
     pub(crate) regions: u64,
     pub(crate) nregions: u64,
     pub(crate) status: u64,
@@ -371,6 +378,7 @@ fn regions_changed(mem: &Memory<'_>, regions: &[RegionEntry], ctx: &Ctx) -> bool
 }
 
 /// The safe half of the helper trampoline (see `memory::helper_trampoline`).
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn call_helper(
     ctx: &mut Ctx,
@@ -378,10 +386,9 @@ pub(crate) fn call_helper(
     stack: &mut [u8],
     mem: &mut Memory<'_>,
     data: Option<&mut (dyn Any + 'static)>,
-    h: u64,
-    idx: u64,
-    by_id: bool,
+    args: [u64; 5],
 ) -> memory::Ret2 {
+    let (h, idx, by_id) = (ctx.call_h, ctx.call_site as u32, ctx.call_site >> 32 != 0);
     let pc = env.pcs[idx as usize];
     let stop = memory::Ret2 { r0: 0, stop: 1 };
     let (all, table) = (env.all_helpers, env.table);
@@ -400,7 +407,6 @@ pub(crate) fn call_helper(
     };
     let mut guest = Guest::new(stack, mem);
     let mut henv = HelperEnv::new(guest.reborrow(), data, pc, HelperId(id));
-    let args = ctx.args;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         helper.call(&mut henv, args)
     }));

@@ -170,10 +170,16 @@ pub(crate) struct Ret2 {
     pub stop: u64,
 }
 
-/// Called by generated code for a helper call: `h` is an index into the
-/// helper table (`by_id == 0`) or a helper id (`callx`, `by_id == 1`);
-/// `idx` is the instruction index. Arguments `r1`-`r5` are in `ctx.args`.
-pub(crate) extern "C" fn helper_trampoline(ctx: *mut Ctx, h: u64, idx: u64, by_id: u64) -> Ret2 {
+/// Called by generated code for a helper call with `r1`-`r5` as arguments;
+/// `ctx.call_h` and `ctx.call_site` say which helper and where.
+pub(crate) extern "C" fn helper_trampoline(
+    ctx: *mut Ctx,
+    a1: u64,
+    a2: u64,
+    a3: u64,
+    a4: u64,
+    a5: u64,
+) -> Ret2 {
     // SAFETY: generated code passes the pointer it was entered with, which
     // `run` derived from an exclusive `&mut Ctx` that is not used while the
     // code runs; `env` was set by `run` to a `RunEnv` living on its stack for
@@ -196,5 +202,5 @@ pub(crate) extern "C" fn helper_trampoline(ctx: *mut Ctx, h: u64, idx: u64, by_i
     // SAFETY: `env.data` is the `&mut dyn Any` passed to `Jit::run_with_data`,
     // lent to this run and not otherwise used while the code runs.
     let data = env.data.map(|d| unsafe { &mut *d });
-    crate::call_helper(ctx, env, stack, mem, data, h, idx, by_id != 0)
+    crate::call_helper(ctx, env, stack, mem, data, [a1, a2, a3, a4, a5])
 }

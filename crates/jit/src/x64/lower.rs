@@ -496,29 +496,36 @@ impl<'a> Emitter<'a> {
         }
 
         // Helper call: rcx = table index or id, rdx = instruction index,
-        // rax = 1 when rcx is an id (callx). Arguments go through
-        // `Ctx::args`; r1-r5 are kept, as the interpreter keeps them.
+        // with bit 32 set when rcx is an id (callx). The arguments go to the
+        // trampoline in registers (System V: rsi, rdx, rcx, r8, r9 after the
+        // `Ctx` in rdi), never through memory that Rust would read back
+        // with wider loads than the stores (a store-forwarding stall).
+        // r1-r5 are kept, as the interpreter keeps them (see the module
+        // docs): pushed here, popped after the call.
         let l = self.fixed(L_HELPER);
         self.bind(l);
-        for (i, &r) in REG_MAP[1..=5].iter().enumerate() {
-            self.a
-                .mov_rm_r(Sz::B64, field(offset_of!(Ctx, args) + 8 * i), r);
+        self.a
+            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, call_h)), Gpr::Rcx);
+        self.a
+            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, call_site)), Gpr::Rdx);
+        for &r in &REG_MAP[1..=5] {
+            self.a.push(r);
         }
+        // Entered with rsp = 8 mod 16; five pushes realign it for the call.
+        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(REG_MAP[2]));
+        self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(REG_MAP[3]));
+        self.a.mov_r_rm(Sz::B64, Gpr::R8, Rm::Reg(REG_MAP[4]));
+        self.a.mov_r_rm(Sz::B64, Gpr::R9, Rm::Reg(REG_MAP[5]));
+        self.a.mov_r_rm(Sz::B64, Gpr::Rsi, Rm::Reg(REG_MAP[1]));
         self.a.mov_r_rm(Sz::B64, Gpr::Rdi, Rm::Reg(CTX));
-        self.a.mov_r_rm(Sz::B64, Gpr::Rsi, Rm::Reg(Gpr::Rcx));
-        self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(Gpr::Rax));
-        // Entered with rsp = 8 mod 16: realign for the System V call.
-        self.a.alu_rm_i(Sz::B64, Alu::Sub, Rm::Reg(Gpr::Rsp), 8);
         self.a.call_rm(field(offset_of!(Ctx, trampoline)));
-        self.a.alu_rm_i(Sz::B64, Alu::Add, Rm::Reg(Gpr::Rsp), 8);
+        for &r in REG_MAP[1..=5].iter().rev() {
+            self.a.pop(r);
+        }
         let stopped = self.new_label();
         self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
         self.jcc(Cc::Ne, stopped);
         self.a.mov_r_rm(Sz::B64, Gpr::Rsi, Rm::Reg(Gpr::Rax));
-        for (i, &r) in REG_MAP[1..=5].iter().enumerate() {
-            self.a
-                .mov_r_rm(Sz::B64, r, field(offset_of!(Ctx, args) + 8 * i));
-        }
         self.a.ret();
         self.bind(stopped);
         self.unwind();
@@ -706,7 +713,6 @@ impl<'a> Emitter<'a> {
                 Some(h) => {
                     self.a.mov_r_imm64(Gpr::Rcx, h as u64);
                     self.a.mov_r_imm64(Gpr::Rdx, i as u64);
-                    self.a.mov_r_imm64(Gpr::Rax, 0);
                     let l = self.fixed(L_HELPER);
                     self.call(l);
                 }
@@ -771,8 +777,7 @@ impl<'a> Emitter<'a> {
         self.pending = saved_pending;
         self.budget_flush();
         self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(r));
-        self.a.mov_r_imm64(Gpr::Rdx, i as u64);
-        self.a.mov_r_imm64(Gpr::Rax, 1);
+        self.a.mov_r_imm64(Gpr::Rdx, i as u64 | 1 << 32);
         let l = self.fixed(L_HELPER);
         self.call(l);
         self.bind(done);
