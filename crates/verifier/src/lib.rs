@@ -2,7 +2,7 @@
 //!
 //! The static verifier, in the style of the Linux kernel's:
 //!
-//! - [`cfg`]: subprograms, jumps, reachability;
+//! - [`cfg`](mod@cfg): subprograms, jumps, reachability;
 //! - [`state`]: registers (scalars, pointers of each kind), stack slots,
 //!   frames, and the inclusion test used for pruning;
 //! - [`check`]: depth-first exploration of every path and the checks of
