@@ -60,7 +60,7 @@ pub mod x64;
 #[doc(hidden)]
 pub mod fuzzing;
 
-use bpfkit_isa::{HelperId, Imm64, Insn, Pc, Program};
+use bpfkit_isa::{HelperId, Insn, Pc, Program};
 use bpfkit_runtime::{
     Access, Guest, Helper, HelperEnv, Helpers, Imm64Resolver, Memory, Trap, TrapKind,
     MAX_CALL_FRAMES, STACK_SIZE,
@@ -134,42 +134,10 @@ impl<'r> Builder<'r> {
         if n >= i32::MAX as usize || prog.slot_count() >= i32::MAX as usize / 8 {
             return Err(CompileError::TooLarge { insns: n });
         }
-        let mut table: Vec<(u32, Arc<dyn Helper>)> = Vec::new();
-        let mut helper = vec![None; n];
-        let mut imm64 = vec![None; n];
-        for (i, (pc, insn)) in prog.iter().enumerate() {
-            match *insn {
-                Insn::Call(id) => {
-                    if let Some(h) = helpers.get(id.0) {
-                        let idx = match table.iter().position(|(i, _)| *i == id.0) {
-                            Some(i) => i,
-                            None => {
-                                table.push((id.0, h.clone()));
-                                table.len() - 1
-                            }
-                        };
-                        helper[i] = Some(idx as u32);
-                    }
-                }
-                Insn::LoadImm64 { imm, .. } => {
-                    imm64[i] = match imm {
-                        Imm64::Value(v) => Some(v),
-                        Imm64::Func(off) => match self.resolver.and_then(|r| r.resolve(pc, &imm)) {
-                            Some(v) => Some(v),
-                            None => pc.branch(off as i64).map(|t| {
-                                bpfkit_interp::FUNC_ADDR_BASE.wrapping_add(8 * t.0 as u64)
-                            }),
-                        },
-                        _ => self.resolver.and_then(|r| r.resolve(pc, &imm)),
-                    }
-                }
-                _ => {}
-            }
-        }
         let input = LowerInput {
             prog,
-            imm64,
-            helper,
+            helpers,
+            resolver: self.resolver,
             budget: self.budget.is_some(),
         };
         let lowered = lower(&input);
@@ -183,7 +151,7 @@ impl<'r> Builder<'r> {
         let slots = prog.slot_count();
         // `callx` targets: every instruction start (only needed when the
         // program has a `callx`).
-        let has_callx = prog.insns().iter().any(|i| matches!(i, Insn::Callx(_)));
+        let has_callx = lowered.has_callx;
         let (mut callx_tab, mut callx_adj) = if has_callx {
             (vec![0u64; slots], vec![0u64; slots])
         } else {
@@ -192,7 +160,7 @@ impl<'r> Builder<'r> {
         if has_callx {
             for (i, pc) in prog.pcs().iter().enumerate() {
                 callx_tab[pc.0] = base + lowered.offsets[i] as u64;
-                callx_adj[pc.0] = lowered.adj[i] as u64;
+                callx_adj[pc.0] = lowered.adj.get(i).map_or(0, |&a| a as u64);
             }
         }
         let (callx_tab, callx_adj) = (callx_tab.into_boxed_slice(), callx_adj.into_boxed_slice());
@@ -233,9 +201,10 @@ impl<'r> Builder<'r> {
             ctx,
             sites: lowered.sites,
             code,
-            insns: prog.insns().to_vec(),
+            trap_insns: lowered.trap_insns,
+            uses_regions: lowered.uses_regions,
             pcs,
-            table,
+            table: lowered.table,
             all_helpers,
             stack,
             callx_tab,
@@ -251,7 +220,11 @@ pub struct Jit {
     code: ExecutableCode,
     /// (return-address offset, instruction index) of every checked access.
     sites: Vec<(u32, u32)>,
-    insns: Vec<Insn>,
+    /// (instruction index, instruction) of unknown-helper and unresolved
+    /// `lddw` traps, sorted.
+    trap_insns: Vec<(u32, Insn)>,
+    /// Whether the code reads the region table (else it is not copied).
+    uses_regions: bool,
     /// Slot pc of each instruction, plus the end.
     pcs: Vec<Pc>,
     table: Vec<(u32, Arc<dyn Helper>)>,
@@ -273,7 +246,7 @@ pub struct Jit {
 impl std::fmt::Debug for Jit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Jit")
-            .field("insns", &self.insns.len())
+            .field("insns", &(self.pcs.len() - 1))
             .field("code_bytes", &self.code.len())
             .field("budget", &self.budget)
             .finish_non_exhaustive()
@@ -338,6 +311,9 @@ pub(crate) struct RunEnv<'j> {
     pub(crate) mem: *mut Memory<'static>,
     pub(crate) data: Option<*mut (dyn Any + 'static)>,
     regions: &'j mut Vec<RegionEntry>,
+    /// Whether the code reads the region table (else helpers' changes to
+    /// the regions need not be tracked).
+    uses_regions: bool,
     table: &'j [(u32, Arc<dyn Helper>)],
     all_helpers: &'j [(u32, Arc<dyn Helper>)],
     pcs: &'j [Pc],
@@ -410,7 +386,7 @@ pub(crate) fn call_helper(
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         helper.call(&mut henv, args)
     }));
-    if regions_changed(guest.memory(), env.regions, ctx) {
+    if env.uses_regions && regions_changed(guest.memory(), env.regions, ctx) {
         snapshot(guest.memory(), env.regions, ctx);
     }
     match result {
@@ -506,14 +482,16 @@ impl Jit {
         ctx.depth = 0;
         ctx.args = a;
         ctx.status = status::OK;
-        ctx.ret = 0;
-        snapshot(mem, &mut self.regions, ctx);
+        if self.uses_regions {
+            snapshot(mem, &mut self.regions, ctx);
+        }
         let mut env = RunEnv {
             stack: stack_start,
             stack_len,
             mem: (mem as *mut Memory<'_>).cast::<Memory<'static>>(),
             data: data.map(|d| d as *mut dyn Any),
             regions: &mut self.regions,
+            uses_regions: self.uses_regions,
             table: &self.table,
             all_helpers: &self.all_helpers,
             pcs: &self.pcs,
@@ -523,11 +501,30 @@ impl Jit {
         ctx.env = &mut env as *mut RunEnv<'_> as u64;
         memory::enter(&self.code, 0, ctx);
         ctx.env = 0;
-        let ctx = &*self.ctx;
         if ctx.status == status::OK {
             return Ok(ctx.ret);
         }
+        let (trap, panic) = (env.trap.take(), env.panic.take());
+        self.trap(trap, panic)
+    }
+
+    /// How a run that did not reach its outermost `exit` ended.
+    #[cold]
+    #[inline(never)]
+    fn trap(
+        &self,
+        trap: Option<Trap>,
+        panic: Option<Box<dyn Any + Send + 'static>>,
+    ) -> Result<u64, Trap> {
+        let ctx = &*self.ctx;
         let pc = |idx: u64| self.pcs[idx as usize];
+        let insn = |idx: u64| {
+            let i = self
+                .trap_insns
+                .binary_search_by_key(&(idx as u32), |&(i, _)| i)
+                .expect("trap at a recorded instruction");
+            self.trap_insns[i].1
+        };
         let mut trap_idx = ctx.trap_idx;
         if ctx.status == status::MEM {
             // `trap_idx` is the faulting access's return address.
@@ -555,23 +552,21 @@ impl Jit {
             status::DEPTH => TrapKind::CallDepthExceeded {
                 max: MAX_CALL_FRAMES,
             },
-            status::UNKNOWN_HELPER => match self.insns[ctx.trap_idx as usize] {
+            status::UNKNOWN_HELPER => match insn(ctx.trap_idx) {
                 Insn::Call(id) => TrapKind::UnknownHelper { id },
                 _ => unreachable!("unknown-helper trap at a call"),
             },
             status::FELL_OFF => TrapKind::FellOffEnd,
             status::KFUNC => TrapKind::Unsupported { what: "kfunc call" },
-            status::UNRESOLVED => match self.insns[ctx.trap_idx as usize] {
+            status::UNRESOLVED => match insn(ctx.trap_idx) {
                 Insn::LoadImm64 { imm, .. } => TrapKind::UnresolvedImm64 { imm },
                 _ => unreachable!("unresolved trap at an lddw"),
             },
             status::NO_PACKET => TrapKind::NoPacket,
             status::RUST_TRAP => {
-                return Err(env.trap.take().expect("trampoline stored a trap"));
+                return Err(trap.expect("trampoline stored a trap"));
             }
-            status::PANIC => {
-                std::panic::resume_unwind(env.panic.take().expect("trampoline stored a panic"))
-            }
+            status::PANIC => std::panic::resume_unwind(panic.expect("trampoline stored a panic")),
             s => unreachable!("status {s}"),
         };
         Err(Trap::new(pc(trap_idx), kind))

@@ -13,10 +13,20 @@
 //! scratch, which is what `div`/`idiv` (rdx:rax), variable shifts (`cl`)
 //! and `cmpxchg` (rax) need, so no eBPF register is ever spilled.
 //!
-//! - The entry (offset 0) saves the System V callee-saved registers, loads
-//!   the argument registers from `Ctx::args`, records `rsp` in
-//!   `Ctx::host_rsp` and `call`s instruction 0. Every `exit` is a `ret`: at
-//!   depth 0 it returns to the entry, which stores `r0` and returns.
+//! - The entry (offset 0) saves the System V callee-saved registers the
+//!   program can change (r13; rbx, r12, r14, r15 for the r6-r9 it names;
+//!   rbp when it names r10 or makes bpf-to-bpf calls), loads the argument
+//!   registers it can read from `Ctx::args`, zeroes r0 and the named
+//!   r6-r9, records `rsp` in `Ctx::host_rsp` and `call`s instruction 0.
+//!   Every `exit` is a `ret`: at depth 0 it returns to the entry, which
+//!   stores `r0` and returns (`run` set `Ctx::status` to OK before).
+//! - Helper calls go through one shared stub: it pushes r1-r5 (the
+//!   interpreter keeps them across helper calls; RFC 9669 leaves them
+//!   unspecified, so keeping them conforms, and the engines stay
+//!   identical), passes them to the trampoline in the System V argument
+//!   registers, pops them and moves the result to r0. The helper and the
+//!   call site go through `Ctx::call_h`/`call_site` (same-size stores and
+//!   loads, so no store-forwarding stall).
 //! - A trap anywhere (at any call depth) stores its status in the `Ctx`,
 //!   reloads `rsp` from `Ctx::host_rsp` and jumps to the epilogue.
 //! - A bpf-to-bpf call pushes r6-r9 and r10 on the host stack, sets r10 to
@@ -56,11 +66,13 @@
 
 use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz, Unary};
 use crate::Ctx;
+use bpfkit_isa::Imm64;
 use bpfkit_isa::{
     AluOp, AtomicOp, ByteOrder, Cond, Insn, Program, Reg, SignExtFrom, Size, Src, SwapBits, Width,
 };
-use bpfkit_runtime::{MAX_CALL_FRAMES, STACK_SIZE};
+use bpfkit_runtime::{Helper, Helpers, Imm64Resolver, MAX_CALL_FRAMES, STACK_SIZE};
 use std::mem::offset_of;
+use std::sync::Arc;
 
 /// Host register of each eBPF register.
 pub(crate) const REG_MAP: [Gpr; 11] = [
@@ -104,10 +116,10 @@ pub(crate) mod status {
 /// What the lowering needs to know besides the instructions.
 pub(crate) struct LowerInput<'p> {
     pub prog: &'p Program,
-    /// Per instruction: the value of an `lddw` (`None`: unresolved).
-    pub imm64: Vec<Option<u64>>,
-    /// Per instruction: the helper table index of a `call` (`None`: unknown).
-    pub helper: Vec<Option<u32>>,
+    /// Where `call` finds its helpers (resolved while emitting).
+    pub helpers: &'p Helpers,
+    /// Resolves symbolic `lddw` operands (while emitting).
+    pub resolver: Option<&'p dyn Imm64Resolver>,
     /// Count instructions for a budget.
     pub budget: bool,
 }
@@ -115,13 +127,25 @@ pub(crate) struct LowerInput<'p> {
 /// The result of lowering.
 pub(crate) struct Lowered {
     pub code: Vec<u8>,
-    /// Code offset of each instruction.
+    /// Code offset of each instruction (only when the program has a
+    /// `callx`; empty otherwise).
     pub offsets: Vec<u32>,
-    /// Budget credit for a `callx` landing on each instruction.
+    /// Budget credit for a `callx` landing on each instruction (only with a
+    /// budget and a `callx`).
     pub adj: Vec<u32>,
     /// (code offset of the return address of a slow-path call, instruction
     /// index), sorted: how a memory fault finds its instruction.
     pub sites: Vec<(u32, u32)>,
+    /// Helpers called by `call`, indexed by the code.
+    pub table: Vec<(u32, Arc<dyn Helper>)>,
+    /// (instruction index, instruction) of the `call`s to unknown helpers and
+    /// unresolved `lddw`s, sorted: what their traps report.
+    pub trap_insns: Vec<(u32, Insn)>,
+    /// Whether the code reads the region table or the packet fields of the
+    /// `Ctx` (checked accesses, legacy packet loads).
+    pub uses_regions: bool,
+    /// Whether the program has a `callx`.
+    pub has_callx: bool,
 }
 
 // Fixed labels after the instruction labels (0..=n).
@@ -178,6 +202,15 @@ struct Emitter<'a> {
     used_slow: u8,
     leaders: Vec<bool>,
     adj: Vec<u32>,
+    table: Vec<(u32, Arc<dyn Helper>)>,
+    trap_insns: Vec<(u32, Insn)>,
+    uses_regions: bool,
+    /// eBPF registers the program names (bit `Reg::index`).
+    used: u16,
+    /// Whether the program makes bpf-to-bpf calls (`call local`, `callx`).
+    local_calls: bool,
+    /// Whether the program calls helpers (`call`, `callx`).
+    helper_calls: bool,
 }
 
 const UNBOUND: usize = usize::MAX;
@@ -282,6 +315,7 @@ impl<'a> Emitter<'a> {
         if base == Reg::R10 && self.r10_fixed && off >= -(STACK_SIZE as i32) && off <= -n {
             return Mem::at(Gpr::Rbp, off);
         }
+        self.uses_regions = true;
         self.a.lea(Gpr::Rax, Mem::at(hr(base), off));
         self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
         self.a.alu_r_rm(
@@ -335,28 +369,58 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// The entry: saves the callee-saved registers the program uses
+    /// (r13 always; rbx, r12, r14, r15 for r6-r9 when named; rbp for r10
+    /// when named or when bpf-to-bpf calls move it), sets up the eBPF
+    /// registers and calls instruction 0. `Ctx::status` is already OK
+    /// (set by `run`), so a normal exit only stores `r0`.
     fn prologue(&mut self) {
+        let used = self.used;
+        let named = |r: usize| used & (1 << r) != 0;
+        let mut saved = vec![CTX];
+        for (r, &g) in REG_MAP.iter().enumerate().take(10).skip(6) {
+            if named(r) {
+                saved.push(g);
+            }
+        }
+        if named(10) || self.local_calls {
+            saved.push(Gpr::Rbp);
+        }
+        // Keep rsp 16-aligned at instruction 0 minus the return address:
+        // an even number of pushes (the extra one is a dummy).
+        let pad = saved.len() % 2 == 1;
         let a = &mut self.a;
-        for r in [Gpr::Rbx, Gpr::Rbp, Gpr::R12, Gpr::R13, Gpr::R14, Gpr::R15] {
+        for &r in &saved {
             a.push(r);
+        }
+        if pad {
+            a.push(Gpr::Rax);
         }
         a.mov_r_rm(Sz::B64, CTX, Rm::Reg(Gpr::Rdi));
         for (i, &r) in REG_MAP[1..=5].iter().enumerate() {
-            a.mov_r_rm(Sz::B64, r, field(offset_of!(Ctx, args) + 8 * i));
+            if named(i + 1) || self.helper_calls {
+                a.mov_r_rm(Sz::B64, r, field(offset_of!(Ctx, args) + 8 * i));
+            }
         }
         for i in [0, 6, 7, 8, 9] {
-            a.mov_r_imm64(REG_MAP[i], 0);
+            if i == 0 || named(i) {
+                a.mov_r_imm64(REG_MAP[i], 0);
+            }
         }
-        a.mov_r_rm(Sz::B64, Gpr::Rbp, field(offset_of!(Ctx, stack_top)));
+        if saved.contains(&Gpr::Rbp) {
+            a.mov_r_rm(Sz::B64, Gpr::Rbp, field(offset_of!(Ctx, stack_top)));
+        }
         a.mov_rm_r(Sz::B64, field(offset_of!(Ctx, host_rsp)), Gpr::Rsp);
         self.call(0);
         let a = &mut self.a;
         a.mov_rm_r(Sz::B64, field(offset_of!(Ctx, ret)), Gpr::Rsi);
-        a.mov_rm_i(Sz::B64, field(offset_of!(Ctx, status)), status::OK as i32);
         let l = self.fixed(L_EPILOGUE);
         self.bind(l);
         let a = &mut self.a;
-        for r in [Gpr::R15, Gpr::R14, Gpr::R13, Gpr::R12, Gpr::Rbp, Gpr::Rbx] {
+        if pad {
+            a.pop(Gpr::Rcx);
+        }
+        for &r in saved.iter().rev() {
             a.pop(r);
         }
         a.ret();
@@ -598,6 +662,31 @@ impl<'a> Emitter<'a> {
             .expect("Program checked branch targets")
     }
 
+    /// The value of the `lddw` at `i` (`None`: unresolved).
+    fn imm64(&self, i: usize, imm: &Imm64) -> Option<u64> {
+        let prog = self.input.prog;
+        let pc = prog.pcs()[i];
+        let resolve = || self.input.resolver.and_then(|r| r.resolve(pc, imm));
+        match *imm {
+            Imm64::Value(v) => Some(v),
+            Imm64::Func(off) => resolve().or_else(|| {
+                pc.branch(off as i64)
+                    .map(|t| bpfkit_interp::FUNC_ADDR_BASE.wrapping_add(8 * t.0 as u64))
+            }),
+            _ => resolve(),
+        }
+    }
+
+    /// The helper table index for helper `id` (`None`: not registered).
+    fn helper_index(&mut self, id: u32) -> Option<u32> {
+        if let Some(k) = self.table.iter().position(|(i, _)| *i == id) {
+            return Some(k as u32);
+        }
+        let h = self.input.helpers.get(id)?;
+        self.table.push((id, h.clone()));
+        Some(self.table.len() as u32 - 1)
+    }
+
     fn insn(&mut self, i: usize, insn: &Insn) {
         match *insn {
             Insn::Alu {
@@ -621,9 +710,10 @@ impl<'a> Emitter<'a> {
                     (_, SwapBits::B64) => self.a.bswap(Sz::B64, d),
                 }
             }
-            Insn::LoadImm64 { dst, .. } => match self.input.imm64[i] {
+            Insn::LoadImm64 { dst, imm } => match self.imm64(i, &imm) {
                 Some(v) => self.a.mov_r_imm64(hr(dst), v),
                 None => {
+                    self.trap_insns.push((i as u32, *insn));
                     let l = self.trap_stub(status::UNRESOLVED, i);
                     self.jmp(l);
                 }
@@ -709,7 +799,7 @@ impl<'a> Emitter<'a> {
                     self.jcc(cc, t);
                 }
             }
-            Insn::Call(_) => match self.input.helper[i] {
+            Insn::Call(id) => match self.helper_index(id.0) {
                 Some(h) => {
                     self.a.mov_r_imm64(Gpr::Rcx, h as u64);
                     self.a.mov_r_imm64(Gpr::Rdx, i as u64);
@@ -717,6 +807,7 @@ impl<'a> Emitter<'a> {
                     self.call(l);
                 }
                 None => {
+                    self.trap_insns.push((i as u32, *insn));
                     let l = self.trap_stub(status::UNKNOWN_HELPER, i);
                     self.jmp(l);
                 }
@@ -885,6 +976,7 @@ impl<'a> Emitter<'a> {
     }
 
     fn ld_pkt(&mut self, i: usize, size: Size, src: Option<Reg>, imm: i32) {
+        self.uses_regions = true;
         let n = size.bytes() as i32;
         self.a
             .alu_rm_i(Sz::B64, Alu::Cmp, field(offset_of!(Ctx, has_pkt)), 0);
@@ -1162,25 +1254,66 @@ fn writes_r10(insn: &Insn) -> bool {
     }
 }
 
+/// The eBPF registers an instruction names (bit `Reg::index`), including
+/// the implicit `r0` of atomics and legacy packet loads.
+fn regs_named(insn: &Insn) -> u16 {
+    let b = |r: Reg| 1u16 << r.index();
+    let s = |s: Src| match s {
+        Src::Reg(r) => b(r),
+        Src::Imm(_) => 0,
+    };
+    match *insn {
+        Insn::Alu { dst, src, .. } | Insn::Store { dst, src, .. } | Insn::Jmp { dst, src, .. } => {
+            b(dst) | s(src)
+        }
+        Insn::Neg { dst, .. } | Insn::Endian { dst, .. } | Insn::LoadImm64 { dst, .. } => b(dst),
+        Insn::Load { dst, src, .. } | Insn::Atomic { dst, src, .. } => 1 | b(dst) | b(src),
+        Insn::LoadAbs { .. } => 1,
+        Insn::LoadInd { src, .. } => 1 | b(src),
+        Insn::Callx(r) => b(r),
+        _ => 0,
+    }
+}
+
 /// Lowers a whole program (see the module docs).
 pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
     let prog = input.prog;
     let insns = prog.insns();
     let n = insns.len();
-    // One scan: jump targets (where the budget count is flushed) and
-    // whether r10 is ever written.
-    let mut leaders = vec![false; n + 1];
+    // One scan before emitting: jump targets (where the budget count is
+    // flushed; only with a budget), whether r10 is ever written, which
+    // registers are named and which kinds of calls occur (for the entry).
+    // Helpers and `lddw` values are resolved while emitting.
+    let mut leaders = if input.budget {
+        vec![false; n + 1]
+    } else {
+        Vec::new()
+    };
     let mut r10_written = false;
+    let (mut used, mut local_calls, mut helper_calls, mut has_callx) = (0u16, false, false, false);
     for (pc, insn) in prog.iter() {
         match *insn {
-            Insn::Ja { .. } | Insn::Jmp { .. } | Insn::CallLocal(_) | Insn::LoadImm64 { .. } => {
+            Insn::Ja { .. } | Insn::Jmp { .. } | Insn::LoadImm64 { .. } if input.budget => {
                 if let Some(t) = insn.branch_target(pc).and_then(|t| prog.index_of(t)) {
                     leaders[t] = true;
                 }
             }
+            Insn::CallLocal(_) => {
+                local_calls = true;
+                if let Some(t) = insn.branch_target(pc).and_then(|t| prog.index_of(t)) {
+                    if input.budget {
+                        leaders[t] = true;
+                    }
+                }
+            }
+            Insn::Call(_) => helper_calls = true,
+            Insn::Callx(_) => {
+                (local_calls, helper_calls, has_callx) = (true, true, true);
+            }
             _ => {}
         }
         r10_written |= writes_r10(insn);
+        used |= regs_named(insn);
     }
     let mut e = Emitter {
         a: Asm {
@@ -1198,18 +1331,30 @@ pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
         pending: 0,
         used_slow: 0,
         leaders,
-        adj: vec![0; n],
+        adj: if input.budget && has_callx {
+            vec![0; n]
+        } else {
+            Vec::new()
+        },
+        table: Vec::new(),
+        trap_insns: Vec::new(),
+        uses_regions: false,
+        used,
+        local_calls,
+        helper_calls,
     };
     e.prologue();
     for (i, insn) in insns.iter().enumerate() {
-        if e.leaders[i] {
-            e.budget_flush();
-        }
-        e.adj[i] = e.pending;
-        e.bind(i);
         if input.budget {
+            if e.leaders[i] {
+                e.budget_flush();
+            }
+            if has_callx {
+                e.adj[i] = e.pending;
+            }
             e.pending += 1;
         }
+        e.bind(i);
         match *insn {
             // The most common case without the big dispatch function.
             Insn::Alu {
@@ -1234,17 +1379,28 @@ pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
         mut fixups,
         shrink,
         adj,
+        table,
+        trap_insns,
+        uses_regions,
         ..
     } = e;
     let code = relax(a.buf, &mut labels, &label_k, &mut fixups, &shrink);
     Lowered {
         code,
-        offsets: labels[..n].iter().map(|&o| o as u32).collect(),
+        offsets: if has_callx {
+            labels[..n].iter().map(|&o| o as u32).collect()
+        } else {
+            Vec::new()
+        },
         adj,
         sites: sites
             .iter()
             .map(|&(l, idx)| (labels[l] as u32, idx))
             .collect(),
+        table,
+        trap_insns,
+        uses_regions,
+        has_callx,
     }
 }
 
