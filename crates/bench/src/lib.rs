@@ -30,3 +30,4 @@
 pub mod count;
 pub mod link;
 pub mod programs;
+pub mod xdp;

@@ -1,0 +1,3 @@
+#include "wrap.h"
+#include "../programs/calls.c"
+WRAP(calls, struct pkt, sizeof(struct pkt))

@@ -1,0 +1,3 @@
+#include "wrap.h"
+#include "../programs/csum.c"
+WRAP(csum, struct pkt, sizeof(struct pkt))

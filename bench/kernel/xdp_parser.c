@@ -1,0 +1,3 @@
+#include "wrap.h"
+#include "../programs/parser.c"
+WRAP(parser, struct burst, sizeof(struct burst) + BURST_BYTES)

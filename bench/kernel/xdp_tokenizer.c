@@ -1,0 +1,3 @@
+#include "wrap.h"
+#include "../programs/tokenizer.c"
+WRAP(tokenizer, struct pkt, sizeof(struct pkt))

@@ -1,0 +1,551 @@
+//! bpfkit against the Linux kernel, in the same run.
+//!
+//! `cargo bench -p bpfkit-bench --bench kernel` (see BENCHMARKS.md).
+//!
+//! Part 1, per-packet time: every XDP program of `tests/xdp/` (and the
+//! XDP programs of the ebpf-samples corpus that both sides run), the same
+//! object, maps and packet in the kernel (`BPF_PROG_TEST_RUN`, `repeat`,
+//! its `duration_ns`) and in bpfkit (facade + `XdpRunner`, the per-run
+//! semantics and `duration_ns` of `bpfkit run --repeat`), on the JIT and
+//! the interpreter; the three sides interleaved, several rounds, fastest
+//! round of each. The empty program `r0 = XDP_PASS; exit` gives each side's
+//! per-run harness overhead.
+//!
+//! Part 2, JITs: the benchmark programs of `bench/programs/` through the
+//! kernel's JIT (their XDP wrappers, `bench/kernel/`), bpfkit's JIT (the
+//! same wrappers, `bpfkit run --repeat` semantics), the same C compiled
+//! natively (`build.rs`) and rbpf 0.4's JIT, interleaved; and JIT compile
+//! time per 1,000 instructions for bpfkit and rbpf.
+//!
+//! Flags: `--rounds N` (default 7), `--repeat N` (default 100000),
+//! `--quick` (3 rounds, repeat 10000).
+
+use bpfkit::Engine;
+use bpfkit_bench::programs::{BenchProgram, PROGRAMS};
+use bpfkit_bench::xdp::{
+    corpus_cases, empty_case, suite_cases, wrapped_cases, BpfkitSide, Case, KernelSide,
+};
+use bpfkit_isa::Program;
+use bpfkit_jit::Jit;
+use bpfkit_runtime::{Helpers, Memory, RegionKind};
+use std::hint::black_box;
+use std::time::Instant;
+
+struct Opts {
+    rounds: usize,
+    repeat: u32,
+}
+
+fn opts() -> Opts {
+    let args: Vec<String> = std::env::args().collect();
+    let mut o = Opts {
+        rounds: 7,
+        repeat: 100_000,
+    };
+    let mut i = 1;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--quick" => {
+                o.rounds = 3;
+                o.repeat = 10_000;
+            }
+            "--rounds" if i + 1 < args.len() => {
+                i += 1;
+                o.rounds = args[i].parse().expect("--rounds N");
+            }
+            "--repeat" if i + 1 < args.len() => {
+                i += 1;
+                o.repeat = args[i].parse().expect("--repeat N");
+            }
+            _ => {} // cargo bench passes --bench
+        }
+        i += 1;
+    }
+    o
+}
+
+/// The sides of one case, loaded.
+struct Loaded {
+    case: Case,
+    kernel: Result<KernelSide, String>,
+    jit: BpfkitSide,
+    interp: BpfkitSide,
+    /// Fastest round of each side, ns/run: kernel, jit, interp.
+    best: [Option<u64>; 3],
+    /// Runs per measurement, the same on every side.
+    repeat: u32,
+}
+
+/// About how long the slowest side (the interpreter) may take per
+/// measurement: `repeat` is cut for slow programs.
+const TARGET_NS: u64 = 20_000_000;
+
+fn load(case: Case, kernel_ok: &Result<(), String>, max_repeat: u32) -> Result<Loaded, String> {
+    let jit = BpfkitSide::load(&case, Engine::Jit).map_err(|e| format!("bpfkit jit: {e}"))?;
+    let interp =
+        BpfkitSide::load(&case, Engine::Interp).map_err(|e| format!("bpfkit interp: {e}"))?;
+    let kernel = match kernel_ok {
+        Ok(()) => KernelSide::load(&case),
+        Err(e) => Err(e.clone()),
+    };
+    let mut l = Loaded {
+        case,
+        kernel,
+        jit,
+        interp,
+        best: [None; 3],
+        repeat: max_repeat,
+    };
+    // One run each: the sides must agree before they are timed.
+    let j = l.jit.run(1)?;
+    let i = l.interp.run(1)?;
+    if (j.retval, &j.data_out) != (i.retval, &i.data_out) {
+        return Err(format!("jit retval {} != interp {}", j.retval, i.retval));
+    }
+    if let Ok(k) = &l.kernel {
+        let (retval, out, _) = k.run(1)?;
+        if (u64::from(retval), &out) != (j.retval, &j.data_out) {
+            return Err(format!("kernel retval {retval} != bpfkit {}", j.retval));
+        }
+    }
+    let probe = l.interp.run(64)?.duration_ns.max(1);
+    l.repeat = (TARGET_NS / probe).clamp(100, u64::from(max_repeat)) as u32;
+    Ok(l)
+}
+
+fn min_opt(a: Option<u64>, b: u64) -> Option<u64> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+/// One round over every case: each side once (`repeat` runs), the order of
+/// the sides rotating from case to case and round to round.
+fn round(cases: &mut [Loaded], r: usize) {
+    for (c, l) in cases.iter_mut().enumerate() {
+        let repeat = l.repeat;
+        for k in 0..3 {
+            let side = (k + c + r) % 3;
+            let ns = match side {
+                0 => match &l.kernel {
+                    Ok(k) => k.run(repeat).ok().map(|(_, _, ns)| u64::from(ns)),
+                    Err(_) => None,
+                },
+                1 => l.jit.run(repeat).ok().map(|x| x.duration_ns),
+                _ => l.interp.run(repeat).ok().map(|x| x.duration_ns),
+            };
+            if let Some(ns) = ns {
+                l.best[side] = min_opt(l.best[side], ns);
+            }
+        }
+    }
+}
+
+fn ratio(a: Option<u64>, b: Option<u64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0 => format!("{:.2}", a as f64 / b as f64),
+        _ => "-".into(),
+    }
+}
+
+fn cell(v: Option<u64>) -> String {
+    v.map_or("-".into(), |v| v.to_string())
+}
+
+fn cellf(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.0}"))
+}
+
+// ---------------------------------------------------------------------------
+// Part 2: native and rbpf
+
+#[cfg(bench_native)]
+mod native {
+    extern "C" {
+        fn bpfkit_native_parser(input: *mut u8) -> u64;
+        fn bpfkit_native_csum(input: *mut u8) -> u64;
+        fn bpfkit_native_crc32(input: *mut u8) -> u64;
+        fn bpfkit_native_tokenizer(input: *mut u8) -> u64;
+        fn bpfkit_native_calls(input: *mut u8) -> u64;
+        fn bpfkit_native_acl(input: *mut u8) -> u64;
+    }
+
+    /// The natively compiled entry of program `name`, run on `input`.
+    pub fn run(name: &str, input: &mut [u8]) -> Option<u64> {
+        let f: unsafe extern "C" fn(*mut u8) -> u64 = match name {
+            "parser" => bpfkit_native_parser,
+            "csum" => bpfkit_native_csum,
+            "crc32" => bpfkit_native_crc32,
+            "tokenizer" => bpfkit_native_tokenizer,
+            "calls" => bpfkit_native_calls,
+            "acl" => bpfkit_native_acl,
+            _ => return None,
+        };
+        // SAFETY: `input` is the program's own input buffer (`programs.rs`
+        // builds it at the size of the C struct the function takes, and the
+        // functions read within it: the same bounds the BPF versions keep,
+        // checked by the interpreter benchmark's reference tests).
+        Some(unsafe { f(input.as_mut_ptr()) })
+    }
+}
+
+#[cfg(not(bench_native))]
+mod native {
+    pub fn run(_name: &str, _input: &mut [u8]) -> Option<u64> {
+        None
+    }
+}
+
+/// Nanoseconds per call of `f`: a batch of about 1 ms.
+fn batch(n: u64, mut f: impl FnMut() -> u64) -> f64 {
+    let t = Instant::now();
+    for _ in 0..n {
+        black_box(f());
+    }
+    t.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// How many calls of `f` take about 1 ms.
+fn calibrate(mut f: impl FnMut() -> u64) -> u64 {
+    let mut n = 1;
+    loop {
+        let t = Instant::now();
+        for _ in 0..n {
+            black_box(f());
+        }
+        if t.elapsed().as_micros() >= 1000 || n >= 1 << 24 {
+            return n;
+        }
+        n *= 2;
+    }
+}
+
+/// rbpf's JIT on one program and one input. `EbpfVmRaw` (r1 = the input)
+/// ties the input's borrow to the VM's lifetime (see BENCHMARKS.md), so the
+/// input is leaked and reborrowed for each run.
+struct RbpfJit {
+    vm: rbpf::EbpfVmRaw<'static>,
+    input: *mut u8,
+    len: usize,
+}
+
+impl RbpfJit {
+    fn new(bytecode: &'static [u8], input: &[u8]) -> Result<RbpfJit, String> {
+        let mut vm = rbpf::EbpfVmRaw::new(Some(bytecode)).map_err(|e| e.to_string())?;
+        vm.jit_compile().map_err(|e| e.to_string())?;
+        let leaked: &'static mut [u8] = Box::leak(input.to_vec().into_boxed_slice());
+        Ok(RbpfJit {
+            vm,
+            len: leaked.len(),
+            input: leaked.as_mut_ptr(),
+        })
+    }
+
+    fn run(&self) -> u64 {
+        // SAFETY: `input` and `len` come from a leaked boxed slice that
+        // nothing else references; each run borrows it only for the call.
+        let mem: &'static mut [u8] =
+            unsafe { std::slice::from_raw_parts_mut(self.input, self.len) };
+        // SAFETY: rbpf's verifier accepted the program, and it returns the
+        // reference result on this input (checked before timing); the
+        // programs read only within their input (the interpreter
+        // benchmark's bounds-checked engines run them on the same input).
+        unsafe { self.vm.execute_program_jit(mem) }.unwrap_or(u64::MAX)
+    }
+}
+
+/// Part 2's userspace engines for one benchmark program.
+struct Userspace {
+    program: &'static BenchProgram,
+    input: Vec<u8>,
+    reference: u64,
+    rbpf: Result<RbpfJit, String>,
+    native_ok: Result<(), String>,
+    /// bpfkit's JIT called directly with r1 = the input, as rbpf's and the
+    /// native function are (no XDP harness, no wrapper, no map lookup).
+    direct: Jit,
+    n_native: u64,
+    n_rbpf: u64,
+    n_direct: u64,
+    best_native: Option<f64>,
+    best_rbpf: Option<f64>,
+    best_direct: Option<f64>,
+}
+
+fn run_direct(jit: &mut Jit, input: &mut [u8]) -> u64 {
+    let mut mem = Memory::new();
+    let addr = mem.add(RegionKind::Context, input);
+    jit.run(&mut mem, &[addr]).unwrap_or(u64::MAX)
+}
+
+fn userspace(program: &'static BenchProgram) -> Userspace {
+    let mut input = program.input();
+    let reference = program.reference(&input);
+    let bytecode: &'static [u8] = Box::leak(program.bytecode().unwrap().into_boxed_slice());
+    let rbpf = RbpfJit::new(bytecode, &input).and_then(|vm| {
+        let r = vm.run();
+        if r == reference {
+            Ok(vm)
+        } else {
+            Err(format!("returned {r:#x}, reference {reference:#x}"))
+        }
+    });
+    let native_ok = match native::run(program.name, &mut input) {
+        None => Err("not built (no clang-19 or not x86-64)".into()),
+        Some(r) if r == reference => Ok(()),
+        Some(r) => Err(format!("returned {r:#x}, reference {reference:#x}")),
+    };
+    let n_native = if native_ok.is_ok() {
+        calibrate(|| native::run(program.name, &mut input).unwrap_or(0))
+    } else {
+        0
+    };
+    let prog = Program::decode(bytecode).unwrap();
+    let mut direct = Jit::new(&prog, &Helpers::new()).expect("bpfkit jit");
+    let r = run_direct(&mut direct, &mut input);
+    assert_eq!(r, reference, "{}: bpfkit jit", program.name);
+    let n_direct = calibrate(|| run_direct(&mut direct, &mut input));
+    let n_rbpf = match &rbpf {
+        Ok(vm) => calibrate(|| vm.run()),
+        Err(_) => 0,
+    };
+    Userspace {
+        program,
+        input,
+        reference,
+        rbpf,
+        native_ok,
+        direct,
+        n_native,
+        n_rbpf,
+        n_direct,
+        best_native: None,
+        best_rbpf: None,
+        best_direct: None,
+    }
+}
+
+fn userspace_round(u: &mut Userspace) {
+    let name = u.program.name;
+    if u.native_ok.is_ok() {
+        let input = &mut u.input;
+        let ns = batch(u.n_native, || native::run(name, input).unwrap_or(0));
+        u.best_native = Some(u.best_native.map_or(ns, |b| b.min(ns)));
+    }
+    if let Ok(vm) = &u.rbpf {
+        let ns = batch(u.n_rbpf, || vm.run());
+        u.best_rbpf = Some(u.best_rbpf.map_or(ns, |b| b.min(ns)));
+    }
+    let (jit, input) = (&mut u.direct, &mut u.input);
+    let ns = batch(u.n_direct, || run_direct(jit, input));
+    u.best_direct = Some(u.best_direct.map_or(ns, |b| b.min(ns)));
+}
+
+/// JIT compile time: fastest of 51 compiles, ns.
+fn compile_times(program: &BenchProgram) -> (usize, f64, Option<f64>) {
+    let bytecode = program.bytecode().unwrap();
+    let prog = Program::decode(&bytecode).unwrap();
+    let helpers = Helpers::new();
+    let slots = bytecode.len() / 8;
+    let mut best = f64::MAX;
+    for _ in 0..51 {
+        let t = Instant::now();
+        black_box(Jit::new(&prog, &helpers).unwrap());
+        best = best.min(t.elapsed().as_nanos() as f64);
+    }
+    let leaked: &'static [u8] = Box::leak(bytecode.into_boxed_slice());
+    let mut rbpf_best = None;
+    if let Ok(mut vm) = rbpf::EbpfVmRaw::new(Some(leaked)) {
+        for _ in 0..51 {
+            let t = Instant::now();
+            if vm.jit_compile().is_err() {
+                rbpf_best = None;
+                break;
+            }
+            let ns = t.elapsed().as_nanos() as f64;
+            rbpf_best = Some(rbpf_best.map_or(ns, |b: f64| b.min(ns)));
+        }
+    }
+    (slots, best, rbpf_best)
+}
+
+fn main() {
+    let o = opts();
+    let kernel_ok = bpfkit_kernel::probe().map_err(|e| format!("bpf() refused here: {e}"));
+    if let Err(e) = &kernel_ok {
+        println!("kernel side skipped: {e}");
+    }
+    println!(
+        "rounds {}, repeat {} per measurement (BPF_PROG_TEST_RUN and bpfkit run --repeat)",
+        o.rounds, o.repeat
+    );
+
+    // ---- loading, with a correctness check per case
+    let mut part1 = Vec::new();
+    let mut skipped = Vec::new();
+    let mut wrapped = Vec::new();
+    let mut corpus = Vec::new();
+    let all = std::iter::once(empty_case())
+        .chain(suite_cases())
+        .map(|c| (1, c))
+        .chain(wrapped_cases().into_iter().map(|c| (2, c)))
+        .chain(corpus_cases().into_iter().map(|c| (3, c)));
+    for (part, case) in all {
+        let name = case.name.clone();
+        let case_kernel_ok = kernel_ok.clone().and(case.kernel_ok.clone());
+        match load(case, &case_kernel_ok, o.repeat) {
+            Ok(l) => {
+                if let Err(e) = &l.kernel {
+                    skipped.push(format!("{name}: kernel side: {e}"));
+                }
+                match part {
+                    1 => part1.push(l),
+                    2 => wrapped.push(l),
+                    _ => corpus.push(l),
+                }
+            }
+            Err(e) => skipped.push(format!("{name}: not measured: {e}")),
+        }
+    }
+    // Corpus programs that only bpfkit runs add nothing to a comparison.
+    corpus.retain(|l| l.kernel.is_ok() || kernel_ok.is_err());
+    let mut users: Vec<Userspace> = PROGRAMS.iter().map(userspace).collect();
+
+    // ---- measurement: every round goes over everything
+    let t0 = Instant::now();
+    for r in 0..o.rounds {
+        round(&mut part1, r);
+        round(&mut corpus, r);
+        round(&mut wrapped, r);
+        for u in &mut users {
+            userspace_round(u);
+        }
+        eprintln!("round {}/{} done ({:.0?})", r + 1, o.rounds, t0.elapsed());
+    }
+
+    // ---- part 1 table
+    let overhead = part1.first().map(|l| l.best);
+    println!(
+        "\n## Per-packet time: kernel vs bpfkit (ns/run, fastest of {} rounds)\n",
+        o.rounds
+    );
+    println!("| program | source | repeat | kernel | bpfkit jit | bpfkit interp | jit/kernel | interp/kernel |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for l in part1.iter().chain(&corpus) {
+        let [k, j, i] = l.best;
+        println!(
+            "| {} | {:?} | {} | {} | {} | {} | {} | {} |",
+            l.case.name,
+            l.case.source,
+            l.repeat,
+            cell(k),
+            cell(j),
+            cell(i),
+            ratio(j, k),
+            ratio(i, k)
+        );
+    }
+    if let Some([k, j, i]) = overhead {
+        println!(
+            "\nper-run harness overhead (empty program): kernel {} ns, bpfkit jit {} ns, bpfkit interp {} ns",
+            cell(k),
+            cell(j),
+            cell(i)
+        );
+    }
+    let geo = |idx: usize| {
+        let v: Vec<f64> = part1
+            .iter()
+            .skip(1)
+            .filter_map(|l| match (l.best[idx], l.best[0]) {
+                (Some(a), Some(k)) if k > 0 => Some(a as f64 / k as f64),
+                _ => None,
+            })
+            .collect();
+        (!v.is_empty()).then(|| (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp())
+    };
+    if let (Some(gj), Some(gi)) = (geo(1), geo(2)) {
+        println!("geometric mean over tests/xdp: jit/kernel {gj:.2}, interp/kernel {gi:.2}");
+    }
+
+    // ---- part 2 table
+    println!(
+        "\n## JITs: kernel, bpfkit, native C (clang-19 -O2), rbpf 0.4 (ns/run, fastest of {} rounds)\n",
+        o.rounds
+    );
+    println!("| program | kernel jit | bpfkit jit (run --repeat) | bpfkit jit (direct) | native | rbpf jit | bpfkit/kernel | direct/native | direct/rbpf |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for u in &users {
+        let w = wrapped.iter().find(|l| l.case.name == u.program.name);
+        let k = w.and_then(|l| l.best[0]);
+        let j = w.and_then(|l| l.best[1]);
+        let jf = j.map(|v| v as f64);
+        let r = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "-".into(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            u.program.name,
+            cell(k),
+            cell(j),
+            cellf(u.best_direct),
+            cellf(u.best_native),
+            cellf(u.best_rbpf),
+            r(jf, k.map(|v| v as f64)),
+            r(u.best_direct, u.best_native),
+            r(u.best_direct, u.best_rbpf)
+        );
+    }
+    for l in &corpus {
+        let [k, j, _] = l.best;
+        println!(
+            "| {} | {} | {} | - | - | - | {} | - | - |",
+            l.case.name,
+            cell(k),
+            cell(j),
+            ratio(j, k)
+        );
+    }
+    println!("\nnotes:");
+    for u in &users {
+        if let Err(e) = &u.native_ok {
+            println!("- {}: native: {e}", u.program.name);
+        }
+        if let Err(e) = &u.rbpf {
+            println!("- {}: rbpf jit: {e}", u.program.name);
+        }
+        debug_assert!(u.reference == u.program.reference(&u.program.input()));
+    }
+    for s in &skipped {
+        println!("- {s}");
+    }
+
+    // ---- compile time
+    println!("\n## JIT compile time (fastest of 51 compiles)\n");
+    println!(
+        "| program | slots | bpfkit us | bpfkit us/1000 insns | rbpf us | rbpf us/1000 insns |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let (mut tot_slots, mut tot_b, mut tot_r) = (0usize, 0f64, 0f64);
+    for p in &PROGRAMS {
+        let (slots, b, r) = compile_times(p);
+        tot_slots += slots;
+        tot_b += b;
+        tot_r += r.unwrap_or(f64::NAN);
+        let per = |ns: f64| ns / 1000.0 / slots as f64 * 1000.0;
+        println!(
+            "| {} | {slots} | {:.1} | {:.1} | {} | {} |",
+            p.name,
+            b / 1000.0,
+            per(b),
+            r.map_or("-".into(), |r| format!("{:.1}", r / 1000.0)),
+            r.map_or("-".into(), |r| format!("{:.1}", per(r)))
+        );
+    }
+    println!(
+        "| all | {tot_slots} | {:.1} | {:.1} | {:.1} | {:.1} |",
+        tot_b / 1000.0,
+        tot_b / tot_slots as f64,
+        tot_r / 1000.0,
+        tot_r / tot_slots as f64
+    );
+}
