@@ -2,11 +2,20 @@
 //! generated code, and the host functions the code calls back.
 //!
 //! Code memory is a typestate. Machine code is emitted into a `Vec<u8>`;
-//! [`publish`] consumes it, maps fresh pages read+write, copies the code,
-//! fills the rest of the last page with `int3`, flips the pages to
-//! read+execute with a checked `mprotect`, and returns [`ExecutableCode`],
-//! which unmaps them on drop. Pages are never writable and executable at
-//! the same time.
+//! [`publish`] consumes it, gets read+write pages, copies the code, fills
+//! the rest of the last page with `int3`, flips the pages to read+execute
+//! with a checked `mprotect`, and returns [`ExecutableCode`], which gives
+//! them back on drop. Pages are never writable and executable at the same
+//! time.
+//!
+//! Freed mappings are pooled: on drop a mapping goes, still read+execute
+//! (and unreachable: no `ExecutableCode` refers to it), into a small
+//! process-wide pool (at most [`POOL_BYTES`] in all, larger ones are
+//! unmapped); `publish` takes a pooled mapping of the same length when
+//! there is one and flips it back to read+write with a checked `mprotect`
+//! before writing, instead of mapping (and zeroing) fresh pages. That
+//! saves the `mmap`/`munmap` pair and the page faults; every transition
+//! still goes through `mprotect` and is checked.
 //!
 //! The generated code runs with a pointer to a `Ctx` (in `rdi`, System V)
 //! and may call back `helper_trampoline` with the same pointer; the
@@ -57,9 +66,12 @@ impl ExecutableCode {
 impl Drop for ExecutableCode {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     fn drop(&mut self) {
+        if pool_put(self.ptr as usize, self.map_len) {
+            return;
+        }
         // SAFETY: `ptr`/`map_len` are exactly the mapping made by `publish`,
-        // unmapped only here. A failure cannot be handled in drop; it would
-        // leak address space, never corrupt memory.
+        // unmapped only here (it did not go to the pool). A failure cannot be
+        // handled in drop; it would leak address space, never corrupt memory.
         unsafe {
             libc::munmap(self.ptr.cast(), self.map_len);
         }
@@ -88,11 +100,87 @@ pub fn publish(code: Vec<u8>) -> io::Result<ExecutableCode> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
+/// Most bytes of freed code mappings kept for reuse (see the module docs).
+pub const POOL_BYTES: usize = 1 << 20;
+
+/// Freed mappings (address, length), read+execute, owned by the pool.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+static POOL: std::sync::Mutex<(usize, Vec<(usize, usize)>)> =
+    std::sync::Mutex::new((0, Vec::new()));
+
+/// Gives a freed mapping to the pool; false when it is full.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn pool_put(addr: usize, len: usize) -> bool {
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if pool.0 + len > POOL_BYTES {
+        return false;
+    }
+    pool.0 += len;
+    pool.1.push((addr, len));
+    true
+}
+
+/// Takes a pooled mapping of exactly `len` bytes, read+write.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn pool_take(len: usize) -> Option<*mut u8> {
+    let addr = {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let i = pool.1.iter().rposition(|&(_, l)| l == len)?;
+        pool.0 -= len;
+        pool.1.swap_remove(i).0
+    };
+    let ptr = addr as *mut u8;
+    // SAFETY: the pool owned this mapping (no `ExecutableCode` refers to
+    // it, and it was taken out under the lock), so changing its protection
+    // affects no one else.
+    let rc = unsafe { libc::mprotect(ptr.cast(), len, libc::PROT_READ | libc::PROT_WRITE) };
+    if rc != 0 {
+        // SAFETY: as above; the mapping is dropped, not used.
+        unsafe {
+            libc::munmap(ptr.cast(), len);
+        }
+        return None;
+    }
+    Some(ptr)
+}
+
 /// Maps `code` read+execute (see the module docs).
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub fn publish(code: Vec<u8>) -> io::Result<ExecutableCode> {
     let page = page_size();
     let map_len = code.len().max(1).div_ceil(page) * page;
+    let ptr = match pool_take(map_len) {
+        Some(ptr) => ptr,
+        None => map_fresh(map_len)?,
+    };
+    // SAFETY: the mapping is `map_len >= code.len()` bytes, readable and
+    // writable, and owned by us alone.
+    unsafe {
+        std::ptr::copy_nonoverlapping(code.as_ptr(), ptr, code.len());
+        std::ptr::write_bytes(ptr.add(code.len()), 0xcc, map_len - code.len());
+    }
+    // SAFETY: changes the protection of our own mapping only; from here on
+    // nothing writes it.
+    let rc = unsafe { libc::mprotect(ptr.cast(), map_len, libc::PROT_READ | libc::PROT_EXEC) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        // SAFETY: our own mapping, never published: unmap it (not pooled,
+        // since the pool only holds read+execute mappings).
+        unsafe {
+            libc::munmap(ptr.cast(), map_len);
+        }
+        return Err(err);
+    }
+    Ok(ExecutableCode {
+        ptr,
+        map_len,
+        len: code.len(),
+    })
+}
+
+/// Maps `map_len` fresh bytes read+write.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn map_fresh(map_len: usize) -> io::Result<*mut u8> {
     // SAFETY: an anonymous private mapping at an address of the kernel's
     // choosing aliases no existing memory.
     let ptr = unsafe {
@@ -109,25 +197,7 @@ pub fn publish(code: Vec<u8>) -> io::Result<ExecutableCode> {
     if ptr == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    let ptr = ptr.cast::<u8>();
-    // SAFETY: the mapping is `map_len >= code.len()` bytes, readable and
-    // writable, and owned by us alone.
-    unsafe {
-        std::ptr::copy_nonoverlapping(code.as_ptr(), ptr, code.len());
-        std::ptr::write_bytes(ptr.add(code.len()), 0xcc, map_len - code.len());
-    }
-    let exec = ExecutableCode {
-        ptr,
-        map_len,
-        len: code.len(),
-    };
-    // SAFETY: changes the protection of our own mapping only; from here on
-    // nothing writes it.
-    let rc = unsafe { libc::mprotect(ptr.cast(), map_len, libc::PROT_READ | libc::PROT_EXEC) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(exec)
+    Ok(ptr.cast::<u8>())
 }
 
 /// Runs the code at `code.addr() + entry` with `ctx`.

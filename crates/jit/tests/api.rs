@@ -284,6 +284,34 @@ fn code_pages_are_read_execute() {
     assert!(line.contains(" r-xp "), "{line}");
 }
 
+/// Freed code pages are reused (see `memory`'s docs): a reused mapping
+/// holds exactly the new code, `int3` after it, and is read+execute; no
+/// mapping of the process is ever writable and executable.
+#[test]
+fn pooled_code_pages_are_rewritten_and_read_execute() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    use bpfkit_jit::memory::publish;
+    let mut seen = std::collections::HashSet::new();
+    for k in 0..50u8 {
+        let code = publish(vec![k; 100 + k as usize]).unwrap();
+        seen.insert(code.addr());
+        assert_eq!(code.bytes(), &vec![k; 100 + k as usize][..]);
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        assert!(!maps.lines().any(|l| l.contains(" rwx")), "{maps}");
+        drop(code);
+    }
+    // Other tests run concurrently and may take pooled pages, but reuse
+    // must happen at least sometimes.
+    assert!(seen.len() < 50, "no mapping was reused");
+    let p = prog("mov %r0, 7\nexit");
+    for _ in 0..20 {
+        let mut jit = Jit::new(&p, &Helpers::new()).unwrap();
+        assert_eq!(jit.run(&mut Memory::new(), &[]), Ok(7));
+    }
+}
+
 #[test]
 fn helpers_may_change_the_regions() {
     if !bpfkit_jit::is_supported() {
