@@ -207,9 +207,33 @@ impl Asm {
         self.buf.push(x);
     }
 
-    #[inline]
-    fn d32(&mut self, x: i32) {
-        self.buf.extend_from_slice(&x.to_le_bytes());
+    /// Appends the first `n` bytes of the constant `out` (`n <= 16`): one
+    /// fixed-size copy and a length update, instead of a `push` per byte or
+    /// a variable-length `memmove`.
+    #[inline(always)]
+    fn put(&mut self, out: [u8; 16], n: usize) {
+        let len = self.buf.len();
+        self.buf.extend_from_slice(&out);
+        self.buf.truncate(len + n);
+    }
+
+    /// Opens 16 zeroed bytes at the end of the buffer for one instruction,
+    /// written in place and then cut to length with [`Asm::close`]. (Bytes
+    /// assembled in a local array and copied with one wide load would stall
+    /// store forwarding.)
+    #[inline(always)]
+    fn open(&mut self) -> (usize, &mut [u8; 16]) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0u8; 16]);
+        let out: &mut [u8; 16] = (&mut self.buf[start..start + 16])
+            .try_into()
+            .expect("16 bytes");
+        (start, out)
+    }
+
+    #[inline(always)]
+    fn close(&mut self, start: usize, n: usize) {
+        self.buf.truncate(start + n);
     }
 
     /// Prefixes, REX, opcode and ModR/M(+SIB+disp) for `op reg, rm`, where
@@ -217,46 +241,66 @@ impl Asm {
     /// are assembled in a local array and appended at once.
     #[inline]
     fn emit(&mut self, sz: Sz, opcode: &[u8], reg: u8, rm: Rm, byte_regs: bool) {
-        // Fast path: `[base + disp8]` (no index, base not rsp/r12), one
-        // opcode byte, no byte registers: context fields, stack slots.
-        if let (Rm::Mem(m), [op], false) = (rm, opcode, byte_regs) {
-            if m.index.is_none() && m.base.low() != 4 && sz != Sz::B16 {
-                if let Ok(d8) = i8::try_from(m.disp) {
-                    let rex =
-                        0x40 | ((sz == Sz::B64) as u8) << 3 | ((reg >> 3) & 1) << 2 | m.base.ext();
-                    self.buf.reserve(4);
-                    if rex != 0x40 {
-                        self.buf.push(rex);
-                    }
-                    self.buf.push(*op);
-                    if d8 == 0 && m.base.low() != 5 {
-                        self.buf.push((reg & 7) << 3 | m.base.low());
-                    } else {
-                        self.buf.push(0x40 | (reg & 7) << 3 | m.base.low());
-                        self.buf.push(d8 as u8);
-                    }
+        self.emit_i(sz, opcode, reg, rm, byte_regs, 0, 0);
+    }
+
+    /// [`Asm::emit`] followed by an immediate of `imm_len` (0, 1, 2 or 4)
+    /// bytes, appended together.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn emit_i(
+        &mut self,
+        sz: Sz,
+        opcode: &[u8],
+        reg: u8,
+        rm: Rm,
+        byte_regs: bool,
+        imm: i32,
+        imm_len: usize,
+    ) {
+        let (start, out) = self.open();
+        // Fast paths: one opcode byte, no byte registers, not 16-bit, and
+        // register-direct (most eBPF ALU instructions) or `[base + disp8]`
+        // with base not rsp/r12 (context fields, stack slots).
+        if let ([op], false) = (opcode, byte_regs || sz == Sz::B16) {
+            let rex_wr = 0x40 | ((sz == Sz::B64) as u8) << 3 | ((reg >> 3) & 1) << 2;
+            let imm = imm.to_le_bytes();
+            match rm {
+                Rm::Reg(g) => {
+                    let rex = rex_wr | g.ext();
+                    let k = (rex != 0x40) as usize;
+                    out[0] = rex;
+                    out[k] = *op;
+                    out[k + 1] = 0xc0 | (reg & 7) << 3 | g.low();
+                    out[k + 2..k + 6].copy_from_slice(&imm);
+                    self.close(start, k + 2 + imm_len);
                     return;
                 }
-            }
-        }
-        // Fast path: register-direct, one opcode byte, no byte registers
-        // (most eBPF ALU instructions).
-        if let (Rm::Reg(g), [op], false) = (rm, opcode, byte_regs) {
-            if sz != Sz::B16 {
-                let rex = 0x40 | ((sz == Sz::B64) as u8) << 3 | ((reg >> 3) & 1) << 2 | g.ext();
-                self.buf.reserve(3);
-                if rex != 0x40 {
-                    self.buf.push(rex);
+                Rm::Mem(m) if m.index.is_none() && m.base.low() != 4 => {
+                    if let Ok(d8) = i8::try_from(m.disp) {
+                        let rex = rex_wr | m.base.ext();
+                        let k = (rex != 0x40) as usize;
+                        out[0] = rex;
+                        out[k] = *op;
+                        let n = if d8 == 0 && m.base.low() != 5 {
+                            out[k + 1] = (reg & 7) << 3 | m.base.low();
+                            k + 2
+                        } else {
+                            out[k + 1] = 0x40 | (reg & 7) << 3 | m.base.low();
+                            out[k + 2] = d8 as u8;
+                            k + 3
+                        };
+                        out[n..n + 4].copy_from_slice(&imm);
+                        self.close(start, n + imm_len);
+                        return;
+                    }
                 }
-                self.buf.push(*op);
-                self.buf.push(0xc0 | (reg & 7) << 3 | g.low());
-                return;
+                _ => {}
             }
         }
-        let mut out = [0u8; 16];
         let mut n = 0;
         let mut put = |x: u8| {
-            out[n] = x;
+            out[n & 15] = x;
             n += 1;
         };
         if sz == Sz::B16 {
@@ -321,12 +365,10 @@ impl Asm {
                 }
             }
         }
-        // Byte pushes after one reservation: a variable-length
-        // `extend_from_slice` would call `memmove` for every instruction.
-        self.buf.reserve(16);
-        for &x in &out[..n] {
-            self.buf.push(x);
+        for &d in &imm.to_le_bytes()[..imm_len] {
+            put(d);
         }
+        self.close(start, n);
     }
 
     /// Group-1 `op rm, reg` (`00`/`01`-style opcodes: `op*8 + 0/1`),
@@ -347,18 +389,12 @@ impl Asm {
     /// sign-extended byte, else `81 /digit id` (64-bit: sign-extended imm32).
     pub fn alu_rm_i(&mut self, sz: Sz, op: Alu, dst: Rm, imm: i32) {
         if sz == Sz::B8 {
-            self.emit(sz, &[0x80], op as u8, dst, true);
-            self.b(imm as u8);
-        } else if let Ok(i) = i8::try_from(imm) {
-            self.emit(sz, &[0x83], op as u8, dst, false);
-            self.b(i as u8);
+            self.emit_i(sz, &[0x80], op as u8, dst, true, imm, 1);
+        } else if i8::try_from(imm).is_ok() {
+            self.emit_i(sz, &[0x83], op as u8, dst, false, imm, 1);
         } else {
-            self.emit(sz, &[0x81], op as u8, dst, false);
-            if sz == Sz::B16 {
-                self.buf.extend_from_slice(&(imm as u16).to_le_bytes());
-            } else {
-                self.d32(imm);
-            }
+            let len = if sz == Sz::B16 { 2 } else { 4 };
+            self.emit_i(sz, &[0x81], op as u8, dst, false, imm, len);
         }
     }
 
@@ -369,8 +405,7 @@ impl Asm {
 
     /// `TEST r/m, imm32` (`F7 /0 id`; 64-bit: sign-extended).
     pub fn test_rm_i(&mut self, sz: Sz, a: Rm, imm: i32) {
-        self.emit(sz, &[0xf7], 0, a, false);
-        self.d32(imm);
+        self.emit_i(sz, &[0xf7], 0, a, false, imm, 4);
     }
 
     /// `MOV r/m, reg` (`88 /r` byte, `89 /r` otherwise; SDM 4.3 MOV).
@@ -387,18 +422,9 @@ impl Asm {
     /// `MOV r/m, imm` (`C6 /0 ib`, `C7 /0 iw/id`; 64-bit sign-extends imm32).
     pub fn mov_rm_i(&mut self, sz: Sz, dst: Rm, imm: i32) {
         match sz {
-            Sz::B8 => {
-                self.emit(sz, &[0xc6], 0, dst, true);
-                self.b(imm as u8);
-            }
-            Sz::B16 => {
-                self.emit(sz, &[0xc7], 0, dst, false);
-                self.buf.extend_from_slice(&(imm as u16).to_le_bytes());
-            }
-            _ => {
-                self.emit(sz, &[0xc7], 0, dst, false);
-                self.d32(imm);
-            }
+            Sz::B8 => self.emit_i(sz, &[0xc6], 0, dst, true, imm, 1),
+            Sz::B16 => self.emit_i(sz, &[0xc7], 0, dst, false, imm, 2),
+            _ => self.emit_i(sz, &[0xc7], 0, dst, false, imm, 4),
         }
     }
 
@@ -410,11 +436,12 @@ impl Asm {
         if v == 0 {
             self.alu_rm_r(Sz::B32, Alu::Xor, Rm::Reg(dst), dst);
         } else if v <= u32::MAX as u64 {
-            if dst.ext() == 1 {
-                self.b(0x41);
-            }
-            self.b(0xb8 + dst.low());
-            self.d32(v as u32 as i32);
+            let (start, out) = self.open();
+            let k = dst.ext() as usize;
+            out[0] = 0x41;
+            out[k] = 0xb8 + dst.low();
+            out[k + 1..k + 5].copy_from_slice(&(v as u32).to_le_bytes());
+            self.close(start, k + 5);
         } else if v as i64 >= i32::MIN as i64 && v as i64 <= i32::MAX as i64 {
             self.mov_rm_i(Sz::B64, Rm::Reg(dst), v as i32);
         } else {
@@ -454,12 +481,10 @@ impl Asm {
 
     /// `IMUL r, r/m, imm` (`6B /r ib` or `69 /r id`).
     pub fn imul_r_rm_i(&mut self, sz: Sz, dst: Gpr, src: Rm, imm: i32) {
-        if let Ok(i) = i8::try_from(imm) {
-            self.emit(sz, &[0x6b], dst as u8, src, false);
-            self.b(i as u8);
+        if i8::try_from(imm).is_ok() {
+            self.emit_i(sz, &[0x6b], dst as u8, src, false, imm, 1);
         } else {
-            self.emit(sz, &[0x69], dst as u8, src, false);
-            self.d32(imm);
+            self.emit_i(sz, &[0x69], dst as u8, src, false, imm, 4);
         }
     }
 
@@ -470,8 +495,7 @@ impl Asm {
 
     /// Shift or rotate by an immediate (`C1 /digit ib`, SDM 4.3 SAL/SHL).
     pub fn shift_i(&mut self, sz: Sz, op: Shift, rm: Rm, count: u8) {
-        self.emit(sz, &[0xc1], op as u8, rm, false);
-        self.b(count);
+        self.emit_i(sz, &[0xc1], op as u8, rm, false, count as i32, 1);
     }
 
     /// Shift by `CL` (`D3 /digit`); the CPU masks the count to 5 bits (6
@@ -553,8 +577,7 @@ impl Asm {
     /// `CALL rel32` (`E8 cd`) with a zero displacement; returns the offset
     /// of the displacement for [`patch_rel`].
     pub fn call_rel32(&mut self) -> usize {
-        self.b(0xe8);
-        self.d32(0);
+        self.put([0xe8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 5);
         self.pos() - 4
     }
 
@@ -562,12 +585,10 @@ impl Asm {
     /// displacement; returns the displacement's offset.
     pub fn jmp(&mut self, long: bool) -> usize {
         if long {
-            self.b(0xe9);
-            self.d32(0);
+            self.put([0xe9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 5);
             self.pos() - 4
         } else {
-            self.b(0xeb);
-            self.b(0);
+            self.put([0xeb, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 2);
             self.pos() - 1
         }
     }
@@ -575,14 +596,15 @@ impl Asm {
     /// `Jcc rel8` (`70+cc cb`) or `Jcc rel32` (`0F 80+cc cd`); returns the
     /// displacement's offset.
     pub fn jcc(&mut self, cc: Cc, long: bool) -> usize {
+        let (start, out) = self.open();
         if long {
-            self.b(0x0f);
-            self.b(0x80 + cc as u8);
-            self.d32(0);
+            out[0] = 0x0f;
+            out[1] = 0x80 + cc as u8;
+            self.close(start, 6);
             self.pos() - 4
         } else {
-            self.b(0x70 + cc as u8);
-            self.b(0);
+            out[0] = 0x70 + cc as u8;
+            self.close(start, 2);
             self.pos() - 1
         }
     }
