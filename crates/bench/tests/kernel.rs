@@ -177,3 +177,48 @@ fn wrappers_run_the_benchmark_functions_unchanged() {
         }
     }
 }
+
+/// The committed wrapper objects are what `bench/kernel/build.sh` makes
+/// from the committed sources (program instructions compared). Skips where
+/// clang-19 is not installed.
+#[test]
+fn committed_wrappers_match_their_sources() {
+    use std::process::Command;
+    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang-19".to_owned());
+    if Command::new(&clang).arg("--version").output().is_err() {
+        println!("skipped: {clang} not found");
+        return;
+    }
+    let dir = bpfkit_bench::xdp::workspace_dir().join("bench/kernel");
+    let arch_inc = format!("/usr/include/{}-linux-gnu", std::env::consts::ARCH);
+    let out = std::env::temp_dir().join(format!("bpfkit-bench-wrappers-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let insns = |bytes: &[u8]| {
+        let obj = bpfkit_elf::LoadedObject::load(bytes).unwrap();
+        obj.programs
+            .iter()
+            .map(|p| (p.name.clone(), p.insns.insns().to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let mut cases = wrapped_cases();
+    cases.push(empty_case());
+    for case in cases {
+        let stem = case.program.clone();
+        let obj = out.join(format!("{stem}.o"));
+        let status = Command::new(&clang)
+            .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-I"])
+            .arg(&arch_inc)
+            .arg("-c")
+            .arg(dir.join(format!("{stem}.c")))
+            .arg("-o")
+            .arg(&obj)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{clang} failed on {stem}.c");
+        assert!(
+            insns(&std::fs::read(&obj).unwrap()) == insns(&case.object),
+            "bench/kernel/{stem}.o is stale: run bench/kernel/build.sh"
+        );
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
