@@ -200,6 +200,7 @@ impl<'r> Builder<'r> {
         Ok(Jit {
             ctx,
             sites: lowered.sites,
+            entry: lowered.entry as usize,
             code,
             trap_insns: lowered.trap_insns,
             uses_regions: lowered.uses_regions,
@@ -218,6 +219,8 @@ impl<'r> Builder<'r> {
 /// A program compiled to machine code (checked mode).
 pub struct Jit {
     code: ExecutableCode,
+    /// Offset of the entry in `code`.
+    entry: usize,
     /// (return-address offset, instruction index) of every checked access.
     sites: Vec<(u32, u32)>,
     /// (instruction index, instruction) of unknown-helper and unresolved
@@ -499,7 +502,7 @@ impl Jit {
             panic: None,
         };
         ctx.env = &mut env as *mut RunEnv<'_> as u64;
-        memory::enter(&self.code, 0, ctx);
+        memory::enter(&self.code, self.entry, ctx);
         ctx.env = 0;
         if ctx.status == status::OK {
             return Ok(ctx.ret);

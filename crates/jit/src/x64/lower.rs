@@ -13,7 +13,8 @@
 //! scratch, which is what `div`/`idiv` (rdx:rax), variable shifts (`cl`)
 //! and `cmpxchg` (rax) need, so no eBPF register is ever spilled.
 //!
-//! - The entry (offset 0) saves the System V callee-saved registers the
+//! - The entry (emitted last, at `Lowered::entry`, once the registers the
+//!   program names are known) saves the System V callee-saved registers the
 //!   program can change (r13; rbx, r12, r14, r15 for the r6-r9 it names;
 //!   rbp when it names r10 or makes bpf-to-bpf calls), loads the argument
 //!   registers it can read from `Ctx::args`, zeroes r0 and the named
@@ -136,6 +137,8 @@ pub(crate) struct Lowered {
     /// (code offset of the return address of a slow-path call, instruction
     /// index), sorted: how a memory fault finds its instruction.
     pub sites: Vec<(u32, u32)>,
+    /// Code offset of the entry (`extern "C" fn(*mut Ctx)`).
+    pub entry: u32,
     /// Helpers called by `call`, indexed by the code.
     pub table: Vec<(u32, Arc<dyn Helper>)>,
     /// (instruction index, instruction) of the `call`s to unknown helpers and
@@ -211,6 +214,8 @@ struct Emitter<'a> {
     local_calls: bool,
     /// Whether the program calls helpers (`call`, `callx`).
     helper_calls: bool,
+    /// Whether the program has a `callx`.
+    has_callx: bool,
 }
 
 const UNBOUND: usize = usize::MAX;
@@ -678,7 +683,8 @@ impl<'a> Emitter<'a> {
     }
 
     /// The helper table index for helper `id` (`None`: not registered).
-    fn helper_index(&mut self, id: u32) -> Option<u32> {
+    fn helper_calls_to(&mut self, id: u32) -> Option<u32> {
+        self.helper_calls = true;
         if let Some(k) = self.table.iter().position(|(i, _)| *i == id) {
             return Some(k as u32);
         }
@@ -799,7 +805,7 @@ impl<'a> Emitter<'a> {
                     self.jcc(cc, t);
                 }
             }
-            Insn::Call(id) => match self.helper_index(id.0) {
+            Insn::Call(id) => match self.helper_calls_to(id.0) {
                 Some(h) => {
                     self.a.mov_r_imm64(Gpr::Rcx, h as u64);
                     self.a.mov_r_imm64(Gpr::Rdx, i as u64);
@@ -813,6 +819,7 @@ impl<'a> Emitter<'a> {
                 }
             },
             Insn::CallLocal(off) => {
+                self.local_calls = true;
                 let t = self.target(i, off as i64);
                 self.local_call(i, Some(t), false);
             }
@@ -820,7 +827,10 @@ impl<'a> Emitter<'a> {
                 let l = self.trap_stub(status::KFUNC, i);
                 self.jmp(l);
             }
-            Insn::Callx(r) => self.callx(i, hr(r)),
+            Insn::Callx(r) => {
+                (self.local_calls, self.helper_calls, self.has_callx) = (true, true, true);
+                self.callx(i, hr(r))
+            }
             Insn::Exit => {
                 if self.input.budget {
                     let ret = self.new_label();
@@ -1255,19 +1265,28 @@ fn writes_r10(insn: &Insn) -> bool {
 }
 
 /// The eBPF registers an instruction names (bit `Reg::index`), including
-/// the implicit `r0` of atomics and legacy packet loads.
-fn regs_named(insn: &Insn) -> u16 {
-    let b = |r: Reg| 1u16 << r.index();
+/// the implicit `r0` of atomics and legacy packet loads, plus
+/// [`WRITES_R10`] when it can write r10 (see [`writes_r10`]): one `match`
+/// per instruction for both.
+#[inline]
+fn regs_info(insn: &Insn) -> u32 {
+    let b = |r: Reg| 1u32 << r.index();
     let s = |s: Src| match s {
         Src::Reg(r) => b(r),
         Src::Imm(_) => 0,
     };
+    let w = |dst: Reg| if dst == Reg::R10 { WRITES_R10 } else { 0 };
     match *insn {
-        Insn::Alu { dst, src, .. } | Insn::Store { dst, src, .. } | Insn::Jmp { dst, src, .. } => {
-            b(dst) | s(src)
+        Insn::Alu { dst, src, .. } => b(dst) | s(src) | w(dst),
+        Insn::Store { dst, src, .. } | Insn::Jmp { dst, src, .. } => b(dst) | s(src),
+        Insn::Neg { dst, .. } | Insn::Endian { dst, .. } | Insn::LoadImm64 { dst, .. } => {
+            b(dst) | w(dst)
         }
-        Insn::Neg { dst, .. } | Insn::Endian { dst, .. } | Insn::LoadImm64 { dst, .. } => b(dst),
-        Insn::Load { dst, src, .. } | Insn::Atomic { dst, src, .. } => 1 | b(dst) | b(src),
+        Insn::Load { dst, src, .. } => 1 | b(dst) | b(src) | w(dst),
+        Insn::Atomic { dst, src, .. } => {
+            let r10 = if writes_r10(insn) { WRITES_R10 } else { 0 };
+            1 | b(dst) | b(src) | r10
+        }
         Insn::LoadAbs { .. } => 1,
         Insn::LoadInd { src, .. } => 1 | b(src),
         Insn::Callx(r) => b(r),
@@ -1275,45 +1294,48 @@ fn regs_named(insn: &Insn) -> u16 {
     }
 }
 
-/// Lowers a whole program (see the module docs).
+/// See [`regs_info`].
+const WRITES_R10: u32 = 1 << 16;
+
+/// Lowers a whole program (see the module docs): first assuming that r10
+/// is never written (accesses `[r10 + const]` inside the frame need no
+/// check), and again without that assumption in the rare case that an
+/// instruction writes r10 (only programs a verifier rejects do).
 pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
+    match lower_with(input, true) {
+        Some(l) => l,
+        None => lower_with(input, false).expect("no assumption about r10"),
+    }
+}
+
+/// One emission pass; `None` when `r10_fixed` turns out to be wrong.
+fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
     let prog = input.prog;
     let insns = prog.insns();
     let n = insns.len();
-    // One scan before emitting: jump targets (where the budget count is
-    // flushed; only with a budget), whether r10 is ever written, which
-    // registers are named and which kinds of calls occur (for the entry).
-    // Helpers and `lddw` values are resolved while emitting.
-    let mut leaders = if input.budget {
-        vec![false; n + 1]
-    } else {
-        Vec::new()
-    };
-    let mut r10_written = false;
-    let (mut used, mut local_calls, mut helper_calls, mut has_callx) = (0u16, false, false, false);
-    for (pc, insn) in prog.iter() {
-        match *insn {
-            Insn::Ja { .. } | Insn::Jmp { .. } | Insn::LoadImm64 { .. } if input.budget => {
-                if let Some(t) = insn.branch_target(pc).and_then(|t| prog.index_of(t)) {
-                    leaders[t] = true;
-                }
-            }
-            Insn::CallLocal(_) => {
-                local_calls = true;
-                if let Some(t) = insn.branch_target(pc).and_then(|t| prog.index_of(t)) {
-                    if input.budget {
+    // With a budget, one scan before emitting for the jump targets (where
+    // the budget count is flushed) and `callx` (whose targets need the
+    // per-instruction credit). Everything else (registers named, calls,
+    // helpers, `lddw` values) is found while emitting, and the entry,
+    // which depends on it, is emitted last.
+    let mut leaders = Vec::new();
+    let mut has_callx = false;
+    if input.budget {
+        leaders = vec![false; n + 1];
+        for (pc, insn) in prog.iter() {
+            match *insn {
+                Insn::Ja { .. }
+                | Insn::Jmp { .. }
+                | Insn::CallLocal(_)
+                | Insn::LoadImm64 { .. } => {
+                    if let Some(t) = insn.branch_target(pc).and_then(|t| prog.index_of(t)) {
                         leaders[t] = true;
                     }
                 }
+                Insn::Callx(_) => has_callx = true,
+                _ => {}
             }
-            Insn::Call(_) => helper_calls = true,
-            Insn::Callx(_) => {
-                (local_calls, helper_calls, has_callx) = (true, true, true);
-            }
-            _ => {}
         }
-        r10_written |= writes_r10(insn);
-        used |= regs_named(insn);
     }
     let mut e = Emitter {
         a: Asm {
@@ -1327,23 +1349,20 @@ pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
         cold: Vec::new(),
         sites: Vec::new(),
         input,
-        r10_fixed: !r10_written,
+        r10_fixed,
         pending: 0,
         used_slow: 0,
         leaders,
-        adj: if input.budget && has_callx {
-            vec![0; n]
-        } else {
-            Vec::new()
-        },
+        adj: if has_callx { vec![0; n] } else { Vec::new() },
         table: Vec::new(),
         trap_insns: Vec::new(),
         uses_regions: false,
-        used,
-        local_calls,
-        helper_calls,
+        used: 0,
+        local_calls: false,
+        helper_calls: false,
+        has_callx: false,
     };
-    e.prologue();
+    let mut info = 0u32;
     for (i, insn) in insns.iter().enumerate() {
         if input.budget {
             if e.leaders[i] {
@@ -1355,6 +1374,11 @@ pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
             e.pending += 1;
         }
         e.bind(i);
+        let r = regs_info(insn);
+        if r10_fixed && r & WRITES_R10 != 0 {
+            return None;
+        }
+        info |= r;
         match *insn {
             // The most common case without the big dispatch function.
             Insn::Alu {
@@ -1366,11 +1390,15 @@ pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
             _ => e.insn(i, insn),
         }
     }
+    e.used = info as u16;
     e.bind(n);
     let l = e.trap_stub(status::FELL_OFF, n);
     e.jmp(l);
     e.shared_routines();
     e.emit_cold();
+    let entry_label = e.new_label();
+    e.bind(entry_label);
+    e.prologue();
     let Emitter {
         a,
         mut labels,
@@ -1382,11 +1410,13 @@ pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
         table,
         trap_insns,
         uses_regions,
+        has_callx,
         ..
     } = e;
     let code = relax(a.buf, &mut labels, &label_k, &mut fixups, &shrink);
-    Lowered {
+    Some(Lowered {
         code,
+        entry: labels[entry_label] as u32,
         offsets: if has_callx {
             labels[..n].iter().map(|&o| o as u32).collect()
         } else {
@@ -1401,7 +1431,7 @@ pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
         trap_insns,
         uses_regions,
         has_callx,
-    }
+    })
 }
 
 /// Shrinks long forward jumps that reach their target with a rel8 once
