@@ -167,7 +167,9 @@ fn slow_index(size: u8, write: bool) -> usize {
 }
 
 /// (displacement offset, width, label, shrink candidates emitted before it).
-type Fixup = (usize, usize, usize, usize);
+/// (16 bytes: code offsets and label numbers fit `u32`, since rel32 jumps
+/// limit the code to 2 GiB.)
+type Fixup = (u32, u8, u32, u32);
 
 /// A long forward jump emitted before its target was known.
 struct Candidate {
@@ -187,12 +189,12 @@ enum Cold {
 struct Emitter<'a> {
     a: Asm,
     n: usize,
-    labels: Vec<usize>,
+    labels: Vec<u32>,
     /// (displacement offset, width, label, candidates before it) of every
     /// jump and call.
     fixups: Vec<Fixup>,
     /// Per label: number of shrink candidates emitted before it.
-    label_k: Vec<usize>,
+    label_k: Vec<u32>,
     /// Long forward jumps that may become short.
     shrink: Vec<Candidate>,
     cold: Vec<Cold>,
@@ -218,7 +220,7 @@ struct Emitter<'a> {
     has_callx: bool,
 }
 
-const UNBOUND: usize = usize::MAX;
+const UNBOUND: u32 = u32::MAX;
 
 impl<'a> Emitter<'a> {
     fn fixed(&self, l: usize) -> usize {
@@ -232,8 +234,8 @@ impl<'a> Emitter<'a> {
     }
 
     fn bind(&mut self, l: usize) {
-        self.labels[l] = self.a.pos();
-        self.label_k[l] = self.shrink.len();
+        self.labels[l] = self.a.pos() as u32;
+        self.label_k[l] = self.shrink.len() as u32;
     }
 
     /// Emits a jump to `label`: short when it is bound (backward) and in
@@ -254,7 +256,8 @@ impl<'a> Emitter<'a> {
             });
         }
         let k = self.shrink.len();
-        self.fixups.push((at, if long { 4 } else { 1 }, label, k));
+        self.fixups
+            .push((at as u32, if long { 4 } else { 1 }, label as u32, k as u32));
     }
 
     fn jmp(&mut self, label: usize) {
@@ -270,13 +273,13 @@ impl<'a> Emitter<'a> {
     fn jcc_near(&mut self, cc: Cc, label: usize) {
         let at = self.a.jcc(cc, false);
         let k = self.shrink.len();
-        self.fixups.push((at, 1, label, k));
+        self.fixups.push((at as u32, 1, label as u32, k as u32));
     }
 
     fn call(&mut self, label: usize) {
         let at = self.a.call_rel32();
         let k = self.shrink.len();
-        self.fixups.push((at, 4, label, k));
+        self.fixups.push((at as u32, 4, label as u32, k as u32));
     }
 
     fn trap_stub(&mut self, status: u64, idx: usize) -> usize {
@@ -1416,17 +1419,14 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
     let code = relax(a.buf, &mut labels, &label_k, &mut fixups, &shrink);
     Some(Lowered {
         code,
-        entry: labels[entry_label] as u32,
+        entry: labels[entry_label],
         offsets: if has_callx {
-            labels[..n].iter().map(|&o| o as u32).collect()
+            labels[..n].to_vec()
         } else {
             Vec::new()
         },
         adj,
-        sites: sites
-            .iter()
-            .map(|&(l, idx)| (labels[l] as u32, idx))
-            .collect(),
+        sites: sites.iter().map(|&(l, idx)| (labels[l], idx)).collect(),
         table,
         trap_insns,
         uses_regions,
@@ -1441,8 +1441,8 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
 /// patch every displacement.
 fn relax(
     old: Vec<u8>,
-    labels: &mut [usize],
-    label_k: &[usize],
+    labels: &mut [u32],
+    label_k: &[u32],
     fixups: &mut [Fixup],
     cands: &[Candidate],
 ) -> Vec<u8> {
@@ -1452,7 +1452,10 @@ fn relax(
     let mut saved = vec![0usize; cands.len() + 1];
     // Old positions never change: find once how many candidates lie before
     // each candidate's target.
-    let target_k: Vec<usize> = cands.iter().map(|c| label_k[fixups[c.fixup].2]).collect();
+    let target_k: Vec<u32> = cands
+        .iter()
+        .map(|c| label_k[fixups[c.fixup].2 as usize])
+        .collect();
     // A few rounds catch almost everything; stopping early only leaves some
     // jumps long, which is always correct.
     for _round in 0..4 {
@@ -1464,7 +1467,7 @@ fn relax(
             if short[k] {
                 continue;
             }
-            let target = labels[fixups[c.fixup].2] - saved[target_k[k]];
+            let target = labels[fixups[c.fixup].2 as usize] as usize - saved[target_k[k] as usize];
             let end = c.start - saved[k] + 2;
             if target - end <= 127 {
                 short[k] = true;
@@ -1481,7 +1484,12 @@ fn relax(
     if !short.iter().any(|&s| s) {
         let mut code = old;
         for &(at, width, label, _) in fixups.iter() {
-            let ok = patch_rel(&mut code, at, width, labels[label]);
+            let ok = patch_rel(
+                &mut code,
+                at as usize,
+                width as usize,
+                labels[label as usize] as usize,
+            );
             assert!(ok, "displacement out of range");
         }
         return code;
@@ -1508,22 +1516,27 @@ fn relax(
     code.truncate(to);
     for (l, &k) in labels.iter_mut().zip(label_k) {
         if *l != UNBOUND {
-            *l -= saved[k];
+            *l -= saved[k as usize] as u32;
         }
     }
     for fx in fixups.iter_mut() {
-        fx.0 -= saved[fx.3];
+        fx.0 -= saved[fx.3 as usize] as u32;
     }
     for (k, c) in cands.iter().enumerate() {
         if short[k] {
             // Now `op rel8`: the displacement follows the one-byte opcode.
             let fx = &mut fixups[c.fixup];
-            fx.0 = c.start - saved[k] + 1;
+            fx.0 = (c.start - saved[k] + 1) as u32;
             fx.1 = 1;
         }
     }
     for &(at, width, label, _) in fixups.iter() {
-        let ok = patch_rel(&mut code, at, width, labels[label]);
+        let ok = patch_rel(
+            &mut code,
+            at as usize,
+            width as usize,
+            labels[label as usize] as usize,
+        );
         assert!(ok, "displacement out of range after relaxation");
     }
     code
