@@ -135,23 +135,27 @@ struct Paired {
 /// background load changes in between and skews the ratio. The fastest of
 /// many short batches is the least disturbed one, for both engines alike.
 fn measure_paired(e: &mut Engines<'_>) -> Paired {
+    // Batch sizes of about 1 ms per engine: short enough that many batches
+    // run without being preempted, long enough for the clock.
+    let t = Instant::now();
+    e.run_rbpf();
+    let n_rbpf = ((0.001 / t.elapsed().as_secs_f64().max(1e-7)) as usize).clamp(1, 100_000);
     let t = Instant::now();
     e.run_bpfkit();
-    let one = t.elapsed().as_secs_f64().max(1e-7);
-    let n = ((0.001 / one) as usize).clamp(1, 100_000);
+    let n_bpfkit = ((0.001 / t.elapsed().as_secs_f64().max(1e-7)) as usize).clamp(1, 100_000);
     let time_rbpf = |e: &mut Engines<'_>| {
         let t = Instant::now();
-        for _ in 0..n {
+        for _ in 0..n_rbpf {
             black_box(e.run_rbpf());
         }
-        t.elapsed().as_secs_f64()
+        t.elapsed().as_secs_f64() / n_rbpf as f64
     };
     let time_bpfkit = |e: &mut Engines<'_>| {
         let t = Instant::now();
-        for _ in 0..n {
+        for _ in 0..n_bpfkit {
             black_box(e.run_bpfkit());
         }
-        t.elapsed().as_secs_f64()
+        t.elapsed().as_secs_f64() / n_bpfkit as f64
     };
     let (mut rbpf, mut bpfkit) = (f64::INFINITY, f64::INFINITY);
     for round in 0..PAIRED_ROUNDS {
@@ -163,10 +167,9 @@ fn measure_paired(e: &mut Engines<'_>) -> Paired {
             rbpf = rbpf.min(time_rbpf(e));
         }
     }
-    let per_run = 1e9 / n as f64;
     Paired {
-        rbpf: rbpf * per_run,
-        bpfkit: bpfkit * per_run,
+        rbpf: rbpf * 1e9,
+        bpfkit: bpfkit * 1e9,
     }
 }
 
