@@ -474,16 +474,17 @@ impl Jit {
         args: &[u64],
         data: Option<&mut dyn Any>,
     ) -> Result<u64, Trap> {
-        let mut a = [0u64; 5];
-        for (r, v) in a.iter_mut().zip(args) {
-            *r = *v;
-        }
         let stack_start = self.stack.as_mut_ptr().cast::<u8>();
         let stack_len = 8 * self.stack.len();
         let ctx = &mut *self.ctx;
         ctx.remaining = self.budget.unwrap_or(i64::MAX as u64) as i64;
         ctx.depth = 0;
-        ctx.args = a;
+        // Each argument stored straight into the `Ctx` (an array built on
+        // the stack and copied with wider loads would stall store
+        // forwarding).
+        for (k, r) in ctx.args.iter_mut().enumerate() {
+            *r = args.get(k).copied().unwrap_or(0);
+        }
         ctx.status = status::OK;
         if self.uses_regions {
             snapshot(mem, &mut self.regions, ctx);
