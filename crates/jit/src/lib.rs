@@ -164,8 +164,12 @@ impl<'r> Builder<'r> {
             }
         }
         let (callx_tab, callx_adj) = (callx_tab.into_boxed_slice(), callx_adj.into_boxed_slice());
-        let mut all_helpers: Vec<(u32, Arc<dyn Helper>)> =
-            helpers.iter().map(|(id, h)| (id.0, h.clone())).collect();
+        // Every registered helper, for `callx` by id (only with a `callx`).
+        let mut all_helpers: Vec<(u32, Arc<dyn Helper>)> = if has_callx {
+            helpers.iter().map(|(id, h)| (id.0, h.clone())).collect()
+        } else {
+            Vec::new()
+        };
         all_helpers.sort_by_key(|(id, _)| *id);
         let mut pcs = prog.pcs().to_vec();
         pcs.push(Pc(slots));
