@@ -6,7 +6,7 @@
 //!
 //! - [`link`]: turns a program's object file into flat bytecode (entry
 //!   section, then `.text`, bpf-to-bpf calls relocated as libbpf does).
-//! - [`programs`]: the five programs, their inputs and Rust reference
+//! - [`programs`]: the benchmark programs, their inputs and Rust reference
 //!   implementations of what they compute.
 //! - [`count`]: a step counter that says how many instructions a run
 //!   executes, for the ns-per-instruction column of `BENCHMARKS.md`.
