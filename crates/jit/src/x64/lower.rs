@@ -64,6 +64,12 @@
 //!   shrunk afterwards (`relax`): decisions are iterated on the metadata
 //!   alone, then the code is copied once, so there is a single emission
 //!   pass.
+//! - Compilation is one pass over the instructions (plus a scan for jump
+//!   targets with a budget): helpers and `lddw` values are resolved, and
+//!   the registers and kinds of calls the entry depends on are collected,
+//!   while emitting; `[r10 + const]` accesses are emitted unchecked on the
+//!   assumption that r10 is never written, and the pass starts over with
+//!   checks in the rare case that an instruction writes r10.
 
 use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz, Unary};
 use crate::Ctx;
@@ -1377,20 +1383,32 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
             e.pending += 1;
         }
         e.bind(i);
-        let r = regs_info(insn);
-        if r10_fixed && r & WRITES_R10 != 0 {
-            return None;
-        }
-        info |= r;
         match *insn {
-            // The most common case without the big dispatch function.
+            // The most common case without the big dispatch function (and
+            // the registers it names without a second one).
             Insn::Alu {
                 width,
                 op,
                 dst,
                 src,
-            } => e.alu(width, op, hr(dst), src),
-            _ => e.insn(i, insn),
+            } => {
+                if dst == Reg::R10 && r10_fixed {
+                    return None;
+                }
+                info |= 1 << dst.index();
+                if let Src::Reg(r) = src {
+                    info |= 1 << r.index();
+                }
+                e.alu(width, op, hr(dst), src)
+            }
+            _ => {
+                let r = regs_info(insn);
+                if r10_fixed && r & WRITES_R10 != 0 {
+                    return None;
+                }
+                info |= r;
+                e.insn(i, insn)
+            }
         }
     }
     e.used = info as u16;
