@@ -96,6 +96,9 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         by_pc: vec![Vec::new(); prog.slot_count()],
         live_states: 0,
         processed: 0,
+        jmps: 0,
+        last_jmps: 0,
+        last_insns: 0,
         peak: 0,
         log: String::new(),
         depth: Vec::new(),
@@ -153,6 +156,8 @@ struct Visited {
     /// Live paths below this state; 0 when its exploration is complete.
     branches: u32,
     parent: Option<usize>,
+    hits: u32,
+    misses: u32,
 }
 
 struct Path {
@@ -173,6 +178,9 @@ struct Env<'a> {
     by_pc: Vec<Vec<usize>>,
     live_states: u64,
     processed: u64,
+    jmps: u64,
+    last_jmps: u64,
+    last_insns: u64,
     peak: u64,
     log: String,
     /// Deepest stack use of each subprogram, bytes.
@@ -261,7 +269,8 @@ impl<'a> Env<'a> {
                             self.finish(path.last);
                             break;
                         }
-                        Some(id) => path.last = Some(id),
+                        Some(Some(id)) => path.last = Some(id),
+                        Some(None) => {}
                     }
                 }
                 let Some(insn) = self.slots.get(pc).copied().flatten() else {
@@ -269,6 +278,9 @@ impl<'a> Env<'a> {
                 };
                 if self.opts.log_level > 0 {
                     self.log_insn(pc, &insn);
+                }
+                if matches!(insn, Insn::Jmp { .. } | Insn::Ja { .. }) {
+                    self.jmps += 1;
                 }
                 let flow = self.step(&mut path.state, pc, &insn)?;
                 if self.opts.log_level > 1 {
@@ -331,13 +343,22 @@ impl<'a> Env<'a> {
 
     /// Looks for an explored state at `path.pc` that includes the current
     /// one: `None` prunes the path; else the id of the state recorded.
-    fn visit(&mut self, path: &Path) -> R<Option<usize>> {
+    fn visit(&mut self, path: &Path) -> R<Option<Option<usize>>> {
         let uninit = !self.opts.unprivileged;
-        for &id in &self.by_pc[path.pc] {
-            let v = &self.visited[id];
+        let mut evict = Vec::new();
+        for (k, &id) in self.by_pc[path.pc].iter().enumerate() {
+            let v = &mut self.visited[id];
             if v.branches == 0 {
                 if v.state.includes(&path.state, uninit) {
+                    v.hits += 1;
                     return Ok(None);
+                }
+                v.misses += 1;
+                // As the kernel: a complete state that rarely prunes
+                // anything is dropped to save memory (pruning less is
+                // always sound).
+                if v.misses > v.hits * 3 + 3 {
+                    evict.push(k);
                 }
             } else if v.state == path.state {
                 return err(
@@ -346,16 +367,34 @@ impl<'a> Env<'a> {
                 );
             }
         }
+        for &k in evict.iter().rev() {
+            let id = self.by_pc[path.pc].remove(k);
+            self.visited[id].state = State {
+                frames: Vec::new(),
+                refs: Vec::new(),
+            };
+            self.live_states -= 1;
+        }
+        // As the kernel, remember a new state only every few jumps and
+        // instructions (and always at a first visit).
+        let spaced = self.jmps - self.last_jmps >= 2 && self.processed - self.last_insns >= 8;
+        if !spaced && !self.by_pc[path.pc].is_empty() {
+            return Ok(Some(None));
+        }
+        self.last_jmps = self.jmps;
+        self.last_insns = self.processed;
         let id = self.visited.len();
         self.visited.push(Visited {
             state: path.state.clone(),
             branches: 1,
             parent: path.last,
+            hits: 0,
+            misses: 0,
         });
         self.by_pc[path.pc].push(id);
         self.live_states += 1;
         self.peak = self.peak.max(self.live_states);
-        Ok(Some(id))
+        Ok(Some(Some(id)))
     }
 
     /// A path ended: its ancestors lose one live branch.
@@ -2029,4 +2068,97 @@ enum Stored {
 enum Access {
     Read,
     Write(Stored),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bpfkit_isa::{assemble, Syntax};
+
+    fn run(text: &str, t: ProgType) -> Report {
+        let p = Program::from_insns(assemble(text, Syntax::Llvm).unwrap()).unwrap();
+        verify(&p, t, &[], &Options::default())
+    }
+
+    #[test]
+    fn instruction_limit() {
+        let text = "r1 = 0\nL1:\nr1 += 1\nif r1 < 0x927c0 goto L1\nr0 = 0\nexit\n";
+        let p = Program::from_insns(assemble(text, Syntax::Llvm).unwrap()).unwrap();
+        // The kernel's limit, lowered to keep the debug-build test quick.
+        let opts = Options {
+            insn_limit: 30_000,
+            ..Options::default()
+        };
+        let r = verify(&p, ProgType::Xdp, &[], &opts);
+        let e = r.error.unwrap();
+        assert_eq!(e.message, "BPF program is too large. Processed 30001 insn");
+        assert_eq!(r.insns_processed, 30_001);
+        // Spaced checkpoints keep the state count well below the insns.
+        assert!(r.states < 30_000 / 4, "{}", r.states);
+        assert_eq!(Options::default().insn_limit, 1_000_000);
+    }
+
+    #[test]
+    fn pruning_keeps_the_unsafe_path() {
+        // The first path to reach L1 has 8 bytes of packet proven; the
+        // second has none and must not be pruned by the first.
+        let text = "r0 = 0\nr2 = *(u32 *)(r1 + 0)\nr3 = *(u32 *)(r1 + 4)\nr4 = r2\nr4 += 8\n\
+                    if r4 > r3 goto L1\nr0 = 1\nL1:\nr5 = *(u8 *)(r2 + 0)\nexit\n";
+        let e = run(text, ProgType::Xdp).error.unwrap();
+        assert_eq!(
+            (e.pc, e.message.as_str()),
+            (7, "R2 offset is outside of the packet")
+        );
+        // With the proof on both paths the join is safe, and the second
+        // path is pruned there.
+        let text = "r0 = 0\nr2 = *(u32 *)(r1 + 0)\nr3 = *(u32 *)(r1 + 4)\nr4 = r2\nr4 += 8\n\
+                    if r4 > r3 goto L2\nr6 = 1\nif r0 == 0 goto L1\nr6 = 2\nL1:\nr5 = *(u8 *)(r2 + 0)\nL2:\nexit\n";
+        let r = run(text, ProgType::Xdp);
+        assert!(r.error.is_none(), "{:?}", r.error);
+    }
+
+    #[test]
+    fn null_check_applies_to_copies() {
+        let maps = [MapDef::new(MapType::Hash, 4, 8, 1)];
+        let text = "r1 = 0\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nld_pseudo r1, 0x5, 0x0\n\
+                    call 1\nr6 = r0\nif r0 == 0 goto L1\nr0 = *(u64 *)(r6 + 0)\nL1:\nr0 = 0\nexit\n";
+        let p = Program::from_insns(assemble(text, Syntax::Llvm).unwrap()).unwrap();
+        let r = verify(&p, ProgType::SocketFilter, &maps, &Options::default());
+        assert!(r.error.is_none(), "{:?}", r.error);
+        // Without the check, the copy is still maybe-null.
+        let text = text.replace("if r0 == 0 goto L1\n", "");
+        let p = Program::from_insns(assemble(&text, Syntax::Llvm).unwrap()).unwrap();
+        let e = verify(&p, ProgType::SocketFilter, &maps, &Options::default())
+            .error
+            .unwrap();
+        assert_eq!(e.message, "R6 invalid mem access 'map_value_or_null'");
+    }
+
+    #[test]
+    fn linked_scalars_share_bounds() {
+        // r2 = r1 (linked); bounding r2 bounds r1, used as a stack index.
+        let text =
+            "r1 = *(u32 *)(r1 + 0)\nr2 = r1\nif r2 > 7 goto L1\nr3 = r10\nr3 += -8\nr3 += r1\n\
+                    r4 = 0\n*(u8 *)(r3 + 0) = r4\nL1:\nr0 = 0\nexit\n";
+        let r = run(text, ProgType::SocketFilter);
+        assert!(r.error.is_none(), "{:?}", r.error);
+    }
+
+    #[test]
+    fn ringbuf_reference_must_be_released() {
+        let maps = [MapDef::new(MapType::Ringbuf, 0, 0, 4096)];
+        let reserve = "ld_pseudo r1, 0x5, 0x0\nr2 = 8\nr3 = 0\ncall 0x83\nif r0 == 0 goto L1\n";
+        let leak = format!("{reserve}r1 = 1\n*(u64 *)(r0 + 0) = r1\nL1:\nr0 = 0\nexit\n");
+        let p = Program::from_insns(assemble(&leak, Syntax::Llvm).unwrap()).unwrap();
+        let e = verify(&p, ProgType::Xdp, &maps, &Options::default())
+            .error
+            .unwrap();
+        assert_eq!(e.message, "Unreleased reference id=2 alloc_insn=4");
+        let ok = format!(
+            "{reserve}r1 = 1\n*(u64 *)(r0 + 0) = r1\nr1 = r0\nr2 = 0\ncall 0x84\nL1:\nr0 = 0\nexit\n"
+        );
+        let p = Program::from_insns(assemble(&ok, Syntax::Llvm).unwrap()).unwrap();
+        let r = verify(&p, ProgType::Xdp, &maps, &Options::default());
+        assert!(r.error.is_none(), "{:?}", r.error);
+    }
 }
