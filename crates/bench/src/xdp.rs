@@ -239,7 +239,10 @@ fn mask_free(obj: &LoadedObject) -> Result<(), String> {
 
 /// XDP programs of `$BPFKIT_SHARED/corpus/ebpf-samples` that the kernel
 /// accepted when the corpus's verdicts were recorded, each with empty maps
-/// and [`dummy_frame`]. Empty when the corpus is absent.
+/// and [`dummy_frame`]. Empty when the corpus is absent. The `neg`/`arsh`
+/// rule of the wrapped programs is not applied: this kernel's verifier has
+/// already processed each of these programs (that is what the verdicts
+/// record).
 pub fn corpus_cases() -> Vec<Case> {
     let shared = std::env::var_os("BPFKIT_SHARED")
         .map(PathBuf::from)
