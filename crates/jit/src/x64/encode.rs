@@ -246,7 +246,7 @@ impl Asm {
 
     /// [`Asm::emit`] followed by an immediate of `imm_len` (0, 1, 2 or 4)
     /// bytes, appended together.
-    #[inline]
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn emit_i(
         &mut self,
