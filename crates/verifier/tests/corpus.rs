@@ -33,6 +33,9 @@ fn agreement_with_kernel_verdicts() {
     let mut per: BTreeMap<String, Tally> = BTreeMap::new();
     let mut disagreements = Vec::new();
     let mut other_message: Vec<String> = Vec::new();
+    // (ours, kernel's) over the programs both accept.
+    let mut insns = (0u64, 0u64);
+    let mut time_us = (0u64, 0u64);
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let kernel = v["verdict"].as_str().unwrap();
@@ -68,6 +71,14 @@ fn agreement_with_kernel_verdicts() {
             ),
             None => ("rejected", Some("load failed".to_string())),
         };
+        if let (Some(r), Some(k)) = (&ours, v["processed_insns"].as_u64()) {
+            if kernel == "accepted" && r.verdict == Verdict::Accepted {
+                insns.0 += r.insns_processed;
+                insns.1 += k;
+                time_us.0 += r.time.as_micros() as u64;
+                time_us.1 += v["verification_time_usec"].as_u64().unwrap_or(0);
+            }
+        }
         if our_verdict == kernel {
             tally.agree += 1;
             if kernel == "rejected" {
@@ -107,6 +118,14 @@ fn agreement_with_kernel_verdicts() {
     println!(
         "total {total}, agree {agree} ({:.1}%)",
         100.0 * agree as f64 / total as f64
+    );
+    println!(
+        "processed insns over programs both accept: ours {}, kernel {} ({:.2}x); time: ours {} us (this build), kernel {} us",
+        insns.0,
+        insns.1,
+        insns.0 as f64 / insns.1.max(1) as f64,
+        time_us.0,
+        time_us.1
     );
     for d in &disagreements {
         println!("  verdict differs: {d}");
