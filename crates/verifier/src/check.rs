@@ -1272,7 +1272,7 @@ impl<'a> Env<'a> {
             return err(
                 pc,
                 format!(
-                    "invalid variable-offset{} stack R{rn} var_off={vs} off={off} size={size}",
+                    "invalid variable-offset{} stack R{rn} var_off={vs} off={fixed} size={size}",
                     if write { " write to" } else { " read from" }
                 ),
             );
