@@ -1,7 +1,10 @@
 //! Quick measurements: JIT vs interpreter run time on a few programs, and
 //! compile time per 1,000 instructions.
 //!
-//! `cargo run --release -p bpfkit-jit --example measure [-- --disasm]`
+//! `cargo run --release -p bpfkit-jit --example measure [-- --disasm]`;
+//! `--profile-lowering`, `--profile-compile`, `--profile-trivial`,
+//! `--profile-helper` loop one thing for 3 s (for `perf record`, or for CPU
+//! time per iteration on a busy machine).
 
 use bpfkit_interp::Interpreter;
 use bpfkit_isa::{
@@ -109,6 +112,20 @@ fn main() {
             }
         }
         println!("{k} lowerings");
+        return;
+    }
+    if std::env::args().any(|a| a == "--profile-compile") {
+        // For `perf record` (or CPU time per compile on a busy machine:
+        // `/usr/bin/time` user+sys divided by the count): compile a
+        // 1,000-instruction program, publish and drop it, for 3 s.
+        let p = big(1000);
+        let h = Helpers::new();
+        let t = Instant::now();
+        let mut k = 0u64;
+        while t.elapsed().as_secs() < 3 {
+            k += Jit::new(&p, &h).map_or(0, |j| (!j.code().is_empty()) as u64);
+        }
+        println!("{k} compiles");
         return;
     }
     let helper_only = std::env::args().any(|a| a == "--profile-helper");
