@@ -1,0 +1,271 @@
+//! Soundness check on generated programs: random straight-line and
+//! forward-branching socket filters that do scalar arithmetic on unknown
+//! context fields and access the stack at computed offsets. Every program
+//! the verifier accepts must run in the interpreter (which checks every
+//! access) without a trap, for several random contexts.
+
+use bpfkit_abi::ProgType;
+use bpfkit_interp::Interpreter;
+use bpfkit_isa::{AluOp, Cond, Insn, Program, Reg, Size, Src, Width};
+use bpfkit_runtime::{Helpers, Memory, RegionKind};
+use bpfkit_verifier::{verify, Options, Verdict};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+const DATA_REGS: [Reg; 5] = [Reg::R0, Reg::R2, Reg::R3, Reg::R4, Reg::R5];
+/// Readable u32 fields of `struct __sk_buff` for socket filters.
+const CTX_FIELDS: [i16; 9] = [0, 8, 32, 48, 52, 56, 60, 64, 68];
+
+enum Item {
+    Insns(Vec<Insn>),
+    /// A conditional jump over the next `skip` items.
+    Jump {
+        width: Width,
+        cond: Cond,
+        dst: Reg,
+        src: Src,
+        skip: usize,
+    },
+}
+
+fn alu(width: Width, op: AluOp, dst: Reg, src: Src) -> Insn {
+    Insn::Alu {
+        width,
+        op,
+        dst,
+        src,
+    }
+}
+
+fn gen(rng: &mut Rng) -> Program {
+    let mut pre = vec![alu(Width::W64, AluOp::Mov, Reg::R6, Src::Reg(Reg::R1))];
+    for &r in &DATA_REGS {
+        pre.push(Insn::Load {
+            size: Size::W,
+            sign_extend: false,
+            dst: r,
+            src: Reg::R6,
+            off: rng.pick(&CTX_FIELDS),
+        });
+    }
+    for k in 1..=8 {
+        pre.push(Insn::Store {
+            size: Size::DW,
+            dst: Reg::R10,
+            off: -8 * k,
+            src: Src::Imm(0),
+        });
+    }
+    let mut items = Vec::new();
+    let n = 3 + rng.below(10) as usize;
+    for _ in 0..n {
+        let dst = rng.pick(&DATA_REGS);
+        let width = if rng.below(3) == 0 {
+            Width::W32
+        } else {
+            Width::W64
+        };
+        let bits = if width == Width::W64 { 64 } else { 32 };
+        let src = if rng.below(2) == 0 {
+            Src::Reg(rng.pick(&DATA_REGS))
+        } else {
+            Src::Imm(rng.pick(&[
+                0,
+                1,
+                3,
+                7,
+                8,
+                15,
+                16,
+                63,
+                255,
+                256,
+                4096,
+                -1,
+                -8,
+                -64,
+                0x7fff_ffff,
+            ]))
+        };
+        match rng.below(10) {
+            0..=3 => {
+                let op = rng.pick(&[
+                    AluOp::Add,
+                    AluOp::Sub,
+                    AluOp::Mul,
+                    AluOp::And,
+                    AluOp::Or,
+                    AluOp::Xor,
+                    AluOp::Lsh,
+                    AluOp::Rsh,
+                    AluOp::Arsh,
+                    AluOp::Div,
+                    AluOp::Mod,
+                    AluOp::Mov,
+                ]);
+                let src = match (op, src) {
+                    (AluOp::Lsh | AluOp::Rsh | AluOp::Arsh, _) => Src::Imm(rng.below(bits) as i32),
+                    (AluOp::Div | AluOp::Mod, Src::Imm(0)) => Src::Imm(3),
+                    _ => src,
+                };
+                items.push(Item::Insns(vec![alu(width, op, dst, src)]));
+            }
+            4..=6 => {
+                let cond = rng.pick(&[
+                    Cond::Eq,
+                    Cond::Ne,
+                    Cond::Gt,
+                    Cond::Ge,
+                    Cond::Lt,
+                    Cond::Le,
+                    Cond::Sgt,
+                    Cond::Sge,
+                    Cond::Slt,
+                    Cond::Sle,
+                    Cond::Set,
+                ]);
+                items.push(Item::Jump {
+                    width,
+                    cond,
+                    dst,
+                    src,
+                    skip: 1 + rng.below(3) as usize,
+                });
+            }
+            _ => {
+                // r7 = dst (maybe masked); r8 = r10 - 64 + r7; access at r8 + off.
+                let size = rng.pick(&[Size::B, Size::H, Size::W, Size::DW]);
+                let bytes: i32 = match size {
+                    Size::B => 1,
+                    Size::H => 2,
+                    Size::W => 4,
+                    Size::DW => 8,
+                };
+                let mut v = vec![alu(Width::W64, AluOp::Mov, Reg::R7, Src::Reg(dst))];
+                if rng.below(8) != 0 {
+                    // Mostly aligned masks, sometimes too wide ones.
+                    let m = rng.pick(&[0x38, 0x18, 0x3f, 0x7f, 0x30, 0x7]);
+                    let m = if rng.below(4) != 0 {
+                        m & !(bytes - 1)
+                    } else {
+                        m
+                    };
+                    v.push(alu(Width::W64, AluOp::And, Reg::R7, Src::Imm(m)));
+                }
+                v.push(alu(Width::W64, AluOp::Mov, Reg::R8, Src::Reg(Reg::R10)));
+                v.push(alu(Width::W64, AluOp::Add, Reg::R8, Src::Imm(-64)));
+                v.push(alu(Width::W64, AluOp::Add, Reg::R8, Src::Reg(Reg::R7)));
+                let off = rng.pick(&[0i16, 0, 8, -8, 16, 1, 2, 4]);
+                if rng.below(2) == 0 {
+                    v.push(Insn::Load {
+                        size,
+                        sign_extend: false,
+                        dst: rng.pick(&DATA_REGS),
+                        src: Reg::R8,
+                        off,
+                    });
+                } else {
+                    v.push(Insn::Store {
+                        size,
+                        dst: Reg::R8,
+                        off,
+                        src: Src::Reg(rng.pick(&DATA_REGS)),
+                    });
+                }
+                items.push(Item::Insns(v));
+            }
+        }
+    }
+    // Lay out: a jump skips whole items (clipped at the end).
+    let lens: Vec<usize> = items
+        .iter()
+        .map(|i| match i {
+            Item::Insns(v) => v.len(),
+            Item::Jump { .. } => 1,
+        })
+        .collect();
+    let mut insns = pre;
+    for (k, item) in items.iter().enumerate() {
+        match item {
+            Item::Insns(v) => insns.extend_from_slice(v),
+            Item::Jump {
+                width,
+                cond,
+                dst,
+                src,
+                skip,
+            } => {
+                let end = (k + 1 + skip).min(items.len());
+                let off: usize = lens[k + 1..end].iter().sum();
+                insns.push(Insn::Jmp {
+                    width: *width,
+                    cond: *cond,
+                    dst: *dst,
+                    src: *src,
+                    off: off as i16,
+                });
+            }
+        }
+    }
+    insns.push(Insn::Exit);
+    Program::from_insns(insns).unwrap()
+}
+
+#[test]
+fn accepted_generated_programs_do_not_trap() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let helpers = Helpers::new();
+    let (mut accepted, mut rejected) = (0, 0);
+    let mut failures = Vec::new();
+    let mut reasons = std::collections::BTreeMap::new();
+    for n in 0..3000 {
+        let prog = gen(&mut rng);
+        let r = verify(&prog, ProgType::SocketFilter, &[], &Options::default());
+        if r.verdict == Verdict::Rejected {
+            rejected += 1;
+            let m = r.error.unwrap().message;
+            let key: String = m.chars().take(40).collect();
+            *reasons.entry(key).or_insert(0) += 1;
+            continue;
+        }
+        accepted += 1;
+        let mut interp = Interpreter::new(&prog, &helpers).unwrap();
+        for _ in 0..8 {
+            let mut ctx: Vec<u8> = (0..192).map(|_| rng.next() as u8).collect();
+            let mut mem = Memory::new();
+            let addr = mem.add(RegionKind::Context, &mut ctx);
+            if let Err(t) = interp.run(&mut mem, &[addr]) {
+                failures.push(format!(
+                    "program {n}: {t:?}\n{}",
+                    bpfkit_isa::disasm::format_llvm_program(&prog)
+                ));
+                break;
+            }
+        }
+        if failures.len() > 3 {
+            break;
+        }
+    }
+    eprintln!("{accepted} accepted and {rejected} rejected generated programs");
+    for (k, v) in &reasons {
+        eprintln!("  {v:5} {k}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // Both verdicts occur, so the check means something.
+    assert!(accepted > 800 && rejected > 300, "{accepted} / {rejected}");
+}
