@@ -890,7 +890,7 @@ impl<'a> Env<'a> {
             );
         }
         let out = r.var.smin() <= -MAX_VAR_OFF || r.var.smax() >= MAX_VAR_OFF;
-        if out && (matches!(kind, PtrKind::Stack { .. }) || self.leaks()) {
+        if out && self.leaks() {
             return err(
                 pc,
                 format!(
@@ -1268,7 +1268,16 @@ impl<'a> Env<'a> {
         let (smin, smax) = (base.var.smin(), base.var.smax());
         let lo = smin.saturating_add(fixed);
         let hi = smax.saturating_add(fixed).saturating_add(size);
-        if smin <= -MAX_VAR_OFF || smax >= MAX_VAR_OFF || lo < -STACK_SIZE || hi > 0 {
+        if smin <= -MAX_VAR_OFF || smax >= MAX_VAR_OFF {
+            return err(
+                pc,
+                format!(
+                    "invalid unbounded variable-offset{} stack R{rn}",
+                    if write { " write to" } else { " read from" }
+                ),
+            );
+        }
+        if lo < -STACK_SIZE || hi > 0 {
             return err(
                 pc,
                 format!(
