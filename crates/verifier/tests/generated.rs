@@ -344,3 +344,73 @@ fn generated_programs_agree_with_kernel() {
     }
     assert!(agree * 100 >= total * 97, "{agree}/{total}");
 }
+
+/// Robustness: arbitrary decodable instruction streams, for several program
+/// types and both modes, with the full log, never make the verifier panic.
+#[test]
+fn random_instruction_streams_never_panic() {
+    const CODES: &[u8] = &[
+        0x07, 0x0f, 0x17, 0x1f, 0x27, 0x2f, 0x37, 0x3f, 0x47, 0x4f, 0x57, 0x5f, 0x67, 0x6f, 0x77,
+        0x7f, 0x87, 0x97, 0x9f, 0xa7, 0xaf, 0xb7, 0xbf, 0xc7, 0xcf, 0x04, 0x0c, 0xb4, 0xbc, 0x61,
+        0x69, 0x71, 0x79, 0x62, 0x6a, 0x72, 0x7a, 0x63, 0x6b, 0x73, 0x7b, 0x05, 0x15, 0x1d, 0x25,
+        0x2d, 0x35, 0x3d, 0x45, 0x4d, 0x55, 0x5d, 0x65, 0x6d, 0x75, 0x7d, 0xa5, 0xad, 0xb5, 0xbd,
+        0xc5, 0xcd, 0xd5, 0xdd, 0x16, 0x1e, 0x85, 0x95, 0xdb, 0xc3, 0x18, 0x20, 0x28, 0x30, 0x40,
+        0xd4, 0xdc,
+    ];
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let types = [
+        ProgType::Xdp,
+        ProgType::SocketFilter,
+        ProgType::SchedCls,
+        ProgType::Kprobe,
+    ];
+    let maps = [
+        bpfkit_abi::MapDef::new(bpfkit_abi::MapType::Array, 4, 16, 4),
+        bpfkit_abi::MapDef::new(bpfkit_abi::MapType::Hash, 8, 8, 4),
+    ];
+    let mut decoded = 0;
+    for n in 0..60_000 {
+        let len = 1 + rng.below(6) as usize;
+        let mut bytes = Vec::new();
+        for _ in 0..len {
+            let code = rng.pick(CODES);
+            let dst = rng.below(11) as u8;
+            let src = if rng.below(2) == 0 {
+                0
+            } else {
+                rng.below(11) as u8
+            };
+            let off: i16 = if rng.below(2) == 0 {
+                0
+            } else {
+                rng.pick(&[1, 2, -1, -8, 4, 8, 16, 76, 80])
+            };
+            let imm: i32 = if rng.below(3) == 0 {
+                0
+            } else {
+                rng.pick(&[1, 2, 5, 7, 8, 12, 16, 64, -4, -8, 1000])
+            };
+            bytes.push(code);
+            bytes.push(dst | (src << 4));
+            bytes.extend_from_slice(&off.to_le_bytes());
+            bytes.extend_from_slice(&imm.to_le_bytes());
+            if code == 0x18 {
+                bytes.extend_from_slice(&[0; 8]);
+            }
+        }
+        bytes.extend_from_slice(&[0x95, 0, 0, 0, 0, 0, 0, 0]);
+        let Ok(prog) = Program::decode(&bytes) else {
+            continue;
+        };
+        decoded += 1;
+        let opts = Options {
+            unprivileged: n % 2 == 0,
+            log_level: 2,
+            ..Options::default()
+        };
+        let r = verify(&prog, types[n % types.len()], &maps, &opts);
+        assert!(!r.log.is_empty());
+    }
+    eprintln!("{decoded} random programs verified without a panic");
+    assert!(decoded > 2000, "{decoded}");
+}
