@@ -73,6 +73,9 @@ fn cases() -> Vec<Case> {
     };
     vec![
         ok("xdp_pass", Xdp, "r0 = 2\nexit\n"),
+        ok("xdp_return_any_scalar", Xdp, "r0 = 100\nexit\n"),
+        ok("xdp_return_pointer_privileged", Xdp, "r0 = r10\nexit\n"),
+        ok("filter_return_unknown", Sf, "r0 = *(u32 *)(r1 + 0)\nexit\n"),
         bad("uninit_r0", Xdp, "exit\n", 0, "R0 !read_ok"),
         bad("write_r10", Xdp, "r10 = 0\nr0 = 0\nexit\n", 0, "frame pointer is read only"),
         bad(
