@@ -995,6 +995,12 @@ impl<'a> Env<'a> {
                         ),
                     );
                 }
+                if self.opts.unprivileged && ctx::is_pointer_field(self.t, off) {
+                    return err(
+                        pc,
+                        format!("not supported yet: pointer field at ctx offset {off} in unprivileged mode"),
+                    );
+                }
                 match ctx::access(self.t, off, size, write) {
                     None => err(
                         pc,

@@ -35,8 +35,9 @@ pub fn access(t: ProgType, off: i64, size: i64, write: bool) -> Option<CtxField>
     }
     match t {
         P::Xdp => {
-            // struct xdp_md: six u32 fields, 4-byte accesses only, read only.
-            if write || size != 4 || off % 4 != 0 || off >= 24 {
+            // struct xdp_md: u32 fields, 4-byte reads only (egress_ifindex
+            // only for devmap programs).
+            if write || size != 4 || off % 4 != 0 || off >= 20 {
                 return None;
             }
             Some(match off {
@@ -74,6 +75,25 @@ pub fn access(t: ProgType, off: i64, size: i64, write: bool) -> Option<CtxField>
     }
 }
 
+/// Whether offset `off` of the context of `t` holds a kernel pointer that
+/// the checker reads as a number (`__sk_buff.sk`, `bpf_sock_ops.sk`,
+/// `skb_data`, `skb_data_end`).
+pub fn is_pointer_field(t: ProgType, off: i64) -> bool {
+    use ProgType as P;
+    match t {
+        P::SockOps => matches!(off, 184 | 192 | 200),
+        P::SocketFilter
+        | P::SchedCls
+        | P::SchedAct
+        | P::CgroupSkb
+        | P::LwtIn
+        | P::LwtOut
+        | P::LwtXmit
+        | P::SkSkb => off == 168,
+        _ => false,
+    }
+}
+
 fn tracing_access(off: i64, size: i64, write: bool, len: i64) -> Option<CtxField> {
     if write || off + size > len || off % size != 0 || !matches!(size, 1 | 2 | 4 | 8) {
         return None;
@@ -106,21 +126,32 @@ fn skb_access(t: ProgType, off: i64, size: i64, write: bool) -> Option<CtxField>
     if (140..144).contains(&off) {
         return None;
     }
-    // Pointer fields (flow_keys, sk): refused here.
-    if SKB_PTR_FIELDS
-        .iter()
-        .any(|&s| off < s + 8 && off + size > s)
-    {
+    // flow_keys: refused; sk: a socket pointer (or NULL) that the
+    // checker does not model yet, read as a number (it can never be
+    // dereferenced as such).
+    if off < 152 && off + size > 144 {
         return None;
     }
-    // tc_classid, and family..local_port, tstamp, wire_len, hwtstamp for
-    // socket filters.
-    let sf_forbidden = |o: i64| {
-        (72..76).contains(&o) || (88..140).contains(&o) || (152..164).contains(&o) || o >= 184
-    };
-    if t == P::SocketFilter && sf_forbidden(off) {
+    if off < 176 && off + size > 168 {
+        return (!write && off == 168 && size == 8).then_some(CtxField::Scalar);
+    }
+    // tc_classid, family..local_port for socket filters; family..local_port
+    // for every skb type but cgroup_skb and sk_skb.
+    if t == P::SocketFilter && (72..76).contains(&off) {
         return None;
     }
+    if (88..140).contains(&off) && !matches!(t, P::CgroupSkb | P::SkSkb) {
+        return None;
+    }
+    // tstamp_type (u8 at 180, tc only) and its padding.
+    if (180..184).contains(&off) {
+        return (tc && !write && off == 180 && size == 1).then_some(CtxField::Scalar);
+    }
+    // tstamp, wire_len, hwtstamp: not for socket filters.
+    if t == P::SocketFilter && ((152..164).contains(&off) || off >= 184) {
+        return None;
+    }
+    // u64 fields (tstamp, hwtstamp): whole 8-byte loads only.
     if let Some(&s) = SKB_U64_FIELDS
         .iter()
         .find(|&&s| off < s + 8 && off + size > s)
@@ -128,17 +159,19 @@ fn skb_access(t: ProgType, off: i64, size: i64, write: bool) -> Option<CtxField>
         if write {
             return (tc && s == 152 && size == 8).then_some(CtxField::Scalar);
         }
-        return narrow_ok(off, size, s, 8).then_some(CtxField::Scalar);
+        return (off == s && size == 8).then_some(CtxField::Scalar);
+    }
+    // cb[0..5]: any aligned access inside, 8-byte ones included.
+    if (48..68).contains(&off) {
+        return (off + size <= 68).then_some(CtxField::Scalar);
     }
     if size == 8 {
         return None;
     }
     if write {
-        // cb[0..5] for all; mark, tc_index, priority, queue_mapping,
-        // tc_classid for tc.
-        let cb = (48..68).contains(&off);
+        // mark, tc_index, priority, queue_mapping, tc_classid for tc.
         let tc_fields = tc && matches!(off, 8 | 12 | 32 | 44 | 72);
-        return (cb || (tc_fields && size == 4)).then_some(CtxField::Scalar);
+        return (tc_fields && size == 4).then_some(CtxField::Scalar);
     }
     // u32 fields: narrow loads inside the field.
     let start = off - off % 4;
@@ -147,21 +180,22 @@ fn skb_access(t: ProgType, off: i64, size: i64, write: bool) -> Option<CtxField>
 
 fn sock_ops_access(off: i64, size: i64, write: bool) -> Option<CtxField> {
     // struct bpf_sock_ops: u32 fields up to 168, u64 bytes_received and
-    // bytes_acked, then pointers.
+    // bytes_acked, pointers sk, skb_data, skb_data_end (read as numbers:
+    // not modelled yet), skb_len, skb_tcp_flags, skb_hwtstamp.
     if off + size > 224 || off % size != 0 || !matches!(size, 1 | 2 | 4 | 8) {
         return None;
     }
     if write {
-        // reply/replylong and sk_txhash.
-        return (size == 4 && ((4..20).contains(&off) || off == 164)).then_some(CtxField::Scalar);
+        // reply and sk_txhash.
+        return (size == 4 && (off == 4 || off == 164)).then_some(CtxField::Scalar);
     }
-    if off >= 184 {
-        return None;
+    match off {
+        0..168 => (size == 4).then_some(CtxField::Scalar),
+        168 | 176 | 184 | 192 | 200 | 216 => (size == 8).then_some(CtxField::Scalar),
+        208 => (size == 4).then_some(CtxField::Scalar),
+        212 => Some(CtxField::Scalar),
+        _ => None,
     }
-    if (168..184).contains(&off) {
-        return narrow_ok(off, size, off - (off - 168) % 8, 8).then_some(CtxField::Scalar);
-    }
-    (size <= 4).then_some(CtxField::Scalar)
 }
 
 #[cfg(test)]

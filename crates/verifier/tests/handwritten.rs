@@ -360,3 +360,65 @@ fn hand_written_programs() {
     eprintln!("{kernel_checked} programs compared with the kernel");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Every context offset and size, read and written, for the context
+/// layouts the checker models, against the kernel's verdicts.
+#[test]
+fn ctx_access_rules_match_kernel() {
+    if let Err(e) = bpfkit_kernel::probe() {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let types = [
+        ProgType::Xdp,
+        ProgType::SocketFilter,
+        ProgType::SchedCls,
+        ProgType::SchedAct,
+        ProgType::SockOps,
+        ProgType::Kprobe,
+    ];
+    let mut diffs = Vec::new();
+    let mut checked = 0;
+    for t in types {
+        for off in (0..232).step_by(1) {
+            for (size, sname) in [(1, "u8"), (2, "u16"), (4, "u32"), (8, "u64")] {
+                if off % size != 0 {
+                    continue;
+                }
+                for write in [false, true] {
+                    let text = if write {
+                        format!("r2 = 0\n*({sname} *)(r1 + {off}) = r2\nr0 = 0\nexit\n")
+                    } else {
+                        format!("r0 = *({sname} *)(r1 + {off})\nr0 = 0\nexit\n")
+                    };
+                    let insns = assemble(&text, Syntax::Llvm).unwrap();
+                    let prog = Program::from_insns(insns.clone()).unwrap();
+                    let ours =
+                        verify(&prog, t, &[], &Options::default()).verdict == Verdict::Accepted;
+                    let bytes = encode_all(insns.iter());
+                    let kernel = bpfkit_kernel::ProgLoad::new(t as u32, &bytes)
+                        .load()
+                        .is_ok();
+                    checked += 1;
+                    if ours != kernel {
+                        diffs.push(format!(
+                            "{} {} off={off} size={size}: kernel {}, ours {}",
+                            t.name(),
+                            if write { "write" } else { "read" },
+                            if kernel { "accepts" } else { "rejects" },
+                            if ours { "accepts" } else { "rejects" }
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{checked} context accesses compared, {} differ",
+        diffs.len()
+    );
+    for d in &diffs {
+        eprintln!("  {d}");
+    }
+    assert!(diffs.is_empty());
+}
