@@ -22,7 +22,6 @@ fn narrow_ok(off: i64, size: i64, start: i64, field_size: i64) -> bool {
 
 /// `struct __sk_buff` fields: (offset, size).
 const SKB_U64_FIELDS: &[i64] = &[152, 184];
-const SKB_PTR_FIELDS: &[i64] = &[144, 168];
 const SKB_SIZE: i64 = 192;
 
 /// The result of an access of `size` bytes at `off` of the context of
