@@ -70,6 +70,18 @@ pub enum Avail {
     Output,
     /// sock_ops only.
     SockOps,
+    /// tc and lwt_xmit.
+    TcLwt,
+    /// XDP, tc and lwt_xmit.
+    Redirect,
+    /// XDP, tc and the lwt types.
+    CsumDiff,
+    /// Socket buffer types but lwt, and sock_ops.
+    SocketCookie,
+    /// Socket buffer types but lwt.
+    SkbNoLwt,
+    /// perf_event only.
+    PerfEvent,
     /// Not available on this kernel build (configuration or lockdown).
     Never,
 }
@@ -113,58 +125,58 @@ protos! {
     10 l3_csum_replace(Ctx, Anything, Anything, Anything, Anything) -> Integer, SkbWrite;
     11 l4_csum_replace(Ctx, Anything, Anything, Anything, Anything) -> Integer, SkbWrite;
     12 tail_call(Ctx, ConstMap, Anything) -> Void, All;
-    13 clone_redirect(Ctx, Anything, Anything) -> Integer, Tc;
+    13 clone_redirect(Ctx, Anything, Anything) -> Integer, TcLwt;
     14 get_current_pid_tgid() -> Integer, All;
     15 get_current_uid_gid() -> Integer, All;
     16 get_current_comm(UninitMem, ConstSize) -> Integer, All;
-    17 get_cgroup_classid(Ctx) -> Integer, Tc;
+    17 get_cgroup_classid(Ctx) -> Integer, All;
     18 skb_vlan_push(Ctx, Anything, Anything) -> Integer, Tc;
     19 skb_vlan_pop(Ctx) -> Integer, Tc;
-    20 skb_get_tunnel_key(Ctx, UninitMem, ConstSize, Anything) -> Integer, Tc;
-    21 skb_set_tunnel_key(Ctx, Mem, ConstSize, Anything) -> Integer, Tc;
-    22 perf_event_read(ConstMap, Anything) -> Integer, Tracing;
-    23 redirect(Anything, Anything) -> Integer, Net;
-    24 get_route_realm(Ctx) -> Integer, Tc;
+    20 skb_get_tunnel_key(Ctx, UninitMem, ConstSize, Anything) -> Integer, TcLwt;
+    21 skb_set_tunnel_key(Ctx, Mem, ConstSize, Anything) -> Integer, TcLwt;
+    22 perf_event_read(ConstMap, Anything) -> Integer, All;
+    23 redirect(Anything, Anything) -> Integer, Redirect;
+    24 get_route_realm(Ctx) -> Integer, TcLwt;
     25 perf_event_output(Ctx, ConstMap, Anything, Mem, ConstSizeOrZero) -> Integer, Output;
     26 skb_load_bytes(Ctx, Anything, UninitMem, ConstSize) -> Integer, Skb;
     27 get_stackid(Ctx, ConstMap, Anything) -> Integer, Tracing;
-    28 csum_diff(MemOrNull, ConstSizeOrZero, MemOrNull, ConstSizeOrZero, Anything) -> Integer, Output;
-    29 skb_get_tunnel_opt(Ctx, UninitMem, ConstSize) -> Integer, Tc;
-    30 skb_set_tunnel_opt(Ctx, Mem, ConstSize) -> Integer, Tc;
+    28 csum_diff(MemOrNull, ConstSizeOrZero, MemOrNull, ConstSizeOrZero, Anything) -> Integer, CsumDiff;
+    29 skb_get_tunnel_opt(Ctx, UninitMem, ConstSize) -> Integer, TcLwt;
+    30 skb_set_tunnel_opt(Ctx, Mem, ConstSize) -> Integer, TcLwt;
     31 skb_change_proto(Ctx, Anything, Anything) -> Integer, Tc;
     32 skb_change_type(Ctx, Anything) -> Integer, Tc;
-    33 skb_under_cgroup(Ctx, ConstMap, Anything) -> Integer, Tc;
-    34 get_hash_recalc(Ctx) -> Integer, Tc;
-    35 get_current_task() -> Integer, Tracing;
+    33 skb_under_cgroup(Ctx, ConstMap, Anything) -> Integer, TcLwt;
+    34 get_hash_recalc(Ctx) -> Integer, TcLwt;
+    35 get_current_task() -> Integer, All;
     36 probe_write_user(Anything, Mem, ConstSize) -> Integer, Never;
-    37 current_task_under_cgroup(ConstMap, Anything) -> Integer, Tracing;
-    38 skb_change_tail(Ctx, Anything, Anything) -> Integer, Tc;
+    37 current_task_under_cgroup(ConstMap, Anything) -> Integer, All;
+    38 skb_change_tail(Ctx, Anything, Anything) -> Integer, TcLwt;
     39 skb_pull_data(Ctx, Anything) -> Integer, SkbWrite;
-    40 csum_update(Ctx, Anything) -> Integer, Tc;
-    41 set_hash_invalid(Ctx) -> Integer, Tc;
+    40 csum_update(Ctx, Anything) -> Integer, TcLwt;
+    41 set_hash_invalid(Ctx) -> Integer, TcLwt;
     42 get_numa_node_id() -> Integer, All;
-    43 skb_change_head(Ctx, Anything, Anything) -> Integer, Tc;
+    43 skb_change_head(Ctx, Anything, Anything) -> Integer, TcLwt;
     44 xdp_adjust_head(Ctx, Anything) -> Integer, Xdp;
     45 probe_read_str(UninitMem, ConstSizeOrZero, Anything) -> Integer, Tracing;
-    46 get_socket_cookie(Ctx) -> Integer, Skb;
-    47 get_socket_uid(Ctx) -> Integer, Skb;
+    46 get_socket_cookie(Ctx) -> Integer, SocketCookie;
+    47 get_socket_uid(Ctx) -> Integer, SkbNoLwt;
     48 set_hash(Ctx, Anything) -> Integer, Tc;
     49 setsockopt(Ctx, Anything, Anything, Mem, ConstSize) -> Integer, SockOps;
     50 skb_adjust_room(Ctx, Anything, Anything, Anything) -> Integer, Tc;
     51 redirect_map(ConstMap, Anything, Anything) -> Integer, Xdp;
     53 sock_map_update(Ctx, ConstMap, MapKey, Anything) -> Integer, SockOps;
     54 xdp_adjust_meta(Ctx, Anything) -> Integer, Xdp;
-    55 perf_event_read_value(ConstMap, Anything, UninitMem, ConstSize) -> Integer, Tracing;
-    56 perf_prog_read_value(Ctx, UninitMem, ConstSize) -> Integer, Tracing;
+    55 perf_event_read_value(ConstMap, Anything, UninitMem, ConstSize) -> Integer, All;
+    56 perf_prog_read_value(Ctx, UninitMem, ConstSize) -> Integer, PerfEvent;
     57 getsockopt(Ctx, Anything, Anything, UninitMem, ConstSize) -> Integer, SockOps;
     58 override_return(Ctx, Anything) -> Integer, Never;
     59 sock_ops_cb_flags_set(Ctx, Anything) -> Integer, SockOps;
     65 xdp_adjust_tail(Ctx, Anything) -> Integer, Xdp;
     69 fib_lookup(Ctx, Mem, ConstSize, Anything) -> Integer, Net;
-    112 probe_read_user(UninitMem, ConstSizeOrZero, Anything) -> Integer, Tracing;
-    113 probe_read_kernel(UninitMem, ConstSizeOrZero, Anything) -> Integer, Tracing;
-    114 probe_read_user_str(UninitMem, ConstSizeOrZero, Anything) -> Integer, Tracing;
-    115 probe_read_kernel_str(UninitMem, ConstSizeOrZero, Anything) -> Integer, Tracing;
+    112 probe_read_user(UninitMem, ConstSizeOrZero, Anything) -> Integer, All;
+    113 probe_read_kernel(UninitMem, ConstSizeOrZero, Anything) -> Integer, All;
+    114 probe_read_user_str(UninitMem, ConstSizeOrZero, Anything) -> Integer, All;
+    115 probe_read_kernel_str(UninitMem, ConstSizeOrZero, Anything) -> Integer, All;
     125 ktime_get_boot_ns() -> Integer, All;
     130 ringbuf_output(ConstMap, Mem, ConstSizeOrZero, Anything) -> Integer, All;
     131 ringbuf_reserve(ConstMap, AllocSize, Anything) -> RingbufMemOrNull, All;
@@ -214,6 +226,14 @@ pub fn available(avail: Avail, t: ProgType) -> bool {
                 )
         }
         Avail::SockOps => t == P::SockOps,
+        Avail::TcLwt => tc || t == P::LwtXmit,
+        Avail::Redirect => tc || matches!(t, P::Xdp | P::LwtXmit),
+        Avail::CsumDiff => tc || matches!(t, P::Xdp | P::LwtIn | P::LwtOut | P::LwtXmit),
+        Avail::SocketCookie => {
+            tc || matches!(t, P::SocketFilter | P::CgroupSkb | P::SkSkb | P::SockOps)
+        }
+        Avail::SkbNoLwt => tc || matches!(t, P::SocketFilter | P::CgroupSkb | P::SkSkb),
+        Avail::PerfEvent => t == P::PerfEvent,
         Avail::Never => false,
     }
 }

@@ -422,3 +422,65 @@ fn ctx_access_rules_match_kernel() {
     }
     assert!(diffs.is_empty());
 }
+
+/// Which program types may call each helper of the prototype table,
+/// against the kernel (a call with no arguments set up: both verifiers
+/// check availability before arguments).
+#[test]
+fn helper_availability_matches_kernel() {
+    if let Err(e) = bpfkit_kernel::probe() {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let types = [
+        ProgType::Xdp,
+        ProgType::SocketFilter,
+        ProgType::SchedCls,
+        ProgType::SchedAct,
+        ProgType::Kprobe,
+        ProgType::Tracepoint,
+        ProgType::PerfEvent,
+        ProgType::RawTracepoint,
+        ProgType::SockOps,
+        ProgType::CgroupSkb,
+        ProgType::LwtXmit,
+    ];
+    let unavailable = |msg: &str| msg.contains("cannot use helper") || msg.contains("unknown func");
+    let mut diffs = Vec::new();
+    let mut checked = 0;
+    for p in bpfkit_verifier::helpers::PROTOS {
+        for t in types {
+            let text = format!("call {:#x}\nr0 = 0\nexit\n", p.id);
+            let insns = assemble(&text, Syntax::Llvm).unwrap();
+            let prog = Program::from_insns(insns.clone()).unwrap();
+            let ours = verify(&prog, t, &[], &Options::default())
+                .error
+                .is_some_and(|e| unavailable(&e.message));
+            let bytes = encode_all(insns.iter());
+            let kernel = match bpfkit_kernel::ProgLoad::new(t as u32, &bytes).load() {
+                Ok(_) => false,
+                Err(bpfkit_kernel::KernelError::Rejected { log, .. }) => unavailable(&log),
+                Err(e) => panic!("{e}"),
+            };
+            checked += 1;
+            if ours != kernel {
+                diffs.push(format!(
+                    "bpf_{}#{} in {}: kernel {}, ours {}",
+                    p.name,
+                    p.id,
+                    t.name(),
+                    if kernel { "refuses" } else { "allows" },
+                    if ours { "refuses" } else { "allows" }
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "{checked} (helper, type) pairs compared, {} differ",
+        diffs.len()
+    );
+    for d in &diffs {
+        eprintln!("  {d}");
+    }
+    assert!(diffs.is_empty());
+}
