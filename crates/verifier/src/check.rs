@@ -1479,23 +1479,28 @@ impl<'a> Env<'a> {
                             | (PtrKind::PacketMeta, PtrKind::Packet)
                     )
                 };
-                // Which branch (taken?) proves "pkt (<= or <) end".
+                // Which branch (taken?) proves "pkt <= end" or, strictly,
+                // "pkt < end" (one more byte).
                 let proof = if pkt_vs_end(a, b) {
                     match cond {
-                        Cond::Gt | Cond::Ge => Some((false, d)),
-                        Cond::Lt | Cond::Le => Some((true, d)),
+                        Cond::Gt => Some((false, d, 0)),
+                        Cond::Ge => Some((false, d, 1)),
+                        Cond::Lt => Some((true, d, 1)),
+                        Cond::Le => Some((true, d, 0)),
                         _ => None,
                     }
                 } else if pkt_vs_end(b, a) {
                     match cond {
-                        Cond::Gt | Cond::Ge => Some((true, s)),
-                        Cond::Lt | Cond::Le => Some((false, s)),
+                        Cond::Gt => Some((true, s, 1)),
+                        Cond::Ge => Some((true, s, 0)),
+                        Cond::Lt => Some((false, s, 0)),
+                        Cond::Le => Some((false, s, 1)),
                         _ => None,
                     }
                 } else {
                     None
                 };
-                if let Some((taken, p)) = proof {
+                if let Some((taken, p, strict)) = proof {
                     let mut good = st.clone();
                     if !(p.off < 0
                         || p.var.umax() > MAX_PACKET_OFF as u64
@@ -1504,7 +1509,7 @@ impl<'a> Env<'a> {
                         let kind = p.kind();
                         good.for_each_reg(|r| {
                             if r.kind() == kind && r.id == p.id {
-                                r.range = r.range.max(p.off);
+                                r.range = r.range.max(p.off + strict);
                             }
                         });
                     }

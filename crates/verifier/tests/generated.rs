@@ -414,3 +414,95 @@ fn random_instruction_streams_never_panic() {
     eprintln!("{decoded} random programs verified without a panic");
     assert!(decoded > 2000, "{decoded}");
 }
+
+/// Random XDP programs that check packet bounds in the ways compilers do
+/// (`ptr + k > data_end`, both operand orders, strict and not), read at
+/// constant and variable offsets, sometimes past what was checked. No
+/// loops and no sign masks.
+fn gen_xdp(rng: &mut Rng) -> Program {
+    let mut text = String::from("r2 = *(u32 *)(r1 + 0)\nr3 = *(u32 *)(r1 + 4)\nr0 = 1\n");
+    let checks = 1 + rng.below(3);
+    for _ in 0..checks {
+        let k = rng.pick(&[0, 1, 4, 8, 14, 20, 34, 40, 54, 64]);
+        let var = rng.below(3) == 0;
+        if var {
+            // r6 = byte at a checked place, masked; r7 = r2 + r6.
+            let m = rng.pick(&[7, 15, 31, 63, 255, 0x7fff]);
+            text += &format!(
+                "r6 = *(u8 *)(r2 + {})\nr6 &= {m}\nr7 = r2\nr7 += r6\n",
+                rng.below(8)
+            );
+        } else {
+            text += "r7 = r2\n";
+        }
+        text += &format!("r8 = r7\nr8 += {k}\n");
+        let check = match rng.below(4) {
+            0 => "if r8 > r3 goto LEND\n",
+            1 => "if r3 < r8 goto LEND\n",
+            2 => "if r8 >= r3 goto LEND\n",
+            _ => "if r3 <= r8 goto LEND\n",
+        };
+        text += check;
+        let size = rng.pick(&["u8", "u16", "u32", "u64"]);
+        let off = rng.below(k as u64 + 4) as i64 - 1;
+        text += &format!(
+            "r0 = *({size} *)(r7 {} {})\n",
+            if off < 0 { "-" } else { "+" },
+            off.abs()
+        );
+    }
+    text += "r0 = 2\nLEND:\nexit\n";
+    Program::from_insns(bpfkit_isa::assemble(&text, bpfkit_isa::Syntax::Llvm).unwrap()).unwrap()
+}
+
+#[test]
+fn generated_packet_programs_agree_with_kernel() {
+    if let Err(e) = bpfkit_kernel::probe() {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let mut rng = Rng(0x5851_f42d_4c95_7f2d);
+    let (mut total, mut agree, mut accepted, mut same_msg) = (0u32, 0u32, 0u32, 0u32);
+    let mut diffs = Vec::new();
+    while total < 500 {
+        let prog = gen_xdp(&mut rng);
+        total += 1;
+        let ours = verify(&prog, ProgType::Xdp, &[], &Options::default());
+        let bytes = prog.to_bytes();
+        let kernel = match bpfkit_kernel::ProgLoad::new(ProgType::Xdp as u32, &bytes).load() {
+            Ok(_) => None,
+            Err(bpfkit_kernel::KernelError::Rejected { log, .. }) => Some(
+                log.lines()
+                    .rev()
+                    .find(|l| {
+                        !l.is_empty()
+                            && !l.starts_with("processed")
+                            && !l.starts_with("verification time")
+                            && !l.starts_with("stack depth")
+                    })
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+            Err(e) => panic!("{e}"),
+        };
+        let ours_msg = ours.error.as_ref().map(|e| e.message.clone());
+        if ours_msg.is_some() == kernel.is_some() {
+            agree += 1;
+            accepted += u32::from(kernel.is_none());
+            same_msg += u32::from(ours_msg == kernel);
+        } else {
+            diffs.push(format!(
+                "kernel {kernel:?}, ours {ours_msg:?}\n{}",
+                bpfkit_isa::disasm::format_llvm_program(&prog)
+            ));
+        }
+    }
+    eprintln!(
+        "packet programs: {agree}/{total} verdicts agree with the kernel ({accepted} accepted by both), {same_msg} with the same message"
+    );
+    for d in diffs.iter().take(4) {
+        eprintln!("{d}");
+    }
+    assert!(agree * 100 >= total * 97, "{agree}/{total}");
+    assert!(accepted > 50 && total - accepted > 50);
+}
