@@ -506,3 +506,123 @@ fn generated_packet_programs_agree_with_kernel() {
     assert!(agree * 100 >= total * 97, "{agree}/{total}");
     assert!(accepted > 50 && total - accepted > 50);
 }
+
+/// Random socket filters that look a value up in a hash map, maybe check
+/// it for NULL, bound an index with signed or unsigned, 32- or 64-bit
+/// comparisons, and access the value at the index.
+fn gen_map(rng: &mut Rng) -> Program {
+    let mut text = String::from(
+        "r1 = 0\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nld_pseudo r1, 0x5, 0x0\ncall 1\n",
+    );
+    if rng.below(8) != 0 {
+        text += "if r0 == 0 goto LEND\n";
+    }
+    text += "r6 = *(u32 *)(r0 + 0)\n";
+    if rng.below(3) == 0 {
+        text += "r6 = *(u64 *)(r0 + 8)\n";
+    }
+    for _ in 0..1 + rng.below(2) {
+        let k = rng.pick(&[0, 1, 7, 8, 15, 16, 24, 31, 32, 40, -1]);
+        let w = if rng.below(3) == 0 { "w" } else { "r" };
+        let c = rng.pick(&[">", ">=", "<", "<=", "s>", "s>=", "s<", "s<="]);
+        // Jump away when the index is out of the (claimed) range.
+        let (lo, hi) = if c.contains('>') {
+            (false, true)
+        } else {
+            (true, false)
+        };
+        let _ = (lo, hi);
+        text += &format!("if {w}6 {c} {k} goto LEND\n");
+    }
+    let size = rng.pick(&["u8", "u16", "u32", "u64"]);
+    let off = rng.pick(&[0, 0, 1, 4, 8, 16, 24, 28, 31, -1]);
+    text += "r7 = r0\nr7 += r6\n";
+    text += &format!(
+        "r1 = *({size} *)(r7 {} {})\n",
+        if off < 0 { "-" } else { "+" },
+        i64::abs(off)
+    );
+    text += "LEND:\nr0 = 0\nexit\n";
+    Program::from_insns(bpfkit_isa::assemble(&text, bpfkit_isa::Syntax::Llvm).unwrap()).unwrap()
+}
+
+#[test]
+fn generated_map_programs_agree_with_kernel() {
+    if let Err(e) = bpfkit_kernel::probe() {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let def = bpfkit_abi::MapDef::new(bpfkit_abi::MapType::Hash, 4, 32, 16);
+    let map = bpfkit_kernel::Map::create(&bpfkit_kernel::MapSpec {
+        map_type: def.map_type as u32,
+        key_size: def.key_size,
+        value_size: def.value_size,
+        max_entries: def.max_entries,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut rng = Rng(0x6a09_e667_f3bc_c908);
+    let (mut total, mut agree, mut accepted, mut same_msg) = (0u32, 0u32, 0u32, 0u32);
+    let mut diffs = Vec::new();
+    while total < 500 {
+        let prog = gen_map(&mut rng);
+        total += 1;
+        let ours = verify(
+            &prog,
+            ProgType::SocketFilter,
+            std::slice::from_ref(&def),
+            &Options::default(),
+        );
+        let kinsns: Vec<Insn> = prog
+            .insns()
+            .iter()
+            .map(|i| match *i {
+                Insn::LoadImm64 {
+                    dst,
+                    imm: bpfkit_isa::Imm64::MapIdx(_),
+                } => Insn::LoadImm64 {
+                    dst,
+                    imm: bpfkit_isa::Imm64::MapFd(map.fd()),
+                },
+                other => other,
+            })
+            .collect();
+        let bytes = bpfkit_isa::encode_all(kinsns.iter());
+        let kernel =
+            match bpfkit_kernel::ProgLoad::new(ProgType::SocketFilter as u32, &bytes).load() {
+                Ok(_) => None,
+                Err(bpfkit_kernel::KernelError::Rejected { log, .. }) => Some(
+                    log.lines()
+                        .rev()
+                        .find(|l| {
+                            !l.is_empty()
+                                && !l.starts_with("processed")
+                                && !l.starts_with("verification time")
+                                && !l.starts_with("stack depth")
+                        })
+                        .unwrap_or("")
+                        .to_string(),
+                ),
+                Err(e) => panic!("{e}"),
+            };
+        let ours_msg = ours.error.as_ref().map(|e| e.message.clone());
+        if ours_msg.is_some() == kernel.is_some() {
+            agree += 1;
+            accepted += u32::from(kernel.is_none());
+            same_msg += u32::from(ours_msg == kernel);
+        } else {
+            diffs.push(format!(
+                "kernel {kernel:?}, ours {ours_msg:?}\n{}",
+                bpfkit_isa::disasm::format_llvm_program(&prog)
+            ));
+        }
+    }
+    eprintln!(
+        "map programs: {agree}/{total} verdicts agree with the kernel ({accepted} accepted by both), {same_msg} with the same message"
+    );
+    for d in diffs.iter().take(4) {
+        eprintln!("{d}");
+    }
+    assert!(agree * 100 >= total * 97, "{agree}/{total}");
+    assert!(accepted > 50 && total - accepted > 50);
+}
