@@ -104,6 +104,9 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         depth: Vec::new(),
     };
     let result = cfg::build(prog).and_then(|c| {
+        if opts.unprivileged {
+            no_back_edges(prog)?;
+        }
         env.depth = vec![0; c.subprogs.len()];
         env.cfg = c;
         env.run()
@@ -141,6 +144,20 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         time: start.elapsed(),
         log: env.log,
     }
+}
+
+/// Unprivileged programs may not loop (bounded loops need `CAP_BPF`).
+fn no_back_edges(prog: &Program) -> R<()> {
+    for (pc, insn) in prog.iter() {
+        if let Insn::Ja { .. } | Insn::Jmp { .. } = insn {
+            if let Some(t) = insn.branch_target(pc) {
+                if t.0 <= pc.0 {
+                    return err(pc.0, format!("back-edge from insn {} to {}", pc.0, t.0));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn slot_table(prog: &Program) -> Vec<Option<Insn>> {

@@ -229,6 +229,13 @@ fn cases() -> Vec<Case> {
         ),
         bad("callee_stack_leak", Xdp, "call f\nr0 = 0\nexit\nf:\nr0 = r10\nexit\n", 4, "cannot return stack pointer to the caller"),
         no_kernel(bad("infinite_loop", Xdp, "L1:\ngoto L1\n", 0, "infinite loop detected at insn 0")),
+        unpriv(bad(
+            "loop_unprivileged",
+            Xdp,
+            "r0 = 0\nr1 = 10\nL1:\nr0 += r1\nr1 += -1\nif r1 != 0 goto L1\nexit\n",
+            4,
+            "back-edge from insn 4 to 2",
+        )),
         unpriv(bad("leak_return", Xdp, "r0 = r10\nexit\n", 1, "R0 leaks addr as return value")),
         unpriv(with_map(bad(
             "leak_into_map",
