@@ -189,7 +189,28 @@ fn main() {
         println!("{name:<44} {ti:>12.1} {tj:>12.1} {:>7.1}x", ti / tj);
     }
     let tp = time(|| bpfkit_jit::memory::publish(vec![0xc3; 8800]).unwrap().len() as u64);
-    println!("publish + unmap of 8.8 KB: {:.1} us", tp / 1000.0);
+    // The two halves separately (best of 5 batches of 2,000).
+    let (mut pub_best, mut drop_best) = (f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        let (mut tpub, mut tdrop) = (0u128, 0u128);
+        for _ in 0..2000 {
+            let code = vec![0xc3; 8800];
+            let t0 = Instant::now();
+            let c = bpfkit_jit::memory::publish(code).unwrap();
+            let t1 = Instant::now();
+            drop(black_box(c));
+            tdrop += t1.elapsed().as_nanos();
+            tpub += (t1 - t0).as_nanos();
+        }
+        pub_best = pub_best.min(tpub as f64 / 2000.0);
+        drop_best = drop_best.min(tdrop as f64 / 2000.0);
+    }
+    println!(
+        "publish + unmap of 8.8 KB: {:.1} us (publish {:.1} us, drop {:.1} us)",
+        tp / 1000.0,
+        pub_best / 1000.0,
+        drop_best / 1000.0
+    );
     for n in [1_000usize, 10_000, 100_000] {
         let p = big(n);
         let h = Helpers::new();

@@ -8,14 +8,14 @@
 //! them back on drop. Pages are never writable and executable at the same
 //! time.
 //!
-//! Freed mappings are pooled: on drop a mapping goes, still read+execute
-//! (and unreachable: no `ExecutableCode` refers to it), into a small
-//! process-wide pool (at most [`POOL_BYTES`] in all, larger ones are
-//! unmapped); `publish` takes a pooled mapping of the same length when
-//! there is one and flips it back to read+write with a checked `mprotect`
-//! before writing, instead of mapping (and zeroing) fresh pages. That
-//! saves the `mmap`/`munmap` pair and the page faults; every transition
-//! still goes through `mprotect` and is checked.
+//! Freed mappings are pooled: on drop a mapping is flipped back to
+//! read+write with a checked `mprotect` (so stale code is never executable)
+//! and goes into a small process-wide pool (at most [`POOL_BYTES`] in all;
+//! past that, or if the flip fails, it is unmapped); `publish` takes a
+//! pooled mapping of the same length when there is one instead of mapping
+//! (and zeroing) fresh pages, so publishing costs one system call, the
+//! flip to read+execute. Every transition goes through a checked
+//! `mprotect`.
 //!
 //! The generated code runs with a pointer to a `Ctx` (in `rdi`, System V)
 //! and may call back `helper_trampoline` with the same pointer; the
@@ -108,40 +108,44 @@ pub const POOL_BYTES: usize = 1 << 20;
 static POOL: std::sync::Mutex<(usize, Vec<(usize, usize)>)> =
     std::sync::Mutex::new((0, Vec::new()));
 
-/// Gives a freed mapping to the pool; false when it is full.
+/// Gives a freed mapping to the pool, flipped back to read+write (never
+/// executable again while pooled); false when the pool is full or the flip
+/// failed (the caller unmaps it).
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn pool_put(addr: usize, len: usize) -> bool {
+    {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.0 + len > POOL_BYTES {
+            return false;
+        }
+        // Reserve the room, flip without holding the lock.
+        pool.0 += len;
+    }
+    // SAFETY: the caller (`ExecutableCode::drop`) owns this mapping and no
+    // reference to its code remains, so nothing executes it any more.
+    let rc = unsafe {
+        libc::mprotect(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )
+    };
     let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.0 + len > POOL_BYTES {
+    if rc != 0 {
+        pool.0 -= len;
         return false;
     }
-    pool.0 += len;
     pool.1.push((addr, len));
     true
 }
 
-/// Takes a pooled mapping of exactly `len` bytes, read+write.
+/// Takes a pooled mapping of exactly `len` bytes (read+write).
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn pool_take(len: usize) -> Option<*mut u8> {
-    let addr = {
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        let i = pool.1.iter().rposition(|&(_, l)| l == len)?;
-        pool.0 -= len;
-        pool.1.swap_remove(i).0
-    };
-    let ptr = addr as *mut u8;
-    // SAFETY: the pool owned this mapping (no `ExecutableCode` refers to
-    // it, and it was taken out under the lock), so changing its protection
-    // affects no one else.
-    let rc = unsafe { libc::mprotect(ptr.cast(), len, libc::PROT_READ | libc::PROT_WRITE) };
-    if rc != 0 {
-        // SAFETY: as above; the mapping is dropped, not used.
-        unsafe {
-            libc::munmap(ptr.cast(), len);
-        }
-        return None;
-    }
-    Some(ptr)
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let i = pool.1.iter().rposition(|&(_, l)| l == len)?;
+    pool.0 -= len;
+    Some(pool.1.swap_remove(i).0 as *mut u8)
 }
 
 /// Maps `code` read+execute (see the module docs).
@@ -164,8 +168,7 @@ pub fn publish(code: Vec<u8>) -> io::Result<ExecutableCode> {
     let rc = unsafe { libc::mprotect(ptr.cast(), map_len, libc::PROT_READ | libc::PROT_EXEC) };
     if rc != 0 {
         let err = io::Error::last_os_error();
-        // SAFETY: our own mapping, never published: unmap it (not pooled,
-        // since the pool only holds read+execute mappings).
+        // SAFETY: our own mapping, never published: unmap it.
         unsafe {
             libc::munmap(ptr.cast(), map_len);
         }
