@@ -7,7 +7,7 @@
 //! reachable from slot 0; back-edges are allowed (loops are bounded by the
 //! exploration itself). Messages are the kernel's.
 
-use bpfkit_isa::{Insn, Pc, Program};
+use bpfkit_isa::{AluOp, AtomicOp, Insn, Pc, Program, Reg, Src};
 
 use crate::VerifierError;
 
@@ -20,6 +20,9 @@ pub struct Cfg {
     /// pruning (jump targets, the slot after a conditional jump, call
     /// returns).
     pub prune_point: Vec<bool>,
+    /// For each slot, the registers (bit `i` for `ri`) that some path from
+    /// there may read before writing them.
+    pub live_in: Vec<u16>,
 }
 
 impl Cfg {
@@ -74,6 +77,7 @@ pub fn build(prog: &Program) -> Result<Cfg, VerifierError> {
     let cfg0 = Cfg {
         subprogs: starts,
         prune_point: vec![false; n],
+        live_in: vec![u16::MAX; n],
     };
     let mut cfg = cfg0;
     // Jumps stay inside their subprogram; each subprogram ends in exit/ja.
@@ -147,7 +151,101 @@ pub fn build(prog: &Program) -> Result<Cfg, VerifierError> {
             return Err(err(pc.0, format!("unreachable insn {}", pc.0)));
         }
     }
+    cfg.live_in = liveness(prog);
     Ok(cfg)
+}
+
+const ARGS: u16 = 0b11_1110;
+const R0_TO_R5: u16 = 0b11_1111;
+
+fn bit(r: Reg) -> u16 {
+    1 << r.index()
+}
+
+fn src_bit(s: Src) -> u16 {
+    match s {
+        Src::Reg(r) => bit(r),
+        Src::Imm(_) => 0,
+    }
+}
+
+/// (registers read, registers written) by one instruction, within its
+/// function (a call reads r1-r5 and writes r0-r5; r6-r9 survive it).
+fn uses_defs(insn: &Insn) -> (u16, u16) {
+    match *insn {
+        Insn::Alu {
+            op: AluOp::Mov | AluOp::MovSx(_),
+            dst,
+            src,
+            ..
+        } => (src_bit(src), bit(dst)),
+        Insn::Alu { dst, src, .. } => (bit(dst) | src_bit(src), bit(dst)),
+        Insn::Neg { dst, .. } | Insn::Endian { dst, .. } => (bit(dst), bit(dst)),
+        Insn::LoadImm64 { dst, .. } => (0, bit(dst)),
+        Insn::Load { dst, src, .. } => (bit(src), bit(dst)),
+        Insn::Store { dst, src, .. } => (bit(dst) | src_bit(src), 0),
+        Insn::Atomic {
+            op,
+            fetch,
+            dst,
+            src,
+            ..
+        } => {
+            if op == AtomicOp::Cmpxchg {
+                (bit(dst) | bit(src) | 1, 1)
+            } else if fetch || op == AtomicOp::Xchg {
+                (bit(dst) | bit(src), bit(src))
+            } else {
+                (bit(dst) | bit(src), 0)
+            }
+        }
+        Insn::LoadAbs { .. } => (bit(Reg::R6), R0_TO_R5),
+        Insn::LoadInd { src, .. } => (bit(Reg::R6) | bit(src), R0_TO_R5),
+        Insn::Ja { .. } => (0, 0),
+        Insn::Jmp { dst, src, .. } => (bit(dst) | src_bit(src), 0),
+        Insn::Call(_) | Insn::CallLocal(_) => (ARGS, R0_TO_R5),
+        Insn::CallKfunc { .. } | Insn::Callx(_) => (u16::MAX, R0_TO_R5),
+        Insn::Exit => (1, 0),
+    }
+}
+
+/// Backward liveness of registers over each function's control flow.
+fn liveness(prog: &Program) -> Vec<u16> {
+    let n = prog.slot_count();
+    let insns: Vec<(usize, Insn)> = prog.iter().map(|(pc, i)| (pc.0, *i)).collect();
+    let mut live = vec![0u16; n + 1];
+    loop {
+        let mut changed = false;
+        for &(pc, insn) in insns.iter().rev() {
+            let next = pc + insn.slots();
+            let target = match insn {
+                Insn::Ja { .. } | Insn::Jmp { .. } => insn.branch_target(Pc(pc)).map(|t| t.0),
+                _ => None,
+            };
+            let mut out = 0u16;
+            match insn {
+                Insn::Exit => {}
+                Insn::Ja { .. } => out |= target.map_or(u16::MAX, |t| live[t.min(n)]),
+                Insn::Jmp { .. } => {
+                    out |= live[next.min(n)];
+                    out |= target.map_or(u16::MAX, |t| live[t.min(n)]);
+                }
+                _ => out |= live[next.min(n)],
+            }
+            let (uses, defs) = uses_defs(&insn);
+            // r10 is always live.
+            let new = uses | (out & !defs) | (1 << 10);
+            if new != live[pc] {
+                live[pc] = new;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    live.truncate(n);
+    live
 }
 
 #[cfg(test)]
@@ -180,5 +278,22 @@ mod tests {
             "call f\nexit\nf:\nr0 = 0\nif r0 == 0 goto LBB0_1\nexit\nLBB0_1:\nexit\n",
         ));
         assert!(e.is_ok());
+    }
+
+    #[test]
+    fn register_liveness() {
+        // 0: r2 = 1; 1: r3 = r2; 2: if r1 > 0 goto 4; 3: r3 = 0; 4: r0 = r3; 5: exit
+        let p = prog("r2 = 1\nr3 = r2\nif r1 > 0x0 goto L1\nr3 = 0\nL1:\nr0 = r3\nexit\n");
+        let live = build(&p).unwrap().live_in;
+        let regs = |m: u16| (0..10).filter(|i| m & (1 << i) != 0).collect::<Vec<_>>();
+        assert_eq!(regs(live[0]), vec![1]);
+        assert_eq!(regs(live[2]), vec![1, 3]);
+        assert_eq!(regs(live[3]), Vec::<usize>::new());
+        assert_eq!(regs(live[4]), vec![3]);
+        assert_eq!(regs(live[5]), vec![0]);
+        // A helper call reads r1-r5; r6 lives across it.
+        let p = prog("r6 = 1\nr1 = 2\ncall 0x5\nr0 = r6\nexit\n");
+        let live = build(&p).unwrap().live_in;
+        assert_eq!(regs(live[2]), vec![1, 2, 3, 4, 5, 6]);
     }
 }

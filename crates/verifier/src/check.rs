@@ -87,6 +87,7 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         cfg: Cfg {
             subprogs: vec![0],
             prune_point: Vec::new(),
+            live_in: Vec::new(),
         },
         t: prog_type,
         maps: maps.to_vec(),
@@ -362,11 +363,23 @@ impl<'a> Env<'a> {
     /// one: `None` prunes the path; else the id of the state recorded.
     fn visit(&mut self, path: &Path) -> R<Option<Option<usize>>> {
         let uninit = !self.opts.unprivileged;
+        // Registers that matter: live ones in the current frame; in a
+        // caller, the callee-saved ones live after its call returns.
+        let frames = &path.state.frames;
+        let live: Vec<u16> = (0..frames.len())
+            .map(|i| match frames.get(i + 1) {
+                None => self.cfg.live_in[path.pc],
+                Some(callee) => {
+                    let ret = callee.callsite + 1;
+                    self.cfg.live_in.get(ret).copied().unwrap_or(u16::MAX) & 0b111_1100_0000
+                }
+            })
+            .collect();
         let mut evict = Vec::new();
         for (k, &id) in self.by_pc[path.pc].iter().enumerate() {
             let v = &mut self.visited[id];
             if v.branches == 0 {
-                if v.state.includes(&path.state, uninit) {
+                if v.state.includes_live(&path.state, uninit, &live) {
                     v.hits += 1;
                     return Ok(None);
                 }

@@ -338,16 +338,25 @@ impl State {
     /// (`self` is an explored state). `uninit_readable`: reading an
     /// invalid stack byte gives an unknown value instead of an error.
     pub fn includes(&self, new: &State, uninit_readable: bool) -> bool {
+        let all = vec![u16::MAX; self.frames.len()];
+        self.includes_live(new, uninit_readable, &all)
+    }
+
+    /// [`State::includes`], comparing in frame `i` only the registers in
+    /// the bit mask `live[i]` (the others are never read again before
+    /// being written, on any path).
+    pub fn includes_live(&self, new: &State, uninit_readable: bool, live: &[u16]) -> bool {
         if self.frames.len() != new.frames.len() || self.refs.len() != new.refs.len() {
             return false;
         }
         let mut ids = IdMap::default();
-        for (o, n) in self.frames.iter().zip(new.frames.iter()) {
+        for (fi, (o, n)) in self.frames.iter().zip(new.frames.iter()).enumerate() {
             if o.callsite != n.callsite || o.subprog != n.subprog {
                 return false;
             }
-            for (a, b) in o.regs.iter().zip(n.regs.iter()) {
-                if !a.includes(b, &mut ids) {
+            let mask = live.get(fi).copied().unwrap_or(u16::MAX);
+            for (ri, (a, b)) in o.regs.iter().zip(n.regs.iter()).enumerate() {
+                if mask & (1 << ri) != 0 && !a.includes(b, &mut ids) {
                     return false;
                 }
             }
