@@ -171,7 +171,7 @@ fn src_bit(s: Src) -> u16 {
 
 /// (registers read, registers written) by one instruction, within its
 /// function (a call reads r1-r5 and writes r0-r5; r6-r9 survive it).
-fn uses_defs(insn: &Insn) -> (u16, u16) {
+pub(crate) fn uses_defs(insn: &Insn) -> (u16, u16) {
     match *insn {
         Insn::Alu {
             op: AluOp::Mov | AluOp::MovSx(_),

@@ -300,7 +300,27 @@ impl<'a> Env<'a> {
                 if matches!(insn, Insn::Jmp { .. } | Insn::Ja { .. }) {
                     self.jmps += 1;
                 }
-                let flow = self.step(&mut path.state, pc, &insn)?;
+                let flow = match self.step(&mut path.state, pc, &insn) {
+                    Ok(f) => f,
+                    Err(mut e) => {
+                        // The registers the instruction reads, as they were.
+                        let (uses, _) = cfg::uses_defs(&insn);
+                        let cur = path.state.cur();
+                        let regs: Vec<String> = (0..11)
+                            .filter(|&r| uses & (1 << r) != 0 && r != 10)
+                            .map(|r| format!("R{r}={}", cur.regs[r]))
+                            .collect();
+                        if !regs.is_empty() {
+                            let line = format!("registers read: {}", regs.join(" "));
+                            e.context = if e.context.is_empty() {
+                                line
+                            } else {
+                                format!("{line}\n  {}", e.context)
+                            };
+                        }
+                        return Err(e);
+                    }
+                };
                 if self.opts.log_level > 1 {
                     let _ = writeln!(self.log, "  ; {}", path.state.cur());
                 } else if self.opts.log_level > 0 {
