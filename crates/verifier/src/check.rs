@@ -1032,7 +1032,7 @@ impl<'a> Env<'a> {
                             pc,
                             format!(
                                 "dereference of modified ctx ptr R{rn} off={} disallowed",
-                                base.off + c as i64
+                                base.off.saturating_add(c as i64)
                             ),
                         );
                     }
@@ -1085,9 +1085,9 @@ impl<'a> Env<'a> {
         mem: i64,
         what: &str,
     ) -> R<()> {
-        let off = base.off + off;
+        let off = base.off.saturating_add(off);
         let v = &base.var;
-        if v.smin() < 0 && (v.smin() == i64::MIN || v.smin() + off < 0) {
+        if v.smin() < 0 && (v.smin() == i64::MIN || v.smin().saturating_add(off) < 0) {
             return err(
                 pc,
                 format!(
@@ -1095,8 +1095,8 @@ impl<'a> Env<'a> {
                 ),
             );
         }
-        let oob = |o: i64| o < 0 || o + size > mem;
-        if oob(v.smin() + off) {
+        let oob = |o: i64| o < 0 || o.saturating_add(size) > mem;
+        if oob(v.smin().saturating_add(off)) {
             return Err(VerifierError::new(
                 pc,
                 format!("R{rn} min value is outside of the allowed memory range"),
@@ -1108,7 +1108,7 @@ impl<'a> Env<'a> {
                 } else {
                     "mem_size"
                 },
-                v.smin() + off
+                v.smin().saturating_add(off)
             )));
         }
         if v.umax() >= MAX_VAR_OFF as u64 {
@@ -1117,7 +1117,7 @@ impl<'a> Env<'a> {
                 format!("R{rn} unbounded memory access, make sure to bounds check any such access"),
             );
         }
-        if oob(v.umax() as i64 + off) {
+        if oob((v.umax() as i64).saturating_add(off)) {
             return Err(VerifierError::new(
                 pc,
                 format!("R{rn} max value is outside of the allowed memory range"),
@@ -1129,7 +1129,7 @@ impl<'a> Env<'a> {
                 } else {
                     "mem_size"
                 },
-                v.umax() as i64 + off
+                (v.umax() as i64).saturating_add(off)
             )));
         }
         Ok(())
@@ -1194,8 +1194,8 @@ impl<'a> Env<'a> {
         let Some(c) = base.var.const_value() else {
             return self.stack_var_access(st, pc, rn, base, frame, off, size, acc);
         };
-        let o = base.off + c as i64 + off;
-        if o < -STACK_SIZE || o + size > 0 {
+        let o = base.off.saturating_add(c as i64).saturating_add(off);
+        if o < -STACK_SIZE || o.saturating_add(size) > 0 {
             return err(
                 pc,
                 format!(
@@ -1937,8 +1937,8 @@ impl<'a> Env<'a> {
                         .stack_var_access(st, pc, rn, v, frame, 0, size, acc)
                         .map(|_| ());
                 };
-                let o = v.off + c as i64;
-                if o < -STACK_SIZE || o + size > 0 || size <= 0 {
+                let o = v.off.saturating_add(c as i64);
+                if o < -STACK_SIZE || o.saturating_add(size) > 0 || size <= 0 {
                     return err(
                         pc,
                         format!(

@@ -383,12 +383,28 @@ fn random_instruction_streams_never_panic() {
             let off: i16 = if rng.below(2) == 0 {
                 0
             } else {
-                rng.pick(&[1, 2, -1, -8, 4, 8, 16, 76, 80])
+                rng.pick(&[1, 2, -1, -8, 4, 8, 16, 76, 80, i16::MIN, i16::MAX, -512])
             };
             let imm: i32 = if rng.below(3) == 0 {
                 0
             } else {
-                rng.pick(&[1, 2, 5, 7, 8, 12, 16, 64, -4, -8, 1000])
+                rng.pick(&[
+                    1,
+                    2,
+                    5,
+                    7,
+                    8,
+                    12,
+                    16,
+                    64,
+                    -4,
+                    -8,
+                    1000,
+                    i32::MIN,
+                    i32::MAX,
+                    0x2000_0000,
+                    -0x2000_0000,
+                ])
             };
             bytes.push(code);
             bytes.push(dst | (src << 4));
