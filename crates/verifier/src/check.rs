@@ -1668,6 +1668,12 @@ impl<'a> Env<'a> {
 
     fn helper_call(&mut self, st: &mut State, pc: usize, id: u32) -> R<()> {
         let Some(p) = helpers::proto(id) else {
+            if id < helpers::KERNEL_HELPER_COUNT {
+                return err(
+                    pc,
+                    format!("not supported yet: helper #{id} (no prototype in bpfkit's table)"),
+                );
+            }
             return err(pc, format!("invalid func unknown#{id}"));
         };
         if !helpers::available(p.avail, self.t) {

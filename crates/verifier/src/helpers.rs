@@ -185,6 +185,11 @@ protos! {
     134 ringbuf_query(ConstMap, Anything) -> Integer, All;
 }
 
+/// Helper ids below this exist in the kernel (`__BPF_FUNC_MAX_ID` of
+/// Linux 6.18); ids without a prototype here are reported as not
+/// supported rather than unknown.
+pub const KERNEL_HELPER_COUNT: u32 = 212;
+
 /// The prototype of helper `id`, if known.
 pub fn proto(id: u32) -> Option<&'static Proto> {
     PROTOS.iter().find(|p| p.id == id)
