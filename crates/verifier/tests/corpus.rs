@@ -147,3 +147,125 @@ fn agreement_with_kernel_verdicts() {
 }
 
 const FLOOR_PERCENT: u32 = 99;
+
+/// Where both verifiers reject a corpus program, the instruction index:
+/// the verdict file holds only the kernel's last log line, so each such
+/// program is loaded into the running kernel again (maps created, map
+/// references turned into fds) and the index is read from its log.
+#[test]
+fn rejected_programs_fail_at_the_kernels_instruction() {
+    use bpfkit_isa::{encode_all, Imm64, Insn};
+    let dir = corpus_dir();
+    let Ok(text) = std::fs::read_to_string(dir.join("kernel-verdicts.jsonl")) else {
+        eprintln!("skipped: no corpus");
+        return;
+    };
+    if let Err(e) = bpfkit_kernel::probe() {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let (mut compared, mut same, mut skipped) = (0, 0, 0);
+    let mut diffs = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["verdict"] != "rejected" {
+            continue;
+        }
+        let object = v["object"].as_str().unwrap();
+        let name = v["program"].as_str().unwrap();
+        let t = ProgType::from_name(v["prog_type"].as_str().unwrap()).unwrap();
+        let obj =
+            bpfkit_elf::LoadedObject::load(&std::fs::read(dir.join(object)).unwrap()).unwrap();
+        let p = obj.program(name).unwrap();
+        let maps: Vec<MapDef> = obj.maps.iter().map(|m| m.def.clone()).collect();
+        let ours = verify(&p.insns, t, &maps, &Options::default());
+        let Some(our_err) = ours.error else { continue };
+        // Kernel maps (plain ones only).
+        let mut kmaps = Vec::new();
+        for m in &maps {
+            if m.inner.is_some() {
+                break;
+            }
+            match bpfkit_kernel::Map::create(&bpfkit_kernel::MapSpec {
+                map_type: m.map_type as u32,
+                key_size: m.key_size,
+                value_size: m.value_size,
+                max_entries: m.max_entries,
+                map_flags: m.map_flags,
+                ..Default::default()
+            }) {
+                Ok(k) => kmaps.push(k),
+                Err(_) => break,
+            }
+        }
+        if kmaps.len() != maps.len() {
+            skipped += 1;
+            continue;
+        }
+        let insns: Vec<Insn> = p
+            .insns
+            .insns()
+            .iter()
+            .map(|i| match *i {
+                Insn::LoadImm64 {
+                    dst,
+                    imm: Imm64::MapIdx(m),
+                } => Insn::LoadImm64 {
+                    dst,
+                    imm: Imm64::MapFd(kmaps[m as usize].fd()),
+                },
+                Insn::LoadImm64 {
+                    dst,
+                    imm: Imm64::MapIdxValue { idx, off },
+                } => Insn::LoadImm64 {
+                    dst,
+                    imm: Imm64::MapValue {
+                        fd: kmaps[idx as usize].fd(),
+                        off,
+                    },
+                },
+                other => other,
+            })
+            .collect();
+        let bytes = encode_all(insns.iter());
+        let mut load = bpfkit_kernel::ProgLoad::new(t as u32, &bytes);
+        load.log_level = 2;
+        let log = match load.load() {
+            Ok(_) => {
+                skipped += 1;
+                continue;
+            }
+            Err(bpfkit_kernel::KernelError::Rejected { log, .. }) => log,
+            Err(e) => panic!("{e}"),
+        };
+        // The last instruction line before the error.
+        let kpc = log
+            .lines()
+            .filter_map(|l| {
+                let (n, rest) = l.split_once(": (")?;
+                rest.get(2..4).filter(|s| *s == ") ")?;
+                n.trim().parse::<usize>().ok()
+            })
+            .last();
+        let Some(kpc) = kpc else {
+            // Rejected before exploring (CFG checks): the message says where.
+            skipped += 1;
+            continue;
+        };
+        compared += 1;
+        if kpc == our_err.pc {
+            same += 1;
+        } else {
+            diffs.push(format!(
+                "{object} {name}: kernel insn {kpc}, ours {} ({})",
+                our_err.pc, our_err.message
+            ));
+        }
+    }
+    println!("rejections compared by instruction: {same}/{compared} at the same insn ({skipped} not comparable)");
+    for d in &diffs {
+        println!("  {d}");
+    }
+    assert!(compared >= 10, "{compared}");
+    assert!(same + 1 >= compared, "{same}/{compared}");
+}
