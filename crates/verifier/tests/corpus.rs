@@ -239,14 +239,11 @@ fn rejected_programs_fail_at_the_kernels_instruction() {
             Err(e) => panic!("{e}"),
         };
         // The last instruction line before the error.
-        let kpc = log
-            .lines()
-            .filter_map(|l| {
-                let (n, rest) = l.split_once(": (")?;
-                rest.get(2..4).filter(|s| *s == ") ")?;
-                n.trim().parse::<usize>().ok()
-            })
-            .last();
+        let kpc = log.lines().rev().find_map(|l| {
+            let (n, rest) = l.split_once(": (")?;
+            rest.get(2..4).filter(|s| *s == ") ")?;
+            n.trim().parse::<usize>().ok()
+        });
         let Some(kpc) = kpc else {
             // Rejected before exploring (CFG checks): the message says where.
             skipped += 1;
