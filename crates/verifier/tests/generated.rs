@@ -642,3 +642,91 @@ fn generated_map_programs_agree_with_kernel() {
     assert!(agree * 100 >= total * 97, "{agree}/{total}");
     assert!(accepted > 50 && total - accepted > 50);
 }
+
+/// Random two-function socket filters: the caller passes a pointer into
+/// its stack and an index; the callee bounds the index (or not), reads or
+/// writes through the pointer, and may return a value the caller uses.
+fn gen_call(rng: &mut Rng) -> Program {
+    let k = rng.pick(&[8, 16, 32, 64]);
+    let mut text = String::new();
+    for s in (8..=k).step_by(8) {
+        if rng.below(6) != 0 {
+            text += &format!("*(u64 *)(r10 - {s}) = 0\n");
+        }
+    }
+    text += &format!("r2 = *(u32 *)(r1 + 0)\nr1 = r10\nr1 += -{k}\ncall f\nr0 &= 1\nexit\nf:\n");
+    let mask = rng.pick(&[0, 7, 8, 15, 31, 56, 63]);
+    if mask != 0 {
+        text += &format!("r2 &= {mask}\n");
+    }
+    if rng.below(3) == 0 {
+        text += &format!("if r2 > {} goto L1\n", rng.pick(&[0, 7, 8, 24, 56]));
+    }
+    text += "r3 = r1\nr3 += r2\n";
+    let size = rng.pick(&["u8", "u16", "u32", "u64"]);
+    let off = rng.pick(&[0, 0, 1, 8, -8, 16]);
+    let sign = if off < 0 { "-" } else { "+" };
+    if rng.below(2) == 0 {
+        text += &format!("r0 = *({size} *)(r3 {sign} {})\n", i64::abs(off));
+    } else {
+        text += &format!(
+            "r4 = 1\n*({size} *)(r3 {sign} {}) = r4\nr0 = 0\n",
+            i64::abs(off)
+        );
+    }
+    text += "exit\nL1:\nr0 = 0\nexit\n";
+    Program::from_insns(bpfkit_isa::assemble(&text, bpfkit_isa::Syntax::Llvm).unwrap()).unwrap()
+}
+
+#[test]
+fn generated_call_programs_agree_with_kernel() {
+    if let Err(e) = bpfkit_kernel::probe() {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let mut rng = Rng(0xbb67_ae85_84ca_a73b);
+    let (mut total, mut agree, mut accepted, mut same_msg) = (0u32, 0u32, 0u32, 0u32);
+    let mut diffs = Vec::new();
+    while total < 400 {
+        let prog = gen_call(&mut rng);
+        total += 1;
+        let ours = verify(&prog, ProgType::SocketFilter, &[], &Options::default());
+        let bytes = prog.to_bytes();
+        let kernel =
+            match bpfkit_kernel::ProgLoad::new(ProgType::SocketFilter as u32, &bytes).load() {
+                Ok(_) => None,
+                Err(bpfkit_kernel::KernelError::Rejected { log, .. }) => Some(
+                    log.lines()
+                        .rev()
+                        .find(|l| {
+                            !l.is_empty()
+                                && !l.starts_with("processed")
+                                && !l.starts_with("verification time")
+                                && !l.starts_with("stack depth")
+                        })
+                        .unwrap_or("")
+                        .to_string(),
+                ),
+                Err(e) => panic!("{e}"),
+            };
+        let ours_msg = ours.error.as_ref().map(|e| e.message.clone());
+        if ours_msg.is_some() == kernel.is_some() {
+            agree += 1;
+            accepted += u32::from(kernel.is_none());
+            same_msg += u32::from(ours_msg == kernel);
+        } else {
+            diffs.push(format!(
+                "kernel {kernel:?}, ours {ours_msg:?}\n{}",
+                bpfkit_isa::disasm::format_llvm_program(&prog)
+            ));
+        }
+    }
+    eprintln!(
+        "call programs: {agree}/{total} verdicts agree with the kernel ({accepted} accepted by both), {same_msg} with the same message"
+    );
+    for d in diffs.iter().take(4) {
+        eprintln!("{d}");
+    }
+    assert!(agree * 100 >= total * 97, "{agree}/{total}");
+    assert!(accepted > 40 && total - accepted > 40);
+}
