@@ -345,7 +345,19 @@ impl<'a> ProgLoad<'a> {
             what: "license contains a NUL byte".into(),
         })?;
         let mut log = vec![0u8; 1 << 22];
-        let r = sys::prog_load(self, &license, &mut log);
+        // BPF_PROG_LOAD can fail with EAGAIN when the verifier is
+        // interrupted (e.g. under load); libbpf retries it a few times, and
+        // so do we, so that a busy machine does not look like a rejection.
+        let mut r = sys::prog_load(self, &license, &mut log);
+        for _ in 0..5 {
+            match &r {
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                    log.fill(0);
+                    r = sys::prog_load(self, &license, &mut log);
+                }
+                _ => break,
+            }
+        }
         let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
         let log = String::from_utf8_lossy(&log[..end]).into_owned();
         match r {
