@@ -11,55 +11,14 @@
 
 use bpfkit_interp::Interpreter;
 use bpfkit_isa::{disasm, Pc, Program};
-use bpfkit_runtime::{HelperAbort, Helpers, Memory, RegionKind, Trap};
+use bpfkit_runtime::{Memory, RegionKind, Trap};
 use object::{Object, ObjectSection, ObjectSymbol};
 
 /// Instruction budget for one run: far above any conformance test, low
 /// enough that a runaway program ends in a few seconds.
 pub const BUDGET: u64 = 1 << 31;
 
-/// uBPF's plugin helpers, by the README's definitions:
-/// 0 `gather_bytes`, 1 `memfrob`, 2 `no_op`, 3 `sqrti`, 4 `strcmp_ext`,
-/// 5 `unwind` (returns its argument; returning 0 ends the program with
-/// r0 = 0).
-pub fn conformance_helpers() -> Helpers {
-    let mut h = Helpers::new();
-    h.register(0, |_env, a| {
-        Ok((a[0] & 0xff) << 32
-            | (a[1] & 0xff) << 24
-            | (a[2] & 0xff) << 16
-            | (a[3] & 0xff) << 8
-            | (a[4] & 0xff))
-    });
-    h.register(1, |env, a| {
-        let g = env.guest();
-        for i in 0..a[1] {
-            let p = a[0].wrapping_add(i);
-            let [b] = g.load::<1>(p)?;
-            g.store::<1>(p, [b ^ 42])?;
-        }
-        Ok(0)
-    });
-    h.register(2, |_env, _a| Ok(0));
-    h.register(3, |_env, a| Ok((a[0] as f64).sqrt() as u64));
-    h.register(4, |env, a| {
-        let g = env.guest();
-        let mut i = 0u64;
-        loop {
-            let [x] = g.load::<1>(a[0].wrapping_add(i))?;
-            let [y] = g.load::<1>(a[1].wrapping_add(i))?;
-            if x != y || x == 0 {
-                return Ok((x as i64 - y as i64) as u64);
-            }
-            i += 1;
-        }
-    });
-    h.register(5, |_env, a| match a[0] {
-        0 => Err(HelperAbort::Stop { r0: 0 }),
-        x => Ok(x),
-    });
-    h
-}
+pub use bpfkit_testdata::conformance_helpers;
 
 /// Parses hex bytes as the protocol writes them: pairs of hex digits,
 /// separated by white space or not, an optional `0x` on each word.

@@ -267,6 +267,49 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Vec<TestCase>> {
     Ok(out)
 }
 
+/// uBPF's plugin helpers, by the README's definitions:
+/// 0 `gather_bytes`, 1 `memfrob`, 2 `no_op`, 3 `sqrti`, 4 `strcmp_ext`,
+/// 5 `unwind` (returns its argument; returning 0 ends the program with
+/// r0 = 0).
+pub fn conformance_helpers() -> bpfkit_runtime::Helpers {
+    let mut h = bpfkit_runtime::Helpers::new();
+    h.register(0, |_env, a| {
+        Ok((a[0] & 0xff) << 32
+            | (a[1] & 0xff) << 24
+            | (a[2] & 0xff) << 16
+            | (a[3] & 0xff) << 8
+            | (a[4] & 0xff))
+    });
+    h.register(1, |env, a| {
+        let g = env.guest();
+        for i in 0..a[1] {
+            let p = a[0].wrapping_add(i);
+            let [b] = g.load::<1>(p)?;
+            g.store::<1>(p, [b ^ 42])?;
+        }
+        Ok(0)
+    });
+    h.register(2, |_env, _a| Ok(0));
+    h.register(3, |_env, a| Ok((a[0] as f64).sqrt() as u64));
+    h.register(4, |env, a| {
+        let g = env.guest();
+        let mut i = 0u64;
+        loop {
+            let [x] = g.load::<1>(a[0].wrapping_add(i))?;
+            let [y] = g.load::<1>(a[1].wrapping_add(i))?;
+            if x != y || x == 0 {
+                return Ok((x as i64 - y as i64) as u64);
+            }
+            i += 1;
+        }
+    });
+    h.register(5, |_env, a| match a[0] {
+        0 => Err(bpfkit_runtime::HelperAbort::Stop { r0: 0 }),
+        x => Ok(x),
+    });
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
