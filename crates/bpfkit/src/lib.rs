@@ -6,7 +6,7 @@
 //! programs with the kernel's helpers.
 //!
 //! - [`Loader`]: configuration (engine, possible CPUs, instruction
-//!   budget); [`Loader::load`] gives an [`Object`].
+//!   budget, verification); [`Loader::load`] gives an [`Object`].
 //! - [`Object`]: the object's maps ([`ObjectMap`]: name, [`MapId`], the
 //!   [`bpfkit_maps::Map`]) and programs ([`ProgramInfo`]: name, section,
 //!   [`ProgId`], type), program-array slots ([`Object::set_prog_array`]),
@@ -23,6 +23,17 @@
 //! the helpers map back to the map (never a guest region, so a program
 //! cannot dereference it), `MapIdxValue` to the value address inside an
 //! array's storage, which every run registers as a guest region.
+//!
+//! Verification: by default every program whose section implies a type is
+//! checked by `bpfkit-verifier` at load time, with that type and the
+//! object's map definitions in map-table order; [`Object::report`] keeps
+//! the [`Report`]. A rejected program is still loaded (an object may hold
+//! programs that are never run), but [`Object::check`] says why it may not
+//! run, [`Object::set_prog_array`] refuses it as a tail-call target, and
+//! [`Object::run`] refuses to enter it (a trap at the rejected
+//! instruction). [`Object::verify_as`] verifies a program with a type its
+//! section does not imply. [`Loader::verify`]`(false)` skips all of this:
+//! then the engines' runtime checks are the only guard.
 //!
 //! ```no_run
 //! use bpfkit::{Engine, Loader};
@@ -45,6 +56,7 @@ use bpfkit_isa::{Imm64, Pc};
 use bpfkit_jit::Jit;
 use bpfkit_maps::{map_flags, update_flags, Map, MapError, MapOptions, MapRegistry, MapType};
 use bpfkit_runtime::{Helpers, Memory, Trap, TrapKind};
+use bpfkit_verifier::{Options as VerifyOptions, Verdict};
 use std::sync::Arc;
 use std::time::Instant;
 use thiserror::Error;
@@ -52,6 +64,7 @@ use thiserror::Error;
 pub use bpfkit_abi::{MapId, ProgId, ProgType, XdpAction};
 pub use bpfkit_helpers as helpers;
 pub use bpfkit_runtime as runtime;
+pub use bpfkit_verifier::Report;
 
 /// An execution engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -130,6 +143,19 @@ pub enum Error {
         /// The name asked for.
         name: String,
     },
+    /// The verifier rejected the program.
+    #[error("program {program} rejected by the verifier: insn {pc}: {message}")]
+    Rejected {
+        /// The program.
+        program: String,
+        /// The instruction slot where the verifier stopped.
+        pc: usize,
+        /// The verifier's (the kernel's) message.
+        message: String,
+        /// The verifier's context lines (instruction, earlier kernel
+        /// lines, source line).
+        context: String,
+    },
     /// A map of the wrong type for the operation.
     #[error("map {map} is a {actual} map, not a {expected}")]
     MapType {
@@ -148,6 +174,7 @@ pub struct Loader {
     engine: Option<Engine>,
     cpus: Option<usize>,
     budget: Option<u64>,
+    verify: bool,
 }
 
 impl Default for Loader {
@@ -158,13 +185,22 @@ impl Default for Loader {
 
 impl Loader {
     /// The fastest engine, as many possible CPUs as the host has, no
-    /// instruction budget.
+    /// instruction budget, programs verified.
     pub fn new() -> Loader {
         Loader {
             engine: None,
             cpus: None,
             budget: None,
+            verify: true,
         }
+    }
+
+    /// Whether to verify programs at load time (default: yes). Without
+    /// verification every program may run and the engines' runtime checks
+    /// are the only guard.
+    pub fn verify(mut self, on: bool) -> Loader {
+        self.verify = on;
+        self
     }
 
     /// Uses `engine` (default: [`Engine::fastest`], falling back to the
@@ -285,6 +321,8 @@ pub struct Object {
     table: Arc<MapTable>,
     infos: Vec<ProgramInfo>,
     execs: Vec<Exec>,
+    verify: bool,
+    reports: Vec<Option<Report>>,
 }
 
 impl std::fmt::Debug for Object {
@@ -407,14 +445,23 @@ impl Object {
             });
             execs.push(exec);
         }
-        let obj = Object {
+        let mut obj = Object {
             elf,
             registry,
             maps,
             table: Arc::new(table),
+            reports: vec![None; infos.len()],
             infos,
             execs,
+            verify: cfg.verify,
         };
+        if cfg.verify {
+            for i in 0..obj.infos.len() {
+                if let Some(t) = obj.infos[i].prog_type {
+                    obj.verify_as(i, t);
+                }
+            }
+        }
         // `.values` of program arrays: program ids.
         for m in &obj.maps {
             if m.map.map_type() != MapType::ProgArray {
@@ -468,7 +515,63 @@ impl Object {
         self.infos.iter().position(|p| p.id == id)
     }
 
-    /// Puts program `prog` into slot `index` of program array `map`.
+    /// Verifies program `prog` (an index into [`Object::programs`]) as a
+    /// program of type `t`, with the object's map definitions, and keeps
+    /// the report (replacing one made at load time).
+    pub fn verify_as(&mut self, prog: usize, t: ProgType) -> &Report {
+        let p = &self.elf.programs[prog];
+        let maps: Vec<bpfkit_abi::MapDef> = self.elf.maps.iter().map(|m| m.def.clone()).collect();
+        let opts = VerifyOptions {
+            line_info: p
+                .line_info
+                .iter()
+                .map(|l| (l.insn, format!("{} @ {}:{}", l.line, l.file, l.line_num)))
+                .collect(),
+            ..VerifyOptions::default()
+        };
+        let report = bpfkit_verifier::verify(&p.insns, t, &maps, &opts);
+        self.reports[prog].insert(report)
+    }
+
+    /// Whether programs are verified (see [`Loader::verify`]).
+    pub fn verifies(&self) -> bool {
+        self.verify
+    }
+
+    /// The verifier's report on program `prog`, when it was verified (at
+    /// load time, for a program whose section implies a type, unless
+    /// verification is off; or by [`Object::verify_as`]).
+    pub fn report(&self, prog: usize) -> Option<&Report> {
+        self.reports.get(prog)?.as_ref()
+    }
+
+    /// `Ok` when program `prog` may run: verification is off, or the
+    /// verifier did not reject it. A program never verified (its section
+    /// implies no type and [`Object::verify_as`] was not called) may run.
+    pub fn check(&self, prog: usize) -> Result<(), Error> {
+        if !self.verify {
+            return Ok(());
+        }
+        match self.report(prog) {
+            Some(r) if r.verdict == Verdict::Rejected => {
+                let (pc, message, context) = match &r.error {
+                    Some(e) => (e.pc, e.message.clone(), e.context.clone()),
+                    None => (0, "rejected".to_string(), String::new()),
+                };
+                Err(Error::Rejected {
+                    program: self.infos[prog].name.clone(),
+                    pc,
+                    message,
+                    context,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Puts program `prog` into slot `index` of program array `map`. A
+    /// program the verifier rejected is refused ([`Error::Rejected`]), as
+    /// the kernel never loads it.
     pub fn set_prog_array(&self, map: &str, index: u32, prog: &str) -> Result<(), Error> {
         let m = self.map(map)?;
         if m.map.map_type() != MapType::ProgArray {
@@ -478,7 +581,9 @@ impl Object {
                 expected: "prog_array",
             });
         }
-        let id = self.infos[self.program_index(prog)?].id;
+        let idx = self.program_index(prog)?;
+        self.check(idx)?;
+        let id = self.infos[idx].id;
         m.map
             .update(&index.to_ne_bytes(), &id.0.to_ne_bytes(), update_flags::ANY)
             .map_err(map_err(map))
@@ -489,7 +594,9 @@ impl Object {
     /// caller's regions (context, packet); the maps' regions are added
     /// here. A successful tail call runs the target next with the same
     /// arguments, as the kernel does. `input` gives the CPU number and,
-    /// for XDP, the packet buffer.
+    /// for XDP, the packet buffer. A program (first or tail-called) that
+    /// [`Object::check`] refuses is not entered: the run ends with a trap
+    /// at the rejected instruction.
     pub fn run(
         &mut self,
         prog: usize,
@@ -549,6 +656,14 @@ impl Object {
     ) -> Result<u64, Trap> {
         let mut idx = prog;
         loop {
+            if let Err(Error::Rejected { pc, .. }) = self.check(idx) {
+                return Err(Trap::new(
+                    Pc(pc),
+                    TrapKind::Unsupported {
+                        what: "program rejected by the verifier",
+                    },
+                ));
+            }
             let Some(exec) = self.execs.get_mut(idx) else {
                 return Err(Trap::new(
                     Pc(0),

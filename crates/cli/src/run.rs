@@ -61,6 +61,12 @@ pub struct Args {
     /// that no verifier has checked (default: no limit).
     #[arg(long, value_name = "N")]
     budget: Option<u64>,
+    /// Runs the program (and its --prog-array tail-call targets) without
+    /// verifying it first; the engines' runtime checks (every memory access
+    /// checked, --budget) are then the only guard. By default a program the
+    /// verifier rejects is not run (exit 1).
+    #[arg(long)]
+    no_verify: bool,
 }
 
 /// One packet's result.
@@ -115,7 +121,13 @@ pub fn run(args: Args) -> CmdResult {
     if let Some(n) = args.budget {
         loader = loader.budget(n);
     }
-    let mut obj = loader.load(&data).map_err(|e| anyhow!("{name}: {e}"))?;
+    loader = loader.verify(!args.no_verify);
+    let mut obj = match loader.load(&data) {
+        Ok(o) => o,
+        // A program-array initialiser (`.values`) names a rejected program.
+        Err(e @ bpfkit::Error::Rejected { .. }) => return Ok(rejected(&name, &e)),
+        Err(e) => bail!("{name}: {e}"),
+    };
     let prog = match &args.prog {
         Some(p) => obj.program_index(p).map_err(|e| anyhow!("{name}: {e}"))?,
         None if obj.programs().is_empty() => bail!("{name}: the object has no program"),
@@ -129,6 +141,12 @@ pub fn run(args: Args) -> CmdResult {
             t.name()
         );
     }
+    // The program and the tail-call targets installed below run only if the
+    // verifier accepts them (a program whose section implies no type runs
+    // as XDP, so it is verified as XDP).
+    if let Err(e) = verify(&mut obj, prog) {
+        return Ok(rejected(&name, &e));
+    }
     for u in args.map_update.chunks(3) {
         map_update(&obj, &u[0], &u[1], &u[2]).map_err(|e| anyhow!("--map-update: {e:#}"))?;
     }
@@ -136,6 +154,12 @@ pub fn run(args: Args) -> CmdResult {
         let index: u32 = p[1]
             .parse()
             .map_err(|_| anyhow!("--prog-array {}: bad index {:?}", p[0], p[1]))?;
+        let target = obj
+            .program_index(&p[2])
+            .map_err(|e| anyhow!("--prog-array: {e}"))?;
+        if let Err(e) = verify(&mut obj, target) {
+            return Ok(rejected(&name, &e));
+        }
         obj.set_prog_array(&p[0], index, &p[2])
             .map_err(|e| anyhow!("--prog-array: {e}"))?;
     }
@@ -181,6 +205,28 @@ pub fn run(args: Args) -> CmdResult {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `Ok` when program `idx` may run (verification off, or accepted).
+fn verify(obj: &mut Object, idx: usize) -> Result<(), bpfkit::Error> {
+    if obj.verifies() && obj.report(idx).is_none() {
+        obj.verify_as(idx, ProgType::Xdp);
+    }
+    obj.check(idx)
+}
+
+/// A program the verifier rejected: a one-line error naming the program,
+/// the instruction and the verifier's message, the verifier's context lines
+/// below it; exit 1 (the answer is "no").
+fn rejected(name: &str, e: &bpfkit::Error) -> ExitCode {
+    let mut msg = format!("bpfkit: error: {name}: {e} (--no-verify runs it anyway)\n");
+    if let bpfkit::Error::Rejected { context, .. } = e {
+        for line in context.lines().filter(|l| !l.trim().is_empty()) {
+            let _ = writeln!(msg, "  {}", line.trim_start());
+        }
+    }
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
+    ExitCode::from(1)
 }
 
 /// A trap as one line; an unknown helper is named.
