@@ -27,13 +27,14 @@
 //! Verification: by default every program whose section implies a type is
 //! checked by `bpfkit-verifier` at load time, with that type and the
 //! object's map definitions in map-table order; [`Object::report`] keeps
-//! the [`Report`]. A rejected program is still loaded (an object may hold
-//! programs that are never run), but [`Object::check`] says why it may not
-//! run, [`Object::set_prog_array`] refuses it as a tail-call target, and
-//! [`Object::run`] refuses to enter it (a trap at the rejected
-//! instruction). [`Object::verify_as`] verifies a program with a type its
-//! section does not imply. [`Loader::verify`]`(false)` skips all of this:
-//! then the engines' runtime checks are the only guard.
+//! the [`Report`]. A rejected program is still loaded and prepared (an
+//! object may hold programs that are never run, and embedders such as the
+//! benchmarks run programs whose verdict they do not need); [`Object::check`]
+//! says whether a program may run, and callers that refuse unverified code
+//! (`bpfkit run`) ask it for the program and every tail-call target they
+//! install. [`Object::verify_as`] verifies a program with a type its section
+//! does not imply. [`Loader::verify`]`(false)` skips verification: then the
+//! engines' runtime checks are the only guard.
 //!
 //! ```no_run
 //! use bpfkit::{Engine, Loader};
@@ -569,9 +570,8 @@ impl Object {
         }
     }
 
-    /// Puts program `prog` into slot `index` of program array `map`. A
-    /// program the verifier rejected is refused ([`Error::Rejected`]), as
-    /// the kernel never loads it.
+    /// Puts program `prog` into slot `index` of program array `map` (see
+    /// [`Object::check`] to refuse rejected programs first).
     pub fn set_prog_array(&self, map: &str, index: u32, prog: &str) -> Result<(), Error> {
         let m = self.map(map)?;
         if m.map.map_type() != MapType::ProgArray {
@@ -581,9 +581,7 @@ impl Object {
                 expected: "prog_array",
             });
         }
-        let idx = self.program_index(prog)?;
-        self.check(idx)?;
-        let id = self.infos[idx].id;
+        let id = self.infos[self.program_index(prog)?].id;
         m.map
             .update(&index.to_ne_bytes(), &id.0.to_ne_bytes(), update_flags::ANY)
             .map_err(map_err(map))
@@ -594,9 +592,8 @@ impl Object {
     /// caller's regions (context, packet); the maps' regions are added
     /// here. A successful tail call runs the target next with the same
     /// arguments, as the kernel does. `input` gives the CPU number and,
-    /// for XDP, the packet buffer. A program (first or tail-called) that
-    /// [`Object::check`] refuses is not entered: the run ends with a trap
-    /// at the rejected instruction.
+    /// for XDP, the packet buffer. It runs whatever it is given: callers
+    /// that want only verified programs ask [`Object::check`] first.
     pub fn run(
         &mut self,
         prog: usize,
@@ -656,14 +653,6 @@ impl Object {
     ) -> Result<u64, Trap> {
         let mut idx = prog;
         loop {
-            if let Err(Error::Rejected { pc, .. }) = self.check(idx) {
-                return Err(Trap::new(
-                    Pc(pc),
-                    TrapKind::Unsupported {
-                        what: "program rejected by the verifier",
-                    },
-                ));
-            }
             let Some(exec) = self.execs.get_mut(idx) else {
                 return Err(Trap::new(
                     Pc(0),

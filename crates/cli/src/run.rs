@@ -122,12 +122,7 @@ pub fn run(args: Args) -> CmdResult {
         loader = loader.budget(n);
     }
     loader = loader.verify(!args.no_verify);
-    let mut obj = match loader.load(&data) {
-        Ok(o) => o,
-        // A program-array initialiser (`.values`) names a rejected program.
-        Err(e @ bpfkit::Error::Rejected { .. }) => return Ok(rejected(&name, &e)),
-        Err(e) => bail!("{name}: {e}"),
-    };
+    let mut obj = loader.load(&data).map_err(|e| anyhow!("{name}: {e}"))?;
     let prog = match &args.prog {
         Some(p) => obj.program_index(p).map_err(|e| anyhow!("{name}: {e}"))?,
         None if obj.programs().is_empty() => bail!("{name}: the object has no program"),
@@ -144,8 +139,20 @@ pub fn run(args: Args) -> CmdResult {
     // The program and the tail-call targets installed below run only if the
     // verifier accepts them (a program whose section implies no type runs
     // as XDP, so it is verified as XDP).
-    if let Err(e) = verify(&mut obj, prog) {
-        return Ok(rejected(&name, &e));
+    // Programs that the object's own program-array initialisers (`.values`)
+    // install are tail-call targets too.
+    let mut targets = vec![prog];
+    for m in obj.maps() {
+        if m.map.map_type() == MapType::ProgArray {
+            for slot in &m.definition.initial_values {
+                targets.extend(obj.program_index(&slot.target).ok());
+            }
+        }
+    }
+    for t in targets {
+        if let Err(e) = verify(&mut obj, t) {
+            return Ok(rejected(&name, &e));
+        }
     }
     for u in args.map_update.chunks(3) {
         map_update(&obj, &u[0], &u[1], &u[2]).map_err(|e| anyhow!("--map-update: {e:#}"))?;
