@@ -25,9 +25,11 @@
 //! array's storage, which every run registers as a guest region.
 //!
 //! Verification: by default every program whose section implies a type is
-//! checked by `bpfkit-verifier` at load time, with that type and the
-//! object's map definitions in map-table order; [`Object::report`] keeps
-//! the [`Report`]. A rejected program is still loaded and prepared (an
+//! checked by `bpfkit-verifier` with that type and the object's map
+//! definitions in map-table order, once, the first time its verdict is
+//! asked ([`Object::report`], [`Object::check`]: before its first run, so
+//! that loading stays cheap for programs never run), and the [`Report`] is
+//! kept. A rejected program is still loaded and prepared (an
 //! object may hold programs that are never run, and embedders such as the
 //! benchmarks run programs whose verdict they do not need); [`Object::check`]
 //! says whether a program may run, and callers that refuse unverified code
@@ -57,15 +59,15 @@ use bpfkit_isa::{Imm64, Pc};
 use bpfkit_jit::Jit;
 use bpfkit_maps::{map_flags, update_flags, Map, MapError, MapOptions, MapRegistry, MapType};
 use bpfkit_runtime::{Helpers, Memory, Trap, TrapKind};
-use bpfkit_verifier::{Options as VerifyOptions, Verdict};
-use std::sync::Arc;
+use bpfkit_verifier::Options as VerifyOptions;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use thiserror::Error;
 
 pub use bpfkit_abi::{MapId, ProgId, ProgType, XdpAction};
 pub use bpfkit_helpers as helpers;
 pub use bpfkit_runtime as runtime;
-pub use bpfkit_verifier::Report;
+pub use bpfkit_verifier::{Report, Verdict};
 
 /// An execution engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -196,9 +198,9 @@ impl Loader {
         }
     }
 
-    /// Whether to verify programs at load time (default: yes). Without
-    /// verification every program may run and the engines' runtime checks
-    /// are the only guard.
+    /// Whether to verify programs (default: yes; each once, before its
+    /// first run or when its report is asked). Without verification every
+    /// program may run and the engines' runtime checks are the only guard.
     pub fn verify(mut self, on: bool) -> Loader {
         self.verify = on;
         self
@@ -323,7 +325,7 @@ pub struct Object {
     infos: Vec<ProgramInfo>,
     execs: Vec<Exec>,
     verify: bool,
-    reports: Vec<Option<Report>>,
+    reports: Vec<OnceLock<Report>>,
 }
 
 impl std::fmt::Debug for Object {
@@ -446,23 +448,16 @@ impl Object {
             });
             execs.push(exec);
         }
-        let mut obj = Object {
+        let obj = Object {
             elf,
             registry,
             maps,
             table: Arc::new(table),
-            reports: vec![None; infos.len()],
+            reports: (0..infos.len()).map(|_| OnceLock::new()).collect(),
             infos,
             execs,
             verify: cfg.verify,
         };
-        if cfg.verify {
-            for i in 0..obj.infos.len() {
-                if let Some(t) = obj.infos[i].prog_type {
-                    obj.verify_as(i, t);
-                }
-            }
-        }
         // `.values` of program arrays: program ids.
         for m in &obj.maps {
             if m.map.map_type() != MapType::ProgArray {
@@ -518,8 +513,14 @@ impl Object {
 
     /// Verifies program `prog` (an index into [`Object::programs`]) as a
     /// program of type `t`, with the object's map definitions, and keeps
-    /// the report (replacing one made at load time).
+    /// the report (replacing an earlier one).
     pub fn verify_as(&mut self, prog: usize, t: ProgType) -> &Report {
+        let report = self.verify_with(prog, t);
+        self.reports[prog] = OnceLock::from(report);
+        self.reports[prog].get().expect("just set")
+    }
+
+    fn verify_with(&self, prog: usize, t: ProgType) -> Report {
         let p = &self.elf.programs[prog];
         let maps: Vec<bpfkit_abi::MapDef> = self.elf.maps.iter().map(|m| m.def.clone()).collect();
         let opts = VerifyOptions {
@@ -530,8 +531,7 @@ impl Object {
                 .collect(),
             ..VerifyOptions::default()
         };
-        let report = bpfkit_verifier::verify(&p.insns, t, &maps, &opts);
-        self.reports[prog].insert(report)
+        bpfkit_verifier::verify(&p.insns, t, &maps, &opts)
     }
 
     /// Whether programs are verified (see [`Loader::verify`]).
@@ -539,11 +539,20 @@ impl Object {
         self.verify
     }
 
-    /// The verifier's report on program `prog`, when it was verified (at
-    /// load time, for a program whose section implies a type, unless
-    /// verification is off; or by [`Object::verify_as`]).
+    /// The verifier's report on program `prog`: verified now if it was not
+    /// yet, as the type its section implies. `None` when verification is
+    /// off, or the section implies no type and [`Object::verify_as`] was not
+    /// called.
     pub fn report(&self, prog: usize) -> Option<&Report> {
-        self.reports.get(prog)?.as_ref()
+        let cell = self.reports.get(prog)?;
+        if let Some(r) = cell.get() {
+            return Some(r);
+        }
+        if !self.verify {
+            return None;
+        }
+        let t = self.infos[prog].prog_type?;
+        Some(cell.get_or_init(|| self.verify_with(prog, t)))
     }
 
     /// `Ok` when program `prog` may run: verification is off, or the
