@@ -61,9 +61,9 @@ enum Command {
     /// "duration_ns"} | {"error"}], "maps": {"NAME": [{"key", "value"}]}}.
     /// A packet the kernel would refuse (shorter than 14 bytes) gives an
     /// error entry and the run goes on. Exit 1 when a program trapped (did
-    /// something the kernel's verifier would have refused), or when the
-    /// verifier rejects the program or a --prog-array target (nothing runs;
-    /// --no-verify skips the verifier).
+    /// something the kernel's verifier would have refused), or, with
+    /// --verify, when the verifier rejects the program or a --prog-array
+    /// target (nothing runs).
     Run(run::Args),
     /// Verify the programs of a BPF ELF object, like the kernel's verifier.
     ///

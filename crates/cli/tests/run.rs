@@ -384,7 +384,13 @@ fn unknown_helpers_are_named_and_other_program_types_refused() {
     ];
     let xdp = object_with("xdp", &code);
     // The verifier refuses the helper for XDP ...
-    let o = run(&[xdp.to_str().unwrap(), "--packet", &udp_packet(1), "--json"]);
+    let o = run(&[
+        xdp.to_str().unwrap(),
+        "--packet",
+        &udp_packet(1),
+        "--json",
+        "--verify",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -428,7 +434,7 @@ fn xdp_object(name: &str, text: &str) -> PathBuf {
 }
 
 #[test]
-fn verifier_rejections_are_refused_unless_no_verify() {
+fn verifier_rejections_are_refused_with_verify() {
     // Reads the IPv4 protocol byte (offset 23) without comparing against
     // data_end: the kernel's verifier refuses it; 17 (UDP) - 15 = XDP_PASS.
     let unchecked = xdp_object(
@@ -440,7 +446,7 @@ fn verifier_rejections_are_refused_unless_no_verify() {
     );
     let obj = unchecked.to_str().unwrap();
     let p = udp_packet(53);
-    let o = run(&[obj, "--packet", &p, "--json"]);
+    let o = run(&[obj, "--packet", &p, "--json", "--verify"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(o.stdout.is_empty(), "nothing runs");
@@ -452,7 +458,7 @@ fn verifier_rejections_are_refused_unless_no_verify() {
             && first.contains(
                 "program f rejected by the verifier: insn 1: R2 offset is outside of the packet"
             )
-            && first.contains("--no-verify"),
+            && first.contains("without --verify it runs anyway"),
         "{err}"
     );
     // The verifier's context: the instruction and the registers it read.
@@ -471,17 +477,25 @@ fn verifier_rejections_are_refused_unless_no_verify() {
         &["--engine", "interp"][..],
         &["--engine", "jit"][..],
     ] {
-        let mut args = vec![obj, "--packet", &p];
+        let mut args = vec![obj, "--packet", &p, "--verify"];
         args.extend_from_slice(extra);
         let o = run(&args);
         assert_eq!(o.status.code(), Some(1), "{extra:?}");
         assert!(String::from_utf8_lossy(&o.stderr).contains("rejected by the verifier"));
     }
 
-    // --no-verify: it runs; the read stays inside the packet, so it works.
-    let doc = json(&run(&[obj, "--packet", &p, "--json", "--no-verify"]));
-    assert_eq!(doc["runs"][0]["retval"], 2);
-    assert_eq!(doc["runs"][0]["action"], "XDP_PASS");
+    // --no-verify, and the default: it runs; the read stays inside the
+    // packet, so it works.
+    for extra in [&["--no-verify"][..], &[][..]] {
+        let mut args = vec![obj, "--packet", &p, "--json"];
+        args.extend_from_slice(extra);
+        let doc = json(&run(&args));
+        assert_eq!(doc["runs"][0]["retval"], 2, "{extra:?}");
+        assert_eq!(doc["runs"][0]["action"], "XDP_PASS", "{extra:?}");
+    }
+    // The two flags exclude each other (a usage error).
+    let o = run(&[obj, "--packet", &p, "--verify", "--no-verify"]);
+    assert_eq!(o.status.code(), Some(2));
 
     // A read far past the frame: refused by the verifier, and without it
     // the engines' region checks trap (exit 1, the run reports the trap).
@@ -492,7 +506,7 @@ fn verifier_rejections_are_refused_unless_no_verify() {
          exit\n",
     );
     let far = far.to_str().unwrap();
-    let o = run(&[far, "--packet", &p, "--json"]);
+    let o = run(&[far, "--packet", &p, "--json", "--verify"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(o.stdout.is_empty());
     for engine in ["interp", "jit"] {
@@ -516,10 +530,14 @@ fn verifier_rejections_are_refused_unless_no_verify() {
 }
 
 #[test]
-fn help_mentions_no_verify() {
+fn help_mentions_verify_flags() {
     let o = run(&["--help"]);
     assert!(o.status.success());
-    assert!(String::from_utf8_lossy(&o.stdout).contains("--no-verify"));
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        help.contains("--verify") && help.contains("--no-verify"),
+        "{help}"
+    );
 }
 
 /// Object `tail.o`: program `f` (section `xdp`) tail-calls slot 0 of the
@@ -589,18 +607,22 @@ fn tail_object() -> PathBuf {
 }
 
 #[test]
-fn rejected_tail_call_targets_are_refused_unless_no_verify() {
+fn rejected_tail_call_targets_are_refused_with_verify() {
     let tail = tail_object();
     let tail = tail.to_str().unwrap();
     let p = udp_packet(53);
     // f alone is accepted and runs: the empty slot leaves it XDP_DROP.
-    let doc = json(&run(&[tail, "--prog", "f", "--packet", &p, "--json"]));
+    let doc = json(&run(&[
+        tail, "--prog", "f", "--packet", &p, "--json", "--verify",
+    ]));
     assert_eq!(doc["runs"][0]["action"], "XDP_DROP");
     // Installing g, which the verifier rejects, is refused: exit 1.
     let args = [tail, "--prog", "f", "--prog-array", "jt", "0", "g"];
     let mut with_packet = args.to_vec();
     with_packet.extend(["--packet", &p, "--json"]);
-    let o = run(&with_packet);
+    let mut verified = with_packet.clone();
+    verified.push("--verify");
+    let o = run(&verified);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(o.stdout.is_empty());
