@@ -802,8 +802,10 @@ impl<'a> Env<'a> {
                 Ok(())
             }
             (true, false) => {
-                if op == AluOp::Add {
-                    let v = self.ptr_arith(pc, srcno, width, op, s, d, true)?;
+                // `scalar op pointer`: the kernel checks it as pointer
+                // arithmetic with the roles swapped (32-bit ops first).
+                if width == Width::W32 || op == AluOp::Add {
+                    let v = self.ptr_arith(pc, dst.num(), width, op, s, d, true)?;
                     self.set(st, dst, v);
                     Ok(())
                 } else if op == AluOp::Sub {
@@ -816,18 +818,16 @@ impl<'a> Env<'a> {
                 }
             }
             (false, false) => {
-                if op == AluOp::Sub && width == Width::W64 && !self.leaks() {
+                // Any two pointers, any width: only subtraction, and only
+                // when pointer values may leak (privileged), giving an
+                // unknown scalar.
+                if op == AluOp::Sub && !self.leaks() {
                     self.set(st, dst, RegState::unknown());
                     return Ok(());
                 }
-                let name = match op {
-                    AluOp::Add => "+=",
-                    AluOp::Sub => "-=",
-                    _ => return self.bad_ptr_op(pc, dst.num(), op, &d),
-                };
                 err(
                     pc,
-                    format!("R{} pointer {name} pointer prohibited", dst.num()),
+                    format!("R{} pointer {} pointer prohibited", dst.num(), alu_name(op)),
                 )
             }
         }
@@ -861,6 +861,11 @@ impl<'a> Env<'a> {
         _swapped: bool,
     ) -> R<RegState> {
         if width == Width::W32 {
+            // 32-bit ALU ops on pointers give meaningless scalars: allowed
+            // (as unknown) only for subtraction by privileged programs.
+            if op == AluOp::Sub && !self.leaks() {
+                return Ok(RegState::unknown());
+            }
             return err(pc, format!("R{regno} 32-bit pointer arithmetic prohibited"));
         }
         let kind = p.kind().expect("pointer");
