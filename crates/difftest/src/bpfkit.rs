@@ -35,30 +35,13 @@ pub fn find_binary() -> Option<PathBuf> {
 /// `--no-verify`, so the engines' runtime checks are the only guard. Remove
 /// an entry once `bpfkit verify tests/xdp/<object>.o` accepts the program.
 ///
-/// - `pointer -= pointer` / `tried to subtract pointer from scalar`: the
-///   kernel, for a privileged loader (`allow_ptr_leaks`), turns any
-///   `BPF_SUB` of two pointers, and any 32-bit ALU `BPF_SUB` with a pointer
-///   on either side, into an unknown scalar (`adjust_reg_min_max_vals`, and
-///   the head of `adjust_ptr_min_max_vals`); bpfkit's verifier allows only
-///   the 64-bit pointer - pointer case (clang emits `w8 -= w9` for
-///   `data_end - data` cast to 32 bits).
-/// - `not supported yet`: helpers or map types the verifier does not model.
+/// - `infinite loop detected`: a loop counter kept in a 4-byte stack slot;
+///   the kernel tracks scalar spills narrower than 8 bytes at 8-aligned
+///   offsets (`check_stack_write_fixed_off`), bpfkit's verifier does not.
 pub const UNVERIFIED: &[(&str, &str)] = &[
     (
         "xdp_map_in_map",
         "insn 137: infinite loop detected: the loop counter is kept with 4-byte stack stores (*(u32 *)(r10 - 0x10)) and bpfkit does not track scalar spills narrower than 8 bytes (the kernel does at 8-aligned offsets), so the counter becomes unknown and the state repeats",
-    ),
-    (
-        "xdp_devmap",
-        "insn 70: not supported yet: bpf_map_lookup_elem on map type devmap",
-    ),
-    (
-        "xdp_queue_stack",
-        "insn 73: not supported yet: helper #87 (bpf_map_push_elem)",
-    ),
-    (
-        "xdp_time_rand",
-        "insn 4: not supported yet: helper #160 (bpf_ktime_get_coarse_ns)",
     ),
 ];
 

@@ -998,7 +998,7 @@ impl<'a> Env<'a> {
             PtrKind::Stack { frame } => self.stack_access(st, pc, rn, base, frame, off, size, acc),
             PtrKind::MapValue { map } => {
                 let def = &self.maps[map as usize];
-                if write && def.map_flags & bpfkit_abi::map_flags::RDONLY_PROG != 0 {
+                if write && map_rdonly_prog(def) {
                     return err(
                         pc,
                         format!(
@@ -1721,7 +1721,7 @@ impl<'a> Env<'a> {
                         );
                     }
                 }
-                Arg::MapKey | Arg::MapValue => {
+                Arg::MapKey | Arg::MapValue | Arg::UninitMapValue => {
                     let Some(m) = map else {
                         return err(pc, "invalid map_ptr to access map->key");
                     };
@@ -1731,7 +1731,8 @@ impl<'a> Env<'a> {
                     } else {
                         def.value_size
                     };
-                    self.helper_mem(st, pc, r, v, i64::from(n), false)?;
+                    let write = arg == Arg::UninitMapValue;
+                    self.helper_mem(st, pc, r, v, i64::from(n), write)?;
                     if arg == Arg::MapKey {
                         const_key = const_stack_key(st, &v, n);
                     }
@@ -1803,7 +1804,15 @@ impl<'a> Env<'a> {
                 25 | 22 | 55 => mt == MapType::PerfEventArray,
                 27 => mt == MapType::StackTrace,
                 130 | 131 | 134 => mt == MapType::Ringbuf,
+                87 | 89 => matches!(mt, MapType::Queue | MapType::Stack | MapType::BloomFilter),
+                88 => matches!(mt, MapType::Queue | MapType::Stack),
                 33 | 37 => mt == MapType::CgroupArray,
+                // Queues and stacks have only push, pop and peek; device
+                // maps only lookup (and redirect_map) from programs.
+                1..=3 if matches!(mt, MapType::Queue | MapType::Stack | MapType::BloomFilter) => {
+                    false
+                }
+                2 | 3 if matches!(mt, MapType::Devmap | MapType::DevmapHash) => false,
                 1 => !matches!(
                     mt,
                     MapType::ProgArray
@@ -1844,12 +1853,7 @@ impl<'a> Env<'a> {
             } else if id == 1
                 && (matches!(
                     mt,
-                    MapType::Sockmap
-                        | MapType::Sockhash
-                        | MapType::Xskmap
-                        | MapType::Devmap
-                        | MapType::DevmapHash
-                        | MapType::Cpumap
+                    MapType::Sockmap | MapType::Sockhash | MapType::Xskmap | MapType::Cpumap
                 ))
             {
                 return err(
@@ -2002,7 +2006,17 @@ impl<'a> Env<'a> {
                 Ok(())
             }
             Some(PtrKind::MapValue { map }) => {
-                let vs = i64::from(self.maps[map as usize].value_size);
+                let def = &self.maps[map as usize];
+                let vs = i64::from(def.value_size);
+                if write && map_rdonly_prog(def) {
+                    return err(
+                        pc,
+                        format!(
+                            "write into map forbidden, value_size={vs} off={} size={size}",
+                            v.off
+                        ),
+                    );
+                }
                 self.region(pc, rn, &v, 0, size, vs, "map value")
             }
             Some(PtrKind::Mem { size: ms }) => {
@@ -2043,6 +2057,17 @@ impl<'a> Env<'a> {
         }
         e.context = text;
     }
+}
+
+/// Whether programs may only read the map's values: `BPF_F_RDONLY_PROG`,
+/// which the kernel also sets itself on device and cpu maps (their values
+/// point straight at the kernel's entry).
+fn map_rdonly_prog(def: &MapDef) -> bool {
+    def.map_flags & bpfkit_abi::map_flags::RDONLY_PROG != 0
+        || matches!(
+            def.map_type,
+            MapType::Devmap | MapType::DevmapHash | MapType::Cpumap
+        )
 }
 
 /// The value of a map key of `size` bytes on the stack at `key`, when it

@@ -14,6 +14,9 @@ pub enum Arg {
     MapKey,
     /// Readable memory of the map's value size (`ARG_PTR_TO_MAP_VALUE`).
     MapValue,
+    /// Writable memory of the map's value size, need not be initialised
+    /// (`ARG_PTR_TO_MAP_VALUE | MEM_UNINIT`).
+    UninitMapValue,
     /// The context (`ARG_PTR_TO_CTX`).
     Ctx,
     /// Readable memory whose size is the next argument (`ARG_PTR_TO_MEM`).
@@ -55,6 +58,9 @@ pub enum Avail {
     All,
     /// Tracing types (kprobe, tracepoint, perf_event, raw_tracepoint).
     Tracing,
+    /// Every type but the tracing ones (the kernel's tracing prototypes
+    /// hide `bpf_ktime_get_coarse_ns`).
+    NotTracing,
     /// Socket buffer types that may change the packet (tc, lwt_xmit).
     SkbWrite,
     /// Every socket buffer type (socket_filter, tc, cgroup_skb, lwt).
@@ -173,6 +179,9 @@ protos! {
     59 sock_ops_cb_flags_set(Ctx, Anything) -> Integer, SockOps;
     65 xdp_adjust_tail(Ctx, Anything) -> Integer, Xdp;
     69 fib_lookup(Ctx, Mem, ConstSize, Anything) -> Integer, Net;
+    87 map_push_elem(ConstMap, MapValue, Anything) -> Integer, All;
+    88 map_pop_elem(ConstMap, UninitMapValue) -> Integer, All;
+    89 map_peek_elem(ConstMap, UninitMapValue) -> Integer, All;
     112 probe_read_user(UninitMem, ConstSizeOrZero, Anything) -> Integer, All;
     113 probe_read_kernel(UninitMem, ConstSizeOrZero, Anything) -> Integer, All;
     114 probe_read_user_str(UninitMem, ConstSizeOrZero, Anything) -> Integer, All;
@@ -183,6 +192,7 @@ protos! {
     132 ringbuf_submit(RingbufMem, Anything) -> Void, All;
     133 ringbuf_discard(RingbufMem, Anything) -> Void, All;
     134 ringbuf_query(ConstMap, Anything) -> Integer, All;
+    160 ktime_get_coarse_ns() -> Integer, NotTracing;
 }
 
 /// Helper ids below this exist in the kernel (`__BPF_FUNC_MAX_ID` of
@@ -206,6 +216,7 @@ pub fn available(avail: Avail, t: ProgType) -> bool {
     match avail {
         Avail::All => true,
         Avail::Tracing => tracing,
+        Avail::NotTracing => !tracing,
         Avail::SkbWrite => tc || matches!(t, P::LwtXmit),
         Avail::Skb => {
             tc || matches!(

@@ -13,8 +13,10 @@ use bpfkit_verifier::{verify, Options, Verdict};
 struct Case {
     name: &'static str,
     prog_type: ProgType,
-    /// One array map (key 4, value 8) as map index 0.
+    /// One map as map index 0 (see `map_def`).
     map: bool,
+    /// Its type: an array (key 4, value 8) unless set.
+    map_type: MapType,
     asm: &'static str,
     /// `None`: accepted; `Some((insn, message))`: rejected there with it.
     expect: Option<(usize, &'static str)>,
@@ -28,6 +30,7 @@ const fn ok(name: &'static str, prog_type: ProgType, asm: &'static str) -> Case 
         name,
         prog_type,
         map: false,
+        map_type: MapType::Array,
         asm,
         expect: None,
         kernel: true,
@@ -46,6 +49,7 @@ const fn bad(
         name,
         prog_type,
         map: false,
+        map_type: MapType::Array,
         asm,
         expect: Some((pc, msg)),
         kernel: true,
@@ -60,6 +64,11 @@ fn cases() -> Vec<Case> {
     use ProgType::{SocketFilter as Sf, Xdp};
     let with_map = |mut c: Case| {
         c.map = true;
+        c
+    };
+    let with_map_of = |t: MapType, mut c: Case| {
+        c.map = true;
+        c.map_type = t;
         c
     };
     let no_kernel = |mut c: Case| {
@@ -223,6 +232,48 @@ fn cases() -> Vec<Case> {
         unpriv(bad("ptr_sub_ptr_unprivileged", Sf, "r2 = r10\nr2 -= r1\nr0 = 0\nexit\n", 1, "R2 pointer -= pointer prohibited")),
         unpriv(bad("scalar_sub_ptr_alu32_unprivileged", Sf, "w2 = 1\nw2 -= w1\nr0 = 0\nexit\n", 1, "R2 32-bit pointer arithmetic prohibited")),
         unpriv(bad("ptr_alu32_sub_unprivileged", Sf, "w1 -= 1\nr0 = 0\nexit\n", 0, "R1 32-bit pointer arithmetic prohibited")),
+        ok("ktime_get_coarse_ns", Xdp, "call 160\nexit\n"),
+        with_map_of(MapType::Queue, ok(
+            "queue_push",
+            Xdp,
+            "r1 = 0\n*(u64 *)(r10 - 8) = r1\nr2 = r10\nr2 += -8\nld_pseudo r1, 0x5, 0x0\nr3 = 0\ncall 87\nr0 = 2\nexit\n",
+        )),
+        with_map_of(MapType::Stack, ok(
+            "stack_pop_then_read",
+            Xdp,
+            "r2 = r10\nr2 += -8\nld_pseudo r1, 0x5, 0x0\ncall 88\nr0 = *(u64 *)(r10 - 8)\nexit\n",
+        )),
+        with_map_of(MapType::Queue, ok(
+            "queue_peek",
+            Xdp,
+            "r2 = r10\nr2 += -8\nld_pseudo r1, 0x5, 0x0\ncall 89\nr0 = 2\nexit\n",
+        )),
+        with_map(bad(
+            "push_on_array",
+            Xdp,
+            "r1 = 0\n*(u64 *)(r10 - 8) = r1\nr2 = r10\nr2 += -8\nld_pseudo r1, 0x5, 0x0\nr3 = 0\ncall 87\nr0 = 2\nexit\n",
+            7,
+            "cannot pass map_type 2 into func bpf_map_push_elem#87",
+        )),
+        with_map_of(MapType::Devmap, ok(
+            "devmap_lookup_read",
+            Xdp,
+            "r1 = 0\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nld_pseudo r1, 0x5, 0x0\ncall 1\nif r0 == 0 goto +1\nr1 = *(u32 *)(r0 + 0)\nr0 = 2\nexit\n",
+        )),
+        with_map_of(MapType::Devmap, bad(
+            "devmap_lookup_write",
+            Xdp,
+            "r1 = 0\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nld_pseudo r1, 0x5, 0x0\ncall 1\nif r0 == 0 goto +2\nr1 = 0\n*(u32 *)(r0 + 0) = r1\nr0 = 2\nexit\n",
+            9,
+            "write into map forbidden, value_size=4 off=0 size=4",
+        )),
+        with_map_of(MapType::Devmap, bad(
+            "devmap_lookup_past_end",
+            Xdp,
+            "r1 = 0\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nld_pseudo r1, 0x5, 0x0\ncall 1\nif r0 == 0 goto +1\nr1 = *(u32 *)(r0 + 4)\nr0 = 2\nexit\n",
+            8,
+            "R0 min value is outside of the allowed memory range",
+        )),
         bad("ptr_alu32", Xdp, "w1 += 8\nr0 = 0\nexit\n", 0, "R1 32-bit pointer arithmetic prohibited"),
         bad("pkt_end_arith", Xdp, "r2 = *(u32 *)(r1 + 4)\nr2 += 1\nr0 = 0\nexit\n", 1, "R2 pointer arithmetic on pkt_end prohibited"),
         bad("shift_too_far", Xdp, "r0 = 1\nr0 <<= 64\nexit\n", 1, "invalid shift 64"),
@@ -279,8 +330,12 @@ fn cases() -> Vec<Case> {
     .collect()
 }
 
-fn map_def() -> MapDef {
-    MapDef::new(MapType::Array, 4, 8, 1)
+fn map_def(t: MapType) -> MapDef {
+    match t {
+        MapType::Queue | MapType::Stack => MapDef::new(t, 0, 8, 1),
+        MapType::Devmap => MapDef::new(t, 4, 4, 1),
+        _ => MapDef::new(t, 4, 8, 1),
+    }
 }
 
 #[test]
@@ -298,7 +353,11 @@ fn hand_written_programs() {
     for c in cases() {
         let insns = assemble(c.asm, Syntax::Llvm).unwrap_or_else(|e| panic!("{}: {e}", c.name));
         let prog = Program::from_insns(insns.clone()).unwrap();
-        let maps = if c.map { vec![map_def()] } else { vec![] };
+        let maps = if c.map {
+            vec![map_def(c.map_type)]
+        } else {
+            vec![]
+        };
         let opts = Options {
             unprivileged: c.unprivileged,
             ..Options::default()
@@ -316,7 +375,7 @@ fn hand_written_programs() {
         }
         // The same program with map indexes turned into a real map's fd.
         let map = c.map.then(|| {
-            let d = map_def();
+            let d = map_def(c.map_type);
             bpfkit_kernel::Map::create(&bpfkit_kernel::MapSpec {
                 map_type: d.map_type as u32,
                 key_size: d.key_size,
