@@ -34,16 +34,8 @@ pub fn find_binary() -> Option<PathBuf> {
 /// (verifier gaps, not unsafe programs): their specs run with
 /// `--no-verify`, so the engines' runtime checks are the only guard. Remove
 /// an entry once `bpfkit verify tests/xdp/<object>.o` accepts the program.
-///
-/// - `infinite loop detected`: a loop counter kept in a 4-byte stack slot;
-///   the kernel tracks scalar spills narrower than 8 bytes at 8-aligned
-///   offsets (`check_stack_write_fixed_off`), bpfkit's verifier does not.
-pub const UNVERIFIED: &[(&str, &str)] = &[
-    (
-        "xdp_map_in_map",
-        "insn 137: infinite loop detected: the loop counter is kept with 4-byte stack stores (*(u32 *)(r10 - 0x10)) and bpfkit does not track scalar spills narrower than 8 bytes (the kernel does at 8-aligned offsets), so the counter becomes unknown and the state repeats",
-    ),
-];
+/// Empty now: every kernel-accepted program of the suite verifies.
+pub const UNVERIFIED: &[(&str, &str)] = &[];
 
 /// The arguments of `bpfkit run` for a spec (after the object path).
 pub fn run_args(spec: &Spec) -> Vec<String> {

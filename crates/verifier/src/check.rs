@@ -610,7 +610,27 @@ impl<'a> Env<'a> {
                 let n = size_bytes(size);
                 let val = match src {
                     Src::Reg(r) => {
-                        let v = self.read(st, r, pc)?;
+                        let mut v = self.read(st, r, pc)?;
+                        // A scalar spilled whole at an 8-aligned stack
+                        // offset stays linked to its register, so a later
+                        // bound on one applies to the other (the kernel's
+                        // `assign_scalar_id_before_mov` on a spill).
+                        let aligned = matches!(base.kind(), Some(PtrKind::Stack { .. }))
+                            && base
+                                .var
+                                .const_value()
+                                .is_some_and(|c| (base.off + c as i64 + i64::from(off)) % 8 == 0);
+                        let fits = n == 8 || v.var.umax() <= u64::MAX >> (64 - 8 * n);
+                        if aligned
+                            && fits
+                            && !self.opts.unprivileged
+                            && v.is_scalar()
+                            && !v.var.is_const()
+                            && v.id == 0
+                        {
+                            v.id = self.fresh_id();
+                            st.cur_mut().regs[r.index()].id = v.id;
+                        }
                         Stored::Reg(r, v)
                     }
                     Src::Imm(i) => {
@@ -749,6 +769,19 @@ impl<'a> Env<'a> {
                     (AluOp::Mov, Width::W64, Src::Reg(r)) => {
                         // Link the copies so that a later bound on one
                         // applies to the other.
+                        if !s.var.is_const() {
+                            let id = if s.id != 0 { s.id } else { self.fresh_id() };
+                            st.cur_mut().regs[r.index()].id = id;
+                            v.id = id;
+                        }
+                    }
+                    (AluOp::Mov, Width::W32, Src::Reg(r))
+                        if s.var.umax() <= u64::from(u32::MAX) =>
+                    {
+                        // The value already fits in 32 bits, so the
+                        // zero-extending copy is the same 64-bit value:
+                        // link them too, as the kernel does for a source
+                        // no wider than 32 bits (`get_reg_width`).
                         if !s.var.is_const() {
                             let id = if s.id != 0 { s.id } else { self.fresh_id() };
                             st.cur_mut().regs[r.index()].id = id;
@@ -1231,13 +1264,28 @@ impl<'a> Env<'a> {
             Access::Read => {
                 let slot = fr.stack[si];
                 if let Some(sp) = slot.spill {
-                    if size == 8 {
+                    let spill_size = slot.spill_size();
+                    if size == 8 && spill_size == 8 {
                         return Ok(sp);
                     }
                     if !sp.is_scalar() && self.opts.unprivileged {
                         return err(pc, "invalid size of register fill");
                     }
-                    return Ok(RegState::scalar(Scalar::unknown().cast(size as u32)));
+                    if spill_size < 8 {
+                        // A narrow scalar spill (kept only at 8-aligned
+                        // offsets): a fill of at most its size from its
+                        // start reads its low bytes.
+                        if bi == 0 && size <= spill_size {
+                            return Ok(if sp.var.umax() <= u64::MAX >> (64 - 8 * size) {
+                                sp
+                            } else {
+                                RegState::scalar(sp.var.cast(size as u32))
+                            });
+                        }
+                        // Anything else reads its bytes as unknown.
+                    } else {
+                        return Ok(RegState::scalar(Scalar::unknown().cast(size as u32)));
+                    }
                 }
                 let mut zero = true;
                 for i in 0..size as usize {
@@ -1283,6 +1331,15 @@ impl<'a> Env<'a> {
                     } else {
                         SlotByte::Misc
                     };
+                }
+                // As the kernel for a capable loader, keep a narrow scalar
+                // spill at an 8-aligned offset (`save_register_state` with
+                // its size): its low `size` bytes hold the register.
+                if bi == 0 && !self.opts.unprivileged {
+                    for b in &mut slot.bytes[..size as usize] {
+                        *b = SlotByte::Spill;
+                    }
+                    slot.spill = Some(reg);
                 }
                 Ok(reg)
             }
@@ -2086,7 +2143,7 @@ fn const_stack_key(st: &State, key: &RegState, size: u32) -> Option<u64> {
     let bi = (o + 8 * (si as i64 + 1)) as usize;
     if let Some(sp) = slot.spill {
         let c = sp.const_value()?;
-        if bi != 0 {
+        if bi != 0 || i64::from(size) > slot.spill_size() {
             return None;
         }
         let mask = if size == 8 {

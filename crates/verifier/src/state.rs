@@ -250,7 +250,9 @@ impl SlotByte {
 pub struct Slot {
     /// Byte kinds, lowest address first.
     pub bytes: [SlotByte; 8],
-    /// The spilled register when all bytes are `Spill`.
+    /// The spilled register when the bytes from the lowest address are
+    /// `Spill`: all 8, or fewer for a narrow scalar spill (its low bytes;
+    /// the others are then `Misc` or `Zero`).
     pub spill: Option<RegState>,
 }
 
@@ -261,10 +263,21 @@ impl Slot {
         spill: None,
     };
 
+    /// How many bytes the spilled register covers (0 without a spill).
+    pub fn spill_size(&self) -> i64 {
+        if self.spill.is_none() {
+            return 0;
+        }
+        self.bytes
+            .iter()
+            .take_while(|&&b| b == SlotByte::Spill)
+            .count() as i64
+    }
+
     fn includes(&self, new: &Slot, ids: &mut IdMap, uninit_readable: bool) -> bool {
         if let Some(old) = &self.spill {
             return match &new.spill {
-                Some(n) => old.includes(n, ids),
+                Some(n) => self.bytes == new.bytes && old.includes(n, ids),
                 None => false,
             };
         }
