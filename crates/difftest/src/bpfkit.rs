@@ -64,8 +64,12 @@ pub fn run_args(spec: &Spec) -> Vec<String> {
         args.push("--packet".into());
         args.push(hex::encode(&p.hex.bytes().unwrap_or_default()));
     }
+    // `run` verifies only on request (--verify): ask for it, so every
+    // spec also checks that bpfkit's verifier accepts what the kernel does.
     if UNVERIFIED.iter().any(|(p, _)| *p == spec.program) {
         args.push("--no-verify".into());
+    } else {
+        args.push("--verify".into());
     }
     args.push("--json".into());
     args
@@ -124,7 +128,7 @@ mod tests {
         assert_eq!(
             run_args(&spec).join(" "),
             "--prog p --map-update m 0100 ff --prog-array jt 2 q --ctx-in 0000 \
-             --packet aabb --packet cc --json"
+             --packet aabb --packet cc --verify --json"
         );
     }
 }
