@@ -224,9 +224,8 @@ fn map_updates_prog_arrays_and_tail_calls() {
 fn human_output_shows_actions_counts_and_trace() {
     let o = run(&[
         &path("tests/xdp/trace_printk.o"),
-        // The kernel accepts it; bpfkit's verifier does not model a 32-bit
-        // `scalar -= pkt` yet (see UNVERIFIED in crates/difftest/src/bpfkit.rs).
-        "--no-verify",
+        // The kernel accepts it, and so must bpfkit's verifier.
+        "--verify",
         "--packet",
         "02000000000b02000000000a08004500001c000100000511865ec0a864c80a000002000100020008d068",
         "--packet",
