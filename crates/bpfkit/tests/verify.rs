@@ -24,30 +24,6 @@ fn accepted_programs_have_a_report_and_may_run() {
     obj.check(0).unwrap();
 }
 
-/// An XDP object with one program `f` in section `xdp`, made of `code`.
-fn xdp_object(code: &[u8]) -> Vec<u8> {
-    use object::write::{Object, Symbol, SymbolSection};
-    use object::{
-        Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
-    };
-    let mut obj = Object::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
-    let sec = obj.add_section(Vec::new(), b"xdp".to_vec(), SectionKind::Text);
-    obj.append_section_data(sec, code, 8);
-    obj.add_symbol(Symbol {
-        name: b"f".to_vec(),
-        value: 0,
-        size: code.len() as u64,
-        kind: SymbolKind::Text,
-        scope: SymbolScope::Linkage,
-        weak: false,
-        section: SymbolSection::Section(sec),
-        flags: SymbolFlags::None,
-    });
-    let lic = obj.add_section(Vec::new(), b"license".to_vec(), SectionKind::Data);
-    obj.append_section_data(lic, b"GPL\0", 1);
-    obj.write().unwrap()
-}
-
 #[test]
 fn rejections_name_program_insn_and_message() {
     // r2 = ctx->data; r0 = *(u8 *)(r2 + 23); exit: a packet read with no
@@ -57,7 +33,7 @@ fn rejections_name_program_insn_and_message() {
         0x71, 0x20, 23, 0, 0, 0, 0, 0, // r0 = *(u8 *)(r2 + 23)
         0x95, 0, 0, 0, 0, 0, 0, 0, // exit
     ];
-    let bytes = xdp_object(&code);
+    let bytes = bpfkit_testdata::bpf_object("xdp", &code);
     let obj = Loader::new().engine(Engine::Interp).load(&bytes).unwrap();
     let i = obj.program_index("f").unwrap();
     match obj.check(i) {

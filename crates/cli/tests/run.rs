@@ -351,27 +351,8 @@ fn usage_errors_exit_2() {
 
 /// A one-function object: `section` holds `code` as function `f`.
 fn object_with(section: &str, code: &[u8]) -> PathBuf {
-    use object::write::{Object, Symbol, SymbolSection};
-    use object::{
-        Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
-    };
-    let mut obj = Object::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
-    let sec = obj.add_section(Vec::new(), section.as_bytes().to_vec(), SectionKind::Text);
-    obj.append_section_data(sec, code, 8);
-    obj.add_symbol(Symbol {
-        name: b"f".to_vec(),
-        value: 0,
-        size: code.len() as u64,
-        kind: SymbolKind::Text,
-        scope: SymbolScope::Linkage,
-        weak: false,
-        section: SymbolSection::Section(sec),
-        flags: SymbolFlags::None,
-    });
-    let lic = obj.add_section(Vec::new(), b"license".to_vec(), SectionKind::Data);
-    obj.append_section_data(lic, b"GPL\0", 1);
     let path = scratch(&format!("{}.o", section.replace('/', "_")));
-    std::fs::write(&path, obj.write().unwrap()).unwrap();
+    std::fs::write(&path, bpfkit_testdata::bpf_object(section, code)).unwrap();
     path
 }
 

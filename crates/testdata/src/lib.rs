@@ -310,6 +310,33 @@ pub fn conformance_helpers() -> bpfkit_runtime::Helpers {
     h
 }
 
+/// A minimal BPF ELF object, as tests need them: one program `f` (a global
+/// function symbol) filling section `section` with `code`, and a `GPL`
+/// license section. For objects with maps or BTF, tests commit clang-built
+/// fixtures instead.
+pub fn bpf_object(section: &str, code: &[u8]) -> Vec<u8> {
+    use object::write::{Object, Symbol, SymbolSection};
+    use object::{
+        Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
+    };
+    let mut obj = Object::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
+    let sec = obj.add_section(Vec::new(), section.as_bytes().to_vec(), SectionKind::Text);
+    obj.append_section_data(sec, code, 8);
+    obj.add_symbol(Symbol {
+        name: b"f".to_vec(),
+        value: 0,
+        size: code.len() as u64,
+        kind: SymbolKind::Text,
+        scope: SymbolScope::Linkage,
+        weak: false,
+        section: SymbolSection::Section(sec),
+        flags: SymbolFlags::None,
+    });
+    let lic = obj.add_section(Vec::new(), b"license".to_vec(), SectionKind::Data);
+    obj.append_section_data(lic, b"GPL\0", 1);
+    obj.write().expect("writing an in-memory ELF object")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
