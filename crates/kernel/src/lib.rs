@@ -31,7 +31,10 @@ pub enum KernelError {
         source: std::io::Error,
     },
     /// The verifier rejected the program; `log` holds its log.
-    #[error("the kernel rejected the program ({source}): {}", last_line(log))]
+    #[error(
+        "the kernel rejected the program ({source}): {}",
+        rejection_message(log)
+    )]
     Rejected {
         /// The errno of `BPF_PROG_LOAD`.
         #[source]
@@ -47,7 +50,9 @@ pub enum KernelError {
     },
 }
 
-fn last_line(log: &str) -> &str {
+/// The line of a verifier log that says why a program was rejected: the
+/// last line that is not one of the statistics the kernel appends.
+pub fn rejection_message(log: &str) -> &str {
     log.lines()
         .rev()
         .find(|l| {
@@ -331,6 +336,17 @@ impl<'a> ProgLoad<'a> {
             prog_flags: 0,
             expected_attach_type: 0,
             name: String::new(),
+        }
+    }
+
+    /// Loads the program and drops it, keeping only the verdict: `None` when
+    /// the kernel accepts it, the kernel's message ([`rejection_message`])
+    /// when its verifier rejects it; other failures are errors.
+    pub fn verdict(&self) -> Result<Option<String>, KernelError> {
+        match self.load() {
+            Ok(_) => Ok(None),
+            Err(KernelError::Rejected { log, .. }) => Ok(Some(rejection_message(&log).to_string())),
+            Err(e) => Err(e),
         }
     }
 

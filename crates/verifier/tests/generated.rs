@@ -27,6 +27,71 @@ impl Rng {
     }
 }
 
+/// How often bpfkit's verdicts agree with the kernel's over a batch of
+/// generated programs, with examples of the differences.
+#[derive(Default)]
+struct Agreement {
+    total: u32,
+    agree: u32,
+    accepted: u32,
+    same_msg: u32,
+    /// Programs whose verdicts differ, with both messages.
+    diffs: Vec<String>,
+    /// Same verdict, different message (the first few).
+    msg_diffs: Vec<String>,
+}
+
+impl Agreement {
+    /// Records one program: `ours`/`kernel` are the rejection messages
+    /// (`None`: accepted).
+    fn record(&mut self, prog: &Program, ours: Option<String>, kernel: Option<String>) {
+        self.total += 1;
+        if ours.is_some() == kernel.is_some() {
+            self.agree += 1;
+            self.accepted += u32::from(kernel.is_none());
+            if ours == kernel {
+                self.same_msg += 1;
+            } else if self.msg_diffs.len() < 5 {
+                self.msg_diffs
+                    .push(format!("kernel {kernel:?}, ours {ours:?}"));
+            }
+        } else {
+            self.diffs.push(format!(
+                "kernel {kernel:?}, ours {ours:?}\n{}",
+                bpfkit_isa::disasm::format_llvm_program(prog)
+            ));
+        }
+    }
+
+    /// Prints the figures and up to `shown` differing programs.
+    fn report(&self, what: &str, shown: usize) {
+        let Agreement {
+            total,
+            agree,
+            accepted,
+            same_msg,
+            ..
+        } = self;
+        eprintln!(
+            "{what}: {agree}/{total} verdicts agree with the kernel ({accepted} accepted by both), {same_msg} with the same message"
+        );
+        for d in &self.msg_diffs {
+            eprintln!("  message differs: {d}");
+        }
+        for d in self.diffs.iter().take(shown) {
+            eprintln!("{d}");
+        }
+    }
+}
+
+/// The kernel's verdict on `bytes` as `prog_type`: `None` when accepted,
+/// its message when rejected.
+fn kernel_verdict(prog_type: ProgType, bytes: &[u8]) -> Option<String> {
+    bpfkit_kernel::ProgLoad::new(prog_type as u32, bytes)
+        .verdict()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 const DATA_REGS: [Reg; 5] = [Reg::R0, Reg::R2, Reg::R3, Reg::R4, Reg::R5];
 /// Readable u32 fields of `struct __sk_buff` for socket filters.
 const CTX_FIELDS: [i16; 9] = [0, 8, 32, 48, 52, 56, 60, 64, 68];
@@ -281,10 +346,8 @@ fn generated_programs_agree_with_kernel() {
         return;
     }
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let (mut total, mut agree, mut same_msg) = (0u32, 0u32, 0u32);
-    let mut diffs = Vec::new();
-    let mut msg_diffs = Vec::new();
-    while total < 400 {
+    let mut tally = Agreement::default();
+    while tally.total < 400 {
         let prog = gen(&mut rng);
         let shifty = prog.insns().iter().any(|i| {
             matches!(
@@ -298,50 +361,13 @@ fn generated_programs_agree_with_kernel() {
         if shifty {
             continue;
         }
-        total += 1;
         let ours = verify(&prog, ProgType::SocketFilter, &[], &Options::default());
         let bytes = prog.to_bytes();
-        let load = bpfkit_kernel::ProgLoad::new(ProgType::SocketFilter as u32, &bytes);
-        let kernel = match load.load() {
-            Ok(_) => None,
-            Err(bpfkit_kernel::KernelError::Rejected { log, .. }) => Some(
-                log.lines()
-                    .rev()
-                    .find(|l| {
-                        !l.is_empty()
-                            && !l.starts_with("processed")
-                            && !l.starts_with("verification time")
-                            && !l.starts_with("stack depth")
-                    })
-                    .unwrap_or("")
-                    .to_string(),
-            ),
-            Err(e) => panic!("{e}"),
-        };
-        let ours_msg = ours.error.as_ref().map(|e| e.message.clone());
-        if ours_msg.is_some() == kernel.is_some() {
-            agree += 1;
-            if ours_msg == kernel {
-                same_msg += 1;
-            } else if msg_diffs.len() < 5 {
-                msg_diffs.push(format!("kernel {kernel:?}, ours {ours_msg:?}"));
-            }
-        } else {
-            diffs.push(format!(
-                "kernel {kernel:?}, ours {ours_msg:?}\n{}",
-                bpfkit_isa::disasm::format_llvm_program(&prog)
-            ));
-        }
+        let kernel = kernel_verdict(ProgType::SocketFilter, &bytes);
+        tally.record(&prog, ours.error.map(|e| e.message), kernel);
     }
-    eprintln!(
-        "generated programs: {agree}/{total} verdicts agree with the kernel, {same_msg} with the same message"
-    );
-    for d in &msg_diffs {
-        eprintln!("  message differs: {d}");
-    }
-    for d in diffs.iter().take(5) {
-        eprintln!("{d}");
-    }
+    tally.report("generated programs", 5);
+    let Agreement { total, agree, .. } = tally;
     assert!(agree * 100 >= total * 97, "{agree}/{total}");
 }
 
@@ -478,47 +504,21 @@ fn generated_packet_programs_agree_with_kernel() {
         return;
     }
     let mut rng = Rng(0x5851_f42d_4c95_7f2d);
-    let (mut total, mut agree, mut accepted, mut same_msg) = (0u32, 0u32, 0u32, 0u32);
-    let mut diffs = Vec::new();
-    while total < 500 {
+    let mut tally = Agreement::default();
+    while tally.total < 500 {
         let prog = gen_xdp(&mut rng);
-        total += 1;
         let ours = verify(&prog, ProgType::Xdp, &[], &Options::default());
         let bytes = prog.to_bytes();
-        let kernel = match bpfkit_kernel::ProgLoad::new(ProgType::Xdp as u32, &bytes).load() {
-            Ok(_) => None,
-            Err(bpfkit_kernel::KernelError::Rejected { log, .. }) => Some(
-                log.lines()
-                    .rev()
-                    .find(|l| {
-                        !l.is_empty()
-                            && !l.starts_with("processed")
-                            && !l.starts_with("verification time")
-                            && !l.starts_with("stack depth")
-                    })
-                    .unwrap_or("")
-                    .to_string(),
-            ),
-            Err(e) => panic!("{e}"),
-        };
-        let ours_msg = ours.error.as_ref().map(|e| e.message.clone());
-        if ours_msg.is_some() == kernel.is_some() {
-            agree += 1;
-            accepted += u32::from(kernel.is_none());
-            same_msg += u32::from(ours_msg == kernel);
-        } else {
-            diffs.push(format!(
-                "kernel {kernel:?}, ours {ours_msg:?}\n{}",
-                bpfkit_isa::disasm::format_llvm_program(&prog)
-            ));
-        }
+        let kernel = kernel_verdict(ProgType::Xdp, &bytes);
+        tally.record(&prog, ours.error.map(|e| e.message), kernel);
     }
-    eprintln!(
-        "packet programs: {agree}/{total} verdicts agree with the kernel ({accepted} accepted by both), {same_msg} with the same message"
-    );
-    for d in diffs.iter().take(4) {
-        eprintln!("{d}");
-    }
+    tally.report("packet programs", 4);
+    let Agreement {
+        total,
+        agree,
+        accepted,
+        ..
+    } = tally;
     assert!(agree * 100 >= total * 97, "{agree}/{total}");
     assert!(accepted > 50 && total - accepted > 50);
 }
@@ -578,11 +578,9 @@ fn generated_map_programs_agree_with_kernel() {
     })
     .unwrap();
     let mut rng = Rng(0x6a09_e667_f3bc_c908);
-    let (mut total, mut agree, mut accepted, mut same_msg) = (0u32, 0u32, 0u32, 0u32);
-    let mut diffs = Vec::new();
-    while total < 500 {
+    let mut tally = Agreement::default();
+    while tally.total < 500 {
         let prog = gen_map(&mut rng);
-        total += 1;
         let ours = verify(
             &prog,
             ProgType::SocketFilter,
@@ -604,41 +602,16 @@ fn generated_map_programs_agree_with_kernel() {
             })
             .collect();
         let bytes = bpfkit_isa::encode_all(kinsns.iter());
-        let kernel =
-            match bpfkit_kernel::ProgLoad::new(ProgType::SocketFilter as u32, &bytes).load() {
-                Ok(_) => None,
-                Err(bpfkit_kernel::KernelError::Rejected { log, .. }) => Some(
-                    log.lines()
-                        .rev()
-                        .find(|l| {
-                            !l.is_empty()
-                                && !l.starts_with("processed")
-                                && !l.starts_with("verification time")
-                                && !l.starts_with("stack depth")
-                        })
-                        .unwrap_or("")
-                        .to_string(),
-                ),
-                Err(e) => panic!("{e}"),
-            };
-        let ours_msg = ours.error.as_ref().map(|e| e.message.clone());
-        if ours_msg.is_some() == kernel.is_some() {
-            agree += 1;
-            accepted += u32::from(kernel.is_none());
-            same_msg += u32::from(ours_msg == kernel);
-        } else {
-            diffs.push(format!(
-                "kernel {kernel:?}, ours {ours_msg:?}\n{}",
-                bpfkit_isa::disasm::format_llvm_program(&prog)
-            ));
-        }
+        let kernel = kernel_verdict(ProgType::SocketFilter, &bytes);
+        tally.record(&prog, ours.error.map(|e| e.message), kernel);
     }
-    eprintln!(
-        "map programs: {agree}/{total} verdicts agree with the kernel ({accepted} accepted by both), {same_msg} with the same message"
-    );
-    for d in diffs.iter().take(4) {
-        eprintln!("{d}");
-    }
+    tally.report("map programs", 4);
+    let Agreement {
+        total,
+        agree,
+        accepted,
+        ..
+    } = tally;
     assert!(agree * 100 >= total * 97, "{agree}/{total}");
     assert!(accepted > 50 && total - accepted > 50);
 }
@@ -685,48 +658,21 @@ fn generated_call_programs_agree_with_kernel() {
         return;
     }
     let mut rng = Rng(0xbb67_ae85_84ca_a73b);
-    let (mut total, mut agree, mut accepted, mut same_msg) = (0u32, 0u32, 0u32, 0u32);
-    let mut diffs = Vec::new();
-    while total < 400 {
+    let mut tally = Agreement::default();
+    while tally.total < 400 {
         let prog = gen_call(&mut rng);
-        total += 1;
         let ours = verify(&prog, ProgType::SocketFilter, &[], &Options::default());
         let bytes = prog.to_bytes();
-        let kernel =
-            match bpfkit_kernel::ProgLoad::new(ProgType::SocketFilter as u32, &bytes).load() {
-                Ok(_) => None,
-                Err(bpfkit_kernel::KernelError::Rejected { log, .. }) => Some(
-                    log.lines()
-                        .rev()
-                        .find(|l| {
-                            !l.is_empty()
-                                && !l.starts_with("processed")
-                                && !l.starts_with("verification time")
-                                && !l.starts_with("stack depth")
-                        })
-                        .unwrap_or("")
-                        .to_string(),
-                ),
-                Err(e) => panic!("{e}"),
-            };
-        let ours_msg = ours.error.as_ref().map(|e| e.message.clone());
-        if ours_msg.is_some() == kernel.is_some() {
-            agree += 1;
-            accepted += u32::from(kernel.is_none());
-            same_msg += u32::from(ours_msg == kernel);
-        } else {
-            diffs.push(format!(
-                "kernel {kernel:?}, ours {ours_msg:?}\n{}",
-                bpfkit_isa::disasm::format_llvm_program(&prog)
-            ));
-        }
+        let kernel = kernel_verdict(ProgType::SocketFilter, &bytes);
+        tally.record(&prog, ours.error.map(|e| e.message), kernel);
     }
-    eprintln!(
-        "call programs: {agree}/{total} verdicts agree with the kernel ({accepted} accepted by both), {same_msg} with the same message"
-    );
-    for d in diffs.iter().take(4) {
-        eprintln!("{d}");
-    }
+    tally.report("call programs", 4);
+    let Agreement {
+        total,
+        agree,
+        accepted,
+        ..
+    } = tally;
     assert!(agree * 100 >= total * 97, "{agree}/{total}");
     assert!(accepted > 40 && total - accepted > 40);
 }

@@ -434,16 +434,7 @@ fn hand_written_programs() {
         let kernel_accepts = match load.load() {
             Ok(_) => true,
             Err(bpfkit_kernel::KernelError::Rejected { log, .. }) => {
-                let last = log
-                    .lines()
-                    .rev()
-                    .find(|l| {
-                        !l.is_empty()
-                            && !l.starts_with("processed")
-                            && !l.starts_with("verification time")
-                            && !l.starts_with("stack depth")
-                    })
-                    .unwrap_or("");
+                let last = bpfkit_kernel::rejection_message(&log);
                 eprintln!("{}: kernel: {last}", c.name);
                 if let Some((_, msg)) = c.expect {
                     if msg != last {
