@@ -78,7 +78,7 @@
 //! assert_eq!(vm.run(&mut mem, &[addr, 40]), Ok(42));
 //! assert_eq!(vm.executed(), 3);
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 mod op;
@@ -94,6 +94,13 @@ use std::sync::Arc;
 use thiserror::Error;
 
 pub use op::FUNC_ADDR_BASE;
+
+/// The most ops one op moves past (the fused op of the longest group
+/// advances by its length; see `op::fuse`), and the least number of
+/// sentinels after the last instruction.
+const MAX_ADVANCE: usize = 16;
+
+const OP_SIZE: usize = std::mem::size_of::<Op>();
 
 /// Why a program could not be prepared.
 #[derive(Clone, PartialEq, Eq, Debug, Error)]
@@ -140,7 +147,9 @@ impl<'r> Builder<'r> {
         // loop can index them with `pc & mask`, which the compiler sees is
         // in bounds (no check per dispatch). Control never goes past the
         // first sentinel: every jump target is an instruction.
-        let padded = ops.len().next_power_of_two();
+        // At least `MAX_ADVANCE` of them, so that no op's advance, from any
+        // instruction, can leave the table (see `exec`).
+        let padded = (ops.len() + MAX_ADVANCE).next_power_of_two();
         ops.resize(padded, Op::FellOff);
         plain.resize(padded, Op::FellOff);
         let mut pcs = prog.pcs().to_vec();
@@ -297,7 +306,16 @@ impl Interpreter {
         // `ops.len()` is a power of two (see `Builder::build`).
         let mask = ops.len() - 1;
         let ops = &ops[..=mask];
+        // The next op, as a pointer: dispatch is then one load of the tag
+        // and the jump, where an index costs a mask, a multiply-add and
+        // register copies per op. It always points into `ops` (see the
+        // SAFETY comment at the fetch). `pc!()` is its index.
+        let start: *const Op = ops.as_ptr();
+        let mut ip: *const Op = start;
         let budget = *budget;
+        // The budget in bytes of ops (see `bias`). It saturates only for
+        // budgets above 2^60 instructions, which no run reaches.
+        let budget_b = budget.saturating_mul(OP_SIZE as u64);
         // The stack and the embedder's regions are kept apart (a `Guest` is
         // built only to lend both to a helper or an atomic), so that
         // accesses the compiler proved to be inside the current frame index
@@ -313,9 +331,28 @@ impl Interpreter {
         }
         regs[10] = stack_top;
         let mut depth = 0usize;
-        // Instructions executed so far = base + pc (pc = next op index).
-        let mut base: u64 = 0;
-        let mut pc: usize = 0;
+        // Instructions executed so far, times `OP_SIZE`, = `bias + ip`
+        // (wrapping): a taken jump checks the budget with one add and one
+        // compare, where counting in instructions would divide `ip - start`
+        // by the op size.
+        let mut bias: u64 = 0u64.wrapping_sub(start.addr() as u64);
+
+        macro_rules! count {
+            () => {
+                bias.wrapping_add(ip.addr() as u64) / OP_SIZE as u64
+            };
+        }
+        macro_rules! pc {
+            () => {
+                (ip.addr() - start.addr()) / OP_SIZE
+            };
+        }
+        // Moves past `$k` more instructions of a fused group.
+        macro_rules! adv {
+            ($k:expr) => {
+                ip = ip.wrapping_add($k)
+            };
+        }
 
         macro_rules! r {
             ($r:expr) => {
@@ -324,25 +361,26 @@ impl Interpreter {
         }
         macro_rules! finish {
             ($result:expr) => {{
-                *executed = base.wrapping_add(pc as u64);
+                *executed = count!();
                 return $result;
             }};
         }
         macro_rules! trap {
             ($kind:expr) => {
-                finish!(Err(Trap::new(pcs[pc - 1], $kind)))
+                finish!(Err(Trap::new(pcs[pc!() - 1], $kind)))
             };
         }
         // Taken jump to op `t`: keep the count exact, check the budget.
         macro_rules! jump {
             ($t:expr) => {{
                 let t = $t as usize;
-                let n = base.wrapping_add(pc as u64);
-                if n > budget {
+                let n = bias.wrapping_add(ip.addr() as u64);
+                if n > budget_b {
                     trap!(TrapKind::BudgetExhausted { budget });
                 }
-                base = n.wrapping_sub(t as u64);
-                pc = t;
+                // Masked, so that even a bad target keeps `ip` in `ops`.
+                ip = &ops[t & mask];
+                bias = n.wrapping_sub(ip.addr() as u64);
             }};
         }
         macro_rules! cond {
@@ -421,12 +459,16 @@ impl Interpreter {
         macro_rules! call_helper {
             ($id:expr, $h:expr) => {{
                 let id = HelperId($id);
-                let mut env =
-                    HelperEnv::new(Guest::new(stack, mem), data.as_deref_mut(), pcs[pc - 1], id);
+                let mut env = HelperEnv::new(
+                    Guest::new(stack, mem),
+                    data.as_deref_mut(),
+                    pcs[pc!() - 1],
+                    id,
+                );
                 let args = [r!(1), r!(2), r!(3), r!(4), r!(5)];
                 match $h.call(&mut env, args) {
                     Ok(v) => regs[0] = v,
-                    Err(abort) => finish!(abort.into_outcome(pcs[pc - 1], id)),
+                    Err(abort) => finish!(abort.into_outcome(pcs[pc!() - 1], id)),
                 }
             }};
         }
@@ -438,7 +480,7 @@ impl Interpreter {
                     });
                 }
                 frames[depth] = Frame {
-                    ret: pc as u32,
+                    ret: pc!() as u32,
                     saved: [r!(6), r!(7), r!(8), r!(9)],
                     fp: r!(10),
                 };
@@ -452,11 +494,19 @@ impl Interpreter {
         loop {
             if TRACE {
                 if let Some(t) = tracer.as_deref_mut() {
-                    t(pcs[pc], insns.get(pc), &regs);
+                    t(pcs[pc!()], insns.get(pc!()), &regs);
                 }
             }
-            let op = &ops[pc & mask];
-            pc += 1;
+            // SAFETY: `ip` points to an element of `ops`, which is borrowed
+            // (unchanged) for the whole loop. It starts at `ops[0]`; jumps,
+            // calls and returns set it to `&ops[t & mask]`; every other op
+            // moves it forward by at most `MAX_ADVANCE` (the size of the
+            // longest fused group) from an instruction, and `Builder::build`
+            // pads `ops` with at least `MAX_ADVANCE` sentinels after the last
+            // instruction; the sentinel `FellOff` never moves it forward.
+            #[allow(unsafe_code)]
+            let op: &Op = unsafe { &*ip };
+            adv!(1);
             match *op {
                 Op::Add64I { d, imm } => r!(d) = r!(d).wrapping_add(imm as i64 as u64),
                 Op::Sub64I { d, imm } => r!(d) = r!(d).wrapping_sub(imm as i64 as u64),
@@ -734,7 +784,7 @@ impl Interpreter {
                     jump!(f.ret);
                 }
                 Op::Unresolved => {
-                    let imm = match insns[pc - 1] {
+                    let imm = match insns[pc!() - 1] {
                         Insn::LoadImm64 { imm, .. } => imm,
                         _ => Imm64::Value(0),
                     };
@@ -743,59 +793,59 @@ impl Interpreter {
                 Op::Kfunc => trap!(TrapKind::Unsupported { what: "kfunc call" }),
                 Op::Mov32And32I { d, s, imm } => {
                     r!(d) = (r!(s) as u32 & imm) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Mov32Lsh32I { d, s, imm } => {
                     r!(d) = ((r!(s) as u32) << imm) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Mov32Rsh32I { d, s, imm } => {
                     r!(d) = ((r!(s) as u32) >> imm) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Mov32Add32I { d, s, imm } => {
                     r!(d) = (r!(s) as u32).wrapping_add(imm) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Mov64Add64I { d, s, imm } => {
                     r!(d) = r!(s).wrapping_add(imm as i64 as u64);
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Lsh32Arsh32 { d, a, b } => {
                     r!(d) = ((((r!(d) as u32) << a) as i32) >> b) as u32 as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Lsh64Rsh64 { d, a, b } => {
                     r!(d) = (r!(d) << a) >> b;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Lsh64Arsh64 { d, a, b } => {
                     r!(d) = ((r!(d) << a) as i64 >> b) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Lsh64Or64R { d, k, s } => {
                     r!(d) = (r!(d) << k) | r!(s);
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Lsh32Or32R { d, k, s } => {
                     r!(d) = (((r!(d) as u32) << k) | r!(s) as u32) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Arsh32And32I { d, k, imm } => {
                     r!(d) = (((r!(d) as i32) >> k) as u32 & imm) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Rot32I5 { d, t, s, a, b } => {
                     r!(t) = ((r!(s) as u32) >> a) as u64;
                     r!(d) = ((r!(s) as u32) << b) as u64;
                     r!(d) = (r!(d) as u32 | r!(t) as u32) as u64;
-                    pc += 4;
+                    adv!(4);
                 }
                 Op::Rot32I4 { d, t, a, b } => {
                     r!(t) = ((r!(d) as u32) >> a) as u64;
                     r!(d) = ((r!(d) as u32) << b) as u64;
                     r!(d) = (r!(d) as u32 | r!(t) as u32) as u64;
-                    pc += 3;
+                    adv!(3);
                 }
                 Op::Rot32R7 { d, x, c, n, t } => {
                     r!(d) = r!(x) as u32 as u64;
@@ -805,29 +855,29 @@ impl Interpreter {
                     r!(t) = ((r!(t) as u32) << (r!(n) & 31)) as u64;
                     r!(d) = ((r!(d) as u32) >> (r!(c) & 31)) as u64;
                     r!(d) = (r!(d) as u32 | r!(t) as u32) as u64;
-                    pc += 6;
+                    adv!(6);
                 }
                 Op::LdxBLsh32 { d, s, off, k } => {
                     r!(d) = ((load!(1, addr!(s, off))[0] as u32) << k) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::LdxBOr32 { t, s, off, d } => {
                     r!(t) = load!(1, addr!(s, off))[0] as u64;
                     r!(d) = (r!(d) as u32 | r!(t) as u32) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::LdxBLshOr32 { t, s, off, k, d } => {
                     r!(t) = ((load!(1, addr!(s, off))[0] as u32) << k) as u64;
                     r!(d) = (r!(d) as u32 | r!(t) as u32) as u64;
-                    pc += 2;
+                    adv!(2);
                 }
                 Op::LdxB2LshOr64 { a, b, s, k, o1, o2 } => {
                     r!(a) = load!(1, addr!(s, o1))[0] as u64;
-                    pc += 1;
+                    adv!(1);
                     r!(b) = load!(1, addr!(s, o2))[0] as u64;
                     r!(b) <<= k;
                     r!(b) |= r!(a);
-                    pc += 2;
+                    adv!(2);
                 }
                 Op::LdxB2LshOr64Add64R {
                     a,
@@ -839,61 +889,61 @@ impl Interpreter {
                     x,
                 } => {
                     r!(a) = load!(1, addr!(s, o1))[0] as u64;
-                    pc += 1;
+                    adv!(1);
                     r!(b) = load!(1, addr!(s, o2))[0] as u64;
                     r!(b) <<= k;
                     r!(b) |= r!(a);
                     r!(b) = r!(b).wrapping_add(r!(x));
-                    pc += 3;
+                    adv!(3);
                 }
                 Op::LdxB2LshOr32 { a, b, s, k, o1, o2 } => {
                     r!(a) = load!(1, addr!(s, o1))[0] as u64;
-                    pc += 1;
+                    adv!(1);
                     r!(b) = load!(1, addr!(s, o2))[0] as u64;
                     r!(b) = ((r!(b) as u32) << k) as u64;
                     r!(b) = (r!(b) as u32 | r!(a) as u32) as u64;
-                    pc += 2;
+                    adv!(2);
                 }
                 Op::Lsh32Arsh32And32 { d, a, b, imm } => {
                     r!(d) = (((((r!(d) as u32) << a) as i32) >> b) as u32 & imm) as u64;
-                    pc += 2;
+                    adv!(2);
                 }
                 Op::Mov32Lsh32Arsh32And32 { d, s, a, b, imm } => {
                     r!(d) = (((((r!(s) as u32) << a) as i32) >> b) as u32 & imm) as u64;
-                    pc += 3;
+                    adv!(3);
                 }
                 Op::Lsh32Arsh32And32Xor32R { d, a, b, x, imm } => {
                     r!(d) = (((((r!(d) as u32) << a) as i32) >> b) as u32 & imm) as u64;
                     r!(d) = (r!(d) as u32 ^ r!(x) as u32) as u64;
-                    pc += 3;
+                    adv!(3);
                 }
                 Op::Mov32Lsh32Arsh32And32Xor32R { d, s, a, b, x, imm } => {
                     r!(d) = (((((r!(s) as u32) << a) as i32) >> b) as u32 & imm) as u64;
                     r!(d) = (r!(d) as u32 ^ r!(x) as u32) as u64;
-                    pc += 4;
+                    adv!(4);
                 }
                 Op::Mov32Rsh32Xor32R { t, s, k, d } => {
                     r!(t) = ((r!(s) as u32) >> k) as u64;
                     r!(d) = (r!(d) as u32 ^ r!(t) as u32) as u64;
-                    pc += 2;
+                    adv!(2);
                 }
                 Op::Neg32And32I { d, imm } => {
                     r!(d) = ((r!(d) as u32).wrapping_neg() & imm) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Mov64Add64R { d, s, s2 } => {
                     r!(d) = r!(s);
                     r!(d) = r!(d).wrapping_add(r!(s2));
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Add64I2 { d1, d2, i1, i2 } => {
                     r!(d1) = r!(d1).wrapping_add(i1 as i64 as u64);
                     r!(d2) = r!(d2).wrapping_add(i2 as i64 as u64);
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Mul32Add32I { d, m, a } => {
                     r!(d) = (r!(d) as u32).wrapping_mul(m).wrapping_add(a) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Select {
                     d,
@@ -913,13 +963,13 @@ impl Interpreter {
                     // Without a branch on `taken`: the jump skips the
                     // second move, which then does not count.
                     r!(d) = if taken { a } else { b } as u64;
-                    pc += 2;
-                    base = base.wrapping_sub(taken as u64);
-                    let n = base.wrapping_add(pc as u64);
-                    if taken & (n > budget) {
+                    adv!(2);
+                    bias = bias.wrapping_sub(taken as u64 * OP_SIZE as u64);
+                    let n = bias.wrapping_add(ip.addr() as u64);
+                    if taken & (n > budget_b) {
                         // Report the jump, with the count at it.
-                        base = base.wrapping_add(1);
-                        pc -= 1;
+                        bias = bias.wrapping_add(OP_SIZE as u64);
+                        ip = ip.wrapping_sub(1);
                         trap!(TrapKind::BudgetExhausted { budget });
                     }
                 }
@@ -931,32 +981,32 @@ impl Interpreter {
                     t,
                 } => {
                     r!(d) = (r!(d) as u32 & mask as u32) as u64;
-                    pc += 1;
+                    adv!(1);
                     cond!(test32(cond, r!(d) as u32, imm as u32), t);
                 }
                 Op::Mov32RCall { d, s, t } => {
                     r!(d) = r!(s) as u32 as u64;
-                    pc += 1;
+                    adv!(1);
                     call_local!(t)
                 }
                 Op::Mov64RCall { d, s, t } => {
                     r!(d) = r!(s);
-                    pc += 1;
+                    adv!(1);
                     call_local!(t)
                 }
                 Op::Mov32ICall { d, imm, t } => {
                     r!(d) = imm as u64;
-                    pc += 1;
+                    adv!(1);
                     call_local!(t)
                 }
                 Op::Mov64JltR { d, s, x, y, t } => {
                     r!(d) = r!(s);
-                    pc += 1;
+                    adv!(1);
                     cond!(r!(x) < r!(y), t);
                 }
                 Op::Mov32JltI { d, s, x, imm, t } => {
                     r!(d) = r!(s) as u32 as u64;
-                    pc += 1;
+                    adv!(1);
                     cond!(r!(x) < imm as i64 as u64, t);
                 }
                 Op::LdxLe32Bytes { d, t, u, v, s, o } => {
@@ -977,83 +1027,83 @@ impl Interpreter {
                         r!(d) |= r!(u);
                         r!(v) = (b3 as u64) << 24;
                         r!(d) |= r!(v);
-                        pc += 9;
+                        adv!(9);
                     } else {
                         r!(d) = load!(1, addr!(s, o as i32 + 1))[0] as u64;
                         r!(d) = ((r!(d) as u32) << 8) as u64;
-                        pc += 2;
+                        adv!(2);
                         r!(t) = load!(1, addr!(s, o))[0] as u64;
                         r!(d) = (r!(d) as u32 | r!(t) as u32) as u64;
-                        pc += 2;
+                        adv!(2);
                         r!(u) = load!(1, addr!(s, o as i32 + 2))[0] as u64;
                         r!(u) = ((r!(u) as u32) << 16) as u64;
                         r!(d) = (r!(d) as u32 | r!(u) as u32) as u64;
-                        pc += 3;
+                        adv!(3);
                         r!(v) = load!(1, addr!(s, o as i32 + 3))[0] as u64;
                         r!(v) = ((r!(v) as u32) << 24) as u64;
                         r!(d) = (r!(d) as u32 | r!(v) as u32) as u64;
-                        pc += 2;
+                        adv!(2);
                     }
                 }
                 Op::Mov32R2 { d1, s1, d2, s2 } => {
                     r!(d1) = r!(s1) as u32 as u64;
                     r!(d2) = r!(s2) as u32 as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Mov32Add32R { d, s, s2 } => {
                     r!(d) = r!(s) as u32 as u64;
                     r!(d) = (r!(d) as u32).wrapping_add(r!(s2) as u32) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Mov32Xor32R { d, s, s2 } => {
                     r!(d) = r!(s) as u32 as u64;
                     r!(d) = (r!(d) as u32 ^ r!(s2) as u32) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Xor32Sub32R { d, x, y } => {
                     r!(d) = (r!(d) as u32 ^ r!(x) as u32) as u64;
                     r!(d) = (r!(d) as u32).wrapping_sub(r!(y) as u32) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Mov32Xor32Sub32R { d, s, x, y } => {
                     r!(d) = r!(s) as u32 as u64;
                     r!(d) = (r!(d) as u32 ^ r!(x) as u32) as u64;
                     r!(d) = (r!(d) as u32).wrapping_sub(r!(y) as u32) as u64;
-                    pc += 2;
+                    adv!(2);
                 }
                 Op::LdxStackAnd32I { d, off, imm } => {
                     r!(d) = (u32::from_le_bytes(stack_load!(4, off)) & imm) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::LdxStackDwAdd64I { d, off, imm } => {
                     r!(d) = u64::from_le_bytes(stack_load!(8, off)).wrapping_add(imm as i64 as u64);
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::LdxStackDwAnd64I { d, off, imm } => {
                     r!(d) = u64::from_le_bytes(stack_load!(8, off)) & imm as i64 as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::LdxStackDwW { d1, d2, o1, o2 } => {
                     r!(d1) = u64::from_le_bytes(stack_load!(8, o1));
                     r!(d2) = u32::from_le_bytes(stack_load!(4, o2)) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::StxStackW2 { s1, s2, o1, o2 } => {
                     stack_store!(4, o1, (r!(s1) as u32).to_le_bytes());
                     stack_store!(4, o2, (r!(s2) as u32).to_le_bytes());
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::BitTest64 { d, s, t, lo, hi } => {
                     r!(d) = 1;
                     r!(d) <<= r!(s) & 63;
                     r!(t) = lo as u64 | (hi as u64) << 32;
                     r!(d) &= r!(t);
-                    pc += 3;
+                    adv!(3);
                 }
                 Op::IncW { d, s, off, imm } => {
                     r!(d) = u32::from_le_bytes(load!(4, addr!(s, off))) as u64;
                     r!(d) = (r!(d) as u32).wrapping_add(imm) as u64;
-                    pc += 2;
+                    adv!(2);
                     store!(4, addr!(s, off), (r!(d) as u32).to_le_bytes());
                 }
                 Op::Rot32I4Xor32R { d, t, a, b, x } => {
@@ -1061,21 +1111,21 @@ impl Interpreter {
                     r!(d) = ((r!(d) as u32) << b) as u64;
                     r!(d) = (r!(d) as u32 | r!(t) as u32) as u64;
                     r!(x) = (r!(x) as u32 ^ r!(d) as u32) as u64;
-                    pc += 4;
+                    adv!(4);
                 }
                 Op::Lsh32And32I { d, k, imm } => {
                     r!(d) = (((r!(d) as u32) << k) & imm) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::Add32And32I { d, a, m } => {
                     r!(d) = ((r!(d) as u32).wrapping_add(a) & m) as u64;
-                    pc += 1;
+                    adv!(1);
                 }
                 Op::FellOff => {
                     // The sentinel is not an instruction.
-                    pc -= 1;
-                    *executed = base.wrapping_add(pc as u64);
-                    return Err(Trap::new(pcs[pc], TrapKind::FellOffEnd));
+                    ip = ip.wrapping_sub(1);
+                    *executed = count!();
+                    return Err(Trap::new(pcs[pc!()], TrapKind::FellOffEnd));
                 }
             }
         }
