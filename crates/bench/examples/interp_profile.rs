@@ -30,6 +30,8 @@ fn main() {
     for p in selected {
         if runs == "time" {
             time(p);
+        } else if runs == "trace" {
+            trace(p);
         } else {
             count(p, runs.parse().unwrap_or(20));
         }
@@ -59,6 +61,22 @@ fn time(p: &BenchProgram) {
     }
     let ns = best * 1e9 / vm.executed() as f64;
     println!("{:10} {ns:.3} ns/insn", p.name);
+}
+
+/// Prints how often each slot pc executed, `pc count`, one a line.
+fn trace(p: &BenchProgram) {
+    let code = p.bytecode().expect("link");
+    let mut input = p.input();
+    let prog = Program::decode(&code).expect("decode");
+    let mut vm = Interpreter::new(&prog, &Helpers::new()).expect("compile");
+    let mut counts = vec![0u64; prog.slot_count() + 1];
+    let mut mem = Memory::new();
+    let addr = mem.add(RegionKind::Context, &mut input);
+    vm.run_traced(&mut mem, &[addr], None, &mut |pc, _, _| counts[pc.0] += 1)
+        .expect("run");
+    for (pc, n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+        println!("{pc} {n}");
+    }
 }
 
 fn count(p: &BenchProgram, runs: u64) {

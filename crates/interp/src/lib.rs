@@ -100,6 +100,9 @@ pub use op::FUNC_ADDR_BASE;
 /// sentinels after the last instruction.
 const MAX_ADVANCE: usize = 16;
 
+/// Bytes of the interpreter's stack (every frame).
+const STACK_BYTES: usize = STACK_SIZE * MAX_CALL_FRAMES;
+
 const OP_SIZE: usize = std::mem::size_of::<Op>();
 
 /// Why a program could not be prepared.
@@ -168,7 +171,7 @@ impl<'r> Builder<'r> {
             slot_to_op,
             table,
             all_helpers,
-            stack: vec![0u8; STACK_SIZE * MAX_CALL_FRAMES].into_boxed_slice(),
+            stack: Box::new([0u8; STACK_BYTES]),
             frames: [Frame::default(); MAX_CALL_FRAMES],
             budget: self.budget.unwrap_or(u64::MAX),
             executed: 0,
@@ -200,7 +203,7 @@ pub struct Interpreter {
     table: Vec<(u32, Arc<dyn Helper>)>,
     /// Every registered helper, sorted by id, for `callx`.
     all_helpers: Vec<(u32, Arc<dyn Helper>)>,
-    stack: Box<[u8]>,
+    stack: Box<[u8; STACK_BYTES]>,
     frames: [Frame; MAX_CALL_FRAMES],
     budget: u64,
     executed: u64,
@@ -320,11 +323,11 @@ impl Interpreter {
         // built only to lend both to a helper or an atomic), so that
         // accesses the compiler proved to be inside the current frame index
         // the stack directly.
-        let stack: &mut [u8] = stack;
+        let stack: &mut [u8; STACK_BYTES] = stack;
         let stack_start = stack.as_ptr() as u64;
         let stack_top = stack_start + stack.len() as u64;
         // Stack offset of the current frame's `r10`.
-        let mut fp_off = stack.len();
+        let mut fp_off = STACK_BYTES;
         let mut regs = [0u64; 11];
         for (r, a) in regs[1..6].iter_mut().zip(args) {
             *r = *a;
@@ -399,8 +402,7 @@ impl Interpreter {
             ($n:literal, $a:expr) => {{
                 let a: u64 = $a;
                 // The stack first (most accesses), then the regions.
-                let off = a.wrapping_sub(stack_start) as usize;
-                match stack.get(off..).and_then(|s| s.first_chunk::<$n>()) {
+                match chunk::<$n>(stack, a.wrapping_sub(stack_start)) {
                     Some(b) => *b,
                     None => match mem.load::<$n>(a) {
                         Ok(b) => b,
@@ -413,8 +415,7 @@ impl Interpreter {
         macro_rules! try_load {
             ($n:literal, $a:expr) => {{
                 let a: u64 = $a;
-                let off = a.wrapping_sub(stack_start) as usize;
-                match stack.get(off..).and_then(|s| s.first_chunk::<$n>()) {
+                match chunk::<$n>(stack, a.wrapping_sub(stack_start)) {
                     Some(b) => Some(*b),
                     None => mem.load::<$n>(a).ok(),
                 }
@@ -424,8 +425,7 @@ impl Interpreter {
             ($n:literal, $a:expr, $v:expr) => {{
                 let a: u64 = $a;
                 let v: [u8; $n] = $v;
-                let off = a.wrapping_sub(stack_start) as usize;
-                match stack.get_mut(off..).and_then(|s| s.first_chunk_mut::<$n>()) {
+                match chunk_mut::<$n>(stack, a.wrapping_sub(stack_start)) {
                     Some(b) => *b = v,
                     None => {
                         if let Err(f) = mem.store::<$n>(a, v) {
@@ -440,7 +440,7 @@ impl Interpreter {
         macro_rules! stack_load {
             ($n:literal, $off:expr) => {{
                 let i = fp_off.wrapping_add($off as isize as usize);
-                match stack.get(i..).and_then(|s| s.first_chunk::<$n>()) {
+                match chunk::<$n>(stack, i as u64) {
                     Some(b) => *b,
                     None => load!($n, r!(10).wrapping_add($off as i64 as u64)),
                 }
@@ -450,7 +450,7 @@ impl Interpreter {
             ($n:literal, $off:expr, $v:expr) => {{
                 let i = fp_off.wrapping_add($off as isize as usize);
                 let v: [u8; $n] = $v;
-                match stack.get_mut(i..).and_then(|s| s.first_chunk_mut::<$n>()) {
+                match chunk_mut::<$n>(stack, i as u64) {
                     Some(b) => *b = v,
                     None => store!($n, r!(10).wrapping_add($off as i64 as u64), v),
                 }
@@ -460,7 +460,7 @@ impl Interpreter {
             ($id:expr, $h:expr) => {{
                 let id = HelperId($id);
                 let mut env = HelperEnv::new(
-                    Guest::new(stack, mem),
+                    Guest::new(&mut stack[..], mem),
                     data.as_deref_mut(),
                     pcs[pc!() - 1],
                     id,
@@ -485,7 +485,7 @@ impl Interpreter {
                     fp: r!(10),
                 };
                 depth += 1;
-                fp_off = stack.len() - depth * STACK_SIZE;
+                fp_off = STACK_BYTES - depth * STACK_SIZE;
                 regs[10] = stack_top - (depth * STACK_SIZE) as u64;
                 jump!($t);
             }};
@@ -644,7 +644,7 @@ impl Interpreter {
                     let a = addr!(d, off);
                     let v = r!(s) as u32 as u64;
                     let expected = r!(0) as u32 as u64;
-                    let old = match Guest::new(stack, mem)
+                    let old = match Guest::new(&mut stack[..], mem)
                         .atomic_update::<4>(a, |x| atomic(op, x, v, expected))
                     {
                         Ok(old) => old,
@@ -666,7 +666,7 @@ impl Interpreter {
                     let a = addr!(d, off);
                     let v = r!(s);
                     let expected = r!(0);
-                    let old = match Guest::new(stack, mem)
+                    let old = match Guest::new(&mut stack[..], mem)
                         .atomic_update::<8>(a, |x| atomic(op, x, v, expected))
                     {
                         Ok(old) => old,
@@ -777,7 +777,7 @@ impl Interpreter {
                         finish!(Ok(regs[0]));
                     }
                     depth -= 1;
-                    fp_off = stack.len() - depth * STACK_SIZE;
+                    fp_off = STACK_BYTES - depth * STACK_SIZE;
                     let f = frames[depth];
                     [regs[6], regs[7], regs[8], regs[9]] = f.saved;
                     regs[10] = f.fp;
@@ -1129,6 +1129,28 @@ impl Interpreter {
                 }
             }
         }
+    }
+}
+
+/// The `N` stack bytes at offset `off`, if all are inside the stack. The
+/// stack's length is a constant, so this is one compare, and indexing after
+/// it needs no other check.
+#[inline(always)]
+fn chunk<const N: usize>(stack: &[u8; STACK_BYTES], off: u64) -> Option<&[u8; N]> {
+    if off <= (STACK_BYTES - N) as u64 {
+        stack[off as usize..].first_chunk::<N>()
+    } else {
+        None
+    }
+}
+
+/// [`chunk`], writable.
+#[inline(always)]
+fn chunk_mut<const N: usize>(stack: &mut [u8; STACK_BYTES], off: u64) -> Option<&mut [u8; N]> {
+    if off <= (STACK_BYTES - N) as u64 {
+        stack[off as usize..].first_chunk_mut::<N>()
+    } else {
+        None
     }
 }
 
