@@ -309,10 +309,11 @@ impl Interpreter {
         // `ops.len()` is a power of two (see `Builder::build`).
         let mask = ops.len() - 1;
         let ops = &ops[..=mask];
-        // The next op, as a pointer: dispatch is then one load of the tag
+        // The current op, as a pointer: dispatch is then one load of the tag
         // and the jump, where an index costs a mask, a multiply-add and
         // register copies per op. It always points into `ops` (see the
-        // SAFETY comment at the fetch). `pc!()` is its index.
+        // SAFETY comment at the fetch), and moves on after the op (inside a
+        // fused op, to the instruction it is at). `pc!()` is its index.
         let start: *const Op = ops.as_ptr();
         let mut ip: *const Op = start;
         let budget = *budget;
@@ -334,11 +335,11 @@ impl Interpreter {
         }
         regs[10] = stack_top;
         let mut depth = 0usize;
-        // Instructions executed so far, times `OP_SIZE`, = `bias + ip`
-        // (wrapping): a taken jump checks the budget with one add and one
-        // compare, where counting in instructions would divide `ip - start`
-        // by the op size.
-        let mut bias: u64 = 0u64.wrapping_sub(start.addr() as u64);
+        // Instructions executed so far (the current one included), times
+        // `OP_SIZE`, = `bias + ip` (wrapping): a taken jump checks the budget
+        // with one add and one compare, where counting in instructions would
+        // divide `ip - start` by the op size.
+        let mut bias: u64 = (OP_SIZE as u64).wrapping_sub(start.addr() as u64);
 
         macro_rules! count {
             () => {
@@ -370,10 +371,11 @@ impl Interpreter {
         }
         macro_rules! trap {
             ($kind:expr) => {
-                finish!(Err(Trap::new(pcs[pc!() - 1], $kind)))
+                finish!(Err(Trap::new(pcs[pc!()], $kind)))
             };
         }
-        // Taken jump to op `t`: keep the count exact, check the budget.
+        // Taken jump to op `t`: keep the count exact, check the budget, and
+        // go on at `t` (skipping the advance after the op).
         macro_rules! jump {
             ($t:expr) => {{
                 let t = $t as usize;
@@ -383,7 +385,11 @@ impl Interpreter {
                 }
                 // Masked, so that even a bad target keeps `ip` in `ops`.
                 ip = &ops[t & mask];
-                bias = n.wrapping_sub(ip.addr() as u64);
+                // The count at `t` includes `t`.
+                bias = n
+                    .wrapping_sub(ip.addr() as u64)
+                    .wrapping_add(OP_SIZE as u64);
+                continue;
             }};
         }
         macro_rules! cond {
@@ -462,13 +468,13 @@ impl Interpreter {
                 let mut env = HelperEnv::new(
                     Guest::new(&mut stack[..], mem),
                     data.as_deref_mut(),
-                    pcs[pc!() - 1],
+                    pcs[pc!()],
                     id,
                 );
                 let args = [r!(1), r!(2), r!(3), r!(4), r!(5)];
                 match $h.call(&mut env, args) {
                     Ok(v) => regs[0] = v,
-                    Err(abort) => finish!(abort.into_outcome(pcs[pc!() - 1], id)),
+                    Err(abort) => finish!(abort.into_outcome(pcs[pc!()], id)),
                 }
             }};
         }
@@ -480,7 +486,7 @@ impl Interpreter {
                     });
                 }
                 frames[depth] = Frame {
-                    ret: pc!() as u32,
+                    ret: pc!() as u32 + 1,
                     saved: [r!(6), r!(7), r!(8), r!(9)],
                     fp: r!(10),
                 };
@@ -506,7 +512,6 @@ impl Interpreter {
             // instruction; the sentinel `FellOff` never moves it forward.
             #[allow(unsafe_code)]
             let op: &Op = unsafe { &*ip };
-            adv!(1);
             match *op {
                 Op::Add64I { d, imm } => r!(d) = r!(d).wrapping_add(imm as i64 as u64),
                 Op::Sub64I { d, imm } => r!(d) = r!(d).wrapping_sub(imm as i64 as u64),
@@ -784,7 +789,7 @@ impl Interpreter {
                     jump!(f.ret);
                 }
                 Op::Unresolved => {
-                    let imm = match insns[pc!() - 1] {
+                    let imm = match insns[pc!()] {
                         Insn::LoadImm64 { imm, .. } => imm,
                         _ => Imm64::Value(0),
                     };
@@ -1123,11 +1128,11 @@ impl Interpreter {
                 }
                 Op::FellOff => {
                     // The sentinel is not an instruction.
-                    ip = ip.wrapping_sub(1);
-                    *executed = count!();
+                    *executed = count!() - 1;
                     return Err(Trap::new(pcs[pc!()], TrapKind::FellOffEnd));
                 }
             }
+            adv!(1);
         }
     }
 }
