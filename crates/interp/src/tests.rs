@@ -497,6 +497,48 @@ fn trap_helpers() {
     );
 }
 
+/// Straight-line code of every length up to a few power-of-two op table
+/// sizes, made of fused groups (a pair, and a ten-instruction byte-load
+/// group), runs off the end onto the sentinel with the exact count, however
+/// the groups end relative to the table's padding.
+#[test]
+fn falls_off_after_fused_groups_at_every_length() {
+    let le32 = "ldxb %r2, [%r1+1]\nlsh32 %r2, 8\nldxb %r3, [%r1]\nor32 %r2, %r3\n\
+                ldxb %r3, [%r1+2]\nlsh32 %r3, 16\nor32 %r2, %r3\nldxb %r3, [%r1+3]\n\
+                lsh32 %r3, 24\nor32 %r2, %r3\n";
+    for n in 1..=70usize {
+        let mut text = String::new();
+        let mut len = 0;
+        while len + 10 <= n {
+            text.push_str(le32);
+            len += 10;
+        }
+        while len + 2 <= n {
+            text.push_str("mov32 %r4, %r2\nand32 %r4, 0xff\n");
+            len += 2;
+        }
+        if len < n {
+            text.push_str("mov %r0, 1\n");
+        }
+        let p = prog(&text);
+        assert_eq!(p.insns().len(), n);
+        let mut vm = Interpreter::new(&p, &helpers()).unwrap();
+        assert!(n < 10 || matches!(vm.ops[0], Op::LdxLe32Bytes { .. }));
+        assert!(n % 10 < 2 || matches!(vm.ops[n / 10 * 10], Op::Mov32And32I { .. }));
+        let mut buf = [1u8, 2, 3, 4];
+        let mut m = Memory::new();
+        let addr = m.add(RegionKind::Other, &mut buf);
+        let fell = Err(Trap::new(Pc(n), TrapKind::FellOffEnd));
+        assert_eq!(vm.run(&mut m, &[addr]), fell, "{n} instructions");
+        assert_eq!(vm.executed(), n as u64, "{n} instructions");
+        let mut steps = 0;
+        let traced = vm.run_traced(&mut m, &[addr], None, &mut |_, _, _| steps += 1);
+        assert_eq!(traced, fell, "{n} instructions, traced");
+        assert_eq!(vm.executed(), n as u64, "{n} instructions, traced");
+        assert_eq!(steps, n + 1, "{n} instructions, traced (and the sentinel)");
+    }
+}
+
 #[test]
 fn trap_fell_off_unsupported_unresolved() {
     assert_eq!(trap_kind("mov %r0, 1"), (Pc(1), TrapKind::FellOffEnd));
