@@ -270,4 +270,44 @@ fn main() {
     }
     c.final_summary();
     print_tables(&prepared, &ran, &paired);
+    if timing {
+        print_dispatch_sites();
+    }
+}
+
+/// bpfkit's interpreter is fast only when LLVM copies its four-instruction
+/// dispatch (`jmp *`) into the op handlers, which it decides by heuristics
+/// that small source changes flip (see `BENCHMARKS.md`). Counts the
+/// indirect jumps of `Interpreter::exec` in this binary with `objdump`, so
+/// that a run shows whether the build it measured has them.
+fn print_dispatch_sites() {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let out = std::process::Command::new("objdump")
+        .args(["-d", "--no-show-raw-insn", "-C"])
+        .arg(&exe)
+        .output();
+    let Ok(out) = out else {
+        println!("\n(objdump not found: dispatch sites not counted)");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut in_exec = false;
+    let mut sites = 0;
+    for line in text.lines() {
+        if line.ends_with(">:") {
+            in_exec = line.contains("bpfkit_interp::Interpreter::exec");
+        } else if in_exec && line.contains("jmp    *%") {
+            sites += 1;
+        }
+    }
+    println!(
+        "\nDispatch: {sites} indirect jumps in Interpreter::exec{}",
+        if sites < 64 {
+            " (few: the dispatch was not duplicated into the handlers, expect it slower)"
+        } else {
+            ""
+        }
+    );
 }

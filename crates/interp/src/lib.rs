@@ -1132,8 +1132,6 @@ impl Interpreter {
                     return Err(Trap::new(pcs[pc!()], TrapKind::FellOffEnd));
                 }
             }
-            // The bound the SAFETY comment above relies on.
-            debug_assert!(ip.addr() - (op as *const Op).addr() < MAX_ADVANCE * OP_SIZE);
             adv!(1);
         }
     }
