@@ -182,7 +182,9 @@ impl<'r> Builder<'r> {
 /// What a bpf-to-bpf call saves.
 #[derive(Clone, Copy, Default, Debug)]
 struct Frame {
-    ret: u32,
+    /// Address of the op after the call (an address, not an index, so
+    /// that neither the call nor the return divides by the op size).
+    ret: usize,
     saved: [u64; 4],
     fp: u64,
 }
@@ -377,15 +379,19 @@ impl Interpreter {
         // Taken jump to op `t`: keep the count exact, check the budget, and
         // go on at `t` (skipping the advance after the op).
         macro_rules! jump {
-            ($t:expr) => {{
-                let t = $t as usize;
+            // Masked, so that even a bad target keeps `ip` in `ops`.
+            ($t:expr) => {
+                jump_to!(&ops[$t as usize & mask])
+            };
+        }
+        macro_rules! jump_to {
+            ($target:expr) => {{
                 let n = bias.wrapping_add(ip.addr() as u64);
                 if n > budget_b {
                     trap!(TrapKind::BudgetExhausted { budget });
                 }
-                // Masked, so that even a bad target keeps `ip` in `ops`.
-                ip = &ops[t & mask];
-                // The count at `t` includes `t`.
+                ip = $target;
+                // The count at the target includes it.
                 bias = n
                     .wrapping_sub(ip.addr() as u64)
                     .wrapping_add(OP_SIZE as u64);
@@ -486,7 +492,7 @@ impl Interpreter {
                     });
                 }
                 frames[depth] = Frame {
-                    ret: pc!() as u32 + 1,
+                    ret: ip.wrapping_add(1).addr(),
                     saved: [r!(6), r!(7), r!(8), r!(9)],
                     fp: r!(10),
                 };
@@ -504,8 +510,10 @@ impl Interpreter {
                 }
             }
             // SAFETY: `ip` points to an element of `ops`, which is borrowed
-            // (unchanged) for the whole loop. It starts at `ops[0]`; jumps,
-            // calls and returns set it to `&ops[t & mask]`; every other op
+            // (unchanged) for the whole loop. It starts at `ops[0]`; jumps and
+            // calls set it to `&ops[t & mask]`, returns to the op after the
+            // call (`Frame::ret`, set only by calls, whose op is before the
+            // sentinel); every other op
             // moves it forward by at most `MAX_ADVANCE` (the size of the
             // longest fused group) from an instruction, and `Builder::build`
             // pads `ops` with at least `MAX_ADVANCE` sentinels after the last
@@ -786,7 +794,7 @@ impl Interpreter {
                     let f = frames[depth];
                     [regs[6], regs[7], regs[8], regs[9]] = f.saved;
                     regs[10] = f.fp;
-                    jump!(f.ret);
+                    jump_to!(start.with_addr(f.ret));
                 }
                 Op::Unresolved => {
                     let imm = match insns[pc!()] {
