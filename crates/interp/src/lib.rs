@@ -23,20 +23,35 @@
 //! fused group still work. [`Interpreter::run_traced`] executes the unfused
 //! form, and the tests check that both agree on random programs.
 //!
-//! Other choices made for speed: ops are indexed with `pc & mask` over a
-//! power-of-two padded table, so dispatch has no bounds check; loads and
-//! stores at `r10 + off` inside the current frame, in programs that never
-//! write `r10`, index the stack directly (in bounds by construction) instead
-//! of going through the region lookup; conditions inside fused ops are
-//! 16-entry truth tables, evaluated without branching.
+//! Other choices made for speed:
+//! - Dispatch goes through a pointer to the current op (the crate's one
+//!   `unsafe` dereference; the table is padded with sentinels so that no op
+//!   can step past it, and jump targets are masked into it), advanced after
+//!   the op. The dispatch is then four instructions (load the tag, load the
+//!   jump-table entry, add, `jmp *`), which LLVM copies into the handlers,
+//!   so most ops end in their own indirect jump, predicted on its own
+//!   (direct threading without computed goto). Whether LLVM makes the copies
+//!   depends on heuristics that small source changes flip, and without them
+//!   the interpreter is about 25% slower: `cargo bench -p bpfkit-bench
+//!   --bench interp` prints the count (about 130-150 with them, 5 without).
+//! - The executed-instruction count is kept in op bytes (`bias + ip`), so a
+//!   taken jump checks the budget with one add and compare; a call saves the
+//!   return op's address.
+//! - Loads and stores at `r10 + off` inside the current frame, in programs
+//!   that never write `r10`, index the stack directly (in bounds by
+//!   construction) instead of going through the region lookup; the stack
+//!   has a constant size, so a stack hit is one compare.
+//! - Conditions inside fused ops are 16-entry truth tables, evaluated
+//!   without branching.
 //!
 //! Speed (`cargo run --release -p bpfkit-interp --example speed`, and the
 //! `bpfkit-bench` criterion bench, whose paired ratio is the robust number):
-//! about 0.45-1.2 ns per executed instruction on the benchmark programs on a
-//! 2.6 GHz Xeon, where rbpf 0.4's interpreter takes 4-5 ns. Timings move by
-//! up to 10% with code placement alone (this Xeon's jump-alignment erratum
-//! penalises a jump that ends on a 32-byte boundary, and every op ends in
-//! one), so compare builds by executed host instructions as well.
+//! about 0.35-1.0 ns per executed instruction on the benchmark programs on a
+//! 2.6 GHz Xeon, where rbpf 0.4's interpreter takes 3.4-4.4 ns. Timings move
+//! by up to 10% with code placement alone (this Xeon's jump-alignment
+//! erratum penalises a jump that ends on a 32-byte boundary, and every op
+//! ends in one), so compare builds by executed host instructions as well
+//! (`crates/bench/examples/interp_profile.rs` under callgrind).
 //!
 //! Execution model:
 //! - Eleven 64-bit registers; on entry `r1`-`r5` are the run's arguments
@@ -146,12 +161,11 @@ impl<'r> Builder<'r> {
         let mut table = Vec::new();
         let mut plain = compile(prog, helpers, &mut table, self.resolver);
         let mut ops = fuse(&plain, prog.insns());
-        // Pad both to a power of two with more sentinels, so that the run
-        // loop can index them with `pc & mask`, which the compiler sees is
-        // in bounds (no check per dispatch). Control never goes past the
+        // Pad both with at least `MAX_ADVANCE` more sentinels, so that no
+        // op's advance, from any instruction, can leave the table (the run
+        // loop's op pointer relies on it), to a power of two, so that jump
+        // targets can be masked into the table. Control never goes past the
         // first sentinel: every jump target is an instruction.
-        // At least `MAX_ADVANCE` of them, so that no op's advance, from any
-        // instruction, can leave the table (see `exec`).
         let padded = (ops.len() + MAX_ADVANCE).next_power_of_two();
         ops.resize(padded, Op::FellOff);
         plain.resize(padded, Op::FellOff);
