@@ -65,6 +65,8 @@ use bpfkit_runtime::{
     Access, Guest, Helper, HelperEnv, Helpers, Imm64Resolver, Memory, Trap, TrapKind,
     MAX_CALL_FRAMES, STACK_SIZE,
 };
+use bpfkit_verifier::verified::PacketFields;
+pub use bpfkit_verifier::VerifiedProgram;
 pub use memory::ExecutableCode;
 use std::any::Any;
 use std::sync::Arc;
@@ -97,6 +99,7 @@ pub enum CompileError {
 #[derive(Clone, Copy, Default)]
 pub struct Builder<'r> {
     no_publish: bool,
+    blind: bool,
     budget: Option<u64>,
     resolver: Option<&'r dyn Imm64Resolver>,
 }
@@ -118,6 +121,19 @@ impl<'r> Builder<'r> {
         self
     }
 
+    /// Constant blinding (off by default), as the kernel's
+    /// `bpf_jit_harden`: every immediate the program supplies (ALU, jump
+    /// and store operands, `lddw` values, legacy packet offsets) is emitted
+    /// as `imm ^ key` and `key` with a fresh random key per instruction and
+    /// combined in a scratch register at run time, so that a program's
+    /// author cannot place chosen bytes in executable memory. Shift counts
+    /// (one byte), memory offsets (16 bits) and 0 are not blinded. Results
+    /// are unchanged; the code is larger and slower.
+    pub fn blind_constants(mut self, on: bool) -> Builder<'r> {
+        self.blind = on;
+        self
+    }
+
     /// Resolves symbolic `lddw` operands (map references, ...).
     pub fn resolver(mut self, resolver: &'r dyn Imm64Resolver) -> Builder<'r> {
         self.resolver = Some(resolver);
@@ -127,6 +143,35 @@ impl<'r> Builder<'r> {
     /// Compiles `prog` in checked mode, taking the helpers it calls from
     /// `helpers`.
     pub fn build(self, prog: &Program, helpers: &Helpers) -> Result<Jit, CompileError> {
+        self.build_mode(prog, helpers, None)
+    }
+
+    /// Compiles a program the verifier accepted in **unchecked mode**: its
+    /// loads, stores and atomics go straight to memory, as in the kernel's
+    /// JIT (see the crate docs for what is still checked and why this is
+    /// sound). The helpers must keep the prototypes the verifier assumed
+    /// (a pointer-returning helper returns NULL or memory of the promised
+    /// size, as `bpfkit-helpers` does): the kernel trusts its helpers the
+    /// same way.
+    pub fn build_verified(
+        self,
+        prog: &VerifiedProgram,
+        helpers: &Helpers,
+    ) -> Result<Jit, CompileError> {
+        let check = EntryCheck {
+            ctx_size: prog.ctx_size() as u64,
+            ctx_writable: prog.ctx_writable(),
+            packet: prog.packet_fields(),
+        };
+        self.build_mode(prog.program(), helpers, Some(check))
+    }
+
+    fn build_mode(
+        self,
+        prog: &Program,
+        helpers: &Helpers,
+        unchecked: Option<EntryCheck>,
+    ) -> Result<Jit, CompileError> {
         if !is_supported() {
             return Err(CompileError::Unsupported);
         }
@@ -139,6 +184,8 @@ impl<'r> Builder<'r> {
             helpers,
             resolver: self.resolver,
             budget: self.budget.is_some(),
+            checked: unchecked.is_none(),
+            blind: self.blind.then(blind_seed),
         };
         let lowered = lower(&input);
         if self.no_publish {
@@ -216,6 +263,8 @@ impl<'r> Builder<'r> {
             callx_adj,
             regions: Vec::new(),
             budget: self.budget.map(|b| b.min(i64::MAX as u64)),
+            unchecked,
+            blinded: self.blind,
         })
     }
 }
@@ -245,6 +294,10 @@ pub struct Jit {
     callx_adj: Box<[u64]>,
     regions: Vec<RegionEntry>,
     budget: Option<u64>,
+    /// Unchecked mode: what every run checks of its context before
+    /// entering (and after each helper call).
+    unchecked: Option<EntryCheck>,
+    blinded: bool,
     /// The state block, kept between runs so that only per-run fields are
     /// written on entry.
     ctx: Box<Ctx>,
@@ -257,6 +310,72 @@ impl std::fmt::Debug for Jit {
             .field("code_bytes", &self.code.len())
             .field("budget", &self.budget)
             .finish_non_exhaustive()
+    }
+}
+
+/// A fresh seed for the blinding keys of one compile.
+fn blind_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // `RandomState` is seeded from the OS's randomness once per thread and
+    // perturbed per instance; good enough for keys an attacker must not
+    // predict from the program, without a dependency.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    h.finish()
+}
+
+/// What the verifier assumed about the context (see
+/// [`VerifiedProgram`]), checked against each run's memory in unchecked
+/// mode: the program then reads `ctx_size` bytes at `r1` and packet
+/// memory between the context's packet pointers without further checks.
+#[derive(Clone, Copy, Debug)]
+struct EntryCheck {
+    ctx_size: u64,
+    ctx_writable: bool,
+    packet: Option<PacketFields>,
+}
+
+impl EntryCheck {
+    /// `None` when `mem` holds the context at `r1` and the packet it
+    /// describes; otherwise the trap the run ends with.
+    fn check(&self, mem: &Memory<'_>, r1: u64) -> Option<TrapKind> {
+        let oob = |addr: u64, size: u64, write: bool| TrapKind::OutOfBounds {
+            addr,
+            size: size as usize,
+            access: if write { Access::Write } else { Access::Read },
+        };
+        let inside = |addr: u64, len: u64, write: bool| {
+            let end = addr.checked_add(len)?;
+            mem.regions()
+                .iter()
+                .find(|r| r.start() <= addr && end <= r.end() && (!write || r.writable()))
+        };
+        if self.ctx_size == 0 {
+            return None;
+        }
+        if inside(r1, self.ctx_size, self.ctx_writable).is_none() {
+            return Some(oob(r1, self.ctx_size, self.ctx_writable));
+        }
+        let Some(p) = self.packet else {
+            return None;
+        };
+        // Inside the context, checked above.
+        let field = |off: u32| {
+            mem.load::<4>(r1 + off as u64)
+                .map_or(0, |b| u32::from_ne_bytes(b) as u64)
+        };
+        let (data, end) = (field(p.data), field(p.data_end));
+        let start = p.data_meta.map_or(data, field);
+        // The verifier lets the program write the packet (XDP, tc) and
+        // bounds every access by data_end, reading back from data_meta.
+        if start > data || data > end || inside(start, end - start, true).is_none() {
+            return Some(oob(start, end.saturating_sub(start), true));
+        }
+        None
     }
 }
 
@@ -326,6 +445,9 @@ pub(crate) struct RunEnv<'j> {
     pcs: &'j [Pc],
     trap: Option<Trap>,
     panic: Option<Box<dyn Any + Send + 'static>>,
+    /// Unchecked mode: the context checks and `r1`, redone after each
+    /// helper call (a helper may move the packet, e.g. `xdp_adjust_head`).
+    entry: Option<(EntryCheck, u64)>,
 }
 
 /// Copies the region table of `mem` for the generated code (at the start of
@@ -396,6 +518,13 @@ pub(crate) fn call_helper(
     if env.uses_regions && regions_changed(guest.memory(), env.regions, ctx) {
         snapshot(guest.memory(), env.regions, ctx);
     }
+    if let (Some((c, r1)), Ok(_)) = (env.entry, &result) {
+        if let Some(kind) = c.check(guest.memory(), r1) {
+            ctx.status = status::RUST_TRAP;
+            env.trap = Some(Trap::new(pc, kind));
+            return stop;
+        }
+    }
     match result {
         Ok(Ok(r0)) => memory::Ret2 { r0, stop: 0 },
         Ok(Err(abort)) => {
@@ -428,6 +557,26 @@ impl Jit {
     /// Compiles `prog` with the default configuration.
     pub fn new(prog: &Program, helpers: &Helpers) -> Result<Jit, CompileError> {
         Builder::default().build(prog, helpers)
+    }
+
+    /// Compiles a verified program in unchecked mode with the default
+    /// configuration (see [`Builder::build_verified`]).
+    pub fn compile_verified(
+        prog: &VerifiedProgram,
+        helpers: &Helpers,
+    ) -> Result<Jit, CompileError> {
+        Builder::default().build_verified(prog, helpers)
+    }
+
+    /// Whether the code runs without memory checks (built from a
+    /// [`VerifiedProgram`]).
+    pub fn is_unchecked(&self) -> bool {
+        self.unchecked.is_some()
+    }
+
+    /// Whether the code was built with constant blinding.
+    pub fn is_blinded(&self) -> bool {
+        self.blinded
     }
 
     /// The machine code.
@@ -478,6 +627,12 @@ impl Jit {
         args: &[u64],
         data: Option<&mut dyn Any>,
     ) -> Result<u64, Trap> {
+        let r1 = args.first().copied().unwrap_or(0);
+        if let Some(c) = &self.unchecked {
+            if let Some(kind) = c.check(mem, r1) {
+                return Err(Trap::new(Pc(0), kind));
+            }
+        }
         let stack_start = self.stack.as_mut_ptr().cast::<u8>();
         let stack_len = 8 * self.stack.len();
         let ctx = &mut *self.ctx;
@@ -505,6 +660,7 @@ impl Jit {
             pcs: &self.pcs,
             trap: None,
             panic: None,
+            entry: self.unchecked.map(|c| (c, r1)),
         };
         ctx.env = &mut env as *mut RunEnv<'_> as u64;
         memory::enter(&self.code, self.entry, ctx);
