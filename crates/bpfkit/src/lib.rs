@@ -711,6 +711,13 @@ impl Object {
         }
     }
 
+    /// Whether program `prog` runs in the JIT's unchecked mode (it did
+    /// since its last [`Object::run`]: the switch happens there, once the
+    /// program's report says accepted).
+    pub fn runs_unchecked(&self, prog: usize) -> bool {
+        matches!(self.execs.get(prog), Some(Exec::Jit(j)) if j.is_unchecked())
+    }
+
     /// Engine selection after verification: a JIT program whose report
     /// exists and says accepted is recompiled in unchecked mode from its
     /// [`VerifiedProgram`]; one whose report says rejected, or that was

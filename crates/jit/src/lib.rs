@@ -3,19 +3,61 @@
 //! An x86-64 (System V, Linux) JIT compiler for eBPF programs, with the
 //! interpreter's execution model and traps.
 //!
-//! This first slice runs in **checked mode**: there is no verifier yet, so
-//! every load, store and atomic is checked at run time against the guest
-//! memory regions the interpreter checks (the engine's own stack, then the
-//! [`Memory`] regions), and a bad access returns the same
-//! [`Trap { pc, kind }`](Trap) as [`bpfkit_interp::Interpreter`]. Accesses
-//! `[r10 + const]` that provably stay inside the stack are not checked at
-//! all; others cost an inline compare with the stack bounds and one with
-//! the region the last region-table walk found, and only accesses that
-//! miss both walk the region table. A later,
-//! unchecked mode for programs the verifier accepted will enter through a
-//! separate constructor taking a `&VerifiedProgram`; the API below keeps
-//! room for it (the checks are a property of how a [`Jit`] was built, not
-//! of [`Jit::run`]).
+//! Two modes, fixed when a [`Jit`] is built (never a flag of [`Jit::run`]):
+//!
+//! - **Checked mode** ([`Jit::new`], [`Builder::build`]), for programs no
+//!   verifier has checked: every load, store and atomic is checked at run
+//!   time against the guest memory regions the interpreter checks (the
+//!   engine's own stack, then the [`Memory`] regions), and a bad access
+//!   returns the same [`Trap { pc, kind }`](Trap) as
+//!   [`bpfkit_interp::Interpreter`]. Accesses `[r10 + const]` that provably
+//!   stay inside the stack are not checked at all; others cost an inline
+//!   compare with the stack bounds and one with the region the last
+//!   region-table walk found, and only accesses that miss both walk the
+//!   region table.
+//! - **Unchecked mode** ([`Jit::compile_verified`],
+//!   [`Builder::build_verified`]) for programs the verifier accepted: it
+//!   takes a [`VerifiedProgram`], which only
+//!   [`VerifiedProgram::verify`] makes, from an accepted verdict on the
+//!   program it then owns, so unverified code cannot reach it (a type
+//!   error). Loads, stores and atomics go straight to memory as in the
+//!   kernel's JIT. What the verifier cannot know is checked once per run
+//!   instead of per access: that `r1` points at a context of the verified
+//!   type's size in `mem`, and that the context's packet pointers
+//!   (`data_meta <= data <= data_end`) span one writable region; again
+//!   after every helper call (a helper may move the packet). Legacy packet
+//!   loads keep their run-time check, as in the kernel. ARCHITECTURE.md
+//!   (Decisions) says why each unchecked access is safe.
+//!
+//! [`Builder::blind_constants`] adds constant blinding to either mode.
+//!
+//! ```compile_fail
+//! # use bpfkit_jit::Jit;
+//! # use bpfkit_isa::Program;
+//! # use bpfkit_runtime::Helpers;
+//! // A plain `Program` is no proof of verification: this does not compile.
+//! let p = Program::default();
+//! let _ = Jit::compile_verified(&p, &Helpers::new());
+//! ```
+//!
+//! ```
+//! # use bpfkit_jit::{Jit, VerifiedProgram};
+//! # use bpfkit_isa::{asm::{assemble, Syntax}, Program};
+//! # use bpfkit_runtime::{Helpers, Memory, RegionKind};
+//! # use bpfkit_verifier::Options;
+//! # use bpfkit_abi::ProgType;
+//! // The only way in: an accepted verdict on this very program.
+//! let p = Program::from_insns(assemble("ldxdw %r0, [%r1+8]\nexit", Syntax::Ubpf).unwrap()).unwrap();
+//! let (report, verified) = VerifiedProgram::verify(&p, ProgType::Kprobe, &[], &Options::default());
+//! let verified = verified.expect("accepted");
+//! if bpfkit_jit::is_supported() {
+//!     let mut jit = Jit::compile_verified(&verified, &Helpers::new()).unwrap();
+//!     let mut regs = [1u8; 168]; // struct pt_regs
+//!     let mut mem = Memory::new();
+//!     let ctx = mem.add(RegionKind::Context, &mut regs);
+//!     assert_eq!(jit.run(&mut mem, &[ctx]), Ok(0x0101_0101_0101_0101));
+//! }
+//! ```
 //!
 //! - [`Jit::new`] / [`Jit::builder`]: compile once (budget, `lddw`
 //!   resolver), [`Jit::run`] many times.
@@ -360,9 +402,7 @@ impl EntryCheck {
         if inside(r1, self.ctx_size, self.ctx_writable).is_none() {
             return Some(oob(r1, self.ctx_size, self.ctx_writable));
         }
-        let Some(p) = self.packet else {
-            return None;
-        };
+        let p = self.packet?;
         // Inside the context, checked above.
         let field = |off: u32| {
             mem.load::<4>(r1 + off as u64)

@@ -1,5 +1,6 @@
 //! Lowering: eBPF instructions to x86-64 through the encoder, in checked
-//! mode (every memory access checked against the guest regions).
+//! mode (every memory access checked against the guest regions) or
+//! unchecked mode (verified programs: `[reg + off]` emitted as it is).
 //!
 //! # Machine model
 //!
@@ -47,6 +48,16 @@
 //!   check at all when the program never writes r10 (every frame is inside
 //!   the stack buffer). The order of checks does not change the outcome:
 //!   regions never overlap the stack or each other.
+//! - Unchecked mode (`LowerInput::checked` false) emits every load and
+//!   store as one instruction on `[reg + off]`; atomics still compute the
+//!   address into `rax` for the alignment test below. Legacy packet loads
+//!   keep their check in both modes.
+//! - Constant blinding (`LowerInput::blind`): an immediate `imm` becomes
+//!   `mov scratch, imm ^ key; xor scratch, key` (rcx, or the destination
+//!   itself for `mov`), with a fresh key per instruction, and the
+//!   instruction uses the register form; `lddw` does the same with 64-bit
+//!   keys. Division by a blinded constant takes the register path (with
+//!   its run-time zero test) since the divisor is no longer known.
 //! - Atomics use `lock`ed instructions (`xadd`, `cmpxchg` loops for the
 //!   fetching `or`/`and`/`xor`, `xchg`); a misaligned address takes a plain
 //!   read-modify-write instead, as in the interpreter, so that a program
