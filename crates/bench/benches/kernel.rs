@@ -115,7 +115,10 @@ fn load(case: Case, kernel_ok: &Result<(), String>, max_repeat: u32) -> Result<L
     if let Ok(u) = &mut l.unchecked {
         let r = u.run(1)?;
         if (r.retval, &r.data_out) != (j.retval, &j.data_out) {
-            return Err(format!("unchecked jit retval {} != jit {}", r.retval, j.retval));
+            return Err(format!(
+                "unchecked jit retval {} != jit {}",
+                r.retval, j.retval
+            ));
         }
         if !u.runs_unchecked() {
             return Err("verified but not running unchecked".into());
@@ -362,6 +365,28 @@ fn userspace_round(u: &mut Userspace) {
     u.best_direct = Some(u.best_direct.map_or(ns, |b| b.min(ns)));
 }
 
+/// Fastest of 51 runs of `f`, ns.
+fn fastest(mut f: impl FnMut()) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..51 {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed().as_nanos() as f64);
+    }
+    best
+}
+
+/// bpfkit's lowering alone (fastest of 51, ns): the compile without
+/// publishing the code, allocating the run state or freeing anything.
+fn lowering_time(program: &BenchProgram) -> f64 {
+    let bytecode = program.bytecode().unwrap();
+    let prog = Program::decode(&bytecode).unwrap();
+    let helpers = Helpers::new();
+    fastest(|| {
+        black_box(Jit::builder().lower_only().build(&prog, &helpers).err());
+    })
+}
+
 /// JIT compile time: fastest of 51 compiles, ns.
 fn compile_times(program: &BenchProgram) -> (usize, f64, Option<f64>) {
     let bytecode = program.bytecode().unwrap();
@@ -571,30 +596,34 @@ fn main() {
 fn compile_table() {
     println!("\n## JIT compile time (fastest of 51 compiles)\n");
     println!(
-        "| program | slots | bpfkit us | bpfkit us/1000 insns | rbpf us | rbpf us/1000 insns |"
+        "| program | slots | bpfkit us | bpfkit us/1000 insns | rbpf us | rbpf us/1000 insns | bpfkit lowering us |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
-    let (mut tot_slots, mut tot_b, mut tot_r) = (0usize, 0f64, 0f64);
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let (mut tot_slots, mut tot_b, mut tot_r, mut tot_l) = (0usize, 0f64, 0f64, 0f64);
     for p in &PROGRAMS {
         let (slots, b, r) = compile_times(p);
+        let l = lowering_time(p);
         tot_slots += slots;
         tot_b += b;
         tot_r += r.unwrap_or(f64::NAN);
+        tot_l += l;
         let per = |ns: f64| ns / 1000.0 / slots as f64 * 1000.0;
         println!(
-            "| {} | {slots} | {:.1} | {:.1} | {} | {} |",
+            "| {} | {slots} | {:.1} | {:.1} | {} | {} | {:.1} |",
             p.name,
             b / 1000.0,
             per(b),
             r.map_or("-".into(), |r| format!("{:.1}", r / 1000.0)),
-            r.map_or("-".into(), |r| format!("{:.1}", per(r)))
+            r.map_or("-".into(), |r| format!("{:.1}", per(r))),
+            l / 1000.0
         );
     }
     println!(
-        "| all | {tot_slots} | {:.1} | {:.1} | {:.1} | {:.1} |",
+        "| all | {tot_slots} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
         tot_b / 1000.0,
         tot_b / tot_slots as f64,
         tot_r / 1000.0,
-        tot_r / tot_slots as f64
+        tot_r / tot_slots as f64,
+        tot_l / 1000.0
     );
 }
