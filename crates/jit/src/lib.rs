@@ -25,7 +25,8 @@
 //!   instead of per access: that `r1` points at a context of the verified
 //!   type's size in `mem`, and that the context's packet pointers
 //!   (`data_meta <= data <= data_end`) span one writable region; again
-//!   after every helper call (a helper may move the packet). Legacy packet
+//!   after every helper call that may move the packet (the helpers after
+//!   which the verifier forgets packet pointers). Legacy packet
 //!   loads keep their run-time check, as in the kernel. ARCHITECTURE.md
 //!   (Decisions) says why each unchecked access is safe.
 //!
@@ -385,21 +386,23 @@ impl EntryCheck {
     /// `None` when `mem` holds the context at `r1` and the packet it
     /// describes; otherwise the trap the run ends with.
     fn check(&self, mem: &Memory<'_>, r1: u64) -> Option<TrapKind> {
+        if self.ctx_size == 0 {
+            return None;
+        }
         let oob = |addr: u64, size: u64, write: bool| TrapKind::OutOfBounds {
             addr,
             size: size as usize,
             access: if write { Access::Write } else { Access::Read },
         };
         let inside = |addr: u64, len: u64, write: bool| {
-            let end = addr.checked_add(len)?;
+            let Some(end) = addr.checked_add(len) else {
+                return false;
+            };
             mem.regions()
                 .iter()
-                .find(|r| r.start() <= addr && end <= r.end() && (!write || r.writable()))
+                .any(|r| r.start() <= addr && end <= r.end() && (!write || r.writable()))
         };
-        if self.ctx_size == 0 {
-            return None;
-        }
-        if inside(r1, self.ctx_size, self.ctx_writable).is_none() {
+        if !inside(r1, self.ctx_size, self.ctx_writable) {
             return Some(oob(r1, self.ctx_size, self.ctx_writable));
         }
         let p = self.packet?;
@@ -412,12 +415,22 @@ impl EntryCheck {
         let start = p.data_meta.map_or(data, field);
         // The verifier lets the program write the packet (XDP, tc) and
         // bounds every access by data_end, reading back from data_meta.
-        if start > data || data > end || inside(start, end - start, true).is_none() {
+        // The packet region first: where the engines' packet lives.
+        let in_packet = mem
+            .packet()
+            .is_some_and(|r| r.start() <= start && end <= r.end() && r.writable());
+        if start > data || data > end || !(in_packet || inside(start, end - start, true)) {
             return Some(oob(start, end.saturating_sub(start), true));
         }
         None
     }
 }
+
+/// Helpers after which the context's packet fields may have changed: the
+/// ones after which the verifier forgets packet pointers (the kernel's
+/// `bpf_helper_changes_pkt_data`); unchecked mode checks the fields again
+/// after these.
+const CHANGES_PKT: [u32; 15] = [9, 10, 11, 13, 18, 19, 31, 32, 38, 39, 43, 44, 50, 54, 65];
 
 /// One guest region as the generated code checks it.
 #[repr(C)]
@@ -486,7 +499,7 @@ pub(crate) struct RunEnv<'j> {
     trap: Option<Trap>,
     panic: Option<Box<dyn Any + Send + 'static>>,
     /// Unchecked mode: the context checks and `r1`, redone after each
-    /// helper call (a helper may move the packet, e.g. `xdp_adjust_head`).
+    /// helper call that may move the packet (`xdp_adjust_head`, ...).
     entry: Option<(EntryCheck, u64)>,
 }
 
@@ -559,7 +572,8 @@ pub(crate) fn call_helper(
         snapshot(guest.memory(), env.regions, ctx);
     }
     if let (Some((c, r1)), Ok(_)) = (env.entry, &result) {
-        if let Some(kind) = c.check(guest.memory(), r1) {
+        let moved = CHANGES_PKT.contains(&id);
+        if let Some(kind) = moved.then(|| c.check(guest.memory(), r1)).flatten() {
             ctx.status = status::RUST_TRAP;
             env.trap = Some(Trap::new(pc, kind));
             return stop;

@@ -86,6 +86,10 @@ const PROGRAMS: &[&str] = &[
     // A callee writing through a pointer to the caller's frame.
     "mov %r6, %r1\nstdw [%r10-8], 1\nmov %r1, %r10\nadd %r1, -8\nldxdw %r2, [%r6+24]\ncall local f\n\
      ldxdw %r0, [%r10-8]\nexit\nf:\nldxdw %r3, [%r1+0]\nadd %r3, %r2\nstxdw [%r1+0], %r3\nmov %r0, 0\nexit",
+    // Nested calls: each frame 512 bytes below its caller's.
+    "stdw [%r10-8], 11\ncall local g\nldxdw %r1, [%r10-8]\nadd %r0, %r1\nexit\n\
+     g:\nstdw [%r10-8], 22\ncall local h\nldxdw %r1, [%r10-8]\nadd %r0, %r1\nexit\n\
+     h:\nstdw [%r10-8], 33\nmov %r2, %r10\nadd %r2, 504\nldxdw %r0, [%r10-8]\nexit",
     // Division and modulo by a register that may be 0, wide shifts.
     "ldxb %r2, [%r1+1]\nand %r2, 1\nldxdw %r0, [%r1+40]\ndiv %r0, %r2\nldxdw %r3, [%r1+48]\nmod %r3, %r2\n\
      add %r0, %r3\nldxb %r4, [%r1+2]\nlsh %r0, %r4\nmod32 %r0, %r2\nexit",

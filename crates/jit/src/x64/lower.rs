@@ -243,6 +243,9 @@ struct Emitter<'a> {
     has_callx: bool,
     /// Blinding key generator state (xorshift64; 0 when not blinding).
     rng: u64,
+    /// bpf-to-bpf calls without a depth count (unchecked mode, no budget,
+    /// no `callx`): see `local_call`.
+    frame_calls: bool,
 }
 
 const UNBOUND: u32 = u32::MAX;
@@ -644,6 +647,22 @@ impl<'a> Emitter<'a> {
     /// Enters a new frame and calls `target` (a label, or the address in
     /// `rcx` when `None`, with `rax` = slot * 8 when `callx_slot_in_rax`).
     fn local_call(&mut self, idx: usize, target: Option<usize>, callx_slot_in_rax: bool) {
+        if let (true, Some(t)) = (self.frame_calls, target) {
+            // Verified code: the verifier bounds the call chain at 8
+            // frames, so the new frame is simply the caller's minus 512
+            // (what `stack_top - depth * 512` gives) and no depth is kept.
+            for r in [Gpr::Rbx, Gpr::R12, Gpr::R14, Gpr::R15, Gpr::Rbp] {
+                self.a.push(r);
+            }
+            self.a
+                .alu_rm_i(Sz::B64, Alu::Sub, Rm::Reg(Gpr::Rbp), STACK_SIZE as i32);
+            self.pending = 0;
+            self.call(t);
+            for r in [Gpr::Rbp, Gpr::R15, Gpr::R14, Gpr::R12, Gpr::Rbx] {
+                self.a.pop(r);
+            }
+            return;
+        }
         let d = Gpr::Rdx;
         self.a.mov_r_rm(Sz::B64, d, field(offset_of!(Ctx, depth)));
         self.a
@@ -1512,6 +1531,9 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
         has_callx: false,
         // xorshift64 must not start at 0.
         rng: input.blind.map_or(0, |s| s | 1),
+        frame_calls: !input.checked
+            && !input.budget
+            && !insns.iter().any(|i| matches!(i, Insn::Callx(_))),
     };
     let mut info = 0u32;
     for (i, insn) in insns.iter().enumerate() {
