@@ -385,25 +385,28 @@ struct EntryCheck {
 impl EntryCheck {
     /// `None` when `mem` holds the context at `r1` and the packet it
     /// describes; otherwise the trap the run ends with.
+    #[inline]
     fn check(&self, mem: &Memory<'_>, r1: u64) -> Option<TrapKind> {
         if self.ctx_size == 0 {
             return None;
         }
-        let oob = |addr: u64, size: u64, write: bool| TrapKind::OutOfBounds {
-            addr,
-            size: size as usize,
-            access: if write { Access::Write } else { Access::Read },
-        };
-        let inside = |addr: u64, len: u64, write: bool| {
-            let Some(end) = addr.checked_add(len) else {
-                return false;
-            };
-            mem.regions()
-                .iter()
-                .any(|r| r.start() <= addr && end <= r.end() && (!write || r.writable()))
-        };
-        if !inside(r1, self.ctx_size, self.ctx_writable) {
-            return Some(oob(r1, self.ctx_size, self.ctx_writable));
+        // Runs once per run: one pass over the (few) regions for the
+        // context, and the packet region looked up directly.
+        let ctx_end = r1.wrapping_add(self.ctx_size);
+        let ctx_ok = ctx_end > r1
+            && mem.regions().iter().any(|r| {
+                r.start() <= r1 && ctx_end <= r.end() && (r.writable() || !self.ctx_writable)
+            });
+        if !ctx_ok {
+            return Some(TrapKind::OutOfBounds {
+                addr: r1,
+                size: self.ctx_size as usize,
+                access: if self.ctx_writable {
+                    Access::Write
+                } else {
+                    Access::Read
+                },
+            });
         }
         let p = self.packet?;
         // Inside the context, checked above.
@@ -415,12 +418,17 @@ impl EntryCheck {
         let start = p.data_meta.map_or(data, field);
         // The verifier lets the program write the packet (XDP, tc) and
         // bounds every access by data_end, reading back from data_meta.
-        // The packet region first: where the engines' packet lives.
-        let in_packet = mem
-            .packet()
-            .is_some_and(|r| r.start() <= start && end <= r.end() && r.writable());
-        if start > data || data > end || !(in_packet || inside(start, end - start, true)) {
-            return Some(oob(start, end.saturating_sub(start), true));
+        let covers =
+            |r: &bpfkit_runtime::Region| r.start() <= start && end <= r.end() && r.writable();
+        let ok = start <= data
+            && data <= end
+            && (mem.packet().is_some_and(covers) || mem.regions().iter().any(covers));
+        if !ok {
+            return Some(TrapKind::OutOfBounds {
+                addr: start,
+                size: end.saturating_sub(start) as usize,
+                access: Access::Write,
+            });
         }
         None
     }
