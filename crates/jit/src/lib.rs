@@ -24,9 +24,9 @@
 //!   kernel's JIT. What the verifier cannot know is checked once per run
 //!   instead of per access: that `r1` points at a context of the verified
 //!   type's size in `mem`, and that the context's packet pointers
-//!   (`data_meta <= data <= data_end`) span one writable region; again
-//!   after every helper call that may move the packet (the helpers after
-//!   which the verifier forgets packet pointers). Legacy packet
+//!   (`data_meta <= data <= data_end`) span one writable region. Helpers
+//!   are trusted to keep that true when they move the packet
+//!   (`xdp_adjust_head`, ...), as the kernel trusts its own. Legacy packet
 //!   loads keep their run-time check, as in the kernel. ARCHITECTURE.md
 //!   (Decisions) says why each unchecked access is safe.
 //!
@@ -434,12 +434,6 @@ impl EntryCheck {
     }
 }
 
-/// Helpers after which the context's packet fields may have changed: the
-/// ones after which the verifier forgets packet pointers (the kernel's
-/// `bpf_helper_changes_pkt_data`); unchecked mode checks the fields again
-/// after these.
-const CHANGES_PKT: [u32; 15] = [9, 10, 11, 13, 18, 19, 31, 32, 38, 39, 43, 44, 50, 54, 65];
-
 /// One guest region as the generated code checks it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -506,9 +500,6 @@ pub(crate) struct RunEnv<'j> {
     pcs: &'j [Pc],
     trap: Option<Trap>,
     panic: Option<Box<dyn Any + Send + 'static>>,
-    /// Unchecked mode: the context checks and `r1`, redone after each
-    /// helper call that may move the packet (`xdp_adjust_head`, ...).
-    entry: Option<(EntryCheck, u64)>,
 }
 
 /// Copies the region table of `mem` for the generated code (at the start of
@@ -578,14 +569,6 @@ pub(crate) fn call_helper(
     }));
     if env.uses_regions && regions_changed(guest.memory(), env.regions, ctx) {
         snapshot(guest.memory(), env.regions, ctx);
-    }
-    if let (Some((c, r1)), Ok(_)) = (env.entry, &result) {
-        let moved = CHANGES_PKT.contains(&id);
-        if let Some(kind) = moved.then(|| c.check(guest.memory(), r1)).flatten() {
-            ctx.status = status::RUST_TRAP;
-            env.trap = Some(Trap::new(pc, kind));
-            return stop;
-        }
     }
     match result {
         Ok(Ok(r0)) => memory::Ret2 { r0, stop: 0 },
@@ -722,7 +705,6 @@ impl Jit {
             pcs: &self.pcs,
             trap: None,
             panic: None,
-            entry: self.unchecked.map(|c| (c, r1)),
         };
         ctx.env = &mut env as *mut RunEnv<'_> as u64;
         memory::enter(&self.code, self.entry, ctx);
