@@ -776,7 +776,7 @@ fn describe(case: &Case, want: &Outcome, got: &Outcome, blind: bool) -> String {
         .iter()
         .map(|(pc, i)| format!("{:>4}: {}\n", pc.0, bpfkit_isa::disasm::format_ubpf(i)))
         .collect();
-    let what = if !want.same_result(&got) {
+    let what = if !want.same_result(got) {
         format!("result: interp {:x?}, jit {:x?}", want.result, got.result)
     } else if want.packet != got.packet {
         format!("packet: interp {:x?}, jit {:x?}", want.packet, got.packet)
