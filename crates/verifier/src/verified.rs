@@ -101,9 +101,25 @@ impl VerifiedProgram {
     }
 }
 
-/// The extent of the context of `t` and its packet-pointer fields, probed
-/// from the access rules the checker applied (so they cannot disagree).
-fn layout(t: ProgType) -> (u32, bool, Option<PacketFields>) {
+type Layout = (u32, bool, Option<PacketFields>);
+
+/// The extent of the context of `t`, whether it has writable fields, and
+/// its packet-pointer fields, probed from the access rules the checker
+/// applied (so they cannot disagree). The probe takes about 0.1 ms, so
+/// each type's result is kept.
+fn layout(t: ProgType) -> Layout {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    static CACHE: Mutex<BTreeMap<ProgType, Layout>> = Mutex::new(BTreeMap::new());
+    if let Some(l) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).get(&t) {
+        return *l;
+    }
+    let l = probe(t);
+    CACHE.lock().unwrap_or_else(|e| e.into_inner()).insert(t, l);
+    l
+}
+
+fn probe(t: ProgType) -> Layout {
     let mut size = 0i64;
     let mut writable = false;
     let (mut data, mut end, mut meta) = (None, None, None);
