@@ -18,7 +18,8 @@
 //! time per 1,000 instructions for bpfkit and rbpf.
 //!
 //! Flags: `--rounds N` (default 7), `--repeat N` (default 100000),
-//! `--quick` (3 rounds, repeat 10000).
+//! `--quick` (3 rounds, repeat 10000), `--compile-only` (only the compile
+//! time table).
 
 use bpfkit::Engine;
 use bpfkit_bench::programs::{BenchProgram, PROGRAMS};
@@ -34,6 +35,7 @@ use std::time::Instant;
 struct Opts {
     rounds: usize,
     repeat: u32,
+    compile_only: bool,
 }
 
 fn opts() -> Opts {
@@ -41,10 +43,12 @@ fn opts() -> Opts {
     let mut o = Opts {
         rounds: 7,
         repeat: 100_000,
+        compile_only: false,
     };
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
+            "--compile-only" => o.compile_only = true,
             "--quick" => {
                 o.rounds = 3;
                 o.repeat = 10_000;
@@ -70,8 +74,12 @@ struct Loaded {
     kernel: Result<KernelSide, String>,
     jit: BpfkitSide,
     interp: BpfkitSide,
-    /// Fastest round of each side, ns/run: kernel, jit, interp.
-    best: [Option<u64>; 3],
+    /// The JIT in unchecked mode (`run --verify`), when bpfkit's verifier
+    /// accepts the program and its tail-call targets.
+    unchecked: Result<BpfkitSide, String>,
+    /// Fastest round of each side, ns/run: kernel, jit (checked), interp,
+    /// jit unchecked.
+    best: [Option<u64>; 4],
     /// Runs per measurement, the same on every side.
     repeat: u32,
 }
@@ -88,12 +96,14 @@ fn load(case: Case, kernel_ok: &Result<(), String>, max_repeat: u32) -> Result<L
         Ok(()) => KernelSide::load(&case),
         Err(e) => Err(e.clone()),
     };
+    let unchecked = BpfkitSide::load_verified(&case).map_err(|e| format!("not verified: {e}"));
     let mut l = Loaded {
         case,
         kernel,
         jit,
         interp,
-        best: [None; 3],
+        unchecked,
+        best: [None; 4],
         repeat: max_repeat,
     };
     // One run each: the sides must agree before they are timed.
@@ -101,6 +111,18 @@ fn load(case: Case, kernel_ok: &Result<(), String>, max_repeat: u32) -> Result<L
     let i = l.interp.run(1)?;
     if (j.retval, &j.data_out) != (i.retval, &i.data_out) {
         return Err(format!("jit retval {} != interp {}", j.retval, i.retval));
+    }
+    if let Ok(u) = &mut l.unchecked {
+        let r = u.run(1)?;
+        if (r.retval, &r.data_out) != (j.retval, &j.data_out) {
+            return Err(format!(
+                "unchecked jit retval {} != jit {}",
+                r.retval, j.retval
+            ));
+        }
+        if !u.runs_unchecked() {
+            return Err("verified but not running unchecked".into());
+        }
     }
     if let Ok(k) = &l.kernel {
         let (retval, out, _) = k.run(1)?;
@@ -122,15 +144,19 @@ fn min_opt(a: Option<u64>, b: u64) -> Option<u64> {
 fn round(cases: &mut [Loaded], r: usize) {
     for (c, l) in cases.iter_mut().enumerate() {
         let repeat = l.repeat;
-        for k in 0..3 {
-            let side = (k + c + r) % 3;
+        for k in 0..4 {
+            let side = (k + c + r) % 4;
             let ns = match side {
                 0 => match &l.kernel {
                     Ok(k) => k.run(repeat).ok().map(|(_, _, ns)| u64::from(ns)),
                     Err(_) => None,
                 },
                 1 => l.jit.run(repeat).ok().map(|x| x.duration_ns),
-                _ => l.interp.run(repeat).ok().map(|x| x.duration_ns),
+                2 => l.interp.run(repeat).ok().map(|x| x.duration_ns),
+                _ => match &mut l.unchecked {
+                    Ok(u) => u.run(repeat).ok().map(|x| x.duration_ns),
+                    Err(_) => None,
+                },
             };
             if let Some(ns) = ns {
                 l.best[side] = min_opt(l.best[side], ns);
@@ -339,6 +365,28 @@ fn userspace_round(u: &mut Userspace) {
     u.best_direct = Some(u.best_direct.map_or(ns, |b| b.min(ns)));
 }
 
+/// Fastest of 51 runs of `f`, ns.
+fn fastest(mut f: impl FnMut()) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..51 {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed().as_nanos() as f64);
+    }
+    best
+}
+
+/// bpfkit's lowering alone (fastest of 51, ns): the compile without
+/// publishing the code, allocating the run state or freeing anything.
+fn lowering_time(program: &BenchProgram) -> f64 {
+    let bytecode = program.bytecode().unwrap();
+    let prog = Program::decode(&bytecode).unwrap();
+    let helpers = Helpers::new();
+    fastest(|| {
+        black_box(Jit::builder().lower_only().build(&prog, &helpers).err());
+    })
+}
+
 /// JIT compile time: fastest of 51 compiles, ns.
 fn compile_times(program: &BenchProgram) -> (usize, f64, Option<f64>) {
     let bytecode = program.bytecode().unwrap();
@@ -369,6 +417,10 @@ fn compile_times(program: &BenchProgram) -> (usize, f64, Option<f64>) {
 
 fn main() {
     let o = opts();
+    if o.compile_only {
+        compile_table();
+        return;
+    }
     let kernel_ok = bpfkit_kernel::probe().map_err(|e| format!("bpf() refused here: {e}"));
     if let Err(e) = &kernel_ok {
         println!("kernel side skipped: {e}");
@@ -427,27 +479,30 @@ fn main() {
         "\n## Per-packet time: kernel vs bpfkit (ns/run, fastest of {} rounds)\n",
         o.rounds
     );
-    println!("| program | source | repeat | kernel | bpfkit jit | bpfkit interp | jit/kernel | interp/kernel |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("| program | source | repeat | kernel | bpfkit jit | bpfkit jit unchecked | bpfkit interp | jit/kernel | unchecked/kernel | interp/kernel |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for l in part1.iter().chain(&corpus) {
-        let [k, j, i] = l.best;
+        let [k, j, i, u] = l.best;
         println!(
-            "| {} | {:?} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:?} | {} | {} | {} | {} | {} | {} | {} | {} |",
             l.case.name,
             l.case.source,
             l.repeat,
             cell(k),
             cell(j),
+            cell(u),
             cell(i),
             ratio(j, k),
+            ratio(u, k),
             ratio(i, k)
         );
     }
-    if let Some([k, j, i]) = overhead {
+    if let Some([k, j, i, u]) = overhead {
         println!(
-            "\nper-run harness overhead (empty program): kernel {} ns, bpfkit jit {} ns, bpfkit interp {} ns",
+            "\nper-run harness overhead (empty program): kernel {} ns, bpfkit jit {} ns, unchecked {} ns, bpfkit interp {} ns",
             cell(k),
             cell(j),
+            cell(u),
             cell(i)
         );
     }
@@ -465,44 +520,55 @@ fn main() {
     if let (Some(gj), Some(gi)) = (geo(1), geo(2)) {
         println!("geometric mean over tests/xdp: jit/kernel {gj:.2}, interp/kernel {gi:.2}");
     }
+    if let Some(gu) = geo(3) {
+        println!("geometric mean over tests/xdp: unchecked/kernel {gu:.2}");
+    }
 
     // ---- part 2 table
     println!(
         "\n## JITs: kernel, bpfkit, native C (clang-19 -O2), rbpf 0.4 (ns/run, fastest of {} rounds)\n",
         o.rounds
     );
-    println!("| program | kernel jit | bpfkit jit (run --repeat) | bpfkit jit (direct) | native | rbpf jit | bpfkit/kernel | direct/native | direct/rbpf |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| program | kernel jit | bpfkit jit (run --repeat) | bpfkit unchecked (run --repeat) | bpfkit jit (direct) | native | rbpf jit | bpfkit/kernel | unchecked/kernel | direct/native | direct/rbpf | unchecked/native | unchecked/rbpf |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for u in &users {
         let w = wrapped.iter().find(|l| l.case.name == u.program.name);
         let k = w.and_then(|l| l.best[0]);
         let j = w.and_then(|l| l.best[1]);
+        let un = w.and_then(|l| l.best[3]);
         let jf = j.map(|v| v as f64);
+        let uf = un.map(|v| v as f64);
         let r = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
             _ => "-".into(),
         };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             u.program.name,
             cell(k),
             cell(j),
+            cell(un),
             cellf(u.best_direct),
             cellf(u.best_native),
             cellf(u.best_rbpf),
             r(jf, k.map(|v| v as f64)),
+            r(uf, k.map(|v| v as f64)),
             r(u.best_direct, u.best_native),
-            r(u.best_direct, u.best_rbpf)
+            r(u.best_direct, u.best_rbpf),
+            r(uf, u.best_native),
+            r(uf, u.best_rbpf)
         );
     }
     for l in &corpus {
-        let [k, j, _] = l.best;
+        let [k, j, _, un] = l.best;
         println!(
-            "| {} | {} | {} | - | - | - | {} | - | - |",
+            "| {} | {} | {} | {} | - | - | - | {} | {} | - | - | - | - |",
             l.case.name,
             cell(k),
             cell(j),
-            ratio(j, k)
+            cell(un),
+            ratio(j, k),
+            ratio(un, k)
         );
     }
     println!("\nnotes:");
@@ -518,34 +584,46 @@ fn main() {
     for s in &skipped {
         println!("- {s}");
     }
+    for l in part1.iter().chain(&wrapped).chain(&corpus) {
+        if let Err(e) = &l.unchecked {
+            println!("- {}: unchecked column: {e}", l.case.name);
+        }
+    }
 
-    // ---- compile time
+    compile_table();
+}
+
+fn compile_table() {
     println!("\n## JIT compile time (fastest of 51 compiles)\n");
     println!(
-        "| program | slots | bpfkit us | bpfkit us/1000 insns | rbpf us | rbpf us/1000 insns |"
+        "| program | slots | bpfkit us | bpfkit us/1000 insns | rbpf us | rbpf us/1000 insns | bpfkit lowering us |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
-    let (mut tot_slots, mut tot_b, mut tot_r) = (0usize, 0f64, 0f64);
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let (mut tot_slots, mut tot_b, mut tot_r, mut tot_l) = (0usize, 0f64, 0f64, 0f64);
     for p in &PROGRAMS {
         let (slots, b, r) = compile_times(p);
+        let l = lowering_time(p);
         tot_slots += slots;
         tot_b += b;
         tot_r += r.unwrap_or(f64::NAN);
+        tot_l += l;
         let per = |ns: f64| ns / 1000.0 / slots as f64 * 1000.0;
         println!(
-            "| {} | {slots} | {:.1} | {:.1} | {} | {} |",
+            "| {} | {slots} | {:.1} | {:.1} | {} | {} | {:.1} |",
             p.name,
             b / 1000.0,
             per(b),
             r.map_or("-".into(), |r| format!("{:.1}", r / 1000.0)),
-            r.map_or("-".into(), |r| format!("{:.1}", per(r)))
+            r.map_or("-".into(), |r| format!("{:.1}", per(r))),
+            l / 1000.0
         );
     }
     println!(
-        "| all | {tot_slots} | {:.1} | {:.1} | {:.1} | {:.1} |",
+        "| all | {tot_slots} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
         tot_b / 1000.0,
         tot_b / tot_slots as f64,
         tot_r / 1000.0,
-        tot_r / tot_slots as f64
+        tot_r / tot_slots as f64,
+        tot_l / 1000.0
     );
 }

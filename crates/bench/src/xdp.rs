@@ -493,6 +493,30 @@ impl BpfkitSide {
         })
     }
 
+    /// Like [`BpfkitSide::load`] on the JIT, then verifies the program and
+    /// its tail-call targets as `bpfkit run --verify` does, so that they
+    /// run in the JIT's unchecked mode; `Err` names a rejected program.
+    pub fn load_verified(case: &Case) -> Result<BpfkitSide, String> {
+        let mut side = BpfkitSide::load(case, Engine::Jit)?;
+        let mut progs = vec![side.prog];
+        for (_, _, name) in &case.slots {
+            progs.push(side.obj.program_index(name).map_err(|e| e.to_string())?);
+        }
+        for p in progs {
+            if side.obj.report(p).is_none() {
+                side.obj.verify_as(p, bpfkit::ProgType::Xdp);
+            }
+            side.obj.check(p).map_err(|e| e.to_string())?;
+        }
+        // The switch to unchecked code happens at the next run.
+        Ok(side)
+    }
+
+    /// Whether the program ran in the JIT's unchecked mode (after a run).
+    pub fn runs_unchecked(&self) -> bool {
+        self.obj.runs_unchecked(self.prog)
+    }
+
     /// One `bpfkit run --repeat` of the packet: retval, data_out and the
     /// average `duration_ns`.
     pub fn run(&mut self, repeat: u32) -> Result<XdpRun, String> {

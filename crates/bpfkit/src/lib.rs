@@ -59,7 +59,7 @@ use bpfkit_isa::{Imm64, Pc};
 use bpfkit_jit::Jit;
 use bpfkit_maps::{map_flags, update_flags, Map, MapError, MapOptions, MapRegistry, MapType};
 use bpfkit_runtime::{Helpers, Memory, Trap, TrapKind};
-use bpfkit_verifier::Options as VerifyOptions;
+use bpfkit_verifier::{Options as VerifyOptions, VerifiedProgram};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use thiserror::Error;
@@ -74,7 +74,8 @@ pub use bpfkit_verifier::{Report, Verdict};
 pub enum Engine {
     /// The reference interpreter (`bpfkit-interp`).
     Interp,
-    /// The x86-64 JIT in checked mode (`bpfkit-jit`).
+    /// The x86-64 JIT (`bpfkit-jit`): checked mode, or unchecked mode for
+    /// programs the verifier accepted (see [`Loader::verify`]).
     Jit,
 }
 
@@ -178,6 +179,7 @@ pub struct Loader {
     cpus: Option<usize>,
     budget: Option<u64>,
     verify: bool,
+    blind: bool,
 }
 
 impl Default for Loader {
@@ -195,12 +197,25 @@ impl Loader {
             cpus: None,
             budget: None,
             verify: true,
+            blind: false,
         }
+    }
+
+    /// JIT constant blinding (default: off; see
+    /// [`bpfkit_jit::Builder::blind_constants`]): no immediate of the
+    /// program appears in the machine code. The interpreter ignores it.
+    pub fn jit_blind(mut self, on: bool) -> Loader {
+        self.blind = on;
+        self
     }
 
     /// Whether to verify programs (default: yes; each once, before its
     /// first run or when its report is asked). Without verification every
     /// program may run and the engines' runtime checks are the only guard.
+    /// With verification and the JIT, a program whose report says accepted
+    /// runs in the JIT's unchecked mode from its next [`Object::run`] on
+    /// (tail-call targets too, once their reports exist: ask
+    /// [`Object::check`] for them first).
     pub fn verify(mut self, on: bool) -> Loader {
         self.verify = on;
         self
@@ -325,7 +340,38 @@ pub struct Object {
     infos: Vec<ProgramInfo>,
     execs: Vec<Exec>,
     verify: bool,
-    reports: Vec<OnceLock<Report>>,
+    /// Per program: the report and, when accepted, the proof the JIT's
+    /// unchecked mode takes.
+    reports: Vec<OnceLock<(Report, Option<VerifiedProgram>)>>,
+    /// Per program: whether its verdict was taken into the engine (a JIT
+    /// program recompiled unchecked, or nothing to do).
+    settled: Vec<bool>,
+    /// What compiling needs again when a program moves to unchecked mode.
+    helpers: Helpers,
+    resolver: ObjResolver,
+    budget: Option<u64>,
+    blind: bool,
+}
+
+/// Resolves the object's symbolic `lddw`s (see the crate docs).
+struct ObjResolver {
+    /// Per map: the address the helpers map back to it.
+    addrs: Vec<u64>,
+    /// Per map: the address of its array storage, if it has one.
+    values: Vec<Option<u64>>,
+}
+
+impl bpfkit_runtime::Imm64Resolver for ObjResolver {
+    fn resolve(&self, _pc: Pc, imm: &Imm64) -> Option<u64> {
+        match *imm {
+            Imm64::MapIdx(i) => self.addrs.get(usize::try_from(i).ok()?).copied(),
+            Imm64::MapIdxValue { idx, off } => {
+                let base = (*self.values.get(usize::try_from(idx).ok()?)?)?;
+                Some(base + off as u64)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Object {
@@ -399,16 +445,7 @@ impl Object {
             .iter()
             .map(|m| m.map.array_storage().map(|v| v.addr()))
             .collect();
-        let resolver = move |_pc: Pc, imm: &Imm64| -> Option<u64> {
-            match *imm {
-                Imm64::MapIdx(i) => addrs.get(usize::try_from(i).ok()?).copied(),
-                Imm64::MapIdxValue { idx, off } => {
-                    let base = (*values.get(usize::try_from(idx).ok()?)?)?;
-                    Some(base + off as u64)
-                }
-                _ => None,
-            }
-        };
+        let resolver = ObjResolver { addrs, values };
         let mut helpers = Helpers::new();
         bpfkit_helpers::register(&mut helpers);
         let wanted = cfg.engine.unwrap_or_else(Engine::fastest);
@@ -420,11 +457,7 @@ impl Object {
         for (i, p) in elf.programs.iter().enumerate() {
             let (exec, engine) = match wanted {
                 Engine::Jit => {
-                    let mut b = Jit::builder().resolver(&resolver);
-                    if let Some(n) = cfg.budget {
-                        b = b.budget(n);
-                    }
-                    match b.build(&p.insns, &helpers) {
+                    match jit_builder(&resolver, cfg.budget, cfg.blind).build(&p.insns, &helpers) {
                         Ok(j) => (Exec::Jit(Box::new(j)), Engine::Jit),
                         Err(e) if cfg.engine == Some(Engine::Jit) => {
                             return Err(Error::Compile {
@@ -454,9 +487,14 @@ impl Object {
             maps,
             table: Arc::new(table),
             reports: (0..infos.len()).map(|_| OnceLock::new()).collect(),
+            settled: vec![false; infos.len()],
             infos,
             execs,
             verify: cfg.verify,
+            helpers,
+            resolver,
+            budget: cfg.budget,
+            blind: cfg.blind,
         };
         // `.values` of program arrays: program ids.
         for m in &obj.maps {
@@ -517,12 +555,29 @@ impl Object {
     pub fn verify_as(&mut self, prog: usize, t: ProgType) -> &Report {
         let report = self.verify_with(prog, t);
         self.reports[prog] = OnceLock::from(report);
-        self.reports[prog].get().expect("just set")
+        // A new verdict: the engine follows it at the next run (back to
+        // checked mode if the program is now rejected).
+        self.settled[prog] = false;
+        &self.reports[prog].get().expect("just set").0
     }
 
-    fn verify_with(&self, prog: usize, t: ProgType) -> Report {
+    fn verify_with(&self, prog: usize, t: ProgType) -> (Report, Option<VerifiedProgram>) {
         let p = &self.elf.programs[prog];
-        let maps: Vec<bpfkit_abi::MapDef> = self.elf.maps.iter().map(|m| m.def.clone()).collect();
+        // Frozen maps (`.rodata*`) as the registry created them
+        // (`BPF_F_RDONLY_PROG`), so that the verifier refuses writes to them
+        // as the checked engines do at run time.
+        let maps: Vec<bpfkit_abi::MapDef> = self
+            .elf
+            .maps
+            .iter()
+            .map(|m| {
+                let mut d = m.def.clone();
+                if m.frozen {
+                    d.map_flags |= map_flags::RDONLY_PROG;
+                }
+                d
+            })
+            .collect();
         let opts = VerifyOptions {
             line_info: p
                 .line_info
@@ -531,7 +586,7 @@ impl Object {
                 .collect(),
             ..VerifyOptions::default()
         };
-        bpfkit_verifier::verify(&p.insns, t, &maps, &opts)
+        VerifiedProgram::verify(&p.insns, t, &maps, &opts)
     }
 
     /// Whether programs are verified (see [`Loader::verify`]).
@@ -546,13 +601,13 @@ impl Object {
     pub fn report(&self, prog: usize) -> Option<&Report> {
         let cell = self.reports.get(prog)?;
         if let Some(r) = cell.get() {
-            return Some(r);
+            return Some(&r.0);
         }
         if !self.verify {
             return None;
         }
         let t = self.infos[prog].prog_type?;
-        Some(cell.get_or_init(|| self.verify_with(prog, t)))
+        Some(&cell.get_or_init(|| self.verify_with(prog, t)).0)
     }
 
     /// `Ok` when program `prog` may run: verification is off, or the
@@ -610,6 +665,9 @@ impl Object {
         args: &[u64],
         input: RunInput,
     ) -> RunOutcome {
+        if self.verify {
+            self.settle_verdicts();
+        }
         let RunInput {
             cpu,
             xdp,
@@ -653,6 +711,45 @@ impl Object {
         }
     }
 
+    /// Whether program `prog` runs in the JIT's unchecked mode (it did
+    /// since its last [`Object::run`]: the switch happens there, once the
+    /// program's report says accepted).
+    pub fn runs_unchecked(&self, prog: usize) -> bool {
+        matches!(self.execs.get(prog), Some(Exec::Jit(j)) if j.is_unchecked())
+    }
+
+    /// Engine selection after verification: a JIT program whose report
+    /// exists and says accepted is recompiled in unchecked mode from its
+    /// [`VerifiedProgram`]; one whose report says rejected, or that was
+    /// never verified, keeps (or gets back) checked code. Each verdict is
+    /// taken once; the loop costs a flag test per program afterwards.
+    fn settle_verdicts(&mut self) {
+        for i in 0..self.execs.len() {
+            if self.settled[i] {
+                continue;
+            }
+            let Some((_, verified)) = self.reports[i].get() else {
+                // Not verified (yet): checked code, decided again later.
+                continue;
+            };
+            self.settled[i] = true;
+            let Exec::Jit(old) = &self.execs[i] else {
+                continue;
+            };
+            let b = jit_builder(&self.resolver, self.budget, self.blind);
+            let new = match verified {
+                Some(v) => b.build_verified(v, &self.helpers),
+                None if old.is_unchecked() => b.build(&self.elf.programs[i].insns, &self.helpers),
+                None => continue,
+            };
+            // A failure here (out of code memory) keeps the checked code,
+            // which is always correct.
+            if let Ok(j) = new {
+                self.execs[i] = Exec::Jit(Box::new(j));
+            }
+        }
+    }
+
     fn run_chain(
         &mut self,
         prog: usize,
@@ -679,6 +776,18 @@ impl Object {
             }
         }
     }
+}
+
+fn jit_builder(
+    resolver: &ObjResolver,
+    budget: Option<u64>,
+    blind: bool,
+) -> bpfkit_jit::Builder<'_> {
+    let mut b = Jit::builder().resolver(resolver).blind_constants(blind);
+    if let Some(n) = budget {
+        b = b.budget(n);
+    }
+    b
 }
 
 fn interp(

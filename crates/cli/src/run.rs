@@ -47,6 +47,13 @@ pub struct Args {
     /// available).
     #[arg(long, value_name = "interp|jit")]
     engine: Option<String>,
+    /// JIT constant blinding, as the kernel's bpf_jit_harden: every
+    /// immediate of the program is emitted XORed with a random key and
+    /// decoded at run time, so no program-chosen constant appears in
+    /// executable memory (same results, slower code; no effect on the
+    /// interpreter).
+    #[arg(long)]
+    jit_blind: bool,
     /// Runs each packet N times; reports the average duration per run.
     #[arg(long, value_name = "N", default_value_t = 1)]
     repeat: u32,
@@ -64,6 +71,8 @@ pub struct Args {
     /// Verifies the program (and its --prog-array tail-call targets) first,
     /// like the kernel's BPF_PROG_LOAD, and refuses (exit 1, naming the
     /// instruction and the verifier's message) what the verifier rejects.
+    /// With the JIT, accepted programs then run in its unchecked mode (no
+    /// run-time memory checks, as the kernel's JIT).
     #[arg(long, conflicts_with = "no_verify")]
     verify: bool,
     /// Runs without verifying (the default for now): the engines' runtime
@@ -126,6 +135,7 @@ pub fn run(args: Args) -> CmdResult {
     if let Some(n) = args.budget {
         loader = loader.budget(n);
     }
+    loader = loader.jit_blind(args.jit_blind);
     // Off by default until the verifier accepts everything the kernel
     // accepts on the differential suite (see ARCHITECTURE.md, Decisions).
     loader = loader.verify(args.verify && !args.no_verify);

@@ -709,6 +709,11 @@ impl Default for Arena {
 /// Runs `case` on the interpreter (`jit = false`) or the JIT, with its
 /// regions in `arena` (reset to the case's contents first).
 pub fn run_case(case: &Case, jit: bool, arena: &mut Arena) -> Outcome {
+    run_case_with(case, jit, false, arena)
+}
+
+/// [`run_case`], with the JIT's constant blinding when `blind`.
+pub fn run_case_with(case: &Case, jit: bool, blind: bool, arena: &mut Arena) -> Outcome {
     let helpers = helpers();
     let (lo, hi) = arena.0.split_at_mut(RODATA_AT);
     let packet = &mut lo[PACKET_AT..PACKET_AT + case.packet.len()];
@@ -721,7 +726,7 @@ pub fn run_case(case: &Case, jit: bool, arena: &mut Arena) -> Outcome {
     let r = mem.add_readonly(RegionKind::ReadOnlyData, rodata);
     let mut dump = Dump::default();
     let (result, stack) = if jit {
-        let mut b = Jit::builder();
+        let mut b = Jit::builder().blind_constants(blind);
         if let Some(n) = case.budget {
             b = b.budget(n);
         }
@@ -750,21 +755,28 @@ pub fn run_case(case: &Case, jit: bool, arena: &mut Arena) -> Outcome {
     }
 }
 
-/// Runs `case` on both engines; `Err` describes the first difference.
+/// Runs `case` on both engines (the JIT with and without constant
+/// blinding); `Err` describes the first difference.
 pub fn check_case(case: &Case) -> Result<(), String> {
-    // One arena for both runs, so that region addresses are the same.
+    // One arena for every run, so that region addresses are the same.
     let mut arena = Arena::new();
     let want = run_case(case, false, &mut arena);
-    let got = run_case(case, true, &mut arena);
-    if want.same_result(&got) && want.packet == got.packet && want.dump == got.dump {
-        return Ok(());
+    for blind in [false, true] {
+        let got = run_case_with(case, true, blind, &mut arena);
+        if !(want.same_result(&got) && want.packet == got.packet && want.dump == got.dump) {
+            return Err(describe(case, &want, &got, blind));
+        }
     }
+    Ok(())
+}
+
+fn describe(case: &Case, want: &Outcome, got: &Outcome, blind: bool) -> String {
     let listing: String = case
         .prog
         .iter()
         .map(|(pc, i)| format!("{:>4}: {}\n", pc.0, bpfkit_isa::disasm::format_ubpf(i)))
         .collect();
-    let what = if !want.same_result(&got) {
+    let what = if !want.same_result(got) {
         format!("result: interp {:x?}, jit {:x?}", want.result, got.result)
     } else if want.packet != got.packet {
         format!("packet: interp {:x?}, jit {:x?}", want.packet, got.packet)
@@ -786,8 +798,10 @@ pub fn check_case(case: &Case) -> Result<(), String> {
         }
         s
     };
-    Err(format!(
-        "{what}\nbudget {:?}, packet {:x?}\n{listing}",
-        case.budget, case.packet
-    ))
+    format!(
+        "{what}{}\nbudget {:?}, packet {:x?}\n{listing}",
+        if blind { " (constant blinding)" } else { "" },
+        case.budget,
+        case.packet
+    )
 }

@@ -3,19 +3,62 @@
 //! An x86-64 (System V, Linux) JIT compiler for eBPF programs, with the
 //! interpreter's execution model and traps.
 //!
-//! This first slice runs in **checked mode**: there is no verifier yet, so
-//! every load, store and atomic is checked at run time against the guest
-//! memory regions the interpreter checks (the engine's own stack, then the
-//! [`Memory`] regions), and a bad access returns the same
-//! [`Trap { pc, kind }`](Trap) as [`bpfkit_interp::Interpreter`]. Accesses
-//! `[r10 + const]` that provably stay inside the stack are not checked at
-//! all; others cost an inline compare with the stack bounds and one with
-//! the region the last region-table walk found, and only accesses that
-//! miss both walk the region table. A later,
-//! unchecked mode for programs the verifier accepted will enter through a
-//! separate constructor taking a `&VerifiedProgram`; the API below keeps
-//! room for it (the checks are a property of how a [`Jit`] was built, not
-//! of [`Jit::run`]).
+//! Two modes, fixed when a [`Jit`] is built (never a flag of [`Jit::run`]):
+//!
+//! - **Checked mode** ([`Jit::new`], [`Builder::build`]), for programs no
+//!   verifier has checked: every load, store and atomic is checked at run
+//!   time against the guest memory regions the interpreter checks (the
+//!   engine's own stack, then the [`Memory`] regions), and a bad access
+//!   returns the same [`Trap { pc, kind }`](Trap) as
+//!   [`bpfkit_interp::Interpreter`]. Accesses `[r10 + const]` that provably
+//!   stay inside the stack are not checked at all; others cost an inline
+//!   compare with the stack bounds and one with the region the last
+//!   region-table walk found, and only accesses that miss both walk the
+//!   region table.
+//! - **Unchecked mode** ([`Jit::compile_verified`],
+//!   [`Builder::build_verified`]) for programs the verifier accepted: it
+//!   takes a [`VerifiedProgram`], which only
+//!   [`VerifiedProgram::verify`] makes, from an accepted verdict on the
+//!   program it then owns, so unverified code cannot reach it (a type
+//!   error). Loads, stores and atomics go straight to memory as in the
+//!   kernel's JIT. What the verifier cannot know is checked once per run
+//!   instead of per access: that `r1` points at a context of the verified
+//!   type's size in `mem`, and that the context's packet pointers
+//!   (`data_meta <= data <= data_end`) span one writable region. Helpers
+//!   are trusted to keep that true when they move the packet
+//!   (`xdp_adjust_head`, ...), as the kernel trusts its own. Legacy packet
+//!   loads keep their run-time check, as in the kernel. ARCHITECTURE.md
+//!   (Decisions) says why each unchecked access is safe.
+//!
+//! [`Builder::blind_constants`] adds constant blinding to either mode.
+//!
+//! ```compile_fail
+//! # use bpfkit_jit::Jit;
+//! # use bpfkit_isa::Program;
+//! # use bpfkit_runtime::Helpers;
+//! // A plain `Program` is no proof of verification: this does not compile.
+//! let p = Program::default();
+//! let _ = Jit::compile_verified(&p, &Helpers::new());
+//! ```
+//!
+//! ```
+//! # use bpfkit_jit::{Jit, VerifiedProgram};
+//! # use bpfkit_isa::{asm::{assemble, Syntax}, Program};
+//! # use bpfkit_runtime::{Helpers, Memory, RegionKind};
+//! # use bpfkit_verifier::Options;
+//! # use bpfkit_abi::ProgType;
+//! // The only way in: an accepted verdict on this very program.
+//! let p = Program::from_insns(assemble("ldxdw %r0, [%r1+8]\nexit", Syntax::Ubpf).unwrap()).unwrap();
+//! let (report, verified) = VerifiedProgram::verify(&p, ProgType::Kprobe, &[], &Options::default());
+//! let verified = verified.expect("accepted");
+//! if bpfkit_jit::is_supported() {
+//!     let mut jit = Jit::compile_verified(&verified, &Helpers::new()).unwrap();
+//!     let mut regs = [1u8; 168]; // struct pt_regs
+//!     let mut mem = Memory::new();
+//!     let ctx = mem.add(RegionKind::Context, &mut regs);
+//!     assert_eq!(jit.run(&mut mem, &[ctx]), Ok(0x0101_0101_0101_0101));
+//! }
+//! ```
 //!
 //! - [`Jit::new`] / [`Jit::builder`]: compile once (budget, `lddw`
 //!   resolver), [`Jit::run`] many times.
@@ -65,6 +108,8 @@ use bpfkit_runtime::{
     Access, Guest, Helper, HelperEnv, Helpers, Imm64Resolver, Memory, Trap, TrapKind,
     MAX_CALL_FRAMES, STACK_SIZE,
 };
+use bpfkit_verifier::verified::PacketFields;
+pub use bpfkit_verifier::VerifiedProgram;
 pub use memory::ExecutableCode;
 use std::any::Any;
 use std::sync::Arc;
@@ -97,6 +142,7 @@ pub enum CompileError {
 #[derive(Clone, Copy, Default)]
 pub struct Builder<'r> {
     no_publish: bool,
+    blind: bool,
     budget: Option<u64>,
     resolver: Option<&'r dyn Imm64Resolver>,
 }
@@ -118,6 +164,19 @@ impl<'r> Builder<'r> {
         self
     }
 
+    /// Constant blinding (off by default), as the kernel's
+    /// `bpf_jit_harden`: every immediate the program supplies (ALU, jump
+    /// and store operands, `lddw` values, legacy packet offsets) is emitted
+    /// as `imm ^ key` and `key` with a fresh random key per instruction and
+    /// combined in a scratch register at run time, so that a program's
+    /// author cannot place chosen bytes in executable memory. Shift counts
+    /// (one byte), memory offsets (16 bits) and 0 are not blinded. Results
+    /// are unchanged; the code is larger and slower.
+    pub fn blind_constants(mut self, on: bool) -> Builder<'r> {
+        self.blind = on;
+        self
+    }
+
     /// Resolves symbolic `lddw` operands (map references, ...).
     pub fn resolver(mut self, resolver: &'r dyn Imm64Resolver) -> Builder<'r> {
         self.resolver = Some(resolver);
@@ -127,6 +186,35 @@ impl<'r> Builder<'r> {
     /// Compiles `prog` in checked mode, taking the helpers it calls from
     /// `helpers`.
     pub fn build(self, prog: &Program, helpers: &Helpers) -> Result<Jit, CompileError> {
+        self.build_mode(prog, helpers, None)
+    }
+
+    /// Compiles a program the verifier accepted in **unchecked mode**: its
+    /// loads, stores and atomics go straight to memory, as in the kernel's
+    /// JIT (see the crate docs for what is still checked and why this is
+    /// sound). The helpers must keep the prototypes the verifier assumed
+    /// (a pointer-returning helper returns NULL or memory of the promised
+    /// size, as `bpfkit-helpers` does): the kernel trusts its helpers the
+    /// same way.
+    pub fn build_verified(
+        self,
+        prog: &VerifiedProgram,
+        helpers: &Helpers,
+    ) -> Result<Jit, CompileError> {
+        let check = EntryCheck {
+            ctx_size: prog.ctx_size() as u64,
+            ctx_writable: prog.ctx_writable(),
+            packet: prog.packet_fields(),
+        };
+        self.build_mode(prog.program(), helpers, Some(check))
+    }
+
+    fn build_mode(
+        self,
+        prog: &Program,
+        helpers: &Helpers,
+        unchecked: Option<EntryCheck>,
+    ) -> Result<Jit, CompileError> {
         if !is_supported() {
             return Err(CompileError::Unsupported);
         }
@@ -139,6 +227,8 @@ impl<'r> Builder<'r> {
             helpers,
             resolver: self.resolver,
             budget: self.budget.is_some(),
+            checked: unchecked.is_none(),
+            blind: self.blind.then(blind_seed),
         };
         let lowered = lower(&input);
         if self.no_publish {
@@ -216,6 +306,8 @@ impl<'r> Builder<'r> {
             callx_adj,
             regions: Vec::new(),
             budget: self.budget.map(|b| b.min(i64::MAX as u64)),
+            unchecked,
+            blinded: self.blind,
         })
     }
 }
@@ -245,6 +337,10 @@ pub struct Jit {
     callx_adj: Box<[u64]>,
     regions: Vec<RegionEntry>,
     budget: Option<u64>,
+    /// Unchecked mode: what every run checks of its context before
+    /// entering (and after each helper call).
+    unchecked: Option<EntryCheck>,
+    blinded: bool,
     /// The state block, kept between runs so that only per-run fields are
     /// written on entry.
     ctx: Box<Ctx>,
@@ -257,6 +353,84 @@ impl std::fmt::Debug for Jit {
             .field("code_bytes", &self.code.len())
             .field("budget", &self.budget)
             .finish_non_exhaustive()
+    }
+}
+
+/// A fresh seed for the blinding keys of one compile.
+fn blind_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // `RandomState` is seeded from the OS's randomness once per thread and
+    // perturbed per instance; good enough for keys an attacker must not
+    // predict from the program, without a dependency.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    h.finish()
+}
+
+/// What the verifier assumed about the context (see
+/// [`VerifiedProgram`]), checked against each run's memory in unchecked
+/// mode: the program then reads `ctx_size` bytes at `r1` and packet
+/// memory between the context's packet pointers without further checks.
+#[derive(Clone, Copy, Debug)]
+struct EntryCheck {
+    ctx_size: u64,
+    ctx_writable: bool,
+    packet: Option<PacketFields>,
+}
+
+impl EntryCheck {
+    /// `None` when `mem` holds the context at `r1` and the packet it
+    /// describes; otherwise the trap the run ends with.
+    #[inline]
+    fn check(&self, mem: &Memory<'_>, r1: u64) -> Option<TrapKind> {
+        if self.ctx_size == 0 {
+            return None;
+        }
+        // Runs once per run: one pass over the (few) regions for the
+        // context, and the packet region looked up directly.
+        let ctx_end = r1.wrapping_add(self.ctx_size);
+        let ctx_ok = ctx_end > r1
+            && mem.regions().iter().any(|r| {
+                r.start() <= r1 && ctx_end <= r.end() && (r.writable() || !self.ctx_writable)
+            });
+        if !ctx_ok {
+            return Some(TrapKind::OutOfBounds {
+                addr: r1,
+                size: self.ctx_size as usize,
+                access: if self.ctx_writable {
+                    Access::Write
+                } else {
+                    Access::Read
+                },
+            });
+        }
+        let p = self.packet?;
+        // Inside the context, checked above.
+        let field = |off: u32| {
+            mem.load::<4>(r1 + off as u64)
+                .map_or(0, |b| u32::from_ne_bytes(b) as u64)
+        };
+        let (data, end) = (field(p.data), field(p.data_end));
+        let start = p.data_meta.map_or(data, field);
+        // The verifier lets the program write the packet (XDP, tc) and
+        // bounds every access by data_end, reading back from data_meta.
+        let covers =
+            |r: &bpfkit_runtime::Region| r.start() <= start && end <= r.end() && r.writable();
+        let ok = start <= data
+            && data <= end
+            && (mem.packet().is_some_and(covers) || mem.regions().iter().any(covers));
+        if !ok {
+            return Some(TrapKind::OutOfBounds {
+                addr: start,
+                size: end.saturating_sub(start) as usize,
+                access: Access::Write,
+            });
+        }
+        None
     }
 }
 
@@ -430,6 +604,26 @@ impl Jit {
         Builder::default().build(prog, helpers)
     }
 
+    /// Compiles a verified program in unchecked mode with the default
+    /// configuration (see [`Builder::build_verified`]).
+    pub fn compile_verified(
+        prog: &VerifiedProgram,
+        helpers: &Helpers,
+    ) -> Result<Jit, CompileError> {
+        Builder::default().build_verified(prog, helpers)
+    }
+
+    /// Whether the code runs without memory checks (built from a
+    /// [`VerifiedProgram`]).
+    pub fn is_unchecked(&self) -> bool {
+        self.unchecked.is_some()
+    }
+
+    /// Whether the code was built with constant blinding.
+    pub fn is_blinded(&self) -> bool {
+        self.blinded
+    }
+
     /// The machine code.
     pub fn code(&self) -> &ExecutableCode {
         &self.code
@@ -478,6 +672,12 @@ impl Jit {
         args: &[u64],
         data: Option<&mut dyn Any>,
     ) -> Result<u64, Trap> {
+        let r1 = args.first().copied().unwrap_or(0);
+        if let Some(c) = &self.unchecked {
+            if let Some(kind) = c.check(mem, r1) {
+                return Err(Trap::new(Pc(0), kind));
+            }
+        }
         let stack_start = self.stack.as_mut_ptr().cast::<u8>();
         let stack_len = 8 * self.stack.len();
         let ctx = &mut *self.ctx;

@@ -1,5 +1,6 @@
 //! The bpf_conformance suite (shared/conformance, 313 files) through the
-//! JIT in process, each result also compared with the interpreter's.
+//! JIT in process (with and without a budget, and with constant blinding),
+//! each result also compared with the interpreter's.
 //! Skipped, with a message, when the shared folder is absent.
 
 use bpfkit_interp::Interpreter;
@@ -9,7 +10,7 @@ use bpfkit_testdata::{conformance_dir, conformance_helpers as helpers, load_dir,
 
 const BUDGET: u64 = 1 << 31;
 
-fn run(f: &DataFile, jit: bool, budget: bool) -> Result<u64, String> {
+fn run(f: &DataFile, jit: bool, budget: bool, blind: bool) -> Result<u64, String> {
     let prog = f.program().map_err(|e| e.to_string())?;
     let mut copy = f.mem.clone();
     let mut m = Memory::new();
@@ -26,6 +27,7 @@ fn run(f: &DataFile, jit: bool, budget: bool) -> Result<u64, String> {
         } else {
             Jit::builder()
         };
+        let b = b.blind_constants(blind);
         b.build(&prog, &h)
             .map_err(|e| e.to_string())?
             .run(&mut m, &args)
@@ -58,9 +60,9 @@ fn conformance_jit() {
             Err(e) => panic!("{}: parse: {e}", c.name),
         };
         assert!(f.skip_reason().is_none(), "{}", c.name);
-        for budget in [false, true] {
-            let got = run(f, true, budget);
-            let interp = run(f, false, true);
+        for (budget, blind) in [(false, false), (true, false), (false, true)] {
+            let got = run(f, true, budget, blind);
+            let interp = run(f, false, true, false);
             let ok = match (&got, &f.error) {
                 (Ok(r0), None) => *r0 == f.result.unwrap_or(0),
                 (Err(_), Some(_)) => true,
@@ -71,12 +73,14 @@ fn conformance_jit() {
             } else {
                 failed += 1;
                 println!(
-                    "FAIL {} (budget {budget}): jit {got:x?}, interp {interp:x?}, expected {:x?}",
+                    "FAIL {} (budget {budget}, blind {blind}): jit {got:x?}, interp {interp:x?}, expected {:x?}",
                     c.name, f.result
                 );
             }
         }
     }
-    println!("jit: {passed} passed, {failed} failed (313 files, with and without a budget)");
+    println!(
+        "jit: {passed} passed, {failed} failed (313 files: no budget, budget, constant blinding)"
+    );
     assert_eq!(failed, 0, "{failed} conformance runs failed");
 }

@@ -1,5 +1,6 @@
 //! Differential test: random programs (see `bpfkit_jit::fuzzing`) on the
-//! JIT and on the interpreter must give the same `r0` or trap (pc and
+//! JIT (with and without constant blinding) and on the interpreter must
+//! give the same `r0` or trap (pc and
 //! kind), the same packet contents, and the same stack and `r1`-`r5` at the
 //! final dump. Bounded so that it runs in seconds.
 

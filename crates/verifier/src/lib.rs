@@ -48,8 +48,10 @@ pub mod ctx;
 pub mod domain;
 pub mod helpers;
 pub mod state;
+pub mod verified;
 
 pub use check::{verify, Options, Report, Verdict, INSN_LIMIT};
+pub use verified::VerifiedProgram;
 
 /// Why a program was rejected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

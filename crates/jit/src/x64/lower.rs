@@ -1,5 +1,6 @@
 //! Lowering: eBPF instructions to x86-64 through the encoder, in checked
-//! mode (every memory access checked against the guest regions).
+//! mode (every memory access checked against the guest regions) or
+//! unchecked mode (verified programs: `[reg + off]` emitted as it is).
 //!
 //! # Machine model
 //!
@@ -47,6 +48,16 @@
 //!   check at all when the program never writes r10 (every frame is inside
 //!   the stack buffer). The order of checks does not change the outcome:
 //!   regions never overlap the stack or each other.
+//! - Unchecked mode (`LowerInput::checked` false) emits every load and
+//!   store as one instruction on `[reg + off]`; atomics still compute the
+//!   address into `rax` for the alignment test below. Legacy packet loads
+//!   keep their check in both modes.
+//! - Constant blinding (`LowerInput::blind`): an immediate `imm` becomes
+//!   `mov scratch, imm ^ key; xor scratch, key` (rcx, or the destination
+//!   itself for `mov`), with a fresh key per instruction, and the
+//!   instruction uses the register form; `lddw` does the same with 64-bit
+//!   keys. Division by a blinded constant takes the register path (with
+//!   its run-time zero test) since the divisor is no longer known.
 //! - Atomics use `lock`ed instructions (`xadd`, `cmpxchg` loops for the
 //!   fetching `or`/`and`/`xor`, `xchg`); a misaligned address takes a plain
 //!   read-modify-write instead, as in the interpreter, so that a program
@@ -129,6 +140,12 @@ pub(crate) struct LowerInput<'p> {
     pub resolver: Option<&'p dyn Imm64Resolver>,
     /// Count instructions for a budget.
     pub budget: bool,
+    /// Check every memory access at run time (false only for programs the
+    /// verifier accepted: see `Jit::compile_verified`).
+    pub checked: bool,
+    /// Constant blinding: the seed of the per-instruction keys (`None`:
+    /// immediates are emitted as they are).
+    pub blind: Option<u64>,
 }
 
 /// The result of lowering.
@@ -224,6 +241,11 @@ struct Emitter<'a> {
     helper_calls: bool,
     /// Whether the program has a `callx`.
     has_callx: bool,
+    /// Blinding key generator state (xorshift64; 0 when not blinding).
+    rng: u64,
+    /// bpf-to-bpf calls without a depth count (unchecked mode, no budget,
+    /// no `callx`): see `local_call`.
+    frame_calls: bool,
 }
 
 const UNBOUND: u32 = u32::MAX;
@@ -328,6 +350,11 @@ impl<'a> Emitter<'a> {
         let off = off as i32;
         if base == Reg::R10 && self.r10_fixed && off >= -(STACK_SIZE as i32) && off <= -n {
             return Mem::at(Gpr::Rbp, off);
+        }
+        if !self.input.checked {
+            // The verifier proved this access inside memory the run owns
+            // (ARCHITECTURE.md, Decisions: the JIT's unchecked mode).
+            return Mem::at(hr(base), off);
         }
         self.uses_regions = true;
         self.a.lea(Gpr::Rax, Mem::at(hr(base), off));
@@ -620,6 +647,22 @@ impl<'a> Emitter<'a> {
     /// Enters a new frame and calls `target` (a label, or the address in
     /// `rcx` when `None`, with `rax` = slot * 8 when `callx_slot_in_rax`).
     fn local_call(&mut self, idx: usize, target: Option<usize>, callx_slot_in_rax: bool) {
+        if let (true, Some(t)) = (self.frame_calls, target) {
+            // Verified code: the verifier bounds the call chain at 8
+            // frames, so the new frame is simply the caller's minus 512
+            // (what `stack_top - depth * 512` gives) and no depth is kept.
+            for r in [Gpr::Rbx, Gpr::R12, Gpr::R14, Gpr::R15, Gpr::Rbp] {
+                self.a.push(r);
+            }
+            self.a
+                .alu_rm_i(Sz::B64, Alu::Sub, Rm::Reg(Gpr::Rbp), STACK_SIZE as i32);
+            self.pending = 0;
+            self.call(t);
+            for r in [Gpr::Rbp, Gpr::R15, Gpr::R14, Gpr::R12, Gpr::Rbx] {
+                self.a.pop(r);
+            }
+            return;
+        }
         let d = Gpr::Rdx;
         self.a.mov_r_rm(Sz::B64, d, field(offset_of!(Ctx, depth)));
         self.a
@@ -709,7 +752,7 @@ impl<'a> Emitter<'a> {
                 op,
                 dst,
                 src,
-            } => self.alu(width, op, hr(dst), src),
+            } => self.alu_insn(width, op, hr(dst), src),
             Insn::Neg { width, dst } => self.a.unary(sz(width), Unary::Neg, Rm::Reg(hr(dst))),
             Insn::Endian { order, bits, dst } => {
                 let d = hr(dst);
@@ -726,6 +769,13 @@ impl<'a> Emitter<'a> {
                 }
             }
             Insn::LoadImm64 { dst, imm } => match self.imm64(i, &imm) {
+                Some(v) if self.rng != 0 && v != 0 => {
+                    let k = self.key64(v);
+                    self.a.mov_r_imm64(hr(dst), v ^ k);
+                    self.a.mov_r_imm64(Gpr::Rcx, k);
+                    self.a
+                        .alu_rm_r(Sz::B64, Alu::Xor, Rm::Reg(hr(dst)), Gpr::Rcx);
+                }
                 Some(v) => self.a.mov_r_imm64(hr(dst), v),
                 None => {
                     self.trap_insns.push((i as u32, *insn));
@@ -761,6 +811,10 @@ impl<'a> Emitter<'a> {
                 let m = Rm::Mem(self.mem_operand(dst, off, size, true, i));
                 let s = msz(size);
                 match src {
+                    Src::Imm(imm) if self.blinds(imm) => {
+                        self.blinded(Gpr::Rcx, imm);
+                        self.a.mov_rm_r(s, m, Gpr::Rcx);
+                    }
                     Src::Imm(imm) => self.a.mov_rm_i(s, m, imm),
                     Src::Reg(r) => self.a.mov_rm_r(s, m, hr(r)),
                 }
@@ -791,13 +845,21 @@ impl<'a> Emitter<'a> {
                 let t = self.target(i, off as i64);
                 let s = sz(width);
                 let d = Rm::Reg(hr(dst));
+                let src = match src {
+                    Src::Imm(imm) if self.blinds(imm) => {
+                        self.blinded(Gpr::Rcx, imm);
+                        Opnd::Reg(Gpr::Rcx)
+                    }
+                    Src::Imm(imm) => Opnd::Imm(imm),
+                    Src::Reg(r) => Opnd::Reg(hr(r)),
+                };
                 match (cond, src) {
-                    (Cond::Set, Src::Imm(imm)) => self.a.test_rm_i(s, d, imm),
-                    (Cond::Set, Src::Reg(r)) => self.a.test_rm_r(s, d, hr(r)),
+                    (Cond::Set, Opnd::Imm(imm)) => self.a.test_rm_i(s, d, imm),
+                    (Cond::Set, Opnd::Reg(r)) => self.a.test_rm_r(s, d, r),
                     // `test d, d` sets ZF, SF and CF = OF = 0 exactly as `cmp d, 0`.
-                    (_, Src::Imm(0)) => self.a.test_rm_r(s, d, hr(dst)),
-                    (_, Src::Imm(imm)) => self.a.alu_rm_i(s, Alu::Cmp, d, imm),
-                    (_, Src::Reg(r)) => self.a.alu_rm_r(s, Alu::Cmp, d, hr(r)),
+                    (_, Opnd::Imm(0)) => self.a.test_rm_r(s, d, hr(dst)),
+                    (_, Opnd::Imm(imm)) => self.a.alu_rm_i(s, Alu::Cmp, d, imm),
+                    (_, Opnd::Reg(r)) => self.a.alu_rm_r(s, Alu::Cmp, d, r),
                 }
                 let cc = cond_cc(cond);
                 if self.input.budget {
@@ -907,8 +969,13 @@ impl<'a> Emitter<'a> {
     ) {
         let s = msz(size);
         let n = size.bytes() as i32;
-        let m = self.mem_operand(dst, off, size, true, i);
+        let mut m = self.mem_operand(dst, off, size, true, i);
         let v = hr(src);
+        if m.base != Gpr::Rax && m.base != Gpr::Rbp {
+            // Unchecked mode: the alignment test below needs the address.
+            self.a.lea(Gpr::Rax, m);
+            m = Mem::at(Gpr::Rax, 0);
+        }
         if m.base == Gpr::Rbp {
             // Frames are 8-aligned (the stack is a `[u64]`), so alignment is
             // known from the offset.
@@ -1001,7 +1068,13 @@ impl<'a> Emitter<'a> {
             .alu_rm_i(Sz::B64, Alu::Cmp, field(offset_of!(Ctx, has_pkt)), 0);
         let l = self.trap_stub(status::NO_PACKET, i);
         self.jcc(Cc::E, l);
-        self.a.mov_r_imm64(Gpr::Rax, imm as u32 as u64);
+        if self.blinds(imm) {
+            let k = self.key32(imm);
+            self.a.mov_r_imm64(Gpr::Rax, (imm ^ k) as u32 as u64);
+            self.a.alu_rm_i(Sz::B32, Alu::Xor, Rm::Reg(Gpr::Rax), k);
+        } else {
+            self.a.mov_r_imm64(Gpr::Rax, imm as u32 as u64);
+        }
         if let Some(s) = src {
             self.a.alu_rm_r(Sz::B32, Alu::Add, Rm::Reg(Gpr::Rax), hr(s));
         }
@@ -1040,12 +1113,83 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    fn alu(&mut self, width: Width, op: AluOp, d: Gpr, src: Src) {
+    /// Whether `imm` is emitted blinded (constant blinding on, and not 0,
+    /// which needs no constant in the code).
+    fn blinds(&self, imm: i32) -> bool {
+        self.rng != 0 && imm != 0
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        // xorshift64 (Marsaglia): keys need to be unpredictable to the
+        // program's author, not cryptographic; the seed is per compile.
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    /// A fresh 32-bit key for `imm`: nonzero and not `imm` itself, so
+    /// neither `imm ^ key` nor `key` is `imm`, and `imm ^ key` is not 0.
+    fn key32(&mut self, imm: i32) -> i32 {
+        loop {
+            let k = (self.next_rand() >> 32) as i32;
+            if k != 0 && k != imm {
+                return k;
+            }
+        }
+    }
+
+    fn key64(&mut self, v: u64) -> u64 {
+        loop {
+            let k = self.next_rand();
+            if k != 0 && k != v {
+                return k;
+            }
+        }
+    }
+
+    /// `dst` = `imm` sign-extended to 64 bits, with neither `imm` nor its
+    /// encoding in the code: `mov dst, imm ^ key; xor dst, key`.
+    fn blinded(&mut self, dst: Gpr, imm: i32) {
+        let k = self.key32(imm);
+        self.a.mov_r_imm64(dst, (imm ^ k) as i64 as u64);
+        self.a.alu_rm_i(Sz::B64, Alu::Xor, Rm::Reg(dst), k);
+    }
+
+    /// An ALU instruction with its eBPF source, blinding the immediate
+    /// when asked (shift counts are one byte and stay as they are).
+    fn alu_insn(&mut self, width: Width, op: AluOp, d: Gpr, src: Src) {
+        match src {
+            Src::Reg(r) => self.alu(width, op, d, Opnd::Reg(hr(r))),
+            Src::Imm(imm)
+                if self.blinds(imm) && !matches!(op, AluOp::Lsh | AluOp::Rsh | AluOp::Arsh) =>
+            {
+                if matches!(op, AluOp::Mov | AluOp::MovSx(_)) {
+                    let k = self.key32(imm);
+                    if width == Width::W64 {
+                        self.a.mov_r_imm64(d, (imm ^ k) as i64 as u64);
+                        self.a.alu_rm_i(Sz::B64, Alu::Xor, Rm::Reg(d), k);
+                    } else {
+                        self.a.mov_r_imm64(d, (imm ^ k) as u32 as u64);
+                        self.a.alu_rm_i(Sz::B32, Alu::Xor, Rm::Reg(d), k);
+                    }
+                } else {
+                    self.blinded(Gpr::Rcx, imm);
+                    self.alu(width, op, d, Opnd::Reg(Gpr::Rcx));
+                }
+            }
+            Src::Imm(imm) => self.alu(width, op, d, Opnd::Imm(imm)),
+        }
+    }
+
+    fn alu(&mut self, width: Width, op: AluOp, d: Gpr, src: Opnd) {
         let s = sz(width);
         let dr = Rm::Reg(d);
         let w64 = width == Width::W64;
         match (op, src) {
-            (AluOp::Mov, Src::Imm(imm)) => {
+            (AluOp::Mov, Opnd::Imm(imm)) => {
                 let v = if w64 {
                     imm as i64 as u64
                 } else {
@@ -1053,13 +1197,13 @@ impl<'a> Emitter<'a> {
                 };
                 self.a.mov_r_imm64(d, v);
             }
-            (AluOp::Mov, Src::Reg(r)) => {
-                if hr(r) != d || !w64 {
-                    self.a.mov_rm_r(s, dr, hr(r));
+            (AluOp::Mov, Opnd::Reg(r)) => {
+                if r != d || !w64 {
+                    self.a.mov_rm_r(s, dr, r);
                 }
             }
-            (AluOp::MovSx(from), Src::Reg(r)) => {
-                let r = Rm::Reg(hr(r));
+            (AluOp::MovSx(from), Opnd::Reg(r)) => {
+                let r = Rm::Reg(r);
                 match (from, w64) {
                     (SignExtFrom::B8, _) => self.a.movsx(s, Sz::B8, d, r),
                     (SignExtFrom::B16, _) => self.a.movsx(s, Sz::B16, d, r),
@@ -1067,7 +1211,7 @@ impl<'a> Emitter<'a> {
                     (SignExtFrom::B32, false) => self.a.mov_r_rm(Sz::B32, d, r),
                 }
             }
-            (AluOp::MovSx(_), Src::Imm(imm)) => self.alu(width, AluOp::Mov, d, Src::Imm(imm)),
+            (AluOp::MovSx(_), Opnd::Imm(imm)) => self.alu(width, AluOp::Mov, d, Opnd::Imm(imm)),
             (AluOp::Add | AluOp::Sub | AluOp::Or | AluOp::And | AluOp::Xor, _) => {
                 let o = match op {
                     AluOp::Add => Alu::Add,
@@ -1077,12 +1221,12 @@ impl<'a> Emitter<'a> {
                     _ => Alu::Xor,
                 };
                 match src {
-                    Src::Imm(imm) => self.a.alu_rm_i(s, o, dr, imm),
-                    Src::Reg(r) => self.a.alu_rm_r(s, o, dr, hr(r)),
+                    Opnd::Imm(imm) => self.a.alu_rm_i(s, o, dr, imm),
+                    Opnd::Reg(r) => self.a.alu_rm_r(s, o, dr, r),
                 }
             }
-            (AluOp::Mul, Src::Imm(imm)) => self.a.imul_r_rm_i(s, d, dr, imm),
-            (AluOp::Mul, Src::Reg(r)) => self.a.imul_r_rm(s, d, Rm::Reg(hr(r))),
+            (AluOp::Mul, Opnd::Imm(imm)) => self.a.imul_r_rm_i(s, d, dr, imm),
+            (AluOp::Mul, Opnd::Reg(r)) => self.a.imul_r_rm(s, d, Rm::Reg(r)),
             (AluOp::Lsh | AluOp::Rsh | AluOp::Arsh, _) => {
                 let o = match op {
                     AluOp::Lsh => Shift::Shl,
@@ -1090,7 +1234,7 @@ impl<'a> Emitter<'a> {
                     _ => Shift::Sar,
                 };
                 match src {
-                    Src::Imm(imm) => {
+                    Opnd::Imm(imm) => {
                         let c = (imm as u32 & if w64 { 63 } else { 31 }) as u8;
                         if c == 0 {
                             // A zero count leaves dst, zero-extended in 32 bits.
@@ -1101,8 +1245,8 @@ impl<'a> Emitter<'a> {
                             self.a.shift_i(s, o, dr, c);
                         }
                     }
-                    Src::Reg(r) => {
-                        self.a.mov_rm_r(Sz::B32, Rm::Reg(Gpr::Rcx), hr(r));
+                    Opnd::Reg(r) => {
+                        self.a.mov_rm_r(Sz::B32, Rm::Reg(Gpr::Rcx), r);
                         self.a.shift_cl(s, o, dr);
                         if !w64 {
                             // A masked count of 0 may leave the upper half.
@@ -1111,11 +1255,11 @@ impl<'a> Emitter<'a> {
                     }
                 }
             }
-            (AluOp::Div | AluOp::Mod | AluOp::Sdiv | AluOp::Smod, Src::Imm(imm)) => {
+            (AluOp::Div | AluOp::Mod | AluOp::Sdiv | AluOp::Smod, Opnd::Imm(imm)) => {
                 self.divmod_imm(width, op, d, imm)
             }
-            (AluOp::Div | AluOp::Mod | AluOp::Sdiv | AluOp::Smod, Src::Reg(r)) => {
-                self.divmod_reg(width, op, d, hr(r))
+            (AluOp::Div | AluOp::Mod | AluOp::Sdiv | AluOp::Smod, Opnd::Reg(r)) => {
+                self.divmod_reg(width, op, d, r)
             }
         }
     }
@@ -1224,6 +1368,13 @@ impl<'a> Emitter<'a> {
         }
         self.bind(done);
     }
+}
+
+/// A source operand on the host: an immediate or a host register.
+#[derive(Clone, Copy)]
+enum Opnd {
+    Imm(i32),
+    Reg(Gpr),
 }
 
 fn sz(w: Width) -> Sz {
@@ -1346,17 +1497,25 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
             }
         }
     }
+    // Sized for typical code so that nothing grows while emitting (growth
+    // was about a dozen reallocations per compile): checked accesses take
+    // ~30 bytes and a label or two, jumps a fixup and a shrink candidate.
+    let per_insn = if input.checked { 24 } else { 12 };
+    let mut labels = Vec::with_capacity(2 * n + 64);
+    labels.resize(n + 1 + FIXED, UNBOUND);
+    let mut label_k = Vec::with_capacity(2 * n + 64);
+    label_k.resize(n + 1 + FIXED, 0);
     let mut e = Emitter {
         a: Asm {
-            buf: Vec::with_capacity(n * 16 + 1024),
+            buf: Vec::with_capacity(n * per_insn + 1024),
         },
         n,
-        labels: vec![UNBOUND; n + 1 + FIXED],
-        label_k: vec![0; n + 1 + FIXED],
-        fixups: Vec::with_capacity(n),
-        shrink: Vec::new(),
-        cold: Vec::new(),
-        sites: Vec::new(),
+        labels,
+        label_k,
+        fixups: Vec::with_capacity(n + 16),
+        shrink: Vec::with_capacity(n / 2 + 16),
+        cold: Vec::with_capacity(16),
+        sites: Vec::with_capacity(if input.checked { n / 2 + 16 } else { 0 }),
         input,
         r10_fixed,
         pending: 0,
@@ -1370,6 +1529,11 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
         local_calls: false,
         helper_calls: false,
         has_callx: false,
+        // xorshift64 must not start at 0.
+        rng: input.blind.map_or(0, |s| s | 1),
+        frame_calls: !input.checked
+            && !input.budget
+            && !insns.iter().any(|i| matches!(i, Insn::Callx(_))),
     };
     let mut info = 0u32;
     for (i, insn) in insns.iter().enumerate() {
@@ -1399,7 +1563,7 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
                 if let Src::Reg(r) = src {
                     info |= 1 << r.index();
                 }
-                e.alu(width, op, hr(dst), src)
+                e.alu_insn(width, op, hr(dst), src)
             }
             _ => {
                 let r = regs_info(insn);
