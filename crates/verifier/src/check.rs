@@ -633,15 +633,9 @@ impl<'a> Env<'a> {
                         }
                         Stored::Reg(r, v)
                     }
-                    Src::Imm(i) => {
-                        if base.kind() == Some(PtrKind::Ctx) {
-                            return err(
-                                pc,
-                                format!("BPF_ST stores into R{} ctx is not allowed", dst.num()),
-                            );
-                        }
-                        Stored::Imm(i64::from(i) as u64)
-                    }
+                    // Stores of an immediate into the context are checked
+                    // like register stores (the kernel has allowed them since 6.3).
+                    Src::Imm(i) => Stored::Imm(i64::from(i) as u64),
                 };
                 self.mem_access(st, pc, dst, base, i64::from(off), n, Access::Write(val))?;
                 Ok(Flow::Next(next))
@@ -825,6 +819,13 @@ impl<'a> Env<'a> {
         };
         match (d.is_scalar(), s.is_scalar()) {
             (true, true) => {
+                // The kernel does not track division and modulo at all (not
+                // even of constants, and for 32-bit operations it skips the
+                // zero extension): the whole register becomes unknown.
+                if matches!(op, AluOp::Div | AluOp::Mod | AluOp::Sdiv | AluOp::Smod) {
+                    self.set(st, dst, RegState::unknown());
+                    return Ok(());
+                }
                 let v = d.var.alu(op, width, s.var);
                 self.set(st, dst, RegState::scalar(v));
                 Ok(())
@@ -952,6 +953,14 @@ impl<'a> Env<'a> {
                 );
             }
         }
+        // The kernel refuses any subtraction from a stack pointer (JITs
+        // were not all able to handle it), privileged or not.
+        if op == AluOp::Sub && matches!(kind, PtrKind::Stack { .. }) {
+            return err(
+                pc,
+                format!("R{regno} subtraction from stack pointer prohibited"),
+            );
+        }
         let mut r = p;
         if let Some(c) = v.const_value() {
             let c = c as i64;
@@ -985,6 +994,45 @@ impl<'a> Env<'a> {
                     "R{regno} {name} pointer arithmetic goes out of range, prohibited for !root"
                 ),
             );
+        }
+        // Unprivileged programs may not even form a stack pointer that a
+        // speculative access could misuse: the kernel checks it here, at
+        // the arithmetic, not at the later access.
+        if self.leaks() && matches!(kind, PtrKind::Stack { .. }) {
+            let t = r.var.var_off();
+            let off = r.off + t.value() as i64;
+            if !t.is_const() {
+                return err(
+                    pc,
+                    format!(
+                        "R{regno} variable stack access prohibited for !root, var_off={} off={off}",
+                        tnum_str(&r.var)
+                    ),
+                );
+            }
+            if off >= 0 || off < -512 {
+                return err(
+                    pc,
+                    format!(
+                        "R{regno} stack pointer arithmetic goes out of range, prohibited for !root; off={off}"
+                    ),
+                );
+            }
+        }
+        if let (true, PtrKind::MapValue { map }) = (self.leaks(), kind) {
+            let vs = i64::from(self.maps[map as usize].value_size);
+            let lo = r.off.saturating_add(r.var.smin());
+            let hi = (r.var.umax() as i64)
+                .saturating_add(r.off)
+                .saturating_add(1);
+            if lo < 0 || r.var.umax() > i64::MAX as u64 || hi > vs {
+                return err(
+                    pc,
+                    format!(
+                        "R{regno} pointer arithmetic of map value goes out of range, prohibited for !root"
+                    ),
+                );
+            }
         }
         Ok(r)
     }
@@ -1268,7 +1316,7 @@ impl<'a> Env<'a> {
                     if size == 8 && spill_size == 8 {
                         return Ok(sp);
                     }
-                    if !sp.is_scalar() && self.opts.unprivileged {
+                    if !sp.is_scalar() {
                         return err(pc, "invalid size of register fill");
                     }
                     if spill_size < 8 {
@@ -1487,6 +1535,29 @@ impl<'a> Env<'a> {
             }
         }
         let n = size_bytes(size);
+        // Atomics must be aligned whatever the memory (the kernel checks
+        // them strictly even where plain accesses may be misaligned); the
+        // stack's own check comes with the access.
+        let desc = match base.kind() {
+            Some(PtrKind::MapValue { .. }) => Some("value "),
+            Some(PtrKind::Mem { .. }) => Some(""),
+            _ => None,
+        };
+        if let Some(desc) = desc {
+            let t = base.var.var_off().add(crate::domain::tnum::Tnum::constant(
+                (base.off + i64::from(off)) as u64,
+            ));
+            if (t.value() | t.mask()) & (n as u64 - 1) != 0 {
+                return err(
+                    pc,
+                    format!(
+                        "misaligned {desc}access off {}+{}+{off} size {n}",
+                        tnum_str(&base.var),
+                        base.off
+                    ),
+                );
+            }
+        }
         let old = self.mem_access(st, pc, dst, base, i64::from(off), n, Access::Read)?;
         if !old.is_scalar() {
             return err(
@@ -1572,13 +1643,21 @@ impl<'a> Env<'a> {
                     };
                     return Ok(Flow::Branch(Some(fall), Some((taken, target))));
                 }
-                // A valid pointer is never NULL.
-                let taken = cond == Cond::Ne;
-                return Ok(if taken {
-                    Flow::Branch(None, Some((st.clone(), target)))
-                } else {
-                    Flow::Branch(Some(st.clone()), None)
-                });
+                // A valid pointer is never NULL, but the kernel decides the
+                // comparison only for the kinds its `reg_not_null` lists:
+                // with the context, stack or packet both branches are walked
+                // (and unprivileged programs may not compare them at all).
+                if matches!(
+                    k,
+                    PtrKind::MapValue { .. } | PtrKind::Mem { .. } | PtrKind::ConstMap { .. }
+                ) {
+                    let taken = cond == Cond::Ne;
+                    return Ok(if taken {
+                        Flow::Branch(None, Some((st.clone(), target)))
+                    } else {
+                        Flow::Branch(Some(st.clone()), None)
+                    });
+                }
             }
         }
         // Packet pointers against their end.
@@ -1666,7 +1745,9 @@ impl<'a> Env<'a> {
     }
 
     fn return_from_callee(&mut self, st: &mut State, pc: usize) -> R<usize> {
-        let r0 = self.read(st, Reg::R0, pc)?;
+        // Not `read`: the kernel passes a callee's R0 back as it is, even
+        // uninitialised; only a read in the caller is an error.
+        let r0 = st.cur().regs[0];
         let depth = (st.frames.len() - 1) as u8;
         if let Some(PtrKind::Stack { frame }) = r0.kind() {
             if frame >= depth {
