@@ -1010,7 +1010,7 @@ impl<'a> Env<'a> {
                     ),
                 );
             }
-            if off >= 0 || off < -512 {
+            if !(-STACK_SIZE..0).contains(&off) {
                 return err(
                     pc,
                     format!(
