@@ -1281,15 +1281,7 @@ impl<'a> Env<'a> {
             return self.stack_var_access(st, pc, rn, base, frame, off, size, acc);
         };
         let o = base.off.saturating_add(c as i64).saturating_add(off);
-        if o < -STACK_SIZE || o.saturating_add(size) > 0 {
-            return err(
-                pc,
-                format!(
-                    "invalid {} stack R{rn} off={o} size={size}",
-                    if write { "write to" } else { "read from" }
-                ),
-            );
-        }
+        // Alignment first, as the kernel checks it before the bounds.
         if o % size != 0 {
             return err(
                 pc,
@@ -1300,10 +1292,22 @@ impl<'a> Env<'a> {
                 ),
             );
         }
+        if o < -STACK_SIZE || o.saturating_add(size) > 0 {
+            return err(
+                pc,
+                format!(
+                    "invalid {} stack R{rn} off={o} size={size}",
+                    if write { "write to" } else { "read from" }
+                ),
+            );
+        }
         self.note_depth(st, pc, frame, o)?;
         let uninit_ok = !self.opts.unprivileged;
         let fr = &mut st.frames[frame as usize];
         let si = ((-o - 1) / 8) as usize;
+        // The kernel words an uninitialised read differently when nothing
+        // was ever written that deep.
+        let unallocated = fr.stack.len() <= si;
         if fr.stack.len() <= si {
             fr.stack.resize(si + 1, Slot::INVALID);
         }
@@ -1342,7 +1346,11 @@ impl<'a> Env<'a> {
                         SlotByte::Invalid if !uninit_ok => {
                             return err(
                                 pc,
-                                format!("invalid read from stack off {o}+{i} size {size}"),
+                                if unallocated {
+                                    format!("invalid read from stack R{rn} off={o} size={size}")
+                                } else {
+                                    format!("invalid read from stack off {o}+{i} size {size}")
+                                },
                             );
                         }
                         _ => zero = false,
@@ -1711,10 +1719,10 @@ impl<'a> Env<'a> {
             }
         }
         if self.leaks() {
-            let r = if d.kind().is_some() {
-                dst.num()
-            } else {
-                sreg.map_or(0, |r| r.num())
+            // The kernel looks at a source register first.
+            let r = match sreg {
+                Some(r) if s.kind().is_some() => r.num(),
+                _ => dst.num(),
             };
             return err(pc, format!("R{r} pointer comparison prohibited"));
         }
@@ -1774,10 +1782,11 @@ impl<'a> Env<'a> {
     fn check_exit(&self, st: &State, pc: usize) -> R<()> {
         let r0 = self.read(st, Reg::R0, pc)?;
         if let Some(&(id, insn)) = st.refs.first() {
-            return err(
+            return Err(VerifierError::new(
                 pc,
-                format!("Unreleased reference id={id} alloc_insn={insn}"),
-            );
+                "BPF_EXIT instruction in main prog would lead to reference leak".into(),
+            )
+            .with_context(format!("Unreleased reference id={id} alloc_insn={insn}")));
         }
         if r0.kind().is_some() && self.leaks() {
             return err(pc, "R0 leaks addr as return value");
@@ -1893,7 +1902,14 @@ impl<'a> Env<'a> {
                         );
                     }
                     if v.var.umin() == 0 && arg == Arg::ConstSize {
-                        return err(pc, "invalid zero-sized read");
+                        return err(
+                            pc,
+                            format!(
+                                "R{rn} invalid zero-sized read: u64=[{},{}]",
+                                v.var.umin() as i64,
+                                v.var.umax() as i64
+                            ),
+                        );
                     }
                     if v.var.umax() >= MAX_VAR_OFF as u64 {
                         return err(
@@ -2099,7 +2115,7 @@ impl<'a> Env<'a> {
                             if write {
                                 "write to"
                             } else {
-                                "indirect access to"
+                                "read from"
                             }
                         ),
                     );
@@ -2108,6 +2124,9 @@ impl<'a> Env<'a> {
                 let uninit_ok = !self.opts.unprivileged;
                 let fr = &mut st.frames[frame as usize];
                 let need = ((-o - 1) / 8 + 1) as usize;
+                // The kernel words the error differently when the stack was
+                // never allocated that deep (nothing written there yet).
+                let unallocated = fr.stack.len() < need;
                 if fr.stack.len() < need {
                     fr.stack.resize(need, Slot::INVALID);
                 }
@@ -2125,8 +2144,12 @@ impl<'a> Env<'a> {
                         return err(
                             pc,
                             format!(
-                                "invalid indirect read from stack R{rn} off {o}+{} size {size}",
-                                b - o
+                                "{}",
+                                if unallocated {
+                                    format!("invalid read from stack R{rn} off={o} size={size}")
+                                } else {
+                                    format!("invalid read from stack R{rn} off {o}+{} size {size}", b - o)
+                                }
                             ),
                         );
                     } else if let Some(sp) = slot.spill {
@@ -2164,7 +2187,7 @@ impl<'a> Env<'a> {
             _ => err(
                 pc,
                 format!(
-                    "R{rn} type={} expected=fp, pkt, pkt_meta, map_key, map_value, mem",
+                    "R{rn} type={} expected=fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_",
                     type_name(&v)
                 ),
             ),
@@ -2397,7 +2420,15 @@ mod tests {
         let e = verify(&p, ProgType::Xdp, &maps, &Options::default())
             .error
             .unwrap();
-        assert_eq!(e.message, "Unreleased reference id=2 alloc_insn=4");
+        assert_eq!(
+            e.message,
+            "BPF_EXIT instruction in main prog would lead to reference leak"
+        );
+        assert!(
+            e.context.contains("Unreleased reference id=2 alloc_insn=4"),
+            "{}",
+            e.context
+        );
         let ok = format!(
             "{reserve}r1 = 1\n*(u64 *)(r0 + 0) = r1\nr1 = r0\nr2 = 0\ncall 0x84\nL1:\nr0 = 0\nexit\n"
         );
