@@ -826,6 +826,21 @@ impl<'a> Env<'a> {
                     self.set(st, dst, RegState::unknown());
                     return Ok(());
                 }
+                // Nor shifts by an amount it does not know (or one past the
+                // width): unknown as well.
+                if matches!(op, AluOp::Lsh | AluOp::Rsh | AluOp::Arsh) {
+                    let bits = if width == Width::W64 { 64 } else { 32 };
+                    let amount = match width {
+                        Width::W64 => s.var.const_value(),
+                        Width::W32 => s.var.cast(4).const_value(),
+                    };
+                    // The kernel bounds the amount by its 64-bit maximum,
+                    // for 32-bit shifts too.
+                    if amount.is_none_or(|a| a >= bits) || s.var.umax() >= bits {
+                        self.set(st, dst, RegState::unknown());
+                        return Ok(());
+                    }
+                }
                 let v = d.var.alu(op, width, s.var);
                 self.set(st, dst, RegState::scalar(v));
                 Ok(())
