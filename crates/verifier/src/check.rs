@@ -2158,14 +2158,11 @@ impl<'a> Env<'a> {
                     } else if slot.bytes[bi] == SlotByte::Invalid && !uninit_ok {
                         return err(
                             pc,
-                            format!(
-                                "{}",
-                                if unallocated {
-                                    format!("invalid read from stack R{rn} off={o} size={size}")
-                                } else {
-                                    format!("invalid read from stack R{rn} off {o}+{} size {size}", b - o)
-                                }
-                            ),
+                            if unallocated {
+                                format!("invalid read from stack R{rn} off={o} size={size}")
+                            } else {
+                                format!("invalid read from stack R{rn} off {o}+{} size {size}", b - o)
+                            },
                         );
                     } else if let Some(sp) = slot.spill {
                         if !sp.is_scalar() && self.opts.unprivileged {
