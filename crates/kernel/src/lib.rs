@@ -107,11 +107,9 @@ pub fn rejection_insn(log: &str, message: &str) -> Option<usize> {
 /// line `verification time N usec` (log level 4).
 pub fn verification_time_usec(log: &str) -> Option<u64> {
     log.lines().rev().find_map(|l| {
-        l.strip_prefix("verification time ")?
-            .strip_suffix(" usec")?
-            .trim()
-            .parse()
-            .ok()
+        // Also where an unterminated message runs into it.
+        let (_, rest) = l.split_once("verification time ")?;
+        rest.strip_suffix(" usec")?.trim().parse().ok()
     })
 }
 
@@ -525,6 +523,30 @@ mod tests {
             return true;
         }
         false
+    }
+
+    #[test]
+    fn log_parsing_finds_message_instruction_and_time() {
+        let log = "0: R1=ctx() R10=fp0\n0: (b7) r0 = 0\n1: (79) r2 = *(u64 *)(r9 +0)\n\
+                   R9 !read_ok\nprocessed 2 insns (limit 1000000)\n\
+                   verification time 17 usec\nstack depth 0\n";
+        assert_eq!(rejection_message(log), "R9 !read_ok");
+        assert_eq!(rejection_insn(log, "R9 !read_ok"), Some(1));
+        assert_eq!(verification_time_usec(log), Some(17));
+        // States printed after the message, and a message the kernel left
+        // without its newline.
+        let looped = "infinite loop detected at insn 1\ncur state: R1=0\nold state: R1=0\n\
+                      expected prog array map for tail callverification time 9 usec\n";
+        assert_eq!(
+            rejection_message(looped),
+            "expected prog array map for tail call"
+        );
+        assert_eq!(
+            rejection_insn(looped, "infinite loop detected at insn 1"),
+            Some(1)
+        );
+        assert_eq!(verification_time_usec(looped), Some(9));
+        assert_eq!(verification_time_usec("no statistics"), None);
     }
 
     #[test]
