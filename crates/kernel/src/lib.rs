@@ -60,8 +60,84 @@ pub fn rejection_message(log: &str) -> &str {
                 && !l.starts_with("processed ")
                 && !l.starts_with("verification time")
                 && !l.starts_with("stack depth")
+                // After "infinite loop detected" the kernel prints both states.
+                && !l.starts_with("cur state:")
+                && !l.starts_with("old state:")
+        })
+        // A few messages lack their newline, and the statistics line
+        // then continues them.
+        .map(|l| match l.find("verification time ") {
+            Some(i) if i > 0 => &l[..i],
+            _ => l,
         })
         .unwrap_or("")
+}
+
+/// The instruction the kernel blames for `message` (a rejection message, as
+/// [`rejection_message`] finds it in a log of level 4): the one the message
+/// names (`infinite loop detected at insn 1`, `unreachable insn 5`), else the
+/// last instruction a level-1 `log` printed before the message. (At level 1
+/// the kernel may print states after the message, so the message is not
+/// always that log's last line.)
+pub fn rejection_insn(log: &str, message: &str) -> Option<usize> {
+    let named = message.split_once("insn ").and_then(|(_, after)| {
+        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    });
+    if named.is_some() {
+        return named;
+    }
+    let mut last = None;
+    for l in log.lines() {
+        if l == message {
+            return last;
+        }
+        if let Some((n, rest)) = l.split_once(": ") {
+            if rest.starts_with('(') {
+                if let Ok(n) = n.parse() {
+                    last = Some(n);
+                }
+            }
+        }
+    }
+    last
+}
+
+/// The kernel's own verification time in microseconds, from the statistics
+/// line `verification time N usec` (log level 4).
+pub fn verification_time_usec(log: &str) -> Option<u64> {
+    log.lines().rev().find_map(|l| {
+        // Also where an unterminated message runs into it.
+        let (_, rest) = l.split_once("verification time ")?;
+        rest.strip_suffix(" usec")?.trim().parse().ok()
+    })
+}
+
+/// `CAP_SYS_ADMIN`
+const CAP_SYS_ADMIN: u32 = 21;
+/// `CAP_PERFMON`
+const CAP_PERFMON: u32 = 38;
+
+/// Runs `f` on a new thread without `CAP_SYS_ADMIN` and `CAP_PERFMON` (but
+/// with `CAP_BPF` and `CAP_NET_ADMIN`): there the kernel's verifier applies
+/// its unprivileged rules (no pointer leaks, comparisons or uninitialised
+/// stack reads, Spectre v1/v4 checks) while `bpf()` still works with
+/// `kernel.unprivileged_bpf_disabled` set. Loops and the other
+/// `CAP_BPF` allowances remain.
+pub fn without_ptr_leak_caps<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, KernelError> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            sys::drop_effective_caps(&[CAP_SYS_ADMIN, CAP_PERFMON]).map_err(|source| {
+                KernelError::Syscall {
+                    cmd: "capset",
+                    source,
+                }
+            })?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
 }
 
 /// Checks that `bpf()` works here by loading the smallest socket filter.
@@ -447,6 +523,30 @@ mod tests {
             return true;
         }
         false
+    }
+
+    #[test]
+    fn log_parsing_finds_message_instruction_and_time() {
+        let log = "0: R1=ctx() R10=fp0\n0: (b7) r0 = 0\n1: (79) r2 = *(u64 *)(r9 +0)\n\
+                   R9 !read_ok\nprocessed 2 insns (limit 1000000)\n\
+                   verification time 17 usec\nstack depth 0\n";
+        assert_eq!(rejection_message(log), "R9 !read_ok");
+        assert_eq!(rejection_insn(log, "R9 !read_ok"), Some(1));
+        assert_eq!(verification_time_usec(log), Some(17));
+        // States printed after the message, and a message the kernel left
+        // without its newline.
+        let looped = "infinite loop detected at insn 1\ncur state: R1=0\nold state: R1=0\n\
+                      expected prog array map for tail callverification time 9 usec\n";
+        assert_eq!(
+            rejection_message(looped),
+            "expected prog array map for tail call"
+        );
+        assert_eq!(
+            rejection_insn(looped, "infinite loop detected at insn 1"),
+            Some(1)
+        );
+        assert_eq!(verification_time_usec(looped), Some(9));
+        assert_eq!(verification_time_usec("no statistics"), None);
     }
 
     #[test]

@@ -256,3 +256,45 @@ pub(crate) fn prog_test_run(fd: i32, t: &TestRun<'_>) -> Result<TestRunOutput, K
         duration_ns: attr.duration,
     })
 }
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// Clears capabilities `caps` from the calling thread's effective set
+/// (capabilities are per thread in Linux, so other threads keep theirs).
+pub(crate) fn drop_effective_caps(caps: &[u32]) -> io::Result<()> {
+    let mut hdr = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget writes two CapData words (version 3) into `data`, which
+    // lives for the call; `hdr` is a valid header for this thread (pid 0).
+    let r = unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for &c in caps {
+        data[(c / 32) as usize].effective &= !(1 << (c % 32));
+    }
+    // SAFETY: capset only reads `hdr` and the two CapData words.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -633,15 +633,9 @@ impl<'a> Env<'a> {
                         }
                         Stored::Reg(r, v)
                     }
-                    Src::Imm(i) => {
-                        if base.kind() == Some(PtrKind::Ctx) {
-                            return err(
-                                pc,
-                                format!("BPF_ST stores into R{} ctx is not allowed", dst.num()),
-                            );
-                        }
-                        Stored::Imm(i64::from(i) as u64)
-                    }
+                    // Stores of an immediate into the context are checked
+                    // like register stores (the kernel has allowed them since 6.3).
+                    Src::Imm(i) => Stored::Imm(i64::from(i) as u64),
                 };
                 self.mem_access(st, pc, dst, base, i64::from(off), n, Access::Write(val))?;
                 Ok(Flow::Next(next))
@@ -825,6 +819,28 @@ impl<'a> Env<'a> {
         };
         match (d.is_scalar(), s.is_scalar()) {
             (true, true) => {
+                // The kernel does not track division and modulo at all (not
+                // even of constants, and for 32-bit operations it skips the
+                // zero extension): the whole register becomes unknown.
+                if matches!(op, AluOp::Div | AluOp::Mod | AluOp::Sdiv | AluOp::Smod) {
+                    self.set(st, dst, RegState::unknown());
+                    return Ok(());
+                }
+                // Nor shifts by an amount it does not know (or one past the
+                // width): unknown as well.
+                if matches!(op, AluOp::Lsh | AluOp::Rsh | AluOp::Arsh) {
+                    let bits = if width == Width::W64 { 64 } else { 32 };
+                    let amount = match width {
+                        Width::W64 => s.var.const_value(),
+                        Width::W32 => s.var.cast(4).const_value(),
+                    };
+                    // The kernel bounds the amount by its 64-bit maximum,
+                    // for 32-bit shifts too.
+                    if amount.is_none_or(|a| a >= bits) || s.var.umax() >= bits {
+                        self.set(st, dst, RegState::unknown());
+                        return Ok(());
+                    }
+                }
                 let v = d.var.alu(op, width, s.var);
                 self.set(st, dst, RegState::scalar(v));
                 Ok(())
@@ -952,6 +968,14 @@ impl<'a> Env<'a> {
                 );
             }
         }
+        // The kernel refuses any subtraction from a stack pointer (JITs
+        // were not all able to handle it), privileged or not.
+        if op == AluOp::Sub && matches!(kind, PtrKind::Stack { .. }) {
+            return err(
+                pc,
+                format!("R{regno} subtraction from stack pointer prohibited"),
+            );
+        }
         let mut r = p;
         if let Some(c) = v.const_value() {
             let c = c as i64;
@@ -985,6 +1009,45 @@ impl<'a> Env<'a> {
                     "R{regno} {name} pointer arithmetic goes out of range, prohibited for !root"
                 ),
             );
+        }
+        // Unprivileged programs may not even form a stack pointer that a
+        // speculative access could misuse: the kernel checks it here, at
+        // the arithmetic, not at the later access.
+        if self.leaks() && matches!(kind, PtrKind::Stack { .. }) {
+            let t = r.var.var_off();
+            let off = r.off + t.value() as i64;
+            if !t.is_const() {
+                return err(
+                    pc,
+                    format!(
+                        "R{regno} variable stack access prohibited for !root, var_off={} off={off}",
+                        tnum_str(&r.var)
+                    ),
+                );
+            }
+            if !(-STACK_SIZE..0).contains(&off) {
+                return err(
+                    pc,
+                    format!(
+                        "R{regno} stack pointer arithmetic goes out of range, prohibited for !root; off={off}"
+                    ),
+                );
+            }
+        }
+        if let (true, PtrKind::MapValue { map }) = (self.leaks(), kind) {
+            let vs = i64::from(self.maps[map as usize].value_size);
+            let lo = r.off.saturating_add(r.var.smin());
+            let hi = (r.var.umax() as i64)
+                .saturating_add(r.off)
+                .saturating_add(1);
+            if lo < 0 || r.var.umax() > i64::MAX as u64 || hi > vs {
+                return err(
+                    pc,
+                    format!(
+                        "R{regno} pointer arithmetic of map value goes out of range, prohibited for !root"
+                    ),
+                );
+            }
         }
         Ok(r)
     }
@@ -1233,15 +1296,7 @@ impl<'a> Env<'a> {
             return self.stack_var_access(st, pc, rn, base, frame, off, size, acc);
         };
         let o = base.off.saturating_add(c as i64).saturating_add(off);
-        if o < -STACK_SIZE || o.saturating_add(size) > 0 {
-            return err(
-                pc,
-                format!(
-                    "invalid {} stack R{rn} off={o} size={size}",
-                    if write { "write to" } else { "read from" }
-                ),
-            );
-        }
+        // Alignment first, as the kernel checks it before the bounds.
         if o % size != 0 {
             return err(
                 pc,
@@ -1252,10 +1307,22 @@ impl<'a> Env<'a> {
                 ),
             );
         }
+        if o < -STACK_SIZE || o.saturating_add(size) > 0 {
+            return err(
+                pc,
+                format!(
+                    "invalid {} stack R{rn} off={o} size={size}",
+                    if write { "write to" } else { "read from" }
+                ),
+            );
+        }
         self.note_depth(st, pc, frame, o)?;
         let uninit_ok = !self.opts.unprivileged;
         let fr = &mut st.frames[frame as usize];
         let si = ((-o - 1) / 8) as usize;
+        // The kernel words an uninitialised read differently when nothing
+        // was ever written that deep.
+        let unallocated = fr.stack.len() <= si;
         if fr.stack.len() <= si {
             fr.stack.resize(si + 1, Slot::INVALID);
         }
@@ -1268,7 +1335,7 @@ impl<'a> Env<'a> {
                     if size == 8 && spill_size == 8 {
                         return Ok(sp);
                     }
-                    if !sp.is_scalar() && self.opts.unprivileged {
+                    if !sp.is_scalar() {
                         return err(pc, "invalid size of register fill");
                     }
                     if spill_size < 8 {
@@ -1294,7 +1361,11 @@ impl<'a> Env<'a> {
                         SlotByte::Invalid if !uninit_ok => {
                             return err(
                                 pc,
-                                format!("invalid read from stack off {o}+{i} size {size}"),
+                                if unallocated {
+                                    format!("invalid read from stack R{rn} off={o} size={size}")
+                                } else {
+                                    format!("invalid read from stack off {o}+{i} size {size}")
+                                },
                             );
                         }
                         _ => zero = false,
@@ -1459,12 +1530,9 @@ impl<'a> Env<'a> {
         if !s.is_scalar() && self.leaks() {
             return err(pc, format!("R{} leaks addr into mem", src.num()));
         }
-        if !s.is_scalar() {
-            return err(
-                pc,
-                "not supported yet: atomic operations with a pointer operand",
-            );
-        }
+        // Privileged, a pointer operand is just a number to the memory:
+        // what the operation leaves there is an unknown scalar.
+        let fetches = fetch || matches!(op, AtomicOp::Xchg | AtomicOp::Cmpxchg);
         match base.kind() {
             Some(PtrKind::Stack { .. })
             | Some(PtrKind::MapValue { .. })
@@ -1487,12 +1555,34 @@ impl<'a> Env<'a> {
             }
         }
         let n = size_bytes(size);
+        // Atomics must be aligned whatever the memory (the kernel checks
+        // them strictly even where plain accesses may be misaligned); the
+        // stack's own check comes with the access.
+        let desc = match base.kind() {
+            Some(PtrKind::MapValue { .. }) => Some("value "),
+            Some(PtrKind::Mem { .. }) => Some(""),
+            _ => None,
+        };
+        if let Some(desc) = desc {
+            let t = base.var.var_off().add(crate::domain::tnum::Tnum::constant(
+                (base.off + i64::from(off)) as u64,
+            ));
+            if (t.value() | t.mask()) & (n as u64 - 1) != 0 {
+                return err(
+                    pc,
+                    format!(
+                        "misaligned {desc}access off {}+{}+{off} size {n}",
+                        tnum_str(&base.var),
+                        base.off
+                    ),
+                );
+            }
+        }
         let old = self.mem_access(st, pc, dst, base, i64::from(off), n, Access::Read)?;
-        if !old.is_scalar() {
-            return err(
-                pc,
-                "not supported yet: atomic operations on a spilled pointer",
-            );
+        // The same for a spilled pointer updated in place, but a fetch would
+        // load the pointer back (the kernel's fill rules): not modelled.
+        if !old.is_scalar() && (fetches || self.leaks()) {
+            return err(pc, "not supported yet: atomic fetch of a spilled pointer");
         }
         self.mem_access(
             st,
@@ -1572,13 +1662,21 @@ impl<'a> Env<'a> {
                     };
                     return Ok(Flow::Branch(Some(fall), Some((taken, target))));
                 }
-                // A valid pointer is never NULL.
-                let taken = cond == Cond::Ne;
-                return Ok(if taken {
-                    Flow::Branch(None, Some((st.clone(), target)))
-                } else {
-                    Flow::Branch(Some(st.clone()), None)
-                });
+                // A valid pointer is never NULL, but the kernel decides the
+                // comparison only for the kinds its `reg_not_null` lists:
+                // with the context, stack or packet both branches are walked
+                // (and unprivileged programs may not compare them at all).
+                if matches!(
+                    k,
+                    PtrKind::MapValue { .. } | PtrKind::Mem { .. } | PtrKind::ConstMap { .. }
+                ) {
+                    let taken = cond == Cond::Ne;
+                    return Ok(if taken {
+                        Flow::Branch(None, Some((st.clone(), target)))
+                    } else {
+                        Flow::Branch(Some(st.clone()), None)
+                    });
+                }
             }
         }
         // Packet pointers against their end.
@@ -1632,10 +1730,10 @@ impl<'a> Env<'a> {
             }
         }
         if self.leaks() {
-            let r = if d.kind().is_some() {
-                dst.num()
-            } else {
-                sreg.map_or(0, |r| r.num())
+            // The kernel looks at a source register first.
+            let r = match sreg {
+                Some(r) if s.kind().is_some() => r.num(),
+                _ => dst.num(),
             };
             return err(pc, format!("R{r} pointer comparison prohibited"));
         }
@@ -1666,7 +1764,9 @@ impl<'a> Env<'a> {
     }
 
     fn return_from_callee(&mut self, st: &mut State, pc: usize) -> R<usize> {
-        let r0 = self.read(st, Reg::R0, pc)?;
+        // Not `read`: the kernel passes a callee's R0 back as it is, even
+        // uninitialised; only a read in the caller is an error.
+        let r0 = st.cur().regs[0];
         let depth = (st.frames.len() - 1) as u8;
         if let Some(PtrKind::Stack { frame }) = r0.kind() {
             if frame >= depth {
@@ -1693,10 +1793,11 @@ impl<'a> Env<'a> {
     fn check_exit(&self, st: &State, pc: usize) -> R<()> {
         let r0 = self.read(st, Reg::R0, pc)?;
         if let Some(&(id, insn)) = st.refs.first() {
-            return err(
+            return Err(VerifierError::new(
                 pc,
-                format!("Unreleased reference id={id} alloc_insn={insn}"),
-            );
+                "BPF_EXIT instruction in main prog would lead to reference leak".into(),
+            )
+            .with_context(format!("Unreleased reference id={id} alloc_insn={insn}")));
         }
         if r0.kind().is_some() && self.leaks() {
             return err(pc, "R0 leaks addr as return value");
@@ -1812,7 +1913,14 @@ impl<'a> Env<'a> {
                         );
                     }
                     if v.var.umin() == 0 && arg == Arg::ConstSize {
-                        return err(pc, "invalid zero-sized read");
+                        return err(
+                            pc,
+                            format!(
+                                "R{rn} invalid zero-sized read: u64=[{},{}]",
+                                v.var.umin() as i64,
+                                v.var.umax() as i64
+                            ),
+                        );
                     }
                     if v.var.umax() >= MAX_VAR_OFF as u64 {
                         return err(
@@ -2018,7 +2126,7 @@ impl<'a> Env<'a> {
                             if write {
                                 "write to"
                             } else {
-                                "indirect access to"
+                                "read from"
                             }
                         ),
                     );
@@ -2027,6 +2135,9 @@ impl<'a> Env<'a> {
                 let uninit_ok = !self.opts.unprivileged;
                 let fr = &mut st.frames[frame as usize];
                 let need = ((-o - 1) / 8 + 1) as usize;
+                // The kernel words the error differently when the stack was
+                // never allocated that deep (nothing written there yet).
+                let unallocated = fr.stack.len() < need;
                 if fr.stack.len() < need {
                     fr.stack.resize(need, Slot::INVALID);
                 }
@@ -2043,10 +2154,11 @@ impl<'a> Env<'a> {
                     } else if slot.bytes[bi] == SlotByte::Invalid && !uninit_ok {
                         return err(
                             pc,
-                            format!(
-                                "invalid indirect read from stack R{rn} off {o}+{} size {size}",
-                                b - o
-                            ),
+                            if unallocated {
+                                format!("invalid read from stack R{rn} off={o} size={size}")
+                            } else {
+                                format!("invalid read from stack R{rn} off {o}+{} size {size}", b - o)
+                            },
                         );
                     } else if let Some(sp) = slot.spill {
                         if !sp.is_scalar() && self.opts.unprivileged {
@@ -2083,7 +2195,7 @@ impl<'a> Env<'a> {
             _ => err(
                 pc,
                 format!(
-                    "R{rn} type={} expected=fp, pkt, pkt_meta, map_key, map_value, mem",
+                    "R{rn} type={} expected=fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_",
                     type_name(&v)
                 ),
             ),
@@ -2316,7 +2428,15 @@ mod tests {
         let e = verify(&p, ProgType::Xdp, &maps, &Options::default())
             .error
             .unwrap();
-        assert_eq!(e.message, "Unreleased reference id=2 alloc_insn=4");
+        assert_eq!(
+            e.message,
+            "BPF_EXIT instruction in main prog would lead to reference leak"
+        );
+        assert!(
+            e.context.contains("Unreleased reference id=2 alloc_insn=4"),
+            "{}",
+            e.context
+        );
         let ok = format!(
             "{reserve}r1 = 1\n*(u64 *)(r0 + 0) = r1\nr1 = r0\nr2 = 0\ncall 0x84\nL1:\nr0 = 0\nexit\n"
         );

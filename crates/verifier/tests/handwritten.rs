@@ -349,7 +349,7 @@ fn cases() -> Vec<Case> {
             Sf,
             "r0 = *(u64 *)(r10 - 8)\nexit\n",
             0,
-            "invalid read from stack off -8+0 size 8",
+            "invalid read from stack R10 off=-8 size=8",
         )),
     ]
     .into_iter()
