@@ -48,6 +48,66 @@ pub enum KernelError {
         /// What is wrong.
         what: String,
     },
+    /// Not sent: the program has a pattern that crashes this kernel's
+    /// verifier (see [`crash_pattern`]).
+    #[error("not sent to the kernel: {what}")]
+    Unsafe {
+        /// The pattern and where it is.
+        what: String,
+    },
+}
+
+/// Why a program must not be sent to this machine's kernel, if it must not.
+///
+/// The kernel this project is developed on has a verifier bug: a
+/// branch-free mask (`-(x & 1)`, i.e. `neg`, or `x s>> 63`, i.e. an `arsh`
+/// by the width minus one) inside a loop crashed it in `maybe_fork_scalars`
+/// (a NULL dereference that kills the loading process and can leave the
+/// machine unstable). Every program the test suites load goes through
+/// [`ProgLoad::load`], so this guard keeps all of them away from it: a
+/// program with a `neg`, or an `arsh` by 31/63 or by a register, between
+/// the target of a backward jump and the jump (a loop body) is refused.
+/// The same instructions outside loops (e.g. `s>>= 32` sign extensions) are
+/// still sent. A mask in a subprogram called from a loop is not caught:
+/// keep such programs out of kernel tests by hand.
+pub fn crash_pattern(insns: &[u8]) -> Option<String> {
+    let mut masks = Vec::new();
+    let mut loops = Vec::new();
+    for (pc, insn) in insns.chunks_exact(8).enumerate() {
+        let (code, class) = (insn[0], insn[0] & 7);
+        let off = i16::from_le_bytes([insn[2], insn[3]]);
+        let imm = i32::from_le_bytes([insn[4], insn[5], insn[6], insn[7]]);
+        let by_reg = code & 0x08 != 0;
+        match (class, code & 0xf0) {
+            // BPF_ALU, BPF_ALU64: BPF_NEG (0x80), BPF_ARSH (0xc0).
+            (4 | 7, 0x80) => masks.push((pc, "neg")),
+            (4, 0xc0) if by_reg || imm == 31 => masks.push((pc, "arsh")),
+            (7, 0xc0) if by_reg || imm == 63 => masks.push((pc, "arsh")),
+            // BPF_JMP, BPF_JMP32 other than call (0x80) and exit (0x90);
+            // `gotol` (JMP32 JA) keeps its offset in imm.
+            (5 | 6, op) if op != 0x80 && op != 0x90 => {
+                let off = if class == 6 && op == 0 {
+                    i64::from(imm)
+                } else {
+                    i64::from(off)
+                };
+                if off < 0 {
+                    loops.push((pc as i64 + 1 + off, pc as i64));
+                }
+            }
+            _ => {}
+        }
+    }
+    let (m, what, (t, b)) = masks.iter().find_map(|&(m, what)| {
+        let l = loops
+            .iter()
+            .find(|&&(t, b)| t <= m as i64 && m as i64 <= b)?;
+        Some((m, what, *l))
+    })?;
+    Some(format!(
+        "{what} at insn {m} inside the loop of insns {t}..={b}: a branch-free mask in a \
+         loop crashes this machine's kernel verifier (maybe_fork_scalars)"
+    ))
 }
 
 /// The line of a verifier log that says why a program was rejected: the
@@ -427,11 +487,17 @@ impl<'a> ProgLoad<'a> {
     }
 
     /// Runs `BPF_PROG_LOAD`; a rejection carries the verifier log.
+    ///
+    /// Programs with the pattern that crashes this machine's kernel
+    /// verifier ([`crash_pattern`]) are refused before the system call.
     pub fn load(&self) -> Result<Prog, KernelError> {
         if !self.insns.len().is_multiple_of(8) || self.insns.is_empty() {
             return Err(KernelError::Invalid {
                 what: format!("{} bytes of instructions", self.insns.len()),
             });
+        }
+        if let Some(what) = crash_pattern(self.insns) {
+            return Err(KernelError::Unsafe { what });
         }
         let license = CString::new(self.license.clone()).map_err(|_| KernelError::Invalid {
             what: "license contains a NUL byte".into(),
@@ -516,6 +582,47 @@ impl Prog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One instruction's bytes.
+    fn insn(code: u8, regs: u8, off: i16, imm: i32) -> Vec<u8> {
+        let mut v = vec![code, regs];
+        v.extend_from_slice(&off.to_le_bytes());
+        v.extend_from_slice(&imm.to_le_bytes());
+        v
+    }
+
+    #[test]
+    fn masks_inside_loops_are_never_sent() {
+        let mov = insn(0xb7, 0x01, 0, 8); // r1 = 8
+        let arsh63 = insn(0xc7, 0x02, 0, 63); // r2 s>>= 63
+        let arsh32 = insn(0xc7, 0x02, 0, 32); // r2 s>>= 32 (a sign extension)
+        let neg32 = insn(0x84, 0x02, 0, 0); // w2 = -w2
+        let sub = insn(0x17, 0x01, 0, 1); // r1 -= 1
+        let back = |n: i16| insn(0x55, 0x01, -n, 0); // if r1 != 0 goto -n
+        let exit = [insn(0xb7, 0x00, 0, 0), insn(0x95, 0, 0, 0)].concat();
+        let prog = |body: &[&[u8]]| -> Vec<u8> { [body.concat(), exit.clone()].concat() };
+        // A mask in the loop body: refused, naming both instructions.
+        let bad = prog(&[&mov, &arsh63, &sub, &back(3)]);
+        let why = crash_pattern(&bad).expect("refused");
+        assert!(
+            why.contains("arsh at insn 1") && why.contains("1..=3"),
+            "{why}"
+        );
+        assert!(crash_pattern(&prog(&[&mov, &neg32, &sub, &back(3)])).is_some());
+        // gotol (JMP32 JA, offset in imm) back over a mask.
+        let gotol = insn(0x06, 0, 0, -3);
+        assert!(crash_pattern(&prog(&[&mov, &neg32, &sub, &gotol])).is_some());
+        // The same mask before the loop, a sign extension in it, or no loop
+        // at all: sent.
+        assert_eq!(crash_pattern(&prog(&[&arsh63, &mov, &sub, &back(2)])), None);
+        assert_eq!(crash_pattern(&prog(&[&mov, &arsh32, &sub, &back(3)])), None);
+        assert_eq!(crash_pattern(&prog(&[&mov, &arsh63, &neg32])), None);
+        // And ProgLoad refuses before any system call (works without bpf()).
+        match ProgLoad::new(6, &bad).load() {
+            Err(KernelError::Unsafe { what }) => assert!(what.contains("maybe_fork_scalars")),
+            other => panic!("{other:?}"),
+        }
+    }
 
     fn skip() -> bool {
         if let Err(e) = probe() {
