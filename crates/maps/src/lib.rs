@@ -763,6 +763,7 @@ impl Map {
     /// dropped. `None` when absent, for a key of the wrong size, a `cpu`
     /// out of range, or a map type whose values programs cannot address
     /// (use the dedicated calls below for those).
+    #[inline]
     pub fn lookup_ptr<'g>(
         &'g self,
         key: &[u8],
