@@ -152,7 +152,16 @@ fn lookup_special(env: &mut HelperEnv<'_, '_>, map: &Arc<Map>, key: &[u8]) -> He
     let st = state_of(env)?;
     match map.map_type() {
         MapType::ArrayOfMaps | MapType::HashOfMaps => {
-            let Some(id) = map.inner_map(key, st.guard()).and_then(Map::id) else {
+            let Some(found) = map.inner_map(key, st.guard()) else {
+                return Ok(0);
+            };
+            // Handed out before in this run (the next packet of a batch):
+            // the same map, no registry lookup.
+            let seen = found as *const Map as u64;
+            if st.inner.iter().any(|(a, _)| *a == seen) {
+                return Ok(seen);
+            }
+            let Some(id) = found.id() else {
                 return Ok(0);
             };
             let Some(inner) = st.maps.registry().and_then(|r| r.get(id)) else {
