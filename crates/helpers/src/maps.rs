@@ -15,6 +15,11 @@ pub(crate) fn map_arg(env: &mut HelperEnv<'_, '_>, addr: u64) -> Result<Arc<Map>
         .ok_or_else(|| HelperAbort::Failed(format!("{addr:#x} is not a map")))
 }
 
+/// The map behind a program's map pointer, borrowed from the run's state.
+pub(crate) fn map_ref(st: &RunState, addr: u64) -> Result<&Arc<Map>, HelperAbort> {
+    st.map(addr).ok_or_else(|| not_a_map(addr))
+}
+
 /// Reads `len` guest bytes at `addr`.
 pub(crate) fn read(
     env: &mut HelperEnv<'_, '_>,
@@ -289,23 +294,29 @@ pub(crate) fn push(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
 
 /// `bpf_map_pop_elem(map, value)` and `bpf_map_peek_elem(map, value)`.
 pub(crate) fn pop_or_peek(env: &mut HelperEnv<'_, '_>, a: [u64; 5], pop: bool) -> HelperResult {
-    let map = map_arg(env, a[0])?;
-    let mut out = vec![0u8; map.def().value_size as usize];
-    let r = if pop {
-        map.pop(&mut out)
+    let (guest, st) = env.split_mut::<RunState>();
+    let st = st.ok_or_else(no_state)?;
+    let map = map_ref(st, a[0])?;
+    let n = map.def().value_size as usize;
+    let mut small = [0u8; SMALL_BUF];
+    let mut heap = Vec::new();
+    let out: &mut [u8] = if n <= SMALL_BUF {
+        &mut small[..n]
     } else {
-        map.peek(&mut out)
+        heap.resize(n, 0);
+        &mut heap
     };
+    let r = if pop { map.pop(out) } else { map.peek(out) };
     match r {
         Ok(()) => {
-            env.guest().write(a[1], &out)?;
+            guest.write(a[1], out)?;
             Ok(0)
         }
         Err(e) => {
             // An empty queue or stack zeroes the caller's buffer, as the
             // kernel's `__queue_map_get`/`__stack_map_get` do.
             if e.errno() == crate::ENOENT {
-                env.guest().write(a[1], &out)?;
+                guest.write(a[1], out)?;
             }
             Ok(e.to_helper_ret())
         }
@@ -358,6 +369,5 @@ pub(crate) fn ringbuf_commit(
 
 /// `bpf_ringbuf_query(ringbuf, flags)`.
 pub(crate) fn ringbuf_query(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
-    let map = map_arg(env, a[0])?;
-    Ok(map.ringbuf_query(a[1]))
+    Ok(map_ref(state_of(env)?, a[0])?.ringbuf_query(a[1]))
 }

@@ -901,6 +901,24 @@ impl Map {
     /// for `cpu`'s slot). `E2BIG` past `max_entries`, `ENOENT` for a slot
     /// the control side has not filled, `EINVAL` for other flag bits.
     pub fn perf_event_output(&self, cpu: usize, flags: u64, data: &[u8]) -> Result<(), MapError> {
+        let (s, index) = self.perf_slot(cpu, flags)?;
+        s.perf_push(index, data.len(), || data.to_vec())
+    }
+
+    /// [`Map::perf_event_output`] with a record the caller built: it is
+    /// kept as it is (no copy), or dropped when the buffer is full.
+    pub fn perf_event_output_vec(
+        &self,
+        cpu: usize,
+        flags: u64,
+        data: Vec<u8>,
+    ) -> Result<(), MapError> {
+        let (s, index) = self.perf_slot(cpu, flags)?;
+        s.perf_push(index, data.len(), || data)
+    }
+
+    /// The slots and buffer index `bpf_perf_event_output` writes to.
+    fn perf_slot(&self, cpu: usize, flags: u64) -> Result<(&Slots, u32), MapError> {
         let Imp::Slots(s) = &self.imp else {
             return Err(self.unsupported("perf_event_output"));
         };
@@ -922,7 +940,7 @@ impl Map {
                 max_entries: s.max_entries(),
             });
         }
-        s.perf_push(index as u32, data)
+        Ok((s, index as u32))
     }
 
     /// Takes the records that programs sent to perf buffer `index`.

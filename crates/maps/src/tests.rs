@@ -467,6 +467,15 @@ fn perf_event_array() {
     small.perf_event_output(0, 0, b"abc").unwrap();
     small.perf_event_output(0, 0, b"abc").unwrap();
     assert_eq!(small.perf_drain(0).lost, 1);
+    // A record built by the caller: same checks, same buffer, same limit.
+    let v = |s: &[u8]| s.to_vec();
+    assert_eq!(errno(small.perf_event_output_vec(0, 4, v(b"x"))), E2BIG);
+    assert_eq!(errno(m.perf_event_output_vec(0, 0, v(b"x"))), ENOENT);
+    small.perf_event_output_vec(0, 0, v(b"ab")).unwrap();
+    small.perf_event_output_vec(0, 0, v(b"cd")).unwrap();
+    small.perf_event_output_vec(0, 0, v(b"e")).unwrap();
+    let d = small.perf_drain(0);
+    assert_eq!((d.records, d.lost), (vec![v(b"ab"), v(b"cd")], 1));
 }
 
 #[test]
