@@ -131,8 +131,7 @@ pub(crate) fn lookup(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
     };
     match map.map_type() {
         MapType::ArrayOfMaps | MapType::HashOfMaps | MapType::Devmap | MapType::DevmapHash => {
-            let map = map.clone();
-            lookup_special(env, &map, key)
+            lookup_special(env, a[0], key)
         }
         _ => {
             let writable = value_writable(map);
@@ -153,8 +152,11 @@ pub(crate) fn lookup(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
 
 /// Lookups in maps of maps (the inner map's address) and devmaps (a
 /// read-only copy of `struct bpf_devmap_val`).
-fn lookup_special(env: &mut HelperEnv<'_, '_>, map: &Arc<Map>, key: &[u8]) -> HelperResult {
+fn lookup_special(env: &mut HelperEnv<'_, '_>, map_addr: u64, key: &[u8]) -> HelperResult {
+    // The map is borrowed from the run's table, not cloned (one lookup
+    // per packet).
     let st = state_of(env)?;
+    let map = map_ref(st, map_addr)?;
     match map.map_type() {
         MapType::ArrayOfMaps | MapType::HashOfMaps => {
             let Some(found) = map.inner_map(key, st.guard()) else {
