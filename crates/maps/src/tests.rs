@@ -350,6 +350,39 @@ fn lpm_trie() {
     assert_eq!(p.to_vec(), k(128));
 }
 
+/// Longest-prefix match on keys longer than IPv6's (the lookup's bit
+/// buffer moves to the heap past 128 bits), with a default route (prefix
+/// length 0) and prefixes that end mid-byte.
+#[test]
+fn lpm_long_keys_and_default_route() {
+    let m = Map::new(
+        MapDef::new(MapType::LpmTrie, 4 + 32, 4, 8).with_flags(map_flags::NO_PREALLOC),
+        &opts(),
+    )
+    .unwrap();
+    let key = |len: u32, fill: u8, last: u8| {
+        let mut v = len.to_ne_bytes().to_vec();
+        v.extend_from_slice(&[fill; 31]);
+        v.push(last);
+        v
+    };
+    m.update(&key(0, 0, 0), &k(1), ANY).unwrap();
+    m.update(&key(13, 0xab, 0), &k(2), ANY).unwrap();
+    m.update(&key(255, 0xab, 0xfe), &k(3), ANY).unwrap();
+    m.update(&key(256, 0xab, 0xff), &k(4), ANY).unwrap();
+    let g = pin();
+    let get = |kk: Vec<u8>| m.lookup_ptr(&kk, 0, &g).map(|v| v.to_vec());
+    let k = |i: u32| k(i).to_vec();
+    assert_eq!(get(key(256, 0xab, 0xff)), Some(k(4)));
+    assert_eq!(get(key(256, 0xab, 0xfe)), Some(k(3)));
+    assert_eq!(get(key(256, 0xab, 0x00)), Some(k(2)));
+    // 0xaf differs from 0xab in the 14th bit: only the default route.
+    assert_eq!(get(key(256, 0xaf, 0xff)), Some(k(1)));
+    assert_eq!(get(key(12, 0xab, 0xff)), Some(k(1)));
+    assert_eq!(get(key(257, 0xab, 0xff)), None);
+    assert_eq!(m.lookup(&key(200, 0xab, 0)).unwrap(), k(2));
+}
+
 #[test]
 fn lpm_keeps_the_bits_past_the_prefix() {
     let m = Map::new(
