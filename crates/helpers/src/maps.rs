@@ -181,8 +181,20 @@ fn lookup_special(env: &mut HelperEnv<'_, '_>, map_addr: u64, key: &[u8]) -> Hel
             Ok(addr)
         }
         _ => {
-            let Ok(v) = map.lookup(key) else {
-                return Ok(0);
+            // `struct bpf_devmap_val` is 4 or 8 bytes: copied on the stack.
+            let mut buf = [0u8; 64];
+            let heap;
+            let v: &[u8] = if map.value_buf_len() <= buf.len() {
+                if map.lookup_into(key, &mut buf).is_err() {
+                    return Ok(0);
+                }
+                &buf[..map.value_buf_len()]
+            } else {
+                let Ok(v) = map.lookup(key) else {
+                    return Ok(0);
+                };
+                heap = v;
+                &heap
             };
             let addr = Arc::as_ptr(map) as u64;
             // The same key of the same map gives the same pointer while its
@@ -197,6 +209,7 @@ fn lookup_special(env: &mut HelperEnv<'_, '_>, map_addr: u64, key: &[u8]) -> Hel
             if let Some(s) = st.scratch.iter().find(same) {
                 return Ok(s.words.as_ptr() as u64);
             }
+            let v = v.to_vec();
             let mut words = vec![0u64; v.len().div_ceil(8)].into_boxed_slice();
             for (w, c) in words.iter_mut().zip(v.chunks(8)) {
                 let mut b = [0u8; 8];

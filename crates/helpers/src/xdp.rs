@@ -135,7 +135,12 @@ pub(crate) fn adjust_tail(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperRes
         return Ok(errno(EINVAL));
     }
     if delta > 0 {
-        env.guest().write(b.end, &vec![0u8; delta as usize])?;
+        // `delta` is at most the frame's tailroom (checked above).
+        static ZEROS: [u8; FRAG_SIZE as usize] = [0; FRAG_SIZE as usize];
+        match ZEROS.get(..delta as usize) {
+            Some(z) => env.guest().write(b.end, z)?,
+            None => env.guest().write(b.end, &vec![0u8; delta as usize])?,
+        }
     }
     b.end = end;
     set_buff(env, b)?;

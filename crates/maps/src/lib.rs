@@ -475,20 +475,39 @@ impl Map {
         self.readable()?;
         self.check_key(key)?;
         let mut out = vec![0u8; self.value_buf_len()];
+        self.lookup_checked(key, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Map::lookup`] into `out` (whose first [`Map::value_buf_len`]
+    /// bytes it writes; a shorter `out` is `EINVAL`), without allocating:
+    /// for helpers that copy a value once per packet (devmaps).
+    pub fn lookup_into(&self, key: &[u8], out: &mut [u8]) -> Result<(), MapError> {
+        self.readable()?;
+        self.check_key(key)?;
+        let (n, got) = (self.value_buf_len(), out.len());
+        let out = out.get_mut(..n).ok_or(MapError::BadLength {
+            what: "value buffer",
+            got,
+            expected: n,
+        })?;
+        self.lookup_checked(key, out)
+    }
+
+    fn lookup_checked(&self, key: &[u8], out: &mut [u8]) -> Result<(), MapError> {
         match &self.imp {
-            Imp::Array(a) => a.lookup(key, &mut out)?,
-            Imp::Hash(h) => h.lookup(key, &mut out)?,
-            Imp::Lpm(l) => l.lookup(key, &mut out)?,
-            Imp::Queue(q) => q.pop(&mut out, false)?,
-            Imp::Ring(_) => return Err(self.unsupported("lookup")),
+            Imp::Array(a) => a.lookup(key, out),
+            Imp::Hash(h) => h.lookup(key, out),
+            Imp::Lpm(l) => l.lookup(key, out),
+            Imp::Queue(q) => q.pop(out, false),
+            Imp::Ring(_) => Err(self.unsupported("lookup")),
             Imp::Slots(s) => {
                 if self.def.map_type == MapType::PerfEventArray {
                     return Err(self.unsupported("lookup"));
                 }
-                s.lookup(u32_of(key), &mut out)?
+                s.lookup(u32_of(key), out)
             }
         }
-        Ok(out)
     }
 
     /// `BPF_MAP_UPDATE_ELEM` with `flags` from [`update_flags`]. Per-CPU

@@ -518,6 +518,17 @@ fn devmaps() {
     assert_eq!(errno(m.update(&k(0), &k(3), NOEXIST)), EEXIST);
     assert_eq!(errno(m.update(&k(4), &k(3), ANY)), E2BIG);
     m.update(&k(1), &k(7), ANY).unwrap();
+    // lookup_into: the same value and errors as lookup, into a buffer.
+    let mut buf = [0xffu8; 8];
+    m.lookup_into(&k(1), &mut buf).unwrap();
+    assert_eq!(buf, [7, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    assert_eq!(m.lookup(&k(1)).unwrap(), k(7));
+    assert_eq!(
+        errno(m.lookup_into(&k(9), &mut buf)),
+        errno(m.lookup(&k(9)))
+    );
+    assert_eq!(errno(m.lookup_into(&[0; 3], &mut buf)), EINVAL);
+    assert_eq!(errno(m.lookup_into(&k(1), &mut buf[..3])), EINVAL);
     assert_eq!(
         m.redirect_target(1),
         Some(DevTarget {
