@@ -204,7 +204,7 @@ fn lookup_special(env: &mut HelperEnv<'_, '_>, map_addr: u64, key: &[u8]) -> Hel
             // Reusing the copy also keeps the run's regions from growing
             // with every lookup of a `--repeat` batch.
             let same = |s: &&Scratch| {
-                s.map == addr && *s.key == *key && s.len == v.len() && words_hold(&s.words, &v)
+                s.map == addr && *s.key == *key && s.len == v.len() && words_hold(&s.words, v)
             };
             if let Some(s) = st.scratch.iter().find(same) {
                 return Ok(s.words.as_ptr() as u64);
