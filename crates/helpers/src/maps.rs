@@ -78,56 +78,44 @@ fn raw(v: &ValueRef<'_>) -> (*mut u8, usize) {
     (v.as_ptr(), v.len())
 }
 
-/// The key size of the map at `addr`, without keeping a borrow.
-fn key_size(env: &mut HelperEnv<'_, '_>, addr: u64) -> Result<usize, HelperAbort> {
-    let st = state_of(env)?;
-    st.map(addr)
-        .map(|m| m.def().key_size as usize)
-        .ok_or_else(|| HelperAbort::Failed(format!("{addr:#x} is not a map")))
-}
-
 /// Keys up to this size are read into a stack buffer.
 const SMALL_KEY: usize = 64;
 
 /// `bpf_map_lookup_elem(map, key)`.
 pub(crate) fn lookup(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
-    // One search of the table; inner maps handed out in this run after it.
-    let st = state_of(env)?;
+    // Memory and state at once: one downcast and one search of the table
+    // (inner maps handed out in this run after it) per call.
+    let (guest, st) = env.split_mut::<RunState>();
+    let st = st.ok_or_else(no_state)?;
     let slot = st.maps.position(a[0]);
-    let n = match slot {
-        Some(i) => st.maps.at(i).def().key_size as usize,
-        None => key_size(env, a[0])?,
+    let map = match slot {
+        Some(i) => st.maps.at(i),
+        None => st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?,
     };
+    let n = map.def().key_size as usize;
     let mut small = [0u8; SMALL_KEY];
     let heap;
     let key: &[u8] = match n {
         // The common key sizes (array indexes, addresses) as one load
         // rather than a copy of a run-time length.
         4 => {
-            small[..4].copy_from_slice(&env.guest().load::<4>(a[1])?);
+            small[..4].copy_from_slice(&guest.load::<4>(a[1])?);
             &small[..4]
         }
         8 => {
-            small[..8].copy_from_slice(&env.guest().load::<8>(a[1])?);
+            small[..8].copy_from_slice(&guest.load::<8>(a[1])?);
             &small[..8]
         }
         n if n <= SMALL_KEY => {
-            env.guest().read(a[1], &mut small[..n])?;
+            guest.read(a[1], &mut small[..n])?;
             &small[..n]
         }
         _ => {
-            heap = read(env, a[1], n)?;
+            let mut v = vec![0u8; n];
+            guest.read(a[1], &mut v)?;
+            heap = v;
             &heap
         }
-    };
-    let (guest, st) = env.split_mut::<RunState>();
-    let st = st.ok_or_else(no_state)?;
-    let map = match slot {
-        Some(i) => st.maps.at(i),
-        None => match st.map(a[0]) {
-            Some(m) => m,
-            None => return Err(HelperAbort::Failed(format!("{:#x} is not a map", a[0]))),
-        },
     };
     match map.map_type() {
         MapType::ArrayOfMaps | MapType::HashOfMaps | MapType::Devmap | MapType::DevmapHash => {
