@@ -149,6 +149,8 @@ pub struct RunState {
     pub frags: Vec<Vec<u8>>,
     /// Lines printed by `bpf_trace_printk` (without a trailing newline).
     pub trace: Vec<String>,
+    /// `bpf_trace_printk` formats parsed in this run.
+    pub(crate) printk: crate::printk::ParseCache,
     /// The program a successful `bpf_tail_call` asked for; the embedder
     /// runs it next with the same context and clears this.
     pub tail_call: Option<ProgId>,
@@ -213,6 +215,7 @@ impl RunState {
             xdp: None,
             frags: Vec::new(),
             trace: Vec::new(),
+            printk: Default::default(),
             tail_call: None,
             tail_calls: 0,
             redirect: None,

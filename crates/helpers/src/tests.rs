@@ -310,3 +310,54 @@ fn repeated_lookups_reuse_regions() {
         assert_eq!(call(mem, MAP_LOOKUP_ELEM, [devmap, k0, 0, 0, 0]), 0);
     });
 }
+
+/// `bpf_trace_printk` parses each format once per run: formats that
+/// alternate, a refused one in between, and a format rewritten in place
+/// between calls all print what they say.
+#[test]
+fn trace_printk_formats_alternate_within_a_run() {
+    let w = world(&[]);
+    let mut a = *b"a=%d\n\0";
+    let mut b = *b"b=%x %s\0";
+    let mut bad = *b"%n\0";
+    let mut s = *b"hi\0";
+    let mut mem = Memory::new();
+    let pa = mem.add(RegionKind::Other, &mut a);
+    let pb = mem.add(RegionKind::Other, &mut b);
+    let pbad = mem.add(RegionKind::Other, &mut bad);
+    let ps = mem.add(RegionKind::Other, &mut s);
+    let ((), st) = RunState::scoped(w.table.clone(), 0, mem, |mem, state| {
+        let mut stack = [0u8; 8];
+        let mut call = |mem: &mut Memory<'_>, args: [u64; 5]| {
+            let h = w.helpers.get(TRACE_PRINTK).unwrap().clone();
+            let mut guest = Guest::new(&mut stack, mem);
+            let mut env = HelperEnv::new(
+                guest.reborrow(),
+                Some(&mut *state),
+                Pc(0),
+                HelperId(TRACE_PRINTK),
+            );
+            h.call(&mut env, args).unwrap()
+        };
+        for i in 0..3u64 {
+            assert_eq!(call(mem, [pa, 6, i, 0, 0]), 4);
+            assert_eq!(call(mem, [pbad, 3, 0, 0, 0]), EINVAL);
+            assert_eq!(call(mem, [pb, 8, 255 + i, ps, 0]), 7 + u64::from(i > 0));
+        }
+        // The same address, other bytes: parsed again.
+        mem.write(pa, b"A=%u\0").unwrap();
+        assert_eq!(call(mem, [pa, 5, u64::MAX, 0, 0]), 12);
+    });
+    assert_eq!(
+        st.trace,
+        [
+            "a=0",
+            "b=ff hi",
+            "a=1",
+            "b=100 hi",
+            "a=2",
+            "b=101 hi",
+            "A=4294967295"
+        ]
+    );
+}
