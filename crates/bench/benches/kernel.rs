@@ -19,12 +19,13 @@
 //!
 //! Flags: `--rounds N` (default 7), `--repeat N` (default 100000),
 //! `--quick` (3 rounds, repeat 10000), `--compile-only` (only the compile
-//! time table).
+//! time table), `--only NAME,...` (only the cases whose names contain one
+//! of these, and the empty program).
 
 use bpfkit::Engine;
 use bpfkit_bench::programs::{BenchProgram, PROGRAMS};
 use bpfkit_bench::xdp::{
-    corpus_cases, empty_case, suite_cases, wrapped_cases, BpfkitSide, Case, KernelSide,
+    corpus_cases, empty_case, suite_cases, wrapped_cases, BpfkitSide, Case, KernelSide, Source,
 };
 use bpfkit_isa::Program;
 use bpfkit_jit::Jit;
@@ -36,6 +37,9 @@ struct Opts {
     rounds: usize,
     repeat: u32,
     compile_only: bool,
+    /// `--only A,B`: only the cases whose names contain one of these (the
+    /// empty program always runs: it gives the harness overhead).
+    only: Vec<String>,
 }
 
 fn opts() -> Opts {
@@ -44,6 +48,7 @@ fn opts() -> Opts {
         rounds: 7,
         repeat: 100_000,
         compile_only: false,
+        only: Vec::new(),
     };
     let mut i = 1;
     while i < args.len() {
@@ -60,6 +65,10 @@ fn opts() -> Opts {
             "--repeat" if i + 1 < args.len() => {
                 i += 1;
                 o.repeat = args[i].parse().expect("--repeat N");
+            }
+            "--only" if i + 1 < args.len() => {
+                i += 1;
+                o.only = args[i].split(',').map(str::to_string).collect();
             }
             _ => {} // cargo bench passes --bench
         }
@@ -439,7 +448,12 @@ fn main() {
         .chain(suite_cases())
         .map(|c| (1, c))
         .chain(wrapped_cases().into_iter().map(|c| (2, c)))
-        .chain(corpus_cases().into_iter().map(|c| (3, c)));
+        .chain(corpus_cases().into_iter().map(|c| (3, c)))
+        .filter(|(_, c)| {
+            o.only.is_empty()
+                || c.source == Source::Empty
+                || o.only.iter().any(|n| c.name.contains(n.as_str()))
+        });
     for (part, case) in all {
         let name = case.name.clone();
         let case_kernel_ok = kernel_ok.clone().and(case.kernel_ok.clone());
@@ -459,7 +473,12 @@ fn main() {
     }
     // Corpus programs that only bpfkit runs add nothing to a comparison.
     corpus.retain(|l| l.kernel.is_ok() || kernel_ok.is_err());
-    let mut users: Vec<Userspace> = PROGRAMS.iter().map(userspace).collect();
+    let wanted = |name: &str| o.only.is_empty() || o.only.iter().any(|n| name.contains(n.as_str()));
+    let mut users: Vec<Userspace> = PROGRAMS
+        .iter()
+        .filter(|p| wanted(p.name))
+        .map(userspace)
+        .collect();
 
     // ---- measurement: every round goes over everything
     let t0 = Instant::now();

@@ -283,6 +283,7 @@ enum Exec {
 }
 
 impl Exec {
+    #[inline]
     fn run(&mut self, mem: &mut Memory<'_>, args: &[u64], st: &mut RunState) -> Result<u64, Trap> {
         match self {
             Exec::Interp(i) => i.run_with_data(mem, args, st),
@@ -750,6 +751,7 @@ impl Object {
         }
     }
 
+    #[inline]
     fn run_chain(
         &mut self,
         prog: usize,
@@ -768,12 +770,13 @@ impl Object {
                 ));
             };
             let r = exec.run(mem, args, state);
-            match (r, state.tail_call.take()) {
-                (Ok(_), Some(id)) => {
-                    idx = self.program_by_id(id).unwrap_or(usize::MAX);
-                }
-                (r, _) => return r,
-            }
+            // Without a tail call the result goes straight back (no move
+            // of the `Result` through a tuple: this runs once per packet).
+            let Some(id) = state.tail_call.take() else {
+                return r;
+            };
+            r?;
+            idx = self.program_by_id(id).unwrap_or(usize::MAX);
         }
     }
 }

@@ -129,8 +129,13 @@ pub(crate) fn errno(e: i32) -> u64 {
 pub(crate) fn state_of<'e>(
     env: &'e mut HelperEnv<'_, '_>,
 ) -> Result<&'e mut RunState, HelperAbort> {
-    env.data_mut::<RunState>()
-        .ok_or_else(|| HelperAbort::Failed("no bpfkit-helpers RunState for this run".into()))
+    env.data_mut::<RunState>().ok_or_else(no_state)
+}
+
+/// The abort of a helper run without a [`RunState`].
+#[cold]
+pub(crate) fn no_state() -> HelperAbort {
+    HelperAbort::Failed("no bpfkit-helpers RunState for this run".into())
 }
 
 /// Registers every helper of this crate into `helpers`.

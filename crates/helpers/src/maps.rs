@@ -1,10 +1,10 @@
 //! Map helpers: lookup, update, delete, push/pop/peek, ring buffers.
 
 use crate::region::expose;
-use crate::state::RunState;
-use crate::state_of;
+use crate::state::{RunState, Scratch};
+use crate::{no_state, state_of};
 use bpfkit_maps::{map_flags, Map, MapError, MapType, ValueRef};
-use bpfkit_runtime::{HelperAbort, HelperEnv, HelperResult, Memory, RegionKind};
+use bpfkit_runtime::{Guest, HelperAbort, HelperEnv, HelperResult, RegionKind};
 use std::sync::Arc;
 
 /// The map behind a program's map pointer.
@@ -13,6 +13,11 @@ pub(crate) fn map_arg(env: &mut HelperEnv<'_, '_>, addr: u64) -> Result<Arc<Map>
     st.map(addr)
         .cloned()
         .ok_or_else(|| HelperAbort::Failed(format!("{addr:#x} is not a map")))
+}
+
+/// The map behind a program's map pointer, borrowed from the run's state.
+pub(crate) fn map_ref(st: &RunState, addr: u64) -> Result<&Arc<Map>, HelperAbort> {
+    st.map(addr).ok_or_else(|| not_a_map(addr))
 }
 
 /// Reads `len` guest bytes at `addr`.
@@ -42,39 +47,35 @@ fn value_writable(map: &Map) -> bool {
 /// Exposes a value reference to the program; returns its address.
 #[allow(unsafe_code)]
 fn hand_out(env: &mut HelperEnv<'_, '_>, ptr: *mut u8, len: usize, writable: bool) -> HelperResult {
+    let (guest, st) = env.split_mut::<RunState>();
+    let st = st.ok_or_else(no_state)?;
+    let mem = guest.memory_mut();
     // Only the memory of the running `RunState::scoped` call may take the
     // region: it is dropped before the state's epoch guard.
-    let mem = env.guest().memory() as *const Memory<'_> as usize;
-    if !state_of(env)?.is_run_memory_at(mem) {
+    if !st.is_run_memory(mem) {
         return Err(HelperAbort::Failed(
             "helper memory is not the memory of the run's RunState::scoped call".into(),
         ));
     }
+    // The same value handed out again (the same key in the next run of a
+    // `--repeat` batch): its region is known, no search.
+    if st.exposed_region(mem, ptr as u64, len, writable) {
+        return Ok(ptr as u64);
+    }
+    let before = mem.regions().len();
     // SAFETY: `ptr` comes from a `ValueRef` obtained under the run
     // state's pinned epoch (or a buffer the state owns), valid until the
     // state is dropped; the memory is the `scoped` call's (checked above),
     // dropped before the state.
-    Ok(unsafe {
-        expose(
-            env.guest().memory_mut(),
-            RegionKind::MapValue,
-            ptr,
-            len,
-            writable,
-        )
-    })
+    let addr = unsafe { expose(mem, RegionKind::MapValue, ptr, len, writable) };
+    if mem.regions().len() > before {
+        st.remember_exposed(ptr as u64, before);
+    }
+    Ok(addr)
 }
 
 fn raw(v: &ValueRef<'_>) -> (*mut u8, usize) {
     (v.as_ptr(), v.len())
-}
-
-/// The key size of the map at `addr`, without keeping a borrow.
-fn key_size(env: &mut HelperEnv<'_, '_>, addr: u64) -> Result<usize, HelperAbort> {
-    let st = state_of(env)?;
-    st.map(addr)
-        .map(|m| m.def().key_size as usize)
-        .ok_or_else(|| HelperAbort::Failed(format!("{addr:#x} is not a map")))
 }
 
 /// Keys up to this size are read into a stack buffer.
@@ -82,30 +83,56 @@ const SMALL_KEY: usize = 64;
 
 /// `bpf_map_lookup_elem(map, key)`.
 pub(crate) fn lookup(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
-    let n = key_size(env, a[0])?;
+    // Memory and state at once: one downcast and one search of the table
+    // (inner maps handed out in this run after it) per call.
+    let (guest, st) = env.split_mut::<RunState>();
+    let st = st.ok_or_else(no_state)?;
+    let slot = st.maps.position(a[0]);
+    let map = match slot {
+        Some(i) => st.maps.at(i),
+        None => st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?,
+    };
+    let n = map.def().key_size as usize;
     let mut small = [0u8; SMALL_KEY];
     let heap;
-    let key: &[u8] = if n <= SMALL_KEY {
-        env.guest().read(a[1], &mut small[..n])?;
-        &small[..n]
-    } else {
-        heap = read(env, a[1], n)?;
-        &heap
-    };
-    let st = state_of(env)?;
-    let Some(map) = st.map(a[0]) else {
-        return Err(HelperAbort::Failed(format!("{:#x} is not a map", a[0])));
+    let key: &[u8] = match n {
+        // The common key sizes (array indexes, addresses) as one load
+        // rather than a copy of a run-time length.
+        4 => {
+            small[..4].copy_from_slice(&guest.load::<4>(a[1])?);
+            &small[..4]
+        }
+        8 => {
+            small[..8].copy_from_slice(&guest.load::<8>(a[1])?);
+            &small[..8]
+        }
+        n if n <= SMALL_KEY => {
+            guest.read(a[1], &mut small[..n])?;
+            &small[..n]
+        }
+        _ => {
+            let mut v = vec![0u8; n];
+            guest.read(a[1], &mut v)?;
+            heap = v;
+            &heap
+        }
     };
     match map.map_type() {
         MapType::ArrayOfMaps | MapType::HashOfMaps | MapType::Devmap | MapType::DevmapHash => {
-            let map = map.clone();
-            lookup_special(env, &map, key)
+            lookup_special(env, a[0], key)
         }
         _ => {
             let writable = value_writable(map);
             let Some((ptr, len)) = map.lookup_ptr(key, st.cpu, st.guard()).map(|v| raw(&v)) else {
                 return Ok(0);
             };
+            // A value inside an array of the table lies in the region that
+            // `add_map_regions` registered: no region search, no new region.
+            if let Some(i) = slot {
+                if st.in_array_region(guest.memory(), i, ptr as u64, len, writable) {
+                    return Ok(ptr as u64);
+                }
+            }
             hand_out(env, ptr, len, writable)
         }
     }
@@ -113,11 +140,23 @@ pub(crate) fn lookup(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
 
 /// Lookups in maps of maps (the inner map's address) and devmaps (a
 /// read-only copy of `struct bpf_devmap_val`).
-fn lookup_special(env: &mut HelperEnv<'_, '_>, map: &Arc<Map>, key: &[u8]) -> HelperResult {
+fn lookup_special(env: &mut HelperEnv<'_, '_>, map_addr: u64, key: &[u8]) -> HelperResult {
+    // The map is borrowed from the run's table, not cloned (one lookup
+    // per packet).
     let st = state_of(env)?;
+    let map = map_ref(st, map_addr)?;
     match map.map_type() {
         MapType::ArrayOfMaps | MapType::HashOfMaps => {
-            let Some(id) = map.inner_map(key, st.guard()).and_then(Map::id) else {
+            let Some(found) = map.inner_map(key, st.guard()) else {
+                return Ok(0);
+            };
+            // Handed out before in this run (the next packet of a batch):
+            // the same map, no registry lookup.
+            let seen = found as *const Map as u64;
+            if st.inner.iter().any(|(a, _)| *a == seen) {
+                return Ok(seen);
+            }
+            let Some(id) = found.id() else {
                 return Ok(0);
             };
             let Some(inner) = st.maps.registry().and_then(|r| r.get(id)) else {
@@ -130,9 +169,35 @@ fn lookup_special(env: &mut HelperEnv<'_, '_>, map: &Arc<Map>, key: &[u8]) -> He
             Ok(addr)
         }
         _ => {
-            let Ok(v) = map.lookup(key) else {
-                return Ok(0);
+            // `struct bpf_devmap_val` is 4 or 8 bytes: copied on the stack.
+            let mut buf = [0u8; 64];
+            let heap;
+            let v: &[u8] = if map.value_buf_len() <= buf.len() {
+                if map.lookup_into(key, &mut buf).is_err() {
+                    return Ok(0);
+                }
+                &buf[..map.value_buf_len()]
+            } else {
+                let Ok(v) = map.lookup(key) else {
+                    return Ok(0);
+                };
+                heap = v;
+                &heap
             };
+            let addr = Arc::as_ptr(map) as u64;
+            // The same key of the same map gives the same pointer while its
+            // value is unchanged, as the kernel's pointer into the element
+            // does; a changed value gets a new copy, so that an earlier
+            // pointer keeps the value it saw (the kernel's old element).
+            // Reusing the copy also keeps the run's regions from growing
+            // with every lookup of a `--repeat` batch.
+            let same = |s: &&Scratch| {
+                s.map == addr && *s.key == *key && s.len == v.len() && words_hold(&s.words, v)
+            };
+            if let Some(s) = st.scratch.iter().find(same) {
+                return Ok(s.words.as_ptr() as u64);
+            }
+            let v = v.to_vec();
             let mut words = vec![0u64; v.len().div_ceil(8)].into_boxed_slice();
             for (w, c) in words.iter_mut().zip(v.chunks(8)) {
                 let mut b = [0u8; 8];
@@ -140,54 +205,121 @@ fn lookup_special(env: &mut HelperEnv<'_, '_>, map: &Arc<Map>, key: &[u8]) -> He
                 *w = u64::from_ne_bytes(b);
             }
             let ptr = words.as_mut_ptr().cast::<u8>();
-            st.scratch.push(words);
-            hand_out(env, ptr, v.len(), false)
+            let out = hand_out(env, ptr, v.len(), false)?;
+            // Kept only once it is a region (the heap buffer does not move
+            // with the box).
+            state_of(env)?.scratch.push(Scratch {
+                map: addr,
+                key: key.into(),
+                len: v.len(),
+                words,
+            });
+            Ok(out)
         }
     }
 }
 
+/// Whether the words of a scratch copy hold exactly `bytes` (and zeros
+/// after them).
+fn words_hold(words: &[u64], bytes: &[u8]) -> bool {
+    words.len() == bytes.len().div_ceil(8)
+        && words.iter().zip(bytes.chunks(8)).all(|(w, c)| {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            *w == u64::from_ne_bytes(b)
+        })
+}
+
+/// Keys and values up to this size are read into stack buffers.
+const SMALL_BUF: usize = 256;
+
+/// Calls `f` with the `len` guest bytes at `addr`, read into a stack
+/// buffer when they fit (no allocation on the per-packet path).
+fn with_bytes<R>(
+    guest: &Guest<'_, '_>,
+    addr: u64,
+    len: usize,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, HelperAbort> {
+    if len == 0 {
+        return Ok(f(&[]));
+    }
+    if len <= SMALL_BUF {
+        let mut buf = [0u8; SMALL_BUF];
+        guest.read(addr, &mut buf[..len])?;
+        return Ok(f(&buf[..len]));
+    }
+    let mut buf = vec![0u8; len];
+    guest.read(addr, &mut buf)?;
+    Ok(f(&buf))
+}
+
+/// The trap for a map argument that is no map.
+#[cold]
+fn not_a_map(addr: u64) -> HelperAbort {
+    HelperAbort::Failed(format!("{addr:#x} is not a map"))
+}
+
 /// `bpf_map_update_elem(map, key, value, flags)`.
 pub(crate) fn update(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
-    let map = map_arg(env, a[0])?;
-    let key = read(env, a[1], map.def().key_size as usize)?;
-    let value = read(env, a[2], map.def().value_size as usize)?;
-    let cpu = state_of(env)?.cpu;
-    Ok(ret(map.prog_update(&key, &value, a[3], cpu)))
+    // The map stays borrowed from the run's table (no reference count
+    // traffic) while the key and value are read.
+    let (guest, st) = env.split_mut::<RunState>();
+    let st = st.ok_or_else(no_state)?;
+    let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
+    let (ks, vs) = (map.def().key_size as usize, map.def().value_size as usize);
+    with_bytes(guest, a[1], ks, |key| {
+        with_bytes(guest, a[2], vs, |value| {
+            ret(map.prog_update(key, value, a[3], st.cpu))
+        })
+    })?
 }
 
 /// `bpf_map_delete_elem(map, key)`.
 pub(crate) fn delete(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
-    let map = map_arg(env, a[0])?;
-    let key = read(env, a[1], map.def().key_size as usize)?;
-    Ok(ret(map.prog_delete(&key)))
+    let (guest, st) = env.split_mut::<RunState>();
+    let st = st.ok_or_else(no_state)?;
+    let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
+    with_bytes(guest, a[1], map.def().key_size as usize, |key| {
+        ret(map.prog_delete(key))
+    })
 }
 
 /// `bpf_map_push_elem(map, value, flags)`.
 pub(crate) fn push(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
-    let map = map_arg(env, a[0])?;
-    let value = read(env, a[1], map.def().value_size as usize)?;
-    Ok(ret(map.push(&value, a[2])))
+    let (guest, st) = env.split_mut::<RunState>();
+    let st = st.ok_or_else(no_state)?;
+    let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
+    with_bytes(guest, a[1], map.def().value_size as usize, |value| {
+        ret(map.push(value, a[2]))
+    })
 }
 
 /// `bpf_map_pop_elem(map, value)` and `bpf_map_peek_elem(map, value)`.
 pub(crate) fn pop_or_peek(env: &mut HelperEnv<'_, '_>, a: [u64; 5], pop: bool) -> HelperResult {
-    let map = map_arg(env, a[0])?;
-    let mut out = vec![0u8; map.def().value_size as usize];
-    let r = if pop {
-        map.pop(&mut out)
+    let (guest, st) = env.split_mut::<RunState>();
+    let st = st.ok_or_else(no_state)?;
+    let map = map_ref(st, a[0])?;
+    let n = map.def().value_size as usize;
+    let mut small = [0u8; SMALL_BUF];
+    let mut heap = Vec::new();
+    let out: &mut [u8] = if n <= SMALL_BUF {
+        &mut small[..n]
     } else {
-        map.peek(&mut out)
+        heap.resize(n, 0);
+        &mut heap
     };
+    let r = if pop { map.pop(out) } else { map.peek(out) };
     match r {
         Ok(()) => {
-            env.guest().write(a[1], &out)?;
+            guest.write(a[1], out)?;
             Ok(0)
         }
         Err(e) => {
             // An empty queue or stack zeroes the caller's buffer, as the
             // kernel's `__queue_map_get`/`__stack_map_get` do.
             if e.errno() == crate::ENOENT {
-                env.guest().write(a[1], &out)?;
+                guest.write(a[1], out)?;
             }
             Ok(e.to_helper_ret())
         }
@@ -196,9 +328,12 @@ pub(crate) fn pop_or_peek(env: &mut HelperEnv<'_, '_>, a: [u64; 5], pop: bool) -
 
 /// `bpf_ringbuf_output(ringbuf, data, size, flags)`.
 pub(crate) fn ringbuf_output(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
-    let map = map_arg(env, a[0])?;
-    let data = read(env, a[1], a[2] as usize)?;
-    Ok(ret(map.ringbuf_output(&data, a[3])))
+    let (guest, st) = env.split_mut::<RunState>();
+    let st = st.ok_or_else(no_state)?;
+    let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
+    with_bytes(guest, a[1], a[2] as usize, |data| {
+        ret(map.ringbuf_output(data, a[3]))
+    })
 }
 
 /// `bpf_ringbuf_reserve(ringbuf, size, flags)`.
@@ -237,6 +372,5 @@ pub(crate) fn ringbuf_commit(
 
 /// `bpf_ringbuf_query(ringbuf, flags)`.
 pub(crate) fn ringbuf_query(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
-    let map = map_arg(env, a[0])?;
-    Ok(map.ringbuf_query(a[1]))
+    Ok(map_ref(state_of(env)?, a[0])?.ringbuf_query(a[1]))
 }

@@ -1,6 +1,5 @@
 //! Time, random numbers, the CPU number and checksums.
 
-use crate::maps::read;
 use crate::{errno, state_of, EINVAL};
 use bpfkit_runtime::{HelperEnv, HelperResult};
 use std::sync::OnceLock;
@@ -94,10 +93,19 @@ pub(crate) fn csum_diff(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResul
     if (from_size | to_size) & 3 != 0 || from_size + to_size > 512 {
         return Ok(errno(EINVAL));
     }
-    let from = read(env, a[0], from_size as usize)?;
-    let to = read(env, a[2], to_size as usize)?;
-    let s = csum_add(a[4] as u32, &from, true);
-    Ok(csum_add(s, &to, false) as u64)
+    // At most 512 bytes in all: read on the stack.
+    let mut buf = [0u8; 512];
+    let (from, to) = buf.split_at_mut(from_size as usize);
+    let to = &mut to[..to_size as usize];
+    let guest = env.guest();
+    if !from.is_empty() {
+        guest.read(a[0], from)?;
+    }
+    if !to.is_empty() {
+        guest.read(a[2], to)?;
+    }
+    let s = csum_add(a[4] as u32, from, true);
+    Ok(csum_add(s, to, false) as u64)
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@
 //! the helper return `-EINVAL` and print nothing. It returns the length of
 //! the formatted text, as the kernel's `bstr_printf` does.
 
-use crate::maps::read;
-use crate::{errno, state_of, EINVAL};
+use crate::state::RunState;
+use crate::{errno, no_state, EINVAL};
+use bpfkit_runtime::{Guest, HelperAbort};
 use bpfkit_runtime::{HelperEnv, HelperResult};
 
 /// The kernel's `MAX_BPRINTF_BUF`: formatted output is cut to this (with
@@ -41,6 +42,35 @@ enum Piece {
     Conv(Spec),
 }
 
+/// Formats parsed in a run, by their bytes (`None`: refused): a program
+/// prints with the same few formats packet after packet.
+#[derive(Default)]
+pub(crate) struct ParseCache {
+    entries: Vec<(Box<[u8]>, Parsed)>,
+}
+
+/// A parsed format, `None` when the kernel refuses it.
+type Parsed = Option<Vec<Piece>>;
+
+/// Formats a [`ParseCache`] keeps.
+const PARSE_CACHE: usize = 8;
+
+impl ParseCache {
+    fn get(&mut self, fmt: &[u8]) -> Option<&[Piece]> {
+        let i = match self.entries.iter().position(|(f, _)| **f == *fmt) {
+            Some(i) => i,
+            None => {
+                if self.entries.len() == PARSE_CACHE {
+                    self.entries.remove(0);
+                }
+                self.entries.push((fmt.into(), parse(fmt, 3)));
+                self.entries.len() - 1
+            }
+        };
+        self.entries[i].1.as_deref()
+    }
+}
+
 /// What a format may contain: the kernel refuses only ASCII control
 /// characters (other than whitespace) and DEL; bytes from 0x80 up pass
 /// (measured against `BPF_PROG_TEST_RUN`, see
@@ -52,7 +82,7 @@ fn printable(c: u8) -> bool {
 fn parse(fmt: &[u8], max_args: usize) -> Option<Vec<Piece>> {
     let at = |i: usize| fmt.get(i).copied().unwrap_or(0);
     let mut out = Vec::new();
-    let mut text = Vec::new();
+    let mut text = Vec::with_capacity(fmt.len());
     let mut i = 0;
     let mut n = 0;
     while i < fmt.len() {
@@ -170,21 +200,21 @@ fn parse(fmt: &[u8], max_args: usize) -> Option<Vec<Piece>> {
     Some(out)
 }
 
-fn pad(s: &mut Vec<u8>, body: Vec<u8>, sign: &[u8], spec: &Spec, numeric: bool) {
+fn pad(s: &mut Vec<u8>, body: &[u8], sign: &[u8], spec: &Spec, numeric: bool) {
     let len = body.len() + sign.len();
     let fill = spec.width.saturating_sub(len);
     if spec.left {
         s.extend_from_slice(sign);
-        s.extend(body);
+        s.extend_from_slice(body);
         s.extend(std::iter::repeat_n(b' ', fill));
     } else if spec.zero && numeric {
         s.extend_from_slice(sign);
         s.extend(std::iter::repeat_n(b'0', fill));
-        s.extend(body);
+        s.extend_from_slice(body);
     } else {
         s.extend(std::iter::repeat_n(b' ', fill));
         s.extend_from_slice(sign);
-        s.extend(body);
+        s.extend_from_slice(body);
     }
 }
 
@@ -195,15 +225,23 @@ fn pad(s: &mut Vec<u8>, body: Vec<u8>, sign: &[u8], spec: &Spec, numeric: bool) 
 pub fn format(
     fmt: &[u8],
     args: [u64; 3],
+    read_guest: impl FnMut(u64, usize, bool) -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
+    format_parsed(&parse(fmt, 3)?, args, read_guest)
+}
+
+/// [`format`] with the format already parsed.
+fn format_parsed(
+    pieces: &[Piece],
+    args: [u64; 3],
     mut read_guest: impl FnMut(u64, usize, bool) -> Option<Vec<u8>>,
 ) -> Option<Vec<u8>> {
-    let pieces = parse(fmt, 3)?;
-    let mut s = Vec::new();
+    let mut s = Vec::with_capacity(128);
     let mut next = args.iter();
     for p in pieces {
         let spec = match p {
             Piece::Text(t) => {
-                s.extend(t);
+                s.extend_from_slice(t);
                 continue;
             }
             Piece::Conv(spec) => spec,
@@ -242,12 +280,12 @@ pub fn format(
                     }
                     None => (v.to_string(), b""),
                 };
-                pad(&mut s, body.into_bytes(), sign, &spec, true);
+                pad(&mut s, body.as_bytes(), sign, spec, true);
             }
-            Arg::Char => pad(&mut s, vec![v as u8], b"", &spec, false),
+            Arg::Char => pad(&mut s, &[v as u8], b"", spec, false),
             Arg::Str => {
                 let text = read_guest(v, MAX_STR, true).unwrap_or_default();
-                pad(&mut s, text, b"", &spec, false);
+                pad(&mut s, &text, b"", spec, false);
             }
             Arg::Ptr(kind) => {
                 let body = match kind.as_str() {
@@ -281,12 +319,19 @@ pub fn format(
                     "B" | "S" | "s" => format!("{v:#x}"),
                     _ => format!("{v:016x}"),
                 };
-                pad(&mut s, body.into_bytes(), b"", &spec, false);
+                pad(&mut s, body.as_bytes(), b"", spec, false);
             }
         }
     }
     s.truncate(MAX_BPRINTF_BUF - 1);
     Some(s)
+}
+
+/// `len` guest bytes at `addr`.
+fn read_bytes(guest: &Guest<'_, '_>, addr: u64, len: usize) -> Result<Vec<u8>, HelperAbort> {
+    let mut v = vec![0u8; len];
+    guest.read(addr, &mut v)?;
+    Ok(v)
 }
 
 /// `bpf_trace_printk(fmt, fmt_size, arg1, arg2, arg3)`.
@@ -295,12 +340,26 @@ pub(crate) fn trace_printk(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperRe
     if size == 0 {
         return Ok(errno(EINVAL));
     }
-    let fmt = read(env, a[0], size)?;
+    let (guest, st) = env.split_mut::<RunState>();
+    let st = st.ok_or_else(no_state)?;
+    // The format on the stack when it is short (they are), parsed once per
+    // run and format.
+    let mut small = [0u8; 256];
+    let heap;
+    let fmt: &[u8] = if size <= small.len() {
+        guest.read(a[0], &mut small[..size])?;
+        &small[..size]
+    } else {
+        heap = read_bytes(guest, a[0], size)?;
+        &heap
+    };
     let Some(nul) = fmt.iter().position(|&b| b == 0) else {
         return Ok(errno(EINVAL));
     };
-    let guest = env.guest();
-    let out = format(&fmt[..nul], [a[2], a[3], a[4]], |addr, max, cstr| {
+    let Some(pieces) = st.printk.get(&fmt[..nul]) else {
+        return Ok(errno(EINVAL));
+    };
+    let out = format_parsed(pieces, [a[2], a[3], a[4]], |addr, max, cstr| {
         let mut v = Vec::new();
         for i in 0..max as u64 {
             let [b] = guest.load::<1>(addr.wrapping_add(i)).ok()?;
@@ -315,11 +374,13 @@ pub(crate) fn trace_printk(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperRe
         return Ok(errno(EINVAL));
     };
     let n = out.len();
-    state_of(env)?.trace.push(
-        String::from_utf8_lossy(&out)
-            .trim_end_matches('\n')
-            .to_string(),
-    );
+    // Valid UTF-8 (the usual case) becomes the line without a copy.
+    let mut line = match String::from_utf8(out) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    line.truncate(line.trim_end_matches('\n').len());
+    st.trace.push(line);
     Ok(n as u64)
 }
 

@@ -41,10 +41,19 @@ impl MapTable {
 
     /// The map at `addr`.
     pub fn get(&self, addr: u64) -> Option<&Arc<Map>> {
-        self.by_addr
-            .iter()
-            .find(|(a, _)| *a == addr)
-            .map(|(_, m)| m)
+        self.position(addr).map(|i| &self.by_addr[i].1)
+    }
+
+    /// The index of the map at `addr` (in insertion order).
+    #[inline]
+    pub(crate) fn position(&self, addr: u64) -> Option<usize> {
+        self.by_addr.iter().position(|(a, _)| *a == addr)
+    }
+
+    /// The map at index `i` (see [`MapTable::position`]).
+    #[inline]
+    pub(crate) fn at(&self, i: usize) -> &Arc<Map> {
+        &self.by_addr[i].1
     }
 
     /// The registry of inner maps.
@@ -102,6 +111,15 @@ pub enum Redirect {
     },
 }
 
+/// A read-only copy of a map value handed to the program (devmap
+/// lookups), with the map address and key it came from.
+pub(crate) struct Scratch {
+    pub(crate) map: u64,
+    pub(crate) key: Box<[u8]>,
+    pub(crate) len: usize,
+    pub(crate) words: Box<[u64]>,
+}
+
 /// Everything helpers keep for one program run (with its tail calls).
 pub struct RunState {
     guard: RunGuard,
@@ -112,8 +130,15 @@ pub struct RunState {
     /// Ring buffer records reserved in this run: data address -> map.
     pub(crate) reserved: Vec<(u64, Arc<Map>)>,
     /// Copies of values handed out read-only (devmap lookups), kept alive
-    /// for the run.
-    pub(crate) scratch: Vec<Box<[u64]>>,
+    /// for the run: (map address, key, copy).
+    pub(crate) scratch: Vec<Scratch>,
+    /// Per map of the table (same order): the index of the region that
+    /// [`RunState::add_map_regions`] registered for its array storage in
+    /// the run's memory, so that lookups in it need no region search.
+    pub(crate) array_regions: Vec<Option<usize>>,
+    /// The last values helpers registered as regions: (address, region
+    /// index), newest last, at most [`EXPOSED_KEPT`].
+    exposed: Vec<(u64, usize)>,
     /// The CPU number the run is on (below the maps' possible CPUs).
     pub cpu: usize,
     /// The XDP buffer, for XDP programs.
@@ -124,6 +149,8 @@ pub struct RunState {
     pub frags: Vec<Vec<u8>>,
     /// Lines printed by `bpf_trace_printk` (without a trailing newline).
     pub trace: Vec<String>,
+    /// `bpf_trace_printk` formats parsed in this run.
+    pub(crate) printk: crate::printk::ParseCache,
     /// The program a successful `bpf_tail_call` asked for; the embedder
     /// runs it next with the same context and clears this.
     pub tail_call: Option<ProgId>,
@@ -140,6 +167,10 @@ pub struct RunState {
     run_mem: usize,
     rng: u64,
 }
+
+/// Values whose regions [`RunState`] remembers (a program's lookups per
+/// run are usually fewer).
+const EXPOSED_KEPT: usize = 16;
 
 /// The kernel's `MAX_SKB_FRAGS`: fragments of a multi-buffer packet.
 pub const MAX_SKB_FRAGS: usize = 17;
@@ -178,10 +209,13 @@ impl RunState {
             inner: Vec::new(),
             reserved: Vec::new(),
             scratch: Vec::new(),
+            array_regions: Vec::new(),
+            exposed: Vec::new(),
             cpu,
             xdp: None,
             frags: Vec::new(),
             trace: Vec::new(),
+            printk: Default::default(),
             tail_call: None,
             tail_calls: 0,
             redirect: None,
@@ -220,11 +254,13 @@ impl RunState {
     /// (`MapIdxValue`) point into them. Only the memory of the running
     /// [`RunState::scoped`] call takes regions: for any other, nothing is
     /// added and the result is `false`.
-    pub fn add_map_regions(&self, mem: &mut Memory<'_>) -> bool {
+    pub fn add_map_regions(&mut self, mem: &mut Memory<'_>) -> bool {
         if !self.is_run_memory(mem) {
             return false;
         }
+        self.array_regions.clear();
         for (_, m) in &self.maps.by_addr {
+            let before = mem.regions().len();
             if let Some(v) = m.array_storage() {
                 let writable = m.def().map_flags & map_flags::RDONLY_PROG == 0;
                 let len = v.len();
@@ -237,8 +273,62 @@ impl RunState {
                     crate::region::expose(mem, RegionKind::MapValue, v.as_ptr(), len, writable)
                 };
             }
+            let added = mem.regions().len() > before;
+            self.array_regions.push(added.then_some(before));
         }
         true
+    }
+
+    /// Whether `[ptr, ptr + len)` lies in the region registered for the
+    /// storage of table map `i` in `mem` (the run's memory), with write
+    /// access when `writable`: then a lookup's value needs no new region.
+    #[inline]
+    pub(crate) fn in_array_region(
+        &self,
+        mem: &Memory<'_>,
+        i: usize,
+        ptr: u64,
+        len: usize,
+        writable: bool,
+    ) -> bool {
+        let Some(Some(r)) = self.array_regions.get(i) else {
+            return false;
+        };
+        let Some(r) = mem.regions().get(*r) else {
+            return false;
+        };
+        self.is_run_memory(mem)
+            && (r.writable() || !writable)
+            && ptr >= r.start()
+            && ptr <= r.end()
+            && (len as u64) <= r.end() - ptr
+    }
+
+    /// Whether a value at `ptr` of `len` bytes was registered as a region
+    /// of `mem` by a recent lookup (and that region is still there, with
+    /// write access when `writable`).
+    #[inline]
+    pub(crate) fn exposed_region(
+        &self,
+        mem: &Memory<'_>,
+        ptr: u64,
+        len: usize,
+        writable: bool,
+    ) -> bool {
+        let Some(&(_, i)) = self.exposed.iter().rev().find(|(p, _)| *p == ptr) else {
+            return false;
+        };
+        mem.regions().get(i).is_some_and(|r| {
+            r.start() == ptr && len as u64 <= r.len() && (r.writable() || !writable)
+        })
+    }
+
+    /// Notes that region `index` was registered for the value at `ptr`.
+    pub(crate) fn remember_exposed(&mut self, ptr: u64, index: usize) {
+        if self.exposed.len() == EXPOSED_KEPT {
+            self.exposed.remove(0);
+        }
+        self.exposed.push((ptr, index));
     }
 
     /// Whether `mem` is the memory of the running [`RunState::scoped`]

@@ -232,3 +232,132 @@ fn values_go_only_into_the_runs_own_memory() {
     assert!(matches!(r, Err(HelperAbort::Failed(_))));
     assert_eq!(other.regions().len(), 1);
 }
+
+/// What `--repeat` relies on: looking the same value up again (the next
+/// run of a batch) gives the same address without a new region; array
+/// values lie in the storage region `add_map_regions` registered; a devmap
+/// value whose content changed gets a new copy while the old one keeps
+/// what an earlier lookup saw.
+#[test]
+fn repeated_lookups_reuse_regions() {
+    let w = world(&[
+        MapDef::new(MapType::Array, 4, 8, 4),
+        MapDef::new(MapType::Hash, 4, 8, 4),
+        MapDef::new(MapType::Devmap, 4, 4, 4),
+        MapDef::new(MapType::PercpuArray, 4, 8, 4),
+    ]);
+    let (array, hash, devmap, percpu) = (w.addrs[0], w.addrs[1], w.addrs[2], w.addrs[3]);
+    let map = |i: u32| w.registry.get(bpfkit_maps::MapId(i)).unwrap();
+    map(2)
+        .update(&7u32.to_ne_bytes(), &5u64.to_ne_bytes(), 0)
+        .unwrap();
+    map(3)
+        .update(&0u32.to_ne_bytes(), &1u32.to_ne_bytes(), 0)
+        .unwrap();
+    let storage = map(1).array_storage().unwrap().addr();
+    let mut keys = [2u32.to_ne_bytes(), 7u32.to_ne_bytes(), 0u32.to_ne_bytes()];
+    let [k2, k7, k0] = &mut keys;
+    let mut mem = Memory::new();
+    let (k2, k7, k0) = (
+        mem.add(RegionKind::Other, k2),
+        mem.add(RegionKind::Other, k7),
+        mem.add(RegionKind::Other, k0),
+    );
+    let ((), _) = RunState::scoped(w.table.clone(), 0, mem, |mem, state| {
+        assert!(state.add_map_regions(mem));
+        let mut stack = [0u8; 8];
+        let mut call = |mem: &mut Memory<'_>, id: u32, args: [u64; 5]| {
+            let h = w.helpers.get(id).unwrap().clone();
+            let mut guest = Guest::new(&mut stack, mem);
+            let mut env = HelperEnv::new(guest.reborrow(), Some(&mut *state), Pc(0), HelperId(id));
+            h.call(&mut env, args).unwrap()
+        };
+        let n0 = mem.regions().len();
+        // Arrays: inside the storage region, nothing added.
+        for _ in 0..2 {
+            assert_eq!(
+                call(mem, MAP_LOOKUP_ELEM, [array, k2, 0, 0, 0]),
+                storage + 16
+            );
+        }
+        assert_eq!(mem.regions().len(), n0);
+        // Hash and per-CPU values: one region each, then the same address.
+        let p = call(mem, MAP_LOOKUP_ELEM, [hash, k7, 0, 0, 0]);
+        let q = call(mem, MAP_LOOKUP_ELEM, [percpu, k0, 0, 0, 0]);
+        assert!(p != 0 && q != 0 && p != q);
+        for _ in 0..3 {
+            assert_eq!(call(mem, MAP_LOOKUP_ELEM, [hash, k7, 0, 0, 0]), p);
+            assert_eq!(call(mem, MAP_LOOKUP_ELEM, [percpu, k0, 0, 0, 0]), q);
+        }
+        assert_eq!(mem.regions().len(), n0 + 2);
+        assert_eq!(mem.load::<8>(p).unwrap(), 5u64.to_ne_bytes());
+        // Devmaps: a read-only copy, the same one while the value holds.
+        let d = call(mem, MAP_LOOKUP_ELEM, [devmap, k0, 0, 0, 0]);
+        assert_eq!(call(mem, MAP_LOOKUP_ELEM, [devmap, k0, 0, 0, 0]), d);
+        assert_eq!(mem.regions().len(), n0 + 3);
+        assert_eq!(mem.load::<4>(d).unwrap(), 1u32.to_ne_bytes());
+        assert!(mem.store::<4>(d, [0; 4]).is_err());
+        map(3)
+            .update(&0u32.to_ne_bytes(), &3u32.to_ne_bytes(), 0)
+            .unwrap();
+        let e = call(mem, MAP_LOOKUP_ELEM, [devmap, k0, 0, 0, 0]);
+        assert_ne!(e, d);
+        assert_eq!(mem.load::<4>(e).unwrap(), 3u32.to_ne_bytes());
+        assert_eq!(mem.load::<4>(d).unwrap(), 1u32.to_ne_bytes());
+        assert_eq!(mem.regions().len(), n0 + 4);
+        // A missing key: NULL, as before.
+        map(3).delete(&0u32.to_ne_bytes()).unwrap();
+        assert_eq!(call(mem, MAP_LOOKUP_ELEM, [devmap, k0, 0, 0, 0]), 0);
+    });
+}
+
+/// `bpf_trace_printk` parses each format once per run: formats that
+/// alternate, a refused one in between, and a format rewritten in place
+/// between calls all print what they say.
+#[test]
+fn trace_printk_formats_alternate_within_a_run() {
+    let w = world(&[]);
+    let mut a = *b"a=%d\n\0";
+    let mut b = *b"b=%x %s\0";
+    let mut bad = *b"%n\0";
+    let mut s = *b"hi\0";
+    let mut mem = Memory::new();
+    let pa = mem.add(RegionKind::Other, &mut a);
+    let pb = mem.add(RegionKind::Other, &mut b);
+    let pbad = mem.add(RegionKind::Other, &mut bad);
+    let ps = mem.add(RegionKind::Other, &mut s);
+    let ((), st) = RunState::scoped(w.table.clone(), 0, mem, |mem, state| {
+        let mut stack = [0u8; 8];
+        let mut call = |mem: &mut Memory<'_>, args: [u64; 5]| {
+            let h = w.helpers.get(TRACE_PRINTK).unwrap().clone();
+            let mut guest = Guest::new(&mut stack, mem);
+            let mut env = HelperEnv::new(
+                guest.reborrow(),
+                Some(&mut *state),
+                Pc(0),
+                HelperId(TRACE_PRINTK),
+            );
+            h.call(&mut env, args).unwrap()
+        };
+        for i in 0..3u64 {
+            assert_eq!(call(mem, [pa, 6, i, 0, 0]), 4);
+            assert_eq!(call(mem, [pbad, 3, 0, 0, 0]), EINVAL);
+            assert_eq!(call(mem, [pb, 8, 255 + i, ps, 0]), 7 + u64::from(i > 0));
+        }
+        // The same address, other bytes: parsed again.
+        mem.write(pa, b"A=%u\0").unwrap();
+        assert_eq!(call(mem, [pa, 5, u64::MAX, 0, 0]), 12);
+    });
+    assert_eq!(
+        st.trace,
+        [
+            "a=0",
+            "b=ff hi",
+            "a=1",
+            "b=100 hi",
+            "a=2",
+            "b=101 hi",
+            "A=4294967295"
+        ]
+    );
+}

@@ -1,8 +1,9 @@
 //! XDP helpers: buffer adjustments, redirects, tail calls, perf events.
 
-use crate::maps::{map_arg, read};
+use crate::maps::{map_ref, read};
+use crate::state::RunState;
 use crate::state::{Redirect, XdpBuff, MAX_TAIL_CALL_CNT};
-use crate::{errno, state_of, EACCES, EFAULT, EINVAL, EOPNOTSUPP};
+use crate::{errno, no_state, state_of, EACCES, EFAULT, EINVAL, EOPNOTSUPP};
 use bpfkit_maps::{MapType, BPF_F_INDEX_MASK};
 use bpfkit_runtime::{HelperAbort, HelperEnv, HelperResult};
 
@@ -134,7 +135,12 @@ pub(crate) fn adjust_tail(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperRes
         return Ok(errno(EINVAL));
     }
     if delta > 0 {
-        env.guest().write(b.end, &vec![0u8; delta as usize])?;
+        // `delta` is at most the frame's tailroom (checked above).
+        static ZEROS: [u8; FRAG_SIZE as usize] = [0; FRAG_SIZE as usize];
+        match ZEROS.get(..delta as usize) {
+            Some(z) => env.guest().write(b.end, z)?,
+            None => env.guest().write(b.end, &vec![0u8; delta as usize])?,
+        }
     }
     b.end = end;
     set_buff(env, b)?;
@@ -246,7 +252,10 @@ pub(crate) fn redirect(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult
 
 /// `bpf_redirect_map(map, key, flags)`.
 pub(crate) fn redirect_map(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
-    let map = map_arg(env, a[0])?;
+    // The map is borrowed from the run's table (no reference counting per
+    // packet) until the target is known.
+    let st = state_of(env)?;
+    let map = map_ref(st, a[0])?;
     let (key, flags) = (a[1] as u32, a[2]);
     // The low bits are the fallback action; only devmaps take the
     // broadcast flags.
@@ -276,7 +285,6 @@ pub(crate) fn redirect_map(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperRe
             .ok()
             .map(|_| Redirect::Other { map: id, key }),
     };
-    let st = state_of(env)?;
     match target {
         Some(t) => {
             st.redirect = Some(t);
@@ -294,17 +302,20 @@ pub(crate) fn redirect_map(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperRe
 /// otherwise execution falls through. As in the kernel, the count is
 /// taken before the slot is read, so an empty slot uses one of the 33.
 pub(crate) fn tail_call(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
-    let map = map_arg(env, a[1])?;
+    let st = state_of(env)?;
+    let map = map_ref(st, a[1])?;
     let index = a[2] as u32;
     if map.map_type() != MapType::ProgArray || index >= map.def().max_entries {
         return Ok(errno(EINVAL));
     }
-    let st = state_of(env)?;
+    // Read here (no side effect) so that the map's borrow ends before the
+    // count changes; used only if the count allows the call, as before.
+    let target = map.prog_at(index);
     if st.tail_calls >= MAX_TAIL_CALL_CNT {
         return Ok(errno(EINVAL));
     }
     st.tail_calls += 1;
-    match map.prog_at(index) {
+    match target {
         Some(id) => {
             st.tail_call = Some(id);
             Err(HelperAbort::Stop { r0: 0 })
@@ -327,14 +338,38 @@ pub(crate) fn perf_event_output(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> Hel
     if ctx_len > pkt_len {
         return Ok(errno(EFAULT));
     }
-    let map = map_arg(env, a[1])?;
-    let mut data = read(env, a[3], a[4] as usize)?;
-    if let (Some(b), true) = (b, ctx_len > 0) {
-        data.extend(packet_bytes(env, b, ctx_len)?);
+    let (guest, st) = env.split_mut::<RunState>();
+    let st = st.ok_or_else(no_state)?;
+    let map = st
+        .map(a[1])
+        .ok_or_else(|| HelperAbort::Failed(format!("{:#x} is not a map", a[1])))?;
+    // The record is built once, in the buffer the map keeps: the sample,
+    // then the packet bytes asked for.
+    let size = a[4] as usize;
+    let mut data = Vec::new();
+    data.try_reserve_exact(size.saturating_add(ctx_len as usize))
+        .map_err(|_| HelperAbort::Failed(format!("perf event record of {size} bytes")))?;
+    data.resize(size, 0);
+    if size > 0 {
+        guest.read(a[3], &mut data)?;
     }
-    let cpu = state_of(env)?.cpu;
+    if let (Some(b), true) = (b, ctx_len > 0) {
+        let linear = ctx_len.min(b.end - b.data) as usize;
+        let at = data.len();
+        data.resize(at + linear, 0);
+        if linear > 0 {
+            guest.read(b.data, &mut data[at..])?;
+        }
+        for f in &st.frags {
+            if data.len() - size >= ctx_len as usize {
+                break;
+            }
+            let n = (ctx_len as usize - (data.len() - size)).min(f.len());
+            data.extend_from_slice(&f[..n]);
+        }
+    }
     Ok(
-        match map.perf_event_output(cpu, flags & BPF_F_INDEX_MASK, &data) {
+        match map.perf_event_output_vec(st.cpu, flags & BPF_F_INDEX_MASK, data) {
             Ok(()) => 0,
             Err(e) => e.to_helper_ret(),
         },

@@ -290,6 +290,7 @@ impl<'r> Builder<'r> {
             hot_w: [0; 5],
             trampoline: memory::helper_trampoline as *const () as u64,
             env: 0,
+            snap_version: 0,
         });
         Ok(Jit {
             ctx,
@@ -483,6 +484,8 @@ pub(crate) struct Ctx {
     pub(crate) trampoline: u64,
     /// Address of the run's `RunEnv` (0 between runs).
     pub(crate) env: u64,
+    /// [`Memory::version`] of the regions copied into the region table.
+    pub(crate) snap_version: u64,
 }
 
 /// What the helper trampoline needs during one run.
@@ -520,18 +523,14 @@ fn snapshot(mem: &Memory<'_>, regions: &mut Vec<RegionEntry>, ctx: &mut Ctx) {
     };
     ctx.hot_r = [0; 5];
     ctx.hot_w = [0; 5];
+    ctx.snap_version = mem.version();
 }
 
-/// Whether `mem`'s regions differ from the table the code checks against.
-fn regions_changed(mem: &Memory<'_>, regions: &[RegionEntry], ctx: &Ctx) -> bool {
-    let now = mem.regions();
-    let pkt = mem.packet().map(|p| (p.start(), p.len()));
-    let had = (ctx.has_pkt != 0).then_some((ctx.pkt_start, ctx.pkt_len));
-    pkt != had
-        || now.len() != regions.len()
-        || now.iter().zip(regions).any(|(r, e)| {
-            r.start() != e.start || r.end() != e.end || (!r.writable() as u64) != e.readonly
-        })
+/// Whether `mem`'s regions differ from the table the code checks against:
+/// the version stamps say it without comparing every region after every
+/// helper call (the table is the copy made when the stamp was taken).
+fn regions_changed(mem: &Memory<'_>, _regions: &[RegionEntry], ctx: &Ctx) -> bool {
+    mem.version() != ctx.snap_version
 }
 
 /// The safe half of the helper trampoline (see `memory::helper_trampoline`).
@@ -690,7 +689,10 @@ impl Jit {
             *r = args.get(k).copied().unwrap_or(0);
         }
         ctx.status = status::OK;
-        if self.uses_regions {
+        // Runs in a row over the same memory (`--repeat`) copy the regions
+        // once: the table and the hot-region caches stay exact while the
+        // version stamp is the same.
+        if self.uses_regions && mem.version() != ctx.snap_version {
             snapshot(mem, &mut self.regions, ctx);
         }
         let mut env = RunEnv {

@@ -21,7 +21,10 @@ pub(crate) struct Array {
 }
 
 pub(crate) fn index(key: &[u8]) -> u32 {
-    u32::from_ne_bytes([key[0], key[1], key[2], key[3]])
+    // Keys are checked to be 4 bytes before they get here; a shorter one
+    // would be a bug, not a reason to panic.
+    key.first_chunk::<4>()
+        .map_or(u32::MAX, |b| u32::from_ne_bytes(*b))
 }
 
 impl Array {
@@ -54,17 +57,19 @@ impl Array {
         Ok(())
     }
 
+    /// The program-side lookup, once per `bpf_map_lookup_elem` on an
+    /// array: kept to an index computation and one bounds check.
+    #[inline]
     pub(crate) fn lookup_ptr<'g>(&'g self, key: &[u8], cpu: usize) -> Option<ValueRef<'g>> {
         let i = index(key);
         let cpu = if self.ncpus == 1 { 0 } else { cpu };
         if i >= self.max_entries || cpu >= self.ncpus {
             return None;
         }
-        let w = self.word(i, cpu);
-        Some(ValueRef::new(
-            &self.words[w..w + self.slot / 8],
-            self.value_size,
-        ))
+        let n = self.slot / 8;
+        let w = (i as usize * self.ncpus + cpu) * n;
+        let words = self.words.get(w..w + n)?;
+        Some(ValueRef::new(words, self.value_size))
     }
 
     /// `value` is `value_size` bytes for one CPU (`cpu` given, or a plain

@@ -475,20 +475,39 @@ impl Map {
         self.readable()?;
         self.check_key(key)?;
         let mut out = vec![0u8; self.value_buf_len()];
+        self.lookup_checked(key, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Map::lookup`] into `out` (whose first [`Map::value_buf_len`]
+    /// bytes it writes; a shorter `out` is `EINVAL`), without allocating:
+    /// for helpers that copy a value once per packet (devmaps).
+    pub fn lookup_into(&self, key: &[u8], out: &mut [u8]) -> Result<(), MapError> {
+        self.readable()?;
+        self.check_key(key)?;
+        let (n, got) = (self.value_buf_len(), out.len());
+        let out = out.get_mut(..n).ok_or(MapError::BadLength {
+            what: "value buffer",
+            got,
+            expected: n,
+        })?;
+        self.lookup_checked(key, out)
+    }
+
+    fn lookup_checked(&self, key: &[u8], out: &mut [u8]) -> Result<(), MapError> {
         match &self.imp {
-            Imp::Array(a) => a.lookup(key, &mut out)?,
-            Imp::Hash(h) => h.lookup(key, &mut out)?,
-            Imp::Lpm(l) => l.lookup(key, &mut out)?,
-            Imp::Queue(q) => q.pop(&mut out, false)?,
-            Imp::Ring(_) => return Err(self.unsupported("lookup")),
+            Imp::Array(a) => a.lookup(key, out),
+            Imp::Hash(h) => h.lookup(key, out),
+            Imp::Lpm(l) => l.lookup(key, out),
+            Imp::Queue(q) => q.pop(out, false),
+            Imp::Ring(_) => Err(self.unsupported("lookup")),
             Imp::Slots(s) => {
                 if self.def.map_type == MapType::PerfEventArray {
                     return Err(self.unsupported("lookup"));
                 }
-                s.lookup(u32_of(key), &mut out)?
+                s.lookup(u32_of(key), out)
             }
         }
-        Ok(out)
     }
 
     /// `BPF_MAP_UPDATE_ELEM` with `flags` from [`update_flags`]. Per-CPU
@@ -763,6 +782,7 @@ impl Map {
     /// dropped. `None` when absent, for a key of the wrong size, a `cpu`
     /// out of range, or a map type whose values programs cannot address
     /// (use the dedicated calls below for those).
+    #[inline]
     pub fn lookup_ptr<'g>(
         &'g self,
         key: &[u8],
@@ -900,6 +920,24 @@ impl Map {
     /// for `cpu`'s slot). `E2BIG` past `max_entries`, `ENOENT` for a slot
     /// the control side has not filled, `EINVAL` for other flag bits.
     pub fn perf_event_output(&self, cpu: usize, flags: u64, data: &[u8]) -> Result<(), MapError> {
+        let (s, index) = self.perf_slot(cpu, flags)?;
+        s.perf_push(index, data.len(), || data.to_vec())
+    }
+
+    /// [`Map::perf_event_output`] with a record the caller built: it is
+    /// kept as it is (no copy), or dropped when the buffer is full.
+    pub fn perf_event_output_vec(
+        &self,
+        cpu: usize,
+        flags: u64,
+        data: Vec<u8>,
+    ) -> Result<(), MapError> {
+        let (s, index) = self.perf_slot(cpu, flags)?;
+        s.perf_push(index, data.len(), || data)
+    }
+
+    /// The slots and buffer index `bpf_perf_event_output` writes to.
+    fn perf_slot(&self, cpu: usize, flags: u64) -> Result<(&Slots, u32), MapError> {
         let Imp::Slots(s) = &self.imp else {
             return Err(self.unsupported("perf_event_output"));
         };
@@ -921,7 +959,7 @@ impl Map {
                 max_entries: s.max_entries(),
             });
         }
-        s.perf_push(index as u32, data)
+        Ok((s, index as u32))
     }
 
     /// Takes the records that programs sent to perf buffer `index`.

@@ -71,14 +71,38 @@ impl Lpm {
     }
 
     fn best<'a>(&self, inner: &'a Inner, key: &[u8]) -> Option<&'a Rcu<Elem>> {
-        let len = prefixlen(key);
-        if len > self.max_prefixlen {
+        let len = prefixlen(key) as usize;
+        if len > self.max_prefixlen as usize {
             return None;
         }
-        (0..=len)
-            .rev()
-            .filter(|&l| inner.per_len[l as usize] > 0)
-            .find_map(|l| inner.by_order.get(&order_key(&key[4..], l)))
+        // The key's bits are spelled out once (on the stack up to IPv6's
+        // 128 bits: a bigger buffer would cost its zeroing on every
+        // lookup); each prefix length present then looks up the first `l`
+        // of them with the terminator at `l`, longest first. Going down,
+        // the terminator only overwrites bits that no shorter prefix reads.
+        // Same keys as `order_key`, without building one per length.
+        let data = key.get(4..)?;
+        let mut small = [0u8; 129];
+        let mut heap = Vec::new();
+        let bits: &mut [u8] = if len < small.len() {
+            &mut small[..=len]
+        } else {
+            heap.resize(len + 1, 0);
+            &mut heap
+        };
+        for (i, b) in bits[..len].iter_mut().enumerate() {
+            *b = (data.get(i / 8)? >> (7 - i % 8)) & 1;
+        }
+        for l in (0..=len).rev() {
+            if inner.per_len.get(l).is_none_or(|&n| n == 0) {
+                continue;
+            }
+            bits[l] = 2;
+            if let Some(e) = inner.by_order.get(&bits[..=l]) {
+                return Some(e);
+            }
+        }
+        None
     }
 
     pub(crate) fn lookup(&self, key: &[u8], out: &mut [u8]) -> Result<(), MapError> {

@@ -147,7 +147,15 @@ impl Slots {
             .map(|m| m.get(guard))
     }
 
-    pub(crate) fn perf_push(&self, i: u32, data: &[u8]) -> Result<(), MapError> {
+    /// Appends the record `make` gives (`len` bytes) to buffer `i`, or
+    /// counts it lost when the buffer is full (then `make` is not called:
+    /// no copy of a record that is dropped anyway).
+    pub(crate) fn perf_push(
+        &self,
+        i: u32,
+        len: usize,
+        make: impl FnOnce() -> Vec<u8>,
+    ) -> Result<(), MapError> {
         let perf = self.perf.as_ref().ok_or(MapError::Invalid {
             what: "not a perf event array",
         })?;
@@ -155,12 +163,12 @@ impl Slots {
             return Err(MapError::NotFound);
         }
         let mut b = lock(&perf.bufs[i as usize]);
-        if b.bytes + data.len() > perf.capacity {
+        if b.bytes + len > perf.capacity {
             b.lost += 1;
             return Ok(());
         }
-        b.bytes += data.len();
-        b.records.push_back(data.to_vec());
+        b.bytes += len;
+        b.records.push_back(make());
         Ok(())
     }
 

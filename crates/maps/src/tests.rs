@@ -350,6 +350,39 @@ fn lpm_trie() {
     assert_eq!(p.to_vec(), k(128));
 }
 
+/// Longest-prefix match on keys longer than IPv6's (the lookup's bit
+/// buffer moves to the heap past 128 bits), with a default route (prefix
+/// length 0) and prefixes that end mid-byte.
+#[test]
+fn lpm_long_keys_and_default_route() {
+    let m = Map::new(
+        MapDef::new(MapType::LpmTrie, 4 + 32, 4, 8).with_flags(map_flags::NO_PREALLOC),
+        &opts(),
+    )
+    .unwrap();
+    let key = |len: u32, fill: u8, last: u8| {
+        let mut v = len.to_ne_bytes().to_vec();
+        v.extend_from_slice(&[fill; 31]);
+        v.push(last);
+        v
+    };
+    m.update(&key(0, 0, 0), &k(1), ANY).unwrap();
+    m.update(&key(13, 0xab, 0), &k(2), ANY).unwrap();
+    m.update(&key(255, 0xab, 0xfe), &k(3), ANY).unwrap();
+    m.update(&key(256, 0xab, 0xff), &k(4), ANY).unwrap();
+    let g = pin();
+    let get = |kk: Vec<u8>| m.lookup_ptr(&kk, 0, &g).map(|v| v.to_vec());
+    let k = |i: u32| k(i).to_vec();
+    assert_eq!(get(key(256, 0xab, 0xff)), Some(k(4)));
+    assert_eq!(get(key(256, 0xab, 0xfe)), Some(k(3)));
+    assert_eq!(get(key(256, 0xab, 0x00)), Some(k(2)));
+    // 0xaf differs from 0xab in the 14th bit: only the default route.
+    assert_eq!(get(key(256, 0xaf, 0xff)), Some(k(1)));
+    assert_eq!(get(key(12, 0xab, 0xff)), Some(k(1)));
+    assert_eq!(get(key(257, 0xab, 0xff)), None);
+    assert_eq!(m.lookup(&key(200, 0xab, 0)).unwrap(), k(2));
+}
+
 #[test]
 fn lpm_keeps_the_bits_past_the_prefix() {
     let m = Map::new(
@@ -467,6 +500,15 @@ fn perf_event_array() {
     small.perf_event_output(0, 0, b"abc").unwrap();
     small.perf_event_output(0, 0, b"abc").unwrap();
     assert_eq!(small.perf_drain(0).lost, 1);
+    // A record built by the caller: same checks, same buffer, same limit.
+    let v = |s: &[u8]| s.to_vec();
+    assert_eq!(errno(small.perf_event_output_vec(0, 4, v(b"x"))), E2BIG);
+    assert_eq!(errno(m.perf_event_output_vec(0, 0, v(b"x"))), ENOENT);
+    small.perf_event_output_vec(0, 0, v(b"ab")).unwrap();
+    small.perf_event_output_vec(0, 0, v(b"cd")).unwrap();
+    small.perf_event_output_vec(0, 0, v(b"e")).unwrap();
+    let d = small.perf_drain(0);
+    assert_eq!((d.records, d.lost), (vec![v(b"ab"), v(b"cd")], 1));
 }
 
 #[test]
@@ -476,6 +518,17 @@ fn devmaps() {
     assert_eq!(errno(m.update(&k(0), &k(3), NOEXIST)), EEXIST);
     assert_eq!(errno(m.update(&k(4), &k(3), ANY)), E2BIG);
     m.update(&k(1), &k(7), ANY).unwrap();
+    // lookup_into: the same value and errors as lookup, into a buffer.
+    let mut buf = [0xffu8; 8];
+    m.lookup_into(&k(1), &mut buf).unwrap();
+    assert_eq!(buf, [7, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    assert_eq!(m.lookup(&k(1)).unwrap(), k(7));
+    assert_eq!(
+        errno(m.lookup_into(&k(9), &mut buf)),
+        errno(m.lookup(&k(9)))
+    );
+    assert_eq!(errno(m.lookup_into(&[0; 3], &mut buf)), EINVAL);
+    assert_eq!(errno(m.lookup_into(&k(1), &mut buf[..3])), EINVAL);
     assert_eq!(
         m.redirect_target(1),
         Some(DevTarget {

@@ -88,6 +88,14 @@ impl<'r, 'a> HelperEnv<'r, 'a> {
         self.data.as_deref_mut()?.downcast_mut::<T>()
     }
 
+    /// Guest memory and the embedder's per-run data (if it is a `T`) at
+    /// once, for helpers that need both (e.g. to check that a value they
+    /// hand out already lies in a region).
+    pub fn split_mut<T: Any>(&mut self) -> (&mut Guest<'r, 'a>, Option<&mut T>) {
+        let data = self.data.as_deref_mut().and_then(|d| d.downcast_mut::<T>());
+        (&mut self.guest, data)
+    }
+
     /// Slot index of the call instruction.
     pub fn pc(&self) -> Pc {
         self.pc
@@ -212,6 +220,10 @@ mod tests {
                 access: crate::Access::Read
             }
         );
+        let (g, d) = env.split_mut::<u32>();
+        assert_eq!(g.load::<1>(top - 1), Ok([3]));
+        assert_eq!(d.copied(), Some(11));
+        assert!(env.split_mut::<u64>().1.is_none());
         assert_eq!(data, 11);
     }
 }

@@ -111,23 +111,57 @@ impl Region {
 /// drop(mem);
 /// assert_eq!(pkt[0], 9);
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Memory<'a> {
     regions: Vec<Region>,
     /// Index of the region that satisfied the last lookup.
     last: Cell<usize>,
     packet: Option<usize>,
+    /// See [`Memory::version`].
+    version: u64,
     _borrow: PhantomData<&'a mut [u8]>,
+}
+
+impl Default for Memory<'_> {
+    fn default() -> Self {
+        Memory::new()
+    }
+}
+
+/// The source of [`Memory::version`] stamps: process-wide, so that two
+/// memories (or one memory before and after a change) never share one.
+static VERSIONS: AtomicU64 = AtomicU64::new(1);
+
+fn next_version() -> u64 {
+    VERSIONS.fetch_add(1, Ordering::Relaxed)
 }
 
 impl<'a> Memory<'a> {
     /// No regions.
     pub fn new() -> Memory<'a> {
-        Memory::default()
+        Memory {
+            regions: Vec::new(),
+            last: Cell::new(0),
+            packet: None,
+            version: next_version(),
+            _borrow: PhantomData,
+        }
+    }
+
+    /// A stamp of the region list: it changes whenever a region is added or
+    /// the list cleared, and no other `Memory` of the process ever has the
+    /// same one. An engine that copied the regions can compare stamps
+    /// instead of the regions to know whether its copy is still exact (a
+    /// helper may add regions during a run; a new `Memory` may sit at the
+    /// address of a dropped one).
+    #[inline]
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     fn push(&mut self, ptr: *mut u8, len: usize, writable: bool, kind: RegionKind) -> u64 {
         let start = ptr as u64;
+        self.version = next_version();
         if kind == RegionKind::Packet && self.packet.is_none() {
             self.packet = Some(self.regions.len());
         }
@@ -176,6 +210,7 @@ impl<'a> Memory<'a> {
 
     /// Removes every region (keeping the allocation).
     pub fn clear(&mut self) {
+        self.version = next_version();
         self.regions.clear();
         self.last.set(0);
         self.packet = None;
@@ -470,6 +505,29 @@ impl<'r, 'a> Guest<'r, 'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_changes_with_the_region_list_only() {
+        let mut a = [0u8; 8];
+        let mut b = [0u8; 8];
+        let mut m1 = Memory::new();
+        let m2 = Memory::new();
+        assert_ne!(m1.version(), m2.version());
+        let v0 = m1.version();
+        let pa = m1.add(RegionKind::Context, &mut a);
+        let v1 = m1.version();
+        assert_ne!(v1, v0);
+        // Accesses do not change it.
+        m1.store::<1>(pa, [1]).unwrap();
+        m1.load::<1>(pa).unwrap();
+        assert_eq!(m1.version(), v1);
+        m1.add(RegionKind::Packet, &mut b);
+        let v2 = m1.version();
+        assert!(v2 != v1 && v2 != v0);
+        m1.clear();
+        assert!(![v0, v1, v2, m2.version()].contains(&m1.version()));
+        assert_ne!(Memory::default().version(), Memory::default().version());
+    }
 
     #[test]
     fn region_bounds() {
