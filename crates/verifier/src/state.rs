@@ -104,7 +104,7 @@ pub enum RegType {
 }
 
 /// One register's abstract value.
-#[derive(Clone, Copy, PartialEq, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct RegState {
     /// Type.
     pub ty: RegType,
@@ -119,6 +119,21 @@ pub struct RegState {
     pub ref_id: u32,
     /// Packet pointers: bytes known to be in the packet from `ptr - off`.
     pub range: i64,
+    /// Scalars in explored states: some check on a path from here depended
+    /// on this value's range, so pruning must compare it (the kernel's
+    /// `precise`). Not part of equality: it is bookkeeping, not a value.
+    pub precise: bool,
+}
+
+impl PartialEq for RegState {
+    fn eq(&self, o: &RegState) -> bool {
+        self.ty == o.ty
+            && self.off == o.off
+            && self.var == o.var
+            && self.id == o.id
+            && self.ref_id == o.ref_id
+            && self.range == o.range
+    }
 }
 
 impl RegState {
@@ -130,6 +145,7 @@ impl RegState {
         id: 0,
         ref_id: 0,
         range: 0,
+        precise: false,
     };
 
     /// A scalar with value `v`.
@@ -178,10 +194,13 @@ impl RegState {
     }
 
     /// Whether every concrete value of `new` is one of `self`'s, with
-    /// `ids` mapping identities consistently (old id -> new id).
-    pub fn includes(&self, new: &RegState, ids: &mut IdMap) -> bool {
+    /// `ids` mapping identities consistently (old id -> new id). With
+    /// `precision`, a scalar of `self` not marked [`precise`](Self::precise)
+    /// includes every scalar: no check after it depended on its range.
+    pub fn includes(&self, new: &RegState, ids: &mut IdMap, precision: bool) -> bool {
         match (self.ty, new.ty) {
             (RegType::NotInit, _) => true,
+            (RegType::Scalar, RegType::Scalar) if precision && !self.precise => true,
             (RegType::Scalar, RegType::Scalar) => {
                 self.var.includes(&new.var) && (self.id == 0 || ids.check(self.id, new.id))
             }
@@ -274,10 +293,26 @@ impl Slot {
             .count() as i64
     }
 
-    fn includes(&self, new: &Slot, ids: &mut IdMap, uninit_readable: bool) -> bool {
+    fn includes(
+        &self,
+        new: &Slot,
+        ids: &mut IdMap,
+        uninit_readable: bool,
+        precision: bool,
+    ) -> bool {
         if let Some(old) = &self.spill {
+            // A whole imprecise scalar: any 8 bytes of data read as some
+            // scalar, which is all it promised.
+            if precision && old.is_scalar() && !old.precise && self.spill_size() == 8 {
+                let data = |b: &SlotByte| matches!(b, SlotByte::Misc | SlotByte::Zero);
+                match &new.spill {
+                    Some(n) if n.is_scalar() => return true,
+                    None if new.bytes.iter().all(data) => return true,
+                    _ => {}
+                }
+            }
             return match &new.spill {
-                Some(n) => self.bytes == new.bytes && old.includes(n, ids),
+                Some(n) => self.bytes == new.bytes && old.includes(n, ids, precision),
                 None => false,
             };
         }
@@ -352,13 +387,20 @@ impl State {
     /// invalid stack byte gives an unknown value instead of an error.
     pub fn includes(&self, new: &State, uninit_readable: bool) -> bool {
         let all = vec![u16::MAX; self.frames.len()];
-        self.includes_live(new, uninit_readable, &all)
+        self.includes_live(new, uninit_readable, &all, false)
     }
 
     /// [`State::includes`], comparing in frame `i` only the registers in
     /// the bit mask `live[i]` (the others are never read again before
-    /// being written, on any path).
-    pub fn includes_live(&self, new: &State, uninit_readable: bool, live: &[u16]) -> bool {
+    /// being written, on any path). With `precision`, scalars of `self`
+    /// not marked precise include any scalar.
+    pub fn includes_live(
+        &self,
+        new: &State,
+        uninit_readable: bool,
+        live: &[u16],
+        precision: bool,
+    ) -> bool {
         if self.frames.len() != new.frames.len() || self.refs.len() != new.refs.len() {
             return false;
         }
@@ -369,14 +411,14 @@ impl State {
             }
             let mask = live.get(fi).copied().unwrap_or(u16::MAX);
             for (ri, (a, b)) in o.regs.iter().zip(n.regs.iter()).enumerate() {
-                if mask & (1 << ri) != 0 && !a.includes(b, &mut ids) {
+                if mask & (1 << ri) != 0 && !a.includes(b, &mut ids, precision) {
                     return false;
                 }
             }
             for i in 0..o.stack.len().max(n.stack.len()) {
                 let a = o.stack.get(i).unwrap_or(&Slot::INVALID);
                 let b = n.stack.get(i).unwrap_or(&Slot::INVALID);
-                if !a.includes(b, &mut ids, uninit_readable) {
+                if !a.includes(b, &mut ids, uninit_readable, precision) {
                     return false;
                 }
             }
