@@ -2204,11 +2204,8 @@ impl<'a> Env<'a> {
                         pc,
                         format!(
                             "invalid {} stack R{rn} off={o} size={size}",
-                            if write {
-                                "write to"
-                            } else {
-                                "indirect access to"
-                            }
+                            // As this kernel words it for helpers too.
+                            if write { "write to" } else { "read from" }
                         ),
                     );
                 }

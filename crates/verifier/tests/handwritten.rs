@@ -322,6 +322,59 @@ fn cases() -> Vec<Case> {
         ),
         bad("callee_stack_leak", Xdp, "call f\nr0 = 0\nexit\nf:\nr0 = r10\nexit\n", 4, "cannot return stack pointer to the caller"),
         no_kernel(bad("infinite_loop", Xdp, "L1:\ngoto L1\n", 0, "infinite loop detected at insn 0")),
+        // Precision tracking: each program reaches a join first with a
+        // safe value, then with an unsafe one that differs only in a
+        // scalar nothing had compared yet. Pruning the second path would
+        // accept what the kernel rejects.
+        bad(
+            "precision_pointer_offset",
+            Xdp,
+            "call 7\nr6 = r0\nr7 = 4\nif r6 > 10 goto L1\ngoto L2\nL1:\nr7 = 8\nL2:\n\
+             r1 = r10\nr1 += -8\nr1 += r7\nr0 = 0\n*(u8 *)(r1 + 0) = r0\nexit\n",
+            10,
+            "invalid write to stack R1 off=0 size=1",
+        ),
+        bad(
+            "precision_through_spill_to_helper_size",
+            Xdp,
+            "call 7\nr6 = r0\nr7 = 8\nif r6 > 10 goto L1\ngoto L2\nL1:\nr7 = 16\nL2:\n\
+             *(u64 *)(r10 - 16) = r7\nr8 = 0\n*(u64 *)(r10 - 8) = r8\nr2 = *(u64 *)(r10 - 16)\n\
+             r1 = r10\nr1 += -8\nr3 = 0\nr4 = 0\nr5 = 0\ncall 28\nr0 = 2\nexit\n",
+            15,
+            "invalid read from stack R1 off=-8 size=16",
+        ),
+        bad(
+            "precision_linked_bound",
+            Xdp,
+            "call 7\nr6 = r0\ncall 7\nr8 = r0\nif r8 > 5 goto L1\nr7 = r6\ngoto L2\nL1:\nr7 = r8\n\
+             L2:\nif r7 > 7 goto L3\nr1 = r10\nr1 += -8\nr1 += r6\nr0 = 0\n*(u8 *)(r1 + 0) = r0\n\
+             L3:\nr0 = 2\nexit\n",
+            11,
+            "math between fp pointer and register with unbounded min value is not allowed",
+        ),
+        bad(
+            "precision_propagates_from_pruned_paths",
+            Xdp,
+            "call 7\nr6 = r0\ncall 7\nr8 = r0\nr7 = 0\nif r6 > 5 goto Y\ngoto J2\n\
+             Y:\nif r8 > 5 goto Z\ngoto J1\nZ:\nr7 = 8\nJ1:\nr1 = 0\nr2 = 0\ngoto J2\n\
+             J2:\nr1 = r10\nr1 += -8\nr1 += r7\nr0 = 0\n*(u8 *)(r1 + 0) = r0\nexit\n",
+            17,
+            "invalid write to stack R1 off=0 size=1",
+        ),
+        bad(
+            "precision_decided_branch",
+            Xdp,
+            "call 7\nr6 = r0\nr7 = 0\nif r6 > 10 goto L1\ngoto L2\nL1:\nr7 = 1\nL2:\n\
+             r1 = r10\nif r7 == 0 goto L3\nr1 += 8\nL3:\nr0 = 0\n*(u8 *)(r1 - 1) = r0\nexit\n",
+            10,
+            "invalid write to stack R1 off=7 size=1",
+        ),
+        ok(
+            "precision_irrelevant_scalar_pruned",
+            Xdp,
+            "call 7\nr6 = r0\nr7 = 4\nif r6 > 10 goto L1\ngoto L2\nL1:\nr7 = 8\nL2:\n\
+             r1 = r10\nr1 += -8\nr1 += r7\nr0 = 0\n*(u8 *)(r1 - 8) = r0\nr0 = r6\nexit\n",
+        ),
         unpriv(bad(
             "loop_unprivileged",
             Xdp,
