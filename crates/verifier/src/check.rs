@@ -175,6 +175,8 @@ fn slot_table(prog: &Program) -> Vec<Option<Insn>> {
 
 struct Visited {
     state: State,
+    /// [`State::fingerprint`], to find equal states quickly.
+    fp: u64,
     /// The instructions from the parent state to this one.
     hist: Vec<Step>,
     /// Live paths below this state; 0 when its exploration is complete.
@@ -447,6 +449,7 @@ impl<'a> Env<'a> {
             })
             .collect();
         let mut evict = Vec::new();
+        let mut cur_fp = None;
         for (k, &id) in self.by_pc[path.pc].iter().enumerate() {
             let v = &mut self.visited[id];
             if v.branches == 0 {
@@ -461,7 +464,9 @@ impl<'a> Env<'a> {
                 if v.misses > v.hits * 3 + 3 {
                     evict.push(k);
                 }
-            } else if v.state == path.state {
+            } else if *cur_fp.get_or_insert_with(|| path.state.fingerprint()) == v.fp
+                && v.state == path.state
+            {
                 return err(
                     path.pc,
                     format!("infinite loop detected at insn {}", path.pc),
@@ -487,6 +492,7 @@ impl<'a> Env<'a> {
         self.last_insns = self.processed;
         let id = self.visited.len();
         self.visited.push(Visited {
+            fp: path.state.fingerprint(),
             state: path.state.clone(),
             hist: std::mem::take(&mut path.hist),
             branches: 1,

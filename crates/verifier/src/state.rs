@@ -15,7 +15,7 @@ pub const STACK_SIZE: i64 = 512;
 pub const SLOTS: usize = 64;
 
 /// What a pointer points to.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum PtrKind {
     /// The program's context (`PTR_TO_CTX`).
     Ctx,
@@ -93,7 +93,7 @@ impl PtrKind {
 }
 
 /// The type of a register.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum RegType {
     /// Never written (`NOT_INIT`).
     NotInit,
@@ -123,6 +123,12 @@ pub struct RegState {
     /// on this value's range, so pruning must compare it (the kernel's
     /// `precise`). Not part of equality: it is bookkeeping, not a value.
     pub precise: bool,
+}
+
+impl std::hash::Hash for RegState {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (self.ty, self.off, self.var, self.id, self.ref_id, self.range).hash(h);
+    }
 }
 
 impl PartialEq for RegState {
@@ -241,7 +247,7 @@ impl IdMap {
 }
 
 /// What one byte of the stack holds.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum SlotByte {
     /// Never written (`STACK_INVALID`).
     Invalid,
@@ -265,7 +271,7 @@ impl SlotByte {
 }
 
 /// One 8-byte stack slot.
-#[derive(Clone, Copy, PartialEq, Debug)]
+#[derive(Clone, Copy, PartialEq, Hash, Debug)]
 pub struct Slot {
     /// Byte kinds, lowest address first.
     pub bytes: [SlotByte; 8],
@@ -335,7 +341,7 @@ impl Slot {
 }
 
 /// One function's frame.
-#[derive(Clone, PartialEq, Debug)]
+#[derive(Clone, PartialEq, Hash, Debug)]
 pub struct Frame {
     /// Registers r0-r10.
     pub regs: [RegState; 11],
@@ -363,7 +369,7 @@ impl Frame {
 }
 
 /// A whole verifier state: the call stack and held references.
-#[derive(Clone, PartialEq, Debug)]
+#[derive(Clone, PartialEq, Hash, Debug)]
 pub struct State {
     /// Frames, the current one last.
     pub frames: Vec<Frame>,
@@ -372,6 +378,15 @@ pub struct State {
 }
 
 impl State {
+    /// A hash of the state (precision marks aside): equal states have
+    /// equal fingerprints.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+
     /// The current frame.
     pub fn cur(&self) -> &Frame {
         self.frames.last().expect("at least one frame")
