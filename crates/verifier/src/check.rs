@@ -12,7 +12,7 @@ use crate::cfg::{self, Cfg};
 use crate::ctx::{self, CtxField};
 use crate::domain::scalar::{branch_taken, refine, Scalar};
 use crate::helpers::{self, Arg, Ret};
-use crate::precision::{self, Marks, Step, LINKED_SLOT};
+use crate::precision::{self, Marks, Step, FRAMES, LINKED_SLOT};
 use crate::state::{Frame, PtrKind, RegState, RegType, Slot, SlotByte, State, STACK_SIZE};
 use crate::VerifierError;
 
@@ -89,6 +89,7 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
             subprogs: vec![0],
             prune_point: Vec::new(),
             live_in: Vec::new(),
+            slot_live_in: Vec::new(),
         },
         t: prog_type,
         maps: maps.to_vec(),
@@ -107,6 +108,8 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         demand: Marks::default(),
         step_slot: None,
         step_linked: Vec::new(),
+        step_reads: [0; FRAMES],
+        step_writes: [0; FRAMES],
     };
     let result = cfg::build(prog).and_then(|c| {
         if opts.unprivileged {
@@ -179,6 +182,13 @@ struct Visited {
     fp: u64,
     /// The instructions from the parent state to this one.
     hist: Vec<Step>,
+    /// Stack slots (per frame) written whole between the parent state and
+    /// this one.
+    written: [u64; FRAMES],
+    /// Stack slots (per frame) some path from this state read before
+    /// writing them whole (the kernel's `REG_LIVE_READ` on the stack):
+    /// once the state is complete, only those need comparing.
+    read: [u64; FRAMES],
     /// Live paths below this state; 0 when its exploration is complete.
     branches: u32,
     parent: Option<usize>,
@@ -193,12 +203,15 @@ struct Path {
     from: Option<usize>,
     /// The instructions processed since `last`.
     hist: Vec<Step>,
+    /// Stack slots (per frame) written whole since `last`.
+    written: [u64; FRAMES],
 }
 
 /// What [`Env::visit`] found at a prune point.
 enum Visit {
-    /// An explored state includes this one; its precise scalars.
-    Pruned(Marks),
+    /// An explored state includes this one; its precise scalars and the
+    /// stack slots its paths read.
+    Pruned(Marks, [u64; FRAMES]),
     /// Recorded as a new explored state.
     New(usize),
     /// Neither.
@@ -230,6 +243,10 @@ struct Env<'a> {
     step_slot: Option<(u8, u8)>,
     /// The scalars linked to the current conditional jump's operands.
     step_linked: Vec<(u8, u8)>,
+    /// Stack slots (per frame) the current instruction read.
+    step_reads: [u64; FRAMES],
+    /// Stack slots (per frame) the current instruction wrote whole.
+    step_writes: [u64; FRAMES],
 }
 
 /// What an instruction does to control flow.
@@ -281,6 +298,7 @@ impl<'a> Env<'a> {
             last: None,
             from: None,
             hist: Vec::new(),
+            written: [0; FRAMES],
         }];
         while let Some(mut path) = work.pop() {
             if self.opts.log_level > 0 {
@@ -308,7 +326,7 @@ impl<'a> Env<'a> {
                 }
                 if self.cfg.prune_point.get(pc).copied().unwrap_or(false) {
                     match self.visit(&mut path)? {
-                        Visit::Pruned(marks) => {
+                        Visit::Pruned(marks, reads) => {
                             if self.opts.log_level > 0 {
                                 let _ = writeln!(self.log, "{pc}: safe");
                             }
@@ -317,6 +335,10 @@ impl<'a> Env<'a> {
                             // being explored (`propagate_precision`).
                             let fr = path.state.frames.len() - 1;
                             self.backtrack(&path.hist, path.last, marks, fr);
+                            // And so must the stack it read.
+                            for (f, &m) in reads.iter().enumerate() {
+                                self.mark_read(&path.written, path.last, f, m);
+                            }
                             self.finish(path.last);
                             break;
                         }
@@ -337,6 +359,8 @@ impl<'a> Env<'a> {
                 self.demand = Marks::default();
                 self.step_slot = None;
                 self.step_linked.clear();
+                self.step_reads = [0; FRAMES];
+                self.step_writes = [0; FRAMES];
                 let flow = match self.step(&mut path.state, pc, &insn) {
                     Ok(f) => f,
                     Err(mut e) => {
@@ -367,6 +391,19 @@ impl<'a> Env<'a> {
                     let marks = std::mem::take(&mut self.demand);
                     self.backtrack(&path.hist, path.last, marks, fr);
                 }
+                for f in 0..FRAMES {
+                    let m = self.step_reads[f];
+                    if m != 0 {
+                        self.mark_read(&path.written, path.last, f, m);
+                    }
+                    path.written[f] |= self.step_writes[f];
+                }
+                if let Insn::CallLocal(_) = insn {
+                    // A new frame: none of its slots holds anything older.
+                    if let Some(w) = path.written.get_mut(path.state.frames.len() - 1) {
+                        *w = u64::MAX;
+                    }
+                }
                 path.hist.push(Step {
                     pc: pc as u32,
                     slot: self.step_slot.take(),
@@ -390,6 +427,7 @@ impl<'a> Env<'a> {
                                 last: path.last,
                                 from: Some(pc),
                                 hist: path.hist.clone(),
+                                written: path.written,
                             });
                             path.state = f;
                             path.pc = pc + 1;
@@ -448,14 +486,33 @@ impl<'a> Env<'a> {
                 }
             })
             .collect();
+        // Stack slots that matter: in the current frame, those some path
+        // may read before overwriting; in callers, all (the callee may
+        // read them through pointers).
+        let static_slots: Vec<u64> = (0..frames.len())
+            .map(|i| {
+                if i + 1 == frames.len() {
+                    self.cfg.slot_live_in[path.pc]
+                } else {
+                    u64::MAX
+                }
+            })
+            .collect();
+        let mut slots = static_slots.clone();
         let mut evict = Vec::new();
         let mut cur_fp = None;
         for (k, &id) in self.by_pc[path.pc].iter().enumerate() {
             let v = &mut self.visited[id];
             if v.branches == 0 {
-                if v.state.includes_live(&path.state, uninit, &live, precision) {
+                // Complete: its read marks are final.
+                for (f, m) in slots.iter_mut().enumerate() {
+                    *m = static_slots[f] & v.read.get(f).copied().unwrap_or(u64::MAX);
+                }
+                if v.state
+                    .includes_live(&path.state, uninit, &live, &slots, precision)
+                {
                     v.hits += 1;
-                    return Ok(Visit::Pruned(precise_marks(&v.state, &live)));
+                    return Ok(Visit::Pruned(precise_marks(&v.state, &live), v.read));
                 }
                 v.misses += 1;
                 // As the kernel: a complete state that rarely prunes
@@ -495,6 +552,8 @@ impl<'a> Env<'a> {
             fp: path.state.fingerprint(),
             state: path.state.clone(),
             hist: std::mem::take(&mut path.hist),
+            written: std::mem::take(&mut path.written),
+            read: [0; FRAMES],
             branches: 1,
             parent: path.last,
             hits: 0,
@@ -518,6 +577,11 @@ impl<'a> Env<'a> {
         }
         let mut at = last;
         while let Some(id) = at {
+            // (`back_steps` stops as soon as nothing is left to follow,
+            // possibly in another frame than the state's.)
+            if marks.is_empty() {
+                return;
+            }
             let state = &mut self.visited[id].state;
             if state.frames.len() != fr + 1 {
                 return self.all_precise(Some(id));
@@ -558,6 +622,25 @@ impl<'a> Env<'a> {
                 return self.all_precise(parent);
             }
             at = parent;
+        }
+    }
+
+    /// Records that the current path read the stack slots `mask` of frame
+    /// `f`: each state up the chain from `last` needs them, up to the one
+    /// after which the path wrote them whole (`mark_reg_read`).
+    fn mark_read(&mut self, written: &[u64; FRAMES], last: Option<usize>, f: usize, mask: u64) {
+        let mut m = mask & !written.get(f).copied().unwrap_or(0);
+        let mut at = last;
+        while let Some(id) = at {
+            let v = &mut self.visited[id];
+            if m == 0 || v.state.frames.len() <= f {
+                return;
+            }
+            // Already marked: so are the states above it.
+            let new = m & !v.read[f];
+            v.read[f] |= new;
+            m = new & !v.written[f];
+            at = v.parent;
         }
     }
 
@@ -1349,6 +1432,16 @@ impl<'a> Env<'a> {
         Ok(())
     }
 
+    /// The current instruction reads the bytes `[lo, hi)` of `frame`'s stack.
+    fn note_reads(&mut self, frame: u8, lo: i64, hi: i64) {
+        let Some(r) = self.step_reads.get_mut(frame as usize) else {
+            return;
+        };
+        for b in lo.max(-STACK_SIZE)..hi.min(0) {
+            *r |= 1 << ((-b - 1) / 8);
+        }
+    }
+
     fn note_depth(&mut self, st: &State, pc: usize, frame: u8, lowest: i64) -> R<()> {
         let fr = &st.frames[frame as usize];
         let d = &mut self.depth[fr.subprog];
@@ -1417,6 +1510,9 @@ impl<'a> Env<'a> {
         let bi = (o + 8 * (si as i64 + 1)) as usize;
         match acc {
             Access::Read => {
+                if let Some(r) = self.step_reads.get_mut(frame as usize) {
+                    *r |= 1 << si;
+                }
                 let slot = fr.stack[si];
                 if let Some(sp) = slot.spill {
                     let spill_size = slot.spill_size();
@@ -1474,6 +1570,9 @@ impl<'a> Env<'a> {
                         spill: Some(reg),
                     };
                     self.step_slot = Some((frame, si as u8));
+                    if let Some(w) = self.step_writes.get_mut(frame as usize) {
+                        *w |= 1 << si;
+                    }
                     return Ok(reg);
                 }
                 if !reg.is_scalar() {
@@ -1589,6 +1688,9 @@ impl<'a> Env<'a> {
             Access::Write(Stored::Imm(i)) => i == 0,
             Access::Read => false,
         };
+        if !write {
+            self.note_reads(frame, lo, hi);
+        }
         if write {
             for b in lo..hi {
                 let si = ((-b - 1) / 8) as usize;
@@ -2020,13 +2122,13 @@ impl<'a> Env<'a> {
                         return err(pc, format!("R{} type=scalar expected=mem", rn - 1));
                     }
                 }
-                Arg::AllocSize => match {
+                Arg::AllocSize => {
                     self.demand.reg(Self::frame_no(st), rn);
-                    v.const_value()
-                } {
-                    Some(c) if c < u64::from(u32::MAX) => alloc_size = c as u32,
-                    _ => return err(pc, format!("R{rn} is not a known constant'")),
-                },
+                    match v.const_value() {
+                        Some(c) if c < u64::from(u32::MAX) => alloc_size = c as u32,
+                        _ => return err(pc, format!("R{rn} is not a known constant'")),
+                    }
+                }
                 Arg::RingbufMem => {
                     if !matches!(v.kind(), Some(PtrKind::Mem { .. })) || v.ref_id == 0 {
                         return err(
@@ -2216,6 +2318,9 @@ impl<'a> Env<'a> {
                     );
                 }
                 self.note_depth(st, pc, frame, o)?;
+                if !write {
+                    self.note_reads(frame, o, o + size);
+                }
                 let uninit_ok = !self.opts.unprivileged;
                 let fr = &mut st.frames[frame as usize];
                 let need = ((-o - 1) / 8 + 1) as usize;

@@ -127,7 +127,15 @@ pub struct RegState {
 
 impl std::hash::Hash for RegState {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        (self.ty, self.off, self.var, self.id, self.ref_id, self.range).hash(h);
+        (
+            self.ty,
+            self.off,
+            self.var,
+            self.id,
+            self.ref_id,
+            self.range,
+        )
+            .hash(h);
     }
 }
 
@@ -402,18 +410,21 @@ impl State {
     /// invalid stack byte gives an unknown value instead of an error.
     pub fn includes(&self, new: &State, uninit_readable: bool) -> bool {
         let all = vec![u16::MAX; self.frames.len()];
-        self.includes_live(new, uninit_readable, &all, false)
+        let slots = vec![u64::MAX; self.frames.len()];
+        self.includes_live(new, uninit_readable, &all, &slots, false)
     }
 
     /// [`State::includes`], comparing in frame `i` only the registers in
     /// the bit mask `live[i]` (the others are never read again before
-    /// being written, on any path). With `precision`, scalars of `self`
-    /// not marked precise include any scalar.
+    /// being written, on any path), and only the stack slots in the bit
+    /// mask `slots[i]` (the others are overwritten before any read). With
+    /// `precision`, scalars of `self` not marked precise include any scalar.
     pub fn includes_live(
         &self,
         new: &State,
         uninit_readable: bool,
         live: &[u16],
+        slots: &[u64],
         precision: bool,
     ) -> bool {
         if self.frames.len() != new.frames.len() || self.refs.len() != new.refs.len() {
@@ -430,7 +441,11 @@ impl State {
                     return false;
                 }
             }
+            let slot_mask = slots.get(fi).copied().unwrap_or(u64::MAX);
             for i in 0..o.stack.len().max(n.stack.len()) {
+                if i < 64 && slot_mask & (1 << i) == 0 {
+                    continue;
+                }
                 let a = o.stack.get(i).unwrap_or(&Slot::INVALID);
                 let b = n.stack.get(i).unwrap_or(&Slot::INVALID);
                 if !a.includes(b, &mut ids, uninit_readable, precision) {
