@@ -108,8 +108,8 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         demand: Marks::default(),
         step_slot: None,
         step_linked: Vec::new(),
-        step_reads: [0; FRAMES],
-        step_writes: [0; FRAMES],
+        step_reads: Marks::default(),
+        step_writes: Marks::default(),
     };
     let result = cfg::build(prog).and_then(|c| {
         if opts.unprivileged {
@@ -182,13 +182,13 @@ struct Visited {
     fp: u64,
     /// The instructions from the parent state to this one.
     hist: Vec<Step>,
-    /// Stack slots (per frame) written whole between the parent state and
-    /// this one.
-    written: [u64; FRAMES],
-    /// Stack slots (per frame) some path from this state read before
-    /// writing them whole (the kernel's `REG_LIVE_READ` on the stack):
-    /// once the state is complete, only those need comparing.
-    read: [u64; FRAMES],
+    /// Registers and stack slots (whole) written between the parent state
+    /// and this one.
+    written: Marks,
+    /// Registers and stack slots some path from this state read before
+    /// writing them (the kernel's `REG_LIVE_READ`): once the state is
+    /// complete, only those need comparing.
+    read: Marks,
     /// Live paths below this state; 0 when its exploration is complete.
     branches: u32,
     parent: Option<usize>,
@@ -203,15 +203,15 @@ struct Path {
     from: Option<usize>,
     /// The instructions processed since `last`.
     hist: Vec<Step>,
-    /// Stack slots (per frame) written whole since `last`.
-    written: [u64; FRAMES],
+    /// Registers and stack slots (whole) written since `last`.
+    written: Marks,
 }
 
 /// What [`Env::visit`] found at a prune point.
 enum Visit {
     /// An explored state includes this one; its precise scalars and the
     /// stack slots its paths read.
-    Pruned(Marks, [u64; FRAMES]),
+    Pruned(Marks, Marks),
     /// Recorded as a new explored state.
     New(usize),
     /// Neither.
@@ -243,10 +243,10 @@ struct Env<'a> {
     step_slot: Option<(u8, u8)>,
     /// The scalars linked to the current conditional jump's operands.
     step_linked: Vec<(u8, u8)>,
-    /// Stack slots (per frame) the current instruction read.
-    step_reads: [u64; FRAMES],
-    /// Stack slots (per frame) the current instruction wrote whole.
-    step_writes: [u64; FRAMES],
+    /// Stack slots the current instruction read.
+    step_reads: Marks,
+    /// Stack slots the current instruction wrote whole.
+    step_writes: Marks,
 }
 
 /// What an instruction does to control flow.
@@ -298,7 +298,7 @@ impl<'a> Env<'a> {
             last: None,
             from: None,
             hist: Vec::new(),
-            written: [0; FRAMES],
+            written: Marks::default(),
         }];
         while let Some(mut path) = work.pop() {
             if self.opts.log_level > 0 {
@@ -336,9 +336,7 @@ impl<'a> Env<'a> {
                             let fr = path.state.frames.len() - 1;
                             self.backtrack(&path.hist, path.last, marks, fr);
                             // And so must the stack it read.
-                            for (f, &m) in reads.iter().enumerate() {
-                                self.mark_read(&path.written, path.last, f, m);
-                            }
+                            self.mark_read(&path.written, path.last, reads);
                             self.finish(path.last);
                             break;
                         }
@@ -359,8 +357,8 @@ impl<'a> Env<'a> {
                 self.demand = Marks::default();
                 self.step_slot = None;
                 self.step_linked.clear();
-                self.step_reads = [0; FRAMES];
-                self.step_writes = [0; FRAMES];
+                self.step_reads = Marks::default();
+                self.step_writes = Marks::default();
                 let flow = match self.step(&mut path.state, pc, &insn) {
                     Ok(f) => f,
                     Err(mut e) => {
@@ -391,19 +389,28 @@ impl<'a> Env<'a> {
                     let marks = std::mem::take(&mut self.demand);
                     self.backtrack(&path.hist, path.last, marks, fr);
                 }
-                for f in 0..FRAMES {
-                    let m = self.step_reads[f];
-                    if m != 0 {
-                        self.mark_read(&path.written, path.last, f, m);
+                // Registers: what the instruction reads and writes in its
+                // frame; a call starts a frame whose registers and slots
+                // hold nothing older; a return redefines the caller's r0-r5.
+                let (uses, defs) = cfg::uses_defs(&insn);
+                if fr < FRAMES {
+                    self.step_reads.regs[fr] |= uses;
+                    match insn {
+                        Insn::CallLocal(_) => {
+                            if let Some(f) = fr.checked_add(1).filter(|&f| f < FRAMES) {
+                                self.step_writes.regs[f] = u16::MAX;
+                                self.step_writes.slots[f] = u64::MAX;
+                            }
+                        }
+                        Insn::Exit if fr > 0 => self.step_writes.regs[fr - 1] |= 0b11_1111,
+                        _ => self.step_writes.regs[fr] |= defs,
                     }
-                    path.written[f] |= self.step_writes[f];
                 }
-                if let Insn::CallLocal(_) = insn {
-                    // A new frame: none of its slots holds anything older.
-                    if let Some(w) = path.written.get_mut(path.state.frames.len() - 1) {
-                        *w = u64::MAX;
-                    }
+                if !self.step_reads.is_empty() {
+                    let reads = self.step_reads;
+                    self.mark_read(&path.written, path.last, reads);
                 }
+                path.written.or(&self.step_writes);
                 path.hist.push(Step {
                     pc: pc as u32,
                     slot: self.step_slot.take(),
@@ -499,6 +506,7 @@ impl<'a> Env<'a> {
             })
             .collect();
         let mut slots = static_slots.clone();
+        let mut regs = live.clone();
         let mut evict = Vec::new();
         let mut cur_fp = None;
         for (k, &id) in self.by_pc[path.pc].iter().enumerate() {
@@ -506,10 +514,14 @@ impl<'a> Env<'a> {
             if v.branches == 0 {
                 // Complete: its read marks are final.
                 for (f, m) in slots.iter_mut().enumerate() {
-                    *m = static_slots[f] & v.read.get(f).copied().unwrap_or(u64::MAX);
+                    *m = static_slots[f] & v.read.slots.get(f).copied().unwrap_or(u64::MAX);
                 }
-                if v.state
-                    .includes_live(&path.state, uninit, &live, &slots, precision)
+                for (f, m) in regs.iter_mut().enumerate() {
+                    *m = live[f] & v.read.regs.get(f).copied().unwrap_or(u16::MAX);
+                }
+                if v
+                    .state
+                    .includes_live(&path.state, uninit, &regs, &slots, precision)
                 {
                     v.hits += 1;
                     return Ok(Visit::Pruned(precise_marks(&v.state, &live), v.read));
@@ -553,7 +565,7 @@ impl<'a> Env<'a> {
             state: path.state.clone(),
             hist: std::mem::take(&mut path.hist),
             written: std::mem::take(&mut path.written),
-            read: [0; FRAMES],
+            read: Marks::default(),
             branches: 1,
             parent: path.last,
             hits: 0,
@@ -628,18 +640,20 @@ impl<'a> Env<'a> {
     /// Records that the current path read the stack slots `mask` of frame
     /// `f`: each state up the chain from `last` needs them, up to the one
     /// after which the path wrote them whole (`mark_reg_read`).
-    fn mark_read(&mut self, written: &[u64; FRAMES], last: Option<usize>, f: usize, mask: u64) {
-        let mut m = mask & !written.get(f).copied().unwrap_or(0);
+    fn mark_read(&mut self, written: &Marks, last: Option<usize>, reads: Marks) {
+        let mut m = reads.minus(written);
         let mut at = last;
         while let Some(id) = at {
-            let v = &mut self.visited[id];
-            if m == 0 || v.state.frames.len() <= f {
+            if m.is_empty() {
                 return;
             }
+            let v = &mut self.visited[id];
+            // Frames the state does not have were made after it.
+            m.keep_frames(v.state.frames.len());
             // Already marked: so are the states above it.
-            let new = m & !v.read[f];
-            v.read[f] |= new;
-            m = new & !v.written[f];
+            let new = m.minus(&v.read);
+            v.read.or(&new);
+            m = new.minus(&v.written);
             at = v.parent;
         }
     }
@@ -1434,7 +1448,7 @@ impl<'a> Env<'a> {
 
     /// The current instruction reads the bytes `[lo, hi)` of `frame`'s stack.
     fn note_reads(&mut self, frame: u8, lo: i64, hi: i64) {
-        let Some(r) = self.step_reads.get_mut(frame as usize) else {
+        let Some(r) = self.step_reads.slots.get_mut(frame as usize) else {
             return;
         };
         for b in lo.max(-STACK_SIZE)..hi.min(0) {
@@ -1510,7 +1524,7 @@ impl<'a> Env<'a> {
         let bi = (o + 8 * (si as i64 + 1)) as usize;
         match acc {
             Access::Read => {
-                if let Some(r) = self.step_reads.get_mut(frame as usize) {
+                if let Some(r) = self.step_reads.slots.get_mut(frame as usize) {
                     *r |= 1 << si;
                 }
                 let slot = fr.stack[si];
@@ -1570,7 +1584,7 @@ impl<'a> Env<'a> {
                         spill: Some(reg),
                     };
                     self.step_slot = Some((frame, si as u8));
-                    if let Some(w) = self.step_writes.get_mut(frame as usize) {
+                    if let Some(w) = self.step_writes.slots.get_mut(frame as usize) {
                         *w |= 1 << si;
                     }
                     return Ok(reg);

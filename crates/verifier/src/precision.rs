@@ -47,6 +47,32 @@ impl Marks {
         self.regs.iter().all(|&r| r == 0) && self.slots.iter().all(|&s| s == 0)
     }
 
+    /// Those of `self` not in `o`.
+    pub fn minus(&self, o: &Marks) -> Marks {
+        let mut m = *self;
+        for f in 0..FRAMES {
+            m.regs[f] &= !o.regs[f];
+            m.slots[f] &= !o.slots[f];
+        }
+        m
+    }
+
+    /// Adds those of `o`.
+    pub fn or(&mut self, o: &Marks) {
+        for f in 0..FRAMES {
+            self.regs[f] |= o.regs[f];
+            self.slots[f] |= o.slots[f];
+        }
+    }
+
+    /// Drops the frames from `n` on.
+    pub fn keep_frames(&mut self, n: usize) {
+        for f in n.min(FRAMES)..FRAMES {
+            self.regs[f] = 0;
+            self.slots[f] = 0;
+        }
+    }
+
     pub fn reg(&mut self, frame: usize, r: u8) {
         if let Some(m) = self.regs.get_mut(frame) {
             *m |= 1 << r;

@@ -379,6 +379,9 @@ fn bench_programs_are_accepted_like_the_kernel() {
                         ours.error
                     ));
                 }
+                if let Some(stats) = log.lines().find(|l| l.starts_with("processed ")) {
+                    println!("  kernel: {stats}");
+                }
                 let k: u64 = log
                     .lines()
                     .find_map(|l| {
