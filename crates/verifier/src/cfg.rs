@@ -131,10 +131,10 @@ pub fn build(prog: &Program) -> Result<Cfg, VerifierError> {
             }
             Insn::Jmp { .. } => {
                 let t = insn.branch_target(Pc(pc)).map_or(n, |t| t.0);
+                // As the kernel: branch targets, and the conditional jump
+                // itself (before the path splits), not its fall-through.
                 cfg.prune_point[t] = true;
-                if next < n {
-                    cfg.prune_point[next] = true;
-                }
+                cfg.prune_point[pc] = true;
                 work.push(t);
                 work.push(next);
             }

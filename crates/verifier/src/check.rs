@@ -350,7 +350,18 @@ impl<'a> Env<'a> {
                 if self.opts.log_level > 0 {
                     self.log_insn(pc, &insn);
                 }
-                if matches!(insn, Insn::Jmp { .. } | Insn::Ja { .. }) {
+                // The kernel counts every instruction of the jump classes,
+                // calls and exits included.
+                if matches!(
+                    insn,
+                    Insn::Jmp { .. }
+                        | Insn::Ja { .. }
+                        | Insn::Call(_)
+                        | Insn::CallLocal(_)
+                        | Insn::CallKfunc { .. }
+                        | Insn::Callx(_)
+                        | Insn::Exit
+                ) {
                     self.jmps += 1;
                 }
                 let fr = path.state.frames.len() - 1;
@@ -507,9 +518,14 @@ impl<'a> Env<'a> {
             .collect();
         let mut slots = static_slots.clone();
         let mut regs = live.clone();
+        // As the kernel, remember a new state only every few jumps and
+        // instructions, and more rarely while a loop is being unrolled
+        // here (its iterations differ and rarely prune one another).
+        let mut add = self.jmps - self.last_jmps >= 2 && self.processed - self.last_insns >= 8;
         let mut evict = Vec::new();
         let mut cur_fp = None;
-        for (k, &id) in self.by_pc[path.pc].iter().enumerate() {
+        // Newest first, as the kernel's list.
+        for (k, &id) in self.by_pc[path.pc].iter().enumerate().rev() {
             let v = &mut self.visited[id];
             if v.branches == 0 {
                 // Complete: its read marks are final.
@@ -519,42 +535,50 @@ impl<'a> Env<'a> {
                 for (f, m) in regs.iter_mut().enumerate() {
                     *m = live[f] & v.read.regs.get(f).copied().unwrap_or(u16::MAX);
                 }
-                if v
-                    .state
+                if v.state
                     .includes_live(&path.state, uninit, &regs, &slots, precision)
                 {
                     v.hits += 1;
                     return Ok(Visit::Pruned(precise_marks(&v.state, &live), v.read));
                 }
-                v.misses += 1;
-                // As the kernel: a complete state that rarely prunes
-                // anything is dropped to save memory (pruning less is
-                // always sound).
-                if v.misses > v.hits * 3 + 3 {
-                    evict.push(k);
+            } else {
+                if *cur_fp.get_or_insert_with(|| path.state.fingerprint()) == v.fp
+                    && v.state == path.state
+                {
+                    return err(
+                        path.pc,
+                        format!("infinite loop detected at insn {}", path.pc),
+                    );
                 }
-            } else if *cur_fp.get_or_insert_with(|| path.state.fingerprint()) == v.fp
-                && v.state == path.state
-            {
-                return err(
-                    path.pc,
-                    format!("infinite loop detected at insn {}", path.pc),
-                );
+                if self.jmps - self.last_jmps < 20 && self.processed - self.last_insns < 100 {
+                    add = false;
+                }
+            }
+            // A state that rarely prunes anything stops being compared
+            // (pruning less is always sound); misses count only when a new
+            // state will be kept, so that a long loop does not push out
+            // the states of its first iterations.
+            if add {
+                v.misses += 1;
+            }
+            if v.misses > v.hits * 3 + 3 {
+                evict.push(k);
             }
         }
-        for &k in evict.iter().rev() {
+        // (Collected from the highest index down.)
+        for &k in &evict {
             let id = self.by_pc[path.pc].remove(k);
-            self.visited[id].state = State {
-                frames: Vec::new(),
-                refs: Vec::new(),
-            };
-            self.visited[id].hist = Vec::new();
             self.live_states -= 1;
+            // An incomplete state is still an ancestor of live paths.
+            if self.visited[id].branches == 0 {
+                self.visited[id].state = State {
+                    frames: Vec::new(),
+                    refs: Vec::new(),
+                };
+                self.visited[id].hist = Vec::new();
+            }
         }
-        // As the kernel, remember a new state only every few jumps and
-        // instructions (and always at a first visit).
-        let spaced = self.jmps - self.last_jmps >= 2 && self.processed - self.last_insns >= 8;
-        if !spaced && !self.by_pc[path.pc].is_empty() {
+        if !add {
             return Ok(Visit::Continue);
         }
         self.last_jmps = self.jmps;

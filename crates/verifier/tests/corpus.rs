@@ -36,7 +36,7 @@ fn agreement_with_kernel_verdicts() {
     // (ours, kernel's) over the programs both accept.
     let mut insns = (0u64, 0u64);
     // Per program: (ours / kernel's, name).
-    let mut ratios: Vec<(f64, String)> = Vec::new();
+    let mut ratios: Vec<(f64, String, u64, u64)> = Vec::new();
     let mut time_us = (0u64, 0u64);
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -80,6 +80,8 @@ fn agreement_with_kernel_verdicts() {
                 ratios.push((
                     r.insns_processed as f64 / k.max(1) as f64,
                     format!("{object} {name} ({} vs {k})", r.insns_processed),
+                    r.insns_processed,
+                    k,
                 ));
                 time_us.0 += r.time.as_micros() as u64;
                 time_us.1 += v["verification_time_usec"].as_u64().unwrap_or(0);
@@ -147,8 +149,13 @@ fn agreement_with_kernel_verdicts() {
             last.1,
             ratios.len()
         );
-        for (r, what) in ratios.iter().rev().take(8) {
+        for (r, what, _, _) in ratios.iter().rev().take(8) {
             println!("  {r:.2}x {what}");
+        }
+        let mut excess: Vec<&(f64, String, u64, u64)> = ratios.iter().collect();
+        excess.sort_by_key(|r| std::cmp::Reverse(r.2.saturating_sub(r.3)));
+        for (r, what, _, _) in excess.iter().take(3) {
+            println!("  most insns over the kernel's: {r:.2}x {what}");
         }
     }
     for d in &disagreements {
