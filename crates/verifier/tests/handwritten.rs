@@ -369,6 +369,24 @@ fn cases() -> Vec<Case> {
             10,
             "invalid write to stack R1 off=7 size=1",
         ),
+        bad(
+            "stack_read_marks_keep_a_spill_compared",
+            Xdp,
+            "call 7\nr6 = r0\nr7 = 4\nif r6 > 10 goto L1\ngoto L2\nL1:\nr7 = 8\nL2:\n\
+             *(u64 *)(r10 - 16) = r7\nr7 = 0\nr2 = 0\nif r6 > 20 goto L3\nr2 = 1\nL3:\n\
+             r7 = *(u64 *)(r10 - 16)\nr1 = r10\nr1 += -8\nr1 += r7\nr0 = 0\n*(u8 *)(r1 + 0) = r0\nexit\n",
+            16,
+            "invalid write to stack R1 off=0 size=1",
+        ),
+        bad(
+            "stack_read_marks_propagate_from_pruned_paths",
+            Xdp,
+            "call 7\nr6 = r0\ncall 7\nr8 = r0\nr7 = 0\n*(u64 *)(r10 - 16) = r7\nif r6 > 5 goto Y\ngoto J2\n\
+             Y:\nif r8 > 5 goto Z\ngoto J1\nZ:\nr7 = 8\n*(u64 *)(r10 - 16) = r7\nJ1:\nr7 = 0\nr2 = 0\ngoto J2\n\
+             J2:\nr7 = *(u64 *)(r10 - 16)\nr1 = r10\nr1 += -8\nr1 += r7\nr0 = 0\n*(u8 *)(r1 + 0) = r0\nexit\n",
+            20,
+            "invalid write to stack R1 off=0 size=1",
+        ),
         ok(
             "precision_irrelevant_scalar_pruned",
             Xdp,
