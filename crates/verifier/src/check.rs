@@ -73,6 +73,8 @@ pub struct Report {
     pub states: u64,
     /// Most states remembered at once.
     pub peak_states: u64,
+    /// Most states remembered at one instruction.
+    pub max_states_per_insn: u64,
     /// Wall time.
     pub time: Duration,
     /// The kernel-style log (empty at log level 0).
@@ -103,6 +105,7 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         last_jmps: 0,
         last_insns: 0,
         peak: 0,
+        max_per_insn: 0,
         log: String::new(),
         depth: Vec::new(),
         demand: Marks::default(),
@@ -132,9 +135,10 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
     if opts.log_level > 0 {
         let _ = writeln!(
             env.log,
-            "processed {} insns (limit {}) total_states {} peak_states {}",
+            "processed {} insns (limit {}) max_states_per_insn {} total_states {} peak_states {}",
             env.processed,
             opts.insn_limit,
+            env.max_per_insn,
             env.visited.len(),
             env.peak
         );
@@ -149,6 +153,7 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         insns_processed: env.processed,
         states: env.visited.len() as u64,
         peak_states: env.peak,
+        max_states_per_insn: env.max_per_insn,
         time: start.elapsed(),
         log: env.log,
     }
@@ -233,6 +238,7 @@ struct Env<'a> {
     last_jmps: u64,
     last_insns: u64,
     peak: u64,
+    max_per_insn: u64,
     log: String,
     /// Deepest stack use of each subprogram, bytes.
     depth: Vec<i64>,
@@ -596,6 +602,7 @@ impl<'a> Env<'a> {
             misses: 0,
         });
         self.by_pc[path.pc].push(id);
+        self.max_per_insn = self.max_per_insn.max(self.by_pc[path.pc].len() as u64);
         self.live_states += 1;
         self.peak = self.peak.max(self.live_states);
         Ok(Visit::New(id))
