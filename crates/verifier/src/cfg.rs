@@ -210,7 +210,12 @@ pub(crate) fn uses_defs(insn: &Insn) -> (u16, u16) {
         Insn::LoadInd { src, .. } => (bit(Reg::R6) | bit(src), R0_TO_R5),
         Insn::Ja { .. } => (0, 0),
         Insn::Jmp { dst, src, .. } => (bit(dst) | src_bit(src), 0),
-        Insn::Call(_) | Insn::CallLocal(_) => (ARGS, R0_TO_R5),
+        // A helper reads only its arguments (r1 up to its last one).
+        Insn::Call(id) => match crate::helpers::proto(id.0) {
+            Some(p) => (ARGS & ((1u16 << (p.args.len() + 1)) - 1), R0_TO_R5),
+            None => (ARGS, R0_TO_R5),
+        },
+        Insn::CallLocal(_) => (ARGS, R0_TO_R5),
         Insn::CallKfunc { .. } | Insn::Callx(_) => (u16::MAX, R0_TO_R5),
         Insn::Exit => (1, 0),
     }
@@ -379,9 +384,17 @@ mod tests {
         assert_eq!(regs(live[3]), Vec::<usize>::new());
         assert_eq!(regs(live[4]), vec![3]);
         assert_eq!(regs(live[5]), vec![0]);
-        // A helper call reads r1-r5; r6 lives across it.
+        // A helper call reads its arguments only (ktime_get_ns none,
+        // map_lookup_elem r1 and r2); r6 lives across it.
         let p = prog("r6 = 1\nr1 = 2\ncall 0x5\nr0 = r6\nexit\n");
         let live = build(&p).unwrap().live_in;
-        assert_eq!(regs(live[2]), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(regs(live[2]), vec![6]);
+        let p = prog("r6 = 1\nr1 = 2\ncall 0x1\nr0 = r6\nexit\n");
+        let live = build(&p).unwrap().live_in;
+        assert_eq!(regs(live[2]), vec![1, 2, 6]);
+        // A bpf-to-bpf call may read r1-r5.
+        let p = prog("r6 = 1\ncall f\nr0 = r6\nexit\nf:\nr0 = 0\nexit\n");
+        let live = build(&p).unwrap().live_in;
+        assert_eq!(regs(live[1]), vec![1, 2, 3, 4, 5, 6]);
     }
 }

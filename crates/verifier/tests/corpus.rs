@@ -166,12 +166,12 @@ fn agreement_with_kernel_verdicts() {
     }
     // Pruning as effective as the kernel's (precision tracking, read
     // marks, the kernel's checkpoint heuristics): regression limits,
-    // slightly looser than what the verifier achieves (1.02x overall,
-    // 214 of 227 programs within 1.1x, worst 1.94x).
+    // slightly looser than what the verifier achieves (1.00x overall,
+    // 221 of 227 programs within 1.1x, worst 1.53x).
     if !ratios.is_empty() {
         let within = ratios.iter().filter(|r| r.0 <= 1.1).count();
         assert!(
-            insns.0 * 100 <= insns.1 * 110,
+            insns.0 * 100 <= insns.1 * 105,
             "processed {} insns, kernel {}",
             insns.0,
             insns.1
