@@ -654,3 +654,175 @@ fn helper_availability_matches_kernel() {
     }
     assert!(diffs.is_empty());
 }
+
+/// Pruning soundness in loops, where precision tracking and read marks
+/// matter most: random bounded loops whose bodies compute on context
+/// values, branch forward, spill and fill, and access the stack at computed
+/// offsets. Every program bpfkit accepts must run in the interpreter (which
+/// checks every access) without a trap. (Interpreter only: this machine's
+/// kernel must not get an open-ended stream of generated programs.)
+#[test]
+fn accepted_loop_programs_do_not_trap() {
+    use bpfkit_interp::Interpreter;
+    use bpfkit_isa::{AluOp, Cond, Reg, Size, Src, Width};
+    use bpfkit_runtime::{Helpers, Memory, RegionKind};
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+    const REGS: [Reg; 5] = [Reg::R1, Reg::R2, Reg::R3, Reg::R4, Reg::R5];
+    const CTX: [i16; 5] = [0, 8, 32, 48, 52];
+    let alu = |op: AluOp, dst: Reg, src: Src| Insn::Alu {
+        width: Width::W64,
+        op,
+        dst,
+        src,
+    };
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let helpers = Helpers::new();
+    let (mut accepted, mut rejected, mut failures) = (0, 0, Vec::new());
+    for n in 0..2500 {
+        let mut insns = vec![alu(AluOp::Mov, Reg::R6, Src::Reg(Reg::R1))];
+        for &r in &REGS {
+            insns.push(Insn::Load {
+                size: Size::W,
+                sign_extend: false,
+                dst: r,
+                src: Reg::R6,
+                off: CTX[rng.below(5) as usize],
+            });
+        }
+        for k in 1..=8 {
+            insns.push(Insn::Store {
+                size: Size::DW,
+                dst: Reg::R10,
+                off: -8 * k,
+                src: Src::Imm(0),
+            });
+        }
+        insns.push(alu(AluOp::Mov, Reg::R0, Src::Imm(0)));
+        insns.push(alu(AluOp::Mov, Reg::R9, Src::Imm(0)));
+        let head = insns.len();
+        // The body, as groups of instructions; a jump skips whole groups.
+        let mut groups: Vec<Vec<Insn>> = Vec::new();
+        for _ in 0..3 + rng.below(6) {
+            let a = REGS[rng.below(5) as usize];
+            let b = REGS[rng.below(5) as usize];
+            let g = match rng.below(8) {
+                0 => vec![alu(
+                    AluOp::And,
+                    a,
+                    Src::Imm([7, 15, 63, 127][rng.below(4) as usize]),
+                )],
+                1 => vec![alu(
+                    [AluOp::Add, AluOp::Sub, AluOp::Mov, AluOp::Or][rng.below(4) as usize],
+                    a,
+                    Src::Reg(b),
+                )],
+                2 => vec![alu(
+                    [AluOp::Add, AluOp::Mov, AluOp::Rsh, AluOp::Xor][rng.below(4) as usize],
+                    a,
+                    Src::Imm(rng.below(9) as i32),
+                )],
+                3 => vec![Insn::Store {
+                    size: Size::DW,
+                    dst: Reg::R10,
+                    off: -8 * (1 + rng.below(8) as i16),
+                    src: Src::Reg(a),
+                }],
+                4 => vec![Insn::Load {
+                    size: Size::DW,
+                    sign_extend: false,
+                    dst: a,
+                    src: Reg::R10,
+                    off: -8 * (1 + rng.below(8) as i16),
+                }],
+                5 => vec![
+                    alu(AluOp::Mov, Reg::R7, Src::Reg(Reg::R10)),
+                    alu(AluOp::Add, Reg::R7, Src::Imm(-64)),
+                    alu(AluOp::Add, Reg::R7, Src::Reg(a)),
+                    Insn::Store {
+                        size: Size::B,
+                        dst: Reg::R7,
+                        off: 0,
+                        src: Src::Reg(Reg::R9),
+                    },
+                ],
+                // A branch; its offset is set below.
+                _ => vec![Insn::Jmp {
+                    width: Width::W64,
+                    cond: [Cond::Gt, Cond::Lt, Cond::Eq, Cond::Ne][rng.below(4) as usize],
+                    dst: a,
+                    src: if rng.below(2) == 0 {
+                        Src::Imm(rng.below(80) as i32)
+                    } else {
+                        Src::Reg(b)
+                    },
+                    off: 0,
+                }],
+            };
+            groups.push(g);
+        }
+        let count = groups.len();
+        // A jump skips up to the rest of the body (to the counter's
+        // increment).
+        for i in 0..count {
+            if !matches!(groups[i].first(), Some(Insn::Jmp { .. })) {
+                continue;
+            }
+            let skip = rng.below((count - i) as u64) as usize;
+            let len: usize = groups[i + 1..i + 1 + skip].iter().map(|g| g.len()).sum();
+            if let Some(Insn::Jmp { off, .. }) = groups[i].first_mut() {
+                *off = len as i16;
+            }
+        }
+        for g in groups {
+            insns.extend(g);
+        }
+        insns.push(alu(AluOp::Add, Reg::R9, Src::Imm(1)));
+        let back = head as i64 - insns.len() as i64 - 1;
+        insns.push(Insn::Jmp {
+            width: Width::W64,
+            cond: Cond::Lt,
+            dst: Reg::R9,
+            src: Src::Imm(2 + rng.below(5) as i32),
+            off: back as i16,
+        });
+        insns.push(alu(AluOp::Mov, Reg::R0, Src::Imm(0)));
+        insns.push(Insn::Exit);
+        let prog = Program::from_insns(insns).unwrap();
+        let r = verify(&prog, ProgType::SocketFilter, &[], &Options::default());
+        if r.verdict == Verdict::Rejected {
+            rejected += 1;
+            continue;
+        }
+        accepted += 1;
+        let mut interp = Interpreter::new(&prog, &helpers).unwrap();
+        for _ in 0..8 {
+            let mut ctx: Vec<u8> = (0..192).map(|_| rng.next() as u8).collect();
+            let mut mem = Memory::new();
+            let addr = mem.add(RegionKind::Context, &mut ctx);
+            if let Err(t) = interp.run(&mut mem, &[addr]) {
+                failures.push(format!(
+                    "program {n}: {t:?}\n{}",
+                    bpfkit_isa::disasm::format_llvm_program(&prog)
+                ));
+                break;
+            }
+        }
+        if failures.len() > 3 {
+            break;
+        }
+    }
+    eprintln!("loops: {accepted} accepted, {rejected} rejected");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(accepted > 300 && rejected > 300, "{accepted} / {rejected}");
+}
