@@ -315,15 +315,20 @@ impl Slot {
         precision: bool,
     ) -> bool {
         if let Some(old) = &self.spill {
-            // A whole imprecise scalar: any 8 bytes of data read as some
-            // scalar, which is all it promised.
-            if precision && old.is_scalar() && !old.precise && self.spill_size() == 8 {
-                let data = |b: &SlotByte| matches!(b, SlotByte::Misc | SlotByte::Zero);
-                match &new.spill {
-                    Some(n) if n.is_scalar() => return true,
-                    None if new.bytes.iter().all(data) => return true,
-                    _ => {}
-                }
+            // An imprecise scalar spill promises only some number: its
+            // bytes compare as unknown data (which any data includes).
+            if precision && old.is_scalar() && !old.precise {
+                let data = Slot {
+                    bytes: self.bytes.map(|b| {
+                        if b == SlotByte::Spill {
+                            SlotByte::Misc
+                        } else {
+                            b
+                        }
+                    }),
+                    spill: None,
+                };
+                return data.includes(new, ids, uninit_readable, precision);
             }
             return match &new.spill {
                 Some(n) => self.bytes == new.bytes && old.includes(n, ids, precision),

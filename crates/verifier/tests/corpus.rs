@@ -166,7 +166,7 @@ fn agreement_with_kernel_verdicts() {
     }
     // Pruning as effective as the kernel's (precision tracking, read
     // marks, the kernel's checkpoint heuristics): regression limits,
-    // slightly looser than what the verifier achieves (1.00x overall,
+    // slightly looser than what the verifier achieves (0.97x overall,
     // 221 of 227 programs within 1.1x, worst 1.53x).
     if !ratios.is_empty() {
         let within = ratios.iter().filter(|r| r.0 <= 1.1).count();
@@ -412,12 +412,7 @@ fn bench_programs_are_accepted_like_the_kernel() {
                         Err(bpfkit_kernel::KernelError::Rejected { log, .. }) => (log, false),
                         Err(e) => panic!("{e}"),
                     };
-                let known_gap = KNOWN_TOO_LARGE.contains(&file.as_ref())
-                    && ours
-                        .error
-                        .as_ref()
-                        .is_some_and(|e| e.message.starts_with("BPF program is too large"));
-                if kernel_accepts != ours.error.is_none() && !known_gap {
+                if kernel_accepts != ours.error.is_none() {
                     failures.push(format!(
                         "{file} {}: kernel {}, ours {:?}",
                         p.name,
@@ -453,7 +448,3 @@ fn bench_programs_are_accepted_like_the_kernel() {
 /// How many times the kernel's processed instructions the benchmark
 /// programs may take here.
 const BENCH_RATIO: f64 = 1.15;
-
-/// Benchmark programs the kernel accepts that bpfkit still gives up on
-/// (1,000,000 processed instructions, the kernel 556,523 for the parser).
-const KNOWN_TOO_LARGE: &[&str] = &["xdp_parser.o"];

@@ -387,6 +387,16 @@ fn cases() -> Vec<Case> {
             20,
             "invalid write to stack R1 off=0 size=1",
         ),
+        bad(
+            "precision_narrow_spill_against_unknown_bytes",
+            Xdp,
+            "call 7\nr6 = r0\nr7 = r6\nr7 &= 7\nif r6 > 10 goto L1\n\
+             *(u32 *)(r10 - 4) = r6\n*(u32 *)(r10 - 8) = r7\ngoto L2\n\
+             L1:\n*(u32 *)(r10 - 8) = r6\n*(u32 *)(r10 - 4) = r6\n\
+             L2:\nr8 = *(u32 *)(r10 - 8)\nr1 = r10\nr1 += -16\nr1 += r8\nr0 = 0\n*(u8 *)(r1 + 0) = r0\nexit\n",
+            15,
+            "invalid unbounded variable-offset write to stack R1",
+        ),
         ok(
             "precision_irrelevant_scalar_pruned",
             Xdp,
@@ -716,7 +726,7 @@ fn accepted_loop_programs_do_not_trap() {
         for _ in 0..3 + rng.below(6) {
             let a = REGS[rng.below(5) as usize];
             let b = REGS[rng.below(5) as usize];
-            let g = match rng.below(8) {
+            let g = match rng.below(10) {
                 0 => vec![alu(
                     AluOp::And,
                     a,
@@ -756,6 +766,20 @@ fn accepted_loop_programs_do_not_trap() {
                         src: Src::Reg(Reg::R9),
                     },
                 ],
+                // Narrow spills and fills, at and beside a slot's start.
+                6 => vec![Insn::Store {
+                    size: Size::W,
+                    dst: Reg::R10,
+                    off: -8 * (1 + rng.below(8) as i16) + 4 * rng.below(2) as i16,
+                    src: Src::Reg(a),
+                }],
+                7 => vec![Insn::Load {
+                    size: Size::W,
+                    sign_extend: false,
+                    dst: a,
+                    src: Reg::R10,
+                    off: -8 * (1 + rng.below(8) as i16) + 4 * rng.below(2) as i16,
+                }],
                 // A branch; its offset is set below.
                 _ => vec![Insn::Jmp {
                     width: Width::W64,
