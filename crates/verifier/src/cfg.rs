@@ -23,6 +23,11 @@ pub struct Cfg {
     /// For each slot, the registers (bit `i` for `ri`) that some path from
     /// there may read before writing them.
     pub live_in: Vec<u16>,
+    /// For each slot, the current frame's 8-byte stack slots (bit `i` for
+    /// the slot at `fp-8(i+1)`) that some path from there may read before
+    /// overwriting them whole. Reads through other pointers than `r10`,
+    /// helper and function calls count as reading every slot.
+    pub slot_live_in: Vec<u64>,
 }
 
 impl Cfg {
@@ -78,6 +83,7 @@ pub fn build(prog: &Program) -> Result<Cfg, VerifierError> {
         subprogs: starts,
         prune_point: vec![false; n],
         live_in: vec![u16::MAX; n],
+        slot_live_in: vec![u64::MAX; n],
     };
     let mut cfg = cfg0;
     // Jumps stay inside their subprogram; each subprogram ends in exit/ja.
@@ -125,10 +131,10 @@ pub fn build(prog: &Program) -> Result<Cfg, VerifierError> {
             }
             Insn::Jmp { .. } => {
                 let t = insn.branch_target(Pc(pc)).map_or(n, |t| t.0);
+                // As the kernel: branch targets, and the conditional jump
+                // itself (before the path splits), not its fall-through.
                 cfg.prune_point[t] = true;
-                if next < n {
-                    cfg.prune_point[next] = true;
-                }
+                cfg.prune_point[pc] = true;
                 work.push(t);
                 work.push(next);
             }
@@ -152,6 +158,7 @@ pub fn build(prog: &Program) -> Result<Cfg, VerifierError> {
         }
     }
     cfg.live_in = liveness(prog);
+    cfg.slot_live_in = slot_liveness(prog);
     Ok(cfg)
 }
 
@@ -203,10 +210,96 @@ pub(crate) fn uses_defs(insn: &Insn) -> (u16, u16) {
         Insn::LoadInd { src, .. } => (bit(Reg::R6) | bit(src), R0_TO_R5),
         Insn::Ja { .. } => (0, 0),
         Insn::Jmp { dst, src, .. } => (bit(dst) | src_bit(src), 0),
-        Insn::Call(_) | Insn::CallLocal(_) => (ARGS, R0_TO_R5),
+        // A helper reads only its arguments (r1 up to its last one).
+        Insn::Call(id) => match crate::helpers::proto(id.0) {
+            Some(p) => (ARGS & ((1u16 << (p.args.len() + 1)) - 1), R0_TO_R5),
+            None => (ARGS, R0_TO_R5),
+        },
+        Insn::CallLocal(_) => (ARGS, R0_TO_R5),
         Insn::CallKfunc { .. } | Insn::Callx(_) => (u16::MAX, R0_TO_R5),
         Insn::Exit => (1, 0),
     }
+}
+
+/// The stack slots an access `[off, off + size)` from `r10` touches.
+fn slots_of(off: i16, size: bpfkit_isa::Size) -> u64 {
+    let n = match size {
+        bpfkit_isa::Size::B => 1,
+        bpfkit_isa::Size::H => 2,
+        bpfkit_isa::Size::W => 4,
+        bpfkit_isa::Size::DW => 8,
+    };
+    let mut m = 0u64;
+    for b in i64::from(off)..i64::from(off) + n {
+        if (-512..0).contains(&b) {
+            m |= 1 << ((-b - 1) / 8);
+        }
+    }
+    m
+}
+
+/// (slots read, slots overwritten whole) of the current frame's stack.
+fn slot_uses_defs(insn: &Insn) -> (u64, u64) {
+    match *insn {
+        Insn::Load { src, off, size, .. } => {
+            if src == Reg::R10 {
+                (slots_of(off, size), 0)
+            } else {
+                (u64::MAX, 0)
+            }
+        }
+        Insn::Store { dst, off, size, .. }
+            if dst == Reg::R10 && size == bpfkit_isa::Size::DW && off % 8 == 0 =>
+        {
+            (0, slots_of(off, size))
+        }
+        Insn::Atomic { dst, off, size, .. } => {
+            if dst == Reg::R10 {
+                (slots_of(off, size), 0)
+            } else {
+                (u64::MAX, 0)
+            }
+        }
+        Insn::Call(_) | Insn::CallLocal(_) | Insn::CallKfunc { .. } | Insn::Callx(_) => {
+            (u64::MAX, 0)
+        }
+        _ => (0, 0),
+    }
+}
+
+/// Backward liveness of the current frame's stack slots.
+fn slot_liveness(prog: &Program) -> Vec<u64> {
+    let n = prog.slot_count();
+    let insns: Vec<(usize, Insn)> = prog.iter().map(|(pc, i)| (pc.0, *i)).collect();
+    let mut live = vec![0u64; n + 1];
+    loop {
+        let mut changed = false;
+        for &(pc, insn) in insns.iter().rev() {
+            let next = pc + insn.slots();
+            let target = match insn {
+                Insn::Ja { .. } | Insn::Jmp { .. } => insn.branch_target(Pc(pc)).map(|t| t.0),
+                _ => None,
+            };
+            let out = match insn {
+                // The frame ends.
+                Insn::Exit => 0,
+                Insn::Ja { .. } => target.map_or(u64::MAX, |t| live[t.min(n)]),
+                Insn::Jmp { .. } => live[next.min(n)] | target.map_or(u64::MAX, |t| live[t.min(n)]),
+                _ => live[next.min(n)],
+            };
+            let (uses, defs) = slot_uses_defs(&insn);
+            let new = uses | (out & !defs);
+            if new != live[pc] {
+                live[pc] = new;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    live.truncate(n);
+    live
 }
 
 /// Backward liveness of registers over each function's control flow.
@@ -291,9 +384,17 @@ mod tests {
         assert_eq!(regs(live[3]), Vec::<usize>::new());
         assert_eq!(regs(live[4]), vec![3]);
         assert_eq!(regs(live[5]), vec![0]);
-        // A helper call reads r1-r5; r6 lives across it.
+        // A helper call reads its arguments only (ktime_get_ns none,
+        // map_lookup_elem r1 and r2); r6 lives across it.
         let p = prog("r6 = 1\nr1 = 2\ncall 0x5\nr0 = r6\nexit\n");
         let live = build(&p).unwrap().live_in;
-        assert_eq!(regs(live[2]), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(regs(live[2]), vec![6]);
+        let p = prog("r6 = 1\nr1 = 2\ncall 0x1\nr0 = r6\nexit\n");
+        let live = build(&p).unwrap().live_in;
+        assert_eq!(regs(live[2]), vec![1, 2, 6]);
+        // A bpf-to-bpf call may read r1-r5.
+        let p = prog("r6 = 1\ncall f\nr0 = r6\nexit\nf:\nr0 = 0\nexit\n");
+        let live = build(&p).unwrap().live_in;
+        assert_eq!(regs(live[1]), vec![1, 2, 3, 4, 5, 6]);
     }
 }

@@ -12,6 +12,7 @@ use crate::cfg::{self, Cfg};
 use crate::ctx::{self, CtxField};
 use crate::domain::scalar::{branch_taken, refine, Scalar};
 use crate::helpers::{self, Arg, Ret};
+use crate::precision::{self, Marks, Step, FRAMES, LINKED_SLOT};
 use crate::state::{Frame, PtrKind, RegState, RegType, Slot, SlotByte, State, STACK_SIZE};
 use crate::VerifierError;
 
@@ -72,6 +73,8 @@ pub struct Report {
     pub states: u64,
     /// Most states remembered at once.
     pub peak_states: u64,
+    /// Most states remembered at one instruction.
+    pub max_states_per_insn: u64,
     /// Wall time.
     pub time: Duration,
     /// The kernel-style log (empty at log level 0).
@@ -88,6 +91,7 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
             subprogs: vec![0],
             prune_point: Vec::new(),
             live_in: Vec::new(),
+            slot_live_in: Vec::new(),
         },
         t: prog_type,
         maps: maps.to_vec(),
@@ -101,8 +105,14 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         last_jmps: 0,
         last_insns: 0,
         peak: 0,
+        max_per_insn: 0,
         log: String::new(),
         depth: Vec::new(),
+        demand: Marks::default(),
+        step_slot: None,
+        step_linked: Vec::new(),
+        step_reads: Marks::default(),
+        step_writes: Marks::default(),
     };
     let result = cfg::build(prog).and_then(|c| {
         if opts.unprivileged {
@@ -125,9 +135,10 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
     if opts.log_level > 0 {
         let _ = writeln!(
             env.log,
-            "processed {} insns (limit {}) total_states {} peak_states {}",
+            "processed {} insns (limit {}) max_states_per_insn {} total_states {} peak_states {}",
             env.processed,
             opts.insn_limit,
+            env.max_per_insn,
             env.visited.len(),
             env.peak
         );
@@ -142,6 +153,7 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         insns_processed: env.processed,
         states: env.visited.len() as u64,
         peak_states: env.peak,
+        max_states_per_insn: env.max_per_insn,
         time: start.elapsed(),
         log: env.log,
     }
@@ -171,6 +183,17 @@ fn slot_table(prog: &Program) -> Vec<Option<Insn>> {
 
 struct Visited {
     state: State,
+    /// [`State::fingerprint`], to find equal states quickly.
+    fp: u64,
+    /// The instructions from the parent state to this one.
+    hist: Vec<Step>,
+    /// Registers and stack slots (whole) written between the parent state
+    /// and this one.
+    written: Marks,
+    /// Registers and stack slots some path from this state read before
+    /// writing them (the kernel's `REG_LIVE_READ`): once the state is
+    /// complete, only those need comparing.
+    read: Marks,
     /// Live paths below this state; 0 when its exploration is complete.
     branches: u32,
     parent: Option<usize>,
@@ -183,6 +206,21 @@ struct Path {
     pc: usize,
     last: Option<usize>,
     from: Option<usize>,
+    /// The instructions processed since `last`.
+    hist: Vec<Step>,
+    /// Registers and stack slots (whole) written since `last`.
+    written: Marks,
+}
+
+/// What [`Env::visit`] found at a prune point.
+enum Visit {
+    /// An explored state includes this one; its precise scalars and the
+    /// stack slots its paths read.
+    Pruned(Marks, Marks),
+    /// Recorded as a new explored state.
+    New(usize),
+    /// Neither.
+    Continue,
 }
 
 struct Env<'a> {
@@ -200,9 +238,21 @@ struct Env<'a> {
     last_jmps: u64,
     last_insns: u64,
     peak: u64,
+    max_per_insn: u64,
     log: String,
     /// Deepest stack use of each subprogram, bytes.
     depth: Vec<i64>,
+    /// Values the current instruction's checks depended on, to be marked
+    /// precise along the path (see [`precision`]).
+    demand: Marks,
+    /// The stack slot the current instruction spilled to or filled from.
+    step_slot: Option<(u8, u8)>,
+    /// The scalars linked to the current conditional jump's operands.
+    step_linked: Vec<(u8, u8)>,
+    /// Stack slots the current instruction read.
+    step_reads: Marks,
+    /// Stack slots the current instruction wrote whole.
+    step_writes: Marks,
 }
 
 /// What an instruction does to control flow.
@@ -253,6 +303,8 @@ impl<'a> Env<'a> {
             pc: 0,
             last: None,
             from: None,
+            hist: Vec::new(),
+            written: Marks::default(),
         }];
         while let Some(mut path) = work.pop() {
             if self.opts.log_level > 0 {
@@ -279,16 +331,23 @@ impl<'a> Env<'a> {
                     );
                 }
                 if self.cfg.prune_point.get(pc).copied().unwrap_or(false) {
-                    match self.visit(&path)? {
-                        None => {
+                    match self.visit(&mut path)? {
+                        Visit::Pruned(marks, reads) => {
                             if self.opts.log_level > 0 {
                                 let _ = writeln!(self.log, "{pc}: safe");
                             }
+                            // What made the explored state safe must hold
+                            // on this path's states too, which are still
+                            // being explored (`propagate_precision`).
+                            let fr = path.state.frames.len() - 1;
+                            self.backtrack(&path.hist, path.last, marks, fr);
+                            // And so must the stack it read.
+                            self.mark_read(&path.written, path.last, reads);
                             self.finish(path.last);
                             break;
                         }
-                        Some(Some(id)) => path.last = Some(id),
-                        Some(None) => {}
+                        Visit::New(id) => path.last = Some(id),
+                        Visit::Continue => {}
                     }
                 }
                 let Some(insn) = self.slots.get(pc).copied().flatten() else {
@@ -297,9 +356,26 @@ impl<'a> Env<'a> {
                 if self.opts.log_level > 0 {
                     self.log_insn(pc, &insn);
                 }
-                if matches!(insn, Insn::Jmp { .. } | Insn::Ja { .. }) {
+                // The kernel counts every instruction of the jump classes,
+                // calls and exits included.
+                if matches!(
+                    insn,
+                    Insn::Jmp { .. }
+                        | Insn::Ja { .. }
+                        | Insn::Call(_)
+                        | Insn::CallLocal(_)
+                        | Insn::CallKfunc { .. }
+                        | Insn::Callx(_)
+                        | Insn::Exit
+                ) {
                     self.jmps += 1;
                 }
+                let fr = path.state.frames.len() - 1;
+                self.demand = Marks::default();
+                self.step_slot = None;
+                self.step_linked.clear();
+                self.step_reads = Marks::default();
+                self.step_writes = Marks::default();
                 let flow = match self.step(&mut path.state, pc, &insn) {
                     Ok(f) => f,
                     Err(mut e) => {
@@ -321,6 +397,42 @@ impl<'a> Env<'a> {
                         return Err(e);
                     }
                 };
+                if let Flow::Exit = flow {
+                    if path.state.frames.len() == 1 {
+                        self.check_exit(&path.state, pc)?;
+                    }
+                }
+                if !self.demand.is_empty() {
+                    let marks = std::mem::take(&mut self.demand);
+                    self.backtrack(&path.hist, path.last, marks, fr);
+                }
+                // Registers: what the instruction reads and writes in its
+                // frame; a call starts a frame whose registers and slots
+                // hold nothing older; a return redefines the caller's r0-r5.
+                let (uses, defs) = cfg::uses_defs(&insn);
+                if fr < FRAMES {
+                    self.step_reads.regs[fr] |= uses;
+                    match insn {
+                        Insn::CallLocal(_) => {
+                            if let Some(f) = fr.checked_add(1).filter(|&f| f < FRAMES) {
+                                self.step_writes.regs[f] = u16::MAX;
+                                self.step_writes.slots[f] = u64::MAX;
+                            }
+                        }
+                        Insn::Exit if fr > 0 => self.step_writes.regs[fr - 1] |= 0b11_1111,
+                        _ => self.step_writes.regs[fr] |= defs,
+                    }
+                }
+                if !self.step_reads.is_empty() {
+                    let reads = self.step_reads;
+                    self.mark_read(&path.written, path.last, reads);
+                }
+                path.written.or(&self.step_writes);
+                path.hist.push(Step {
+                    pc: pc as u32,
+                    slot: self.step_slot.take(),
+                    linked: std::mem::take(&mut self.step_linked),
+                });
                 if self.opts.log_level > 1 {
                     let _ = writeln!(self.log, "  ; {}", path.state.cur());
                 } else if self.opts.log_level > 0 {
@@ -338,6 +450,8 @@ impl<'a> Env<'a> {
                                 pc: target,
                                 last: path.last,
                                 from: Some(pc),
+                                hist: path.hist.clone(),
+                                written: path.written,
                             });
                             path.state = f;
                             path.pc = pc + 1;
@@ -357,7 +471,6 @@ impl<'a> Env<'a> {
                     },
                     Flow::Exit => {
                         if path.state.frames.len() == 1 {
-                            self.check_exit(&path.state, pc)?;
                             self.finish(path.last);
                             break;
                         }
@@ -380,9 +493,11 @@ impl<'a> Env<'a> {
     }
 
     /// Looks for an explored state at `path.pc` that includes the current
-    /// one: `None` prunes the path; else the id of the state recorded.
-    fn visit(&mut self, path: &Path) -> R<Option<Option<usize>>> {
+    /// one, else records the current one (spaced out).
+    fn visit(&mut self, path: &mut Path) -> R<Visit> {
         let uninit = !self.opts.unprivileged;
+        // Unprivileged, every scalar is precise, as in the kernel.
+        let precision = !self.opts.unprivileged;
         // Registers that matter: live ones in the current frame; in a
         // caller, the callee-saved ones live after its call returns.
         let frames = &path.state.frames;
@@ -395,56 +510,218 @@ impl<'a> Env<'a> {
                 }
             })
             .collect();
+        // Stack slots that matter: in the current frame, those some path
+        // may read before overwriting; in callers, all (the callee may
+        // read them through pointers).
+        let static_slots: Vec<u64> = (0..frames.len())
+            .map(|i| {
+                if i + 1 == frames.len() {
+                    self.cfg.slot_live_in[path.pc]
+                } else {
+                    u64::MAX
+                }
+            })
+            .collect();
+        let mut slots = static_slots.clone();
+        let mut regs = live.clone();
+        // As the kernel, remember a new state only every few jumps and
+        // instructions, and more rarely while a loop is being unrolled
+        // here (its iterations differ and rarely prune one another).
+        let mut add = self.jmps - self.last_jmps >= 2 && self.processed - self.last_insns >= 8;
         let mut evict = Vec::new();
-        for (k, &id) in self.by_pc[path.pc].iter().enumerate() {
+        let mut cur_fp = None;
+        // Newest first, as the kernel's list.
+        for (k, &id) in self.by_pc[path.pc].iter().enumerate().rev() {
             let v = &mut self.visited[id];
             if v.branches == 0 {
-                if v.state.includes_live(&path.state, uninit, &live) {
+                // Complete: its read marks are final.
+                for (f, m) in slots.iter_mut().enumerate() {
+                    *m = static_slots[f] & v.read.slots.get(f).copied().unwrap_or(u64::MAX);
+                }
+                for (f, m) in regs.iter_mut().enumerate() {
+                    *m = live[f] & v.read.regs.get(f).copied().unwrap_or(u16::MAX);
+                }
+                if v.state
+                    .includes_live(&path.state, uninit, &regs, &slots, precision)
+                {
                     v.hits += 1;
-                    return Ok(None);
+                    return Ok(Visit::Pruned(precise_marks(&v.state, &live), v.read));
                 }
+            } else {
+                if *cur_fp.get_or_insert_with(|| path.state.fingerprint()) == v.fp
+                    && v.state == path.state
+                {
+                    return err(
+                        path.pc,
+                        format!("infinite loop detected at insn {}", path.pc),
+                    );
+                }
+                if self.jmps - self.last_jmps < 20 && self.processed - self.last_insns < 100 {
+                    add = false;
+                }
+            }
+            // A state that rarely prunes anything stops being compared
+            // (pruning less is always sound); misses count only when a new
+            // state will be kept, so that a long loop does not push out
+            // the states of its first iterations.
+            if add {
                 v.misses += 1;
-                // As the kernel: a complete state that rarely prunes
-                // anything is dropped to save memory (pruning less is
-                // always sound).
-                if v.misses > v.hits * 3 + 3 {
-                    evict.push(k);
-                }
-            } else if v.state == path.state {
-                return err(
-                    path.pc,
-                    format!("infinite loop detected at insn {}", path.pc),
-                );
+            }
+            if v.misses > v.hits * 3 + 3 {
+                evict.push(k);
             }
         }
-        for &k in evict.iter().rev() {
+        // (Collected from the highest index down.)
+        for &k in &evict {
             let id = self.by_pc[path.pc].remove(k);
-            self.visited[id].state = State {
-                frames: Vec::new(),
-                refs: Vec::new(),
-            };
             self.live_states -= 1;
+            // An incomplete state is still an ancestor of live paths.
+            if self.visited[id].branches == 0 {
+                self.visited[id].state = State {
+                    frames: Vec::new(),
+                    refs: Vec::new(),
+                };
+                self.visited[id].hist = Vec::new();
+            }
         }
-        // As the kernel, remember a new state only every few jumps and
-        // instructions (and always at a first visit).
-        let spaced = self.jmps - self.last_jmps >= 2 && self.processed - self.last_insns >= 8;
-        if !spaced && !self.by_pc[path.pc].is_empty() {
-            return Ok(Some(None));
+        if !add {
+            return Ok(Visit::Continue);
         }
         self.last_jmps = self.jmps;
         self.last_insns = self.processed;
         let id = self.visited.len();
         self.visited.push(Visited {
+            fp: path.state.fingerprint(),
             state: path.state.clone(),
+            hist: std::mem::take(&mut path.hist),
+            written: std::mem::take(&mut path.written),
+            read: Marks::default(),
             branches: 1,
             parent: path.last,
             hits: 0,
             misses: 0,
         });
         self.by_pc[path.pc].push(id);
+        self.max_per_insn = self.max_per_insn.max(self.by_pc[path.pc].len() as u64);
         self.live_states += 1;
         self.peak = self.peak.max(self.live_states);
-        Ok(Some(Some(id)))
+        Ok(Visit::New(id))
+    }
+
+    /// Marks precise what `marks` names after the last instruction of
+    /// `hist` (frame `fr`), and everything it was computed from, back along
+    /// the chain of explored states from `last` (`__mark_chain_precision`).
+    fn backtrack(&mut self, hist: &[Step], last: Option<usize>, mut marks: Marks, mut fr: usize) {
+        if self.opts.unprivileged || marks.is_empty() {
+            return;
+        }
+        if !self.back_steps(hist, &mut marks, &mut fr) {
+            return self.all_precise(last);
+        }
+        let mut at = last;
+        while let Some(id) = at {
+            // (`back_steps` stops as soon as nothing is left to follow,
+            // possibly in another frame than the state's.)
+            if marks.is_empty() {
+                return;
+            }
+            let state = &mut self.visited[id].state;
+            if state.frames.len() != fr + 1 {
+                return self.all_precise(Some(id));
+            }
+            for (f, frame) in state.frames.iter_mut().enumerate() {
+                for r in 0..11u8 {
+                    if marks.regs[f] & (1 << r) == 0 {
+                        continue;
+                    }
+                    let reg = &mut frame.regs[r as usize];
+                    // A register already precise here had its own sources
+                    // marked when it became so.
+                    if !reg.is_scalar() || reg.precise {
+                        marks.regs[f] &= !(1 << r);
+                    } else {
+                        reg.precise = true;
+                    }
+                }
+                for s in 0..64 {
+                    if marks.slots[f] & (1 << s) == 0 {
+                        continue;
+                    }
+                    match frame.stack.get_mut(s).and_then(|x| x.spill.as_mut()) {
+                        Some(reg) if reg.is_scalar() && !reg.precise => reg.precise = true,
+                        _ => marks.slots[f] &= !(1 << s),
+                    }
+                }
+            }
+            if marks.is_empty() {
+                return;
+            }
+            let v = &self.visited[id];
+            let parent = v.parent;
+            let hist = std::mem::take(&mut self.visited[id].hist);
+            let ok = self.back_steps(&hist, &mut marks, &mut fr);
+            self.visited[id].hist = hist;
+            if !ok {
+                return self.all_precise(parent);
+            }
+            at = parent;
+        }
+    }
+
+    /// Records that the current path read the stack slots `mask` of frame
+    /// `f`: each state up the chain from `last` needs them, up to the one
+    /// after which the path wrote them whole (`mark_reg_read`).
+    fn mark_read(&mut self, written: &Marks, last: Option<usize>, reads: Marks) {
+        let mut m = reads.minus(written);
+        let mut at = last;
+        while let Some(id) = at {
+            if m.is_empty() {
+                return;
+            }
+            let v = &mut self.visited[id];
+            // Frames the state does not have were made after it.
+            m.keep_frames(v.state.frames.len());
+            // Already marked: so are the states above it.
+            let new = m.minus(&v.read);
+            v.read.or(&new);
+            m = new.minus(&v.written);
+            at = v.parent;
+        }
+    }
+
+    /// [`precision::back_step`] over `hist`, last instruction first.
+    fn back_steps(&self, hist: &[Step], marks: &mut Marks, fr: &mut usize) -> bool {
+        for step in hist.iter().rev() {
+            let Some(insn) = self.slots.get(step.pc as usize).copied().flatten() else {
+                return false;
+            };
+            if !precision::back_step(&insn, step, marks, fr) {
+                return false;
+            }
+            if marks.is_empty() {
+                break;
+            }
+        }
+        true
+    }
+
+    /// Gives up following values: every scalar of the states from `from`
+    /// up the chain becomes precise (`mark_all_scalars_precise`).
+    fn all_precise(&mut self, from: Option<usize>) {
+        let mut at = from;
+        while let Some(id) = at {
+            self.visited[id].state.for_each_reg(|r| {
+                if r.is_scalar() {
+                    r.precise = true;
+                }
+            });
+            at = self.visited[id].parent;
+        }
+    }
+
+    /// The current frame's index.
+    fn frame_no(st: &State) -> usize {
+        st.frames.len() - 1
     }
 
     /// A path ended: its ancestors lose one live branch.
@@ -847,6 +1124,10 @@ impl<'a> Env<'a> {
             }
             (false, true) => {
                 let v = self.ptr_arith(pc, dst.num(), width, op, d, s, false)?;
+                // The pointer's new offset depends on the scalar's range.
+                if let Src::Reg(r) = src {
+                    self.demand.reg(Self::frame_no(st), r.num());
+                }
                 self.set(st, dst, v);
                 Ok(())
             }
@@ -855,6 +1136,7 @@ impl<'a> Env<'a> {
                 // arithmetic with the roles swapped (32-bit ops first).
                 if width == Width::W32 || op == AluOp::Add {
                     let v = self.ptr_arith(pc, dst.num(), width, op, s, d, true)?;
+                    self.demand.reg(Self::frame_no(st), dst.num());
                     self.set(st, dst, v);
                     Ok(())
                 } else if op == AluOp::Sub {
@@ -1258,6 +1540,16 @@ impl<'a> Env<'a> {
         Ok(())
     }
 
+    /// The current instruction reads the bytes `[lo, hi)` of `frame`'s stack.
+    fn note_reads(&mut self, frame: u8, lo: i64, hi: i64) {
+        let Some(r) = self.step_reads.slots.get_mut(frame as usize) else {
+            return;
+        };
+        for b in lo.max(-STACK_SIZE)..hi.min(0) {
+            *r |= 1 << ((-b - 1) / 8);
+        }
+    }
+
     fn note_depth(&mut self, st: &State, pc: usize, frame: u8, lowest: i64) -> R<()> {
         let fr = &st.frames[frame as usize];
         let d = &mut self.depth[fr.subprog];
@@ -1318,6 +1610,7 @@ impl<'a> Env<'a> {
         }
         self.note_depth(st, pc, frame, o)?;
         let uninit_ok = !self.opts.unprivileged;
+        let cur_frame = Self::frame_no(st);
         let fr = &mut st.frames[frame as usize];
         let si = ((-o - 1) / 8) as usize;
         // The kernel words an uninitialised read differently when nothing
@@ -1329,10 +1622,14 @@ impl<'a> Env<'a> {
         let bi = (o + 8 * (si as i64 + 1)) as usize;
         match acc {
             Access::Read => {
+                if let Some(r) = self.step_reads.slots.get_mut(frame as usize) {
+                    *r |= 1 << si;
+                }
                 let slot = fr.stack[si];
                 if let Some(sp) = slot.spill {
                     let spill_size = slot.spill_size();
                     if size == 8 && spill_size == 8 {
+                        self.step_slot = Some((frame, si as u8));
                         return Ok(sp);
                     }
                     if !sp.is_scalar() {
@@ -1343,6 +1640,7 @@ impl<'a> Env<'a> {
                         // offsets): a fill of at most its size from its
                         // start reads its low bytes.
                         if bi == 0 && size <= spill_size {
+                            self.step_slot = Some((frame, si as u8));
                             return Ok(if sp.var.umax() <= u64::MAX >> (64 - 8 * size) {
                                 sp
                             } else {
@@ -1387,6 +1685,10 @@ impl<'a> Env<'a> {
                         bytes: [SlotByte::Spill; 8],
                         spill: Some(reg),
                     };
+                    self.step_slot = Some((frame, si as u8));
+                    if let Some(w) = self.step_writes.slots.get_mut(frame as usize) {
+                        *w |= 1 << si;
+                    }
                     return Ok(reg);
                 }
                 if !reg.is_scalar() {
@@ -1411,6 +1713,13 @@ impl<'a> Env<'a> {
                         *b = SlotByte::Spill;
                     }
                     slot.spill = Some(reg);
+                    self.step_slot = Some((frame, si as u8));
+                } else if is_zero {
+                    // Zero bytes are compared exactly from now on: the
+                    // register's value must be known to be zero.
+                    if let Stored::Reg(r, _) = val {
+                        self.demand.reg(cur_frame, r.num());
+                    }
                 }
                 Ok(reg)
             }
@@ -1476,21 +1785,28 @@ impl<'a> Env<'a> {
             );
         }
         self.note_depth(st, pc, frame, lo)?;
+        let cur_frame = Self::frame_no(st);
         let fr = &mut st.frames[frame as usize];
         let need = ((-lo - 1) / 8 + 1) as usize;
         if fr.stack.len() < need {
             fr.stack.resize(need, Slot::INVALID);
         }
         let zero = match acc {
-            Access::Write(Stored::Reg(_, v)) => {
+            Access::Write(Stored::Reg(r, v)) => {
                 if !v.is_scalar() {
                     return err(pc, "spilled ptr in range of var-offset stack write");
+                }
+                if v.const_value() == Some(0) {
+                    self.demand.reg(cur_frame, r.num());
                 }
                 v.const_value() == Some(0)
             }
             Access::Write(Stored::Imm(i)) => i == 0,
             Access::Read => false,
         };
+        if !write {
+            self.note_reads(frame, lo, hi);
+        }
         if write {
             for b in lo..hi {
                 let si = ((-b - 1) / 8) as usize;
@@ -1643,6 +1959,17 @@ impl<'a> Env<'a> {
                 }
                 out[i] = Some(s2);
             }
+            // Only one way on (or none): the ranges decided it.
+            if out.iter().filter(|o| o.is_some()).count() < 2 {
+                let f = Self::frame_no(st);
+                self.demand.reg(f, dst.num());
+                if let Some(r) = sreg {
+                    self.demand.reg(f, r.num());
+                }
+            }
+            if d.id != 0 || s.id != 0 {
+                self.step_linked = linked_scalars(st, [d.id, s.id]);
+            }
             let [fall, taken] = out;
             return Ok(Flow::Branch(fall, taken.map(|t| (t, target))));
         }
@@ -1650,6 +1977,9 @@ impl<'a> Env<'a> {
         let zero = s.const_value() == Some(0);
         if width == Width::W64 && zero && matches!(cond, Cond::Eq | Cond::Ne) {
             if let Some(k) = d.kind() {
+                if let Some(r) = sreg {
+                    self.demand.reg(Self::frame_no(st), r.num());
+                }
                 if k.maybe_null() {
                     let mut null = st.clone();
                     mark_null(&mut null, d.id, d.ref_id, true);
@@ -1790,7 +2120,7 @@ impl<'a> Env<'a> {
         Ok(callee.callsite + 1)
     }
 
-    fn check_exit(&self, st: &State, pc: usize) -> R<()> {
+    fn check_exit(&mut self, st: &State, pc: usize) -> R<()> {
         let r0 = self.read(st, Reg::R0, pc)?;
         if let Some(&(id, insn)) = st.refs.first() {
             return Err(VerifierError::new(
@@ -1816,6 +2146,7 @@ impl<'a> Env<'a> {
                     ),
                 );
             }
+            self.demand.reg(0, 0);
             if r0.var.umax() > 1 {
                 return err(
                     pc,
@@ -1892,11 +2223,18 @@ impl<'a> Env<'a> {
                     let write = arg == Arg::UninitMapValue;
                     self.helper_mem(st, pc, r, v, i64::from(n), write)?;
                     if arg == Arg::MapKey {
-                        const_key = const_stack_key(st, &v, n);
+                        const_key = const_stack_key(st, &v, n).map(|(k, spill)| {
+                            // The lookup's result type depends on the key.
+                            if let Some((f, s)) = spill {
+                                self.demand.slot(f, s);
+                            }
+                            k
+                        });
                     }
                 }
                 Arg::Mem | Arg::MemOrNull | Arg::UninitMem => {
                     if arg == Arg::MemOrNull && v.const_value() == Some(0) {
+                        self.demand.reg(Self::frame_no(st), rn);
                         mem = None;
                     } else {
                         mem = Some((r, v, arg == Arg::UninitMem));
@@ -1906,6 +2244,7 @@ impl<'a> Env<'a> {
                     if !v.is_scalar() {
                         return err(pc, format!("R{rn} type={} expected=scalar", type_name(&v)));
                     }
+                    self.demand.reg(Self::frame_no(st), rn);
                     if v.var.smin() < 0 {
                         return err(
                             pc,
@@ -1936,10 +2275,13 @@ impl<'a> Env<'a> {
                         return err(pc, format!("R{} type=scalar expected=mem", rn - 1));
                     }
                 }
-                Arg::AllocSize => match v.const_value() {
-                    Some(c) if c < u64::from(u32::MAX) => alloc_size = c as u32,
-                    _ => return err(pc, format!("R{rn} is not a known constant'")),
-                },
+                Arg::AllocSize => {
+                    self.demand.reg(Self::frame_no(st), rn);
+                    match v.const_value() {
+                        Some(c) if c < u64::from(u32::MAX) => alloc_size = c as u32,
+                        _ => return err(pc, format!("R{rn} is not a known constant'")),
+                    }
+                }
                 Arg::RingbufMem => {
                     if !matches!(v.kind(), Some(PtrKind::Mem { .. })) || v.ref_id == 0 {
                         return err(
@@ -2123,15 +2465,15 @@ impl<'a> Env<'a> {
                         pc,
                         format!(
                             "invalid {} stack R{rn} off={o} size={size}",
-                            if write {
-                                "write to"
-                            } else {
-                                "read from"
-                            }
+                            // As this kernel words it for helpers too.
+                            if write { "write to" } else { "read from" }
                         ),
                     );
                 }
                 self.note_depth(st, pc, frame, o)?;
+                if !write {
+                    self.note_reads(frame, o, o + size);
+                }
                 let uninit_ok = !self.opts.unprivileged;
                 let fr = &mut st.frames[frame as usize];
                 let need = ((-o - 1) / 8 + 1) as usize;
@@ -2228,6 +2570,45 @@ impl<'a> Env<'a> {
     }
 }
 
+/// The precise scalars of an explored state (live registers, spills).
+fn precise_marks(st: &State, live: &[u16]) -> Marks {
+    let mut m = Marks::default();
+    for (f, frame) in st.frames.iter().enumerate() {
+        let mask = live.get(f).copied().unwrap_or(u16::MAX);
+        for (r, reg) in frame.regs.iter().enumerate() {
+            if mask & (1 << r) != 0 && reg.is_scalar() && reg.precise {
+                m.reg(f, r as u8);
+            }
+        }
+        for (s, slot) in frame.stack.iter().enumerate() {
+            if slot.spill.is_some_and(|r| r.is_scalar() && r.precise) {
+                m.slot(f, s);
+            }
+        }
+    }
+    m
+}
+
+/// Where scalars linked to `ids` live: (frame, register) or
+/// (frame, [`LINKED_SLOT`] + slot).
+fn linked_scalars(st: &State, ids: [u32; 2]) -> Vec<(u8, u8)> {
+    let mut out = Vec::new();
+    let linked = |r: &RegState| r.is_scalar() && r.id != 0 && ids.contains(&r.id);
+    for (f, frame) in st.frames.iter().enumerate() {
+        for (r, reg) in frame.regs.iter().enumerate() {
+            if linked(reg) {
+                out.push((f as u8, r as u8));
+            }
+        }
+        for (s, slot) in frame.stack.iter().enumerate() {
+            if s < 64 && slot.spill.as_ref().is_some_and(linked) {
+                out.push((f as u8, LINKED_SLOT + s as u8));
+            }
+        }
+    }
+    out
+}
+
 /// Whether programs may only read the map's values: `BPF_F_RDONLY_PROG`,
 /// which the kernel also sets itself on device and cpu maps (their values
 /// point straight at the kernel's entry).
@@ -2240,8 +2621,9 @@ fn map_rdonly_prog(def: &MapDef) -> bool {
 }
 
 /// The value of a map key of `size` bytes on the stack at `key`, when it
-/// is a known constant (zero bytes or a spilled constant).
-fn const_stack_key(st: &State, key: &RegState, size: u32) -> Option<u64> {
+/// is a known constant (zero bytes or a spilled constant), and the spill's
+/// (frame, slot) for the latter.
+fn const_stack_key(st: &State, key: &RegState, size: u32) -> Option<(u64, Option<(usize, usize)>)> {
     let Some(PtrKind::Stack { frame }) = key.kind() else {
         return None;
     };
@@ -2263,12 +2645,12 @@ fn const_stack_key(st: &State, key: &RegState, size: u32) -> Option<u64> {
         } else {
             (1u64 << (size * 8)) - 1
         };
-        return Some(c & mask);
+        return Some((c & mask, Some((frame as usize, si))));
     }
     slot.bytes[bi..bi + size as usize]
         .iter()
         .all(|b| *b == SlotByte::Zero)
-        .then_some(0)
+        .then_some((0, None))
 }
 
 /// Sets the scalar `r` (and every register and spill linked to it by `id`)

@@ -47,6 +47,7 @@ pub mod check;
 pub mod ctx;
 pub mod domain;
 pub mod helpers;
+mod precision;
 pub mod state;
 pub mod verified;
 

@@ -15,7 +15,7 @@ pub const STACK_SIZE: i64 = 512;
 pub const SLOTS: usize = 64;
 
 /// What a pointer points to.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum PtrKind {
     /// The program's context (`PTR_TO_CTX`).
     Ctx,
@@ -93,7 +93,7 @@ impl PtrKind {
 }
 
 /// The type of a register.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum RegType {
     /// Never written (`NOT_INIT`).
     NotInit,
@@ -104,7 +104,7 @@ pub enum RegType {
 }
 
 /// One register's abstract value.
-#[derive(Clone, Copy, PartialEq, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct RegState {
     /// Type.
     pub ty: RegType,
@@ -119,6 +119,35 @@ pub struct RegState {
     pub ref_id: u32,
     /// Packet pointers: bytes known to be in the packet from `ptr - off`.
     pub range: i64,
+    /// Scalars in explored states: some check on a path from here depended
+    /// on this value's range, so pruning must compare it (the kernel's
+    /// `precise`). Not part of equality: it is bookkeeping, not a value.
+    pub precise: bool,
+}
+
+impl std::hash::Hash for RegState {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (
+            self.ty,
+            self.off,
+            self.var,
+            self.id,
+            self.ref_id,
+            self.range,
+        )
+            .hash(h);
+    }
+}
+
+impl PartialEq for RegState {
+    fn eq(&self, o: &RegState) -> bool {
+        self.ty == o.ty
+            && self.off == o.off
+            && self.var == o.var
+            && self.id == o.id
+            && self.ref_id == o.ref_id
+            && self.range == o.range
+    }
 }
 
 impl RegState {
@@ -130,6 +159,7 @@ impl RegState {
         id: 0,
         ref_id: 0,
         range: 0,
+        precise: false,
     };
 
     /// A scalar with value `v`.
@@ -178,10 +208,13 @@ impl RegState {
     }
 
     /// Whether every concrete value of `new` is one of `self`'s, with
-    /// `ids` mapping identities consistently (old id -> new id).
-    pub fn includes(&self, new: &RegState, ids: &mut IdMap) -> bool {
+    /// `ids` mapping identities consistently (old id -> new id). With
+    /// `precision`, a scalar of `self` not marked [`precise`](Self::precise)
+    /// includes every scalar: no check after it depended on its range.
+    pub fn includes(&self, new: &RegState, ids: &mut IdMap, precision: bool) -> bool {
         match (self.ty, new.ty) {
             (RegType::NotInit, _) => true,
+            (RegType::Scalar, RegType::Scalar) if precision && !self.precise => true,
             (RegType::Scalar, RegType::Scalar) => {
                 self.var.includes(&new.var) && (self.id == 0 || ids.check(self.id, new.id))
             }
@@ -222,7 +255,7 @@ impl IdMap {
 }
 
 /// What one byte of the stack holds.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum SlotByte {
     /// Never written (`STACK_INVALID`).
     Invalid,
@@ -246,7 +279,7 @@ impl SlotByte {
 }
 
 /// One 8-byte stack slot.
-#[derive(Clone, Copy, PartialEq, Debug)]
+#[derive(Clone, Copy, PartialEq, Hash, Debug)]
 pub struct Slot {
     /// Byte kinds, lowest address first.
     pub bytes: [SlotByte; 8],
@@ -274,10 +307,31 @@ impl Slot {
             .count() as i64
     }
 
-    fn includes(&self, new: &Slot, ids: &mut IdMap, uninit_readable: bool) -> bool {
+    fn includes(
+        &self,
+        new: &Slot,
+        ids: &mut IdMap,
+        uninit_readable: bool,
+        precision: bool,
+    ) -> bool {
         if let Some(old) = &self.spill {
+            // An imprecise scalar spill promises only some number: its
+            // bytes compare as unknown data (which any data includes).
+            if precision && old.is_scalar() && !old.precise {
+                let data = Slot {
+                    bytes: self.bytes.map(|b| {
+                        if b == SlotByte::Spill {
+                            SlotByte::Misc
+                        } else {
+                            b
+                        }
+                    }),
+                    spill: None,
+                };
+                return data.includes(new, ids, uninit_readable, precision);
+            }
             return match &new.spill {
-                Some(n) => self.bytes == new.bytes && old.includes(n, ids),
+                Some(n) => self.bytes == new.bytes && old.includes(n, ids, precision),
                 None => false,
             };
         }
@@ -300,7 +354,7 @@ impl Slot {
 }
 
 /// One function's frame.
-#[derive(Clone, PartialEq, Debug)]
+#[derive(Clone, PartialEq, Hash, Debug)]
 pub struct Frame {
     /// Registers r0-r10.
     pub regs: [RegState; 11],
@@ -328,7 +382,7 @@ impl Frame {
 }
 
 /// A whole verifier state: the call stack and held references.
-#[derive(Clone, PartialEq, Debug)]
+#[derive(Clone, PartialEq, Hash, Debug)]
 pub struct State {
     /// Frames, the current one last.
     pub frames: Vec<Frame>,
@@ -337,6 +391,15 @@ pub struct State {
 }
 
 impl State {
+    /// A hash of the state (precision marks aside): equal states have
+    /// equal fingerprints.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+
     /// The current frame.
     pub fn cur(&self) -> &Frame {
         self.frames.last().expect("at least one frame")
@@ -352,13 +415,23 @@ impl State {
     /// invalid stack byte gives an unknown value instead of an error.
     pub fn includes(&self, new: &State, uninit_readable: bool) -> bool {
         let all = vec![u16::MAX; self.frames.len()];
-        self.includes_live(new, uninit_readable, &all)
+        let slots = vec![u64::MAX; self.frames.len()];
+        self.includes_live(new, uninit_readable, &all, &slots, false)
     }
 
     /// [`State::includes`], comparing in frame `i` only the registers in
     /// the bit mask `live[i]` (the others are never read again before
-    /// being written, on any path).
-    pub fn includes_live(&self, new: &State, uninit_readable: bool, live: &[u16]) -> bool {
+    /// being written, on any path), and only the stack slots in the bit
+    /// mask `slots[i]` (the others are overwritten before any read). With
+    /// `precision`, scalars of `self` not marked precise include any scalar.
+    pub fn includes_live(
+        &self,
+        new: &State,
+        uninit_readable: bool,
+        live: &[u16],
+        slots: &[u64],
+        precision: bool,
+    ) -> bool {
         if self.frames.len() != new.frames.len() || self.refs.len() != new.refs.len() {
             return false;
         }
@@ -369,14 +442,18 @@ impl State {
             }
             let mask = live.get(fi).copied().unwrap_or(u16::MAX);
             for (ri, (a, b)) in o.regs.iter().zip(n.regs.iter()).enumerate() {
-                if mask & (1 << ri) != 0 && !a.includes(b, &mut ids) {
+                if mask & (1 << ri) != 0 && !a.includes(b, &mut ids, precision) {
                     return false;
                 }
             }
+            let slot_mask = slots.get(fi).copied().unwrap_or(u64::MAX);
             for i in 0..o.stack.len().max(n.stack.len()) {
+                if i < 64 && slot_mask & (1 << i) == 0 {
+                    continue;
+                }
                 let a = o.stack.get(i).unwrap_or(&Slot::INVALID);
                 let b = n.stack.get(i).unwrap_or(&Slot::INVALID);
-                if !a.includes(b, &mut ids, uninit_readable) {
+                if !a.includes(b, &mut ids, uninit_readable, precision) {
                     return false;
                 }
             }

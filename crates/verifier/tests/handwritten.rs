@@ -322,6 +322,87 @@ fn cases() -> Vec<Case> {
         ),
         bad("callee_stack_leak", Xdp, "call f\nr0 = 0\nexit\nf:\nr0 = r10\nexit\n", 4, "cannot return stack pointer to the caller"),
         no_kernel(bad("infinite_loop", Xdp, "L1:\ngoto L1\n", 0, "infinite loop detected at insn 0")),
+        // Precision tracking: each program reaches a join first with a
+        // safe value, then with an unsafe one that differs only in a
+        // scalar nothing had compared yet. Pruning the second path would
+        // accept what the kernel rejects.
+        bad(
+            "precision_pointer_offset",
+            Xdp,
+            "call 7\nr6 = r0\nr7 = 4\nif r6 > 10 goto L1\ngoto L2\nL1:\nr7 = 8\nL2:\n\
+             r1 = r10\nr1 += -8\nr1 += r7\nr0 = 0\n*(u8 *)(r1 + 0) = r0\nexit\n",
+            10,
+            "invalid write to stack R1 off=0 size=1",
+        ),
+        bad(
+            "precision_through_spill_to_helper_size",
+            Xdp,
+            "call 7\nr6 = r0\nr7 = 8\nif r6 > 10 goto L1\ngoto L2\nL1:\nr7 = 16\nL2:\n\
+             *(u64 *)(r10 - 16) = r7\nr8 = 0\n*(u64 *)(r10 - 8) = r8\nr2 = *(u64 *)(r10 - 16)\n\
+             r1 = r10\nr1 += -8\nr3 = 0\nr4 = 0\nr5 = 0\ncall 28\nr0 = 2\nexit\n",
+            15,
+            "invalid read from stack R1 off=-8 size=16",
+        ),
+        bad(
+            "precision_linked_bound",
+            Xdp,
+            "call 7\nr6 = r0\ncall 7\nr8 = r0\nif r8 > 5 goto L1\nr7 = r6\ngoto L2\nL1:\nr7 = r8\n\
+             L2:\nif r7 > 7 goto L3\nr1 = r10\nr1 += -8\nr1 += r6\nr0 = 0\n*(u8 *)(r1 + 0) = r0\n\
+             L3:\nr0 = 2\nexit\n",
+            11,
+            "math between fp pointer and register with unbounded min value is not allowed",
+        ),
+        bad(
+            "precision_propagates_from_pruned_paths",
+            Xdp,
+            "call 7\nr6 = r0\ncall 7\nr8 = r0\nr7 = 0\nif r6 > 5 goto Y\ngoto J2\n\
+             Y:\nif r8 > 5 goto Z\ngoto J1\nZ:\nr7 = 8\nJ1:\nr1 = 0\nr2 = 0\ngoto J2\n\
+             J2:\nr1 = r10\nr1 += -8\nr1 += r7\nr0 = 0\n*(u8 *)(r1 + 0) = r0\nexit\n",
+            17,
+            "invalid write to stack R1 off=0 size=1",
+        ),
+        bad(
+            "precision_decided_branch",
+            Xdp,
+            "call 7\nr6 = r0\nr7 = 0\nif r6 > 10 goto L1\ngoto L2\nL1:\nr7 = 1\nL2:\n\
+             r1 = r10\nif r7 == 0 goto L3\nr1 += 8\nL3:\nr0 = 0\n*(u8 *)(r1 - 1) = r0\nexit\n",
+            10,
+            "invalid write to stack R1 off=7 size=1",
+        ),
+        bad(
+            "stack_read_marks_keep_a_spill_compared",
+            Xdp,
+            "call 7\nr6 = r0\nr7 = 4\nif r6 > 10 goto L1\ngoto L2\nL1:\nr7 = 8\nL2:\n\
+             *(u64 *)(r10 - 16) = r7\nr7 = 0\nr2 = 0\nif r6 > 20 goto L3\nr2 = 1\nL3:\n\
+             r7 = *(u64 *)(r10 - 16)\nr1 = r10\nr1 += -8\nr1 += r7\nr0 = 0\n*(u8 *)(r1 + 0) = r0\nexit\n",
+            16,
+            "invalid write to stack R1 off=0 size=1",
+        ),
+        bad(
+            "stack_read_marks_propagate_from_pruned_paths",
+            Xdp,
+            "call 7\nr6 = r0\ncall 7\nr8 = r0\nr7 = 0\n*(u64 *)(r10 - 16) = r7\nif r6 > 5 goto Y\ngoto J2\n\
+             Y:\nif r8 > 5 goto Z\ngoto J1\nZ:\nr7 = 8\n*(u64 *)(r10 - 16) = r7\nJ1:\nr7 = 0\nr2 = 0\ngoto J2\n\
+             J2:\nr7 = *(u64 *)(r10 - 16)\nr1 = r10\nr1 += -8\nr1 += r7\nr0 = 0\n*(u8 *)(r1 + 0) = r0\nexit\n",
+            20,
+            "invalid write to stack R1 off=0 size=1",
+        ),
+        bad(
+            "precision_narrow_spill_against_unknown_bytes",
+            Xdp,
+            "call 7\nr6 = r0\nr7 = r6\nr7 &= 7\nif r6 > 10 goto L1\n\
+             *(u32 *)(r10 - 4) = r6\n*(u32 *)(r10 - 8) = r7\ngoto L2\n\
+             L1:\n*(u32 *)(r10 - 8) = r6\n*(u32 *)(r10 - 4) = r6\n\
+             L2:\nr8 = *(u32 *)(r10 - 8)\nr1 = r10\nr1 += -16\nr1 += r8\nr0 = 0\n*(u8 *)(r1 + 0) = r0\nexit\n",
+            15,
+            "invalid unbounded variable-offset write to stack R1",
+        ),
+        ok(
+            "precision_irrelevant_scalar_pruned",
+            Xdp,
+            "call 7\nr6 = r0\nr7 = 4\nif r6 > 10 goto L1\ngoto L2\nL1:\nr7 = 8\nL2:\n\
+             r1 = r10\nr1 += -8\nr1 += r7\nr0 = 0\n*(u8 *)(r1 - 8) = r0\nr0 = r6\nexit\n",
+        ),
         unpriv(bad(
             "loop_unprivileged",
             Xdp,
@@ -582,4 +663,190 @@ fn helper_availability_matches_kernel() {
         eprintln!("  {d}");
     }
     assert!(diffs.is_empty());
+}
+
+/// Pruning soundness in loops, where precision tracking and read marks
+/// matter most: random bounded loops whose bodies compute on context
+/// values, branch forward, spill and fill, and access the stack at computed
+/// offsets. Every program bpfkit accepts must run in the interpreter (which
+/// checks every access) without a trap. (Interpreter only: this machine's
+/// kernel must not get an open-ended stream of generated programs.)
+#[test]
+fn accepted_loop_programs_do_not_trap() {
+    use bpfkit_interp::Interpreter;
+    use bpfkit_isa::{AluOp, Cond, Reg, Size, Src, Width};
+    use bpfkit_runtime::{Helpers, Memory, RegionKind};
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+    const REGS: [Reg; 5] = [Reg::R1, Reg::R2, Reg::R3, Reg::R4, Reg::R5];
+    const CTX: [i16; 5] = [0, 8, 32, 48, 52];
+    let alu = |op: AluOp, dst: Reg, src: Src| Insn::Alu {
+        width: Width::W64,
+        op,
+        dst,
+        src,
+    };
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let helpers = Helpers::new();
+    let (mut accepted, mut rejected, mut failures) = (0, 0, Vec::new());
+    for n in 0..2500 {
+        let mut insns = vec![alu(AluOp::Mov, Reg::R6, Src::Reg(Reg::R1))];
+        for &r in &REGS {
+            insns.push(Insn::Load {
+                size: Size::W,
+                sign_extend: false,
+                dst: r,
+                src: Reg::R6,
+                off: CTX[rng.below(5) as usize],
+            });
+        }
+        for k in 1..=8 {
+            insns.push(Insn::Store {
+                size: Size::DW,
+                dst: Reg::R10,
+                off: -8 * k,
+                src: Src::Imm(0),
+            });
+        }
+        insns.push(alu(AluOp::Mov, Reg::R0, Src::Imm(0)));
+        insns.push(alu(AluOp::Mov, Reg::R9, Src::Imm(0)));
+        let head = insns.len();
+        // The body, as groups of instructions; a jump skips whole groups.
+        let mut groups: Vec<Vec<Insn>> = Vec::new();
+        for _ in 0..3 + rng.below(6) {
+            let a = REGS[rng.below(5) as usize];
+            let b = REGS[rng.below(5) as usize];
+            let g = match rng.below(10) {
+                0 => vec![alu(
+                    AluOp::And,
+                    a,
+                    Src::Imm([7, 15, 63, 127][rng.below(4) as usize]),
+                )],
+                1 => vec![alu(
+                    [AluOp::Add, AluOp::Sub, AluOp::Mov, AluOp::Or][rng.below(4) as usize],
+                    a,
+                    Src::Reg(b),
+                )],
+                2 => vec![alu(
+                    [AluOp::Add, AluOp::Mov, AluOp::Rsh, AluOp::Xor][rng.below(4) as usize],
+                    a,
+                    Src::Imm(rng.below(9) as i32),
+                )],
+                3 => vec![Insn::Store {
+                    size: Size::DW,
+                    dst: Reg::R10,
+                    off: -8 * (1 + rng.below(8) as i16),
+                    src: Src::Reg(a),
+                }],
+                4 => vec![Insn::Load {
+                    size: Size::DW,
+                    sign_extend: false,
+                    dst: a,
+                    src: Reg::R10,
+                    off: -8 * (1 + rng.below(8) as i16),
+                }],
+                5 => vec![
+                    alu(AluOp::Mov, Reg::R7, Src::Reg(Reg::R10)),
+                    alu(AluOp::Add, Reg::R7, Src::Imm(-64)),
+                    alu(AluOp::Add, Reg::R7, Src::Reg(a)),
+                    Insn::Store {
+                        size: Size::B,
+                        dst: Reg::R7,
+                        off: 0,
+                        src: Src::Reg(Reg::R9),
+                    },
+                ],
+                // Narrow spills and fills, at and beside a slot's start.
+                6 => vec![Insn::Store {
+                    size: Size::W,
+                    dst: Reg::R10,
+                    off: -8 * (1 + rng.below(8) as i16) + 4 * rng.below(2) as i16,
+                    src: Src::Reg(a),
+                }],
+                7 => vec![Insn::Load {
+                    size: Size::W,
+                    sign_extend: false,
+                    dst: a,
+                    src: Reg::R10,
+                    off: -8 * (1 + rng.below(8) as i16) + 4 * rng.below(2) as i16,
+                }],
+                // A branch; its offset is set below.
+                _ => vec![Insn::Jmp {
+                    width: Width::W64,
+                    cond: [Cond::Gt, Cond::Lt, Cond::Eq, Cond::Ne][rng.below(4) as usize],
+                    dst: a,
+                    src: if rng.below(2) == 0 {
+                        Src::Imm(rng.below(80) as i32)
+                    } else {
+                        Src::Reg(b)
+                    },
+                    off: 0,
+                }],
+            };
+            groups.push(g);
+        }
+        let count = groups.len();
+        // A jump skips up to the rest of the body (to the counter's
+        // increment).
+        for i in 0..count {
+            if !matches!(groups[i].first(), Some(Insn::Jmp { .. })) {
+                continue;
+            }
+            let skip = rng.below((count - i) as u64) as usize;
+            let len: usize = groups[i + 1..i + 1 + skip].iter().map(|g| g.len()).sum();
+            if let Some(Insn::Jmp { off, .. }) = groups[i].first_mut() {
+                *off = len as i16;
+            }
+        }
+        for g in groups {
+            insns.extend(g);
+        }
+        insns.push(alu(AluOp::Add, Reg::R9, Src::Imm(1)));
+        let back = head as i64 - insns.len() as i64 - 1;
+        insns.push(Insn::Jmp {
+            width: Width::W64,
+            cond: Cond::Lt,
+            dst: Reg::R9,
+            src: Src::Imm(2 + rng.below(5) as i32),
+            off: back as i16,
+        });
+        insns.push(alu(AluOp::Mov, Reg::R0, Src::Imm(0)));
+        insns.push(Insn::Exit);
+        let prog = Program::from_insns(insns).unwrap();
+        let r = verify(&prog, ProgType::SocketFilter, &[], &Options::default());
+        if r.verdict == Verdict::Rejected {
+            rejected += 1;
+            continue;
+        }
+        accepted += 1;
+        let mut interp = Interpreter::new(&prog, &helpers).unwrap();
+        for _ in 0..8 {
+            let mut ctx: Vec<u8> = (0..192).map(|_| rng.next() as u8).collect();
+            let mut mem = Memory::new();
+            let addr = mem.add(RegionKind::Context, &mut ctx);
+            if let Err(t) = interp.run(&mut mem, &[addr]) {
+                failures.push(format!(
+                    "program {n}: {t:?}\n{}",
+                    bpfkit_isa::disasm::format_llvm_program(&prog)
+                ));
+                break;
+            }
+        }
+        if failures.len() > 3 {
+            break;
+        }
+    }
+    eprintln!("loops: {accepted} accepted, {rejected} rejected");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(accepted > 300 && rejected > 300, "{accepted} / {rejected}");
 }
