@@ -60,10 +60,11 @@ enum Command {
     /// document: {"runs": [{"retval", "action", "data_out",
     /// "duration_ns"} | {"error"}], "maps": {"NAME": [{"key", "value"}]}}.
     /// A packet the kernel would refuse (shorter than 14 bytes) gives an
-    /// error entry and the run goes on. Exit 1 when a program trapped (did
-    /// something the kernel's verifier would have refused), or, with
-    /// --verify, when the verifier rejects the program or a --prog-array
-    /// target (nothing runs).
+    /// error entry and the run goes on. The program and its --prog-array
+    /// targets are verified first, as the kernel's BPF_PROG_LOAD does:
+    /// exit 1 when the verifier rejects one (nothing runs). --no-verify
+    /// skips the verifier; then exit 1 when a program trapped (did
+    /// something the kernel's verifier would have refused).
     Run(run::Args),
     /// Verify the programs of a BPF ELF object, like the kernel's verifier.
     ///

@@ -71,14 +71,14 @@ pub struct Args {
     /// Verifies the program (and its --prog-array tail-call targets) first,
     /// like the kernel's BPF_PROG_LOAD, and refuses (exit 1, naming the
     /// instruction and the verifier's message) what the verifier rejects.
-    /// With the JIT, accepted programs then run in its unchecked mode (no
-    /// run-time memory checks, as the kernel's JIT).
+    /// This is the default; the flag only makes it explicit. With the JIT,
+    /// accepted programs run in its unchecked mode (no run-time memory
+    /// checks, as the kernel's JIT).
     #[arg(long, conflicts_with = "no_verify")]
     verify: bool,
-    /// Runs without verifying (the default for now): the engines' runtime
-    /// checks (every memory access checked, --budget) are the only guard.
-    /// bpfkit's verifier still rejects some programs the kernel accepts, so
-    /// `run` does not consult it unless --verify is given.
+    /// Runs without verifying: the engines' run-time checks (every memory
+    /// access checked, --budget) are the only guard. For programs the
+    /// kernel would refuse, or to see where an unsafe program goes wrong.
     #[arg(long)]
     no_verify: bool,
 }
@@ -138,7 +138,7 @@ pub fn run(args: Args) -> CmdResult {
     loader = loader.jit_blind(args.jit_blind);
     // Off by default until the verifier accepts everything the kernel
     // accepts on the differential suite (see ARCHITECTURE.md, Decisions).
-    loader = loader.verify(args.verify && !args.no_verify);
+    loader = loader.verify(!args.no_verify);
     let mut obj = loader.load(&data).map_err(|e| anyhow!("{name}: {e}"))?;
     let prog = match &args.prog {
         Some(p) => obj.program_index(p).map_err(|e| anyhow!("{name}: {e}"))?,
@@ -243,7 +243,9 @@ fn verify(obj: &mut Object, idx: usize) -> Result<(), bpfkit::Error> {
 /// the instruction and the verifier's message, the verifier's context lines
 /// below it; exit 1 (the answer is "no").
 fn rejected(name: &str, e: &bpfkit::Error) -> ExitCode {
-    let mut msg = format!("bpfkit: error: {name}: {e} (without --verify it runs anyway)\n");
+    let mut msg = format!(
+        "bpfkit: error: {name}: {e} (--no-verify runs it anyway, with run-time checks only)\n"
+    );
     if let bpfkit::Error::Rejected { context, .. } = e {
         for line in context.lines().filter(|l| !l.trim().is_empty()) {
             let _ = writeln!(msg, "  {}", line.trim_start());
