@@ -1031,6 +1031,36 @@ impl Interpreter {
                     adv!(1);
                     cond!(r!(x) < r!(y), t);
                 }
+                Op::LdxWJcc32R {
+                    d,
+                    s,
+                    x,
+                    off,
+                    cond,
+                    t,
+                } => {
+                    let v = u32::from_le_bytes(load!(4, addr!(s, off)));
+                    r!(d) = v as u64;
+                    adv!(1);
+                    // `x` after the load: it may be `d`.
+                    cond!(test32(cond, v, r!(x) as u32), t);
+                }
+                Op::Mov32Jcc32R {
+                    d,
+                    s,
+                    x,
+                    y,
+                    cond,
+                    t,
+                } => {
+                    r!(d) = r!(s) as u32 as u64;
+                    adv!(1);
+                    cond!(test32(cond, r!(x) as u32, r!(y) as u32), t);
+                }
+                Op::Mov64Mul64I { d, s, imm } => {
+                    r!(d) = r!(s).wrapping_mul(imm as i64 as u64);
+                    adv!(1);
+                }
                 Op::Mov32JltI { d, s, x, imm, t } => {
                     r!(d) = r!(s) as u32 as u64;
                     adv!(1);

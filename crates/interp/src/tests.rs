@@ -751,7 +751,7 @@ fn fused_ops_match_plain_execution() {
             };
             let small = (w >> 36) % 4;
             let slot = 8 * (1 + (w >> 58) % 3);
-            let line = match (w >> 40) % 61 {
+            let line = match (w >> 40) % 64 {
                 0 => format!("mov32 %r{d}, %r{s}\nand32 %r{d}, {kk:#x}"),
                 1 => format!("mov32 %r{d}, %r{s}\nlsh32 %r{d}, {k}"),
                 2 => format!("mov32 %r{d}, %r{s}\nrsh32 %r{d}, {k}"),
@@ -907,6 +907,17 @@ fn fused_ops_match_plain_execution() {
                     k % 32
                 ),
                 54 => format!("mov32 %r{t}, %r{s}\nrsh32 %r{t}, {}\nxor32 %r{d}, %r{t}", k % 32),
+                61 => {
+                    // The loaded register on either side of the compare.
+                    let cond = conds[((w >> 50) % 11) as usize];
+                    let (x, y) = if w % 2 == 0 { (d, s) } else { (s, d) };
+                    format!("ldxw %r{d}, [%r5{o1:+}]\n{cond}32 %r{x}, %r{y}, +1")
+                }
+                62 => {
+                    let cond = conds[((w >> 50) % 11) as usize];
+                    format!("mov32 %r{d}, %r{s}\n{cond}32 %r{t}, %r{}, +1", k % 4)
+                }
+                63 => format!("mov %r{d}, %r{s}\nmul %r{d}, {}", kk as i32 >> (k % 32)),
                 46 => format!("mov32 %r1, %r{s}\ncall local f"),
                 47 => format!("mov %r1, %r{s}\ncall local f"),
                 48 => format!("mov32 %r1, {kk:#x}\ncall local f"),
