@@ -1057,6 +1057,13 @@ impl Interpreter {
                     adv!(1);
                     cond!(test32(cond, r!(x) as u32, r!(y) as u32), t);
                 }
+                Op::IndexAddr { t, i, p, b, k } => {
+                    let v = r!(i).wrapping_mul(k as i64 as u64);
+                    r!(t) = v;
+                    // `b` after `t` is written: it may be `t`.
+                    r!(p) = r!(b).wrapping_add(v);
+                    adv!(3);
+                }
                 Op::Mov64Mul64I { d, s, imm } => {
                     r!(d) = r!(s).wrapping_mul(imm as i64 as u64);
                     adv!(1);

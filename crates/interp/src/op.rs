@@ -1137,6 +1137,16 @@ pub(crate) enum Op {
         cond: u16,
         t: u32,
     },
+    /// `mov t, i; mul t, k; mov p, b; add p, t`, or the same with `lsh t,
+    /// log2(k)`: the address of element `i` of an array at `b` whose
+    /// elements are `k` bytes (`p != t`, else the group is not fused).
+    IndexAddr {
+        t: R,
+        i: R,
+        p: R,
+        b: R,
+        k: i32,
+    },
     /// `mov d, s; mul d, imm` (an index scaled by an element size that is
     /// not a power of two)
     Mov64Mul64I {
@@ -1584,6 +1594,19 @@ fn fuse_long(ops: &[Op], insns: &[Insn]) -> Option<Op> {
                 })
             }
             _ => {}
+        }
+    }
+    if let [Mov64R { d: t, s: i }, scale, Mov64R { d: p, s: b }, Add64R { d: p2, s: t3 }, ..] = *ops
+    {
+        let scaled = match scale {
+            Mul64I { d, imm } => Some((d, imm)),
+            Lsh64I { d, imm } if imm <= 30 => Some((d, 1i32 << imm)),
+            _ => None,
+        };
+        if let Some((t2, k)) = scaled {
+            if t == t2 && t == t3 && p == p2 && p != t {
+                return Some(IndexAddr { t, i, p, b, k });
+            }
         }
     }
     Some(match *ops {

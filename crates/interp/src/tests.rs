@@ -751,7 +751,7 @@ fn fused_ops_match_plain_execution() {
             };
             let small = (w >> 36) % 4;
             let slot = 8 * (1 + (w >> 58) % 3);
-            let line = match (w >> 40) % 64 {
+            let line = match (w >> 40) % 65 {
                 0 => format!("mov32 %r{d}, %r{s}\nand32 %r{d}, {kk:#x}"),
                 1 => format!("mov32 %r{d}, %r{s}\nlsh32 %r{d}, {k}"),
                 2 => format!("mov32 %r{d}, %r{s}\nrsh32 %r{d}, {k}"),
@@ -918,6 +918,16 @@ fn fused_ops_match_plain_execution() {
                     format!("mov32 %r{d}, %r{s}\n{cond}32 %r{t}, %r{}, +1", k % 4)
                 }
                 63 => format!("mov %r{d}, %r{s}\nmul %r{d}, {}", kk as i32 >> (k % 32)),
+                64 => {
+                    // An element's address; the base may be the scaled
+                    // index (and the element register the index).
+                    let scale = if w % 2 == 0 { "mul" } else { "lsh" };
+                    let k = if w % 2 == 0 { kk as i32 >> (k % 32) } else { (k % 32) as i32 };
+                    format!(
+                        "mov %r{t}, %r{s}\n{scale} %r{t}, {k}\nmov %r{d}, %r{}\nadd %r{d}, %r{t}",
+                        (w >> 50) % 4
+                    )
+                }
                 46 => format!("mov32 %r1, %r{s}\ncall local f"),
                 47 => format!("mov %r1, %r{s}\ncall local f"),
                 48 => format!("mov32 %r1, {kk:#x}\ncall local f"),
