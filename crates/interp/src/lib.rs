@@ -1057,6 +1057,12 @@ impl Interpreter {
                     adv!(1);
                     cond!(test32(cond, r!(x) as u32, r!(y) as u32), t);
                 }
+                Op::Mov32Add32Rsh32I { d, s, s2, k } => {
+                    r!(d) = r!(s) as u32 as u64;
+                    // `s2` after `d` is written: it may be `d`.
+                    r!(d) = ((r!(d) as u32).wrapping_add(r!(s2) as u32) >> k) as u64;
+                    adv!(2);
+                }
                 Op::IndexAddr { t, i, p, b, k } => {
                     let v = r!(i).wrapping_mul(k as i64 as u64);
                     r!(t) = v;

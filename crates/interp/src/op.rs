@@ -1137,6 +1137,14 @@ pub(crate) enum Op {
         cond: u16,
         t: u32,
     },
+    /// `mov32 d, s; add32 d, s2; rsh32 d, k`: a sum halved or scaled down
+    /// (a midpoint, an average)
+    Mov32Add32Rsh32I {
+        d: R,
+        s: R,
+        s2: R,
+        k: u8,
+    },
     /// `mov t, i; mul t, k; mov p, b; add p, t`, or the same with `lsh t,
     /// log2(k)`: the address of element `i` of an array at `b` whose
     /// elements are `k` bytes (`p != t`, else the group is not fused).
@@ -1594,6 +1602,11 @@ fn fuse_long(ops: &[Op], insns: &[Insn]) -> Option<Op> {
                 })
             }
             _ => {}
+        }
+    }
+    if let [Mov32R { d, s }, Add32R { d: d2, s: s2 }, Rsh32I { d: d3, imm: k }, ..] = *ops {
+        if d == d2 && d == d3 {
+            return Some(Mov32Add32Rsh32I { d, s, s2, k });
         }
     }
     if let [Mov64R { d: t, s: i }, scale, Mov64R { d: p, s: b }, Add64R { d: p2, s: t3 }, ..] = *ops

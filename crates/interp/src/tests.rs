@@ -751,7 +751,7 @@ fn fused_ops_match_plain_execution() {
             };
             let small = (w >> 36) % 4;
             let slot = 8 * (1 + (w >> 58) % 3);
-            let line = match (w >> 40) % 65 {
+            let line = match (w >> 40) % 66 {
                 0 => format!("mov32 %r{d}, %r{s}\nand32 %r{d}, {kk:#x}"),
                 1 => format!("mov32 %r{d}, %r{s}\nlsh32 %r{d}, {k}"),
                 2 => format!("mov32 %r{d}, %r{s}\nrsh32 %r{d}, {k}"),
@@ -918,6 +918,10 @@ fn fused_ops_match_plain_execution() {
                     format!("mov32 %r{d}, %r{s}\n{cond}32 %r{t}, %r{}, +1", k % 4)
                 }
                 63 => format!("mov %r{d}, %r{s}\nmul %r{d}, {}", kk as i32 >> (k % 32)),
+                65 => format!(
+                    "mov32 %r{d}, %r{s}\nadd32 %r{d}, %r{t}\nrsh32 %r{d}, {}",
+                    k % 32
+                ),
                 64 => {
                     // An element's address; the base may be the scaled
                     // index (and the element register the index).
