@@ -15,7 +15,10 @@
 //! moves with the call, ...) and the longer idioms clang emits for hashing,
 //! checksums and parsing (32-bit rotates, big-endian 16-bit and unaligned
 //! little-endian 32-bit loads from bytes, bit-serial CRC steps, selects
-//! `d = x < k`, counter bumps in memory). A fused op saves dispatches and
+//! `d = x < k`, counter bumps in memory), and for data structures: a 32-bit
+//! field load or a move followed by a register compare-and-branch on it,
+//! an array element's address (`mov`, `mul` or `lsh`, `mov`, `add`), a sum
+//! shifted right (a midpoint). A fused op saves dispatches and
 //! round trips of intermediate values through the register array; it does
 //! the work of its instructions in order, so register aliasing behaves as
 //! unfused, and a load trapping inside it reports its own pc and an exact
@@ -46,7 +49,7 @@
 //!
 //! Speed (`cargo run --release -p bpfkit-interp --example speed`, and the
 //! `bpfkit-bench` criterion bench, whose paired ratio is the robust number):
-//! about 0.35-1.0 ns per executed instruction on the benchmark programs on a
+//! about 0.35-0.8 ns per executed instruction on the benchmark programs on a
 //! 2.6 GHz Xeon, where rbpf 0.4's interpreter takes 3.4-4.4 ns. Timings move
 //! by up to 10% with code placement alone (this Xeon's jump-alignment
 //! erratum penalises a jump that ends on a 32-byte boundary, and every op
