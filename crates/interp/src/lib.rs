@@ -121,6 +121,14 @@ const MAX_ADVANCE: usize = 16;
 /// Bytes of the interpreter's stack (every frame).
 const STACK_BYTES: usize = STACK_SIZE * MAX_CALL_FRAMES;
 
+/// Bytes allocated for it: eight more, never part of the guest's stack,
+/// so that a frame slot's offset masked with `STACK_BYTES - 1` (which
+/// leaves it unchanged, see `stack_load!`) indexes an 8-byte access
+/// without a bounds check.
+const STACK_ALLOC: usize = STACK_BYTES + 8;
+
+const _: () = assert!(STACK_BYTES.is_power_of_two());
+
 const OP_SIZE: usize = std::mem::size_of::<Op>();
 
 /// Why a program could not be prepared.
@@ -188,7 +196,7 @@ impl<'r> Builder<'r> {
             slot_to_op,
             table,
             all_helpers,
-            stack: Box::new([0u8; STACK_BYTES]),
+            stack: Box::new([0u8; STACK_ALLOC]),
             frames: [Frame::default(); MAX_CALL_FRAMES],
             budget: self.budget.unwrap_or(u64::MAX),
             executed: 0,
@@ -222,7 +230,7 @@ pub struct Interpreter {
     table: Vec<(u32, Arc<dyn Helper>)>,
     /// Every registered helper, sorted by id, for `callx`.
     all_helpers: Vec<(u32, Arc<dyn Helper>)>,
-    stack: Box<[u8; STACK_BYTES]>,
+    stack: Box<[u8; STACK_ALLOC]>,
     frames: [Frame; MAX_CALL_FRAMES],
     budget: u64,
     executed: u64,
@@ -272,7 +280,7 @@ impl Interpreter {
     /// is `r10` on entry.
     pub fn stack_range(&self) -> (u64, u64) {
         let start = self.stack.as_ptr() as u64;
-        (start, start + self.stack.len() as u64)
+        (start, start + STACK_BYTES as u64)
     }
 
     /// Runs the program with `r1`.. = `args` (at most five are used) over
@@ -343,9 +351,9 @@ impl Interpreter {
         // built only to lend both to a helper or an atomic), so that
         // accesses the compiler proved to be inside the current frame index
         // the stack directly.
-        let stack: &mut [u8; STACK_BYTES] = stack;
+        let stack: &mut [u8; STACK_ALLOC] = stack;
         let stack_start = stack.as_ptr() as u64;
-        let stack_top = stack_start + stack.len() as u64;
+        let stack_top = stack_start + STACK_BYTES as u64;
         // Stack offset of the current frame's `r10`.
         let mut fp_off = STACK_BYTES;
         let mut regs = [0u64; 11];
@@ -464,12 +472,16 @@ impl Interpreter {
                 }
             }};
         }
-        // A frame slot (`Op::LdxStack*`, ...): in bounds by construction,
-        // the general path is only there to avoid a panic branch.
+        // A frame slot (`Op::LdxStack*`, ...): in bounds by construction
+        // (`fp_off` is at least one frame, `off` inside one frame below
+        // it), so the index is below `STACK_BYTES` and the mask changes
+        // nothing; with it, and the padding after the stack, the compiler
+        // sees the access in bounds and drops the check a plain index
+        // needs. The general path only avoids a panic branch.
         macro_rules! stack_load {
             ($n:literal, $off:expr) => {{
-                let i = fp_off.wrapping_add($off as isize as usize);
-                match chunk::<$n>(stack, i as u64) {
+                let i = fp_off.wrapping_add($off as isize as usize) & (STACK_BYTES - 1);
+                match stack[i..].first_chunk::<$n>() {
                     Some(b) => *b,
                     None => load!($n, r!(10).wrapping_add($off as i64 as u64)),
                 }
@@ -477,9 +489,9 @@ impl Interpreter {
         }
         macro_rules! stack_store {
             ($n:literal, $off:expr, $v:expr) => {{
-                let i = fp_off.wrapping_add($off as isize as usize);
+                let i = fp_off.wrapping_add($off as isize as usize) & (STACK_BYTES - 1);
                 let v: [u8; $n] = $v;
-                match chunk_mut::<$n>(stack, i as u64) {
+                match stack[i..].first_chunk_mut::<$n>() {
                     Some(b) => *b = v,
                     None => store!($n, r!(10).wrapping_add($off as i64 as u64), v),
                 }
@@ -489,7 +501,7 @@ impl Interpreter {
             ($id:expr, $h:expr) => {{
                 let id = HelperId($id);
                 let mut env = HelperEnv::new(
-                    Guest::new(&mut stack[..], mem),
+                    Guest::new(&mut stack[..STACK_BYTES], mem),
                     data.as_deref_mut(),
                     pcs[pc!()],
                     id,
@@ -674,7 +686,7 @@ impl Interpreter {
                     let a = addr!(d, off);
                     let v = r!(s) as u32 as u64;
                     let expected = r!(0) as u32 as u64;
-                    let old = match Guest::new(&mut stack[..], mem)
+                    let old = match Guest::new(&mut stack[..STACK_BYTES], mem)
                         .atomic_update::<4>(a, |x| atomic(op, x, v, expected))
                     {
                         Ok(old) => old,
@@ -696,7 +708,7 @@ impl Interpreter {
                     let a = addr!(d, off);
                     let v = r!(s);
                     let expected = r!(0);
-                    let old = match Guest::new(&mut stack[..], mem)
+                    let old = match Guest::new(&mut stack[..STACK_BYTES], mem)
                         .atomic_update::<8>(a, |x| atomic(op, x, v, expected))
                     {
                         Ok(old) => old,
@@ -1209,7 +1221,7 @@ impl Interpreter {
 /// stack's length is a constant, so this is one compare, and indexing after
 /// it needs no other check.
 #[inline(always)]
-fn chunk<const N: usize>(stack: &[u8; STACK_BYTES], off: u64) -> Option<&[u8; N]> {
+fn chunk<const N: usize>(stack: &[u8; STACK_ALLOC], off: u64) -> Option<&[u8; N]> {
     if off <= (STACK_BYTES - N) as u64 {
         stack[off as usize..].first_chunk::<N>()
     } else {
@@ -1219,7 +1231,7 @@ fn chunk<const N: usize>(stack: &[u8; STACK_BYTES], off: u64) -> Option<&[u8; N]
 
 /// [`chunk`], writable.
 #[inline(always)]
-fn chunk_mut<const N: usize>(stack: &mut [u8; STACK_BYTES], off: u64) -> Option<&mut [u8; N]> {
+fn chunk_mut<const N: usize>(stack: &mut [u8; STACK_ALLOC], off: u64) -> Option<&mut [u8; N]> {
     if off <= (STACK_BYTES - N) as u64 {
         stack[off as usize..].first_chunk_mut::<N>()
     } else {

@@ -1060,11 +1060,25 @@ fn stack_slots_at_fixed_offsets() {
     ] {
         let _ = same_with_and_without_fixed_fp(p, &[0; 8]);
     }
-    assert!(matches!(
-        same_with_and_without_fixed_fp("ldxb %r0, [%r10]\nexit", &[0; 8]),
-        Err(Trap {
-            kind: TrapKind::OutOfBounds { .. },
-            ..
-        })
-    ));
+    // The bytes just past the stack (allocated as padding) are not the
+    // guest's.
+    for p in [
+        "ldxb %r0, [%r10]\nexit",
+        "ldxdw %r0, [%r10]\nexit",
+        "stxdw [%r10], %r1\nexit",
+    ] {
+        assert!(
+            matches!(
+                same_with_and_without_fixed_fp(p, &[0; 8]),
+                Err(Trap {
+                    kind: TrapKind::OutOfBounds { .. },
+                    ..
+                })
+            ),
+            "{p}"
+        );
+    }
+    let vm = Interpreter::new(&prog("exit"), &Helpers::new()).unwrap();
+    let (start, end) = vm.stack_range();
+    assert_eq!(end - start, (STACK_SIZE * MAX_CALL_FRAMES) as u64);
 }
