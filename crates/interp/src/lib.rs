@@ -42,8 +42,10 @@
 //!   return op's address.
 //! - Loads and stores at `r10 + off` inside the current frame, in programs
 //!   that never write `r10`, index the stack directly (in bounds by
-//!   construction) instead of going through the region lookup; the stack
-//!   has a constant size, so a stack hit is one compare.
+//!   construction) instead of going through the region lookup, through a
+//!   mask and eight bytes of padding after the stack, so with no bounds
+//!   check at all; other stack accesses cost one compare (the stack has a
+//!   constant size).
 //! - Conditions inside fused ops are 16-entry truth tables, evaluated
 //!   without branching.
 //!
