@@ -1114,6 +1114,54 @@ pub(crate) enum Op {
         a: u32,
         m: u32,
     },
+    /// `ldxw d, [s+off]; if32 d <cond> x goto t`, or the jump with `d` on
+    /// the right (then `cond` is the swapped condition, see [`swapped`]):
+    /// a field loaded and compared with a register, as clang writes most
+    /// comparisons of a struct field with a value (32-bit compare, `cond` a
+    /// [`truth`] table).
+    LdxWJcc32R {
+        d: R,
+        s: R,
+        x: R,
+        off: i16,
+        cond: u16,
+        t: u32,
+    },
+    /// `mov32 d, s; if32 x <cond> y goto t` (a loop variable moved, then
+    /// the loop's test; `cond` a [`truth`] table)
+    Mov32Jcc32R {
+        d: R,
+        s: R,
+        x: R,
+        y: R,
+        cond: u16,
+        t: u32,
+    },
+    /// `mov32 d, s; add32 d, s2; rsh32 d, k`: a sum halved or scaled down
+    /// (a midpoint, an average)
+    Mov32Add32Rsh32I {
+        d: R,
+        s: R,
+        s2: R,
+        k: u8,
+    },
+    /// `mov t, i; mul t, k; mov p, b; add p, t`, or the same with `lsh t,
+    /// log2(k)`: the address of element `i` of an array at `b` whose
+    /// elements are `k` bytes (`p != t`, else the group is not fused).
+    IndexAddr {
+        t: R,
+        i: R,
+        p: R,
+        b: R,
+        k: i32,
+    },
+    /// `mov d, s; mul d, imm` (an index scaled by an element size that is
+    /// not a power of two)
+    Mov64Mul64I {
+        d: R,
+        s: R,
+        imm: i32,
+    },
 }
 
 /// Compiles `prog`: ops (with a trailing [`Op::FellOff`]) and the helper
@@ -1348,6 +1396,9 @@ pub(crate) fn fuse(ops: &[Op], insns: &[Insn]) -> Vec<Op> {
             (Op::Arsh32I { d, imm: k }, Op::And32I { d: d2, imm }) if d == d2 => {
                 Op::Arsh32And32I { d, k, imm }
             }
+            (Op::Mov64R { d, s }, Op::Mul64I { d: d2, imm }) if d == d2 => {
+                Op::Mov64Mul64I { d, s, imm }
+            }
             _ => continue,
         };
         if std::mem::discriminant(&out[i]) == std::mem::discriminant(&ops[i]) {
@@ -1405,6 +1456,40 @@ pub(crate) fn truth(cond: Cond) -> u16 {
         table |= (holds as u16) << f;
     }
     table
+}
+
+/// `cond` with its operands swapped: `x <cond> y` iff `y <swapped> x`.
+pub(crate) fn swapped(cond: Cond) -> Cond {
+    match cond {
+        Cond::Gt => Cond::Lt,
+        Cond::Ge => Cond::Le,
+        Cond::Lt => Cond::Gt,
+        Cond::Le => Cond::Ge,
+        Cond::Sgt => Cond::Slt,
+        Cond::Sge => Cond::Sle,
+        Cond::Slt => Cond::Sgt,
+        Cond::Sle => Cond::Sge,
+        Cond::Eq | Cond::Ne | Cond::Set => cond,
+    }
+}
+
+/// The target of a 32-bit conditional jump between registers.
+fn jump_target_r(op: Op) -> Option<u32> {
+    use Op::*;
+    match op {
+        Jeq32R { t, .. }
+        | Jne32R { t, .. }
+        | Jlt32R { t, .. }
+        | Jle32R { t, .. }
+        | Jgt32R { t, .. }
+        | Jge32R { t, .. }
+        | Jset32R { t, .. }
+        | Jslt32R { t, .. }
+        | Jsle32R { t, .. }
+        | Jsgt32R { t, .. }
+        | Jsge32R { t, .. } => Some(t),
+        _ => None,
+    }
 }
 
 /// A small immediate of `mov` or `mov32` (both zero-extend it).
@@ -1468,6 +1553,73 @@ fn fuse_long(ops: &[Op], insns: &[Insn]) -> Option<Op> {
             && o.checked_add(3) == Some(o3)
         {
             return Some(LdxLe32Bytes { d, t, u, v, s, o });
+        }
+    }
+    // A 32-bit register compare after a 32-bit load or a 32-bit move.
+    if let (
+        [first, second, ..],
+        [_, Insn::Jmp {
+            width: Width::W32,
+            cond,
+            dst,
+            src: Src::Reg(src),
+            ..
+        }, ..],
+    ) = (ops, insns)
+    {
+        let t = jump_target_r(*second).unwrap_or(u32::MAX);
+        let (x, y): (R, R) = ((*dst).into(), (*src).into());
+        match *first {
+            _ if t == u32::MAX => {}
+            LdxW { d, s, off } if x == d => {
+                return Some(LdxWJcc32R {
+                    d,
+                    s,
+                    x: y,
+                    off,
+                    cond: truth(*cond),
+                    t,
+                })
+            }
+            LdxW { d, s, off } if y == d => {
+                return Some(LdxWJcc32R {
+                    d,
+                    s,
+                    x,
+                    off,
+                    cond: truth(swapped(*cond)),
+                    t,
+                })
+            }
+            Mov32R { d, s } => {
+                return Some(Mov32Jcc32R {
+                    d,
+                    s,
+                    x,
+                    y,
+                    cond: truth(*cond),
+                    t,
+                })
+            }
+            _ => {}
+        }
+    }
+    if let [Mov32R { d, s }, Add32R { d: d2, s: s2 }, Rsh32I { d: d3, imm: k }, ..] = *ops {
+        if d == d2 && d == d3 {
+            return Some(Mov32Add32Rsh32I { d, s, s2, k });
+        }
+    }
+    if let [Mov64R { d: t, s: i }, scale, Mov64R { d: p, s: b }, Add64R { d: p2, s: t3 }, ..] = *ops
+    {
+        let scaled = match scale {
+            Mul64I { d, imm } => Some((d, imm)),
+            Lsh64I { d, imm } if imm <= 30 => Some((d, 1i32 << imm)),
+            _ => None,
+        };
+        if let Some((t2, k)) = scaled {
+            if t == t2 && t == t3 && p == p2 && p != t {
+                return Some(IndexAddr { t, i, p, b, k });
+            }
         }
     }
     Some(match *ops {

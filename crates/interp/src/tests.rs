@@ -751,7 +751,7 @@ fn fused_ops_match_plain_execution() {
             };
             let small = (w >> 36) % 4;
             let slot = 8 * (1 + (w >> 58) % 3);
-            let line = match (w >> 40) % 61 {
+            let line = match (w >> 40) % 66 {
                 0 => format!("mov32 %r{d}, %r{s}\nand32 %r{d}, {kk:#x}"),
                 1 => format!("mov32 %r{d}, %r{s}\nlsh32 %r{d}, {k}"),
                 2 => format!("mov32 %r{d}, %r{s}\nrsh32 %r{d}, {k}"),
@@ -907,6 +907,31 @@ fn fused_ops_match_plain_execution() {
                     k % 32
                 ),
                 54 => format!("mov32 %r{t}, %r{s}\nrsh32 %r{t}, {}\nxor32 %r{d}, %r{t}", k % 32),
+                61 => {
+                    // The loaded register on either side of the compare.
+                    let cond = conds[((w >> 50) % 11) as usize];
+                    let (x, y) = if w % 2 == 0 { (d, s) } else { (s, d) };
+                    format!("ldxw %r{d}, [%r5{o1:+}]\n{cond}32 %r{x}, %r{y}, +1")
+                }
+                62 => {
+                    let cond = conds[((w >> 50) % 11) as usize];
+                    format!("mov32 %r{d}, %r{s}\n{cond}32 %r{t}, %r{}, +1", k % 4)
+                }
+                63 => format!("mov %r{d}, %r{s}\nmul %r{d}, {}", kk as i32 >> (k % 32)),
+                65 => format!(
+                    "mov32 %r{d}, %r{s}\nadd32 %r{d}, %r{t}\nrsh32 %r{d}, {}",
+                    k % 32
+                ),
+                64 => {
+                    // An element's address; the base may be the scaled
+                    // index (and the element register the index).
+                    let scale = if w % 2 == 0 { "mul" } else { "lsh" };
+                    let k = if w % 2 == 0 { kk as i32 >> (k % 32) } else { (k % 32) as i32 };
+                    format!(
+                        "mov %r{t}, %r{s}\n{scale} %r{t}, {k}\nmov %r{d}, %r{}\nadd %r{d}, %r{t}",
+                        (w >> 50) % 4
+                    )
+                }
                 46 => format!("mov32 %r1, %r{s}\ncall local f"),
                 47 => format!("mov %r1, %r{s}\ncall local f"),
                 48 => format!("mov32 %r1, {kk:#x}\ncall local f"),
@@ -1035,11 +1060,25 @@ fn stack_slots_at_fixed_offsets() {
     ] {
         let _ = same_with_and_without_fixed_fp(p, &[0; 8]);
     }
-    assert!(matches!(
-        same_with_and_without_fixed_fp("ldxb %r0, [%r10]\nexit", &[0; 8]),
-        Err(Trap {
-            kind: TrapKind::OutOfBounds { .. },
-            ..
-        })
-    ));
+    // The bytes just past the stack (allocated as padding) are not the
+    // guest's.
+    for p in [
+        "ldxb %r0, [%r10]\nexit",
+        "ldxdw %r0, [%r10]\nexit",
+        "stxdw [%r10], %r1\nexit",
+    ] {
+        assert!(
+            matches!(
+                same_with_and_without_fixed_fp(p, &[0; 8]),
+                Err(Trap {
+                    kind: TrapKind::OutOfBounds { .. },
+                    ..
+                })
+            ),
+            "{p}"
+        );
+    }
+    let vm = Interpreter::new(&prog("exit"), &Helpers::new()).unwrap();
+    let (start, end) = vm.stack_range();
+    assert_eq!(end - start, (STACK_SIZE * MAX_CALL_FRAMES) as u64);
 }
