@@ -34,8 +34,11 @@
 //! - A bpf-to-bpf call pushes r6-r9 and r10 on the host stack, sets r10 to
 //!   the new frame (`stack_top - depth * 512`, as the interpreter does) and
 //!   `call`s the target; `Ctx::depth` counts frames (trap at
-//!   `MAX_CALL_FRAMES`). Each call level uses 48 bytes of host stack, which
-//!   keeps `rsp` 16-byte aligned at every helper call.
+//!   `MAX_CALL_FRAMES`). In verified code without a budget the call
+//!   pushes only the r6-r9 the callee's own instructions write and moves
+//!   r10 down by 512 only when the callee names r10 (`local_call`); a leaf
+//!   that touches neither is a bare `call`. Since the host stack depth then
+//!   varies, the helper stub aligns `rsp` itself.
 //! - Memory accesses compute the address into `rax` and check it inline,
 //!   first against the stack buffer (one subtraction, one compare), then
 //!   against the region the last region-table walk found (kept in the
@@ -244,8 +247,9 @@ struct Emitter<'a> {
     /// Blinding key generator state (xorshift64; 0 when not blinding).
     rng: u64,
     /// bpf-to-bpf calls without a depth count (unchecked mode, no budget,
-    /// no `callx`): see `local_call`.
-    frame_calls: bool,
+    /// no `callx`): the subprograms' starts and [`frame_bits`] (see
+    /// `local_call`).
+    frames: Option<Vec<(u32, u8)>>,
 }
 
 const UNBOUND: u32 = u32::MAX;
@@ -613,10 +617,16 @@ impl<'a> Emitter<'a> {
             .mov_rm_r(Sz::B64, field(offset_of!(Ctx, call_h)), Gpr::Rcx);
         self.a
             .mov_rm_r(Sz::B64, field(offset_of!(Ctx, call_site)), Gpr::Rdx);
+        // bpf-to-bpf calls push only what their callee needs (see
+        // `local_call`), so rsp can be anything here: align it for the
+        // System V call, keeping the old value to pop back into rsp.
+        self.a.mov_r_rm(Sz::B64, Gpr::Rax, Rm::Reg(Gpr::Rsp));
+        self.a.alu_rm_i(Sz::B64, Alu::And, Rm::Reg(Gpr::Rsp), -16);
+        self.a.push(Gpr::Rax);
         for &r in &REG_MAP[1..=5] {
             self.a.push(r);
         }
-        // Entered with rsp = 8 mod 16; five pushes realign it for the call.
+        // Six pushes from a 16-aligned rsp: aligned again for the call.
         self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(REG_MAP[2]));
         self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(REG_MAP[3]));
         self.a.mov_r_rm(Sz::B64, Gpr::R8, Rm::Reg(REG_MAP[4]));
@@ -627,6 +637,7 @@ impl<'a> Emitter<'a> {
         for &r in REG_MAP[1..=5].iter().rev() {
             self.a.pop(r);
         }
+        self.a.pop(Gpr::Rsp);
         let stopped = self.new_label();
         self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
         self.jcc(Cc::Ne, stopped);
@@ -647,19 +658,40 @@ impl<'a> Emitter<'a> {
     /// Enters a new frame and calls `target` (a label, or the address in
     /// `rcx` when `None`, with `rax` = slot * 8 when `callx_slot_in_rax`).
     fn local_call(&mut self, idx: usize, target: Option<usize>, callx_slot_in_rax: bool) {
-        if let (true, Some(t)) = (self.frame_calls, target) {
+        if let (Some(frames), Some(t)) = (&self.frames, target) {
             // Verified code: the verifier bounds the call chain at 8
             // frames, so the new frame is simply the caller's minus 512
             // (what `stack_top - depth * 512` gives) and no depth is kept.
-            for r in [Gpr::Rbx, Gpr::R12, Gpr::R14, Gpr::R15, Gpr::Rbp] {
-                self.a.push(r);
+            // Only what the callee's own instructions change is saved:
+            // the r6-r9 it writes (its callees save their own), and r10
+            // only moves when the callee names it (the verifier refuses
+            // writes to r10, so `add` undoes the `sub`; a callee that does
+            // not name r10 leaves the caller's frame alone, and its own
+            // callees' frames still start below the caller's).
+            let m = frames
+                .binary_search_by_key(&(t as u32), |f| f.0)
+                .map_or(FRAME_ALL, |k| frames[k].1);
+            let saved = [Gpr::Rbx, Gpr::R12, Gpr::R14, Gpr::R15];
+            for (k, &r) in saved.iter().enumerate() {
+                if m & (1 << k) != 0 {
+                    self.a.push(r);
+                }
             }
-            self.a
-                .alu_rm_i(Sz::B64, Alu::Sub, Rm::Reg(Gpr::Rbp), STACK_SIZE as i32);
+            let r10 = m & FRAME_R10 != 0;
+            if r10 {
+                self.a
+                    .alu_rm_i(Sz::B64, Alu::Sub, Rm::Reg(Gpr::Rbp), STACK_SIZE as i32);
+            }
             self.pending = 0;
             self.call(t);
-            for r in [Gpr::Rbp, Gpr::R15, Gpr::R14, Gpr::R12, Gpr::Rbx] {
-                self.a.pop(r);
+            if r10 {
+                self.a
+                    .alu_rm_i(Sz::B64, Alu::Add, Rm::Reg(Gpr::Rbp), STACK_SIZE as i32);
+            }
+            for (k, &r) in saved.iter().enumerate().rev() {
+                if m & (1 << k) != 0 {
+                    self.a.pop(r);
+                }
             }
             return;
         }
@@ -1457,6 +1489,69 @@ fn regs_info(insn: &Insn) -> u32 {
 /// See [`regs_info`].
 const WRITES_R10: u32 = 1 << 16;
 
+/// [`frame_bits`]: r6-r9 are bits 0-3.
+const FRAME_R10: u8 = 1 << 4;
+const FRAME_ALL: u8 = 0x1f;
+
+/// What a bpf-to-bpf call into the subprogram holding `insn` must keep:
+/// the r6-r9 it writes (bits 0-3; the caller expects them back) and
+/// whether it names r10 ([`FRAME_R10`]: it needs a frame of its own).
+#[inline]
+fn frame_bits(insn: &Insn) -> u8 {
+    let w = |r: Reg| match r.index() {
+        i @ 6..=9 => 1u8 << (i - 6),
+        _ => 0,
+    };
+    let written = match *insn {
+        Insn::Alu { dst, .. }
+        | Insn::Neg { dst, .. }
+        | Insn::Endian { dst, .. }
+        | Insn::LoadImm64 { dst, .. }
+        | Insn::Load { dst, .. } => w(dst),
+        // Fetching atomics and `xchg` write `src`, `cmpxchg` writes r0.
+        Insn::Atomic { src, fetch, op, .. } if (fetch || op == AtomicOp::Xchg) => w(src),
+        _ => 0,
+    };
+    let names_r10 = regs_info(insn) & (1 << 10) != 0;
+    written | if names_r10 { FRAME_R10 } else { 0 }
+}
+
+/// The subprograms of a verified program, as the verifier splits it
+/// (starts at call targets and `lddw` function targets; jumps stay inside
+/// their subprogram), each with the [`frame_bits`] of its instructions,
+/// sorted by start; `None` with a `callx` (whose targets are unknown).
+fn subprog_frames(prog: &Program) -> Option<Vec<(u32, u8)>> {
+    let mut frames = Vec::new();
+    for (pc, insn) in prog.iter() {
+        match *insn {
+            Insn::Callx(_) => return None,
+            Insn::CallLocal(_)
+            | Insn::LoadImm64 {
+                imm: Imm64::Func(_),
+                ..
+            } => {
+                let t = insn.branch_target(pc).and_then(|t| prog.index_of(t))?;
+                frames.push((t as u32, 0u8));
+            }
+            _ => {}
+        }
+    }
+    if frames.is_empty() {
+        return Some(frames);
+    }
+    frames.push((0, 0));
+    frames.sort_unstable();
+    frames.dedup();
+    let mut k = 0;
+    for (i, insn) in prog.insns().iter().enumerate() {
+        while k + 1 < frames.len() && frames[k + 1].0 as usize <= i {
+            k += 1;
+        }
+        frames[k].1 |= frame_bits(insn);
+    }
+    Some(frames)
+}
+
 /// Lowers a whole program (see the module docs): first assuming that r10
 /// is never written (accesses `[r10 + const]` inside the frame need no
 /// check), and again without that assumption in the rare case that an
@@ -1531,9 +1626,11 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
         has_callx: false,
         // xorshift64 must not start at 0.
         rng: input.blind.map_or(0, |s| s | 1),
-        frame_calls: !input.checked
-            && !input.budget
-            && !insns.iter().any(|i| matches!(i, Insn::Callx(_))),
+        frames: if input.checked || input.budget {
+            None
+        } else {
+            subprog_frames(prog)
+        },
     };
     let mut info = 0u32;
     for (i, insn) in insns.iter().enumerate() {
