@@ -1279,11 +1279,11 @@ impl<'a> Emitter<'a> {
                     }
                     Opnd::Reg(r) => {
                         self.a.mov_rm_r(Sz::B32, Rm::Reg(Gpr::Rcx), r);
+                        // A 32-bit shift writes its destination, so it
+                        // zero-extends even when the masked count is 0 (only
+                        // the flags are left alone): no `mov d32, d32`.
+                        // Tested by `shift32_by_register_zero_extends`.
                         self.a.shift_cl(s, o, dr);
-                        if !w64 {
-                            // A masked count of 0 may leave the upper half.
-                            self.a.mov_rm_r(Sz::B32, dr, d);
-                        }
                     }
                 }
             }
