@@ -31,7 +31,6 @@ use std::io;
 #[derive(Debug)]
 pub struct ExecutableCode {
     ptr: *mut u8,
-    map_len: usize,
     len: usize,
     /// Base of the arena chunk the pages were cut from.
     chunk: usize,
@@ -222,7 +221,6 @@ pub fn publish(code: Vec<u8>) -> io::Result<ExecutableCode> {
     }
     Ok(ExecutableCode {
         ptr,
-        map_len,
         len: code.len(),
         chunk,
     })
