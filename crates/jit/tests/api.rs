@@ -91,6 +91,28 @@ fn shift32_by_register_zero_extends() {
     }
 }
 
+/// Calls save only the r6-r9 their callee writes, which needs the callee
+/// to stay in its own range; programs that jump into another subprogram or
+/// fall through into the next one (checked mode runs them, the verifier
+/// would not) still get the caller's r6-r9 back.
+#[test]
+fn calls_that_leave_their_subprogram_keep_r6_r9() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let jump_across = "mov %r6, 5\ncall local f\nadd %r0, %r6\ncall local g\nadd %r0, %r6\nexit\n\
+        f:\nmov %r0, 1\nja gbody\n\
+        g:\nmov %r0, 2\ngbody:\nmov %r6, 100\nadd %r0, 10\nexit";
+    assert_eq!(both(&prog(jump_across), None, None), Ok(17));
+    let fall_through = "mov %r6, 5\ncall local f\nadd %r0, %r6\ncall local g\nadd %r0, %r6\nexit\n\
+        f:\nmov %r0, 1\n\
+        g:\nmov %r6, 100\nexit";
+    assert_eq!(both(&prog(fall_through), None, None), Ok(11));
+    // The same shapes with a budget (the counted call path).
+    assert_eq!(both(&prog(jump_across), Some(1000), None), Ok(17));
+    assert_eq!(both(&prog(fall_through), Some(1000), None), Ok(11));
+}
+
 #[test]
 fn helper_aborts_at_any_depth() {
     if !bpfkit_jit::is_supported() {

@@ -34,11 +34,13 @@
 //! - A bpf-to-bpf call pushes r6-r9 and r10 on the host stack, sets r10 to
 //!   the new frame (`stack_top - depth * 512`, as the interpreter does) and
 //!   `call`s the target; `Ctx::depth` counts frames (trap at
-//!   `MAX_CALL_FRAMES`). In verified code without a budget the call
-//!   pushes only the r6-r9 the callee's own instructions write and moves
-//!   r10 down by 512 only when the callee names r10 (`local_call`); a leaf
-//!   that touches neither is a bare `call`. Since the host stack depth then
-//!   varies, the helper stub aligns `rsp` itself.
+//!   `MAX_CALL_FRAMES`). Only the r6-r9 the callee's own instructions
+//!   write are pushed, when every subprogram stays in its range (no jump
+//!   out, no fall-through, no `callx`: `subprog_frames`). In verified code
+//!   without a budget there is no depth count and r10 moves down by 512
+//!   only when the callee names r10 (`local_call`); a leaf that touches
+//!   neither is a bare `call`. Since the host stack depth varies, the
+//!   helper stub aligns `rsp` itself.
 //! - Memory accesses compute the address into `rax` and check it inline,
 //!   first against the stack buffer (one subtraction, one compare), then
 //!   against the region the last region-table walk found (kept in the
@@ -246,10 +248,12 @@ struct Emitter<'a> {
     has_callx: bool,
     /// Blinding key generator state (xorshift64; 0 when not blinding).
     rng: u64,
-    /// bpf-to-bpf calls without a depth count (unchecked mode, no budget,
-    /// no `callx`): the subprograms' starts and [`frame_bits`] (see
-    /// `local_call`).
+    /// The subprograms' starts and [`frame_bits`] when calls can save only
+    /// what their callee changes (see [`subprog_frames`] and `local_call`).
     frames: Option<Vec<(u32, u8)>>,
+    /// bpf-to-bpf calls without a depth count (unchecked mode, no budget,
+    /// `frames` known).
+    frame_calls: bool,
 }
 
 const UNBOUND: u32 = u32::MAX;
@@ -658,20 +662,25 @@ impl<'a> Emitter<'a> {
     /// Enters a new frame and calls `target` (a label, or the address in
     /// `rcx` when `None`, with `rax` = slot * 8 when `callx_slot_in_rax`).
     fn local_call(&mut self, idx: usize, target: Option<usize>, callx_slot_in_rax: bool) {
-        if let (Some(frames), Some(t)) = (&self.frames, target) {
+        // What the callee changes (see `subprog_frames`): the r6-r9 its own
+        // instructions write (its callees save theirs) and whether it names
+        // r10; everything for `callx` or when the program's shape does not
+        // allow telling.
+        let m = match (&self.frames, target) {
+            (Some(frames), Some(t)) => frames
+                .binary_search_by_key(&(t as u32), |f| f.0)
+                .map_or(FRAME_ALL, |k| frames[k].1),
+            _ => FRAME_ALL,
+        };
+        let saved = [Gpr::Rbx, Gpr::R12, Gpr::R14, Gpr::R15];
+        if let (true, Some(t)) = (self.frame_calls, target) {
             // Verified code: the verifier bounds the call chain at 8
             // frames, so the new frame is simply the caller's minus 512
             // (what `stack_top - depth * 512` gives) and no depth is kept.
-            // Only what the callee's own instructions change is saved:
-            // the r6-r9 it writes (its callees save their own), and r10
-            // only moves when the callee names it (the verifier refuses
+            // r10 only moves when the callee names it (the verifier refuses
             // writes to r10, so `add` undoes the `sub`; a callee that does
             // not name r10 leaves the caller's frame alone, and its own
             // callees' frames still start below the caller's).
-            let m = frames
-                .binary_search_by_key(&(t as u32), |f| f.0)
-                .map_or(FRAME_ALL, |k| frames[k].1);
-            let saved = [Gpr::Rbx, Gpr::R12, Gpr::R14, Gpr::R15];
             for (k, &r) in saved.iter().enumerate() {
                 if m & (1 << k) != 0 {
                     self.a.push(r);
@@ -724,9 +733,12 @@ impl<'a> Emitter<'a> {
         self.pending = 0;
         self.a.alu_rm_i(Sz::B64, Alu::Add, Rm::Reg(d), 1);
         self.a.mov_rm_r(Sz::B64, field(offset_of!(Ctx, depth)), d);
-        for r in [Gpr::Rbx, Gpr::R12, Gpr::R14, Gpr::R15, Gpr::Rbp] {
-            self.a.push(r);
+        for (k, &r) in saved.iter().enumerate() {
+            if m & (1 << k) != 0 {
+                self.a.push(r);
+            }
         }
+        self.a.push(Gpr::Rbp);
         self.a.shift_i(Sz::B32, Shift::Shl, Rm::Reg(d), 9);
         self.a
             .mov_r_rm(Sz::B64, Gpr::Rbp, field(offset_of!(Ctx, stack_top)));
@@ -735,8 +747,11 @@ impl<'a> Emitter<'a> {
             Some(t) => self.call(t),
             None => self.a.call_rm(Rm::Reg(Gpr::Rcx)),
         }
-        for r in [Gpr::Rbp, Gpr::R15, Gpr::R14, Gpr::R12, Gpr::Rbx] {
-            self.a.pop(r);
+        self.a.pop(Gpr::Rbp);
+        for (k, &r) in saved.iter().enumerate().rev() {
+            if m & (1 << k) != 0 {
+                self.a.pop(r);
+            }
         }
         self.a
             .alu_rm_i(Sz::B64, Alu::Sub, field(offset_of!(Ctx, depth)), 1);
@@ -1516,10 +1531,13 @@ fn frame_bits(insn: &Insn) -> u8 {
     written | if names_r10 { FRAME_R10 } else { 0 }
 }
 
-/// The subprograms of a verified program, as the verifier splits it
-/// (starts at call targets and `lddw` function targets; jumps stay inside
-/// their subprogram), each with the [`frame_bits`] of its instructions,
-/// sorted by start; `None` with a `callx` (whose targets are unknown).
+/// The subprograms of a program, split as the verifier splits them
+/// (starts at call targets and `lddw` function targets), each with the
+/// [`frame_bits`] of its instructions, sorted by start. `None` when a call
+/// could run instructions outside its callee's range, which the verifier
+/// refuses but checked mode must run: a `callx` (targets unknown), a jump
+/// out of its subprogram, or a subprogram whose last instruction is not
+/// `exit` or `ja` (it falls through into the next one).
 fn subprog_frames(prog: &Program) -> Option<Vec<(u32, u8)>> {
     let mut frames = Vec::new();
     for (pc, insn) in prog.iter() {
@@ -1542,12 +1560,27 @@ fn subprog_frames(prog: &Program) -> Option<Vec<(u32, u8)>> {
     frames.push((0, 0));
     frames.sort_unstable();
     frames.dedup();
+    let insns = prog.insns();
+    let n = insns.len();
     let mut k = 0;
-    for (i, insn) in prog.insns().iter().enumerate() {
-        while k + 1 < frames.len() && frames[k + 1].0 as usize <= i {
+    let mut end = frames.get(1).map_or(n, |f| f.0 as usize);
+    for (i, (pc, insn)) in prog.iter().enumerate() {
+        if i == end {
             k += 1;
+            end = frames.get(k + 1).map_or(n, |f| f.0 as usize);
         }
         frames[k].1 |= frame_bits(insn);
+        match *insn {
+            Insn::Ja { .. } | Insn::Jmp { .. } => {
+                let t = insn.branch_target(pc).and_then(|t| prog.index_of(t))?;
+                if t < frames[k].0 as usize || t >= end {
+                    return None;
+                }
+            }
+            Insn::Exit => {}
+            _ if i + 1 == end => return None,
+            _ => {}
+        }
     }
     Some(frames)
 }
@@ -1596,6 +1629,8 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
     // was about a dozen reallocations per compile): checked accesses take
     // ~30 bytes and a label or two, jumps a fixup and a shrink candidate.
     let per_insn = if input.checked { 24 } else { 12 };
+    let frames = subprog_frames(prog);
+    let frame_calls = !input.checked && !input.budget && frames.is_some();
     let mut labels = Vec::with_capacity(2 * n + 64);
     labels.resize(n + 1 + FIXED, UNBOUND);
     let mut label_k = Vec::with_capacity(2 * n + 64);
@@ -1626,11 +1661,8 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
         has_callx: false,
         // xorshift64 must not start at 0.
         rng: input.blind.map_or(0, |s| s | 1),
-        frames: if input.checked || input.budget {
-            None
-        } else {
-            subprog_frames(prog)
-        },
+        frames,
+        frame_calls,
     };
     let mut info = 0u32;
     for (i, insn) in insns.iter().enumerate() {
