@@ -251,6 +251,9 @@ struct Emitter<'a> {
     /// The subprograms' starts and [`frame_bits`] when calls can save only
     /// what their callee changes (see [`subprog_frames`] and `local_call`).
     frames: Option<Vec<(u32, u8)>>,
+    /// Whether `frames` was computed: at the first call, so that programs
+    /// without calls do not pay for the scan.
+    frames_known: bool,
     /// bpf-to-bpf calls without a depth count (unchecked mode, no budget,
     /// `frames` known).
     frame_calls: bool,
@@ -666,6 +669,11 @@ impl<'a> Emitter<'a> {
         // instructions write (its callees save theirs) and whether it names
         // r10; everything for `callx` or when the program's shape does not
         // allow telling.
+        if !self.frames_known {
+            self.frames_known = true;
+            self.frames = subprog_frames(self.input.prog);
+            self.frame_calls = !self.input.checked && !self.input.budget && self.frames.is_some();
+        }
         let m = match (&self.frames, target) {
             (Some(frames), Some(t)) => frames
                 .binary_search_by_key(&(t as u32), |f| f.0)
@@ -1513,22 +1521,34 @@ const FRAME_ALL: u8 = 0x1f;
 /// whether it names r10 ([`FRAME_R10`]: it needs a frame of its own).
 #[inline]
 fn frame_bits(insn: &Insn) -> u8 {
-    let w = |r: Reg| match r.index() {
-        i @ 6..=9 => 1u8 << (i - 6),
-        _ => 0,
+    // Bit r - 6 for r6-r9, FRAME_R10 for r10, nothing for r0-r5.
+    const W: [u8; 11] = [0, 0, 0, 0, 0, 0, 1, 2, 4, 8, FRAME_R10];
+    let w = |r: Reg| W[r.index()];
+    let r10 = |r: Reg| w(r) & FRAME_R10;
+    let s = |s: Src| match s {
+        Src::Reg(r) => r10(r),
+        Src::Imm(_) => 0,
     };
-    let written = match *insn {
-        Insn::Alu { dst, .. }
-        | Insn::Neg { dst, .. }
-        | Insn::Endian { dst, .. }
-        | Insn::LoadImm64 { dst, .. }
-        | Insn::Load { dst, .. } => w(dst),
+    match *insn {
+        Insn::Alu { dst, src, .. } => w(dst) | s(src),
+        Insn::Neg { dst, .. } | Insn::Endian { dst, .. } | Insn::LoadImm64 { dst, .. } => w(dst),
+        Insn::Load { dst, src, .. } => w(dst) | r10(src),
+        Insn::Store { dst, src, .. } | Insn::Jmp { dst, src, .. } => r10(dst) | s(src),
         // Fetching atomics and `xchg` write `src`, `cmpxchg` writes r0.
-        Insn::Atomic { src, fetch, op, .. } if (fetch || op == AtomicOp::Xchg) => w(src),
+        Insn::Atomic {
+            dst,
+            src,
+            fetch,
+            op,
+            ..
+        } => {
+            let written = fetch || op == AtomicOp::Xchg;
+            r10(dst) | if written { w(src) } else { r10(src) }
+        }
+        Insn::LoadInd { src, .. } => r10(src),
+        Insn::Callx(r) => r10(r),
         _ => 0,
-    };
-    let names_r10 = regs_info(insn) & (1 << 10) != 0;
-    written | if names_r10 { FRAME_R10 } else { 0 }
+    }
 }
 
 /// The subprograms of a program, split as the verifier splits them
@@ -1629,8 +1649,6 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
     // was about a dozen reallocations per compile): checked accesses take
     // ~30 bytes and a label or two, jumps a fixup and a shrink candidate.
     let per_insn = if input.checked { 24 } else { 12 };
-    let frames = subprog_frames(prog);
-    let frame_calls = !input.checked && !input.budget && frames.is_some();
     let mut labels = Vec::with_capacity(2 * n + 64);
     labels.resize(n + 1 + FIXED, UNBOUND);
     let mut label_k = Vec::with_capacity(2 * n + 64);
@@ -1661,8 +1679,9 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
         has_callx: false,
         // xorshift64 must not start at 0.
         rng: input.blind.map_or(0, |s| s | 1),
-        frames,
-        frame_calls,
+        frames: None,
+        frames_known: false,
+        frame_calls: false,
     };
     let mut info = 0u32;
     for (i, insn) in insns.iter().enumerate() {
