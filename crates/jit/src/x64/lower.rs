@@ -41,11 +41,12 @@
 //!   only when the callee names r10 (`local_call`); a leaf that touches
 //!   neither is a bare `call`. Since the host stack depth varies, the
 //!   helper stub aligns `rsp` itself.
-//! - Memory accesses compute the address into `rax` and check it inline,
-//!   first against the stack buffer (one subtraction, one compare), then
-//!   against the region the last region-table walk found (kept in the
-//!   `Ctx` per direction, with `len - size + 1` precomputed per size, so
-//!   again one subtraction and one compare). Only when both miss does the
+//! - Memory accesses compute the address into `rax` and check it inline
+//!   against the stack buffer (one subtraction, one compare) and against
+//!   the region the last region-table walk found (kept in the `Ctx` per
+//!   direction, with `len - size + 1` precomputed per size, so again one
+//!   subtraction and one compare): the stack first for an r10 base, the
+//!   cached region first for any other. Only when both miss does the
 //!   access call a shared routine (one per size and direction) that walks
 //!   the region table, refreshes the cache, and on a miss stores the fault
 //!   and traps; the call's return address tells which instruction faulted,
@@ -356,19 +357,9 @@ impl<'a> Emitter<'a> {
     /// check: `[rbp + off]` directly when provably inside the stack,
     /// otherwise `[rax]` after inline stack and last-region checks and, when
     /// both miss, a call to the region walk.
-    fn mem_operand(&mut self, base: Reg, off: i16, size: Size, write: bool, idx: usize) -> Mem {
-        let n = size.bytes() as i32;
-        let off = off as i32;
-        if base == Reg::R10 && self.r10_fixed && off >= -(STACK_SIZE as i32) && off <= -n {
-            return Mem::at(Gpr::Rbp, off);
-        }
-        if !self.input.checked {
-            // The verifier proved this access inside memory the run owns
-            // (ARCHITECTURE.md, Decisions: the JIT's unchecked mode).
-            return Mem::at(hr(base), off);
-        }
-        self.uses_regions = true;
-        self.a.lea(Gpr::Rax, Mem::at(hr(base), off));
+    /// Flags for `jbe ok` when `[rax, rax + n)` lies in the stack buffer
+    /// (one subtraction, one compare; clobbers rdx).
+    fn stack_test(&mut self, n: i32) {
         self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
         self.a.alu_r_rm(
             Sz::B64,
@@ -382,10 +373,12 @@ impl<'a> Emitter<'a> {
             Rm::Reg(Gpr::Rdx),
             (STACK_SIZE * MAX_CALL_FRAMES) as i32 - n,
         );
-        let ok = self.new_label();
-        self.jcc_near(Cc::Be, ok);
-        // Not the stack: the region the last region walk found for this
-        // direction (`off < len - size + 1`, precomputed per size).
+    }
+
+    /// Flags for `jb ok` when `[rax, rax + n)` lies in the region the last
+    /// region walk found for this direction (`off < len - size + 1`,
+    /// precomputed per size; clobbers rdx).
+    fn hot_test(&mut self, n: i32, write: bool) {
         let hot = if write {
             offset_of!(Ctx, hot_w)
         } else {
@@ -395,7 +388,39 @@ impl<'a> Emitter<'a> {
         self.a.alu_r_rm(Sz::B64, Alu::Sub, Gpr::Rdx, field(hot));
         let lim = hot + 8 + 8 * (n as u32).trailing_zeros() as usize;
         self.a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rdx, field(lim));
-        self.jcc_near(Cc::B, ok);
+    }
+
+    fn mem_operand(&mut self, base: Reg, off: i16, size: Size, write: bool, idx: usize) -> Mem {
+        let n = size.bytes() as i32;
+        let off = off as i32;
+        if base == Reg::R10 && self.r10_fixed && off >= -(STACK_SIZE as i32) && off <= -n {
+            return Mem::at(Gpr::Rbp, off);
+        }
+        if !self.input.checked {
+            // The verifier proved this access inside memory the run owns
+            // (ARCHITECTURE.md, Decisions: the JIT's unchecked mode).
+            return Mem::at(hr(base), off);
+        }
+        self.uses_regions = true;
+        self.a.lea(Gpr::Rax, Mem::at(hr(base), off));
+        let ok = self.new_label();
+        // Two inline tests, the likelier hit first (the order cannot change
+        // the outcome: regions never overlap the stack): the stack for r10
+        // (which can only get here when the program writes r10 or the
+        // offset leaves the frame), the cached region for any other base
+        // (packet, context, map values; stack pointers copied into other
+        // registers pay five more instructions).
+        if base == Reg::R10 {
+            self.stack_test(n);
+            self.jcc_near(Cc::Be, ok);
+            self.hot_test(n, write);
+            self.jcc_near(Cc::B, ok);
+        } else {
+            self.hot_test(n, write);
+            self.jcc_near(Cc::B, ok);
+            self.stack_test(n);
+            self.jcc_near(Cc::Be, ok);
+        }
         // Neither: walk the regions. The return address identifies the
         // access if it faults (`Lowered::sites`).
         self.used_slow |= 1 << slow_index(n as u8, write);
