@@ -18,20 +18,28 @@ fn main() {
         eprintln!("usage: dump OBJ.o PROG OUT.bin [--verified]");
         std::process::exit(2);
     };
-    let data = std::fs::read(obj).expect("read object");
-    let o = LoadedObject::load(&data).expect("load object");
-    let p = o.program(name).expect("no such program");
+    let fail = |what: String| -> ! {
+        eprintln!("dump: {what}");
+        std::process::exit(1);
+    };
+    let data = std::fs::read(obj).unwrap_or_else(|e| fail(format!("{obj}: {e}")));
+    let o = LoadedObject::load(&data).unwrap_or_else(|e| fail(format!("{obj}: {e}")));
+    let Some(p) = o.program(name) else {
+        let names: Vec<&str> = o.programs.iter().map(|p| p.name.as_str()).collect();
+        fail(format!("no program {name} in {obj} (programs: {names:?})"));
+    };
     let h = Helpers::new();
     let jit = if rest.iter().any(|a| a == "--verified") {
         let maps: Vec<_> = o.maps.iter().map(|m| m.def.clone()).collect();
         let (report, v) =
             VerifiedProgram::verify(&p.insns, ProgType::Xdp, &maps, &Options::default());
-        let v = v.unwrap_or_else(|| panic!("rejected: {:?}", report.error));
-        Jit::compile_verified(&v, &h).expect("compile")
+        let v = v.unwrap_or_else(|| fail(format!("rejected: {:?}", report.error)));
+        Jit::compile_verified(&v, &h)
     } else {
-        Jit::new(&p.insns, &h).expect("compile")
+        Jit::new(&p.insns, &h)
     };
-    std::fs::write(out, jit.code().bytes()).expect("write");
+    let jit = jit.unwrap_or_else(|e| fail(format!("compile: {e}")));
+    std::fs::write(out, jit.code().bytes()).unwrap_or_else(|e| fail(format!("{out}: {e}")));
     println!(
         "{} bytes for {} instructions",
         jit.code().len(),
