@@ -2,20 +2,21 @@
 //! generated code, and the host functions the code calls back.
 //!
 //! Code memory is a typestate. Machine code is emitted into a `Vec<u8>`;
-//! [`publish`] consumes it, gets read+write pages, copies the code, fills
-//! the rest of the last page with `int3`, flips the pages to read+execute
-//! with a checked `mprotect`, and returns [`ExecutableCode`], which gives
-//! them back on drop. Pages are never writable and executable at the same
-//! time.
+//! [`publish`] consumes it, gets read+write pages never used before, copies
+//! the code, fills the rest of the last page with `int3`, flips the pages
+//! to read+execute with a checked `mprotect`, and returns
+//! [`ExecutableCode`]. Pages are never writable and executable at the
+//! same time, and never writable again once executable.
 //!
-//! Freed mappings are pooled: on drop a mapping is flipped back to
-//! read+write with a checked `mprotect` (so stale code is never executable)
-//! and goes into a small process-wide pool (at most [`POOL_BYTES`] in all;
-//! past that, or if the flip fails, it is unmapped); `publish` takes a
-//! pooled mapping of the same length when there is one instead of mapping
-//! (and zeroing) fresh pages, so publishing costs one system call, the
-//! flip to read+execute. Every transition goes through a checked
-//! `mprotect`.
+//! The pages come from a process-wide arena: read+write chunks of
+//! [`CHUNK_BYTES`] (one `mmap` each, populated), cut front to back, one
+//! piece per published program. A chunk is unmapped when it is used up
+//! and its last piece is dropped. So a compile costs one system call (the
+//! flip to read+execute) plus a share of a chunk's `mmap`/`munmap`, where
+//! flipping freed pages back to read+write for reuse cost a second
+//! `mprotect` per compile. The price: dropped code stays mapped
+//! read+execute (unreachable: nothing points to it) until its chunk goes,
+//! and one live program keeps its whole chunk mapped.
 //!
 //! The generated code runs with a pointer to a `Ctx` (in `rdi`, System V)
 //! and may call back `helper_trampoline` with the same pointer; the
@@ -25,12 +26,14 @@
 use crate::{Ctx, RunEnv};
 use std::io;
 
-/// Published machine code: read+execute pages, unmapped on drop.
+/// Published machine code: read+execute pages, given back to the arena on
+/// drop (see the module docs).
 #[derive(Debug)]
 pub struct ExecutableCode {
     ptr: *mut u8,
-    map_len: usize,
     len: usize,
+    /// Base of the arena chunk the pages were cut from.
+    chunk: usize,
 }
 
 // SAFETY: the pages are immutable (read+execute) for the value's whole life,
@@ -66,15 +69,7 @@ impl ExecutableCode {
 impl Drop for ExecutableCode {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     fn drop(&mut self) {
-        if pool_put(self.ptr as usize, self.map_len) {
-            return;
-        }
-        // SAFETY: `ptr`/`map_len` are exactly the mapping made by `publish`,
-        // unmapped only here (it did not go to the pool). A failure cannot be
-        // handled in drop; it would leak address space, never corrupt memory.
-        unsafe {
-            libc::munmap(self.ptr.cast(), self.map_len);
-        }
+        release(self.chunk);
     }
 
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
@@ -100,52 +95,106 @@ pub fn publish(code: Vec<u8>) -> io::Result<ExecutableCode> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
-/// Most bytes of freed code mappings kept for reuse (see the module docs).
-pub const POOL_BYTES: usize = 1 << 20;
+/// Size of the read+write chunks that code pages are cut from (see the
+/// module docs); bigger code gets a chunk of its own size.
+pub const CHUNK_BYTES: usize = 256 << 10;
 
-/// Freed mappings (address, length), read+execute, owned by the pool.
+/// One read+write mapping that code pages are cut from, front to back.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-static POOL: std::sync::Mutex<(usize, Vec<(usize, usize)>)> =
-    std::sync::Mutex::new((0, Vec::new()));
-
-/// Gives a freed mapping to the pool, flipped back to read+write (never
-/// executable again while pooled); false when the pool is full or the flip
-/// failed (the caller unmaps it).
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-fn pool_put(addr: usize, len: usize) -> bool {
-    {
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.0 + len > POOL_BYTES {
-            return false;
-        }
-        // Reserve the room, flip without holding the lock.
-        pool.0 += len;
-    }
-    // SAFETY: the caller (`ExecutableCode::drop`) owns this mapping and no
-    // reference to its code remains, so nothing executes it any more.
-    let rc = unsafe {
-        libc::mprotect(
-            addr as *mut libc::c_void,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-        )
-    };
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if rc != 0 {
-        pool.0 -= len;
-        return false;
-    }
-    pool.1.push((addr, len));
-    true
+struct Chunk {
+    base: usize,
+    len: usize,
+    /// Bytes handed out (from `base`).
+    used: usize,
+    /// Handed-out pieces not dropped yet.
+    live: usize,
 }
 
-/// Takes a pooled mapping of exactly `len` bytes (read+write).
+/// The chunk being cut, and the used-up ones that still hold live code.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-fn pool_take(len: usize) -> Option<*mut u8> {
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    let i = pool.1.iter().rposition(|&(_, l)| l == len)?;
-    pool.0 -= len;
-    Some(pool.1.swap_remove(i).0 as *mut u8)
+struct Arena {
+    open: Option<Chunk>,
+    full: Vec<Chunk>,
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+static ARENA: std::sync::Mutex<Arena> = std::sync::Mutex::new(Arena {
+    open: None,
+    full: Vec::new(),
+});
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn arena() -> std::sync::MutexGuard<'static, Arena> {
+    // The arena's state stays consistent at every point a panic could
+    // interrupt it (none of its updates call out), so a poisoned lock is
+    // still usable.
+    ARENA.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Unmaps a chunk that nothing points into any more.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn unmap(c: Chunk) {
+    // SAFETY: `[base, base + len)` is exactly a mapping made by `map_fresh`
+    // for this chunk, and no `ExecutableCode` points into it (`live` is 0,
+    // and the arena hands out no more of it). A failure cannot be handled
+    // here; it would leak address space, never corrupt memory.
+    unsafe {
+        libc::munmap(c.base as *mut libc::c_void, c.len);
+    }
+}
+
+/// `map_len` read+write bytes never handed out before, and the base of
+/// their chunk.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn carve(map_len: usize) -> io::Result<(*mut u8, usize)> {
+    let mut a = arena();
+    if let Some(c) = a.open.as_mut().filter(|c| c.len - c.used >= map_len) {
+        let p = c.base + c.used;
+        c.used += map_len;
+        c.live += 1;
+        return Ok((p as *mut u8, c.base));
+    }
+    let len = CHUNK_BYTES.max(map_len);
+    let base = map_fresh(len)? as usize;
+    let old = a.open.replace(Chunk {
+        base,
+        len,
+        used: map_len,
+        live: 1,
+    });
+    let dead = match old {
+        Some(c) if c.live == 0 => Some(c),
+        Some(c) => {
+            a.full.push(c);
+            None
+        }
+        None => None,
+    };
+    drop(a);
+    if let Some(c) = dead {
+        unmap(c);
+    }
+    Ok((base as *mut u8, base))
+}
+
+/// A piece of the chunk at `base` is no longer used; a used-up chunk goes
+/// with its last piece.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn release(base: usize) {
+    let mut a = arena();
+    if let Some(c) = a.open.as_mut().filter(|c| c.base == base) {
+        c.live -= 1;
+        return;
+    }
+    let Some(i) = a.full.iter().position(|c| c.base == base) else {
+        return;
+    };
+    a.full[i].live -= 1;
+    if a.full[i].live == 0 {
+        let c = a.full.swap_remove(i);
+        drop(a);
+        unmap(c);
+    }
 }
 
 /// Maps `code` read+execute (see the module docs).
@@ -153,31 +202,27 @@ fn pool_take(len: usize) -> Option<*mut u8> {
 pub fn publish(code: Vec<u8>) -> io::Result<ExecutableCode> {
     let page = page_size();
     let map_len = code.len().max(1).div_ceil(page) * page;
-    let ptr = match pool_take(map_len) {
-        Some(ptr) => ptr,
-        None => map_fresh(map_len)?,
-    };
-    // SAFETY: the mapping is `map_len >= code.len()` bytes, readable and
-    // writable, and owned by us alone.
+    let (ptr, chunk) = carve(map_len)?;
+    // SAFETY: `carve` handed out `map_len >= code.len()` bytes, readable and
+    // writable, to us alone.
     unsafe {
         std::ptr::copy_nonoverlapping(code.as_ptr(), ptr, code.len());
         std::ptr::write_bytes(ptr.add(code.len()), 0xcc, map_len - code.len());
     }
-    // SAFETY: changes the protection of our own mapping only; from here on
-    // nothing writes it.
+    // SAFETY: changes the protection of our own pages only; from here on
+    // nothing writes them, and they never become writable again (the
+    // chunk is unmapped as a whole once all its pieces are dropped).
     let rc = unsafe { libc::mprotect(ptr.cast(), map_len, libc::PROT_READ | libc::PROT_EXEC) };
     if rc != 0 {
         let err = io::Error::last_os_error();
-        // SAFETY: our own mapping, never published: unmap it.
-        unsafe {
-            libc::munmap(ptr.cast(), map_len);
-        }
+        // The pages stay read+write and unused until the chunk goes.
+        release(chunk);
         return Err(err);
     }
     Ok(ExecutableCode {
         ptr,
-        map_len,
         len: code.len(),
+        chunk,
     })
 }
 

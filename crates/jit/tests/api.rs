@@ -71,6 +71,48 @@ fn basic_results() {
     );
 }
 
+/// 32-bit shifts by a register whose masked count is 0 still clear the
+/// upper half (the JIT emits no extra zero-extension after them).
+#[test]
+fn shift32_by_register_zero_extends() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    for op in ["lsh32", "rsh32", "arsh32"] {
+        for count in [0u32, 32, 64, 96] {
+            let text =
+                format!("lddw %r0, 0xdeadbeef87654321\nmov %r1, {count}\n{op} %r0, %r1\nexit");
+            assert_eq!(
+                both(&prog(&text), None, None),
+                Ok(0x8765_4321),
+                "{op} by {count}"
+            );
+        }
+    }
+}
+
+/// Calls save only the r6-r9 their callee writes, which needs the callee
+/// to stay in its own range; programs that jump into another subprogram or
+/// fall through into the next one (checked mode runs them, the verifier
+/// would not) still get the caller's r6-r9 back.
+#[test]
+fn calls_that_leave_their_subprogram_keep_r6_r9() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let jump_across = "mov %r6, 5\ncall local f\nadd %r0, %r6\ncall local g\nadd %r0, %r6\nexit\n\
+        f:\nmov %r0, 1\nja gbody\n\
+        g:\nmov %r0, 2\ngbody:\nmov %r6, 100\nadd %r0, 10\nexit";
+    assert_eq!(both(&prog(jump_across), None, None), Ok(17));
+    let fall_through = "mov %r6, 5\ncall local f\nadd %r0, %r6\ncall local g\nadd %r0, %r6\nexit\n\
+        f:\nmov %r0, 1\n\
+        g:\nmov %r6, 100\nexit";
+    assert_eq!(both(&prog(fall_through), None, None), Ok(11));
+    // The same shapes with a budget (the counted call path).
+    assert_eq!(both(&prog(jump_across), Some(1000), None), Ok(17));
+    assert_eq!(both(&prog(fall_through), Some(1000), None), Ok(11));
+}
+
 #[test]
 fn helper_aborts_at_any_depth() {
     if !bpfkit_jit::is_supported() {
@@ -284,27 +326,56 @@ fn code_pages_are_read_execute() {
     assert!(line.contains(" r-xp "), "{line}");
 }
 
-/// Freed code pages are reused (see `memory`'s docs): a reused mapping
-/// holds exactly the new code, `int3` after it, and is read+execute; no
-/// mapping of the process is ever writable and executable.
+/// Code pages come from the arena (see `memory`'s docs): every piece
+/// holds exactly its code, `int3` after it, is read+execute and overlaps
+/// no other live piece; no mapping of the process is ever writable and
+/// executable; programs keep running while chunks come and go.
 #[test]
-fn pooled_code_pages_are_rewritten_and_read_execute() {
+fn arena_code_pages_are_fresh_and_read_execute() {
     if !bpfkit_jit::is_supported() {
         return;
     }
-    use bpfkit_jit::memory::publish;
-    let mut seen = std::collections::HashSet::new();
-    for k in 0..50u8 {
-        let code = publish(vec![k; 100 + k as usize]).unwrap();
-        seen.insert(code.addr());
-        assert_eq!(code.bytes(), &vec![k; 100 + k as usize][..]);
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        assert!(!maps.lines().any(|l| l.contains(" rwx")), "{maps}");
-        drop(code);
+    use bpfkit_jit::memory::{publish, CHUNK_BYTES};
+    let mut live = Vec::new();
+    // Enough pieces to use up several chunks, half of them kept alive.
+    let n = 3 * CHUNK_BYTES / 4096;
+    for k in 0..n {
+        let len = 100 + k % 5000;
+        let code = publish(vec![k as u8; len]).unwrap();
+        assert_eq!(code.bytes(), &vec![k as u8; len][..]);
+        if k % 2 == 0 {
+            live.push(code);
+        }
     }
-    // Other tests run concurrently and may take pooled pages, but reuse
-    // must happen at least sometimes.
-    assert!(seen.len() < 50, "no mapping was reused");
+    let mut ranges: Vec<(u64, u64)> = live
+        .iter()
+        .map(|c| (c.addr(), c.addr() + c.len() as u64))
+        .collect();
+    ranges.sort_unstable();
+    assert!(
+        ranges.windows(2).all(|w| w[0].1 <= w[1].0),
+        "pieces overlap"
+    );
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    assert!(!maps.lines().any(|l| l.contains(" rwx")), "{maps}");
+    for c in &live {
+        let line = maps
+            .lines()
+            .find(|l| {
+                let (a, b) = l.split(' ').next().unwrap().split_once('-').unwrap();
+                let (a, b) = (
+                    u64::from_str_radix(a, 16).unwrap(),
+                    u64::from_str_radix(b, 16).unwrap(),
+                );
+                (a..b).contains(&c.addr())
+            })
+            .expect("mapping listed");
+        assert!(line.contains(" r-xp "), "{line}");
+    }
+    for (k, c) in live.iter().enumerate() {
+        assert!(c.bytes().iter().all(|&b| b == (2 * k) as u8));
+    }
+    drop(live);
     let p = prog("mov %r0, 7\nexit");
     for _ in 0..20 {
         let mut jit = Jit::new(&p, &Helpers::new()).unwrap();

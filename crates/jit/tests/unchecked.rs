@@ -90,6 +90,19 @@ const PROGRAMS: &[&str] = &[
     "stdw [%r10-8], 11\ncall local g\nldxdw %r1, [%r10-8]\nadd %r0, %r1\nexit\n\
      g:\nstdw [%r10-8], 22\ncall local h\nldxdw %r1, [%r10-8]\nadd %r0, %r1\nexit\n\
      h:\nstdw [%r10-8], 33\nmov %r2, %r10\nadd %r2, 504\nldxdw %r0, [%r10-8]\nexit",
+    // Unchecked calls save only what the callee changes: f writes r6 and
+    // r8 and never names r10 (no frame of its own), g names r10 and
+    // writes r7 and r9 (the latter through a fetching atomic); the
+    // caller's r6-r9 and its stack slot must survive both.
+    "mov %r6, 1\nmov %r7, 2\nmov %r8, 3\nmov %r9, 4\nstdw [%r10-8], 100\ncall local f\n\
+     add %r0, %r6\nadd %r0, %r7\nadd %r0, %r8\nadd %r0, %r9\nldxdw %r1, [%r10-8]\nadd %r0, %r1\nexit\n\
+     f:\nmov %r6, 50\nmov %r8, 60\ncall local g\nadd %r0, %r6\nadd %r0, %r8\nexit\n\
+     g:\nstdw [%r10-8], 7\nmov %r7, 1000\nmov %r9, 5\nlock fetch add [%r10-8], %r9\n\
+     ldxdw %r0, [%r10-8]\nadd %r0, %r9\nadd %r0, %r7\nexit",
+    // A leaf without r10 between two frames that use the same slot.
+    "stdw [%r10-16], 9\ncall local f\nldxdw %r1, [%r10-16]\nmul %r0, %r1\nexit\n\
+     f:\nmov %r7, 3\ncall local g\nadd %r0, %r7\nexit\n\
+     g:\nstdw [%r10-16], 4\nldxdw %r0, [%r10-16]\nexit",
     // Division and modulo by a register that may be 0, wide shifts.
     "ldxb %r2, [%r1+1]\nand %r2, 1\nldxdw %r0, [%r1+40]\ndiv %r0, %r2\nldxdw %r3, [%r1+48]\nmod %r3, %r2\n\
      add %r0, %r3\nldxb %r4, [%r1+2]\nlsh %r0, %r4\nmod32 %r0, %r2\nexit",

@@ -34,13 +34,19 @@
 //! - A bpf-to-bpf call pushes r6-r9 and r10 on the host stack, sets r10 to
 //!   the new frame (`stack_top - depth * 512`, as the interpreter does) and
 //!   `call`s the target; `Ctx::depth` counts frames (trap at
-//!   `MAX_CALL_FRAMES`). Each call level uses 48 bytes of host stack, which
-//!   keeps `rsp` 16-byte aligned at every helper call.
-//! - Memory accesses compute the address into `rax` and check it inline,
-//!   first against the stack buffer (one subtraction, one compare), then
-//!   against the region the last region-table walk found (kept in the
-//!   `Ctx` per direction, with `len - size + 1` precomputed per size, so
-//!   again one subtraction and one compare). Only when both miss does the
+//!   `MAX_CALL_FRAMES`). Only the r6-r9 the callee's own instructions
+//!   write are pushed, when every subprogram stays in its range (no jump
+//!   out, no fall-through, no `callx`: `subprog_frames`). In verified code
+//!   without a budget there is no depth count and r10 moves down by 512
+//!   only when the callee names r10 (`local_call`); a leaf that touches
+//!   neither is a bare `call`. Since the host stack depth varies, the
+//!   helper stub aligns `rsp` itself.
+//! - Memory accesses compute the address into `rax` and check it inline
+//!   against the stack buffer (one subtraction, one compare) and against
+//!   the region the last region-table walk found (kept in the `Ctx` per
+//!   direction, with `len - size + 1` precomputed per size, so again one
+//!   subtraction and one compare): the stack first for an r10 base, the
+//!   cached region first for any other. Only when both miss does the
 //!   access call a shared routine (one per size and direction) that walks
 //!   the region table, refreshes the cache, and on a miss stores the fault
 //!   and traps; the call's return address tells which instruction faulted,
@@ -243,8 +249,14 @@ struct Emitter<'a> {
     has_callx: bool,
     /// Blinding key generator state (xorshift64; 0 when not blinding).
     rng: u64,
+    /// The subprograms' starts and [`frame_bits`] when calls can save only
+    /// what their callee changes (see [`subprog_frames`] and `local_call`).
+    frames: Option<Vec<(u32, u8)>>,
+    /// Whether `frames` was computed: at the first call, so that programs
+    /// without calls do not pay for the scan.
+    frames_known: bool,
     /// bpf-to-bpf calls without a depth count (unchecked mode, no budget,
-    /// no `callx`): see `local_call`.
+    /// `frames` known).
     frame_calls: bool,
 }
 
@@ -345,19 +357,9 @@ impl<'a> Emitter<'a> {
     /// check: `[rbp + off]` directly when provably inside the stack,
     /// otherwise `[rax]` after inline stack and last-region checks and, when
     /// both miss, a call to the region walk.
-    fn mem_operand(&mut self, base: Reg, off: i16, size: Size, write: bool, idx: usize) -> Mem {
-        let n = size.bytes() as i32;
-        let off = off as i32;
-        if base == Reg::R10 && self.r10_fixed && off >= -(STACK_SIZE as i32) && off <= -n {
-            return Mem::at(Gpr::Rbp, off);
-        }
-        if !self.input.checked {
-            // The verifier proved this access inside memory the run owns
-            // (ARCHITECTURE.md, Decisions: the JIT's unchecked mode).
-            return Mem::at(hr(base), off);
-        }
-        self.uses_regions = true;
-        self.a.lea(Gpr::Rax, Mem::at(hr(base), off));
+    /// Flags for `jbe ok` when `[rax, rax + n)` lies in the stack buffer
+    /// (one subtraction, one compare; clobbers rdx).
+    fn stack_test(&mut self, n: i32) {
         self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
         self.a.alu_r_rm(
             Sz::B64,
@@ -371,10 +373,12 @@ impl<'a> Emitter<'a> {
             Rm::Reg(Gpr::Rdx),
             (STACK_SIZE * MAX_CALL_FRAMES) as i32 - n,
         );
-        let ok = self.new_label();
-        self.jcc_near(Cc::Be, ok);
-        // Not the stack: the region the last region walk found for this
-        // direction (`off < len - size + 1`, precomputed per size).
+    }
+
+    /// Flags for `jb ok` when `[rax, rax + n)` lies in the region the last
+    /// region walk found for this direction (`off < len - size + 1`,
+    /// precomputed per size; clobbers rdx).
+    fn hot_test(&mut self, n: i32, write: bool) {
         let hot = if write {
             offset_of!(Ctx, hot_w)
         } else {
@@ -384,7 +388,39 @@ impl<'a> Emitter<'a> {
         self.a.alu_r_rm(Sz::B64, Alu::Sub, Gpr::Rdx, field(hot));
         let lim = hot + 8 + 8 * (n as u32).trailing_zeros() as usize;
         self.a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rdx, field(lim));
-        self.jcc_near(Cc::B, ok);
+    }
+
+    fn mem_operand(&mut self, base: Reg, off: i16, size: Size, write: bool, idx: usize) -> Mem {
+        let n = size.bytes() as i32;
+        let off = off as i32;
+        if base == Reg::R10 && self.r10_fixed && off >= -(STACK_SIZE as i32) && off <= -n {
+            return Mem::at(Gpr::Rbp, off);
+        }
+        if !self.input.checked {
+            // The verifier proved this access inside memory the run owns
+            // (ARCHITECTURE.md, Decisions: the JIT's unchecked mode).
+            return Mem::at(hr(base), off);
+        }
+        self.uses_regions = true;
+        self.a.lea(Gpr::Rax, Mem::at(hr(base), off));
+        let ok = self.new_label();
+        // Two inline tests, the likelier hit first (the order cannot change
+        // the outcome: regions never overlap the stack): the stack for r10
+        // (which can only get here when the program writes r10 or the
+        // offset leaves the frame), the cached region for any other base
+        // (packet, context, map values; stack pointers copied into other
+        // registers pay five more instructions).
+        if base == Reg::R10 {
+            self.stack_test(n);
+            self.jcc_near(Cc::Be, ok);
+            self.hot_test(n, write);
+            self.jcc_near(Cc::B, ok);
+        } else {
+            self.hot_test(n, write);
+            self.jcc_near(Cc::B, ok);
+            self.stack_test(n);
+            self.jcc_near(Cc::Be, ok);
+        }
         // Neither: walk the regions. The return address identifies the
         // access if it faults (`Lowered::sites`).
         self.used_slow |= 1 << slow_index(n as u8, write);
@@ -613,10 +649,16 @@ impl<'a> Emitter<'a> {
             .mov_rm_r(Sz::B64, field(offset_of!(Ctx, call_h)), Gpr::Rcx);
         self.a
             .mov_rm_r(Sz::B64, field(offset_of!(Ctx, call_site)), Gpr::Rdx);
+        // bpf-to-bpf calls push only what their callee needs (see
+        // `local_call`), so rsp can be anything here: align it for the
+        // System V call, keeping the old value to pop back into rsp.
+        self.a.mov_r_rm(Sz::B64, Gpr::Rax, Rm::Reg(Gpr::Rsp));
+        self.a.alu_rm_i(Sz::B64, Alu::And, Rm::Reg(Gpr::Rsp), -16);
+        self.a.push(Gpr::Rax);
         for &r in &REG_MAP[1..=5] {
             self.a.push(r);
         }
-        // Entered with rsp = 8 mod 16; five pushes realign it for the call.
+        // Six pushes from a 16-aligned rsp: aligned again for the call.
         self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(REG_MAP[2]));
         self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(REG_MAP[3]));
         self.a.mov_r_rm(Sz::B64, Gpr::R8, Rm::Reg(REG_MAP[4]));
@@ -627,6 +669,7 @@ impl<'a> Emitter<'a> {
         for &r in REG_MAP[1..=5].iter().rev() {
             self.a.pop(r);
         }
+        self.a.pop(Gpr::Rsp);
         let stopped = self.new_label();
         self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
         self.jcc(Cc::Ne, stopped);
@@ -647,19 +690,50 @@ impl<'a> Emitter<'a> {
     /// Enters a new frame and calls `target` (a label, or the address in
     /// `rcx` when `None`, with `rax` = slot * 8 when `callx_slot_in_rax`).
     fn local_call(&mut self, idx: usize, target: Option<usize>, callx_slot_in_rax: bool) {
+        // What the callee changes (see `subprog_frames`): the r6-r9 its own
+        // instructions write (its callees save theirs) and whether it names
+        // r10; everything for `callx` or when the program's shape does not
+        // allow telling.
+        if !self.frames_known {
+            self.frames_known = true;
+            self.frames = subprog_frames(self.input.prog);
+            self.frame_calls = !self.input.checked && !self.input.budget && self.frames.is_some();
+        }
+        let m = match (&self.frames, target) {
+            (Some(frames), Some(t)) => frames
+                .binary_search_by_key(&(t as u32), |f| f.0)
+                .map_or(FRAME_ALL, |k| frames[k].1),
+            _ => FRAME_ALL,
+        };
+        let saved = [Gpr::Rbx, Gpr::R12, Gpr::R14, Gpr::R15];
         if let (true, Some(t)) = (self.frame_calls, target) {
             // Verified code: the verifier bounds the call chain at 8
             // frames, so the new frame is simply the caller's minus 512
             // (what `stack_top - depth * 512` gives) and no depth is kept.
-            for r in [Gpr::Rbx, Gpr::R12, Gpr::R14, Gpr::R15, Gpr::Rbp] {
-                self.a.push(r);
+            // r10 only moves when the callee names it (the verifier refuses
+            // writes to r10, so `add` undoes the `sub`; a callee that does
+            // not name r10 leaves the caller's frame alone, and its own
+            // callees' frames still start below the caller's).
+            for (k, &r) in saved.iter().enumerate() {
+                if m & (1 << k) != 0 {
+                    self.a.push(r);
+                }
             }
-            self.a
-                .alu_rm_i(Sz::B64, Alu::Sub, Rm::Reg(Gpr::Rbp), STACK_SIZE as i32);
+            let r10 = m & FRAME_R10 != 0;
+            if r10 {
+                self.a
+                    .alu_rm_i(Sz::B64, Alu::Sub, Rm::Reg(Gpr::Rbp), STACK_SIZE as i32);
+            }
             self.pending = 0;
             self.call(t);
-            for r in [Gpr::Rbp, Gpr::R15, Gpr::R14, Gpr::R12, Gpr::Rbx] {
-                self.a.pop(r);
+            if r10 {
+                self.a
+                    .alu_rm_i(Sz::B64, Alu::Add, Rm::Reg(Gpr::Rbp), STACK_SIZE as i32);
+            }
+            for (k, &r) in saved.iter().enumerate().rev() {
+                if m & (1 << k) != 0 {
+                    self.a.pop(r);
+                }
             }
             return;
         }
@@ -692,9 +766,12 @@ impl<'a> Emitter<'a> {
         self.pending = 0;
         self.a.alu_rm_i(Sz::B64, Alu::Add, Rm::Reg(d), 1);
         self.a.mov_rm_r(Sz::B64, field(offset_of!(Ctx, depth)), d);
-        for r in [Gpr::Rbx, Gpr::R12, Gpr::R14, Gpr::R15, Gpr::Rbp] {
-            self.a.push(r);
+        for (k, &r) in saved.iter().enumerate() {
+            if m & (1 << k) != 0 {
+                self.a.push(r);
+            }
         }
+        self.a.push(Gpr::Rbp);
         self.a.shift_i(Sz::B32, Shift::Shl, Rm::Reg(d), 9);
         self.a
             .mov_r_rm(Sz::B64, Gpr::Rbp, field(offset_of!(Ctx, stack_top)));
@@ -703,8 +780,11 @@ impl<'a> Emitter<'a> {
             Some(t) => self.call(t),
             None => self.a.call_rm(Rm::Reg(Gpr::Rcx)),
         }
-        for r in [Gpr::Rbp, Gpr::R15, Gpr::R14, Gpr::R12, Gpr::Rbx] {
-            self.a.pop(r);
+        self.a.pop(Gpr::Rbp);
+        for (k, &r) in saved.iter().enumerate().rev() {
+            if m & (1 << k) != 0 {
+                self.a.pop(r);
+            }
         }
         self.a
             .alu_rm_i(Sz::B64, Alu::Sub, field(offset_of!(Ctx, depth)), 1);
@@ -1247,11 +1327,11 @@ impl<'a> Emitter<'a> {
                     }
                     Opnd::Reg(r) => {
                         self.a.mov_rm_r(Sz::B32, Rm::Reg(Gpr::Rcx), r);
+                        // A 32-bit shift writes its destination, so it
+                        // zero-extends even when the masked count is 0 (only
+                        // the flags are left alone): no `mov d32, d32`.
+                        // Tested by `shift32_by_register_zero_extends`.
                         self.a.shift_cl(s, o, dr);
-                        if !w64 {
-                            // A masked count of 0 may leave the upper half.
-                            self.a.mov_rm_r(Sz::B32, dr, d);
-                        }
                     }
                 }
             }
@@ -1457,6 +1537,99 @@ fn regs_info(insn: &Insn) -> u32 {
 /// See [`regs_info`].
 const WRITES_R10: u32 = 1 << 16;
 
+/// [`frame_bits`]: r6-r9 are bits 0-3.
+const FRAME_R10: u8 = 1 << 4;
+const FRAME_ALL: u8 = 0x1f;
+
+/// What a bpf-to-bpf call into the subprogram holding `insn` must keep:
+/// the r6-r9 it writes (bits 0-3; the caller expects them back) and
+/// whether it names r10 ([`FRAME_R10`]: it needs a frame of its own).
+#[inline]
+fn frame_bits(insn: &Insn) -> u8 {
+    // Bit r - 6 for r6-r9, FRAME_R10 for r10, nothing for r0-r5.
+    const W: [u8; 11] = [0, 0, 0, 0, 0, 0, 1, 2, 4, 8, FRAME_R10];
+    let w = |r: Reg| W[r.index()];
+    let r10 = |r: Reg| w(r) & FRAME_R10;
+    let s = |s: Src| match s {
+        Src::Reg(r) => r10(r),
+        Src::Imm(_) => 0,
+    };
+    match *insn {
+        Insn::Alu { dst, src, .. } => w(dst) | s(src),
+        Insn::Neg { dst, .. } | Insn::Endian { dst, .. } | Insn::LoadImm64 { dst, .. } => w(dst),
+        Insn::Load { dst, src, .. } => w(dst) | r10(src),
+        Insn::Store { dst, src, .. } | Insn::Jmp { dst, src, .. } => r10(dst) | s(src),
+        // Fetching atomics and `xchg` write `src`, `cmpxchg` writes r0.
+        Insn::Atomic {
+            dst,
+            src,
+            fetch,
+            op,
+            ..
+        } => {
+            let written = fetch || op == AtomicOp::Xchg;
+            r10(dst) | if written { w(src) } else { r10(src) }
+        }
+        Insn::LoadInd { src, .. } => r10(src),
+        Insn::Callx(r) => r10(r),
+        _ => 0,
+    }
+}
+
+/// The subprograms of a program, split as the verifier splits them
+/// (starts at call targets and `lddw` function targets), each with the
+/// [`frame_bits`] of its instructions, sorted by start. `None` when a call
+/// could run instructions outside its callee's range, which the verifier
+/// refuses but checked mode must run: a `callx` (targets unknown), a jump
+/// out of its subprogram, or a subprogram whose last instruction is not
+/// `exit` or `ja` (it falls through into the next one).
+fn subprog_frames(prog: &Program) -> Option<Vec<(u32, u8)>> {
+    let mut frames = Vec::new();
+    for (pc, insn) in prog.iter() {
+        match *insn {
+            Insn::Callx(_) => return None,
+            Insn::CallLocal(_)
+            | Insn::LoadImm64 {
+                imm: Imm64::Func(_),
+                ..
+            } => {
+                let t = insn.branch_target(pc).and_then(|t| prog.index_of(t))?;
+                frames.push((t as u32, 0u8));
+            }
+            _ => {}
+        }
+    }
+    if frames.is_empty() {
+        return Some(frames);
+    }
+    frames.push((0, 0));
+    frames.sort_unstable();
+    frames.dedup();
+    let insns = prog.insns();
+    let n = insns.len();
+    let mut k = 0;
+    let mut end = frames.get(1).map_or(n, |f| f.0 as usize);
+    for (i, (pc, insn)) in prog.iter().enumerate() {
+        if i == end {
+            k += 1;
+            end = frames.get(k + 1).map_or(n, |f| f.0 as usize);
+        }
+        frames[k].1 |= frame_bits(insn);
+        match *insn {
+            Insn::Ja { .. } | Insn::Jmp { .. } => {
+                let t = insn.branch_target(pc).and_then(|t| prog.index_of(t))?;
+                if t < frames[k].0 as usize || t >= end {
+                    return None;
+                }
+            }
+            Insn::Exit => {}
+            _ if i + 1 == end => return None,
+            _ => {}
+        }
+    }
+    Some(frames)
+}
+
 /// Lowers a whole program (see the module docs): first assuming that r10
 /// is never written (accesses `[r10 + const]` inside the frame need no
 /// check), and again without that assumption in the rare case that an
@@ -1531,9 +1704,9 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
         has_callx: false,
         // xorshift64 must not start at 0.
         rng: input.blind.map_or(0, |s| s | 1),
-        frame_calls: !input.checked
-            && !input.budget
-            && !insns.iter().any(|i| matches!(i, Insn::Callx(_))),
+        frames: None,
+        frames_known: false,
+        frame_calls: false,
     };
     let mut info = 0u32;
     for (i, insn) in insns.iter().enumerate() {
