@@ -29,6 +29,10 @@ pub(crate) struct Step {
     /// A conditional jump's linked scalars (same id as an operand), which
     /// the jump refined together: (frame, register) or (frame, 16 + slot).
     pub linked: Vec<(u8, u8)>,
+    /// The step entered a callback (a callback-calling helper on the path
+    /// into its callback) or returned from one (its exit, back to the
+    /// helper call).
+    pub callback: bool,
 }
 
 /// Registers (bit per register) and stack slots (bit per 8-byte slot)
@@ -173,6 +177,28 @@ pub(crate) fn back_step(insn: &Insn, step: &Step, m: &mut Marks, fr: &mut usize)
                 }
             }
         }
+        Insn::Call(_) if step.callback => {
+            // Backwards over the entry of a callback: its arguments were
+            // made by the helper (an unknown index, pointers, the caller's
+            // context pointer), nothing to follow; the caller's registers
+            // and stack were left as they were.
+            if f == 0 || m.regs[f] & !0b11_1110 != 0 || m.slots[f] != 0 {
+                return false;
+            }
+            m.regs[f] = 0;
+            *fr = f - 1;
+        }
+        Insn::Exit if step.callback => {
+            // Backwards over a callback's return to its helper call: the
+            // caller's registers are untouched by the callback (its r0 is
+            // not passed back).
+            if f + 1 >= FRAMES {
+                return false;
+            }
+            m.regs[f + 1] = 0;
+            m.slots[f + 1] = 0;
+            *fr = f + 1;
+        }
         Insn::LoadAbs { .. } | Insn::LoadInd { .. } | Insn::Call(_) => {
             if let Some(x) = m.regs.get_mut(f) {
                 *x &= !R0_TO_R5;
@@ -234,6 +260,7 @@ mod tests {
 
     fn step(slot: Option<(u8, u8)>) -> Step {
         Step {
+            callback: false,
             pc: 0,
             slot,
             linked: Vec::new(),
