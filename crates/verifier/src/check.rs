@@ -1704,22 +1704,21 @@ impl<'a> Env<'a> {
                     if !sp.is_scalar() {
                         return err(pc, "invalid size of register fill");
                     }
-                    if spill_size < 8 {
-                        // A narrow scalar spill (kept only at 8-aligned
-                        // offsets): a fill of at most its size from its
-                        // start reads its low bytes.
-                        if bi == 0 && size <= spill_size {
-                            self.step_slot = Some((frame, si as u8));
-                            return Ok(if sp.var.umax() <= u64::MAX >> (64 - 8 * size) {
-                                sp
-                            } else {
-                                RegState::scalar(sp.var.cast(size as u32))
-                            });
-                        }
-                        // Anything else reads its bytes as unknown.
-                    } else {
+                    // A scalar spill (narrow ones are kept only at 8-aligned
+                    // offsets): a fill of at most its size from its start
+                    // reads its low bytes (`bpf_stack_narrow_access_ok`).
+                    if bi == 0 && size <= spill_size {
+                        self.step_slot = Some((frame, si as u8));
+                        return Ok(if sp.var.umax() <= u64::MAX >> (64 - 8 * size) {
+                            sp
+                        } else {
+                            RegState::scalar(sp.var.cast(size as u32))
+                        });
+                    }
+                    if spill_size == 8 {
                         return Ok(RegState::scalar(Scalar::unknown().cast(size as u32)));
                     }
+                    // Anything else reads its bytes as unknown.
                 }
                 let mut zero = true;
                 for i in 0..size as usize {
