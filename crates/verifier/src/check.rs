@@ -2813,7 +2813,13 @@ pub(crate) fn calls_callback(id: u32) -> bool {
 /// `cur` becomes an unknown scalar if it is an imprecise scalar that
 /// differs from `old` (`maybe_widen_reg`).
 fn widen(old: &RegState, cur: &mut RegState) {
-    if old.is_scalar() && cur.is_scalar() && !old.precise && !cur.precise && old != cur {
+    // Ids only link scalars within one state: an unknown scalar is the
+    // same value whatever its id (the kernel compares them through an id
+    // map).
+    let (mut a, mut b) = (*old, *cur);
+    a.id = 0;
+    b.id = 0;
+    if old.is_scalar() && cur.is_scalar() && !old.precise && !cur.precise && a != b {
         *cur = RegState::unknown();
     }
 }
