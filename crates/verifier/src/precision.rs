@@ -321,4 +321,47 @@ mod tests {
         assert!(back_step(&insn("call 1"), &step(None), &mut m, &mut fr));
         assert_eq!(m.regs[0], 1 << 6);
     }
+
+    #[test]
+    fn callbacks_leave_the_caller_marks_alone() {
+        let cb = Step {
+            callback: true,
+            ..step(None)
+        };
+        // The caller needs r1 (bpf_loop's count) and a slot of its stack
+        // when the callback has returned to the helper call.
+        let mut m = Marks::default();
+        m.reg(0, 1);
+        m.slot(0, 3);
+        let mut fr = 0;
+        // Backwards over the callback's return: its r0 is not the
+        // caller's; the caller's registers were untouched.
+        assert!(back_step(&insn("exit"), &cb, &mut m, &mut fr));
+        assert_eq!(
+            (fr, m.regs[0], m.regs[1], m.slots[0]),
+            (1, 1 << 1, 0, 1 << 3)
+        );
+        // The callback's argument (the index, made by the helper) needs
+        // nothing before the entry; the caller's marks stay.
+        m.reg(1, 1);
+        assert!(back_step(&insn("call 181"), &cb, &mut m, &mut fr));
+        assert_eq!(
+            (fr, m.regs[0], m.regs[1], m.slots[0]),
+            (0, 1 << 1, 0, 1 << 3)
+        );
+        // A callee stack slot or a register the helper did not set cannot
+        // be followed: give up (everything precise).
+        let mut m = Marks::default();
+        m.reg(1, 6);
+        let mut fr = 1;
+        assert!(!back_step(&insn("call 181"), &cb, &mut m, &mut fr));
+        // The same helper call on the path that skips the callback is an
+        // ordinary helper call.
+        let mut m = Marks::default();
+        m.reg(0, 0);
+        m.reg(0, 7);
+        let mut fr = 0;
+        assert!(back_step(&insn("call 181"), &step(None), &mut m, &mut fr));
+        assert_eq!((fr, m.regs[0]), (0, 1 << 7));
+    }
 }
