@@ -459,6 +459,11 @@ pub struct ProgLoad<'a> {
     pub expected_attach_type: u32,
     /// Program name (at most 15 bytes are passed).
     pub name: String,
+    /// First instruction of each subprogram, main first. When not empty,
+    /// the program is loaded with a minimal BTF that describes each as a
+    /// static `int fN(void)` (`func_info`): the kernel refuses callbacks
+    /// (`ld_imm64` src 4) without it ("missing btf func_info").
+    pub func_starts: Vec<u32>,
 }
 
 impl<'a> ProgLoad<'a> {
@@ -472,6 +477,7 @@ impl<'a> ProgLoad<'a> {
             prog_flags: 0,
             expected_attach_type: 0,
             name: String::new(),
+            func_starts: Vec::new(),
         }
     }
 
@@ -506,12 +512,18 @@ impl<'a> ProgLoad<'a> {
         // BPF_PROG_LOAD can fail with EAGAIN when the verifier is
         // interrupted (e.g. under load); libbpf retries it a few times, and
         // so do we, so that a busy machine does not look like a rejection.
-        let mut r = sys::prog_load(self, &license, &mut log);
+        let btf = if self.func_starts.is_empty() {
+            None
+        } else {
+            Some(sys::btf_load(&static_funcs_btf(self.func_starts.len()))?)
+        };
+        let btf_fd = btf.as_ref().map(|b| b.as_raw_fd());
+        let mut r = sys::prog_load(self, &license, &mut log, btf_fd);
         for _ in 0..5 {
             match &r {
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
                     log.fill(0);
-                    r = sys::prog_load(self, &license, &mut log);
+                    r = sys::prog_load(self, &license, &mut log, btf_fd);
                 }
                 _ => break,
             }
@@ -523,6 +535,50 @@ impl<'a> ProgLoad<'a> {
             Err(source) => Err(KernelError::Rejected { source, log }),
         }
     }
+}
+
+/// A BTF blob with `int` (id 1), `int (void)` (id 2) and `n` static
+/// functions `f0`.. of that type (ids 3..), as `func_info` names them.
+fn static_funcs_btf(n: usize) -> Vec<u8> {
+    const KIND_INT: u32 = 1;
+    const KIND_FUNC: u32 = 12;
+    const KIND_FUNC_PROTO: u32 = 13;
+    let mut strings = b"\0int\0".to_vec();
+    let mut types = Vec::new();
+    let mut put = |v: u32| types.extend_from_slice(&v.to_le_bytes());
+    // int: name "int", 4 bytes, signed 32 bits.
+    put(1);
+    put(KIND_INT << 24);
+    put(4);
+    put((1 << 24) | 32);
+    // int (void)
+    put(0);
+    put(KIND_FUNC_PROTO << 24);
+    put(1);
+    for i in 0..n {
+        let name_off = strings.len() as u32;
+        strings.extend_from_slice(format!("f{i}\0").as_bytes());
+        // Linkage (in vlen) 0: static.
+        put(name_off);
+        put(KIND_FUNC << 24);
+        put(2);
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xeb9fu16.to_le_bytes());
+    out.push(1); // version
+    out.push(0); // flags
+    for v in [
+        24u32,
+        0,
+        types.len() as u32,
+        types.len() as u32,
+        strings.len() as u32,
+    ] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&types);
+    out.extend_from_slice(&strings);
+    out
 }
 
 /// A loaded program, closed on drop.

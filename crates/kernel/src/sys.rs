@@ -14,6 +14,7 @@ pub(crate) const BPF_MAP_DELETE_ELEM: i32 = 3;
 pub(crate) const BPF_MAP_GET_NEXT_KEY: i32 = 4;
 const BPF_PROG_LOAD: i32 = 5;
 const BPF_PROG_TEST_RUN: i32 = 10;
+const BPF_BTF_LOAD: i32 = 18;
 
 fn cmd_name(cmd: i32) -> &'static str {
     match cmd {
@@ -23,6 +24,7 @@ fn cmd_name(cmd: i32) -> &'static str {
         BPF_MAP_DELETE_ELEM => "BPF_MAP_DELETE_ELEM",
         BPF_MAP_GET_NEXT_KEY => "BPF_MAP_GET_NEXT_KEY",
         BPF_PROG_LOAD => "BPF_PROG_LOAD",
+        BPF_BTF_LOAD => "BPF_BTF_LOAD",
         _ => "BPF_PROG_TEST_RUN",
     }
 }
@@ -85,6 +87,24 @@ struct ProgLoadAttr {
     core_relos: u64,
     core_relo_rec_size: u32,
     log_true_size: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct BtfLoadAttr {
+    btf: u64,
+    btf_log_buf: u64,
+    btf_size: u32,
+    btf_log_size: u32,
+    btf_log_level: u32,
+    btf_log_true_size: u32,
+}
+
+/// `bpf_func_info`: a subprogram's first instruction and its BTF type.
+#[repr(C)]
+struct FuncInfo {
+    insn_off: u32,
+    type_id: u32,
 }
 
 #[repr(C)]
@@ -189,7 +209,37 @@ pub(crate) fn map_elem(
         })
 }
 
-pub(crate) fn prog_load(p: &ProgLoad<'_>, license: &CStr, log: &mut [u8]) -> io::Result<OwnedFd> {
+pub(crate) fn btf_load(btf: &[u8]) -> Result<OwnedFd, KernelError> {
+    let mut attr = BtfLoadAttr {
+        btf: btf.as_ptr() as u64,
+        btf_size: btf.len() as u32,
+        ..Default::default()
+    };
+    bpf(BPF_BTF_LOAD, &mut attr)
+        .map(owned_fd)
+        .map_err(|source| KernelError::Syscall {
+            cmd: cmd_name(BPF_BTF_LOAD),
+            source,
+        })
+}
+
+/// `btf_fd`: the BTF of [`ProgLoad::func_starts`] (function `i` has type
+/// id `3 + i`).
+pub(crate) fn prog_load(
+    p: &ProgLoad<'_>,
+    license: &CStr,
+    log: &mut [u8],
+    btf_fd: Option<i32>,
+) -> io::Result<OwnedFd> {
+    let funcs: Vec<FuncInfo> = p
+        .func_starts
+        .iter()
+        .enumerate()
+        .map(|(i, &insn_off)| FuncInfo {
+            insn_off,
+            type_id: 3 + i as u32,
+        })
+        .collect();
     let mut attr = ProgLoadAttr {
         prog_type: p.prog_type,
         insn_cnt: (p.insns.len() / 8) as u32,
@@ -207,6 +257,12 @@ pub(crate) fn prog_load(p: &ProgLoad<'_>, license: &CStr, log: &mut [u8]) -> io:
         expected_attach_type: p.expected_attach_type,
         ..Default::default()
     };
+    if let Some(fd) = btf_fd {
+        attr.prog_btf_fd = fd as u32;
+        attr.func_info_rec_size = std::mem::size_of::<FuncInfo>() as u32;
+        attr.func_info = funcs.as_ptr() as u64;
+        attr.func_info_cnt = funcs.len() as u32;
+    }
     bpf(BPF_PROG_LOAD, &mut attr).map(owned_fd)
 }
 

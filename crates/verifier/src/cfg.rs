@@ -149,6 +149,13 @@ pub fn build(prog: &Program) -> Result<Cfg, VerifierError> {
                 }
                 work.push(next);
             }
+            // A callback-calling helper is where the callback's
+            // iterations come back to and converge (the kernel forces a
+            // checkpoint there).
+            Insn::Call(id) if crate::check::calls_callback(id.0) => {
+                cfg.prune_point[pc] = true;
+                work.push(next);
+            }
             _ => work.push(next),
         }
     }

@@ -419,7 +419,16 @@ impl<'a> Env<'a> {
                                 self.step_writes.slots[f] = u64::MAX;
                             }
                         }
+                        // A callback's caller keeps its registers.
+                        Insn::Exit if fr > 0 && self.in_callback(&path.state, fr) => {}
                         Insn::Exit if fr > 0 => self.step_writes.regs[fr - 1] |= 0b11_1111,
+                        Insn::Call(id) if calls_callback(id.0) => {
+                            self.step_writes.regs[fr] |= defs;
+                            if let Some(f) = fr.checked_add(1).filter(|&f| f < FRAMES) {
+                                self.step_writes.regs[f] = u16::MAX;
+                                self.step_writes.slots[f] = u64::MAX;
+                            }
+                        }
                         _ => self.step_writes.regs[fr] |= defs,
                     }
                 }
@@ -428,10 +437,13 @@ impl<'a> Env<'a> {
                     self.mark_read(&path.written, path.last, reads);
                 }
                 path.written.or(&self.step_writes);
+                let callback_exit =
+                    matches!(insn, Insn::Exit) && fr > 0 && self.in_callback(&path.state, fr);
                 path.hist.push(Step {
                     pc: pc as u32,
                     slot: self.step_slot.take(),
                     linked: std::mem::take(&mut self.step_linked),
+                    callback: callback_exit,
                 });
                 if self.opts.log_level > 1 {
                     let _ = writeln!(self.log, "  ; {}", path.state.cur());
@@ -445,12 +457,18 @@ impl<'a> Env<'a> {
                             if let Some(l) = path.last {
                                 self.visited[l].branches += 1;
                             }
+                            let mut hist = path.hist.clone();
+                            if let (Insn::Call(id), Some(last)) = (insn, hist.last_mut()) {
+                                // The taken side of a callback-calling
+                                // helper is the callback's entry.
+                                last.callback = calls_callback(id.0);
+                            }
                             work.push(Path {
                                 state: t,
                                 pc: target,
                                 last: path.last,
                                 from: Some(pc),
-                                hist: path.hist.clone(),
+                                hist,
                                 written: path.written,
                             });
                             path.state = f;
@@ -474,7 +492,11 @@ impl<'a> Env<'a> {
                             self.finish(path.last);
                             break;
                         }
-                        path.pc = self.return_from_callee(&mut path.state, pc)?;
+                        if callback_exit {
+                            path.pc = self.return_from_callback(&mut path.state);
+                        } else {
+                            path.pc = self.return_from_callee(&mut path.state, pc)?;
+                        }
                     }
                 }
             }
@@ -504,6 +526,14 @@ impl<'a> Env<'a> {
         let live: Vec<u16> = (0..frames.len())
             .map(|i| match frames.get(i + 1) {
                 None => self.cfg.live_in[path.pc],
+                // A callback returns to its helper call, which reads the
+                // caller's r1-r5 again.
+                Some(callee) if self.in_callback(&path.state, i + 1) => self
+                    .cfg
+                    .live_in
+                    .get(callee.callsite)
+                    .copied()
+                    .unwrap_or(u16::MAX),
                 Some(callee) => {
                     let ret = callee.callsite + 1;
                     self.cfg.live_in.get(ret).copied().unwrap_or(u16::MAX) & 0b111_1100_0000
@@ -527,7 +557,12 @@ impl<'a> Env<'a> {
         // As the kernel, remember a new state only every few jumps and
         // instructions, and more rarely while a loop is being unrolled
         // here (its iterations differ and rarely prune one another).
-        let mut add = self.jmps - self.last_jmps >= 2 && self.processed - self.last_insns >= 8;
+        // At a callback-calling helper, always (the kernel forces a
+        // checkpoint there): the callback's iterations converge on them.
+        let callsite =
+            matches!(self.slots.get(path.pc), Some(Some(Insn::Call(id))) if calls_callback(id.0));
+        let mut add =
+            callsite || (self.jmps - self.last_jmps >= 2 && self.processed - self.last_insns >= 8);
         let mut evict = Vec::new();
         let mut cur_fp = None;
         // Newest first, as the kernel's list.
@@ -547,6 +582,21 @@ impl<'a> Env<'a> {
                     v.hits += 1;
                     return Ok(Visit::Pruned(precise_marks(&v.state, &live), v.read));
                 }
+            } else if callsite {
+                // The callback came back to its helper call: if an
+                // earlier visit, still being explored, covers this one by
+                // ranges (every register and slot, imprecise scalars
+                // too), iterating further finds nothing new
+                // (`RANGE_WITHIN`). Not an infinite loop otherwise: the
+                // helper bounds the iterations.
+                let all_regs = vec![u16::MAX; path.state.frames.len()];
+                let all_slots = vec![u64::MAX; path.state.frames.len()];
+                if v.state
+                    .includes_live(&path.state, uninit, &all_regs, &all_slots, false)
+                {
+                    v.hits += 1;
+                    return Ok(Visit::Pruned(precise_marks(&v.state, &live), v.read));
+                }
             } else {
                 if *cur_fp.get_or_insert_with(|| path.state.fingerprint()) == v.fp
                     && v.state == path.state
@@ -556,7 +606,10 @@ impl<'a> Env<'a> {
                         format!("infinite loop detected at insn {}", path.pc),
                     );
                 }
-                if self.jmps - self.last_jmps < 20 && self.processed - self.last_insns < 100 {
+                if !callsite
+                    && self.jmps - self.last_jmps < 20
+                    && self.processed - self.last_insns < 100
+                {
                     add = false;
                 }
             }
@@ -847,7 +900,8 @@ impl<'a> Env<'a> {
                         )
                     }
                     Imm64::Func(_) => {
-                        return err(pc, "not supported yet: callback function references (ld_imm64 src 4)")
+                        let t = insn.branch_target(Pc(pc)).map_or(0, |p| p.0);
+                        RegState::ptr(PtrKind::Func { pc: t as u32 })
                     }
                     Imm64::BtfId { .. } => {
                         return err(pc, "not supported yet: BTF id references (ld_imm64 src 3)")
@@ -976,6 +1030,7 @@ impl<'a> Env<'a> {
                 let t = insn.branch_target(Pc(pc)).map_or(0, |p| p.0);
                 self.cond_jump(st, pc, width, cond, dst, src, t)
             }
+            Insn::Call(id) if calls_callback(id.0) => self.callback_call(st, pc, id.0),
             Insn::Call(id) => {
                 self.helper_call(st, pc, id.0)?;
                 Ok(Flow::Next(next))
@@ -987,7 +1042,13 @@ impl<'a> Env<'a> {
             }
             Insn::CallKfunc { .. } => err(pc, "not supported yet: kernel function calls (kfuncs)"),
             Insn::Callx(_) => err(pc, "not supported yet: indirect calls (callx)"),
-            Insn::Exit => Ok(Flow::Exit),
+            Insn::Exit => {
+                let fr = Self::frame_no(st);
+                if fr > 0 && self.in_callback(st, fr) {
+                    self.check_callback_return(st, pc)?;
+                }
+                Ok(Flow::Exit)
+            }
         }
     }
 
@@ -1397,6 +1458,14 @@ impl<'a> Env<'a> {
                 )?;
                 Ok(unknown)
             }
+            PtrKind::MapKey { map } => {
+                if write {
+                    return err(pc, format!("write to change key R{rn} not allowed"));
+                }
+                let ks = i64::from(self.maps[map as usize].key_size);
+                self.region(pc, rn, &base, off, size, ks, "map key")?;
+                Ok(unknown)
+            }
             PtrKind::Mem { size: ms } => {
                 self.region(pc, rn, &base, off, size, i64::from(ms), "memory")?;
                 Ok(unknown)
@@ -1486,10 +1555,10 @@ impl<'a> Env<'a> {
             )
             .with_context(format!(
                 "invalid access to {what}, {}={mem} off={} size={size}",
-                if what == "map value" {
-                    "value_size"
-                } else {
-                    "mem_size"
+                match what {
+                    "map value" => "value_size",
+                    "map key" => "key_size",
+                    _ => "mem_size",
                 },
                 v.smin().saturating_add(off)
             )));
@@ -1507,10 +1576,10 @@ impl<'a> Env<'a> {
             )
             .with_context(format!(
                 "invalid access to {what}, {}={mem} off={} size={size}",
-                if what == "map value" {
-                    "value_size"
-                } else {
-                    "mem_size"
+                match what {
+                    "map value" => "value_size",
+                    "map key" => "key_size",
+                    _ => "mem_size",
                 },
                 (v.umax() as i64).saturating_add(off)
             )));
@@ -1635,22 +1704,21 @@ impl<'a> Env<'a> {
                     if !sp.is_scalar() {
                         return err(pc, "invalid size of register fill");
                     }
-                    if spill_size < 8 {
-                        // A narrow scalar spill (kept only at 8-aligned
-                        // offsets): a fill of at most its size from its
-                        // start reads its low bytes.
-                        if bi == 0 && size <= spill_size {
-                            self.step_slot = Some((frame, si as u8));
-                            return Ok(if sp.var.umax() <= u64::MAX >> (64 - 8 * size) {
-                                sp
-                            } else {
-                                RegState::scalar(sp.var.cast(size as u32))
-                            });
-                        }
-                        // Anything else reads its bytes as unknown.
-                    } else {
+                    // A scalar spill (narrow ones are kept only at 8-aligned
+                    // offsets): a fill of at most its size from its start
+                    // reads its low bytes (`bpf_stack_narrow_access_ok`).
+                    if bi == 0 && size <= spill_size {
+                        self.step_slot = Some((frame, si as u8));
+                        return Ok(if sp.var.umax() <= u64::MAX >> (64 - 8 * size) {
+                            sp
+                        } else {
+                            RegState::scalar(sp.var.cast(size as u32))
+                        });
+                    }
+                    if spill_size == 8 {
                         return Ok(RegState::scalar(Scalar::unknown().cast(size as u32)));
                     }
+                    // Anything else reads its bytes as unknown.
                 }
                 let mut zero = true;
                 for i in 0..size as usize {
@@ -2120,6 +2188,154 @@ impl<'a> Env<'a> {
         Ok(callee.callsite + 1)
     }
 
+    /// Whether frame `i` runs a callback (its call is a helper's).
+    fn in_callback(&self, st: &State, i: usize) -> bool {
+        i > 0
+            && st
+                .frames
+                .get(i)
+                .is_some_and(|f| matches!(self.slots.get(f.callsite), Some(Some(Insn::Call(_)))))
+    }
+
+    /// A callback-calling helper (`bpf_loop`, `bpf_for_each_map_elem`):
+    /// the path goes on after the call as for any helper, and another
+    /// enters the callback with the arguments the helper gives it. The
+    /// callback returns to the call, which enters it again until the
+    /// states there converge (`push_callback_call`).
+    fn callback_call(&mut self, st: &mut State, pc: usize, id: u32) -> R<Flow> {
+        let before = st.clone();
+        self.helper_call(st, pc, id)?;
+        let fr = Self::frame_no(&before);
+        let caller = before.cur();
+        let (r1, r2, r3) = (caller.regs[1], caller.regs[2], caller.regs[3]);
+        let Some(PtrKind::Func { pc: target }) = r2.kind() else {
+            return err(pc, "R2 type=scalar expected=func");
+        };
+        let target = target as usize;
+        if id == 181 {
+            // How often the callback runs decides when to stop unrolling.
+            self.demand.reg(fr, 1);
+            if u64::from(caller.callback_depth) >= r1.var.umax() {
+                st.cur_mut().callback_depth = 0;
+                return Ok(Flow::Next(pc + 1));
+            }
+        }
+        let mut cb = before;
+        if cb.frames.len() >= MAX_FRAMES {
+            return err(
+                pc,
+                format!(
+                    "the call stack of {} frames is too deep",
+                    cb.frames.len() + 1
+                ),
+            );
+        }
+        let sub = self.cfg.subprog_of(target);
+        let mut f = Frame::new(cb.frames.len() as u8, pc, sub);
+        if id == 181 {
+            // callback(u32 index, void *ctx)
+            f.regs[1] = RegState::unknown();
+            f.regs[2] = r3;
+        } else {
+            // callback(map, key, value, ctx)
+            let Some(PtrKind::ConstMap { map }) = r1.kind() else {
+                return err(pc, "R1 type=scalar expected=map_ptr");
+            };
+            let mt = self.maps[map as usize].map_type;
+            if !matches!(
+                mt,
+                MapType::Array
+                    | MapType::PercpuArray
+                    | MapType::Hash
+                    | MapType::PercpuHash
+                    | MapType::LruHash
+                    | MapType::LruPercpuHash
+            ) {
+                return err(pc, "callback function not allowed for map");
+            }
+            f.regs[1] = r1;
+            f.regs[2] = RegState::ptr(PtrKind::MapKey { map });
+            f.regs[3] = RegState::ptr(PtrKind::MapValue { map });
+            f.regs[4] = r3;
+        }
+        cb.cur_mut().callback_depth += 1;
+        st.cur_mut().callback_depth = 0;
+        cb.frames.push(f);
+        self.note_depth(&cb, pc, (cb.frames.len() - 1) as u8, 0)?;
+        Ok(Flow::Branch(Some(st.clone()), Some((cb, target))))
+    }
+
+    /// A callback's r0 at its exit: 0 or 1.
+    fn check_callback_return(&mut self, st: &State, pc: usize) -> R<()> {
+        let r0 = st.cur().regs[0];
+        if matches!(r0.kind(), Some(PtrKind::Stack { .. })) {
+            return err(pc, "cannot return stack pointer to the caller");
+        }
+        if !r0.is_scalar() {
+            return err(pc, "R0 not a scalar value");
+        }
+        self.demand.reg(Self::frame_no(st), 0);
+        if r0.var.smin() < 0 || r0.var.smax() > 1 {
+            // The kernel names only the signed bounds here.
+            let mut has = String::new();
+            if r0.var.smin() > i64::MIN {
+                has += &format!(" smin={}", r0.var.smin());
+            }
+            if r0.var.smax() < i64::MAX {
+                has += &format!(" smax={}", r0.var.smax());
+            }
+            if has.is_empty() {
+                has = " unknown scalar value".into();
+            }
+            return err(
+                pc,
+                format!("At callback return the register R0 has{has} should have been in [0, 1]"),
+            );
+        }
+        Ok(())
+    }
+
+    /// Back from a callback to its helper call, to enter it again. Imprecise
+    /// scalars that changed since the last visit there become unknown, so
+    /// that a callback counting in its caller's stack converges
+    /// (`widen_imprecise_scalars`).
+    fn return_from_callback(&mut self, st: &mut State) -> usize {
+        let depth = (st.frames.len() - 1) as u8;
+        let callee = st.frames.pop().expect("callback frame");
+        st.for_each_reg(|r| {
+            if let Some(PtrKind::Stack { frame }) = r.kind() {
+                if frame >= depth {
+                    *r = RegState::unknown();
+                }
+            }
+        });
+        let at = callee.callsite;
+        let prev = self.by_pc[at].iter().rev().copied().find(|&id| {
+            let v = &self.visited[id];
+            v.branches > 0
+                && v.state.frames.len() == st.frames.len()
+                && v.state
+                    .frames
+                    .iter()
+                    .zip(&st.frames)
+                    .all(|(a, b)| a.callsite == b.callsite)
+        });
+        if let Some(id) = prev {
+            let old = &self.visited[id].state;
+            for (fo, fc) in old.frames.iter().zip(st.frames.iter_mut()) {
+                for (a, b) in fo.regs.iter().zip(fc.regs.iter_mut()) {
+                    widen(a, b);
+                }
+                for (a, b) in fo.stack.iter().zip(fc.stack.iter_mut()) {
+                    if let (Some(a), Some(b)) = (a.spill.as_ref(), b.spill.as_mut()) {
+                        widen(a, b);
+                    }
+                }
+            }
+        }
+        at
+    }
+
     fn check_exit(&mut self, st: &State, pc: usize) -> R<()> {
         let r0 = self.read(st, Reg::R0, pc)?;
         if let Some(&(id, insn)) = st.refs.first() {
@@ -2280,6 +2496,17 @@ impl<'a> Env<'a> {
                     match v.const_value() {
                         Some(c) if c < u64::from(u32::MAX) => alloc_size = c as u32,
                         _ => return err(pc, format!("R{rn} is not a known constant'")),
+                    }
+                }
+                Arg::Func => {
+                    if !matches!(v.kind(), Some(PtrKind::Func { .. })) {
+                        return err(pc, format!("R{rn} type={} expected=func", type_name(&v)));
+                    }
+                }
+                Arg::StackOrNull => {
+                    let null = v.is_scalar() && v.const_value() == Some(0);
+                    if !null && !matches!(v.kind(), Some(PtrKind::Stack { .. })) {
+                        return err(pc, format!("R{rn} type={} expected=fp", type_name(&v)));
                     }
                 }
                 Arg::RingbufMem => {
@@ -2533,6 +2760,13 @@ impl<'a> Env<'a> {
             Some(PtrKind::Mem { size: ms }) => {
                 self.region(pc, rn, &v, 0, size, i64::from(ms), "memory")
             }
+            Some(PtrKind::MapKey { map }) => {
+                if write {
+                    return err(pc, format!("R{rn} cannot write into map_key"));
+                }
+                let ks = i64::from(self.maps[map as usize].key_size);
+                self.region(pc, rn, &v, 0, size, ks, "map key")
+            }
             Some(PtrKind::Packet | PtrKind::PacketMeta) => self.packet_range(pc, rn, &v, 0, size),
             _ => err(
                 pc,
@@ -2571,6 +2805,25 @@ impl<'a> Env<'a> {
 }
 
 /// The precise scalars of an explored state (live registers, spills).
+/// Helpers that call a subprogram back (verified as a loop over it).
+pub(crate) fn calls_callback(id: u32) -> bool {
+    id == 164 || id == 181
+}
+
+/// `cur` becomes an unknown scalar if it is an imprecise scalar that
+/// differs from `old` (`maybe_widen_reg`).
+fn widen(old: &RegState, cur: &mut RegState) {
+    // Ids only link scalars within one state: an unknown scalar is the
+    // same value whatever its id (the kernel compares them through an id
+    // map).
+    let (mut a, mut b) = (*old, *cur);
+    a.id = 0;
+    b.id = 0;
+    if old.is_scalar() && cur.is_scalar() && !old.precise && !cur.precise && a != b {
+        *cur = RegState::unknown();
+    }
+}
+
 fn precise_marks(st: &State, live: &[u16]) -> Marks {
     let mut m = Marks::default();
     for (f, frame) in st.frames.iter().enumerate() {

@@ -35,6 +35,11 @@ pub enum Arg {
     /// A record from `bpf_ringbuf_reserve` (`ARG_PTR_TO_RINGBUF_MEM`),
     /// released by the call.
     RingbufMem,
+    /// A subprogram to call back (`ARG_PTR_TO_FUNC`).
+    Func,
+    /// A stack pointer or NULL (`ARG_PTR_TO_STACK_OR_NULL`), handed to the
+    /// callback.
+    StackOrNull,
 }
 
 /// What a helper returns (`enum bpf_return_type`).
@@ -193,6 +198,8 @@ protos! {
     133 ringbuf_discard(RingbufMem, Anything) -> Void, All;
     134 ringbuf_query(ConstMap, Anything) -> Integer, All;
     160 ktime_get_coarse_ns() -> Integer, NotTracing;
+    164 for_each_map_elem(ConstMap, Func, StackOrNull, Anything) -> Integer, All;
+    181 loop(Anything, Func, StackOrNull, Anything) -> Integer, All;
 }
 
 /// Helper ids below this exist in the kernel (`__BPF_FUNC_MAX_ID` of

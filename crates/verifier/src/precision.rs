@@ -29,6 +29,10 @@ pub(crate) struct Step {
     /// A conditional jump's linked scalars (same id as an operand), which
     /// the jump refined together: (frame, register) or (frame, 16 + slot).
     pub linked: Vec<(u8, u8)>,
+    /// The step entered a callback (a callback-calling helper on the path
+    /// into its callback) or returned from one (its exit, back to the
+    /// helper call).
+    pub callback: bool,
 }
 
 /// Registers (bit per register) and stack slots (bit per 8-byte slot)
@@ -173,6 +177,28 @@ pub(crate) fn back_step(insn: &Insn, step: &Step, m: &mut Marks, fr: &mut usize)
                 }
             }
         }
+        Insn::Call(_) if step.callback => {
+            // Backwards over the entry of a callback: its arguments were
+            // made by the helper (an unknown index, pointers, the caller's
+            // context pointer), nothing to follow; the caller's registers
+            // and stack were left as they were.
+            if f == 0 || m.regs[f] & !0b11_1110 != 0 || m.slots[f] != 0 {
+                return false;
+            }
+            m.regs[f] = 0;
+            *fr = f - 1;
+        }
+        Insn::Exit if step.callback => {
+            // Backwards over a callback's return to its helper call: the
+            // caller's registers are untouched by the callback (its r0 is
+            // not passed back).
+            if f + 1 >= FRAMES {
+                return false;
+            }
+            m.regs[f + 1] = 0;
+            m.slots[f + 1] = 0;
+            *fr = f + 1;
+        }
         Insn::LoadAbs { .. } | Insn::LoadInd { .. } | Insn::Call(_) => {
             if let Some(x) = m.regs.get_mut(f) {
                 *x &= !R0_TO_R5;
@@ -234,6 +260,7 @@ mod tests {
 
     fn step(slot: Option<(u8, u8)>) -> Step {
         Step {
+            callback: false,
             pc: 0,
             slot,
             linked: Vec::new(),
@@ -293,5 +320,48 @@ mod tests {
         m.reg(0, 0);
         assert!(back_step(&insn("call 1"), &step(None), &mut m, &mut fr));
         assert_eq!(m.regs[0], 1 << 6);
+    }
+
+    #[test]
+    fn callbacks_leave_the_caller_marks_alone() {
+        let cb = Step {
+            callback: true,
+            ..step(None)
+        };
+        // The caller needs r1 (bpf_loop's count) and a slot of its stack
+        // when the callback has returned to the helper call.
+        let mut m = Marks::default();
+        m.reg(0, 1);
+        m.slot(0, 3);
+        let mut fr = 0;
+        // Backwards over the callback's return: its r0 is not the
+        // caller's; the caller's registers were untouched.
+        assert!(back_step(&insn("exit"), &cb, &mut m, &mut fr));
+        assert_eq!(
+            (fr, m.regs[0], m.regs[1], m.slots[0]),
+            (1, 1 << 1, 0, 1 << 3)
+        );
+        // The callback's argument (the index, made by the helper) needs
+        // nothing before the entry; the caller's marks stay.
+        m.reg(1, 1);
+        assert!(back_step(&insn("call 181"), &cb, &mut m, &mut fr));
+        assert_eq!(
+            (fr, m.regs[0], m.regs[1], m.slots[0]),
+            (0, 1 << 1, 0, 1 << 3)
+        );
+        // A callee stack slot or a register the helper did not set cannot
+        // be followed: give up (everything precise).
+        let mut m = Marks::default();
+        m.reg(1, 6);
+        let mut fr = 1;
+        assert!(!back_step(&insn("call 181"), &cb, &mut m, &mut fr));
+        // The same helper call on the path that skips the callback is an
+        // ordinary helper call.
+        let mut m = Marks::default();
+        m.reg(0, 0);
+        m.reg(0, 7);
+        let mut fr = 0;
+        assert!(back_step(&insn("call 181"), &step(None), &mut m, &mut fr));
+        assert_eq!((fr, m.regs[0]), (0, 1 << 7));
     }
 }

@@ -61,6 +61,18 @@ pub enum PtrKind {
         /// Size in bytes.
         size: u32,
     },
+    /// A subprogram, from `ld_imm64` with src 4 (`PTR_TO_FUNC`), passed to
+    /// callback-calling helpers.
+    Func {
+        /// The subprogram's first slot.
+        pc: u32,
+    },
+    /// A key of map `map`, read-only, as for_each_map_elem's callback
+    /// receives it (`PTR_TO_MAP_KEY`).
+    MapKey {
+        /// Index in the map table.
+        map: u32,
+    },
 }
 
 impl PtrKind {
@@ -78,6 +90,8 @@ impl PtrKind {
             PtrKind::ConstMapOrNull { .. } => "map_ptr_or_null",
             PtrKind::Mem { .. } => "ringbuf_mem",
             PtrKind::MemOrNull { .. } => "ringbuf_mem_or_null",
+            PtrKind::Func { .. } => "func",
+            PtrKind::MapKey { .. } => "map_key",
         }
     }
 
@@ -365,6 +379,10 @@ pub struct Frame {
     pub callsite: usize,
     /// Subprogram index.
     pub subprog: usize,
+    /// How many times the callback of the callback-calling helper this
+    /// frame is calling has been entered on this path (the kernel's
+    /// `callback_depth`, bounding bpf_loop's unrolling by its count).
+    pub callback_depth: u32,
 }
 
 impl Frame {
@@ -377,6 +395,7 @@ impl Frame {
             stack: Vec::new(),
             callsite,
             subprog,
+            callback_depth: 0,
         }
     }
 }

@@ -310,6 +310,7 @@ pub fn kernel_load_raw(
         let mut load = bpfkit_kernel::ProgLoad::new(prog_type as u32, &bytes);
         load.license = l.license.clone();
         load.log_level = log_level;
+        load.func_starts = func_starts(&l.prog);
         match load.load() {
             Ok(p) => Ok((true, p.log().to_string())),
             Err(bpfkit_kernel::KernelError::Rejected { log, .. }) => Ok((false, log)),
@@ -326,6 +327,40 @@ pub fn kernel_load_raw(
 /// The kernel's verdict on `case`: level 4 (statistics only) for the
 /// verdict, message and time, as kernel-verdicts.jsonl was taken; level 1
 /// again for the instruction of a rejection.
+/// The subprograms' first slots, main first, when the program takes a
+/// function's address (the kernel needs their BTF then); else none.
+fn func_starts(prog: &Program) -> Vec<u32> {
+    let mut starts = vec![0u32];
+    let mut takes_address = false;
+    for (pc, insn) in prog.iter() {
+        takes_address |= matches!(
+            insn,
+            Insn::LoadImm64 {
+                imm: Imm64::Func(_),
+                ..
+            }
+        );
+        if matches!(
+            insn,
+            Insn::CallLocal(_)
+                | Insn::LoadImm64 {
+                    imm: Imm64::Func(_),
+                    ..
+                }
+        ) {
+            if let Some(t) = insn.branch_target(pc) {
+                starts.push(t.0 as u32);
+            }
+        }
+    }
+    if !takes_address {
+        return Vec::new();
+    }
+    starts.sort_unstable();
+    starts.dedup();
+    starts
+}
+
 pub fn kernel_load(case: &Case, l: &Loaded) -> Result<KernelResult, String> {
     let (ok, log) = kernel_load_raw(case.prog_type, case.unprivileged, l, 4)?;
     let time_usec = bpfkit_kernel::verification_time_usec(&log);
