@@ -173,7 +173,9 @@ impl Interval {
         if self.hi - self.lo >= modulus - 1 {
             return full;
         }
-        let lo = base + (self.lo - base).rem_euclid(modulus);
+        // `modulus` is a power of two: the mask is `rem_euclid` without an
+        // i128 division (a hot path of every bounds sync).
+        let lo = base + ((self.lo - base) & (modulus - 1));
         let hi = lo + (self.hi - self.lo);
         if hi <= full.hi {
             Interval::new(lo, hi)
@@ -199,12 +201,13 @@ impl Interval {
             return Some(self);
         }
         let mut lo = self.lo;
-        let off = (lo - low.lo).rem_euclid(modulus);
+        // (A mask: `rem_euclid` by a power of two, without an i128 division.)
+        let off = (lo - low.lo) & (modulus - 1);
         if off > len {
             lo += modulus - off;
         }
         let mut hi = self.hi;
-        let off = (hi - low.lo).rem_euclid(modulus);
+        let off = (hi - low.lo) & (modulus - 1);
         if off > len {
             hi -= off - len;
         }

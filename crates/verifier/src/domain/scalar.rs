@@ -336,6 +336,15 @@ impl Scalar {
     /// cross the sign boundary fix the tnum's high bits down to the
     /// highest bit in which the endpoints differ.
     pub fn sync(self) -> Option<Scalar> {
+        // Fast paths for the two commonest values, which the rounds below
+        // would only confirm (this runs after nearly every ALU step).
+        if self == Scalar::unknown() {
+            return Some(self);
+        }
+        if self.var_off.is_const() {
+            let c = self.var_off.value();
+            return self.contains(c).then_some(Scalar::constant(c));
+        }
         let mut s = self;
         for _ in 0..MAX_SYNC_ROUNDS {
             let next = s.sync_round()?;
