@@ -1943,26 +1943,30 @@ impl<'a> Env<'a> {
                 None,
             ),
         };
-        let both = |st: &State| Ok(Flow::Branch(Some(st.clone()), Some((st.clone(), target))));
+        // The caller replaces the current state with the branches' and
+        // reads it no more unless it logs states: the last branch built
+        // may then take it instead of a copy (a copy allocates every
+        // frame's stack, at every conditional jump).
+        let may_take = self.opts.log_level <= 1;
+        let both = |st: &mut State| {
+            let taken = st.clone();
+            let fall = if may_take {
+                std::mem::replace(st, State::empty())
+            } else {
+                st.clone()
+            };
+            Ok(Flow::Branch(Some(fall), Some((taken, target))))
+        };
         if d.is_scalar() && s.is_scalar() {
             let decided = branch_taken(cond, width, d.var, s.var);
-            let mut out = [None, None];
-            for (i, taken) in [false, true].into_iter().enumerate() {
+            let refined = [false, true].map(|taken| {
                 if decided.is_some_and(|x| x != taken) {
-                    continue;
+                    return None;
                 }
-                let Some((nd, ns)) = refine(cond, width, d.var, s.var, taken) else {
-                    continue;
-                };
-                let mut s2 = st.clone();
-                assign_scalar(&mut s2, dst, d.id, nd);
-                if let Some(r) = sreg {
-                    assign_scalar(&mut s2, r, s.id, ns);
-                }
-                out[i] = Some(s2);
-            }
+                refine(cond, width, d.var, s.var, taken)
+            });
             // Only one way on (or none): the ranges decided it.
-            if out.iter().filter(|o| o.is_some()).count() < 2 {
+            if refined.iter().filter(|o| o.is_some()).count() < 2 {
                 let f = Self::frame_no(st);
                 self.demand.reg(f, dst.num());
                 if let Some(r) = sreg {
@@ -1971,6 +1975,23 @@ impl<'a> Env<'a> {
             }
             if d.id != 0 || s.id != 0 {
                 self.step_linked = linked_scalars(st, [d.id, s.id]);
+            }
+            let mut out = [None, None];
+            for i in [1, 0] {
+                let Some((nd, ns)) = refined[i] else {
+                    continue;
+                };
+                // (`i == 0` is built last: nothing needs `st` after it.)
+                let mut s2 = if i == 0 && may_take {
+                    std::mem::replace(st, State::empty())
+                } else {
+                    st.clone()
+                };
+                assign_scalar(&mut s2, dst, d.id, nd);
+                if let Some(r) = sreg {
+                    assign_scalar(&mut s2, r, s.id, ns);
+                }
+                out[i] = Some(s2);
             }
             let [fall, taken] = out;
             return Ok(Flow::Branch(fall, taken.map(|t| (t, target))));

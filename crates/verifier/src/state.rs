@@ -474,6 +474,15 @@ impl State {
         h.finish()
     }
 
+    /// A state of no frame (allocates nothing): what is left where a state
+    /// was moved out.
+    pub fn empty() -> State {
+        State {
+            frames: Vec::new(),
+            refs: Vec::new(),
+        }
+    }
+
     /// The current frame.
     pub fn cur(&self) -> &Frame {
         self.frames.last().expect("at least one frame")
