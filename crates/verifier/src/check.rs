@@ -632,10 +632,11 @@ impl<'a> Env<'a> {
                 return self.all_precise(Some(id));
             }
             for (f, frame) in state.frames.iter_mut().enumerate() {
-                for r in 0..11u8 {
-                    if marks.regs[f] & (1 << r) == 0 {
-                        continue;
-                    }
+                // (Over the set bits only.)
+                let mut bits = marks.regs.get(f).copied().unwrap_or(0) & 0x7ff;
+                while bits != 0 {
+                    let r = bits.trailing_zeros() as u8;
+                    bits &= bits - 1;
                     let reg = &mut frame.regs[r as usize];
                     // A register already precise here had its own sources
                     // marked when it became so.
@@ -645,10 +646,10 @@ impl<'a> Env<'a> {
                         reg.precise = true;
                     }
                 }
-                for s in 0..64 {
-                    if marks.slots[f] & (1 << s) == 0 {
-                        continue;
-                    }
+                let mut bits = marks.slots.get(f).copied().unwrap_or(0);
+                while bits != 0 {
+                    let s = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
                     match frame.stack.get_mut(s).and_then(|x| x.spill.as_mut()) {
                         Some(reg) if reg.is_scalar() && !reg.precise => reg.precise = true,
                         _ => marks.slots[f] &= !(1 << s),
@@ -1959,12 +1960,13 @@ impl<'a> Env<'a> {
         };
         if d.is_scalar() && s.is_scalar() {
             let decided = branch_taken(cond, width, d.var, s.var);
-            let refined = [false, true].map(|taken| {
+            let way = |taken: bool| {
                 if decided.is_some_and(|x| x != taken) {
                     return None;
                 }
                 refine(cond, width, d.var, s.var, taken)
-            });
+            };
+            let refined = [way(false), way(true)];
             // Only one way on (or none): the ranges decided it.
             if refined.iter().filter(|o| o.is_some()).count() < 2 {
                 let f = Self::frame_no(st);

@@ -44,7 +44,11 @@ pub(crate) const LINKED_SLOT: u8 = 16;
 
 impl Marks {
     pub fn is_empty(&self) -> bool {
-        self.regs.iter().all(|&r| r == 0) && self.slots.iter().all(|&s| s == 0)
+        // (One OR over all words, no early exit: it runs after every
+        // instruction walked back, and the words are few.)
+        let regs = self.regs.iter().fold(0, |a, &r| a | r);
+        let slots = self.slots.iter().fold(0, |a, &s| a | s);
+        regs == 0 && slots == 0
     }
 
     /// Those of `self` not in `o`.
