@@ -662,6 +662,17 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
+        /// Two constants of any size: the bitwise bounds are the one value
+        /// (the direct path for points, checked against the integers).
+        #[test]
+        fn bitwise_of_points_is_the_point(k in kinds(), x in any::<u64>(), y in any::<u64>()) {
+            let (p, q) = (k.of(x), k.of(y));
+            let (a, b) = (Interval::point(p), Interval::point(q));
+            prop_assert_eq!(a.and(b, k), Interval::point(k.of(x & y)));
+            prop_assert_eq!(a.or(b, k), Interval::point(k.of(x | y)));
+            prop_assert_eq!(a.xor(b, k), Interval::point(k.of(x ^ y)));
+        }
+
         /// On small intervals of one sign, the bitwise bounds are the exact
         /// extremes (checked by enumeration), in unsigned and signed kinds.
         #[test]
