@@ -376,6 +376,9 @@ impl<'a> Env<'a> {
                 self.step_linked.clear();
                 self.step_reads = Marks::default();
                 self.step_writes = Marks::default();
+                // After a two-way conditional jump `path.state` may be left
+                // empty (no frame): the branches carry the state on, see
+                // `cond_jump`; only a state log reads it before then.
                 let flow = match self.step(&mut path.state, pc, &insn) {
                     Ok(f) => f,
                     Err(mut e) => {
@@ -500,32 +503,30 @@ impl<'a> Env<'a> {
         let precision = !self.opts.unprivileged;
         // Registers that matter: live ones in the current frame; in a
         // caller, the callee-saved ones live after its call returns.
-        // (Fixed arrays, not vectors: this runs at every prune point.)
         let frames = &path.state.frames;
-        let nf = frames.len().min(MAX_FRAMES);
-        let mut live_all = [u16::MAX; MAX_FRAMES];
-        // Stack slots that matter: in the current frame, those some path
-        // may read before overwriting; in callers, all (the callee may
-        // read them through pointers).
-        let mut static_all = [u64::MAX; MAX_FRAMES];
-        for i in 0..nf {
-            live_all[i] = match frames.get(i + 1) {
+        let live: Vec<u16> = (0..frames.len())
+            .map(|i| match frames.get(i + 1) {
                 None => self.cfg.live_in[path.pc],
                 Some(callee) => {
                     let ret = callee.callsite + 1;
                     self.cfg.live_in.get(ret).copied().unwrap_or(u16::MAX) & 0b111_1100_0000
                 }
-            };
-            if i + 1 == frames.len() {
-                static_all[i] = self.cfg.slot_live_in[path.pc];
-            }
-        }
-        let live = &live_all[..nf];
-        let static_slots = &static_all[..nf];
-        let mut slots_all = static_all;
-        let mut regs_all = live_all;
-        let slots = &mut slots_all[..nf];
-        let regs = &mut regs_all[..nf];
+            })
+            .collect();
+        // Stack slots that matter: in the current frame, those some path
+        // may read before overwriting; in callers, all (the callee may
+        // read them through pointers).
+        let static_slots: Vec<u64> = (0..frames.len())
+            .map(|i| {
+                if i + 1 == frames.len() {
+                    self.cfg.slot_live_in[path.pc]
+                } else {
+                    u64::MAX
+                }
+            })
+            .collect();
+        let mut slots = static_slots.clone();
+        let mut regs = live.clone();
         // As the kernel, remember a new state only every few jumps and
         // instructions, and more rarely while a loop is being unrolled
         // here (its iterations differ and rarely prune one another).
@@ -544,10 +545,10 @@ impl<'a> Env<'a> {
                     *m = live[f] & v.read.regs.get(f).copied().unwrap_or(u16::MAX);
                 }
                 if v.state
-                    .includes_live(&path.state, uninit, regs, slots, precision)
+                    .includes_live(&path.state, uninit, &regs, &slots, precision)
                 {
                     v.hits += 1;
-                    return Ok(Visit::Pruned(precise_marks(&v.state, live), v.read));
+                    return Ok(Visit::Pruned(precise_marks(&v.state, &live), v.read));
                 }
             } else {
                 if *cur_fp.get_or_insert_with(|| path.state.fingerprint()) == v.fp
