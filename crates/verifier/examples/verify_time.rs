@@ -15,7 +15,10 @@
 //! recorded figure is used. bpfkit's figure is the median over `--runs`
 //! (default 5) calls of `verify`, `Report::time`: what `bpfkit verify --json`
 //! prints as `time_us`. `--filter TEXT` keeps the programs whose name
-//! contains TEXT; `--all` prints every row, not only the worst 10.
+//! contains TEXT; `--all` prints every row, not only the worst 10. The
+//! `processed` column is bpfkit's count of processed instructions (the
+//! kernel's `processed N insns`), to check that a speed-up left the
+//! exploration unchanged.
 
 #[path = "../tests/verdicts/corpus.rs"]
 mod corpus;
@@ -29,6 +32,8 @@ use bpfkit_verifier::{verify, Options, Verdict};
 struct Row {
     name: String,
     insns: usize,
+    /// Instructions bpfkit processed (the kernel's `processed N insns`).
+    processed: u64,
     recorded_us: Option<f64>,
     kernel_us: Option<f64>,
     bpfkit_us: f64,
@@ -214,9 +219,11 @@ fn main() {
         };
         let mut times = Vec::new();
         let mut accepts = false;
+        let mut processed = 0;
         for _ in 0..a.runs {
             let r = verify(&l.prog, c.prog_type, &l.maps, &opts);
             accepts = r.verdict == Verdict::Accepted;
+            processed = r.insns_processed;
             times.push(r.time.as_secs_f64() * 1e6);
             // One run is enough to know that a program is slow; more would
             // only make the benchmark slow too.
@@ -249,6 +256,7 @@ fn main() {
         rows.push(Row {
             name,
             insns: l.prog.insns().len(),
+            processed,
             recorded_us: item.recorded_us,
             kernel_us,
             bpfkit_us: median(times),
@@ -274,9 +282,10 @@ fn report(rows: &[Row], all: bool, kernel: bool) {
             None => "?",
         };
         println!(
-            "{:<58} {:>6} {:>9} {:>9} {:>10.1} {:>7} {:>4} {:>4}",
+            "{:<58} {:>6} {:>9} {:>9} {:>9} {:>10.1} {:>7} {:>4} {:>4}",
             r.name,
             r.insns,
+            r.processed,
             opt(r.recorded_us),
             opt(r.kernel_us),
             r.bpfkit_us,
@@ -287,8 +296,16 @@ fn report(rows: &[Row], all: bool, kernel: bool) {
     };
     let header = || {
         println!(
-            "{:<58} {:>6} {:>9} {:>9} {:>10} {:>7} {:>4} {:>4}",
-            "program", "insns", "k.rec us", "k.now us", "bpfkit us", "ratio", "k", "ours"
+            "{:<58} {:>6} {:>9} {:>9} {:>9} {:>10} {:>7} {:>4} {:>4}",
+            "program",
+            "insns",
+            "processed",
+            "k.rec us",
+            "k.now us",
+            "bpfkit us",
+            "ratio",
+            "k",
+            "ours"
         )
     };
     let mut sorted: Vec<&Row> = rows.iter().filter(|r| r.ratio().is_some()).collect();

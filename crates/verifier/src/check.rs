@@ -376,6 +376,9 @@ impl<'a> Env<'a> {
                 self.step_linked.clear();
                 self.step_reads = Marks::default();
                 self.step_writes = Marks::default();
+                // After a two-way conditional jump `path.state` may be left
+                // empty (no frame): the branches carry the state on, see
+                // `cond_jump`; only a state log reads it before then.
                 let flow = match self.step(&mut path.state, pc, &insn) {
                     Ok(f) => f,
                     Err(mut e) => {
@@ -683,10 +686,11 @@ impl<'a> Env<'a> {
                 return self.all_precise(Some(id));
             }
             for (f, frame) in state.frames.iter_mut().enumerate() {
-                for r in 0..11u8 {
-                    if marks.regs[f] & (1 << r) == 0 {
-                        continue;
-                    }
+                // (Over the set bits only.)
+                let mut bits = marks.regs.get(f).copied().unwrap_or(0) & 0x7ff;
+                while bits != 0 {
+                    let r = bits.trailing_zeros() as u8;
+                    bits &= bits - 1;
                     let reg = &mut frame.regs[r as usize];
                     // A register already precise here had its own sources
                     // marked when it became so.
@@ -696,10 +700,10 @@ impl<'a> Env<'a> {
                         reg.precise = true;
                     }
                 }
-                for s in 0..64 {
-                    if marks.slots[f] & (1 << s) == 0 {
-                        continue;
-                    }
+                let mut bits = marks.slots.get(f).copied().unwrap_or(0);
+                while bits != 0 {
+                    let s = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
                     match frame.stack.get_mut(s).and_then(|x| x.spill.as_mut()) {
                         Some(reg) if reg.is_scalar() && !reg.precise => reg.precise = true,
                         _ => marks.slots[f] &= !(1 << s),
@@ -2009,26 +2013,31 @@ impl<'a> Env<'a> {
                 None,
             ),
         };
-        let both = |st: &State| Ok(Flow::Branch(Some(st.clone()), Some((st.clone(), target))));
+        // The caller replaces the current state with the branches' and
+        // reads it no more unless it logs states: the last branch built
+        // may then take it instead of a copy (a copy allocates every
+        // frame's stack, at every conditional jump).
+        let may_take = self.opts.log_level <= 1;
+        let both = |st: &mut State| {
+            let taken = st.clone();
+            let fall = if may_take {
+                std::mem::replace(st, State::empty())
+            } else {
+                st.clone()
+            };
+            Ok(Flow::Branch(Some(fall), Some((taken, target))))
+        };
         if d.is_scalar() && s.is_scalar() {
             let decided = branch_taken(cond, width, d.var, s.var);
-            let mut out = [None, None];
-            for (i, taken) in [false, true].into_iter().enumerate() {
+            let way = |taken: bool| {
                 if decided.is_some_and(|x| x != taken) {
-                    continue;
+                    return None;
                 }
-                let Some((nd, ns)) = refine(cond, width, d.var, s.var, taken) else {
-                    continue;
-                };
-                let mut s2 = st.clone();
-                assign_scalar(&mut s2, dst, d.id, nd);
-                if let Some(r) = sreg {
-                    assign_scalar(&mut s2, r, s.id, ns);
-                }
-                out[i] = Some(s2);
-            }
+                refine(cond, width, d.var, s.var, taken)
+            };
+            let refined = [way(false), way(true)];
             // Only one way on (or none): the ranges decided it.
-            if out.iter().filter(|o| o.is_some()).count() < 2 {
+            if refined.iter().filter(|o| o.is_some()).count() < 2 {
                 let f = Self::frame_no(st);
                 self.demand.reg(f, dst.num());
                 if let Some(r) = sreg {
@@ -2037,6 +2046,23 @@ impl<'a> Env<'a> {
             }
             if d.id != 0 || s.id != 0 {
                 self.step_linked = linked_scalars(st, [d.id, s.id]);
+            }
+            let mut out = [None, None];
+            for i in [1, 0] {
+                let Some((nd, ns)) = refined[i] else {
+                    continue;
+                };
+                // (`i == 0` is built last: nothing needs `st` after it.)
+                let mut s2 = if i == 0 && may_take {
+                    std::mem::replace(st, State::empty())
+                } else {
+                    st.clone()
+                };
+                assign_scalar(&mut s2, dst, d.id, nd);
+                if let Some(r) = sreg {
+                    assign_scalar(&mut s2, r, s.id, ns);
+                }
+                out[i] = Some(s2);
             }
             let [fall, taken] = out;
             return Ok(Flow::Branch(fall, taken.map(|t| (t, target))));

@@ -48,7 +48,11 @@ pub(crate) const LINKED_SLOT: u8 = 16;
 
 impl Marks {
     pub fn is_empty(&self) -> bool {
-        self.regs.iter().all(|&r| r == 0) && self.slots.iter().all(|&s| s == 0)
+        // (One OR over all words, no early exit: it runs after every
+        // instruction walked back, and the words are few.)
+        let regs = self.regs.iter().fold(0, |a, &r| a | r);
+        let slots = self.slots.iter().fold(0, |a, &s| a | s);
+        regs == 0 && slots == 0
     }
 
     /// Those of `self` not in `o`.
@@ -205,15 +209,16 @@ pub(crate) fn back_step(insn: &Insn, step: &Step, m: &mut Marks, fr: &mut usize)
             }
         }
         Insn::Jmp { dst, src, .. } => {
-            let mut group = step.linked.clone();
-            group.push((f as u8, dst.num()));
-            if let Src::Reg(s) = src {
-                group.push((f as u8, s.num()));
-            }
+            // (No vector built: this runs for every jump walked back.)
+            let operands = match src {
+                Src::Reg(s) => [(f as u8, dst.num()), (f as u8, s.num())],
+                _ => [(f as u8, dst.num()); 2],
+            };
+            let group = || step.linked.iter().chain(operands.iter()).copied();
             // A register refined by a comparison with another is as
             // precise as both operands (and every scalar linked to them).
-            if group.iter().any(|&g| m.has_linked(g)) {
-                for g in group {
+            if group().any(|g| m.has_linked(g)) {
+                for g in group() {
                     m.set_linked(g);
                 }
             }

@@ -173,7 +173,9 @@ impl Interval {
         if self.hi - self.lo >= modulus - 1 {
             return full;
         }
-        let lo = base + (self.lo - base).rem_euclid(modulus);
+        // `modulus` is a power of two: the mask is `rem_euclid` without an
+        // i128 division (a hot path of every bounds sync).
+        let lo = base + ((self.lo - base) & (modulus - 1));
         let hi = lo + (self.hi - self.lo);
         if hi <= full.hi {
             Interval::new(lo, hi)
@@ -199,12 +201,13 @@ impl Interval {
             return Some(self);
         }
         let mut lo = self.lo;
-        let off = (lo - low.lo).rem_euclid(modulus);
+        // (A mask: `rem_euclid` by a power of two, without an i128 division.)
+        let off = (lo - low.lo) & (modulus - 1);
         if off > len {
             lo += modulus - off;
         }
         let mut hi = self.hi;
-        let off = (hi - low.lo).rem_euclid(modulus);
+        let off = (hi - low.lo) & (modulus - 1);
         if off > len {
             hi -= off - len;
         }
@@ -337,6 +340,18 @@ impl Interval {
     ///   `x ^ y` over two unsigned intervals are found bit by bit from the
     ///   top, as in Warren, *Hacker's Delight*, section 4-3.
     fn bitwise(self, other: Interval, kind: Kind, op: Bitwise) -> Interval {
+        // Two constants: the exact result, which the bounds below would
+        // also find, at a fraction of the cost.
+        if self.lo == self.hi && other.lo == other.hi {
+            if let (Some((a, _)), Some((c, _))) = (self.pattern(kind), other.pattern(kind)) {
+                let v = match op {
+                    Bitwise::And => a & c,
+                    Bitwise::Or => a | c,
+                    Bitwise::Xor => a ^ c,
+                };
+                return Interval::point(v.into()).fit(kind);
+            }
+        }
         let by_sign = match op {
             Bitwise::And => self.and_by_sign(other, kind),
             Bitwise::Or => self.or_by_sign(other, kind),
@@ -447,7 +462,7 @@ enum Bitwise {
 /// Smallest `x | y`: raise `x` (or `y`) to set a bit the other has, so
 /// that the bits below can all be zero.
 fn min_or(mut a: u64, b: u64, mut c: u64, d: u64) -> u64 {
-    let mut m = 1u64 << 63;
+    let mut m = top_bit(a | b | c | d);
     while m != 0 {
         if !a & c & m != 0 {
             let t = (a | m) & m.wrapping_neg();
@@ -470,7 +485,7 @@ fn min_or(mut a: u64, b: u64, mut c: u64, d: u64) -> u64 {
 /// Largest `x | y`: where both maxima have a bit, clear it in one and set
 /// all the bits below instead.
 fn max_or(a: u64, mut b: u64, c: u64, mut d: u64) -> u64 {
-    let mut m = 1u64 << 63;
+    let mut m = top_bit(a | b | c | d);
     while m != 0 {
         if b & d & m != 0 {
             let t = (b - m) | (m - 1);
@@ -492,7 +507,7 @@ fn max_or(a: u64, mut b: u64, c: u64, mut d: u64) -> u64 {
 /// Smallest `x & y`: where both minima lack a bit, raise one to it so that
 /// the bits below can all be zero.
 fn min_and(mut a: u64, b: u64, mut c: u64, d: u64) -> u64 {
-    let mut m = 1u64 << 63;
+    let mut m = top_bit(a | b | c | d);
     while m != 0 {
         if !a & !c & m != 0 {
             let t = (a | m) & m.wrapping_neg();
@@ -514,7 +529,7 @@ fn min_and(mut a: u64, b: u64, mut c: u64, d: u64) -> u64 {
 /// Largest `x & y`: where only one maximum has a bit, clear it there and
 /// set all the bits below.
 fn max_and(a: u64, mut b: u64, c: u64, mut d: u64) -> u64 {
-    let mut m = 1u64 << 63;
+    let mut m = top_bit(a | b | c | d);
     while m != 0 {
         if b & !d & m != 0 {
             let t = (b & !m) | (m - 1);
@@ -532,6 +547,19 @@ fn max_and(a: u64, mut b: u64, c: u64, mut d: u64) -> u64 {
         m >>= 1;
     }
     b & d
+}
+
+/// The highest bit set in `x` (0 for 0). The bit loops above start there:
+/// at a higher bit all four bounds are 0, where no step of them changes
+/// anything (a step needs a bound with the bit, or, for the smallest
+/// `x & y`, raises a minimum past its maximum), so those rounds are
+/// skipped (for small values, most of the 64).
+fn top_bit(x: u64) -> u64 {
+    if x == 0 {
+        0
+    } else {
+        1u64 << (63 - x.leading_zeros())
+    }
 }
 
 /// Smallest `x ^ y`, from `x ^ y = (x & !y) | (!x & y)`.
@@ -633,6 +661,17 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Two constants of any size: the bitwise bounds are the one value
+        /// (the direct path for points, checked against the integers).
+        #[test]
+        fn bitwise_of_points_is_the_point(k in kinds(), x in any::<u64>(), y in any::<u64>()) {
+            let (p, q) = (k.of(x), k.of(y));
+            let (a, b) = (Interval::point(p), Interval::point(q));
+            prop_assert_eq!(a.and(b, k), Interval::point(k.of(x & y)));
+            prop_assert_eq!(a.or(b, k), Interval::point(k.of(x | y)));
+            prop_assert_eq!(a.xor(b, k), Interval::point(k.of(x ^ y)));
+        }
 
         /// On small intervals of one sign, the bitwise bounds are the exact
         /// extremes (checked by enumeration), in unsigned and signed kinds.

@@ -336,6 +336,20 @@ impl Scalar {
     /// cross the sign boundary fix the tnum's high bits down to the
     /// highest bit in which the endpoints differ.
     pub fn sync(self) -> Option<Scalar> {
+        // Fast paths for the two commonest values, which the rounds below
+        // would only confirm (this runs after nearly every ALU step).
+        if self == Scalar::unknown() {
+            return Some(self);
+        }
+        if self.var_off.is_const() {
+            let c = self.var_off.value();
+            return self.contains(c).then_some(Scalar::constant(c));
+        }
+        self.sync_rounds()
+    }
+
+    /// [`Scalar::sync`] without its fast paths: rounds to a fixed point.
+    fn sync_rounds(self) -> Option<Scalar> {
         let mut s = self;
         for _ in 0..MAX_SYNC_ROUNDS {
             let next = s.sync_round()?;
@@ -1198,6 +1212,26 @@ mod tests {
             Interval::new(lo, hi)
         });
         Scalar::from_parts(Tnum::new(x, m), b)
+    }
+
+    proptest! {
+        /// The fast paths of `sync` (constant tnums) give what the rounds
+        /// give, whether the bounds hold the constant or not.
+        #[test]
+        fn sync_fast_paths_agree_with_rounds(
+            x in value(), y in value(), sp in proptest::array::uniform8(spread()),
+        ) {
+            let s = around(x, 0, sp);
+            prop_assert_eq!(s.sync(), s.sync_rounds());
+            let t = Scalar::from_parts(Tnum::new(y, 0), s.bounds());
+            prop_assert_eq!(t.sync(), t.sync_rounds());
+        }
+    }
+
+    #[test]
+    fn sync_of_unknown_is_unknown_both_ways() {
+        assert_eq!(Scalar::unknown().sync(), Some(Scalar::unknown()));
+        assert_eq!(Scalar::unknown().sync_rounds(), Some(Scalar::unknown()));
     }
 
     /// A realistic (synced) scalar and a member of it.
