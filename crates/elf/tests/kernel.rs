@@ -8,7 +8,6 @@
 
 use bpfkit_abi::ProgType;
 use bpfkit_elf::{LoadedObject, LoadedProgram, MapDefinition};
-use bpfkit_isa::{Imm64, Insn, Program};
 use bpfkit_kernel::{Map, MapSpec, ProgLoad};
 use std::path::{Path, PathBuf};
 
@@ -82,32 +81,7 @@ fn create_maps(obj: &LoadedObject) -> Result<Vec<Map>, String> {
 
 /// The program with map references turned into fds.
 fn with_fds(p: &LoadedProgram, maps: &[Map]) -> Vec<u8> {
-    let insns: Vec<Insn> = p
-        .insns
-        .insns()
-        .iter()
-        .map(|insn| match *insn {
-            Insn::LoadImm64 {
-                dst,
-                imm: Imm64::MapIdx(i),
-            } => Insn::LoadImm64 {
-                dst,
-                imm: Imm64::MapFd(maps[i as usize].fd()),
-            },
-            Insn::LoadImm64 {
-                dst,
-                imm: Imm64::MapIdxValue { idx, off },
-            } => Insn::LoadImm64 {
-                dst,
-                imm: Imm64::MapValue {
-                    fd: maps[idx as usize].fd(),
-                    off,
-                },
-            },
-            other => other,
-        })
-        .collect();
-    Program::from_insns(insns).unwrap().to_bytes()
+    p.insns.to_bytes_with_map_fds(|i| maps[i as usize].fd())
 }
 
 fn load(p: &LoadedProgram, ty: ProgType, maps: &[Map]) -> Result<(), String> {

@@ -884,4 +884,33 @@ impl Program {
     pub fn to_bytes(&self) -> Vec<u8> {
         encode_all(&self.insns)
     }
+
+    /// The bytes the kernel's `BPF_PROG_LOAD` takes: map-table references
+    /// (`MapIdx`, `MapIdxValue`) turned into references by map fd (`MapFd`,
+    /// `MapValue`), `fd` giving the fd of each map-table index; as a loader
+    /// does after creating the object's maps.
+    pub fn to_bytes_with_map_fds(&self, fd: impl Fn(i32) -> i32) -> Vec<u8> {
+        let insns: Vec<Insn> = self
+            .insns
+            .iter()
+            .map(|insn| match *insn {
+                Insn::LoadImm64 {
+                    dst,
+                    imm: Imm64::MapIdx(i),
+                } => Insn::LoadImm64 {
+                    dst,
+                    imm: Imm64::MapFd(fd(i)),
+                },
+                Insn::LoadImm64 {
+                    dst,
+                    imm: Imm64::MapIdxValue { idx, off },
+                } => Insn::LoadImm64 {
+                    dst,
+                    imm: Imm64::MapValue { fd: fd(idx), off },
+                },
+                other => other,
+            })
+            .collect();
+        encode_all(&insns)
+    }
 }

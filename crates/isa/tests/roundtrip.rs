@@ -278,3 +278,44 @@ proptest! {
         prop_assert_eq!(decode_one(raw[0], next), Ok(insn));
     }
 }
+
+#[test]
+fn map_table_references_become_fds_for_the_kernel() {
+    use bpfkit_isa::{Imm64, Insn, Program, Reg};
+    let prog = Program::from_insns(vec![
+        Insn::LoadImm64 {
+            dst: Reg::R1,
+            imm: Imm64::MapIdx(1),
+        },
+        Insn::LoadImm64 {
+            dst: Reg::R2,
+            imm: Imm64::MapIdxValue { idx: 0, off: 8 },
+        },
+        Insn::LoadImm64 {
+            dst: Reg::R3,
+            imm: Imm64::Value(0x1234),
+        },
+        Insn::Exit,
+    ])
+    .unwrap();
+    let bytes = prog.to_bytes_with_map_fds(|i| 100 + i);
+    let back = Program::decode(&bytes).unwrap();
+    assert_eq!(
+        back.insns(),
+        &[
+            Insn::LoadImm64 {
+                dst: Reg::R1,
+                imm: Imm64::MapFd(101),
+            },
+            Insn::LoadImm64 {
+                dst: Reg::R2,
+                imm: Imm64::MapValue { fd: 100, off: 8 },
+            },
+            Insn::LoadImm64 {
+                dst: Reg::R3,
+                imm: Imm64::Value(0x1234),
+            },
+            Insn::Exit,
+        ]
+    );
+}

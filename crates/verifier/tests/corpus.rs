@@ -217,7 +217,6 @@ const FLOOR_PERCENT: u32 = 99;
 /// references turned into fds) and the index is read from its log.
 #[test]
 fn rejected_programs_fail_at_the_kernels_instruction() {
-    use bpfkit_isa::{encode_all, Imm64, Insn};
     let dir = corpus_dir();
     let Ok(text) = std::fs::read_to_string(dir.join("kernel-verdicts.jsonl")) else {
         eprintln!("skipped: no corpus");
@@ -265,32 +264,7 @@ fn rejected_programs_fail_at_the_kernels_instruction() {
             skipped += 1;
             continue;
         }
-        let insns: Vec<Insn> = p
-            .insns
-            .insns()
-            .iter()
-            .map(|i| match *i {
-                Insn::LoadImm64 {
-                    dst,
-                    imm: Imm64::MapIdx(m),
-                } => Insn::LoadImm64 {
-                    dst,
-                    imm: Imm64::MapFd(kmaps[m as usize].fd()),
-                },
-                Insn::LoadImm64 {
-                    dst,
-                    imm: Imm64::MapIdxValue { idx, off },
-                } => Insn::LoadImm64 {
-                    dst,
-                    imm: Imm64::MapValue {
-                        fd: kmaps[idx as usize].fd(),
-                        off,
-                    },
-                },
-                other => other,
-            })
-            .collect();
-        let bytes = encode_all(insns.iter());
+        let bytes = p.insns.to_bytes_with_map_fds(|m| kmaps[m as usize].fd());
         let mut load = bpfkit_kernel::ProgLoad::new(t as u32, &bytes);
         load.log_level = 2;
         let log = match load.load() {
@@ -336,7 +310,6 @@ fn rejected_programs_fail_at_the_kernels_instruction() {
 /// deliberate, terminating code, so loading it into the kernel is safe.
 #[test]
 fn bench_programs_are_accepted_like_the_kernel() {
-    use bpfkit_isa::{encode_all, Imm64, Insn};
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/kernel");
     let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
@@ -381,32 +354,7 @@ fn bench_programs_are_accepted_like_the_kernel() {
                         .unwrap()
                     })
                     .collect();
-                let insns: Vec<Insn> = p
-                    .insns
-                    .insns()
-                    .iter()
-                    .map(|i| match *i {
-                        Insn::LoadImm64 {
-                            dst,
-                            imm: Imm64::MapIdx(m),
-                        } => Insn::LoadImm64 {
-                            dst,
-                            imm: Imm64::MapFd(kmaps[m as usize].fd()),
-                        },
-                        Insn::LoadImm64 {
-                            dst,
-                            imm: Imm64::MapIdxValue { idx, off },
-                        } => Insn::LoadImm64 {
-                            dst,
-                            imm: Imm64::MapValue {
-                                fd: kmaps[idx as usize].fd(),
-                                off,
-                            },
-                        },
-                        other => other,
-                    })
-                    .collect();
-                let bytes = encode_all(insns.iter());
+                let bytes = p.insns.to_bytes_with_map_fds(|m| kmaps[m as usize].fd());
                 let (log, kernel_accepts) =
                     match bpfkit_kernel::ProgLoad::new(ProgType::Xdp as u32, &bytes).load() {
                         Ok(prog) => (prog.log().to_string(), true),

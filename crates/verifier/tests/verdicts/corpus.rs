@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use bpfkit_abi::{MapDef, MapType, ProgType};
-use bpfkit_isa::{assemble, encode_all, Imm64, Insn, Program, Syntax};
+use bpfkit_isa::{assemble, Imm64, Insn, Program, Syntax};
 
 /// What the kernel said about a program.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -283,29 +283,7 @@ pub fn kernel_load_raw(
         maps.push(m);
     }
     let fd = |idx: i32| maps.get(idx as usize).map(|m| m.fd()).unwrap_or(-1);
-    let insns: Vec<Insn> = l
-        .prog
-        .insns()
-        .iter()
-        .map(|insn| match *insn {
-            Insn::LoadImm64 {
-                dst,
-                imm: Imm64::MapIdx(i),
-            } => Insn::LoadImm64 {
-                dst,
-                imm: Imm64::MapFd(fd(i)),
-            },
-            Insn::LoadImm64 {
-                dst,
-                imm: Imm64::MapIdxValue { idx, off },
-            } => Insn::LoadImm64 {
-                dst,
-                imm: Imm64::MapValue { fd: fd(idx), off },
-            },
-            other => other,
-        })
-        .collect();
-    let bytes = encode_all(insns.iter());
+    let bytes = l.prog.to_bytes_with_map_fds(fd);
     let load = || {
         let mut load = bpfkit_kernel::ProgLoad::new(prog_type as u32, &bytes);
         load.license = l.license.clone();
