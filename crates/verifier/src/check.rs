@@ -12,6 +12,7 @@ use crate::cfg::{self, Cfg};
 use crate::ctx::{self, CtxField};
 use crate::domain::scalar::{branch_taken, refine, Scalar};
 use crate::helpers::{self, Arg, Ret};
+use crate::observe::Observed;
 use crate::state::{Frame, PtrKind, RegState, RegType, Slot, SlotByte, State, STACK_SIZE};
 use crate::VerifierError;
 
@@ -37,6 +38,12 @@ pub struct Options {
     pub insn_limit: u64,
     /// Source lines by instruction slot (from BTF line info), ascending.
     pub line_info: Vec<(usize, String)>,
+    /// Record the registers at every visit of every instruction
+    /// ([`Report::observed`]; costly, for soundness checks).
+    pub record_states: bool,
+    /// Prune paths whose state an explored one includes (off: explore
+    /// every path, for soundness checks; see [`crate::observe`]).
+    pub prune: bool,
 }
 
 impl Default for Options {
@@ -46,6 +53,8 @@ impl Default for Options {
             log_level: 0,
             insn_limit: INSN_LIMIT,
             line_info: Vec::new(),
+            record_states: false,
+            prune: true,
         }
     }
 }
@@ -76,6 +85,8 @@ pub struct Report {
     pub time: Duration,
     /// The kernel-style log (empty at log level 0).
     pub log: String,
+    /// With [`Options::record_states`]: the registers at every visit.
+    pub observed: Option<Observed>,
 }
 
 /// Verifies `prog` as a program of type `prog_type` whose map references
@@ -103,6 +114,7 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         peak: 0,
         log: String::new(),
         depth: Vec::new(),
+        observed: opts.record_states.then(|| Observed::new(prog.slot_count())),
     };
     let result = cfg::build(prog).and_then(|c| {
         if opts.unprivileged {
@@ -144,6 +156,7 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         peak_states: env.peak,
         time: start.elapsed(),
         log: env.log,
+        observed: env.observed,
     }
 }
 
@@ -203,6 +216,7 @@ struct Env<'a> {
     log: String,
     /// Deepest stack use of each subprogram, bytes.
     depth: Vec<i64>,
+    observed: Option<Observed>,
 }
 
 /// What an instruction does to control flow.
@@ -278,7 +292,7 @@ impl<'a> Env<'a> {
                         ),
                     );
                 }
-                if self.cfg.prune_point.get(pc).copied().unwrap_or(false) {
+                if self.opts.prune && self.cfg.prune_point.get(pc).copied().unwrap_or(false) {
                     match self.visit(&path)? {
                         None => {
                             if self.opts.log_level > 0 {
@@ -296,6 +310,9 @@ impl<'a> Env<'a> {
                 };
                 if self.opts.log_level > 0 {
                     self.log_insn(pc, &insn);
+                }
+                if let Some(o) = self.observed.as_mut() {
+                    o.record(pc, &path.state);
                 }
                 if matches!(insn, Insn::Jmp { .. } | Insn::Ja { .. }) {
                     self.jmps += 1;
