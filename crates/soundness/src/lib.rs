@@ -211,12 +211,8 @@ impl<S: Source> Gen<'_, S> {
 
     /// A register that is written whatever it held.
     fn scratch(&mut self, avoid: &[u8]) -> u8 {
-        loop {
-            let r = self.src.pick(&GENERAL);
-            if !avoid.contains(&r) {
-                return r;
-            }
-        }
+        let free: Vec<u8> = GENERAL.iter().copied().filter(|r| !avoid.contains(r)).collect();
+        self.src.pick(&free)
     }
 
     /// A register to read as a number: mostly a scalar one.
