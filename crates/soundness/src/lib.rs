@@ -211,7 +211,11 @@ impl<S: Source> Gen<'_, S> {
 
     /// A register that is written whatever it held.
     fn scratch(&mut self, avoid: &[u8]) -> u8 {
-        let free: Vec<u8> = GENERAL.iter().copied().filter(|r| !avoid.contains(r)).collect();
+        let free: Vec<u8> = GENERAL
+            .iter()
+            .copied()
+            .filter(|r| !avoid.contains(r))
+            .collect();
         self.src.pick(&free)
     }
 
@@ -432,7 +436,6 @@ impl<S: Source> Gen<'_, S> {
             }
             _ => {
                 let s = self.scalar();
-                let op = self.src.pick(&["+=", "|=", "&=", "^="]);
                 let (ty, sz) = if self.src.one_in(2) {
                     ("u64", 8)
                 } else {
@@ -445,7 +448,27 @@ impl<S: Source> Gen<'_, S> {
                         0
                     };
                 let w = if sz == 4 { 'w' } else { 'r' };
-                self.line(format!("lock *({ty} *)(r10 - {off}) {op} {w}{s}"));
+                let bits = if sz == 4 { "32_32" } else { "_64" };
+                match self.src.below(3) {
+                    0 if !avoid.contains(&s) => {
+                        let op = self.src.pick(&["add", "or", "and", "xor"]);
+                        self.line(format!(
+                            "{w}{s} = atomic_fetch_{op}(({ty} *)(r10 - {off}), {w}{s})"
+                        ));
+                    }
+                    1 if !avoid.contains(&s) && !avoid.contains(&0) => {
+                        if self.src.one_in(2) {
+                            self.line(format!("{w}{s} = xchg{bits}(r10 - {off}, {w}{s})"));
+                        } else {
+                            self.line(format!("{w}0 = cmpxchg{bits}(r10 - {off}, {w}0, {w}{s})"));
+                            self.set(0, K::Scalar);
+                        }
+                    }
+                    _ => {
+                        let op = self.src.pick(&["+=", "|=", "&=", "^="]);
+                        self.line(format!("lock *({ty} *)(r10 - {off}) {op} {w}{s}"));
+                    }
+                }
             }
         }
     }
@@ -568,38 +591,54 @@ impl<S: Source> Gen<'_, S> {
         for r in 1..=5u8 {
             self.set(r, K::Unknown);
         }
+        // The pointer is copied before or after the NULL check (a copy
+        // shares the check: same id).
+        let v = self.scratch(&[avoid, &[1, 2, 3, 4, 5]].concat());
+        let early = self.src.one_in(3);
+        if early && v != 0 {
+            self.line(format!("r{v} = r0"));
+        }
         if !self.src.one_in(10) {
+            let t = if early { self.src.pick(&[0, v]) } else { 0 };
             if self.src.one_in(2) {
-                self.line(format!("if r0 == 0 goto {skip}"));
+                self.line(format!("if r{t} == 0 goto {skip}"));
             } else {
                 let ok = self.label();
-                self.line(format!("if r0 != 0 goto {ok}"));
+                self.line(format!("if r{t} != 0 goto {ok}"));
                 self.line(format!("goto {skip}"));
                 self.line(format!("{ok}:"));
             }
         }
-        let v = self.scratch(&[avoid, &[1, 2, 3, 4, 5]].concat());
-        if v != 0 {
+        if !early && v != 0 {
             self.line(format!("r{v} = r0"));
         }
         self.set(v, K::Ptr);
         if self.src.one_in(2) {
-            // The index from a scalar, bounded by a mask or a comparison.
+            // The index from a scalar, bounded by a mask or a comparison,
+            // maybe of a copy made before the comparison (bounds flow to
+            // registers with the same id).
             let s = self.src.pick(&[7, 8, 9]);
             let u = self.scratch(&[avoid, &[v, 1, 2, 3, 4, 5]].concat());
+            let w = if self.src.one_in(3) { 'w' } else { 'r' };
             if u != s {
-                self.mov(u, s);
+                self.line(format!("{w}{u} = {w}{s}"));
+                self.set(u, K::Scalar);
             }
             if self.src.one_in(2) {
                 let mask = self.src.pick(&[7, 15, 31, 0x1c, 0x3f]);
                 self.line(format!("r{u} &= {mask}"));
             } else {
+                let t = if u != s && !avoid.contains(&s) && self.src.one_in(2) {
+                    s
+                } else {
+                    u
+                };
                 let w = if self.src.one_in(3) { 'w' } else { 'r' };
                 let c = self.src.pick(&[">", ">=", "s>", "s>="]);
                 let k = self.src.pick(&[7, 8, 15, 16, 23, 40, 47]);
-                self.line(format!("if {w}{u} {c} {k} goto {skip}"));
+                self.line(format!("if {w}{t} {c} {k} goto {skip}"));
                 if c.starts_with('s') && !self.src.one_in(4) {
-                    self.line(format!("if {w}{u} s< 0 goto {skip}"));
+                    self.line(format!("if {w}{t} s< 0 goto {skip}"));
                 }
             }
             self.line(format!("r{v} += r{u}"));
@@ -634,20 +673,33 @@ impl<S: Source> Gen<'_, S> {
         let head = self.label();
         let init = self.src.below(3);
         let n = init + 1 + self.src.below(5);
+        // Sometimes the bound is a register known only to be small.
+        let bound = if self.src.one_in(4) {
+            let b = self.scratch(&[avoid, &[c, 1, 2, 3, 4, 5]].concat());
+            self.line(format!("r{b} &= 3"));
+            self.line(format!("r{b} += {}", init + 1));
+            self.set(b, K::Scalar);
+            Some(b)
+        } else {
+            None
+        };
         self.line(format!("r{c} = {init}"));
         self.set(c, K::Scalar);
         self.line(format!("{head}:"));
         self.in_loop = true;
         let body = 1 + self.src.below(3) as usize;
-        self.items(body, &[avoid, &[c]].concat());
+        let keep = [avoid, &[c], bound.as_slice()].concat();
+        self.items(body, &keep);
         self.in_loop = false;
         let w = if self.src.one_in(3) { 'w' } else { 'r' };
         self.line(format!("{w}{c} += 1"));
-        let test = match self.src.below(4) {
-            0 => format!("if {w}{c} < {n} goto {head}"),
-            1 => format!("if {w}{c} != {n} goto {head}"),
-            2 => format!("if {w}{c} s< {n} goto {head}"),
-            _ => format!("if {w}{c} <= {} goto {head}", n - 1),
+        let test = match (bound, self.src.below(4)) {
+            (Some(b), 0 | 1) => format!("if {w}{c} < {w}{b} goto {head}"),
+            (Some(b), _) => format!("if {w}{b} > {w}{c} goto {head}"),
+            (None, 0) => format!("if {w}{c} < {n} goto {head}"),
+            (None, 1) => format!("if {w}{c} != {n} goto {head}"),
+            (None, 2) => format!("if {w}{c} s< {n} goto {head}"),
+            (None, _) => format!("if {w}{c} <= {} goto {head}", n - 1),
         };
         self.line(test);
     }
@@ -858,28 +910,41 @@ pub enum Outcome {
 /// rejected).
 pub const INSN_LIMIT: u64 = 50_000;
 
-/// Verifies `prog` (for [`maps`]) with pruning off and states recorded; if
-/// accepted, runs it `runs` times on inputs from `rng`.
+/// Verifies `prog` (for [`maps`]) with pruning off and states recorded;
+/// if accepted, runs it `runs` times on inputs from `rng` ([`run_all`]).
 pub fn check(prog: &Program, runs: u32, rng: &mut Rng) -> Outcome {
-    let defs = maps();
+    match observe(prog) {
+        Ok(observed) => run_all(prog, &observed, runs, rng),
+        Err(m) => Outcome::Rejected(m),
+    }
+}
+
+/// The verifier's recorded states for `prog` (pruning off), or its
+/// rejection message.
+pub fn observe(prog: &Program) -> Result<Observed, String> {
     let opts = Options {
         insn_limit: INSN_LIMIT,
         record_states: true,
         prune: false,
         ..Options::default()
     };
-    let report = verify(prog, ProgType::Xdp, &defs, &opts);
+    let report = verify(prog, ProgType::Xdp, &maps(), &opts);
     if report.verdict == Verdict::Rejected {
-        let e = report.error.map(|e| e.message).unwrap_or_default();
-        return Outcome::Rejected(e);
+        return Err(report.error.map(|e| e.message).unwrap_or_default());
     }
-    let Some(observed) = report.observed else {
-        return Outcome::Unsound("no states recorded".into());
-    };
+    report
+        .observed
+        .ok_or_else(|| "no states recorded".to_string())
+}
+
+/// Runs `prog` `runs` times on random packets and map contents from
+/// `rng`, checking every step against `observed`.
+pub fn run_all(prog: &Program, observed: &Observed, runs: u32, rng: &mut Rng) -> Outcome {
+    let defs = maps();
     let mut steps = 0;
     let mut over_budget = 0;
     for _ in 0..runs {
-        match run_once(prog, &defs, &observed, rng) {
+        match run_once(prog, &defs, observed, rng) {
             Ok(Some(n)) => steps += n,
             Ok(None) => over_budget += 1,
             Err(e) => return Outcome::Unsound(e),

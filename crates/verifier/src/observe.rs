@@ -182,3 +182,77 @@ pub fn contains(r: &RegState, v: u64, depth: u8, layout: &Layout) -> bool {
         PtrKind::Mem { .. } | PtrKind::MemOrNull { .. } => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::scalar::Scalar;
+
+    fn layout() -> Layout {
+        Layout {
+            stack_top: 0x10_0000,
+            ctx: 0x2000,
+            packet: Some([0x3000 - 8, 0x3000, 0x3000 + 60]),
+            maps: vec![(0xdead_0000, vec![0x5000, 0x5100])],
+        }
+    }
+
+    fn ptr(kind: PtrKind, off: i64, var: Scalar) -> RegState {
+        RegState {
+            off,
+            var,
+            ..RegState::ptr(kind)
+        }
+    }
+
+    #[test]
+    fn scalars_and_uninitialised_registers() {
+        let l = layout();
+        let r = RegState::scalar(Scalar::from_range(10, 20));
+        assert!(contains(&r, 10, 0, &l) && contains(&r, 20, 0, &l));
+        assert!(!contains(&r, 21, 0, &l) && !contains(&r, 9, 0, &l));
+        assert!(contains(&RegState::NOT_INIT, 12345, 0, &l));
+    }
+
+    #[test]
+    fn pointers_map_back_to_their_regions() {
+        let l = layout();
+        // fp-16 in frame 0, seen from frame 0 and from a callee.
+        let fp = ptr(PtrKind::Stack { frame: 0 }, -16, Scalar::constant(0));
+        assert!(contains(&fp, 0x10_0000 - 16, 0, &l) && contains(&fp, 0x10_0000 - 16, 1, &l));
+        assert!(!contains(&fp, 0x10_0000 - 8, 0, &l));
+        // A frame-1 pointer does not exist in frame 0.
+        let fp1 = ptr(PtrKind::Stack { frame: 1 }, -8, Scalar::constant(0));
+        assert!(contains(&fp1, 0x10_0000 - 512 - 8, 1, &l));
+        assert!(!contains(&fp1, 0x10_0000 - 512 - 8, 0, &l));
+        // Map values: any value of the map, NULL only when maybe-null.
+        let v = ptr(PtrKind::MapValue { map: 0 }, 4, Scalar::from_range(0, 8));
+        assert!(contains(&v, 0x5104, 0, &l) && contains(&v, 0x500c, 0, &l));
+        assert!(!contains(&v, 0x5010, 0, &l) && !contains(&v, 0, 0, &l));
+        let n = ptr(PtrKind::MapValueOrNull { map: 0 }, 0, Scalar::constant(0));
+        assert!(contains(&n, 0, 0, &l) && contains(&n, 0x5100, 0, &l));
+        let m = ptr(PtrKind::ConstMap { map: 0 }, 0, Scalar::constant(0));
+        assert!(contains(&m, 0xdead_0000, 0, &l) && !contains(&m, 0x5000, 0, &l));
+        let c = ptr(PtrKind::Ctx, 0, Scalar::constant(0));
+        assert!(contains(&c, 0x2000, 0, &l) && !contains(&c, 0x2004, 0, &l));
+    }
+
+    #[test]
+    fn packet_pointers_respect_their_range() {
+        let l = layout();
+        let mut p = ptr(PtrKind::Packet, 2, Scalar::from_range(0, 40));
+        p.range = 10;
+        // ptr - off = data + 30, and 10 bytes from there end at data + 40.
+        assert!(contains(&p, 0x3000 + 32, 0, &l));
+        // ptr - off = data + 55: only 5 bytes are left, not 10.
+        p.var = Scalar::from_range(0, 60);
+        assert!(!contains(&p, 0x3000 + 57, 0, &l));
+        let end = ptr(PtrKind::PacketEnd, 0, Scalar::constant(0));
+        assert!(contains(&end, 0x3000 + 60, 0, &l) && !contains(&end, 0x3000 + 59, 0, &l));
+        let mut meta = ptr(PtrKind::PacketMeta, 0, Scalar::constant(0));
+        meta.range = 8;
+        assert!(contains(&meta, 0x3000 - 8, 0, &l));
+        meta.range = 9;
+        assert!(!contains(&meta, 0x3000 - 8, 0, &l));
+    }
+}
