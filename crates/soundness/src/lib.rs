@@ -343,7 +343,7 @@ impl<S: Source> Gen<'_, S> {
                     true
                 }
             });
-            match self.src.below(20) {
+            match self.src.below(22) {
                 0..=6 => self.alu(avoid),
                 7..=9 => {
                     let l = self.label();
@@ -357,6 +357,7 @@ impl<S: Source> Gen<'_, S> {
                 16 if !self.in_loop => self.looped(avoid),
                 17 if !self.in_sub => self.call(avoid),
                 18 => self.pointer(avoid),
+                19 => self.deref(avoid),
                 _ => self.helper(avoid),
             }
         }
@@ -784,6 +785,37 @@ impl<S: Source> Gen<'_, S> {
                 let s = self.any();
                 self.mov(d, s);
             }
+        }
+    }
+
+    /// A load or store through whatever pointer a register holds (a
+    /// caller's stack in a subprogram, a filled spill, the context, a
+    /// pointer moved around), at a small offset.
+    fn deref(&mut self, avoid: &[u8]) {
+        let ptrs: Vec<u8> = (0..10u8)
+            .filter(|&r| r != 6 && self.kinds[r as usize] == K::Ptr)
+            .collect();
+        let p = match self.src.below(8) {
+            0 | 1 => 10,
+            2 => 6,
+            3 => self.any(),
+            _ if !ptrs.is_empty() => self.src.pick(&ptrs),
+            _ => 10,
+        };
+        let (ty, n) = self.size();
+        let off = match p {
+            6 => 4 * self.src.below(6) as i64,
+            10 => -n * (1 + self.src.below((64 / n) as u64) as i64),
+            _ => self.src.pick(&[0, 0, -8, 8, -16, 16, -4, 4, 1, -1]) * if n == 8 { 1 } else { n },
+        };
+        if self.src.one_in(3) {
+            let v = self.scalar();
+            self.line(format!("*({ty} *)(r{p} {}) = r{v}", signed(off)));
+        } else {
+            let d = self.scratch(avoid);
+            let ty = if p == 6 { "u32" } else { ty };
+            self.line(format!("r{d} = *({ty} *)(r{p} {})", signed(off)));
+            self.set(d, if n == 8 { K::Unknown } else { K::Scalar });
         }
     }
 
