@@ -1139,15 +1139,27 @@ fn run_once(
         present: vec![rng.next_u64(), rng.next_u64()],
     };
     let mut violation: Option<Violation> = None;
-    let mut tracer = |pc: Pc, _insn: Option<&bpfkit_isa::Insn>, regs: &[u64; 11]| {
+    let mut stray: Option<String> = None;
+    let mut tracer = |pc: Pc, insn: Option<&bpfkit_isa::Insn>, regs: &[u64; 11]| {
         if violation.is_none() {
             if let Err(v) = observed.check(pc.0, regs, &layout) {
                 violation = Some(v);
             }
         }
+        if stray.is_none() {
+            if let Some(e) = insn.and_then(|i| stack_stray(i, regs, layout.stack_top)) {
+                stray = Some(format!("insn {}: {e}", pc.0));
+            }
+        }
     };
     let result = interp.run_traced(&mut mem, &[ctx_addr], Some(&mut run_data), &mut tracer);
     let steps = interp.executed();
+    if let Some(e) = stray {
+        return Err(format!(
+            "stack access outside the live frames: {e}\n{}",
+            disasm()
+        ));
+    }
     if let Some(v) = violation {
         let mut s = format!("containment: {v}\nregisters:");
         for (i, r) in v.regs.iter().enumerate() {
@@ -1169,5 +1181,80 @@ fn run_once(
             "trap {t:?} (packet {len} bytes, meta {meta_len})\n{}",
             disasm()
         )),
+    }
+}
+
+/// The interpreter's stack is one region for all frames, so an access that
+/// strays from its frame into another (or into frames not in use) does not
+/// trap: report it here. An access into the stack must lie inside one
+/// frame of the current call chain.
+fn stack_stray(insn: &bpfkit_isa::Insn, regs: &[u64; 11], top: u64) -> Option<String> {
+    use bpfkit_isa::{Insn, Size};
+    let (size, base, off) = match *insn {
+        Insn::Load { size, src, off, .. } => (size, src, off),
+        Insn::Store { size, dst, off, .. } | Insn::Atomic { size, dst, off, .. } => {
+            (size, dst, off)
+        }
+        _ => return None,
+    };
+    let n = match size {
+        Size::B => 1,
+        Size::H => 2,
+        Size::W => 4,
+        Size::DW => 8,
+    };
+    let frame = bpfkit_runtime::STACK_SIZE as u64;
+    let bottom = top - frame * bpfkit_runtime::MAX_CALL_FRAMES as u64;
+    let addr = regs[base.index()].wrapping_add(off as i64 as u64);
+    if addr.wrapping_add(n) <= bottom || addr >= top {
+        return None;
+    }
+    let depth = top.wrapping_sub(regs[10]) / frame;
+    // Frame k spans [top - (k + 1) * 512, top - k * 512).
+    let k = (top - 1 - addr.min(top - 1)) / frame;
+    let (lo, hi) = (top - (k + 1) * frame, top - k * frame);
+    if k > depth || addr < lo || addr + n > hi {
+        return Some(format!(
+            "{n} bytes at fp{} of frame {k}, current frame {depth}",
+            addr as i64 - hi as i64
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bpfkit_isa::{Insn, Reg, Size, Src};
+
+    fn store(off: i16, size: Size) -> Insn {
+        Insn::Store {
+            size,
+            dst: Reg::R1,
+            off,
+            src: Src::Imm(0),
+        }
+    }
+
+    #[test]
+    fn stack_accesses_must_stay_in_a_live_frame() {
+        let top = 0x10_0000u64;
+        let mut regs = [0u64; 11];
+        regs[10] = top;
+        regs[1] = top;
+        assert_eq!(stack_stray(&store(-8, Size::DW), &regs, top), None);
+        assert_eq!(stack_stray(&store(-512, Size::DW), &regs, top), None);
+        // Below the main frame: frame 1 is not in use.
+        assert!(stack_stray(&store(-520, Size::DW), &regs, top).is_some());
+        // Straddling the top of the stack, and frames 0 and 1.
+        assert!(stack_stray(&store(-4, Size::DW), &regs, top).is_some());
+        assert!(stack_stray(&store(-516, Size::DW), &regs, top).is_some());
+        // In a callee, the caller's frame is fine.
+        regs[10] = top - 512;
+        assert_eq!(stack_stray(&store(-8, Size::W), &regs, top), None);
+        assert_eq!(stack_stray(&store(-520, Size::W), &regs, top), None);
+        // Not the stack at all.
+        regs[1] = 0x5000;
+        assert_eq!(stack_stray(&store(0, Size::DW), &regs, top), None);
     }
 }
