@@ -42,6 +42,7 @@ fn accepted_generated_programs_stay_inside_the_verifiers_states() {
     let mut rng = Rng(seed);
     let (mut accepted, mut rejected, mut steps) = (0u32, 0u32, 0u64);
     let mut with = [0u32; 4];
+    let mut disagree = 0u32;
     let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
     let mut failures = Vec::new();
     for n in 0..count {
@@ -59,12 +60,24 @@ fn accepted_generated_programs_stay_inside_the_verifiers_states() {
                 }
             }
             Outcome::Unsound(e) => failures.push(format!("program {n}: {e}")),
+            Outcome::PruningDisagrees(m) => {
+                disagree += 1;
+                if disagree <= 3 {
+                    eprintln!(
+                        "accepted with pruning only: {m}\n{}",
+                        bpfkit_isa::disasm::format_llvm_program(&prog)
+                    );
+                }
+            }
         }
         if failures.len() >= 3 {
             break;
         }
     }
-    eprintln!("{accepted} accepted ({steps} instructions checked), {rejected} rejected");
+    eprintln!(
+        "{accepted} accepted ({steps} instructions checked), {rejected} rejected, \
+         {disagree} accepted only with pruning"
+    );
     eprintln!(
         "accepted with loops {}, calls {}, lookups {}, accesses to ctx, packet or map values {}",
         with[0], with[1], with[2], with[3]
@@ -73,6 +86,8 @@ fn accepted_generated_programs_stay_inside_the_verifiers_states() {
         eprintln!("  {v:5} {k}");
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // Pruning drops only paths the full exploration also finds safe.
+    assert_eq!(disagree, 0, "programs accepted only with pruning (above)");
     assert!(
         accepted >= count / 4 && rejected >= count / 10,
         "{accepted} / {rejected}"
@@ -113,7 +128,7 @@ fn a_state_that_misses_a_concrete_value_is_reported() {
     let mut observed = observe(&prog).unwrap();
     let mut rng = Rng(3);
     assert!(matches!(
-        run_all(&prog, &observed, 8, &mut rng),
+        run_all(&prog, Some(&observed), 8, &mut rng),
         Outcome::Sound { .. }
     ));
     // Before `r0 = r7` (insn 4) r7 is in [0, 255]; claim it is 300.
@@ -121,7 +136,7 @@ fn a_state_that_misses_a_concrete_value_is_reported() {
         assert_eq!(v.regs[7].ty, RegType::Scalar);
         v.regs[7].var = Scalar::constant(300);
     }
-    match run_all(&prog, &observed, 8, &mut rng) {
+    match run_all(&prog, Some(&observed), 8, &mut rng) {
         Outcome::Unsound(e) => assert!(e.contains("insn 4") && e.contains("R7="), "{e}"),
         other => panic!("not noticed: {other:?}"),
     }
@@ -130,7 +145,7 @@ fn a_state_that_misses_a_concrete_value_is_reported() {
     for v in &mut observed.at[4] {
         v.regs[7].var = Scalar::unknown();
     }
-    match run_all(&prog, &observed, 1, &mut rng) {
+    match run_all(&prog, Some(&observed), 1, &mut rng) {
         Outcome::Unsound(e) => assert!(e.contains("never reached"), "{e}"),
         other => panic!("not noticed: {other:?}"),
     }
