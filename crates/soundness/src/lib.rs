@@ -98,12 +98,16 @@ impl Source for Bytes<'_> {
     }
 }
 
-/// The maps every generated program may use: an array (constant keys in
-/// range give non-NULL values) and a hash (lookups may fail).
+/// The maps every generated program may use: arrays (constant keys in
+/// range give non-NULL values) and hashes (lookups may fail), with even
+/// and odd value sizes.
 pub fn maps() -> Vec<MapDef> {
     vec![
         MapDef::new(MapType::Array, 4, 48, 4),
         MapDef::new(MapType::Hash, 4, 24, 8),
+        // Odd sizes: bounds that are not multiples of the access sizes.
+        MapDef::new(MapType::Array, 4, 13, 1),
+        MapDef::new(MapType::Hash, 4, 3, 3),
     ]
 }
 
@@ -564,13 +568,14 @@ impl<S: Source> Gen<'_, S> {
 
     /// A lookup, a NULL check, an access to the value at a bounded index.
     fn map(&mut self, avoid: &[u8]) {
-        let m = self.src.below(2);
+        let m = self.src.below(4);
         let skip = self.label();
         if self.src.one_in(8) {
             // Direct value access (`lddw` of a map value).
             let d = self.scratch(avoid);
-            let off = self.src.pick(&[0, 8, 16, 40]);
-            self.line(format!("ld_pseudo r{d}, 0x6, 0x0, {off:#x}"));
+            let off = self.src.pick(&[0, 4, 8, 12, 16, 40]);
+            let a = self.src.pick(&[0, 2]);
+            self.line(format!("ld_pseudo r{d}, 0x6, {a:#x}, {off:#x}"));
             self.set(d, K::Ptr);
             let (ty, _) = self.size();
             let k = self.src.pick(&[0, 4, 8, -8]);
@@ -1158,7 +1163,7 @@ fn run_once(
     let mut run_data = RunData {
         rng: Rng(rng.next_u64()),
         values,
-        present: vec![rng.next_u64(), rng.next_u64()],
+        present: defs.iter().map(|_| rng.next_u64()).collect(),
     };
     let mut violation: Option<Violation> = None;
     let mut stray: Option<String> = None;
