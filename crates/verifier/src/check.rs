@@ -12,6 +12,7 @@ use crate::cfg::{self, Cfg};
 use crate::ctx::{self, CtxField};
 use crate::domain::scalar::{branch_taken, refine, Scalar};
 use crate::helpers::{self, Arg, Ret};
+use crate::observe::Observed;
 use crate::precision::{self, Marks, Step, FRAMES, LINKED_SLOT};
 use crate::state::{Frame, PtrKind, RegState, RegType, Slot, SlotByte, State, STACK_SIZE};
 use crate::VerifierError;
@@ -38,6 +39,12 @@ pub struct Options {
     pub insn_limit: u64,
     /// Source lines by instruction slot (from BTF line info), ascending.
     pub line_info: Vec<(usize, String)>,
+    /// Record the registers at every visit of every instruction
+    /// ([`Report::observed`]; costly, for soundness checks).
+    pub record_states: bool,
+    /// Prune paths whose state an explored one includes (off: explore
+    /// every path, for soundness checks; see [`crate::observe`]).
+    pub prune: bool,
 }
 
 impl Default for Options {
@@ -47,6 +54,8 @@ impl Default for Options {
             log_level: 0,
             insn_limit: INSN_LIMIT,
             line_info: Vec::new(),
+            record_states: false,
+            prune: true,
         }
     }
 }
@@ -79,6 +88,8 @@ pub struct Report {
     pub time: Duration,
     /// The kernel-style log (empty at log level 0).
     pub log: String,
+    /// With [`Options::record_states`]: the registers at every visit.
+    pub observed: Option<Observed>,
 }
 
 /// Verifies `prog` as a program of type `prog_type` whose map references
@@ -113,6 +124,7 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         step_linked: Vec::new(),
         step_reads: Marks::default(),
         step_writes: Marks::default(),
+        observed: opts.record_states.then(|| Observed::new(prog.slot_count())),
     };
     let result = cfg::build(prog).and_then(|c| {
         if opts.unprivileged {
@@ -156,6 +168,7 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         max_states_per_insn: env.max_per_insn,
         time: start.elapsed(),
         log: env.log,
+        observed: env.observed,
     }
 }
 
@@ -253,6 +266,8 @@ struct Env<'a> {
     step_reads: Marks,
     /// Stack slots the current instruction wrote whole.
     step_writes: Marks,
+    /// Abstract states per instruction, when `Options::record_states`.
+    observed: Option<Observed>,
 }
 
 /// What an instruction does to control flow.
@@ -330,7 +345,7 @@ impl<'a> Env<'a> {
                         ),
                     );
                 }
-                if self.cfg.prune_point.get(pc).copied().unwrap_or(false) {
+                if self.opts.prune && self.cfg.prune_point.get(pc).copied().unwrap_or(false) {
                     match self.visit(&mut path)? {
                         Visit::Pruned(marks, reads) => {
                             if self.opts.log_level > 0 {
@@ -355,6 +370,9 @@ impl<'a> Env<'a> {
                 };
                 if self.opts.log_level > 0 {
                     self.log_insn(pc, &insn);
+                }
+                if let Some(o) = self.observed.as_mut() {
+                    o.record(pc, &path.state);
                 }
                 // The kernel counts every instruction of the jump classes,
                 // calls and exits included.

@@ -7,7 +7,9 @@
 //!   frames, and the inclusion test used for pruning;
 //! - [`check`]: depth-first exploration of every path and the checks of
 //!   each instruction, entered through [`verify`];
-//! - [`helpers`], [`ctx`]: helper prototypes and context layouts.
+//! - [`helpers`], [`ctx`]: helper prototypes and context layouts;
+//! - [`observe`]: the abstract registers at every instruction, and the
+//!   test that a concrete run stays inside them (soundness checks).
 //!
 //! The abstract domains it reasons with:
 //!
@@ -47,6 +49,7 @@ pub mod check;
 pub mod ctx;
 pub mod domain;
 pub mod helpers;
+pub mod observe;
 mod precision;
 pub mod state;
 pub mod verified;

@@ -657,6 +657,39 @@ mod tests {
             let r = if yk == 0 { xk } else { xk % yk };
             prop_assert!(a.rem(b, k).contains(r));
         }
+
+        /// Shifts, as `Scalar` uses them: left in every kind (a shift by
+        /// the width or more leaves zero), right by the kind's own shift
+        /// (logical when unsigned, arithmetic when signed).
+        #[test]
+        fn shifts_are_sound(k in kinds(), (a, x) in member(Kind::U64), s in 0u32..64) {
+            let a = a.fit(k);
+            let xk = k.of(x);
+            prop_assume!(a.contains(xk));
+            let shifted = if s >= k.bits() { 0 } else { x << s };
+            prop_assert!(a.shl(s, k).contains(k.of(shifted)), "{:?} << {}", a, s);
+            if s < k.bits() {
+                prop_assert!(a.shr_by(s).contains(xk >> s), "{:?} >> {}", a, s);
+            }
+        }
+
+        /// The lattice operations: the hull holds both members, the meet
+        /// holds what both hold and is empty only when nothing is.
+        #[test]
+        fn meet_and_hull_are_sound((a, x) in member(Kind::U64), (b, y) in member(Kind::U64)) {
+            let (xi, yi) = (x as i128, y as i128);
+            let h = a.hull(b);
+            prop_assert!(h.contains(xi) && h.contains(yi) && h.includes(a) && h.includes(b));
+            match a.meet(b) {
+                Some(m) => {
+                    prop_assert!(a.includes(m) && b.includes(m));
+                    if b.contains(xi) {
+                        prop_assert!(m.contains(xi));
+                    }
+                }
+                None => prop_assert!(!b.contains(xi) && !a.contains(yi)),
+            }
+        }
     }
 
     proptest! {

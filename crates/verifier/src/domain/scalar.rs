@@ -1140,7 +1140,7 @@ mod tests {
         }
     }
 
-    const OPS: [AluOp; 16] = [
+    const OPS: [AluOp; 17] = [
         AluOp::Add,
         AluOp::Sub,
         AluOp::Mul,
@@ -1157,6 +1157,7 @@ mod tests {
         AluOp::Mov,
         AluOp::MovSx(SignExtFrom::B8),
         AluOp::MovSx(SignExtFrom::B16),
+        AluOp::MovSx(SignExtFrom::B32),
     ];
 
     /// Values where the domain's case splits happen: small, negative,
@@ -1338,6 +1339,36 @@ mod tests {
                     prop_assert_eq!(t, taken, "{:?} {:?}: {} vs {}", cond, w, a, b);
                 }
             }
+        }
+
+        /// The constructors the checker builds scalars with (helper
+        /// results, context fields, loads) hold the whole range.
+        #[test]
+        fn constructors_hold_their_ranges(x in value(), y in value(), z in value()) {
+            let (lo, hi) = (x.min(y), x.max(y));
+            prop_assert!(Scalar::from_range(lo, hi).contains(z) || z < lo || z > hi);
+            prop_assert!(Scalar::from_range(lo, hi).contains(lo) && Scalar::from_range(lo, hi).contains(hi));
+            let (sl, sh) = ((x as i64).min(y as i64), (x as i64).max(y as i64));
+            let s = Scalar::from_signed_range(sl, sh);
+            prop_assert!(s.contains(sl as u64) && s.contains(sh as u64));
+            prop_assert!(s.contains(z) || (z as i64) < sl || (z as i64) > sh);
+            let (ul, uh) = ((x as u32).min(y as u32), (x as u32).max(y as u32));
+            let u = Scalar::from_u32_range(ul, uh);
+            prop_assert!(u.contains(u64::from(ul)) && u.contains(u64::from(uh)));
+            prop_assert!(u.umax() <= u64::from(u32::MAX));
+            prop_assert!(Scalar::from_tnum(Tnum::new(x, y)).contains(x & !y));
+        }
+
+        /// `restrict` keeps every member whose reading in the kind lies in
+        /// the new bounds.
+        #[test]
+        fn restrict_keeps_members((a, x) in member(), k in prop_oneof![
+            Just(Kind::U64), Just(Kind::S64), Just(Kind::U32), Just(Kind::S32)
+        ], d1 in 0u64..1000, d2 in 0u64..1000) {
+            let v = k.of(x);
+            let b = Interval::new((v - i128::from(d1)).max(k.min()), (v + i128::from(d2)).min(k.max()));
+            let r = a.restrict(k, b);
+            prop_assert!(r.is_some_and(|r| r.contains(x) && a.includes(&r)), "{} {:?} {:?}", a, k, b);
         }
 
         #[test]

@@ -397,6 +397,23 @@ mod tests {
                 prop_assert!(a.cast(bytes).contains(x & keep));
             }
             prop_assert!(a.clear_subreg().contains(x & !0xffff_ffff));
+            prop_assert!(a.subreg().contains(x & 0xffff_ffff));
+        }
+
+        /// Writing a 32-bit result into the low half keeps the high half.
+        #[test]
+        fn with_subreg_is_sound((a, x) in member(), (b, y) in member()) {
+            let z = (x & !0xffff_ffff) | (y & 0xffff_ffff);
+            prop_assert!(a.with_subreg(b).contains(z));
+        }
+
+        /// An aligned tnum holds only aligned values.
+        #[test]
+        fn alignment_is_sound((a, x) in member(), k in 0u32..4) {
+            let size = 1u64 << k;
+            if a.is_aligned(size) {
+                prop_assert_eq!(x % size, 0);
+            }
         }
 
         #[test]
