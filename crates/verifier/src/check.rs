@@ -113,6 +113,7 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         step_linked: Vec::new(),
         step_reads: Marks::default(),
         step_writes: Marks::default(),
+        alu_masks: vec![None; prog.slot_count()],
     };
     let result = cfg::build(prog).and_then(|c| {
         if opts.unprivileged {
@@ -253,7 +254,27 @@ struct Env<'a> {
     step_reads: Marks,
     /// Stack slots the current instruction wrote whole.
     step_writes: Marks,
+    /// Unprivileged: how each `+=`/`-=` with a register operand was
+    /// masked against Spectre v1, `(state, limit)`, as the kernel records
+    /// it per instruction (`alu_state`, `alu_limit`): one mask must suit
+    /// every path, or the kernel refuses the program.
+    alu_masks: Vec<Option<(u8, u32)>>,
 }
+
+/// Why unprivileged pointer arithmetic cannot be masked against Spectre v1
+/// (the kernel's `sanitize_err` reasons).
+enum Unmaskable {
+    Type,
+    Limit,
+}
+
+/// Parts of an `alu_masks` state (the values only need to differ).
+const MASK_NEG: u8 = 1;
+const MASK_IMM: u8 = 2;
+const MASK_PTR_SRC: u8 = 4;
+const MASK_PTR_DST: u8 = 8;
+const MASK_SCALAR: u8 = 16;
+const NO_ROOT: &str = "pointer arithmetic with it prohibited for !root";
 
 /// What an instruction does to control flow.
 enum Flow {
@@ -1157,6 +1178,11 @@ impl<'a> Env<'a> {
         };
         match (d.is_scalar(), s.is_scalar()) {
             (true, true) => {
+                if let (true, AluOp::Add | AluOp::Sub, Src::Reg(_)) = (self.leaks(), op, src) {
+                    // The same instruction may not also be masked pointer
+                    // arithmetic on another path.
+                    self.record_mask(pc, dst.num(), op, MASK_SCALAR, 0)?;
+                }
                 // The kernel does not track division and modulo at all (not
                 // even of constants, and for 32-bit operations it skips the
                 // zero extension): the whole register becomes unknown.
@@ -1184,7 +1210,7 @@ impl<'a> Env<'a> {
                 Ok(())
             }
             (false, true) => {
-                let v = self.ptr_arith(pc, dst.num(), width, op, d, s, false)?;
+                let v = self.ptr_arith(pc, dst.num(), src_reg(src), width, op, d, s, false)?;
                 // The pointer's new offset depends on the scalar's range.
                 if let Src::Reg(r) = src {
                     self.demand.reg(Self::frame_no(st), r.num());
@@ -1196,7 +1222,7 @@ impl<'a> Env<'a> {
                 // `scalar op pointer`: the kernel checks it as pointer
                 // arithmetic with the roles swapped (32-bit ops first).
                 if width == Width::W32 || op == AluOp::Add {
-                    let v = self.ptr_arith(pc, dst.num(), width, op, s, d, true)?;
+                    let v = self.ptr_arith(pc, dst.num(), src_reg(src), width, op, s, d, true)?;
                     self.demand.reg(Self::frame_no(st), dst.num());
                     self.set(st, dst, v);
                     Ok(())
@@ -1246,12 +1272,17 @@ impl<'a> Env<'a> {
         &mut self,
         pc: usize,
         regno: u8,
+        srcno: Option<u8>,
         width: Width,
         op: AluOp,
         p: RegState,
         s: RegState,
-        _swapped: bool,
+        swapped: bool,
     ) -> R<RegState> {
+        // A register operand (even a known constant) is masked at run time
+        // against Spectre v1 when the loader lacks CAP_PERFMON; an
+        // immediate needs no mask.
+        let masked = self.leaks() && srcno.is_some();
         if width == Width::W32 {
             // 32-bit ALU ops on pointers give meaningless scalars: allowed
             // (as unknown) only for subtraction by privileged programs.
@@ -1311,6 +1342,53 @@ impl<'a> Env<'a> {
                 );
             }
         }
+        let opname = if op == AluOp::Add { "add" } else { "sub" };
+        let mut pre = None;
+        if masked {
+            let off_no = if swapped {
+                regno
+            } else {
+                srcno.unwrap_or(regno)
+            };
+            let ptr_no = if swapped {
+                srcno.unwrap_or(regno)
+            } else {
+                regno
+            };
+            // The mask keeps the offset on one side of the pointer; an
+            // offset that may be either sign cannot be masked.
+            if !v.is_const() && (v.smin() < 0) != (v.smax() < 0) {
+                return err(
+                    pc,
+                    format!("R{off_no} has unknown scalar with mixed signed bounds, {NO_ROOT}"),
+                );
+            }
+            let neg = v.smin() < 0;
+            let left = (op == AluOp::Add) == neg;
+            let limit = match self.ptr_limit(&p, left) {
+                Ok(l) => l,
+                Err(Unmaskable::Type) => {
+                    return err(
+                        pc,
+                        format!("R{ptr_no} has pointer with unsupported alu operation, {NO_ROOT}"),
+                    )
+                }
+                Err(Unmaskable::Limit) => {
+                    return err(
+                        pc,
+                        format!("R{regno} tried to {opname} beyond pointer bounds, {NO_ROOT}"),
+                    )
+                }
+            };
+            let mut state = if swapped { MASK_PTR_DST } else { MASK_PTR_SRC };
+            if neg {
+                state |= MASK_NEG;
+            }
+            if v.is_const() {
+                state |= MASK_IMM;
+            }
+            pre = Some((state, limit, left));
+        }
         // The kernel refuses any subtraction from a stack pointer (JITs
         // were not all able to handle it), privileged or not.
         if op == AluOp::Sub && matches!(kind, PtrKind::Stack { .. }) {
@@ -1342,15 +1420,6 @@ impl<'a> Env<'a> {
             return err(
                 pc,
                 format!("{name} pointer offset {} is not allowed", r.off),
-            );
-        }
-        let out = r.var.smin() <= -MAX_VAR_OFF || r.var.smax() >= MAX_VAR_OFF;
-        if out && self.leaks() {
-            return err(
-                pc,
-                format!(
-                    "R{regno} {name} pointer arithmetic goes out of range, prohibited for !root"
-                ),
             );
         }
         // Unprivileged programs may not even form a stack pointer that a
@@ -1392,7 +1461,71 @@ impl<'a> Env<'a> {
                 );
             }
         }
+        if let Some((state, before, left)) = pre {
+            // The mask is the distance the pointer moved, and must be the
+            // same on every path through this instruction.
+            let after = match self.ptr_limit(&r, left) {
+                Ok(l) => l,
+                Err(_) => {
+                    return err(
+                        pc,
+                        format!("R{regno} tried to {opname} beyond pointer bounds, {NO_ROOT}"),
+                    )
+                }
+            };
+            self.record_mask(pc, regno, op, state, before.abs_diff(after))?;
+        }
         Ok(r)
+    }
+
+    /// How far the Spectre v1 mask lets `p` move towards the start of its
+    /// region (`left`) or its end (the kernel's `retrieve_ptr_limit`):
+    /// only stack and map value pointers can be masked.
+    fn ptr_limit(&self, p: &RegState, left: bool) -> Result<u32, Unmaskable> {
+        let (max, limit) = match p.kind() {
+            Some(PtrKind::Stack { .. }) => {
+                // Offset 0 (the frame pointer) is a valid start going left.
+                let at = (p.var.var_off().value() as i64).wrapping_add(p.off);
+                (
+                    STACK_SIZE as u32 + u32::from(left),
+                    at.wrapping_neg() as u32,
+                )
+            }
+            Some(PtrKind::MapValue { map }) => {
+                let bound = if left {
+                    p.var.smin()
+                } else {
+                    p.var.umax() as i64
+                };
+                let vs = self.maps[map as usize].value_size;
+                (vs, bound.wrapping_add(p.off) as u32)
+            }
+            _ => return Err(Unmaskable::Type),
+        };
+        if limit >= max {
+            return Err(Unmaskable::Limit);
+        }
+        Ok(limit)
+    }
+
+    /// Records the Spectre v1 mask of the `+=`/`-=` at `pc`; another path
+    /// through it must need the same one.
+    fn record_mask(&mut self, pc: usize, regno: u8, op: AluOp, state: u8, limit: u32) -> R<()> {
+        match self.alu_masks[pc] {
+            Some(m) if m != (state, limit) => {
+                let opname = if op == AluOp::Add { "add" } else { "sub" };
+                err(
+                    pc,
+                    format!(
+                        "R{regno} tried to {opname} from different maps, paths or scalars, {NO_ROOT}"
+                    ),
+                )
+            }
+            _ => {
+                self.alu_masks[pc] = Some((state, limit));
+                Ok(())
+            }
+        }
     }
 
     // ---------------------------------------------------------------
@@ -2940,6 +3073,13 @@ fn mark_null(st: &mut State, id: u32, ref_id: u32, is_null: bool) {
     });
     if is_null && ref_id != 0 {
         st.refs.retain(|&(r, _)| r != ref_id);
+    }
+}
+
+fn src_reg(src: Src) -> Option<u8> {
+    match src {
+        Src::Reg(r) => Some(r.num()),
+        Src::Imm(_) => None,
     }
 }
 
