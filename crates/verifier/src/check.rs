@@ -114,6 +114,7 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         step_reads: Marks::default(),
         step_writes: Marks::default(),
         alu_masks: vec![None; prog.slot_count()],
+        exact_scalars: false,
     };
     let result = cfg::build(prog).and_then(|c| {
         if opts.unprivileged {
@@ -259,6 +260,10 @@ struct Env<'a> {
     /// it per instruction (`alu_state`, `alu_limit`): one mask must suit
     /// every path, or the kernel refuses the program.
     alu_masks: Vec<Option<(u8, u32)>>,
+    /// Unprivileged, once pointer arithmetic with an unknown offset has
+    /// been masked: prune only on equal scalars (the kernel's
+    /// `explore_alu_limits`), so that each path's mask is checked.
+    exact_scalars: bool,
 }
 
 /// Why unprivileged pointer arithmetic cannot be masked against Spectre v1
@@ -599,6 +604,7 @@ impl<'a> Env<'a> {
                 }
                 if v.state
                     .includes_live(&path.state, uninit, &regs, &slots, precision)
+                    && (!self.exact_scalars || scalars_equal(&v.state, &path.state, &regs, &slots))
                 {
                     v.hits += 1;
                     return Ok(Visit::Pruned(precise_marks(&v.state, &live), v.read));
@@ -1388,6 +1394,9 @@ impl<'a> Env<'a> {
                 state |= MASK_IMM;
             }
             pre = Some((state, limit, left));
+            if !v.is_const() {
+                self.exact_scalars = true;
+            }
         }
         // The kernel refuses any subtraction from a stack pointer (JITs
         // were not all able to handle it), privileged or not.
@@ -3074,6 +3083,38 @@ fn mark_null(st: &mut State, id: u32, ref_id: u32, is_null: bool) {
     if is_null && ref_id != 0 {
         st.refs.retain(|&(r, _)| r != ref_id);
     }
+}
+
+/// Whether every scalar `old` compares (registers in `live`, spilled in
+/// `slots`) is the same in `new`: ranges that merely include each other
+/// could need different Spectre masks.
+fn scalars_equal(old: &State, new: &State, live: &[u16], slots: &[u64]) -> bool {
+    let same = |a: &RegState, b: &RegState| !a.is_scalar() || (b.is_scalar() && a.var == b.var);
+    old.frames
+        .iter()
+        .zip(&new.frames)
+        .enumerate()
+        .all(|(fi, (o, n))| {
+            let mask = live.get(fi).copied().unwrap_or(u16::MAX);
+            let regs_ok = o
+                .regs
+                .iter()
+                .zip(&n.regs)
+                .enumerate()
+                .all(|(ri, (a, b))| mask & (1 << ri) == 0 || same(a, b));
+            let slot_mask = slots.get(fi).copied().unwrap_or(u64::MAX);
+            regs_ok
+                && o.stack.iter().enumerate().all(|(i, a)| {
+                    if i < 64 && slot_mask & (1 << i) == 0 {
+                        return true;
+                    }
+                    match (a.spill, n.stack.get(i).and_then(|b| b.spill)) {
+                        (Some(a), Some(b)) => same(&a, &b),
+                        (Some(a), None) => !a.is_scalar(),
+                        _ => true,
+                    }
+                })
+        })
 }
 
 fn src_reg(src: Src) -> Option<u8> {
