@@ -116,14 +116,16 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         alu_masks: vec![None; prog.slot_count()],
         exact_scalars: false,
     };
-    let result = cfg::build(prog).and_then(|c| {
-        if opts.unprivileged {
-            no_back_edges(prog)?;
-        }
-        env.depth = vec![0; c.subprogs.len()];
-        env.cfg = c;
-        env.run()
-    });
+    let result = no_calls(prog, opts.unprivileged)
+        .and_then(|()| cfg::build(prog))
+        .and_then(|c| {
+            if opts.unprivileged {
+                no_back_edges(prog)?;
+            }
+            env.depth = vec![0; c.subprogs.len()];
+            env.cfg = c;
+            env.run()
+        });
     let error = result.err().map(|mut e| {
         env.describe(&mut e);
         if opts.log_level > 0 {
@@ -159,6 +161,30 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         time: start.elapsed(),
         log: env.log,
     }
+}
+
+/// A loader without `CAP_BPF` may not call other BPF functions or kernel
+/// functions, nor take a function's address (the kernel checks this while
+/// it collects subprograms, before anything else).
+fn no_calls(prog: &Program, unprivileged: bool) -> R<()> {
+    if !unprivileged {
+        return Ok(());
+    }
+    for (pc, insn) in prog.iter() {
+        if let Insn::CallLocal(_)
+        | Insn::CallKfunc { .. }
+        | Insn::LoadImm64 {
+            imm: Imm64::Func(_),
+            ..
+        } = insn
+        {
+            return err(
+                pc.0,
+                "loading/calling other bpf or kernel functions are allowed for CAP_BPF and CAP_SYS_ADMIN",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Unprivileged programs may not loop (bounded loops need `CAP_BPF`).
@@ -3169,6 +3195,24 @@ mod tests {
     fn run(text: &str, t: ProgType) -> Report {
         let p = Program::from_insns(assemble(text, Syntax::Llvm).unwrap()).unwrap();
         verify(&p, t, &[], &Options::default())
+    }
+
+    #[test]
+    fn unprivileged_loaders_may_not_call_functions() {
+        let text = "call f\nr0 = 0\nexit\nf:\nr0 = 1\nexit\n";
+        let p = Program::from_insns(assemble(text, Syntax::Llvm).unwrap()).unwrap();
+        let opts = Options {
+            unprivileged: true,
+            ..Options::default()
+        };
+        let r = verify(&p, ProgType::SocketFilter, &[], &opts);
+        let e = r.error.expect("rejected");
+        assert_eq!(e.pc, 0);
+        assert!(e.message.contains("allowed for CAP_BPF"), "{}", e.message);
+        assert_eq!(
+            verify(&p, ProgType::SocketFilter, &[], &Options::default()).verdict,
+            Verdict::Accepted
+        );
     }
 
     #[test]
