@@ -1253,16 +1253,11 @@ impl<'a> Env<'a> {
             (true, false) => {
                 // `scalar op pointer`: the kernel checks it as pointer
                 // arithmetic with the roles swapped (32-bit ops first).
-                if width == Width::W32 || op == AluOp::Add {
+                if width == Width::W32 || matches!(op, AluOp::Add | AluOp::Sub) {
                     let v = self.ptr_arith(pc, dst.num(), src_reg(src), width, op, s, d, true)?;
                     self.demand.reg(Self::frame_no(st), dst.num());
                     self.set(st, dst, v);
                     Ok(())
-                } else if op == AluOp::Sub {
-                    err(
-                        pc,
-                        format!("R{} tried to subtract pointer from scalar", dst.num()),
-                    )
                 } else {
                     self.bad_ptr_op(pc, srcno, op, &s)
                 }
@@ -1423,6 +1418,12 @@ impl<'a> Env<'a> {
             if !v.is_const() {
                 self.exact_scalars = true;
             }
+        }
+        if swapped && op == AluOp::Sub {
+            return err(
+                pc,
+                format!("R{regno} tried to subtract pointer from scalar"),
+            );
         }
         // The kernel refuses any subtraction from a stack pointer (JITs
         // were not all able to handle it), privileged or not.
