@@ -125,15 +125,19 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         step_reads: Marks::default(),
         step_writes: Marks::default(),
         observed: opts.record_states.then(|| Observed::new(prog.slot_count())),
+        alu_masks: vec![None; prog.slot_count()],
+        exact_scalars: false,
     };
-    let result = cfg::build(prog).and_then(|c| {
-        if opts.unprivileged {
-            no_back_edges(prog)?;
-        }
-        env.depth = vec![0; c.subprogs.len()];
-        env.cfg = c;
-        env.run()
-    });
+    let result = no_calls(prog, opts.unprivileged)
+        .and_then(|()| cfg::build(prog))
+        .and_then(|c| {
+            if opts.unprivileged {
+                no_back_edges(prog)?;
+            }
+            env.depth = vec![0; c.subprogs.len()];
+            env.cfg = c;
+            env.run()
+        });
     let error = result.err().map(|mut e| {
         env.describe(&mut e);
         if opts.log_level > 0 {
@@ -170,6 +174,30 @@ pub fn verify(prog: &Program, prog_type: ProgType, maps: &[MapDef], opts: &Optio
         log: env.log,
         observed: env.observed,
     }
+}
+
+/// A loader without `CAP_BPF` may not call other BPF functions or kernel
+/// functions, nor take a function's address (the kernel checks this while
+/// it collects subprograms, before anything else).
+fn no_calls(prog: &Program, unprivileged: bool) -> R<()> {
+    if !unprivileged {
+        return Ok(());
+    }
+    for (pc, insn) in prog.iter() {
+        if let Insn::CallLocal(_)
+        | Insn::CallKfunc { .. }
+        | Insn::LoadImm64 {
+            imm: Imm64::Func(_),
+            ..
+        } = insn
+        {
+            return err(
+                pc.0,
+                "loading/calling other bpf or kernel functions are allowed for CAP_BPF and CAP_SYS_ADMIN",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Unprivileged programs may not loop (bounded loops need `CAP_BPF`).
@@ -268,7 +296,31 @@ struct Env<'a> {
     step_writes: Marks,
     /// Abstract states per instruction, when `Options::record_states`.
     observed: Option<Observed>,
+    /// Unprivileged: how each `+=`/`-=` with a register operand was
+    /// masked against Spectre v1, `(state, limit)`, as the kernel records
+    /// it per instruction (`alu_state`, `alu_limit`): one mask must suit
+    /// every path, or the kernel refuses the program.
+    alu_masks: Vec<Option<(u8, u32)>>,
+    /// Unprivileged, once pointer arithmetic with an unknown offset has
+    /// been masked: prune only on equal scalars (the kernel's
+    /// `explore_alu_limits`), so that each path's mask is checked.
+    exact_scalars: bool,
 }
+
+/// Why unprivileged pointer arithmetic cannot be masked against Spectre v1
+/// (the kernel's `sanitize_err` reasons).
+enum Unmaskable {
+    Type,
+    Limit,
+}
+
+/// Parts of an `alu_masks` state (the values only need to differ).
+const MASK_NEG: u8 = 1;
+const MASK_IMM: u8 = 2;
+const MASK_PTR_SRC: u8 = 4;
+const MASK_PTR_DST: u8 = 8;
+const MASK_SCALAR: u8 = 16;
+const NO_ROOT: &str = "pointer arithmetic with it prohibited for !root";
 
 /// What an instruction does to control flow.
 enum Flow {
@@ -599,6 +651,7 @@ impl<'a> Env<'a> {
                 }
                 if v.state
                     .includes_live(&path.state, uninit, &regs, &slots, precision)
+                    && (!self.exact_scalars || scalars_equal(&v.state, &path.state, &regs, &slots))
                 {
                     v.hits += 1;
                     return Ok(Visit::Pruned(precise_marks(&v.state, &live), v.read));
@@ -1179,6 +1232,11 @@ impl<'a> Env<'a> {
         };
         match (d.is_scalar(), s.is_scalar()) {
             (true, true) => {
+                if let (true, AluOp::Add | AluOp::Sub, Src::Reg(_)) = (self.leaks(), op, src) {
+                    // The same instruction may not also be masked pointer
+                    // arithmetic on another path.
+                    self.record_mask(pc, dst.num(), op, MASK_SCALAR, 0)?;
+                }
                 // The kernel does not track division and modulo at all (not
                 // even of constants, and for 32-bit operations it skips the
                 // zero extension): the whole register becomes unknown.
@@ -1206,7 +1264,7 @@ impl<'a> Env<'a> {
                 Ok(())
             }
             (false, true) => {
-                let v = self.ptr_arith(pc, dst.num(), width, op, d, s, false)?;
+                let v = self.ptr_arith(pc, dst.num(), src_reg(src), width, op, d, s, false)?;
                 // The pointer's new offset depends on the scalar's range.
                 if let Src::Reg(r) = src {
                     self.demand.reg(Self::frame_no(st), r.num());
@@ -1217,16 +1275,11 @@ impl<'a> Env<'a> {
             (true, false) => {
                 // `scalar op pointer`: the kernel checks it as pointer
                 // arithmetic with the roles swapped (32-bit ops first).
-                if width == Width::W32 || op == AluOp::Add {
-                    let v = self.ptr_arith(pc, dst.num(), width, op, s, d, true)?;
+                if width == Width::W32 || matches!(op, AluOp::Add | AluOp::Sub) {
+                    let v = self.ptr_arith(pc, dst.num(), src_reg(src), width, op, s, d, true)?;
                     self.demand.reg(Self::frame_no(st), dst.num());
                     self.set(st, dst, v);
                     Ok(())
-                } else if op == AluOp::Sub {
-                    err(
-                        pc,
-                        format!("R{} tried to subtract pointer from scalar", dst.num()),
-                    )
                 } else {
                     self.bad_ptr_op(pc, srcno, op, &s)
                 }
@@ -1268,12 +1321,17 @@ impl<'a> Env<'a> {
         &mut self,
         pc: usize,
         regno: u8,
+        srcno: Option<u8>,
         width: Width,
         op: AluOp,
         p: RegState,
         s: RegState,
-        _swapped: bool,
+        swapped: bool,
     ) -> R<RegState> {
+        // A register operand (even a known constant) is masked at run time
+        // against Spectre v1 when the loader lacks CAP_PERFMON; an
+        // immediate needs no mask.
+        let masked = self.leaks() && srcno.is_some();
         if width == Width::W32 {
             // 32-bit ALU ops on pointers give meaningless scalars: allowed
             // (as unknown) only for subtraction by privileged programs.
@@ -1333,6 +1391,62 @@ impl<'a> Env<'a> {
                 );
             }
         }
+        let opname = if op == AluOp::Add { "add" } else { "sub" };
+        let mut pre = None;
+        if masked {
+            let off_no = if swapped {
+                regno
+            } else {
+                srcno.unwrap_or(regno)
+            };
+            let ptr_no = if swapped {
+                srcno.unwrap_or(regno)
+            } else {
+                regno
+            };
+            // The mask keeps the offset on one side of the pointer; an
+            // offset that may be either sign cannot be masked.
+            if !v.is_const() && (v.smin() < 0) != (v.smax() < 0) {
+                return err(
+                    pc,
+                    format!("R{off_no} has unknown scalar with mixed signed bounds, {NO_ROOT}"),
+                );
+            }
+            let neg = v.smin() < 0;
+            let left = (op == AluOp::Add) == neg;
+            let limit = match self.ptr_limit(&p, left) {
+                Ok(l) => l,
+                Err(Unmaskable::Type) => {
+                    return err(
+                        pc,
+                        format!("R{ptr_no} has pointer with unsupported alu operation, {NO_ROOT}"),
+                    )
+                }
+                Err(Unmaskable::Limit) => {
+                    return err(
+                        pc,
+                        format!("R{regno} tried to {opname} beyond pointer bounds, {NO_ROOT}"),
+                    )
+                }
+            };
+            let mut state = if swapped { MASK_PTR_DST } else { MASK_PTR_SRC };
+            if neg {
+                state |= MASK_NEG;
+            }
+            if v.is_const() {
+                state |= MASK_IMM;
+            }
+            pre = Some((state, limit, left));
+            if !v.is_const() {
+                self.exact_scalars = true;
+            }
+        }
+        if swapped && op == AluOp::Sub {
+            return err(
+                pc,
+                format!("R{regno} tried to subtract pointer from scalar"),
+            );
+        }
         // The kernel refuses any subtraction from a stack pointer (JITs
         // were not all able to handle it), privileged or not.
         if op == AluOp::Sub && matches!(kind, PtrKind::Stack { .. }) {
@@ -1364,15 +1478,6 @@ impl<'a> Env<'a> {
             return err(
                 pc,
                 format!("{name} pointer offset {} is not allowed", r.off),
-            );
-        }
-        let out = r.var.smin() <= -MAX_VAR_OFF || r.var.smax() >= MAX_VAR_OFF;
-        if out && self.leaks() {
-            return err(
-                pc,
-                format!(
-                    "R{regno} {name} pointer arithmetic goes out of range, prohibited for !root"
-                ),
             );
         }
         // Unprivileged programs may not even form a stack pointer that a
@@ -1414,7 +1519,71 @@ impl<'a> Env<'a> {
                 );
             }
         }
+        if let Some((state, before, left)) = pre {
+            // The mask is the distance the pointer moved, and must be the
+            // same on every path through this instruction.
+            let after = match self.ptr_limit(&r, left) {
+                Ok(l) => l,
+                Err(_) => {
+                    return err(
+                        pc,
+                        format!("R{regno} tried to {opname} beyond pointer bounds, {NO_ROOT}"),
+                    )
+                }
+            };
+            self.record_mask(pc, regno, op, state, before.abs_diff(after))?;
+        }
         Ok(r)
+    }
+
+    /// How far the Spectre v1 mask lets `p` move towards the start of its
+    /// region (`left`) or its end (the kernel's `retrieve_ptr_limit`):
+    /// only stack and map value pointers can be masked.
+    fn ptr_limit(&self, p: &RegState, left: bool) -> Result<u32, Unmaskable> {
+        let (max, limit) = match p.kind() {
+            Some(PtrKind::Stack { .. }) => {
+                // Offset 0 (the frame pointer) is a valid start going left.
+                let at = (p.var.var_off().value() as i64).wrapping_add(p.off);
+                (
+                    STACK_SIZE as u32 + u32::from(left),
+                    at.wrapping_neg() as u32,
+                )
+            }
+            Some(PtrKind::MapValue { map }) => {
+                let bound = if left {
+                    p.var.smin()
+                } else {
+                    p.var.umax() as i64
+                };
+                let vs = self.maps[map as usize].value_size;
+                (vs, bound.wrapping_add(p.off) as u32)
+            }
+            _ => return Err(Unmaskable::Type),
+        };
+        if limit >= max {
+            return Err(Unmaskable::Limit);
+        }
+        Ok(limit)
+    }
+
+    /// Records the Spectre v1 mask of the `+=`/`-=` at `pc`; another path
+    /// through it must need the same one.
+    fn record_mask(&mut self, pc: usize, regno: u8, op: AluOp, state: u8, limit: u32) -> R<()> {
+        match self.alu_masks[pc] {
+            Some(m) if m != (state, limit) => {
+                let opname = if op == AluOp::Add { "add" } else { "sub" };
+                err(
+                    pc,
+                    format!(
+                        "R{regno} tried to {opname} from different maps, paths or scalars, {NO_ROOT}"
+                    ),
+                )
+            }
+            _ => {
+                self.alu_masks[pc] = Some((state, limit));
+                Ok(())
+            }
+        }
     }
 
     // ---------------------------------------------------------------
@@ -2987,6 +3156,45 @@ fn mark_null(st: &mut State, id: u32, ref_id: u32, is_null: bool) {
     }
 }
 
+/// Whether every scalar `old` compares (registers in `live`, spilled in
+/// `slots`) is the same in `new`: ranges that merely include each other
+/// could need different Spectre masks.
+fn scalars_equal(old: &State, new: &State, live: &[u16], slots: &[u64]) -> bool {
+    let same = |a: &RegState, b: &RegState| !a.is_scalar() || (b.is_scalar() && a.var == b.var);
+    old.frames
+        .iter()
+        .zip(&new.frames)
+        .enumerate()
+        .all(|(fi, (o, n))| {
+            let mask = live.get(fi).copied().unwrap_or(u16::MAX);
+            let regs_ok = o
+                .regs
+                .iter()
+                .zip(&n.regs)
+                .enumerate()
+                .all(|(ri, (a, b))| mask & (1 << ri) == 0 || same(a, b));
+            let slot_mask = slots.get(fi).copied().unwrap_or(u64::MAX);
+            regs_ok
+                && o.stack.iter().enumerate().all(|(i, a)| {
+                    if i < 64 && slot_mask & (1 << i) == 0 {
+                        return true;
+                    }
+                    match (a.spill, n.stack.get(i).and_then(|b| b.spill)) {
+                        (Some(a), Some(b)) => same(&a, &b),
+                        (Some(a), None) => !a.is_scalar(),
+                        _ => true,
+                    }
+                })
+        })
+}
+
+fn src_reg(src: Src) -> Option<u8> {
+    match src {
+        Src::Reg(r) => Some(r.num()),
+        Src::Imm(_) => None,
+    }
+}
+
 fn tnum_str(v: &Scalar) -> String {
     let t = v.var_off();
     if t.is_const() {
@@ -3032,6 +3240,24 @@ mod tests {
     fn run(text: &str, t: ProgType) -> Report {
         let p = Program::from_insns(assemble(text, Syntax::Llvm).unwrap()).unwrap();
         verify(&p, t, &[], &Options::default())
+    }
+
+    #[test]
+    fn unprivileged_loaders_may_not_call_functions() {
+        let text = "call f\nr0 = 0\nexit\nf:\nr0 = 1\nexit\n";
+        let p = Program::from_insns(assemble(text, Syntax::Llvm).unwrap()).unwrap();
+        let opts = Options {
+            unprivileged: true,
+            ..Options::default()
+        };
+        let r = verify(&p, ProgType::SocketFilter, &[], &opts);
+        let e = r.error.expect("rejected");
+        assert_eq!(e.pc, 0);
+        assert!(e.message.contains("allowed for CAP_BPF"), "{}", e.message);
+        assert_eq!(
+            verify(&p, ProgType::SocketFilter, &[], &Options::default()).verdict,
+            Verdict::Accepted
+        );
     }
 
     #[test]
