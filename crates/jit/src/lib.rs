@@ -429,6 +429,13 @@ pub(crate) struct EntryKey {
     pub(crate) version: u64,
     pub(crate) r1: u64,
     pub(crate) words: [u64; 3],
+    /// The words may be read straight from `r1 + offs` on a hit: the
+    /// program type has packet fields, all inside the context
+    /// (`EntryCheck::fields_in_ctx`).
+    pub(crate) raw: bool,
+    /// The packet fields' offsets (`EntryCheck::offsets`), kept here so
+    /// that a hit reads nothing but the key and the context.
+    pub(crate) offs: [u32; 3],
 }
 
 impl EntryCheck {
@@ -458,24 +465,47 @@ impl EntryCheck {
     /// reused when its inputs are the same (see [`EntryKey`]).
     #[inline(always)]
     fn check_cached(&self, last: &mut EntryKey, mem: &Memory<'_>, r1: u64) -> Option<TrapKind> {
-        // `version` 0 (no `Memory` has it): nothing cached.
-        if let Some(offs) = self.offsets().filter(|_| self.fields_in_ctx) {
-            if memory::cached_ctx_words(last, mem, r1, offs) == Some(last.words) {
-                return None;
+        // `version` 0 (no `Memory` has it): nothing cached. The hit path
+        // reads only the key (field offsets included) and the context.
+        if last.version == mem.version() && last.r1 == r1 {
+            let words = if last.raw {
+                memory::cached_ctx_words(last, mem, r1)
+            } else if self.packet.is_none() {
+                Some([0; 3])
+            } else {
+                Some(self.words(mem, r1))
+            };
+            // One branch for the three words (branch-free compare).
+            if let Some(w) = words {
+                let k = last.words;
+                if (w[0] ^ k[0]) | (w[1] ^ k[1]) | (w[2] ^ k[2]) == 0 {
+                    return None;
+                }
             }
-        } else if last.version == mem.version()
-            && last.r1 == r1
-            && self.words(mem, r1) == last.words
-        {
-            return None;
         }
+        self.check_and_remember(last, mem, r1)
+    }
+
+    /// The full check, remembered when it passes (the first run over a
+    /// `Memory`, or a changed context).
+    #[cold]
+    #[inline(never)]
+    fn check_and_remember(
+        &self,
+        last: &mut EntryKey,
+        mem: &Memory<'_>,
+        r1: u64,
+    ) -> Option<TrapKind> {
         last.version = 0;
         let t = self.check(mem, r1);
         if t.is_none() {
+            let offs = self.offsets().filter(|_| self.fields_in_ctx);
             *last = EntryKey {
                 version: mem.version(),
                 r1,
                 words: self.words(mem, r1),
+                raw: offs.is_some(),
+                offs: offs.unwrap_or_default(),
             };
         }
         t
@@ -483,7 +513,6 @@ impl EntryCheck {
 
     /// `None` when `mem` holds the context at `r1` and the packet it
     /// describes; otherwise the trap the run ends with.
-    #[inline(never)]
     fn check(&self, mem: &Memory<'_>, r1: u64) -> Option<TrapKind> {
         if self.ctx_size == 0 {
             return None;

@@ -445,6 +445,18 @@ fn unchecked_entry_check_is_redone_when_the_packet_words_change() {
         // And again: a failed check is never cached as passed.
         assert!(j.run(&mut mem, &[a]).is_err());
     }
+    // One word at a time, the others as in the passed run.
+    let (data, end, meta) = (p + 8, p + 60, p + 4);
+    for (i, bad) in [(0, p + 61), (1, p + 65), (2, p.wrapping_sub(4)), (2, p + 9)] {
+        set_xdp_words(&mut mem, a, data, end, meta);
+        assert_eq!(j.run(&mut mem, &[a]), Ok(want));
+        let mut w = [data, end, meta];
+        w[i] = bad;
+        set_xdp_words(&mut mem, a, w[0], w[1], w[2]);
+        let t = j.run(&mut mem, &[a]).unwrap_err();
+        assert_eq!(t.pc, Pc(0), "word {i}");
+        assert!(matches!(t.kind, TrapKind::OutOfBounds { .. }), "{t:?}");
+    }
 }
 
 #[test]
