@@ -24,7 +24,9 @@
 //!   kernel's JIT. What the verifier cannot know is checked once per run
 //!   instead of per access: that `r1` points at a context of the verified
 //!   type's size in `mem`, and that the context's packet pointers
-//!   (`data_meta <= data <= data_end`) span one writable region. Helpers
+//!   (`data_meta <= data <= data_end`) span one writable region; a passed
+//!   check is remembered while the region list, `r1` and the packet words
+//!   stay the same, so a repeat costs a few compares. Helpers
 //!   are trusted to keep that true when they move the packet
 //!   (`xdp_adjust_head`, ...), as the kernel trusts its own. Legacy packet
 //!   loads keep their run-time check, as in the kernel. ARCHITECTURE.md
