@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Arguments: the case's name or a substring of it (as in the benchmark's
-//! tables), `jit` or `interp` (default `jit`), the number of runs
+//! tables), `jit`, `unchecked` (the JIT after `run --verify`) or `interp`
+//! (default `jit`), the number of runs
 //! (default 100000). Prints the result and the time per run.
 
 use bpfkit::Engine;
@@ -18,6 +19,8 @@ use bpfkit_bench::xdp::{corpus_cases, empty_case, suite_cases, wrapped_cases, Bp
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let name = args.get(1).map_or("empty", String::as_str);
+    // `unchecked`: the JIT in unchecked mode (`run --verify`).
+    let unchecked = args.get(2).is_some_and(|e| e == "unchecked");
     let engine = args
         .get(2)
         .and_then(|e| Engine::from_name(e))
@@ -33,7 +36,11 @@ fn main() {
         .find(|c| c.name == name)
         .or_else(|| cases.iter().find(|c| c.name.contains(name)))
         .unwrap_or_else(|| panic!("no case named like {name:?}"));
-    let mut side = BpfkitSide::load(case, engine).expect("loads");
+    let mut side = if unchecked {
+        BpfkitSide::load_verified(case).expect("loads and verifies")
+    } else {
+        BpfkitSide::load(case, engine).expect("loads")
+    };
     let out = side.run(repeat).expect("runs");
     println!(
         "{}: {} runs on {}: retval {}, {} ns/run",

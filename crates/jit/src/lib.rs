@@ -24,7 +24,9 @@
 //!   kernel's JIT. What the verifier cannot know is checked once per run
 //!   instead of per access: that `r1` points at a context of the verified
 //!   type's size in `mem`, and that the context's packet pointers
-//!   (`data_meta <= data <= data_end`) span one writable region. Helpers
+//!   (`data_meta <= data <= data_end`) span one writable region; a passed
+//!   check is remembered while the region list, `r1` and the packet words
+//!   stay the same, so a repeat costs a few compares. Helpers
 //!   are trusted to keep that true when they move the packet
 //!   (`xdp_adjust_head`, ...), as the kernel trusts its own. Legacy packet
 //!   loads keep their run-time check, as in the kernel. ARCHITECTURE.md
@@ -201,10 +203,18 @@ impl<'r> Builder<'r> {
         prog: &VerifiedProgram,
         helpers: &Helpers,
     ) -> Result<Jit, CompileError> {
+        let ctx_size = prog.ctx_size() as u64;
+        let packet = prog.packet_fields();
+        let fields_in_ctx = packet.is_some_and(|p| {
+            [p.data, p.data_end, p.data_meta.unwrap_or(p.data)]
+                .iter()
+                .all(|&off| off as u64 + 4 <= ctx_size)
+        });
         let check = EntryCheck {
-            ctx_size: prog.ctx_size() as u64,
+            ctx_size,
             ctx_writable: prog.ctx_writable(),
-            packet: prog.packet_fields(),
+            packet,
+            fields_in_ctx,
         };
         self.build_mode(prog.program(), helpers, Some(check))
     }
@@ -308,6 +318,7 @@ impl<'r> Builder<'r> {
             regions: Vec::new(),
             budget: self.budget.map(|b| b.min(i64::MAX as u64)),
             unchecked,
+            entry_ok: EntryKey::default(),
             blinded: self.blind,
         })
     }
@@ -341,6 +352,9 @@ pub struct Jit {
     /// Unchecked mode: what every run checks of its context before
     /// entering (and after each helper call).
     unchecked: Option<EntryCheck>,
+    /// Unchecked mode: the inputs of the last entry check that passed (see
+    /// [`EntryKey`]); a run with the same inputs skips the region scans.
+    entry_ok: EntryKey,
     blinded: bool,
     /// The state block, kept between runs so that only per-run fields are
     /// written on entry.
@@ -381,12 +395,126 @@ struct EntryCheck {
     ctx_size: u64,
     ctx_writable: bool,
     packet: Option<PacketFields>,
+    /// Every packet field's 4 bytes lie inside `[0, ctx_size)` (true of
+    /// the verifier's layouts, which derive the size from the fields:
+    /// checked, not assumed, since the cache reads them unchecked).
+    fields_in_ctx: bool,
+}
+
+/// Everything the result of [`EntryCheck::check`] depends on, for a
+/// [`Jit`] (whose `EntryCheck` is fixed): the region list of the run's
+/// `Memory` (through its [`Memory::version`] stamp), `r1`, and the packet
+/// words of the context (`data`, `data_end`, `data_meta`).
+///
+/// Why a passed check may be reused when the key is equal, so that the
+/// cache is exactly as safe as checking every time:
+/// - The stamp changes whenever a region is added or the list cleared
+///   (the only ways to change it: regions are immutable once added) and is
+///   unique in the process, so an equal stamp means the very same region
+///   list, with the same bounds, permissions and packet region, in the
+///   same `Memory` (another `Memory`, even at the address of a dropped
+///   one, has another stamp). Memory that `Memory` lends stays valid while
+///   it holds the region (its invariant), whatever happened in between.
+/// - With the same list and the same `r1`, the context check gives the same
+///   answer; it is not trusted, though, before the packet words are read:
+///   they are read with checked loads after the stamp and `r1` matched,
+///   i.e. from a context known to lie in a region.
+/// - The packet check is a function of the list and the three words only,
+///   so equal words give the same answer. The words are read on every run
+///   (the caller or a helper of the previous run may have moved the
+///   packet: `xdp_adjust_head` rewrites them), never cached.
+///
+/// Only passed checks are stored (`version` 0, which no `Memory` has,
+/// when none is); a failing run is checked in full again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct EntryKey {
+    pub(crate) version: u64,
+    pub(crate) r1: u64,
+    pub(crate) words: [u64; 3],
+    /// The words may be read straight from `r1 + offs` on a hit: the
+    /// program type has packet fields, all inside the context
+    /// (`EntryCheck::fields_in_ctx`).
+    pub(crate) raw: bool,
+    /// The packet fields' offsets (`EntryCheck::offsets`), kept here so
+    /// that a hit reads nothing but the key and the context.
+    pub(crate) offs: [u32; 3],
 }
 
 impl EntryCheck {
+    /// The packet words of the context at `r1` (`data`, `data_end`,
+    /// `data_meta`, or zeros without packet fields), read with checked
+    /// loads (a failing read gives 0: the caller has checked that the
+    /// context lies in a region, or decides without the words).
+    fn words(&self, mem: &Memory<'_>, r1: u64) -> [u64; 3] {
+        let Some(offs) = self.offsets() else {
+            return [0; 3];
+        };
+        offs.map(|off| {
+            mem.load::<4>(r1.wrapping_add(off as u64))
+                .map_or(0, |b| u32::from_ne_bytes(b) as u64)
+        })
+    }
+
+    /// Offsets of `data`, `data_end`, `data_meta` (`data` again without
+    /// metadata) in the context.
+    #[inline(always)]
+    fn offsets(&self) -> Option<[u32; 3]> {
+        self.packet
+            .map(|p| [p.data, p.data_end, p.data_meta.unwrap_or(p.data)])
+    }
+
+    /// [`EntryCheck::check`] with the result of the last passed check
+    /// reused when its inputs are the same (see [`EntryKey`]).
+    #[inline(always)]
+    fn check_cached(&self, last: &mut EntryKey, mem: &Memory<'_>, r1: u64) -> Option<TrapKind> {
+        // `version` 0 (no `Memory` has it): nothing cached. The hit path
+        // reads only the key (field offsets included) and the context.
+        if last.version == mem.version() && last.r1 == r1 {
+            let words = if last.raw {
+                memory::cached_ctx_words(last, mem, r1)
+            } else if self.packet.is_none() {
+                Some([0; 3])
+            } else {
+                Some(self.words(mem, r1))
+            };
+            // One branch for the three words (branch-free compare).
+            if let Some(w) = words {
+                let k = last.words;
+                if (w[0] ^ k[0]) | (w[1] ^ k[1]) | (w[2] ^ k[2]) == 0 {
+                    return None;
+                }
+            }
+        }
+        self.check_and_remember(last, mem, r1)
+    }
+
+    /// The full check, remembered when it passes (the first run over a
+    /// `Memory`, or a changed context).
+    #[cold]
+    #[inline(never)]
+    fn check_and_remember(
+        &self,
+        last: &mut EntryKey,
+        mem: &Memory<'_>,
+        r1: u64,
+    ) -> Option<TrapKind> {
+        last.version = 0;
+        let t = self.check(mem, r1);
+        if t.is_none() {
+            let offs = self.offsets().filter(|_| self.fields_in_ctx);
+            *last = EntryKey {
+                version: mem.version(),
+                r1,
+                words: self.words(mem, r1),
+                raw: offs.is_some(),
+                offs: offs.unwrap_or_default(),
+            };
+        }
+        t
+    }
+
     /// `None` when `mem` holds the context at `r1` and the packet it
     /// describes; otherwise the trap the run ends with.
-    #[inline]
     fn check(&self, mem: &Memory<'_>, r1: u64) -> Option<TrapKind> {
         if self.ctx_size == 0 {
             return None;
@@ -409,14 +537,9 @@ impl EntryCheck {
                 },
             });
         }
-        let p = self.packet?;
+        self.packet?;
         // Inside the context, checked above.
-        let field = |off: u32| {
-            mem.load::<4>(r1 + off as u64)
-                .map_or(0, |b| u32::from_ne_bytes(b) as u64)
-        };
-        let (data, end) = (field(p.data), field(p.data_end));
-        let start = p.data_meta.map_or(data, field);
+        let [data, end, start] = self.words(mem, r1);
         // The verifier lets the program write the packet (XDP, tc) and
         // bounds every access by data_end, reading back from data_meta.
         let covers =
@@ -673,7 +796,7 @@ impl Jit {
     ) -> Result<u64, Trap> {
         let r1 = args.first().copied().unwrap_or(0);
         if let Some(c) = &self.unchecked {
-            if let Some(kind) = c.check(mem, r1) {
+            if let Some(kind) = c.check_cached(&mut self.entry_ok, mem, r1) {
                 return Err(Trap::new(Pc(0), kind));
             }
         }

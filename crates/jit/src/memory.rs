@@ -322,3 +322,37 @@ pub(crate) extern "C" fn helper_trampoline(
     let data = env.data.map(|d| unsafe { &mut *d });
     crate::call_helper(ctx, env, stack, mem, data, [a1, a2, a3, a4, a5])
 }
+
+/// On a repeat of the last passed unchecked entry check (`key` matches
+/// `mem`'s stamp and `r1`, and allows raw reads), the three `u32` context
+/// words at `r1 + key.offs[i]` (the packet fields, zero-extended), read
+/// straight from host memory: a few instructions where `Memory::load`
+/// would search the regions again. `None` otherwise.
+///
+/// `key` must come from `crate::EntryCheck::check_and_remember`, which
+/// stores a key (nonzero stamp) only after the full check passed for that
+/// stamp and `r1`, and sets `raw` only when every `offs[i] + 4` is at most
+/// the context size that check covered.
+#[inline(always)]
+pub(crate) fn cached_ctx_words(
+    key: &crate::EntryKey,
+    mem: &bpfkit_runtime::Memory<'_>,
+    r1: u64,
+) -> Option<[u64; 3]> {
+    if !key.raw || key.version != mem.version() || key.r1 != r1 {
+        return None;
+    }
+    // SAFETY: the same stamp means the same, unchanged region list of the
+    // same `Memory` (stamps are process-unique and renewed on every change),
+    // which is borrowed for this run and so alive. The passed check found
+    // `[r1, r1 + ctx_size)` inside one of its regions, and each field lies
+    // inside the context (`raw`), so each 4-byte read is inside a region:
+    // valid for reads by `Memory`'s invariant, and not written concurrently
+    // (the contract the generated code relies on too). Unaligned reads: a
+    // caller's context need not be 4-aligned.
+    Some(
+        key.offs.map(|off| unsafe {
+            (r1.wrapping_add(off as u64) as *const u32).read_unaligned() as u64
+        }),
+    )
+}

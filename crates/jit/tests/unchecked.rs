@@ -345,3 +345,186 @@ fn blinded_code_contains_no_program_constant() {
         }
     }
 }
+
+/// Writes the packet words of the `xdp_md` at `a` through `mem` (the
+/// context buffer is lent to `mem`).
+fn set_xdp_words(mem: &mut Memory<'_>, a: u64, data: u64, data_end: u64, data_meta: u64) {
+    for (off, v) in [(0, data), (4, data_end), (8, data_meta)] {
+        mem.store::<4>(a + off, (v as u32).to_ne_bytes()).unwrap();
+    }
+}
+
+/// An XDP program reading the first two packet bytes (1 when the packet is
+/// shorter), verified and compiled unchecked.
+fn xdp_reader() -> Jit {
+    let p = prog(
+        "ldxw %r2, [%r1+0]\nldxw %r3, [%r1+4]\nmov %r4, %r2\nadd %r4, 2\njgt %r4, %r3, +2\n\
+         ldxh %r0, [%r2+0]\nexit\nmov %r0, 1\nexit",
+    );
+    Jit::compile_verified(&verified(&p, ProgType::Xdp), &Helpers::new()).unwrap()
+}
+
+/// A packet buffer below 4 GiB (the `xdp_md` fields are 32-bit, as the
+/// facade's XDP frame), filled with 0x5a; leaked (one page per test).
+fn low_packet(len: usize) -> Option<&'static mut [u8]> {
+    assert!(len <= 4096);
+    // SAFETY: an anonymous private mapping of one page, no address hint;
+    // the result is checked before use.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED || ptr as u64 + 4096 > u32::MAX as u64 {
+        return None;
+    }
+    // SAFETY: the page is mapped read+write, never unmapped, and only
+    // reachable through the returned (unique) slice.
+    let buf = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) };
+    buf.fill(0x5a);
+    Some(buf)
+}
+
+#[test]
+fn unchecked_entry_check_is_redone_when_the_packet_words_change() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    // Repeated runs over one `Memory` reuse the entry check; the caller (or
+    // a helper) rewriting the context's packet words must still be caught.
+    let mut j = xdp_reader();
+    let mut md = xdp_md(0, 0);
+    let Some(pkt) = low_packet(64) else {
+        eprintln!("no packet buffer below 4 GiB here; skipped");
+        return;
+    };
+    let mut mem = Memory::new();
+    let a = mem.add(RegionKind::Context, &mut md);
+    let p = mem.add(RegionKind::Packet, pkt);
+    let want = u16::from_ne_bytes([0x5a, 0x5a]) as u64;
+    set_xdp_words(&mut mem, a, p, p + 64, p);
+    for _ in 0..3 {
+        assert_eq!(j.run(&mut mem, &[a]), Ok(want));
+    }
+    // data_end past the packet region: the packet check fails again.
+    set_xdp_words(&mut mem, a, p, p + 65, p);
+    let t = j.run(&mut mem, &[a]).unwrap_err();
+    assert_eq!(
+        (t.pc, t.kind),
+        (
+            Pc(0),
+            TrapKind::OutOfBounds {
+                addr: p,
+                size: 65,
+                access: Access::Write
+            }
+        )
+    );
+    // Back inside: passes (and is cached) again.
+    set_xdp_words(&mut mem, a, p + 8, p + 64, p);
+    assert_eq!(j.run(&mut mem, &[a]), Ok(want));
+    assert_eq!(j.run(&mut mem, &[a]), Ok(want));
+    // Each word alone moved outside any region after a passed run.
+    for (data, end, meta) in [
+        (0x1000, 0x1040, 0x1000),           // all three elsewhere
+        (p + 8, p + 64, p.wrapping_sub(4)), // data_meta below the packet
+        (p + 8, p + 4, p),                  // data past data_end
+        (p + 8, p + 64, p + 12),            // data_meta past data
+    ] {
+        set_xdp_words(&mut mem, a, p, p + 64, p);
+        assert_eq!(j.run(&mut mem, &[a]), Ok(want));
+        set_xdp_words(&mut mem, a, data, end, meta);
+        let t = j.run(&mut mem, &[a]).unwrap_err();
+        assert_eq!(t.pc, Pc(0));
+        assert!(matches!(t.kind, TrapKind::OutOfBounds { .. }), "{t:?}");
+        // And again: a failed check is never cached as passed.
+        assert!(j.run(&mut mem, &[a]).is_err());
+    }
+    // One word at a time, the others as in the passed run.
+    let (data, end, meta) = (p + 8, p + 60, p + 4);
+    for (i, bad) in [(0, p + 61), (1, p + 65), (2, p.wrapping_sub(4)), (2, p + 9)] {
+        set_xdp_words(&mut mem, a, data, end, meta);
+        assert_eq!(j.run(&mut mem, &[a]), Ok(want));
+        let mut w = [data, end, meta];
+        w[i] = bad;
+        set_xdp_words(&mut mem, a, w[0], w[1], w[2]);
+        let t = j.run(&mut mem, &[a]).unwrap_err();
+        assert_eq!(t.pc, Pc(0), "word {i}");
+        assert!(matches!(t.kind, TrapKind::OutOfBounds { .. }), "{t:?}");
+    }
+}
+
+#[test]
+fn unchecked_entry_check_is_redone_when_the_regions_change() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let mut j = xdp_reader();
+    let Some(pkt) = low_packet(64) else {
+        eprintln!("no packet buffer below 4 GiB here; skipped");
+        return;
+    };
+    let p = pkt.as_ptr() as u64;
+    let want = u16::from_ne_bytes([0x5a, 0x5a]) as u64;
+    // The context lent read-only (XDP's context has no writable field), so
+    // that the same buffer, at the same address, can be lent again.
+    let md = xdp_md(p, p + 64);
+    let a = md.as_ptr() as u64;
+    {
+        let mut mem = Memory::new();
+        mem.add_readonly(RegionKind::Context, &md);
+        mem.add(RegionKind::Packet, &mut *pkt);
+        assert_eq!(j.run(&mut mem, &[a]), Ok(want));
+        assert_eq!(j.run(&mut mem, &[a]), Ok(want));
+        // Same r1 and words, but the list was cleared: no context.
+        mem.clear();
+        let t = j.run(&mut mem, &[a]).unwrap_err();
+        assert_eq!(t.pc, Pc(0));
+        assert!(
+            matches!(
+                t.kind,
+                TrapKind::OutOfBounds {
+                    addr,
+                    access: Access::Read,
+                    ..
+                } if addr == a
+            ),
+            "{t:?}"
+        );
+        // The context again, the packet not: the packet check fails.
+        mem.add_readonly(RegionKind::Context, &md);
+        let t = j.run(&mut mem, &[a]).unwrap_err();
+        assert_eq!(t.pc, Pc(0));
+        assert!(
+            matches!(
+                t.kind,
+                TrapKind::OutOfBounds {
+                    addr,
+                    size: 64,
+                    access: Access::Write
+                } if addr == p
+            ),
+            "{t:?}"
+        );
+    }
+    // A new `Memory` (possibly at the old one's address) with the packet
+    // lent read-only: not the region list the passed check saw.
+    let mut mem = Memory::new();
+    mem.add_readonly(RegionKind::Context, &md);
+    mem.add(RegionKind::Packet, &mut *pkt);
+    assert_eq!(j.run(&mut mem, &[a]), Ok(want));
+    drop(mem);
+    let mut mem = Memory::new();
+    mem.add_readonly(RegionKind::Context, &md);
+    mem.add_readonly(RegionKind::Packet, &*pkt);
+    assert!(j.run(&mut mem, &[a]).is_err());
+    // Only the context lent: the same.
+    let mut mem = Memory::new();
+    mem.add_readonly(RegionKind::Context, &md);
+    assert!(j.run(&mut mem, &[a]).is_err());
+}
