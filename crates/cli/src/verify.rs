@@ -22,9 +22,12 @@ pub struct Args {
     /// `socket_filter`, `sched_cls`, `sched_act`, `sock_ops`, `kprobe`, ...).
     #[arg(long = "type", value_name = "TYPE")]
     prog_type: Option<String>,
-    /// Verify as an unprivileged user would load it: pointer leaks (into
-    /// maps, helpers, the return value), pointer comparisons and
-    /// uninitialised stack reads are refused.
+    /// Verify as a loader without CAP_BPF and CAP_PERFMON would load it:
+    /// pointer leaks (into maps, helpers, the return value), pointer
+    /// comparisons, uninitialised stack reads, loops, bpf-to-bpf calls and
+    /// function pointers are refused, and pointer arithmetic follows the
+    /// kernel's Spectre v1 rules (no offsets of mixed sign, one mask per
+    /// instruction on every path).
     #[arg(long)]
     unprivileged: bool,
     /// 0: verdicts only; 1: the instructions explored and the states at
