@@ -94,13 +94,17 @@ pub(crate) fn why(msg: &str, detail: &str, insn: &Insn, frame: &Frame) -> Option
                 bytes(size)
             )
         } else {
+            let shown = match shown {
+                0 => "has not shown that any byte of the packet is present".to_string(),
+                1 => "has only shown that 1 byte of the packet is present".to_string(),
+                n => format!("has only shown that {n} bytes of the packet are present"),
+            };
             format!(
-                "{} {} at packet offset {at}, but the program has only shown that {} of the \
-                 packet are present (by comparing a packet pointer with data_end); add a \
-                 bounds check covering offset {} before this access",
+                "{} {} at packet offset {at}, but the program {shown} (by comparing a \
+                 packet pointer with data_end); add a bounds check covering offset {} \
+                 before this access",
                 verb(write),
                 bytes(size),
-                bytes(shown),
                 at + size
             )
         });
@@ -255,8 +259,8 @@ pub(crate) fn why(msg: &str, detail: &str, insn: &Insn, frame: &Frame) -> Option
     if msg.ends_with("prohibited") {
         let r = rn?;
         return Some(format!(
-            "this arithmetic on R{r} ({}) is not allowed: only adding or subtracting numbers \
-             to pointers that support it is",
+            "this arithmetic on R{r} ({}) is not allowed: a pointer may only have a number \
+             added or subtracted, and some pointer types (pkt_end, maps) not even that",
             holds(&frame.regs[r])
         ));
     }
