@@ -245,3 +245,27 @@ fn stack_bounds_pointer_arithmetic_and_control_flow() {
         "why: no path from the program's start reaches this instruction"
     );
 }
+
+#[test]
+fn helper_argument_and_infinite_loop() {
+    let obj = asm_object(
+        "helperarg.o",
+        "r1 = 0\nr2 = r10\nr2 += -8\ncall 1\nr0 = 0\nexit\n",
+    );
+    let r = rejection(&obj, "f");
+    assert_eq!(
+        line(&r, "why:"),
+        "why: the helper needs R1 to be a map (load it with `r = map` / a map reference), \
+         but R1 holds the number 0"
+    );
+    let obj = asm_object("spin.o", "r0 = 0\nif r0 == 0 goto -1\nexit\n");
+    let r = rejection(&obj, "f");
+    assert!(
+        line(&r, "why:").starts_with("why: the loop comes back to this instruction in exactly"),
+        "{r}"
+    );
+    assert_eq!(
+        line(&r, "path:"),
+        "path: insn 1 `if r0 == 0x0 goto -0x1` taken (x7)"
+    );
+}

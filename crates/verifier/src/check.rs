@@ -347,7 +347,16 @@ impl<'a> Env<'a> {
                     );
                 }
                 if self.opts.prune && self.cfg.prune_point.get(pc).copied().unwrap_or(false) {
-                    match self.visit(&mut path)? {
+                    let visit = match self.visit(&mut path) {
+                        Ok(v) => v,
+                        // An infinite loop: the path shows how it got there.
+                        Err(e) => {
+                            let insn = self.slots.get(pc).copied().flatten();
+                            let insn = insn.unwrap_or(Insn::Exit);
+                            return Err(self.explain(e, &path, &insn));
+                        }
+                    };
+                    match visit {
                         Visit::Pruned(marks, reads) => {
                             if self.opts.log_level > 0 {
                                 let _ = writeln!(self.log, "{pc}: safe");

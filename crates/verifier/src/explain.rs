@@ -310,7 +310,13 @@ pub(crate) fn why(msg: &str, detail: &str, insn: &Insn, frame: &Frame) -> Option
 /// rejected path in order, `end` the failing one), the last
 /// [`PATH_DECISIONS`] of them; `None` for a straight-line path.
 pub(crate) fn path(slots: &[Option<Insn>], pcs: &[usize], end: usize) -> Option<String> {
-    let mut out: Vec<String> = Vec::new();
+    // A decision repeated back to back (a loop going round) counts once,
+    // with its repeat count.
+    let mut out: Vec<(String, usize)> = Vec::new();
+    let mut push = |d: String| match out.last_mut() {
+        Some((last, n)) if *last == d => *n += 1,
+        _ => out.push((d, 1)),
+    };
     for (i, &pc) in pcs.iter().enumerate() {
         let next = pcs.get(i + 1).copied().unwrap_or(end);
         let Some(insn) = slots.get(pc).copied().flatten() else {
@@ -320,14 +326,14 @@ pub(crate) fn path(slots: &[Option<Insn>], pcs: &[usize], end: usize) -> Option<
         match insn {
             Insn::Jmp { .. } => {
                 let taken = Some(next) == target && next != pc + 1;
-                out.push(format!(
+                push(format!(
                     "insn {pc} `{}` {}",
                     format_llvm(&insn),
                     if taken { "taken" } else { "not taken" }
                 ));
             }
             Insn::CallLocal(_) => {
-                out.push(format!("call at insn {pc} into subprogram at {next}"));
+                push(format!("call at insn {pc} into subprogram at {next}"));
             }
             _ => {}
         }
@@ -336,7 +342,17 @@ pub(crate) fn path(slots: &[Option<Insn>], pcs: &[usize], end: usize) -> Option<
         return None;
     }
     let skip = out.len().saturating_sub(PATH_DECISIONS);
-    let mut text = out[skip..].join("; ");
+    let shown: Vec<String> = out[skip..]
+        .iter()
+        .map(|(d, n)| {
+            if *n > 1 {
+                format!("{d} (x{n})")
+            } else {
+                d.clone()
+            }
+        })
+        .collect();
+    let mut text = shown.join("; ");
     if skip > 0 {
         text = format!("... {text}");
     }
@@ -417,5 +433,9 @@ mod tests {
         );
         assert!(p.ends_with("not taken"), "{p}");
         assert_eq!(path(&slots, &[1], 3), None);
+        // A loop round the same jump: once, with its count.
+        let slots = vec![Some(jmp(-1)), Some(Insn::Exit)];
+        let p = path(&slots, &[0, 0, 0], 0).unwrap();
+        assert_eq!(p, "path: insn 0 `if r0 == 0x0 goto -0x1` taken (x3)");
     }
 }
