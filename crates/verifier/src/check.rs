@@ -11,6 +11,7 @@ use bpfkit_isa::{encode, AluOp, AtomicOp, Cond, Imm64, Insn, Pc, Program, Reg, S
 use crate::cfg::{self, Cfg};
 use crate::ctx::{self, CtxField};
 use crate::domain::scalar::{branch_taken, refine, Scalar};
+use crate::explain;
 use crate::helpers::{self, Arg, Ret};
 use crate::observe::Observed;
 use crate::precision::{self, Marks, Step, FRAMES, LINKED_SLOT};
@@ -398,7 +399,16 @@ impl<'a> Env<'a> {
                     );
                 }
                 if self.opts.prune && self.cfg.prune_point.get(pc).copied().unwrap_or(false) {
-                    match self.visit(&mut path)? {
+                    let visit = match self.visit(&mut path) {
+                        Ok(v) => v,
+                        // An infinite loop: the path shows how it got there.
+                        Err(e) => {
+                            let insn = self.slots.get(pc).copied().flatten();
+                            let insn = insn.unwrap_or(Insn::Exit);
+                            return Err(self.explain(e, &path, &insn));
+                        }
+                    };
+                    match visit {
                         Visit::Pruned(marks, reads) => {
                             if self.opts.log_level > 0 {
                                 let _ = writeln!(self.log, "{pc}: safe");
@@ -451,28 +461,13 @@ impl<'a> Env<'a> {
                 // `cond_jump`; only a state log reads it before then.
                 let flow = match self.step(&mut path.state, pc, &insn) {
                     Ok(f) => f,
-                    Err(mut e) => {
-                        // The registers the instruction reads, as they were.
-                        let (uses, _) = cfg::uses_defs(&insn);
-                        let cur = path.state.cur();
-                        let regs: Vec<String> = (0..11)
-                            .filter(|&r| uses & (1 << r) != 0 && r != 10)
-                            .map(|r| format!("R{r}={}", cur.regs[r]))
-                            .collect();
-                        if !regs.is_empty() {
-                            let line = format!("registers read: {}", regs.join(" "));
-                            e.context = if e.context.is_empty() {
-                                line
-                            } else {
-                                format!("{line}\n  {}", e.context)
-                            };
-                        }
-                        return Err(e);
-                    }
+                    Err(e) => return Err(self.explain(e, &path, &insn)),
                 };
                 if let Flow::Exit = flow {
                     if path.state.frames.len() == 1 {
-                        self.check_exit(&path.state, pc)?;
+                        if let Err(e) = self.check_exit(&path.state, pc) {
+                            return Err(self.explain(e, &path, &insn));
+                        }
                     }
                 }
                 if !self.demand.is_empty() {
@@ -2996,6 +2991,55 @@ impl<'a> Env<'a> {
 
     /// Adds the plain-words context to an error: the instruction, the
     /// register states there, the source line.
+    /// Adds to a rejection at `insn` on `path` (state as the check saw
+    /// it): why it is unsafe in plain words, the branch decisions that led
+    /// there, the registers the instruction reads; the kernel's detail
+    /// line (already in the context) comes last.
+    fn explain(&self, mut e: VerifierError, path: &Path, insn: &Insn) -> VerifierError {
+        let mut lines = Vec::new();
+        let cur = path.state.frames.last();
+        if let Some(w) = cur.and_then(|f| explain::why(&e.message, &e.context, insn, f)) {
+            lines.push(format!("why: {w}"));
+        }
+        if let Some(p) = explain::path(&self.slots, &self.path_pcs(path), e.pc) {
+            lines.push(p);
+        }
+        // The registers the instruction reads, as they were.
+        let (uses, _) = cfg::uses_defs(insn);
+        if let Some(cur) = cur {
+            let regs: Vec<String> = (0..11)
+                .filter(|&r| uses & (1 << r) != 0 && r != 10)
+                .map(|r| format!("R{r}={}", cur.regs[r]))
+                .collect();
+            if !regs.is_empty() {
+                lines.push(format!("registers read: {}", regs.join(" ")));
+            }
+        }
+        if !e.context.is_empty() {
+            lines.push(std::mem::take(&mut e.context));
+        }
+        e.context = lines.join("\n  ");
+        e
+    }
+
+    /// The instructions of `path` from the program's start: the histories
+    /// of its explored ancestors (kept while they have live paths), oldest
+    /// first, then its own.
+    fn path_pcs(&self, path: &Path) -> Vec<usize> {
+        let mut chunks: Vec<&[Step]> = vec![&path.hist];
+        let mut at = path.last;
+        while let Some(id) = at {
+            let Some(v) = self.visited.get(id) else { break };
+            chunks.push(&v.hist);
+            at = v.parent;
+        }
+        chunks
+            .iter()
+            .rev()
+            .flat_map(|c| c.iter().map(|s| s.pc as usize))
+            .collect()
+    }
+
     fn describe(&self, e: &mut VerifierError) {
         let mut text = String::new();
         if let Some(insn) = self.slots.get(e.pc).copied().flatten() {
@@ -3009,6 +3053,22 @@ impl<'a> Env<'a> {
             .last()
         {
             let _ = write!(text, "\n  source: {}", line.trim());
+        }
+        // Failures found before or outside the walk (the control-flow
+        // checks, the instruction budget) have no path state to explain
+        // from: the message alone says enough.
+        // (A message naming a register needs that register's state.)
+        if !e.context.starts_with("why: ") && !e.message.starts_with('R') {
+            let insn = self
+                .slots
+                .get(e.pc)
+                .copied()
+                .flatten()
+                .unwrap_or(Insn::Exit);
+            let empty = Frame::new(0, 0, 0);
+            if let Some(w) = explain::why(&e.message, &e.context, &insn, &empty) {
+                let _ = write!(text, "\n  why: {w}");
+            }
         }
         if !e.context.is_empty() {
             let _ = write!(text, "\n  {}", e.context);

@@ -48,6 +48,7 @@ pub mod cfg;
 pub mod check;
 pub mod ctx;
 pub mod domain;
+mod explain;
 pub mod helpers;
 pub mod observe;
 mod precision;
