@@ -149,12 +149,11 @@ fn json_output(outcomes: &[Outcome]) -> String {
                         "rejected"
                     });
                     v["error"] = match &r.error {
-                        Some(e) => json!({"insn": e.pc, "message": e.message, "context": e.context}),
+                        Some(e) => json!({"insn": e.pc, "message": e.message}),
                         None => serde_json::Value::Null,
                     };
                     v["insns_processed"] = json!(r.insns_processed);
                     v["states"] = json!(r.states);
-                    v["peak_states"] = json!(r.peak_states);
                     v["time_us"] = json!(r.time.as_micros() as u64);
                     if !r.log.is_empty() {
                         v["log"] = json!(r.log);

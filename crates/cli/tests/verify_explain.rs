@@ -209,6 +209,27 @@ fn json_error_keeps_the_kernel_message() {
         .unwrap();
     assert_eq!(p["error"]["insn"], 6);
     assert_eq!(p["error"]["message"], "R1 offset is outside of the packet");
+    // Exactly the keys of CONTRACTS.md: the explanation stays in the
+    // human output.
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&p["error"]), ["insn", "message"]);
+    assert_eq!(
+        keys(p),
+        [
+            "error",
+            "insns_processed",
+            "name",
+            "section",
+            "states",
+            "time_us",
+            "type",
+            "verdict"
+        ]
+    );
 }
 
 #[test]
