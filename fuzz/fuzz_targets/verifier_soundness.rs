@@ -1,7 +1,9 @@
 //! Verifier soundness: the fuzzer's bytes choose a program
 //! (`bpfkit_soundness::gen`); if the verifier accepts it (pruning off,
 //! states recorded), runs on random packets and map contents must neither
-//! trap nor leave the abstract states recorded at any instruction; and a
+//! trap nor leave the abstract states recorded at any instruction, and the
+//! JIT's unchecked mode must end each of them like the interpreter (`r0`
+//! or trap, packet and map bytes afterwards); and a
 //! program the verifier accepts with pruning must not be rejected without
 //! it (but for the instruction limit).
 #![no_main]

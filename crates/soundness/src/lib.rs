@@ -10,7 +10,13 @@
 //! ([`bpfkit_verifier::observe`]), and when it is accepted runs it in the
 //! interpreter on random packets and map contents: no run may trap, and
 //! before every instruction the concrete registers must lie inside one of
-//! the states the verifier recorded there.
+//! the states the verifier recorded there. Each run that passes is
+//! repeated on the JIT's unchecked mode (no run-time memory checks, built
+//! from the [`VerifiedProgram`] of the verifier with pruning) over the
+//! same inputs at the same addresses: `r0` (or the trap) and the packet
+//! page and map storage afterwards must equal the interpreter's. An
+//! unsound verifier makes unchecked code corrupt memory instead of
+//! trapping, so this is where it would show.
 //!
 //! The choices are drawn from a [`Source`]: a seeded [`Rng`] in the tests,
 //! the fuzzer's bytes in `fuzz/fuzz_targets/verifier_soundness.rs`.
@@ -20,8 +26,10 @@ use std::fmt::Write as _;
 use bpfkit_abi::{MapDef, MapType, ProgType};
 use bpfkit_interp::Interpreter;
 use bpfkit_isa::{Imm64, Pc, Program};
-use bpfkit_runtime::{Helpers, Memory, RegionKind};
+use bpfkit_jit::Jit;
+use bpfkit_runtime::{Helpers, Memory, RegionKind, Trap, TrapKind};
 use bpfkit_verifier::observe::{Layout, Observed, Violation};
+pub use bpfkit_verifier::VerifiedProgram;
 use bpfkit_verifier::{verify, Options, Verdict};
 
 /// Where the generator's choices come from.
@@ -937,6 +945,11 @@ pub enum Outcome {
         steps: u64,
         /// Runs that ended at the budget rather than at `exit`.
         over_budget: u32,
+        /// Runs repeated on unchecked code that ended the same.
+        unchecked: u32,
+        /// Runs whose end depends on the stack's address (a stack pointer
+        /// stored or returned), so not comparable with unchecked code.
+        stack_dependent: u32,
     },
     /// Accepted, and a run trapped or left the recorded states.
     Unsound(String),
@@ -959,20 +972,26 @@ pub const INSN_LIMIT: u64 = 50_000;
 /// ran out of instructions) is still run, for traps alone: that checks
 /// pruning too.
 pub fn check(prog: &Program, runs: u32, rng: &mut Rng) -> Outcome {
+    let opts = Options {
+        insn_limit: INSN_LIMIT,
+        ..Options::default()
+    };
     match observe(prog) {
-        Ok(observed) => run_all(prog, Some(&observed), runs, rng),
+        Ok(observed) => {
+            // The token comes from the verifier as engines get it (with
+            // pruning); a program only the full exploration accepts is not
+            // run unchecked.
+            let (_, verified) = VerifiedProgram::verify(prog, ProgType::Xdp, &maps(), &opts);
+            run_all_with(prog, Some(&observed), verified.as_ref(), runs, rng)
+        }
         Err(m) => {
-            let opts = Options {
-                insn_limit: INSN_LIMIT,
-                ..Options::default()
-            };
-            let pruned = verify(prog, ProgType::Xdp, &maps(), &opts);
+            let (pruned, verified) = VerifiedProgram::verify(prog, ProgType::Xdp, &maps(), &opts);
             if pruned.verdict == Verdict::Rejected {
                 Outcome::Rejected(m)
             } else if !m.starts_with("BPF program is too large") {
                 Outcome::PruningDisagrees(m)
             } else {
-                run_all(prog, None, runs, rng)
+                run_all_with(prog, None, verified.as_ref(), runs, rng)
             }
         }
     }
@@ -999,17 +1018,44 @@ pub fn observe(prog: &Program) -> Result<Observed, String> {
 /// Runs `prog` `runs` times on random packets and map contents from
 /// `rng`, checking every step against `observed` (if given) and for traps.
 pub fn run_all(prog: &Program, observed: Option<&Observed>, runs: u32, rng: &mut Rng) -> Outcome {
+    run_all_with(prog, observed, None, runs, rng)
+}
+
+/// [`run_all`], and each run that passed repeated on `unchecked` compiled
+/// by the JIT in unchecked mode (normally the token of `prog` itself),
+/// which must give the same result and leave the same packet and map
+/// bytes. Draws the same numbers from `rng` as [`run_all`].
+pub fn run_all_with(
+    prog: &Program,
+    observed: Option<&Observed>,
+    unchecked: Option<&VerifiedProgram>,
+    runs: u32,
+    rng: &mut Rng,
+) -> Outcome {
     let defs = maps();
-    let mut steps = 0;
-    let mut over_budget = 0;
+    let (mut steps, mut over_budget, mut same, mut stack_dependent) = (0, 0, 0, 0);
     for _ in 0..runs {
-        match run_once(prog, &defs, observed, rng) {
-            Ok(Some(n)) => steps += n,
-            Ok(None) => over_budget += 1,
+        match run_once(prog, &defs, observed, unchecked, rng) {
+            Ok((end, cmp)) => {
+                match end {
+                    Some(n) => steps += n,
+                    None => over_budget += 1,
+                }
+                match cmp {
+                    Some(true) => same += 1,
+                    Some(false) => stack_dependent += 1,
+                    None => {}
+                }
+            }
             Err(e) => return Outcome::Unsound(e),
         }
     }
-    Outcome::Sound { steps, over_budget }
+    Outcome::Sound {
+        steps,
+        over_budget,
+        unchecked: same,
+        stack_dependent,
+    }
 }
 
 /// Map addresses as `lddw` gives them: never a region, as in bpfkit's
@@ -1020,6 +1066,9 @@ const MAP_ADDR: u64 = 0xffff_8000_0000_0000;
 const VALUE_STRIDE: usize = 256;
 /// Instructions per run.
 const BUDGET: u64 = 200_000;
+/// Unchecked runs (each on its own stack) before a difference from the
+/// interpreter counts as a finding.
+const STACKS: usize = 8;
 
 struct RunData {
     rng: Rng,
@@ -1075,15 +1124,51 @@ fn helpers(defs: &[MapDef]) -> Helpers {
     h
 }
 
-/// One run on a random packet and random map contents: `Ok(Some(steps))`
-/// when it reached `exit`, `Ok(None)` at the budget, `Err` for a trap or a
-/// containment violation.
+/// One engine's memory for a run: the context, the packet (`packet` of
+/// `frame`) and every map value; the value addresses per map; the
+/// helpers' run data.
+fn setup<'a>(
+    defs: &[MapDef],
+    ctx: &'a [u8],
+    frame: &'a mut [u8],
+    packet: std::ops::Range<usize>,
+    storage: &'a mut [Vec<u8>],
+    helper_seed: u64,
+    present: &[u64],
+) -> (Memory<'a>, u64, Vec<Vec<u64>>, RunData) {
+    let mut mem = Memory::new();
+    let ctx_addr = mem.add_readonly(RegionKind::Context, ctx);
+    mem.add(RegionKind::Packet, &mut frame[packet]);
+    let mut values = Vec::new();
+    for (d, buf) in defs.iter().zip(storage.iter_mut()) {
+        let mut starts = Vec::new();
+        for chunk in buf.chunks_mut(VALUE_STRIDE) {
+            let v = &mut chunk[..d.value_size as usize];
+            starts.push(mem.add(RegionKind::MapValue, v));
+        }
+        values.push(starts);
+    }
+    let run_data = RunData {
+        rng: Rng(helper_seed),
+        values: values.clone(),
+        present: present.to_vec(),
+    };
+    (mem, ctx_addr, values, run_data)
+}
+
+/// One run on a random packet and random map contents: `Some(steps)`
+/// when it reached `exit`, `None` at the budget, and (with `unchecked`)
+/// whether unchecked code ended the same (`Some(true)`) or the end
+/// depends on the stack's address (`Some(false)`); `Err` for a trap, a
+/// containment violation or a difference between the interpreter and
+/// unchecked code.
 fn run_once(
     prog: &Program,
     defs: &[MapDef],
     observed: Option<&Observed>,
+    unchecked: Option<&VerifiedProgram>,
     rng: &mut Rng,
-) -> Result<Option<u64>, String> {
+) -> Result<(Option<u64>, Option<bool>), String> {
     let disasm = || bpfkit_isa::disasm::format_llvm_program(prog);
     let mut page = bpfkit_datapath::sys::LowPage::new().map_err(|e| format!("no low page: {e}"))?;
     // Headroom, metadata (0-32 bytes), packet (0-400 bytes), all random.
@@ -1121,94 +1206,202 @@ fn run_once(
                 .collect()
         })
         .collect();
-    let mut mem = Memory::new();
-    let ctx_addr = mem.add_readonly(RegionKind::Context, &ctx);
-    mem.add(
-        RegionKind::Packet,
-        &mut frame[headroom - meta_len..headroom + len],
-    );
-    let mut values = Vec::new();
-    for (d, buf) in defs.iter().zip(storage.iter_mut()) {
-        let mut starts = Vec::new();
-        for chunk in buf.chunks_mut(VALUE_STRIDE) {
-            let v = &mut chunk[..d.value_size as usize];
-            starts.push(mem.add(RegionKind::MapValue, v));
+    let helper_seed = rng.next_u64();
+    let present: Vec<u64> = defs.iter().map(|_| rng.next_u64()).collect();
+    // The unchecked run gets the same bytes at the same addresses (so
+    // that pointers the program stores compare equal), restored from here.
+    let (frame_in, storage_in) = unchecked
+        .is_some()
+        .then(|| (frame.to_vec(), storage.clone()))
+        .unzip();
+
+    // Both engines run over these same buffers (refilled in between), so
+    // the region addresses are the same for both.
+    let packet = headroom - meta_len..headroom + len;
+    let resolver_for = |values: Vec<Vec<u64>>| {
+        move |_pc: Pc, imm: &Imm64| match *imm {
+            Imm64::MapIdx(i) => Some(MAP_ADDR.wrapping_add(i as u64)),
+            Imm64::MapIdxValue { idx, off } => values
+                .get(idx as usize)
+                .and_then(|v| v.first())
+                .map(|&s| s + u64::from(off)),
+            _ => None,
         }
-        values.push(starts);
+    };
+
+    let (result, steps) = {
+        let (mut mem, ctx_addr, values, mut run_data) = setup(
+            defs,
+            &ctx,
+            frame,
+            packet.clone(),
+            &mut storage,
+            helper_seed,
+            &present,
+        );
+        let resolver = resolver_for(values.clone());
+        let mut interp = Interpreter::builder()
+            .budget(BUDGET)
+            .resolver(&resolver)
+            .build(prog, &helpers(defs))
+            .map_err(|e| format!("does not compile: {e}\n{}", disasm()))?;
+        let layout = Layout {
+            stack_top: interp.stack_range().1,
+            ctx: ctx_addr,
+            packet: Some([meta, data, end]),
+            maps: values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (MAP_ADDR + i as u64, v.clone()))
+                .collect(),
+        };
+        let mut violation: Option<Violation> = None;
+        let mut stray: Option<String> = None;
+        let mut tracer = |pc: Pc, insn: Option<&bpfkit_isa::Insn>, regs: &[u64; 11]| {
+            if let (None, Some(observed)) = (&violation, observed) {
+                if let Err(v) = observed.check(pc.0, regs, &layout) {
+                    violation = Some(v);
+                }
+            }
+            if stray.is_none() {
+                if let Some(e) = insn.and_then(|i| stack_stray(i, regs, layout.stack_top)) {
+                    stray = Some(format!("insn {}: {e}", pc.0));
+                }
+            }
+        };
+        let result = interp.run_traced(&mut mem, &[ctx_addr], Some(&mut run_data), &mut tracer);
+        let steps = interp.executed();
+        if let Some(e) = stray {
+            return Err(format!(
+                "stack access outside the live frames: {e}\n{}",
+                disasm()
+            ));
+        }
+        if let Some(v) = violation {
+            let mut s = format!("containment: {v}\nregisters:");
+            for (i, r) in v.regs.iter().enumerate() {
+                let _ = write!(s, " r{i}={r:#x}");
+            }
+            let _ = write!(
+                s,
+                "\nlayout: ctx={:#x} stack_top={:#x} meta={meta:#x} data={data:#x} end={end:#x}\n{}",
+                layout.ctx,
+                layout.stack_top,
+                disasm()
+            );
+            return Err(s);
+        }
+        (result, steps)
+    };
+    let outcome = match &result {
+        Ok(_) => Some(steps),
+        Err(t) if matches!(t.kind, TrapKind::BudgetExhausted { .. }) => None,
+        Err(t) => {
+            return Err(format!(
+                "trap {t:?} (packet {len} bytes, meta {meta_len})\n{}",
+                disasm()
+            ))
+        }
+    };
+    let (Some(v), Some(frame_in), Some(storage_in)) = (unchecked, frame_in, storage_in) else {
+        return Ok((outcome, None));
+    };
+    // The interpreter's run stayed inside the verifier's states and its
+    // accesses inside their regions, so unchecked code for the same
+    // program on the same inputs has no reason to stray: a difference
+    // below is reported rather than a crash.
+    let interp_end = (result, frame.to_vec(), storage.clone());
+    // The engines' stacks lie at different addresses, and a program may
+    // store a stack address (or a number made from one, or branch on one)
+    // in the packet, a map value or r0. More unchecked runs on other
+    // stacks tell such a difference from a real one: if one of them ends
+    // otherwise than the first, or as the interpreter, the end depends on
+    // the stack's address and is not comparable. (A dependence on a few
+    // address bits can still escape all of them: rare, and it shows as a
+    // finding that names the program, to be looked at.)
+    let mut jits = Vec::new();
+    let mut ends = Vec::new();
+    for k in 0..STACKS {
+        frame.copy_from_slice(&frame_in);
+        for (buf, init) in storage.iter_mut().zip(&storage_in) {
+            buf.copy_from_slice(init);
+        }
+        let r = {
+            let (mut mem, ctx_addr, values, mut run_data) = setup(
+                defs,
+                &ctx,
+                frame,
+                packet.clone(),
+                &mut storage,
+                helper_seed,
+                &present,
+            );
+            let resolver = resolver_for(values);
+            let mut jit = Jit::builder()
+                .budget(BUDGET)
+                .resolver(&resolver)
+                .build_verified(v, &helpers(defs))
+                .map_err(|e| format!("unchecked JIT does not compile: {e}\n{}", disasm()))?;
+            let r = jit.run_with_data(&mut mem, &[ctx_addr], &mut run_data);
+            // Kept alive so that the next one gets another stack.
+            jits.push(jit);
+            r
+        };
+        ends.push((r, frame.to_vec(), storage.clone()));
+        if compare(&interp_end, &ends[k], headroom).is_empty() {
+            return Ok((outcome, Some(k == 0)));
+        }
+        if k > 0 && !compare(&ends[0], &ends[k], headroom).is_empty() {
+            return Ok((outcome, Some(false)));
+        }
     }
-    let resolve_values = values.clone();
-    let resolver = move |_pc: Pc, imm: &Imm64| match *imm {
-        Imm64::MapIdx(i) => Some(MAP_ADDR.wrapping_add(i as u64)),
-        Imm64::MapIdxValue { idx, off } => resolve_values
-            .get(idx as usize)
-            .and_then(|v| v.first())
-            .map(|&s| s + u64::from(off)),
-        _ => None,
+    Err(format!(
+        "unchecked JIT differs from the interpreter (packet {len} bytes, meta {meta_len}): {}\n{}",
+        compare(&interp_end, &ends[0], headroom).join("; "),
+        disasm()
+    ))
+}
+
+/// How one engine ended a run: the result, the packet page, the map
+/// storage.
+type End = (Result<u64, Trap>, Vec<u8>, Vec<Vec<u8>>);
+
+/// The differences between the interpreter's end `a` and unchecked code's
+/// `b` (first differing byte of the page and of each map).
+fn compare(a: &End, b: &End, headroom: usize) -> Vec<String> {
+    let mut diff = Vec::new();
+    let same = match (&a.0, &b.0) {
+        (Ok(x), Ok(y)) => x == y,
+        (Err(x), Err(y)) => x.kind == y.kind && x.pc == y.pc,
+        _ => false,
     };
-    let mut interp = Interpreter::builder()
-        .budget(BUDGET)
-        .resolver(&resolver)
-        .build(prog, &helpers(defs))
-        .map_err(|e| format!("does not compile: {e}\n{}", disasm()))?;
-    let layout = Layout {
-        stack_top: interp.stack_range().1,
-        ctx: ctx_addr,
-        packet: Some([meta, data, end]),
-        maps: values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (MAP_ADDR + i as u64, v.clone()))
-            .collect(),
-    };
-    let mut run_data = RunData {
-        rng: Rng(rng.next_u64()),
-        values,
-        present: defs.iter().map(|_| rng.next_u64()).collect(),
-    };
-    let mut violation: Option<Violation> = None;
-    let mut stray: Option<String> = None;
-    let mut tracer = |pc: Pc, insn: Option<&bpfkit_isa::Insn>, regs: &[u64; 11]| {
-        if let (None, Some(observed)) = (&violation, observed) {
-            if let Err(v) = observed.check(pc.0, regs, &layout) {
-                violation = Some(v);
-            }
-        }
-        if stray.is_none() {
-            if let Some(e) = insn.and_then(|i| stack_stray(i, regs, layout.stack_top)) {
-                stray = Some(format!("insn {}: {e}", pc.0));
-            }
-        }
-    };
-    let result = interp.run_traced(&mut mem, &[ctx_addr], Some(&mut run_data), &mut tracer);
-    let steps = interp.executed();
-    if let Some(e) = stray {
-        return Err(format!(
-            "stack access outside the live frames: {e}\n{}",
-            disasm()
+    if !same {
+        diff.push(format!(
+            "result: interpreter {:?}, unchecked JIT {:?}",
+            a.0, b.0
         ));
     }
-    if let Some(v) = violation {
-        let mut s = format!("containment: {v}\nregisters:");
-        for (i, r) in v.regs.iter().enumerate() {
-            let _ = write!(s, " r{i}={r:#x}");
+    if let Some(i) = (0..a.1.len()).find(|&i| a.1[i] != b.1[i]) {
+        diff.push(format!(
+            "packet page byte {} (data{:+}): interpreter {:#04x}, unchecked JIT {:#04x}",
+            i,
+            i as i64 - headroom as i64,
+            a.1[i],
+            b.1[i]
+        ));
+    }
+    for (m, (x, y)) in a.2.iter().zip(&b.2).enumerate() {
+        if let Some(i) = (0..x.len()).find(|&i| x[i] != y[i]) {
+            diff.push(format!(
+                "map {m} value {} byte {}: interpreter {:#04x}, unchecked JIT {:#04x}",
+                i / VALUE_STRIDE,
+                i % VALUE_STRIDE,
+                x[i],
+                y[i]
+            ));
         }
-        let _ = write!(
-            s,
-            "\nlayout: ctx={:#x} stack_top={:#x} meta={meta:#x} data={data:#x} end={end:#x}\n{}",
-            layout.ctx,
-            layout.stack_top,
-            disasm()
-        );
-        return Err(s);
     }
-    match result {
-        Ok(_) => Ok(Some(steps)),
-        Err(t) if matches!(t.kind, bpfkit_runtime::TrapKind::BudgetExhausted { .. }) => Ok(None),
-        Err(t) => Err(format!(
-            "trap {t:?} (packet {len} bytes, meta {meta_len})\n{}",
-            disasm()
-        )),
-    }
+    diff
 }
 
 /// The interpreter's stack is one region for all frames, so an access that

@@ -41,6 +41,7 @@ fn accepted_generated_programs_stay_inside_the_verifiers_states() {
         .unwrap_or(0x243f_6a88_85a3_08d3);
     let mut rng = Rng(seed);
     let (mut accepted, mut rejected, mut steps) = (0u32, 0u32, 0u64);
+    let (mut runs_unchecked, mut runs_stack, mut with_unchecked) = (0u32, 0u32, 0u32);
     let mut with = [0u32; 4];
     let mut disagree = 0u32;
     let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
@@ -52,9 +53,17 @@ fn accepted_generated_programs_stay_inside_the_verifiers_states() {
                 rejected += 1;
                 *reasons.entry(m.chars().take(48).collect()).or_default() += 1;
             }
-            Outcome::Sound { steps: s, .. } => {
+            Outcome::Sound {
+                steps: s,
+                unchecked,
+                stack_dependent,
+                ..
+            } => {
                 accepted += 1;
                 steps += s;
+                runs_unchecked += unchecked;
+                runs_stack += stack_dependent;
+                with_unchecked += u32::from(unchecked > 0);
                 for (w, f) in with.iter_mut().zip(features(&prog)) {
                     *w += u32::from(f);
                 }
@@ -79,6 +88,10 @@ fn accepted_generated_programs_stay_inside_the_verifiers_states() {
          {disagree} accepted only with pruning"
     );
     eprintln!(
+        "{with_unchecked} accepted programs run unchecked: {runs_unchecked} runs ended as in \
+         the interpreter, {runs_stack} depend on the stack's address"
+    );
+    eprintln!(
         "accepted with loops {}, calls {}, lookups {}, accesses to ctx, packet or map values {}",
         with[0], with[1], with[2], with[3]
     );
@@ -92,6 +105,13 @@ fn accepted_generated_programs_stay_inside_the_verifiers_states() {
         accepted >= count / 4 && rejected >= count / 10,
         "{accepted} / {rejected}"
     );
+    // Unchecked code ran (and agreed) for most accepted programs.
+    if bpfkit_jit::is_supported() {
+        assert!(
+            with_unchecked >= accepted / 2,
+            "{with_unchecked} / {accepted}"
+        );
+    }
     // Each feature occurs in accepted programs, so the check covers it.
     assert!(with.iter().all(|&w| w >= accepted / 20), "{with:?}");
 }
@@ -147,6 +167,52 @@ fn a_state_that_misses_a_concrete_value_is_reported() {
     }
     match run_all(&prog, Some(&observed), 1, &mut rng) {
         Outcome::Unsound(e) => assert!(e.contains("never reached"), "{e}"),
+        other => panic!("not noticed: {other:?}"),
+    }
+}
+
+/// The comparison with unchecked code notices: the interpreter runs one
+/// program, the unchecked JIT the token of another that writes a packet
+/// byte the first leaves alone (or returns another value), and each
+/// difference is reported; the token of the program itself agrees.
+#[test]
+fn a_difference_from_unchecked_code_is_reported() {
+    use bpfkit_abi::ProgType;
+    use bpfkit_soundness::{maps, run_all_with, VerifiedProgram};
+    use bpfkit_verifier::Options;
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let asm = |t: &str| {
+        Program::from_insns(bpfkit_isa::assemble(t, bpfkit_isa::Syntax::Llvm).unwrap()).unwrap()
+    };
+    let token = |p: &Program| {
+        VerifiedProgram::verify(p, ProgType::Xdp, &maps(), &Options::default())
+            .1
+            .expect("accepted")
+    };
+    // Writes 0x5a into the first packet byte when there is one.
+    let write = |v: u8| {
+        asm(&format!(
+            "r2 = *(u32 *)(r1 + 0)\nr3 = *(u32 *)(r1 + 4)\nr4 = r2\nr4 += 1\n\
+             if r4 > r3 goto +1\n*(u8 *)(r2 + 0) = {v}\nr0 = 2\nexit\n"
+        ))
+    };
+    let (a, b) = (write(0x5a), write(0x5b));
+    match run_all_with(&a, None, Some(&token(&a)), 16, &mut Rng(1)) {
+        Outcome::Sound { .. } => {}
+        other => panic!("the program's own token disagrees: {other:?}"),
+    }
+    match run_all_with(&a, None, Some(&token(&b)), 16, &mut Rng(1)) {
+        Outcome::Unsound(e) => assert!(
+            e.contains("unchecked JIT differs") && e.contains("packet page byte"),
+            "{e}"
+        ),
+        other => panic!("not noticed: {other:?}"),
+    }
+    let c = asm("r0 = 3\nexit\n");
+    match run_all_with(&a, None, Some(&token(&c)), 4, &mut Rng(1)) {
+        Outcome::Unsound(e) => assert!(e.contains("result: interpreter Ok(2)"), "{e}"),
         other => panic!("not noticed: {other:?}"),
     }
 }
