@@ -5,27 +5,12 @@
 //! access) without a trap, for several random contexts.
 
 use bpfkit_abi::ProgType;
-use bpfkit_interp::Interpreter;
 use bpfkit_isa::{AluOp, Cond, Insn, Program, Reg, Size, Src, Width};
-use bpfkit_runtime::{Helpers, Memory, RegionKind};
+use bpfkit_runtime::Helpers;
 use bpfkit_verifier::{verify, Options, Verdict};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-}
+mod common;
+use common::{trap_on_random_contexts, Rng};
 
 /// How often bpfkit's verdicts agree with the kernel's over a batch of
 /// generated programs, with examples of the differences.
@@ -309,18 +294,8 @@ fn accepted_generated_programs_do_not_trap() {
             continue;
         }
         accepted += 1;
-        let mut interp = Interpreter::new(&prog, &helpers).unwrap();
-        for _ in 0..8 {
-            let mut ctx: Vec<u8> = (0..192).map(|_| rng.next() as u8).collect();
-            let mut mem = Memory::new();
-            let addr = mem.add(RegionKind::Context, &mut ctx);
-            if let Err(t) = interp.run(&mut mem, &[addr]) {
-                failures.push(format!(
-                    "program {n}: {t:?}\n{}",
-                    bpfkit_isa::disasm::format_llvm_program(&prog)
-                ));
-                break;
-            }
+        if let Some(t) = trap_on_random_contexts(&prog, &helpers, &mut rng) {
+            failures.push(format!("program {n}: {t}"));
         }
         if failures.len() > 3 {
             break;

@@ -10,6 +10,8 @@ use bpfkit_abi::{MapDef, MapType, ProgType};
 use bpfkit_isa::{assemble, encode_all, Imm64, Insn, Program, Syntax};
 use bpfkit_verifier::{verify, Options, Verdict};
 
+mod common;
+
 struct Case {
     name: &'static str,
     prog_type: ProgType,
@@ -673,21 +675,9 @@ fn helper_availability_matches_kernel() {
 /// kernel must not get an open-ended stream of generated programs.)
 #[test]
 fn accepted_loop_programs_do_not_trap() {
-    use bpfkit_interp::Interpreter;
     use bpfkit_isa::{AluOp, Cond, Reg, Size, Src, Width};
-    use bpfkit_runtime::{Helpers, Memory, RegionKind};
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use bpfkit_runtime::Helpers;
+    use common::{trap_on_random_contexts, Rng};
     const REGS: [Reg; 5] = [Reg::R1, Reg::R2, Reg::R3, Reg::R4, Reg::R5];
     const CTX: [i16; 5] = [0, 8, 32, 48, 52];
     let alu = |op: AluOp, dst: Reg, src: Src| Insn::Alu {
@@ -829,18 +819,8 @@ fn accepted_loop_programs_do_not_trap() {
             continue;
         }
         accepted += 1;
-        let mut interp = Interpreter::new(&prog, &helpers).unwrap();
-        for _ in 0..8 {
-            let mut ctx: Vec<u8> = (0..192).map(|_| rng.next() as u8).collect();
-            let mut mem = Memory::new();
-            let addr = mem.add(RegionKind::Context, &mut ctx);
-            if let Err(t) = interp.run(&mut mem, &[addr]) {
-                failures.push(format!(
-                    "program {n}: {t:?}\n{}",
-                    bpfkit_isa::disasm::format_llvm_program(&prog)
-                ));
-                break;
-            }
+        if let Some(t) = trap_on_random_contexts(&prog, &helpers, &mut rng) {
+            failures.push(format!("program {n}: {t}"));
         }
         if failures.len() > 3 {
             break;
