@@ -77,6 +77,35 @@ fn kernel_verdict(prog_type: ProgType, bytes: &[u8]) -> Option<String> {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Verdicts of bpfkit and the kernel over `n` programs of `gen` (seeded
+/// with `seed`; `None` from `gen` skips a program), as `prog_type` with
+/// `maps`, whose kernel fds are `fds`. `None` where `bpf()` is refused.
+fn kernel_agreement(
+    seed: u64,
+    n: u32,
+    prog_type: ProgType,
+    maps: &[bpfkit_abi::MapDef],
+    fds: &[i32],
+    mut gen: impl FnMut(&mut Rng) -> Option<Program>,
+) -> Option<Agreement> {
+    if let Err(e) = bpfkit_kernel::probe() {
+        eprintln!("skipped: {e}");
+        return None;
+    }
+    let mut rng = Rng(seed);
+    let mut tally = Agreement::default();
+    while tally.total < n {
+        let Some(prog) = gen(&mut rng) else {
+            continue;
+        };
+        let ours = verify(&prog, prog_type, maps, &Options::default());
+        let bytes = prog.to_bytes_with_map_fds(|i| fds[i as usize]);
+        let kernel = kernel_verdict(prog_type, &bytes);
+        tally.record(&prog, ours.error.map(|e| e.message), kernel);
+    }
+    Some(tally)
+}
+
 const DATA_REGS: [Reg; 5] = [Reg::R0, Reg::R2, Reg::R3, Reg::R4, Reg::R5];
 /// Readable u32 fields of `struct __sk_buff` for socket filters.
 const CTX_FIELDS: [i16; 9] = [0, 8, 32, 48, 52, 56, 60, 64, 68];
@@ -316,31 +345,28 @@ fn accepted_generated_programs_do_not_trap() {
 /// these programs loops.
 #[test]
 fn generated_programs_agree_with_kernel() {
-    if let Err(e) = bpfkit_kernel::probe() {
-        eprintln!("skipped: {e}");
+    let Some(tally) = kernel_agreement(
+        0x2545_f491_4f6c_dd1d,
+        400,
+        ProgType::SocketFilter,
+        &[],
+        &[],
+        |rng| {
+            let prog = gen(rng);
+            let shifty = prog.insns().iter().any(|i| {
+                matches!(
+                    i,
+                    Insn::Alu {
+                        op: AluOp::Arsh,
+                        ..
+                    } | Insn::Neg { .. }
+                )
+            });
+            (!shifty).then_some(prog)
+        },
+    ) else {
         return;
-    }
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let mut tally = Agreement::default();
-    while tally.total < 400 {
-        let prog = gen(&mut rng);
-        let shifty = prog.insns().iter().any(|i| {
-            matches!(
-                i,
-                Insn::Alu {
-                    op: AluOp::Arsh,
-                    ..
-                } | Insn::Neg { .. }
-            )
-        });
-        if shifty {
-            continue;
-        }
-        let ours = verify(&prog, ProgType::SocketFilter, &[], &Options::default());
-        let bytes = prog.to_bytes();
-        let kernel = kernel_verdict(ProgType::SocketFilter, &bytes);
-        tally.record(&prog, ours.error.map(|e| e.message), kernel);
-    }
+    };
     tally.report("generated programs", 5);
     let Agreement { total, agree, .. } = tally;
     assert!(agree * 100 >= total * 97, "{agree}/{total}");
@@ -474,19 +500,13 @@ fn gen_xdp(rng: &mut Rng) -> Program {
 
 #[test]
 fn generated_packet_programs_agree_with_kernel() {
-    if let Err(e) = bpfkit_kernel::probe() {
-        eprintln!("skipped: {e}");
+    let Some(tally) =
+        kernel_agreement(0x5851_f42d_4c95_7f2d, 500, ProgType::Xdp, &[], &[], |rng| {
+            Some(gen_xdp(rng))
+        })
+    else {
         return;
-    }
-    let mut rng = Rng(0x5851_f42d_4c95_7f2d);
-    let mut tally = Agreement::default();
-    while tally.total < 500 {
-        let prog = gen_xdp(&mut rng);
-        let ours = verify(&prog, ProgType::Xdp, &[], &Options::default());
-        let bytes = prog.to_bytes();
-        let kernel = kernel_verdict(ProgType::Xdp, &bytes);
-        tally.record(&prog, ours.error.map(|e| e.message), kernel);
-    }
+    };
     tally.report("packet programs", 4);
     let Agreement {
         total,
@@ -539,8 +559,8 @@ fn gen_map(rng: &mut Rng) -> Program {
 
 #[test]
 fn generated_map_programs_agree_with_kernel() {
-    if let Err(e) = bpfkit_kernel::probe() {
-        eprintln!("skipped: {e}");
+    if bpfkit_kernel::probe().is_err() {
+        eprintln!("skipped: bpf() is not available here");
         return;
     }
     let def = bpfkit_abi::MapDef::new(bpfkit_abi::MapType::Hash, 4, 32, 16);
@@ -552,34 +572,16 @@ fn generated_map_programs_agree_with_kernel() {
         ..Default::default()
     })
     .unwrap();
-    let mut rng = Rng(0x6a09_e667_f3bc_c908);
-    let mut tally = Agreement::default();
-    while tally.total < 500 {
-        let prog = gen_map(&mut rng);
-        let ours = verify(
-            &prog,
-            ProgType::SocketFilter,
-            std::slice::from_ref(&def),
-            &Options::default(),
-        );
-        let kinsns: Vec<Insn> = prog
-            .insns()
-            .iter()
-            .map(|i| match *i {
-                Insn::LoadImm64 {
-                    dst,
-                    imm: bpfkit_isa::Imm64::MapIdx(_),
-                } => Insn::LoadImm64 {
-                    dst,
-                    imm: bpfkit_isa::Imm64::MapFd(map.fd()),
-                },
-                other => other,
-            })
-            .collect();
-        let bytes = bpfkit_isa::encode_all(kinsns.iter());
-        let kernel = kernel_verdict(ProgType::SocketFilter, &bytes);
-        tally.record(&prog, ours.error.map(|e| e.message), kernel);
-    }
+    let Some(tally) = kernel_agreement(
+        0x6a09_e667_f3bc_c908,
+        500,
+        ProgType::SocketFilter,
+        std::slice::from_ref(&def),
+        &[map.fd()],
+        |rng| Some(gen_map(rng)),
+    ) else {
+        return;
+    };
     tally.report("map programs", 4);
     let Agreement {
         total,
@@ -628,19 +630,16 @@ fn gen_call(rng: &mut Rng) -> Program {
 
 #[test]
 fn generated_call_programs_agree_with_kernel() {
-    if let Err(e) = bpfkit_kernel::probe() {
-        eprintln!("skipped: {e}");
+    let Some(tally) = kernel_agreement(
+        0xbb67_ae85_84ca_a73b,
+        400,
+        ProgType::SocketFilter,
+        &[],
+        &[],
+        |rng| Some(gen_call(rng)),
+    ) else {
         return;
-    }
-    let mut rng = Rng(0xbb67_ae85_84ca_a73b);
-    let mut tally = Agreement::default();
-    while tally.total < 400 {
-        let prog = gen_call(&mut rng);
-        let ours = verify(&prog, ProgType::SocketFilter, &[], &Options::default());
-        let bytes = prog.to_bytes();
-        let kernel = kernel_verdict(ProgType::SocketFilter, &bytes);
-        tally.record(&prog, ours.error.map(|e| e.message), kernel);
-    }
+    };
     tally.report("call programs", 4);
     let Agreement {
         total,
