@@ -276,44 +276,33 @@ fn slot_uses_defs(insn: &Insn) -> (u64, u64) {
 
 /// Backward liveness of the current frame's stack slots.
 fn slot_liveness(prog: &Program) -> Vec<u64> {
-    let n = prog.slot_count();
-    let insns: Vec<(usize, Insn)> = prog.iter().map(|(pc, i)| (pc.0, *i)).collect();
-    let mut live = vec![0u64; n + 1];
-    loop {
-        let mut changed = false;
-        for &(pc, insn) in insns.iter().rev() {
-            let next = pc + insn.slots();
-            let target = match insn {
-                Insn::Ja { .. } | Insn::Jmp { .. } => insn.branch_target(Pc(pc)).map(|t| t.0),
-                _ => None,
-            };
-            let out = match insn {
-                // The frame ends.
-                Insn::Exit => 0,
-                Insn::Ja { .. } => target.map_or(u64::MAX, |t| live[t.min(n)]),
-                Insn::Jmp { .. } => live[next.min(n)] | target.map_or(u64::MAX, |t| live[t.min(n)]),
-                _ => live[next.min(n)],
-            };
-            let (uses, defs) = slot_uses_defs(&insn);
-            let new = uses | (out & !defs);
-            if new != live[pc] {
-                live[pc] = new;
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    live.truncate(n);
-    live
+    backward_fixpoint(prog, u64::MAX, |insn, out| {
+        let (uses, defs) = slot_uses_defs(insn);
+        uses | (out & !defs)
+    })
 }
 
 /// Backward liveness of registers over each function's control flow.
 fn liveness(prog: &Program) -> Vec<u16> {
+    backward_fixpoint(prog, u16::MAX, |insn, out| {
+        let (uses, defs) = uses_defs(insn);
+        // r10 is always live.
+        uses | (out & !defs) | (1 << 10)
+    })
+}
+
+/// The live-in set of every instruction slot, iterated backwards to a fixed
+/// point: what is live after an instruction is what is live at its
+/// successors (nothing after `exit`, which ends the frame; `all` where a
+/// jump target is out of range), and `transfer` gives what is live before
+/// it from that.
+fn backward_fixpoint<T>(prog: &Program, all: T, transfer: impl Fn(&Insn, T) -> T) -> Vec<T>
+where
+    T: Copy + Default + PartialEq + std::ops::BitOr<Output = T>,
+{
     let n = prog.slot_count();
     let insns: Vec<(usize, Insn)> = prog.iter().map(|(pc, i)| (pc.0, *i)).collect();
-    let mut live = vec![0u16; n + 1];
+    let mut live = vec![T::default(); n + 1];
     loop {
         let mut changed = false;
         for &(pc, insn) in insns.iter().rev() {
@@ -322,19 +311,14 @@ fn liveness(prog: &Program) -> Vec<u16> {
                 Insn::Ja { .. } | Insn::Jmp { .. } => insn.branch_target(Pc(pc)).map(|t| t.0),
                 _ => None,
             };
-            let mut out = 0u16;
-            match insn {
-                Insn::Exit => {}
-                Insn::Ja { .. } => out |= target.map_or(u16::MAX, |t| live[t.min(n)]),
-                Insn::Jmp { .. } => {
-                    out |= live[next.min(n)];
-                    out |= target.map_or(u16::MAX, |t| live[t.min(n)]);
-                }
-                _ => out |= live[next.min(n)],
-            }
-            let (uses, defs) = uses_defs(&insn);
-            // r10 is always live.
-            let new = uses | (out & !defs) | (1 << 10);
+            let at_target = target.map_or(all, |t| live[t.min(n)]);
+            let out = match insn {
+                Insn::Exit => T::default(),
+                Insn::Ja { .. } => at_target,
+                Insn::Jmp { .. } => live[next.min(n)] | at_target,
+                _ => live[next.min(n)],
+            };
+            let new = transfer(&insn, out);
             if new != live[pc] {
                 live[pc] = new;
                 changed = true;
