@@ -65,10 +65,16 @@ pub(crate) struct Keys {
 
 /// Per instruction index: whether a jump, a bpf-to-bpf call or an `lddw`
 /// of a function address targets it (where [`map_operand`]'s straight-line
-/// run must not be entered).
+/// run must not be entered). Every instruction when the program has a
+/// `callx`, which may land anywhere (the verifier refuses `callx`, so
+/// verified programs have none; this keeps the analysis sound on its own).
 pub(crate) fn branch_targets(prog: &Program) -> Vec<bool> {
-    let mut t = vec![false; prog.insns().len() + 1];
+    let n = prog.insns().len() + 1;
+    let mut t = vec![false; n];
     for (pc, insn) in prog.iter() {
+        if matches!(insn, Insn::Callx(_)) {
+            return vec![true; n];
+        }
         if let Some(i) = insn.branch_target(pc).and_then(|p| prog.index_of(p)) {
             t[i] = true;
         }
@@ -235,6 +241,17 @@ mod tests {
         );
         // A call between (helpers clobber r1 in the kernel).
         assert_eq!(operand("lddw %r1, 0\ncall 5\ncall 1\nexit"), None);
+        // A `callx` anywhere may land anywhere.
+        let mut insns = assemble("lddw %r1, 0\ncall 1\nexit", Syntax::Ubpf).unwrap();
+        insns[0] = Insn::LoadImm64 {
+            dst: Reg::R1,
+            imm: Imm64::MapIdx(0),
+        };
+        let p = Program::from_insns(insns.clone()).unwrap();
+        assert!(map_operand(&p, &branch_targets(&p), 1).is_some());
+        insns.insert(2, Insn::Callx(Reg::R5));
+        let p = Program::from_insns(insns).unwrap();
+        assert_eq!(map_operand(&p, &branch_targets(&p), 1), None);
         // No lddw at all, or a plain value.
         assert_eq!(operand("mov %r1, %r6\ncall 1\nexit"), None);
         assert_eq!(operand("lddw %r1, 7\ncall 1\nexit"), None);
