@@ -371,3 +371,68 @@ fn blinded_inline_code_hides_the_map_layout() {
         assert_eq!((got, calls), (Ok(want), 0), "key {key}");
     }
 }
+
+#[test]
+fn an_inline_lookup_counts_as_one_instruction_against_a_budget() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    // Sums the u32 at the start of values 0-5 (4 entries: two misses) in
+    // a loop; every budget ends at the same instruction (or result) as in
+    // the interpreter, which calls the helper.
+    let p = prog(
+        "mov %r6, 0\nmov %r7, 0\nstxw [%r10-4], %r6\nmov %r2, %r10\nadd %r2, -4\n\
+         lddw %r1, 0\ncall 1\njeq %r0, 0, +2\nldxw %r3, [%r0+0]\nadd %r7, %r3\nadd %r6, 1\n\
+         jlt %r6, 6, -11\nmov %r0, %r7\nexit",
+    );
+    let mut arrays = [Array::new(8, 4)];
+    for (k, w) in arrays[0].storage.iter_mut().enumerate() {
+        *w = 10 * k as u64 + 1;
+    }
+    let layouts: Vec<ArrayMap> = arrays.iter().map(Array::layout).collect();
+    let defs = [arrays[0].def.clone()];
+    let (_, v) = VerifiedProgram::verify(&p, ProgType::Kprobe, &defs, &Options::default());
+    let v = v.expect("accepted");
+    let resolver = Resolver {
+        maps: layouts.clone(),
+        inline: true,
+    };
+    let mut traps = 0;
+    for budget in 1..=80u64 {
+        let mut results = Vec::new();
+        for inline in [false, true] {
+            let calls = Arc::new(AtomicUsize::new(0));
+            let h = helpers(&layouts, &calls);
+            let mut regs = [0u8; 168];
+            let mut mem = Memory::new();
+            let ctx = mem.add(RegionKind::Context, &mut regs);
+            mem.add(RegionKind::MapValue, bytemuck_u64(&mut arrays[0].storage));
+            let r = if inline {
+                Jit::builder()
+                    .resolver(&resolver)
+                    .budget(budget)
+                    .build_verified(&v, &h)
+                    .unwrap()
+                    .run(&mut mem, &[ctx])
+            } else {
+                Interpreter::builder()
+                    .resolver(&resolver)
+                    .budget(budget)
+                    .build(&p, &h)
+                    .unwrap()
+                    .run(&mut mem, &[ctx])
+            };
+            if inline {
+                assert_eq!(calls.load(Ordering::Relaxed), 0, "budget {budget}");
+            }
+            results.push(r);
+        }
+        assert_eq!(results[0], results[1], "budget {budget}");
+        traps += results[1].is_err() as u32;
+    }
+    assert!(traps > 0, "some budgets run out");
+    assert_eq!(
+        run(&p, &mut arrays, Engine::Unchecked, 0, 0),
+        (Ok(1 + 11 + 21 + 31), 0)
+    );
+}
