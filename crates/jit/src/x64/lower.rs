@@ -57,7 +57,8 @@
 //! - Unchecked mode (`LowerInput::checked` false) emits every load and
 //!   store as one instruction on `[reg + off]`; atomics still compute the
 //!   address into `rax` for the alignment test below. Legacy packet loads
-//!   keep their check in both modes.
+//!   keep their check in both modes. `bpf_map_lookup_elem` on a plain
+//!   array map known at the call is computed in place (`inline`).
 //! - Constant blinding (`LowerInput::blind`): an immediate `imm` becomes
 //!   `mov scratch, imm ^ key; xor scratch, key` (rcx, or the destination
 //!   itself for `mov`), with a fresh key per instruction, and the
@@ -89,6 +90,7 @@
 //!   checks in the rare case that an instruction writes r10.
 
 use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz, Unary};
+use super::inline;
 use crate::Ctx;
 use bpfkit_isa::Imm64;
 use bpfkit_isa::{
@@ -258,6 +260,8 @@ struct Emitter<'a> {
     /// bpf-to-bpf calls without a depth count (unchecked mode, no budget,
     /// `frames` known).
     frame_calls: bool,
+    /// [`inline::branch_targets`], at the first lookup that may be inlined.
+    branch_targets: Option<Vec<bool>>,
 }
 
 const UNBOUND: u32 = u32::MAX;
@@ -814,6 +818,35 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// Emits the call at `i` to helper `id` as an inline array lookup when
+    /// it is `bpf_map_lookup_elem` in unchecked mode on a map the resolver
+    /// describes and `r1` is certain (see `inline`); `false`, emitting
+    /// nothing, otherwise. (The verifier makes the program set `r2`, so
+    /// the entry loads it without a helper call.)
+    fn inline_lookup(&mut self, i: usize, id: u32) -> bool {
+        let Some(resolver) = self.input.resolver else {
+            return false;
+        };
+        if self.input.checked || id != inline::MAP_LOOKUP_ELEM {
+            return false;
+        }
+        let prog = self.input.prog;
+        let targets = self
+            .branch_targets
+            .get_or_insert_with(|| inline::branch_targets(prog));
+        let Some(map) = inline::map_operand(prog, targets, i)
+            .and_then(|(pc, imm)| resolver.array_map(pc, &imm))
+        else {
+            return false;
+        };
+        let keys = (self.rng != 0).then(|| inline::Keys {
+            base: self.key64(map.base),
+            max: self.key32(map.max_entries as i32),
+            stride: self.key32(map.stride as i32),
+        });
+        inline::array_lookup(&mut self.a, &map, keys)
+    }
+
     /// The helper table index for helper `id` (`None`: not registered).
     fn helper_calls_to(&mut self, id: u32) -> Option<u32> {
         self.helper_calls = true;
@@ -956,6 +989,8 @@ impl<'a> Emitter<'a> {
                     self.jcc(cc, t);
                 }
             }
+            // An array lookup computed in place (emitted by the guard).
+            Insn::Call(id) if self.inline_lookup(i, id.0) => {}
             Insn::Call(id) => match self.helper_calls_to(id.0) {
                 Some(h) => {
                     self.a.mov_r_imm64(Gpr::Rcx, h as u64);
@@ -1707,6 +1742,7 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
         frames: None,
         frames_known: false,
         frame_calls: false,
+        branch_targets: None,
     };
     let mut info = 0u32;
     for (i, insn) in insns.iter().enumerate() {
