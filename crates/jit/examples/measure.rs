@@ -188,6 +188,10 @@ fn main() {
         let name = format!("{name}, budget");
         println!("{name:<44} {ti:>12.1} {tj:>12.1} {:>7.1}x", ti / tj);
     }
+    for size in [100usize, 4000, 8800] {
+        let tp = time(|| bpfkit_jit::memory::publish(vec![0xc3; size]).unwrap().len() as u64);
+        println!("publish + drop of {size} bytes: {:.2} us", tp / 1000.0);
+    }
     let tp = time(|| bpfkit_jit::memory::publish(vec![0xc3; 8800]).unwrap().len() as u64);
     // The two halves separately (best of 5 batches of 2,000).
     let (mut pub_best, mut drop_best) = (f64::MAX, f64::MAX);
@@ -211,8 +215,10 @@ fn main() {
         pub_best / 1000.0,
         drop_best / 1000.0
     );
-    for n in [1_000usize, 10_000, 100_000] {
-        let p = big(n);
+    for n in [0usize, 1_000, 10_000, 100_000] {
+        // n = 0: `r0 = 1; exit`, the fixed cost of a compile.
+        let p = if n == 0 { prog(PROGRAMS[6].1) } else { big(n) };
+        let n = n.max(1);
         let h = Helpers::new();
         let tc = time(|| Jit::new(&p, &h).unwrap().code().len() as u64);
         let ti = time(|| Interpreter::new(&p, &h).map(|_| 0).unwrap());
