@@ -242,11 +242,13 @@ impl<'r> Builder<'r> {
         };
         let lowered = lower(&input);
         if self.no_publish {
-            return Err(CompileError::TooLarge {
-                insns: lowered.code.len(),
-            });
+            let insns = lowered.code.len();
+            x64::lower::recycle_code(lowered.code);
+            return Err(CompileError::TooLarge { insns });
         }
-        let code = memory::publish(lowered.code).map_err(CompileError::Map)?;
+        let code = memory::publish(&lowered.code).map_err(CompileError::Map)?;
+        // The buffer serves the thread's next compile.
+        x64::lower::recycle_code(lowered.code);
         let base = code.addr();
         let slots = prog.slot_count();
         // `callx` targets: every instruction start (only needed when the

@@ -90,7 +90,7 @@ fn page_size() -> usize {
 /// Maps `code` read+execute (see the module docs). Unsupported hosts
 /// (see [`crate::is_supported`]) get [`io::ErrorKind::Unsupported`].
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-pub fn publish(code: Vec<u8>) -> io::Result<ExecutableCode> {
+pub fn publish(code: impl AsRef<[u8]>) -> io::Result<ExecutableCode> {
     let _ = code;
     Err(io::ErrorKind::Unsupported.into())
 }
@@ -197,9 +197,10 @@ fn release(base: usize) {
     }
 }
 
-/// Maps `code` read+execute (see the module docs).
+/// Maps a copy of `code` read+execute (see the module docs).
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub fn publish(code: Vec<u8>) -> io::Result<ExecutableCode> {
+pub fn publish(code: impl AsRef<[u8]>) -> io::Result<ExecutableCode> {
+    let code = code.as_ref();
     let page = page_size();
     let map_len = code.len().max(1).div_ceil(page) * page;
     let (ptr, chunk) = carve(map_len)?;

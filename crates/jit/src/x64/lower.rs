@@ -442,7 +442,7 @@ impl<'a> Emitter<'a> {
     }
 
     fn emit_cold(&mut self) {
-        let cold = std::mem::take(&mut self.cold);
+        let mut cold = std::mem::take(&mut self.cold);
         for c in &cold {
             match *c {
                 Cold::Trap { label, status, idx } => {
@@ -454,6 +454,9 @@ impl<'a> Emitter<'a> {
                 }
             }
         }
+        // Back for the next compile (see `Scratch`).
+        cold.clear();
+        self.cold = cold;
     }
 
     /// The entry: saves the callee-saved registers the program uses
@@ -1672,14 +1675,67 @@ fn subprog_frames(prog: &Program) -> Option<Vec<(u32, u8)>> {
 /// check), and again without that assumption in the rare case that an
 /// instruction writes r10 (only programs a verifier rejects do).
 pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
-    match lower_with(input, true) {
+    let mut s = SCRATCH.take().unwrap_or_default();
+    let l = match lower_with(input, true, &mut s) {
         Some(l) => l,
-        None => lower_with(input, false).expect("no assumption about r10"),
+        None => lower_with(input, false, &mut s).expect("no assumption about r10"),
+    };
+    SCRATCH.set(Some(s));
+    l
+}
+
+/// The working buffers of a lowering, kept per thread for the next one
+/// (with their capacity), so that a compile allocates little besides what
+/// the `Jit` keeps: a dozen allocations and frees, several of them large
+/// enough for `malloc` to consolidate its free lists, were about a tenth of
+/// the time of compiling a small program. Buffers grown past
+/// [`SCRATCH_KEEP`] bytes by a big program are not kept.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    code: Vec<u8>,
+    labels: Vec<u32>,
+    label_k: Vec<u32>,
+    fixups: Vec<Fixup>,
+    shrink: Vec<Candidate>,
+    cold: Vec<Cold>,
+    sites: Vec<(usize, u32)>,
+    leaders: Vec<bool>,
+    short: Vec<bool>,
+    saved: Vec<usize>,
+    target_k: Vec<u32>,
+}
+
+/// Largest buffer (bytes) a [`Scratch`] keeps between compiles.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Option<Box<Scratch>>> = const { std::cell::Cell::new(None) };
+}
+
+/// Empties `v` for reuse, or frees it when it has grown past
+/// [`SCRATCH_KEEP`].
+fn recycle<T>(v: &mut Vec<T>) {
+    v.clear();
+    if v.capacity() * std::mem::size_of::<T>() > SCRATCH_KEEP {
+        *v = Vec::new();
     }
 }
 
+/// Gives a code buffer (`Lowered::code`, once published) back to this
+/// thread's [`Scratch`] for the next lowering.
+pub(crate) fn recycle_code(mut code: Vec<u8>) {
+    recycle(&mut code);
+    SCRATCH.with(|c| {
+        let mut s = c.take().unwrap_or_default();
+        if code.capacity() > s.code.capacity() {
+            s.code = code;
+        }
+        c.set(Some(s));
+    });
+}
+
 /// One emission pass; `None` when `r10_fixed` turns out to be wrong.
-fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
+fn lower_with(input: &LowerInput<'_>, r10_fixed: bool, s: &mut Scratch) -> Option<Lowered> {
     let prog = input.prog;
     let insns = prog.insns();
     let n = insns.len();
@@ -1688,10 +1744,11 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
     // per-instruction credit). Everything else (registers named, calls,
     // helpers, `lddw` values) is found while emitting, and the entry,
     // which depends on it, is emitted last.
-    let mut leaders = Vec::new();
+    let mut leaders = std::mem::take(&mut s.leaders);
+    leaders.clear();
     let mut has_callx = false;
     if input.budget {
-        leaders = vec![false; n + 1];
+        leaders.resize(n + 1, false);
         for (pc, insn) in prog.iter() {
             match *insn {
                 Insn::Ja { .. }
@@ -1710,22 +1767,29 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
     // Sized for typical code so that nothing grows while emitting (growth
     // was about a dozen reallocations per compile): checked accesses take
     // ~30 bytes and a label or two, jumps a fixup and a shrink candidate.
+    // The buffers come from the thread's `Scratch`, empty.
     let per_insn = if input.checked { 24 } else { 12 };
-    let mut labels = Vec::with_capacity(2 * n + 64);
+    fn fresh<T>(v: &mut Vec<T>, cap: usize) -> Vec<T> {
+        let mut v = std::mem::take(v);
+        v.clear();
+        v.reserve(cap);
+        v
+    }
+    let mut labels = fresh(&mut s.labels, 2 * n + 64);
     labels.resize(n + 1 + FIXED, UNBOUND);
-    let mut label_k = Vec::with_capacity(2 * n + 64);
+    let mut label_k = fresh(&mut s.label_k, 2 * n + 64);
     label_k.resize(n + 1 + FIXED, 0);
     let mut e = Emitter {
         a: Asm {
-            buf: Vec::with_capacity(n * per_insn + 1024),
+            buf: fresh(&mut s.code, n * per_insn + 1024),
         },
         n,
         labels,
         label_k,
-        fixups: Vec::with_capacity(n + 16),
-        shrink: Vec::with_capacity(n / 2 + 16),
-        cold: Vec::with_capacity(16),
-        sites: Vec::with_capacity(if input.checked { n / 2 + 16 } else { 0 }),
+        fixups: fresh(&mut s.fixups, n + 16),
+        shrink: fresh(&mut s.shrink, n / 2 + 16),
+        cold: fresh(&mut s.cold, 16),
+        sites: fresh(&mut s.sites, if input.checked { n / 2 + 16 } else { 0 }),
         input,
         r10_fixed,
         pending: 0,
@@ -1802,6 +1866,8 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
         sites,
         mut fixups,
         shrink,
+        cold,
+        leaders,
         adj,
         table,
         trap_insns,
@@ -1809,8 +1875,8 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
         has_callx,
         ..
     } = e;
-    let code = relax(a.buf, &mut labels, &label_k, &mut fixups, &shrink);
-    Some(Lowered {
+    let code = relax(a.buf, &mut labels, &label_k, &mut fixups, &shrink, s);
+    let lowered = Lowered {
         code,
         entry: labels[entry_label],
         offsets: if has_callx {
@@ -1824,7 +1890,20 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
         trap_insns,
         uses_regions,
         has_callx,
-    })
+    };
+    (s.labels, s.label_k, s.fixups, s.shrink) = (labels, label_k, fixups, shrink);
+    (s.sites, s.cold, s.leaders) = (sites, cold, leaders);
+    recycle(&mut s.labels);
+    recycle(&mut s.label_k);
+    recycle(&mut s.fixups);
+    recycle(&mut s.shrink);
+    recycle(&mut s.sites);
+    recycle(&mut s.cold);
+    recycle(&mut s.leaders);
+    recycle(&mut s.short);
+    recycle(&mut s.saved);
+    recycle(&mut s.target_k);
+    Some(lowered)
 }
 
 /// Shrinks long forward jumps that reach their target with a rel8 once
@@ -1838,17 +1917,21 @@ fn relax(
     label_k: &[u32],
     fixups: &mut [Fixup],
     cands: &[Candidate],
+    s: &mut Scratch,
 ) -> Vec<u8> {
     let long_len = |c: &Candidate| if c.cc.is_some() { 6 } else { 5 };
-    let mut short = vec![false; cands.len()];
+    let short = &mut s.short;
+    short.clear();
+    short.resize(cands.len(), false);
     // saved[k] = bytes saved by shrunk candidates before candidate k.
-    let mut saved = vec![0usize; cands.len() + 1];
+    let saved = &mut s.saved;
+    saved.clear();
+    saved.resize(cands.len() + 1, 0);
     // Old positions never change: find once how many candidates lie before
     // each candidate's target.
-    let target_k: Vec<u32> = cands
-        .iter()
-        .map(|c| label_k[fixups[c.fixup].2 as usize])
-        .collect();
+    let target_k = &mut s.target_k;
+    target_k.clear();
+    target_k.extend(cands.iter().map(|c| label_k[fixups[c.fixup].2 as usize]));
     // A few rounds catch almost everything; stopping early only leaves some
     // jumps long, which is always correct.
     for _round in 0..4 {
