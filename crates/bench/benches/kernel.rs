@@ -414,13 +414,24 @@ fn compile_loop(n: usize) {
         .map(|p| Program::decode(&p.bytecode().unwrap()).unwrap())
         .collect();
     let helpers = Helpers::new();
+    // FNV-1a over the code of every program, to check that a change to the
+    // compiler leaves the generated code as it was.
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for p in &progs {
+        for &b in Jit::new(p, &helpers).unwrap().code().bytes() {
+            hash = (hash ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
     let mut bytes = 0usize;
     for _ in 0..n {
         for p in &progs {
             bytes += black_box(Jit::new(p, &helpers).unwrap()).code().len();
         }
     }
-    println!("{n} rounds of {} compiles, {bytes} code bytes", progs.len());
+    println!(
+        "{n} rounds of {} compiles, {bytes} code bytes, code hash {hash:016x}",
+        progs.len()
+    );
 }
 
 /// JIT compile time: fastest of 51 compiles, ns.
