@@ -1703,6 +1703,8 @@ pub(crate) struct Scratch {
     short: Vec<bool>,
     saved: Vec<usize>,
     target_k: Vec<u32>,
+    dist: Vec<usize>,
+    open: Vec<u32>,
 }
 
 /// Largest buffer (bytes) a [`Scratch`] keeps between compiles.
@@ -1903,6 +1905,8 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool, s: &mut Scratch) -> Optio
     recycle(&mut s.short);
     recycle(&mut s.saved);
     recycle(&mut s.target_k);
+    recycle(&mut s.dist);
+    recycle(&mut s.open);
     Some(lowered)
 }
 
@@ -1928,24 +1932,33 @@ fn relax(
     saved.clear();
     saved.resize(cands.len() + 1, 0);
     // Old positions never change: find once how many candidates lie before
-    // each candidate's target.
+    // each candidate's target, and its distance as a short jump before any
+    // shrinking; with `saved` (from the previous round's decisions) the
+    // distance is then `dist - (saved[target_k] - saved[k])`.
     let target_k = &mut s.target_k;
     target_k.clear();
     target_k.extend(cands.iter().map(|c| label_k[fixups[c.fixup].2 as usize]));
+    let dist = &mut s.dist;
+    dist.clear();
+    dist.extend(
+        cands
+            .iter()
+            .map(|c| (labels[fixups[c.fixup].2 as usize] as usize).wrapping_sub(c.start + 2)),
+    );
+    // The candidates still long, visited each round.
+    let open = &mut s.open;
+    open.clear();
+    open.extend(0..cands.len() as u32);
+    let mut any_short = false;
     // A few rounds catch almost everything; stopping early only leaves some
-    // jumps long, which is always correct.
+    // jumps long, which is always correct. Every round decides on the
+    // previous round's `saved`.
     for _round in 0..4 {
-        for k in 0..cands.len() {
-            saved[k + 1] = saved[k] + if short[k] { long_len(&cands[k]) - 2 } else { 0 };
-        }
         let mut changed = false;
-        for (k, c) in cands.iter().enumerate() {
-            if short[k] {
-                continue;
-            }
-            let target = labels[fixups[c.fixup].2 as usize] as usize - saved[target_k[k] as usize];
-            let end = c.start - saved[k] + 2;
-            if target - end <= 127 {
+        for &k in open.iter() {
+            let k = k as usize;
+            let between = saved[target_k[k] as usize] - saved[k];
+            if dist[k].wrapping_sub(between) <= 127 {
                 short[k] = true;
                 changed = true;
             }
@@ -1953,11 +1966,13 @@ fn relax(
         if !changed {
             break;
         }
+        any_short = true;
+        open.retain(|&k| !short[k as usize]);
+        for k in 0..cands.len() {
+            saved[k + 1] = saved[k] + if short[k] { long_len(&cands[k]) - 2 } else { 0 };
+        }
     }
-    for k in 0..cands.len() {
-        saved[k + 1] = saved[k] + if short[k] { long_len(&cands[k]) - 2 } else { 0 };
-    }
-    if !short.iter().any(|&s| s) {
+    if !any_short {
         let mut code = old;
         for &(at, width, label, _) in fixups.iter() {
             let ok = patch_rel(
