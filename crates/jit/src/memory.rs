@@ -78,13 +78,17 @@ impl Drop for ExecutableCode {
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p <= 0 {
-        4096
-    } else {
-        p as usize
-    }
+    // Asked once: `sysconf` was a visible part of a small compile.
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if p <= 0 {
+            4096
+        } else {
+            p as usize
+        }
+    })
 }
 
 /// Maps `code` read+execute (see the module docs). Unsupported hosts

@@ -250,10 +250,10 @@ impl Asm {
     ///
     /// Inlined into every public method (themselves `#[inline]`), where
     /// `sz`, `opcode`, `byte_regs` and `imm_len` are constants, so what
-    /// remains at a call site is the path of the common operand shapes:
-    /// register direct, or `[base + disp8]` with a base other than rsp/r12
-    /// (context fields, stack slots, `[reg + off]` of small offsets).
-    /// Other shapes go to the out-of-line [`Asm::emit_general`].
+    /// remains at a call site is the path of the operand shapes the
+    /// lowering uses: register direct, or `[base + disp]` without an index
+    /// (context fields, stack slots, `[reg + off]`). Indexed operands go to
+    /// the out-of-line [`Asm::emit_general`].
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn emit_i(
@@ -268,7 +268,7 @@ impl Asm {
     ) {
         let simple = match rm {
             Rm::Reg(_) => true,
-            Rm::Mem(m) => m.index.is_none() && m.base.low() != 4 && i8::try_from(m.disp).is_ok(),
+            Rm::Mem(m) => m.index.is_none(),
         };
         if !simple || opcode.len() > 2 {
             self.emit_general(sz, opcode, reg, rm, byte_regs, imm, imm_len);
@@ -301,18 +301,30 @@ impl Asm {
                 out[k] = 0xc0 | reg | g.low();
                 k += 1;
             }
-            // rbp/r13 as base cannot use mod=00 (that means rip/disp32).
-            Rm::Mem(m) if m.disp == 0 && m.base.low() != 5 => {
-                out[k] = reg | m.base.low();
-                k += 1;
-            }
             Rm::Mem(m) => {
-                out[k] = 0x40 | reg | m.base.low();
-                out[k + 1] = m.disp as u8;
-                k += 2;
+                // rbp/r13 as base cannot use mod=00 (that means rip/disp32).
+                let md = if m.disp == 0 && m.base.low() != 5 {
+                    0
+                } else if i8::try_from(m.disp).is_ok() {
+                    0x40
+                } else {
+                    0x80
+                };
+                out[k] = md | reg | m.base.low();
+                // rsp/r12 as base need a SIB byte with no index (100).
+                let sib = (m.base.low() == 4) as usize;
+                out[k + 1] = 0x24;
+                k += 1 + sib;
+                let disp = m.disp.to_le_bytes();
+                out[k..k + 4].copy_from_slice(&disp);
+                k += match md {
+                    0 => 0,
+                    0x40 => 1,
+                    _ => 4,
+                };
             }
         }
-        // k <= 7 here (prefix, REX, two opcode bytes, ModR/M, disp8).
+        // k <= 10 here (prefix, REX, two opcode bytes, ModR/M, SIB, disp32).
         let imm = imm.to_le_bytes();
         out[k..k + 4].copy_from_slice(&imm);
         self.close(start, k + imm_len);

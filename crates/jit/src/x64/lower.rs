@@ -1700,7 +1700,7 @@ pub(crate) struct Scratch {
     cold: Vec<Cold>,
     sites: Vec<(usize, u32)>,
     leaders: Vec<bool>,
-    short: Vec<bool>,
+    short: Vec<u8>,
     saved: Vec<usize>,
     target_k: Vec<u32>,
     dist: Vec<usize>,
@@ -1924,9 +1924,10 @@ fn relax(
     s: &mut Scratch,
 ) -> Vec<u8> {
     let long_len = |c: &Candidate| if c.cc.is_some() { 6 } else { 5 };
+    // Bytes saved by each candidate: 0 while long, `long_len - 2` once short.
     let short = &mut s.short;
     short.clear();
-    short.resize(cands.len(), false);
+    short.resize(cands.len(), 0u8);
     // saved[k] = bytes saved by shrunk candidates before candidate k.
     let saved = &mut s.saved;
     saved.clear();
@@ -1959,7 +1960,7 @@ fn relax(
             let k = k as usize;
             let between = saved[target_k[k] as usize] - saved[k];
             if dist[k].wrapping_sub(between) <= 127 {
-                short[k] = true;
+                short[k] = long_len(&cands[k]) as u8 - 2;
                 changed = true;
             }
         }
@@ -1967,9 +1968,9 @@ fn relax(
             break;
         }
         any_short = true;
-        open.retain(|&k| !short[k as usize]);
+        open.retain(|&k| short[k as usize] == 0);
         for k in 0..cands.len() {
-            saved[k + 1] = saved[k] + if short[k] { long_len(&cands[k]) - 2 } else { 0 };
+            saved[k + 1] = saved[k] + short[k] as usize;
         }
     }
     if !any_short {
@@ -1989,7 +1990,7 @@ fn relax(
     let mut code = old;
     let (mut from, mut to) = (0, 0);
     for (k, c) in cands.iter().enumerate() {
-        if !short[k] {
+        if short[k] == 0 {
             continue;
         }
         code.copy_within(from..c.start, to);
@@ -2014,7 +2015,7 @@ fn relax(
         fx.0 -= saved[fx.3 as usize] as u32;
     }
     for (k, c) in cands.iter().enumerate() {
-        if short[k] {
+        if short[k] != 0 {
             // Now `op rel8`: the displacement follows the one-byte opcode.
             let fx = &mut fixups[c.fixup];
             fx.0 = (c.start - saved[k] + 1) as u32;
