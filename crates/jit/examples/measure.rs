@@ -128,6 +128,41 @@ fn main() {
         println!("{k} compiles");
         return;
     }
+    if std::env::args().any(|a| a == "--forms") {
+        // Lowering time per instruction of one form, 1,000 of it in a row.
+        let h = Helpers::new();
+        for (name, line) in [
+            ("add64 reg", "add %r1, %r2"),
+            ("add64 imm", "add %r1, 7"),
+            ("mov64 imm", "mov %r1, 7"),
+            ("mov32 reg", "mov32 %r1, %r2"),
+            ("lsh64 imm", "lsh %r1, 3"),
+            ("stack load", "ldxdw %r1, [%r10-8]"),
+            ("stack store", "stxdw [%r10-8], %r1"),
+            ("checked load", "ldxw %r1, [%r6+4]"),
+            ("jeq imm (forward)", "jeq %r1, 7, +1"),
+            ("ja back", "ja -1"),
+        ] {
+            // `--forms NAME`: only the forms whose names start with NAME.
+            let only = std::env::args().skip_while(|a| a != "--forms").nth(1);
+            if only.is_some_and(|o| !name.starts_with(o.as_str())) {
+                continue;
+            }
+            let mut text = String::from("mov %r1, 1\nmov %r2, 1\nmov %r6, 1\n");
+            for _ in 0..1000 {
+                text += line;
+                text.push('\n');
+            }
+            text += "exit\nexit\n";
+            let p = prog(&text);
+            let t = time(|| match Jit::builder().lower_only().build(&p, &h) {
+                Err(bpfkit_jit::CompileError::TooLarge { insns }) => insns as u64,
+                _ => unreachable!(),
+            });
+            println!("{name:<20} {:>6.1} ns per instruction", t / 1000.0);
+        }
+        return;
+    }
     let helper_only = std::env::args().any(|a| a == "--profile-helper");
     if helper_only || std::env::args().any(|a| a == "--profile-trivial") {
         // For `perf record`: run `r0 = 1; exit` (or one helper call) for 3 s.

@@ -2006,10 +2006,12 @@ fn relax(
     code.copy_within(from..len, to);
     to += len - from;
     code.truncate(to);
+    // Unbound labels have `label_k` 0 and `saved[0]` is 0: no test needed
+    // (and `min` spares the bounds check: this loop covers every label).
+    let last = cands.len();
+    let saved = &saved[..=last];
     for (l, &k) in labels.iter_mut().zip(label_k) {
-        if *l != UNBOUND {
-            *l -= saved[k as usize] as u32;
-        }
+        *l -= saved[(k as usize).min(last)] as u32;
     }
     for fx in fixups.iter_mut() {
         fx.0 -= saved[fx.3 as usize] as u32;
