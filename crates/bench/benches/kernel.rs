@@ -416,12 +416,21 @@ fn compile_loop(n: usize) {
     let helpers = Helpers::new();
     // FNV-1a over the code of every program, to check that a change to the
     // compiler leaves the generated code as it was.
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    for p in &progs {
-        for &b in Jit::new(p, &helpers).unwrap().code().bytes() {
-            hash = (hash ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    // Two passes: the compiler keeps per-thread state between compiles
+    // (buffers, recorded routines), and a second compile must not differ.
+    let mut hashes = [0xcbf2_9ce4_8422_2325u64; 2];
+    for hash in &mut hashes {
+        for p in &progs {
+            for &b in Jit::new(p, &helpers).unwrap().code().bytes() {
+                *hash = (*hash ^ b as u64).wrapping_mul(0x100_0000_01b3);
+            }
         }
     }
+    let hash = if hashes[0] == hashes[1] {
+        format!("{:016x}", hashes[0])
+    } else {
+        format!("{:016x} then {:016x} (DIFFERENT)", hashes[0], hashes[1])
+    };
     let mut bytes = 0usize;
     for _ in 0..n {
         for p in &progs {
@@ -429,7 +438,7 @@ fn compile_loop(n: usize) {
         }
     }
     println!(
-        "{n} rounds of {} compiles, {bytes} code bytes, code hash {hash:016x}",
+        "{n} rounds of {} compiles, {bytes} code bytes, code hash {hash}",
         progs.len()
     );
 }

@@ -520,13 +520,155 @@ impl<'a> Emitter<'a> {
     /// program body is emitted by now, and the trap stubs, emitted next,
     /// only refer to `L_TRAP` (about 300 bytes of encoding saved on a
     /// program without helper calls or checked accesses).
-    fn shared_routines(&mut self) {
+    ///
+    /// Their emission depends only on which of them are needed (the
+    /// [`Routines::key`]): every jump in them goes to one of them or to
+    /// the epilogue, which is emitted later. So it is recorded once per
+    /// thread and key (bytes, fixups, shrink candidates, label bindings,
+    /// relative to where it started) and replayed afterwards, which costs
+    /// a copy where encoding ~90 instructions was a tenth of lowering a
+    /// small program. The result is the same bytes and metadata (tested by
+    /// `shared_routines_replay_as_emitted`).
+    fn shared_routines(&mut self, cache: &mut Vec<Routines>) {
         let slow = self.used_slow != 0;
         let trap_mem = slow || self.referenced(L_TRAP_MEM);
         let check_mem = slow || self.referenced(L_CHECK_MEM);
         let trap = trap_mem || !self.cold.is_empty() || self.referenced(L_TRAP);
         let stop0 = self.referenced(L_STOP0);
         let helper = self.referenced(L_HELPER);
+        let key = trap as u16
+            | (trap_mem as u16) << 1
+            | (stop0 as u16) << 2
+            | (check_mem as u16) << 3
+            | (helper as u16) << 4
+            | (self.used_slow as u16) << 5;
+        if let Some(r) = cache.iter().find(|r| r.key == key) {
+            self.replay(r);
+            return;
+        }
+        let mark = self.mark();
+        self.emit_routines(trap, trap_mem, stop0, check_mem, helper);
+        if let Some(r) = self.record(key, &mark) {
+            cache.push(r);
+        }
+    }
+
+    /// Where the emission stands (see [`Emitter::record`]).
+    fn mark(&self) -> Mark {
+        let mut bound = 0u32;
+        for l in 0..FIXED {
+            if self.labels[self.n + 1 + l] != UNBOUND {
+                bound |= 1 << l;
+            }
+        }
+        Mark {
+            pos: self.a.pos(),
+            fixups: self.fixups.len(),
+            cands: self.shrink.len(),
+            labels: self.labels.len(),
+            bound,
+        }
+    }
+
+    /// What was emitted since `m`, relative to it; `None` when it refers
+    /// to an instruction's label (then it cannot be replayed elsewhere).
+    fn record(&self, key: u16, m: &Mark) -> Option<Routines> {
+        let fixed0 = self.n + 1;
+        let enc = |l: usize| -> Option<u32> {
+            if l >= m.labels {
+                Some((FIXED + l - m.labels) as u32)
+            } else if l >= fixed0 {
+                Some((l - fixed0) as u32)
+            } else {
+                None
+            }
+        };
+        let mut fixups = Vec::with_capacity(self.fixups.len() - m.fixups);
+        for &(at, width, label, k) in &self.fixups[m.fixups..] {
+            fixups.push((
+                at - m.pos as u32,
+                width,
+                enc(label as usize)?,
+                k - m.cands as u32,
+            ));
+        }
+        let cands = self.shrink[m.cands..]
+            .iter()
+            .map(|c| (c.start - m.pos, c.cc, c.fixup - m.fixups))
+            .collect();
+        let mut binds = Vec::new();
+        for l in 0..FIXED {
+            let at = self.labels[fixed0 + l];
+            if m.bound & 1 << l == 0 && at != UNBOUND {
+                let k = self.label_k[fixed0 + l] - m.cands as u32;
+                binds.push((l as u32, at - m.pos as u32, k));
+            }
+        }
+        for l in m.labels..self.labels.len() {
+            let at = self.labels[l];
+            if at != UNBOUND {
+                let k = self.label_k[l] - m.cands as u32;
+                binds.push((enc(l)?, at - m.pos as u32, k));
+            }
+        }
+        Some(Routines {
+            key,
+            bytes: self.a.buf[m.pos..].to_vec(),
+            fixups,
+            cands,
+            binds,
+            new_labels: (self.labels.len() - m.labels) as u32,
+            refs: self.refs,
+        })
+    }
+
+    /// Appends a recording made by [`Emitter::record`].
+    fn replay(&mut self, r: &Routines) {
+        let m = self.mark();
+        let fixed0 = self.n + 1;
+        let dec = move |l: u32| -> usize {
+            if (l as usize) < FIXED {
+                fixed0 + l as usize
+            } else {
+                m.labels + l as usize - FIXED
+            }
+        };
+        self.a.buf.extend_from_slice(&r.bytes);
+        for _ in 0..r.new_labels {
+            self.labels.push(UNBOUND);
+            self.label_k.push(0);
+        }
+        for &(l, at, k) in &r.binds {
+            let l = dec(l);
+            self.labels[l] = m.pos as u32 + at;
+            self.label_k[l] = m.cands as u32 + k;
+        }
+        for &(at, width, label, k) in &r.fixups {
+            self.fixups.push((
+                m.pos as u32 + at,
+                width,
+                dec(label) as u32,
+                m.cands as u32 + k,
+            ));
+        }
+        for &(start, cc, fixup) in &r.cands {
+            self.shrink.push(Candidate {
+                start: m.pos + start,
+                cc,
+                fixup: m.fixups + fixup,
+            });
+        }
+        self.refs |= r.refs;
+    }
+
+    fn emit_routines(
+        &mut self,
+        trap: bool,
+        trap_mem: bool,
+        stop0: bool,
+        check_mem: bool,
+        helper: bool,
+    ) {
         if trap {
             // Trap with rcx = status, rdx = instruction index.
             let l = self.fixed(L_TRAP);
@@ -567,7 +709,35 @@ impl<'a> Emitter<'a> {
             self.helper_routine();
         }
     }
+}
 
+/// Where an emission stands: code length, counts of fixups, shrink
+/// candidates and labels, and which fixed labels are bound.
+struct Mark {
+    pos: usize,
+    fixups: usize,
+    cands: usize,
+    labels: usize,
+    bound: u32,
+}
+
+/// A recorded emission of the shared routines (see
+/// `Emitter::shared_routines`), everything relative to where it started.
+/// Labels: below `FIXED` a fixed label, from `FIXED` on the labels the
+/// emission created, in order.
+pub(crate) struct Routines {
+    key: u16,
+    bytes: Vec<u8>,
+    fixups: Vec<Fixup>,
+    /// (start, condition, fixup) of each shrink candidate.
+    cands: Vec<(usize, Option<Cc>, usize)>,
+    /// (label, position, candidates before it) of each label bound.
+    binds: Vec<(u32, u32, u32)>,
+    new_labels: u32,
+    refs: u32,
+}
+
+impl<'a> Emitter<'a> {
     /// Region check: rax = address, rcx = size, rdx = 1 for a write.
     /// Out: edx = 0 when some region allows the access. Keeps rax and
     /// every eBPF register.
@@ -1705,6 +1875,9 @@ pub(crate) struct Scratch {
     target_k: Vec<u32>,
     dist: Vec<usize>,
     open: Vec<u32>,
+    /// Recorded emissions of the shared routines, by key (at most a few
+    /// dozen combinations occur).
+    routines: Vec<Routines>,
 }
 
 /// Largest buffer (bytes) a [`Scratch`] keeps between compiles.
@@ -1856,7 +2029,9 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool, s: &mut Scratch) -> Optio
     e.bind(n);
     let l = e.trap_stub(status::FELL_OFF, n);
     e.jmp(l);
-    e.shared_routines();
+    let mut routines = std::mem::take(&mut s.routines);
+    e.shared_routines(&mut routines);
+    s.routines = routines;
     e.emit_cold();
     let entry_label = e.new_label();
     e.bind(entry_label);
@@ -2034,4 +2209,109 @@ fn relax(
         assert!(ok, "displacement out of range after relaxation");
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bpfkit_isa::asm::{assemble, Syntax};
+
+    fn prog(text: &str) -> Program {
+        Program::from_insns(assemble(text, Syntax::Ubpf).unwrap()).unwrap()
+    }
+
+    /// Code, entry, offsets, budget credits and sites of a lowering.
+    type Outcome = (Vec<u8>, u32, Vec<u32>, Vec<u32>, Vec<(u32, u32)>);
+
+    /// Everything a lowering produces, comparable.
+    fn outcome(l: &Lowered) -> Outcome {
+        (
+            l.code.clone(),
+            l.entry,
+            l.offsets.clone(),
+            l.adj.clone(),
+            l.sites.clone(),
+        )
+    }
+
+    /// The per-thread state (scratch buffers, recorded shared routines)
+    /// changes nothing: every program lowers the same in a fresh thread
+    /// (routines emitted) and after all the others in one thread (routines
+    /// replayed, buffers reused), in each mode.
+    #[test]
+    fn shared_routines_replay_as_emitted() {
+        let texts = [
+            "mov %r0, 1\nexit",
+            "ldxw %r0, [%r1+4]\nstxb [%r1+1], %r0\nexit",
+            "ldxdw %r0, [%r1]\nstxdw [%r1+8], %r0\nldxh %r2, [%r1+2]\nstxw [%r1+12], %r2\nexit",
+            "mov %r1, 3\ncall 1\nexit",
+            "ldabsb 3\nldindh %r1, 2\nexit",
+            "mov %r6, 4\nloop:\ncall local f\nsub %r6, 1\njne %r6, 0, loop\nexit\nf:\nldxb %r0, [%r10-1]\nexit",
+        ];
+        let mut h = Helpers::new();
+        h.register(1, |_e, a| Ok(a[0]));
+        let inputs = || -> Vec<(bool, bool, Option<u64>)> {
+            vec![
+                (true, false, None),
+                (false, false, None),
+                (true, true, None),
+                (true, false, Some(0x1234_5678_9abc_def1)),
+            ]
+        };
+        let mut progs: Vec<Program> = texts.iter().map(|t| prog(t)).collect();
+        // Forward jumps that stay long, others that shrink.
+        let mut long = String::from("mov %r0, 0\njeq %r1, 0, +31\n");
+        for k in 0..31 {
+            long += if k % 2 == 0 {
+                "ldxw %r0, [%r1+4]\n"
+            } else {
+                "jne %r0, 7, +1\n"
+            };
+        }
+        long += "exit";
+        progs.push(prog(&long));
+        // `callx` (no ubpf syntax): a helper id in r1.
+        progs.push(
+            Program::from_insns(vec![
+                Insn::LoadImm64 {
+                    dst: Reg::R1,
+                    imm: Imm64::Value(1),
+                },
+                Insn::Callx(Reg::R1),
+                Insn::Exit,
+            ])
+            .unwrap(),
+        );
+        let lower_one = |p: &Program, (checked, budget, blind): (bool, bool, Option<u64>)| {
+            let input = LowerInput {
+                prog: p,
+                helpers: &h,
+                resolver: None,
+                budget,
+                checked,
+                blind,
+            };
+            outcome(&lower(&input))
+        };
+        let mut fresh = Vec::new();
+        for p in &progs {
+            for mode in inputs() {
+                // A new thread has no recorded routines and no buffers.
+                let got = std::thread::scope(|s| s.spawn(|| lower_one(p, mode)).join().unwrap());
+                fresh.push(got);
+            }
+        }
+        // One thread, every program twice over.
+        let mut k = 0;
+        for round in 0..2 {
+            for p in &progs {
+                for mode in inputs() {
+                    let got = lower_one(p, mode);
+                    let want = &fresh[k % fresh.len()];
+                    assert_eq!(&got, want, "round {round}, program {k}");
+                    k += 1;
+                }
+            }
+        }
+    }
 }
