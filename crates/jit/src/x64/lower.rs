@@ -2113,14 +2113,13 @@ fn relax(
     // distance is then `dist - (saved[target_k] - saved[k])`.
     let target_k = &mut s.target_k;
     target_k.clear();
-    target_k.extend(cands.iter().map(|c| label_k[fixups[c.fixup].2 as usize]));
     let dist = &mut s.dist;
     dist.clear();
-    dist.extend(
-        cands
-            .iter()
-            .map(|c| (labels[fixups[c.fixup].2 as usize] as usize).wrapping_sub(c.start + 2)),
-    );
+    for c in cands {
+        let t = fixups[c.fixup].2 as usize;
+        target_k.push(label_k[t]);
+        dist.push((labels[t] as usize).wrapping_sub(c.start + 2));
+    }
     // The candidates still long, visited each round.
     let open = &mut s.open;
     open.clear();
@@ -2144,8 +2143,11 @@ fn relax(
         }
         any_short = true;
         open.retain(|&k| short[k as usize] == 0);
-        for k in 0..cands.len() {
-            saved[k + 1] = saved[k] + short[k] as usize;
+        // A running sum (reading `saved[k]` back would wait on the store).
+        let mut acc = 0;
+        for (k, &g) in short.iter().enumerate() {
+            acc += g as usize;
+            saved[k + 1] = acc;
         }
     }
     if !any_short {
@@ -2174,6 +2176,11 @@ fn relax(
             Some(cc) => 0x70 + cc as u8,
             None => 0xeb,
         };
+        // Now `op rel8`: the displacement follows the one-byte opcode, at
+        // `to + 1` once the shift below (by `saved[fx.3]`) is undone.
+        let fx = &mut fixups[c.fixup];
+        fx.0 = (to + 1 + saved[fx.3 as usize]) as u32;
+        fx.1 = 1;
         to += 2;
         from = c.start + long_len(c);
     }
@@ -2189,22 +2196,12 @@ fn relax(
         *l -= saved[(k as usize).min(last)] as u32;
     }
     for fx in fixups.iter_mut() {
-        fx.0 -= saved[fx.3 as usize] as u32;
-    }
-    for (k, c) in cands.iter().enumerate() {
-        if short[k] != 0 {
-            // Now `op rel8`: the displacement follows the one-byte opcode.
-            let fx = &mut fixups[c.fixup];
-            fx.0 = (c.start - saved[k] + 1) as u32;
-            fx.1 = 1;
-        }
-    }
-    for &(at, width, label, _) in fixups.iter() {
+        fx.0 -= saved[(fx.3 as usize).min(last)] as u32;
         let ok = patch_rel(
             &mut code,
-            at as usize,
-            width as usize,
-            labels[label as usize] as usize,
+            fx.0 as usize,
+            fx.1 as usize,
+            labels[fx.2 as usize] as usize,
         );
         assert!(ok, "displacement out of range after relaxation");
     }
