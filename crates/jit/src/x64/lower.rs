@@ -318,14 +318,6 @@ impl<'a> Emitter<'a> {
         self.branch(Some(cc), label);
     }
 
-    /// A forward `jcc rel8` to a label known to be bound within 127 bytes
-    /// (no shrink candidate; relaxation only shortens the distance).
-    fn jcc_near(&mut self, cc: Cc, label: usize) {
-        let at = self.a.jcc(cc, false);
-        let k = self.shrink.len();
-        self.fixups.push((at as u32, 1, label as u32, k as u32));
-    }
-
     fn call(&mut self, label: usize) {
         let at = self.a.call_rel32();
         let k = self.shrink.len();
@@ -367,39 +359,6 @@ impl<'a> Emitter<'a> {
     /// check: `[rbp + off]` directly when provably inside the stack,
     /// otherwise `[rax]` after inline stack and last-region checks and, when
     /// both miss, a call to the region walk.
-    /// Flags for `jbe ok` when `[rax, rax + n)` lies in the stack buffer
-    /// (one subtraction, one compare; clobbers rdx).
-    fn stack_test(&mut self, n: i32) {
-        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
-        self.a.alu_r_rm(
-            Sz::B64,
-            Alu::Sub,
-            Gpr::Rdx,
-            field(offset_of!(Ctx, stack_start)),
-        );
-        self.a.alu_rm_i(
-            Sz::B64,
-            Alu::Cmp,
-            Rm::Reg(Gpr::Rdx),
-            (STACK_SIZE * MAX_CALL_FRAMES) as i32 - n,
-        );
-    }
-
-    /// Flags for `jb ok` when `[rax, rax + n)` lies in the region the last
-    /// region walk found for this direction (`off < len - size + 1`,
-    /// precomputed per size; clobbers rdx).
-    fn hot_test(&mut self, n: i32, write: bool) {
-        let hot = if write {
-            offset_of!(Ctx, hot_w)
-        } else {
-            offset_of!(Ctx, hot_r)
-        };
-        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
-        self.a.alu_r_rm(Sz::B64, Alu::Sub, Gpr::Rdx, field(hot));
-        let lim = hot + 8 + 8 * (n as u32).trailing_zeros() as usize;
-        self.a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rdx, field(lim));
-    }
-
     fn mem_operand(&mut self, base: Reg, off: i16, size: Size, write: bool, idx: usize) -> Mem {
         let n = size.bytes() as i32;
         let off = off as i32;
@@ -419,18 +378,13 @@ impl<'a> Emitter<'a> {
         // (which can only get here when the program writes r10 or the
         // offset leaves the frame), the cached region for any other base
         // (packet, context, map values; stack pointers copied into other
-        // registers pay five more instructions).
-        if base == Reg::R10 {
-            self.stack_test(n);
-            self.jcc_near(Cc::Be, ok);
-            self.hot_test(n, write);
-            self.jcc_near(Cc::B, ok);
-        } else {
-            self.hot_test(n, write);
-            self.jcc_near(Cc::B, ok);
-            self.stack_test(n);
-            self.jcc_near(Cc::Be, ok);
-        }
+        // registers pay five more instructions). Both tests and their jumps
+        // to `ok` (just after the call below) are the same bytes for every
+        // access of one size, direction and order: copied from
+        // `access_checks`.
+        self.a
+            .buf
+            .extend_from_slice(access_checks(n, write, base == Reg::R10));
         // Neither: walk the regions. The return address identifies the
         // access if it faults (`Lowered::sites`).
         self.used_slow |= 1 << slow_index(n as u8, write);
@@ -1660,6 +1614,75 @@ impl<'a> Emitter<'a> {
     }
 }
 
+/// Flags for `jbe ok` when `[rax, rax + n)` lies in the stack buffer
+/// (one subtraction, one compare; clobbers rdx).
+fn stack_test(a: &mut Asm, n: i32) {
+    a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
+    a.alu_r_rm(
+        Sz::B64,
+        Alu::Sub,
+        Gpr::Rdx,
+        field(offset_of!(Ctx, stack_start)),
+    );
+    a.alu_rm_i(
+        Sz::B64,
+        Alu::Cmp,
+        Rm::Reg(Gpr::Rdx),
+        (STACK_SIZE * MAX_CALL_FRAMES) as i32 - n,
+    );
+}
+
+/// Flags for `jb ok` when `[rax, rax + n)` lies in the region the last
+/// region walk found for this direction (`off < len - size + 1`,
+/// precomputed per size; clobbers rdx).
+fn hot_test(a: &mut Asm, n: i32, write: bool) {
+    let hot = if write {
+        offset_of!(Ctx, hot_w)
+    } else {
+        offset_of!(Ctx, hot_r)
+    };
+    a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
+    a.alu_r_rm(Sz::B64, Alu::Sub, Gpr::Rdx, field(hot));
+    let lim = hot + 8 + 8 * (n as u32).trailing_zeros() as usize;
+    a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rdx, field(lim));
+}
+
+/// The inline checks of a checked access of `n` bytes, between its `lea
+/// rax` and its slow-path `call rel32` (5 bytes): the stack test and the
+/// cached-region test (stack first for an r10 base), each followed by a
+/// `jcc rel8` to just after that call. Encoded once per size, direction
+/// and order (a tenth of lowering a checked access was encoding them).
+fn access_checks(n: i32, write: bool, r10_first: bool) -> &'static [u8] {
+    static ALL: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    let all = ALL.get_or_init(|| {
+        let mut all = Vec::with_capacity(16);
+        for k in 0..16 {
+            let (n, write, r10_first) = (1i32 << (k >> 2), k & 2 != 0, k & 1 != 0);
+            let mut a = Asm::new();
+            let (d1, d2) = if r10_first {
+                stack_test(&mut a, n);
+                let d1 = a.jcc(Cc::Be, false);
+                hot_test(&mut a, n, write);
+                (d1, a.jcc(Cc::B, false))
+            } else {
+                hot_test(&mut a, n, write);
+                let d1 = a.jcc(Cc::B, false);
+                stack_test(&mut a, n);
+                (d1, a.jcc(Cc::Be, false))
+            };
+            let ok = a.pos() + 5;
+            for d in [d1, d2] {
+                let fits = patch_rel(&mut a.buf, d, 1, ok);
+                debug_assert!(fits, "the checks fit a rel8");
+            }
+            all.push(a.buf);
+        }
+        all
+    });
+    let k = (n as u32).trailing_zeros() as usize * 4 + 2 * write as usize + r10_first as usize;
+    &all[k]
+}
+
 /// A source operand on the host: an immediate or a host register.
 #[derive(Clone, Copy)]
 enum Opnd {
@@ -2212,6 +2235,34 @@ fn relax(
 mod tests {
     use super::*;
     use bpfkit_isa::asm::{assemble, Syntax};
+
+    /// The copied checks are the two tests, each with a short jump to just
+    /// after the 5-byte slow-path call that follows them.
+    #[test]
+    fn access_checks_jump_past_the_slow_call() {
+        use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+        for n in [1, 2, 4, 8] {
+            for write in [false, true] {
+                for r10_first in [false, true] {
+                    let t = access_checks(n, write, r10_first);
+                    let mut d = Decoder::with_ip(64, t, 0, DecoderOptions::NONE);
+                    let got: Vec<_> = d.iter().collect();
+                    let m: Vec<Mnemonic> = got.iter().map(|i| i.mnemonic()).collect();
+                    let (first, second) = if r10_first {
+                        (Mnemonic::Jbe, Mnemonic::Jb)
+                    } else {
+                        (Mnemonic::Jb, Mnemonic::Jbe)
+                    };
+                    use Mnemonic::{Cmp, Mov, Sub};
+                    assert_eq!(m, [Mov, Sub, Cmp, first, Mov, Sub, Cmp, second]);
+                    for j in [&got[3], &got[7]] {
+                        assert_eq!(j.len(), 2, "rel8");
+                        assert_eq!(j.near_branch_target(), t.len() as u64 + 5);
+                    }
+                }
+            }
+        }
+    }
 
     fn prog(text: &str) -> Program {
         Program::from_insns(assemble(text, Syntax::Ubpf).unwrap()).unwrap()
