@@ -490,20 +490,42 @@ impl<'a> Emitter<'a> {
         let trap = trap_mem || !self.cold.is_empty() || self.referenced(L_TRAP);
         let stop0 = self.referenced(L_STOP0);
         let helper = self.referenced(L_HELPER);
-        let key = trap as u16
-            | (trap_mem as u16) << 1
-            | (stop0 as u16) << 2
-            | (check_mem as u16) << 3
-            | (helper as u16) << 4
-            | (self.used_slow as u16) << 5;
+        let key = trap as u64
+            | (trap_mem as u64) << 1
+            | (stop0 as u64) << 2
+            | (check_mem as u64) << 3
+            | (helper as u64) << 4
+            | (self.used_slow as u64) << 5;
+        self.cached(cache, key, |e| {
+            e.emit_routines(trap, trap_mem, stop0, check_mem, helper)
+        });
+    }
+
+    /// The entry ([`Emitter::prologue`]), recorded and replayed like the
+    /// shared routines: it depends only on the registers the program
+    /// names and whether it calls helpers or subprograms (its one jump is
+    /// the call of instruction 0).
+    fn entry(&mut self, cache: &mut Vec<Routines>) {
+        let key = 1 << 63
+            | self.used as u64
+            | (self.local_calls as u64) << 16
+            | (self.helper_calls as u64) << 17;
+        self.cached(cache, key, |e| e.prologue());
+    }
+
+    /// `emit`, or its recording for `key` (see `shared_routines`); a
+    /// thread keeps at most [`ROUTINES_KEPT`] recordings.
+    fn cached(&mut self, cache: &mut Vec<Routines>, key: u64, emit: impl FnOnce(&mut Self)) {
         if let Some(r) = cache.iter().find(|r| r.key == key) {
             self.replay(r);
             return;
         }
         let mark = self.mark();
-        self.emit_routines(trap, trap_mem, stop0, check_mem, helper);
-        if let Some(r) = self.record(key, &mark) {
-            cache.push(r);
+        emit(self);
+        if cache.len() < ROUTINES_KEPT {
+            if let Some(r) = self.record(key, &mark) {
+                cache.push(r);
+            }
         }
     }
 
@@ -525,14 +547,17 @@ impl<'a> Emitter<'a> {
     }
 
     /// What was emitted since `m`, relative to it; `None` when it refers
-    /// to an instruction's label (then it cannot be replayed elsewhere).
-    fn record(&self, key: u16, m: &Mark) -> Option<Routines> {
+    /// to an instruction's label other than instruction 0's (the only one
+    /// every program has).
+    fn record(&self, key: u64, m: &Mark) -> Option<Routines> {
         let fixed0 = self.n + 1;
         let enc = |l: usize| -> Option<u32> {
             if l >= m.labels {
                 Some((FIXED + l - m.labels) as u32)
             } else if l >= fixed0 {
                 Some((l - fixed0) as u32)
+            } else if l == 0 {
+                Some(INSN0)
             } else {
                 None
             }
@@ -581,7 +606,9 @@ impl<'a> Emitter<'a> {
         let m = self.mark();
         let fixed0 = self.n + 1;
         let dec = move |l: u32| -> usize {
-            if (l as usize) < FIXED {
+            if l == INSN0 {
+                0
+            } else if (l as usize) < FIXED {
                 fixed0 + l as usize
             } else {
                 m.labels + l as usize - FIXED
@@ -665,6 +692,13 @@ impl<'a> Emitter<'a> {
     }
 }
 
+/// Instruction 0's label in a [`Routines`] recording.
+const INSN0: u32 = u32::MAX;
+
+/// Most recordings a thread keeps (the routines have a few dozen useful
+/// combinations, the entry one per set of named registers).
+const ROUTINES_KEPT: usize = 64;
+
 /// Where an emission stands: code length, counts of fixups, shrink
 /// candidates and labels, and which fixed labels are bound.
 struct Mark {
@@ -675,12 +709,14 @@ struct Mark {
     bound: u32,
 }
 
-/// A recorded emission of the shared routines (see
+/// A recorded emission of the shared routines or the entry (see
 /// `Emitter::shared_routines`), everything relative to where it started.
-/// Labels: below `FIXED` a fixed label, from `FIXED` on the labels the
-/// emission created, in order.
+/// Labels: below `FIXED` a fixed label, [`INSN0`] instruction 0's, from
+/// `FIXED` on the labels the emission created, in order.
 pub(crate) struct Routines {
-    key: u16,
+    /// Shared routines: which are needed; entry: bit 63 and what it
+    /// depends on.
+    key: u64,
     bytes: Vec<u8>,
     fixups: Vec<Fixup>,
     /// (start, condition, fixup) of each shrink candidate.
@@ -2054,11 +2090,11 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool, s: &mut Scratch) -> Optio
     e.jmp(l);
     let mut routines = std::mem::take(&mut s.routines);
     e.shared_routines(&mut routines);
-    s.routines = routines;
     e.emit_cold();
     let entry_label = e.new_label();
     e.bind(entry_label);
-    e.prologue();
+    e.entry(&mut routines);
+    s.routines = routines;
     let Emitter {
         a,
         mut labels,
