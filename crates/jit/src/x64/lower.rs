@@ -87,6 +87,13 @@
 //!   while emitting; `[r10 + const]` accesses are emitted unchecked on the
 //!   assumption that r10 is never written, and the pass starts over with
 //!   checks in the rare case that an instruction writes r10.
+//! - What does not depend on the program is not redone per compile: the
+//!   working buffers (code, labels, fixups, relaxation state) are kept per
+//!   thread (`Scratch`); the shared routines and the entry, which depend
+//!   only on a few flags, are emitted once per thread and flag set and
+//!   then replayed from a recording (`Routines`); the inline checks of a
+//!   checked access are encoded once per size, direction and order
+//!   (`access_checks`). The generated code is the same as without them.
 
 use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz, Unary};
 use crate::Ctx;
