@@ -1447,6 +1447,7 @@ impl<'a> Emitter<'a> {
 
     /// An ALU instruction with its eBPF source, blinding the immediate
     /// when asked (shift counts are one byte and stay as they are).
+    #[inline(always)]
     fn alu_insn(&mut self, width: Width, op: AluOp, d: Gpr, src: Src) {
         match src {
             Src::Reg(r) => self.alu(width, op, d, Opnd::Reg(hr(r))),
