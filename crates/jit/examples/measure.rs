@@ -163,6 +163,37 @@ fn main() {
         }
         return;
     }
+    if std::env::args().any(|a| a == "--fixed") {
+        // The fixed cost of a compile, split: lowering `r0 = 1; exit`,
+        // publishing (and dropping) its 68 bytes, and the whole compile
+        // (and drop), interleaved; medians of 20,000 each.
+        let p = prog(PROGRAMS[6].1);
+        let h = Helpers::new();
+        let code = vec![0xc3u8; 68];
+        let mut t = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..20_000 {
+            let t0 = Instant::now();
+            black_box(Jit::builder().lower_only().build(&p, &h).err());
+            let t1 = Instant::now();
+            black_box(bpfkit_jit::memory::publish(&code).unwrap());
+            let t2 = Instant::now();
+            black_box(Jit::new(&p, &h).unwrap());
+            let t3 = Instant::now();
+            t[0].push((t1 - t0).as_nanos());
+            t[1].push((t2 - t1).as_nanos());
+            t[2].push((t3 - t2).as_nanos());
+        }
+        let med = |v: &mut Vec<u128>| {
+            v.sort_unstable();
+            v[v.len() / 2] as f64 / 1000.0
+        };
+        let [a, b, c] = t.each_mut().map(med);
+        println!(
+            "trivial compile {c:.2} us: lowering {a:.2} us, publish + drop {b:.2} us, rest {:.2} us (medians)",
+            c - a - b
+        );
+        return;
+    }
     let helper_only = std::env::args().any(|a| a == "--profile-helper");
     if helper_only || std::env::args().any(|a| a == "--profile-trivial") {
         // For `perf record`: run `r0 = 1; exit` (or one helper call) for 3 s.

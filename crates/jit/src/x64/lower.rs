@@ -527,7 +527,12 @@ impl<'a> Emitter<'a> {
             self.replay(r);
             return;
         }
-        let mark = self.mark();
+        let mut mark = self.mark();
+        for l in 0..FIXED {
+            if self.labels[self.n + 1 + l] != UNBOUND {
+                mark.bound |= 1 << l;
+            }
+        }
         emit(self);
         if cache.len() < ROUTINES_KEPT {
             if let Some(r) = self.record(key, &mark) {
@@ -536,20 +541,15 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    /// Where the emission stands (see [`Emitter::record`]).
+    /// Where the emission stands (see [`Emitter::record`]; `bound` is
+    /// left empty, only a recording needs it).
     fn mark(&self) -> Mark {
-        let mut bound = 0u32;
-        for l in 0..FIXED {
-            if self.labels[self.n + 1 + l] != UNBOUND {
-                bound |= 1 << l;
-            }
-        }
         Mark {
             pos: self.a.pos(),
             fixups: self.fixups.len(),
             cands: self.shrink.len(),
             labels: self.labels.len(),
-            bound,
+            bound: 0,
         }
     }
 
