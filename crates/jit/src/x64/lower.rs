@@ -267,6 +267,12 @@ struct Emitter<'a> {
     frame_calls: bool,
     /// Fixed routines referenced so far (bit per `L_*` label).
     refs: u32,
+    /// The instruction being lowered.
+    cur: usize,
+    /// Forward jumps to instructions at most this many bytes away by
+    /// [`near_bytes`] are emitted short at once (see
+    /// [`Emitter::near_target`]; 0: none).
+    near_limit: usize,
 }
 
 const UNBOUND: u32 = u32::MAX;
@@ -300,7 +306,11 @@ impl<'a> Emitter<'a> {
     fn branch(&mut self, cc: Option<Cc>, label: usize) {
         let start = self.a.pos();
         let t = self.labels[label];
-        let long = t == UNBOUND || i8::try_from(t as i64 - (start + 2) as i64).is_err();
+        let long = if t == UNBOUND {
+            !(self.near_limit > 0 && label <= self.n && self.near_target(label))
+        } else {
+            i8::try_from(t as i64 - (start + 2) as i64).is_err()
+        };
         let at = match cc {
             Some(cc) => self.a.jcc(cc, long),
             None => self.a.jmp(long),
@@ -319,6 +329,31 @@ impl<'a> Emitter<'a> {
 
     fn jmp(&mut self, label: usize) {
         self.branch(None, label);
+    }
+
+    /// Whether a jump emitted now, at the end of instruction `self.cur`,
+    /// to the label of instruction `t` (later) surely reaches it with a
+    /// rel8: the instructions in between take at most 127 bytes by the
+    /// bounds of [`near_bytes`]. Such a jump is emitted short at once, not
+    /// as a shrink candidate, which saves relaxation its bookkeeping and a
+    /// copy per jump (the most common forward jump skips a few
+    /// instructions). Relaxation would have shrunk it as well, so the code
+    /// is the same; should a bound ever be wrong, `relax` finds the
+    /// displacement out of range and the program is lowered again without
+    /// this (`Retry::Far`).
+    fn near_target(&self, t: usize) -> bool {
+        let between = self.input.prog.insns().get(self.cur + 1..t);
+        let Some(between) = between.filter(|b| b.len() <= NEAR_SCAN) else {
+            return false;
+        };
+        let mut bytes = 0;
+        for insn in between {
+            bytes += near_bytes(insn, self.input.checked, self.r10_fixed);
+            if bytes > self.near_limit {
+                return false;
+            }
+        }
+        true
     }
 
     fn jcc(&mut self, cc: Cc, label: usize) {
@@ -1727,6 +1762,42 @@ fn access_checks(n: i32, write: bool, r10_first: bool) -> &'static [u8] {
     &all[k]
 }
 
+/// Most instructions [`Emitter::near_target`] looks at.
+const NEAR_SCAN: usize = 12;
+
+/// An upper bound of the bytes `insn` is lowered to, without a budget or
+/// constant blinding (where jumps are never emitted short at once): small
+/// for what is common between a jump and its target, 128 (never near) for
+/// the rest. Generous, so that improvements of a form need not touch it;
+/// `near_bounds_hold` checks every form at its longest.
+fn near_bytes(insn: &Insn, checked: bool, r10_fixed: bool) -> usize {
+    let mem = |base: Reg, off: i16, size: Size| {
+        let n = size.bytes() as i32;
+        let off = off as i32;
+        let frame = base == Reg::R10 && r10_fixed && off >= -(STACK_SIZE as i32) && off <= -n;
+        if frame || !checked {
+            16
+        } else {
+            64
+        }
+    };
+    match *insn {
+        Insn::Alu { op, .. } => match op {
+            AluOp::Div | AluOp::Mod | AluOp::Sdiv | AluOp::Smod => 64,
+            _ => 16,
+        },
+        Insn::Neg { .. } | Insn::Endian { .. } => 16,
+        Insn::LoadImm64 { .. } => 16,
+        Insn::Load { src, off, size, .. } => mem(src, off, size),
+        Insn::Store { dst, off, size, .. } => mem(dst, off, size),
+        Insn::Ja { .. } | Insn::Jmp { .. } => 16,
+        // A helper call (15 bytes) or an unknown helper's trap jump.
+        Insn::Call(_) => 32,
+        Insn::Exit => 4,
+        _ => 128,
+    }
+}
+
 /// A source operand on the host: an immediate or a host register.
 #[derive(Clone, Copy)]
 enum Opnd {
@@ -1913,12 +1984,26 @@ fn subprog_frames(prog: &Program) -> Option<Vec<(u32, u8)>> {
 /// instruction writes r10 (only programs a verifier rejects do).
 pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
     let mut s = SCRATCH.take().unwrap_or_default();
-    let l = match lower_with(input, true, &mut s) {
-        Some(l) => l,
-        None => lower_with(input, false, &mut s).expect("no assumption about r10"),
+    let (mut r10_fixed, mut near_limit) = (true, 127);
+    let l = loop {
+        match lower_with(input, r10_fixed, near_limit, &mut s) {
+            Ok(l) => break l,
+            Err(Retry::R10) => r10_fixed = false,
+            Err(Retry::Far) if near_limit > 0 => near_limit = 0,
+            Err(Retry::Far) => unreachable!("only jumps emitted near can fall short"),
+        }
     };
     SCRATCH.set(Some(s));
     l
+}
+
+/// Why [`lower_with`] must start over.
+enum Retry {
+    /// An instruction writes r10.
+    R10,
+    /// A jump emitted short at once does not reach its target (a bound of
+    /// `near_bytes` is wrong).
+    Far,
 }
 
 /// The working buffers of a lowering, kept per thread for the next one
@@ -1976,8 +2061,15 @@ pub(crate) fn recycle_code(mut code: Vec<u8>) {
     });
 }
 
-/// One emission pass; `None` when `r10_fixed` turns out to be wrong.
-fn lower_with(input: &LowerInput<'_>, r10_fixed: bool, s: &mut Scratch) -> Option<Lowered> {
+/// One emission pass; an error when `r10_fixed` or a jump emitted short
+/// at once (`near_limit`, see `Emitter::near_limit`) turns out to be
+/// wrong.
+fn lower_with(
+    input: &LowerInput<'_>,
+    r10_fixed: bool,
+    near_limit: usize,
+    s: &mut Scratch,
+) -> Result<Lowered, Retry> {
     let prog = input.prog;
     let insns = prog.insns();
     let n = insns.len();
@@ -2051,6 +2143,12 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool, s: &mut Scratch) -> Optio
         frames_known: false,
         frame_calls: false,
         refs: 0,
+        cur: 0,
+        near_limit: if input.budget || input.blind.is_some() {
+            0
+        } else {
+            near_limit
+        },
     };
     let mut info = 0u32;
     for (i, insn) in insns.iter().enumerate() {
@@ -2063,6 +2161,7 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool, s: &mut Scratch) -> Optio
             }
             e.pending += 1;
         }
+        e.cur = i;
         e.bind(i);
         match *insn {
             // The most common case without the big dispatch function (and
@@ -2074,7 +2173,7 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool, s: &mut Scratch) -> Optio
                 src,
             } => {
                 if dst == Reg::R10 && r10_fixed {
-                    return None;
+                    return Err(Retry::R10);
                 }
                 info |= 1 << dst.index();
                 if let Src::Reg(r) = src {
@@ -2085,7 +2184,7 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool, s: &mut Scratch) -> Optio
             _ => {
                 let r = regs_info(insn);
                 if r10_fixed && r & WRITES_R10 != 0 {
-                    return None;
+                    return Err(Retry::R10);
                 }
                 info |= r;
                 e.insn(i, insn)
@@ -2119,7 +2218,9 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool, s: &mut Scratch) -> Optio
         has_callx,
         ..
     } = e;
-    let code = relax(a.buf, &mut labels, &label_k, &mut fixups, &shrink, s);
+    let Some(code) = relax(a.buf, &mut labels, &label_k, &mut fixups, &shrink, s) else {
+        return Err(Retry::Far);
+    };
     let lowered = Lowered {
         code,
         entry: labels[entry_label],
@@ -2149,7 +2250,7 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool, s: &mut Scratch) -> Optio
     recycle(&mut s.target_k);
     recycle(&mut s.dist);
     recycle(&mut s.open);
-    Some(lowered)
+    Ok(lowered)
 }
 
 /// Shrinks long forward jumps that reach their target with a rel8 once
@@ -2164,7 +2265,7 @@ fn relax(
     fixups: &mut [Fixup],
     cands: &[Candidate],
     s: &mut Scratch,
-) -> Vec<u8> {
+) -> Option<Vec<u8>> {
     let long_len = |c: &Candidate| if c.cc.is_some() { 6 } else { 5 };
     // Bytes saved by each candidate: 0 while long, `long_len - 2` once short.
     let short = &mut s.short;
@@ -2226,9 +2327,13 @@ fn relax(
                 width as usize,
                 labels[label as usize] as usize,
             );
-            assert!(ok, "displacement out of range");
+            // Only a jump emitted short at once can be out of range.
+            if !ok {
+                assert_eq!(width, 1, "displacement out of range");
+                return None;
+            }
         }
-        return code;
+        return Some(code);
     }
     // Compact in place: the code only gets shorter.
     let mut code = old;
@@ -2270,15 +2375,141 @@ fn relax(
             fx.1 as usize,
             labels[fx.2 as usize] as usize,
         );
-        assert!(ok, "displacement out of range after relaxation");
+        if !ok {
+            assert_eq!(fx.1, 1, "displacement out of range after relaxation");
+            return None;
+        }
     }
-    code
+    Some(code)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use bpfkit_isa::asm::{assemble, Syntax};
+
+    fn input<'p>(p: &'p Program, h: &'p Helpers, checked: bool) -> LowerInput<'p> {
+        LowerInput {
+            prog: p,
+            helpers: h,
+            resolver: None,
+            budget: false,
+            checked,
+            blind: None,
+        }
+    }
+
+    /// `near_bytes` bounds every form at its longest (operands that take
+    /// SIB bytes, 32-bit displacements and immediates), in both modes: the
+    /// jump over the form at instruction 0 tells its size.
+    #[test]
+    fn near_bounds_hold() {
+        let forms = [
+            "add %r1, 0x12345678",
+            "mov %r1, -5",
+            "mov32 %r1, -5",
+            "lddw %r1, 0x123456789abcdef",
+            "mul %r7, 0x12345678",
+            "mul32 %r7, %r9",
+            "lsh %r1, %r2",
+            "arsh32 %r9, %r2",
+            "rsh %r9, 63",
+            "div %r1, 7",
+            "div %r1, 0x10",
+            "mod32 %r1, %r2",
+            "mod %r9, %r9",
+            "neg %r9",
+            "neg32 %r7",
+            "be16 %r1",
+            "le16 %r9",
+            "be32 %r7",
+            "be64 %r9",
+            "ldxdw %r7, [%r7+0x7fff]",
+            "ldxb %r9, [%r7-0x8000]",
+            "ldxh %r0, [%r8+3]",
+            "ldxw %r6, [%r10+8]",
+            "stdw [%r7-0x8000], 0x12345678",
+            "sth [%r9+0x100], 0x1234",
+            "stb [%r7+1], 0x12",
+            "stxb [%r9+0x1000], %r0",
+            "stxb [%r7+0x1000], %r1",
+            "stxdw [%r12+0], %r1",
+            "ldxb %r0, [%r10-512]",
+            "stdw [%r10-8], 0x12345678",
+            "stxw [%r10-256], %r9",
+            "jsgt %r9, 0x12345678, +0",
+            "jne32 %r1, %r2, +0",
+            "jset %r7, 0x12345678, +0",
+            "jslt32 %r9, -1, +0",
+            "ja +0",
+            "call 1",
+            "call 99",
+            "exit",
+        ];
+        let mut h = Helpers::new();
+        h.register(1, |_e, a| Ok(a[0]));
+        let mut s = Scratch::default();
+        for form in forms {
+            let Ok(insns) = assemble(&format!("ja end\n{form}\nend:\nexit"), Syntax::Ubpf) else {
+                continue; // a register the syntax does not have (r12)
+            };
+            let p = Program::from_insns(insns).unwrap();
+            let insn = p.insns()[1];
+            for checked in [true, false] {
+                let r10_fixed = !p.insns().iter().any(|i| regs_info(i) & WRITES_R10 != 0);
+                let l = lower_with(&input(&p, &h, checked), r10_fixed, 0, &mut s)
+                    .unwrap_or_else(|_| panic!("{form}"));
+                let size = match l.code[..] {
+                    [0xeb, d, ..] => d as usize,
+                    [0xe9, a, b, c, d, ..] => u32::from_le_bytes([a, b, c, d]) as usize,
+                    _ => panic!("{form}: starts with a jump"),
+                };
+                let bound = near_bytes(&insn, checked, r10_fixed);
+                assert!(
+                    size <= bound,
+                    "{form} (checked {checked}): {size} > {bound}"
+                );
+            }
+        }
+    }
+
+    /// Jumps emitted short at once give the same code as relaxation, and a
+    /// wrong bound (here: a limit far beyond rel8) is caught and lowered
+    /// again without them.
+    #[test]
+    fn near_jumps_change_nothing_and_fall_back() {
+        let mut far = String::from("jeq %r1, 0, +8\n");
+        for _ in 0..8 {
+            far += "ldxdw %r0, [%r1+0x100]\n";
+        }
+        far += "exit";
+        let texts = [
+            "jeq %r1, 0, +2\nadd %r0, 1\nmov %r2, 3\nexit",
+            "jgt %r1, 5, +1\nldxw %r0, [%r1+4]\njne %r0, 7, +2\nstxw [%r10-4], %r0\nja +0\nexit",
+            "mov %r0, 0\nloop:\nadd %r0, 1\njlt %r0, 10, loop\njeq %r0, 10, +1\nmov %r0, 1\nexit",
+            &far,
+        ];
+        let h = Helpers::new();
+        let mut s = Scratch::default();
+        for text in texts {
+            let p = prog(text);
+            for checked in [true, false] {
+                let i = input(&p, &h, checked);
+                let relaxed = outcome(&lower_with(&i, true, 0, &mut s).ok().unwrap());
+                if let Ok(l) = lower_with(&i, true, 127, &mut s) {
+                    assert_eq!(outcome(&l), relaxed, "{text}");
+                }
+                assert_eq!(outcome(&lower(&i)), relaxed, "{text}");
+            }
+        }
+        // Every jump short at once: the one over 8 checked loads cannot be.
+        let p = prog(&far);
+        let i = input(&p, &h, true);
+        assert!(matches!(
+            lower_with(&i, true, 100_000, &mut s),
+            Err(Retry::Far)
+        ));
+    }
 
     /// The copied checks are the two tests, each with a short jump to just
     /// after the 5-byte slow-path call that follows them.
