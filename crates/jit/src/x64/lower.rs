@@ -80,7 +80,11 @@
 //!   exactly as they are emitted; forward jumps start long (rel32) and are
 //!   shrunk afterwards (`relax`): decisions are iterated on the metadata
 //!   alone, then the code is copied once, so there is a single emission
-//!   pass.
+//!   pass. A forward jump to an instruction whose distance is surely
+//!   below 128 bytes (bounds per form of the few instructions in
+//!   between: `near_bytes`) is emitted short at once, as relaxation would
+//!   have made it; a wrong bound is detected when patching and the program
+//!   is lowered again without such jumps.
 //! - Compilation is one pass over the instructions (plus a scan for jump
 //!   targets with a budget): helpers and `lddw` values are resolved, and
 //!   the registers and kinds of calls the entry depends on are collected,
