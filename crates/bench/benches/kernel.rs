@@ -20,7 +20,10 @@
 //! Flags: `--rounds N` (default 7), `--repeat N` (default 100000),
 //! `--quick` (3 rounds, repeat 10000), `--compile-only` (only the compile
 //! time table), `--only NAME,...` (only the cases whose names contain one
-//! of these, and the empty program).
+//! of these, and the empty program), `--compile-loop N` (compile each
+//! benchmark program N times, `Jit::new` and drop, and nothing else: for
+//! `perf record` or callgrind instruction counts, the difference of two
+//! values of N giving the cost of N compiles).
 
 use bpfkit::Engine;
 use bpfkit_bench::programs::{BenchProgram, PROGRAMS};
@@ -37,6 +40,8 @@ struct Opts {
     rounds: usize,
     repeat: u32,
     compile_only: bool,
+    /// `--compile-loop N`: only compile the benchmark programs N times.
+    compile_loop: Option<usize>,
     /// `--only A,B`: only the cases whose names contain one of these (the
     /// empty program always runs: it gives the harness overhead).
     only: Vec<String>,
@@ -48,12 +53,17 @@ fn opts() -> Opts {
         rounds: 7,
         repeat: 100_000,
         compile_only: false,
+        compile_loop: None,
         only: Vec::new(),
     };
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
             "--compile-only" => o.compile_only = true,
+            "--compile-loop" if i + 1 < args.len() => {
+                i += 1;
+                o.compile_loop = Some(args[i].parse().expect("--compile-loop N"));
+            }
             "--quick" => {
                 o.rounds = 3;
                 o.repeat = 10_000;
@@ -396,6 +406,43 @@ fn lowering_time(program: &BenchProgram) -> f64 {
     })
 }
 
+/// `--compile-loop N`: every benchmark program compiled (checked mode,
+/// published, dropped) N times, programs decoded once before.
+fn compile_loop(n: usize) {
+    let progs: Vec<Program> = PROGRAMS
+        .iter()
+        .map(|p| Program::decode(&p.bytecode().unwrap()).unwrap())
+        .collect();
+    let helpers = Helpers::new();
+    // FNV-1a over the code of every program, to check that a change to the
+    // compiler leaves the generated code as it was.
+    // Two passes: the compiler keeps per-thread state between compiles
+    // (buffers, recorded routines), and a second compile must not differ.
+    let mut hashes = [0xcbf2_9ce4_8422_2325u64; 2];
+    for hash in &mut hashes {
+        for p in &progs {
+            for &b in Jit::new(p, &helpers).unwrap().code().bytes() {
+                *hash = (*hash ^ b as u64).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+    }
+    let hash = if hashes[0] == hashes[1] {
+        format!("{:016x}", hashes[0])
+    } else {
+        format!("{:016x} then {:016x} (DIFFERENT)", hashes[0], hashes[1])
+    };
+    let mut bytes = 0usize;
+    for _ in 0..n {
+        for p in &progs {
+            bytes += black_box(Jit::new(p, &helpers).unwrap()).code().len();
+        }
+    }
+    println!(
+        "{n} rounds of {} compiles, {bytes} code bytes, code hash {hash}",
+        progs.len()
+    );
+}
+
 /// JIT compile time: fastest of 51 compiles, ns.
 fn compile_times(program: &BenchProgram) -> (usize, f64, Option<f64>) {
     let bytecode = program.bytecode().unwrap();
@@ -426,6 +473,10 @@ fn compile_times(program: &BenchProgram) -> (usize, f64, Option<f64>) {
 
 fn main() {
     let o = opts();
+    if let Some(n) = o.compile_loop {
+        compile_loop(n);
+        return;
+    }
     if o.compile_only {
         compile_table();
         return;

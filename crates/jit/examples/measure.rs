@@ -128,6 +128,72 @@ fn main() {
         println!("{k} compiles");
         return;
     }
+    if std::env::args().any(|a| a == "--forms") {
+        // Lowering time per instruction of one form, 1,000 of it in a row.
+        let h = Helpers::new();
+        for (name, line) in [
+            ("add64 reg", "add %r1, %r2"),
+            ("add64 imm", "add %r1, 7"),
+            ("mov64 imm", "mov %r1, 7"),
+            ("mov32 reg", "mov32 %r1, %r2"),
+            ("lsh64 imm", "lsh %r1, 3"),
+            ("stack load", "ldxdw %r1, [%r10-8]"),
+            ("stack store", "stxdw [%r10-8], %r1"),
+            ("checked load", "ldxw %r1, [%r6+4]"),
+            ("jeq imm (forward)", "jeq %r1, 7, +1"),
+            ("ja back", "ja -1"),
+        ] {
+            // `--forms NAME`: only the forms whose names start with NAME.
+            let only = std::env::args().skip_while(|a| a != "--forms").nth(1);
+            if only.is_some_and(|o| !name.starts_with(o.as_str())) {
+                continue;
+            }
+            let mut text = String::from("mov %r1, 1\nmov %r2, 1\nmov %r6, 1\n");
+            for _ in 0..1000 {
+                text += line;
+                text.push('\n');
+            }
+            text += "exit\nexit\n";
+            let p = prog(&text);
+            let t = time(|| match Jit::builder().lower_only().build(&p, &h) {
+                Err(bpfkit_jit::CompileError::TooLarge { insns }) => insns as u64,
+                _ => unreachable!(),
+            });
+            println!("{name:<20} {:>6.1} ns per instruction", t / 1000.0);
+        }
+        return;
+    }
+    if std::env::args().any(|a| a == "--fixed") {
+        // The fixed cost of a compile, split: lowering `r0 = 1; exit`,
+        // publishing (and dropping) its 68 bytes, and the whole compile
+        // (and drop), interleaved; medians of 20,000 each.
+        let p = prog(PROGRAMS[6].1);
+        let h = Helpers::new();
+        let code = vec![0xc3u8; 68];
+        let mut t = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..20_000 {
+            let t0 = Instant::now();
+            black_box(Jit::builder().lower_only().build(&p, &h).err());
+            let t1 = Instant::now();
+            black_box(bpfkit_jit::memory::publish(&code).unwrap());
+            let t2 = Instant::now();
+            black_box(Jit::new(&p, &h).unwrap());
+            let t3 = Instant::now();
+            t[0].push((t1 - t0).as_nanos());
+            t[1].push((t2 - t1).as_nanos());
+            t[2].push((t3 - t2).as_nanos());
+        }
+        let med = |v: &mut Vec<u128>| {
+            v.sort_unstable();
+            v[v.len() / 2] as f64 / 1000.0
+        };
+        let [a, b, c] = t.each_mut().map(med);
+        println!(
+            "trivial compile {c:.2} us: lowering {a:.2} us, publish + drop {b:.2} us, rest {:.2} us (medians)",
+            c - a - b
+        );
+        return;
+    }
     let helper_only = std::env::args().any(|a| a == "--profile-helper");
     if helper_only || std::env::args().any(|a| a == "--profile-trivial") {
         // For `perf record`: run `r0 = 1; exit` (or one helper call) for 3 s.
@@ -188,6 +254,10 @@ fn main() {
         let name = format!("{name}, budget");
         println!("{name:<44} {ti:>12.1} {tj:>12.1} {:>7.1}x", ti / tj);
     }
+    for size in [100usize, 4000, 8800] {
+        let tp = time(|| bpfkit_jit::memory::publish(vec![0xc3; size]).unwrap().len() as u64);
+        println!("publish + drop of {size} bytes: {:.2} us", tp / 1000.0);
+    }
     let tp = time(|| bpfkit_jit::memory::publish(vec![0xc3; 8800]).unwrap().len() as u64);
     // The two halves separately (best of 5 batches of 2,000).
     let (mut pub_best, mut drop_best) = (f64::MAX, f64::MAX);
@@ -211,8 +281,10 @@ fn main() {
         pub_best / 1000.0,
         drop_best / 1000.0
     );
-    for n in [1_000usize, 10_000, 100_000] {
-        let p = big(n);
+    for n in [0usize, 1_000, 10_000, 100_000] {
+        // n = 0: `r0 = 1; exit`, the fixed cost of a compile.
+        let p = if n == 0 { prog(PROGRAMS[6].1) } else { big(n) };
+        let n = n.max(1);
         let h = Helpers::new();
         let tc = time(|| Jit::new(&p, &h).unwrap().code().len() as u64);
         let ti = time(|| Interpreter::new(&p, &h).map(|_| 0).unwrap());

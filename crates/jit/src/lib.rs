@@ -242,11 +242,13 @@ impl<'r> Builder<'r> {
         };
         let lowered = lower(&input);
         if self.no_publish {
-            return Err(CompileError::TooLarge {
-                insns: lowered.code.len(),
-            });
+            let insns = lowered.code.len();
+            x64::lower::recycle_code(lowered.code);
+            return Err(CompileError::TooLarge { insns });
         }
-        let code = memory::publish(lowered.code).map_err(CompileError::Map)?;
+        let code = memory::publish(&lowered.code).map_err(CompileError::Map)?;
+        // The buffer serves the thread's next compile.
+        x64::lower::recycle_code(lowered.code);
         let base = code.addr();
         let slots = prog.slot_count();
         // `callx` targets: every instruction start (only needed when the
@@ -271,7 +273,9 @@ impl<'r> Builder<'r> {
             Vec::new()
         };
         all_helpers.sort_by_key(|(id, _)| *id);
-        let mut pcs = prog.pcs().to_vec();
+        // Sized once (`to_vec` and a push would reallocate).
+        let mut pcs = Vec::with_capacity(n + 1);
+        pcs.extend_from_slice(prog.pcs());
         pcs.push(Pc(slots));
         let mut stack = vec![0u64; STACK_SIZE * MAX_CALL_FRAMES / 8].into_boxed_slice();
         let stack_start = stack.as_mut_ptr() as u64;

@@ -78,19 +78,23 @@ impl Drop for ExecutableCode {
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p <= 0 {
-        4096
-    } else {
-        p as usize
-    }
+    // Asked once: `sysconf` was a visible part of a small compile.
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if p <= 0 {
+            4096
+        } else {
+            p as usize
+        }
+    })
 }
 
 /// Maps `code` read+execute (see the module docs). Unsupported hosts
 /// (see [`crate::is_supported`]) get [`io::ErrorKind::Unsupported`].
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-pub fn publish(code: Vec<u8>) -> io::Result<ExecutableCode> {
+pub fn publish(code: impl AsRef<[u8]>) -> io::Result<ExecutableCode> {
     let _ = code;
     Err(io::ErrorKind::Unsupported.into())
 }
@@ -197,9 +201,10 @@ fn release(base: usize) {
     }
 }
 
-/// Maps `code` read+execute (see the module docs).
+/// Maps a copy of `code` read+execute (see the module docs).
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub fn publish(code: Vec<u8>) -> io::Result<ExecutableCode> {
+pub fn publish(code: impl AsRef<[u8]>) -> io::Result<ExecutableCode> {
+    let code = code.as_ref();
     let page = page_size();
     let map_len = code.len().max(1).div_ceil(page) * page;
     let (ptr, chunk) = carve(map_len)?;

@@ -192,6 +192,7 @@ pub struct Asm {
 
 impl Asm {
     /// An empty buffer.
+    #[inline]
     pub fn new() -> Asm {
         Asm::default()
     }
@@ -246,6 +247,13 @@ impl Asm {
 
     /// [`Asm::emit`] followed by an immediate of `imm_len` (0, 1, 2 or 4)
     /// bytes, appended together.
+    ///
+    /// Inlined into every public method (themselves `#[inline]`), where
+    /// `sz`, `opcode`, `byte_regs` and `imm_len` are constants, so what
+    /// remains at a call site is the path of the operand shapes the
+    /// lowering uses: register direct, or `[base + disp]` without an index
+    /// (context fields, stack slots, `[reg + off]`). Indexed operands go to
+    /// the out-of-line [`Asm::emit_general`].
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn emit_i(
@@ -258,46 +266,85 @@ impl Asm {
         imm: i32,
         imm_len: usize,
     ) {
+        let simple = match rm {
+            Rm::Reg(_) => true,
+            Rm::Mem(m) => m.index.is_none(),
+        };
+        if !simple || opcode.len() > 2 {
+            self.emit_general(sz, opcode, reg, rm, byte_regs, imm, imm_len);
+            return;
+        }
         let (start, out) = self.open();
-        // Fast paths: one opcode byte, no byte registers, not 16-bit, and
-        // register-direct (most eBPF ALU instructions) or `[base + disp8]`
-        // with base not rsp/r12 (context fields, stack slots).
-        if let ([op], false) = (opcode, byte_regs || sz == Sz::B16) {
-            let rex_wr = 0x40 | ((sz == Sz::B64) as u8) << 3 | ((reg >> 3) & 1) << 2;
-            let imm = imm.to_le_bytes();
-            match rm {
-                Rm::Reg(g) => {
-                    let rex = rex_wr | g.ext();
-                    let k = (rex != 0x40) as usize;
-                    out[0] = rex;
-                    out[k] = *op;
-                    out[k + 1] = 0xc0 | (reg & 7) << 3 | g.low();
-                    out[k + 2..k + 6].copy_from_slice(&imm);
-                    self.close(start, k + 2 + imm_len);
-                    return;
-                }
-                Rm::Mem(m) if m.index.is_none() && m.base.low() != 4 => {
-                    if let Ok(d8) = i8::try_from(m.disp) {
-                        let rex = rex_wr | m.base.ext();
-                        let k = (rex != 0x40) as usize;
-                        out[0] = rex;
-                        out[k] = *op;
-                        let n = if d8 == 0 && m.base.low() != 5 {
-                            out[k + 1] = (reg & 7) << 3 | m.base.low();
-                            k + 2
-                        } else {
-                            out[k + 1] = 0x40 | (reg & 7) << 3 | m.base.low();
-                            out[k + 2] = d8 as u8;
-                            k + 3
-                        };
-                        out[n..n + 4].copy_from_slice(&imm);
-                        self.close(start, n + imm_len);
-                        return;
-                    }
-                }
-                _ => {}
+        let mut k = 0;
+        if sz == Sz::B16 {
+            out[0] = 0x66;
+            k = 1;
+        }
+        let (b, byte_rm) = match rm {
+            Rm::Reg(g) => (g.ext(), (4..8).contains(&(g as u8))),
+            Rm::Mem(m) => (m.base.ext(), false),
+        };
+        // SPL/BPL/SIL/DIL are only reachable with a REX prefix (2.2.1.2).
+        let force = byte_regs
+            && ((reg < 16 && (4..8).contains(&(reg & 15)) && opcode_uses_reg(opcode)) || byte_rm);
+        let rex = 0x40 | ((sz == Sz::B64) as u8) << 3 | ((reg >> 3) & 1) << 2 | b;
+        out[k] = rex;
+        k += (rex != 0x40 || force) as usize;
+        out[k] = opcode[0];
+        if let [_, op2] = opcode {
+            out[k + 1] = *op2;
+        }
+        k += opcode.len();
+        let reg = (reg & 7) << 3;
+        match rm {
+            Rm::Reg(g) => {
+                out[k] = 0xc0 | reg | g.low();
+                k += 1;
+            }
+            Rm::Mem(m) => {
+                // rbp/r13 as base cannot use mod=00 (that means rip/disp32).
+                let md = if m.disp == 0 && m.base.low() != 5 {
+                    0
+                } else if i8::try_from(m.disp).is_ok() {
+                    0x40
+                } else {
+                    0x80
+                };
+                out[k] = md | reg | m.base.low();
+                // rsp/r12 as base need a SIB byte with no index (100).
+                let sib = (m.base.low() == 4) as usize;
+                out[k + 1] = 0x24;
+                k += 1 + sib;
+                let disp = m.disp.to_le_bytes();
+                out[k..k + 4].copy_from_slice(&disp);
+                k += match md {
+                    0 => 0,
+                    0x40 => 1,
+                    _ => 4,
+                };
             }
         }
+        // k <= 10 here (prefix, REX, two opcode bytes, ModR/M, SIB, disp32).
+        let imm = imm.to_le_bytes();
+        out[k..k + 4].copy_from_slice(&imm);
+        self.close(start, k + imm_len);
+    }
+
+    /// [`Asm::emit_i`] for any operand shape (SIB, disp32, longer
+    /// opcodes), out of line.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn emit_general(
+        &mut self,
+        sz: Sz,
+        opcode: &[u8],
+        reg: u8,
+        rm: Rm,
+        byte_regs: bool,
+        imm: i32,
+        imm_len: usize,
+    ) {
+        let (start, out) = self.open();
         let mut n = 0;
         let mut put = |x: u8| {
             out[n & 15] = x;
@@ -373,6 +420,7 @@ impl Asm {
 
     /// Group-1 `op rm, reg` (`00`/`01`-style opcodes: `op*8 + 0/1`),
     /// e.g. `ADD r/m64, r64` = `REX.W 01 /r` (SDM 3.2 ADD).
+    #[inline]
     pub fn alu_rm_r(&mut self, sz: Sz, op: Alu, dst: Rm, src: Gpr) {
         let opc = (op as u8) << 3 | if sz == Sz::B8 { 0 } else { 1 };
         self.emit(sz, &[opc], src as u8, dst, sz == Sz::B8);
@@ -380,6 +428,7 @@ impl Asm {
 
     /// Group-1 `op reg, rm` (`03`-style: `op*8 + 3`), e.g. `CMP r64, r/m64`
     /// = `REX.W 3B /r`.
+    #[inline]
     pub fn alu_r_rm(&mut self, sz: Sz, op: Alu, dst: Gpr, src: Rm) {
         let opc = (op as u8) << 3 | 3;
         self.emit(sz, &[opc], dst as u8, src, false);
@@ -387,6 +436,7 @@ impl Asm {
 
     /// Group-1 `op rm, imm`: `83 /digit ib` when the immediate fits a
     /// sign-extended byte, else `81 /digit id` (64-bit: sign-extended imm32).
+    #[inline]
     pub fn alu_rm_i(&mut self, sz: Sz, op: Alu, dst: Rm, imm: i32) {
         if sz == Sz::B8 {
             self.emit_i(sz, &[0x80], op as u8, dst, true, imm, 1);
@@ -399,27 +449,32 @@ impl Asm {
     }
 
     /// `TEST r/m, reg` (`85 /r`, SDM 4.3 TEST).
+    #[inline]
     pub fn test_rm_r(&mut self, sz: Sz, a: Rm, b: Gpr) {
         self.emit(sz, &[0x85], b as u8, a, false);
     }
 
     /// `TEST r/m, imm32` (`F7 /0 id`; 64-bit: sign-extended).
+    #[inline]
     pub fn test_rm_i(&mut self, sz: Sz, a: Rm, imm: i32) {
         self.emit_i(sz, &[0xf7], 0, a, false, imm, 4);
     }
 
     /// `MOV r/m, reg` (`88 /r` byte, `89 /r` otherwise; SDM 4.3 MOV).
+    #[inline]
     pub fn mov_rm_r(&mut self, sz: Sz, dst: Rm, src: Gpr) {
         let opc = if sz == Sz::B8 { 0x88 } else { 0x89 };
         self.emit(sz, &[opc], src as u8, dst, sz == Sz::B8);
     }
 
     /// `MOV reg, r/m` (`8B /r`).
+    #[inline]
     pub fn mov_r_rm(&mut self, sz: Sz, dst: Gpr, src: Rm) {
         self.emit(sz, &[0x8b], dst as u8, src, false);
     }
 
     /// `MOV r/m, imm` (`C6 /0 ib`, `C7 /0 iw/id`; 64-bit sign-extends imm32).
+    #[inline]
     pub fn mov_rm_i(&mut self, sz: Sz, dst: Rm, imm: i32) {
         match sz {
             Sz::B8 => self.emit_i(sz, &[0xc6], 0, dst, true, imm, 1),
@@ -432,6 +487,7 @@ impl Asm {
     /// `XOR r32, r32` for 0, `MOV r32, imm32` (`B8+rd id`, zero-extends) for
     /// values below 2^32, `MOV r/m64, imm32` (`REX.W C7 /0`) for
     /// sign-extended ones, else `MOV r64, imm64` (`REX.W B8+rd io`).
+    #[inline]
     pub fn mov_r_imm64(&mut self, dst: Gpr, v: u64) {
         if v == 0 {
             self.alu_rm_r(Sz::B32, Alu::Xor, Rm::Reg(dst), dst);
@@ -453,6 +509,7 @@ impl Asm {
 
     /// `MOVZX r32, r/m8|16` (`0F B6`/`0F B7`; SDM 4.3 MOVZX). The 32-bit
     /// destination zero-extends to 64 bits.
+    #[inline]
     pub fn movzx(&mut self, from: Sz, dst: Gpr, src: Rm) {
         let opc = if from == Sz::B8 { 0xb6 } else { 0xb7 };
         self.emit(Sz::B32, &[0x0f, opc], dst as u8, src, from == Sz::B8);
@@ -460,6 +517,7 @@ impl Asm {
 
     /// `MOVSX r, r/m8|16` (`0F BE`/`0F BF`) and `MOVSXD r64, r/m32`
     /// (`REX.W 63`; SDM 4.3 MOVSX/MOVSXD) into a 32- or 64-bit register.
+    #[inline]
     pub fn movsx(&mut self, to: Sz, from: Sz, dst: Gpr, src: Rm) {
         match from {
             Sz::B8 => self.emit(to, &[0x0f, 0xbe], dst as u8, src, true),
@@ -469,17 +527,20 @@ impl Asm {
     }
 
     /// `LEA r64, m` (`REX.W 8D /r`).
+    #[inline]
     pub fn lea(&mut self, dst: Gpr, m: Mem) {
         self.emit(Sz::B64, &[0x8d], dst as u8, Rm::Mem(m), false);
     }
 
     /// `IMUL r, r/m` (`0F AF /r`; SDM 3.2 IMUL): the low half of the product
     /// is the same for signed and unsigned operands.
+    #[inline]
     pub fn imul_r_rm(&mut self, sz: Sz, dst: Gpr, src: Rm) {
         self.emit(sz, &[0x0f, 0xaf], dst as u8, src, false);
     }
 
     /// `IMUL r, r/m, imm` (`6B /r ib` or `69 /r id`).
+    #[inline]
     pub fn imul_r_rm_i(&mut self, sz: Sz, dst: Gpr, src: Rm, imm: i32) {
         if i8::try_from(imm).is_ok() {
             self.emit_i(sz, &[0x6b], dst as u8, src, false, imm, 1);
@@ -489,22 +550,26 @@ impl Asm {
     }
 
     /// Group-3 unary `F7 /digit` (`NEG`, `NOT`, `DIV`, `IDIV`).
+    #[inline]
     pub fn unary(&mut self, sz: Sz, op: Unary, rm: Rm) {
         self.emit(sz, &[0xf7], op as u8, rm, false);
     }
 
     /// Shift or rotate by an immediate (`C1 /digit ib`, SDM 4.3 SAL/SHL).
+    #[inline]
     pub fn shift_i(&mut self, sz: Sz, op: Shift, rm: Rm, count: u8) {
         self.emit_i(sz, &[0xc1], op as u8, rm, false, count as i32, 1);
     }
 
     /// Shift by `CL` (`D3 /digit`); the CPU masks the count to 5 bits (6
     /// with REX.W), exactly as eBPF masks shift counts.
+    #[inline]
     pub fn shift_cl(&mut self, sz: Sz, op: Shift, rm: Rm) {
         self.emit(sz, &[0xd3], op as u8, rm, false);
     }
 
     /// `CDQ` (`99`) / `CQO` (`REX.W 99`): sign-extend eax/rax into edx/rdx.
+    #[inline]
     pub fn cqo(&mut self, sz: Sz) {
         if sz == Sz::B64 {
             self.b(0x48);
@@ -513,6 +578,7 @@ impl Asm {
     }
 
     /// `BSWAP r32/r64` (`0F C8+rd`; SDM 3.2 BSWAP).
+    #[inline]
     pub fn bswap(&mut self, sz: Sz, r: Gpr) {
         let rex = 0x40 | ((sz == Sz::B64) as u8) << 3 | r.ext();
         if rex != 0x40 {
@@ -523,27 +589,32 @@ impl Asm {
     }
 
     /// `LOCK` prefix (`F0`, SDM 3.2 LOCK), for the next instruction.
+    #[inline]
     pub fn lock(&mut self) {
         self.b(0xf0);
     }
 
     /// `XADD r/m, r` (`0F C1 /r`; SDM 4.3 XADD).
+    #[inline]
     pub fn xadd(&mut self, sz: Sz, m: Mem, r: Gpr) {
         self.emit(sz, &[0x0f, 0xc1], r as u8, Rm::Mem(m), false);
     }
 
     /// `XCHG r/m, r` (`87 /r`); implicitly locked with a memory operand.
+    #[inline]
     pub fn xchg(&mut self, sz: Sz, m: Mem, r: Gpr) {
         self.emit(sz, &[0x87], r as u8, Rm::Mem(m), false);
     }
 
     /// `CMPXCHG r/m, r` (`0F B1 /r`; SDM 3.2 CMPXCHG): compares with
     /// eax/rax.
+    #[inline]
     pub fn cmpxchg(&mut self, sz: Sz, m: Mem, r: Gpr) {
         self.emit(sz, &[0x0f, 0xb1], r as u8, Rm::Mem(m), false);
     }
 
     /// `PUSH r64` (`50+rd`).
+    #[inline]
     pub fn push(&mut self, r: Gpr) {
         if r.ext() == 1 {
             self.b(0x41);
@@ -552,6 +623,7 @@ impl Asm {
     }
 
     /// `POP r64` (`58+rd`).
+    #[inline]
     pub fn pop(&mut self, r: Gpr) {
         if r.ext() == 1 {
             self.b(0x41);
@@ -560,22 +632,26 @@ impl Asm {
     }
 
     /// `RET` (`C3`).
+    #[inline]
     pub fn ret(&mut self) {
         self.b(0xc3);
     }
 
     /// `INT3` (`CC`).
+    #[inline]
     pub fn int3(&mut self) {
         self.b(0xcc);
     }
 
     /// `CALL r/m64` (`FF /2`).
+    #[inline]
     pub fn call_rm(&mut self, rm: Rm) {
         self.emit(Sz::B32, &[0xff], 2, rm, false);
     }
 
     /// `CALL rel32` (`E8 cd`) with a zero displacement; returns the offset
     /// of the displacement for [`patch_rel`].
+    #[inline]
     pub fn call_rel32(&mut self) -> usize {
         self.put([0xe8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 5);
         self.pos() - 4
@@ -583,6 +659,7 @@ impl Asm {
 
     /// `JMP rel8` (`EB cb`) or `JMP rel32` (`E9 cd`) with a zero
     /// displacement; returns the displacement's offset.
+    #[inline]
     pub fn jmp(&mut self, long: bool) -> usize {
         if long {
             self.put([0xe9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 5);
@@ -595,6 +672,7 @@ impl Asm {
 
     /// `Jcc rel8` (`70+cc cb`) or `Jcc rel32` (`0F 80+cc cd`); returns the
     /// displacement's offset.
+    #[inline]
     pub fn jcc(&mut self, cc: Cc, long: bool) -> usize {
         let (start, out) = self.open();
         if long {

@@ -81,13 +81,24 @@
 //!   exactly as they are emitted; forward jumps start long (rel32) and are
 //!   shrunk afterwards (`relax`): decisions are iterated on the metadata
 //!   alone, then the code is copied once, so there is a single emission
-//!   pass.
+//!   pass. A forward jump to an instruction whose distance is surely
+//!   below 128 bytes (bounds per form of the few instructions in
+//!   between: `near_bytes`) is emitted short at once, as relaxation would
+//!   have made it; a wrong bound is detected when patching and the program
+//!   is lowered again without such jumps.
 //! - Compilation is one pass over the instructions (plus a scan for jump
 //!   targets with a budget): helpers and `lddw` values are resolved, and
 //!   the registers and kinds of calls the entry depends on are collected,
 //!   while emitting; `[r10 + const]` accesses are emitted unchecked on the
 //!   assumption that r10 is never written, and the pass starts over with
 //!   checks in the rare case that an instruction writes r10.
+//! - What does not depend on the program is not redone per compile: the
+//!   working buffers (code, labels, fixups, relaxation state) are kept per
+//!   thread (`Scratch`); the shared routines and the entry, which depend
+//!   only on a few flags, are emitted once per thread and flag set and
+//!   then replayed from a recording (`Routines`); the inline checks of a
+//!   checked access are encoded once per size, direction and order
+//!   (`access_checks`). The generated code is the same as without them.
 
 use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz, Unary};
 use super::inline;
@@ -262,13 +273,29 @@ struct Emitter<'a> {
     frame_calls: bool,
     /// [`inline::branch_targets`], at the first lookup that may be inlined.
     branch_targets: Option<Vec<bool>>,
+    /// Fixed routines referenced so far (bit per `L_*` label).
+    refs: u32,
+    /// The instruction being lowered.
+    cur: usize,
+    /// Forward jumps to instructions at most this many bytes away by
+    /// [`near_bytes`] are emitted short at once (see
+    /// [`Emitter::near_target`]; 0: none).
+    near_limit: usize,
 }
 
 const UNBOUND: u32 = u32::MAX;
 
 impl<'a> Emitter<'a> {
-    fn fixed(&self, l: usize) -> usize {
+    /// The label of fixed routine `l`, marked as referenced: the shared
+    /// routines nothing refers to are not emitted.
+    fn fixed(&mut self, l: usize) -> usize {
+        self.refs |= 1 << l;
         self.n + 1 + l
+    }
+
+    /// Whether fixed routine `l` was referenced (see [`Emitter::fixed`]).
+    fn referenced(&self, l: usize) -> bool {
+        self.refs & 1 << l != 0
     }
 
     fn new_label(&mut self) -> usize {
@@ -287,7 +314,11 @@ impl<'a> Emitter<'a> {
     fn branch(&mut self, cc: Option<Cc>, label: usize) {
         let start = self.a.pos();
         let t = self.labels[label];
-        let long = t == UNBOUND || i8::try_from(t as i64 - (start + 2) as i64).is_err();
+        let long = if t == UNBOUND {
+            !(self.near_limit > 0 && label <= self.n && self.near_target(label))
+        } else {
+            i8::try_from(t as i64 - (start + 2) as i64).is_err()
+        };
         let at = match cc {
             Some(cc) => self.a.jcc(cc, long),
             None => self.a.jmp(long),
@@ -308,16 +339,33 @@ impl<'a> Emitter<'a> {
         self.branch(None, label);
     }
 
-    fn jcc(&mut self, cc: Cc, label: usize) {
-        self.branch(Some(cc), label);
+    /// Whether a jump emitted now, at the end of instruction `self.cur`,
+    /// to the label of instruction `t` (later) surely reaches it with a
+    /// rel8: the instructions in between take at most 127 bytes by the
+    /// bounds of [`near_bytes`]. Such a jump is emitted short at once, not
+    /// as a shrink candidate, which saves relaxation its bookkeeping and a
+    /// copy per jump (the most common forward jump skips a few
+    /// instructions). Relaxation would have shrunk it as well, so the code
+    /// is the same; should a bound ever be wrong, `relax` finds the
+    /// displacement out of range and the program is lowered again without
+    /// this (`Retry::Far`).
+    fn near_target(&self, t: usize) -> bool {
+        let between = self.input.prog.insns().get(self.cur + 1..t);
+        let Some(between) = between.filter(|b| b.len() <= NEAR_SCAN) else {
+            return false;
+        };
+        let mut bytes = 0;
+        for insn in between {
+            bytes += near_bytes(insn, self.input.checked, self.r10_fixed);
+            if bytes > self.near_limit {
+                return false;
+            }
+        }
+        true
     }
 
-    /// A forward `jcc rel8` to a label known to be bound within 127 bytes
-    /// (no shrink candidate; relaxation only shortens the distance).
-    fn jcc_near(&mut self, cc: Cc, label: usize) {
-        let at = self.a.jcc(cc, false);
-        let k = self.shrink.len();
-        self.fixups.push((at as u32, 1, label as u32, k as u32));
+    fn jcc(&mut self, cc: Cc, label: usize) {
+        self.branch(Some(cc), label);
     }
 
     fn call(&mut self, label: usize) {
@@ -361,39 +409,6 @@ impl<'a> Emitter<'a> {
     /// check: `[rbp + off]` directly when provably inside the stack,
     /// otherwise `[rax]` after inline stack and last-region checks and, when
     /// both miss, a call to the region walk.
-    /// Flags for `jbe ok` when `[rax, rax + n)` lies in the stack buffer
-    /// (one subtraction, one compare; clobbers rdx).
-    fn stack_test(&mut self, n: i32) {
-        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
-        self.a.alu_r_rm(
-            Sz::B64,
-            Alu::Sub,
-            Gpr::Rdx,
-            field(offset_of!(Ctx, stack_start)),
-        );
-        self.a.alu_rm_i(
-            Sz::B64,
-            Alu::Cmp,
-            Rm::Reg(Gpr::Rdx),
-            (STACK_SIZE * MAX_CALL_FRAMES) as i32 - n,
-        );
-    }
-
-    /// Flags for `jb ok` when `[rax, rax + n)` lies in the region the last
-    /// region walk found for this direction (`off < len - size + 1`,
-    /// precomputed per size; clobbers rdx).
-    fn hot_test(&mut self, n: i32, write: bool) {
-        let hot = if write {
-            offset_of!(Ctx, hot_w)
-        } else {
-            offset_of!(Ctx, hot_r)
-        };
-        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
-        self.a.alu_r_rm(Sz::B64, Alu::Sub, Gpr::Rdx, field(hot));
-        let lim = hot + 8 + 8 * (n as u32).trailing_zeros() as usize;
-        self.a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rdx, field(lim));
-    }
-
     fn mem_operand(&mut self, base: Reg, off: i16, size: Size, write: bool, idx: usize) -> Mem {
         let n = size.bytes() as i32;
         let off = off as i32;
@@ -413,18 +428,13 @@ impl<'a> Emitter<'a> {
         // (which can only get here when the program writes r10 or the
         // offset leaves the frame), the cached region for any other base
         // (packet, context, map values; stack pointers copied into other
-        // registers pay five more instructions).
-        if base == Reg::R10 {
-            self.stack_test(n);
-            self.jcc_near(Cc::Be, ok);
-            self.hot_test(n, write);
-            self.jcc_near(Cc::B, ok);
-        } else {
-            self.hot_test(n, write);
-            self.jcc_near(Cc::B, ok);
-            self.stack_test(n);
-            self.jcc_near(Cc::Be, ok);
-        }
+        // registers pay five more instructions). Both tests and their jumps
+        // to `ok` (just after the call below) are the same bytes for every
+        // access of one size, direction and order: copied from
+        // `access_checks`.
+        self.a
+            .buf
+            .extend_from_slice(access_checks(n, write, base == Reg::R10));
         // Neither: walk the regions. The return address identifies the
         // access if it faults (`Lowered::sites`).
         self.used_slow |= 1 << slow_index(n as u8, write);
@@ -436,7 +446,7 @@ impl<'a> Emitter<'a> {
     }
 
     fn emit_cold(&mut self) {
-        let cold = std::mem::take(&mut self.cold);
+        let mut cold = std::mem::take(&mut self.cold);
         for c in &cold {
             match *c {
                 Cold::Trap { label, status, idx } => {
@@ -448,6 +458,9 @@ impl<'a> Emitter<'a> {
                 }
             }
         }
+        // Back for the next compile (see `Scratch`).
+        cold.clear();
+        self.cold = cold;
     }
 
     /// The entry: saves the callee-saved registers the program uses
@@ -507,39 +520,268 @@ impl<'a> Emitter<'a> {
         a.ret();
     }
 
-    fn shared_routines(&mut self) {
-        // Trap with rcx = status, rdx = instruction index.
-        let l = self.fixed(L_TRAP);
-        self.bind(l);
-        self.a
-            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, status)), Gpr::Rcx);
-        self.a
-            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, trap_idx)), Gpr::Rdx);
-        self.unwind();
+    /// The routines the code shares, only those something refers to: the
+    /// program body is emitted by now, and the trap stubs, emitted next,
+    /// only refer to `L_TRAP` (about 300 bytes of encoding saved on a
+    /// program without helper calls or checked accesses).
+    ///
+    /// Their emission depends only on which of them are needed (the
+    /// [`Routines::key`]): every jump in them goes to one of them or to
+    /// the epilogue, which is emitted later. So it is recorded once per
+    /// thread and key (bytes, fixups, shrink candidates, label bindings,
+    /// relative to where it started) and replayed afterwards, which costs
+    /// a copy where encoding ~90 instructions was a tenth of lowering a
+    /// small program. The result is the same bytes and metadata (tested by
+    /// `shared_routines_replay_as_emitted`).
+    fn shared_routines(&mut self, cache: &mut Vec<Routines>) {
+        let slow = self.used_slow != 0;
+        let trap_mem = slow || self.referenced(L_TRAP_MEM);
+        let check_mem = slow || self.referenced(L_CHECK_MEM);
+        let trap = trap_mem || !self.cold.is_empty() || self.referenced(L_TRAP);
+        let stop0 = self.referenced(L_STOP0);
+        let helper = self.referenced(L_HELPER);
+        let key = trap as u64
+            | (trap_mem as u64) << 1
+            | (stop0 as u64) << 2
+            | (check_mem as u64) << 3
+            | (helper as u64) << 4
+            | (self.used_slow as u64) << 5;
+        self.cached(cache, key, |e| {
+            e.emit_routines(trap, trap_mem, stop0, check_mem, helper)
+        });
+    }
 
-        // Memory fault: rax = address, rcx = size | write << 8, rdx = the
-        // return address of the faulting access's slow-path call.
-        let l = self.fixed(L_TRAP_MEM);
-        self.bind(l);
-        self.a
-            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, fault_addr)), Gpr::Rax);
-        self.a
-            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, fault_info)), Gpr::Rcx);
-        self.a.mov_r_imm64(Gpr::Rcx, status::MEM);
-        let l = self.fixed(L_TRAP);
-        self.jmp(l);
+    /// The entry ([`Emitter::prologue`]), recorded and replayed like the
+    /// shared routines: it depends only on the registers the program
+    /// names and whether it calls helpers or subprograms (its one jump is
+    /// the call of instruction 0).
+    fn entry(&mut self, cache: &mut Vec<Routines>) {
+        let key = 1 << 63
+            | self.used as u64
+            | (self.local_calls as u64) << 16
+            | (self.helper_calls as u64) << 17;
+        self.cached(cache, key, |e| e.prologue());
+    }
 
-        // End the program with r0 = 0 (legacy packet load out of range).
-        let l = self.fixed(L_STOP0);
-        self.bind(l);
-        self.a.mov_rm_i(Sz::B64, field(offset_of!(Ctx, ret)), 0);
-        self.a
-            .mov_rm_i(Sz::B64, field(offset_of!(Ctx, status)), status::OK as i32);
-        self.unwind();
+    /// `emit`, or its recording for `key` (see `shared_routines`); a
+    /// thread keeps at most [`ROUTINES_KEPT`] recordings.
+    fn cached(&mut self, cache: &mut Vec<Routines>, key: u64, emit: impl FnOnce(&mut Self)) {
+        if let Some(r) = cache.iter().find(|r| r.key == key) {
+            self.replay(r);
+            return;
+        }
+        let mut mark = self.mark();
+        for l in 0..FIXED {
+            if self.labels[self.n + 1 + l] != UNBOUND {
+                mark.bound |= 1 << l;
+            }
+        }
+        emit(self);
+        if cache.len() < ROUTINES_KEPT {
+            if let Some(r) = self.record(key, &mark) {
+                cache.push(r);
+            }
+        }
+    }
 
-        // Region check: rax = address, rcx = size, rdx = 1 for a write.
-        // Out: edx = 0 when some region allows the access. Keeps rax and
-        // every eBPF register.
+    /// Where the emission stands (see [`Emitter::record`]; `bound` is
+    /// left empty, only a recording needs it).
+    fn mark(&self) -> Mark {
+        Mark {
+            pos: self.a.pos(),
+            fixups: self.fixups.len(),
+            cands: self.shrink.len(),
+            labels: self.labels.len(),
+            bound: 0,
+        }
+    }
+
+    /// What was emitted since `m`, relative to it; `None` when it refers
+    /// to an instruction's label other than instruction 0's (the only one
+    /// every program has).
+    fn record(&self, key: u64, m: &Mark) -> Option<Routines> {
+        let fixed0 = self.n + 1;
+        let enc = |l: usize| -> Option<u32> {
+            if l >= m.labels {
+                Some((FIXED + l - m.labels) as u32)
+            } else if l >= fixed0 {
+                Some((l - fixed0) as u32)
+            } else if l == 0 {
+                Some(INSN0)
+            } else {
+                None
+            }
+        };
+        let mut fixups = Vec::with_capacity(self.fixups.len() - m.fixups);
+        for &(at, width, label, k) in &self.fixups[m.fixups..] {
+            fixups.push((
+                at - m.pos as u32,
+                width,
+                enc(label as usize)?,
+                k - m.cands as u32,
+            ));
+        }
+        let cands = self.shrink[m.cands..]
+            .iter()
+            .map(|c| (c.start - m.pos, c.cc, c.fixup - m.fixups))
+            .collect();
+        let mut binds = Vec::new();
+        for l in 0..FIXED {
+            let at = self.labels[fixed0 + l];
+            if m.bound & 1 << l == 0 && at != UNBOUND {
+                let k = self.label_k[fixed0 + l] - m.cands as u32;
+                binds.push((l as u32, at - m.pos as u32, k));
+            }
+        }
+        for l in m.labels..self.labels.len() {
+            let at = self.labels[l];
+            if at != UNBOUND {
+                let k = self.label_k[l] - m.cands as u32;
+                binds.push((enc(l)?, at - m.pos as u32, k));
+            }
+        }
+        Some(Routines {
+            key,
+            bytes: self.a.buf[m.pos..].to_vec(),
+            fixups,
+            cands,
+            binds,
+            new_labels: (self.labels.len() - m.labels) as u32,
+            refs: self.refs,
+        })
+    }
+
+    /// Appends a recording made by [`Emitter::record`].
+    fn replay(&mut self, r: &Routines) {
+        let m = self.mark();
+        let fixed0 = self.n + 1;
+        let dec = move |l: u32| -> usize {
+            if l == INSN0 {
+                0
+            } else if (l as usize) < FIXED {
+                fixed0 + l as usize
+            } else {
+                m.labels + l as usize - FIXED
+            }
+        };
+        self.a.buf.extend_from_slice(&r.bytes);
+        for _ in 0..r.new_labels {
+            self.labels.push(UNBOUND);
+            self.label_k.push(0);
+        }
+        for &(l, at, k) in &r.binds {
+            let l = dec(l);
+            self.labels[l] = m.pos as u32 + at;
+            self.label_k[l] = m.cands as u32 + k;
+        }
+        for &(at, width, label, k) in &r.fixups {
+            self.fixups.push((
+                m.pos as u32 + at,
+                width,
+                dec(label) as u32,
+                m.cands as u32 + k,
+            ));
+        }
+        for &(start, cc, fixup) in &r.cands {
+            self.shrink.push(Candidate {
+                start: m.pos + start,
+                cc,
+                fixup: m.fixups + fixup,
+            });
+        }
+        self.refs |= r.refs;
+    }
+
+    fn emit_routines(
+        &mut self,
+        trap: bool,
+        trap_mem: bool,
+        stop0: bool,
+        check_mem: bool,
+        helper: bool,
+    ) {
+        if trap {
+            // Trap with rcx = status, rdx = instruction index.
+            let l = self.fixed(L_TRAP);
+            self.bind(l);
+            self.a
+                .mov_rm_r(Sz::B64, field(offset_of!(Ctx, status)), Gpr::Rcx);
+            self.a
+                .mov_rm_r(Sz::B64, field(offset_of!(Ctx, trap_idx)), Gpr::Rdx);
+            self.unwind();
+        }
+        if trap_mem {
+            // Memory fault: rax = address, rcx = size | write << 8, rdx = the
+            // return address of the faulting access's slow-path call.
+            let l = self.fixed(L_TRAP_MEM);
+            self.bind(l);
+            self.a
+                .mov_rm_r(Sz::B64, field(offset_of!(Ctx, fault_addr)), Gpr::Rax);
+            self.a
+                .mov_rm_r(Sz::B64, field(offset_of!(Ctx, fault_info)), Gpr::Rcx);
+            self.a.mov_r_imm64(Gpr::Rcx, status::MEM);
+            let l = self.fixed(L_TRAP);
+            self.jmp(l);
+        }
+        if stop0 {
+            // End the program with r0 = 0 (legacy packet load out of range).
+            let l = self.fixed(L_STOP0);
+            self.bind(l);
+            self.a.mov_rm_i(Sz::B64, field(offset_of!(Ctx, ret)), 0);
+            self.a
+                .mov_rm_i(Sz::B64, field(offset_of!(Ctx, status)), status::OK as i32);
+            self.unwind();
+        }
+        if check_mem {
+            self.check_mem_routine();
+        }
+        self.slow_routines();
+        if helper {
+            self.helper_routine();
+        }
+    }
+}
+
+/// Instruction 0's label in a [`Routines`] recording.
+const INSN0: u32 = u32::MAX;
+
+/// Most recordings a thread keeps (the routines have a few dozen useful
+/// combinations, the entry one per set of named registers).
+const ROUTINES_KEPT: usize = 64;
+
+/// Where an emission stands: code length, counts of fixups, shrink
+/// candidates and labels, and which fixed labels are bound.
+struct Mark {
+    pos: usize,
+    fixups: usize,
+    cands: usize,
+    labels: usize,
+    bound: u32,
+}
+
+/// A recorded emission of the shared routines or the entry (see
+/// `Emitter::shared_routines`), everything relative to where it started.
+/// Labels: below `FIXED` a fixed label, [`INSN0`] instruction 0's, from
+/// `FIXED` on the labels the emission created, in order.
+pub(crate) struct Routines {
+    /// Shared routines: which are needed; entry: bit 63 and what it
+    /// depends on.
+    key: u64,
+    bytes: Vec<u8>,
+    fixups: Vec<Fixup>,
+    /// (start, condition, fixup) of each shrink candidate.
+    cands: Vec<(usize, Option<Cc>, usize)>,
+    /// (label, position, candidates before it) of each label bound.
+    binds: Vec<(u32, u32, u32)>,
+    new_labels: u32,
+    refs: u32,
+}
+
+impl<'a> Emitter<'a> {
+    /// Region check: rax = address, rcx = size, rdx = 1 for a write.
+    /// Out: edx = 0 when some region allows the access. Keeps rax and
+    /// every eBPF register.
+    fn check_mem_routine(&mut self) {
         let l = self.fixed(L_CHECK_MEM);
         self.bind(l);
         let (fail, lp, next, done) = (
@@ -609,7 +851,9 @@ impl<'a> Emitter<'a> {
         self.a.pop(Gpr::Rsi);
         self.a.pop(Gpr::Rdi);
         self.a.ret();
+    }
 
+    fn slow_routines(&mut self) {
         // Slow memory checks, one routine per size and direction, called
         // from the access with rax = address after the inline stack and
         // last-region checks failed; they
@@ -639,7 +883,9 @@ impl<'a> Emitter<'a> {
                 self.jmp(l);
             }
         }
+    }
 
+    fn helper_routine(&mut self) {
         // Helper call: rcx = table index or id, rdx = instruction index,
         // with bit 32 set when rcx is an id (callx). The arguments go to the
         // trampoline in registers (System V: rsi, rdx, rcx, r8, r9 after the
@@ -1275,6 +1521,7 @@ impl<'a> Emitter<'a> {
 
     /// An ALU instruction with its eBPF source, blinding the immediate
     /// when asked (shift counts are one byte and stay as they are).
+    #[inline(always)]
     fn alu_insn(&mut self, width: Width, op: AluOp, d: Gpr, src: Src) {
         match src {
             Src::Reg(r) => self.alu(width, op, d, Opnd::Reg(hr(r))),
@@ -1485,6 +1732,113 @@ impl<'a> Emitter<'a> {
     }
 }
 
+/// Flags for `jbe ok` when `[rax, rax + n)` lies in the stack buffer
+/// (one subtraction, one compare; clobbers rdx).
+fn stack_test(a: &mut Asm, n: i32) {
+    a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
+    a.alu_r_rm(
+        Sz::B64,
+        Alu::Sub,
+        Gpr::Rdx,
+        field(offset_of!(Ctx, stack_start)),
+    );
+    a.alu_rm_i(
+        Sz::B64,
+        Alu::Cmp,
+        Rm::Reg(Gpr::Rdx),
+        (STACK_SIZE * MAX_CALL_FRAMES) as i32 - n,
+    );
+}
+
+/// Flags for `jb ok` when `[rax, rax + n)` lies in the region the last
+/// region walk found for this direction (`off < len - size + 1`,
+/// precomputed per size; clobbers rdx).
+fn hot_test(a: &mut Asm, n: i32, write: bool) {
+    let hot = if write {
+        offset_of!(Ctx, hot_w)
+    } else {
+        offset_of!(Ctx, hot_r)
+    };
+    a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
+    a.alu_r_rm(Sz::B64, Alu::Sub, Gpr::Rdx, field(hot));
+    let lim = hot + 8 + 8 * (n as u32).trailing_zeros() as usize;
+    a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rdx, field(lim));
+}
+
+/// The inline checks of a checked access of `n` bytes, between its `lea
+/// rax` and its slow-path `call rel32` (5 bytes): the stack test and the
+/// cached-region test (stack first for an r10 base), each followed by a
+/// `jcc rel8` to just after that call. Encoded once per size, direction
+/// and order (a tenth of lowering a checked access was encoding them).
+fn access_checks(n: i32, write: bool, r10_first: bool) -> &'static [u8] {
+    static ALL: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    let all = ALL.get_or_init(|| {
+        let mut all = Vec::with_capacity(16);
+        for k in 0..16 {
+            let (n, write, r10_first) = (1i32 << (k >> 2), k & 2 != 0, k & 1 != 0);
+            let mut a = Asm::new();
+            let (d1, d2) = if r10_first {
+                stack_test(&mut a, n);
+                let d1 = a.jcc(Cc::Be, false);
+                hot_test(&mut a, n, write);
+                (d1, a.jcc(Cc::B, false))
+            } else {
+                hot_test(&mut a, n, write);
+                let d1 = a.jcc(Cc::B, false);
+                stack_test(&mut a, n);
+                (d1, a.jcc(Cc::Be, false))
+            };
+            let ok = a.pos() + 5;
+            for d in [d1, d2] {
+                let fits = patch_rel(&mut a.buf, d, 1, ok);
+                debug_assert!(fits, "the checks fit a rel8");
+            }
+            all.push(a.buf);
+        }
+        all
+    });
+    let k = (n as u32).trailing_zeros() as usize * 4 + 2 * write as usize + r10_first as usize;
+    &all[k]
+}
+
+/// Most instructions [`Emitter::near_target`] looks at.
+const NEAR_SCAN: usize = 12;
+
+/// An upper bound of the bytes `insn` is lowered to, without a budget or
+/// constant blinding (where jumps are never emitted short at once): small
+/// for what is common between a jump and its target, 128 (never near) for
+/// the rest. Generous, so that improvements of a form need not touch it;
+/// `near_bounds_hold` checks every form at its longest.
+fn near_bytes(insn: &Insn, checked: bool, r10_fixed: bool) -> usize {
+    let mem = |base: Reg, off: i16, size: Size| {
+        let n = size.bytes() as i32;
+        let off = off as i32;
+        let frame = base == Reg::R10 && r10_fixed && off >= -(STACK_SIZE as i32) && off <= -n;
+        if frame || !checked {
+            16
+        } else {
+            64
+        }
+    };
+    match *insn {
+        Insn::Alu { op, .. } => match op {
+            AluOp::Div | AluOp::Mod | AluOp::Sdiv | AluOp::Smod => 64,
+            _ => 16,
+        },
+        Insn::Neg { .. } | Insn::Endian { .. } => 16,
+        Insn::LoadImm64 { .. } => 16,
+        Insn::Load { src, off, size, .. } => mem(src, off, size),
+        Insn::Store { dst, off, size, .. } => mem(dst, off, size),
+        Insn::Ja { .. } | Insn::Jmp { .. } => 16,
+        // A helper call (15 bytes) or an unknown helper's trap jump; in
+        // unchecked mode an inline array lookup (`x64::inline`, ~40 bytes).
+        Insn::Call(_) if checked => 32,
+        Insn::Call(_) => 64,
+        Insn::Exit => 4,
+        _ => 128,
+    }
+}
+
 /// A source operand on the host: an immediate or a host register.
 #[derive(Clone, Copy)]
 enum Opnd {
@@ -1670,14 +2024,93 @@ fn subprog_frames(prog: &Program) -> Option<Vec<(u32, u8)>> {
 /// check), and again without that assumption in the rare case that an
 /// instruction writes r10 (only programs a verifier rejects do).
 pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
-    match lower_with(input, true) {
-        Some(l) => l,
-        None => lower_with(input, false).expect("no assumption about r10"),
+    let mut s = SCRATCH.take().unwrap_or_default();
+    let (mut r10_fixed, mut near_limit) = (true, 127);
+    let l = loop {
+        match lower_with(input, r10_fixed, near_limit, &mut s) {
+            Ok(l) => break l,
+            Err(Retry::R10) => r10_fixed = false,
+            Err(Retry::Far) if near_limit > 0 => near_limit = 0,
+            Err(Retry::Far) => unreachable!("only jumps emitted near can fall short"),
+        }
+    };
+    SCRATCH.set(Some(s));
+    l
+}
+
+/// Why [`lower_with`] must start over.
+enum Retry {
+    /// An instruction writes r10.
+    R10,
+    /// A jump emitted short at once does not reach its target (a bound of
+    /// `near_bytes` is wrong).
+    Far,
+}
+
+/// The working buffers of a lowering, kept per thread for the next one
+/// (with their capacity), so that a compile allocates little besides what
+/// the `Jit` keeps: a dozen allocations and frees, several of them large
+/// enough for `malloc` to consolidate its free lists, were about a tenth of
+/// the time of compiling a small program. Buffers grown past
+/// [`SCRATCH_KEEP`] bytes by a big program are not kept.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    code: Vec<u8>,
+    labels: Vec<u32>,
+    label_k: Vec<u32>,
+    fixups: Vec<Fixup>,
+    shrink: Vec<Candidate>,
+    cold: Vec<Cold>,
+    sites: Vec<(usize, u32)>,
+    leaders: Vec<bool>,
+    short: Vec<u8>,
+    saved: Vec<usize>,
+    target_k: Vec<u32>,
+    dist: Vec<usize>,
+    open: Vec<u32>,
+    /// Recorded emissions of the shared routines, by key (at most a few
+    /// dozen combinations occur).
+    routines: Vec<Routines>,
+}
+
+/// Largest buffer (bytes) a [`Scratch`] keeps between compiles.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Option<Box<Scratch>>> = const { std::cell::Cell::new(None) };
+}
+
+/// Empties `v` for reuse, or frees it when it has grown past
+/// [`SCRATCH_KEEP`].
+fn recycle<T>(v: &mut Vec<T>) {
+    v.clear();
+    if v.capacity() * std::mem::size_of::<T>() > SCRATCH_KEEP {
+        *v = Vec::new();
     }
 }
 
-/// One emission pass; `None` when `r10_fixed` turns out to be wrong.
-fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
+/// Gives a code buffer (`Lowered::code`, once published) back to this
+/// thread's [`Scratch`] for the next lowering.
+pub(crate) fn recycle_code(mut code: Vec<u8>) {
+    recycle(&mut code);
+    SCRATCH.with(|c| {
+        let mut s = c.take().unwrap_or_default();
+        if code.capacity() > s.code.capacity() {
+            s.code = code;
+        }
+        c.set(Some(s));
+    });
+}
+
+/// One emission pass; an error when `r10_fixed` or a jump emitted short
+/// at once (`near_limit`, see `Emitter::near_limit`) turns out to be
+/// wrong.
+fn lower_with(
+    input: &LowerInput<'_>,
+    r10_fixed: bool,
+    near_limit: usize,
+    s: &mut Scratch,
+) -> Result<Lowered, Retry> {
     let prog = input.prog;
     let insns = prog.insns();
     let n = insns.len();
@@ -1686,10 +2119,11 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
     // per-instruction credit). Everything else (registers named, calls,
     // helpers, `lddw` values) is found while emitting, and the entry,
     // which depends on it, is emitted last.
-    let mut leaders = Vec::new();
+    let mut leaders = std::mem::take(&mut s.leaders);
+    leaders.clear();
     let mut has_callx = false;
     if input.budget {
-        leaders = vec![false; n + 1];
+        leaders.resize(n + 1, false);
         for (pc, insn) in prog.iter() {
             match *insn {
                 Insn::Ja { .. }
@@ -1708,22 +2142,29 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
     // Sized for typical code so that nothing grows while emitting (growth
     // was about a dozen reallocations per compile): checked accesses take
     // ~30 bytes and a label or two, jumps a fixup and a shrink candidate.
+    // The buffers come from the thread's `Scratch`, empty.
     let per_insn = if input.checked { 24 } else { 12 };
-    let mut labels = Vec::with_capacity(2 * n + 64);
+    fn fresh<T>(v: &mut Vec<T>, cap: usize) -> Vec<T> {
+        let mut v = std::mem::take(v);
+        v.clear();
+        v.reserve(cap);
+        v
+    }
+    let mut labels = fresh(&mut s.labels, 2 * n + 64);
     labels.resize(n + 1 + FIXED, UNBOUND);
-    let mut label_k = Vec::with_capacity(2 * n + 64);
+    let mut label_k = fresh(&mut s.label_k, 2 * n + 64);
     label_k.resize(n + 1 + FIXED, 0);
     let mut e = Emitter {
         a: Asm {
-            buf: Vec::with_capacity(n * per_insn + 1024),
+            buf: fresh(&mut s.code, n * per_insn + 1024),
         },
         n,
         labels,
         label_k,
-        fixups: Vec::with_capacity(n + 16),
-        shrink: Vec::with_capacity(n / 2 + 16),
-        cold: Vec::with_capacity(16),
-        sites: Vec::with_capacity(if input.checked { n / 2 + 16 } else { 0 }),
+        fixups: fresh(&mut s.fixups, n + 16),
+        shrink: fresh(&mut s.shrink, n / 2 + 16),
+        cold: fresh(&mut s.cold, 16),
+        sites: fresh(&mut s.sites, if input.checked { n / 2 + 16 } else { 0 }),
         input,
         r10_fixed,
         pending: 0,
@@ -1743,6 +2184,13 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
         frames_known: false,
         frame_calls: false,
         branch_targets: None,
+        refs: 0,
+        cur: 0,
+        near_limit: if input.budget || input.blind.is_some() {
+            0
+        } else {
+            near_limit
+        },
     };
     let mut info = 0u32;
     for (i, insn) in insns.iter().enumerate() {
@@ -1755,6 +2203,7 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
             }
             e.pending += 1;
         }
+        e.cur = i;
         e.bind(i);
         match *insn {
             // The most common case without the big dispatch function (and
@@ -1766,7 +2215,7 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
                 src,
             } => {
                 if dst == Reg::R10 && r10_fixed {
-                    return None;
+                    return Err(Retry::R10);
                 }
                 info |= 1 << dst.index();
                 if let Src::Reg(r) = src {
@@ -1777,7 +2226,7 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
             _ => {
                 let r = regs_info(insn);
                 if r10_fixed && r & WRITES_R10 != 0 {
-                    return None;
+                    return Err(Retry::R10);
                 }
                 info |= r;
                 e.insn(i, insn)
@@ -1788,11 +2237,13 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
     e.bind(n);
     let l = e.trap_stub(status::FELL_OFF, n);
     e.jmp(l);
-    e.shared_routines();
+    let mut routines = std::mem::take(&mut s.routines);
+    e.shared_routines(&mut routines);
     e.emit_cold();
     let entry_label = e.new_label();
     e.bind(entry_label);
-    e.prologue();
+    e.entry(&mut routines);
+    s.routines = routines;
     let Emitter {
         a,
         mut labels,
@@ -1800,6 +2251,8 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
         sites,
         mut fixups,
         shrink,
+        cold,
+        leaders,
         adj,
         table,
         trap_insns,
@@ -1807,8 +2260,10 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
         has_callx,
         ..
     } = e;
-    let code = relax(a.buf, &mut labels, &label_k, &mut fixups, &shrink);
-    Some(Lowered {
+    let Some(code) = relax(a.buf, &mut labels, &label_k, &mut fixups, &shrink, s) else {
+        return Err(Retry::Far);
+    };
+    let lowered = Lowered {
         code,
         entry: labels[entry_label],
         offsets: if has_callx {
@@ -1822,7 +2277,22 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
         trap_insns,
         uses_regions,
         has_callx,
-    })
+    };
+    (s.labels, s.label_k, s.fixups, s.shrink) = (labels, label_k, fixups, shrink);
+    (s.sites, s.cold, s.leaders) = (sites, cold, leaders);
+    recycle(&mut s.labels);
+    recycle(&mut s.label_k);
+    recycle(&mut s.fixups);
+    recycle(&mut s.shrink);
+    recycle(&mut s.sites);
+    recycle(&mut s.cold);
+    recycle(&mut s.leaders);
+    recycle(&mut s.short);
+    recycle(&mut s.saved);
+    recycle(&mut s.target_k);
+    recycle(&mut s.dist);
+    recycle(&mut s.open);
+    Ok(lowered)
 }
 
 /// Shrinks long forward jumps that reach their target with a rel8 once
@@ -1836,43 +2306,61 @@ fn relax(
     label_k: &[u32],
     fixups: &mut [Fixup],
     cands: &[Candidate],
-) -> Vec<u8> {
+    s: &mut Scratch,
+) -> Option<Vec<u8>> {
     let long_len = |c: &Candidate| if c.cc.is_some() { 6 } else { 5 };
-    let mut short = vec![false; cands.len()];
+    // Bytes saved by each candidate: 0 while long, `long_len - 2` once short.
+    let short = &mut s.short;
+    short.clear();
+    short.resize(cands.len(), 0u8);
     // saved[k] = bytes saved by shrunk candidates before candidate k.
-    let mut saved = vec![0usize; cands.len() + 1];
+    let saved = &mut s.saved;
+    saved.clear();
+    saved.resize(cands.len() + 1, 0);
     // Old positions never change: find once how many candidates lie before
-    // each candidate's target.
-    let target_k: Vec<u32> = cands
-        .iter()
-        .map(|c| label_k[fixups[c.fixup].2 as usize])
-        .collect();
+    // each candidate's target, and its distance as a short jump before any
+    // shrinking; with `saved` (from the previous round's decisions) the
+    // distance is then `dist - (saved[target_k] - saved[k])`.
+    let target_k = &mut s.target_k;
+    target_k.clear();
+    let dist = &mut s.dist;
+    dist.clear();
+    for c in cands {
+        let t = fixups[c.fixup].2 as usize;
+        target_k.push(label_k[t]);
+        dist.push((labels[t] as usize).wrapping_sub(c.start + 2));
+    }
+    // The candidates still long, visited each round.
+    let open = &mut s.open;
+    open.clear();
+    open.extend(0..cands.len() as u32);
+    let mut any_short = false;
     // A few rounds catch almost everything; stopping early only leaves some
-    // jumps long, which is always correct.
+    // jumps long, which is always correct. Every round decides on the
+    // previous round's `saved`.
     for _round in 0..4 {
-        for k in 0..cands.len() {
-            saved[k + 1] = saved[k] + if short[k] { long_len(&cands[k]) - 2 } else { 0 };
-        }
         let mut changed = false;
-        for (k, c) in cands.iter().enumerate() {
-            if short[k] {
-                continue;
-            }
-            let target = labels[fixups[c.fixup].2 as usize] as usize - saved[target_k[k] as usize];
-            let end = c.start - saved[k] + 2;
-            if target - end <= 127 {
-                short[k] = true;
+        for &k in open.iter() {
+            let k = k as usize;
+            let between = saved[target_k[k] as usize] - saved[k];
+            if dist[k].wrapping_sub(between) <= 127 {
+                short[k] = long_len(&cands[k]) as u8 - 2;
                 changed = true;
             }
         }
         if !changed {
             break;
         }
+        any_short = true;
+        open.retain(|&k| short[k as usize] == 0);
+        // A running sum (reading `saved[k]` back would wait on the store).
+        let mut acc = 0;
+        for (k, &g) in short.iter().enumerate() {
+            acc += g as usize;
+            saved[k + 1] = acc;
+        }
     }
-    for k in 0..cands.len() {
-        saved[k + 1] = saved[k] + if short[k] { long_len(&cands[k]) - 2 } else { 0 };
-    }
-    if !short.iter().any(|&s| s) {
+    if !any_short {
         let mut code = old;
         for &(at, width, label, _) in fixups.iter() {
             let ok = patch_rel(
@@ -1881,15 +2369,19 @@ fn relax(
                 width as usize,
                 labels[label as usize] as usize,
             );
-            assert!(ok, "displacement out of range");
+            // Only a jump emitted short at once can be out of range.
+            if !ok {
+                assert_eq!(width, 1, "displacement out of range");
+                return None;
+            }
         }
-        return code;
+        return Some(code);
     }
     // Compact in place: the code only gets shorter.
     let mut code = old;
     let (mut from, mut to) = (0, 0);
     for (k, c) in cands.iter().enumerate() {
-        if !short[k] {
+        if short[k] == 0 {
             continue;
         }
         code.copy_within(from..c.start, to);
@@ -1898,6 +2390,11 @@ fn relax(
             Some(cc) => 0x70 + cc as u8,
             None => 0xeb,
         };
+        // Now `op rel8`: the displacement follows the one-byte opcode, at
+        // `to + 1` once the shift below (by `saved[fx.3]`) is undone.
+        let fx = &mut fixups[c.fixup];
+        fx.0 = (to + 1 + saved[fx.3 as usize]) as u32;
+        fx.1 = 1;
         to += 2;
         from = c.start + long_len(c);
     }
@@ -1905,30 +2402,281 @@ fn relax(
     code.copy_within(from..len, to);
     to += len - from;
     code.truncate(to);
+    // Unbound labels have `label_k` 0 and `saved[0]` is 0: no test needed
+    // (and `min` spares the bounds check: this loop covers every label).
+    let last = cands.len();
+    let saved = &saved[..=last];
     for (l, &k) in labels.iter_mut().zip(label_k) {
-        if *l != UNBOUND {
-            *l -= saved[k as usize] as u32;
-        }
+        *l -= saved[(k as usize).min(last)] as u32;
     }
     for fx in fixups.iter_mut() {
-        fx.0 -= saved[fx.3 as usize] as u32;
-    }
-    for (k, c) in cands.iter().enumerate() {
-        if short[k] {
-            // Now `op rel8`: the displacement follows the one-byte opcode.
-            let fx = &mut fixups[c.fixup];
-            fx.0 = (c.start - saved[k] + 1) as u32;
-            fx.1 = 1;
-        }
-    }
-    for &(at, width, label, _) in fixups.iter() {
+        fx.0 -= saved[(fx.3 as usize).min(last)] as u32;
         let ok = patch_rel(
             &mut code,
-            at as usize,
-            width as usize,
-            labels[label as usize] as usize,
+            fx.0 as usize,
+            fx.1 as usize,
+            labels[fx.2 as usize] as usize,
         );
-        assert!(ok, "displacement out of range after relaxation");
+        if !ok {
+            assert_eq!(fx.1, 1, "displacement out of range after relaxation");
+            return None;
+        }
     }
-    code
+    Some(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bpfkit_isa::asm::{assemble, Syntax};
+
+    fn input<'p>(p: &'p Program, h: &'p Helpers, checked: bool) -> LowerInput<'p> {
+        LowerInput {
+            prog: p,
+            helpers: h,
+            resolver: None,
+            budget: false,
+            checked,
+            blind: None,
+        }
+    }
+
+    /// `near_bytes` bounds every form at its longest (operands that take
+    /// SIB bytes, 32-bit displacements and immediates), in both modes: the
+    /// jump over the form at instruction 0 tells its size.
+    #[test]
+    fn near_bounds_hold() {
+        let forms = [
+            "add %r1, 0x12345678",
+            "mov %r1, -5",
+            "mov32 %r1, -5",
+            "lddw %r1, 0x123456789abcdef",
+            "mul %r7, 0x12345678",
+            "mul32 %r7, %r9",
+            "lsh %r1, %r2",
+            "arsh32 %r9, %r2",
+            "rsh %r9, 63",
+            "div %r1, 7",
+            "div %r1, 0x10",
+            "mod32 %r1, %r2",
+            "mod %r9, %r9",
+            "neg %r9",
+            "neg32 %r7",
+            "be16 %r1",
+            "le16 %r9",
+            "be32 %r7",
+            "be64 %r9",
+            "ldxdw %r7, [%r7+0x7fff]",
+            "ldxb %r9, [%r7-0x8000]",
+            "ldxh %r0, [%r8+3]",
+            "ldxw %r6, [%r10+8]",
+            "stdw [%r7-0x8000], 0x12345678",
+            "sth [%r9+0x100], 0x1234",
+            "stb [%r7+1], 0x12",
+            "stxb [%r9+0x1000], %r0",
+            "stxb [%r7+0x1000], %r1",
+            "stxdw [%r12+0], %r1",
+            "ldxb %r0, [%r10-512]",
+            "stdw [%r10-8], 0x12345678",
+            "stxw [%r10-256], %r9",
+            "jsgt %r9, 0x12345678, +0",
+            "jne32 %r1, %r2, +0",
+            "jset %r7, 0x12345678, +0",
+            "jslt32 %r9, -1, +0",
+            "ja +0",
+            "call 1",
+            "call 99",
+            "exit",
+        ];
+        let mut h = Helpers::new();
+        h.register(1, |_e, a| Ok(a[0]));
+        let mut s = Scratch::default();
+        for form in forms {
+            let Ok(insns) = assemble(&format!("ja end\n{form}\nend:\nexit"), Syntax::Ubpf) else {
+                continue; // a register the syntax does not have (r12)
+            };
+            let p = Program::from_insns(insns).unwrap();
+            let insn = p.insns()[1];
+            for checked in [true, false] {
+                let r10_fixed = !p.insns().iter().any(|i| regs_info(i) & WRITES_R10 != 0);
+                let l = lower_with(&input(&p, &h, checked), r10_fixed, 0, &mut s)
+                    .unwrap_or_else(|_| panic!("{form}"));
+                let size = match l.code[..] {
+                    [0xeb, d, ..] => d as usize,
+                    [0xe9, a, b, c, d, ..] => u32::from_le_bytes([a, b, c, d]) as usize,
+                    _ => panic!("{form}: starts with a jump"),
+                };
+                let bound = near_bytes(&insn, checked, r10_fixed);
+                assert!(
+                    size <= bound,
+                    "{form} (checked {checked}): {size} > {bound}"
+                );
+            }
+        }
+    }
+
+    /// Jumps emitted short at once give the same code as relaxation, and a
+    /// wrong bound (here: a limit far beyond rel8) is caught and lowered
+    /// again without them.
+    #[test]
+    fn near_jumps_change_nothing_and_fall_back() {
+        let mut far = String::from("jeq %r1, 0, +8\n");
+        for _ in 0..8 {
+            far += "ldxdw %r0, [%r1+0x100]\n";
+        }
+        far += "exit";
+        let texts = [
+            "jeq %r1, 0, +2\nadd %r0, 1\nmov %r2, 3\nexit",
+            "jgt %r1, 5, +1\nldxw %r0, [%r1+4]\njne %r0, 7, +2\nstxw [%r10-4], %r0\nja +0\nexit",
+            "mov %r0, 0\nloop:\nadd %r0, 1\njlt %r0, 10, loop\njeq %r0, 10, +1\nmov %r0, 1\nexit",
+            &far,
+        ];
+        let h = Helpers::new();
+        let mut s = Scratch::default();
+        for text in texts {
+            let p = prog(text);
+            for checked in [true, false] {
+                let i = input(&p, &h, checked);
+                let relaxed = outcome(&lower_with(&i, true, 0, &mut s).ok().unwrap());
+                if let Ok(l) = lower_with(&i, true, 127, &mut s) {
+                    assert_eq!(outcome(&l), relaxed, "{text}");
+                }
+                assert_eq!(outcome(&lower(&i)), relaxed, "{text}");
+            }
+        }
+        // Every jump short at once: the one over 8 checked loads cannot be.
+        let p = prog(&far);
+        let i = input(&p, &h, true);
+        assert!(matches!(
+            lower_with(&i, true, 100_000, &mut s),
+            Err(Retry::Far)
+        ));
+    }
+
+    /// The copied checks are the two tests, each with a short jump to just
+    /// after the 5-byte slow-path call that follows them.
+    #[test]
+    fn access_checks_jump_past_the_slow_call() {
+        use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+        for n in [1, 2, 4, 8] {
+            for write in [false, true] {
+                for r10_first in [false, true] {
+                    let t = access_checks(n, write, r10_first);
+                    let mut d = Decoder::with_ip(64, t, 0, DecoderOptions::NONE);
+                    let got: Vec<_> = d.iter().collect();
+                    let m: Vec<Mnemonic> = got.iter().map(|i| i.mnemonic()).collect();
+                    let (first, second) = if r10_first {
+                        (Mnemonic::Jbe, Mnemonic::Jb)
+                    } else {
+                        (Mnemonic::Jb, Mnemonic::Jbe)
+                    };
+                    use Mnemonic::{Cmp, Mov, Sub};
+                    assert_eq!(m, [Mov, Sub, Cmp, first, Mov, Sub, Cmp, second]);
+                    for j in [&got[3], &got[7]] {
+                        assert_eq!(j.len(), 2, "rel8");
+                        assert_eq!(j.near_branch_target(), t.len() as u64 + 5);
+                    }
+                }
+            }
+        }
+    }
+
+    fn prog(text: &str) -> Program {
+        Program::from_insns(assemble(text, Syntax::Ubpf).unwrap()).unwrap()
+    }
+
+    /// Code, entry, offsets, budget credits and sites of a lowering.
+    type Outcome = (Vec<u8>, u32, Vec<u32>, Vec<u32>, Vec<(u32, u32)>);
+
+    /// Everything a lowering produces, comparable.
+    fn outcome(l: &Lowered) -> Outcome {
+        (
+            l.code.clone(),
+            l.entry,
+            l.offsets.clone(),
+            l.adj.clone(),
+            l.sites.clone(),
+        )
+    }
+
+    /// The per-thread state (scratch buffers, recorded shared routines)
+    /// changes nothing: every program lowers the same in a fresh thread
+    /// (routines emitted) and after all the others in one thread (routines
+    /// replayed, buffers reused), in each mode.
+    #[test]
+    fn shared_routines_replay_as_emitted() {
+        let texts = [
+            "mov %r0, 1\nexit",
+            "ldxw %r0, [%r1+4]\nstxb [%r1+1], %r0\nexit",
+            "ldxdw %r0, [%r1]\nstxdw [%r1+8], %r0\nldxh %r2, [%r1+2]\nstxw [%r1+12], %r2\nexit",
+            "mov %r1, 3\ncall 1\nexit",
+            "ldabsb 3\nldindh %r1, 2\nexit",
+            "mov %r6, 4\nloop:\ncall local f\nsub %r6, 1\njne %r6, 0, loop\nexit\nf:\nldxb %r0, [%r10-1]\nexit",
+        ];
+        let mut h = Helpers::new();
+        h.register(1, |_e, a| Ok(a[0]));
+        let inputs = || -> Vec<(bool, bool, Option<u64>)> {
+            vec![
+                (true, false, None),
+                (false, false, None),
+                (true, true, None),
+                (true, false, Some(0x1234_5678_9abc_def1)),
+            ]
+        };
+        let mut progs: Vec<Program> = texts.iter().map(|t| prog(t)).collect();
+        // Forward jumps that stay long, others that shrink.
+        let mut long = String::from("mov %r0, 0\njeq %r1, 0, +31\n");
+        for k in 0..31 {
+            long += if k % 2 == 0 {
+                "ldxw %r0, [%r1+4]\n"
+            } else {
+                "jne %r0, 7, +1\n"
+            };
+        }
+        long += "exit";
+        progs.push(prog(&long));
+        // `callx` (no ubpf syntax): a helper id in r1.
+        progs.push(
+            Program::from_insns(vec![
+                Insn::LoadImm64 {
+                    dst: Reg::R1,
+                    imm: Imm64::Value(1),
+                },
+                Insn::Callx(Reg::R1),
+                Insn::Exit,
+            ])
+            .unwrap(),
+        );
+        let lower_one = |p: &Program, (checked, budget, blind): (bool, bool, Option<u64>)| {
+            let input = LowerInput {
+                prog: p,
+                helpers: &h,
+                resolver: None,
+                budget,
+                checked,
+                blind,
+            };
+            outcome(&lower(&input))
+        };
+        let mut fresh = Vec::new();
+        for p in &progs {
+            for mode in inputs() {
+                // A new thread has no recorded routines and no buffers.
+                let got = std::thread::scope(|s| s.spawn(|| lower_one(p, mode)).join().unwrap());
+                fresh.push(got);
+            }
+        }
+        // One thread, every program twice over.
+        let mut k = 0;
+        for round in 0..2 {
+            for p in &progs {
+                for mode in inputs() {
+                    let got = lower_one(p, mode);
+                    let want = &fresh[k % fresh.len()];
+                    assert_eq!(&got, want, "round {round}, program {k}");
+                    k += 1;
+                }
+            }
+        }
+    }
 }
