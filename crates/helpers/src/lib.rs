@@ -52,7 +52,7 @@ pub use xdp::{
     ETH_HLEN, FRAG_SIZE, XDP_FRAME_SIZE, XDP_META_MAX, XDP_PACKET_HEADROOM, XDP_TAILROOM,
 };
 
-use bpfkit_runtime::{HelperAbort, HelperEnv, Helpers};
+use bpfkit_runtime::{Guest, HelperResult, Helpers, TypedHelper};
 
 /// Helper ids (`enum bpf_func_id` in `include/uapi/linux/bpf.h`).
 pub mod ids {
@@ -125,57 +125,95 @@ pub(crate) fn errno(e: i32) -> u64 {
     (-(e as i64)) as u64
 }
 
-/// The run's state, or a trap when the engine was given none.
-pub(crate) fn state_of<'e>(
-    env: &'e mut HelperEnv<'_, '_>,
-) -> Result<&'e mut RunState, HelperAbort> {
-    env.data_mut::<RunState>().ok_or_else(no_state)
+/// What a helper body works with: the run's guest memory and its
+/// [`RunState`], both borrowed directly. The engines that run with a
+/// `RunState` (the facade's JIT path) call the bodies through their typed
+/// entries without any downcast; the registry's `Helper` objects find the
+/// state with one downcast per call (`Helpers::register_typed`).
+pub(crate) struct Env<'e, 'r, 'a> {
+    guest: &'e mut Guest<'r, 'a>,
+    state: &'e mut RunState,
+}
+
+impl<'r, 'a> Env<'_, 'r, 'a> {
+    /// Guest memory, with the program's own checks.
+    #[inline(always)]
+    pub(crate) fn guest(&mut self) -> &mut Guest<'r, 'a> {
+        self.guest
+    }
+
+    /// The run's state.
+    #[inline(always)]
+    pub(crate) fn state(&mut self) -> &mut RunState {
+        self.state
+    }
+
+    /// Guest memory and the run's state at once.
+    #[inline(always)]
+    pub(crate) fn split(&mut self) -> (&mut Guest<'r, 'a>, &mut RunState) {
+        (self.guest, self.state)
+    }
 }
 
 /// The abort of a helper run without a [`RunState`].
-#[cold]
-pub(crate) fn no_state() -> HelperAbort {
-    HelperAbort::Failed("no bpfkit-helpers RunState for this run".into())
+const NO_STATE: &str = "no bpfkit-helpers RunState for this run";
+
+/// A typed entry ([`bpfkit_runtime::TypedHelper`]) for a helper body.
+macro_rules! typed {
+    ($body:expr) => {{
+        fn entry(g: &mut Guest<'_, '_>, st: &mut RunState, a: [u64; 5]) -> HelperResult {
+            $body(&mut Env { guest: g, state: st }, a)
+        }
+        entry as TypedHelper<RunState>
+    }};
 }
 
 /// Registers every helper of this crate into `helpers`.
 pub fn register(helpers: &mut Helpers) {
     use ids::*;
-    helpers
-        .register(MAP_LOOKUP_ELEM, maps::lookup)
-        .register(MAP_UPDATE_ELEM, maps::update)
-        .register(MAP_DELETE_ELEM, maps::delete)
-        .register(KTIME_GET_NS, misc::ktime)
-        .register(KTIME_GET_BOOT_NS, misc::ktime_boot)
-        .register(KTIME_GET_COARSE_NS, misc::ktime_coarse)
-        .register(TRACE_PRINTK, printk::trace_printk)
-        .register(GET_PRANDOM_U32, misc::prandom)
-        .register(GET_SMP_PROCESSOR_ID, misc::cpu)
-        .register(TAIL_CALL, xdp::tail_call)
-        .register(REDIRECT, xdp::redirect)
-        .register(REDIRECT_MAP, xdp::redirect_map)
-        .register(PERF_EVENT_OUTPUT, xdp::perf_event_output)
-        .register(CSUM_DIFF, misc::csum_diff)
-        .register(XDP_ADJUST_HEAD, xdp::adjust_head)
-        .register(XDP_ADJUST_META, xdp::adjust_meta)
-        .register(XDP_ADJUST_TAIL, xdp::adjust_tail)
-        .register(MAP_PUSH_ELEM, maps::push)
-        .register(MAP_POP_ELEM, |e: &mut HelperEnv<'_, '_>, a| {
-            maps::pop_or_peek(e, a, true)
-        })
-        .register(MAP_PEEK_ELEM, |e: &mut HelperEnv<'_, '_>, a| {
-            maps::pop_or_peek(e, a, false)
-        })
-        .register(RINGBUF_OUTPUT, maps::ringbuf_output)
-        .register(RINGBUF_RESERVE, maps::ringbuf_reserve)
-        .register(RINGBUF_SUBMIT, |e: &mut HelperEnv<'_, '_>, a| {
-            maps::ringbuf_commit(e, a, false)
-        })
-        .register(RINGBUF_DISCARD, |e: &mut HelperEnv<'_, '_>, a| {
-            maps::ringbuf_commit(e, a, true)
-        })
-        .register(RINGBUF_QUERY, maps::ringbuf_query)
-        .register(XDP_GET_BUFF_LEN, xdp::get_buff_len)
-        .register(XDP_LOAD_BYTES, xdp::load_bytes)
-        .register(XDP_STORE_BYTES, xdp::store_bytes);
+    let table: [(u32, TypedHelper<RunState>); 28] = [
+        (MAP_LOOKUP_ELEM, typed!(maps::lookup)),
+        (MAP_UPDATE_ELEM, typed!(maps::update)),
+        (MAP_DELETE_ELEM, typed!(maps::delete)),
+        (KTIME_GET_NS, typed!(misc::ktime)),
+        (KTIME_GET_BOOT_NS, typed!(misc::ktime_boot)),
+        (KTIME_GET_COARSE_NS, typed!(misc::ktime_coarse)),
+        (TRACE_PRINTK, typed!(printk::trace_printk)),
+        (GET_PRANDOM_U32, typed!(misc::prandom)),
+        (GET_SMP_PROCESSOR_ID, typed!(misc::cpu)),
+        (TAIL_CALL, typed!(xdp::tail_call)),
+        (REDIRECT, typed!(xdp::redirect)),
+        (REDIRECT_MAP, typed!(xdp::redirect_map)),
+        (PERF_EVENT_OUTPUT, typed!(xdp::perf_event_output)),
+        (CSUM_DIFF, typed!(misc::csum_diff)),
+        (XDP_ADJUST_HEAD, typed!(xdp::adjust_head)),
+        (XDP_ADJUST_META, typed!(xdp::adjust_meta)),
+        (XDP_ADJUST_TAIL, typed!(xdp::adjust_tail)),
+        (MAP_PUSH_ELEM, typed!(maps::push)),
+        (
+            MAP_POP_ELEM,
+            typed!(|e: &mut Env<'_, '_, '_>, a| maps::pop_or_peek(e, a, true)),
+        ),
+        (
+            MAP_PEEK_ELEM,
+            typed!(|e: &mut Env<'_, '_, '_>, a| maps::pop_or_peek(e, a, false)),
+        ),
+        (RINGBUF_OUTPUT, typed!(maps::ringbuf_output)),
+        (RINGBUF_RESERVE, typed!(maps::ringbuf_reserve)),
+        (
+            RINGBUF_SUBMIT,
+            typed!(|e: &mut Env<'_, '_, '_>, a| maps::ringbuf_commit(e, a, false)),
+        ),
+        (
+            RINGBUF_DISCARD,
+            typed!(|e: &mut Env<'_, '_, '_>, a| maps::ringbuf_commit(e, a, true)),
+        ),
+        (RINGBUF_QUERY, typed!(maps::ringbuf_query)),
+        (XDP_GET_BUFF_LEN, typed!(xdp::get_buff_len)),
+        (XDP_LOAD_BYTES, typed!(xdp::load_bytes)),
+        (XDP_STORE_BYTES, typed!(xdp::store_bytes)),
+    ];
+    for (id, f) in table {
+        helpers.register_typed(id, f, NO_STATE);
+    }
 }
