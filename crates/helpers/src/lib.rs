@@ -162,7 +162,13 @@ const NO_STATE: &str = "no bpfkit-helpers RunState for this run";
 macro_rules! typed {
     ($body:expr) => {{
         fn entry(g: &mut Guest<'_, '_>, st: &mut RunState, a: [u64; 5]) -> HelperResult {
-            $body(&mut Env { guest: g, state: st }, a)
+            $body(
+                &mut Env {
+                    guest: g,
+                    state: st,
+                },
+                a,
+            )
         }
         entry as TypedHelper<RunState>
     }};

@@ -81,6 +81,7 @@ fn raw(v: &ValueRef<'_>) -> (*mut u8, usize) {
 const SMALL_KEY: usize = 64;
 
 /// `bpf_map_lookup_elem(map, key)`.
+#[inline]
 pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     // Memory and state at once: one downcast and one search of the table
     // (inner maps handed out in this run after it) per call.
@@ -259,6 +260,7 @@ fn not_a_map(addr: u64) -> HelperAbort {
 }
 
 /// `bpf_map_update_elem(map, key, value, flags)`.
+#[inline]
 pub(crate) fn update(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     // The map stays borrowed from the run's table (no reference count
     // traffic) while the key and value are read.
@@ -273,6 +275,7 @@ pub(crate) fn update(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
 }
 
 /// `bpf_map_delete_elem(map, key)`.
+#[inline]
 pub(crate) fn delete(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let (guest, st) = env.split();
     let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
@@ -282,6 +285,7 @@ pub(crate) fn delete(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
 }
 
 /// `bpf_map_push_elem(map, value, flags)`.
+#[inline]
 pub(crate) fn push(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let (guest, st) = env.split();
     let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
@@ -291,6 +295,7 @@ pub(crate) fn push(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
 }
 
 /// `bpf_map_pop_elem(map, value)` and `bpf_map_peek_elem(map, value)`.
+#[inline]
 pub(crate) fn pop_or_peek(env: &mut Env<'_, '_, '_>, a: [u64; 5], pop: bool) -> HelperResult {
     let (guest, st) = env.split();
     let map = map_ref(st, a[0])?;
@@ -321,6 +326,7 @@ pub(crate) fn pop_or_peek(env: &mut Env<'_, '_, '_>, a: [u64; 5], pop: bool) -> 
 }
 
 /// `bpf_ringbuf_output(ringbuf, data, size, flags)`.
+#[inline]
 pub(crate) fn ringbuf_output(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let (guest, st) = env.split();
     let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
@@ -330,6 +336,7 @@ pub(crate) fn ringbuf_output(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperRe
 }
 
 /// `bpf_ringbuf_reserve(ringbuf, size, flags)`.
+#[inline]
 pub(crate) fn ringbuf_reserve(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let map = map_arg(env, a[0])?;
     let st = env.state();
@@ -364,6 +371,7 @@ pub(crate) fn ringbuf_commit(
 }
 
 /// `bpf_ringbuf_query(ringbuf, flags)`.
+#[inline]
 pub(crate) fn ringbuf_query(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     Ok(map_ref(env.state(), a[0])?.ringbuf_query(a[1]))
 }

@@ -46,26 +46,31 @@ pub fn fallback_clock(id: ClockId) -> u64 {
 }
 
 /// `bpf_ktime_get_ns()`.
+#[inline]
 pub(crate) fn ktime(env: &mut Env<'_, '_, '_>, _a: [u64; 5]) -> HelperResult {
     Ok((env.state().clock)(ClockId::Monotonic))
 }
 
 /// `bpf_ktime_get_boot_ns()`.
+#[inline]
 pub(crate) fn ktime_boot(env: &mut Env<'_, '_, '_>, _a: [u64; 5]) -> HelperResult {
     Ok((env.state().clock)(ClockId::Boot))
 }
 
 /// `bpf_ktime_get_coarse_ns()`.
+#[inline]
 pub(crate) fn ktime_coarse(env: &mut Env<'_, '_, '_>, _a: [u64; 5]) -> HelperResult {
     Ok((env.state().clock)(ClockId::MonotonicCoarse))
 }
 
 /// `bpf_get_prandom_u32()`.
+#[inline]
 pub(crate) fn prandom(env: &mut Env<'_, '_, '_>, _a: [u64; 5]) -> HelperResult {
     Ok(env.state().next_u32() as u64)
 }
 
 /// `bpf_get_smp_processor_id()`.
+#[inline]
 pub(crate) fn cpu(env: &mut Env<'_, '_, '_>, _a: [u64; 5]) -> HelperResult {
     Ok(env.state().cpu as u64)
 }
@@ -88,6 +93,7 @@ pub fn csum_add(seed: u32, bytes: &[u8], invert: bool) -> u32 {
 }
 
 /// `bpf_csum_diff(from, from_size, to, to_size, seed)`.
+#[inline]
 pub(crate) fn csum_diff(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let (from_size, to_size) = (a[1] as u32 as u64, a[3] as u32 as u64);
     if (from_size | to_size) & 3 != 0 || from_size + to_size > 512 {

@@ -7,8 +7,8 @@
 //! the formatted text, as the kernel's `bstr_printf` does.
 
 use crate::{errno, Env, EINVAL};
-use bpfkit_runtime::{Guest, HelperAbort};
 use bpfkit_runtime::HelperResult;
+use bpfkit_runtime::{Guest, HelperAbort};
 
 /// The kernel's `MAX_BPRINTF_BUF`: formatted output is cut to this (with
 /// its NUL).
@@ -334,6 +334,7 @@ fn read_bytes(guest: &Guest<'_, '_>, addr: u64, len: usize) -> Result<Vec<u8>, H
 }
 
 /// `bpf_trace_printk(fmt, fmt_size, arg1, arg2, arg3)`.
+#[inline]
 pub(crate) fn trace_printk(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let size = a[1] as u32 as usize;
     if size == 0 {

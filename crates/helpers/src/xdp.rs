@@ -50,6 +50,7 @@ fn metalen_invalid(len: u64) -> bool {
 }
 
 /// `bpf_xdp_adjust_head(ctx, delta)`.
+#[inline]
 pub(crate) fn adjust_head(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let mut b = buff(env)?;
     let delta = a[1] as i32 as i64;
@@ -69,6 +70,7 @@ pub(crate) fn adjust_head(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResul
 }
 
 /// `bpf_xdp_adjust_meta(ctx, delta)`.
+#[inline]
 pub(crate) fn adjust_meta(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let mut b = buff(env)?;
     let delta = a[1] as i32 as i64;
@@ -87,6 +89,7 @@ pub(crate) fn adjust_meta(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResul
 /// `bpf_xdp_adjust_tail(ctx, delta)`. A multi-buffer packet grows or
 /// shrinks at its last fragments, as the kernel's
 /// `bpf_xdp_frags_increase_tail`/`_shrink_tail` do.
+#[inline]
 pub(crate) fn adjust_tail(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let mut b = buff(env)?;
     let delta = a[1] as i32 as i64;
@@ -169,6 +172,7 @@ fn buff_len(env: &mut Env<'_, '_, '_>, b: XdpBuff) -> Result<u64, HelperAbort> {
 }
 
 /// `bpf_xdp_get_buff_len(ctx)`.
+#[inline]
 pub(crate) fn get_buff_len(env: &mut Env<'_, '_, '_>, _a: [u64; 5]) -> HelperResult {
     let b = buff(env)?;
     buff_len(env, b)
@@ -193,6 +197,7 @@ fn check_range(
 
 /// `bpf_xdp_load_bytes(ctx, offset, buf, len)`: packet bytes (fragments
 /// included) into `buf`.
+#[inline]
 pub(crate) fn load_bytes(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let b = buff(env)?;
     let (off, len) = (a[1] as u32 as u64, a[3] as u32 as u64);
@@ -206,6 +211,7 @@ pub(crate) fn load_bytes(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult
 
 /// `bpf_xdp_store_bytes(ctx, offset, buf, len)`: `buf` into the packet
 /// (fragments included).
+#[inline]
 pub(crate) fn store_bytes(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let b = buff(env)?;
     let (off, len) = (a[1] as u32 as u64, a[3] as u32 as u64);
@@ -241,6 +247,7 @@ pub(crate) fn store_bytes(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResul
 }
 
 /// `bpf_redirect(ifindex, flags)` (the XDP flavour).
+#[inline]
 pub(crate) fn redirect(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     if a[1] != 0 {
         return Ok(XDP_ABORTED);
@@ -250,6 +257,7 @@ pub(crate) fn redirect(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
 }
 
 /// `bpf_redirect_map(map, key, flags)`.
+#[inline]
 pub(crate) fn redirect_map(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     // The map is borrowed from the run's table (no reference counting per
     // packet) until the target is known.
@@ -300,6 +308,7 @@ pub(crate) fn redirect_map(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResu
 /// here and the embedder runs the target (see [`crate::RunState::tail_call`]);
 /// otherwise execution falls through. As in the kernel, the count is
 /// taken before the slot is read, so an empty slot uses one of the 33.
+#[inline]
 pub(crate) fn tail_call(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let st = env.state();
     let map = map_ref(st, a[1])?;
@@ -325,6 +334,7 @@ pub(crate) fn tail_call(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult 
 
 /// `bpf_perf_event_output(ctx, map, flags, data, size)` for XDP: the upper
 /// 32 bits of `flags` ask for that many packet bytes after the sample.
+#[inline]
 pub(crate) fn perf_event_output(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let flags = a[2];
     if flags & !(BPF_F_CTXLEN_MASK | BPF_F_INDEX_MASK) != 0 {

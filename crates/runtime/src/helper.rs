@@ -228,7 +228,8 @@ impl Helpers {
         f: TypedHelper<T>,
         missing: &'static str,
     ) -> &mut Helpers {
-        let dynamic = move |env: &mut HelperEnv<'_, '_>, args: [u64; 5]| match env.split_mut::<T>() {
+        let dynamic = move |env: &mut HelperEnv<'_, '_>, args: [u64; 5]| match env.split_mut::<T>()
+        {
             (g, Some(data)) => f(g, data, args),
             (_, None) => Err(HelperAbort::Failed(missing.into())),
         };

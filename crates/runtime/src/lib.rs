@@ -37,9 +37,7 @@ mod memory;
 mod trap;
 
 pub use bpfkit_isa::{HelperId, Imm64, Pc};
-pub use helper::{
-    Helper, HelperAbort, HelperEnv, HelperResult, Helpers, TypedEntry, TypedHelper,
-};
+pub use helper::{Helper, HelperAbort, HelperEnv, HelperResult, Helpers, TypedEntry, TypedHelper};
 pub use memory::{le_to_u64, u64_to_le, Guest, Memory, Region, RegionKind};
 pub use trap::{Access, MemFault, Trap, TrapKind};
 
