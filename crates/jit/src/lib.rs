@@ -514,25 +514,27 @@ impl EntryCheck {
         r1: u64,
     ) -> Option<TrapKind> {
         last.version = 0;
-        let t = self.check(mem, r1);
-        if t.is_none() {
-            let offs = self.offsets().filter(|_| self.fields_in_ctx);
-            *last = EntryKey {
-                version: mem.version(),
-                r1,
-                words: self.words(mem, r1),
-                raw: offs.is_some(),
-                offs: offs.unwrap_or_default(),
-            };
-        }
-        t
+        let words = match self.check(mem, r1) {
+            Ok(words) => words,
+            Err(t) => return Some(t),
+        };
+        let offs = self.offsets().filter(|_| self.fields_in_ctx);
+        *last = EntryKey {
+            version: mem.version(),
+            r1,
+            words,
+            raw: offs.is_some(),
+            offs: offs.unwrap_or_default(),
+        };
+        None
     }
 
-    /// `None` when `mem` holds the context at `r1` and the packet it
-    /// describes; otherwise the trap the run ends with.
-    fn check(&self, mem: &Memory<'_>, r1: u64) -> Option<TrapKind> {
+    /// `Ok` when `mem` holds the context at `r1` and the packet it
+    /// describes, with the packet words read ([`EntryCheck::words`]);
+    /// otherwise the trap the run ends with.
+    fn check(&self, mem: &Memory<'_>, r1: u64) -> Result<[u64; 3], TrapKind> {
         if self.ctx_size == 0 {
-            return None;
+            return Ok(self.words(mem, r1));
         }
         // Runs once per run: one pass over the (few) regions for the
         // context, and the packet region looked up directly.
@@ -542,7 +544,7 @@ impl EntryCheck {
                 r.start() <= r1 && ctx_end <= r.end() && (r.writable() || !self.ctx_writable)
             });
         if !ctx_ok {
-            return Some(TrapKind::OutOfBounds {
+            return Err(TrapKind::OutOfBounds {
                 addr: r1,
                 size: self.ctx_size as usize,
                 access: if self.ctx_writable {
@@ -552,9 +554,12 @@ impl EntryCheck {
                 },
             });
         }
-        self.packet?;
+        if self.packet.is_none() {
+            return Ok([0; 3]);
+        }
         // Inside the context, checked above.
-        let [data, end, start] = self.words(mem, r1);
+        let words = self.words(mem, r1);
+        let [data, end, start] = words;
         // The verifier lets the program write the packet (XDP, tc) and
         // bounds every access by data_end, reading back from data_meta.
         let covers =
@@ -563,13 +568,13 @@ impl EntryCheck {
             && data <= end
             && (mem.packet().is_some_and(covers) || mem.regions().iter().any(covers));
         if !ok {
-            return Some(TrapKind::OutOfBounds {
+            return Err(TrapKind::OutOfBounds {
                 addr: start,
                 size: end.saturating_sub(start) as usize,
                 access: Access::Write,
             });
         }
-        None
+        Ok(words)
     }
 }
 
@@ -717,25 +722,24 @@ pub(crate) fn call_typed<T: Any>(
 ) -> memory::Ret2 {
     // The common case first, with nothing else in the way: a call by
     // table index to a helper with a typed function that returns `r0`.
-    let f = match typed.get(ctx.call_h as usize) {
+    let k = ctx.call_h as usize;
+    let f = match typed.get(k) {
         Some(&Some(f)) if ctx.call_site >> 32 == 0 => f,
         _ => return call_untyped(ctx, env, stack, mem, data, args),
     };
     let mut guest = Guest::new(stack, mem);
     // A panic must not unwind through the generated code's frames: it is
     // caught here and resumed by `run` once the code has returned.
-    let result =
+    let mut result =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut guest, data, args)));
     if env.uses_regions && regions_changed(guest.memory(), env.regions, ctx) {
         snapshot(guest.memory(), env.regions, ctx);
     }
-    match result {
-        Ok(Ok(r0)) => memory::Ret2 { r0, stop: 0 },
-        other => {
-            let (id, _) = env.table[ctx.call_h as usize];
-            stopped(ctx, env, other, HelperId(id))
-        }
+    if let Ok(Ok(r0)) = result {
+        return memory::Ret2 { r0, stop: 0 };
     }
+    let id = HelperId(env.table[k].0);
+    stopped(ctx, env, &mut result, id)
 }
 
 /// [`call_typed`] for a helper without a typed function for `T` (or a
@@ -802,7 +806,7 @@ where
     }
     match result {
         Ok(Ok(r0)) => memory::Ret2 { r0, stop: 0 },
-        other => stopped(ctx, env, other, HelperId(id)),
+        mut other => stopped(ctx, env, &mut other, HelperId(id)),
     }
 }
 
@@ -814,11 +818,12 @@ where
 fn stopped(
     ctx: &mut Ctx,
     env: &mut RunEnv<'_>,
-    result: std::thread::Result<HelperResult>,
+    result: &mut std::thread::Result<HelperResult>,
     id: HelperId,
 ) -> memory::Ret2 {
     let pc = env.pcs[ctx.call_site as u32 as usize];
-    match result {
+    // Taken by reference so that the hot path does not copy the result.
+    match std::mem::replace(result, Ok(Ok(0))) {
         Ok(Ok(r0)) => return memory::Ret2 { r0, stop: 0 },
         Ok(Err(abort)) => match abort.into_outcome(pc, id) {
             Ok(r0) => {
@@ -991,10 +996,10 @@ impl Jit {
             // whenever the loop goes on.
             ctx.remaining = remaining;
             ctx.depth = 0;
-            // Re-derived each run, after `again` used `data` and the entry
-            // check used `mem`.
+            // Re-derived each run, after `again` wrote through `data` (the
+            // entry check only reads `mem`, which keeps `env.base.mem`
+            // valid).
             env.data = &mut *data;
-            env.base.mem = (&mut *mem as *mut Memory<'_>).cast::<Memory<'static>>();
             memory::enter(code, entry, ctx);
             if ctx.status != status::OK {
                 let (trap, panic) = (env.base.trap.take(), env.base.panic.take());

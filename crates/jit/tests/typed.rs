@@ -63,7 +63,9 @@ fn helpers() -> Helpers {
     h.register_typed::<Data>(15, boom, "no Data");
     // A closure helper (no typed function) reaching the same data.
     h.register(20, |e, a| {
-        let d = e.data_mut::<Data>().ok_or(HelperAbort::Failed("no".into()))?;
+        let d = e
+            .data_mut::<Data>()
+            .ok_or(HelperAbort::Failed("no".into()))?;
         d.calls += 10;
         Ok(a[0] * 2)
     });
@@ -132,7 +134,10 @@ fn aborts_traps_and_faults_in_typed_helpers() {
     let p = prog("mov %r1, 0x10\ncall 11\nexit");
     let t = both(&p).0.unwrap_err();
     assert_eq!(t.pc, Pc(1));
-    assert!(matches!(t.kind, TrapKind::OutOfBounds { addr: 0x10, .. }), "{t:?}");
+    assert!(
+        matches!(t.kind, TrapKind::OutOfBounds { addr: 0x10, .. }),
+        "{t:?}"
+    );
 }
 
 #[test]
