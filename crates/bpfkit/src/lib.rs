@@ -697,11 +697,22 @@ impl Object {
                 let t = Instant::now();
                 let want = repeat.max(1);
                 let mut runs = 0;
-                let r = loop {
-                    reset_run(state);
-                    let r = self.run_series(prog, mem, args, state, want - runs, &mut runs);
-                    if r.is_err() || runs >= want {
-                        break r;
+                let r = if matches!(self.execs.get(prog), Some(Exec::Jit(_))) {
+                    loop {
+                        reset_run(state);
+                        let r = self.jit_series(prog, mem, args, state, want - runs, &mut runs);
+                        if r.is_err() || runs >= want {
+                            break r;
+                        }
+                    }
+                } else {
+                    loop {
+                        reset_run(state);
+                        let r = self.run_chain(prog, mem, args, state);
+                        runs += 1;
+                        if r.is_err() || runs >= want {
+                            break r;
+                        }
                     }
                 };
                 (r, runs, t.elapsed().as_nanos() as u64)
@@ -757,14 +768,14 @@ impl Object {
         }
     }
 
-    /// Up to `max` runs of program `prog` in a row (at least one), each
-    /// with its tail calls, counted in `runs`; returns the last run's
-    /// result. On the JIT, runs without a tail call go on inside one
+    /// Up to `max` runs of JIT program `prog` in a row (at least one),
+    /// each with its tail calls, counted in `runs`; returns the last run's
+    /// result. Runs without a tail call go on inside one
     /// [`Jit::run_repeat`] (the per-run state reset between them, as the
     /// caller's loop does); a run that asks for a tail call or traps ends
     /// the series there, and its tail calls are followed here.
     #[inline]
-    fn run_series(
+    fn jit_series(
         &mut self,
         prog: usize,
         mem: &mut Memory<'_>,
@@ -773,31 +784,48 @@ impl Object {
         max: u32,
         runs: &mut u32,
     ) -> Result<u64, Trap> {
-        let Some(exec) = self.execs.get_mut(prog) else {
+        let Some(Exec::Jit(j)) = self.execs.get_mut(prog) else {
+            // The caller checked; the interpreter's way, just in case.
             *runs += 1;
-            return Err(not_loaded());
+            return self.run_chain(prog, mem, args, state);
         };
-        let r = match exec {
-            Exec::Jit(j) => {
-                let mut done = 0;
-                let r = j.run_repeat(mem, args, state, |st, _| {
-                    done += 1;
-                    if done >= max || st.tail_call.is_some() {
-                        return false;
-                    }
-                    reset_run(st);
-                    true
-                });
-                // A trap ends the series without `again`.
-                *runs += done + r.is_err() as u32;
-                r
+        let mut done = 0;
+        let r = j.run_repeat(mem, args, state, |st, _| {
+            done += 1;
+            if done >= max || st.tail_call.is_some() {
+                return false;
             }
-            Exec::Interp(i) => {
-                *runs += 1;
-                i.run_with_data(mem, args, state)
-            }
-        };
+            reset_run(st);
+            true
+        });
+        // A trap ends the series without `again`.
+        *runs += done + r.is_err() as u32;
         self.follow_tail_calls(r, mem, args, state)
+    }
+
+    /// One run of program `prog` with its tail calls.
+    #[inline]
+    fn run_chain(
+        &mut self,
+        prog: usize,
+        mem: &mut Memory<'_>,
+        args: &[u64],
+        state: &mut RunState,
+    ) -> Result<u64, Trap> {
+        let mut idx = prog;
+        loop {
+            let Some(exec) = self.execs.get_mut(idx) else {
+                return Err(not_loaded());
+            };
+            let r = exec.run(mem, args, state);
+            // Without a tail call the result goes straight back (no move
+            // of the `Result` through a tuple: this runs once per packet).
+            let Some(id) = state.tail_call.take() else {
+                return r;
+            };
+            r?;
+            idx = self.program_by_id(id).unwrap_or(usize::MAX);
+        }
     }
 
     /// The rest of a run whose first program returned `r`: the programs

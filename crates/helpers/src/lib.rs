@@ -52,7 +52,7 @@ pub use xdp::{
     ETH_HLEN, FRAG_SIZE, XDP_FRAME_SIZE, XDP_META_MAX, XDP_PACKET_HEADROOM, XDP_TAILROOM,
 };
 
-use bpfkit_runtime::{Guest, HelperResult, Helpers, TypedHelper};
+use bpfkit_runtime::{Guest, HelperAbort, HelperEnv, HelperResult, Helpers};
 
 /// Helper ids (`enum bpf_func_id` in `include/uapi/linux/bpf.h`).
 pub mod ids {
@@ -158,9 +158,13 @@ impl<'r, 'a> Env<'_, 'r, 'a> {
 /// The abort of a helper run without a [`RunState`].
 const NO_STATE: &str = "no bpfkit-helpers RunState for this run";
 
-/// A typed entry ([`bpfkit_runtime::TypedHelper`]) for a helper body.
+/// Registers a helper body as a typed function (for engines that call it
+/// directly with the run's `RunState`) and, for the others, as a closure
+/// that finds the state (one downcast) and calls that function directly,
+/// not through a pointer. The body keeps a single caller, so that it is
+/// inlined into the typed function.
 macro_rules! typed {
-    ($body:expr) => {{
+    ($helpers:expr, $id:expr, $body:expr) => {{
         fn entry(g: &mut Guest<'_, '_>, st: &mut RunState, a: [u64; 5]) -> HelperResult {
             $body(
                 &mut Env {
@@ -170,56 +174,54 @@ macro_rules! typed {
                 a,
             )
         }
-        entry as TypedHelper<RunState>
+        $helpers.register_typed_with::<RunState, _>(
+            $id,
+            entry,
+            |e: &mut HelperEnv<'_, '_>, a: [u64; 5]| match e.split_mut::<RunState>() {
+                (g, Some(st)) => entry(g, st, a),
+                (_, None) => Err(HelperAbort::Failed(NO_STATE.into())),
+            },
+        );
     }};
 }
 
 /// Registers every helper of this crate into `helpers`.
 pub fn register(helpers: &mut Helpers) {
     use ids::*;
-    let table: [(u32, TypedHelper<RunState>); 28] = [
-        (MAP_LOOKUP_ELEM, typed!(maps::lookup)),
-        (MAP_UPDATE_ELEM, typed!(maps::update)),
-        (MAP_DELETE_ELEM, typed!(maps::delete)),
-        (KTIME_GET_NS, typed!(misc::ktime)),
-        (KTIME_GET_BOOT_NS, typed!(misc::ktime_boot)),
-        (KTIME_GET_COARSE_NS, typed!(misc::ktime_coarse)),
-        (TRACE_PRINTK, typed!(printk::trace_printk)),
-        (GET_PRANDOM_U32, typed!(misc::prandom)),
-        (GET_SMP_PROCESSOR_ID, typed!(misc::cpu)),
-        (TAIL_CALL, typed!(xdp::tail_call)),
-        (REDIRECT, typed!(xdp::redirect)),
-        (REDIRECT_MAP, typed!(xdp::redirect_map)),
-        (PERF_EVENT_OUTPUT, typed!(xdp::perf_event_output)),
-        (CSUM_DIFF, typed!(misc::csum_diff)),
-        (XDP_ADJUST_HEAD, typed!(xdp::adjust_head)),
-        (XDP_ADJUST_META, typed!(xdp::adjust_meta)),
-        (XDP_ADJUST_TAIL, typed!(xdp::adjust_tail)),
-        (MAP_PUSH_ELEM, typed!(maps::push)),
-        (
-            MAP_POP_ELEM,
-            typed!(|e: &mut Env<'_, '_, '_>, a| maps::pop_or_peek(e, a, true)),
-        ),
-        (
-            MAP_PEEK_ELEM,
-            typed!(|e: &mut Env<'_, '_, '_>, a| maps::pop_or_peek(e, a, false)),
-        ),
-        (RINGBUF_OUTPUT, typed!(maps::ringbuf_output)),
-        (RINGBUF_RESERVE, typed!(maps::ringbuf_reserve)),
-        (
-            RINGBUF_SUBMIT,
-            typed!(|e: &mut Env<'_, '_, '_>, a| maps::ringbuf_commit(e, a, false)),
-        ),
-        (
-            RINGBUF_DISCARD,
-            typed!(|e: &mut Env<'_, '_, '_>, a| maps::ringbuf_commit(e, a, true)),
-        ),
-        (RINGBUF_QUERY, typed!(maps::ringbuf_query)),
-        (XDP_GET_BUFF_LEN, typed!(xdp::get_buff_len)),
-        (XDP_LOAD_BYTES, typed!(xdp::load_bytes)),
-        (XDP_STORE_BYTES, typed!(xdp::store_bytes)),
-    ];
-    for (id, f) in table {
-        helpers.register_typed(id, f, NO_STATE);
-    }
+    typed!(helpers, MAP_LOOKUP_ELEM, maps::lookup);
+    typed!(helpers, MAP_UPDATE_ELEM, maps::update);
+    typed!(helpers, MAP_DELETE_ELEM, maps::delete);
+    typed!(helpers, KTIME_GET_NS, misc::ktime);
+    typed!(helpers, KTIME_GET_BOOT_NS, misc::ktime_boot);
+    typed!(helpers, KTIME_GET_COARSE_NS, misc::ktime_coarse);
+    typed!(helpers, TRACE_PRINTK, printk::trace_printk);
+    typed!(helpers, GET_PRANDOM_U32, misc::prandom);
+    typed!(helpers, GET_SMP_PROCESSOR_ID, misc::cpu);
+    typed!(helpers, TAIL_CALL, xdp::tail_call);
+    typed!(helpers, REDIRECT, xdp::redirect);
+    typed!(helpers, REDIRECT_MAP, xdp::redirect_map);
+    typed!(helpers, PERF_EVENT_OUTPUT, xdp::perf_event_output);
+    typed!(helpers, CSUM_DIFF, misc::csum_diff);
+    typed!(helpers, XDP_ADJUST_HEAD, xdp::adjust_head);
+    typed!(helpers, XDP_ADJUST_META, xdp::adjust_meta);
+    typed!(helpers, XDP_ADJUST_TAIL, xdp::adjust_tail);
+    typed!(helpers, MAP_PUSH_ELEM, maps::push);
+    typed!(helpers, MAP_POP_ELEM, |e: &mut Env<'_, '_, '_>, a| {
+        maps::pop_or_peek(e, a, true)
+    });
+    typed!(helpers, MAP_PEEK_ELEM, |e: &mut Env<'_, '_, '_>, a| {
+        maps::pop_or_peek(e, a, false)
+    });
+    typed!(helpers, RINGBUF_OUTPUT, maps::ringbuf_output);
+    typed!(helpers, RINGBUF_RESERVE, maps::ringbuf_reserve);
+    typed!(helpers, RINGBUF_SUBMIT, |e: &mut Env<'_, '_, '_>, a| {
+        maps::ringbuf_commit(e, a, false)
+    });
+    typed!(helpers, RINGBUF_DISCARD, |e: &mut Env<'_, '_, '_>, a| {
+        maps::ringbuf_commit(e, a, true)
+    });
+    typed!(helpers, RINGBUF_QUERY, maps::ringbuf_query);
+    typed!(helpers, XDP_GET_BUFF_LEN, xdp::get_buff_len);
+    typed!(helpers, XDP_LOAD_BYTES, xdp::load_bytes);
+    typed!(helpers, XDP_STORE_BYTES, xdp::store_bytes);
 }

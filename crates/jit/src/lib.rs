@@ -730,16 +730,18 @@ pub(crate) fn call_typed<T: Any>(
     let mut guest = Guest::new(stack, mem);
     // A panic must not unwind through the generated code's frames: it is
     // caught here and resumed by `run` once the code has returned.
-    let mut result =
+    let result =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut guest, data, args)));
     if env.uses_regions && regions_changed(guest.memory(), env.regions, ctx) {
         snapshot(guest.memory(), env.regions, ctx);
     }
-    if let Ok(Ok(r0)) = result {
-        return memory::Ret2 { r0, stop: 0 };
+    match result {
+        Ok(Ok(r0)) => memory::Ret2 { r0, stop: 0 },
+        other => {
+            let id = HelperId(env.table[k].0);
+            stopped(ctx, env, other, id)
+        }
     }
-    let id = HelperId(env.table[k].0);
-    stopped(ctx, env, &mut result, id)
 }
 
 /// [`call_typed`] for a helper without a typed function for `T` (or a
@@ -806,7 +808,7 @@ where
     }
     match result {
         Ok(Ok(r0)) => memory::Ret2 { r0, stop: 0 },
-        mut other => stopped(ctx, env, &mut other, HelperId(id)),
+        other => stopped(ctx, env, other, HelperId(id)),
     }
 }
 
@@ -818,12 +820,11 @@ where
 fn stopped(
     ctx: &mut Ctx,
     env: &mut RunEnv<'_>,
-    result: &mut std::thread::Result<HelperResult>,
+    result: std::thread::Result<HelperResult>,
     id: HelperId,
 ) -> memory::Ret2 {
     let pc = env.pcs[ctx.call_site as u32 as usize];
-    // Taken by reference so that the hot path does not copy the result.
-    match std::mem::replace(result, Ok(Ok(0))) {
+    match result {
         Ok(Ok(r0)) => return memory::Ret2 { r0, stop: 0 },
         Ok(Err(abort)) => match abort.into_outcome(pc, id) {
             Ok(r0) => {

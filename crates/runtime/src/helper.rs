@@ -233,6 +233,23 @@ impl Helpers {
             (g, Some(data)) => f(g, data, args),
             (_, None) => Err(HelperAbort::Failed(missing.into())),
         };
+        self.register_typed_with(id, f, dynamic)
+    }
+
+    /// [`Helpers::register_typed`] with the [`Helper`] object given:
+    /// `dynamic` must do what `f` does when the run's data is a `T` (e.g.
+    /// the same body, its data found with [`HelperEnv::split_mut`]). For
+    /// registries whose other callers (an interpreter) should not pay for
+    /// the call through `f`'s pointer that `register_typed`'s object makes.
+    pub fn register_typed_with<T: Any, F>(
+        &mut self,
+        id: u32,
+        f: TypedHelper<T>,
+        dynamic: F,
+    ) -> &mut Helpers
+    where
+        F: Fn(&mut HelperEnv<'_, '_>, [u64; 5]) -> HelperResult + Send + Sync + 'static,
+    {
         self.by_id.insert(id, Arc::new(dynamic));
         self.typed.insert(id, TypedEntry(Arc::new(f)));
         self
@@ -357,5 +374,14 @@ mod tests {
         h.register_typed::<u64>(8, add_first, "no u64");
         h.register_shared(8, Arc::new(|_e: &mut HelperEnv<'_, '_>, _a| Ok(0)));
         assert!(h.typed::<u64>(8).is_none());
+        // `register_typed_with`: the typed function for typed callers, the
+        // given object for the others.
+        h.register_typed_with::<u64, _>(9, add_first, |_e: &mut HelperEnv<'_, '_>, a| {
+            Ok(a[0] * 100)
+        });
+        let f = h.typed::<u64>(9).expect("typed");
+        assert_eq!(f(&mut guest, &mut n, [1, top - 1, 0, 0, 0]), Ok(20));
+        let mut env = HelperEnv::new(guest.reborrow(), Some(&mut n), Pc(0), HelperId(9));
+        assert_eq!(h.get(9).unwrap().call(&mut env, [3, 0, 0, 0, 0]), Ok(300));
     }
 }
