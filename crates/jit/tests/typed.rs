@@ -293,3 +293,49 @@ fn other_data_takes_the_dynamic_path_of_typed_helpers() {
     assert_eq!(jit.run_typed(&mut mem, &[], &mut wrong), want);
     assert_eq!(jit.run_typed(&mut mem, &[], &mut d), Ok(3));
 }
+
+#[test]
+fn a_stop_deep_in_calls_does_not_leak_into_the_next_run_of_a_series() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let h = helpers();
+    // Three frames deep, then a stop: with a budget the code counts its
+    // call depth, which every run of a series must start again from 0
+    // (else the ninth frame would come after three runs).
+    let p = prog(
+        "call local f\nmov %r0, 1\nexit\nf:\ncall local g\nexit\ng:\nmov %r1, 77\ncall 12\nexit",
+    );
+    for budget in [None, Some(1000)] {
+        let mut b = Jit::builder();
+        if let Some(n) = budget {
+            b = b.budget(n);
+        }
+        let mut jit = b.build(&p, &h).unwrap();
+        let mut mem = Memory::new();
+        let mut d = Data::default();
+        let r = jit.run_repeat(&mut mem, &[], &mut d, |d, r0| {
+            assert_eq!(r0, 77);
+            d.calls < 10
+        });
+        assert_eq!((r, d.calls), (Ok(77), 10), "budget {budget:?}");
+    }
+    // And the budget is per run: each run (a loop of 2 * 10 + 4
+    // instructions) fits in 40, and traps within 12.
+    let p = prog("mov %r0, 0\nadd %r0, 1\njlt %r0, 10, -2\nmov %r1, 0\ncall 10\nexit");
+    let mut jit = Jit::builder().budget(40).build(&p, &h).unwrap();
+    let mut mem = Memory::new();
+    let mut d = Data::default();
+    let r = jit.run_repeat(&mut mem, &[], &mut d, |d, _| d.calls < 10);
+    assert_eq!((r, d.calls), (Ok(10), 10));
+    let mut jit = Jit::builder().budget(12).build(&p, &h).unwrap();
+    let mut asked = 0;
+    let t = jit
+        .run_repeat(&mut mem, &[], &mut d, |_, _| {
+            asked += 1;
+            asked < 3
+        })
+        .unwrap_err();
+    assert_eq!(t.kind, TrapKind::BudgetExhausted { budget: 12 });
+    assert_eq!(asked, 0);
+}
