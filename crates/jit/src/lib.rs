@@ -64,6 +64,13 @@
 //!
 //! - [`Jit::new`] / [`Jit::builder`]: compile once (budget, `lddw`
 //!   resolver), [`Jit::run`] many times.
+//! - [`Jit::run_typed`] / [`Jit::run_repeat`]: runs with per-run data of a
+//!   known type `T`, where helpers registered with
+//!   [`Helpers::register_typed`] for `T` are called directly (no
+//!   `Arc<dyn Helper>`, no [`HelperEnv`], no downcast), and several runs in
+//!   a row share their set-up. A helper's panic is caught before it could
+//!   unwind through the generated code and resumed once the code returned,
+//!   on every path.
 //! - [`is_supported`]: x86-64 Linux only; elsewhere the crate builds and
 //!   [`Jit::new`] returns [`CompileError::Unsupported`].
 //! - Code memory: [`memory::publish`] turns emitted bytes into
@@ -272,7 +279,7 @@ impl<'r> Builder<'r> {
         };
         all_helpers.sort_by_key(|(id, _)| *id);
         // The typed functions of the table's helpers, resolved per data
-        // type at the first typed run (`Jit::typed_table`).
+        // type at the first typed run (`Jit::resolve_typed`).
         let typed_entries = lowered
             .table
             .iter()
@@ -352,7 +359,7 @@ pub struct Jit {
     /// [`Helpers::register_typed`].
     typed_entries: Vec<Option<TypedEntry>>,
     /// `typed_entries` resolved for the data type of the last typed run: a
-    /// `Vec<Option<TypedHelper<T>>>` (see [`Jit::typed_table`]).
+    /// `Vec<Option<TypedHelper<T>>>` (see `Jit::resolve_typed`).
     typed_cache: Option<Box<dyn Any + Send + Sync>>,
     all_helpers: Vec<(u32, Arc<dyn Helper>)>,
     /// The stack, as `u64`s so that frames are 8-aligned.
@@ -765,8 +772,8 @@ fn call_untyped<T: Any>(
 
 /// What both trampolines share: find the helper of the call in progress
 /// (`Ctx::call_h`/`call_site`), `call` it without letting a panic unwind
-/// into generated code, refresh the region table if the helper changed the regions, and
-/// turn the result into what the stub expects.
+/// into generated code, refresh the region table if the helper changed
+/// the regions, and turn the result into what the stub expects.
 #[inline(always)]
 fn dispatch<F>(
     ctx: &mut Ctx,
