@@ -339,3 +339,42 @@ fn a_stop_deep_in_calls_does_not_leak_into_the_next_run_of_a_series() {
     assert_eq!(t.kind, TrapKind::BudgetExhausted { budget: 12 });
     assert_eq!(asked, 0);
 }
+
+#[test]
+fn callx_by_id_takes_the_helper_objects_and_never_a_table_slot() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    use bpfkit_isa::{Insn, Reg};
+    let h = helpers();
+    let with_callx = |text: &str, tail: &str| {
+        let mut insns = assemble(text, Syntax::Ubpf).unwrap();
+        insns.push(Insn::Callx(Reg::new(6).unwrap()));
+        insns.extend(assemble(tail, Syntax::Ubpf).unwrap());
+        Program::from_insns(insns).unwrap()
+    };
+    let mut mem = Memory::new();
+    // Helper 10 is table slot 0; a `callx` of id 0 must not reach it.
+    let p = with_callx("mov %r1, 1\nmov %r2, 0\ncall 10\nmov %r6, 0", "exit");
+    let mut jit = Jit::new(&p, &h).unwrap();
+    let mut d = Data::default();
+    let t = jit.run_typed(&mut mem, &[], &mut d).unwrap_err();
+    assert_eq!(
+        (t.pc, t.kind),
+        (Pc(4), TrapKind::BadCallTarget { target: 0 })
+    );
+    assert_eq!(d.calls, 1);
+    // By id, typed and closure helpers both run (through their objects).
+    let p = with_callx(
+        "mov %r6, 10\nmov %r1, 1\nmov %r2, 0",
+        "mov %r6, 20\nmov %r1, %r0",
+    );
+    let mut insns = p.insns().to_vec();
+    insns.push(Insn::Callx(Reg::new(6).unwrap()));
+    insns.extend(assemble("exit", Syntax::Ubpf).unwrap());
+    let p = Program::from_insns(insns).unwrap();
+    let mut jit = Jit::new(&p, &h).unwrap();
+    let mut d = Data::default();
+    assert_eq!(jit.run_typed(&mut mem, &[], &mut d), Ok(4));
+    assert_eq!(d.calls, 11);
+}
