@@ -4,9 +4,14 @@
 //!
 //! ```sh
 //! cargo build --release -p bpfkit-bench --example runpath
-//! valgrind --tool=callgrind --toggle-collect='*XdpRunner*run*' \
-//!     target/release/examples/runpath devmap jit 6400
+//! valgrind --tool=callgrind --toggle-collect='bpfkit::Object::run' \
+//!     target/release/examples/runpath devmap unchecked 1280
 //! ```
+//!
+//! Instructions per run: the difference between the counts of two runs
+//! with 2560 and 1280 repeats, divided by 1280 (compiling and loading
+//! cancel; `bpfkit::Object::run` covers the `--repeat` loop and its
+//! per-batch set-up, 64 runs a batch, as `XdpRunner` calls it).
 //!
 //! Arguments: the case's name or a substring of it (as in the benchmark's
 //! tables), `jit`, `unchecked` (the JIT after `run --verify`) or `interp`

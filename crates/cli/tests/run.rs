@@ -622,3 +622,64 @@ fn rejected_tail_call_targets_are_refused_with_verify() {
     let doc = json(&run(&with_packet));
     assert_eq!(doc["runs"][0]["action"], "XDP_PASS");
 }
+
+#[test]
+fn repeat_with_tail_calls_agrees_between_engines() {
+    // `--repeat` runs a series of runs on the JIT without leaving it, and
+    // leaves it after a run that tail-calls; the maps (counters per slot,
+    // the chain's 34 runs per packet) and the actions must be the
+    // interpreter's, for every repeat count across the series' edges.
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/xdp/tail_calls.json")).unwrap(),
+    )
+    .unwrap();
+    let hex = |v: &Value| match v {
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| p.as_str().unwrap().replace(' ', ""))
+            .collect::<String>(),
+        v => v.as_str().unwrap().replace(' ', ""),
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for repeat in ["1", "3", "70"] {
+        let mut docs = Vec::new();
+        for engine in ["interp", "jit"] {
+            let mut args = vec![
+                path("tests/xdp/tail_calls.o"),
+                "--prog".into(),
+                "xdp_dispatch".into(),
+                "--engine".into(),
+                engine.into(),
+                "--repeat".into(),
+                repeat.into(),
+            ];
+            for (slot, prog) in spec["prog_array"]["jump_table"].as_object().unwrap() {
+                args.extend([
+                    "--prog-array".into(),
+                    "jump_table".into(),
+                    slot.clone(),
+                    prog.as_str().unwrap().into(),
+                ]);
+            }
+            for p in spec["packets"].as_array().unwrap() {
+                args.extend(["--packet".into(), hex(&p["hex"])]);
+            }
+            args.extend(["--json".into(), "--dump-maps".into()]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let doc = json(&run(&args));
+            let actions: Vec<Value> = doc["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["action"].clone())
+                .collect();
+            docs.push((actions, doc["maps"].clone()));
+        }
+        assert_eq!(docs[0], docs[1], "--repeat {repeat}: interp vs jit");
+        let maps = docs[0].1.to_string();
+        assert!(maps.contains("chain"), "{maps}");
+        // Every run counted: more repeats, other counters.
+        assert!(!seen.contains(&maps), "--repeat {repeat}: {maps}");
+        seen.push(maps);
+    }
+}

@@ -52,7 +52,7 @@ pub use xdp::{
     ETH_HLEN, FRAG_SIZE, XDP_FRAME_SIZE, XDP_META_MAX, XDP_PACKET_HEADROOM, XDP_TAILROOM,
 };
 
-use bpfkit_runtime::{HelperAbort, HelperEnv, Helpers};
+use bpfkit_runtime::{Guest, HelperAbort, HelperEnv, HelperResult, Helpers};
 
 /// Helper ids (`enum bpf_func_id` in `include/uapi/linux/bpf.h`).
 pub mod ids {
@@ -125,57 +125,103 @@ pub(crate) fn errno(e: i32) -> u64 {
     (-(e as i64)) as u64
 }
 
-/// The run's state, or a trap when the engine was given none.
-pub(crate) fn state_of<'e>(
-    env: &'e mut HelperEnv<'_, '_>,
-) -> Result<&'e mut RunState, HelperAbort> {
-    env.data_mut::<RunState>().ok_or_else(no_state)
+/// What a helper body works with: the run's guest memory and its
+/// [`RunState`], both borrowed directly. The engines that run with a
+/// `RunState` (the facade's JIT path) call the bodies through their typed
+/// entries without any downcast; the registry's `Helper` objects find the
+/// state with one downcast per call (`Helpers::register_typed`).
+pub(crate) struct Env<'e, 'r, 'a> {
+    guest: &'e mut Guest<'r, 'a>,
+    state: &'e mut RunState,
+}
+
+impl<'r, 'a> Env<'_, 'r, 'a> {
+    /// Guest memory, with the program's own checks.
+    #[inline(always)]
+    pub(crate) fn guest(&mut self) -> &mut Guest<'r, 'a> {
+        self.guest
+    }
+
+    /// The run's state.
+    #[inline(always)]
+    pub(crate) fn state(&mut self) -> &mut RunState {
+        self.state
+    }
+
+    /// Guest memory and the run's state at once.
+    #[inline(always)]
+    pub(crate) fn split(&mut self) -> (&mut Guest<'r, 'a>, &mut RunState) {
+        (self.guest, self.state)
+    }
 }
 
 /// The abort of a helper run without a [`RunState`].
-#[cold]
-pub(crate) fn no_state() -> HelperAbort {
-    HelperAbort::Failed("no bpfkit-helpers RunState for this run".into())
+const NO_STATE: &str = "no bpfkit-helpers RunState for this run";
+
+/// Registers a helper body as a typed function (for engines that call it
+/// directly with the run's `RunState`) and, for the others, as a closure
+/// that finds the state (one downcast) and calls that function directly,
+/// not through a pointer. The body keeps a single caller, so that it is
+/// inlined into the typed function.
+macro_rules! typed {
+    ($helpers:expr, $id:expr, $body:expr) => {{
+        fn entry(g: &mut Guest<'_, '_>, st: &mut RunState, a: [u64; 5]) -> HelperResult {
+            $body(
+                &mut Env {
+                    guest: g,
+                    state: st,
+                },
+                a,
+            )
+        }
+        $helpers.register_typed_with::<RunState, _>(
+            $id,
+            entry,
+            |e: &mut HelperEnv<'_, '_>, a: [u64; 5]| match e.split_mut::<RunState>() {
+                (g, Some(st)) => entry(g, st, a),
+                (_, None) => Err(HelperAbort::Failed(NO_STATE.into())),
+            },
+        );
+    }};
 }
 
 /// Registers every helper of this crate into `helpers`.
 pub fn register(helpers: &mut Helpers) {
     use ids::*;
-    helpers
-        .register(MAP_LOOKUP_ELEM, maps::lookup)
-        .register(MAP_UPDATE_ELEM, maps::update)
-        .register(MAP_DELETE_ELEM, maps::delete)
-        .register(KTIME_GET_NS, misc::ktime)
-        .register(KTIME_GET_BOOT_NS, misc::ktime_boot)
-        .register(KTIME_GET_COARSE_NS, misc::ktime_coarse)
-        .register(TRACE_PRINTK, printk::trace_printk)
-        .register(GET_PRANDOM_U32, misc::prandom)
-        .register(GET_SMP_PROCESSOR_ID, misc::cpu)
-        .register(TAIL_CALL, xdp::tail_call)
-        .register(REDIRECT, xdp::redirect)
-        .register(REDIRECT_MAP, xdp::redirect_map)
-        .register(PERF_EVENT_OUTPUT, xdp::perf_event_output)
-        .register(CSUM_DIFF, misc::csum_diff)
-        .register(XDP_ADJUST_HEAD, xdp::adjust_head)
-        .register(XDP_ADJUST_META, xdp::adjust_meta)
-        .register(XDP_ADJUST_TAIL, xdp::adjust_tail)
-        .register(MAP_PUSH_ELEM, maps::push)
-        .register(MAP_POP_ELEM, |e: &mut HelperEnv<'_, '_>, a| {
-            maps::pop_or_peek(e, a, true)
-        })
-        .register(MAP_PEEK_ELEM, |e: &mut HelperEnv<'_, '_>, a| {
-            maps::pop_or_peek(e, a, false)
-        })
-        .register(RINGBUF_OUTPUT, maps::ringbuf_output)
-        .register(RINGBUF_RESERVE, maps::ringbuf_reserve)
-        .register(RINGBUF_SUBMIT, |e: &mut HelperEnv<'_, '_>, a| {
-            maps::ringbuf_commit(e, a, false)
-        })
-        .register(RINGBUF_DISCARD, |e: &mut HelperEnv<'_, '_>, a| {
-            maps::ringbuf_commit(e, a, true)
-        })
-        .register(RINGBUF_QUERY, maps::ringbuf_query)
-        .register(XDP_GET_BUFF_LEN, xdp::get_buff_len)
-        .register(XDP_LOAD_BYTES, xdp::load_bytes)
-        .register(XDP_STORE_BYTES, xdp::store_bytes);
+    typed!(helpers, MAP_LOOKUP_ELEM, maps::lookup);
+    typed!(helpers, MAP_UPDATE_ELEM, maps::update);
+    typed!(helpers, MAP_DELETE_ELEM, maps::delete);
+    typed!(helpers, KTIME_GET_NS, misc::ktime);
+    typed!(helpers, KTIME_GET_BOOT_NS, misc::ktime_boot);
+    typed!(helpers, KTIME_GET_COARSE_NS, misc::ktime_coarse);
+    typed!(helpers, TRACE_PRINTK, printk::trace_printk);
+    typed!(helpers, GET_PRANDOM_U32, misc::prandom);
+    typed!(helpers, GET_SMP_PROCESSOR_ID, misc::cpu);
+    typed!(helpers, TAIL_CALL, xdp::tail_call);
+    typed!(helpers, REDIRECT, xdp::redirect);
+    typed!(helpers, REDIRECT_MAP, xdp::redirect_map);
+    typed!(helpers, PERF_EVENT_OUTPUT, xdp::perf_event_output);
+    typed!(helpers, CSUM_DIFF, misc::csum_diff);
+    typed!(helpers, XDP_ADJUST_HEAD, xdp::adjust_head);
+    typed!(helpers, XDP_ADJUST_META, xdp::adjust_meta);
+    typed!(helpers, XDP_ADJUST_TAIL, xdp::adjust_tail);
+    typed!(helpers, MAP_PUSH_ELEM, maps::push);
+    typed!(helpers, MAP_POP_ELEM, |e: &mut Env<'_, '_, '_>, a| {
+        maps::pop_or_peek(e, a, true)
+    });
+    typed!(helpers, MAP_PEEK_ELEM, |e: &mut Env<'_, '_, '_>, a| {
+        maps::pop_or_peek(e, a, false)
+    });
+    typed!(helpers, RINGBUF_OUTPUT, maps::ringbuf_output);
+    typed!(helpers, RINGBUF_RESERVE, maps::ringbuf_reserve);
+    typed!(helpers, RINGBUF_SUBMIT, |e: &mut Env<'_, '_, '_>, a| {
+        maps::ringbuf_commit(e, a, false)
+    });
+    typed!(helpers, RINGBUF_DISCARD, |e: &mut Env<'_, '_, '_>, a| {
+        maps::ringbuf_commit(e, a, true)
+    });
+    typed!(helpers, RINGBUF_QUERY, maps::ringbuf_query);
+    typed!(helpers, XDP_GET_BUFF_LEN, xdp::get_buff_len);
+    typed!(helpers, XDP_LOAD_BYTES, xdp::load_bytes);
+    typed!(helpers, XDP_STORE_BYTES, xdp::store_bytes);
 }

@@ -2,14 +2,14 @@
 
 use crate::region::expose;
 use crate::state::{RunState, Scratch};
-use crate::{no_state, state_of};
+use crate::Env;
 use bpfkit_maps::{map_flags, Map, MapError, MapType, ValueRef};
-use bpfkit_runtime::{Guest, HelperAbort, HelperEnv, HelperResult, RegionKind};
+use bpfkit_runtime::{Guest, HelperAbort, HelperResult, RegionKind};
 use std::sync::Arc;
 
 /// The map behind a program's map pointer.
-pub(crate) fn map_arg(env: &mut HelperEnv<'_, '_>, addr: u64) -> Result<Arc<Map>, HelperAbort> {
-    let st = state_of(env)?;
+pub(crate) fn map_arg(env: &mut Env<'_, '_, '_>, addr: u64) -> Result<Arc<Map>, HelperAbort> {
+    let st = env.state();
     st.map(addr)
         .cloned()
         .ok_or_else(|| HelperAbort::Failed(format!("{addr:#x} is not a map")))
@@ -22,7 +22,7 @@ pub(crate) fn map_ref(st: &RunState, addr: u64) -> Result<&Arc<Map>, HelperAbort
 
 /// Reads `len` guest bytes at `addr`.
 pub(crate) fn read(
-    env: &mut HelperEnv<'_, '_>,
+    env: &mut Env<'_, '_, '_>,
     addr: u64,
     len: usize,
 ) -> Result<Vec<u8>, HelperAbort> {
@@ -46,9 +46,8 @@ fn value_writable(map: &Map) -> bool {
 
 /// Exposes a value reference to the program; returns its address.
 #[allow(unsafe_code)]
-fn hand_out(env: &mut HelperEnv<'_, '_>, ptr: *mut u8, len: usize, writable: bool) -> HelperResult {
-    let (guest, st) = env.split_mut::<RunState>();
-    let st = st.ok_or_else(no_state)?;
+fn hand_out(env: &mut Env<'_, '_, '_>, ptr: *mut u8, len: usize, writable: bool) -> HelperResult {
+    let (guest, st) = env.split();
     let mem = guest.memory_mut();
     // Only the memory of the running `RunState::scoped` call may take the
     // region: it is dropped before the state's epoch guard.
@@ -82,11 +81,11 @@ fn raw(v: &ValueRef<'_>) -> (*mut u8, usize) {
 const SMALL_KEY: usize = 64;
 
 /// `bpf_map_lookup_elem(map, key)`.
-pub(crate) fn lookup(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+#[inline]
+pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     // Memory and state at once: one downcast and one search of the table
     // (inner maps handed out in this run after it) per call.
-    let (guest, st) = env.split_mut::<RunState>();
-    let st = st.ok_or_else(no_state)?;
+    let (guest, st) = env.split();
     let slot = st.maps.position(a[0]);
     let map = match slot {
         Some(i) => st.maps.at(i),
@@ -140,10 +139,10 @@ pub(crate) fn lookup(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
 
 /// Lookups in maps of maps (the inner map's address) and devmaps (a
 /// read-only copy of `struct bpf_devmap_val`).
-fn lookup_special(env: &mut HelperEnv<'_, '_>, map_addr: u64, key: &[u8]) -> HelperResult {
+fn lookup_special(env: &mut Env<'_, '_, '_>, map_addr: u64, key: &[u8]) -> HelperResult {
     // The map is borrowed from the run's table, not cloned (one lookup
     // per packet).
-    let st = state_of(env)?;
+    let st = env.state();
     let map = map_ref(st, map_addr)?;
     match map.map_type() {
         MapType::ArrayOfMaps | MapType::HashOfMaps => {
@@ -208,7 +207,7 @@ fn lookup_special(env: &mut HelperEnv<'_, '_>, map_addr: u64, key: &[u8]) -> Hel
             let out = hand_out(env, ptr, v.len(), false)?;
             // Kept only once it is a region (the heap buffer does not move
             // with the box).
-            state_of(env)?.scratch.push(Scratch {
+            env.state().scratch.push(Scratch {
                 map: addr,
                 key: key.into(),
                 len: v.len(),
@@ -261,11 +260,11 @@ fn not_a_map(addr: u64) -> HelperAbort {
 }
 
 /// `bpf_map_update_elem(map, key, value, flags)`.
-pub(crate) fn update(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+#[inline]
+pub(crate) fn update(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     // The map stays borrowed from the run's table (no reference count
     // traffic) while the key and value are read.
-    let (guest, st) = env.split_mut::<RunState>();
-    let st = st.ok_or_else(no_state)?;
+    let (guest, st) = env.split();
     let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
     let (ks, vs) = (map.def().key_size as usize, map.def().value_size as usize);
     with_bytes(guest, a[1], ks, |key| {
@@ -276,9 +275,9 @@ pub(crate) fn update(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
 }
 
 /// `bpf_map_delete_elem(map, key)`.
-pub(crate) fn delete(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
-    let (guest, st) = env.split_mut::<RunState>();
-    let st = st.ok_or_else(no_state)?;
+#[inline]
+pub(crate) fn delete(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
+    let (guest, st) = env.split();
     let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
     with_bytes(guest, a[1], map.def().key_size as usize, |key| {
         ret(map.prog_delete(key))
@@ -286,9 +285,9 @@ pub(crate) fn delete(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
 }
 
 /// `bpf_map_push_elem(map, value, flags)`.
-pub(crate) fn push(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
-    let (guest, st) = env.split_mut::<RunState>();
-    let st = st.ok_or_else(no_state)?;
+#[inline]
+pub(crate) fn push(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
+    let (guest, st) = env.split();
     let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
     with_bytes(guest, a[1], map.def().value_size as usize, |value| {
         ret(map.push(value, a[2]))
@@ -296,9 +295,9 @@ pub(crate) fn push(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
 }
 
 /// `bpf_map_pop_elem(map, value)` and `bpf_map_peek_elem(map, value)`.
-pub(crate) fn pop_or_peek(env: &mut HelperEnv<'_, '_>, a: [u64; 5], pop: bool) -> HelperResult {
-    let (guest, st) = env.split_mut::<RunState>();
-    let st = st.ok_or_else(no_state)?;
+#[inline]
+pub(crate) fn pop_or_peek(env: &mut Env<'_, '_, '_>, a: [u64; 5], pop: bool) -> HelperResult {
+    let (guest, st) = env.split();
     let map = map_ref(st, a[0])?;
     let n = map.def().value_size as usize;
     let mut small = [0u8; SMALL_BUF];
@@ -327,9 +326,9 @@ pub(crate) fn pop_or_peek(env: &mut HelperEnv<'_, '_>, a: [u64; 5], pop: bool) -
 }
 
 /// `bpf_ringbuf_output(ringbuf, data, size, flags)`.
-pub(crate) fn ringbuf_output(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
-    let (guest, st) = env.split_mut::<RunState>();
-    let st = st.ok_or_else(no_state)?;
+#[inline]
+pub(crate) fn ringbuf_output(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
+    let (guest, st) = env.split();
     let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
     with_bytes(guest, a[1], a[2] as usize, |data| {
         ret(map.ringbuf_output(data, a[3]))
@@ -337,9 +336,10 @@ pub(crate) fn ringbuf_output(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> Helper
 }
 
 /// `bpf_ringbuf_reserve(ringbuf, size, flags)`.
-pub(crate) fn ringbuf_reserve(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+#[inline]
+pub(crate) fn ringbuf_reserve(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let map = map_arg(env, a[0])?;
-    let st = state_of(env)?;
+    let st = env.state();
     let Some((ptr, len)) = map.ringbuf_reserve(a[1], a[2], st.guard()).map(|v| raw(&v)) else {
         return Ok(0);
     };
@@ -349,11 +349,11 @@ pub(crate) fn ringbuf_reserve(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> Helpe
 
 /// `bpf_ringbuf_submit(data, flags)` and `bpf_ringbuf_discard(data, flags)`.
 pub(crate) fn ringbuf_commit(
-    env: &mut HelperEnv<'_, '_>,
+    env: &mut Env<'_, '_, '_>,
     a: [u64; 5],
     discard: bool,
 ) -> HelperResult {
-    let st: &mut RunState = state_of(env)?;
+    let st: &mut RunState = env.state();
     let Some(i) = st.reserved.iter().position(|(addr, _)| *addr == a[0]) else {
         return Err(HelperAbort::Failed(format!(
             "{:#x} is not a reserved ring buffer record",
@@ -371,6 +371,7 @@ pub(crate) fn ringbuf_commit(
 }
 
 /// `bpf_ringbuf_query(ringbuf, flags)`.
-pub(crate) fn ringbuf_query(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
-    Ok(map_ref(state_of(env)?, a[0])?.ringbuf_query(a[1]))
+#[inline]
+pub(crate) fn ringbuf_query(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
+    Ok(map_ref(env.state(), a[0])?.ringbuf_query(a[1]))
 }

@@ -1,7 +1,7 @@
 //! Time, random numbers, the CPU number and checksums.
 
-use crate::{errno, state_of, EINVAL};
-use bpfkit_runtime::{HelperEnv, HelperResult};
+use crate::{errno, Env, EINVAL};
+use bpfkit_runtime::HelperResult;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -46,28 +46,33 @@ pub fn fallback_clock(id: ClockId) -> u64 {
 }
 
 /// `bpf_ktime_get_ns()`.
-pub(crate) fn ktime(env: &mut HelperEnv<'_, '_>, _a: [u64; 5]) -> HelperResult {
-    Ok((state_of(env)?.clock)(ClockId::Monotonic))
+#[inline]
+pub(crate) fn ktime(env: &mut Env<'_, '_, '_>, _a: [u64; 5]) -> HelperResult {
+    Ok((env.state().clock)(ClockId::Monotonic))
 }
 
 /// `bpf_ktime_get_boot_ns()`.
-pub(crate) fn ktime_boot(env: &mut HelperEnv<'_, '_>, _a: [u64; 5]) -> HelperResult {
-    Ok((state_of(env)?.clock)(ClockId::Boot))
+#[inline]
+pub(crate) fn ktime_boot(env: &mut Env<'_, '_, '_>, _a: [u64; 5]) -> HelperResult {
+    Ok((env.state().clock)(ClockId::Boot))
 }
 
 /// `bpf_ktime_get_coarse_ns()`.
-pub(crate) fn ktime_coarse(env: &mut HelperEnv<'_, '_>, _a: [u64; 5]) -> HelperResult {
-    Ok((state_of(env)?.clock)(ClockId::MonotonicCoarse))
+#[inline]
+pub(crate) fn ktime_coarse(env: &mut Env<'_, '_, '_>, _a: [u64; 5]) -> HelperResult {
+    Ok((env.state().clock)(ClockId::MonotonicCoarse))
 }
 
 /// `bpf_get_prandom_u32()`.
-pub(crate) fn prandom(env: &mut HelperEnv<'_, '_>, _a: [u64; 5]) -> HelperResult {
-    Ok(state_of(env)?.next_u32() as u64)
+#[inline]
+pub(crate) fn prandom(env: &mut Env<'_, '_, '_>, _a: [u64; 5]) -> HelperResult {
+    Ok(env.state().next_u32() as u64)
 }
 
 /// `bpf_get_smp_processor_id()`.
-pub(crate) fn cpu(env: &mut HelperEnv<'_, '_>, _a: [u64; 5]) -> HelperResult {
-    Ok(state_of(env)?.cpu as u64)
+#[inline]
+pub(crate) fn cpu(env: &mut Env<'_, '_, '_>, _a: [u64; 5]) -> HelperResult {
+    Ok(env.state().cpu as u64)
 }
 
 /// The 32-bit ones' complement sum of `words` (little-endian 32-bit
@@ -88,7 +93,8 @@ pub fn csum_add(seed: u32, bytes: &[u8], invert: bool) -> u32 {
 }
 
 /// `bpf_csum_diff(from, from_size, to, to_size, seed)`.
-pub(crate) fn csum_diff(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+#[inline]
+pub(crate) fn csum_diff(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let (from_size, to_size) = (a[1] as u32 as u64, a[3] as u32 as u64);
     if (from_size | to_size) & 3 != 0 || from_size + to_size > 512 {
         return Ok(errno(EINVAL));

@@ -6,10 +6,9 @@
 //! the helper return `-EINVAL` and print nothing. It returns the length of
 //! the formatted text, as the kernel's `bstr_printf` does.
 
-use crate::state::RunState;
-use crate::{errno, no_state, EINVAL};
+use crate::{errno, Env, EINVAL};
+use bpfkit_runtime::HelperResult;
 use bpfkit_runtime::{Guest, HelperAbort};
-use bpfkit_runtime::{HelperEnv, HelperResult};
 
 /// The kernel's `MAX_BPRINTF_BUF`: formatted output is cut to this (with
 /// its NUL).
@@ -335,13 +334,13 @@ fn read_bytes(guest: &Guest<'_, '_>, addr: u64, len: usize) -> Result<Vec<u8>, H
 }
 
 /// `bpf_trace_printk(fmt, fmt_size, arg1, arg2, arg3)`.
-pub(crate) fn trace_printk(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+#[inline]
+pub(crate) fn trace_printk(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let size = a[1] as u32 as usize;
     if size == 0 {
         return Ok(errno(EINVAL));
     }
-    let (guest, st) = env.split_mut::<RunState>();
-    let st = st.ok_or_else(no_state)?;
+    let (guest, st) = env.split();
     // The format on the stack when it is short (they are), parsed once per
     // run and format.
     let mut small = [0u8; 256];

@@ -165,6 +165,7 @@ pub struct RunState {
     /// (0 outside it): the only memory helpers may add regions to, since
     /// only it is dropped before the epoch guard.
     run_mem: usize,
+    /// xorshift64* state, 0 until the first draw (`seed` never gives 0).
     rng: u64,
 }
 
@@ -221,7 +222,9 @@ impl RunState {
             redirect: None,
             clock: crate::fallback_clock,
             run_mem: 0,
-            rng: seed(),
+            // Seeded at the first `get_prandom_u32` of the run (most runs
+            // never ask; the seed reads the clock).
+            rng: 0,
         }
     }
 
@@ -357,6 +360,9 @@ impl RunState {
 
     /// The next pseudo-random number (xorshift64*).
     pub(crate) fn next_u32(&mut self) -> u32 {
+        if self.rng == 0 {
+            self.rng = seed();
+        }
         let mut x = self.rng;
         x ^= x >> 12;
         x ^= x << 25;

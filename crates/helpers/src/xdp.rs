@@ -1,11 +1,10 @@
 //! XDP helpers: buffer adjustments, redirects, tail calls, perf events.
 
 use crate::maps::{map_ref, read};
-use crate::state::RunState;
 use crate::state::{Redirect, XdpBuff, MAX_TAIL_CALL_CNT};
-use crate::{errno, no_state, state_of, EACCES, EFAULT, EINVAL, EOPNOTSUPP};
+use crate::{errno, Env, EACCES, EFAULT, EINVAL, EOPNOTSUPP};
 use bpfkit_maps::{MapType, BPF_F_INDEX_MASK};
-use bpfkit_runtime::{HelperAbort, HelperEnv, HelperResult};
+use bpfkit_runtime::{HelperAbort, HelperResult};
 
 /// `ETH_HLEN`.
 pub const ETH_HLEN: u64 = 14;
@@ -28,16 +27,16 @@ const BPF_F_BROADCAST: u64 = 1 << 3;
 const BPF_F_EXCLUDE_INGRESS: u64 = 1 << 4;
 const BPF_F_CTXLEN_MASK: u64 = 0xfffff << 32;
 
-fn buff(env: &mut HelperEnv<'_, '_>) -> Result<XdpBuff, HelperAbort> {
-    state_of(env)?
+fn buff(env: &mut Env<'_, '_, '_>) -> Result<XdpBuff, HelperAbort> {
+    env.state()
         .xdp
         .ok_or_else(|| HelperAbort::Failed("not an XDP run".into()))
 }
 
 /// Stores the new buffer and rewrites the context's `data`, `data_end`
 /// and `data_meta` (32-bit fields holding the addresses).
-fn set_buff(env: &mut HelperEnv<'_, '_>, b: XdpBuff) -> Result<(), HelperAbort> {
-    state_of(env)?.xdp = Some(b);
+fn set_buff(env: &mut Env<'_, '_, '_>, b: XdpBuff) -> Result<(), HelperAbort> {
+    env.state().xdp = Some(b);
     let mut md = [0u8; 12];
     md[0..4].copy_from_slice(&(b.data as u32).to_le_bytes());
     md[4..8].copy_from_slice(&(b.end as u32).to_le_bytes());
@@ -51,7 +50,8 @@ fn metalen_invalid(len: u64) -> bool {
 }
 
 /// `bpf_xdp_adjust_head(ctx, delta)`.
-pub(crate) fn adjust_head(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+#[inline]
+pub(crate) fn adjust_head(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let mut b = buff(env)?;
     let delta = a[1] as i32 as i64;
     let metalen = b.data - b.meta;
@@ -70,7 +70,8 @@ pub(crate) fn adjust_head(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperRes
 }
 
 /// `bpf_xdp_adjust_meta(ctx, delta)`.
-pub(crate) fn adjust_meta(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+#[inline]
+pub(crate) fn adjust_meta(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let mut b = buff(env)?;
     let delta = a[1] as i32 as i64;
     let meta = b.meta.wrapping_add(delta as u64);
@@ -88,10 +89,11 @@ pub(crate) fn adjust_meta(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperRes
 /// `bpf_xdp_adjust_tail(ctx, delta)`. A multi-buffer packet grows or
 /// shrinks at its last fragments, as the kernel's
 /// `bpf_xdp_frags_increase_tail`/`_shrink_tail` do.
-pub(crate) fn adjust_tail(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+#[inline]
+pub(crate) fn adjust_tail(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let mut b = buff(env)?;
     let delta = a[1] as i32 as i64;
-    let st = state_of(env)?;
+    let st = env.state();
     if !st.frags.is_empty() {
         if delta < 0 {
             let mut left = delta.unsigned_abs();
@@ -149,10 +151,10 @@ pub(crate) fn adjust_tail(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperRes
 
 /// Copies `len` packet bytes from `data` on, continuing into the
 /// fragments (`bpf_xdp_copy`).
-fn packet_bytes(env: &mut HelperEnv<'_, '_>, b: XdpBuff, len: u64) -> Result<Vec<u8>, HelperAbort> {
+fn packet_bytes(env: &mut Env<'_, '_, '_>, b: XdpBuff, len: u64) -> Result<Vec<u8>, HelperAbort> {
     let linear = len.min(b.end - b.data);
     let mut out = read(env, b.data, linear as usize)?;
-    let st = state_of(env)?;
+    let st = env.state();
     for f in &st.frags {
         if out.len() as u64 >= len {
             break;
@@ -164,13 +166,14 @@ fn packet_bytes(env: &mut HelperEnv<'_, '_>, b: XdpBuff, len: u64) -> Result<Vec
 }
 
 /// Length of the packet with its fragments (`xdp_get_buff_len`).
-fn buff_len(env: &mut HelperEnv<'_, '_>, b: XdpBuff) -> Result<u64, HelperAbort> {
-    let frags: u64 = state_of(env)?.frags.iter().map(|f| f.len() as u64).sum();
+fn buff_len(env: &mut Env<'_, '_, '_>, b: XdpBuff) -> Result<u64, HelperAbort> {
+    let frags: u64 = env.state().frags.iter().map(|f| f.len() as u64).sum();
     Ok(b.end - b.data + frags)
 }
 
 /// `bpf_xdp_get_buff_len(ctx)`.
-pub(crate) fn get_buff_len(env: &mut HelperEnv<'_, '_>, _a: [u64; 5]) -> HelperResult {
+#[inline]
+pub(crate) fn get_buff_len(env: &mut Env<'_, '_, '_>, _a: [u64; 5]) -> HelperResult {
     let b = buff(env)?;
     buff_len(env, b)
 }
@@ -178,7 +181,7 @@ pub(crate) fn get_buff_len(env: &mut HelperEnv<'_, '_>, _a: [u64; 5]) -> HelperR
 /// Checks of `bpf_xdp_pointer`: offsets and lengths past 64 KiB give
 /// `-EFAULT`, a range past the packet `-EINVAL`.
 fn check_range(
-    env: &mut HelperEnv<'_, '_>,
+    env: &mut Env<'_, '_, '_>,
     b: XdpBuff,
     off: u64,
     len: u64,
@@ -194,7 +197,8 @@ fn check_range(
 
 /// `bpf_xdp_load_bytes(ctx, offset, buf, len)`: packet bytes (fragments
 /// included) into `buf`.
-pub(crate) fn load_bytes(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+#[inline]
+pub(crate) fn load_bytes(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let b = buff(env)?;
     let (off, len) = (a[1] as u32 as u64, a[3] as u32 as u64);
     if let Some(e) = check_range(env, b, off, len)? {
@@ -207,7 +211,8 @@ pub(crate) fn load_bytes(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResu
 
 /// `bpf_xdp_store_bytes(ctx, offset, buf, len)`: `buf` into the packet
 /// (fragments included).
-pub(crate) fn store_bytes(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+#[inline]
+pub(crate) fn store_bytes(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let b = buff(env)?;
     let (off, len) = (a[1] as u32 as u64, a[3] as u32 as u64);
     if let Some(e) = check_range(env, b, off, len)? {
@@ -223,7 +228,7 @@ pub(crate) fn store_bytes(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperRes
         0
     };
     // the rest goes to the fragments
-    let st = state_of(env)?;
+    let st = env.state();
     let mut pos = linear; // packet offset of the current fragment
     let mut done = head;
     let mut at = off + head as u64;
@@ -242,19 +247,21 @@ pub(crate) fn store_bytes(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperRes
 }
 
 /// `bpf_redirect(ifindex, flags)` (the XDP flavour).
-pub(crate) fn redirect(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+#[inline]
+pub(crate) fn redirect(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     if a[1] != 0 {
         return Ok(XDP_ABORTED);
     }
-    state_of(env)?.redirect = Some(Redirect::Ifindex(a[0] as u32));
+    env.state().redirect = Some(Redirect::Ifindex(a[0] as u32));
     Ok(XDP_REDIRECT)
 }
 
 /// `bpf_redirect_map(map, key, flags)`.
-pub(crate) fn redirect_map(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+#[inline]
+pub(crate) fn redirect_map(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     // The map is borrowed from the run's table (no reference counting per
     // packet) until the target is known.
-    let st = state_of(env)?;
+    let st = env.state();
     let map = map_ref(st, a[0])?;
     let (key, flags) = (a[1] as u32, a[2]);
     // The low bits are the fallback action; only devmaps take the
@@ -301,8 +308,9 @@ pub(crate) fn redirect_map(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperRe
 /// here and the embedder runs the target (see [`crate::RunState::tail_call`]);
 /// otherwise execution falls through. As in the kernel, the count is
 /// taken before the slot is read, so an empty slot uses one of the 33.
-pub(crate) fn tail_call(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
-    let st = state_of(env)?;
+#[inline]
+pub(crate) fn tail_call(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
+    let st = env.state();
     let map = map_ref(st, a[1])?;
     let index = a[2] as u32;
     if map.map_type() != MapType::ProgArray || index >= map.def().max_entries {
@@ -326,20 +334,20 @@ pub(crate) fn tail_call(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResul
 
 /// `bpf_perf_event_output(ctx, map, flags, data, size)` for XDP: the upper
 /// 32 bits of `flags` ask for that many packet bytes after the sample.
-pub(crate) fn perf_event_output(env: &mut HelperEnv<'_, '_>, a: [u64; 5]) -> HelperResult {
+#[inline]
+pub(crate) fn perf_event_output(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let flags = a[2];
     if flags & !(BPF_F_CTXLEN_MASK | BPF_F_INDEX_MASK) != 0 {
         return Ok(errno(EINVAL));
     }
     let ctx_len = (flags & BPF_F_CTXLEN_MASK) >> 32;
     let b = buff(env).ok();
-    let frags: u64 = state_of(env)?.frags.iter().map(|f| f.len() as u64).sum();
+    let frags: u64 = env.state().frags.iter().map(|f| f.len() as u64).sum();
     let pkt_len = b.map_or(0, |b| b.end - b.data + frags);
     if ctx_len > pkt_len {
         return Ok(errno(EFAULT));
     }
-    let (guest, st) = env.split_mut::<RunState>();
-    let st = st.ok_or_else(no_state)?;
+    let (guest, st) = env.split();
     let map = st
         .map(a[1])
         .ok_or_else(|| HelperAbort::Failed(format!("{:#x} is not a map", a[1])))?;

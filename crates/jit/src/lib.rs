@@ -64,6 +64,13 @@
 //!
 //! - [`Jit::new`] / [`Jit::builder`]: compile once (budget, `lddw`
 //!   resolver), [`Jit::run`] many times.
+//! - [`Jit::run_typed`] / [`Jit::run_repeat`]: runs with per-run data of a
+//!   known type `T`, where helpers registered with
+//!   [`Helpers::register_typed`] for `T` are called directly (no
+//!   `Arc<dyn Helper>`, no [`HelperEnv`], no downcast), and several runs in
+//!   a row share their set-up. A helper's panic is caught before it could
+//!   unwind through the generated code and resumed once the code returned,
+//!   on every path.
 //! - [`is_supported`]: x86-64 Linux only; elsewhere the crate builds and
 //!   [`Jit::new`] returns [`CompileError::Unsupported`].
 //! - Code memory: [`memory::publish`] turns emitted bytes into
@@ -107,8 +114,8 @@ pub mod fuzzing;
 
 use bpfkit_isa::{HelperId, Insn, Pc, Program};
 use bpfkit_runtime::{
-    Access, Guest, Helper, HelperEnv, Helpers, Imm64Resolver, Memory, Trap, TrapKind,
-    MAX_CALL_FRAMES, STACK_SIZE,
+    Access, Guest, Helper, HelperEnv, HelperResult, Helpers, Imm64Resolver, Memory, Trap, TrapKind,
+    TypedEntry, TypedHelper, MAX_CALL_FRAMES, STACK_SIZE,
 };
 use bpfkit_verifier::verified::PacketFields;
 pub use bpfkit_verifier::VerifiedProgram;
@@ -273,6 +280,13 @@ impl<'r> Builder<'r> {
             Vec::new()
         };
         all_helpers.sort_by_key(|(id, _)| *id);
+        // The typed functions of the table's helpers, resolved per data
+        // type at the first typed run (`Jit::resolve_typed`).
+        let typed_entries = lowered
+            .table
+            .iter()
+            .map(|(id, _)| helpers.typed_entry(*id).cloned())
+            .collect();
         // Sized once (`to_vec` and a push would reallocate).
         let mut pcs = Vec::with_capacity(n + 1);
         pcs.extend_from_slice(prog.pcs());
@@ -315,6 +329,8 @@ impl<'r> Builder<'r> {
             uses_regions: lowered.uses_regions,
             pcs,
             table: lowered.table,
+            typed_entries,
+            typed_cache: None,
             all_helpers,
             stack,
             callx_tab,
@@ -343,6 +359,12 @@ pub struct Jit {
     /// Slot pc of each instruction, plus the end.
     pcs: Vec<Pc>,
     table: Vec<(u32, Arc<dyn Helper>)>,
+    /// Per entry of `table`: its typed function, if registered with
+    /// [`Helpers::register_typed`].
+    typed_entries: Vec<Option<TypedEntry>>,
+    /// `typed_entries` resolved for the data type of the last typed run: a
+    /// `Vec<Option<TypedHelper<T>>>` (see `Jit::resolve_typed`).
+    typed_cache: Option<Box<dyn Any + Send + Sync>>,
     all_helpers: Vec<(u32, Arc<dyn Helper>)>,
     /// The stack, as `u64`s so that frames are 8-aligned.
     stack: Box<[u64]>,
@@ -503,25 +525,27 @@ impl EntryCheck {
         r1: u64,
     ) -> Option<TrapKind> {
         last.version = 0;
-        let t = self.check(mem, r1);
-        if t.is_none() {
-            let offs = self.offsets().filter(|_| self.fields_in_ctx);
-            *last = EntryKey {
-                version: mem.version(),
-                r1,
-                words: self.words(mem, r1),
-                raw: offs.is_some(),
-                offs: offs.unwrap_or_default(),
-            };
-        }
-        t
+        let words = match self.check(mem, r1) {
+            Ok(words) => words,
+            Err(t) => return Some(t),
+        };
+        let offs = self.offsets().filter(|_| self.fields_in_ctx);
+        *last = EntryKey {
+            version: mem.version(),
+            r1,
+            words,
+            raw: offs.is_some(),
+            offs: offs.unwrap_or_default(),
+        };
+        None
     }
 
-    /// `None` when `mem` holds the context at `r1` and the packet it
-    /// describes; otherwise the trap the run ends with.
-    fn check(&self, mem: &Memory<'_>, r1: u64) -> Option<TrapKind> {
+    /// `Ok` when `mem` holds the context at `r1` and the packet it
+    /// describes, with the packet words read ([`EntryCheck::words`]);
+    /// otherwise the trap the run ends with.
+    fn check(&self, mem: &Memory<'_>, r1: u64) -> Result<[u64; 3], TrapKind> {
         if self.ctx_size == 0 {
-            return None;
+            return Ok(self.words(mem, r1));
         }
         // Runs once per run: one pass over the (few) regions for the
         // context, and the packet region looked up directly.
@@ -531,7 +555,7 @@ impl EntryCheck {
                 r.start() <= r1 && ctx_end <= r.end() && (r.writable() || !self.ctx_writable)
             });
         if !ctx_ok {
-            return Some(TrapKind::OutOfBounds {
+            return Err(TrapKind::OutOfBounds {
                 addr: r1,
                 size: self.ctx_size as usize,
                 access: if self.ctx_writable {
@@ -541,9 +565,12 @@ impl EntryCheck {
                 },
             });
         }
-        self.packet?;
+        if self.packet.is_none() {
+            return Ok([0; 3]);
+        }
         // Inside the context, checked above.
-        let [data, end, start] = self.words(mem, r1);
+        let words = self.words(mem, r1);
+        let [data, end, start] = words;
         // The verifier lets the program write the packet (XDP, tc) and
         // bounds every access by data_end, reading back from data_meta.
         let covers =
@@ -552,13 +579,13 @@ impl EntryCheck {
             && data <= end
             && (mem.packet().is_some_and(covers) || mem.regions().iter().any(covers));
         if !ok {
-            return Some(TrapKind::OutOfBounds {
+            return Err(TrapKind::OutOfBounds {
                 addr: start,
                 size: end.saturating_sub(start) as usize,
                 access: Access::Write,
             });
         }
-        None
+        Ok(words)
     }
 }
 
@@ -615,11 +642,14 @@ pub(crate) struct Ctx {
     pub(crate) snap_version: u64,
 }
 
-/// What the helper trampoline needs during one run.
+/// What the helper trampoline needs during one run (or one batch of runs
+/// in a row, [`Jit::run_repeat`]).
 pub(crate) struct RunEnv<'j> {
     pub(crate) stack: *mut u8,
     pub(crate) stack_len: usize,
     pub(crate) mem: *mut Memory<'static>,
+    /// [`Jit::run_with_data`]'s data (unused by typed runs, which keep
+    /// theirs in [`TypedEnv`]).
     pub(crate) data: Option<*mut (dyn Any + 'static)>,
     regions: &'j mut Vec<RegionEntry>,
     /// Whether the code reads the region table (else helpers' changes to
@@ -630,6 +660,15 @@ pub(crate) struct RunEnv<'j> {
     pcs: &'j [Pc],
     trap: Option<Trap>,
     panic: Option<Box<dyn Any + Send + 'static>>,
+}
+
+/// [`RunEnv`] of a typed run ([`Jit::run_repeat`]): the data's own type,
+/// and the table's helpers as plain functions of it where registered so.
+/// `memory::typed_trampoline::<T>` reads it.
+pub(crate) struct TypedEnv<'j, T> {
+    pub(crate) base: RunEnv<'j>,
+    pub(crate) data: *mut T,
+    pub(crate) typed: &'j [Option<TypedHelper<T>>],
 }
 
 /// Copies the region table of `mem` for the generated code (at the start of
@@ -660,9 +699,10 @@ fn regions_changed(mem: &Memory<'_>, _regions: &[RegionEntry], ctx: &Ctx) -> boo
     mem.version() != ctx.snap_version
 }
 
-/// The safe half of the helper trampoline (see `memory::helper_trampoline`).
+/// The safe half of the helper trampoline for [`Jit::run`] and
+/// [`Jit::run_with_data`] (see `memory::helper_trampoline`): every helper
+/// through its [`Helper`] object, with a [`HelperEnv`].
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn call_helper(
     ctx: &mut Ctx,
     env: &mut RunEnv<'_>,
@@ -671,8 +711,86 @@ pub(crate) fn call_helper(
     data: Option<&mut (dyn Any + 'static)>,
     args: [u64; 5],
 ) -> memory::Ret2 {
+    dispatch(ctx, env, stack, mem, args, |guest, helper, pc, id, args| {
+        let mut henv = HelperEnv::new(guest.reborrow(), data, pc, id);
+        helper.call(&mut henv, args)
+    })
+}
+
+/// The safe half of the typed trampoline (see
+/// `memory::typed_trampoline`): a helper with a typed function for `T` is
+/// a direct call of it with the run's data; others go through their
+/// [`Helper`] object as in [`call_helper`].
+#[inline(always)]
+pub(crate) fn call_typed<T: Any>(
+    ctx: &mut Ctx,
+    env: &mut RunEnv<'_>,
+    typed: &[Option<TypedHelper<T>>],
+    stack: &mut [u8],
+    mem: &mut Memory<'_>,
+    data: &mut T,
+    args: [u64; 5],
+) -> memory::Ret2 {
+    // The common case first, with nothing else in the way: a call by
+    // table index to a helper with a typed function that returns `r0`.
+    let k = ctx.call_h as usize;
+    let f = match typed.get(k) {
+        Some(&Some(f)) if ctx.call_site >> 32 == 0 => f,
+        _ => return call_untyped(ctx, env, stack, mem, data, args),
+    };
+    let mut guest = Guest::new(stack, mem);
+    // A panic must not unwind through the generated code's frames: it is
+    // caught here and resumed by `run` once the code has returned.
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut guest, data, args)));
+    if env.uses_regions && regions_changed(guest.memory(), env.regions, ctx) {
+        snapshot(guest.memory(), env.regions, ctx);
+    }
+    match result {
+        Ok(Ok(r0)) => memory::Ret2 { r0, stop: 0 },
+        other => {
+            let id = HelperId(env.table[k].0);
+            stopped(ctx, env, other, id)
+        }
+    }
+}
+
+/// [`call_typed`] for a helper without a typed function for `T` (or a
+/// `callx` by id): through its [`Helper`] object. Out of line, so that the
+/// direct call's path stays short.
+#[cold]
+#[inline(never)]
+fn call_untyped<T: Any>(
+    ctx: &mut Ctx,
+    env: &mut RunEnv<'_>,
+    stack: &mut [u8],
+    mem: &mut Memory<'_>,
+    data: &mut T,
+    args: [u64; 5],
+) -> memory::Ret2 {
+    dispatch(ctx, env, stack, mem, args, |guest, helper, pc, id, args| {
+        let mut henv = HelperEnv::new(guest.reborrow(), Some(data), pc, id);
+        helper.call(&mut henv, args)
+    })
+}
+
+/// What both trampolines share: find the helper of the call in progress
+/// (`Ctx::call_h`/`call_site`), `call` it without letting a panic unwind
+/// into generated code, refresh the region table if the helper changed
+/// the regions, and turn the result into what the stub expects.
+#[inline(always)]
+fn dispatch<F>(
+    ctx: &mut Ctx,
+    env: &mut RunEnv<'_>,
+    stack: &mut [u8],
+    mem: &mut Memory<'_>,
+    args: [u64; 5],
+    call: F,
+) -> memory::Ret2
+where
+    F: FnOnce(&mut Guest<'_, '_>, &Arc<dyn Helper>, Pc, HelperId, [u64; 5]) -> HelperResult,
+{
     let (h, idx, by_id) = (ctx.call_h, ctx.call_site as u32, ctx.call_site >> 32 != 0);
-    let pc = env.pcs[idx as usize];
     let stop = memory::Ret2 { r0: 0, stop: 1 };
     let (all, table) = (env.all_helpers, env.table);
     let (id, helper) = if by_id {
@@ -680,6 +798,7 @@ pub(crate) fn call_helper(
             Ok(i) => (all[i].0, &all[i].1),
             Err(_) => {
                 ctx.status = status::RUST_TRAP;
+                let pc = env.pcs[idx as usize];
                 env.trap = Some(Trap::new(pc, TrapKind::BadCallTarget { target: h }));
                 return stop;
             }
@@ -688,35 +807,52 @@ pub(crate) fn call_helper(
         let (id, h) = &table[h as usize];
         (*id, h)
     };
+    let pc = env.pcs[idx as usize];
     let mut guest = Guest::new(stack, mem);
-    let mut henv = HelperEnv::new(guest.reborrow(), data, pc, HelperId(id));
+    // A panic must not unwind through the generated code's frames: it is
+    // caught here and resumed by `run` once the code has returned.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        helper.call(&mut henv, args)
+        call(&mut guest, helper, pc, HelperId(id), args)
     }));
     if env.uses_regions && regions_changed(guest.memory(), env.regions, ctx) {
         snapshot(guest.memory(), env.regions, ctx);
     }
     match result {
         Ok(Ok(r0)) => memory::Ret2 { r0, stop: 0 },
-        Ok(Err(abort)) => {
-            match abort.into_outcome(pc, HelperId(id)) {
-                Ok(r0) => {
-                    ctx.status = status::OK;
-                    ctx.ret = r0;
-                }
-                Err(t) => {
-                    ctx.status = status::RUST_TRAP;
-                    env.trap = Some(t);
-                }
+        other => stopped(ctx, env, other, HelperId(id)),
+    }
+}
+
+/// A helper call that did not return `r0`: how the program stops (the
+/// status, and the trap or panic for `run` to report once the code has
+/// returned).
+#[cold]
+#[inline(never)]
+fn stopped(
+    ctx: &mut Ctx,
+    env: &mut RunEnv<'_>,
+    result: std::thread::Result<HelperResult>,
+    id: HelperId,
+) -> memory::Ret2 {
+    let pc = env.pcs[ctx.call_site as u32 as usize];
+    match result {
+        Ok(Ok(r0)) => return memory::Ret2 { r0, stop: 0 },
+        Ok(Err(abort)) => match abort.into_outcome(pc, id) {
+            Ok(r0) => {
+                ctx.status = status::OK;
+                ctx.ret = r0;
             }
-            stop
-        }
+            Err(t) => {
+                ctx.status = status::RUST_TRAP;
+                env.trap = Some(t);
+            }
+        },
         Err(payload) => {
             ctx.status = status::PANIC;
             env.panic = Some(payload);
-            stop
         }
     }
+    memory::Ret2 { r0: 0, stop: 1 }
 }
 
 impl Jit {
@@ -792,6 +928,133 @@ impl Jit {
         self.run_inner(mem, args, Some(data))
     }
 
+    /// Like [`Jit::run_with_data`] with data of a known type: helpers
+    /// registered with [`Helpers::register_typed`] for `T` are called
+    /// directly (no [`HelperEnv`], no downcast of the data), others as
+    /// with [`Jit::run_with_data`].
+    pub fn run_typed<T: Any>(
+        &mut self,
+        mem: &mut Memory<'_>,
+        args: &[u64],
+        data: &mut T,
+    ) -> Result<u64, Trap> {
+        self.run_repeat(mem, args, data, |_, _| false)
+    }
+
+    /// Runs the program several times in a row over the same memory,
+    /// arguments and data, as [`Jit::run_typed`] would run it once each
+    /// time: after each run that returned `r0`, `again(data, r0)` says
+    /// whether to run again (it may reset per-run fields of `data`); a
+    /// trap ends the series at once. Returns the last run's result. The
+    /// per-run set-up that does not change between such runs is done once
+    /// (the helper environment, the arguments, the region table while the
+    /// memory's regions stay the same); the unchecked entry check is still
+    /// made before every run (a helper of the previous run may have moved
+    /// the packet).
+    pub fn run_repeat<T: Any>(
+        &mut self,
+        mem: &mut Memory<'_>,
+        args: &[u64],
+        data: &mut T,
+        mut again: impl FnMut(&mut T, u64) -> bool,
+    ) -> Result<u64, Trap> {
+        self.resolve_typed::<T>();
+        let typed: &[Option<TypedHelper<T>>] = self
+            .typed_cache
+            .as_ref()
+            .and_then(|c| c.downcast_ref::<Vec<Option<TypedHelper<T>>>>())
+            .map_or(&[], |v| v.as_slice());
+        let r1 = args.first().copied().unwrap_or(0);
+        let remaining = self.budget.unwrap_or(i64::MAX as u64) as i64;
+        let ctx = &mut *self.ctx;
+        Self::set_args(ctx, args);
+        ctx.trampoline = memory::typed_trampoline::<T> as *const () as u64;
+        ctx.status = status::OK;
+        let mut env = TypedEnv {
+            base: RunEnv {
+                stack: self.stack.as_mut_ptr().cast::<u8>(),
+                stack_len: 8 * self.stack.len(),
+                mem: (mem as *mut Memory<'_>).cast::<Memory<'static>>(),
+                data: None,
+                regions: &mut self.regions,
+                uses_regions: self.uses_regions,
+                table: &self.table,
+                all_helpers: &self.all_helpers,
+                pcs: &self.pcs,
+                trap: None,
+                panic: None,
+            },
+            data: data as *mut T,
+            typed,
+        };
+        let (unchecked, uses_regions) = (self.unchecked, self.uses_regions);
+        let (code, entry) = (&self.code, self.entry);
+        ctx.env = &mut env as *mut TypedEnv<'_, T> as u64;
+        let r = loop {
+            if let Some(c) = &unchecked {
+                if let Some(kind) = c.check_cached(&mut self.entry_ok, mem, r1) {
+                    break Err(Trap::new(Pc(0), kind));
+                }
+            }
+            // Runs in a row over the same memory copy the regions once:
+            // the table and the hot-region caches stay exact while the
+            // version stamp is the same (a helper that changes the regions
+            // refreshes them itself).
+            if uses_regions && mem.version() != ctx.snap_version {
+                snapshot(mem, env.base.regions, ctx);
+            }
+            // Only these change during a run that ends normally (a helper
+            // may stop the program at any call depth); `status` is OK
+            // whenever the loop goes on.
+            ctx.remaining = remaining;
+            ctx.depth = 0;
+            // Re-derived each run, after `again` wrote through `data` (the
+            // entry check only reads `mem`, which keeps `env.base.mem`
+            // valid).
+            env.data = &mut *data;
+            memory::enter(code, entry, ctx);
+            if ctx.status != status::OK {
+                let (trap, panic) = (env.base.trap.take(), env.base.panic.take());
+                ctx.env = 0;
+                return self.trap(trap, panic);
+            }
+            let r0 = ctx.ret;
+            if !again(data, r0) {
+                break Ok(r0);
+            }
+        };
+        ctx.env = 0;
+        r
+    }
+
+    /// Fills `typed_cache` with the table's typed functions for `T`
+    /// unless it holds them already (once per data type, not per run).
+    fn resolve_typed<T: Any>(&mut self) {
+        if self
+            .typed_cache
+            .as_ref()
+            .is_some_and(|c| c.is::<Vec<Option<TypedHelper<T>>>>())
+        {
+            return;
+        }
+        let table: Vec<Option<TypedHelper<T>>> = self
+            .typed_entries
+            .iter()
+            .map(|e| e.as_ref().and_then(TypedEntry::get::<T>))
+            .collect();
+        self.typed_cache = Some(Box::new(table));
+    }
+
+    /// `r1`-`r5` into the `Ctx`, each stored straight into its field (an
+    /// array built on the stack and copied with wider loads would stall
+    /// store forwarding).
+    #[inline(always)]
+    fn set_args(ctx: &mut Ctx, args: &[u64]) {
+        for (k, r) in ctx.args.iter_mut().enumerate() {
+            *r = args.get(k).copied().unwrap_or(0);
+        }
+    }
+
     fn run_inner(
         &mut self,
         mem: &mut Memory<'_>,
@@ -809,13 +1072,9 @@ impl Jit {
         let ctx = &mut *self.ctx;
         ctx.remaining = self.budget.unwrap_or(i64::MAX as u64) as i64;
         ctx.depth = 0;
-        // Each argument stored straight into the `Ctx` (an array built on
-        // the stack and copied with wider loads would stall store
-        // forwarding).
-        for (k, r) in ctx.args.iter_mut().enumerate() {
-            *r = args.get(k).copied().unwrap_or(0);
-        }
+        Self::set_args(ctx, args);
         ctx.status = status::OK;
+        ctx.trampoline = memory::helper_trampoline as *const () as u64;
         // Runs in a row over the same memory (`--repeat`) copy the regions
         // once: the table and the hot-region caches stay exact while the
         // version stamp is the same.

@@ -23,7 +23,7 @@
 //! trampoline turns it back into `&mut Ctx` and does the rest in safe code
 //! (`crate::call_helper`).
 
-use crate::{Ctx, RunEnv};
+use crate::{Ctx, RunEnv, TypedEnv};
 use std::io;
 
 /// Published machine code: read+execute pages, given back to the arena on
@@ -326,6 +326,51 @@ pub(crate) extern "C" fn helper_trampoline(
     // lent to this run and not otherwise used while the code runs.
     let data = env.data.map(|d| unsafe { &mut *d });
     crate::call_helper(ctx, env, stack, mem, data, [a1, a2, a3, a4, a5])
+}
+
+/// Called by generated code for a helper call during a typed run
+/// ([`crate::Jit::run_repeat`]): as [`helper_trampoline`], with `ctx.env`
+/// pointing at a `TypedEnv<T>`.
+pub(crate) extern "C" fn typed_trampoline<T: std::any::Any>(
+    ctx: *mut Ctx,
+    a1: u64,
+    a2: u64,
+    a3: u64,
+    a4: u64,
+    a5: u64,
+) -> Ret2 {
+    // SAFETY: generated code passes the pointer it was entered with, which
+    // `run_repeat` derived from an exclusive `&mut Ctx` that is not used
+    // while the code runs. `run_repeat::<T>` sets `ctx.trampoline` to this
+    // very instantiation and `ctx.env` to its `TypedEnv<T>` (same `T`),
+    // which lives on its stack for the whole run and is reachable only
+    // through this pointer meanwhile.
+    let (ctx, env) = unsafe {
+        let ctx = &mut *ctx;
+        let env = &mut *(ctx.env as usize as *mut TypedEnv<'_, T>);
+        (ctx, env)
+    };
+    // SAFETY: as in `helper_trampoline`: the run's stack buffer and
+    // `Memory`, exclusively lent to the run; and `env.data`, derived
+    // from the `&mut T` lent to `run_repeat` right before entering the
+    // code, not otherwise used until the code returns.
+    let (stack, mem, data) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(env.base.stack, env.base.stack_len),
+            &mut *env.base.mem,
+            &mut *env.data,
+        )
+    };
+    let typed = env.typed;
+    crate::call_typed(
+        ctx,
+        &mut env.base,
+        typed,
+        stack,
+        mem,
+        data,
+        [a1, a2, a3, a4, a5],
+    )
 }
 
 /// On a repeat of the last passed unchecked entry check (`key` matches

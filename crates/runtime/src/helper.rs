@@ -8,6 +8,13 @@
 //! given `r0` (the conformance suite's `unwind`, `bpf_tail_call`-like
 //! exits), a memory fault, or an error; engines turn the latter two into a
 //! [`Trap`] at the call's pc with [`HelperAbort::into_outcome`].
+//!
+//! A helper registered with [`Helpers::register_typed`] is also a plain
+//! function of guest memory and the embedder's per-run data of one type
+//! ([`TypedHelper`]): an engine that runs with data of that type can call it
+//! directly (no dynamic dispatch, no `HelperEnv`, no downcast of the data
+//! per call); every other caller reaches it through the registry's
+//! [`Helper`] object, which downcasts the data and calls the same function.
 
 use crate::memory::Guest;
 use crate::trap::{MemFault, Trap, TrapKind};
@@ -122,6 +129,30 @@ where
     }
 }
 
+/// A helper as a plain function of guest memory, the embedder's per-run
+/// data of type `T` and `r1`-`r5` (see [`Helpers::register_typed`]).
+pub type TypedHelper<T> = fn(&mut Guest<'_, '_>, &mut T, [u64; 5]) -> HelperResult;
+
+/// The typed function of a helper registered with
+/// [`Helpers::register_typed`], for engines that resolve it once (when
+/// they prepare a program) and call it for a given data type with
+/// [`TypedEntry::get`].
+#[derive(Clone)]
+pub struct TypedEntry(Arc<dyn Any + Send + Sync>);
+
+impl TypedEntry {
+    /// The function, if it was registered for per-run data of type `T`.
+    pub fn get<T: Any>(&self) -> Option<TypedHelper<T>> {
+        self.0.downcast_ref::<TypedHelper<T>>().copied()
+    }
+}
+
+impl fmt::Debug for TypedEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TypedEntry")
+    }
+}
+
 /// The helpers an embedder makes available, by id. Engines copy what they
 /// need when they prepare a program, so the registry can be dropped or
 /// changed afterwards without affecting prepared programs.
@@ -139,6 +170,9 @@ where
 #[derive(Clone, Default)]
 pub struct Helpers {
     by_id: BTreeMap<u32, Arc<dyn Helper>>,
+    /// The plain functions of helpers registered with `register_typed`
+    /// (replaced or removed with their entry in `by_id`).
+    typed: BTreeMap<u32, TypedEntry>,
 }
 
 impl Helpers {
@@ -153,13 +187,84 @@ impl Helpers {
         F: Fn(&mut HelperEnv<'_, '_>, [u64; 5]) -> HelperResult + Send + Sync + 'static,
     {
         self.by_id.insert(id, Arc::new(f));
+        self.typed.remove(&id);
         self
     }
 
     /// Registers (or replaces) helper `id` as a shared [`Helper`] object.
     pub fn register_shared(&mut self, id: u32, helper: Arc<dyn Helper>) -> &mut Helpers {
         self.by_id.insert(id, helper);
+        self.typed.remove(&id);
         self
+    }
+
+    /// Registers (or replaces) helper `id` as a plain function over per-run
+    /// data of type `T`. Engines that run with a `T` may call `f` directly
+    /// ([`Helpers::typed`]); everywhere else ([`Helpers::get`], other data)
+    /// the helper is an ordinary [`Helper`] that finds its `T` with
+    /// [`HelperEnv::split_mut`] and, when the run's data is not a `T`,
+    /// fails with `missing` as its [`HelperAbort::Failed`] message.
+    ///
+    /// ```
+    /// use bpfkit_runtime::{Guest, HelperEnv, HelperId, Helpers, Memory, Pc};
+    /// fn count(_g: &mut Guest<'_, '_>, n: &mut u64, a: [u64; 5]) -> bpfkit_runtime::HelperResult {
+    ///     *n += a[0];
+    ///     Ok(*n)
+    /// }
+    /// let mut h = Helpers::new();
+    /// h.register_typed::<u64>(1, count, "no counter");
+    /// let f = h.typed::<u64>(1).unwrap();
+    /// let (mut stack, mut mem, mut n) = ([0u8; 8], Memory::new(), 1u64);
+    /// let mut g = Guest::new(&mut stack, &mut mem);
+    /// assert_eq!(f(&mut g, &mut n, [2, 0, 0, 0, 0]), Ok(3));
+    /// // The same function through the registry's `Helper` object.
+    /// let mut env = HelperEnv::new(g.reborrow(), Some(&mut n), Pc(0), HelperId(1));
+    /// assert_eq!(h.get(1).unwrap().call(&mut env, [4, 0, 0, 0, 0]), Ok(7));
+    /// assert!(h.typed::<u32>(1).is_none());
+    /// ```
+    pub fn register_typed<T: Any>(
+        &mut self,
+        id: u32,
+        f: TypedHelper<T>,
+        missing: &'static str,
+    ) -> &mut Helpers {
+        let dynamic = move |env: &mut HelperEnv<'_, '_>, args: [u64; 5]| match env.split_mut::<T>()
+        {
+            (g, Some(data)) => f(g, data, args),
+            (_, None) => Err(HelperAbort::Failed(missing.into())),
+        };
+        self.register_typed_with(id, f, dynamic)
+    }
+
+    /// [`Helpers::register_typed`] with the [`Helper`] object given:
+    /// `dynamic` must do what `f` does when the run's data is a `T` (e.g.
+    /// the same body, its data found with [`HelperEnv::split_mut`]). For
+    /// registries whose other callers (an interpreter) should not pay for
+    /// the call through `f`'s pointer that `register_typed`'s object makes.
+    pub fn register_typed_with<T: Any, F>(
+        &mut self,
+        id: u32,
+        f: TypedHelper<T>,
+        dynamic: F,
+    ) -> &mut Helpers
+    where
+        F: Fn(&mut HelperEnv<'_, '_>, [u64; 5]) -> HelperResult + Send + Sync + 'static,
+    {
+        self.by_id.insert(id, Arc::new(dynamic));
+        self.typed.insert(id, TypedEntry(Arc::new(f)));
+        self
+    }
+
+    /// The plain function of helper `id`, if it was registered with
+    /// [`Helpers::register_typed`] for data of type `T`.
+    pub fn typed<T: Any>(&self, id: u32) -> Option<TypedHelper<T>> {
+        self.typed.get(&id)?.get::<T>()
+    }
+
+    /// The typed entry of helper `id`, if it was registered with
+    /// [`Helpers::register_typed`] (for any data type).
+    pub fn typed_entry(&self, id: u32) -> Option<&TypedEntry> {
+        self.typed.get(&id)
     }
 
     /// The helper with this id.
@@ -225,5 +330,58 @@ mod tests {
         assert_eq!(d.copied(), Some(11));
         assert!(env.split_mut::<u64>().1.is_none());
         assert_eq!(data, 11);
+    }
+
+    fn add_first(g: &mut Guest<'_, '_>, n: &mut u64, a: [u64; 5]) -> HelperResult {
+        let [b] = g.load::<1>(a[1])?;
+        *n += a[0] + b as u64;
+        Ok(*n)
+    }
+
+    #[test]
+    fn typed_helpers_are_reachable_both_ways() {
+        let mut h = Helpers::new();
+        h.register_typed::<u64>(7, add_first, "no u64");
+        let f = h.typed::<u64>(7).expect("typed for u64");
+        assert!(h.typed::<u32>(7).is_none());
+        assert!(h.typed_entry(7).is_some_and(|e| e.get::<u64>().is_some()));
+        let mut stack = [5u8; 8];
+        let mut mem = Memory::new();
+        let mut guest = Guest::new(&mut stack, &mut mem);
+        let top = guest.stack_end();
+        let mut n = 1u64;
+        assert_eq!(f(&mut guest, &mut n, [2, top - 1, 0, 0, 0]), Ok(8));
+        // A fault in the function is the same abort either way.
+        assert!(matches!(
+            f(&mut guest, &mut n, [2, top, 0, 0, 0]),
+            Err(HelperAbort::Fault(_))
+        ));
+        let helper = h.get(7).unwrap().clone();
+        let mut env = HelperEnv::new(guest.reborrow(), Some(&mut n), Pc(0), HelperId(7));
+        assert_eq!(helper.call(&mut env, [1, top - 1, 0, 0, 0]), Ok(14));
+        // Data of another type: the registry's object fails with `missing`.
+        let mut other = 0u32;
+        let mut env = HelperEnv::new(guest.reborrow(), Some(&mut other), Pc(0), HelperId(7));
+        assert_eq!(
+            helper.call(&mut env, [1, top - 1, 0, 0, 0]),
+            Err(HelperAbort::Failed("no u64".into()))
+        );
+        let mut env = HelperEnv::new(guest.reborrow(), None, Pc(0), HelperId(7));
+        assert!(helper.call(&mut env, [0; 5]).is_err());
+        // Replacing the helper with a closure drops its typed function.
+        h.register(7, |_e, _a| Ok(0));
+        assert!(h.typed::<u64>(7).is_none() && h.typed_entry(7).is_none());
+        h.register_typed::<u64>(8, add_first, "no u64");
+        h.register_shared(8, Arc::new(|_e: &mut HelperEnv<'_, '_>, _a| Ok(0)));
+        assert!(h.typed::<u64>(8).is_none());
+        // `register_typed_with`: the typed function for typed callers, the
+        // given object for the others.
+        h.register_typed_with::<u64, _>(9, add_first, |_e: &mut HelperEnv<'_, '_>, a| {
+            Ok(a[0] * 100)
+        });
+        let f = h.typed::<u64>(9).expect("typed");
+        assert_eq!(f(&mut guest, &mut n, [1, top - 1, 0, 0, 0]), Ok(20));
+        let mut env = HelperEnv::new(guest.reborrow(), Some(&mut n), Pc(0), HelperId(9));
+        assert_eq!(h.get(9).unwrap().call(&mut env, [3, 0, 0, 0, 0]), Ok(300));
     }
 }

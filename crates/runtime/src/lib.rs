@@ -10,7 +10,9 @@
 //!   against the regions ([`MemFault`] otherwise).
 //! - [`Helpers`]: helper id → [`Helper`], called with `r1`-`r5` and a
 //!   [`HelperEnv`] giving checked guest memory access and per-run data; a
-//!   helper may stop the program with [`HelperAbort::Stop`].
+//!   helper may stop the program with [`HelperAbort::Stop`]; helpers
+//!   registered as plain functions over typed per-run data
+//!   ([`Helpers::register_typed`]) can be called directly by engines.
 //! - [`Imm64Resolver`]: how a loader turns symbolic `lddw` operands (map
 //!   references, ...) into values for an engine, and where plain array
 //!   maps keep their values ([`ArrayMap`]), for engines that inline
@@ -37,7 +39,7 @@ mod memory;
 mod trap;
 
 pub use bpfkit_isa::{HelperId, Imm64, Pc};
-pub use helper::{Helper, HelperAbort, HelperEnv, HelperResult, Helpers};
+pub use helper::{Helper, HelperAbort, HelperEnv, HelperResult, Helpers, TypedEntry, TypedHelper};
 pub use memory::{le_to_u64, u64_to_le, Guest, Memory, Region, RegionKind};
 pub use trap::{Access, MemFault, Trap, TrapKind};
 
