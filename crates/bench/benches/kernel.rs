@@ -665,35 +665,62 @@ fn main() {
 
 fn compile_table() {
     println!("\n## JIT compile time (fastest of 51 compiles)\n");
+    // "publish + drop": what the code memory alone costs for code of that
+    // size (`memory::publish` of as many bytes, then the drop; fastest of
+    // 51), the part of a compile that is system calls and page faults.
     println!(
-        "| program | slots | bpfkit us | bpfkit us/1000 insns | rbpf us | rbpf us/1000 insns | bpfkit lowering us |"
+        "| program | slots | bpfkit us | bpfkit us/1000 insns | rbpf us | rbpf us/1000 insns | bpfkit lowering us | code bytes | publish + drop us |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let (mut tot_slots, mut tot_b, mut tot_r, mut tot_l) = (0usize, 0f64, 0f64, 0f64);
+    let (mut tot_bytes, mut tot_p) = (0usize, 0f64);
     for p in &PROGRAMS {
         let (slots, b, r) = compile_times(p);
         let l = lowering_time(p);
+        let (bytes, pd) = publish_time(p);
         tot_slots += slots;
         tot_b += b;
         tot_r += r.unwrap_or(f64::NAN);
         tot_l += l;
+        tot_bytes += bytes;
+        tot_p += pd;
         let per = |ns: f64| ns / 1000.0 / slots as f64 * 1000.0;
         println!(
-            "| {} | {slots} | {:.1} | {:.1} | {} | {} | {:.1} |",
+            "| {} | {slots} | {:.1} | {:.1} | {} | {} | {:.1} | {bytes} | {:.1} |",
             p.name,
             b / 1000.0,
             per(b),
             r.map_or("-".into(), |r| format!("{:.1}", r / 1000.0)),
             r.map_or("-".into(), |r| format!("{:.1}", per(r))),
-            l / 1000.0
+            l / 1000.0,
+            pd / 1000.0
         );
     }
     println!(
-        "| all | {tot_slots} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+        "| all | {tot_slots} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {tot_bytes} | {:.1} |",
         tot_b / 1000.0,
         tot_b / tot_slots as f64,
         tot_r / 1000.0,
         tot_r / tot_slots as f64,
-        tot_l / 1000.0
+        tot_l / 1000.0,
+        tot_p / 1000.0
     );
+}
+
+/// Code bytes of `program` (checked mode, as `compile_times` compiles it)
+/// and the fastest of 51 publishes and drops of as many bytes, ns.
+fn publish_time(program: &BenchProgram) -> (usize, f64) {
+    let prog = Program::decode(&program.bytecode().unwrap()).unwrap();
+    let code = Jit::new(&prog, &Helpers::new())
+        .unwrap()
+        .code()
+        .bytes()
+        .to_vec();
+    let mut best = f64::MAX;
+    for _ in 0..51 {
+        let t = Instant::now();
+        black_box(bpfkit_jit::memory::publish(&code).unwrap());
+        best = best.min(t.elapsed().as_nanos() as f64);
+    }
+    (code.len(), best)
 }
