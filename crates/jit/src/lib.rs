@@ -352,8 +352,9 @@ const STACK_POOL: usize = 8;
 
 thread_local! {
     /// Stacks of `Jit`s dropped on this thread: a 4 KiB `calloc` and its
-    /// `free` are too big for the allocator's per-thread cache and were
-    /// about a tenth of a trivial compile's time outside the kernel.
+    /// `free` are past the allocator's per-thread cache (~370 host
+    /// instructions per compile under callgrind; BENCHMARKS.md, "Fixed cost
+    /// of a compile").
     static STACKS: std::cell::RefCell<Vec<Box<[u64]>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -362,7 +363,8 @@ thread_local! {
 /// reused stack before (a `Jit` keeps its own stack between its runs, as
 /// the interpreter does).
 fn take_stack() -> Box<[u64]> {
-    match STACKS.try_with(|p| p.borrow_mut().pop()).ok().flatten() {
+    let pooled = STACKS.try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()));
+    match pooled.ok().flatten() {
         Some(mut s) => {
             s.fill(0);
             s
