@@ -23,7 +23,8 @@
 //! of these, and the empty program), `--compile-loop N` (compile each
 //! benchmark program N times, `Jit::new` and drop, and nothing else: for
 //! `perf record` or callgrind instruction counts, the difference of two
-//! values of N giving the cost of N compiles).
+//! values of N giving the cost of N compiles), `--compile-split` (each
+//! compile split into lowering, code memory and the rest, medians).
 
 use bpfkit::Engine;
 use bpfkit_bench::programs::{BenchProgram, PROGRAMS};
@@ -40,6 +41,9 @@ struct Opts {
     rounds: usize,
     repeat: u32,
     compile_only: bool,
+    /// `--compile-split`: each compile split into lowering, code memory
+    /// and the rest.
+    compile_split: bool,
     /// `--compile-loop N`: only compile the benchmark programs N times.
     compile_loop: Option<usize>,
     /// `--only A,B`: only the cases whose names contain one of these (the
@@ -53,6 +57,7 @@ fn opts() -> Opts {
         rounds: 7,
         repeat: 100_000,
         compile_only: false,
+        compile_split: false,
         compile_loop: None,
         only: Vec::new(),
     };
@@ -60,6 +65,7 @@ fn opts() -> Opts {
     while i < args.len() {
         match args[i].as_str() {
             "--compile-only" => o.compile_only = true,
+            "--compile-split" => o.compile_split = true,
             "--compile-loop" if i + 1 < args.len() => {
                 i += 1;
                 o.compile_loop = Some(args[i].parse().expect("--compile-loop N"));
@@ -477,6 +483,10 @@ fn main() {
         compile_loop(n);
         return;
     }
+    if o.compile_split {
+        compile_split();
+        return;
+    }
     if o.compile_only {
         compile_table();
         return;
@@ -665,35 +675,106 @@ fn main() {
 
 fn compile_table() {
     println!("\n## JIT compile time (fastest of 51 compiles)\n");
+    // "publish + drop": what the code memory alone costs for code of that
+    // size (`memory::publish` of as many bytes, then the drop; fastest of
+    // 51), the part of a compile that is system calls and page faults.
     println!(
-        "| program | slots | bpfkit us | bpfkit us/1000 insns | rbpf us | rbpf us/1000 insns | bpfkit lowering us |"
+        "| program | slots | bpfkit us | bpfkit us/1000 insns | rbpf us | rbpf us/1000 insns | bpfkit lowering us | code bytes | publish + drop us |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let (mut tot_slots, mut tot_b, mut tot_r, mut tot_l) = (0usize, 0f64, 0f64, 0f64);
+    let (mut tot_bytes, mut tot_p) = (0usize, 0f64);
     for p in &PROGRAMS {
         let (slots, b, r) = compile_times(p);
         let l = lowering_time(p);
+        let (bytes, pd) = publish_time(p);
         tot_slots += slots;
         tot_b += b;
         tot_r += r.unwrap_or(f64::NAN);
         tot_l += l;
+        tot_bytes += bytes;
+        tot_p += pd;
         let per = |ns: f64| ns / 1000.0 / slots as f64 * 1000.0;
         println!(
-            "| {} | {slots} | {:.1} | {:.1} | {} | {} | {:.1} |",
+            "| {} | {slots} | {:.1} | {:.1} | {} | {} | {:.1} | {bytes} | {:.1} |",
             p.name,
             b / 1000.0,
             per(b),
             r.map_or("-".into(), |r| format!("{:.1}", r / 1000.0)),
             r.map_or("-".into(), |r| format!("{:.1}", per(r))),
-            l / 1000.0
+            l / 1000.0,
+            pd / 1000.0
         );
     }
     println!(
-        "| all | {tot_slots} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+        "| all | {tot_slots} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {tot_bytes} | {:.1} |",
         tot_b / 1000.0,
         tot_b / tot_slots as f64,
         tot_r / 1000.0,
         tot_r / tot_slots as f64,
-        tot_l / 1000.0
+        tot_l / 1000.0,
+        tot_p / 1000.0
     );
+}
+
+/// `--compile-split`: per program, medians of 2,001 interleaved
+/// lowerings (`lower_only`), publishes and drops of as many code bytes,
+/// and whole compiles (`Jit::new` and drop); "rest" is what a compile
+/// costs beyond the first two (the `Jit`'s own state, its drop, and
+/// whatever the parts do to each other's caches).
+fn compile_split() {
+    println!("| program | code bytes | compile us | lowering us | publish + drop us | rest us |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let helpers = Helpers::new();
+    let mut tot = [0f64; 3];
+    for p in &PROGRAMS {
+        let prog = Program::decode(&p.bytecode().unwrap()).unwrap();
+        let code = Jit::new(&prog, &helpers).unwrap().code().bytes().to_vec();
+        let mut t = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..2001 {
+            let t0 = Instant::now();
+            black_box(Jit::builder().lower_only().build(&prog, &helpers).err());
+            let t1 = Instant::now();
+            black_box(bpfkit_jit::memory::publish(&code).unwrap());
+            let t2 = Instant::now();
+            black_box(Jit::new(&prog, &helpers).unwrap());
+            let t3 = Instant::now();
+            t[0].push((t1 - t0).as_nanos() as f64);
+            t[1].push((t2 - t1).as_nanos() as f64);
+            t[2].push((t3 - t2).as_nanos() as f64);
+        }
+        let [l, pd, c] = t.map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2] / 1000.0
+        });
+        for (s, v) in tot.iter_mut().zip([l, pd, c]) {
+            *s += v;
+        }
+        println!(
+            "| {} | {} | {c:.2} | {l:.2} | {pd:.2} | {:.2} |",
+            p.name,
+            code.len(),
+            c - l - pd
+        );
+    }
+    let [l, pd, c] = tot;
+    println!("| all | | {c:.2} | {l:.2} | {pd:.2} | {:.2} |", c - l - pd);
+}
+
+/// Code bytes of `program` (checked mode, as `compile_times` compiles it)
+/// and the fastest of 51 publishes and drops of as many bytes, ns.
+fn publish_time(program: &BenchProgram) -> (usize, f64) {
+    let prog = Program::decode(&program.bytecode().unwrap()).unwrap();
+    let code = Jit::new(&prog, &Helpers::new())
+        .unwrap()
+        .code()
+        .bytes()
+        .to_vec();
+    let mut best = f64::MAX;
+    for _ in 0..51 {
+        let t = Instant::now();
+        black_box(bpfkit_jit::memory::publish(&code).unwrap());
+        best = best.min(t.elapsed().as_nanos() as f64);
+    }
+    (code.len(), best)
 }

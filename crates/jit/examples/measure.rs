@@ -2,7 +2,7 @@
 //! compile time per 1,000 instructions.
 //!
 //! `cargo run --release -p bpfkit-jit --example measure [-- --disasm]`;
-//! `--profile-lowering`, `--profile-compile`, `--profile-trivial`,
+//! `--profile-lowering`, `--profile-compile`, `--profile-fixed`, `--profile-trivial`,
 //! `--profile-helper` loop one thing for 3 s (for `perf record`, or for CPU
 //! time per iteration on a busy machine).
 
@@ -114,11 +114,17 @@ fn main() {
         println!("{k} lowerings");
         return;
     }
-    if std::env::args().any(|a| a == "--profile-compile") {
+    let trivial = std::env::args().any(|a| a == "--profile-fixed");
+    if trivial || std::env::args().any(|a| a == "--profile-compile") {
         // For `perf record` (or CPU time per compile on a busy machine:
         // `/usr/bin/time` user+sys divided by the count): compile a
-        // 1,000-instruction program, publish and drop it, for 3 s.
-        let p = big(1000);
+        // 1,000-instruction program (`--profile-fixed`: `r0 = 1; exit`,
+        // the fixed cost), publish and drop it, for 3 s.
+        let p = if trivial {
+            prog(PROGRAMS[6].1)
+        } else {
+            big(1000)
+        };
         let h = Helpers::new();
         let t = Instant::now();
         let mut k = 0u64;

@@ -291,7 +291,7 @@ impl<'r> Builder<'r> {
         let mut pcs = Vec::with_capacity(n + 1);
         pcs.extend_from_slice(prog.pcs());
         pcs.push(Pc(slots));
-        let mut stack = vec![0u64; STACK_SIZE * MAX_CALL_FRAMES / 8].into_boxed_slice();
+        let mut stack = take_stack();
         let stack_start = stack.as_mut_ptr() as u64;
         let ctx = Box::new(Ctx {
             host_rsp: 0,
@@ -341,6 +341,56 @@ impl<'r> Builder<'r> {
             entry_ok: EntryKey::default(),
             blinded: self.blind,
         })
+    }
+}
+
+/// Words of a `Jit`'s stack (every frame).
+const STACK_WORDS: usize = STACK_SIZE * MAX_CALL_FRAMES / 8;
+
+/// Stacks of dropped `Jit`s kept for this thread's next compiles, at most.
+const STACK_POOL: usize = 8;
+
+thread_local! {
+    /// Stacks of `Jit`s dropped on this thread: a 4 KiB `calloc` and its
+    /// `free` are past the allocator's per-thread cache (~370 host
+    /// instructions per compile under callgrind; BENCHMARKS.md, "Fixed cost
+    /// of a compile").
+    static STACKS: std::cell::RefCell<Vec<Box<[u64]>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A zeroed stack, as a fresh interpreter's: a checked program may read
+/// stack it did not write, and must then see zeros whatever ran on a
+/// reused stack before (a `Jit` keeps its own stack between its runs, as
+/// the interpreter does).
+fn take_stack() -> Box<[u64]> {
+    let pooled = STACKS.try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()));
+    match pooled.ok().flatten() {
+        Some(mut s) => {
+            s.fill(0);
+            s
+        }
+        None => vec![0u64; STACK_WORDS].into_boxed_slice(),
+    }
+}
+
+/// Keeps `stack` for a later compile on this thread, or frees it when the
+/// pool is full (or the thread is shutting down).
+fn give_stack(stack: Box<[u64]>) {
+    if stack.len() != STACK_WORDS {
+        return;
+    }
+    let _ = STACKS.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            if p.len() < STACK_POOL {
+                p.push(stack);
+            }
+        }
+    });
+}
+
+impl Drop for Jit {
+    fn drop(&mut self) {
+        give_stack(std::mem::take(&mut self.stack));
     }
 }
 
