@@ -24,7 +24,9 @@
 //! benchmark program N times, `Jit::new` and drop, and nothing else: for
 //! `perf record` or callgrind instruction counts, the difference of two
 //! values of N giving the cost of N compiles), `--compile-split` (each
-//! compile split into lowering, code memory and the rest, medians).
+//! compile split into lowering, code memory and the rest, medians),
+//! `--compile-corpus` (compile time over the ebpf-samples corpus, by
+//! program size).
 
 use bpfkit::Engine;
 use bpfkit_bench::programs::{BenchProgram, PROGRAMS};
@@ -41,6 +43,9 @@ struct Opts {
     rounds: usize,
     repeat: u32,
     compile_only: bool,
+    /// `--compile-corpus`: compile time over every program of the
+    /// ebpf-samples corpus (real-world sizes), nothing else.
+    compile_corpus: bool,
     /// `--compile-split`: each compile split into lowering, code memory
     /// and the rest.
     compile_split: bool,
@@ -57,6 +62,7 @@ fn opts() -> Opts {
         rounds: 7,
         repeat: 100_000,
         compile_only: false,
+        compile_corpus: false,
         compile_split: false,
         compile_loop: None,
         only: Vec::new(),
@@ -66,6 +72,7 @@ fn opts() -> Opts {
         match args[i].as_str() {
             "--compile-only" => o.compile_only = true,
             "--compile-split" => o.compile_split = true,
+            "--compile-corpus" => o.compile_corpus = true,
             "--compile-loop" if i + 1 < args.len() => {
                 i += 1;
                 o.compile_loop = Some(args[i].parse().expect("--compile-loop N"));
@@ -487,6 +494,10 @@ fn main() {
         compile_split();
         return;
     }
+    if o.compile_corpus {
+        compile_corpus();
+        return;
+    }
     if o.compile_only {
         compile_table();
         return;
@@ -715,6 +726,108 @@ fn compile_table() {
         tot_l / 1000.0,
         tot_p / 1000.0
     );
+}
+
+/// `--compile-corpus`: the JIT's compile time (checked mode, fastest of
+/// 11 compiles of each program, `Jit::new` and the drop, as
+/// `compile_table`) over every program of `$BPFKIT_SHARED/corpus/
+/// ebpf-samples` that bpfkit-elf loads, all program types, in buckets of
+/// size: the benchmark programs are small (44-456 slots), so their
+/// per-1,000 figure is mostly the fixed cost of publishing code memory;
+/// these are the sizes real objects have.
+fn compile_corpus() {
+    let shared = std::env::var_os("BPFKIT_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| bpfkit_bench::xdp::workspace_dir().join("../shared"));
+    let dir = shared.join("corpus/ebpf-samples");
+    let mut files = Vec::new();
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "o") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        println!(
+            "corpus not found under {} (set BPFKIT_SHARED)",
+            dir.display()
+        );
+        return;
+    }
+    let helpers = Helpers::new();
+    // (label, upper bound of slots) -> (programs, slots, ns)
+    let buckets = [
+        ("< 100 slots", 100usize),
+        ("100-999", 1000),
+        (">= 1000", usize::MAX),
+    ];
+    let mut acc = [(0usize, 0usize, 0f64); 3];
+    let mut failed = 0;
+    for f in &files {
+        let Ok(bytes) = std::fs::read(f) else {
+            continue;
+        };
+        let Ok(obj) = bpfkit_elf::LoadedObject::load(&bytes) else {
+            continue;
+        };
+        for p in &obj.programs {
+            let slots = p.insns.slot_count();
+            let mut best = f64::MAX;
+            for _ in 0..11 {
+                let t = Instant::now();
+                match Jit::new(&p.insns, &helpers) {
+                    Ok(j) => drop(black_box(j)),
+                    Err(_) => {
+                        best = f64::NAN;
+                        break;
+                    }
+                }
+                best = best.min(t.elapsed().as_nanos() as f64);
+            }
+            if best.is_nan() {
+                failed += 1;
+                continue;
+            }
+            let b = buckets.iter().position(|&(_, hi)| slots < hi).unwrap_or(2);
+            acc[b].0 += 1;
+            acc[b].1 += slots;
+            acc[b].2 += best;
+        }
+    }
+    println!("\n## JIT compile time over the ebpf-samples corpus (checked mode, fastest of 11 per program)\n");
+    println!("| programs | count | slots | bpfkit us | us/1000 insns |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut tot = (0usize, 0usize, 0f64);
+    for (k, (label, _)) in buckets.iter().enumerate() {
+        let (n, slots, ns) = acc[k];
+        tot = (tot.0 + n, tot.1 + slots, tot.2 + ns);
+        if n > 0 {
+            println!(
+                "| {label} | {n} | {slots} | {:.1} | {:.1} |",
+                ns / 1000.0,
+                ns / slots as f64
+            );
+        }
+    }
+    println!(
+        "| all | {} | {} | {:.1} | {:.1} |",
+        tot.0,
+        tot.1,
+        tot.2 / 1000.0,
+        tot.2 / tot.1 as f64
+    );
+    if failed > 0 {
+        println!("\n{failed} program(s) did not compile (left out)");
+    }
 }
 
 /// `--compile-split`: per program, medians of 2,001 interleaved
