@@ -199,7 +199,8 @@ pub(crate) fn array_lookup(a: &mut Asm, map: &ArrayMap, keys: Option<Keys>) -> b
         || map.stride > i32::MAX as u32
         || map.max_entries == 0
         || map.cpu_stride > i32::MAX as u32
-        || (percpu && (map.cpus == 0 || map.cpus as u64 * map.cpu_stride as u64 > map.stride as u64))
+        || (percpu
+            && (map.cpus == 0 || map.cpus as u64 * map.cpu_stride as u64 > map.stride as u64))
     {
         return false;
     }
@@ -228,7 +229,13 @@ pub(crate) fn array_lookup(a: &mut Asm, map: &ArrayMap, keys: Option<Keys>) -> b
             let scale = map.cpu_stride as u8;
             a.lea(Gpr::Rax, Mem::indexed(Gpr::Rax, Gpr::Rdx, scale));
         } else {
-            scale(a, Gpr::Rdx, Gpr::Rcx, map.cpu_stride, keys.map(|k| k.cpu_stride));
+            scale(
+                a,
+                Gpr::Rdx,
+                Gpr::Rcx,
+                map.cpu_stride,
+                keys.map(|k| k.cpu_stride),
+            );
             a.alu_rm_r(Sz::B64, Alu::Add, Rm::Reg(Gpr::Rax), Gpr::Rdx);
         }
     }
