@@ -181,7 +181,7 @@ fn run(
             let (report, v) = VerifiedProgram::verify(
                 p,
                 ProgType::Kprobe,
-                &[map.def.clone()],
+                std::slice::from_ref(&map.def),
                 &Options::default(),
             );
             assert_eq!(report.verdict, Verdict::Accepted, "{:?}", report.error);
@@ -337,7 +337,7 @@ fn set_cpu_refuses_cpus_without_a_value() {
         let (_, v) = VerifiedProgram::verify(
             &p,
             ProgType::Kprobe,
-            &[map.def.clone()],
+            std::slice::from_ref(&map.def),
             &Options::default(),
         );
         let resolver = Resolver {
@@ -377,7 +377,7 @@ fn blinded_inline_code_hides_the_per_cpu_layout() {
     let (_, v) = VerifiedProgram::verify(
         &p,
         ProgType::Kprobe,
-        &[map.def.clone()],
+        std::slice::from_ref(&map.def),
         &Options::default(),
     );
     let v = v.expect("accepted");
