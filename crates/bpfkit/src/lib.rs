@@ -303,7 +303,9 @@ fn reset_run(state: &mut RunState) {
 /// What a run starts from besides its memory and arguments.
 #[derive(Clone, Debug, Default)]
 pub struct RunInput {
-    /// The CPU number the program sees.
+    /// The CPU number the program sees: below the possible CPUs
+    /// ([`Loader::possible_cpus`]), or [`Object::run`] refuses the run
+    /// ([`BAD_CPU`]).
     pub cpu: usize,
     /// The packet buffer, for the XDP helpers.
     pub xdp: Option<XdpBuff>,
@@ -726,8 +728,10 @@ impl Object {
     /// caller's regions (context, packet); the maps' regions are added
     /// here. A successful tail call runs the target next with the same
     /// arguments, as the kernel does. `input` gives the CPU number and,
-    /// for XDP, the packet buffer. It runs whatever it is given: callers
-    /// that want only verified programs ask [`Object::check`] first.
+    /// for XDP, the packet buffer (a CPU at or above the possible CPUs:
+    /// nothing runs, the result is an `Unsupported` trap saying
+    /// [`BAD_CPU`]). It runs whatever it is given: callers that want only
+    /// verified programs ask [`Object::check`] first.
     pub fn run(
         &mut self,
         prog: usize,
