@@ -167,8 +167,8 @@ fn cpu_field() -> Rm {
     Rm::Mem(Mem::at(CTX, offset_of!(Ctx, cpu) as i32))
 }
 
-/// Emits `rax *= stride` (64-bit; `rax` below 2^32, `stride` below 2^31:
-/// no overflow), with `scratch` for a blinded stride.
+/// Emits `r *= stride` (64-bit; `r` holds a u32 key or CPU and `stride` is
+/// below 2^31: no overflow), with `scratch` for a blinded stride.
 fn scale(a: &mut Asm, r: Gpr, scratch: Gpr, stride: u32, key: Option<i32>) {
     if stride.is_power_of_two() {
         let s = stride.trailing_zeros() as u8;
