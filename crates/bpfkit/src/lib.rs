@@ -303,7 +303,9 @@ fn reset_run(state: &mut RunState) {
 /// What a run starts from besides its memory and arguments.
 #[derive(Clone, Debug, Default)]
 pub struct RunInput {
-    /// The CPU number the program sees.
+    /// The CPU number the program sees: below the possible CPUs
+    /// ([`Loader::possible_cpus`]), or [`Object::run`] refuses the run
+    /// ([`BAD_CPU`]).
     pub cpu: usize,
     /// The packet buffer, for the XDP helpers.
     pub xdp: Option<XdpBuff>,
@@ -384,25 +386,35 @@ impl bpfkit_runtime::Imm64Resolver for ObjResolver {
         }
     }
 
-    /// Plain arrays only (per-CPU arrays are not inlined), as
-    /// `bpfkit_maps` lays them out: value `k` at `k * round_up(value_size,
-    /// 8)` in `Map::array_storage`, which is what `Map::lookup_ptr` (the
-    /// helper's lookup) returns for `k < max_entries`, and NULL above
-    /// (whatever the run's CPU, as long as it is one of the possible CPUs:
-    /// for a `RunInput::cpu` beyond them the helper finds nothing, where
-    /// the kernel has no such CPU). The storage lives as long as the `Map`, which the `Object`
-    /// holds (in `maps` and its `MapTable`) for as long as it holds the
-    /// code compiled with this resolver. `Object::run` registers the
-    /// storage of every plain array of the table as a region of the run's
-    /// memory (`RunState::add_map_regions`, writable unless
-    /// `BPF_F_RDONLY_PROG`) before the first instruction of every batch,
-    /// so helpers accept an inlined lookup's pointer as they accept the
-    /// helper's (tested in `tests/inline.rs`).
+    /// Plain and per-CPU arrays, as `bpfkit_maps` lays them out: value
+    /// `k` at `k * round_up(value_size, 8)` in `Map::array_storage`, CPU
+    /// `c`'s value of key `k` at `(k * possible_cpus + c) *
+    /// round_up(value_size, 8)` in `Map::percpu_array_storage`, which is
+    /// what `Map::lookup_ptr` (the helper's lookup) returns on CPU `c` for
+    /// `k < max_entries`, and NULL above. Runs on a CPU outside the
+    /// possible CPUs (where the helper finds nothing) are refused by
+    /// `Object::run`, and `Jit::set_cpu` gets the run's CPU before every
+    /// batch (`cpus` here is the possible CPUs). The storage lives as long
+    /// as the `Map`, which the `Object` holds (in `maps` and its
+    /// `MapTable`) for as long as it holds the code compiled with this
+    /// resolver. `Object::run` registers the storage of every array of the
+    /// table as a region of the run's memory
+    /// (`RunState::add_map_regions`, writable unless `BPF_F_RDONLY_PROG`)
+    /// before the first instruction of every batch, so helpers accept an
+    /// inlined lookup's pointer as they accept the helper's (tested in
+    /// `tests/inline.rs`).
     fn array_map(&self, _pc: Pc, imm: &Imm64) -> Option<bpfkit_runtime::ArrayMap> {
         match *imm {
             Imm64::MapIdx(i) => *self.arrays.get(usize::try_from(i).ok()?)?,
             _ => None,
         }
+    }
+
+    /// `bpfkit_helpers`' `bpf_get_smp_processor_id` returns
+    /// `RunState::cpu`, which `Object::run` also gives the JIT
+    /// (`Jit::set_cpu`).
+    fn inline_cpu_id(&self) -> bool {
+        true
     }
 }
 
@@ -480,12 +492,24 @@ impl Object {
         let arrays = maps
             .iter()
             .map(|m| {
-                let (storage, def) = (m.map.array_storage()?, m.map.def());
+                let def = m.map.def();
                 (def.key_size == 4).then_some(())?;
+                let slot = def.value_size.checked_next_multiple_of(8)?;
+                if let Some(storage) = m.map.array_storage() {
+                    return Some(bpfkit_runtime::ArrayMap::plain(
+                        storage.addr(),
+                        slot,
+                        def.max_entries,
+                    ));
+                }
+                let storage = m.map.percpu_array_storage()?;
+                let cpus = u32::try_from(m.map.possible_cpus()).ok()?;
                 Some(bpfkit_runtime::ArrayMap {
                     base: storage.addr(),
-                    stride: def.value_size.checked_next_multiple_of(8)?,
+                    stride: slot.checked_mul(cpus)?,
                     max_entries: def.max_entries,
+                    cpu_stride: slot,
+                    cpus,
                 })
             })
             .collect();
@@ -704,8 +728,10 @@ impl Object {
     /// caller's regions (context, packet); the maps' regions are added
     /// here. A successful tail call runs the target next with the same
     /// arguments, as the kernel does. `input` gives the CPU number and,
-    /// for XDP, the packet buffer. It runs whatever it is given: callers
-    /// that want only verified programs ask [`Object::check`] first.
+    /// for XDP, the packet buffer (a CPU at or above the possible CPUs:
+    /// nothing runs, the result is an `Unsupported` trap saying
+    /// [`BAD_CPU`]). It runs whatever it is given: callers that want only
+    /// verified programs ask [`Object::check`] first.
     pub fn run(
         &mut self,
         prog: usize,
@@ -723,6 +749,29 @@ impl Object {
             clock,
             repeat,
         } = input;
+        // The kernel has no run on a CPU that is not possible: here the
+        // helpers would find no per-CPU value, where inline lookups in
+        // arrays and `bpf_get_smp_processor_id` would not notice. Refused
+        // on every engine alike; the JIT gets the CPU before every batch
+        // (its code reads it for those inline forms).
+        let possible = self.registry.options().cpus();
+        let on_cpu = cpu < possible
+            && self.execs.iter_mut().all(|e| match e {
+                Exec::Jit(j) => j.set_cpu(cpu),
+                Exec::Interp(_) => true,
+            });
+        if !on_cpu {
+            return RunOutcome {
+                result: Err(Trap::new(Pc(0), TrapKind::Unsupported { what: BAD_CPU })),
+                trace: Vec::new(),
+                redirect: None,
+                xdp,
+                frags,
+                tail_calls: 0,
+                runs: 0,
+                duration_ns: 0,
+            };
+        }
         let ((result, runs, duration_ns), mut state) =
             RunState::scoped(self.table.clone(), cpu, mem, |mem, state| {
                 state.xdp = xdp;
@@ -890,6 +939,10 @@ impl Object {
         r
     }
 }
+
+/// What [`Object::run`] reports for a [`RunInput::cpu`] at or above the
+/// possible CPUs ([`Loader::possible_cpus`]).
+pub const BAD_CPU: &str = "a run on a CPU at or above the possible CPUs (Loader::possible_cpus)";
 
 #[cold]
 fn not_loaded() -> Trap {

@@ -62,7 +62,7 @@ fn check_engine(engine: Engine) {
         // The helper read the value through the lookup's pointer.
         assert_eq!(c, Some(v), "{engine:?}, copies[{key}]");
     }
-    // The per-CPU array (helper call) counted every run that found its
+    // The per-CPU array (inlined too on the JIT) counted every run that found its
     // key, on CPU 0.
     let pcpu = obj.map("pcpu").unwrap().map.clone();
     let slots = pcpu.lookup(&0u32.to_ne_bytes()).unwrap();

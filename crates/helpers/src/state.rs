@@ -250,11 +250,14 @@ impl RunState {
         (r, state)
     }
 
-    /// Registers the whole value storage of every plain array in the map
-    /// table (global data included) as guest regions of `mem`: read-only
-    /// for maps created with `BPF_F_RDONLY_PROG` (`.rodata`). Lookups in
-    /// these maps then need no new region, and `lddw` value addresses
-    /// (`MapIdxValue`) point into them. Only the memory of the running
+    /// Registers the whole value storage of every array in the map table
+    /// (plain and per-CPU, global data included) as guest regions of
+    /// `mem`: read-only for maps created with `BPF_F_RDONLY_PROG`
+    /// (`.rodata`). Lookups in these maps then need no new region (on
+    /// every CPU), `lddw` value addresses (`MapIdxValue`) point into them,
+    /// and pointers that an engine computes itself for a lookup (the JIT's
+    /// inline lookups, `bpfkit_runtime::Imm64Resolver::array_map`) are
+    /// accepted by helpers as the helper lookup's are. Only the memory of the running
     /// [`RunState::scoped`] call takes regions: for any other, nothing is
     /// added and the result is `false`.
     pub fn add_map_regions(&mut self, mem: &mut Memory<'_>) -> bool {
@@ -264,7 +267,7 @@ impl RunState {
         self.array_regions.clear();
         for (_, m) in &self.maps.by_addr {
             let before = mem.regions().len();
-            if let Some(v) = m.array_storage() {
+            if let Some(v) = m.array_storage().or_else(|| m.percpu_array_storage()) {
                 let writable = m.def().map_flags & map_flags::RDONLY_PROG == 0;
                 let len = v.len();
                 // SAFETY: the storage of an array lives as long as its map,

@@ -319,6 +319,7 @@ impl<'r> Builder<'r> {
             trampoline: memory::helper_trampoline as *const () as u64,
             env: 0,
             snap_version: 0,
+            cpu: 0,
         });
         Ok(Jit {
             ctx,
@@ -340,6 +341,10 @@ impl<'r> Builder<'r> {
             unchecked,
             entry_ok: EntryKey::default(),
             blinded: self.blind,
+            cpu_limit: match (&unchecked, self.resolver) {
+                (Some(_), Some(r)) => x64::inline::cpu_limit(prog, r),
+                _ => u32::MAX,
+            },
         })
     }
 }
@@ -432,6 +437,9 @@ pub struct Jit {
     /// [`EntryKey`]); a run with the same inputs skips the region scans.
     entry_ok: EntryKey,
     blinded: bool,
+    /// [`Jit::set_cpu`] refuses CPUs from here on: the fewest CPUs of a
+    /// per-CPU array whose lookups the code may compute inline.
+    cpu_limit: u32,
     /// The state block, kept between runs so that only per-run fields are
     /// written on entry.
     ctx: Box<Ctx>,
@@ -690,6 +698,9 @@ pub(crate) struct Ctx {
     pub(crate) env: u64,
     /// [`Memory::version`] of the regions copied into the region table.
     pub(crate) snap_version: u64,
+    /// The run's CPU ([`Jit::set_cpu`]), read by inline per-CPU lookups
+    /// and `bpf_get_smp_processor_id` (unchecked mode).
+    pub(crate) cpu: u64,
 }
 
 /// What the helper trampoline needs during one run (or one batch of runs
@@ -952,6 +963,28 @@ impl Jit {
         if self.budget.is_some() {
             self.budget = Some(budget.min(i64::MAX as u64));
         }
+    }
+
+    /// Sets the CPU number that the following runs are on, as the code
+    /// sees it (0 until set): unchecked code computes lookups in per-CPU
+    /// arrays with it and returns it from `bpf_get_smp_processor_id` when
+    /// the resolver allows (see [`bpfkit_runtime::Imm64Resolver`]), so an
+    /// embedder whose helpers know the run's CPU (`bpfkit-helpers`'
+    /// `RunState::cpu`) sets the same one before running. Returns `false`,
+    /// leaving the CPU unchanged, for a CPU at or above the CPU count of a
+    /// per-CPU array the code may look up inline (its value would lie
+    /// outside the map's storage; the helper finds nothing there).
+    pub fn set_cpu(&mut self, cpu: usize) -> bool {
+        if cpu >= self.cpu_limit as usize {
+            return false;
+        }
+        self.ctx.cpu = cpu as u64;
+        true
+    }
+
+    /// The CPU set with [`Jit::set_cpu`].
+    pub fn cpu(&self) -> usize {
+        self.ctx.cpu as usize
     }
 
     /// Guest address range `[start, end)` of the JIT's stack; `end` is `r10`

@@ -37,11 +37,11 @@ impl Array {
     }
 
     fn layout(&self) -> ArrayMap {
-        ArrayMap {
-            base: self.storage.as_ptr() as u64,
-            stride: self.def.value_size.div_ceil(8) * 8,
-            max_entries: self.def.max_entries,
-        }
+        ArrayMap::plain(
+            self.storage.as_ptr() as u64,
+            self.def.value_size.div_ceil(8) * 8,
+            self.def.max_entries,
+        )
     }
 
     /// What the helper returns for `key`.

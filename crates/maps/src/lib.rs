@@ -454,6 +454,18 @@ impl Map {
         }
     }
 
+    /// The whole value storage of a `percpu_array`, valid as long as the
+    /// map: index `i`, CPU `c` at byte `(i * possible_cpus + c) *
+    /// round_up(value_size, 8)`, which is what [`Map::lookup_ptr`] returns
+    /// on CPU `c`. Engines may register it as one guest region and compute
+    /// lookups in it. `None` for other types.
+    pub fn percpu_array_storage(&self) -> Option<ValueRef<'_>> {
+        match (&self.imp, self.def.map_type) {
+            (Imp::Array(a), MapType::PercpuArray) => Some(a.storage()),
+            _ => None,
+        }
+    }
+
     fn prog_writable(&self) -> Result<(), MapError> {
         if self.def.map_flags & map_flags::RDONLY_PROG != 0 {
             return Err(MapError::Permission {

@@ -14,9 +14,9 @@
 //!   registered as plain functions over typed per-run data
 //!   ([`Helpers::register_typed`]) can be called directly by engines.
 //! - [`Imm64Resolver`]: how a loader turns symbolic `lddw` operands (map
-//!   references, ...) into values for an engine, and where plain array
-//!   maps keep their values ([`ArrayMap`]), for engines that inline
-//!   lookups.
+//!   references, ...) into values for an engine, and where array maps
+//!   (plain and per-CPU) keep their values ([`ArrayMap`]), for engines
+//!   that inline lookups.
 //! - Constants of the execution model: [`STACK_SIZE`], [`MAX_CALL_FRAMES`].
 //!
 //! ```
@@ -60,19 +60,22 @@ pub trait Imm64Resolver {
     /// The value for the `lddw` at `pc` with operand `imm`.
     fn resolve(&self, pc: Pc, imm: &Imm64) -> Option<u64>;
 
-    /// The layout of the map that `resolve(pc, imm)` names, when it is a
-    /// plain array (`BPF_MAP_TYPE_ARRAY`) whose lookups an engine may
-    /// compute itself instead of calling `bpf_map_lookup_elem` (the
-    /// kernel's `map_gen_lookup`); `None` (the default) keeps the helper
-    /// call. The JIT asks only in unchecked mode, for a call whose `r1`
-    /// certainly holds this `lddw`'s value.
+    /// The layout of the map that `resolve(pc, imm)` names, when it is an
+    /// array (`BPF_MAP_TYPE_ARRAY`, or `BPF_MAP_TYPE_PERCPU_ARRAY` with
+    /// [`ArrayMap::cpu_stride`] set) whose lookups an engine may compute
+    /// itself instead of calling `bpf_map_lookup_elem` (the kernel's
+    /// `map_gen_lookup`); `None` (the default) keeps the helper call. The
+    /// JIT asks only in unchecked mode, for a call whose `r1` certainly
+    /// holds this `lddw`'s value.
     ///
     /// An implementation promises, for as long as code compiled with it
     /// may run:
-    /// - `bpf_map_lookup_elem` on that map with the 4-byte key `k`
-    ///   returns `base + k * stride` when `k < max_entries` and NULL
-    ///   otherwise, on every CPU: the inlined code returns exactly that
-    ///   pointer and never calls the helper;
+    /// - `bpf_map_lookup_elem` on that map with the 4-byte key `k`, in a
+    ///   run on CPU `c < cpus` (the CPU the engine was given for the run,
+    ///   `bpfkit_jit::Jit::set_cpu`), returns `base + k * stride + c *
+    ///   cpu_stride` when `k < max_entries` and NULL otherwise: the
+    ///   inlined code returns exactly that pointer and never calls the
+    ///   helper (the engine never runs with a CPU at or above `cpus`);
     /// - `[base, base + max_entries * stride)` stays allocated (the
     ///   storage outlives the code: the `bpfkit` facade's `Object` owns
     ///   both), and whenever a helper could be handed one of these
@@ -87,20 +90,53 @@ pub trait Imm64Resolver {
         let _ = (pc, imm);
         None
     }
+
+    /// Whether the registered `bpf_get_smp_processor_id` (helper 8)
+    /// returns the CPU the engine is given for the run
+    /// (`bpfkit_jit::Jit::set_cpu`), so that an engine may load it itself
+    /// instead of calling the helper; `false` (the default) keeps the call.
+    /// The JIT asks only in unchecked mode.
+    fn inline_cpu_id(&self) -> bool {
+        false
+    }
 }
 
-/// Where a plain array map keeps its values (see
-/// [`Imm64Resolver::array_map`]): value `k` at `base + k * stride` for
-/// `k < max_entries`.
+/// Where an array map keeps its values (see [`Imm64Resolver::array_map`]):
+/// value `k` of CPU `c` at `base + k * stride + c * cpu_stride` for `k <
+/// max_entries` and `c < cpus` (a plain array: `cpu_stride` 0, one value
+/// for every CPU).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArrayMap {
-    /// Guest (= host) address of value 0.
+    /// Guest (= host) address of value 0 (of CPU 0).
     pub base: u64,
-    /// Bytes from one value to the next (the value size rounded up to 8
-    /// in `bpfkit-maps`); at least the value size.
+    /// Bytes from one key's value to the next (in `bpfkit-maps`: the value
+    /// size rounded up to 8, times the possible CPUs for a per-CPU array);
+    /// at least `cpus * cpu_stride` and the value size.
     pub stride: u32,
-    /// Number of values.
+    /// Number of values (per CPU).
     pub max_entries: u32,
+    /// Bytes from CPU `c`'s value of a key to CPU `c + 1`'s: 0 for a plain
+    /// array (the value does not depend on the CPU), the value size
+    /// rounded up to 8 for a per-CPU array in `bpfkit-maps`.
+    pub cpu_stride: u32,
+    /// The CPUs that have a value (the maps' possible CPUs); runs on CPUs
+    /// at or above it must not use the layout. Ignored when `cpu_stride`
+    /// is 0.
+    pub cpus: u32,
+}
+
+impl ArrayMap {
+    /// The layout of a plain array: value `k` at `base + k * stride` on
+    /// every CPU.
+    pub fn plain(base: u64, stride: u32, max_entries: u32) -> ArrayMap {
+        ArrayMap {
+            base,
+            stride,
+            max_entries,
+            cpu_stride: 0,
+            cpus: u32::MAX,
+        }
+    }
 }
 
 impl<F: Fn(Pc, &Imm64) -> Option<u64>> Imm64Resolver for F {

@@ -27,7 +27,7 @@ use bpfkit_abi::{MapDef, MapType, ProgType};
 use bpfkit_interp::Interpreter;
 use bpfkit_isa::{Imm64, Pc, Program};
 use bpfkit_jit::Jit;
-use bpfkit_runtime::{Helpers, Memory, RegionKind, Trap, TrapKind};
+use bpfkit_runtime::{ArrayMap, Helpers, Imm64Resolver, Memory, RegionKind, Trap, TrapKind};
 use bpfkit_verifier::observe::{Layout, Observed, Violation};
 pub use bpfkit_verifier::VerifiedProgram;
 use bpfkit_verifier::{verify, Options, Verdict};
@@ -1124,6 +1124,44 @@ fn helpers(defs: &[MapDef]) -> Helpers {
     h
 }
 
+/// The maps' addresses and value addresses for `lddw`, and the layout of
+/// the arrays, so that unchecked code computes their lookups inline as it
+/// does in `bpfkit` (the helper here returns the same pointers).
+struct MapResolver<'d> {
+    defs: &'d [MapDef],
+    /// Per map: value start addresses (`VALUE_STRIDE` apart).
+    values: Vec<Vec<u64>>,
+}
+
+impl Imm64Resolver for MapResolver<'_> {
+    fn resolve(&self, _pc: Pc, imm: &Imm64) -> Option<u64> {
+        match *imm {
+            Imm64::MapIdx(i) => Some(MAP_ADDR.wrapping_add(i as u64)),
+            Imm64::MapIdxValue { idx, off } => self
+                .values
+                .get(idx as usize)
+                .and_then(|v| v.first())
+                .map(|&s| s + u64::from(off)),
+            _ => None,
+        }
+    }
+
+    /// Arrays: value `k` at `values[0] + k * VALUE_STRIDE`, each value a
+    /// region of every run's memory (`setup`), what helper 1 returns for
+    /// `k < max_entries` (and 0 above) on any CPU. Helper 8 returns random
+    /// numbers here, so it is never inlined (`inline_cpu_id` stays false).
+    fn array_map(&self, _pc: Pc, imm: &Imm64) -> Option<ArrayMap> {
+        let Imm64::MapIdx(i) = *imm else {
+            return None;
+        };
+        let i = usize::try_from(i).ok()?;
+        let def = self.defs.get(i)?;
+        let base = *self.values.get(i)?.first()?;
+        (def.map_type == MapType::Array && def.key_size == 4)
+            .then(|| ArrayMap::plain(base, VALUE_STRIDE as u32, def.max_entries))
+    }
+}
+
 /// One engine's memory for a run: the context, the packet (`packet` of
 /// `frame`) and every map value; the value addresses per map; the
 /// helpers' run data.
@@ -1218,16 +1256,7 @@ fn run_once(
     // Both engines run over these same buffers (refilled in between), so
     // the region addresses are the same for both.
     let packet = headroom - meta_len..headroom + len;
-    let resolver_for = |values: Vec<Vec<u64>>| {
-        move |_pc: Pc, imm: &Imm64| match *imm {
-            Imm64::MapIdx(i) => Some(MAP_ADDR.wrapping_add(i as u64)),
-            Imm64::MapIdxValue { idx, off } => values
-                .get(idx as usize)
-                .and_then(|v| v.first())
-                .map(|&s| s + u64::from(off)),
-            _ => None,
-        }
-    };
+    let resolver_for = |values: Vec<Vec<u64>>| MapResolver { defs, values };
 
     let (result, steps) = {
         let (mut mem, ctx_addr, values, mut run_data) = setup(

@@ -19,7 +19,7 @@
 //!   call, so `r1` is that map whichever path led there. Anything else
 //!   (a map chosen by a branch, a map from a map-in-map lookup, a map
 //!   spilled and filled) keeps the helper call.
-//! - **The map is a plain array** whose layout the loader vouches for
+//! - **The map is an array** whose layout the loader vouches for
 //!   ([`bpfkit_runtime::Imm64Resolver::array_map`], `None` by default): the
 //!   pointer computed is exactly the one `bpfkit-maps` returns, and the
 //!   storage outlives the code and is a registered region whenever a
@@ -31,22 +31,31 @@
 //!   code uses only the scratch registers `rax`, `rcx`, `rdx` and writes
 //!   `r0`). Checked mode keeps the helper call and its checks.
 //!
-//! Per-CPU arrays are not inlined: their pointer depends on the run's CPU,
-//! which the generated code does not know, and their storage is not
-//! registered as a region before the helper hands a value out.
+//! Per-CPU arrays (a layout with a `cpu_stride`) add the run's CPU times
+//! that stride, the CPU read from the JIT's `Ctx::cpu` (set per run with
+//! `Jit::set_cpu`, which refuses a CPU at or above the `cpus` of any
+//! per-CPU array the program names: [`cpu_limit`]), as the kernel adds its
+//! per-CPU offset. `bpf_get_smp_processor_id` becomes one load of that
+//! field ([`cpu_id`]) when the resolver says the registered helper
+//! returns it (`Imm64Resolver::inline_cpu_id`).
 //!
-//! With constant blinding, `max_entries`, a stride that is not a power of
+//! With constant blinding, `max_entries`, strides that are not powers of
 //! two and the base are emitted as `value ^ key` and `key`, as `lddw`
 //! values are: `max_entries` and the value size come from the object's
 //! map definition, which its author chooses.
 
 use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz};
-use super::lower::REG_MAP;
+use super::lower::{CTX, REG_MAP};
+use crate::Ctx;
 use bpfkit_isa::{AtomicOp, Imm64, Insn, Pc, Program, Reg};
-use bpfkit_runtime::ArrayMap;
+use bpfkit_runtime::{ArrayMap, Imm64Resolver};
+use std::mem::offset_of;
 
 /// `bpf_map_lookup_elem`'s helper id.
 pub(crate) const MAP_LOOKUP_ELEM: u32 = 1;
+
+/// `bpf_get_smp_processor_id`'s helper id.
+pub(crate) const GET_SMP_PROCESSOR_ID: u32 = 8;
 
 /// How far back from a call [`map_operand`] looks for the `lddw` (compilers
 /// put it within a few instructions; the bound keeps compiling linear).
@@ -61,6 +70,8 @@ pub(crate) struct Keys {
     pub max: i32,
     /// For the stride (32-bit; unused for a power of two).
     pub stride: i32,
+    /// For the per-CPU stride (32-bit; unused for a power of two).
+    pub cpu_stride: i32,
 }
 
 /// Per instruction index: whether a jump, a bpf-to-bpf call or an `lddw`
@@ -123,12 +134,74 @@ fn passes_r1(insn: &Insn) -> bool {
     }
 }
 
-/// Emits `r0 = key < max_entries ? base + key * stride : 0` with the key
-/// read from `[r2]` (see the module docs), or nothing and `false` when the
-/// layout does not fit the code (a stride above `i32::MAX`, or no
-/// entries).
+/// The lowest CPU count of the per-CPU arrays the resolver describes for
+/// the `lddw`s of `prog` (`u32::MAX` without any): a run on a CPU at or
+/// above it could compute a pointer past such a map's storage, so the JIT
+/// refuses it (`Jit::set_cpu`). Every map `lddw` counts, inlined or not
+/// (one pass over the program, only in unchecked mode).
+pub(crate) fn cpu_limit(prog: &Program, resolver: &dyn Imm64Resolver) -> u32 {
+    let mut limit = u32::MAX;
+    for (pc, insn) in prog.iter() {
+        if let Insn::LoadImm64 {
+            imm: imm @ Imm64::MapIdx(_),
+            ..
+        } = insn
+        {
+            if let Some(m) = resolver.array_map(pc, imm) {
+                if m.cpu_stride != 0 {
+                    limit = limit.min(m.cpus);
+                }
+            }
+        }
+    }
+    limit
+}
+
+/// Emits `r0 = cpu` (`bpf_get_smp_processor_id`): the run's CPU from the
+/// `Ctx`, zero-extended.
+pub(crate) fn cpu_id(a: &mut Asm) {
+    a.mov_r_rm(Sz::B32, REG_MAP[0], cpu_field());
+}
+
+fn cpu_field() -> Rm {
+    Rm::Mem(Mem::at(CTX, offset_of!(Ctx, cpu) as i32))
+}
+
+/// Emits `r *= stride` (64-bit; `r` holds a u32 key or CPU and `stride` is
+/// below 2^31: no overflow), with `scratch` for a blinded stride.
+fn scale(a: &mut Asm, r: Gpr, scratch: Gpr, stride: u32, key: Option<i32>) {
+    if stride.is_power_of_two() {
+        let s = stride.trailing_zeros() as u8;
+        if s > 0 {
+            a.shift_i(Sz::B64, Shift::Shl, Rm::Reg(r), s);
+        }
+        return;
+    }
+    match key {
+        Some(k) => {
+            let stride = stride as i32;
+            a.mov_r_imm64(scratch, (stride ^ k) as u32 as u64);
+            a.alu_rm_i(Sz::B32, Alu::Xor, Rm::Reg(scratch), k);
+            a.imul_r_rm(Sz::B64, r, Rm::Reg(scratch));
+        }
+        None => a.imul_r_rm_i(Sz::B64, r, Rm::Reg(r), stride as i32),
+    }
+}
+
+/// Emits `r0 = key < max_entries ? base + key * stride + cpu * cpu_stride
+/// : 0` with the key read from `[r2]` (see the module docs; `cpu_stride`
+/// 0 for a plain array), or nothing and `false` when the layout does not
+/// fit the code (a stride above `i32::MAX`, no entries, a per-CPU layout
+/// without CPUs or whose CPUs' values do not fit in the stride).
 pub(crate) fn array_lookup(a: &mut Asm, map: &ArrayMap, keys: Option<Keys>) -> bool {
-    if map.stride == 0 || map.stride > i32::MAX as u32 || map.max_entries == 0 {
+    let percpu = map.cpu_stride != 0;
+    if map.stride == 0
+        || map.stride > i32::MAX as u32
+        || map.max_entries == 0
+        || map.cpu_stride > i32::MAX as u32
+        || (percpu
+            && (map.cpus == 0 || map.cpus as u64 * map.cpu_stride as u64 > map.stride as u64))
+    {
         return false;
     }
     let r0 = REG_MAP[0];
@@ -147,21 +220,23 @@ pub(crate) fn array_lookup(a: &mut Asm, map: &ArrayMap, keys: Option<Keys>) -> b
     // `xor` would clobber the flags: `mov` leaves them.
     a.mov_rm_i(Sz::B32, Rm::Reg(r0), 0);
     let skip = a.jcc(Cc::Ae, false);
-    if map.stride.is_power_of_two() {
-        let s = map.stride.trailing_zeros() as u8;
-        if s > 0 {
-            a.shift_i(Sz::B64, Shift::Shl, Rm::Reg(Gpr::Rax), s);
-        }
-    } else {
-        match keys {
-            Some(k) => {
-                let stride = map.stride as i32;
-                a.mov_r_imm64(Gpr::Rdx, (stride ^ k.stride) as u32 as u64);
-                a.alu_rm_i(Sz::B32, Alu::Xor, Rm::Reg(Gpr::Rdx), k.stride);
-                a.imul_r_rm(Sz::B64, Gpr::Rax, Rm::Reg(Gpr::Rdx));
-            }
-            // The key is below 2^32 and the stride below 2^31: no overflow.
-            None => a.imul_r_rm_i(Sz::B64, Gpr::Rax, Rm::Reg(Gpr::Rax), map.stride as i32),
+    scale(a, Gpr::Rax, Gpr::Rdx, map.stride, keys.map(|k| k.stride));
+    if percpu {
+        // The CPU is below `cpus` (`Jit::set_cpu`), so the value lies
+        // inside the key's `stride` bytes.
+        a.mov_r_rm(Sz::B32, Gpr::Rdx, cpu_field());
+        if map.cpu_stride.is_power_of_two() && map.cpu_stride <= 8 {
+            let scale = map.cpu_stride as u8;
+            a.lea(Gpr::Rax, Mem::indexed(Gpr::Rax, Gpr::Rdx, scale));
+        } else {
+            scale(
+                a,
+                Gpr::Rdx,
+                Gpr::Rcx,
+                map.cpu_stride,
+                keys.map(|k| k.cpu_stride),
+            );
+            a.alu_rm_r(Sz::B64, Alu::Add, Rm::Reg(Gpr::Rax), Gpr::Rdx);
         }
     }
     match keys {
@@ -263,24 +338,49 @@ mod tests {
     fn layouts_that_do_not_fit_are_refused() {
         let mut a = Asm::new();
         for map in [
+            ArrayMap::plain(0x1000, 0, 1),
+            ArrayMap::plain(0x1000, 1 << 31, 1),
+            ArrayMap::plain(0x1000, 8, 0),
+            // Per-CPU: no CPUs, a CPU stride too large for the code, CPUs'
+            // values that overflow the key's stride.
             ArrayMap {
-                base: 0x1000,
-                stride: 0,
-                max_entries: 1,
+                cpu_stride: 8,
+                cpus: 0,
+                ..ArrayMap::plain(0x1000, 8, 1)
             },
             ArrayMap {
-                base: 0x1000,
-                stride: 1 << 31,
-                max_entries: 1,
+                cpu_stride: 1 << 31,
+                cpus: 1,
+                ..ArrayMap::plain(0x1000, i32::MAX as u32, 1)
             },
             ArrayMap {
-                base: 0x1000,
-                stride: 8,
-                max_entries: 0,
+                cpu_stride: 8,
+                cpus: 3,
+                ..ArrayMap::plain(0x1000, 16, 1)
             },
         ] {
             assert!(!array_lookup(&mut a, &map, None));
         }
         assert_eq!(a.pos(), 0, "nothing emitted");
+    }
+
+    /// Unblinded, every form fits the 64 bytes `lower::near_bytes` allows
+    /// an unchecked call (the largest: strides that are no powers of two,
+    /// a base above 4 GiB).
+    #[test]
+    fn inline_lookups_fit_the_near_bound() {
+        for cpu_stride in [0, 8, 24, 0x7fff_fff8] {
+            let map = ArrayMap {
+                cpu_stride,
+                cpus: 1,
+                ..ArrayMap::plain(0x7fff_1234_5678, 0x7fff_fff8, 0x7fff_ffff)
+            };
+            let mut a = Asm::new();
+            assert!(array_lookup(&mut a, &map, None));
+            assert!(a.pos() <= 64, "cpu_stride {cpu_stride}: {} bytes", a.pos());
+        }
+        let mut a = Asm::new();
+        cpu_id(&mut a);
+        assert!(a.pos() <= 64);
     }
 }

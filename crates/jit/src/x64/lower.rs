@@ -125,7 +125,7 @@ pub(crate) const REG_MAP: [Gpr; 11] = [
     Gpr::R15,
     Gpr::Rbp,
 ];
-const CTX: Gpr = Gpr::R13;
+pub(crate) const CTX: Gpr = Gpr::R13;
 
 fn hr(r: Reg) -> Gpr {
     REG_MAP[r.index()]
@@ -1066,14 +1066,22 @@ impl<'a> Emitter<'a> {
 
     /// Emits the call at `i` to helper `id` as an inline array lookup when
     /// it is `bpf_map_lookup_elem` in unchecked mode on a map the resolver
-    /// describes and `r1` is certain (see `inline`); `false`, emitting
-    /// nothing, otherwise. (The verifier makes the program set `r2`, so
+    /// describes and `r1` is certain, or as a load of the run's CPU for
+    /// `bpf_get_smp_processor_id` when the resolver allows it (see
+    /// `inline`); `false`, emitting nothing, otherwise. (The verifier makes the program set `r2`, so
     /// the entry loads it without a helper call.)
     fn inline_lookup(&mut self, i: usize, id: u32) -> bool {
         let Some(resolver) = self.input.resolver else {
             return false;
         };
-        if self.input.checked || id != inline::MAP_LOOKUP_ELEM {
+        if self.input.checked {
+            return false;
+        }
+        if id == inline::GET_SMP_PROCESSOR_ID && resolver.inline_cpu_id() {
+            inline::cpu_id(&mut self.a);
+            return true;
+        }
+        if id != inline::MAP_LOOKUP_ELEM {
             return false;
         }
         let prog = self.input.prog;
@@ -1089,6 +1097,7 @@ impl<'a> Emitter<'a> {
             base: self.key64(map.base),
             max: self.key32(map.max_entries as i32),
             stride: self.key32(map.stride as i32),
+            cpu_stride: self.key32(map.cpu_stride as i32),
         });
         inline::array_lookup(&mut self.a, &map, keys)
     }
