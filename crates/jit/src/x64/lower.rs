@@ -41,19 +41,21 @@
 //!   only when the callee names r10 (`local_call`); a leaf that touches
 //!   neither is a bare `call`. Since the host stack depth varies, the
 //!   helper stub aligns `rsp` itself.
-//! - Memory accesses compute the address into `rax` and check it inline
-//!   against the stack buffer (one subtraction, one compare) and against
-//!   the region the last region-table walk found (kept in the `Ctx` per
-//!   direction, with `len - size + 1` precomputed per size, so again one
-//!   subtraction and one compare): the stack first for an r10 base, the
-//!   cached region first for any other. Only when both miss does the
-//!   access call a shared routine (one per size and direction) that walks
-//!   the region table, refreshes the cache, and on a miss stores the fault
-//!   and traps; the call's return address tells which instruction faulted,
-//!   so no per-access stub is needed. `[r10 + off]` with `-512 <= off <= -size` needs no
-//!   check at all when the program never writes r10 (every frame is inside
-//!   the stack buffer). The order of checks does not change the outcome:
-//!   regions never overlap the stack or each other.
+//! - A checked memory access tests its address inline with three
+//!   instructions that fall through when they pass (`lea rdx, [base +
+//!   off]`, a subtraction and a compare with `jcc` to a cold stub), then
+//!   accesses `[base + off]` itself: against the region the last
+//!   region-table walk found (kept in the `Ctx` per direction, with `len -
+//!   size + 1` precomputed per size) for any base but r10, against the
+//!   stack buffer for r10. The access's cold stub (emitted after the
+//!   shared routines) tries the other test and, when both miss, calls a
+//!   shared routine (one per size and direction) that walks the region
+//!   table, refreshes the cache, and on a miss stores the fault and traps;
+//!   the call's return address tells which instruction faulted. Then it
+//!   jumps back to the access. `[r10 + off]` with `-512 <= off <= -size`
+//!   needs no check at all when the program never writes r10 (every frame
+//!   is inside the stack buffer). The order of checks does not change the
+//!   outcome: regions never overlap the stack or each other.
 //! - Unchecked mode (`LowerInput::checked` false) emits every load and
 //!   store as one instruction on `[reg + off]`; atomics still compute the
 //!   address into `rax` for the alignment test below. Legacy packet loads
@@ -213,6 +215,19 @@ struct Candidate {
 enum Cold {
     /// Trap with `status` at instruction `idx`.
     Trap { label: usize, status: u64, idx: u32 },
+    /// The rest of a checked access's test (see `mem_operand`): entered
+    /// at `label` when the inline test missed, back at `back` when the
+    /// access is allowed.
+    Access {
+        label: usize,
+        back: usize,
+        base: Gpr,
+        off: i32,
+        size: u8,
+        write: bool,
+        r10: bool,
+        idx: u32,
+    },
 }
 
 struct Emitter<'a> {
@@ -308,14 +323,6 @@ impl<'a> Emitter<'a> {
         self.branch(Some(cc), label);
     }
 
-    /// A forward `jcc rel8` to a label known to be bound within 127 bytes
-    /// (no shrink candidate; relaxation only shortens the distance).
-    fn jcc_near(&mut self, cc: Cc, label: usize) {
-        let at = self.a.jcc(cc, false);
-        let k = self.shrink.len();
-        self.fixups.push((at as u32, 1, label as u32, k as u32));
-    }
-
     fn call(&mut self, label: usize) {
         let at = self.a.call_rel32();
         let k = self.shrink.len();
@@ -353,14 +360,15 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    /// The operand for an access of `size` bytes at `base + off`, with the
-    /// check: `[rbp + off]` directly when provably inside the stack,
-    /// otherwise `[rax]` after inline stack and last-region checks and, when
-    /// both miss, a call to the region walk.
     /// Flags for `jbe ok` when `[rax, rax + n)` lies in the stack buffer
     /// (one subtraction, one compare; clobbers rdx).
     fn stack_test(&mut self, n: i32) {
         self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
+        self.stack_test_rdx(n);
+    }
+
+    /// [`Emitter::stack_test`] with the address already in rdx.
+    fn stack_test_rdx(&mut self, n: i32) {
         self.a.alu_r_rm(
             Sz::B64,
             Alu::Sub,
@@ -379,56 +387,86 @@ impl<'a> Emitter<'a> {
     /// region walk found for this direction (`off < len - size + 1`,
     /// precomputed per size; clobbers rdx).
     fn hot_test(&mut self, n: i32, write: bool) {
+        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
+        self.hot_test_rdx(n, write);
+    }
+
+    /// [`Emitter::hot_test`] with the address already in rdx.
+    fn hot_test_rdx(&mut self, n: i32, write: bool) {
         let hot = if write {
             offset_of!(Ctx, hot_w)
         } else {
             offset_of!(Ctx, hot_r)
         };
-        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
         self.a.alu_r_rm(Sz::B64, Alu::Sub, Gpr::Rdx, field(hot));
         let lim = hot + 8 + 8 * (n as u32).trailing_zeros() as usize;
         self.a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rdx, field(lim));
     }
 
+    /// A `jcc rel32` to a label that stays far (cold code): no shrink
+    /// candidate.
+    fn jcc_far(&mut self, cc: Cc, label: usize) {
+        let at = self.a.jcc(cc, true);
+        let k = self.shrink.len();
+        self.fixups.push((at as u32, 4, label as u32, k as u32));
+    }
+
+    /// Whether `[base + off, + n)` is provably inside the current frame
+    /// (r10 never written, so r10 is a frame pointer, 8-aligned).
+    fn in_frame(&self, base: Reg, off: i16, n: i32) -> bool {
+        let off = off as i32;
+        base == Reg::R10 && self.r10_fixed && off >= -(STACK_SIZE as i32) && off <= -n
+    }
+
+    /// The operand for an access of `size` bytes at `base + off`, with the
+    /// check: `[rbp + off]` directly when provably inside the stack,
+    /// `[base + off]` as it is in unchecked mode, otherwise `[base + off]`
+    /// after one inline test that falls through when it passes (three
+    /// instructions: `lea rdx`, `sub`, `cmp` + `jcc` to this access's cold
+    /// stub). The test is the stack for r10 (which can only get here when
+    /// the program writes r10 or the offset leaves the frame) and the
+    /// cached region for any other base; the cold stub tries the other one
+    /// and then calls the region walk, and jumps back to the access. The
+    /// order of the tests does not change the outcome: regions never
+    /// overlap the stack or each other.
     fn mem_operand(&mut self, base: Reg, off: i16, size: Size, write: bool, idx: usize) -> Mem {
         let n = size.bytes() as i32;
-        let off = off as i32;
-        if base == Reg::R10 && self.r10_fixed && off >= -(STACK_SIZE as i32) && off <= -n {
-            return Mem::at(Gpr::Rbp, off);
+        if self.in_frame(base, off, n) {
+            return Mem::at(Gpr::Rbp, off as i32);
         }
+        let off = off as i32;
+        let m = Mem::at(hr(base), off);
         if !self.input.checked {
             // The verifier proved this access inside memory the run owns
             // (ARCHITECTURE.md, Decisions: the JIT's unchecked mode).
-            return Mem::at(hr(base), off);
+            return m;
         }
         self.uses_regions = true;
-        self.a.lea(Gpr::Rax, Mem::at(hr(base), off));
-        let ok = self.new_label();
-        // Two inline tests, the likelier hit first (the order cannot change
-        // the outcome: regions never overlap the stack): the stack for r10
-        // (which can only get here when the program writes r10 or the
-        // offset leaves the frame), the cached region for any other base
-        // (packet, context, map values; stack pointers copied into other
-        // registers pay five more instructions).
-        if base == Reg::R10 {
-            self.stack_test(n);
-            self.jcc_near(Cc::Be, ok);
-            self.hot_test(n, write);
-            self.jcc_near(Cc::B, ok);
+        self.a.lea(Gpr::Rdx, m);
+        let r10 = base == Reg::R10;
+        let cold = self.new_label();
+        if r10 {
+            self.stack_test_rdx(n);
+            self.jcc_far(Cc::A, cold);
         } else {
-            self.hot_test(n, write);
-            self.jcc_near(Cc::B, ok);
-            self.stack_test(n);
-            self.jcc_near(Cc::Be, ok);
+            self.hot_test_rdx(n, write);
+            self.jcc_far(Cc::Ae, cold);
         }
-        // Neither: walk the regions. The return address identifies the
-        // access if it faults (`Lowered::sites`).
+        let back = self.new_label();
+        self.bind(back);
+        // Marked now: the slow routines are emitted before the cold stubs.
         self.used_slow |= 1 << slow_index(n as u8, write);
-        let l = self.fixed(L_SLOW_MEM + slow_index(n as u8, write));
-        self.call(l);
-        self.bind(ok);
-        self.sites.push((ok, idx as u32));
-        Mem::at(Gpr::Rax, 0)
+        self.cold.push(Cold::Access {
+            label: cold,
+            back,
+            base: hr(base),
+            off,
+            size: n as u8,
+            write,
+            r10,
+            idx: idx as u32,
+        });
+        m
     }
 
     fn emit_cold(&mut self) {
@@ -441,6 +479,36 @@ impl<'a> Emitter<'a> {
                     self.a.mov_r_imm64(Gpr::Rdx, idx as u64);
                     let l = self.fixed(L_TRAP);
                     self.jmp(l);
+                }
+                Cold::Access {
+                    label,
+                    back,
+                    base,
+                    off,
+                    size,
+                    write,
+                    r10,
+                    idx,
+                } => {
+                    self.bind(label);
+                    self.a.lea(Gpr::Rax, Mem::at(base, off));
+                    let n = size as i32;
+                    if r10 {
+                        self.hot_test(n, write);
+                        self.jcc(Cc::B, back);
+                    } else {
+                        self.stack_test(n);
+                        self.jcc(Cc::Be, back);
+                    }
+                    // Neither: walk the regions. The return address
+                    // identifies the access if it faults (`Lowered::sites`;
+                    // cold stubs are emitted in order, so they stay sorted).
+                    let l = self.fixed(L_SLOW_MEM + slow_index(size, write));
+                    self.call(l);
+                    let ret = self.new_label();
+                    self.bind(ret);
+                    self.sites.push((ret, idx));
+                    self.jmp(back);
                 }
             }
         }
@@ -1049,14 +1117,15 @@ impl<'a> Emitter<'a> {
     ) {
         let s = msz(size);
         let n = size.bytes() as i32;
+        let frame = self.in_frame(dst, off, n);
         let mut m = self.mem_operand(dst, off, size, true, i);
         let v = hr(src);
-        if m.base != Gpr::Rax && m.base != Gpr::Rbp {
-            // Unchecked mode: the alignment test below needs the address.
+        if !frame {
+            // The alignment test below needs the address.
             self.a.lea(Gpr::Rax, m);
             m = Mem::at(Gpr::Rax, 0);
         }
-        if m.base == Gpr::Rbp {
+        if frame {
             // Frames are 8-aligned (the stack is a `[u64]`), so alignment is
             // known from the offset.
             self.atomic_body(s, op, fetch, m, v, off as i32 % n == 0);
