@@ -221,8 +221,7 @@ enum Cold {
     Access {
         label: usize,
         back: usize,
-        base: Gpr,
-        off: i32,
+        mem: Mem,
         size: u8,
         write: bool,
         r10: bool,
@@ -273,6 +272,13 @@ struct Emitter<'a> {
     /// bpf-to-bpf calls without a depth count (unchecked mode, no budget,
     /// `frames` known).
     frame_calls: bool,
+    /// Instructions after the current one that a fused idiom already
+    /// emitted (see [`Emitter::fusable`]).
+    skip: u32,
+    /// Jump targets, `None` when nothing may be fused (a `callx` can land
+    /// anywhere); computed at the first candidate idiom.
+    targets: Option<Vec<bool>>,
+    targets_known: bool,
 }
 
 const UNBOUND: u32 = u32::MAX;
@@ -434,8 +440,14 @@ impl<'a> Emitter<'a> {
         if self.in_frame(base, off, n) {
             return Mem::at(Gpr::Rbp, off as i32);
         }
-        let off = off as i32;
-        let m = Mem::at(hr(base), off);
+        let m = Mem::at(hr(base), off as i32);
+        self.checked_mem(m, n, write, idx)
+    }
+
+    /// `m` for an access of `n` bytes, after its check in checked mode (see
+    /// [`Emitter::mem_operand`]; the stack is tested first when the base is
+    /// r10's register).
+    fn checked_mem(&mut self, m: Mem, n: i32, write: bool, idx: usize) -> Mem {
         if !self.input.checked {
             // The verifier proved this access inside memory the run owns
             // (ARCHITECTURE.md, Decisions: the JIT's unchecked mode).
@@ -443,7 +455,7 @@ impl<'a> Emitter<'a> {
         }
         self.uses_regions = true;
         self.a.lea(Gpr::Rdx, m);
-        let r10 = base == Reg::R10;
+        let r10 = m.base == hr(Reg::R10);
         let cold = self.new_label();
         if r10 {
             self.stack_test_rdx(n);
@@ -459,8 +471,7 @@ impl<'a> Emitter<'a> {
         self.cold.push(Cold::Access {
             label: cold,
             back,
-            base: hr(base),
-            off,
+            mem: m,
             size: n as u8,
             write,
             r10,
@@ -483,15 +494,14 @@ impl<'a> Emitter<'a> {
                 Cold::Access {
                     label,
                     back,
-                    base,
-                    off,
+                    mem,
                     size,
                     write,
                     r10,
                     idx,
                 } => {
                     self.bind(label);
-                    self.a.lea(Gpr::Rax, Mem::at(base, off));
+                    self.a.lea(Gpr::Rax, mem);
                     let n = size as i32;
                     if r10 {
                         self.hot_test(n, write);
@@ -894,6 +904,11 @@ impl<'a> Emitter<'a> {
     }
 
     fn insn(&mut self, i: usize, insn: &Insn) {
+        if self.skip > 0 {
+            // Emitted with an earlier instruction (a fused idiom).
+            self.skip -= 1;
+            return;
+        }
         match *insn {
             Insn::Alu {
                 width,
@@ -938,17 +953,11 @@ impl<'a> Emitter<'a> {
                 src,
                 off,
             } => {
-                let m = Rm::Mem(self.mem_operand(src, off, size, false, i));
-                let d = hr(dst);
-                match (size, sign_extend) {
-                    (Size::B, false) => self.a.movzx(Sz::B8, d, m),
-                    (Size::H, false) => self.a.movzx(Sz::B16, d, m),
-                    (Size::W, false) => self.a.mov_r_rm(Sz::B32, d, m),
-                    (Size::DW, _) => self.a.mov_r_rm(Sz::B64, d, m),
-                    (Size::B, true) => self.a.movsx(Sz::B64, Sz::B8, d, m),
-                    (Size::H, true) => self.a.movsx(Sz::B64, Sz::B16, d, m),
-                    (Size::W, true) => self.a.movsx(Sz::B64, Sz::B32, d, m),
+                if size == Size::B && !sign_extend && self.be16_pair(i) {
+                    return;
                 }
+                let m = self.mem_operand(src, off, size, false, i);
+                self.load_from(size, sign_extend, hr(dst), m);
             }
             Insn::Store {
                 size,
@@ -990,26 +999,11 @@ impl<'a> Emitter<'a> {
                 src,
                 off,
             } => {
-                let t = self.target(i, off as i64);
-                let s = sz(width);
-                let d = Rm::Reg(hr(dst));
-                let src = match src {
-                    Src::Imm(imm) if self.blinds(imm) => {
-                        self.blinded(Gpr::Rcx, imm);
-                        Opnd::Reg(Gpr::Rcx)
-                    }
-                    Src::Imm(imm) => Opnd::Imm(imm),
-                    Src::Reg(r) => Opnd::Reg(hr(r)),
-                };
-                match (cond, src) {
-                    (Cond::Set, Opnd::Imm(imm)) => self.a.test_rm_i(s, d, imm),
-                    (Cond::Set, Opnd::Reg(r)) => self.a.test_rm_r(s, d, r),
-                    // `test d, d` sets ZF, SF and CF = OF = 0 exactly as `cmp d, 0`.
-                    (_, Opnd::Imm(0)) => self.a.test_rm_r(s, d, hr(dst)),
-                    (_, Opnd::Imm(imm)) => self.a.alu_rm_i(s, Alu::Cmp, d, imm),
-                    (_, Opnd::Reg(r)) => self.a.alu_rm_r(s, Alu::Cmp, d, r),
+                if off == 1 && self.select(i, width, cond, dst, src) {
+                    return;
                 }
-                let cc = cond_cc(cond);
+                let t = self.target(i, off as i64);
+                let cc = self.compare(width, cond, dst, src);
                 if self.input.budget {
                     let skip = self.new_label();
                     self.jcc(cc.inverse(), skip);
@@ -1519,6 +1513,297 @@ impl<'a> Emitter<'a> {
     }
 }
 
+/// Multi-instruction idioms: sequences clang writes for BPF that fewer
+/// x86 instructions do. Each takes effect only when the instructions it
+/// absorbs are not jump targets (so nothing enters the sequence in the
+/// middle) and leaves the registers, memory and traps exactly as the
+/// instructions one by one would (a trap reports the same instruction and
+/// address: registers are not observable after a trap, memory is, and
+/// the absorbed instructions do not write memory).
+impl Emitter<'_> {
+    /// Whether instructions `from..=to` may be emitted with an earlier one:
+    /// none is a jump target, and the program has no `callx` (which can
+    /// land anywhere). The targets are found at the first candidate.
+    fn fusable(&mut self, from: usize, to: usize) -> bool {
+        if !self.targets_known {
+            self.targets_known = true;
+            self.targets = jump_targets(self.input.prog);
+        }
+        match &self.targets {
+            Some(t) => to < self.n && !t[from..=to].iter().any(|&b| b),
+            None => false,
+        }
+    }
+
+    /// Sets the flags of `dst <cond> src` and returns the condition code
+    /// that holds when the jump is taken.
+    fn compare(&mut self, width: Width, cond: Cond, dst: Reg, src: Src) -> Cc {
+        let s = sz(width);
+        let d = Rm::Reg(hr(dst));
+        let src = match src {
+            Src::Imm(imm) if self.blinds(imm) => {
+                self.blinded(Gpr::Rcx, imm);
+                Opnd::Reg(Gpr::Rcx)
+            }
+            Src::Imm(imm) => Opnd::Imm(imm),
+            Src::Reg(r) => Opnd::Reg(hr(r)),
+        };
+        match (cond, src) {
+            (Cond::Set, Opnd::Imm(imm)) => self.a.test_rm_i(s, d, imm),
+            (Cond::Set, Opnd::Reg(r)) => self.a.test_rm_r(s, d, r),
+            // `test d, d` sets ZF, SF and CF = OF = 0 exactly as `cmp d, 0`.
+            (_, Opnd::Imm(0)) => self.a.test_rm_r(s, d, hr(dst)),
+            (_, Opnd::Imm(imm)) => self.a.alu_rm_i(s, Alu::Cmp, d, imm),
+            (_, Opnd::Reg(r)) => self.a.alu_rm_r(s, Alu::Cmp, d, r),
+        }
+        cond_cc(cond)
+    }
+
+    /// `dst = load(m)` of `size` bytes.
+    fn load_from(&mut self, size: Size, sign_extend: bool, d: Gpr, m: Mem) {
+        let m = Rm::Mem(m);
+        match (size, sign_extend) {
+            (Size::B, false) => self.a.movzx(Sz::B8, d, m),
+            (Size::H, false) => self.a.movzx(Sz::B16, d, m),
+            (Size::W, false) => self.a.mov_r_rm(Sz::B32, d, m),
+            (Size::DW, _) => self.a.mov_r_rm(Sz::B64, d, m),
+            (Size::B, true) => self.a.movsx(Sz::B64, Sz::B8, d, m),
+            (Size::H, true) => self.a.movsx(Sz::B64, Sz::B16, d, m),
+            (Size::W, true) => self.a.movsx(Sz::B64, Sz::B32, d, m),
+        }
+    }
+
+    /// ALU instruction `i` (the lowering loop's common case), possibly with
+    /// the ones after it.
+    fn alu_at(&mut self, i: usize, width: Width, op: AluOp, dst: Reg, src: Src) {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return;
+        }
+        if let (AluOp::Mov, Src::Reg(s)) = (op, src) {
+            if s != dst && self.mov_op(i, width, dst, s) {
+                return;
+            }
+        }
+        self.alu_insn(width, op, hr(dst), src)
+    }
+
+    /// `d = s; d op= x` as one instruction (`lea`, `movzx`, three-operand
+    /// `imul`), and `d = s; d += t; d = load(d + off)` as one load from
+    /// `[s + t + off]`. A 32-bit move zero-extends, so it only pairs with a
+    /// 32-bit operation; a 64-bit one pairs with both.
+    fn mov_op(&mut self, i: usize, width: Width, d: Reg, s: Reg) -> bool {
+        let insns = self.input.prog.insns();
+        let Some(&Insn::Alu {
+            width: w,
+            op,
+            dst,
+            src,
+        }) = insns.get(i + 1)
+        else {
+            return false;
+        };
+        if dst != d || (width == Width::W32 && w == Width::W64) {
+            return false;
+        }
+        let (hd, hs) = (hr(d), hr(s));
+        match (op, src) {
+            (AluOp::Add, Src::Reg(t)) => {
+                // `d += d` adds the moved value, s.
+                let t = if t == d { s } else { t };
+                let m = Mem::indexed(hs, hr(t), 1);
+                if let (
+                    Width::W64,
+                    Width::W64,
+                    Some(&Insn::Load {
+                        size,
+                        sign_extend,
+                        dst: ld,
+                        src: lb,
+                        off,
+                    }),
+                ) = (width, w, insns.get(i + 2))
+                {
+                    if ld == d && lb == d && self.fusable(i + 1, i + 2) {
+                        let m = Mem {
+                            disp: off as i32,
+                            ..m
+                        };
+                        let n = size.bytes() as i32;
+                        let m = self.checked_mem(m, n, false, i + 2);
+                        self.load_from(size, sign_extend, hd, m);
+                        self.skip = 2;
+                        return true;
+                    }
+                }
+                if !self.fusable(i + 1, i + 1) {
+                    return false;
+                }
+                match w {
+                    Width::W64 => self.a.lea(hd, m),
+                    Width::W32 => self.a.lea32(hd, m),
+                }
+            }
+            (AluOp::Add, Src::Imm(k)) if !self.blinds(k) && self.fusable(i + 1, i + 1) => {
+                let m = Mem::at(hs, k);
+                match w {
+                    Width::W64 => self.a.lea(hd, m),
+                    Width::W32 => self.a.lea32(hd, m),
+                }
+            }
+            (AluOp::And, Src::Imm(0xff)) if self.fusable(i + 1, i + 1) => {
+                self.a.movzx(Sz::B8, hd, Rm::Reg(hs))
+            }
+            (AluOp::And, Src::Imm(0xffff)) if self.fusable(i + 1, i + 1) => {
+                self.a.movzx(Sz::B16, hd, Rm::Reg(hs))
+            }
+            (AluOp::Mul, Src::Imm(k)) if !self.blinds(k) && self.fusable(i + 1, i + 1) => {
+                self.a.imul_r_rm_i(sz(w), hd, Rm::Reg(hs), k)
+            }
+            _ => return false,
+        }
+        self.skip = 1;
+        true
+    }
+
+    /// A big-endian 16-bit load written as two byte loads from the same
+    /// base, a shift and an or (`load_be16`):
+    /// `a = *(u8 *)(b + k + 1); c = *(u8 *)(b + k); c <<= 8; c |= a` (the
+    /// loads in either order) becomes `movzx a, byte [b + k + 1]; movzx c,
+    /// word [b + k]; rol c16, 8`. In checked mode each byte is checked at
+    /// its own instruction, in program order, before the loads.
+    fn be16_pair(&mut self, i: usize) -> bool {
+        let insns = self.input.prog.insns();
+        let (
+            Some(&Insn::Load {
+                size: Size::B,
+                sign_extend: false,
+                dst: d1,
+                src: b1,
+                off: o1,
+            }),
+            Some(&Insn::Load {
+                size: Size::B,
+                sign_extend: false,
+                dst: d2,
+                src: b2,
+                off: o2,
+            }),
+            Some(&Insn::Alu {
+                op: AluOp::Lsh,
+                src: Src::Imm(8),
+                dst: c,
+                ..
+            }),
+            Some(&Insn::Alu {
+                op: AluOp::Or,
+                src: Src::Reg(a),
+                dst: c2,
+                ..
+            }),
+        ) = (
+            insns.get(i),
+            insns.get(i + 1),
+            insns.get(i + 2),
+            insns.get(i + 3),
+        )
+        else {
+            return false;
+        };
+        // Same base, not overwritten by the first load; two different
+        // destinations, the high byte's shifted and or-ed with the low one.
+        if b1 != b2 || d1 == b1 || d1 == d2 || c2 != c || a == c || a == Reg::R10 || c == Reg::R10 {
+            return false;
+        }
+        let (hi, lo) = match (d1 == c, d2 == c, d1 == a, d2 == a) {
+            (true, _, _, true) => (o1, o2),
+            (_, true, true, _) => (o2, o1),
+            _ => return false,
+        };
+        if hi as i32 + 1 != lo as i32 || !self.fusable(i + 1, i + 3) {
+            return false;
+        }
+        let m1 = self.mem_operand(b1, o1, Size::B, false, i);
+        let m2 = self.mem_operand(b2, o2, Size::B, false, i + 1);
+        let (mhi, mlo) = if d1 == c { (m1, m2) } else { (m2, m1) };
+        let (ha, hc) = (hr(a), hr(c));
+        // The base is read by both loads: the one that overwrites it last.
+        if ha == mlo.base {
+            self.a.movzx(Sz::B16, hc, Rm::Mem(mhi));
+            self.a.movzx(Sz::B8, ha, Rm::Mem(mlo));
+        } else {
+            self.a.movzx(Sz::B8, ha, Rm::Mem(mlo));
+            self.a.movzx(Sz::B16, hc, Rm::Mem(mhi));
+        }
+        self.a.shift_i(Sz::B16, Shift::Rol, Rm::Reg(hc), 8);
+        self.skip = 3;
+        true
+    }
+
+    /// `if (cond) goto +1; d = x` (clang's select of a value, e.g. a
+    /// boolean) as `cmov` on the inverse condition, without a branch to
+    /// mispredict. Not with a budget (the two paths execute different
+    /// instruction counts) or blinding (the compare may use rcx).
+    fn select(&mut self, i: usize, width: Width, cond: Cond, dst: Reg, src: Src) -> bool {
+        if self.input.budget || self.rng != 0 {
+            return false;
+        }
+        let Some(&Insn::Alu {
+            width: mw,
+            op: AluOp::Mov,
+            dst: md,
+            src: ms,
+        }) = self.input.prog.insns().get(i + 1)
+        else {
+            return false;
+        };
+        if md == Reg::R10 || !self.fusable(i + 1, i + 1) {
+            return false;
+        }
+        // The value into rcx (or its own register) before the compare: a
+        // `mov` of 0 is `xor`, which changes the flags.
+        let v = match (mw, ms) {
+            (Width::W64, Src::Reg(r)) => hr(r),
+            (Width::W32, Src::Reg(r)) => {
+                self.a.mov_rm_r(Sz::B32, Rm::Reg(Gpr::Rcx), hr(r));
+                Gpr::Rcx
+            }
+            (Width::W64, Src::Imm(k)) => {
+                self.a.mov_r_imm64(Gpr::Rcx, k as i64 as u64);
+                Gpr::Rcx
+            }
+            (Width::W32, Src::Imm(k)) => {
+                self.a.mov_r_imm64(Gpr::Rcx, k as u32 as u64);
+                Gpr::Rcx
+            }
+        };
+        let cc = self.compare(width, cond, dst, src);
+        // 64-bit: a 32-bit cmov would zero-extend d even when it keeps it.
+        self.a.cmov(Sz::B64, cc.inverse(), hr(md), Rm::Reg(v));
+        self.skip = 1;
+        true
+    }
+}
+
+/// Which instructions are jump (or call, or function address) targets;
+/// `None` when the program has a `callx`, whose target can be any
+/// instruction.
+fn jump_targets(prog: &Program) -> Option<Vec<bool>> {
+    let mut t = vec![false; prog.insns().len() + 1];
+    for (pc, insn) in prog.iter() {
+        match *insn {
+            Insn::Callx(_) => return None,
+            Insn::Ja { .. } | Insn::Jmp { .. } | Insn::CallLocal(_) | Insn::LoadImm64 { .. } => {
+                if let Some(k) = insn.branch_target(pc).and_then(|x| prog.index_of(x)) {
+                    t[k] = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(t)
+}
+
 /// A source operand on the host: an immediate or a host register.
 #[derive(Clone, Copy)]
 enum Opnd {
@@ -1776,6 +2061,9 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
         frames: None,
         frames_known: false,
         frame_calls: false,
+        skip: 0,
+        targets: None,
+        targets_known: false,
     };
     let mut info = 0u32;
     for (i, insn) in insns.iter().enumerate() {
@@ -1805,7 +2093,7 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
                 if let Src::Reg(r) = src {
                     info |= 1 << r.index();
                 }
-                e.alu_insn(width, op, hr(dst), src)
+                e.alu_at(i, width, op, dst, src)
             }
             _ => {
                 let r = regs_info(insn);
