@@ -1,6 +1,7 @@
 //! The lowering's multi-instruction idioms (`lower.rs`, "Multi-instruction
 //! idioms"): random programs made of the sequences they replace (`mov` +
 //! `add`/`and`/`mul`, `mov` + `add` + load, the big-endian byte-pair load,
+//! rotates,
 //! `if .. goto +1; mov` selects), with perturbations that must not fuse
 //! (registers that alias, mixed widths, jump targets inside a sequence,
 //! out-of-bounds loads that trap inside one), run on the interpreter and
@@ -103,7 +104,7 @@ impl Gen<'_> {
     }
 
     fn sequence(&mut self) {
-        match self.rng.below(8) {
+        match self.rng.below(9) {
             // d = s; d op= x
             0..=2 => {
                 let (d, s) = (self.reg(), self.reg());
@@ -224,6 +225,28 @@ impl Gen<'_> {
                     self.alu(w, AluOp::Xor, r, Src::Imm(0x55));
                 }
                 self.out.push(It::Label(l));
+            }
+            // A rotate as two shifted copies or-ed, sometimes broken.
+            7 => {
+                let (a, s, b) = (self.reg(), self.reg(), self.reg());
+                let w = self.width();
+                let bits = if w == Width::W64 { 64 } else { 32 };
+                let k = 1 + self.rng.below(bits - 1) as i32;
+                let other = if self.rng.pct(90) { bits as i32 - k } else { k };
+                let (op1, op3) = if self.rng.pct(50) {
+                    (AluOp::Rsh, AluOp::Lsh)
+                } else {
+                    (AluOp::Lsh, AluOp::Rsh)
+                };
+                let w2 = if self.rng.pct(90) { w } else { self.width() };
+                self.alu(w, AluOp::Mov, a, Src::Reg(s));
+                self.alu(w, op1, a, Src::Imm(other));
+                self.maybe_target();
+                self.alu(w2, AluOp::Mov, b, Src::Reg(s));
+                self.alu(w, op3, b, Src::Imm(k));
+                self.maybe_target();
+                let a4 = if self.rng.pct(90) { a } else { self.reg() };
+                self.alu(w, AluOp::Or, b, Src::Reg(a4));
             }
             // A forward jump to a label placed inside a later sequence.
             _ => {

@@ -1581,7 +1581,7 @@ impl Emitter<'_> {
             return;
         }
         if let (AluOp::Mov, Src::Reg(s)) = (op, src) {
-            if s != dst && self.mov_op(i, width, dst, s) {
+            if s != dst && (self.rotate(i, width, dst, s) || self.mov_op(i, width, dst, s)) {
                 return;
             }
         }
@@ -1663,6 +1663,58 @@ impl Emitter<'_> {
             _ => return false,
         }
         self.skip = 1;
+        true
+    }
+
+    /// A rotate written as two shifted copies or-ed together (BPF has no
+    /// rotate): `a = s; a >>= w - k; b = s; b <<= k; b |= a` (or `a <<= k`
+    /// and `b >>= w - k`), all of one width `w`, becomes `a = s; a >>=|<<=
+    /// ..; b = s; rol b, k`: `b` is the rotate, `a` keeps its value.
+    fn rotate(&mut self, i: usize, width: Width, a: Reg, s: Reg) -> bool {
+        let insns = self.input.prog.insns();
+        let alu = |k: usize| match insns.get(k) {
+            Some(&Insn::Alu {
+                width: w,
+                op,
+                dst,
+                src,
+            }) if w == width => Some((op, dst, src)),
+            _ => None,
+        };
+        let (
+            Some((op1 @ (AluOp::Rsh | AluOp::Lsh), a1, Src::Imm(c1))),
+            Some((AluOp::Mov, b, Src::Reg(s2))),
+            Some((op3 @ (AluOp::Rsh | AluOp::Lsh), b3, Src::Imm(c3))),
+            Some((AluOp::Or, b4, Src::Reg(a4))),
+        ) = (alu(i + 1), alu(i + 2), alu(i + 3), alu(i + 4))
+        else {
+            return false;
+        };
+        let bits = match width {
+            Width::W64 => 64,
+            Width::W32 => 32,
+        };
+        if a1 != a || s2 != s || b3 != b || b4 != b || a4 != a || b == s || b == a || op1 == op3 {
+            return false;
+        }
+        if !(1..bits).contains(&c1) || c1 + c3 != bits || !self.fusable(i + 1, i + 4) {
+            return false;
+        }
+        // `b << c3 | b >> c1` (or the other way round) is `rol b, k`.
+        let k = if op3 == AluOp::Lsh { c3 } else { c1 } as u8;
+        let (ha, hs, hb, w) = (hr(a), hr(s), hr(b), sz(width));
+        let sh = |op| {
+            if op == AluOp::Lsh {
+                Shift::Shl
+            } else {
+                Shift::Shr
+            }
+        };
+        self.a.mov_rm_r(w, Rm::Reg(ha), hs);
+        self.a.shift_i(w, sh(op1), Rm::Reg(ha), c1 as u8);
+        self.a.mov_rm_r(w, Rm::Reg(hb), hs);
+        self.a.shift_i(w, Shift::Rol, Rm::Reg(hb), k);
+        self.skip = 4;
         true
     }
 
