@@ -363,15 +363,27 @@ fn run(
     (r, buf.to_vec())
 }
 
+/// The data lives in the middle of a large allocation: a pointer that a
+/// path through the program leaves near the data (plus a 16-bit value, say)
+/// then points into this allocation, outside every region, on both engines
+/// (rather than, by chance, into the interpreter's own stack buffer, which
+/// the JIT does not share).
+const PAD: usize = 1 << 19;
+
+fn padded() -> Vec<u8> {
+    vec![0u8; 2 * PAD]
+}
+
 fn check(seed: u64) -> Result<(), String> {
     let mut rng = Rng::new(seed);
     let len = 1 + rng.below(24) as usize;
     let p = gen(&mut rng, len);
     let data: Vec<u8> = (0..DATA).map(|_| rng.next_u64() as u8).collect();
-    let mut buf = vec![0u8; DATA];
+    let mut big = padded();
+    let buf = &mut big[PAD..PAD + DATA];
     for budget in [None, Some(1 << 20), Some(1 + rng.below(40))] {
-        let i = run(&p, false, budget, &data, &mut buf);
-        let j = run(&p, true, budget, &data, &mut buf);
+        let i = run(&p, false, budget, &data, buf);
+        let j = run(&p, true, budget, &data, buf);
         if i != j {
             return Err(format!(
                 "seed {seed:#x}, budget {budget:?}: interpreter {:?}, JIT {:?}\n{}",
@@ -403,8 +415,10 @@ fn idioms_match_the_interpreter() {
         let len = 1 + rng.below(24) as usize;
         let p = gen(&mut rng, len);
         let data: Vec<u8> = (0..DATA).map(|_| rng.next_u64() as u8).collect();
-        let mut buf = vec![0u8; DATA];
-        traps += run(&p, true, None, &data, &mut buf).0.is_err() as u32;
+        let mut big = padded();
+        traps += run(&p, true, None, &data, &mut big[PAD..PAD + DATA])
+            .0
+            .is_err() as u32;
     }
     // Some programs must trap inside a sequence, most must not.
     assert!(
