@@ -248,6 +248,9 @@ struct Emitter<'a> {
     pending: u32,
     /// Which slow-path routines are called (bit `slow_index`).
     used_slow: u8,
+    /// Per `slow_index`: the entry of the slow routine for accesses whose
+    /// inline test was the cached region's (rdx = address - its start).
+    slow_hot: [usize; 8],
     leaders: Vec<bool>,
     adj: Vec<u32>,
     table: Vec<(u32, Arc<dyn Helper>)>,
@@ -501,15 +504,19 @@ impl<'a> Emitter<'a> {
                     idx,
                 } => {
                     self.bind(label);
-                    self.a.lea(Gpr::Rax, mem);
-                    let n = size as i32;
-                    if r10 {
-                        self.hot_test(n, write);
-                        self.jcc(Cc::B, back);
-                    } else {
-                        self.stack_test(n);
-                        self.jcc(Cc::Be, back);
+                    if !r10 {
+                        // The shared entry recovers the address from rdx
+                        // and tests the stack itself.
+                        self.call(self.slow_hot[slow_index(size, write)]);
+                        let ret = self.new_label();
+                        self.bind(ret);
+                        self.sites.push((ret, idx));
+                        self.jmp(back);
+                        continue;
                     }
+                    self.a.lea(Gpr::Rax, mem);
+                    self.hot_test(size as i32, write);
+                    self.jcc(Cc::B, back);
                     // Neither: walk the regions. The return address
                     // identifies the access if it faults (`Lowered::sites`;
                     // cold stubs are emitted in order, so they stay sorted).
@@ -695,6 +702,22 @@ impl<'a> Emitter<'a> {
                 if self.used_slow & (1 << slow_index(size, write)) == 0 {
                     continue;
                 }
+                // The entry for accesses whose inline test was the cached
+                // region's: rdx = address - the region's start. The address
+                // back into rax, then the stack test, then the walk.
+                let entry = self.new_label();
+                self.slow_hot[slow_index(size, write)] = entry;
+                self.bind(entry);
+                let hot = if write {
+                    offset_of!(Ctx, hot_w)
+                } else {
+                    offset_of!(Ctx, hot_r)
+                };
+                self.a.mov_r_rm(Sz::B64, Gpr::Rax, Rm::Reg(Gpr::Rdx));
+                self.a.alu_r_rm(Sz::B64, Alu::Add, Gpr::Rax, field(hot));
+                self.stack_test(size as i32);
+                self.jcc(Cc::A, l);
+                self.a.ret();
                 self.bind(l);
                 let fail = self.new_label();
                 self.a.mov_r_imm64(Gpr::Rcx, size as u64);
@@ -2099,6 +2122,7 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
         r10_fixed,
         pending: 0,
         used_slow: 0,
+        slow_hot: [0; 8],
         leaders,
         adj: if has_callx { vec![0; n] } else { Vec::new() },
         table: Vec::new(),
