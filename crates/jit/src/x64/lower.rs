@@ -48,14 +48,20 @@
 //!   region-table walk found (kept in the `Ctx` per direction, with `len -
 //!   size + 1` precomputed per size) for any base but r10, against the
 //!   stack buffer for r10. The access's cold stub (emitted after the
-//!   shared routines) tries the other test and, when both miss, calls a
-//!   shared routine (one per size and direction) that walks the region
-//!   table, refreshes the cache, and on a miss stores the fault and traps;
-//!   the call's return address tells which instruction faulted. Then it
-//!   jumps back to the access. `[r10 + off]` with `-512 <= off <= -size`
-//!   needs no check at all when the program never writes r10 (every frame
-//!   is inside the stack buffer). The order of checks does not change the
-//!   outcome: regions never overlap the stack or each other.
+//!   shared routines) calls a routine shared per size and direction: for
+//!   the cached-region test it recovers the address from the test's `rdx`
+//!   and tests the stack; when that misses too it walks the region table,
+//!   refreshes the cache, and on a miss stores the fault and traps; the
+//!   call's return address (in the stub) tells which instruction faulted.
+//!   Then the stub jumps back to the access. `[r10 + off]` with `-512 <=
+//!   off <= -size` needs no check at all when the program never writes
+//!   r10 (every frame is inside the stack buffer). The order of checks
+//!   does not change the outcome: regions never overlap the stack or each
+//!   other.
+//! - Idioms (see "Multi-instruction idioms" below): a few sequences clang
+//!   writes for BPF are emitted as fewer x86 instructions (`mov` + `add`
+//!   as `lea`, byte pairs as one 16-bit load, rotates as `rol`, `if ..
+//!   goto +1; mov` as `cmov`), only when nothing jumps into the middle.
 //! - Unchecked mode (`LowerInput::checked` false) emits every load and
 //!   store as one instruction on `[reg + off]`; atomics still compute the
 //!   address into `rax` for the alignment test below. Legacy packet loads
