@@ -1,6 +1,7 @@
 //! The lowering's multi-instruction idioms (`lower.rs`, "Multi-instruction
 //! idioms"): random programs made of the sequences they replace (`mov` +
-//! `add`/`and`/`mul`, `mov` + `add` + load, the big-endian byte-pair load,
+//! `add`/`and`/`mul`, `mov` + `add` + load (not fused: see `mov_op`), the
+//! big-endian byte-pair load,
 //! rotates,
 //! `if .. goto +1; mov` selects), with perturbations that must not fuse
 //! (registers that alias, mixed widths, jump targets inside a sequence,

@@ -60,8 +60,9 @@
 //!   other.
 //! - Idioms (see "Multi-instruction idioms" below): a few sequences clang
 //!   writes for BPF are emitted as fewer x86 instructions (`mov` + `add`
-//!   as `lea`, byte pairs as one 16-bit load, rotates as `rol`, `if ..
-//!   goto +1; mov` as `cmov`), only when nothing jumps into the middle.
+//!   of a register as `lea`, byte pairs as one 16-bit load, rotates as
+//!   `rol`, `if .. goto +1; mov` as `cmov`), only when nothing jumps into
+//!   the middle.
 //! - Unchecked mode (`LowerInput::checked` false) emits every load and
 //!   store as one instruction on `[reg + off]`; atomics still compute the
 //!   address into `rax` for the alignment test below. Legacy packet loads
@@ -1617,10 +1618,14 @@ impl Emitter<'_> {
         self.alu_insn(width, op, hr(dst), src)
     }
 
-    /// `d = s; d op= x` as one instruction (`lea`, `movzx`, three-operand
-    /// `imul`), and `d = s; d += t; d = load(d + off)` as one load from
-    /// `[s + t + off]`. A 32-bit move zero-extends, so it only pairs with a
-    /// 32-bit operation; a 64-bit one pairs with both.
+    /// `d = s; d op= x` as one instruction (`lea` for `+=` a register,
+    /// `movzx` for `&= 0xff`/`0xffff`, three-operand `imul`). A 32-bit move
+    /// zero-extends, so it only pairs with a 32-bit operation; a 64-bit one
+    /// pairs with both. Not done, because slower on this benchmark machine
+    /// (a Golden Cove-class Xeon, which executes a register move and an add
+    /// of an immediate without an ALU port): `lea` for `+=` an immediate,
+    /// and `d = s; d += t; d = load(d)` as one `[s + t]` load (crc32's loop,
+    /// 4 % slower at every code alignment tried).
     fn mov_op(&mut self, i: usize, width: Width, d: Reg, s: Reg) -> bool {
         let insns = self.input.prog.insns();
         let Some(&Insn::Alu {
@@ -1641,40 +1646,9 @@ impl Emitter<'_> {
                 // `d += d` adds the moved value, s.
                 let t = if t == d { s } else { t };
                 let m = Mem::indexed(hs, hr(t), 1);
-                if let (
-                    Width::W64,
-                    Width::W64,
-                    Some(&Insn::Load {
-                        size,
-                        sign_extend,
-                        dst: ld,
-                        src: lb,
-                        off,
-                    }),
-                ) = (width, w, insns.get(i + 2))
-                {
-                    if ld == d && lb == d && self.fusable(i + 1, i + 2) {
-                        let m = Mem {
-                            disp: off as i32,
-                            ..m
-                        };
-                        let n = size.bytes() as i32;
-                        let m = self.checked_mem(m, n, false, i + 2);
-                        self.load_from(size, sign_extend, hd, m);
-                        self.skip = 2;
-                        return true;
-                    }
-                }
                 if !self.fusable(i + 1, i + 1) {
                     return false;
                 }
-                match w {
-                    Width::W64 => self.a.lea(hd, m),
-                    Width::W32 => self.a.lea32(hd, m),
-                }
-            }
-            (AluOp::Add, Src::Imm(k)) if !self.blinds(k) && self.fusable(i + 1, i + 1) => {
-                let m = Mem::at(hs, k);
                 match w {
                     Width::W64 => self.a.lea(hd, m),
                     Width::W32 => self.a.lea32(hd, m),
