@@ -360,6 +360,8 @@ struct ObjResolver {
     addrs: Vec<u64>,
     /// Per map: the address of its array storage, if it has one.
     values: Vec<Option<u64>>,
+    /// Per map: its layout when it is a plain array (inline lookups).
+    arrays: Vec<Option<bpfkit_runtime::ArrayMap>>,
 }
 
 impl bpfkit_runtime::Imm64Resolver for ObjResolver {
@@ -370,6 +372,27 @@ impl bpfkit_runtime::Imm64Resolver for ObjResolver {
                 let base = (*self.values.get(usize::try_from(idx).ok()?)?)?;
                 Some(base + off as u64)
             }
+            _ => None,
+        }
+    }
+
+    /// Plain arrays only (per-CPU arrays are not inlined), as
+    /// `bpfkit_maps` lays them out: value `k` at `k * round_up(value_size,
+    /// 8)` in `Map::array_storage`, which is what `Map::lookup_ptr` (the
+    /// helper's lookup) returns for `k < max_entries`, and NULL above
+    /// (whatever the run's CPU, as long as it is one of the possible CPUs:
+    /// for a `RunInput::cpu` beyond them the helper finds nothing, where
+    /// the kernel has no such CPU). The storage lives as long as the `Map`, which the `Object`
+    /// holds (in `maps` and its `MapTable`) for as long as it holds the
+    /// code compiled with this resolver. `Object::run` registers the
+    /// storage of every plain array of the table as a region of the run's
+    /// memory (`RunState::add_map_regions`, writable unless
+    /// `BPF_F_RDONLY_PROG`) before the first instruction of every batch,
+    /// so helpers accept an inlined lookup's pointer as they accept the
+    /// helper's (tested in `tests/inline.rs`).
+    fn array_map(&self, _pc: Pc, imm: &Imm64) -> Option<bpfkit_runtime::ArrayMap> {
+        match *imm {
+            Imm64::MapIdx(i) => *self.arrays.get(usize::try_from(i).ok()?)?,
             _ => None,
         }
     }
@@ -446,7 +469,23 @@ impl Object {
             .iter()
             .map(|m| m.map.array_storage().map(|v| v.addr()))
             .collect();
-        let resolver = ObjResolver { addrs, values };
+        let arrays = maps
+            .iter()
+            .map(|m| {
+                let (storage, def) = (m.map.array_storage()?, m.map.def());
+                (def.key_size == 4).then_some(())?;
+                Some(bpfkit_runtime::ArrayMap {
+                    base: storage.addr(),
+                    stride: def.value_size.checked_next_multiple_of(8)?,
+                    max_entries: def.max_entries,
+                })
+            })
+            .collect();
+        let resolver = ObjResolver {
+            addrs,
+            values,
+            arrays,
+        };
         let mut helpers = Helpers::new();
         bpfkit_helpers::register(&mut helpers);
         let wanted = cfg.engine.unwrap_or_else(Engine::fastest);

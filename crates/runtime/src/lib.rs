@@ -12,7 +12,9 @@
 //!   [`HelperEnv`] giving checked guest memory access and per-run data; a
 //!   helper may stop the program with [`HelperAbort::Stop`].
 //! - [`Imm64Resolver`]: how a loader turns symbolic `lddw` operands (map
-//!   references, ...) into values for an engine.
+//!   references, ...) into values for an engine, and where plain array
+//!   maps keep their values ([`ArrayMap`]), for engines that inline
+//!   lookups.
 //! - Constants of the execution model: [`STACK_SIZE`], [`MAX_CALL_FRAMES`].
 //!
 //! ```
@@ -55,6 +57,48 @@ pub const MAX_CALL_FRAMES: usize = 8;
 pub trait Imm64Resolver {
     /// The value for the `lddw` at `pc` with operand `imm`.
     fn resolve(&self, pc: Pc, imm: &Imm64) -> Option<u64>;
+
+    /// The layout of the map that `resolve(pc, imm)` names, when it is a
+    /// plain array (`BPF_MAP_TYPE_ARRAY`) whose lookups an engine may
+    /// compute itself instead of calling `bpf_map_lookup_elem` (the
+    /// kernel's `map_gen_lookup`); `None` (the default) keeps the helper
+    /// call. The JIT asks only in unchecked mode, for a call whose `r1`
+    /// certainly holds this `lddw`'s value.
+    ///
+    /// An implementation promises, for as long as code compiled with it
+    /// may run:
+    /// - `bpf_map_lookup_elem` on that map with the 4-byte key `k`
+    ///   returns `base + k * stride` when `k < max_entries` and NULL
+    ///   otherwise, on every CPU: the inlined code returns exactly that
+    ///   pointer and never calls the helper;
+    /// - `[base, base + max_entries * stride)` stays allocated (the
+    ///   storage outlives the code: the `bpfkit` facade's `Object` owns
+    ///   both), and whenever a helper could be handed one of these
+    ///   pointers, the run's `Memory` has a region covering that range
+    ///   (writable unless the map is read-only for programs), so helpers
+    ///   accept them as they accept the helper lookup's result.
+    ///
+    /// The JIT's unchecked mode dereferences the pointers without checks,
+    /// as it does `lddw` value addresses (`MapIdxValue`): the resolver is
+    /// trusted in the same way.
+    fn array_map(&self, pc: Pc, imm: &Imm64) -> Option<ArrayMap> {
+        let _ = (pc, imm);
+        None
+    }
+}
+
+/// Where a plain array map keeps its values (see
+/// [`Imm64Resolver::array_map`]): value `k` at `base + k * stride` for
+/// `k < max_entries`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArrayMap {
+    /// Guest (= host) address of value 0.
+    pub base: u64,
+    /// Bytes from one value to the next (the value size rounded up to 8
+    /// in `bpfkit-maps`); at least the value size.
+    pub stride: u32,
+    /// Number of values.
+    pub max_entries: u32,
 }
 
 impl<F: Fn(Pc, &Imm64) -> Option<u64>> Imm64Resolver for F {

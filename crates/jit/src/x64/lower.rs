@@ -66,7 +66,8 @@
 //! - Unchecked mode (`LowerInput::checked` false) emits every load and
 //!   store as one instruction on `[reg + off]`; atomics still compute the
 //!   address into `rax` for the alignment test below. Legacy packet loads
-//!   keep their check in both modes.
+//!   keep their check in both modes. `bpf_map_lookup_elem` on a plain
+//!   array map known at the call is computed in place (`inline`).
 //! - Constant blinding (`LowerInput::blind`): an immediate `imm` becomes
 //!   `mov scratch, imm ^ key; xor scratch, key` (rcx, or the destination
 //!   itself for `mov`), with a fresh key per instruction, and the
@@ -98,6 +99,7 @@
 //!   checks in the rare case that an instruction writes r10.
 
 use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz, Unary};
+use super::inline;
 use crate::Ctx;
 use bpfkit_isa::Imm64;
 use bpfkit_isa::{
@@ -285,10 +287,9 @@ struct Emitter<'a> {
     /// Instructions after the current one that a fused idiom already
     /// emitted (see [`Emitter::fusable`]).
     skip: u32,
-    /// Jump targets, `None` when nothing may be fused (a `callx` can land
-    /// anywhere); computed at the first candidate idiom.
-    targets: Option<Vec<bool>>,
-    targets_known: bool,
+    /// [`inline::branch_targets`], at the first lookup that may be inlined
+    /// or the first candidate idiom (all true with a `callx`).
+    branch_targets: Option<Vec<bool>>,
 }
 
 const UNBOUND: u32 = u32::MAX;
@@ -922,6 +923,35 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// Emits the call at `i` to helper `id` as an inline array lookup when
+    /// it is `bpf_map_lookup_elem` in unchecked mode on a map the resolver
+    /// describes and `r1` is certain (see `inline`); `false`, emitting
+    /// nothing, otherwise. (The verifier makes the program set `r2`, so
+    /// the entry loads it without a helper call.)
+    fn inline_lookup(&mut self, i: usize, id: u32) -> bool {
+        let Some(resolver) = self.input.resolver else {
+            return false;
+        };
+        if self.input.checked || id != inline::MAP_LOOKUP_ELEM {
+            return false;
+        }
+        let prog = self.input.prog;
+        let targets = self
+            .branch_targets
+            .get_or_insert_with(|| inline::branch_targets(prog));
+        let Some(map) = inline::map_operand(prog, targets, i)
+            .and_then(|(pc, imm)| resolver.array_map(pc, &imm))
+        else {
+            return false;
+        };
+        let keys = (self.rng != 0).then(|| inline::Keys {
+            base: self.key64(map.base),
+            max: self.key32(map.max_entries as i32),
+            stride: self.key32(map.stride as i32),
+        });
+        inline::array_lookup(&mut self.a, &map, keys)
+    }
+
     /// The helper table index for helper `id` (`None`: not registered).
     fn helper_calls_to(&mut self, id: u32) -> Option<u32> {
         self.helper_calls = true;
@@ -1048,6 +1078,8 @@ impl<'a> Emitter<'a> {
                     self.jcc(cc, t);
                 }
             }
+            // An array lookup computed in place (emitted by the guard).
+            Insn::Call(id) if self.inline_lookup(i, id.0) => {}
             Insn::Call(id) => match self.helper_calls_to(id.0) {
                 Some(h) => {
                     self.a.mov_r_imm64(Gpr::Rcx, h as u64);
@@ -1555,14 +1587,11 @@ impl Emitter<'_> {
     /// none is a jump target, and the program has no `callx` (which can
     /// land anywhere). The targets are found at the first candidate.
     fn fusable(&mut self, from: usize, to: usize) -> bool {
-        if !self.targets_known {
-            self.targets_known = true;
-            self.targets = jump_targets(self.input.prog);
-        }
-        match &self.targets {
-            Some(t) => to < self.n && !t[from..=to].iter().any(|&b| b),
-            None => false,
-        }
+        let prog = self.input.prog;
+        let t = self
+            .branch_targets
+            .get_or_insert_with(|| inline::branch_targets(prog));
+        to < self.n && !t[from..=to].iter().any(|&b| b)
     }
 
     /// Sets the flags of `dst <cond> src` and returns the condition code
@@ -1840,25 +1869,6 @@ impl Emitter<'_> {
     }
 }
 
-/// Which instructions are jump (or call, or function address) targets;
-/// `None` when the program has a `callx`, whose target can be any
-/// instruction.
-fn jump_targets(prog: &Program) -> Option<Vec<bool>> {
-    let mut t = vec![false; prog.insns().len() + 1];
-    for (pc, insn) in prog.iter() {
-        match *insn {
-            Insn::Callx(_) => return None,
-            Insn::Ja { .. } | Insn::Jmp { .. } | Insn::CallLocal(_) | Insn::LoadImm64 { .. } => {
-                if let Some(k) = insn.branch_target(pc).and_then(|x| prog.index_of(x)) {
-                    t[k] = true;
-                }
-            }
-            _ => {}
-        }
-    }
-    Some(t)
-}
-
 /// A source operand on the host: an immediate or a host register.
 #[derive(Clone, Copy)]
 enum Opnd {
@@ -2118,8 +2128,7 @@ fn lower_with(input: &LowerInput<'_>, r10_fixed: bool) -> Option<Lowered> {
         frames_known: false,
         frame_calls: false,
         skip: 0,
-        targets: None,
-        targets_known: false,
+        branch_targets: None,
     };
     let mut info = 0u32;
     for (i, insn) in insns.iter().enumerate() {

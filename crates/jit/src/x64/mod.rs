@@ -2,4 +2,5 @@
 //! instructions onto it ([`lower`]).
 
 pub mod encode;
+pub(crate) mod inline;
 pub mod lower;

@@ -1,0 +1,286 @@
+//! `bpf_map_lookup_elem` on a plain array map, computed inline instead of
+//! calling the helper (unchecked mode only), as the kernel's verifier does
+//! with `map_gen_lookup`: load the 4-byte key, compare it with
+//! `max_entries`, scale it by the value stride and add the storage base;
+//! NULL when out of range. A helper call costs a few hundred host
+//! instructions (trampoline, registry, per-run state); this costs six.
+//!
+//! Three conditions, each checked here or by the caller:
+//!
+//! - **The map is certain.** The call's `r1` must hold one `lddw` of a
+//!   map on every path. The kernel learns this from its verifier (the same
+//!   map pointer seen at the call on every path); here a local pattern is
+//!   enough for what compilers emit: the `lddw r1, map` precedes the call
+//!   in the same straight-line run, no instruction between them writes
+//!   `r1`, transfers control away unconditionally or calls anything, and
+//!   none of the instructions after the `lddw` up to the call itself is the
+//!   target of a jump, a call or a function address ([`map_operand`]). A
+//!   run of code entered only at its top executes the `lddw` before the
+//!   call, so `r1` is that map whichever path led there. Anything else
+//!   (a map chosen by a branch, a map from a map-in-map lookup, a map
+//!   spilled and filled) keeps the helper call.
+//! - **The map is a plain array** whose layout the loader vouches for
+//!   ([`bpfkit_runtime::Imm64Resolver::array_map`], `None` by default): the
+//!   pointer computed is exactly the one `bpfkit-maps` returns, and the
+//!   storage outlives the code and is a registered region whenever a
+//!   helper may be handed the pointer (the resolver's contract).
+//! - **The program is verified** (`LowerInput::checked` false): the
+//!   verifier guarantees that `r2` points at `key_size` (4 for arrays)
+//!   readable bytes, so the key is one unchecked 4-byte load, and that the
+//!   call's `r1`-`r5` are not read afterwards (they are kept anyway: the
+//!   code uses only the scratch registers `rax`, `rcx`, `rdx` and writes
+//!   `r0`). Checked mode keeps the helper call and its checks.
+//!
+//! Per-CPU arrays are not inlined: their pointer depends on the run's CPU,
+//! which the generated code does not know, and their storage is not
+//! registered as a region before the helper hands a value out.
+//!
+//! With constant blinding, `max_entries`, a stride that is not a power of
+//! two and the base are emitted as `value ^ key` and `key`, as `lddw`
+//! values are: `max_entries` and the value size come from the object's
+//! map definition, which its author chooses.
+
+use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz};
+use super::lower::REG_MAP;
+use bpfkit_isa::{AtomicOp, Imm64, Insn, Pc, Program, Reg};
+use bpfkit_runtime::ArrayMap;
+
+/// `bpf_map_lookup_elem`'s helper id.
+pub(crate) const MAP_LOOKUP_ELEM: u32 = 1;
+
+/// How far back from a call [`map_operand`] looks for the `lddw` (compilers
+/// put it within a few instructions; the bound keeps compiling linear).
+const LOOKBACK: usize = 32;
+
+/// Blinding keys for one inlined lookup (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Keys {
+    /// For the 64-bit base.
+    pub base: u64,
+    /// For `max_entries` (32-bit).
+    pub max: i32,
+    /// For the stride (32-bit; unused for a power of two).
+    pub stride: i32,
+}
+
+/// Per instruction index: whether a jump, a bpf-to-bpf call or an `lddw`
+/// of a function address targets it (where [`map_operand`]'s straight-line
+/// run must not be entered). Every instruction when the program has a
+/// `callx`, which may land anywhere (the verifier refuses `callx`, so
+/// verified programs have none; this keeps the analysis sound on its own).
+pub(crate) fn branch_targets(prog: &Program) -> Vec<bool> {
+    let n = prog.insns().len() + 1;
+    let mut t = vec![false; n];
+    for (pc, insn) in prog.iter() {
+        if matches!(insn, Insn::Callx(_)) {
+            return vec![true; n];
+        }
+        if let Some(i) = insn.branch_target(pc).and_then(|p| prog.index_of(p)) {
+            t[i] = true;
+        }
+    }
+    t
+}
+
+/// The `lddw r1` that certainly sets `r1` at the call at instruction `i`
+/// (see the module docs): its slot and map operand, or `None` when `r1`
+/// could come from elsewhere. `targets` is [`branch_targets`].
+pub(crate) fn map_operand(prog: &Program, targets: &[bool], i: usize) -> Option<(Pc, Imm64)> {
+    let insns = prog.insns();
+    for j in (i.saturating_sub(LOOKBACK)..i).rev() {
+        // Entered from elsewhere between `j` and the call: r1 may differ.
+        if targets.get(j + 1).copied().unwrap_or(true) {
+            return None;
+        }
+        match insns[j] {
+            Insn::LoadImm64 { dst: Reg::R1, imm } => {
+                return matches!(imm, Imm64::MapIdx(_)).then(|| (prog.pcs()[j], imm));
+            }
+            ref insn if passes_r1(insn) => {}
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Whether `insn` falls through to the next instruction without writing
+/// `r1` or calling anything (conditional jumps included: their fall-through
+/// path is the one that reaches the call).
+fn passes_r1(insn: &Insn) -> bool {
+    match *insn {
+        Insn::Alu { dst, .. }
+        | Insn::Neg { dst, .. }
+        | Insn::Endian { dst, .. }
+        | Insn::LoadImm64 { dst, .. }
+        | Insn::Load { dst, .. } => dst != Reg::R1,
+        Insn::Store { .. } | Insn::Jmp { .. } => true,
+        // Fetching atomics and `xchg` write `src`; `cmpxchg` writes r0.
+        Insn::Atomic { src, fetch, op, .. } => {
+            src != Reg::R1 || op == AtomicOp::Cmpxchg || !(fetch || op == AtomicOp::Xchg)
+        }
+        // `ja`, `exit`, calls of any kind, legacy packet loads.
+        _ => false,
+    }
+}
+
+/// Emits `r0 = key < max_entries ? base + key * stride : 0` with the key
+/// read from `[r2]` (see the module docs), or nothing and `false` when the
+/// layout does not fit the code (a stride above `i32::MAX`, or no
+/// entries).
+pub(crate) fn array_lookup(a: &mut Asm, map: &ArrayMap, keys: Option<Keys>) -> bool {
+    if map.stride == 0 || map.stride > i32::MAX as u32 || map.max_entries == 0 {
+        return false;
+    }
+    let r0 = REG_MAP[0];
+    let r2 = REG_MAP[2];
+    // The key is a u32 (`bpfkit-maps` reads it in native byte order).
+    a.mov_r_rm(Sz::B32, Gpr::Rax, Rm::Mem(Mem::at(r2, 0)));
+    match keys {
+        Some(k) => {
+            let max = map.max_entries as i32;
+            a.mov_r_imm64(Gpr::Rcx, (max ^ k.max) as u32 as u64);
+            a.alu_rm_i(Sz::B32, Alu::Xor, Rm::Reg(Gpr::Rcx), k.max);
+            a.alu_rm_r(Sz::B32, Alu::Cmp, Rm::Reg(Gpr::Rax), Gpr::Rcx);
+        }
+        None => a.alu_rm_i(Sz::B32, Alu::Cmp, Rm::Reg(Gpr::Rax), map.max_entries as i32),
+    }
+    // `xor` would clobber the flags: `mov` leaves them.
+    a.mov_rm_i(Sz::B32, Rm::Reg(r0), 0);
+    let skip = a.jcc(Cc::Ae, false);
+    if map.stride.is_power_of_two() {
+        let s = map.stride.trailing_zeros() as u8;
+        if s > 0 {
+            a.shift_i(Sz::B64, Shift::Shl, Rm::Reg(Gpr::Rax), s);
+        }
+    } else {
+        match keys {
+            Some(k) => {
+                let stride = map.stride as i32;
+                a.mov_r_imm64(Gpr::Rdx, (stride ^ k.stride) as u32 as u64);
+                a.alu_rm_i(Sz::B32, Alu::Xor, Rm::Reg(Gpr::Rdx), k.stride);
+                a.imul_r_rm(Sz::B64, Gpr::Rax, Rm::Reg(Gpr::Rdx));
+            }
+            // The key is below 2^32 and the stride below 2^31: no overflow.
+            None => a.imul_r_rm_i(Sz::B64, Gpr::Rax, Rm::Reg(Gpr::Rax), map.stride as i32),
+        }
+    }
+    match keys {
+        Some(k) => {
+            a.mov_r_imm64(r0, map.base ^ k.base);
+            a.mov_r_imm64(Gpr::Rcx, k.base);
+            a.alu_rm_r(Sz::B64, Alu::Xor, Rm::Reg(r0), Gpr::Rcx);
+        }
+        None => a.mov_r_imm64(r0, map.base),
+    }
+    a.alu_rm_r(Sz::B64, Alu::Add, Rm::Reg(r0), Gpr::Rax);
+    let end = a.pos();
+    let ok = patch_rel(&mut a.buf, skip, 1, end);
+    debug_assert!(ok, "the inline lookup fits a rel8");
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bpfkit_isa::asm::{assemble, Syntax};
+
+    /// `map_operand` at the last `call`, with `lddw r1, map` written as
+    /// `lddw %r1, 0` and patched to `MapIdx(0)`.
+    fn operand(text: &str) -> Option<(Pc, Imm64)> {
+        let mut insns = assemble(text, Syntax::Ubpf).unwrap();
+        for insn in &mut insns {
+            if let Insn::LoadImm64 { dst: Reg::R1, imm } = insn {
+                if *imm == Imm64::Value(0) {
+                    *imm = Imm64::MapIdx(0);
+                }
+            }
+        }
+        let p = Program::from_insns(insns).unwrap();
+        let i = p
+            .insns()
+            .iter()
+            .rposition(|i| matches!(i, Insn::Call(_)))
+            .unwrap();
+        map_operand(&p, &branch_targets(&p), i)
+    }
+
+    #[test]
+    fn the_compiler_pattern_is_found() {
+        let got = operand("mov %r2, %r10\nadd %r2, -4\nlddw %r1, 0\ncall 1\nexit");
+        assert_eq!(got, Some((Pc(2), Imm64::MapIdx(0))));
+        // Writes to other registers, stores and a conditional jump between.
+        let got = operand(
+            "lddw %r1, 0\nmov %r2, %r10\nstw [%r10-4], 0\njeq %r3, 0, +2\nadd %r2, -4\ncall 1\nexit",
+        );
+        assert_eq!(got, Some((Pc(0), Imm64::MapIdx(0))));
+    }
+
+    #[test]
+    fn an_uncertain_r1_is_refused() {
+        // r1 written after the lddw.
+        assert_eq!(operand("lddw %r1, 0\nmov %r1, %r6\ncall 1\nexit"), None);
+        assert_eq!(
+            operand("lddw %r1, 0\nldxdw %r1, [%r10-8]\ncall 1\nexit"),
+            None
+        );
+        assert_eq!(
+            operand("lddw %r1, 0\nlock fetch add [%r10-8], %r1\ncall 1\nexit"),
+            None
+        );
+        // A non-fetching atomic reads r1 only.
+        assert!(operand("lddw %r1, 0\nlock add [%r10-8], %r1\ncall 1\nexit").is_some());
+        // A jump lands between the lddw and the call, or on the call.
+        assert_eq!(
+            operand("jeq %r3, 0, +2\nlddw %r1, 0\ncall 1\nexit"),
+            None,
+            "jump onto the call"
+        );
+        assert_eq!(
+            operand("jeq %r3, 0, +3\nlddw %r1, 0\nmov %r2, %r10\nadd %r2, -4\ncall 1\nexit"),
+            None
+        );
+        // A call between (helpers clobber r1 in the kernel).
+        assert_eq!(operand("lddw %r1, 0\ncall 5\ncall 1\nexit"), None);
+        // A `callx` anywhere may land anywhere.
+        let mut insns = assemble("lddw %r1, 0\ncall 1\nexit", Syntax::Ubpf).unwrap();
+        insns[0] = Insn::LoadImm64 {
+            dst: Reg::R1,
+            imm: Imm64::MapIdx(0),
+        };
+        let p = Program::from_insns(insns.clone()).unwrap();
+        assert!(map_operand(&p, &branch_targets(&p), 1).is_some());
+        insns.insert(2, Insn::Callx(Reg::R5));
+        let p = Program::from_insns(insns).unwrap();
+        assert_eq!(map_operand(&p, &branch_targets(&p), 1), None);
+        // No lddw at all, or a plain value.
+        assert_eq!(operand("mov %r1, %r6\ncall 1\nexit"), None);
+        assert_eq!(operand("lddw %r1, 7\ncall 1\nexit"), None);
+        // An lddw of a map into another register, moved to r1.
+        assert_eq!(operand("lddw %r6, 0\nmov %r1, %r6\ncall 1\nexit"), None);
+    }
+
+    #[test]
+    fn layouts_that_do_not_fit_are_refused() {
+        let mut a = Asm::new();
+        for map in [
+            ArrayMap {
+                base: 0x1000,
+                stride: 0,
+                max_entries: 1,
+            },
+            ArrayMap {
+                base: 0x1000,
+                stride: 1 << 31,
+                max_entries: 1,
+            },
+            ArrayMap {
+                base: 0x1000,
+                stride: 8,
+                max_entries: 0,
+            },
+        ] {
+            assert!(!array_lookup(&mut a, &map, None));
+        }
+        assert_eq!(a.pos(), 0, "nothing emitted");
+    }
+}

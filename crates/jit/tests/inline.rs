@@ -1,0 +1,438 @@
+//! Inline array lookups (unchecked mode): `bpf_map_lookup_elem` on a plain
+//! array map that the resolver describes gives the same pointer as the
+//! helper, in range, at the boundary and for huge keys, for value sizes
+//! that are not multiples of 8, with and without constant blinding; the
+//! helper is then never called; a call whose `r1` may hold either of two
+//! maps, checked mode, and resolvers that describe no array keep calling
+//! it.
+
+use bpfkit_abi::{MapDef, MapType, ProgType};
+use bpfkit_interp::Interpreter;
+use bpfkit_isa::{
+    asm::{assemble, Syntax},
+    Imm64, Insn, Pc, Program, Reg,
+};
+use bpfkit_jit::{Jit, VerifiedProgram};
+use bpfkit_runtime::{ArrayMap, Helpers, Imm64Resolver, Memory, RegionKind, Trap};
+use bpfkit_verifier::{Options, Verdict};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Addresses `lddw` gives for map 0 and 1 (never dereferenced).
+const MAP_ADDR: [u64; 2] = [0x7000_0000_1000, 0x7000_0000_2000];
+
+/// One array map: its definition and its storage (stride = value size
+/// rounded up to 8, as `bpfkit-maps` lays arrays out).
+struct Array {
+    def: MapDef,
+    storage: Vec<u64>,
+}
+
+impl Array {
+    fn new(value_size: u32, max_entries: u32) -> Array {
+        let stride = value_size.div_ceil(8) * 8;
+        let def = MapDef::new(MapType::Array, 4, value_size, max_entries);
+        let storage = vec![0u64; (stride as usize / 8) * max_entries as usize];
+        Array { def, storage }
+    }
+
+    fn layout(&self) -> ArrayMap {
+        ArrayMap {
+            base: self.storage.as_ptr() as u64,
+            stride: self.def.value_size.div_ceil(8) * 8,
+            max_entries: self.def.max_entries,
+        }
+    }
+
+    /// What the helper returns for `key`.
+    fn expect(&self, key: u32) -> u64 {
+        let m = self.layout();
+        if key < m.max_entries {
+            m.base + key as u64 * m.stride as u64
+        } else {
+            0
+        }
+    }
+}
+
+/// Resolves `MapIdx(i)` to `MAP_ADDR[i]`, and describes the arrays when
+/// `inline` is set.
+struct Resolver {
+    maps: Vec<ArrayMap>,
+    inline: bool,
+}
+
+impl Imm64Resolver for Resolver {
+    fn resolve(&self, _pc: Pc, imm: &Imm64) -> Option<u64> {
+        match *imm {
+            Imm64::MapIdx(i) => MAP_ADDR.get(i as usize).copied(),
+            _ => None,
+        }
+    }
+
+    fn array_map(&self, _pc: Pc, imm: &Imm64) -> Option<ArrayMap> {
+        match *imm {
+            Imm64::MapIdx(i) if self.inline => self.maps.get(i as usize).copied(),
+            _ => None,
+        }
+    }
+}
+
+/// `bpf_map_lookup_elem` (id 1) over `maps`, counting its calls.
+fn helpers(maps: &[ArrayMap], calls: &Arc<AtomicUsize>) -> Helpers {
+    let maps = maps.to_vec();
+    let calls = calls.clone();
+    let mut h = Helpers::new();
+    h.register(1, move |env, a| {
+        calls.fetch_add(1, Ordering::Relaxed);
+        let Some(i) = MAP_ADDR.iter().position(|&m| m == a[0]) else {
+            return Ok(0);
+        };
+        let key = u32::from_le_bytes(env.guest().load::<4>(a[1])?);
+        let m = maps[i];
+        Ok(if key < m.max_entries {
+            m.base + key as u64 * m.stride as u64
+        } else {
+            0
+        })
+    });
+    h
+}
+
+/// Assembles `text`, turning `lddw %r1, N` / `lddw %r6, N` with N < 2 into
+/// `lddw` of map N.
+fn prog(text: &str) -> Program {
+    let mut insns = assemble(text, Syntax::Ubpf).unwrap();
+    for insn in &mut insns {
+        if let Insn::LoadImm64 { dst, imm } = insn {
+            if let Imm64::Value(v @ 0..=1) = *imm {
+                if matches!(*dst, Reg::R1 | Reg::R6) {
+                    *imm = Imm64::MapIdx(v as _);
+                }
+            }
+        }
+    }
+    Program::from_insns(insns).unwrap()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Engine {
+    Interp,
+    Checked,
+    /// Unchecked, the resolver describing no array: helper calls.
+    UncheckedHelper,
+    Unchecked,
+    UncheckedBlinded,
+}
+
+const ENGINES: [Engine; 5] = [
+    Engine::Interp,
+    Engine::Checked,
+    Engine::UncheckedHelper,
+    Engine::Unchecked,
+    Engine::UncheckedBlinded,
+];
+
+/// Runs `p` (a kprobe: `r1` = a `pt_regs` whose first u64 is `key` and
+/// second `arg`) over `arrays`; the result and the number of helper calls.
+fn run(
+    p: &Program,
+    arrays: &mut [Array],
+    engine: Engine,
+    key: u64,
+    arg: u64,
+) -> (Result<u64, Trap>, usize) {
+    let layouts: Vec<ArrayMap> = arrays.iter().map(Array::layout).collect();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let h = helpers(&layouts, &calls);
+    let resolver = Resolver {
+        maps: layouts,
+        inline: engine != Engine::UncheckedHelper,
+    };
+    let defs: Vec<MapDef> = arrays.iter().map(|a| a.def.clone()).collect();
+    let mut regs = [0u8; 168];
+    regs[..8].copy_from_slice(&key.to_le_bytes());
+    regs[8..16].copy_from_slice(&arg.to_le_bytes());
+    let mut mem = Memory::new();
+    let ctx = mem.add(RegionKind::Context, &mut regs);
+    for a in arrays.iter_mut() {
+        let bytes: &mut [u8] = bytemuck_u64(&mut a.storage);
+        mem.add(RegionKind::MapValue, bytes);
+    }
+    let verified = || {
+        let (report, v) = VerifiedProgram::verify(p, ProgType::Kprobe, &defs, &Options::default());
+        assert_eq!(report.verdict, Verdict::Accepted, "{:?}", report.error);
+        v.expect("accepted")
+    };
+    let r = match engine {
+        Engine::Interp => Interpreter::builder()
+            .resolver(&resolver)
+            .build(p, &h)
+            .unwrap()
+            .run(&mut mem, &[ctx]),
+        Engine::Checked => Jit::builder()
+            .resolver(&resolver)
+            .build(p, &h)
+            .unwrap()
+            .run(&mut mem, &[ctx]),
+        Engine::Unchecked | Engine::UncheckedHelper | Engine::UncheckedBlinded => {
+            let mut j = Jit::builder()
+                .resolver(&resolver)
+                .blind_constants(engine == Engine::UncheckedBlinded)
+                .build_verified(&verified(), &h)
+                .unwrap();
+            assert!(j.is_unchecked());
+            j.run(&mut mem, &[ctx])
+        }
+    };
+    (r, calls.load(Ordering::Relaxed))
+}
+
+/// The storage as bytes (a `Vec<u64>` keeps values 8-aligned, as the maps
+/// crate does).
+fn bytemuck_u64(words: &mut [u64]) -> &mut [u8] {
+    let len = words.len() * 8;
+    // SAFETY: u64 has no padding and any byte pattern is a valid u64; the
+    // slice covers exactly the words' memory and borrows them mutably.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len)
+    }
+}
+
+/// The key from the context, on the stack; returns the lookup's pointer.
+const LOOKUP: &str = "ldxw %r3, [%r1+0]\nstxw [%r10-4], %r3\nmov %r2, %r10\nadd %r2, -4\n\
+                      lddw %r1, 0\ncall 1\nexit";
+
+#[test]
+fn inline_and_helper_lookups_return_the_same_pointer() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let p = prog(LOOKUP);
+    for (value_size, max_entries) in [(4u32, 1u32), (8, 5), (12, 7), (24, 3), (1, 1000), (100, 9)] {
+        let mut arrays = [Array::new(value_size, max_entries)];
+        let keys = [
+            0u32,
+            1,
+            max_entries - 1,
+            max_entries,
+            max_entries + 1,
+            0x7fff_ffff,
+            0x8000_0000,
+            0xffff_ffff,
+        ];
+        for key in keys {
+            let want = arrays[0].expect(key);
+            // The upper half of the context word is not part of the key.
+            let word = 0xdead_beef_0000_0000 | key as u64;
+            for engine in ENGINES {
+                let (got, calls) = run(&p, &mut arrays, engine, word, 0);
+                assert_eq!(
+                    got,
+                    Ok(want),
+                    "value_size {value_size}, max_entries {max_entries}, key {key:#x}, {engine:?}"
+                );
+                let inlined = matches!(engine, Engine::Unchecked | Engine::UncheckedBlinded);
+                assert_eq!(calls, if inlined { 0 } else { 1 }, "{engine:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn writes_through_the_inline_pointer_reach_the_storage() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    // value[key] += arg (12-byte values: the u32 at offset 8), then look
+    // the same key up again and return the u32 read back.
+    let p = prog(
+        "ldxw %r3, [%r1+0]\nldxdw %r6, [%r1+8]\nstxw [%r10-4], %r3\nmov %r2, %r10\n\
+         add %r2, -4\nlddw %r1, 0\ncall 1\njeq %r0, 0, +10\nldxw %r3, [%r0+8]\nadd %r3, %r6\n\
+         stxw [%r0+8], %r3\nmov %r2, %r10\nadd %r2, -4\nlddw %r1, 0\ncall 1\njeq %r0, 0, +1\n\
+         ldxw %r0, [%r0+8]\nexit",
+    );
+    for engine in ENGINES {
+        let mut arrays = [Array::new(12, 4)];
+        for round in 1..=3u64 {
+            let (got, calls) = run(&p, &mut arrays, engine, 2, 5);
+            assert_eq!(got, Ok(5 * round), "{engine:?}");
+            let inlined = matches!(engine, Engine::Unchecked | Engine::UncheckedBlinded);
+            assert_eq!(calls, if inlined { 0 } else { 2 }, "{engine:?}");
+        }
+        // Slot 2 (stride 16) holds the u32 at byte 32 + 8; nothing else
+        // was written.
+        let bytes = bytemuck_u64(&mut arrays[0].storage);
+        assert_eq!(u32::from_le_bytes(bytes[40..44].try_into().unwrap()), 15);
+        assert_eq!(
+            bytes.iter().map(|&b| b as u32).sum::<u32>(),
+            15,
+            "{engine:?}"
+        );
+        // Out of range: NULL, nothing written.
+        let (got, _) = run(&p, &mut arrays, engine, 4, 5);
+        assert_eq!(got, Ok(0), "{engine:?}");
+    }
+}
+
+#[test]
+fn a_call_that_may_see_either_map_keeps_the_helper() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    // r1 = map 0, or map 1 when arg != 0: the jump lands on the call.
+    let p = prog(
+        "ldxdw %r4, [%r1+8]\nstw [%r10-4], 1\nmov %r2, %r10\nadd %r2, -4\nlddw %r1, 0\n\
+         jeq %r4, 0, +2\nlddw %r1, 1\ncall 1\nexit",
+    );
+    for arg in [0u64, 1] {
+        for engine in ENGINES {
+            let mut arrays = [Array::new(8, 4), Array::new(16, 2)];
+            let want = arrays[arg as usize].expect(1);
+            let (got, calls) = run(&p, &mut arrays, engine, 0, arg);
+            assert_eq!(got, Ok(want), "arg {arg}, {engine:?}");
+            assert_eq!(calls, 1, "not inlined: arg {arg}, {engine:?}");
+        }
+    }
+    // The same choice through a register moved into r1 is not inlined
+    // either; a second, certain lookup in the same program is. Each writes
+    // a mark through its pointer: 0x11 at byte 0 of the first map's value
+    // 1, 0x22 at byte 4 of map 1's value 1.
+    let p = prog(
+        "ldxdw %r4, [%r1+8]\nstw [%r10-4], 1\nlddw %r6, 0\njeq %r4, 0, +2\nlddw %r6, 1\n\
+         mov %r1, %r6\nmov %r2, %r10\nadd %r2, -4\ncall 1\njeq %r0, 0, +1\nstw [%r0+0], 0x11\n\
+         mov %r2, %r10\nadd %r2, -4\nlddw %r1, 1\ncall 1\njeq %r0, 0, +1\nstw [%r0+4], 0x22\n\
+         mov %r0, 0\nexit",
+    );
+    for arg in [0u64, 1] {
+        for engine in ENGINES {
+            let mut arrays = [Array::new(8, 4), Array::new(16, 2)];
+            let (got, calls) = run(&p, &mut arrays, engine, 0, arg);
+            assert_eq!(got, Ok(0), "arg {arg}, {engine:?}");
+            let inlined = matches!(engine, Engine::Unchecked | Engine::UncheckedBlinded);
+            assert_eq!(calls, if inlined { 1 } else { 2 }, "arg {arg}, {engine:?}");
+            // Value 1: word 1 of map 0 (stride 8), words 2-3 of map 1.
+            let first = if arg == 0 { (0, 1) } else { (1, 2) };
+            let mut want = [vec![0u64; 4], vec![0u64; 4]];
+            want[first.0][first.1] |= 0x11;
+            want[1][2] |= 0x22 << 32;
+            assert_eq!(arrays[0].storage, want[0], "arg {arg}, {engine:?}");
+            assert_eq!(arrays[1].storage, want[1], "arg {arg}, {engine:?}");
+        }
+    }
+}
+
+#[test]
+fn blinded_inline_code_hides_the_map_layout() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    // A layout with distinctive 4-byte constants: max_entries and a
+    // stride that is not a power of two.
+    let mut arrays = [Array::new(0x1d8, 0x1a3)];
+    let layout = arrays[0].layout();
+    let p = prog(LOOKUP);
+    let defs = [arrays[0].def.clone()];
+    let (_, v) = VerifiedProgram::verify(&p, ProgType::Kprobe, &defs, &Options::default());
+    let v = v.expect("accepted");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let h = helpers(&[layout], &calls);
+    let resolver = Resolver {
+        maps: vec![layout],
+        inline: true,
+    };
+    let code = |blind: bool| {
+        let j = Jit::builder()
+            .resolver(&resolver)
+            .blind_constants(blind)
+            .build_verified(&v, &h)
+            .unwrap();
+        j.code().bytes().to_vec()
+    };
+    let has = |code: &[u8], bytes: &[u8]| code.windows(bytes.len()).any(|w| w == bytes);
+    let plain = code(false);
+    let secrets = [
+        layout.max_entries.to_le_bytes().to_vec(),
+        layout.stride.to_le_bytes().to_vec(),
+        layout.base.to_le_bytes()[..4].to_vec(),
+    ];
+    for s in &secrets {
+        assert!(has(&plain, s), "the unblinded code has {s:02x?}");
+    }
+    let blinded = code(true);
+    for s in &secrets {
+        assert!(!has(&blinded, s), "the blinded code hides {s:02x?}");
+    }
+    // And still computes the same pointer.
+    for key in [0u32, 7, layout.max_entries - 1, layout.max_entries] {
+        let want = arrays[0].expect(key);
+        let (got, calls) = run(&p, &mut arrays, Engine::UncheckedBlinded, key as u64, 0);
+        assert_eq!((got, calls), (Ok(want), 0), "key {key}");
+    }
+}
+
+#[test]
+fn an_inline_lookup_counts_as_one_instruction_against_a_budget() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    // Sums the u32 at the start of values 0-5 (4 entries: two misses) in
+    // a loop; every budget ends at the same instruction (or result) as in
+    // the interpreter, which calls the helper.
+    let p = prog(
+        "mov %r6, 0\nmov %r7, 0\nstxw [%r10-4], %r6\nmov %r2, %r10\nadd %r2, -4\n\
+         lddw %r1, 0\ncall 1\njeq %r0, 0, +2\nldxw %r3, [%r0+0]\nadd %r7, %r3\nadd %r6, 1\n\
+         jlt %r6, 6, -11\nmov %r0, %r7\nexit",
+    );
+    let mut arrays = [Array::new(8, 4)];
+    for (k, w) in arrays[0].storage.iter_mut().enumerate() {
+        *w = 10 * k as u64 + 1;
+    }
+    let layouts: Vec<ArrayMap> = arrays.iter().map(Array::layout).collect();
+    let defs = [arrays[0].def.clone()];
+    let (_, v) = VerifiedProgram::verify(&p, ProgType::Kprobe, &defs, &Options::default());
+    let v = v.expect("accepted");
+    let resolver = Resolver {
+        maps: layouts.clone(),
+        inline: true,
+    };
+    let mut traps = 0;
+    for budget in 1..=80u64 {
+        let mut results = Vec::new();
+        for inline in [false, true] {
+            let calls = Arc::new(AtomicUsize::new(0));
+            let h = helpers(&layouts, &calls);
+            let mut regs = [0u8; 168];
+            let mut mem = Memory::new();
+            let ctx = mem.add(RegionKind::Context, &mut regs);
+            mem.add(RegionKind::MapValue, bytemuck_u64(&mut arrays[0].storage));
+            let r = if inline {
+                Jit::builder()
+                    .resolver(&resolver)
+                    .budget(budget)
+                    .build_verified(&v, &h)
+                    .unwrap()
+                    .run(&mut mem, &[ctx])
+            } else {
+                Interpreter::builder()
+                    .resolver(&resolver)
+                    .budget(budget)
+                    .build(&p, &h)
+                    .unwrap()
+                    .run(&mut mem, &[ctx])
+            };
+            if inline {
+                assert_eq!(calls.load(Ordering::Relaxed), 0, "budget {budget}");
+            }
+            results.push(r);
+        }
+        assert_eq!(results[0], results[1], "budget {budget}");
+        traps += results[1].is_err() as u32;
+    }
+    assert!(traps > 0, "some budgets run out");
+    assert_eq!(
+        run(&p, &mut arrays, Engine::Unchecked, 0, 0),
+        (Ok(1 + 11 + 21 + 31), 0)
+    );
+}
