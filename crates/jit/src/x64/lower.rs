@@ -1973,7 +1973,9 @@ impl Emitter<'_> {
     /// has no `callx` (which may land anywhere). Every transfer to an
     /// instruction is a fixup of its label (jumps both ways, bpf-to-bpf
     /// calls; the entry calls instruction 0, never inside a range), so the
-    /// fixups of the program body are all there is to look at.
+    /// fixups of the program body are all there is to look at. (Any new
+    /// way into the code at an instruction, as `callx`'s offset table is,
+    /// must be refused here too.)
     fn fused_ok(&self) -> bool {
         if self.has_callx {
             return false;
