@@ -1316,3 +1316,87 @@ mod tests {
         assert_eq!(Cc::L.inverse(), Cc::Ge);
     }
 }
+
+/// Forms used by the lowering's multi-instruction idioms (fused sequences
+/// and selects).
+impl Asm {
+    /// `LEA r32, m` (`8D /r` without REX.W): the address computed in 64
+    /// bits, its low 32 bits zero-extended into `dst` (SDM 3.2 LEA, operand
+    /// size 32, address size 64).
+    pub fn lea32(&mut self, dst: Gpr, m: Mem) {
+        self.emit(Sz::B32, &[0x8d], dst as u8, Rm::Mem(m), false);
+    }
+
+    /// `CMOVcc r, r/m` (`0F 40+cc /r`; SDM 3.2 CMOVcc). The 32-bit form
+    /// writes (zero-extends) its destination even when the condition is
+    /// false, so a conditional move of a whole eBPF register is `Sz::B64`.
+    pub fn cmov(&mut self, sz: Sz, cc: Cc, dst: Gpr, src: Rm) {
+        self.emit(sz, &[0x0f, 0x40 + cc as u8], dst as u8, src, false);
+    }
+}
+
+#[cfg(test)]
+mod idiom_forms {
+    use super::*;
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+
+    fn one(f: &dyn Fn(&mut Asm)) -> String {
+        let mut a = Asm::new();
+        f(&mut a);
+        let mut d = Decoder::with_ip(64, &a.buf, 0, DecoderOptions::NONE);
+        let insn = d.decode();
+        assert_eq!(insn.len(), a.buf.len(), "one instruction in {:02x?}", a.buf);
+        let mut f = IntelFormatter::new();
+        f.options_mut().set_space_after_operand_separator(true);
+        f.options_mut().set_hex_prefix("0x");
+        f.options_mut().set_hex_suffix("");
+        f.options_mut().set_uppercase_hex(false);
+        let mut s = String::new();
+        f.format(&insn, &mut s);
+        s
+    }
+
+    #[test]
+    fn lea32_and_cmov() {
+        use Gpr::*;
+        let ix = |b, i, d| Mem {
+            base: b,
+            index: Some((i, 1)),
+            disp: d,
+        };
+        assert_eq!(one(&|a| a.lea32(R8, ix(Rdi, R9, 0))), "lea r8d, [rdi+r9]");
+        assert_eq!(
+            one(&|a| a.lea32(Rsi, ix(R13, Rbp, 0))),
+            "lea esi, [r13+rbp]"
+        );
+        assert_eq!(
+            one(&|a| a.lea32(R11, Mem::at(R12, -7))),
+            "lea r11d, [r12-7]"
+        );
+        assert_eq!(
+            one(&|a| a.lea(Rbx, ix(Rbp, R12, 0x10))),
+            "lea rbx, [rbp+r12+0x10]"
+        );
+        assert_eq!(
+            one(&|a| a.cmov(Sz::B64, Cc::Ae, R10, Rm::Reg(Rcx))),
+            "cmovae r10, rcx"
+        );
+        assert_eq!(
+            one(&|a| a.cmov(Sz::B64, Cc::Ne, Rsi, Rm::Reg(R15))),
+            "cmovne rsi, r15"
+        );
+        assert_eq!(
+            one(&|a| a.cmov(Sz::B32, Cc::G, Rbx, Rm::Reg(Rdi))),
+            "cmovg ebx, edi"
+        );
+        // Loads through base + index, as fused address computations use.
+        assert_eq!(
+            one(&|a| a.movzx(Sz::B8, R11, Rm::Mem(ix(Rdi, R9, 0)))),
+            "movzx r11d, byte ptr [rdi+r9]"
+        );
+        assert_eq!(
+            one(&|a| a.movzx(Sz::B16, R8, Rm::Mem(ix(R13, R10, -1)))),
+            "movzx r8d, word ptr [r13+r10-1]"
+        );
+    }
+}

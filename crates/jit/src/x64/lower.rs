@@ -41,19 +41,28 @@
 //!   only when the callee names r10 (`local_call`); a leaf that touches
 //!   neither is a bare `call`. Since the host stack depth varies, the
 //!   helper stub aligns `rsp` itself.
-//! - Memory accesses compute the address into `rax` and check it inline
-//!   against the stack buffer (one subtraction, one compare) and against
-//!   the region the last region-table walk found (kept in the `Ctx` per
-//!   direction, with `len - size + 1` precomputed per size, so again one
-//!   subtraction and one compare): the stack first for an r10 base, the
-//!   cached region first for any other. Only when both miss does the
-//!   access call a shared routine (one per size and direction) that walks
-//!   the region table, refreshes the cache, and on a miss stores the fault
-//!   and traps; the call's return address tells which instruction faulted,
-//!   so no per-access stub is needed. `[r10 + off]` with `-512 <= off <= -size` needs no
-//!   check at all when the program never writes r10 (every frame is inside
-//!   the stack buffer). The order of checks does not change the outcome:
-//!   regions never overlap the stack or each other.
+//! - A checked memory access tests its address inline with three
+//!   instructions that fall through when they pass (`lea rdx, [base +
+//!   off]`, a subtraction and a compare with `jcc` to a cold stub), then
+//!   accesses `[base + off]` itself: against the region the last
+//!   region-table walk found (kept in the `Ctx` per direction, with `len -
+//!   size + 1` precomputed per size) for any base but r10, against the
+//!   stack buffer for r10. The access's cold stub (emitted after the
+//!   shared routines) calls a routine shared per size and direction: for
+//!   the cached-region test it recovers the address from the test's `rdx`
+//!   and tests the stack; when that misses too it walks the region table,
+//!   refreshes the cache, and on a miss stores the fault and traps; the
+//!   call's return address (in the stub) tells which instruction faulted.
+//!   Then the stub jumps back to the access. `[r10 + off]` with `-512 <=
+//!   off <= -size` needs no check at all when the program never writes
+//!   r10 (every frame is inside the stack buffer). The order of checks
+//!   does not change the outcome: regions never overlap the stack or each
+//!   other.
+//! - Idioms (see "Multi-instruction idioms" below): a few sequences clang
+//!   writes for BPF are emitted as fewer x86 instructions (`mov` + `add`
+//!   of a register as `lea`, byte pairs as one 16-bit load, rotates as
+//!   `rol`, `if .. goto +1; mov` as `cmov`), only when nothing jumps into
+//!   the middle.
 //! - Unchecked mode (`LowerInput::checked` false) emits every load and
 //!   store as one instruction on `[reg + off]`; atomics still compute the
 //!   address into `rax` for the alignment test below. Legacy packet loads
@@ -96,9 +105,9 @@
 //!   working buffers (code, labels, fixups, relaxation state) are kept per
 //!   thread (`Scratch`); the shared routines and the entry, which depend
 //!   only on a few flags, are emitted once per thread and flag set and
-//!   then replayed from a recording (`Routines`); the inline checks of a
-//!   checked access are encoded once per size, direction and order
-//!   (`access_checks`). The generated code is the same as without them.
+//!   then replayed from a recording (`Routines`); the inline test of a
+//!   checked access after its `lea` is encoded once per size, direction
+//!   and test (`access_test`). The generated code is the same as without them.
 
 use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz, Unary};
 use super::inline;
@@ -202,7 +211,10 @@ const L_HELPER: usize = 4;
 const L_EPILOGUE: usize = 5;
 /// Eight slow-path routines, one per access size and direction.
 const L_SLOW_MEM: usize = 6;
-const FIXED: usize = 14;
+/// Their entries for accesses whose inline test was the cached region's
+/// (see `slow_routines`).
+const L_SLOW_HOT: usize = 14;
+const FIXED: usize = 22;
 
 fn slow_index(size: u8, write: bool) -> usize {
     size.trailing_zeros() as usize * 2 + write as usize
@@ -226,6 +238,18 @@ struct Candidate {
 enum Cold {
     /// Trap with `status` at instruction `idx`.
     Trap { label: usize, status: u64, idx: u32 },
+    /// The rest of a checked access's test (see `mem_operand`): entered
+    /// at `label` when the inline test missed, back at `back` when the
+    /// access is allowed.
+    Access {
+        label: usize,
+        back: usize,
+        mem: Mem,
+        size: u8,
+        write: bool,
+        r10: bool,
+        idx: u32,
+    },
 }
 
 struct Emitter<'a> {
@@ -271,8 +295,19 @@ struct Emitter<'a> {
     /// bpf-to-bpf calls without a depth count (unchecked mode, no budget,
     /// `frames` known).
     frame_calls: bool,
-    /// [`inline::branch_targets`], at the first lookup that may be inlined.
+    /// Instructions after the current one that a fused idiom already
+    /// emitted (see [`Emitter::fusable`]).
+    skip: u32,
+    /// [`inline::branch_targets`], at the first lookup that may be inlined
+    /// (or the first candidate idiom with `eager_targets`; all true with a
+    /// `callx`).
     branch_targets: Option<Vec<bool>>,
+    /// Whether idioms look the jump targets up before fusing (a retry);
+    /// otherwise they are checked afterwards (see [`Emitter::fusable`]).
+    eager_targets: bool,
+    /// (first, last) instruction absorbed by each idiom fused without the
+    /// jump targets known, in order.
+    fused: Vec<(u32, u32)>,
     /// Fixed routines referenced so far (bit per `L_*` label).
     refs: u32,
     /// The instruction being lowered.
@@ -405,44 +440,68 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// Whether `[base + off, + n)` is provably inside the current frame
+    /// (r10 never written, so r10 is a frame pointer, 8-aligned).
+    fn in_frame(&self, base: Reg, off: i16, n: i32) -> bool {
+        let off = off as i32;
+        base == Reg::R10 && self.r10_fixed && off >= -(STACK_SIZE as i32) && off <= -n
+    }
+
     /// The operand for an access of `size` bytes at `base + off`, with the
     /// check: `[rbp + off]` directly when provably inside the stack,
-    /// otherwise `[rax]` after inline stack and last-region checks and, when
-    /// both miss, a call to the region walk.
+    /// `[base + off]` as it is in unchecked mode, otherwise `[base + off]`
+    /// after one inline test that falls through when it passes (three
+    /// instructions: `lea rdx`, `sub`, `cmp` + `jcc` to this access's cold
+    /// stub). The test is the stack for r10 (which can only get here when
+    /// the program writes r10 or the offset leaves the frame) and the
+    /// cached region for any other base; the cold stub tries the other one
+    /// and then calls the region walk, and jumps back to the access. The
+    /// order of the tests does not change the outcome: regions never
+    /// overlap the stack or each other.
     fn mem_operand(&mut self, base: Reg, off: i16, size: Size, write: bool, idx: usize) -> Mem {
         let n = size.bytes() as i32;
-        let off = off as i32;
-        if base == Reg::R10 && self.r10_fixed && off >= -(STACK_SIZE as i32) && off <= -n {
-            return Mem::at(Gpr::Rbp, off);
+        if self.in_frame(base, off, n) {
+            return Mem::at(Gpr::Rbp, off as i32);
         }
+        let m = Mem::at(hr(base), off as i32);
+        self.checked_mem(m, n, write, idx)
+    }
+
+    /// `m` for an access of `n` bytes, after its check in checked mode (see
+    /// [`Emitter::mem_operand`]; the stack is tested first when the base is
+    /// r10's register).
+    fn checked_mem(&mut self, m: Mem, n: i32, write: bool, idx: usize) -> Mem {
         if !self.input.checked {
             // The verifier proved this access inside memory the run owns
             // (ARCHITECTURE.md, Decisions: the JIT's unchecked mode).
-            return Mem::at(hr(base), off);
+            return m;
         }
         self.uses_regions = true;
-        self.a.lea(Gpr::Rax, Mem::at(hr(base), off));
-        let ok = self.new_label();
-        // Two inline tests, the likelier hit first (the order cannot change
-        // the outcome: regions never overlap the stack): the stack for r10
-        // (which can only get here when the program writes r10 or the
-        // offset leaves the frame), the cached region for any other base
-        // (packet, context, map values; stack pointers copied into other
-        // registers pay five more instructions). Both tests and their jumps
-        // to `ok` (just after the call below) are the same bytes for every
-        // access of one size, direction and order: copied from
-        // `access_checks`.
-        self.a
-            .buf
-            .extend_from_slice(access_checks(n, write, base == Reg::R10));
-        // Neither: walk the regions. The return address identifies the
-        // access if it faults (`Lowered::sites`).
+        self.a.lea(Gpr::Rdx, m);
+        let r10 = m.base == hr(Reg::R10);
+        // The subtraction, the compare and the `jcc rel32` to the cold stub
+        // are the same bytes for every access of one size, direction and
+        // test (copied from `access_tests`); only the displacement is
+        // patched. The jump stays long: cold stubs come after the routines.
+        let cold = self.new_label();
+        self.a.buf.extend_from_slice(access_test(n, write, r10));
+        let k = self.shrink.len();
+        self.fixups
+            .push((self.a.pos() as u32 - 4, 4, cold as u32, k as u32));
+        let back = self.new_label();
+        self.bind(back);
+        // Marked now: the slow routines are emitted before the cold stubs.
         self.used_slow |= 1 << slow_index(n as u8, write);
-        let l = self.fixed(L_SLOW_MEM + slow_index(n as u8, write));
-        self.call(l);
-        self.bind(ok);
-        self.sites.push((ok, idx as u32));
-        Mem::at(Gpr::Rax, 0)
+        self.cold.push(Cold::Access {
+            label: cold,
+            back,
+            mem: m,
+            size: n as u8,
+            write,
+            r10,
+            idx: idx as u32,
+        });
+        m
     }
 
     fn emit_cold(&mut self) {
@@ -455,6 +514,40 @@ impl<'a> Emitter<'a> {
                     self.a.mov_r_imm64(Gpr::Rdx, idx as u64);
                     let l = self.fixed(L_TRAP);
                     self.jmp(l);
+                }
+                Cold::Access {
+                    label,
+                    back,
+                    mem,
+                    size,
+                    write,
+                    r10,
+                    idx,
+                } => {
+                    self.bind(label);
+                    if !r10 {
+                        // The shared entry recovers the address from rdx
+                        // and tests the stack itself.
+                        let l = self.fixed(L_SLOW_HOT + slow_index(size, write));
+                        self.call(l);
+                        let ret = self.new_label();
+                        self.bind(ret);
+                        self.sites.push((ret, idx));
+                        self.jmp(back);
+                        continue;
+                    }
+                    self.a.lea(Gpr::Rax, mem);
+                    hot_test(&mut self.a, size as i32, write);
+                    self.jcc(Cc::B, back);
+                    // Neither: walk the regions. The return address
+                    // identifies the access if it faults (`Lowered::sites`;
+                    // cold stubs are emitted in order, so they stay sorted).
+                    let l = self.fixed(L_SLOW_MEM + slow_index(size, write));
+                    self.call(l);
+                    let ret = self.new_label();
+                    self.bind(ret);
+                    self.sites.push((ret, idx));
+                    self.jmp(back);
                 }
             }
         }
@@ -855,16 +948,32 @@ impl<'a> Emitter<'a> {
 
     fn slow_routines(&mut self) {
         // Slow memory checks, one routine per size and direction, called
-        // from the access with rax = address after the inline stack and
-        // last-region checks failed; they
-        // walk the region table and return when the access is allowed, and
-        // trap otherwise.
+        // from an access's cold stub when its inline test failed: at
+        // `L_SLOW_HOT` with rdx = address - the cached region's start (the
+        // stack is tested here), at `L_SLOW_MEM` with rax = address after
+        // both tests failed. They walk the region table and return when the
+        // access is allowed, and trap otherwise.
         for size in [1u8, 2, 4, 8] {
             for write in [false, true] {
                 let l = self.fixed(L_SLOW_MEM + slow_index(size, write));
                 if self.used_slow & (1 << slow_index(size, write)) == 0 {
                     continue;
                 }
+                // The entry for accesses whose inline test was the cached
+                // region's: rdx = address - the region's start. The address
+                // back into rax, then the stack test, then the walk.
+                let entry = self.fixed(L_SLOW_HOT + slow_index(size, write));
+                self.bind(entry);
+                let hot = if write {
+                    offset_of!(Ctx, hot_w)
+                } else {
+                    offset_of!(Ctx, hot_r)
+                };
+                self.a.mov_r_rm(Sz::B64, Gpr::Rax, Rm::Reg(Gpr::Rdx));
+                self.a.alu_r_rm(Sz::B64, Alu::Add, Gpr::Rax, field(hot));
+                stack_test(&mut self.a, size as i32);
+                self.jcc(Cc::A, l);
+                self.a.ret();
                 self.bind(l);
                 let fail = self.new_label();
                 self.a.mov_r_imm64(Gpr::Rcx, size as u64);
@@ -1114,6 +1223,11 @@ impl<'a> Emitter<'a> {
     }
 
     fn insn(&mut self, i: usize, insn: &Insn) {
+        if self.skip > 0 {
+            // Emitted with an earlier instruction (a fused idiom).
+            self.skip -= 1;
+            return;
+        }
         match *insn {
             Insn::Alu {
                 width,
@@ -1158,17 +1272,11 @@ impl<'a> Emitter<'a> {
                 src,
                 off,
             } => {
-                let m = Rm::Mem(self.mem_operand(src, off, size, false, i));
-                let d = hr(dst);
-                match (size, sign_extend) {
-                    (Size::B, false) => self.a.movzx(Sz::B8, d, m),
-                    (Size::H, false) => self.a.movzx(Sz::B16, d, m),
-                    (Size::W, false) => self.a.mov_r_rm(Sz::B32, d, m),
-                    (Size::DW, _) => self.a.mov_r_rm(Sz::B64, d, m),
-                    (Size::B, true) => self.a.movsx(Sz::B64, Sz::B8, d, m),
-                    (Size::H, true) => self.a.movsx(Sz::B64, Sz::B16, d, m),
-                    (Size::W, true) => self.a.movsx(Sz::B64, Sz::B32, d, m),
+                if size == Size::B && !sign_extend && self.be16_pair(i) {
+                    return;
                 }
+                let m = self.mem_operand(src, off, size, false, i);
+                self.load_from(size, sign_extend, hr(dst), m);
             }
             Insn::Store {
                 size,
@@ -1210,26 +1318,11 @@ impl<'a> Emitter<'a> {
                 src,
                 off,
             } => {
-                let t = self.target(i, off as i64);
-                let s = sz(width);
-                let d = Rm::Reg(hr(dst));
-                let src = match src {
-                    Src::Imm(imm) if self.blinds(imm) => {
-                        self.blinded(Gpr::Rcx, imm);
-                        Opnd::Reg(Gpr::Rcx)
-                    }
-                    Src::Imm(imm) => Opnd::Imm(imm),
-                    Src::Reg(r) => Opnd::Reg(hr(r)),
-                };
-                match (cond, src) {
-                    (Cond::Set, Opnd::Imm(imm)) => self.a.test_rm_i(s, d, imm),
-                    (Cond::Set, Opnd::Reg(r)) => self.a.test_rm_r(s, d, r),
-                    // `test d, d` sets ZF, SF and CF = OF = 0 exactly as `cmp d, 0`.
-                    (_, Opnd::Imm(0)) => self.a.test_rm_r(s, d, hr(dst)),
-                    (_, Opnd::Imm(imm)) => self.a.alu_rm_i(s, Alu::Cmp, d, imm),
-                    (_, Opnd::Reg(r)) => self.a.alu_rm_r(s, Alu::Cmp, d, r),
+                if off == 1 && self.select(i, width, cond, dst, src) {
+                    return;
                 }
-                let cc = cond_cc(cond);
+                let t = self.target(i, off as i64);
+                let cc = self.compare(width, cond, dst, src);
                 if self.input.budget {
                     let skip = self.new_label();
                     self.jcc(cc.inverse(), skip);
@@ -1339,14 +1432,15 @@ impl<'a> Emitter<'a> {
     ) {
         let s = msz(size);
         let n = size.bytes() as i32;
+        let frame = self.in_frame(dst, off, n);
         let mut m = self.mem_operand(dst, off, size, true, i);
         let v = hr(src);
-        if m.base != Gpr::Rax && m.base != Gpr::Rbp {
-            // Unchecked mode: the alignment test below needs the address.
+        if !frame {
+            // The alignment test below needs the address.
             self.a.lea(Gpr::Rax, m);
             m = Mem::at(Gpr::Rax, 0);
         }
-        if m.base == Gpr::Rbp {
+        if frame {
             // Frames are 8-aligned (the stack is a `[u64]`), so alignment is
             // known from the offset.
             self.atomic_body(s, op, fetch, m, v, off as i32 % n == 0);
@@ -1745,6 +1839,11 @@ impl<'a> Emitter<'a> {
 /// (one subtraction, one compare; clobbers rdx).
 fn stack_test(a: &mut Asm, n: i32) {
     a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
+    stack_test_rdx(a, n);
+}
+
+/// [`stack_test`] with the address already in rdx.
+fn stack_test_rdx(a: &mut Asm, n: i32) {
     a.alu_r_rm(
         Sz::B64,
         Alu::Sub,
@@ -1763,50 +1862,47 @@ fn stack_test(a: &mut Asm, n: i32) {
 /// region walk found for this direction (`off < len - size + 1`,
 /// precomputed per size; clobbers rdx).
 fn hot_test(a: &mut Asm, n: i32, write: bool) {
+    a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
+    hot_test_rdx(a, n, write);
+}
+
+/// [`hot_test`] with the address already in rdx.
+fn hot_test_rdx(a: &mut Asm, n: i32, write: bool) {
     let hot = if write {
         offset_of!(Ctx, hot_w)
     } else {
         offset_of!(Ctx, hot_r)
     };
-    a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(Gpr::Rax));
     a.alu_r_rm(Sz::B64, Alu::Sub, Gpr::Rdx, field(hot));
     let lim = hot + 8 + 8 * (n as u32).trailing_zeros() as usize;
     a.alu_r_rm(Sz::B64, Alu::Cmp, Gpr::Rdx, field(lim));
 }
 
-/// The inline checks of a checked access of `n` bytes, between its `lea
-/// rax` and its slow-path `call rel32` (5 bytes): the stack test and the
-/// cached-region test (stack first for an r10 base), each followed by a
-/// `jcc rel8` to just after that call. Encoded once per size, direction
-/// and order (a tenth of lowering a checked access was encoding them).
-fn access_checks(n: i32, write: bool, r10_first: bool) -> &'static [u8] {
+/// The inline test of a checked access of `n` bytes after its `lea rdx,
+/// [base + off]`: the stack test for an r10 base, the cached-region test
+/// for any other, then a `jcc rel32` (to the access's cold stub when the
+/// test misses) whose displacement, the last 4 bytes, is left 0 for a
+/// fixup. Encoded once per size, direction and test (a tenth of lowering
+/// a checked access was encoding its checks).
+fn access_test(n: i32, write: bool, r10: bool) -> &'static [u8] {
     static ALL: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
     let all = ALL.get_or_init(|| {
         let mut all = Vec::with_capacity(16);
         for k in 0..16 {
-            let (n, write, r10_first) = (1i32 << (k >> 2), k & 2 != 0, k & 1 != 0);
+            let (n, write, r10) = (1i32 << (k >> 2), k & 2 != 0, k & 1 != 0);
             let mut a = Asm::new();
-            let (d1, d2) = if r10_first {
-                stack_test(&mut a, n);
-                let d1 = a.jcc(Cc::Be, false);
-                hot_test(&mut a, n, write);
-                (d1, a.jcc(Cc::B, false))
+            if r10 {
+                stack_test_rdx(&mut a, n);
+                a.jcc(Cc::A, true);
             } else {
-                hot_test(&mut a, n, write);
-                let d1 = a.jcc(Cc::B, false);
-                stack_test(&mut a, n);
-                (d1, a.jcc(Cc::Be, false))
-            };
-            let ok = a.pos() + 5;
-            for d in [d1, d2] {
-                let fits = patch_rel(&mut a.buf, d, 1, ok);
-                debug_assert!(fits, "the checks fit a rel8");
+                hot_test_rdx(&mut a, n, write);
+                a.jcc(Cc::Ae, true);
             }
             all.push(a.buf);
         }
         all
     });
-    let k = (n as u32).trailing_zeros() as usize * 4 + 2 * write as usize + r10_first as usize;
+    let k = (n as u32).trailing_zeros() as usize * 4 + 2 * write as usize + r10 as usize;
     &all[k]
 }
 
@@ -1845,6 +1941,341 @@ fn near_bytes(insn: &Insn, checked: bool, r10_fixed: bool) -> usize {
         Insn::Call(_) => 64,
         Insn::Exit => 4,
         _ => 128,
+    }
+}
+
+/// Multi-instruction idioms: sequences clang writes for BPF that fewer
+/// x86 instructions do. Each takes effect only when the instructions it
+/// absorbs are not jump targets (so nothing enters the sequence in the
+/// middle) and leaves the registers, memory and traps exactly as the
+/// instructions one by one would (a trap reports the same instruction and
+/// address: registers are not observable after a trap, memory is, and
+/// the absorbed instructions do not write memory).
+impl Emitter<'_> {
+    /// Whether instructions `from..=to` may be emitted with an earlier one:
+    /// none is a jump target, and the program has no `callx` (which can
+    /// land anywhere). The targets are found at the first candidate.
+    ///
+    /// Unless the targets are known already (an inline lookup needed them)
+    /// or asked for (`eager_targets`), this answers yes and records the
+    /// range, and [`Emitter::fused_ok`] checks it once every jump of the
+    /// program has been emitted: that saves a scan of the whole program
+    /// (about a tenth of lowering a small one) in the usual case where
+    /// nothing jumps into an idiom.
+    fn fusable(&mut self, from: usize, to: usize) -> bool {
+        if to >= self.n {
+            return false;
+        }
+        if self.branch_targets.is_none() && !self.eager_targets {
+            self.fused.push((from as u32, to as u32));
+            return true;
+        }
+        let prog = self.input.prog;
+        let t = self
+            .branch_targets
+            .get_or_insert_with(|| inline::branch_targets(prog));
+        !t[from..=to].iter().any(|&b| b)
+    }
+
+    /// Whether no jump or call emitted so far lands inside a range that
+    /// [`Emitter::fusable`] let fuse without the targets, and the program
+    /// has no `callx` (which may land anywhere). Every transfer to an
+    /// instruction is a fixup of its label (jumps both ways, bpf-to-bpf
+    /// calls; the entry calls instruction 0, never inside a range), so the
+    /// fixups of the program body are all there is to look at. (Any new
+    /// way into the code at an instruction, as `callx`'s offset table is,
+    /// must be refused here too.)
+    fn fused_ok(&self) -> bool {
+        if self.has_callx {
+            return false;
+        }
+        let fused = &self.fused;
+        self.fixups.iter().all(|&(_, _, l, _)| {
+            // The last range starting at or before `l` (ranges are in order
+            // and disjoint).
+            let k = fused.partition_point(|&(from, _)| from <= l);
+            k == 0 || fused[k - 1].1 < l
+        })
+    }
+
+    /// Sets the flags of `dst <cond> src` and returns the condition code
+    /// that holds when the jump is taken.
+    fn compare(&mut self, width: Width, cond: Cond, dst: Reg, src: Src) -> Cc {
+        let s = sz(width);
+        let d = Rm::Reg(hr(dst));
+        let src = match src {
+            Src::Imm(imm) if self.blinds(imm) => {
+                self.blinded(Gpr::Rcx, imm);
+                Opnd::Reg(Gpr::Rcx)
+            }
+            Src::Imm(imm) => Opnd::Imm(imm),
+            Src::Reg(r) => Opnd::Reg(hr(r)),
+        };
+        match (cond, src) {
+            (Cond::Set, Opnd::Imm(imm)) => self.a.test_rm_i(s, d, imm),
+            (Cond::Set, Opnd::Reg(r)) => self.a.test_rm_r(s, d, r),
+            // `test d, d` sets ZF, SF and CF = OF = 0 exactly as `cmp d, 0`.
+            (_, Opnd::Imm(0)) => self.a.test_rm_r(s, d, hr(dst)),
+            (_, Opnd::Imm(imm)) => self.a.alu_rm_i(s, Alu::Cmp, d, imm),
+            (_, Opnd::Reg(r)) => self.a.alu_rm_r(s, Alu::Cmp, d, r),
+        }
+        cond_cc(cond)
+    }
+
+    /// `dst = load(m)` of `size` bytes.
+    fn load_from(&mut self, size: Size, sign_extend: bool, d: Gpr, m: Mem) {
+        let m = Rm::Mem(m);
+        match (size, sign_extend) {
+            (Size::B, false) => self.a.movzx(Sz::B8, d, m),
+            (Size::H, false) => self.a.movzx(Sz::B16, d, m),
+            (Size::W, false) => self.a.mov_r_rm(Sz::B32, d, m),
+            (Size::DW, _) => self.a.mov_r_rm(Sz::B64, d, m),
+            (Size::B, true) => self.a.movsx(Sz::B64, Sz::B8, d, m),
+            (Size::H, true) => self.a.movsx(Sz::B64, Sz::B16, d, m),
+            (Size::W, true) => self.a.movsx(Sz::B64, Sz::B32, d, m),
+        }
+    }
+
+    /// ALU instruction `i` (the lowering loop's common case), possibly with
+    /// the ones after it.
+    fn alu_at(&mut self, i: usize, width: Width, op: AluOp, dst: Reg, src: Src) {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return;
+        }
+        if let (AluOp::Mov, Src::Reg(s)) = (op, src) {
+            if s != dst && (self.rotate(i, width, dst, s) || self.mov_op(i, width, dst, s)) {
+                return;
+            }
+        }
+        self.alu_insn(width, op, hr(dst), src)
+    }
+
+    /// `d = s; d op= x` as one instruction (`lea` for `+=` a register,
+    /// `movzx` for `&= 0xff`/`0xffff`, three-operand `imul`). A 32-bit move
+    /// zero-extends, so it only pairs with a 32-bit operation; a 64-bit one
+    /// pairs with both. Not done, because slower on this benchmark machine
+    /// (a Golden Cove-class Xeon, which executes a register move and an add
+    /// of an immediate without an ALU port): `lea` for `+=` an immediate,
+    /// and `d = s; d += t; d = load(d)` as one `[s + t]` load (crc32's loop,
+    /// 4 % slower at every code alignment tried).
+    fn mov_op(&mut self, i: usize, width: Width, d: Reg, s: Reg) -> bool {
+        let insns = self.input.prog.insns();
+        let Some(&Insn::Alu {
+            width: w,
+            op,
+            dst,
+            src,
+        }) = insns.get(i + 1)
+        else {
+            return false;
+        };
+        if dst != d || (width == Width::W32 && w == Width::W64) {
+            return false;
+        }
+        let (hd, hs) = (hr(d), hr(s));
+        match (op, src) {
+            (AluOp::Add, Src::Reg(t)) => {
+                // `d += d` adds the moved value, s.
+                let t = if t == d { s } else { t };
+                let m = Mem::indexed(hs, hr(t), 1);
+                if !self.fusable(i + 1, i + 1) {
+                    return false;
+                }
+                match w {
+                    Width::W64 => self.a.lea(hd, m),
+                    Width::W32 => self.a.lea32(hd, m),
+                }
+            }
+            (AluOp::And, Src::Imm(0xff)) if self.fusable(i + 1, i + 1) => {
+                self.a.movzx(Sz::B8, hd, Rm::Reg(hs))
+            }
+            (AluOp::And, Src::Imm(0xffff)) if self.fusable(i + 1, i + 1) => {
+                self.a.movzx(Sz::B16, hd, Rm::Reg(hs))
+            }
+            (AluOp::Mul, Src::Imm(k)) if !self.blinds(k) && self.fusable(i + 1, i + 1) => {
+                self.a.imul_r_rm_i(sz(w), hd, Rm::Reg(hs), k)
+            }
+            _ => return false,
+        }
+        self.skip = 1;
+        true
+    }
+
+    /// A rotate written as two shifted copies or-ed together (BPF has no
+    /// rotate): `a = s; a >>= w - k; b = s; b <<= k; b |= a` (or `a <<= k`
+    /// and `b >>= w - k`), all of one width `w`, becomes `a = s; a >>=|<<=
+    /// ..; b = s; rol b, k`: `b` is the rotate, `a` keeps its value.
+    fn rotate(&mut self, i: usize, width: Width, a: Reg, s: Reg) -> bool {
+        let insns = self.input.prog.insns();
+        let alu = |k: usize| match insns.get(k) {
+            Some(&Insn::Alu {
+                width: w,
+                op,
+                dst,
+                src,
+            }) if w == width => Some((op, dst, src)),
+            _ => None,
+        };
+        // One instruction at a time: most moves are not followed by a
+        // shift of their destination, and this runs for every move.
+        let Some((op1 @ (AluOp::Rsh | AluOp::Lsh), a1, Src::Imm(c1))) = alu(i + 1) else {
+            return false;
+        };
+        let Some((AluOp::Mov, b, Src::Reg(s2))) = alu(i + 2).filter(|_| a1 == a) else {
+            return false;
+        };
+        let (
+            Some((op3 @ (AluOp::Rsh | AluOp::Lsh), b3, Src::Imm(c3))),
+            Some((AluOp::Or, b4, Src::Reg(a4))),
+        ) = (alu(i + 3), alu(i + 4))
+        else {
+            return false;
+        };
+        let bits = match width {
+            Width::W64 => 64,
+            Width::W32 => 32,
+        };
+        if a1 != a || s2 != s || b3 != b || b4 != b || a4 != a || b == s || b == a || op1 == op3 {
+            return false;
+        }
+        if !(1..bits).contains(&c1) || c1 + c3 != bits || !self.fusable(i + 1, i + 4) {
+            return false;
+        }
+        // `b << c3 | b >> c1` (or the other way round) is `rol b, k`.
+        let k = if op3 == AluOp::Lsh { c3 } else { c1 } as u8;
+        let (ha, hs, hb, w) = (hr(a), hr(s), hr(b), sz(width));
+        let sh = |op| {
+            if op == AluOp::Lsh {
+                Shift::Shl
+            } else {
+                Shift::Shr
+            }
+        };
+        self.a.mov_rm_r(w, Rm::Reg(ha), hs);
+        self.a.shift_i(w, sh(op1), Rm::Reg(ha), c1 as u8);
+        self.a.mov_rm_r(w, Rm::Reg(hb), hs);
+        self.a.shift_i(w, Shift::Rol, Rm::Reg(hb), k);
+        self.skip = 4;
+        true
+    }
+
+    /// A big-endian 16-bit load written as two byte loads from the same
+    /// base, a shift and an or (`load_be16`):
+    /// `a = *(u8 *)(b + k + 1); c = *(u8 *)(b + k); c <<= 8; c |= a` (the
+    /// loads in either order) becomes `movzx a, byte [b + k + 1]; movzx c,
+    /// word [b + k]; rol c16, 8`. In checked mode each byte is checked at
+    /// its own instruction, in program order, before the loads.
+    fn be16_pair(&mut self, i: usize) -> bool {
+        let insns = self.input.prog.insns();
+        let (
+            Some(&Insn::Load {
+                size: Size::B,
+                sign_extend: false,
+                dst: d1,
+                src: b1,
+                off: o1,
+            }),
+            Some(&Insn::Load {
+                size: Size::B,
+                sign_extend: false,
+                dst: d2,
+                src: b2,
+                off: o2,
+            }),
+            Some(&Insn::Alu {
+                op: AluOp::Lsh,
+                src: Src::Imm(8),
+                dst: c,
+                ..
+            }),
+            Some(&Insn::Alu {
+                op: AluOp::Or,
+                src: Src::Reg(a),
+                dst: c2,
+                ..
+            }),
+        ) = (
+            insns.get(i),
+            insns.get(i + 1),
+            insns.get(i + 2),
+            insns.get(i + 3),
+        )
+        else {
+            return false;
+        };
+        // Same base, not overwritten by the first load; two different
+        // destinations, the high byte's shifted and or-ed with the low one.
+        if b1 != b2 || d1 == b1 || d1 == d2 || c2 != c || a == c || a == Reg::R10 || c == Reg::R10 {
+            return false;
+        }
+        let (hi, lo) = match (d1 == c, d2 == c, d1 == a, d2 == a) {
+            (true, _, _, true) => (o1, o2),
+            (_, true, true, _) => (o2, o1),
+            _ => return false,
+        };
+        if hi as i32 + 1 != lo as i32 || !self.fusable(i + 1, i + 3) {
+            return false;
+        }
+        let m1 = self.mem_operand(b1, o1, Size::B, false, i);
+        let m2 = self.mem_operand(b2, o2, Size::B, false, i + 1);
+        let (mhi, mlo) = if d1 == c { (m1, m2) } else { (m2, m1) };
+        let (ha, hc) = (hr(a), hr(c));
+        // The base is read by both loads: the one that overwrites it last.
+        if ha == mlo.base {
+            self.a.movzx(Sz::B16, hc, Rm::Mem(mhi));
+            self.a.movzx(Sz::B8, ha, Rm::Mem(mlo));
+        } else {
+            self.a.movzx(Sz::B8, ha, Rm::Mem(mlo));
+            self.a.movzx(Sz::B16, hc, Rm::Mem(mhi));
+        }
+        self.a.shift_i(Sz::B16, Shift::Rol, Rm::Reg(hc), 8);
+        self.skip = 3;
+        true
+    }
+
+    /// `if (cond) goto +1; d = x` (clang's select of a value, e.g. a
+    /// boolean) as `cmov` on the inverse condition, without a branch to
+    /// mispredict. Not with a budget (the two paths execute different
+    /// instruction counts) or blinding (the compare may use rcx).
+    fn select(&mut self, i: usize, width: Width, cond: Cond, dst: Reg, src: Src) -> bool {
+        if self.input.budget || self.rng != 0 {
+            return false;
+        }
+        let Some(&Insn::Alu {
+            width: mw,
+            op: AluOp::Mov,
+            dst: md,
+            src: ms,
+        }) = self.input.prog.insns().get(i + 1)
+        else {
+            return false;
+        };
+        if md == Reg::R10 || !self.fusable(i + 1, i + 1) {
+            return false;
+        }
+        // The value into rcx (or its own register) before the compare: a
+        // `mov` of 0 is `xor`, which changes the flags.
+        let v = match (mw, ms) {
+            (Width::W64, Src::Reg(r)) => hr(r),
+            (Width::W32, Src::Reg(r)) => {
+                self.a.mov_rm_r(Sz::B32, Rm::Reg(Gpr::Rcx), hr(r));
+                Gpr::Rcx
+            }
+            (Width::W64, Src::Imm(k)) => {
+                self.a.mov_r_imm64(Gpr::Rcx, k as i64 as u64);
+                Gpr::Rcx
+            }
+            (Width::W32, Src::Imm(k)) => {
+                self.a.mov_r_imm64(Gpr::Rcx, k as u32 as u64);
+                Gpr::Rcx
+            }
+        };
+        let cc = self.compare(width, cond, dst, src);
+        // 64-bit: a 32-bit cmov would zero-extend d even when it keeps it.
+        self.a.cmov(Sz::B64, cc.inverse(), hr(md), Rm::Reg(v));
+        self.skip = 1;
+        true
     }
 }
 
@@ -2034,11 +2465,12 @@ fn subprog_frames(prog: &Program) -> Option<Vec<(u32, u8)>> {
 /// instruction writes r10 (only programs a verifier rejects do).
 pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
     let mut s = SCRATCH.take().unwrap_or_default();
-    let (mut r10_fixed, mut near_limit) = (true, 127);
+    let (mut r10_fixed, mut near_limit, mut eager) = (true, 127, false);
     let l = loop {
-        match lower_with(input, r10_fixed, near_limit, &mut s) {
+        match lower_with(input, r10_fixed, near_limit, eager, &mut s) {
             Ok(l) => break l,
             Err(Retry::R10) => r10_fixed = false,
+            Err(Retry::Targets) => eager = true,
             Err(Retry::Far) if near_limit > 0 => near_limit = 0,
             Err(Retry::Far) => unreachable!("only jumps emitted near can fall short"),
         }
@@ -2054,6 +2486,9 @@ enum Retry {
     /// A jump emitted short at once does not reach its target (a bound of
     /// `near_bytes` is wrong).
     Far,
+    /// A jump lands inside an idiom fused before the jump targets were
+    /// known, or the program has a `callx` (see [`Emitter::fusable`]).
+    Targets,
 }
 
 /// The working buffers of a lowering, kept per thread for the next one
@@ -2072,6 +2507,7 @@ pub(crate) struct Scratch {
     cold: Vec<Cold>,
     sites: Vec<(usize, u32)>,
     leaders: Vec<bool>,
+    fused: Vec<(u32, u32)>,
     short: Vec<u8>,
     saved: Vec<usize>,
     target_k: Vec<u32>,
@@ -2118,6 +2554,7 @@ fn lower_with(
     input: &LowerInput<'_>,
     r10_fixed: bool,
     near_limit: usize,
+    eager_targets: bool,
     s: &mut Scratch,
 ) -> Result<Lowered, Retry> {
     let prog = input.prog;
@@ -2192,7 +2629,10 @@ fn lower_with(
         frames: None,
         frames_known: false,
         frame_calls: false,
+        skip: 0,
         branch_targets: None,
+        eager_targets,
+        fused: fresh(&mut s.fused, 0),
         refs: 0,
         cur: 0,
         near_limit: if input.budget || input.blind.is_some() {
@@ -2230,7 +2670,7 @@ fn lower_with(
                 if let Src::Reg(r) = src {
                     info |= 1 << r.index();
                 }
-                e.alu_insn(width, op, hr(dst), src)
+                e.alu_at(i, width, op, dst, src)
             }
             _ => {
                 let r = regs_info(insn);
@@ -2241,6 +2681,9 @@ fn lower_with(
                 e.insn(i, insn)
             }
         }
+    }
+    if !e.fused.is_empty() && !e.fused_ok() {
+        return Err(Retry::Targets);
     }
     e.used = info as u16;
     e.bind(n);
@@ -2262,6 +2705,7 @@ fn lower_with(
         shrink,
         cold,
         leaders,
+        fused,
         adj,
         table,
         trap_insns,
@@ -2288,7 +2732,7 @@ fn lower_with(
         has_callx,
     };
     (s.labels, s.label_k, s.fixups, s.shrink) = (labels, label_k, fixups, shrink);
-    (s.sites, s.cold, s.leaders) = (sites, cold, leaders);
+    (s.sites, s.cold, s.leaders, s.fused) = (sites, cold, leaders, fused);
     recycle(&mut s.labels);
     recycle(&mut s.label_k);
     recycle(&mut s.fixups);
@@ -2296,6 +2740,7 @@ fn lower_with(
     recycle(&mut s.sites);
     recycle(&mut s.cold);
     recycle(&mut s.leaders);
+    recycle(&mut s.fused);
     recycle(&mut s.short);
     recycle(&mut s.saved);
     recycle(&mut s.target_k);
@@ -2505,23 +2950,189 @@ mod tests {
                 continue; // a register the syntax does not have (r12)
             };
             let p = Program::from_insns(insns).unwrap();
-            let insn = p.insns()[1];
             for checked in [true, false] {
-                let r10_fixed = !p.insns().iter().any(|i| regs_info(i) & WRITES_R10 != 0);
-                let l = lower_with(&input(&p, &h, checked), r10_fixed, 0, &mut s)
-                    .unwrap_or_else(|_| panic!("{form}"));
-                let size = match l.code[..] {
-                    [0xeb, d, ..] => d as usize,
-                    [0xe9, a, b, c, d, ..] => u32::from_le_bytes([a, b, c, d]) as usize,
-                    _ => panic!("{form}: starts with a jump"),
-                };
-                let bound = near_bytes(&insn, checked, r10_fixed);
+                let (size, bound, _) = span_and_bound(&p, &input(&p, &h, checked), &mut s);
                 assert!(
                     size <= bound,
                     "{form} (checked {checked}): {size} > {bound}"
                 );
             }
         }
+    }
+
+    /// The bytes between the first jump of `p`'s code and its target, the
+    /// sum of the [`near_bytes`] bounds of the instructions the jump skips
+    /// in `p`, and the code's mnemonics in between.
+    fn span_and_bound(
+        p: &Program,
+        input: &LowerInput<'_>,
+        s: &mut Scratch,
+    ) -> (usize, usize, Vec<iced_x86::Mnemonic>) {
+        use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind};
+        let r10_fixed = !p.insns().iter().any(|i| regs_info(i) & WRITES_R10 != 0);
+        let l = lower_with(input, r10_fixed, 0, false, s).unwrap_or_else(|_| panic!("lowered"));
+        let mut d = Decoder::with_ip(64, &l.code, 0, DecoderOptions::NONE);
+        let jump = d
+            .iter()
+            .find(|i| i.op0_kind() == OpKind::NearBranch64 && i.mnemonic() != Mnemonic::Call)
+            .expect("a jump");
+        let (from, to) = (jump.next_ip(), jump.near_branch_target());
+        let between = Decoder::with_ip(64, &l.code[from as usize..to as usize], from, 0)
+            .iter()
+            .map(|i| i.mnemonic())
+            .collect();
+        // The instructions the jump skips: after the first jump, up to its
+        // target (the jump's target is the program's last instruction).
+        let insns = p.insns();
+        let first = insns
+            .iter()
+            .position(|i| matches!(i, Insn::Ja { .. } | Insn::Jmp { .. }))
+            .expect("a jump");
+        let bound = insns[first + 1..insns.len() - 1]
+            .iter()
+            .map(|i| near_bytes(i, input.checked, r10_fixed))
+            .sum();
+        ((to - from) as usize, bound, between)
+    }
+
+    /// `near_bytes` bounds the fused idioms (which take the place of all
+    /// the instructions they absorb; the first one emits them) and the
+    /// cold-stub access tests: the group is the code the jump skips, and
+    /// its characteristic instruction shows that it was fused.
+    #[test]
+    fn near_bounds_hold_for_idioms() {
+        use iced_x86::Mnemonic::{self, *};
+        let groups: [(&str, Mnemonic); 12] = [
+            ("jgt %r9, 0x12345678, +1\nmov %r7, -1", Cmovbe),
+            ("jsgt32 %r9, %r7, +1\nmov32 %r9, 0x12345678", Cmovle),
+            ("jset %r7, 0x12345678, +1\nmov %r9, %r7", Cmove),
+            ("mov %r9, %r7\nadd %r9, %r8", Lea),
+            ("mov32 %r7, %r9\nadd32 %r7, %r7", Lea),
+            ("mov %r9, %r7\nand %r9, 0xffff", Movzx),
+            ("mov %r9, %r7\nmul %r9, 0x12345678", Imul),
+            (
+                "mov %r2, %r7\nrsh %r2, 51\nmov %r9, %r7\nlsh %r9, 13\nor %r9, %r2",
+                Rol,
+            ),
+            (
+                "mov32 %r2, %r9\nlsh32 %r2, 5\nmov32 %r7, %r9\nrsh32 %r7, 27\nor32 %r7, %r2",
+                Rol,
+            ),
+            (
+                "ldxb %r2, [%r7+0x7001]\nldxb %r9, [%r7+0x7000]\nlsh %r9, 8\nor %r9, %r2",
+                Rol,
+            ),
+            (
+                "ldxb %r9, [%r7-0x8000]\nldxb %r2, [%r7-0x7fff]\nlsh32 %r9, 8\nor32 %r9, %r2",
+                Rol,
+            ),
+            (
+                "ldxb %r9, [%r10+0x1000]\nldxb %r2, [%r10+0x1001]\nlsh %r9, 8\nor %r9, %r2",
+                Rol,
+            ),
+        ];
+        let h = Helpers::new();
+        let mut s = Scratch::default();
+        for (group, mnemonic) in groups {
+            let p = prog(&format!("ja end\n{group}\nend:\nexit"));
+            for checked in [true, false] {
+                let (size, bound, code) = span_and_bound(&p, &input(&p, &h, checked), &mut s);
+                assert!(code.contains(&mnemonic), "{group}: fused ({code:?})");
+                assert!(
+                    size <= bound,
+                    "{group} (checked {checked}): {size} > {bound}"
+                );
+            }
+        }
+    }
+
+    /// `near_bytes` bounds a `call` that is an inline array lookup
+    /// (unchecked mode with a resolver that describes the map; a jump
+    /// between the `lddw` and the call does not keep it from inlining).
+    #[test]
+    fn near_bounds_hold_for_inline_lookups() {
+        use bpfkit_runtime::ArrayMap;
+        struct Arrays;
+        impl Imm64Resolver for Arrays {
+            fn resolve(&self, _pc: bpfkit_isa::Pc, _imm: &Imm64) -> Option<u64> {
+                Some(0x7000_0000_1000)
+            }
+            fn array_map(&self, _pc: bpfkit_isa::Pc, _imm: &Imm64) -> Option<ArrayMap> {
+                Some(ArrayMap {
+                    base: 0x7fff_0123_4560,
+                    stride: 24,
+                    max_entries: 0x1234_5678,
+                })
+            }
+        }
+        let mut h = Helpers::new();
+        h.register(1, |_e, a| Ok(a[0]));
+        let mut s = Scratch::default();
+        let mut insns =
+            assemble("lddw %r1, 0\njeq %r9, 0, +1\ncall 1\nexit", Syntax::Ubpf).unwrap();
+        insns[0] = Insn::LoadImm64 {
+            dst: Reg::R1,
+            imm: Imm64::MapIdx(0),
+        };
+        let p = Program::from_insns(insns).unwrap();
+        for checked in [true, false] {
+            let input = LowerInput {
+                resolver: Some(&Arrays),
+                ..input(&p, &h, checked)
+            };
+            let (size, bound, code) = span_and_bound(&p, &input, &mut s);
+            // Unchecked: inlined, so no call in between.
+            let call = code.contains(&iced_x86::Mnemonic::Call);
+            assert_eq!(call, checked, "{code:?}");
+            assert!(size <= bound, "checked {checked}: {size} > {bound}");
+        }
+    }
+
+    /// Idioms fused before the jump targets are known give the code of the
+    /// eager lookup when nothing jumps inside them; a jump (backward or
+    /// forward) or a bpf-to-bpf call into one, or a `callx`, makes the
+    /// lowering start over with the lookup, which does not fuse there.
+    #[test]
+    fn idioms_fused_early_are_checked_against_the_jumps() {
+        let fine = [
+            "mov %r2, %r1\nadd %r2, %r1\njgt %r2, 5, +1\nmov %r0, 1\nexit",
+            "loop:\nmov %r3, %r1\nand %r3, 0xff\nsub %r1, 1\njne %r1, 0, loop\nmov %r0, %r3\nexit",
+        ];
+        let inside = [
+            // Backward, into the `add` of a `lea`.
+            "mov %r2, %r1\nadd %r2, %r1\nsub %r1, 1\njne %r1, 0, -3\nmov %r0, %r2\nexit",
+            // Forward, onto the `mov` of a select.
+            "jeq %r1, 7, +1\njgt %r1, 5, +1\nmov %r0, 1\nexit",
+            // A call onto the `lsh` of a rotate.
+            "call local f\nexit\nmov %r2, %r1\nrsh %r2, 51\nmov %r0, %r1\nf:\nlsh %r0, 13\nor %r0, %r2\nexit",
+        ];
+        let h = Helpers::new();
+        let mut s = Scratch::default();
+        for text in fine.iter().chain(&inside) {
+            let p = prog(text);
+            for checked in [true, false] {
+                let i = input(&p, &h, checked);
+                let eager = outcome(&lower_with(&i, true, 0, true, &mut s).ok().unwrap());
+                let early = lower_with(&i, true, 0, false, &mut s);
+                if fine.contains(text) {
+                    assert_eq!(outcome(&early.ok().unwrap()), eager, "{text}");
+                } else {
+                    assert!(matches!(early, Err(Retry::Targets)), "{text}");
+                }
+                let unfused = lower_with(&i, true, 0, true, &mut s).ok().unwrap();
+                assert_eq!(outcome(&unfused), eager, "{text}");
+            }
+        }
+        // `callx`: every instruction may be a target.
+        let mut insns = assemble("mov %r2, %r1\nadd %r2, %r1\nexit", Syntax::Ubpf).unwrap();
+        insns.insert(0, Insn::Callx(Reg::R3));
+        let p = Program::from_insns(insns).unwrap();
+        let i = input(&p, &h, true);
+        assert!(matches!(
+            lower_with(&i, true, 0, false, &mut s),
+            Err(Retry::Targets)
+        ));
+        assert!(lower_with(&i, true, 0, true, &mut s).is_ok());
     }
 
     /// Jumps emitted short at once give the same code as relaxation, and a
@@ -2546,8 +3157,8 @@ mod tests {
             let p = prog(text);
             for checked in [true, false] {
                 let i = input(&p, &h, checked);
-                let relaxed = outcome(&lower_with(&i, true, 0, &mut s).ok().unwrap());
-                if let Ok(l) = lower_with(&i, true, 127, &mut s) {
+                let relaxed = outcome(&lower_with(&i, true, 0, false, &mut s).ok().unwrap());
+                if let Ok(l) = lower_with(&i, true, 127, false, &mut s) {
                     assert_eq!(outcome(&l), relaxed, "{text}");
                 }
                 assert_eq!(outcome(&lower(&i)), relaxed, "{text}");
@@ -2557,34 +3168,36 @@ mod tests {
         let p = prog(&far);
         let i = input(&p, &h, true);
         assert!(matches!(
-            lower_with(&i, true, 100_000, &mut s),
+            lower_with(&i, true, 100_000, false, &mut s),
             Err(Retry::Far)
         ));
     }
 
-    /// The copied checks are the two tests, each with a short jump to just
-    /// after the 5-byte slow-path call that follows them.
+    /// The copied test is a subtraction, a compare and a `jcc rel32`
+    /// (displacement 0, patched by a fixup) on the condition that the
+    /// access is outside: the stack for an r10 base, the cached region for
+    /// any other.
     #[test]
-    fn access_checks_jump_past_the_slow_call() {
+    fn access_test_is_one_test_and_a_long_jump() {
         use iced_x86::{Decoder, DecoderOptions, Mnemonic};
         for n in [1, 2, 4, 8] {
             for write in [false, true] {
-                for r10_first in [false, true] {
-                    let t = access_checks(n, write, r10_first);
+                for r10 in [false, true] {
+                    let t = access_test(n, write, r10);
                     let mut d = Decoder::with_ip(64, t, 0, DecoderOptions::NONE);
                     let got: Vec<_> = d.iter().collect();
                     let m: Vec<Mnemonic> = got.iter().map(|i| i.mnemonic()).collect();
-                    let (first, second) = if r10_first {
-                        (Mnemonic::Jbe, Mnemonic::Jb)
+                    let jump = if r10 { Mnemonic::Ja } else { Mnemonic::Jae };
+                    assert_eq!(m, [Mnemonic::Sub, Mnemonic::Cmp, jump]);
+                    assert_eq!(got[2].len(), 6, "rel32");
+                    assert_eq!(t[t.len() - 4..], [0; 4]);
+                    let mut a = Asm::new();
+                    if r10 {
+                        stack_test_rdx(&mut a, n);
                     } else {
-                        (Mnemonic::Jb, Mnemonic::Jbe)
-                    };
-                    use Mnemonic::{Cmp, Mov, Sub};
-                    assert_eq!(m, [Mov, Sub, Cmp, first, Mov, Sub, Cmp, second]);
-                    for j in [&got[3], &got[7]] {
-                        assert_eq!(j.len(), 2, "rel8");
-                        assert_eq!(j.near_branch_target(), t.len() as u64 + 5);
+                        hot_test_rdx(&mut a, n, write);
                     }
+                    assert_eq!(a.buf[..], t[..t.len() - 6], "n {n} write {write}");
                 }
             }
         }
@@ -2621,6 +3234,9 @@ mod tests {
             "mov %r1, 3\ncall 1\nexit",
             "ldabsb 3\nldindh %r1, 2\nexit",
             "mov %r6, 4\nloop:\ncall local f\nsub %r6, 1\njne %r6, 0, loop\nexit\nf:\nldxb %r0, [%r10-1]\nexit",
+            // Cold stubs of both tests (r10 out of its frame, another base)
+            // and an idiom.
+            "ldxw %r0, [%r10+8]\nldxb %r2, [%r1+1]\nldxb %r3, [%r1]\nlsh %r3, 8\nor %r3, %r2\nstxh [%r10-600], %r3\njgt %r3, 9, +1\nmov %r0, 1\nexit",
         ];
         let mut h = Helpers::new();
         h.register(1, |_e, a| Ok(a[0]));
