@@ -3058,10 +3058,13 @@ mod tests {
                 Some(0x7000_0000_1000)
             }
             fn array_map(&self, _pc: bpfkit_isa::Pc, _imm: &Imm64) -> Option<ArrayMap> {
+                // Per-CPU (the longer code): 3 CPUs of 24-byte values.
                 Some(ArrayMap {
                     base: 0x7fff_0123_4560,
-                    stride: 24,
+                    stride: 72,
                     max_entries: 0x1234_5678,
+                    cpu_stride: 24,
+                    cpus: 3,
                 })
             }
         }
