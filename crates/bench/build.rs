@@ -12,7 +12,10 @@ const PROGRAMS: [&str; 6] = ["parser", "csum", "crc32", "tokenizer", "calls", "a
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(bench_native)");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/programs");
+    // Read at run time: a build script binary compiled for one checkout can
+    // be reused by cargo for another checkout sharing the target directory.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest).join("../../bench/programs");
     println!("cargo::rerun-if-changed={}", dir.display());
     println!("cargo::rerun-if-env-changed=CLANG");
     if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() != Ok("x86_64") {
