@@ -509,6 +509,36 @@ fn perf_event_array() {
     small.perf_event_output_vec(0, 0, v(b"e")).unwrap();
     let d = small.perf_drain(0);
     assert_eq!((d.records, d.lost), (vec![v(b"ab"), v(b"cd")], 1));
+    // A record built on demand: built only when the buffer has room, the
+    // builder's error comes out as the outer one, with nothing queued.
+    let built = std::cell::Cell::new(0);
+    let make = |s: &'static [u8]| {
+        let built = &built;
+        move || {
+            built.set(built.get() + 1);
+            Ok::<_, &str>(s.to_vec())
+        }
+    };
+    assert!(matches!(
+        small.perf_event_output_with(0, 0, 3, make(b"abc")),
+        Ok(Ok(()))
+    ));
+    assert!(matches!(
+        small.perf_event_output_with(0, 0, 3, make(b"def")),
+        Ok(Ok(()))
+    ));
+    assert_eq!(built.get(), 1, "a lost record is never built");
+    assert!(matches!(
+        small.perf_event_output_with(0, 0, 1, || Err::<Vec<u8>, _>("fault")),
+        Err("fault")
+    ));
+    let r = m.perf_event_output_with(0, 0, 1, make(b"x"));
+    assert_eq!(r.map(errno), Ok(ENOENT));
+    let r = small.perf_event_output_with(0, 4, 1, make(b"x"));
+    assert_eq!(r.map(errno), Ok(E2BIG));
+    assert_eq!(built.get(), 1, "no record is built for a refused call");
+    let d = small.perf_drain(0);
+    assert_eq!((d.records, d.lost), (vec![v(b"abc")], 1));
 }
 
 #[test]
