@@ -101,7 +101,7 @@ fn prefix_into<'a>(data: &[u8], len: u32, out: &'a mut [u8]) -> Option<&'a [u8]>
     let n = (len as usize).div_ceil(8);
     let out = out.get_mut(..n)?;
     out.copy_from_slice(data.get(..n)?);
-    if len % 8 != 0 {
+    if !len.is_multiple_of(8) {
         out[n - 1] &= 0xffu8 << (8 - len % 8);
     }
     Some(out)
@@ -113,7 +113,7 @@ const SMALL_PREFIX: usize = 16;
 impl Lpm {
     pub(crate) fn new(key_size: u32, value_size: u32, max_entries: u32) -> Lpm {
         let max_prefixlen = (key_size - 4) * 8;
-        let seed = Seeded(RandomState::new().hash_one(0x6c70_6d74_7269_65u64));
+        let seed = Seeded(RandomState::new().hash_one(0x006c_706d_7472_6965_u64));
         Lpm {
             inner: RwLock::new(Inner {
                 by_order: BTreeMap::new(),
