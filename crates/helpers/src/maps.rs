@@ -243,14 +243,34 @@ fn with_bytes<R>(
     if len == 0 {
         return Ok(f(&[]));
     }
+    // Zeroing the buffer costs as much as the copy: the common sizes (keys,
+    // counters, small records) get a buffer of about their size.
+    if len <= 16 {
+        return on_stack::<16, R>(guest, addr, len, f);
+    }
+    if len <= 64 {
+        return on_stack::<64, R>(guest, addr, len, f);
+    }
     if len <= SMALL_BUF {
-        let mut buf = [0u8; SMALL_BUF];
-        guest.read(addr, &mut buf[..len])?;
-        return Ok(f(&buf[..len]));
+        return on_stack::<SMALL_BUF, R>(guest, addr, len, f);
     }
     let mut buf = vec![0u8; len];
     guest.read(addr, &mut buf)?;
     Ok(f(&buf))
+}
+
+/// [`with_bytes`] with an `N`-byte stack buffer (`len <= N`).
+#[inline(always)]
+fn on_stack<const N: usize, R>(
+    guest: &Guest<'_, '_>,
+    addr: u64,
+    len: usize,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, HelperAbort> {
+    let mut buf = [0u8; N];
+    let buf = &mut buf[..len];
+    guest.read(addr, buf)?;
+    Ok(f(buf))
 }
 
 /// The trap for a map argument that is no map.
@@ -300,28 +320,29 @@ pub(crate) fn pop_or_peek(env: &mut Env<'_, '_, '_>, a: [u64; 5], pop: bool) -> 
     let (guest, st) = env.split();
     let map = map_ref(st, a[0])?;
     let n = map.def().value_size as usize;
-    let mut small = [0u8; SMALL_BUF];
-    let mut heap = Vec::new();
-    let out: &mut [u8] = if n <= SMALL_BUF {
-        &mut small[..n]
-    } else {
-        heap.resize(n, 0);
-        &mut heap
-    };
-    let r = if pop { map.pop(out) } else { map.peek(out) };
-    match r {
-        Ok(()) => {
-            guest.write(a[1], out)?;
-            Ok(0)
-        }
-        Err(e) => {
-            // An empty queue or stack zeroes the caller's buffer, as the
-            // kernel's `__queue_map_get`/`__stack_map_get` do.
-            if e.errno() == crate::ENOENT {
+    let mut pop_into = |out: &mut [u8]| -> HelperResult {
+        let r = if pop { map.pop(out) } else { map.peek(out) };
+        match r {
+            Ok(()) => {
                 guest.write(a[1], out)?;
+                Ok(0)
             }
-            Ok(e.to_helper_ret())
+            Err(e) => {
+                // An empty queue or stack zeroes the caller's buffer, as the
+                // kernel's `__queue_map_get`/`__stack_map_get` do.
+                if e.errno() == crate::ENOENT {
+                    guest.write(a[1], out)?;
+                }
+                Ok(e.to_helper_ret())
+            }
         }
+    };
+    // A zeroed buffer of about the value's size (zeroing a bigger one
+    // would cost more than the copy).
+    match n {
+        0..=16 => pop_into(&mut [0u8; 16][..n]),
+        17..=SMALL_BUF => pop_into(&mut [0u8; SMALL_BUF][..n]),
+        _ => pop_into(&mut vec![0u8; n]),
     }
 }
 
