@@ -89,23 +89,32 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let slot = st.maps.position(a[0]);
     let map = match slot {
         Some(i) => st.maps.at(i),
-        None => st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?,
+        // Not in the table (just searched): an inner map of this run.
+        None => st
+            .inner
+            .iter()
+            .find(|(addr, _)| *addr == a[0])
+            .map(|(_, m)| m)
+            .ok_or_else(|| not_a_map(a[0]))?,
     };
     let n = map.def().key_size as usize;
-    let mut small = [0u8; SMALL_KEY];
+    // Buffers initialised only on their branch (zeroing 64 bytes for a
+    // 4-byte key is a measurable part of a lookup).
+    let (k4, k8, mut small): ([u8; 4], [u8; 8], [u8; SMALL_KEY]);
     let heap;
     let key: &[u8] = match n {
         // The common key sizes (array indexes, addresses) as one load
         // rather than a copy of a run-time length.
         4 => {
-            small[..4].copy_from_slice(&guest.load::<4>(a[1])?);
-            &small[..4]
+            k4 = guest.load::<4>(a[1])?;
+            &k4
         }
         8 => {
-            small[..8].copy_from_slice(&guest.load::<8>(a[1])?);
-            &small[..8]
+            k8 = guest.load::<8>(a[1])?;
+            &k8
         }
         n if n <= SMALL_KEY => {
+            small = [0u8; SMALL_KEY];
             guest.read(a[1], &mut small[..n])?;
             &small[..n]
         }
