@@ -89,23 +89,32 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let slot = st.maps.position(a[0]);
     let map = match slot {
         Some(i) => st.maps.at(i),
-        None => st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?,
+        // Not in the table (just searched): an inner map of this run.
+        None => st
+            .inner
+            .iter()
+            .find(|(addr, _)| *addr == a[0])
+            .map(|(_, m)| m)
+            .ok_or_else(|| not_a_map(a[0]))?,
     };
     let n = map.def().key_size as usize;
-    let mut small = [0u8; SMALL_KEY];
+    // Buffers initialised only on their branch (zeroing 64 bytes for a
+    // 4-byte key is a measurable part of a lookup).
+    let (k4, k8, mut small): ([u8; 4], [u8; 8], [u8; SMALL_KEY]);
     let heap;
     let key: &[u8] = match n {
         // The common key sizes (array indexes, addresses) as one load
         // rather than a copy of a run-time length.
         4 => {
-            small[..4].copy_from_slice(&guest.load::<4>(a[1])?);
-            &small[..4]
+            k4 = guest.load::<4>(a[1])?;
+            &k4
         }
         8 => {
-            small[..8].copy_from_slice(&guest.load::<8>(a[1])?);
-            &small[..8]
+            k8 = guest.load::<8>(a[1])?;
+            &k8
         }
         n if n <= SMALL_KEY => {
+            small = [0u8; SMALL_KEY];
             guest.read(a[1], &mut small[..n])?;
             &small[..n]
         }
@@ -243,14 +252,34 @@ fn with_bytes<R>(
     if len == 0 {
         return Ok(f(&[]));
     }
+    // Zeroing the buffer costs as much as the copy: the common sizes (keys,
+    // counters, small records) get a buffer of about their size.
+    if len <= 16 {
+        return on_stack::<16, R>(guest, addr, len, f);
+    }
+    if len <= 64 {
+        return on_stack::<64, R>(guest, addr, len, f);
+    }
     if len <= SMALL_BUF {
-        let mut buf = [0u8; SMALL_BUF];
-        guest.read(addr, &mut buf[..len])?;
-        return Ok(f(&buf[..len]));
+        return on_stack::<SMALL_BUF, R>(guest, addr, len, f);
     }
     let mut buf = vec![0u8; len];
     guest.read(addr, &mut buf)?;
     Ok(f(&buf))
+}
+
+/// [`with_bytes`] with an `N`-byte stack buffer (`len <= N`).
+#[inline(always)]
+fn on_stack<const N: usize, R>(
+    guest: &Guest<'_, '_>,
+    addr: u64,
+    len: usize,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, HelperAbort> {
+    let mut buf = [0u8; N];
+    let buf = &mut buf[..len];
+    guest.read(addr, buf)?;
+    Ok(f(buf))
 }
 
 /// The trap for a map argument that is no map.
@@ -300,28 +329,29 @@ pub(crate) fn pop_or_peek(env: &mut Env<'_, '_, '_>, a: [u64; 5], pop: bool) -> 
     let (guest, st) = env.split();
     let map = map_ref(st, a[0])?;
     let n = map.def().value_size as usize;
-    let mut small = [0u8; SMALL_BUF];
-    let mut heap = Vec::new();
-    let out: &mut [u8] = if n <= SMALL_BUF {
-        &mut small[..n]
-    } else {
-        heap.resize(n, 0);
-        &mut heap
-    };
-    let r = if pop { map.pop(out) } else { map.peek(out) };
-    match r {
-        Ok(()) => {
-            guest.write(a[1], out)?;
-            Ok(0)
-        }
-        Err(e) => {
-            // An empty queue or stack zeroes the caller's buffer, as the
-            // kernel's `__queue_map_get`/`__stack_map_get` do.
-            if e.errno() == crate::ENOENT {
+    let mut pop_into = |out: &mut [u8]| -> HelperResult {
+        let r = if pop { map.pop(out) } else { map.peek(out) };
+        match r {
+            Ok(()) => {
                 guest.write(a[1], out)?;
+                Ok(0)
             }
-            Ok(e.to_helper_ret())
+            Err(e) => {
+                // An empty queue or stack zeroes the caller's buffer, as the
+                // kernel's `__queue_map_get`/`__stack_map_get` do.
+                if e.errno() == crate::ENOENT {
+                    guest.write(a[1], out)?;
+                }
+                Ok(e.to_helper_ret())
+            }
         }
+    };
+    // A zeroed buffer of about the value's size (zeroing a bigger one
+    // would cost more than the copy).
+    match n {
+        0..=16 => pop_into(&mut [0u8; 16][..n]),
+        17..=SMALL_BUF => pop_into(&mut [0u8; SMALL_BUF][..n]),
+        _ => pop_into(&mut vec![0u8; n]),
     }
 }
 

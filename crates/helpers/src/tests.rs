@@ -365,3 +365,56 @@ fn trace_printk_formats_alternate_within_a_run() {
         ]
     );
 }
+
+#[test]
+fn perf_event_output_builds_only_kept_records_and_faults_when_full() {
+    // Room for one 4-byte record per buffer.
+    let registry = MapRegistry::new(MapOptions::new().possible_cpus(2).perf_buffer_bytes(4));
+    let mut table = MapTable::new(Some(registry.clone()));
+    let perf = registry
+        .create(MapDef::new(MapType::PerfEventArray, 4, 4, 2))
+        .unwrap()
+        .1;
+    perf.update(&0u32.to_ne_bytes(), &1u32.to_ne_bytes(), 0)
+        .unwrap();
+    let map = table.insert(perf.clone());
+    let mut helpers = Helpers::new();
+    register(&mut helpers);
+    let mut sample = *b"abcd";
+    let mut mem = Memory::new();
+    let data = mem.add(RegionKind::Other, &mut sample);
+    let ((), _) = RunState::scoped(Arc::new(table), 0, mem, |mem, state| {
+        let mut stack = [0u8; 8];
+        let mut call = |args: [u64; 5]| {
+            let h = helpers.get(PERF_EVENT_OUTPUT).unwrap().clone();
+            let mut guest = Guest::new(&mut stack, mem);
+            let mut env = HelperEnv::new(
+                guest.reborrow(),
+                Some(&mut *state),
+                Pc(0),
+                HelperId(PERF_EVENT_OUTPUT),
+            );
+            h.call(&mut env, args)
+        };
+        // Slot 1 is empty: ENOENT, as the kernel's unopened perf event.
+        assert_eq!(call([0, map, 1, data, 4]).unwrap(), ENOENT);
+        assert_eq!(call([0, map, 0, data, 4]).unwrap(), 0);
+        // Full: counted lost, and a bad pointer still traps although no
+        // record is built.
+        assert_eq!(call([0, map, 0, data, 4]).unwrap(), 0);
+        assert!(matches!(
+            call([0, map, 0, data + 1, 4]),
+            Err(HelperAbort::Fault(_))
+        ));
+        assert!(matches!(
+            call([0, map, 0, 0x10, 4]),
+            Err(HelperAbort::Fault(_))
+        ));
+        // An index past the array and a context length past the (absent)
+        // packet.
+        assert_eq!(call([0, map, 5, data, 4]).unwrap(), (-7i64) as u64);
+        assert_eq!(call([0, map, 1 << 32, data, 4]).unwrap(), (-14i64) as u64);
+    });
+    let d = perf.perf_drain(0);
+    assert_eq!((d.records, d.lost), (vec![b"abcd".to_vec()], 1));
+}

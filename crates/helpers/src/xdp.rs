@@ -4,7 +4,7 @@ use crate::maps::{map_ref, read};
 use crate::state::{Redirect, XdpBuff, MAX_TAIL_CALL_CNT};
 use crate::{errno, Env, EACCES, EFAULT, EINVAL, EOPNOTSUPP};
 use bpfkit_maps::{MapType, BPF_F_INDEX_MASK};
-use bpfkit_runtime::{HelperAbort, HelperResult};
+use bpfkit_runtime::{Access, Guest, HelperAbort, HelperResult};
 
 /// `ETH_HLEN`.
 pub const ETH_HLEN: u64 = 14;
@@ -332,6 +332,20 @@ pub(crate) fn tail_call(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult 
     }
 }
 
+/// Whether the guest may read `[addr, addr + len)` (stack or a region),
+/// without copying it.
+fn readable(guest: &Guest<'_, '_>, addr: u64, len: usize) -> Result<(), HelperAbort> {
+    if len == 0 {
+        return Ok(());
+    }
+    let (start, end) = (guest.stack_start(), guest.stack_end());
+    if addr >= start && addr <= end && len as u64 <= end - addr {
+        return Ok(());
+    }
+    guest.memory().find(addr, len, Access::Read)?;
+    Ok(())
+}
+
 /// `bpf_perf_event_output(ctx, map, flags, data, size)` for XDP: the upper
 /// 32 bits of `flags` ask for that many packet bytes after the sample.
 #[inline]
@@ -351,33 +365,43 @@ pub(crate) fn perf_event_output(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> Helpe
     let map = st
         .map(a[1])
         .ok_or_else(|| HelperAbort::Failed(format!("{:#x} is not a map", a[1])))?;
+    let size = a[4] as usize;
+    let linear = b.map_or(0, |b| ctx_len.min(b.end - b.data) as usize);
+    // The reads are checked before the map is asked, so that a bad
+    // pointer faults whether or not the buffer has room (the record is
+    // built only when it has).
+    readable(guest, a[3], size)?;
+    if let Some(b) = b {
+        readable(guest, b.data, linear)?;
+    }
+    let len = size.saturating_add(ctx_len as usize);
     // The record is built once, in the buffer the map keeps: the sample,
     // then the packet bytes asked for.
-    let size = a[4] as usize;
-    let mut data = Vec::new();
-    data.try_reserve_exact(size.saturating_add(ctx_len as usize))
-        .map_err(|_| HelperAbort::Failed(format!("perf event record of {size} bytes")))?;
-    data.resize(size, 0);
-    if size > 0 {
-        guest.read(a[3], &mut data)?;
-    }
-    if let (Some(b), true) = (b, ctx_len > 0) {
-        let linear = ctx_len.min(b.end - b.data) as usize;
-        let at = data.len();
-        data.resize(at + linear, 0);
-        if linear > 0 {
-            guest.read(b.data, &mut data[at..])?;
+    let make = || -> Result<Vec<u8>, HelperAbort> {
+        let mut data = Vec::new();
+        data.try_reserve_exact(len)
+            .map_err(|_| HelperAbort::Failed(format!("perf event record of {size} bytes")))?;
+        data.resize(size, 0);
+        if size > 0 {
+            guest.read(a[3], &mut data)?;
         }
-        for f in &st.frags {
-            if data.len() - size >= ctx_len as usize {
-                break;
+        if let (Some(b), true) = (b, ctx_len > 0) {
+            data.resize(size + linear, 0);
+            if linear > 0 {
+                guest.read(b.data, &mut data[size..])?;
             }
-            let n = (ctx_len as usize - (data.len() - size)).min(f.len());
-            data.extend_from_slice(&f[..n]);
+            for f in &st.frags {
+                if data.len() - size >= ctx_len as usize {
+                    break;
+                }
+                let n = (ctx_len as usize - (data.len() - size)).min(f.len());
+                data.extend_from_slice(&f[..n]);
+            }
         }
-    }
+        Ok(data)
+    };
     Ok(
-        match map.perf_event_output_vec(st.cpu, flags & BPF_F_INDEX_MASK, data) {
+        match map.perf_event_output_with(st.cpu, flags & BPF_F_INDEX_MASK, len, make)? {
             Ok(()) => 0,
             Err(e) => e.to_helper_ret(),
         },

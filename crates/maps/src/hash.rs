@@ -42,7 +42,7 @@ use std::hash::BuildHasher;
 /// kernel's seeded `jhash`: not cryptographic, but the seed is random per
 /// map, so an attacker cannot aim keys at one bucket without seeing the
 /// map.
-fn hash_key(seed: u64, key: &[u8]) -> u64 {
+pub(crate) fn hash_key(seed: u64, key: &[u8]) -> u64 {
     const M: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut h = seed ^ (key.len() as u64).wrapping_mul(M);
     let mut chunks = key.chunks_exact(8);

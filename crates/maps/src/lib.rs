@@ -948,6 +948,24 @@ impl Map {
         s.perf_push(index, data.len(), || data)
     }
 
+    /// [`Map::perf_event_output`] with a record of `len` bytes that `make`
+    /// builds only if the buffer has room for it: a full buffer counts the
+    /// record lost without building it (the per-packet cost of a program
+    /// whose consumer lags). An error of `make` is the outer one (nothing
+    /// queued); the map's own errors are the inner one.
+    pub fn perf_event_output_with<E>(
+        &self,
+        cpu: usize,
+        flags: u64,
+        len: usize,
+        make: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Result<(), MapError>, E> {
+        match self.perf_slot(cpu, flags) {
+            Ok((s, index)) => s.perf_push_with(index, len, make),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
     /// The slots and buffer index `bpf_perf_event_output` writes to.
     fn perf_slot(&self, cpu: usize, flags: u64) -> Result<(&Slots, u32), MapError> {
         let Imp::Slots(s) = &self.imp else {

@@ -2,12 +2,15 @@
 //! (a host-endian `u32` prefix length, then the data bytes, most
 //! significant bit first).
 //!
-//! Elements live in a `BTreeMap` keyed by an encoding of their prefix that
-//! sorts in the kernel's iteration order: the kernel's `get_next_key` walks
-//! its trie in post-order (child 0, child 1, then the node), which is the
-//! order of the prefixes written as bit strings with a terminator that
-//! sorts *after* both bits ("more specific before less specific"). A
-//! lookup tries the prefix lengths present, longest first.
+//! Elements live in one hash table per prefix length, keyed by the
+//! prefix's bytes (bits past the prefix cleared): a lookup tries the prefix
+//! lengths present, longest first, each with one hash of at most the key's
+//! bytes (the kernel walks its trie, one node per differing bit). Iteration
+//! order comes from a `BTreeMap` over an encoding of the prefixes that sorts
+//! in the kernel's order: its `get_next_key` walks the trie in post-order
+//! (child 0, child 1, then the node), which is the order of the prefixes
+//! written as bit strings with a terminator that sorts *after* both bits
+//! ("more specific before less specific").
 //!
 //! Kept from the kernel: lookups (also from the control side) are
 //! longest-prefix matches over the first `prefixlen` bits of the key; update
@@ -16,10 +19,13 @@
 //! trie gives `ENOSPC` for new prefixes; an absent or invalid key restarts
 //! the iteration from the first prefix.
 
+use crate::hash::hash_key;
 use crate::raw::Rcu;
 use crate::storage::{self, ValueRef};
 use crate::{rd, update_flags, wr, MapError, RunGuard};
-use std::collections::BTreeMap;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
 use std::ops::Bound;
 use std::sync::atomic::AtomicU64;
 use std::sync::RwLock;
@@ -29,10 +35,43 @@ struct Elem {
     words: Box<[AtomicU64]>,
 }
 
+/// The per-map seeded hash of prefix bytes (`hash_key`, as hash maps use).
+#[derive(Clone, Copy)]
+struct Seeded(u64);
+
+struct SeededHasher(u64);
+
+impl BuildHasher for Seeded {
+    type Hasher = SeededHasher;
+    fn build_hasher(&self) -> SeededHasher {
+        SeededHasher(self.0)
+    }
+}
+
+impl Hasher for SeededHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = hash_key(self.0, bytes);
+    }
+    // `[u8]` hashes its length first: all keys of one table have the same
+    // length, so it needs no mixing of its own.
+    fn write_usize(&mut self, n: usize) {
+        self.0 ^= n as u64;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The elements of one prefix length, by their prefix bytes.
+type ByPrefix = HashMap<Box<[u8]>, Rcu<Elem>, Seeded>;
+
 struct Inner {
-    by_order: BTreeMap<Vec<u8>, Rcu<Elem>>,
-    /// How many elements have each prefix length.
-    per_len: Vec<u32>,
+    /// Iteration order: the order key of each prefix -> its length.
+    by_order: BTreeMap<Vec<u8>, u32>,
+    /// Per prefix length (index), the elements of that length.
+    by_len: Vec<ByPrefix>,
+    /// The prefix lengths that have elements, longest first.
+    lens: Vec<u32>,
 }
 
 pub(crate) struct Lpm {
@@ -56,13 +95,33 @@ fn order_key(data: &[u8], len: u32) -> Vec<u8> {
     k
 }
 
+/// Writes the first `len` bits of `data` to `out` (`len.div_ceil(8)`
+/// bytes, the bits past `len` cleared) and returns them.
+fn prefix_into<'a>(data: &[u8], len: u32, out: &'a mut [u8]) -> Option<&'a [u8]> {
+    let n = (len as usize).div_ceil(8);
+    let out = out.get_mut(..n)?;
+    out.copy_from_slice(data.get(..n)?);
+    if !len.is_multiple_of(8) {
+        out[n - 1] &= 0xffu8 << (8 - len % 8);
+    }
+    Some(out)
+}
+
+/// Prefixes up to IPv6's 128 bits are built on the stack.
+const SMALL_PREFIX: usize = 16;
+
 impl Lpm {
     pub(crate) fn new(key_size: u32, value_size: u32, max_entries: u32) -> Lpm {
         let max_prefixlen = (key_size - 4) * 8;
+        let seed = Seeded(RandomState::new().hash_one(0x006c_706d_7472_6965_u64));
         Lpm {
             inner: RwLock::new(Inner {
                 by_order: BTreeMap::new(),
-                per_len: vec![0; max_prefixlen as usize + 1],
+                // Empty tables allocate nothing.
+                by_len: (0..=max_prefixlen)
+                    .map(|_| HashMap::with_hasher(seed))
+                    .collect(),
+                lens: Vec::new(),
             }),
             max_prefixlen,
             max_entries,
@@ -71,34 +130,22 @@ impl Lpm {
     }
 
     fn best<'a>(&self, inner: &'a Inner, key: &[u8]) -> Option<&'a Rcu<Elem>> {
-        let len = prefixlen(key) as usize;
-        if len > self.max_prefixlen as usize {
+        let len = prefixlen(key);
+        if len > self.max_prefixlen {
             return None;
         }
-        // The key's bits are spelled out once (on the stack up to IPv6's
-        // 128 bits: a bigger buffer would cost its zeroing on every
-        // lookup); each prefix length present then looks up the first `l`
-        // of them with the terminator at `l`, longest first. Going down,
-        // the terminator only overwrites bits that no shorter prefix reads.
-        // Same keys as `order_key`, without building one per length.
         let data = key.get(4..)?;
-        let mut small = [0u8; 129];
+        let mut small = [0u8; SMALL_PREFIX];
         let mut heap = Vec::new();
-        let bits: &mut [u8] = if len < small.len() {
-            &mut small[..=len]
-        } else {
-            heap.resize(len + 1, 0);
-            &mut heap
-        };
-        for (i, b) in bits[..len].iter_mut().enumerate() {
-            *b = (data.get(i / 8)? >> (7 - i % 8)) & 1;
-        }
-        for l in (0..=len).rev() {
-            if inner.per_len.get(l).is_none_or(|&n| n == 0) {
-                continue;
-            }
-            bits[l] = 2;
-            if let Some(e) = inner.by_order.get(&bits[..=l]) {
+        for &l in inner.lens.iter().filter(|&&l| l <= len) {
+            let buf: &mut [u8] = if l as usize <= SMALL_PREFIX * 8 {
+                &mut small
+            } else {
+                heap.resize(data.len(), 0);
+                &mut heap
+            };
+            let prefix = prefix_into(data, l, buf)?;
+            if let Some(e) = inner.by_len.get(l as usize)?.get(prefix) {
                 return Some(e);
             }
         }
@@ -118,6 +165,14 @@ impl Lpm {
         Some(ValueRef::new(&e.words, self.value_size))
     }
 
+    /// The element of exactly prefix `len` of `key` (data after the
+    /// 4-byte length), if any.
+    fn exact<'a>(inner: &'a Inner, key: &[u8], len: u32) -> Option<&'a Elem> {
+        let mut buf = vec![0u8; key.len().saturating_sub(4)];
+        let prefix = prefix_into(key.get(4..)?, len, &mut buf)?;
+        inner.by_len.get(len as usize)?.get(prefix).map(|e| &**e)
+    }
+
     pub(crate) fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), MapError> {
         if flags > update_flags::EXIST {
             return Err(MapError::Invalid {
@@ -130,9 +185,12 @@ impl Lpm {
                 what: "prefix length above the key's data bits",
             });
         }
-        let ok = order_key(&key[4..], len);
+        let data = &key[4..];
+        let mut prefix = vec![0u8; data.len()];
+        let n = prefix_into(data, len, &mut prefix).map_or(0, <[u8]>::len);
+        prefix.truncate(n);
         let mut inner = wr(&self.inner);
-        let exists = inner.by_order.contains_key(&ok);
+        let exists = inner.by_len[len as usize].contains_key(prefix.as_slice());
         if exists && flags == update_flags::NOEXIST {
             return Err(MapError::Exists);
         }
@@ -150,9 +208,12 @@ impl Lpm {
             key: key.into(),
             words,
         });
-        let old = inner.by_order.insert(ok, new);
+        let old = inner.by_len[len as usize].insert(prefix.into_boxed_slice(), new);
         if old.is_none() {
-            inner.per_len[len as usize] += 1;
+            inner.by_order.insert(order_key(data, len), len);
+            if let Err(at) = inner.lens.binary_search_by(|l| len.cmp(l)) {
+                inner.lens.insert(at, len);
+            }
         }
         drop(inner);
         drop(old); // retired
@@ -166,40 +227,57 @@ impl Lpm {
                 what: "prefix length above the key's data bits",
             });
         }
+        let data = &key[4..];
+        let mut buf = vec![0u8; data.len()];
+        let prefix = prefix_into(data, len, &mut buf).ok_or(MapError::NotFound)?;
         let mut inner = wr(&self.inner);
-        let old = inner
-            .by_order
-            .remove(&order_key(&key[4..], len))
-            .ok_or(MapError::NotFound)?;
-        inner.per_len[len as usize] -= 1;
+        let table = &mut inner.by_len[len as usize];
+        let old = table.remove(prefix).ok_or(MapError::NotFound)?;
+        let emptied = table.is_empty();
+        inner.by_order.remove(&order_key(data, len));
+        if emptied {
+            inner.lens.retain(|&l| l != len);
+        }
         drop(inner);
-        drop(old);
+        drop(old); // retired
         Ok(())
     }
 
     pub(crate) fn next_key(&self, key: Option<&[u8]>) -> Result<Vec<u8>, MapError> {
         let inner = rd(&self.inner);
-        let first = || {
-            inner
-                .by_order
-                .values()
-                .next()
+        // The stored key of the element an order key names.
+        let stored = |ok: &[u8], len: u32| -> Result<Vec<u8>, MapError> {
+            // The order key spells the prefix's bits: rebuild its bytes.
+            let mut data = vec![0u8; (self.max_prefixlen / 8) as usize];
+            for (i, &b) in ok[..len as usize].iter().enumerate() {
+                data[i / 8] |= b << (7 - i % 8);
+            }
+            let mut k = len.to_ne_bytes().to_vec();
+            k.extend_from_slice(&data);
+            Lpm::exact(&inner, &k, len)
                 .map(|e| e.key.to_vec())
                 .ok_or(MapError::NotFound)
+        };
+        let first = || match inner.by_order.iter().next() {
+            Some((ok, &len)) => stored(ok, len),
+            None => Err(MapError::NotFound),
         };
         let Some(key) = key.filter(|k| prefixlen(k) <= self.max_prefixlen) else {
             return first();
         };
-        let ok = order_key(&key[4..], prefixlen(key));
-        if !inner.by_order.contains_key(&ok) {
+        let len = prefixlen(key);
+        if Lpm::exact(&inner, key, len).is_none() {
             return first();
         }
-        inner
+        let ok = order_key(&key[4..], len);
+        match inner
             .by_order
             .range((Bound::Excluded(ok), Bound::Unbounded))
             .next()
-            .map(|(_, e)| e.key.to_vec())
-            .ok_or(MapError::NotFound)
+        {
+            Some((ok, &len)) => stored(ok, len),
+            None => Err(MapError::NotFound),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {

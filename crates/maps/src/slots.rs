@@ -156,20 +156,38 @@ impl Slots {
         len: usize,
         make: impl FnOnce() -> Vec<u8>,
     ) -> Result<(), MapError> {
-        let perf = self.perf.as_ref().ok_or(MapError::Invalid {
-            what: "not a perf event array",
-        })?;
+        match self.perf_push_with(i, len, || Ok::<_, std::convert::Infallible>(make())) {
+            Ok(r) => r,
+            Err(e) => match e {},
+        }
+    }
+
+    /// [`Slots::perf_push`] with a record builder that may fail: its error
+    /// is returned as the outer one (nothing is queued, nothing counted
+    /// lost).
+    pub(crate) fn perf_push_with<E>(
+        &self,
+        i: u32,
+        len: usize,
+        make: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Result<(), MapError>, E> {
+        let Some(perf) = self.perf.as_ref() else {
+            return Ok(Err(MapError::Invalid {
+                what: "not a perf event array",
+            }));
+        };
         if !self.is_set(i) {
-            return Err(MapError::NotFound);
+            return Ok(Err(MapError::NotFound));
         }
         let mut b = lock(&perf.bufs[i as usize]);
         if b.bytes + len > perf.capacity {
             b.lost += 1;
-            return Ok(());
+            return Ok(Ok(()));
         }
+        let record = make()?;
         b.bytes += len;
-        b.records.push_back(make());
-        Ok(())
+        b.records.push_back(record);
+        Ok(Ok(()))
     }
 
     pub(crate) fn perf_drain(&self, i: u32) -> PerfDrain {

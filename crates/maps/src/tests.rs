@@ -383,6 +383,43 @@ fn lpm_long_keys_and_default_route() {
     assert_eq!(m.lookup(&key(200, 0xab, 0)).unwrap(), k(2));
 }
 
+/// Deleting the last prefix of a length makes lookups fall back to the
+/// shorter ones, and iteration skips it; re-adding it restores both.
+#[test]
+fn lpm_delete_falls_back_to_shorter_prefixes() {
+    let m = Map::new(
+        MapDef::new(MapType::LpmTrie, 8, 4, 8).with_flags(map_flags::NO_PREALLOC),
+        &opts(),
+    )
+    .unwrap();
+    let key = |len: u32, d: [u8; 4]| {
+        let mut v = len.to_ne_bytes().to_vec();
+        v.extend_from_slice(&d);
+        v
+    };
+    m.update(&key(8, [10, 0, 0, 0]), &k(8), ANY).unwrap();
+    m.update(&key(24, [10, 1, 2, 0]), &k(24), ANY).unwrap();
+    m.update(&key(24, [10, 1, 3, 0]), &k(25), ANY).unwrap();
+    m.update(&key(32, [10, 1, 2, 3]), &k(32), ANY).unwrap();
+    let probe = key(32, [10, 1, 2, 3]);
+    assert_eq!(m.lookup(&probe).unwrap(), k(32));
+    m.delete(&key(32, [10, 1, 2, 99])).unwrap_err();
+    m.delete(&probe).unwrap();
+    assert_eq!(m.lookup(&probe).unwrap(), k(24));
+    m.delete(&key(24, [10, 1, 2, 77])).unwrap(); // bits past the prefix
+    assert_eq!(m.lookup(&probe).unwrap(), k(8));
+    assert_eq!(m.lookup(&key(32, [10, 1, 3, 1])).unwrap(), k(25));
+    m.delete(&key(24, [10, 1, 3, 0])).unwrap();
+    assert_eq!(m.lookup(&key(32, [10, 1, 3, 1])).unwrap(), k(8));
+    assert_eq!(errno(m.lookup(&key(32, [11, 0, 0, 0]))), ENOENT);
+    assert_eq!(m.get_next_key(None).unwrap(), key(8, [10, 0, 0, 0]));
+    assert_eq!(errno(m.get_next_key(Some(&key(8, [10, 0, 0, 0])))), ENOENT);
+    m.update(&key(32, [10, 1, 2, 3]), &k(33), ANY).unwrap();
+    assert_eq!(m.lookup(&probe).unwrap(), k(33));
+    assert_eq!(m.get_next_key(None).unwrap(), probe);
+    assert_eq!(m.get_next_key(Some(&probe)).unwrap(), key(8, [10, 0, 0, 0]));
+}
+
 #[test]
 fn lpm_keeps_the_bits_past_the_prefix() {
     let m = Map::new(
@@ -509,6 +546,36 @@ fn perf_event_array() {
     small.perf_event_output_vec(0, 0, v(b"e")).unwrap();
     let d = small.perf_drain(0);
     assert_eq!((d.records, d.lost), (vec![v(b"ab"), v(b"cd")], 1));
+    // A record built on demand: built only when the buffer has room, the
+    // builder's error comes out as the outer one, with nothing queued.
+    let built = std::cell::Cell::new(0);
+    let make = |s: &'static [u8]| {
+        let built = &built;
+        move || {
+            built.set(built.get() + 1);
+            Ok::<_, &str>(s.to_vec())
+        }
+    };
+    assert!(matches!(
+        small.perf_event_output_with(0, 0, 3, make(b"abc")),
+        Ok(Ok(()))
+    ));
+    assert!(matches!(
+        small.perf_event_output_with(0, 0, 3, make(b"def")),
+        Ok(Ok(()))
+    ));
+    assert_eq!(built.get(), 1, "a lost record is never built");
+    assert!(matches!(
+        small.perf_event_output_with(0, 0, 1, || Err::<Vec<u8>, _>("fault")),
+        Err("fault")
+    ));
+    let r = m.perf_event_output_with(0, 0, 1, make(b"x"));
+    assert_eq!(r.map(errno), Ok(ENOENT));
+    let r = small.perf_event_output_with(0, 4, 1, make(b"x"));
+    assert_eq!(r.map(errno), Ok(E2BIG));
+    assert_eq!(built.get(), 1, "no record is built for a refused call");
+    let d = small.perf_drain(0);
+    assert_eq!((d.records, d.lost), (vec![v(b"abc")], 1));
 }
 
 #[test]
