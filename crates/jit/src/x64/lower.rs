@@ -1686,7 +1686,7 @@ impl<'a> Emitter<'a> {
                     _ => Alu::Xor,
                 };
                 match src {
-                    Opnd::Imm(imm) => self.a.alu_rm_i(s, o, dr, imm),
+                    Opnd::Imm(imm) => self.a.alu_r_i(s, o, d, imm),
                     Opnd::Reg(r) => self.a.alu_rm_r(s, o, dr, r),
                 }
             }
@@ -2016,7 +2016,7 @@ impl Emitter<'_> {
             (Cond::Set, Opnd::Reg(r)) => self.a.test_rm_r(s, d, r),
             // `test d, d` sets ZF, SF and CF = OF = 0 exactly as `cmp d, 0`.
             (_, Opnd::Imm(0)) => self.a.test_rm_r(s, d, hr(dst)),
-            (_, Opnd::Imm(imm)) => self.a.alu_rm_i(s, Alu::Cmp, d, imm),
+            (_, Opnd::Imm(imm)) => self.a.alu_r_i(s, Alu::Cmp, hr(dst), imm),
             (_, Opnd::Reg(r)) => self.a.alu_rm_r(s, Alu::Cmp, d, r),
         }
         cond_cc(cond)
