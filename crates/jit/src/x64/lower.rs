@@ -2057,7 +2057,23 @@ impl Emitter<'_> {
                 return;
             }
         }
-        self.alu_insn(width, op, hr(dst), src)
+        // The commonest forms go straight to the encoder, with the calls
+        // `alu` would make, instead of through its whole dispatch (out of
+        // line, two matches); blinded immediates take the long way.
+        let (d, s) = (hr(dst), sz(width));
+        let o = match op {
+            AluOp::Add => Alu::Add,
+            AluOp::Sub => Alu::Sub,
+            AluOp::Or => Alu::Or,
+            AluOp::And => Alu::And,
+            AluOp::Xor => Alu::Xor,
+            _ => return self.alu_insn(width, op, d, src),
+        };
+        match src {
+            Src::Imm(imm) if !self.blinds(imm) => self.a.alu_r_i(s, o, d, imm),
+            Src::Reg(r) => self.a.alu_rm_r(s, o, Rm::Reg(d), hr(r)),
+            Src::Imm(_) => self.alu_insn(width, op, d, src),
+        }
     }
 
     /// `d = s; d op= x` as one instruction (`lea` for `+=` a register,
