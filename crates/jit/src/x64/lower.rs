@@ -758,30 +758,31 @@ impl<'a> Emitter<'a> {
             }
         };
         self.a.buf.extend_from_slice(&r.bytes);
-        for _ in 0..r.new_labels {
-            self.labels.push(UNBOUND);
-            self.label_k.push(0);
-        }
+        // Sized appends (`resize`, `extend` of a mapped slice: one
+        // capacity check each), not a `push` per item.
+        let len = m.labels + r.new_labels as usize;
+        self.labels.resize(len, UNBOUND);
+        self.label_k.resize(len, 0);
         for &(l, at, k) in &r.binds {
             let l = dec(l);
             self.labels[l] = m.pos as u32 + at;
             self.label_k[l] = m.cands as u32 + k;
         }
-        for &(at, width, label, k) in &r.fixups {
-            self.fixups.push((
-                m.pos as u32 + at,
-                width,
-                dec(label) as u32,
-                m.cands as u32 + k,
-            ));
-        }
-        for &(start, cc, fixup) in &r.cands {
-            self.shrink.push(Candidate {
+        self.fixups
+            .extend(r.fixups.iter().map(|&(at, width, label, k)| {
+                (
+                    m.pos as u32 + at,
+                    width,
+                    dec(label) as u32,
+                    m.cands as u32 + k,
+                )
+            }));
+        self.shrink
+            .extend(r.cands.iter().map(|&(start, cc, fixup)| Candidate {
                 start: m.pos + start,
                 cc,
                 fixup: m.fixups + fixup,
-            });
-        }
+            }));
         self.refs |= r.refs;
     }
 
