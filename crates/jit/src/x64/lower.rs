@@ -2054,9 +2054,24 @@ impl Emitter<'_> {
             return;
         }
         if let (AluOp::Mov, Src::Reg(s)) = (op, src) {
-            if s != dst && (self.rotate(i, width, dst, s) || self.mov_op(i, width, dst, s)) {
+            // Both idioms go on with an ALU operation on the moved-to
+            // register; most moves are not followed by one.
+            let next_on_dst = matches!(
+                self.input.prog.insns().get(i + 1),
+                Some(&Insn::Alu { dst: d, .. }) if d == dst
+            );
+            if next_on_dst
+                && s != dst
+                && (self.rotate(i, width, dst, s) || self.mov_op(i, width, dst, s))
+            {
                 return;
             }
+            // As `alu` would (a 64-bit move to itself is nothing).
+            let (d, r) = (hr(dst), hr(s));
+            if r != d || width == Width::W32 {
+                self.a.mov_rm_r(sz(width), Rm::Reg(d), r);
+            }
+            return;
         }
         // The commonest forms go straight to the encoder, with the calls
         // `alu` would make, instead of through its whole dispatch (out of
