@@ -264,8 +264,10 @@ struct Emitter<'a> {
     /// Long forward jumps that may become short.
     shrink: Vec<Candidate>,
     cold: Vec<Cold>,
-    /// (label after the slow-path call, instruction index) per checked access.
-    sites: Vec<(usize, u32)>,
+    /// Per checked access: where its slow-path call returns (offset before
+    /// relaxation, shrink candidates before it: what a label bound there
+    /// would hold, without the label) and its instruction index.
+    sites: Vec<(u32, u32, u32)>,
     input: &'a LowerInput<'a>,
     r10_fixed: bool,
     pending: u32,
@@ -504,6 +506,13 @@ impl<'a> Emitter<'a> {
         m
     }
 
+    /// Records that the call just emitted returns to the access of
+    /// instruction `idx` (see `Lowered::sites`).
+    fn site(&mut self, idx: u32) {
+        let at = (self.a.pos() as u32, self.shrink.len() as u32, idx);
+        self.sites.push(at);
+    }
+
     fn emit_cold(&mut self) {
         let mut cold = std::mem::take(&mut self.cold);
         for c in &cold {
@@ -530,9 +539,7 @@ impl<'a> Emitter<'a> {
                         // and tests the stack itself.
                         let l = self.fixed(L_SLOW_HOT + slow_index(size, write));
                         self.call(l);
-                        let ret = self.new_label();
-                        self.bind(ret);
-                        self.sites.push((ret, idx));
+                        self.site(idx);
                         self.jmp(back);
                         continue;
                     }
@@ -544,9 +551,7 @@ impl<'a> Emitter<'a> {
                     // cold stubs are emitted in order, so they stay sorted).
                     let l = self.fixed(L_SLOW_MEM + slow_index(size, write));
                     self.call(l);
-                    let ret = self.new_label();
-                    self.bind(ret);
-                    self.sites.push((ret, idx));
+                    self.site(idx);
                     self.jmp(back);
                 }
             }
@@ -2546,7 +2551,7 @@ pub(crate) struct Scratch {
     fixups: Vec<Fixup>,
     shrink: Vec<Candidate>,
     cold: Vec<Cold>,
-    sites: Vec<(usize, u32)>,
+    sites: Vec<(u32, u32, u32)>,
     leaders: Vec<bool>,
     fused: Vec<(u32, u32)>,
     short: Vec<u8>,
@@ -2770,7 +2775,10 @@ fn lower_with(
             Vec::new()
         },
         adj,
-        sites: sites.iter().map(|&(l, idx)| (at(l), idx)).collect(),
+        sites: sites
+            .iter()
+            .map(|&(pos, k, idx)| (pos - saved[(k as usize).min(last)] as u32, idx))
+            .collect(),
         table,
         trap_insns,
         uses_regions,
