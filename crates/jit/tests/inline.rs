@@ -17,7 +17,8 @@ use bpfkit_isa::{
 use bpfkit_jit::Jit;
 use bpfkit_runtime::{ArrayMap, Helpers, Imm64Resolver, Memory, RegionKind, Trap};
 use common::inline::{
-    assert_blinding_hides, bytes, inlined, kprobe_ctx, run_on, verify, Engine, ENGINES, LOOKUP,
+    assert_blinding_hides, boundary_keys, bytes, inlined, kprobe_ctx, run_on, verify, Engine,
+    ENGINES, LOOKUP,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -154,16 +155,7 @@ fn inline_and_helper_lookups_return_the_same_pointer() {
     let p = prog(LOOKUP);
     for (value_size, max_entries) in [(4u32, 1u32), (8, 5), (12, 7), (24, 3), (1, 1000), (100, 9)] {
         let mut arrays = [Array::new(value_size, max_entries)];
-        let keys = [
-            0u32,
-            1,
-            max_entries - 1,
-            max_entries,
-            max_entries + 1,
-            0x7fff_ffff,
-            0x8000_0000,
-            0xffff_ffff,
-        ];
+        let keys = boundary_keys(max_entries);
         for key in keys {
             let want = arrays[0].expect(key);
             // The upper half of the context word is not part of the key.

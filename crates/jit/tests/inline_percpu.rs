@@ -17,7 +17,8 @@ use bpfkit_isa::{
 use bpfkit_jit::Jit;
 use bpfkit_runtime::{ArrayMap, Helpers, Imm64Resolver, Memory, RegionKind, Trap};
 use common::inline::{
-    assert_blinding_hides, bytes, inlined, kprobe_ctx, run_on, verify, Engine, ENGINES, LOOKUP,
+    assert_blinding_hides, boundary_keys, bytes, inlined, kprobe_ctx, run_on, verify, Engine,
+    ENGINES, LOOKUP,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -166,16 +167,7 @@ fn inline_and_helper_lookups_return_the_same_pointer_on_every_cpu() {
         (100, 7, 2),
     ] {
         let mut map = PerCpu::new(value_size, max_entries, cpus);
-        let keys = [
-            0u32,
-            1,
-            max_entries - 1,
-            max_entries,
-            max_entries + 1,
-            0x7fff_ffff,
-            0x8000_0000,
-            0xffff_ffff,
-        ];
+        let keys = boundary_keys(max_entries);
         for cpu in 0..cpus as usize {
             for key in keys {
                 let want = map.expect(key, cpu);

@@ -36,6 +36,21 @@ pub fn inlined(e: Engine) -> bool {
 pub const LOOKUP: &str = "ldxw %r3, [%r1+0]\nstxw [%r10-4], %r3\nmov %r2, %r10\nadd %r2, -4\n\
                           lddw %r1, 0\ncall 1\nexit";
 
+/// Keys in range, at the boundary of `max_entries` and huge (with the
+/// sign bit, and all ones).
+pub fn boundary_keys(max_entries: u32) -> [u32; 8] {
+    [
+        0,
+        1,
+        max_entries - 1,
+        max_entries,
+        max_entries + 1,
+        0x7fff_ffff,
+        0x8000_0000,
+        0xffff_ffff,
+    ]
+}
+
 /// A kprobe's `pt_regs` whose first u64 is `key` and second `arg`.
 pub fn kprobe_ctx(key: u64, arg: u64) -> [u8; 168] {
     let mut regs = [0u8; 168];
