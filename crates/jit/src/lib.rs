@@ -723,6 +723,27 @@ pub(crate) struct RunEnv<'j> {
     panic: Option<Box<dyn Any + Send + 'static>>,
 }
 
+/// A fresh [`RunEnv`] over the `Jit` `$jit`'s stack and tables, `$mem` and
+/// `$data`. A macro, not a method: the caller holds `$jit.ctx` mutably
+/// meanwhile, which a method borrowing the whole `Jit` would conflict with.
+macro_rules! run_env {
+    ($jit:expr, $mem:expr, $data:expr) => {
+        RunEnv {
+            stack: $jit.stack.as_mut_ptr().cast::<u8>(),
+            stack_len: 8 * $jit.stack.len(),
+            mem: ($mem as *mut Memory<'_>).cast::<Memory<'static>>(),
+            data: $data,
+            regions: &mut $jit.regions,
+            uses_regions: $jit.uses_regions,
+            table: &$jit.table,
+            all_helpers: &$jit.all_helpers,
+            pcs: &$jit.pcs,
+            trap: None,
+            panic: None,
+        }
+    };
+}
+
 /// [`RunEnv`] of a typed run ([`Jit::run_repeat`]): the data's own type,
 /// and the table's helpers as plain functions of it where registered so.
 /// `memory::typed_trampoline::<T>` reads it.
@@ -1054,19 +1075,7 @@ impl Jit {
         ctx.trampoline = memory::typed_trampoline::<T> as *const () as u64;
         ctx.status = status::OK;
         let mut env = TypedEnv {
-            base: RunEnv {
-                stack: self.stack.as_mut_ptr().cast::<u8>(),
-                stack_len: 8 * self.stack.len(),
-                mem: (mem as *mut Memory<'_>).cast::<Memory<'static>>(),
-                data: None,
-                regions: &mut self.regions,
-                uses_regions: self.uses_regions,
-                table: &self.table,
-                all_helpers: &self.all_helpers,
-                pcs: &self.pcs,
-                trap: None,
-                panic: None,
-            },
+            base: run_env!(self, mem, None),
             data: data as *mut T,
             typed,
         };
@@ -1150,8 +1159,6 @@ impl Jit {
                 return Err(Trap::new(Pc(0), kind));
             }
         }
-        let stack_start = self.stack.as_mut_ptr().cast::<u8>();
-        let stack_len = 8 * self.stack.len();
         let ctx = &mut *self.ctx;
         ctx.remaining = self.budget.unwrap_or(i64::MAX as u64) as i64;
         ctx.depth = 0;
@@ -1164,19 +1171,7 @@ impl Jit {
         if self.uses_regions && mem.version() != ctx.snap_version {
             snapshot(mem, &mut self.regions, ctx);
         }
-        let mut env = RunEnv {
-            stack: stack_start,
-            stack_len,
-            mem: (mem as *mut Memory<'_>).cast::<Memory<'static>>(),
-            data: data.map(|d| d as *mut dyn Any),
-            regions: &mut self.regions,
-            uses_regions: self.uses_regions,
-            table: &self.table,
-            all_helpers: &self.all_helpers,
-            pcs: &self.pcs,
-            trap: None,
-            panic: None,
-        };
+        let mut env = run_env!(self, mem, data.map(|d| d as *mut dyn Any));
         ctx.env = &mut env as *mut RunEnv<'_> as u64;
         memory::enter(&self.code, self.entry, ctx);
         ctx.env = 0;

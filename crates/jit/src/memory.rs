@@ -293,6 +293,39 @@ pub(crate) struct Ret2 {
     pub stop: u64,
 }
 
+/// The `Ctx` a trampoline is handed and the environment `E` its `env`
+/// points at.
+///
+/// # Safety
+/// `ctx` must be valid and not otherwise used for `'a`, and `ctx.env` must
+/// point at an `E` that lives for `'a`, reachable only through `ctx`
+/// meanwhile.
+unsafe fn ctx_and_env<'a, E>(ctx: *mut Ctx) -> (&'a mut Ctx, &'a mut E) {
+    // SAFETY: the caller's contract above.
+    unsafe {
+        let ctx = &mut *ctx;
+        let env = &mut *(ctx.env as usize as *mut E);
+        (ctx, env)
+    }
+}
+
+/// The run's stack buffer and `Memory` that `env` records.
+///
+/// # Safety
+/// `env.stack`/`env.stack_len` must be a live buffer and `env.mem` a live
+/// `Memory`, neither otherwise referenced for `'a`.
+unsafe fn stack_and_mem<'a>(
+    env: &RunEnv<'_>,
+) -> (&'a mut [u8], &'a mut bpfkit_runtime::Memory<'static>) {
+    // SAFETY: the caller's contract above.
+    unsafe {
+        (
+            std::slice::from_raw_parts_mut(env.stack, env.stack_len),
+            &mut *env.mem,
+        )
+    }
+}
+
 /// Called by generated code for a helper call with `r1`-`r5` as arguments;
 /// `ctx.call_h` and `ctx.call_site` say which helper and where.
 pub(crate) extern "C" fn helper_trampoline(
@@ -307,21 +340,12 @@ pub(crate) extern "C" fn helper_trampoline(
     // `run` derived from an exclusive `&mut Ctx` that is not used while the
     // code runs; `env` was set by `run` to a `RunEnv` living on its stack for
     // the whole run, reachable only through this pointer meanwhile.
-    let (ctx, env) = unsafe {
-        let ctx = &mut *ctx;
-        let env = &mut *(ctx.env as usize as *mut RunEnv<'_>);
-        (ctx, env)
-    };
+    let (ctx, env) = unsafe { ctx_and_env::<RunEnv<'_>>(ctx) };
     // SAFETY: `env.stack`/`env.stack_len` is the run's stack buffer and
     // `env.mem` its `Memory`, both exclusively lent to this run (see
     // `Jit::run_inner`); generated code is suspended during the call, so
     // these are the only live references to them.
-    let (stack, mem) = unsafe {
-        (
-            std::slice::from_raw_parts_mut(env.stack, env.stack_len),
-            &mut *env.mem,
-        )
-    };
+    let (stack, mem) = unsafe { stack_and_mem(env) };
     // SAFETY: `env.data` is the `&mut dyn Any` passed to `Jit::run_with_data`,
     // lent to this run and not otherwise used while the code runs.
     let data = env.data.map(|d| unsafe { &mut *d });
@@ -345,22 +369,12 @@ pub(crate) extern "C" fn typed_trampoline<T: std::any::Any>(
     // very instantiation and `ctx.env` to its `TypedEnv<T>` (same `T`),
     // which lives on its stack for the whole run and is reachable only
     // through this pointer meanwhile.
-    let (ctx, env) = unsafe {
-        let ctx = &mut *ctx;
-        let env = &mut *(ctx.env as usize as *mut TypedEnv<'_, T>);
-        (ctx, env)
-    };
+    let (ctx, env) = unsafe { ctx_and_env::<TypedEnv<'_, T>>(ctx) };
     // SAFETY: as in `helper_trampoline`: the run's stack buffer and
     // `Memory`, exclusively lent to the run; and `env.data`, derived
     // from the `&mut T` lent to `run_repeat` right before entering the
     // code, not otherwise used until the code returns.
-    let (stack, mem, data) = unsafe {
-        (
-            std::slice::from_raw_parts_mut(env.base.stack, env.base.stack_len),
-            &mut *env.base.mem,
-            &mut *env.data,
-        )
-    };
+    let ((stack, mem), data) = unsafe { (stack_and_mem(&env.base), &mut *env.data) };
     let typed = env.typed;
     crate::call_typed(
         ctx,

@@ -248,58 +248,9 @@ fn callx_to_lddw_function_and_budget_mid_run() {
     assert_eq!(both(&p, None, None), Ok(2));
 }
 
-/// `callx`'s table of code offsets is read after relaxation shrank a jump
-/// before the target (the jump skips more instructions than are scanned
-/// for an early short jump, so it is a shrink candidate, and 14 `add`s fit
-/// a rel8): the offsets must be the moved ones.
-#[test]
-fn callx_lands_on_its_target_after_relaxation() {
-    if !bpfkit_jit::is_supported() {
-        return;
-    }
-    let add = |k: i32| Insn::Alu {
-        width: bpfkit_isa::Width::W64,
-        op: bpfkit_isa::AluOp::Add,
-        dst: Reg::R0,
-        src: bpfkit_isa::Src::Imm(k),
-    };
-    let mut insns = vec![
-        Insn::LoadImm64 {
-            dst: Reg::new(8).unwrap(),
-            imm: Imm64::Func(19), // slot 20: f
-        },
-        Insn::Alu {
-            width: bpfkit_isa::Width::W64,
-            op: bpfkit_isa::AluOp::Mov,
-            dst: Reg::R0,
-            src: bpfkit_isa::Src::Imm(0),
-        },
-        Insn::Jmp {
-            width: bpfkit_isa::Width::W64,
-            cond: bpfkit_isa::Cond::Eq,
-            dst: Reg::R0,
-            src: bpfkit_isa::Src::Imm(1),
-            off: 14,
-        },
-    ];
-    insns.extend((0..14).map(|_| add(1)));
-    insns.extend([Insn::Callx(Reg::new(8).unwrap()), Insn::Exit]);
-    // f (slot 20)
-    insns.extend([add(100), Insn::Exit]);
-    let p = Program::from_insns(insns).unwrap();
-    assert_eq!(both(&p, None, None), Ok(114));
-    assert_eq!(both(&p, Some(100), None), Ok(114));
-}
-
-/// A checked access that faults reports its own instruction when a jump
-/// before it was shrunk by relaxation (the return address of its
-/// slow-path call, `Lowered::sites`, moves with the code), and two
-/// accesses after one another are told apart.
-#[test]
-fn fault_sites_after_relaxation() {
-    if !bpfkit_jit::is_supported() {
-        return;
-    }
+/// `r0 = 0`, then a `jeq r0, 1, +14` (never taken) over 14 `add r0, 1`:
+/// a forward jump that relaxation shrinks, moving the code after it.
+fn jump_over_adds() -> Vec<Insn> {
     let mut insns = vec![
         Insn::Alu {
             width: bpfkit_isa::Width::W64,
@@ -321,6 +272,47 @@ fn fault_sites_after_relaxation() {
         dst: Reg::R0,
         src: bpfkit_isa::Src::Imm(1),
     }));
+    insns
+}
+
+/// `callx`'s table of code offsets is read after relaxation shrank a jump
+/// before the target (the jump skips more instructions than are scanned
+/// for an early short jump, so it is a shrink candidate, and 14 `add`s fit
+/// a rel8): the offsets must be the moved ones.
+#[test]
+fn callx_lands_on_its_target_after_relaxation() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let add = |k: i32| Insn::Alu {
+        width: bpfkit_isa::Width::W64,
+        op: bpfkit_isa::AluOp::Add,
+        dst: Reg::R0,
+        src: bpfkit_isa::Src::Imm(k),
+    };
+    let mut insns = vec![Insn::LoadImm64 {
+        dst: Reg::new(8).unwrap(),
+        imm: Imm64::Func(19), // slot 20: f
+    }];
+    insns.extend(jump_over_adds());
+    insns.extend([Insn::Callx(Reg::new(8).unwrap()), Insn::Exit]);
+    // f (slot 20)
+    insns.extend([add(100), Insn::Exit]);
+    let p = Program::from_insns(insns).unwrap();
+    assert_eq!(both(&p, None, None), Ok(114));
+    assert_eq!(both(&p, Some(100), None), Ok(114));
+}
+
+/// A checked access that faults reports its own instruction when a jump
+/// before it was shrunk by relaxation (the return address of its
+/// slow-path call, `Lowered::sites`, moves with the code), and two
+/// accesses after one another are told apart.
+#[test]
+fn fault_sites_after_relaxation() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let mut insns = jump_over_adds();
     // r1 is the packet (readable, 6 bytes), r2 = 7 is no memory.
     for (base, off) in [(Reg::R1, 0), (Reg::R2, 0)] {
         insns.push(Insn::Load {

@@ -6,15 +6,20 @@
 //! maps, checked mode, and resolvers that describe no array keep calling
 //! it.
 
-use bpfkit_abi::{MapDef, MapType, ProgType};
+mod common;
+
+use bpfkit_abi::{MapDef, MapType};
 use bpfkit_interp::Interpreter;
 use bpfkit_isa::{
     asm::{assemble, Syntax},
     Imm64, Insn, Pc, Program, Reg,
 };
-use bpfkit_jit::{Jit, VerifiedProgram};
+use bpfkit_jit::Jit;
 use bpfkit_runtime::{ArrayMap, Helpers, Imm64Resolver, Memory, RegionKind, Trap};
-use bpfkit_verifier::{Options, Verdict};
+use common::inline::{
+    assert_blinding_hides, boundary_keys, bytes, inlined, kprobe_ctx, run_on, verify, Engine,
+    ENGINES, LOOKUP,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -115,24 +120,6 @@ fn prog(text: &str) -> Program {
     Program::from_insns(insns).unwrap()
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Engine {
-    Interp,
-    Checked,
-    /// Unchecked, the resolver describing no array: helper calls.
-    UncheckedHelper,
-    Unchecked,
-    UncheckedBlinded,
-}
-
-const ENGINES: [Engine; 5] = [
-    Engine::Interp,
-    Engine::Checked,
-    Engine::UncheckedHelper,
-    Engine::Unchecked,
-    Engine::UncheckedBlinded,
-];
-
 /// Runs `p` (a kprobe: `r1` = a `pt_regs` whose first u64 is `key` and
 /// second `arg`) over `arrays`; the result and the number of helper calls.
 fn run(
@@ -150,59 +137,15 @@ fn run(
         inline: engine != Engine::UncheckedHelper,
     };
     let defs: Vec<MapDef> = arrays.iter().map(|a| a.def.clone()).collect();
-    let mut regs = [0u8; 168];
-    regs[..8].copy_from_slice(&key.to_le_bytes());
-    regs[8..16].copy_from_slice(&arg.to_le_bytes());
+    let mut regs = kprobe_ctx(key, arg);
     let mut mem = Memory::new();
     let ctx = mem.add(RegionKind::Context, &mut regs);
     for a in arrays.iter_mut() {
-        let bytes: &mut [u8] = bytemuck_u64(&mut a.storage);
-        mem.add(RegionKind::MapValue, bytes);
+        mem.add(RegionKind::MapValue, bytes(&mut a.storage));
     }
-    let verified = || {
-        let (report, v) = VerifiedProgram::verify(p, ProgType::Kprobe, &defs, &Options::default());
-        assert_eq!(report.verdict, Verdict::Accepted, "{:?}", report.error);
-        v.expect("accepted")
-    };
-    let r = match engine {
-        Engine::Interp => Interpreter::builder()
-            .resolver(&resolver)
-            .build(p, &h)
-            .unwrap()
-            .run(&mut mem, &[ctx]),
-        Engine::Checked => Jit::builder()
-            .resolver(&resolver)
-            .build(p, &h)
-            .unwrap()
-            .run(&mut mem, &[ctx]),
-        Engine::Unchecked | Engine::UncheckedHelper | Engine::UncheckedBlinded => {
-            let mut j = Jit::builder()
-                .resolver(&resolver)
-                .blind_constants(engine == Engine::UncheckedBlinded)
-                .build_verified(&verified(), &h)
-                .unwrap();
-            assert!(j.is_unchecked());
-            j.run(&mut mem, &[ctx])
-        }
-    };
+    let r = run_on(engine, p, &defs, &resolver, &h, &mut mem, ctx, None);
     (r, calls.load(Ordering::Relaxed))
 }
-
-/// The storage as bytes (a `Vec<u64>` keeps values 8-aligned, as the maps
-/// crate does).
-fn bytemuck_u64(words: &mut [u64]) -> &mut [u8] {
-    let len = words.len() * 8;
-    // SAFETY: u64 has no padding and any byte pattern is a valid u64; the
-    // slice covers exactly the words' memory and borrows them mutably.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len)
-    }
-}
-
-/// The key from the context, on the stack; returns the lookup's pointer.
-const LOOKUP: &str = "ldxw %r3, [%r1+0]\nstxw [%r10-4], %r3\nmov %r2, %r10\nadd %r2, -4\n\
-                      lddw %r1, 0\ncall 1\nexit";
 
 #[test]
 fn inline_and_helper_lookups_return_the_same_pointer() {
@@ -212,16 +155,7 @@ fn inline_and_helper_lookups_return_the_same_pointer() {
     let p = prog(LOOKUP);
     for (value_size, max_entries) in [(4u32, 1u32), (8, 5), (12, 7), (24, 3), (1, 1000), (100, 9)] {
         let mut arrays = [Array::new(value_size, max_entries)];
-        let keys = [
-            0u32,
-            1,
-            max_entries - 1,
-            max_entries,
-            max_entries + 1,
-            0x7fff_ffff,
-            0x8000_0000,
-            0xffff_ffff,
-        ];
+        let keys = boundary_keys(max_entries);
         for key in keys {
             let want = arrays[0].expect(key);
             // The upper half of the context word is not part of the key.
@@ -233,8 +167,7 @@ fn inline_and_helper_lookups_return_the_same_pointer() {
                     Ok(want),
                     "value_size {value_size}, max_entries {max_entries}, key {key:#x}, {engine:?}"
                 );
-                let inlined = matches!(engine, Engine::Unchecked | Engine::UncheckedBlinded);
-                assert_eq!(calls, if inlined { 0 } else { 1 }, "{engine:?}");
+                assert_eq!(calls, !inlined(engine) as usize, "{engine:?}");
             }
         }
     }
@@ -258,18 +191,13 @@ fn writes_through_the_inline_pointer_reach_the_storage() {
         for round in 1..=3u64 {
             let (got, calls) = run(&p, &mut arrays, engine, 2, 5);
             assert_eq!(got, Ok(5 * round), "{engine:?}");
-            let inlined = matches!(engine, Engine::Unchecked | Engine::UncheckedBlinded);
-            assert_eq!(calls, if inlined { 0 } else { 2 }, "{engine:?}");
+            assert_eq!(calls, if inlined(engine) { 0 } else { 2 }, "{engine:?}");
         }
         // Slot 2 (stride 16) holds the u32 at byte 32 + 8; nothing else
         // was written.
-        let bytes = bytemuck_u64(&mut arrays[0].storage);
-        assert_eq!(u32::from_le_bytes(bytes[40..44].try_into().unwrap()), 15);
-        assert_eq!(
-            bytes.iter().map(|&b| b as u32).sum::<u32>(),
-            15,
-            "{engine:?}"
-        );
+        let b = bytes(&mut arrays[0].storage);
+        assert_eq!(u32::from_le_bytes(b[40..44].try_into().unwrap()), 15);
+        assert_eq!(b.iter().map(|&b| b as u32).sum::<u32>(), 15, "{engine:?}");
         // Out of range: NULL, nothing written.
         let (got, _) = run(&p, &mut arrays, engine, 4, 5);
         assert_eq!(got, Ok(0), "{engine:?}");
@@ -310,8 +238,11 @@ fn a_call_that_may_see_either_map_keeps_the_helper() {
             let mut arrays = [Array::new(8, 4), Array::new(16, 2)];
             let (got, calls) = run(&p, &mut arrays, engine, 0, arg);
             assert_eq!(got, Ok(0), "arg {arg}, {engine:?}");
-            let inlined = matches!(engine, Engine::Unchecked | Engine::UncheckedBlinded);
-            assert_eq!(calls, if inlined { 1 } else { 2 }, "arg {arg}, {engine:?}");
+            assert_eq!(
+                calls,
+                if inlined(engine) { 1 } else { 2 },
+                "arg {arg}, {engine:?}"
+            );
             // Value 1: word 1 of map 0 (stride 8), words 2-3 of map 1.
             let first = if arg == 0 { (0, 1) } else { (1, 2) };
             let mut want = [vec![0u64; 4], vec![0u64; 4]];
@@ -333,37 +264,19 @@ fn blinded_inline_code_hides_the_map_layout() {
     let mut arrays = [Array::new(0x1d8, 0x1a3)];
     let layout = arrays[0].layout();
     let p = prog(LOOKUP);
-    let defs = [arrays[0].def.clone()];
-    let (_, v) = VerifiedProgram::verify(&p, ProgType::Kprobe, &defs, &Options::default());
-    let v = v.expect("accepted");
+    let v = verify(&p, &[arrays[0].def.clone()]);
     let calls = Arc::new(AtomicUsize::new(0));
     let h = helpers(&[layout], &calls);
     let resolver = Resolver {
         maps: vec![layout],
         inline: true,
     };
-    let code = |blind: bool| {
-        let j = Jit::builder()
-            .resolver(&resolver)
-            .blind_constants(blind)
-            .build_verified(&v, &h)
-            .unwrap();
-        j.code().bytes().to_vec()
-    };
-    let has = |code: &[u8], bytes: &[u8]| code.windows(bytes.len()).any(|w| w == bytes);
-    let plain = code(false);
     let secrets = [
         layout.max_entries.to_le_bytes().to_vec(),
         layout.stride.to_le_bytes().to_vec(),
         layout.base.to_le_bytes()[..4].to_vec(),
     ];
-    for s in &secrets {
-        assert!(has(&plain, s), "the unblinded code has {s:02x?}");
-    }
-    let blinded = code(true);
-    for s in &secrets {
-        assert!(!has(&blinded, s), "the blinded code hides {s:02x?}");
-    }
+    assert_blinding_hides(&v, &resolver, &h, &secrets);
     // And still computes the same pointer.
     for key in [0u32, 7, layout.max_entries - 1, layout.max_entries] {
         let want = arrays[0].expect(key);
@@ -390,9 +303,7 @@ fn an_inline_lookup_counts_as_one_instruction_against_a_budget() {
         *w = 10 * k as u64 + 1;
     }
     let layouts: Vec<ArrayMap> = arrays.iter().map(Array::layout).collect();
-    let defs = [arrays[0].def.clone()];
-    let (_, v) = VerifiedProgram::verify(&p, ProgType::Kprobe, &defs, &Options::default());
-    let v = v.expect("accepted");
+    let v = verify(&p, &[arrays[0].def.clone()]);
     let resolver = Resolver {
         maps: layouts.clone(),
         inline: true,
@@ -406,7 +317,7 @@ fn an_inline_lookup_counts_as_one_instruction_against_a_budget() {
             let mut regs = [0u8; 168];
             let mut mem = Memory::new();
             let ctx = mem.add(RegionKind::Context, &mut regs);
-            mem.add(RegionKind::MapValue, bytemuck_u64(&mut arrays[0].storage));
+            mem.add(RegionKind::MapValue, bytes(&mut arrays[0].storage));
             let r = if inline {
                 Jit::builder()
                     .resolver(&resolver)

@@ -7,15 +7,19 @@
 //! `Jit::set_cpu` refuses CPUs at or above the map's CPUs; checked mode,
 //! the interpreter and resolvers that vouch for nothing keep the calls.
 
-use bpfkit_abi::{MapDef, MapType, ProgType};
-use bpfkit_interp::Interpreter;
+mod common;
+
+use bpfkit_abi::{MapDef, MapType};
 use bpfkit_isa::{
     asm::{assemble, Syntax},
     Imm64, Insn, Pc, Program, Reg,
 };
-use bpfkit_jit::{Jit, VerifiedProgram};
+use bpfkit_jit::Jit;
 use bpfkit_runtime::{ArrayMap, Helpers, Imm64Resolver, Memory, RegionKind, Trap};
-use bpfkit_verifier::{Options, Verdict};
+use common::inline::{
+    assert_blinding_hides, boundary_keys, bytes, inlined, kprobe_ctx, run_on, verify, Engine,
+    ENGINES, LOOKUP,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -120,28 +124,6 @@ fn prog(text: &str) -> Program {
     Program::from_insns(insns).unwrap()
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Engine {
-    Interp,
-    Checked,
-    /// Unchecked, the resolver vouching for nothing: helper calls.
-    UncheckedHelper,
-    Unchecked,
-    UncheckedBlinded,
-}
-
-const ENGINES: [Engine; 5] = [
-    Engine::Interp,
-    Engine::Checked,
-    Engine::UncheckedHelper,
-    Engine::Unchecked,
-    Engine::UncheckedBlinded,
-];
-
-fn inlined(e: Engine) -> bool {
-    matches!(e, Engine::Unchecked | Engine::UncheckedBlinded)
-}
-
 /// Runs `p` (a kprobe: `r1` = a `pt_regs` whose first u64 is `key` and
 /// second `arg`) on `cpu`; the result and the number of helper calls.
 fn run(
@@ -159,61 +141,14 @@ fn run(
         map: layout,
         inline: engine != Engine::UncheckedHelper,
     };
-    let mut regs = [0u8; 168];
-    regs[..8].copy_from_slice(&key.to_le_bytes());
-    regs[8..16].copy_from_slice(&arg.to_le_bytes());
+    let mut regs = kprobe_ctx(key, arg);
     let mut mem = Memory::new();
     let ctx = mem.add(RegionKind::Context, &mut regs);
     mem.add(RegionKind::MapValue, bytes(&mut map.storage));
-    let r = match engine {
-        Engine::Interp => Interpreter::builder()
-            .resolver(&resolver)
-            .build(p, &h)
-            .unwrap()
-            .run(&mut mem, &[ctx]),
-        Engine::Checked => {
-            let mut j = Jit::builder().resolver(&resolver).build(p, &h).unwrap();
-            // Checked code reads no CPU: any is accepted.
-            assert!(j.set_cpu(cpu));
-            j.run(&mut mem, &[ctx])
-        }
-        _ => {
-            let (report, v) = VerifiedProgram::verify(
-                p,
-                ProgType::Kprobe,
-                std::slice::from_ref(&map.def),
-                &Options::default(),
-            );
-            assert_eq!(report.verdict, Verdict::Accepted, "{:?}", report.error);
-            let mut j = Jit::builder()
-                .resolver(&resolver)
-                .blind_constants(engine == Engine::UncheckedBlinded)
-                .build_verified(&v.unwrap(), &h)
-                .unwrap();
-            assert!(j.is_unchecked());
-            assert!(j.set_cpu(cpu), "cpu {cpu} of {}", map.cpus);
-            assert_eq!(j.cpu(), cpu);
-            j.run(&mut mem, &[ctx])
-        }
-    };
+    let defs = std::slice::from_ref(&map.def);
+    let r = run_on(engine, p, defs, &resolver, &h, &mut mem, ctx, Some(cpu));
     (r, calls.load(Ordering::Relaxed))
 }
-
-/// The storage as bytes (`Vec<u64>` keeps values 8-aligned, as the maps
-/// crate does).
-fn bytes(words: &mut [u64]) -> &mut [u8] {
-    let len = words.len() * 8;
-    // SAFETY: u64 has no padding and any byte pattern is a valid u64; the
-    // slice covers exactly the words' memory and borrows them mutably.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len)
-    }
-}
-
-/// The key from the context, on the stack; returns the lookup's pointer.
-const LOOKUP: &str = "ldxw %r3, [%r1+0]\nstxw [%r10-4], %r3\nmov %r2, %r10\nadd %r2, -4\n\
-                      lddw %r1, 0\ncall 1\nexit";
 
 #[test]
 fn inline_and_helper_lookups_return_the_same_pointer_on_every_cpu() {
@@ -232,16 +167,7 @@ fn inline_and_helper_lookups_return_the_same_pointer_on_every_cpu() {
         (100, 7, 2),
     ] {
         let mut map = PerCpu::new(value_size, max_entries, cpus);
-        let keys = [
-            0u32,
-            1,
-            max_entries - 1,
-            max_entries,
-            max_entries + 1,
-            0x7fff_ffff,
-            0x8000_0000,
-            0xffff_ffff,
-        ];
+        let keys = boundary_keys(max_entries);
         for cpu in 0..cpus as usize {
             for key in keys {
                 let want = map.expect(key, cpu);
@@ -334,19 +260,14 @@ fn set_cpu_refuses_cpus_without_a_value() {
     let h = helpers(map.layout(), 0, &calls);
     let build = |text: &str, inline: bool| {
         let p = prog(text);
-        let (_, v) = VerifiedProgram::verify(
-            &p,
-            ProgType::Kprobe,
-            std::slice::from_ref(&map.def),
-            &Options::default(),
-        );
+        let v = verify(&p, std::slice::from_ref(&map.def));
         let resolver = Resolver {
             map: map.layout(),
             inline,
         };
         Jit::builder()
             .resolver(&resolver)
-            .build_verified(&v.unwrap(), &h)
+            .build_verified(&v, &h)
             .unwrap()
     };
     let mut j = build(LOOKUP, true);
@@ -374,42 +295,20 @@ fn blinded_inline_code_hides_the_per_cpu_layout() {
     let mut map = PerCpu::new(0x1d8, 0x1a3, 3);
     let layout = map.layout();
     let p = prog(LOOKUP);
-    let (_, v) = VerifiedProgram::verify(
-        &p,
-        ProgType::Kprobe,
-        std::slice::from_ref(&map.def),
-        &Options::default(),
-    );
-    let v = v.expect("accepted");
+    let v = verify(&p, std::slice::from_ref(&map.def));
     let calls = Arc::new(AtomicUsize::new(0));
     let h = helpers(layout, 0, &calls);
     let resolver = Resolver {
         map: layout,
         inline: true,
     };
-    let code = |blind: bool| {
-        let j = Jit::builder()
-            .resolver(&resolver)
-            .blind_constants(blind)
-            .build_verified(&v, &h)
-            .unwrap();
-        j.code().bytes().to_vec()
-    };
-    let has = |code: &[u8], bytes: &[u8]| code.windows(bytes.len()).any(|w| w == bytes);
     let secrets = [
         layout.max_entries.to_le_bytes().to_vec(),
         layout.stride.to_le_bytes().to_vec(),
         layout.cpu_stride.to_le_bytes().to_vec(),
         layout.base.to_le_bytes()[..4].to_vec(),
     ];
-    let plain = code(false);
-    for s in &secrets {
-        assert!(has(&plain, s), "the unblinded code has {s:02x?}");
-    }
-    let blinded = code(true);
-    for s in &secrets {
-        assert!(!has(&blinded, s), "the blinded code hides {s:02x?}");
-    }
+    assert_blinding_hides(&v, &resolver, &h, &secrets);
     for cpu in 0..3 {
         for key in [0u32, 7, layout.max_entries - 1, layout.max_entries] {
             let want = map.expect(key, cpu);

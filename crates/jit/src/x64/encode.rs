@@ -746,6 +746,30 @@ mod tests {
     use super::*;
     use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
 
+    /// Every register, in encoding order, and its 64-bit name.
+    const GPRS: [Gpr; 16] = [
+        Gpr::Rax,
+        Gpr::Rcx,
+        Gpr::Rdx,
+        Gpr::Rbx,
+        Gpr::Rsp,
+        Gpr::Rbp,
+        Gpr::Rsi,
+        Gpr::Rdi,
+        Gpr::R8,
+        Gpr::R9,
+        Gpr::R10,
+        Gpr::R11,
+        Gpr::R12,
+        Gpr::R13,
+        Gpr::R14,
+        Gpr::R15,
+    ];
+    const GPR_NAMES: [&str; 16] = [
+        "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12",
+        "r13", "r14", "r15",
+    ];
+
     fn text(bytes: &[u8]) -> String {
         let mut d = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE);
         let mut f = IntelFormatter::new();
@@ -1154,43 +1178,24 @@ mod tests {
     /// Every register in every addressing form decodes to what was asked.
     #[test]
     fn all_registers_and_displacements() {
-        const ALL: [Gpr; 16] = [
-            Gpr::Rax,
-            Gpr::Rcx,
-            Gpr::Rdx,
-            Gpr::Rbx,
-            Gpr::Rsp,
-            Gpr::Rbp,
-            Gpr::Rsi,
-            Gpr::Rdi,
-            Gpr::R8,
-            Gpr::R9,
-            Gpr::R10,
-            Gpr::R11,
-            Gpr::R12,
-            Gpr::R13,
-            Gpr::R14,
-            Gpr::R15,
-        ];
-        let names = [
-            "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11",
-            "r12", "r13", "r14", "r15",
-        ];
-        for (i, &d) in ALL.iter().enumerate() {
-            for (j, &b) in ALL.iter().enumerate() {
+        for (i, &d) in GPRS.iter().enumerate() {
+            for (j, &b) in GPRS.iter().enumerate() {
                 for disp in [0, 8, -128, 0x1000] {
                     let mut a = Asm::new();
                     a.mov_r_rm(Sz::B64, d, Rm::Mem(Mem::at(b, disp)));
                     let want = match disp {
-                        0 => format!("mov {}, [{}]", names[i], names[j]),
-                        d if d < 0 => format!("mov {}, [{}-{:#x}]", names[i], names[j], -d),
-                        d => format!("mov {}, [{}+{:#x}]", names[i], names[j], d),
+                        0 => format!("mov {}, [{}]", GPR_NAMES[i], GPR_NAMES[j]),
+                        d if d < 0 => format!("mov {}, [{}-{:#x}]", GPR_NAMES[i], GPR_NAMES[j], -d),
+                        d => format!("mov {}, [{}+{:#x}]", GPR_NAMES[i], GPR_NAMES[j], d),
                     };
                     assert_eq!(text(&a.buf), want);
                 }
                 let mut a = Asm::new();
                 a.alu_rm_r(Sz::B64, Alu::Add, Rm::Reg(d), b);
-                assert_eq!(text(&a.buf), format!("add {}, {}", names[i], names[j]));
+                assert_eq!(
+                    text(&a.buf),
+                    format!("add {}, {}", GPR_NAMES[i], GPR_NAMES[j])
+                );
             }
         }
     }
@@ -1204,25 +1209,7 @@ mod tests {
         let ops = [Alu::Add, Alu::Or, Alu::And, Alu::Sub, Alu::Xor, Alu::Cmp];
         let imms = [0, 1, -1, 127, 128, -128, -129, 0x7fff, i32::MAX, i32::MIN];
         let mut n = 0;
-        let regs = [
-            Gpr::Rax,
-            Gpr::Rcx,
-            Gpr::Rdx,
-            Gpr::Rbx,
-            Gpr::Rsp,
-            Gpr::Rbp,
-            Gpr::Rsi,
-            Gpr::Rdi,
-            Gpr::R8,
-            Gpr::R9,
-            Gpr::R10,
-            Gpr::R11,
-            Gpr::R12,
-            Gpr::R13,
-            Gpr::R14,
-            Gpr::R15,
-        ];
-        for g in regs {
+        for g in GPRS {
             for sz in [Sz::B8, Sz::B16, Sz::B32, Sz::B64] {
                 for op in ops {
                     for imm in imms {
@@ -1247,28 +1234,6 @@ mod tests {
     /// Byte, word, dword and qword register forms for every register.
     #[test]
     fn all_registers_in_every_width() {
-        const ALL: [Gpr; 16] = [
-            Gpr::Rax,
-            Gpr::Rcx,
-            Gpr::Rdx,
-            Gpr::Rbx,
-            Gpr::Rsp,
-            Gpr::Rbp,
-            Gpr::Rsi,
-            Gpr::Rdi,
-            Gpr::R8,
-            Gpr::R9,
-            Gpr::R10,
-            Gpr::R11,
-            Gpr::R12,
-            Gpr::R13,
-            Gpr::R14,
-            Gpr::R15,
-        ];
-        let q = [
-            "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11",
-            "r12", "r13", "r14", "r15",
-        ];
         let d = [
             "eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", "r8d", "r9d", "r10d", "r11d",
             "r12d", "r13d", "r14d", "r15d",
@@ -1286,10 +1251,10 @@ mod tests {
             f(&mut a);
             text(&a.buf)
         };
-        for (i, &r) in ALL.iter().enumerate() {
-            for (j, &m) in ALL.iter().enumerate() {
+        for (i, &r) in GPRS.iter().enumerate() {
+            for (j, &m) in GPRS.iter().enumerate() {
                 let mem = Mem::at(m, 0x10);
-                let at = format!("[{}+0x10]", q[j]);
+                let at = format!("[{}+0x10]", GPR_NAMES[j]);
                 let rm = Rm::Mem(mem);
                 assert_eq!(
                     one(&|a| a.mov_rm_r(Sz::B8, rm, r)),
@@ -1313,7 +1278,7 @@ mod tests {
                 );
                 assert_eq!(
                     one(&|a| a.movsx(Sz::B64, Sz::B8, r, Rm::Reg(m))),
-                    format!("movsx {}, {}", q[i], b[j])
+                    format!("movsx {}, {}", GPR_NAMES[i], b[j])
                 );
                 assert_eq!(
                     one(&|a| a.movsx(Sz::B32, Sz::B16, r, rm)),
@@ -1321,7 +1286,7 @@ mod tests {
                 );
                 assert_eq!(
                     one(&|a| a.movsx(Sz::B64, Sz::B32, r, Rm::Reg(m))),
-                    format!("movsxd {}, {}", q[i], d[j])
+                    format!("movsxd {}, {}", GPR_NAMES[i], d[j])
                 );
                 assert_eq!(
                     one(&|a| a.imul_r_rm(Sz::B32, r, Rm::Reg(m))),
@@ -1329,7 +1294,7 @@ mod tests {
                 );
                 assert_eq!(
                     one(&|a| a.xadd(Sz::B64, mem, r)),
-                    format!("xadd {at}, {}", q[i])
+                    format!("xadd {at}, {}", GPR_NAMES[i])
                 );
                 assert_eq!(
                     one(&|a| a.cmpxchg(Sz::B32, mem, r)),
@@ -1337,33 +1302,36 @@ mod tests {
                 );
                 assert_eq!(
                     one(&|a| a.xchg(Sz::B64, mem, r)),
-                    format!("xchg {at}, {}", q[i])
+                    format!("xchg {at}, {}", GPR_NAMES[i])
                 );
             }
             let rr = Rm::Reg(r);
             assert_eq!(
                 one(&|a| a.shift_cl(Sz::B64, Shift::Sar, rr)),
-                format!("sar {}, cl", q[i])
+                format!("sar {}, cl", GPR_NAMES[i])
             );
             assert_eq!(
                 one(&|a| a.shift_i(Sz::B16, Shift::Rol, rr, 8)),
                 format!("rol {}, 0x8", w[i])
             );
             assert_eq!(one(&|a| a.bswap(Sz::B32, r)), format!("bswap {}", d[i]));
-            assert_eq!(one(&|a| a.bswap(Sz::B64, r)), format!("bswap {}", q[i]));
+            assert_eq!(
+                one(&|a| a.bswap(Sz::B64, r)),
+                format!("bswap {}", GPR_NAMES[i])
+            );
             assert_eq!(
                 one(&|a| a.unary(Sz::B32, Unary::Neg, rr)),
                 format!("neg {}", d[i])
             );
-            assert_eq!(one(&|a| a.push(r)), format!("push {}", q[i]));
-            assert_eq!(one(&|a| a.pop(r)), format!("pop {}", q[i]));
+            assert_eq!(one(&|a| a.push(r)), format!("push {}", GPR_NAMES[i]));
+            assert_eq!(one(&|a| a.pop(r)), format!("pop {}", GPR_NAMES[i]));
             assert_eq!(
                 one(&|a| a.alu_rm_i(Sz::B32, Alu::Cmp, rr, 0x12345)),
                 format!("cmp {}, 0x12345", d[i])
             );
             assert_eq!(
                 one(&|a| a.mov_rm_i(Sz::B8, Rm::Mem(Mem::at(r, -1)), 0x7f)),
-                format!("mov byte ptr [{}-0x1], 0x7f", q[i])
+                format!("mov byte ptr [{}-0x1], 0x7f", GPR_NAMES[i])
             );
             assert_eq!(
                 one(&|a| a.mov_r_imm64(r, 0x8000_0000)),
@@ -1371,7 +1339,7 @@ mod tests {
             );
             assert_eq!(
                 one(&|a| a.mov_r_imm64(r, 0x1_0000_0000)),
-                format!("mov {}, 0x100000000", q[i])
+                format!("mov {}, 0x100000000", GPR_NAMES[i])
             );
         }
     }
