@@ -112,6 +112,22 @@ fn typed_and_closure_helpers_see_the_same_data() {
 }
 
 #[test]
+fn checked_code_keeps_r1_to_r5_across_helper_calls() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    // Checked mode runs unverified programs, which may read r1-r5 after a
+    // call: they keep their values, as in the interpreter (the helper's
+    // own code is free to clobber the host registers that hold them).
+    let p = prog(
+        "mov %r1, 1\nmov %r2, 2\nmov %r3, 3\nmov %r4, 4\nmov %r5, 5\ncall 10\n\
+         add %r0, %r1\nadd %r0, %r2\nadd %r0, %r3\nadd %r0, %r4\nadd %r0, %r5\nexit",
+    );
+    // count: 1 + 2 + 1 = 4, then 1 + 2 + 3 + 4 + 5.
+    assert_eq!(both(&p), (Ok(4 + 15), 1));
+}
+
+#[test]
 fn aborts_traps_and_faults_in_typed_helpers() {
     if !bpfkit_jit::is_supported() {
         return;

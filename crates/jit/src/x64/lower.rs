@@ -22,11 +22,13 @@
 //!   r6-r9, records `rsp` in `Ctx::host_rsp` and `call`s instruction 0.
 //!   Every `exit` is a `ret`: at depth 0 it returns to the entry, which
 //!   stores `r0` and returns (`run` set `Ctx::status` to OK before).
-//! - Helper calls go through one shared stub: it pushes r1-r5 (the
-//!   interpreter keeps them across helper calls; RFC 9669 leaves them
-//!   unspecified, so keeping them conforms, and the engines stay
-//!   identical), passes them to the trampoline in the System V argument
-//!   registers, pops them and moves the result to r0. The helper and the
+//! - Helper calls go through one shared stub: in checked mode it pushes
+//!   r1-r5 (the interpreter keeps them across helper calls; RFC 9669
+//!   leaves them unspecified, so keeping them conforms, and the engines
+//!   stay identical) and pops them after the call; in unchecked mode it
+//!   does not (the verifier makes them unreadable after a call). It
+//!   passes them to the trampoline in the System V argument registers
+//!   and moves the result to r0. The helper and the
 //!   call site go through `Ctx::call_h`/`call_site` (same-size stores and
 //!   loads, so no store-forwarding stall).
 //! - A trap anywhere (at any call depth) stores its status in the `Ctx`,
@@ -638,12 +640,14 @@ impl<'a> Emitter<'a> {
         let trap = trap_mem || !self.cold.is_empty() || self.referenced(L_TRAP);
         let stop0 = self.referenced(L_STOP0);
         let helper = self.referenced(L_HELPER);
+        // The helper stub keeps r1-r5 only in checked mode.
         let key = trap as u64
             | (trap_mem as u64) << 1
             | (stop0 as u64) << 2
             | (check_mem as u64) << 3
             | (helper as u64) << 4
-            | (self.used_slow as u64) << 5;
+            | (self.used_slow as u64) << 5
+            | ((helper && self.input.checked) as u64) << 13;
         self.cached(cache, key, |e| {
             e.emit_routines(trap, trap_mem, stop0, check_mem, helper)
         });
@@ -1006,8 +1010,12 @@ impl<'a> Emitter<'a> {
         // trampoline in registers (System V: rsi, rdx, rcx, r8, r9 after the
         // `Ctx` in rdi), never through memory that Rust would read back
         // with wider loads than the stores (a store-forwarding stall).
-        // r1-r5 are kept, as the interpreter keeps them (see the module
-        // docs): pushed here, popped after the call.
+        // Checked mode keeps r1-r5, as the interpreter does (see the module
+        // docs): pushed here, popped after the call; an unverified program
+        // may read them. Unchecked code comes from verified programs, and
+        // the verifier makes r1-r5 unreadable after a call, so there they
+        // are left as the call leaves them (10 pushes and pops fewer).
+        let keep = self.input.checked;
         let l = self.fixed(L_HELPER);
         self.bind(l);
         self.a
@@ -1020,10 +1028,17 @@ impl<'a> Emitter<'a> {
         self.a.mov_r_rm(Sz::B64, Gpr::Rax, Rm::Reg(Gpr::Rsp));
         self.a.alu_rm_i(Sz::B64, Alu::And, Rm::Reg(Gpr::Rsp), -16);
         self.a.push(Gpr::Rax);
-        for &r in &REG_MAP[1..=5] {
-            self.a.push(r);
+        if keep {
+            for &r in &REG_MAP[1..=5] {
+                self.a.push(r);
+            }
+        } else {
+            // Two copies of the old rsp: the top one is popped back into
+            // rsp, which drops the other with it.
+            self.a.push(Gpr::Rax);
         }
-        // Six pushes from a 16-aligned rsp: aligned again for the call.
+        // An even number of pushes from a 16-aligned rsp: aligned again
+        // for the call.
         self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(REG_MAP[2]));
         self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(REG_MAP[3]));
         self.a.mov_r_rm(Sz::B64, Gpr::R8, Rm::Reg(REG_MAP[4]));
@@ -1031,8 +1046,10 @@ impl<'a> Emitter<'a> {
         self.a.mov_r_rm(Sz::B64, Gpr::Rsi, Rm::Reg(REG_MAP[1]));
         self.a.mov_r_rm(Sz::B64, Gpr::Rdi, Rm::Reg(CTX));
         self.a.call_rm(field(offset_of!(Ctx, trampoline)));
-        for &r in REG_MAP[1..=5].iter().rev() {
-            self.a.pop(r);
+        if keep {
+            for &r in REG_MAP[1..=5].iter().rev() {
+                self.a.pop(r);
+            }
         }
         self.a.pop(Gpr::Rsp);
         let stopped = self.new_label();
