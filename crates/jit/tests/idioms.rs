@@ -188,19 +188,7 @@ impl Gen<'_> {
             }
             // if x <cond> y goto +1; d = v
             6 => {
-                let cond = [
-                    Cond::Eq,
-                    Cond::Ne,
-                    Cond::Gt,
-                    Cond::Ge,
-                    Cond::Lt,
-                    Cond::Le,
-                    Cond::Sgt,
-                    Cond::Sge,
-                    Cond::Slt,
-                    Cond::Sle,
-                    Cond::Set,
-                ][self.rng.below(11) as usize];
+                let cond = Cond::ALL[self.rng.below(Cond::ALL.len() as u64) as usize];
                 let x = self.reg();
                 let y = if self.rng.pct(50) {
                     Src::Reg(self.reg())
