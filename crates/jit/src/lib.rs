@@ -249,13 +249,13 @@ impl<'r> Builder<'r> {
         };
         let lowered = lower(&input);
         if self.no_publish {
-            let insns = lowered.code.len();
-            x64::lower::recycle_code(lowered.code);
+            let insns = lowered.code_len;
+            x64::lower::recycle_code(lowered.buf);
             return Err(CompileError::TooLarge { insns });
         }
-        let code = memory::publish(&lowered.code).map_err(CompileError::Map)?;
+        let code = memory::publish(lowered.code()).map_err(CompileError::Map)?;
         // The buffer serves the thread's next compile.
-        x64::lower::recycle_code(lowered.code);
+        x64::lower::recycle_code(lowered.buf);
         let base = code.addr();
         let slots = prog.slot_count();
         // `callx` targets: every instruction start (only needed when the

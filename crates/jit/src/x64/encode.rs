@@ -184,11 +184,22 @@ pub enum Unary {
 
 /// Appends instructions to a byte buffer. Every method encodes exactly one
 /// instruction.
+///
+/// The code is `buf[..len]`; the buffer is kept longer than the code (what
+/// lies past `len` is scratch), so that an instruction is written in place
+/// at a cursor after one length test, and finished by moving the cursor:
+/// no `Vec` bookkeeping per instruction (capacity test, length updates, a
+/// 16-byte zeroing store and a truncation were a quarter of encoding a
+/// simple instruction). The buffer only grows, zeroed once as it does.
 #[derive(Default, Debug)]
 pub struct Asm {
-    /// The code so far.
-    pub buf: Vec<u8>,
+    buf: Vec<u8>,
+    len: usize,
 }
+
+/// Scratch bytes an instruction may write past the cursor (an encoding
+/// is at most 15 bytes, written as a 16-byte window).
+const WINDOW: usize = 16;
 
 impl Asm {
     /// An empty buffer.
@@ -197,36 +208,97 @@ impl Asm {
         Asm::default()
     }
 
+    /// An empty buffer reusing `buf`'s memory (its contents are scratch),
+    /// with room for at least `room` bytes of code before it grows.
+    pub fn with_buffer(mut buf: Vec<u8>, room: usize) -> Asm {
+        // Scratch bytes need not be zero: only the grown part is written.
+        let want = room + WINDOW;
+        if buf.len() < want {
+            buf.resize(want.max(buf.capacity()), 0);
+        }
+        Asm { buf, len: 0 }
+    }
+
     /// Current length (the offset of the next instruction).
     #[inline]
     pub fn pos(&self) -> usize {
-        self.buf.len()
+        self.len
+    }
+
+    /// The code so far.
+    #[inline]
+    pub fn code(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// The code so far, to patch.
+    #[inline]
+    pub fn code_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.len]
+    }
+
+    /// The buffer and the length of the code in it (the rest is scratch):
+    /// give the buffer back to [`Asm::with_buffer`] to reuse it without
+    /// zeroing it again.
+    #[inline]
+    pub fn into_parts(self) -> (Vec<u8>, usize) {
+        (self.buf, self.len)
+    }
+
+    /// The code alone.
+    pub fn into_code(mut self) -> Vec<u8> {
+        self.buf.truncate(self.len);
+        self.buf
+    }
+
+    /// Appends `bytes` (a recorded or precomputed encoding).
+    #[inline]
+    pub fn extend(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        if self.buf.len() < end + WINDOW {
+            self.grow(bytes.len());
+        }
+        self.buf[self.len..end].copy_from_slice(bytes);
+        self.len = end;
+    }
+
+    /// Makes room for `more` bytes and a window past them (out of line:
+    /// the buffer is sized for the typical program up front).
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, more: usize) {
+        let want = (self.len + more + WINDOW).max(2 * self.buf.len()).max(256);
+        self.buf.resize(want, 0);
     }
 
     #[inline]
     fn b(&mut self, x: u8) {
-        self.buf.push(x);
+        let (start, out) = self.open();
+        out[0] = x;
+        self.close(start, 1);
     }
 
     /// Appends the first `n` bytes of the constant `out` (`n <= 16`): one
-    /// fixed-size copy and a length update, instead of a `push` per byte or
-    /// a variable-length `memmove`.
+    /// fixed-size copy and a cursor update.
     #[inline(always)]
-    fn put(&mut self, out: [u8; 16], n: usize) {
-        let len = self.buf.len();
-        self.buf.extend_from_slice(&out);
-        self.buf.truncate(len + n);
+    fn put(&mut self, bytes: [u8; 16], n: usize) {
+        let (start, out) = self.open();
+        *out = bytes;
+        self.close(start, n);
     }
 
-    /// Opens 16 zeroed bytes at the end of the buffer for one instruction,
-    /// written in place and then cut to length with [`Asm::close`]. (Bytes
-    /// assembled in a local array and copied with one wide load would stall
-    /// store forwarding.)
+    /// The 16-byte window at the cursor for one instruction, written in
+    /// place and then committed with [`Asm::close`]. (Bytes assembled in a
+    /// local array and copied with one wide load would stall store
+    /// forwarding.) Bytes of the window that are not committed are
+    /// scratch: every byte an instruction commits is written by it.
     #[inline(always)]
     fn open(&mut self) -> (usize, &mut [u8; 16]) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&[0u8; 16]);
-        let out: &mut [u8; 16] = (&mut self.buf[start..start + 16])
+        let start = self.len;
+        if self.buf.len() < start + WINDOW {
+            self.grow(WINDOW);
+        }
+        let out: &mut [u8; 16] = (&mut self.buf[start..start + WINDOW])
             .try_into()
             .expect("16 bytes");
         (start, out)
@@ -234,7 +306,7 @@ impl Asm {
 
     #[inline(always)]
     fn close(&mut self, start: usize, n: usize) {
-        self.buf.truncate(start + n);
+        self.len = start + n;
     }
 
     /// Prefixes, REX, opcode and ModR/M(+SIB+disp) for `op reg, rm`, where
@@ -524,9 +596,11 @@ impl Asm {
         } else if v as i64 >= i32::MIN as i64 && v as i64 <= i32::MAX as i64 {
             self.mov_rm_i(Sz::B64, Rm::Reg(dst), v as i32);
         } else {
-            self.b(0x48 | dst.ext());
-            self.b(0xb8 + dst.low());
-            self.buf.extend_from_slice(&v.to_le_bytes());
+            let (start, out) = self.open();
+            out[0] = 0x48 | dst.ext();
+            out[1] = 0xb8 + dst.low();
+            out[2..10].copy_from_slice(&v.to_le_bytes());
+            self.close(start, 10);
         }
     }
 
@@ -699,12 +773,31 @@ impl Asm {
     pub fn jcc(&mut self, cc: Cc, long: bool) -> usize {
         let (start, out) = self.open();
         if long {
-            out[0] = 0x0f;
-            out[1] = 0x80 + cc as u8;
+            // The displacement is zero until patched (the window's bytes
+            // are scratch).
+            *out = [
+                0x0f,
+                0x80 + cc as u8,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ];
             self.close(start, 6);
             self.pos() - 4
         } else {
             out[0] = 0x70 + cc as u8;
+            out[1] = 0;
             self.close(start, 2);
             self.pos() - 1
         }
@@ -1164,8 +1257,8 @@ mod tests {
         for (what, f, bytes, txt) in table() {
             let mut a = Asm::new();
             f(&mut a);
-            let got_hex = hex(&a.buf);
-            let got_txt = text(&a.buf);
+            let got_hex = hex(a.code());
+            let got_txt = text(a.code());
             if got_hex != bytes || got_txt != txt {
                 bad.push(format!(
                     "{what}: got {got_hex} `{got_txt}`, want {bytes} `{txt}`"
@@ -1188,12 +1281,12 @@ mod tests {
                         d if d < 0 => format!("mov {}, [{}-{:#x}]", GPR_NAMES[i], GPR_NAMES[j], -d),
                         d => format!("mov {}, [{}+{:#x}]", GPR_NAMES[i], GPR_NAMES[j], d),
                     };
-                    assert_eq!(text(&a.buf), want);
+                    assert_eq!(text(a.code()), want);
                 }
                 let mut a = Asm::new();
                 a.alu_rm_r(Sz::B64, Alu::Add, Rm::Reg(d), b);
                 assert_eq!(
-                    text(&a.buf),
+                    text(a.code()),
                     format!("add {}, {}", GPR_NAMES[i], GPR_NAMES[j])
                 );
             }
@@ -1216,7 +1309,7 @@ mod tests {
                         let (mut a, mut b) = (Asm::new(), Asm::new());
                         a.alu_r_i(sz, op, g, imm);
                         b.alu_rm_i(sz, op, Rm::Reg(g), imm);
-                        assert_eq!(a.buf, b.buf, "{sz:?} {op:?} {g:?} {imm}");
+                        assert_eq!(a.code(), b.code(), "{sz:?} {op:?} {g:?} {imm}");
                         n += 1;
                     }
                 }
@@ -1225,10 +1318,10 @@ mod tests {
         assert_eq!(n, 16 * 4 * 6 * 10);
         let mut a = Asm::new();
         a.alu_r_i(Sz::B64, Alu::Cmp, Gpr::R13, -129);
-        assert_eq!(text(&a.buf), "cmp r13, 0xffffffffffffff7f");
+        assert_eq!(text(a.code()), "cmp r13, 0xffffffffffffff7f");
         let mut a = Asm::new();
         a.alu_r_i(Sz::B32, Alu::Add, Gpr::Rax, 5);
-        assert_eq!(text(&a.buf), "add eax, 0x5");
+        assert_eq!(text(a.code()), "add eax, 0x5");
     }
 
     /// Byte, word, dword and qword register forms for every register.
@@ -1249,7 +1342,7 @@ mod tests {
         let one = |f: &dyn Fn(&mut Asm)| {
             let mut a = Asm::new();
             f(&mut a);
-            text(&a.buf)
+            text(a.code())
         };
         for (i, &r) in GPRS.iter().enumerate() {
             for (j, &m) in GPRS.iter().enumerate() {
@@ -1349,9 +1442,9 @@ mod tests {
         let mut a = Asm::new();
         let at = a.jmp(false);
         a.ret();
-        assert!(patch_rel(&mut a.buf, at, 1, 3));
-        assert_eq!(a.buf, [0xeb, 1, 0xc3]);
-        assert!(!patch_rel(&mut a.buf, at, 1, 300));
+        assert!(patch_rel(a.code_mut(), at, 1, 3));
+        assert_eq!(a.code(), [0xeb, 1, 0xc3]);
+        assert!(!patch_rel(a.code_mut(), at, 1, 300));
         assert_eq!(Cc::A.inverse(), Cc::Be);
         assert_eq!(Cc::L.inverse(), Cc::Ge);
     }
@@ -1383,9 +1476,14 @@ mod idiom_forms {
     fn one(f: &dyn Fn(&mut Asm)) -> String {
         let mut a = Asm::new();
         f(&mut a);
-        let mut d = Decoder::with_ip(64, &a.buf, 0, DecoderOptions::NONE);
+        let mut d = Decoder::with_ip(64, a.code(), 0, DecoderOptions::NONE);
         let insn = d.decode();
-        assert_eq!(insn.len(), a.buf.len(), "one instruction in {:02x?}", a.buf);
+        assert_eq!(
+            insn.len(),
+            a.code().len(),
+            "one instruction in {:02x?}",
+            a.code()
+        );
         let mut f = IntelFormatter::new();
         f.options_mut().set_space_after_operand_separator(true);
         f.options_mut().set_hex_prefix("0x");

@@ -249,7 +249,7 @@ pub(crate) fn array_lookup(a: &mut Asm, map: &ArrayMap, keys: Option<Keys>) -> b
     }
     a.alu_rm_r(Sz::B64, Alu::Add, Rm::Reg(r0), Gpr::Rax);
     let end = a.pos();
-    let ok = patch_rel(&mut a.buf, skip, 1, end);
+    let ok = patch_rel(a.code_mut(), skip, 1, end);
     debug_assert!(ok, "the inline lookup fits a rel8");
     true
 }

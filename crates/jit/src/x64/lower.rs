@@ -180,7 +180,11 @@ pub(crate) struct LowerInput<'p> {
 
 /// The result of lowering.
 pub(crate) struct Lowered {
-    pub code: Vec<u8>,
+    /// The code is `buf[..code_len]`; the rest is scratch, kept so that the
+    /// buffer serves the thread's next lowering as it is (see
+    /// `recycle_code`).
+    pub buf: Vec<u8>,
+    pub code_len: usize,
     /// Code offset of each instruction (only when the program has a
     /// `callx`; empty otherwise).
     pub offsets: Vec<u32>,
@@ -488,7 +492,7 @@ impl<'a> Emitter<'a> {
         // test (copied from `access_tests`); only the displacement is
         // patched. The jump stays long: cold stubs come after the routines.
         let cold = self.new_label();
-        self.a.buf.extend_from_slice(access_test(n, write, r10));
+        self.a.extend(access_test(n, write, r10));
         let k = self.shrink.len();
         self.fixups
             .push((self.a.pos() as u32 - 4, 4, cold as u32, k as u32));
@@ -744,7 +748,7 @@ impl<'a> Emitter<'a> {
         }
         Some(Routines {
             key,
-            bytes: self.a.buf[m.pos..].to_vec(),
+            bytes: self.a.code()[m.pos..].to_vec(),
             fixups,
             cands,
             binds,
@@ -766,7 +770,7 @@ impl<'a> Emitter<'a> {
                 m.labels + l as usize - FIXED
             }
         };
-        self.a.buf.extend_from_slice(&r.bytes);
+        self.a.extend(&r.bytes);
         // Sized appends (`resize`, `extend` of a mapped slice: one
         // capacity check each), not a `push` per item.
         let len = m.labels + r.new_labels as usize;
@@ -1921,7 +1925,7 @@ fn access_test(n: i32, write: bool, r10: bool) -> &'static [u8] {
                 hot_test_rdx(&mut a, n, write);
                 a.jcc(Cc::Ae, true);
             }
-            all.push(a.buf);
+            all.push(a.into_code());
         }
         all
     });
@@ -2597,10 +2601,20 @@ fn recycle<T>(v: &mut Vec<T>) {
     }
 }
 
-/// Gives a code buffer (`Lowered::code`, once published) back to this
-/// thread's [`Scratch`] for the next lowering.
+impl Lowered {
+    /// The generated code.
+    pub fn code(&self) -> &[u8] {
+        &self.buf[..self.code_len]
+    }
+}
+
+/// Gives a code buffer (`Lowered::buf`, once published) back to this
+/// thread's [`Scratch`] for the next lowering. Its length is kept (its
+/// bytes are scratch; see `Asm::with_buffer`).
 pub(crate) fn recycle_code(mut code: Vec<u8>) {
-    recycle(&mut code);
+    if code.capacity() > SCRATCH_KEEP {
+        code = Vec::new();
+    }
     SCRATCH.with(|c| {
         let mut s = c.take().unwrap_or_default();
         if code.capacity() > s.code.capacity() {
@@ -2664,9 +2678,7 @@ fn lower_with(
     let mut label_k = fresh(&mut s.label_k, 2 * n + 64);
     label_k.resize(n + 1 + FIXED, 0);
     let mut e = Emitter {
-        a: Asm {
-            buf: fresh(&mut s.code, n * per_insn + 1024),
-        },
+        a: Asm::with_buffer(std::mem::take(&mut s.code), n * per_insn + 1024),
         n,
         labels,
         label_k,
@@ -2776,7 +2788,9 @@ fn lower_with(
         has_callx,
         ..
     } = e;
-    let Some(code) = relax(a.buf, &labels, &label_k, &mut fixups, &shrink, s) else {
+    let (mut buf, len) = a.into_parts();
+    let Some(code_len) = relax(&mut buf[..len], &labels, &label_k, &mut fixups, &shrink, s) else {
+        s.code = buf;
         return Err(Retry::Far);
     };
     // Only the labels read below move to their final offsets (see `relax`).
@@ -2784,7 +2798,8 @@ fn lower_with(
     let saved = &s.saved[..=last];
     let at = |l: usize| labels[l] - saved[(label_k[l] as usize).min(last)] as u32;
     let lowered = Lowered {
-        code,
+        buf,
+        code_len,
         entry: at(entry_label),
         offsets: if has_callx {
             (0..n).map(at).collect()
@@ -2827,13 +2842,13 @@ fn lower_with(
 /// `l` ends up at `labels[l] - s.saved[label_k[l]]` (the caller reads the
 /// few it needs that way).
 fn relax(
-    old: Vec<u8>,
+    code: &mut [u8],
     labels: &[u32],
     label_k: &[u32],
     fixups: &mut [Fixup],
     cands: &[Candidate],
     s: &mut Scratch,
-) -> Option<Vec<u8>> {
+) -> Option<usize> {
     let long_len = |c: &Candidate| if c.cc.is_some() { 6 } else { 5 };
     // Bytes saved by each candidate: 0 while long, `long_len - 2` once short.
     let short = &mut s.short;
@@ -2887,10 +2902,9 @@ fn relax(
         }
     }
     if !any_short {
-        let mut code = old;
         for &(at, width, label, _) in fixups.iter() {
             let ok = patch_rel(
-                &mut code,
+                code,
                 at as usize,
                 width as usize,
                 labels[label as usize] as usize,
@@ -2901,10 +2915,9 @@ fn relax(
                 return None;
             }
         }
-        return Some(code);
+        return Some(code.len());
     }
     // Compact in place: the code only gets shorter.
-    let mut code = old;
     let (mut from, mut to) = (0, 0);
     for (k, c) in cands.iter().enumerate() {
         if short[k] == 0 {
@@ -2927,7 +2940,7 @@ fn relax(
     let len = code.len();
     code.copy_within(from..len, to);
     to += len - from;
-    code.truncate(to);
+    let code = &mut code[..to];
     // A label's final offset is its old one minus `saved` of its
     // `label_k`, worked out only for the labels something reads (the
     // fixups' here, the entry's and the sites' by the caller, with the
@@ -2940,13 +2953,13 @@ fn relax(
         fx.0 -= saved[(fx.3 as usize).min(last)] as u32;
         let t = fx.2 as usize;
         let target = labels[t] - saved[(label_k[t] as usize).min(last)] as u32;
-        let ok = patch_rel(&mut code, fx.0 as usize, fx.1 as usize, target as usize);
+        let ok = patch_rel(code, fx.0 as usize, fx.1 as usize, target as usize);
         if !ok {
             assert_eq!(fx.1, 1, "displacement out of range after relaxation");
             return None;
         }
     }
-    Some(code)
+    Some(to)
 }
 
 #[cfg(test)]
@@ -3041,13 +3054,13 @@ mod tests {
         use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind};
         let r10_fixed = !p.insns().iter().any(|i| regs_info(i) & WRITES_R10 != 0);
         let l = lower_with(input, r10_fixed, 0, false, s).unwrap_or_else(|_| panic!("lowered"));
-        let mut d = Decoder::with_ip(64, &l.code, 0, DecoderOptions::NONE);
+        let mut d = Decoder::with_ip(64, l.code(), 0, DecoderOptions::NONE);
         let jump = d
             .iter()
             .find(|i| i.op0_kind() == OpKind::NearBranch64 && i.mnemonic() != Mnemonic::Call)
             .expect("a jump");
         let (from, to) = (jump.next_ip(), jump.near_branch_target());
-        let between = Decoder::with_ip(64, &l.code[from as usize..to as usize], from, 0)
+        let between = Decoder::with_ip(64, &l.code()[from as usize..to as usize], from, 0)
             .iter()
             .map(|i| i.mnemonic())
             .collect();
@@ -3270,7 +3283,7 @@ mod tests {
                     } else {
                         hot_test_rdx(&mut a, n, write);
                     }
-                    assert_eq!(a.buf[..], t[..t.len() - 6], "n {n} write {write}");
+                    assert_eq!(a.code(), &t[..t.len() - 6], "n {n} write {write}");
                 }
             }
         }
@@ -3286,7 +3299,7 @@ mod tests {
     /// Everything a lowering produces, comparable.
     fn outcome(l: &Lowered) -> Outcome {
         (
-            l.code.clone(),
+            l.code().to_vec(),
             l.entry,
             l.offsets.clone(),
             l.adj.clone(),
