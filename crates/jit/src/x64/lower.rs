@@ -286,6 +286,9 @@ struct Emitter<'a> {
     uses_regions: bool,
     /// eBPF registers the program names (bit `Reg::index`).
     used: u16,
+    /// [`regs_info`] of the instructions lowered so far, collected by the
+    /// lowering's own dispatch (no second `match` per instruction).
+    info: u32,
     /// Whether the program makes bpf-to-bpf calls (`call local`, `callx`).
     local_calls: bool,
     /// Whether the program calls helpers (`call`, `callx`).
@@ -1249,21 +1252,39 @@ impl<'a> Emitter<'a> {
         Some(self.table.len() as u32 - 1)
     }
 
+    /// Lowers instruction `i` (any but the ALU instructions the lowering
+    /// loop sends to [`Emitter::alu_at`]) and adds its [`regs_info`] to
+    /// `info`, each arm its own part (the unit tests check after every lowering that
+    /// they add up to the same bits).
     fn insn(&mut self, i: usize, insn: &Insn) {
         if self.skip > 0 {
             // Emitted with an earlier instruction (a fused idiom).
             self.skip -= 1;
+            self.info |= regs_info(insn);
             return;
         }
+        let b = |r: Reg| 1u32 << r.index();
+        let s = |s: Src| match s {
+            Src::Reg(r) => b(r),
+            Src::Imm(_) => 0,
+        };
+        let w = |dst: Reg| if dst == Reg::R10 { WRITES_R10 } else { 0 };
         match *insn {
             Insn::Alu {
                 width,
                 op,
                 dst,
                 src,
-            } => self.alu_insn(width, op, hr(dst), src),
-            Insn::Neg { width, dst } => self.a.unary(sz(width), Unary::Neg, Rm::Reg(hr(dst))),
+            } => {
+                self.info |= b(dst) | s(src) | w(dst);
+                self.alu_insn(width, op, hr(dst), src)
+            }
+            Insn::Neg { width, dst } => {
+                self.info |= b(dst) | w(dst);
+                self.a.unary(sz(width), Unary::Neg, Rm::Reg(hr(dst)))
+            }
             Insn::Endian { order, bits, dst } => {
+                self.info |= b(dst) | w(dst);
                 let d = hr(dst);
                 match (order, bits) {
                     (ByteOrder::ToLe, SwapBits::B16) => self.a.movzx(Sz::B16, d, Rm::Reg(d)),
@@ -1277,21 +1298,24 @@ impl<'a> Emitter<'a> {
                     (_, SwapBits::B64) => self.a.bswap(Sz::B64, d),
                 }
             }
-            Insn::LoadImm64 { dst, imm } => match self.imm64(i, &imm) {
-                Some(v) if self.rng != 0 && v != 0 => {
-                    let k = self.key64(v);
-                    self.a.mov_r_imm64(hr(dst), v ^ k);
-                    self.a.mov_r_imm64(Gpr::Rcx, k);
-                    self.a
-                        .alu_rm_r(Sz::B64, Alu::Xor, Rm::Reg(hr(dst)), Gpr::Rcx);
+            Insn::LoadImm64 { dst, imm } => {
+                self.info |= b(dst) | w(dst);
+                match self.imm64(i, &imm) {
+                    Some(v) if self.rng != 0 && v != 0 => {
+                        let k = self.key64(v);
+                        self.a.mov_r_imm64(hr(dst), v ^ k);
+                        self.a.mov_r_imm64(Gpr::Rcx, k);
+                        self.a
+                            .alu_rm_r(Sz::B64, Alu::Xor, Rm::Reg(hr(dst)), Gpr::Rcx);
+                    }
+                    Some(v) => self.a.mov_r_imm64(hr(dst), v),
+                    None => {
+                        self.trap_insns.push((i as u32, *insn));
+                        let l = self.trap_stub(status::UNRESOLVED, i);
+                        self.jmp(l);
+                    }
                 }
-                Some(v) => self.a.mov_r_imm64(hr(dst), v),
-                None => {
-                    self.trap_insns.push((i as u32, *insn));
-                    let l = self.trap_stub(status::UNRESOLVED, i);
-                    self.jmp(l);
-                }
-            },
+            }
             Insn::Load {
                 size,
                 sign_extend,
@@ -1299,6 +1323,7 @@ impl<'a> Emitter<'a> {
                 src,
                 off,
             } => {
+                self.info |= 1 | b(dst) | b(src) | w(dst);
                 if size == Size::B && !sign_extend && self.be16_pair(i) {
                     return;
                 }
@@ -1311,6 +1336,7 @@ impl<'a> Emitter<'a> {
                 off,
                 src,
             } => {
+                self.info |= b(dst) | s(src);
                 let m = Rm::Mem(self.mem_operand(dst, off, size, true, i));
                 let s = msz(size);
                 match src {
@@ -1329,9 +1355,19 @@ impl<'a> Emitter<'a> {
                 dst,
                 src,
                 off,
-            } => self.atomic(i, size, op, fetch, dst, src, off),
-            Insn::LoadAbs { size, imm } => self.ld_pkt(i, size, None, imm),
-            Insn::LoadInd { size, src, imm } => self.ld_pkt(i, size, Some(src), imm),
+            } => {
+                let r10 = if writes_r10(insn) { WRITES_R10 } else { 0 };
+                self.info |= 1 | b(dst) | b(src) | r10;
+                self.atomic(i, size, op, fetch, dst, src, off)
+            }
+            Insn::LoadAbs { size, imm } => {
+                self.info |= 1;
+                self.ld_pkt(i, size, None, imm)
+            }
+            Insn::LoadInd { size, src, imm } => {
+                self.info |= 1 | b(src);
+                self.ld_pkt(i, size, Some(src), imm)
+            }
             Insn::Ja { off, .. } => {
                 let t = self.target(i, off as i64);
                 self.budget_check(i);
@@ -1345,6 +1381,7 @@ impl<'a> Emitter<'a> {
                 src,
                 off,
             } => {
+                self.info |= b(dst) | s(src);
                 if off == 1 && self.select(i, width, cond, dst, src) {
                     return;
                 }
@@ -1389,6 +1426,7 @@ impl<'a> Emitter<'a> {
                 self.jmp(l);
             }
             Insn::Callx(r) => {
+                self.info |= b(r);
                 (self.local_calls, self.helper_calls, self.has_callx) = (true, true, true);
                 self.callx(i, hr(r))
             }
@@ -2402,8 +2440,10 @@ fn writes_r10(insn: &Insn) -> bool {
 
 /// The eBPF registers an instruction names (bit `Reg::index`), including
 /// the implicit `r0` of atomics and legacy packet loads, plus
-/// [`WRITES_R10`] when it can write r10 (see [`writes_r10`]): one `match`
-/// per instruction for both.
+/// [`WRITES_R10`] when it can write r10 (see [`writes_r10`]). The
+/// lowering collects the same bits in its own dispatch (`Emitter::insn`);
+/// this is for the instructions an idiom absorbed, and the reference the
+/// unit tests compare with.
 #[inline]
 fn regs_info(insn: &Insn) -> u32 {
     let b = |r: Reg| 1u32 << r.index();
@@ -2696,6 +2736,7 @@ fn lower_with(
         trap_insns: Vec::new(),
         uses_regions: false,
         used: 0,
+        info: 0,
         local_calls: false,
         helper_calls: false,
         has_callx: false,
@@ -2716,7 +2757,6 @@ fn lower_with(
             near_limit
         },
     };
-    let mut info = 0u32;
     for (i, insn) in insns.iter().enumerate() {
         if input.budget {
             if e.leaders[i] {
@@ -2741,26 +2781,32 @@ fn lower_with(
                 if dst == Reg::R10 && r10_fixed {
                     return Err(Retry::R10);
                 }
-                info |= 1 << dst.index();
+                e.info |= 1 << dst.index();
                 if let Src::Reg(r) = src {
-                    info |= 1 << r.index();
+                    e.info |= 1 << r.index();
                 }
                 e.alu_at(i, width, op, dst, src)
             }
             _ => {
-                let r = regs_info(insn);
-                if r10_fixed && r & WRITES_R10 != 0 {
+                e.insn(i, insn);
+                // Found after emitting it (nothing emitted for an
+                // instruction that writes r10 is kept).
+                if r10_fixed && e.info & WRITES_R10 != 0 {
                     return Err(Retry::R10);
                 }
-                info |= r;
-                e.insn(i, insn)
             }
         }
     }
+    #[cfg(test)]
+    assert_eq!(
+        e.info & !WRITES_R10,
+        insns.iter().fold(0, |a, i| a | regs_info(i)) & !WRITES_R10,
+        "registers collected by the dispatch"
+    );
     if !e.fused.is_empty() && !e.fused_ok() {
         return Err(Retry::Targets);
     }
-    e.used = info as u16;
+    e.used = e.info as u16;
     e.bind(n);
     let l = e.trap_stub(status::FELL_OFF, n);
     e.jmp(l);
@@ -3291,6 +3337,51 @@ mod tests {
 
     fn prog(text: &str) -> Program {
         Program::from_insns(assemble(text, Syntax::Ubpf).unwrap()).unwrap()
+    }
+
+    /// The registers the lowering's dispatch collects (`Emitter::info`,
+    /// which the entry depends on) are [`regs_info`]'s, for one
+    /// instruction of every kind on its own (so that no other instruction
+    /// names the same registers), in both modes; the lowering itself also
+    /// asserts it in unit tests. An arm that forgets a register (e.g. the
+    /// implicit r0 of an atomic) fails here.
+    #[test]
+    fn dispatch_collects_regs_info() {
+        let forms = [
+            "neg %r7",
+            "be16 %r8",
+            "le32 %r9",
+            "lddw %r6, 0x123456789",
+            "ldxw %r7, [%r8+4]",
+            "ldxb %r6, [%r10-8]",
+            "stxdw [%r9+8], %r8",
+            "stw [%r7+4], 5",
+            "lock add [%r8+8], %r9",
+            "lock fetch or32 [%r6+0], %r7",
+            "lock xchg64 [%r9+0], %r8",
+            "lock cmpxchg [%r7+0], %r6",
+            "ldabsb 3",
+            "ldindh %r8, 2",
+            "jgt %r6, %r9, +0",
+            "jeq32 %r7, 5, +0",
+            "ja +0",
+            "call 1",
+            "call %r8",
+            "add %r6, %r9",
+            "mov32 %r7, 3",
+        ];
+        let mut h = Helpers::new();
+        h.register(1, |_e, a| Ok(a[0]));
+        for form in forms {
+            let p = prog(&format!("{form}\nexit"));
+            for checked in [true, false] {
+                let mut s = Scratch::default();
+                // Panics on a mismatch (the assertion at the end of the
+                // dispatch loop, cfg(test)).
+                let l = lower_with(&input(&p, &h, checked), true, 127, false, &mut s);
+                assert!(l.is_ok(), "{form}");
+            }
+        }
     }
 
     /// Code, entry, offsets, budget credits and sites of a lowering.
