@@ -277,6 +277,22 @@ impl Asm {
         self.len = end;
     }
 
+    /// Appends the first `n` bytes of `bytes` (`n <= 32`) with one
+    /// fixed-size copy (a precomputed encoding; `extend` of a slice of
+    /// variable length is a `memcpy` call).
+    #[inline]
+    pub fn extend_window(&mut self, bytes: &[u8; 32], n: usize) {
+        let start = self.len;
+        if self.buf.len() < start + 32 {
+            self.grow(32);
+        }
+        let out: &mut [u8; 32] = (&mut self.buf[start..start + 32])
+            .try_into()
+            .expect("32 bytes");
+        *out = *bytes;
+        self.len = start + n.min(32);
+    }
+
     /// Makes room for `more` bytes and a window past them (out of line:
     /// the buffer is sized for the typical program up front).
     #[cold]

@@ -495,7 +495,8 @@ impl<'a> Emitter<'a> {
         // test (copied from `access_tests`); only the displacement is
         // patched. The jump stays long: cold stubs come after the routines.
         let cold = self.new_label();
-        self.a.extend(access_test(n, write, r10));
+        let (bytes, len) = access_test_window(n, write, r10);
+        self.a.extend_window(bytes, *len);
         let k = self.shrink.len();
         self.fixups
             .push((self.a.pos() as u32 - 4, 4, cold as u32, k as u32));
@@ -1950,7 +1951,14 @@ fn hot_test_rdx(a: &mut Asm, n: i32, write: bool) {
 /// fixup. Encoded once per size, direction and test (a tenth of lowering
 /// a checked access was encoding its checks).
 fn access_test(n: i32, write: bool, r10: bool) -> &'static [u8] {
-    static ALL: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    let (bytes, len) = access_test_window(n, write, r10);
+    &bytes[..*len]
+}
+
+/// [`access_test`] padded to 32 bytes, and its length: copied with one
+/// fixed-size move ([`Asm::extend_window`]), not a `memcpy` call.
+fn access_test_window(n: i32, write: bool, r10: bool) -> &'static ([u8; 32], usize) {
+    static ALL: std::sync::OnceLock<Vec<([u8; 32], usize)>> = std::sync::OnceLock::new();
     let all = ALL.get_or_init(|| {
         let mut all = Vec::with_capacity(16);
         for k in 0..16 {
@@ -1963,7 +1971,10 @@ fn access_test(n: i32, write: bool, r10: bool) -> &'static [u8] {
                 hot_test_rdx(&mut a, n, write);
                 a.jcc(Cc::Ae, true);
             }
-            all.push(a.into_code());
+            let code = a.into_code();
+            let mut bytes = [0u8; 32];
+            bytes[..code.len()].copy_from_slice(&code);
+            all.push((bytes, code.len()));
         }
         all
     });
