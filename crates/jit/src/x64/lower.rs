@@ -750,7 +750,7 @@ impl<'a> Emitter<'a> {
                 binds.push((enc(l)?, at - m.pos as u32, k));
             }
         }
-        Some(Routines {
+        let mut r = Routines {
             key,
             bytes: self.a.code()[m.pos..].to_vec(),
             fixups,
@@ -758,7 +758,9 @@ impl<'a> Emitter<'a> {
             binds,
             new_labels: (self.labels.len() - m.labels) as u32,
             refs: self.refs,
-        })
+        };
+        r.pre_relax();
+        Some(r)
     }
 
     /// Appends a recording made by [`Emitter::record`].
@@ -886,6 +888,133 @@ pub(crate) struct Routines {
     binds: Vec<(u32, u32, u32)>,
     new_labels: u32,
     refs: u32,
+}
+
+impl Routines {
+    /// Does once, in the recording, what relaxation would do to it in
+    /// every compile that replays it: the shrink decisions of the jumps
+    /// whose target is bound in the recording and that only skip other
+    /// such jumps (their decisions depend on nothing else: [`relax`]'s
+    /// rounds are replayed on them alone, so they come out the same), and
+    /// the displacements of the jumps and calls whose both ends are in
+    /// the recording with no jump that may still shrink between them.
+    /// What is left for relaxation are the jumps to labels bound outside
+    /// (the epilogue, instruction 0) and the few that skip one: about half
+    /// of a small program's shrink candidates and a third of its fixups
+    /// were the routines'. The code after relaxation is the same
+    /// (`shared_routines_replay_as_emitted` compares it with emitting).
+    fn pre_relax(&mut self) {
+        let pos = |binds: &[(u32, u32, u32)], l: u32| {
+            binds.iter().find(|b| b.0 == l).map(|b| b.1 as usize)
+        };
+        let cands = std::mem::take(&mut self.cands);
+        let n = cands.len();
+        let long_len = |cc: Option<Cc>| if cc.is_some() { 6 } else { 5 };
+        // Each candidate's target when bound here, after it.
+        let tgt: Vec<Option<usize>> = cands
+            .iter()
+            .map(|&(start, _, f)| pos(&self.binds, self.fixups[f].2).filter(|&t| t > start))
+            .collect();
+        // Decided here: every candidate it skips is decided here too.
+        let mut det = vec![false; n];
+        for c in (0..n).rev() {
+            if let Some(t) = tgt[c] {
+                det[c] = (c + 1..n).take_while(|&j| cands[j].0 < t).all(|j| det[j]);
+            }
+        }
+        // `relax`'s rounds on them alone.
+        let target_k: Vec<usize> = tgt
+            .iter()
+            .map(|t| t.map_or(0, |t| cands.partition_point(|c| c.0 < t)))
+            .collect();
+        let mut short = vec![0usize; n];
+        let mut saved = vec![0usize; n + 1];
+        for _round in 0..4 {
+            let mut changed = false;
+            for c in 0..n {
+                if !det[c] || short[c] != 0 {
+                    continue;
+                }
+                let t = tgt[c].unwrap_or(0);
+                let between = saved[target_k[c]] - saved[c];
+                if (t - (cands[c].0 + 2)).wrapping_sub(between) <= 127 {
+                    short[c] = long_len(cands[c].1) - 2;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+            let mut acc = 0;
+            for (c, &g) in short.iter().enumerate() {
+                acc += g;
+                saved[c + 1] = acc;
+            }
+        }
+        // Bytes saved before an old position, and the candidates left
+        // (those not decided here) before it.
+        let shift = |p: usize| saved[cands.partition_point(|c| c.0 < p)];
+        let left: Vec<usize> = (0..n).filter(|&c| !det[c]).collect();
+        let left_before = |p: usize| left.partition_point(|&c| cands[c].0 < p) as u32;
+        // The code, compacted as `relax` does.
+        let old = &self.bytes;
+        let mut bytes = Vec::with_capacity(old.len());
+        let mut from = 0;
+        let mut own = vec![None; self.fixups.len()];
+        for (c, &(start, cc, f)) in cands.iter().enumerate() {
+            if short[c] == 0 {
+                continue;
+            }
+            bytes.extend_from_slice(&old[from..start]);
+            own[f] = Some(bytes.len() + 1);
+            bytes.push(match cc {
+                Some(cc) => 0x70 + cc as u8,
+                None => 0xeb,
+            });
+            bytes.push(0);
+            from = start + long_len(cc);
+        }
+        bytes.extend_from_slice(&old[from..]);
+        // Fixups: patched now when final, else moved.
+        let is_left_cand: Vec<bool> = {
+            let mut v = vec![false; self.fixups.len()];
+            for &c in &left {
+                v[cands[c].2] = true;
+            }
+            v
+        };
+        let mut index = vec![usize::MAX; self.fixups.len()];
+        let mut fixups = Vec::with_capacity(self.fixups.len());
+        for (i, &(at, width, label, _)) in self.fixups.iter().enumerate() {
+            let at = at as usize;
+            let (new_at, new_width) = match own[i] {
+                Some(a) => (a, 1),
+                None => (at - shift(at), width),
+            };
+            if let (false, Some(t)) = (is_left_cand[i], pos(&self.binds, label)) {
+                let (lo, hi) = (at.min(t), at.max(t));
+                let clear = !left.iter().any(|&c| (lo..hi).contains(&cands[c].0));
+                if clear && patch_rel(&mut bytes, new_at, new_width as usize, t - shift(t)) {
+                    continue;
+                }
+            }
+            index[i] = fixups.len();
+            fixups.push((new_at as u32, new_width, label, left_before(at)));
+        }
+        self.cands = left
+            .iter()
+            .map(|&c| {
+                let (start, cc, f) = cands[c];
+                (start - shift(start), cc, index[f])
+            })
+            .collect();
+        for b in &mut self.binds {
+            let p = b.1 as usize;
+            (b.1, b.2) = ((p - shift(p)) as u32, left_before(p));
+        }
+        self.fixups = fixups;
+        self.bytes = bytes;
+    }
 }
 
 impl<'a> Emitter<'a> {
@@ -1950,6 +2079,7 @@ fn hot_test_rdx(a: &mut Asm, n: i32, write: bool) {
 /// test misses) whose displacement, the last 4 bytes, is left 0 for a
 /// fixup. Encoded once per size, direction and test (a tenth of lowering
 /// a checked access was encoding its checks).
+#[cfg(test)]
 fn access_test(n: i32, write: bool, r10: bool) -> &'static [u8] {
     let (bytes, len) = access_test_window(n, write, r10);
     &bytes[..*len]
