@@ -107,9 +107,10 @@
 //!   working buffers (code, labels, fixups, relaxation state) are kept per
 //!   thread (`Scratch`); the shared routines and the entry, which depend
 //!   only on a few flags, are emitted once per thread and flag set and
-//!   then replayed from a recording (`Routines`); the inline test of a
-//!   checked access after its `lea` is encoded once per size, direction
-//!   and test (`access_test`). The generated code is the same as without them.
+//!   then replayed from a recording (`Routines`), relaxed once when it is
+//!   made (`Routines::pre_relax`); the inline test of a checked access
+//!   after its `lea` is encoded once per size, direction and test
+//!   (`access_test`). The generated code is the same as without them.
 
 use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Load, Mem, Rm, Shift, Sz, Unary};
 use super::inline;
