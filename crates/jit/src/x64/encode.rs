@@ -182,21 +182,6 @@ pub enum Unary {
     Idiv = 7,
 }
 
-/// The loads [`Asm::load`] encodes: zero-extending byte and word loads
-/// (`movzx r32`), 32- and 64-bit moves, sign-extending loads into 64 bits
-/// (`movsx r64`, `movsxd`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[allow(missing_docs)]
-pub enum Load {
-    Zx8,
-    Zx16,
-    Mov32,
-    Mov64,
-    Sx8,
-    Sx16,
-    Sx32,
-}
-
 /// Appends instructions to a byte buffer. Every method encodes exactly one
 /// instruction.
 ///
@@ -652,66 +637,6 @@ impl Asm {
             Sz::B16 => self.emit(to, &[0x0f, 0xbf], dst as u8, src, false),
             _ => self.emit(Sz::B64, &[0x63], dst as u8, src, false),
         }
-    }
-
-    /// A load of `kind` from `[base + disp]` into `dst`: the same bytes as
-    /// [`Asm::movzx`], [`Asm::mov_r_rm`] or [`Asm::movsx`] on that operand
-    /// (`load_matches_movs`), with the opcode taken from a table instead
-    /// of a branch per kind (the lowering's loads vary from one
-    /// instruction to the next). Indexed operands take the general path.
-    #[inline]
-    pub fn load(&mut self, kind: Load, dst: Gpr, m: Mem) {
-        // (REX.W, opcode length, opcode) per kind, in `Load` order.
-        const OPS: [(u8, usize, [u8; 2]); 7] = [
-            (0, 2, [0x0f, 0xb6]),
-            (0, 2, [0x0f, 0xb7]),
-            (0, 1, [0x8b, 0]),
-            (1, 1, [0x8b, 0]),
-            (1, 2, [0x0f, 0xbe]),
-            (1, 2, [0x0f, 0xbf]),
-            (1, 1, [0x63, 0]),
-        ];
-        if m.index.is_some() {
-            let rm = Rm::Mem(m);
-            return match kind {
-                Load::Zx8 => self.movzx(Sz::B8, dst, rm),
-                Load::Zx16 => self.movzx(Sz::B16, dst, rm),
-                Load::Mov32 => self.mov_r_rm(Sz::B32, dst, rm),
-                Load::Mov64 => self.mov_r_rm(Sz::B64, dst, rm),
-                Load::Sx8 => self.movsx(Sz::B64, Sz::B8, dst, rm),
-                Load::Sx16 => self.movsx(Sz::B64, Sz::B16, dst, rm),
-                Load::Sx32 => self.movsx(Sz::B64, Sz::B32, dst, rm),
-            };
-        }
-        let (w, len, op) = OPS[kind as usize];
-        let (start, out) = self.open();
-        // No byte register is named (the destination is 32 or 64 bits, the
-        // source memory), so REX only when some bit is set.
-        let rex = 0x40 | w << 3 | dst.ext() << 2 | m.base.ext();
-        out[0] = rex;
-        let mut k = (rex != 0x40) as usize;
-        out[k] = op[0];
-        out[k + 1] = op[1];
-        k += len;
-        // ModR/M, SIB and displacement as in `emit_i`.
-        let md = if m.disp == 0 && m.base.low() != 5 {
-            0
-        } else if i8::try_from(m.disp).is_ok() {
-            0x40
-        } else {
-            0x80
-        };
-        out[k] = md | dst.low() << 3 | m.base.low();
-        let sib = (m.base.low() == 4) as usize;
-        out[k + 1] = 0x24;
-        k += 1 + sib;
-        out[k..k + 4].copy_from_slice(&m.disp.to_le_bytes());
-        k += match md {
-            0 => 0,
-            0x40 => 1,
-            _ => 4,
-        };
-        self.close(start, k);
     }
 
     /// `LEA r64, m` (`REX.W 8D /r`).
@@ -1413,55 +1338,6 @@ mod tests {
         let mut a = Asm::new();
         a.alu_r_i(Sz::B32, Alu::Add, Gpr::Rax, 5);
         assert_eq!(text(a.code()), "add eax, 0x5");
-    }
-
-    /// `load` gives the bytes of the general encoders for every kind,
-    /// destination, base (rbp/r13 and rsp/r12 included) and displacement
-    /// size; indexed operands go through them.
-    #[test]
-    fn load_matches_movs() {
-        let kinds = [
-            Load::Zx8,
-            Load::Zx16,
-            Load::Mov32,
-            Load::Mov64,
-            Load::Sx8,
-            Load::Sx16,
-            Load::Sx32,
-        ];
-        let disps = [0, 1, -1, 127, -128, 128, -129, 0x7fff, -0x8000, i32::MAX];
-        let mut n = 0;
-        for kind in kinds {
-            for d in GPRS {
-                for base in GPRS {
-                    for disp in disps {
-                        let m = Mem::at(base, disp);
-                        let (mut a, mut b) = (Asm::new(), Asm::new());
-                        a.load(kind, d, m);
-                        let rm = Rm::Mem(m);
-                        match kind {
-                            Load::Zx8 => b.movzx(Sz::B8, d, rm),
-                            Load::Zx16 => b.movzx(Sz::B16, d, rm),
-                            Load::Mov32 => b.mov_r_rm(Sz::B32, d, rm),
-                            Load::Mov64 => b.mov_r_rm(Sz::B64, d, rm),
-                            Load::Sx8 => b.movsx(Sz::B64, Sz::B8, d, rm),
-                            Load::Sx16 => b.movsx(Sz::B64, Sz::B16, d, rm),
-                            Load::Sx32 => b.movsx(Sz::B64, Sz::B32, d, rm),
-                        }
-                        assert_eq!(a.code(), b.code(), "{kind:?} {d:?} {m:?}");
-                        n += 1;
-                    }
-                }
-            }
-            let m = Mem::indexed(Gpr::R13, Gpr::R9, 4);
-            let mut a = Asm::new();
-            a.load(kind, Gpr::Rsi, m);
-            assert!(!a.code().is_empty());
-        }
-        assert_eq!(n, 7 * 16 * 16 * 10);
-        let mut a = Asm::new();
-        a.load(Load::Sx8, Gpr::R9, Mem::at(Gpr::R12, -3));
-        assert_eq!(text(a.code()), "movsx r9, byte ptr [r12-0x3]");
     }
 
     /// Byte, word, dword and qword register forms for every register.

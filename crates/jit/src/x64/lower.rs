@@ -112,7 +112,7 @@
 //!   after its `lea` is encoded once per size, direction and test
 //!   (`access_test`). The generated code is the same as without them.
 
-use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Load, Mem, Rm, Shift, Sz, Unary};
+use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz, Unary};
 use super::inline;
 use crate::Ctx;
 use bpfkit_isa::Imm64;
@@ -2240,17 +2240,16 @@ impl Emitter<'_> {
 
     /// `dst = load(m)` of `size` bytes.
     fn load_from(&mut self, size: Size, sign_extend: bool, d: Gpr, m: Mem) {
-        // Constants only: a table lookup, not a branch per form.
-        let kind = match (size, sign_extend) {
-            (Size::B, false) => Load::Zx8,
-            (Size::H, false) => Load::Zx16,
-            (Size::W, false) => Load::Mov32,
-            (Size::DW, _) => Load::Mov64,
-            (Size::B, true) => Load::Sx8,
-            (Size::H, true) => Load::Sx16,
-            (Size::W, true) => Load::Sx32,
-        };
-        self.a.load(kind, d, m);
+        let m = Rm::Mem(m);
+        match (size, sign_extend) {
+            (Size::B, false) => self.a.movzx(Sz::B8, d, m),
+            (Size::H, false) => self.a.movzx(Sz::B16, d, m),
+            (Size::W, false) => self.a.mov_r_rm(Sz::B32, d, m),
+            (Size::DW, _) => self.a.mov_r_rm(Sz::B64, d, m),
+            (Size::B, true) => self.a.movsx(Sz::B64, Sz::B8, d, m),
+            (Size::H, true) => self.a.movsx(Sz::B64, Sz::B16, d, m),
+            (Size::W, true) => self.a.movsx(Sz::B64, Sz::B32, d, m),
+        }
     }
 
     /// ALU instruction `i` (the lowering loop's common case), possibly with
