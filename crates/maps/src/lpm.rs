@@ -19,11 +19,10 @@
 //! trie gives `ENOSPC` for new prefixes; an absent or invalid key restarts
 //! the iteration from the first prefix.
 
-use crate::hash::hash_key;
+use crate::hash::Seed;
 use crate::raw::Rcu;
 use crate::storage::{self, ValueRef};
 use crate::{rd, update_flags, wr, MapError, RunGuard};
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::ops::Bound;
@@ -35,30 +34,30 @@ struct Elem {
     words: Box<[AtomicU64]>,
 }
 
-/// The per-map seeded hash of prefix bytes (`hash_key`, as hash maps use).
+/// The per-map seeded hash of prefix bytes (`Seed::hash`, as hash maps use).
 #[derive(Clone, Copy)]
-struct Seeded(u64);
+struct Seeded(Seed);
 
-struct SeededHasher(u64);
+struct SeededHasher(Seed, u64);
 
 impl BuildHasher for Seeded {
     type Hasher = SeededHasher;
     fn build_hasher(&self) -> SeededHasher {
-        SeededHasher(self.0)
+        SeededHasher(self.0, 0)
     }
 }
 
 impl Hasher for SeededHasher {
     fn write(&mut self, bytes: &[u8]) {
-        self.0 = hash_key(self.0, bytes);
+        self.1 ^= self.0.hash(bytes);
     }
     // `[u8]` hashes its length first: all keys of one table have the same
     // length, so it needs no mixing of its own.
     fn write_usize(&mut self, n: usize) {
-        self.0 ^= n as u64;
+        self.1 ^= n as u64;
     }
     fn finish(&self) -> u64 {
-        self.0
+        self.1
     }
 }
 
@@ -113,7 +112,7 @@ const SMALL_PREFIX: usize = 16;
 impl Lpm {
     pub(crate) fn new(key_size: u32, value_size: u32, max_entries: u32) -> Lpm {
         let max_prefixlen = (key_size - 4) * 8;
-        let seed = Seeded(RandomState::new().hash_one(0x006c_706d_7472_6965_u64));
+        let seed = Seeded(Seed::random());
         Lpm {
             inner: RwLock::new(Inner {
                 by_order: BTreeMap::new(),

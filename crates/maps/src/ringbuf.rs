@@ -88,6 +88,15 @@ impl RingBuf {
         if total > self.size {
             return None;
         }
+        // A full ring (a lagging consumer) answers without the lock. The
+        // producer position is read first: it only grows, so the space
+        // seen here is at most the space at the moment the consumer
+        // position is read, and "full" was true then.
+        let prod = self.prod_pos.load(Ordering::Acquire);
+        let cons = self.cons_pos.load(Ordering::Acquire);
+        if prod + total - cons > self.size - 1 {
+            return None;
+        }
         let _p = lock(&self.producer);
         let cons = self.cons_pos.load(Ordering::Acquire);
         let prod = self.prod_pos.load(Ordering::Relaxed);
@@ -127,11 +136,14 @@ impl RingBuf {
     /// starts at guest address `addr`.
     pub(crate) fn commit(&self, addr: u64, discard: bool) -> Result<(), MapError> {
         let h = self.header_of(addr)?;
-        let _ = h.fetch_update(Ordering::Release, Ordering::Relaxed, |v| {
-            let b = v.to_ne_bytes();
-            let len = header_len(v) & !BUSY_BIT | if discard { DISCARD_BIT } else { 0 };
-            Some(header(len, u32::from_ne_bytes([b[4], b[5], b[6], b[7]])))
-        });
+        // Idempotent bit operations on the length half of the header (two
+        // racing commits of one record, which only an unverified program
+        // can make, cannot leave it busy): a discard marks the record
+        // while it is still busy, so the consumer never sees it half done.
+        if discard {
+            h.fetch_or(header(DISCARD_BIT, 0), Ordering::Relaxed);
+        }
+        h.fetch_and(!header(BUSY_BIT, 0), Ordering::Release);
         Ok(())
     }
 
