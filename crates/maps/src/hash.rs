@@ -626,3 +626,132 @@ impl Hash {
         self.first_from(0, &g)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{key_eq, Seed};
+
+    /// The largest bucket and the share of empty buckets when `keys` go
+    /// into as many buckets as there are keys (a power of two).
+    fn spread(seed: &Seed, keys: &[Vec<u8>]) -> (usize, f64) {
+        let n = keys.len();
+        assert!(n.is_power_of_two());
+        let mut load = vec![0usize; n];
+        for k in keys {
+            load[seed.hash(k) as usize & (n - 1)] += 1;
+        }
+        let empty = load.iter().filter(|&&l| l == 0).count();
+        (*load.iter().max().unwrap(), empty as f64 / n as f64)
+    }
+
+    /// Structured key sets (what programs use as keys: counters, IPv4
+    /// addresses in one subnet, 5-tuples differing in a port, keys
+    /// differing only in their top or bottom byte, long keys) spread like
+    /// random keys would: no bucket above 12 of 4096 keys (random keys
+    /// give about 7) and about 1/e of the buckets empty.
+    #[test]
+    fn structured_keys_spread_over_the_buckets() {
+        let n = 4096u32;
+        let sets: Vec<(&str, Vec<Vec<u8>>)> = vec![
+            (
+                "u32 counter",
+                (0..n).map(|i| i.to_ne_bytes().to_vec()).collect(),
+            ),
+            (
+                "u32 << 20",
+                (0..n).map(|i| (i << 20).to_ne_bytes().to_vec()).collect(),
+            ),
+            (
+                "ipv4 10.0.x.y",
+                (0..n)
+                    .map(|i| vec![10, 0, (i >> 8) as u8, i as u8])
+                    .collect(),
+            ),
+            (
+                "u64 top bits",
+                (0..n)
+                    .map(|i| (u64::from(i) << 52).to_ne_bytes().to_vec())
+                    .collect(),
+            ),
+            (
+                "12-byte tuple, sport",
+                (0..n)
+                    .map(|i| {
+                        let mut k = vec![10, 0, 0, 1, 10, 0, 0, 2, 0, 0, 0, 80];
+                        k[8..10].copy_from_slice(&(i as u16).to_be_bytes());
+                        k
+                    })
+                    .collect(),
+            ),
+            (
+                "16-byte, last bytes",
+                (0..n)
+                    .map(|i| {
+                        let mut k = vec![7u8; 16];
+                        k[14..].copy_from_slice(&(i as u16).to_be_bytes());
+                        k
+                    })
+                    .collect(),
+            ),
+            (
+                "6-byte",
+                (0..n)
+                    .map(|i| vec![2, 0, 0, 0, (i >> 8) as u8, i as u8])
+                    .collect(),
+            ),
+            (
+                "40-byte, middle",
+                (0..n)
+                    .map(|i| {
+                        let mut k = vec![0u8; 40];
+                        k[20..24].copy_from_slice(&i.to_le_bytes());
+                        k
+                    })
+                    .collect(),
+            ),
+        ];
+        for round in 0..4 {
+            let seed = Seed::random();
+            for (name, keys) in &sets {
+                let (max, empty) = spread(&seed, keys);
+                assert!(max <= 12, "{name} (seed {round}): a bucket of {max}");
+                assert!(
+                    (0.30..0.44).contains(&empty),
+                    "{name} (seed {round}): {empty:.3} of the buckets empty"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn short_keys_hash_every_byte() {
+        // Keys of every length up to 40: changing any one byte changes the
+        // hash (for a fixed seed, almost surely; here always).
+        let seed = Seed::random();
+        for n in 1..=40usize {
+            let base: Vec<u8> = (0..n as u8).collect();
+            let h = seed.hash(&base);
+            for i in 0..n {
+                let mut k = base.clone();
+                k[i] ^= 0x40;
+                assert_ne!(seed.hash(&k), h, "length {n}, byte {i}");
+            }
+        }
+        // The length is part of the hash.
+        assert_ne!(seed.hash(&[0; 4]), seed.hash(&[0; 5]));
+    }
+
+    #[test]
+    fn key_eq_compares_every_byte() {
+        for n in 0..=40usize {
+            let a: Vec<u8> = (0..n as u8).map(|b| b.wrapping_mul(37)).collect();
+            assert!(key_eq(&a, &a.clone()), "length {n}");
+            for i in 0..n {
+                let mut b = a.clone();
+                b[i] ^= 1;
+                assert!(!key_eq(&a, &b), "length {n}, byte {i}");
+            }
+            assert!(!key_eq(&a, &[a.as_slice(), &[0]].concat()));
+        }
+    }
+}
