@@ -64,11 +64,27 @@ impl Hasher for SeededHasher {
 /// The elements of one prefix length, by their prefix bytes.
 type ByPrefix = HashMap<Box<[u8]>, Rcu<Elem>, Seeded>;
 
+/// The same for keys of at most 16 data bytes (IPv4, IPv6): the prefix as
+/// one big-endian integer, bits past the prefix cleared, so that a lookup
+/// masks one word per length instead of copying and comparing bytes.
+type ByWord = HashMap<u128, Rcu<Elem>, Seeded>;
+
+/// The first `len` bits (`len` <= 128) of a big-endian word.
+fn word_mask(len: u32) -> u128 {
+    match len {
+        0 => 0,
+        l => !0u128 << (128 - l.min(128)),
+    }
+}
+
 struct Inner {
     /// Iteration order: the order key of each prefix -> its length.
     by_order: BTreeMap<Vec<u8>, u32>,
-    /// Per prefix length (index), the elements of that length.
+    /// Per prefix length (index), the elements of that length (keys of
+    /// more than 16 data bytes; empty otherwise).
     by_len: Vec<ByPrefix>,
+    /// Per prefix length, for keys of up to 16 data bytes.
+    by_word: Vec<ByWord>,
     /// The prefix lengths that have elements, longest first.
     lens: Vec<u32>,
 }
@@ -113,11 +129,16 @@ impl Lpm {
     pub(crate) fn new(key_size: u32, value_size: u32, max_entries: u32) -> Lpm {
         let max_prefixlen = (key_size - 4) * 8;
         let seed = Seeded(Seed::random());
+        let words = max_prefixlen <= 128;
+        let tables = |used: bool| if used { max_prefixlen as usize + 1 } else { 0 };
         Lpm {
             inner: RwLock::new(Inner {
                 by_order: BTreeMap::new(),
                 // Empty tables allocate nothing.
-                by_len: (0..=max_prefixlen)
+                by_len: (0..tables(!words))
+                    .map(|_| HashMap::with_hasher(seed))
+                    .collect(),
+                by_word: (0..tables(words))
                     .map(|_| HashMap::with_hasher(seed))
                     .collect(),
                 lens: Vec::new(),
@@ -128,12 +149,38 @@ impl Lpm {
         }
     }
 
+    /// The data bytes of a key of at most 16 data bytes as a big-endian
+    /// word (zero-padded), `None` for longer keys.
+    #[inline]
+    fn word(&self, data: &[u8]) -> Option<u128> {
+        let mut b = [0u8; 16];
+        match data.len() {
+            4 => b[..4].copy_from_slice(data),
+            16 => b.copy_from_slice(data),
+            n if n < 16 => b[..n].copy_from_slice(data),
+            _ => return None,
+        }
+        Some(u128::from_be_bytes(b))
+    }
+
     fn best<'a>(&self, inner: &'a Inner, key: &[u8]) -> Option<&'a Rcu<Elem>> {
         let len = prefixlen(key);
         if len > self.max_prefixlen {
             return None;
         }
         let data = key.get(4..)?;
+        if let Some(w) = self.word(data) {
+            // Longest first; the lengths above the key's are skipped.
+            for &l in &inner.lens {
+                if l > len {
+                    continue;
+                }
+                if let Some(e) = inner.by_word.get(l as usize)?.get(&(w & word_mask(l))) {
+                    return Some(e);
+                }
+            }
+            return None;
+        }
         let mut small = [0u8; SMALL_PREFIX];
         let mut heap = Vec::new();
         for &l in inner.lens.iter().filter(|&&l| l <= len) {
@@ -166,7 +213,14 @@ impl Lpm {
 
     /// The element of exactly prefix `len` of `key` (data after the
     /// 4-byte length), if any.
-    fn exact<'a>(inner: &'a Inner, key: &[u8], len: u32) -> Option<&'a Elem> {
+    fn exact<'a>(&self, inner: &'a Inner, key: &[u8], len: u32) -> Option<&'a Elem> {
+        if let Some(w) = self.word(key.get(4..)?) {
+            return inner
+                .by_word
+                .get(len as usize)?
+                .get(&(w & word_mask(len)))
+                .map(|e| &**e);
+        }
         let mut buf = vec![0u8; key.len().saturating_sub(4)];
         let prefix = prefix_into(key.get(4..)?, len, &mut buf)?;
         inner.by_len.get(len as usize)?.get(prefix).map(|e| &**e)
@@ -188,8 +242,12 @@ impl Lpm {
         let mut prefix = vec![0u8; data.len()];
         let n = prefix_into(data, len, &mut prefix).map_or(0, <[u8]>::len);
         prefix.truncate(n);
+        let word = self.word(data).map(|w| w & word_mask(len));
         let mut inner = wr(&self.inner);
-        let exists = inner.by_len[len as usize].contains_key(prefix.as_slice());
+        let exists = match word {
+            Some(w) => inner.by_word[len as usize].contains_key(&w),
+            None => inner.by_len[len as usize].contains_key(prefix.as_slice()),
+        };
         if exists && flags == update_flags::NOEXIST {
             return Err(MapError::Exists);
         }
@@ -207,7 +265,10 @@ impl Lpm {
             key: key.into(),
             words,
         });
-        let old = inner.by_len[len as usize].insert(prefix.into_boxed_slice(), new);
+        let old = match word {
+            Some(w) => inner.by_word[len as usize].insert(w, new),
+            None => inner.by_len[len as usize].insert(prefix.into_boxed_slice(), new),
+        };
         if old.is_none() {
             inner.by_order.insert(order_key(data, len), len);
             if let Err(at) = inner.lens.binary_search_by(|l| len.cmp(l)) {
@@ -229,10 +290,19 @@ impl Lpm {
         let data = &key[4..];
         let mut buf = vec![0u8; data.len()];
         let prefix = prefix_into(data, len, &mut buf).ok_or(MapError::NotFound)?;
+        let word = self.word(data).map(|w| w & word_mask(len));
         let mut inner = wr(&self.inner);
-        let table = &mut inner.by_len[len as usize];
-        let old = table.remove(prefix).ok_or(MapError::NotFound)?;
-        let emptied = table.is_empty();
+        let (old, emptied) = match word {
+            Some(w) => {
+                let table = &mut inner.by_word[len as usize];
+                (table.remove(&w), table.is_empty())
+            }
+            None => {
+                let table = &mut inner.by_len[len as usize];
+                (table.remove(prefix), table.is_empty())
+            }
+        };
+        let old = old.ok_or(MapError::NotFound)?;
         inner.by_order.remove(&order_key(data, len));
         if emptied {
             inner.lens.retain(|&l| l != len);
@@ -253,7 +323,7 @@ impl Lpm {
             }
             let mut k = len.to_ne_bytes().to_vec();
             k.extend_from_slice(&data);
-            Lpm::exact(&inner, &k, len)
+            self.exact(&inner, &k, len)
                 .map(|e| e.key.to_vec())
                 .ok_or(MapError::NotFound)
         };
@@ -265,7 +335,7 @@ impl Lpm {
             return first();
         };
         let len = prefixlen(key);
-        if Lpm::exact(&inner, key, len).is_none() {
+        if self.exact(&inner, key, len).is_none() {
             return first();
         }
         let ok = order_key(&key[4..], len);

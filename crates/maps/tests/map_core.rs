@@ -354,3 +354,90 @@ fn full_map_of_similar_keys() {
     assert_eq!(m.update(&k(max), &[0; 4], EXIST).unwrap_err().errno(), 2);
     assert_eq!(m.entries().unwrap().len(), max as usize);
 }
+
+/// An LPM key: the prefix length, then the data bytes.
+fn lpm_key(len: u32, data: &[u8]) -> Vec<u8> {
+    [&len.to_ne_bytes()[..], data].concat()
+}
+
+/// Whether the first `len` bits of `a` and `b` agree.
+fn same_prefix(a: &[u8], b: &[u8], len: u32) -> bool {
+    (0..len as usize).all(|i| (a[i / 8] ^ b[i / 8]) & (0x80 >> (i % 8)) == 0)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Longest-prefix match with many prefix lengths present, for IPv4
+    /// keys (the masked-word tables), 16-byte keys (the widest word) and
+    /// 20-byte keys (the byte tables), against a brute-force search; data
+    /// bits past a prefix must not matter, deletes must empty lengths.
+    #[test]
+    fn lpm_longest_match_over_many_lengths(
+        data_len in prop::sample::select(vec![4usize, 16, 20]),
+        entries in proptest::collection::vec((0u32..=40, any::<u32>(), any::<u8>()), 1..40),
+        deletes in proptest::collection::vec(0usize..40, 0..10),
+        probes in proptest::collection::vec((any::<u32>(), 0u32..=8), 1..60),
+    ) {
+        let bits = data_len as u32 * 8;
+        let m = Map::new(
+            MapDef::new(MapType::LpmTrie, 4 + data_len as u32, 1, 64)
+                .with_flags(bpfkit_maps::map_flags::NO_PREALLOC),
+            &opts(),
+        )
+        .unwrap();
+        // Data from a u32 spread over the key: the first 4 bytes, a copy in
+        // the last 4 (where the byte tables' long prefixes look).
+        let data = |x: u32| {
+            let mut d = vec![0xa5u8; data_len];
+            d[..4].copy_from_slice(&x.to_be_bytes());
+            let n = d.len();
+            d[n - 4..].copy_from_slice(&x.to_be_bytes());
+            d
+        };
+        // Prefix lengths spread over the whole key: 0..=40 scaled.
+        let scale = |l: u32| l * bits / 40;
+        let mut model: Vec<(u32, Vec<u8>, u8)> = Vec::new();
+        for &(l, x, v) in &entries {
+            let (len, d) = (scale(l), data(x));
+            m.update(&lpm_key(len, &d), &[v], ANY).unwrap();
+            model.retain(|(ml, md, _)| !(*ml == len && same_prefix(md, &d, len)));
+            model.push((len, d, v));
+        }
+        for &i in &deletes {
+            if let Some((len, d, _)) = model.get(i % model.len().max(1)).cloned() {
+                // Bits past the prefix differ from the stored key's.
+                let mut other = d.clone();
+                if len < bits {
+                    let b = len as usize;
+                    other[b / 8] ^= 0x80 >> (b % 8);
+                }
+                m.delete(&lpm_key(len, &other)).unwrap();
+                model.retain(|(ml, md, _)| !(*ml == len && same_prefix(md, &d, len)));
+            }
+        }
+        prop_assert_eq!(m.len(), model.len());
+        for &(x, cut) in &probes {
+            // Probe near stored prefixes too: flip one bit of a stored key.
+            let d = match model.get(x as usize % 64) {
+                Some((_, md, _)) => {
+                    let mut d = md.clone();
+                    let b = (x >> 8) as usize % (data_len * 8);
+                    d[b / 8] ^= 0x80 >> (b % 8);
+                    d
+                }
+                None => data(x),
+            };
+            let len = bits - bits * cut / 8;
+            let expect = model
+                .iter()
+                .filter(|(ml, md, _)| *ml <= len && same_prefix(md, &d, *ml))
+                .max_by_key(|(ml, _, _)| *ml)
+                .map(|(_, _, v)| vec![*v]);
+            let key = lpm_key(len, &d);
+            prop_assert_eq!(m.lookup(&key).ok(), expect.clone());
+            let g = pin();
+            prop_assert_eq!(m.lookup_ptr(&key, 0, &g).map(|v| v.to_vec()), expect);
+        }
+    }
+}
