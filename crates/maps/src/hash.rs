@@ -126,7 +126,7 @@ impl Seed {
     }
 }
 
-/// Whether two keys are equal. Keys of 4 to 16 bytes (the usual sizes)
+/// Whether two keys are equal. Keys of up to 16 bytes (the usual sizes)
 /// are compared as two (possibly overlapping) integers each instead of
 /// through `memcmp`.
 #[inline(always)]
@@ -139,6 +139,8 @@ pub(crate) fn key_eq(a: &[u8], b: &[u8]) -> bool {
         word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8)
     } else if (4..8).contains(&n) {
         half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4)
+    } else if (1..4).contains(&n) {
+        a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]
     } else {
         a == b
     }
@@ -189,6 +191,7 @@ impl Chain {
         std::iter::once(&self.first).chain(self.rest.iter())
     }
 
+    #[inline]
     fn find(&self, key: &[u8]) -> Option<&Arc<Elem>> {
         if key_eq(&self.first.key, key) {
             return Some(&self.first);

@@ -52,11 +52,6 @@ pub(crate) struct Rcu<T: Send + Sync + 'static> {
 }
 
 impl<T: Send + Sync + 'static> Rcu<T> {
-    /// Wraps a fresh element.
-    pub(crate) fn new(value: T) -> Rcu<T> {
-        Rcu::from_arc(Arc::new(value))
-    }
-
     /// Wraps a shared element.
     pub(crate) fn from_arc(arc: Arc<T>) -> Rcu<T> {
         Rcu {
@@ -108,6 +103,13 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
     pub(crate) fn empty() -> RcuCell<T> {
         RcuCell {
             ptr: Atomic::null(),
+        }
+    }
+
+    /// A cell holding `value`.
+    pub(crate) fn new(value: T) -> RcuCell<T> {
+        RcuCell {
+            ptr: Atomic::new(value),
         }
     }
 

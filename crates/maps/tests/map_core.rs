@@ -441,3 +441,89 @@ proptest! {
         }
     }
 }
+
+/// A length's table grows from 2 buckets to thousands and shrinks away
+/// again, while other threads look up prefixes that never change: every
+/// such lookup finds its longest match with the right value, whatever the
+/// writer is doing to the tables (lock-free reads over replaced bucket
+/// arrays and chains).
+#[test]
+fn lpm_tables_grow_under_readers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let m = Arc::new(
+        Map::new(
+            MapDef::new(MapType::LpmTrie, 8, 4, 10_000)
+                .with_flags(bpfkit_maps::map_flags::NO_PREALLOC),
+            &opts(),
+        )
+        .unwrap(),
+    );
+    // Stable: 10.0.0.0/8 -> 8, 10.1.0.0/16 -> 16, 10.1.2.0/24 -> 24.
+    m.update(&lpm_key(8, &[10, 0, 0, 0]), &8u32.to_ne_bytes(), ANY)
+        .unwrap();
+    m.update(&lpm_key(16, &[10, 1, 0, 0]), &16u32.to_ne_bytes(), ANY)
+        .unwrap();
+    m.update(&lpm_key(24, &[10, 1, 2, 0]), &24u32.to_ne_bytes(), ANY)
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|t| {
+            let (m, stop) = (m.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) || n < 1000 {
+                    let g = pin();
+                    for (ip, want) in [
+                        ([10, 1, 2, 9], 24u32),
+                        ([10, 1, 3, 9], 16),
+                        ([10, 2, 2, 9], 8),
+                    ] {
+                        let v = m.lookup_ptr(&lpm_key(32, &ip), t, &g).unwrap().to_vec();
+                        assert_eq!(v, want.to_ne_bytes(), "{ip:?}");
+                    }
+                    assert!(m.lookup_ptr(&lpm_key(32, &[11, 0, 0, 1]), t, &g).is_none());
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    // Churn in the same lengths (and /32, /20), growing and emptying them.
+    for round in 0..3u8 {
+        for i in 0..3000u32 {
+            let b = i.to_be_bytes();
+            let len = [24, 16, 32, 20][i as usize % 4];
+            let ip = [20 + round, b[1], b[2], b[3]];
+            m.update(&lpm_key(len, &ip), &i.to_ne_bytes(), ANY).unwrap();
+        }
+        assert!(m.len() > 3);
+        let g = pin();
+        for i in (0..3000u32).step_by(7) {
+            let b = i.to_be_bytes();
+            let len = [24, 16, 32, 20][i as usize % 4];
+            let v = m.lookup_ptr(&lpm_key(32, &[20 + round, b[1], b[2], b[3]]), 0, &g);
+            // Some prefix of this address is present (maybe a shorter one
+            // added later by another i); this one's value when /32.
+            let v = v.unwrap().to_vec();
+            if len == 32 {
+                assert_eq!(v, i.to_ne_bytes());
+            }
+        }
+        drop(g);
+        for (k, _) in m.entries().unwrap() {
+            if k[4] == 20 + round {
+                m.delete(&k).unwrap();
+            }
+        }
+        assert_eq!(m.len(), 3);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert_eq!(
+        m.entries().unwrap().len(),
+        3,
+        "only the stable prefixes are left"
+    );
+}
