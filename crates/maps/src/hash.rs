@@ -107,6 +107,14 @@ impl Seed {
         fold_mul(h ^ s0, s2)
     }
 
+    /// The hash of a 128-bit word (LPM prefixes of up to 16 bytes).
+    #[inline]
+    pub(crate) fn hash_word(&self, w: u128) -> u64 {
+        let [s0, s1, s2] = self.0;
+        let h = fold_mul(w as u64 ^ s0, (w >> 64) as u64 ^ s1);
+        fold_mul(h ^ s0, s2)
+    }
+
     /// Keys above 16 bytes: 16 bytes a step, the last step overlapping.
     #[cold]
     fn hash_long(&self, key: &[u8]) -> u64 {

@@ -44,7 +44,21 @@ struct Elem {
     key: Box<[u8]>,
     /// The prefix's bytes, bits past the prefix cleared: the table key.
     prefix: Box<[u8]>,
+    /// Keys of up to 16 data bytes: the prefix as a big-endian word (what
+    /// lookups compare); 0 otherwise.
+    word: u128,
+    /// Its hash in the length's table.
+    hash: u64,
     words: Box<[AtomicU64]>,
+}
+
+/// A prefix as lookups and writers name it.
+#[derive(Clone, Copy)]
+enum Prefix<'a> {
+    /// Keys of up to 16 data bytes: the masked big-endian word.
+    Word(u128),
+    /// Longer keys: the prefix's bytes.
+    Bytes(&'a [u8]),
 }
 
 /// The elements of one bucket (never empty), replaced whole.
@@ -71,10 +85,13 @@ pub(crate) struct Lpm {
     max_prefixlen: u32,
     max_entries: u32,
     value_size: usize,
+    /// Keys of at most 16 data bytes take the word path.
+    small: bool,
 }
 
 fn prefixlen(key: &[u8]) -> u32 {
-    u32::from_ne_bytes([key[0], key[1], key[2], key[3]])
+    key.first_chunk::<4>()
+        .map_or(u32::MAX, |b| u32::from_ne_bytes(*b))
 }
 
 /// One byte per prefix bit (0 or 1), then 2: sorts in trie post-order.
@@ -137,16 +154,36 @@ impl Lpm {
             max_prefixlen,
             max_entries,
             value_size: value_size as usize,
+            small: max_prefixlen <= 128,
         }
     }
 
-    /// The element of prefix length `len` whose prefix bytes are `prefix`.
     #[inline]
-    fn find<'g>(&self, len: u32, prefix: &[u8], g: &'g RunGuard) -> Option<&'g Arc<Elem>> {
+    fn hash_of(&self, p: Prefix<'_>) -> u64 {
+        match p {
+            Prefix::Word(w) => self.seed.hash_word(w),
+            Prefix::Bytes(b) => self.seed.hash(b),
+        }
+    }
+
+    /// How writers name the prefix whose bytes are `prefix`.
+    fn prefix_of<'a>(&self, prefix: &'a [u8]) -> Prefix<'a> {
+        match word(prefix).filter(|_| self.small) {
+            Some(w) => Prefix::Word(w),
+            None => Prefix::Bytes(prefix),
+        }
+    }
+
+    /// The element of prefix length `len` and prefix `p`.
+    #[inline]
+    fn find<'g>(&self, len: u32, p: Prefix<'_>, g: &'g RunGuard) -> Option<&'g Arc<Elem>> {
         let buckets = self.tables.get(len as usize)?.load(g)?;
-        let i = self.seed.hash(prefix) as usize & (buckets.len() - 1);
-        let chain = buckets.get(i)?.load(g)?;
-        chain.0.iter().find(|e| key_eq(&e.prefix, prefix))
+        let h = self.hash_of(p);
+        let chain = buckets.get(h as usize & (buckets.len() - 1))?.load(g)?;
+        match p {
+            Prefix::Word(w) => chain.0.iter().find(|e| e.word == w),
+            Prefix::Bytes(b) => chain.0.iter().find(|e| key_eq(&e.prefix, b)),
+        }
     }
 
     fn best<'g>(&self, key: &[u8], g: &'g RunGuard) -> Option<&'g Arc<Elem>> {
@@ -162,8 +199,7 @@ impl Lpm {
                 if l > len {
                     continue;
                 }
-                let p = (w & word_mask(l)).to_be_bytes();
-                if let Some(e) = self.find(l, &p[..(l as usize).div_ceil(8)], g) {
+                if let Some(e) = self.find(l, Prefix::Word(w & word_mask(l)), g) {
                     return Some(e);
                 }
             }
@@ -172,7 +208,7 @@ impl Lpm {
         let mut buf = vec![0u8; data.len()];
         for &l in lens.iter().filter(|&&l| l <= len) {
             let prefix = prefix_into(data, l, &mut buf)?;
-            if let Some(e) = self.find(l, prefix, g) {
+            if let Some(e) = self.find(l, Prefix::Bytes(prefix), g) {
                 return Some(e);
             }
         }
@@ -209,7 +245,7 @@ impl Lpm {
     fn build(&self, n: usize, elems: impl Iterator<Item = Arc<Elem>>) -> Buckets {
         let mut lists: Vec<Vec<Arc<Elem>>> = (0..n).map(|_| Vec::new()).collect();
         for e in elems {
-            lists[self.seed.hash(&e.prefix) as usize & (n - 1)].push(e);
+            lists[e.hash as usize & (n - 1)].push(e);
         }
         lists
             .into_iter()
@@ -246,9 +282,15 @@ impl Lpm {
         }
         let data = &key[4..];
         let prefix = Self::prefix(data, len);
+        let p = self.prefix_of(&prefix);
+        let hash = self.hash_of(p);
+        let word = match p {
+            Prefix::Word(w) => w,
+            Prefix::Bytes(_) => 0,
+        };
         let mut w = lock(&self.writer);
         let g = crate::pin();
-        let exists = self.find(len, &prefix, &g).is_some();
+        let exists = self.find(len, p, &g).is_some();
         if exists && flags == update_flags::NOEXIST {
             return Err(MapError::Exists);
         }
@@ -264,7 +306,9 @@ impl Lpm {
         storage::write(&words, 0, value);
         let new = Arc::new(Elem {
             key: key.into(),
-            prefix: prefix.into_boxed_slice(),
+            prefix: prefix.clone().into_boxed_slice(),
+            word,
+            hash,
             words,
         });
         let table = &self.tables[len as usize];
@@ -283,9 +327,9 @@ impl Lpm {
                 table.load(&g).ok_or(MapError::NoMemory)?
             }
         };
-        let i = self.seed.hash(&new.prefix) as usize & (buckets.len() - 1);
+        let i = hash as usize & (buckets.len() - 1);
         let mut elems: Vec<Arc<Elem>> = buckets[i].load(&g).map_or_else(Vec::new, |c| c.0.to_vec());
-        match elems.iter().position(|e| key_eq(&e.prefix, &new.prefix)) {
+        match elems.iter().position(|e| key_eq(&e.prefix, &prefix)) {
             // Replaced: the old element lives on in the retired chain
             // until the runs that may use it have ended.
             Some(p) => elems[p] = new,
@@ -316,7 +360,7 @@ impl Lpm {
         let g = crate::pin();
         let table = &self.tables[len as usize];
         let buckets = table.load(&g).ok_or(MapError::NotFound)?;
-        let i = self.seed.hash(&prefix) as usize & (buckets.len() - 1);
+        let i = self.hash_of(self.prefix_of(&prefix)) as usize & (buckets.len() - 1);
         let mut elems: Vec<Arc<Elem>> = buckets[i].load(&g).map_or_else(Vec::new, |c| c.0.to_vec());
         let p = elems
             .iter()
@@ -344,7 +388,8 @@ impl Lpm {
             for (i, &b) in ok[..len as usize].iter().enumerate() {
                 data[i / 8] |= b << (7 - i % 8);
             }
-            self.find(len, &Self::prefix(&data, len), &g)
+            let prefix = Self::prefix(&data, len);
+            self.find(len, self.prefix_of(&prefix), &g)
                 .map(|e| e.key.to_vec())
                 .ok_or(MapError::NotFound)
         };
@@ -356,7 +401,8 @@ impl Lpm {
             return first();
         };
         let len = prefixlen(key);
-        if self.find(len, &Self::prefix(&key[4..], len), &g).is_none() {
+        let prefix = Self::prefix(&key[4..], len);
+        if self.find(len, self.prefix_of(&prefix), &g).is_none() {
             return first();
         }
         let ok = order_key(&key[4..], len);
