@@ -279,7 +279,7 @@ impl Hash {
     }
 
     /// The element of `key`, without a lock.
-    #[inline]
+    #[inline(always)]
     fn get<'g>(&self, key: &[u8], guard: &'g RunGuard) -> Option<&'g Arc<Elem>> {
         self.bucket(key).chain.load(guard)?.find(key)
     }
@@ -329,6 +329,7 @@ impl Hash {
     }
 
     /// Whether `key` is present.
+    #[inline]
     pub(crate) fn contains(&self, key: &[u8]) -> bool {
         self.get(key, &crate::pin()).is_some()
     }
@@ -413,15 +414,25 @@ impl Hash {
         if self.lru.is_some() {
             return self.update_lru(key, src, flags);
         }
-        let b = self.bucket(key);
         // The flag errors need no lock: the answer was true when the
         // chain was read (`BPF_NOEXIST` on a present key is the common
         // case of a connection table).
-        {
-            let g = crate::pin();
-            let exists = b.chain.load(&g).is_some_and(|c| c.find(key).is_some());
-            self.check_flags(exists, flags)?;
+        if flags & !update_flags::LOCK != update_flags::ANY {
+            self.check_flags(self.contains(key), flags)?;
         }
+        self.update_locked(key, src, obj, flags)
+    }
+
+    /// [`Hash::update`] under the bucket's writer lock (not LRU).
+    #[inline(never)]
+    fn update_locked(
+        &self,
+        key: &[u8],
+        src: Src<'_>,
+        obj: Option<Arc<Map>>,
+        flags: u64,
+    ) -> Result<(), MapError> {
+        let b = self.bucket(key);
         let _w = lock(&b.writer);
         let mut elems = Self::snapshot(b);
         let pos = elems.iter().position(|e| key_eq(&e.key, key));
@@ -459,6 +470,7 @@ impl Hash {
         Ok(())
     }
 
+    #[inline(never)]
     fn update_lru(&self, key: &[u8], src: Src<'_>, flags: u64) -> Result<(), MapError> {
         let b = self.bucket(key);
         loop {

@@ -250,7 +250,7 @@ proptest! {
         let mut n = 0u8;
         for (what, len) in ops {
             let total = (len + 8).div_ceil(8) * 8;
-            let fits = prod + total - cons <= size - 1;
+            let fits = prod + total - cons < size;
             n = n.wrapping_add(1);
             let data: Vec<u8> = (0..len).map(|i| n ^ i as u8).collect();
             match what {
