@@ -2,9 +2,14 @@
 //! and the storage of `hash_of_maps` and `devmap_hash`.
 //!
 //! A fixed array of buckets (the kernel's `roundup_pow_of_two(max_entries)`,
-//! capped at 2^20 here), each a lock-protected list of elements. An element
-//! is an [`Rcu`]: its key, its value words (one 8-byte-aligned slot per CPU
-//! for per-CPU maps) and, for `hash_of_maps`, the inner map.
+//! capped at 2^20 here), each a chain of elements that lookups read without
+//! a lock (an [`RcuCell`], the kernel's RCU list) and that writers replace
+//! whole under the bucket's mutex; the old chain is freed once the runs that
+//! may be reading it have ended. An element (an `Arc`, shared by the chains
+//! and the LRU queue) holds its key, its value words (one 8-byte-aligned
+//! slot per CPU for per-CPU maps) and, for `hash_of_maps`, the inner map.
+//! Short keys take a multiply-based hash of two words and integer compares
+//! ([`Seed::hash`], [`key_eq`]).
 //!
 //! Kernel semantics kept: updating an existing key of a plain hash
 //! *replaces* the element (a program holding the old value pointer keeps
