@@ -238,6 +238,15 @@ pub(crate) struct Hash {
     lru: Option<Mutex<VecDeque<Arc<Elem>>>>,
 }
 
+impl Drop for Hash {
+    fn drop(&mut self) {
+        // One pin for all the chains retired with the buckets (each
+        // cell's own pin then nests, which costs a counter, not a fence).
+        let _g = crate::pin();
+        drop(std::mem::take(&mut self.buckets));
+    }
+}
+
 /// Bucket count cap: chains get longer beyond it instead of allocating
 /// gigabytes of buckets for huge `max_entries`.
 const MAX_BUCKETS: usize = 1 << 20;

@@ -151,8 +151,18 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
 
 impl<T: Send + Sync + 'static> Drop for RcuCell<T> {
     fn drop(&mut self) {
+        // SAFETY: `unprotected` lends a guard that protects nothing; it is
+        // only used to read the pointer (never dereferenced here), which
+        // `&mut self` keeps from changing.
+        let empty = self
+            .ptr
+            .load(Ordering::Relaxed, unsafe { crossbeam_epoch::unprotected() })
+            .is_null();
         // Deferred as any replaced value: a reference obtained through the
-        // cell may outlive the cell itself until its run ends.
-        self.replace(None);
+        // cell may outlive the cell itself until its run ends. Empty cells
+        // (most buckets of a sparse table) cost no pin.
+        if !empty {
+            self.replace(None);
+        }
     }
 }
