@@ -116,6 +116,9 @@ fn prefix_into<'a>(data: &[u8], len: u32, out: &'a mut [u8]) -> Option<&'a [u8]>
     Some(out)
 }
 
+/// The most data bytes an LPM key has (the kernel's `LPM_DATA_SIZE_MAX`).
+const LPM_DATA_MAX: usize = 256;
+
 /// The first `len` bits (`len` <= 128) of a big-endian word.
 fn word_mask(len: u32) -> u128 {
     match len {
@@ -205,7 +208,9 @@ impl Lpm {
             }
             return None;
         }
-        let mut buf = vec![0u8; data.len()];
+        // Longer keys: one masked copy per length, on the stack (the data
+        // is at most `LPM_DATA_MAX` bytes, as creation checks).
+        let mut buf = [0u8; LPM_DATA_MAX];
         for &l in lens.iter().filter(|&&l| l <= len) {
             let prefix = prefix_into(data, l, &mut buf)?;
             if let Some(e) = self.find(l, Prefix::Bytes(prefix), g) {
