@@ -8,9 +8,13 @@
 //!
 //! Storage is one ring of fixed-size slots, grown by doubling up to
 //! `max_entries` (the kernel preallocates all of it): a push or pop copies
-//! the value and allocates nothing once the ring has grown.
+//! the value and allocates nothing once the ring has grown. An empty map
+//! (pop, peek) and a full one (push without `BPF_EXIST`) answer from a
+//! count kept beside the ring, without the lock: the answer was true when
+//! the count was read.
 
 use crate::{lock, update_flags, MapError};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Values of one size in a ring of slots: slot `(head + i) % cap` holds
@@ -78,6 +82,8 @@ impl Ring {
 
 pub(crate) struct QueueStack {
     items: Mutex<Ring>,
+    /// `items.len`, written under the lock.
+    count: AtomicUsize,
     max_entries: u32,
     lifo: bool,
 }
@@ -86,6 +92,7 @@ impl QueueStack {
     pub(crate) fn new(max_entries: u32, lifo: bool) -> QueueStack {
         QueueStack {
             items: Mutex::new(Ring::default()),
+            count: AtomicUsize::new(0),
             max_entries,
             lifo,
         }
@@ -98,6 +105,11 @@ impl QueueStack {
             });
         }
         let max = self.max_entries as usize;
+        if flags != update_flags::EXIST && self.count.load(Ordering::Acquire) >= max {
+            return Err(MapError::Full {
+                max_entries: self.max_entries,
+            });
+        }
         let mut q = lock(&self.items);
         if q.len >= max {
             if flags != update_flags::EXIST {
@@ -108,11 +120,15 @@ impl QueueStack {
             q.drop_end(false);
         }
         q.push_back(value, max);
+        self.count.store(q.len, Ordering::Release);
         Ok(())
     }
 
     /// Pops (or peeks) into `out`.
     pub(crate) fn pop(&self, out: &mut [u8], remove: bool) -> Result<(), MapError> {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return Err(MapError::NotFound);
+        }
         let mut q = lock(&self.items);
         let r = q.end(self.lifo).ok_or(MapError::NotFound)?;
         let v = q.buf.get(r).ok_or(MapError::Invalid {
@@ -128,11 +144,12 @@ impl QueueStack {
         out.copy_from_slice(v);
         if remove {
             q.drop_end(self.lifo);
+            self.count.store(q.len, Ordering::Release);
         }
         Ok(())
     }
 
     pub(crate) fn len(&self) -> usize {
-        lock(&self.items).len
+        self.count.load(Ordering::Acquire)
     }
 }
