@@ -64,6 +64,13 @@ impl std::fmt::Debug for RunGuard {
     }
 }
 
+impl RunGuard {
+    /// The pinned epoch, for the crate's lock-free reads (`raw::RcuCell`).
+    pub(crate) fn epoch(&self) -> &crossbeam_epoch::Guard {
+        &self._pin
+    }
+}
+
 /// Pins the current thread for a program run.
 pub fn pin() -> RunGuard {
     RunGuard {

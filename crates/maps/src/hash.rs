@@ -2,9 +2,14 @@
 //! and the storage of `hash_of_maps` and `devmap_hash`.
 //!
 //! A fixed array of buckets (the kernel's `roundup_pow_of_two(max_entries)`,
-//! capped at 2^20 here), each a lock-protected list of elements. An element
-//! is an [`Rcu`]: its key, its value words (one 8-byte-aligned slot per CPU
-//! for per-CPU maps) and, for `hash_of_maps`, the inner map.
+//! capped at 2^20 here), each a chain of elements that lookups read without
+//! a lock (an [`RcuCell`], the kernel's RCU list) and that writers replace
+//! whole under the bucket's mutex; the old chain is freed once the runs that
+//! may be reading it have ended. An element (an `Arc`, shared by the chains
+//! and the LRU queue) holds its key, its value words (one 8-byte-aligned
+//! slot per CPU for per-CPU maps) and, for `hash_of_maps`, the inner map.
+//! Short keys take a multiply-based hash of two words and integer compares
+//! ([`Seed::hash`], [`key_eq`]).
 //!
 //! Kernel semantics kept: updating an existing key of a plain hash
 //! *replaces* the element (a program holding the old value pointer keeps
@@ -31,38 +36,128 @@
 //! not set the bit (the kernel's `_sys` lookups do not either).
 //! `BPF_F_NO_COMMON_LRU` is accepted but shares one queue.
 
-use crate::raw::Rcu;
+use crate::raw::{Rcu, RcuCell};
 use crate::storage::{self, ValueRef};
-use crate::{lock, rd, update_flags, wr, Map, MapError, RunGuard};
+use crate::{lock, update_flags, Map, MapError, RunGuard};
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-
-/// A fast seeded hash of a key (multiply-xor over 8-byte words), like the
-/// kernel's seeded `jhash`: not cryptographic, but the seed is random per
-/// map, so an attacker cannot aim keys at one bucket without seeing the
-/// map.
-pub(crate) fn hash_key(seed: u64, key: &[u8]) -> u64 {
-    const M: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = seed ^ (key.len() as u64).wrapping_mul(M);
-    let mut chunks = key.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        h = (h ^ w).wrapping_mul(M);
-        h ^= h >> 32;
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut b = [0u8; 8];
-        b[..rest.len()].copy_from_slice(rest);
-        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(M);
-        h ^= h >> 32;
-    }
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^ (h >> 29)
-}
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
+
+/// The seeds of [`Seed::hash`], random per map.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Seed([u64; 3]);
+
+/// The 64x64->128-bit product folded to 64 bits: every input bit reaches
+/// every output bit in one multiplication.
+#[inline(always)]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+#[inline(always)]
+fn word(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+#[inline(always)]
+fn half(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u64::from(u32::from_le_bytes(w))
+}
+
+impl Seed {
+    /// A fresh random seed.
+    pub(crate) fn random() -> Seed {
+        let s = RandomState::new();
+        // Odd multipliers: a zero factor would collapse the product.
+        Seed([
+            s.hash_one(0x6270_666b_6974u64),
+            s.hash_one(0x6861_7368u64) | 1,
+            s.hash_one(0x6b65_7973u64) | 1,
+        ])
+    }
+
+    /// A seeded hash of a key, like the kernel's seeded `jhash`: not
+    /// cryptographic, but the seed is random per map, so an attacker
+    /// cannot aim keys at one bucket without seeing the map. Keys of up to
+    /// 16 bytes (the usual 4-, 8- and 16-byte keys) take two loads and two
+    /// folded multiplications, without a loop or a copy.
+    #[inline]
+    pub(crate) fn hash(&self, key: &[u8]) -> u64 {
+        let [s0, s1, s2] = self.0;
+        let n = key.len();
+        // Two words that together cover every byte (overlapping when the
+        // key is shorter than 16 bytes): for one key length, different
+        // keys give different pairs.
+        let (lo, hi) = if n >= 8 {
+            if n > 16 {
+                return self.hash_long(key);
+            }
+            (word(key, 0), word(key, n - 8))
+        } else if n >= 4 {
+            (half(key, 0), half(key, n - 4))
+        } else if n > 0 {
+            let b = |i: usize| u64::from(key[i]);
+            (b(0) | b(n / 2) << 8 | b(n - 1) << 16, 0)
+        } else {
+            (0, 0)
+        };
+        let h = fold_mul(lo ^ s0, hi ^ s1 ^ n as u64);
+        fold_mul(h ^ s0, s2)
+    }
+
+    /// The hash of a 128-bit word (LPM prefixes of up to 16 bytes).
+    #[inline]
+    pub(crate) fn hash_word(&self, w: u128) -> u64 {
+        let [s0, s1, s2] = self.0;
+        let h = fold_mul(w as u64 ^ s0, (w >> 64) as u64 ^ s1);
+        fold_mul(h ^ s0, s2)
+    }
+
+    /// Keys above 16 bytes: 16 bytes a step, the last step overlapping.
+    #[cold]
+    fn hash_long(&self, key: &[u8]) -> u64 {
+        let [s0, s1, s2] = self.0;
+        let n = key.len();
+        let mut h = s0 ^ n as u64;
+        let mut at = 0;
+        loop {
+            let at_ = at.min(n - 16);
+            h = fold_mul(word(key, at_) ^ h, word(key, at_ + 8) ^ s1);
+            at += 16;
+            if at >= n {
+                break;
+            }
+        }
+        fold_mul(h ^ s0, s2)
+    }
+}
+
+/// Whether two keys are equal. Keys of up to 16 bytes (the usual sizes)
+/// are compared as two (possibly overlapping) integers each instead of
+/// through `memcmp`.
+#[inline(always)]
+pub(crate) fn key_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&n) {
+        word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8)
+    } else if (4..8).contains(&n) {
+        half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4)
+    } else if (1..4).contains(&n) {
+        a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]
+    } else {
+        a == b
+    }
+}
 
 /// One element.
 pub(crate) struct Elem {
@@ -84,9 +179,54 @@ pub(crate) enum Src<'a> {
     Cpu(usize, &'a [u8]),
 }
 
+/// The elements of one bucket, never changed once published: a writer
+/// builds a new chain and publishes it in the bucket's [`RcuCell`]. Most
+/// buckets hold one element (there are at least as many buckets as
+/// `max_entries`), which then costs no second allocation.
+struct Chain {
+    first: Arc<Elem>,
+    rest: Box<[Arc<Elem>]>,
+}
+
+impl Chain {
+    fn from_vec(mut v: Vec<Arc<Elem>>) -> Option<Chain> {
+        if v.is_empty() {
+            return None;
+        }
+        let first = v.remove(0);
+        Some(Chain {
+            first,
+            rest: v.into_boxed_slice(),
+        })
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<Elem>> {
+        std::iter::once(&self.first).chain(self.rest.iter())
+    }
+
+    #[inline]
+    fn find(&self, key: &[u8]) -> Option<&Arc<Elem>> {
+        if key_eq(&self.first.key, key) {
+            return Some(&self.first);
+        }
+        self.rest.iter().find(|e| key_eq(&e.key, key))
+    }
+
+    fn to_vec(&self) -> Vec<Arc<Elem>> {
+        self.iter().cloned().collect()
+    }
+}
+
+/// A bucket: its chain, read without a lock, and the lock that writers of
+/// the bucket hold while they build and publish the next chain.
+struct Bucket {
+    chain: RcuCell<Chain>,
+    writer: Mutex<()>,
+}
+
 pub(crate) struct Hash {
-    buckets: Box<[RwLock<Vec<Rcu<Elem>>>]>,
-    seed: u64,
+    buckets: Box<[Bucket]>,
+    seed: Seed,
     count: AtomicUsize,
     max_entries: u32,
     value_size: usize,
@@ -96,6 +236,15 @@ pub(crate) struct Hash {
     /// `BPF_EXIST` on a missing key gives `ENOENT` (not for `devmap_hash`).
     check_exist: bool,
     lru: Option<Mutex<VecDeque<Arc<Elem>>>>,
+}
+
+impl Drop for Hash {
+    fn drop(&mut self) {
+        // One pin for all the chains retired with the buckets (each
+        // cell's own pin then nests, which costs a counter, not a fence).
+        let _g = crate::pin();
+        drop(std::mem::take(&mut self.buckets));
+    }
 }
 
 /// Bucket count cap: chains get longer beyond it instead of allocating
@@ -115,10 +264,13 @@ impl Hash {
         buckets
             .try_reserve_exact(n)
             .map_err(|_| MapError::NoMemory)?;
-        buckets.resize_with(n, || RwLock::new(Vec::new()));
+        buckets.resize_with(n, || Bucket {
+            chain: RcuCell::empty(),
+            writer: Mutex::new(()),
+        });
         Ok(Hash {
             buckets: buckets.into_boxed_slice(),
-            seed: RandomState::new().hash_one(0x6270_666b_6974u64),
+            seed: Seed::random(),
             count: AtomicUsize::new(0),
             max_entries,
             value_size: value_size as usize,
@@ -130,9 +282,20 @@ impl Hash {
         })
     }
 
-    fn bucket(&self, key: &[u8]) -> &RwLock<Vec<Rcu<Elem>>> {
-        let h = hash_key(self.seed, key) as usize;
-        &self.buckets[h & (self.buckets.len() - 1)]
+    #[inline]
+    fn index(&self, key: &[u8]) -> usize {
+        self.seed.hash(key) as usize & (self.buckets.len() - 1)
+    }
+
+    #[inline]
+    fn bucket(&self, key: &[u8]) -> &Bucket {
+        &self.buckets[self.index(key)]
+    }
+
+    /// The element of `key`, without a lock.
+    #[inline(always)]
+    fn get<'g>(&self, key: &[u8], guard: &'g RunGuard) -> Option<&'g Arc<Elem>> {
+        self.bucket(key).chain.load(guard)?.find(key)
     }
 
     /// Number of elements.
@@ -173,24 +336,22 @@ impl Hash {
     /// Control-side copy of the value (`value_size` bytes, or one slot per
     /// CPU), and the inner map for `hash_of_maps`.
     pub(crate) fn lookup(&self, key: &[u8], out: &mut [u8]) -> Result<(), MapError> {
-        let b = rd(self.bucket(key));
-        let e = b
-            .iter()
-            .find(|e| *e.key == *key)
-            .ok_or(MapError::NotFound)?;
+        let g = crate::pin();
+        let e = self.get(key, &g).ok_or(MapError::NotFound)?;
         storage::read(&e.words, 0, out);
         Ok(())
     }
 
     /// Whether `key` is present.
+    #[inline]
     pub(crate) fn contains(&self, key: &[u8]) -> bool {
-        rd(self.bucket(key)).iter().any(|e| *e.key == *key)
+        self.get(key, &crate::pin()).is_some()
     }
 
     /// Program-side lookup: the element itself, protected by `guard`.
+    #[inline]
     pub(crate) fn find<'g>(&self, key: &[u8], guard: &'g RunGuard) -> Option<&'g Elem> {
-        let b = rd(self.bucket(key));
-        let e = b.iter().find(|e| *e.key == *key)?.get(guard);
+        let e = self.get(key, guard)?;
         if self.lru.is_some() && !e.referenced.load(Ordering::Relaxed) {
             e.referenced.store(true, Ordering::Relaxed);
         }
@@ -199,8 +360,8 @@ impl Hash {
 
     /// `bpf_for_each_map_elem`: calls `f(key, value)` on each element in
     /// iteration order until it returns false; how many calls were made.
-    /// No lock is held during a call (the callback may change the map);
-    /// elements added meanwhile to buckets already visited are not seen.
+    /// No lock is held during a call (the callback may change the map); a
+    /// bucket is visited as it was when the walk reached it.
     pub(crate) fn for_each<'g>(
         &self,
         cpu: usize,
@@ -214,8 +375,10 @@ impl Hash {
         let w = cpu * self.slot / 8;
         let mut n = 0;
         for bucket in self.buckets.iter() {
-            let elems: Vec<&'g Elem> = rd(bucket).iter().map(|e| e.get(guard)).collect();
-            for e in elems {
+            let Some(chain) = bucket.chain.load(guard) else {
+                continue;
+            };
+            for e in chain.iter() {
                 n += 1;
                 let v = ValueRef::new(&e.words[w..w + self.slot / 8], self.value_size);
                 if !f(&e.key, v) {
@@ -226,6 +389,7 @@ impl Hash {
         n
     }
 
+    #[inline]
     pub(crate) fn lookup_ptr<'g>(
         &self,
         key: &[u8],
@@ -233,15 +397,25 @@ impl Hash {
         guard: &'g RunGuard,
     ) -> Option<ValueRef<'g>> {
         let cpu = if self.percpu { cpu } else { 0 };
-        if cpu >= self.ncpus {
-            return None;
-        }
         let e = self.find(key, guard)?;
-        let w = cpu * self.slot / 8;
+        let w = cpu * (self.slot / 8);
         Some(ValueRef::new(
-            &e.words[w..w + self.slot / 8],
+            e.words.get(w..w + self.slot / 8)?,
             self.value_size,
         ))
+    }
+
+    /// Publishes `elems` as the bucket's chain; the caller holds the
+    /// bucket's writer lock.
+    fn publish(b: &Bucket, elems: Vec<Arc<Elem>>) {
+        b.chain.replace(Chain::from_vec(elems));
+    }
+
+    /// The bucket's elements now; the caller holds its writer lock, so the
+    /// chain cannot change meanwhile.
+    fn snapshot(b: &Bucket) -> Vec<Arc<Elem>> {
+        let g = crate::pin();
+        b.chain.load(&g).map_or_else(Vec::new, Chain::to_vec)
     }
 
     pub(crate) fn update(
@@ -254,19 +428,40 @@ impl Hash {
         if self.lru.is_some() {
             return self.update_lru(key, src, flags);
         }
-        let mut b = wr(self.bucket(key));
-        let pos = b.iter().position(|e| *e.key == *key);
+        // The flag errors need no lock: the answer was true when the
+        // chain was read (`BPF_NOEXIST` on a present key is the common
+        // case of a connection table).
+        if flags & !update_flags::LOCK != update_flags::ANY {
+            self.check_flags(self.contains(key), flags)?;
+        }
+        self.update_locked(key, src, obj, flags)
+    }
+
+    /// [`Hash::update`] under the bucket's writer lock (not LRU).
+    #[inline(never)]
+    fn update_locked(
+        &self,
+        key: &[u8],
+        src: Src<'_>,
+        obj: Option<Arc<Map>>,
+        flags: u64,
+    ) -> Result<(), MapError> {
+        let b = self.bucket(key);
+        let _w = lock(&b.writer);
+        let mut elems = Self::snapshot(b);
+        let pos = elems.iter().position(|e| key_eq(&e.key, key));
         self.check_flags(pos.is_some(), flags)?;
         match pos {
             Some(p) if self.percpu => {
-                self.fill(&b[p].words, src);
+                self.fill(&elems[p].words, src);
             }
             Some(p) => {
-                let new = Rcu::new(self.new_elem(key, src, obj)?);
-                let old = std::mem::replace(&mut b[p], new);
+                let new = Arc::new(self.new_elem(key, src, obj)?);
+                let old = std::mem::replace(&mut elems[p], new);
                 old.live.store(false, Ordering::Relaxed);
-                drop(b);
-                drop(old); // retired: freed after the runs that may see it
+                // The old element lives on in the retired chain until the
+                // runs that may see it have ended.
+                Self::publish(b, elems);
             }
             None => {
                 if !self.try_reserve() {
@@ -275,7 +470,10 @@ impl Hash {
                     });
                 }
                 match self.new_elem(key, src, obj) {
-                    Ok(e) => b.push(Rcu::new(e)),
+                    Ok(e) => {
+                        elems.push(Arc::new(e));
+                        Self::publish(b, elems);
+                    }
                     Err(e) => {
                         self.count.fetch_sub(1, Ordering::AcqRel);
                         return Err(e);
@@ -286,9 +484,11 @@ impl Hash {
         Ok(())
     }
 
+    #[inline(never)]
     fn update_lru(&self, key: &[u8], src: Src<'_>, flags: u64) -> Result<(), MapError> {
+        let b = self.bucket(key);
         loop {
-            let exists = rd(self.bucket(key)).iter().any(|e| *e.key == *key);
+            let exists = self.contains(key);
             let mut reserved = false;
             if !exists {
                 self.check_flags(false, flags)?;
@@ -300,10 +500,11 @@ impl Hash {
                     self.count.fetch_sub(1, Ordering::AcqRel);
                 }
             };
-            let mut b = wr(self.bucket(key));
-            let pos = b.iter().position(|e| *e.key == *key);
+            let w = lock(&b.writer);
+            let mut elems = Self::snapshot(b);
+            let pos = elems.iter().position(|e| key_eq(&e.key, key));
             if let Err(e) = self.check_flags(pos.is_some(), flags) {
-                drop(b);
+                drop(w);
                 unreserve();
                 return Err(e);
             }
@@ -311,33 +512,34 @@ impl Hash {
                 Some(p) => {
                     unreserve();
                     if self.percpu {
-                        self.fill(&b[p].words, src);
-                        b[p].referenced.store(true, Ordering::Relaxed);
+                        self.fill(&elems[p].words, src);
+                        elems[p].referenced.store(true, Ordering::Relaxed);
                         return Ok(());
                     }
-                    let new = Rcu::new(self.new_elem(key, src, None)?);
+                    let new = Arc::new(self.new_elem(key, src, None)?);
                     new.referenced.store(true, Ordering::Relaxed);
-                    let queued = new.arc().clone();
-                    let old = std::mem::replace(&mut b[p], new);
+                    let queued = new.clone();
+                    let old = std::mem::replace(&mut elems[p], new);
                     old.live.store(false, Ordering::Relaxed);
-                    drop(b);
-                    drop(old);
+                    Self::publish(b, elems);
+                    drop(w);
                     queued
                 }
                 // Deleted since we looked: start again with a reservation.
                 None if !reserved => continue,
                 None => {
                     let new = match self.new_elem(key, src, None) {
-                        Ok(e) => Rcu::new(e),
+                        Ok(e) => Arc::new(e),
                         Err(e) => {
-                            drop(b);
+                            drop(w);
                             unreserve();
                             return Err(e);
                         }
                     };
-                    let queued = new.arc().clone();
-                    b.push(new);
-                    drop(b);
+                    let queued = new.clone();
+                    elems.push(new);
+                    Self::publish(b, elems);
+                    drop(w);
                     queued
                 }
             };
@@ -393,75 +595,200 @@ impl Hash {
                 break e;
             }
         };
-        let mut b = wr(self.bucket(&victim.key));
-        if let Some(p) = b.iter().position(|e| Arc::ptr_eq(e.arc(), &victim)) {
-            let old = b.remove(p);
+        let b = self.bucket(&victim.key);
+        let _w = lock(&b.writer);
+        let mut elems = Self::snapshot(b);
+        if let Some(p) = elems.iter().position(|e| Arc::ptr_eq(e, &victim)) {
+            let old = elems.remove(p);
             old.live.store(false, Ordering::Relaxed);
             self.count.fetch_sub(1, Ordering::AcqRel);
-            drop(b);
-            drop(old);
+            Self::publish(b, elems);
         }
         true
     }
 
-    pub(crate) fn delete(&self, key: &[u8]) -> Result<(), MapError> {
-        let mut b = wr(self.bucket(key));
-        let p = b
+    /// Unlinks the element of `key` and returns it (still readable by the
+    /// runs that found it until they end).
+    fn unlink(&self, key: &[u8]) -> Result<Arc<Elem>, MapError> {
+        let b = self.bucket(key);
+        let _w = lock(&b.writer);
+        let mut elems = Self::snapshot(b);
+        let p = elems
             .iter()
-            .position(|e| *e.key == *key)
+            .position(|e| key_eq(&e.key, key))
             .ok_or(MapError::NotFound)?;
-        let old = b.remove(p);
+        let old = elems.remove(p);
         old.live.store(false, Ordering::Relaxed);
         self.count.fetch_sub(1, Ordering::AcqRel);
-        drop(b);
-        drop(old);
-        Ok(())
+        Self::publish(b, elems);
+        Ok(old)
+    }
+
+    pub(crate) fn delete(&self, key: &[u8]) -> Result<(), MapError> {
+        self.unlink(key).map(drop)
     }
 
     /// Removes and returns the element (`lookup_and_delete`).
     pub(crate) fn take(&self, key: &[u8], out: &mut [u8]) -> Result<(), MapError> {
-        let mut b = wr(self.bucket(key));
-        let p = b
-            .iter()
-            .position(|e| *e.key == *key)
-            .ok_or(MapError::NotFound)?;
-        let old = b.remove(p);
+        let old = self.unlink(key)?;
         storage::read(&old.words, 0, out);
-        old.live.store(false, Ordering::Relaxed);
-        self.count.fetch_sub(1, Ordering::AcqRel);
-        drop(b);
-        drop(old);
         Ok(())
     }
 
-    fn first_from(&self, start: usize) -> Result<Vec<u8>, MapError> {
+    fn first_from(&self, start: usize, g: &RunGuard) -> Result<Vec<u8>, MapError> {
         for bucket in &self.buckets[start..] {
-            if let Some(e) = rd(bucket).first() {
-                return Ok(e.key.to_vec());
+            if let Some(c) = bucket.chain.load(g) {
+                return Ok(c.first.key.to_vec());
             }
         }
         Err(MapError::NotFound)
     }
 
     pub(crate) fn next_key(&self, key: Option<&[u8]>) -> Result<Vec<u8>, MapError> {
+        let g = crate::pin();
         let Some(key) = key else {
-            return self.first_from(0);
+            return self.first_from(0, &g);
         };
-        let h = hash_key(self.seed, key) as usize & (self.buckets.len() - 1);
-        {
-            let b = rd(&self.buckets[h]);
-            match b.iter().position(|e| *e.key == *key) {
-                None => {
-                    drop(b);
-                    return self.first_from(0);
-                }
-                Some(p) => {
-                    if let Some(e) = b.get(p + 1) {
-                        return Ok(e.key.to_vec());
-                    }
-                }
+        let h = self.index(key);
+        let Some(chain) = self.buckets[h].chain.load(&g) else {
+            return self.first_from(0, &g);
+        };
+        let mut it = chain.iter();
+        if it.by_ref().any(|e| key_eq(&e.key, key)) {
+            if let Some(e) = it.next() {
+                return Ok(e.key.to_vec());
+            }
+            return self.first_from(h + 1, &g);
+        }
+        self.first_from(0, &g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{key_eq, Seed};
+
+    /// The largest bucket and the share of empty buckets when `keys` go
+    /// into as many buckets as there are keys (a power of two).
+    fn spread(seed: &Seed, keys: &[Vec<u8>]) -> (usize, f64) {
+        let n = keys.len();
+        assert!(n.is_power_of_two());
+        let mut load = vec![0usize; n];
+        for k in keys {
+            load[seed.hash(k) as usize & (n - 1)] += 1;
+        }
+        let empty = load.iter().filter(|&&l| l == 0).count();
+        (*load.iter().max().unwrap(), empty as f64 / n as f64)
+    }
+
+    /// Structured key sets (what programs use as keys: counters, IPv4
+    /// addresses in one subnet, 5-tuples differing in a port, keys
+    /// differing only in their top or bottom byte, long keys) spread like
+    /// random keys would: no bucket above 12 of 4096 keys (random keys
+    /// give about 7) and about 1/e of the buckets empty.
+    #[test]
+    fn structured_keys_spread_over_the_buckets() {
+        let n = 4096u32;
+        let sets: Vec<(&str, Vec<Vec<u8>>)> = vec![
+            (
+                "u32 counter",
+                (0..n).map(|i| i.to_ne_bytes().to_vec()).collect(),
+            ),
+            (
+                "u32 << 20",
+                (0..n).map(|i| (i << 20).to_ne_bytes().to_vec()).collect(),
+            ),
+            (
+                "ipv4 10.0.x.y",
+                (0..n)
+                    .map(|i| vec![10, 0, (i >> 8) as u8, i as u8])
+                    .collect(),
+            ),
+            (
+                "u64 top bits",
+                (0..n)
+                    .map(|i| (u64::from(i) << 52).to_ne_bytes().to_vec())
+                    .collect(),
+            ),
+            (
+                "12-byte tuple, sport",
+                (0..n)
+                    .map(|i| {
+                        let mut k = vec![10, 0, 0, 1, 10, 0, 0, 2, 0, 0, 0, 80];
+                        k[8..10].copy_from_slice(&(i as u16).to_be_bytes());
+                        k
+                    })
+                    .collect(),
+            ),
+            (
+                "16-byte, last bytes",
+                (0..n)
+                    .map(|i| {
+                        let mut k = vec![7u8; 16];
+                        k[14..].copy_from_slice(&(i as u16).to_be_bytes());
+                        k
+                    })
+                    .collect(),
+            ),
+            (
+                "6-byte",
+                (0..n)
+                    .map(|i| vec![2, 0, 0, 0, (i >> 8) as u8, i as u8])
+                    .collect(),
+            ),
+            (
+                "40-byte, middle",
+                (0..n)
+                    .map(|i| {
+                        let mut k = vec![0u8; 40];
+                        k[20..24].copy_from_slice(&i.to_le_bytes());
+                        k
+                    })
+                    .collect(),
+            ),
+        ];
+        for round in 0..4 {
+            let seed = Seed::random();
+            for (name, keys) in &sets {
+                let (max, empty) = spread(&seed, keys);
+                assert!(max <= 12, "{name} (seed {round}): a bucket of {max}");
+                assert!(
+                    (0.30..0.44).contains(&empty),
+                    "{name} (seed {round}): {empty:.3} of the buckets empty"
+                );
             }
         }
-        self.first_from(h + 1)
+    }
+
+    #[test]
+    fn short_keys_hash_every_byte() {
+        // Keys of every length up to 40: changing any one byte changes the
+        // hash (for a fixed seed, almost surely; here always).
+        let seed = Seed::random();
+        for n in 1..=40usize {
+            let base: Vec<u8> = (0..n as u8).collect();
+            let h = seed.hash(&base);
+            for i in 0..n {
+                let mut k = base.clone();
+                k[i] ^= 0x40;
+                assert_ne!(seed.hash(&k), h, "length {n}, byte {i}");
+            }
+        }
+        // The length is part of the hash.
+        assert_ne!(seed.hash(&[0; 4]), seed.hash(&[0; 5]));
+    }
+
+    #[test]
+    fn key_eq_compares_every_byte() {
+        for n in 0..=40usize {
+            let a: Vec<u8> = (0..n as u8).map(|b| b.wrapping_mul(37)).collect();
+            assert!(key_eq(&a, &a.clone()), "length {n}");
+            for i in 0..n {
+                let mut b = a.clone();
+                b[i] ^= 1;
+                assert!(!key_eq(&a, &b), "length {n}, byte {i}");
+            }
+            assert!(!key_eq(&a, &[a.as_slice(), &[0]].concat()));
+        }
     }
 }

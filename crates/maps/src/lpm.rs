@@ -5,84 +5,93 @@
 //! Elements live in one hash table per prefix length, keyed by the
 //! prefix's bytes (bits past the prefix cleared): a lookup tries the prefix
 //! lengths present, longest first, each with one hash of at most the key's
-//! bytes (the kernel walks its trie, one node per differing bit). Iteration
-//! order comes from a `BTreeMap` over an encoding of the prefixes that sorts
-//! in the kernel's order: its `get_next_key` walks the trie in post-order
-//! (child 0, child 1, then the node), which is the order of the prefixes
-//! written as bit strings with a terminator that sorts *after* both bits
-//! ("more specific before less specific").
+//! bytes (the kernel walks its trie, one node per differing bit). Keys of
+//! at most 16 data bytes (IPv4, IPv6) are read once as a big-endian word
+//! and masked per length, without copying bytes. Iteration order comes
+//! from a `BTreeMap` over an encoding of the prefixes that sorts in the
+//! kernel's order: its `get_next_key` walks the trie in post-order (child
+//! 0, child 1, then the node), which is the order of the prefixes written
+//! as bit strings with a terminator that sorts *after* both bits ("more
+//! specific before less specific").
+//!
+//! Lookups take no lock, as the kernel's (RCU): the list of lengths
+//! present, each length's bucket array and each bucket's chain are
+//! published whole ([`RcuCell`]) by writers, who hold one lock for the
+//! trie (the kernel's trie spinlock) and double a length's bucket array
+//! when it holds more elements than buckets. A lookup that runs while
+//! several prefixes change may see some of the changes and not others, as
+//! a walk of the kernel's trie may.
 //!
 //! Kept from the kernel: lookups (also from the control side) are
 //! longest-prefix matches over the first `prefixlen` bits of the key; update
-//! and delete are exact; the key bytes stored are those of the last update
-//! (bits past the prefix included), which `get_next_key` returns; a full
-//! trie gives `ENOSPC` for new prefixes; an absent or invalid key restarts
-//! the iteration from the first prefix.
+//! and delete are exact; an update replaces the element (an earlier value
+//! pointer keeps the old value); the key bytes stored are those of the last
+//! update (bits past the prefix included), which `get_next_key` returns; a
+//! full trie gives `ENOSPC` for new prefixes; an absent or invalid key
+//! restarts the iteration from the first prefix.
 
-use crate::hash::hash_key;
-use crate::raw::Rcu;
+use crate::hash::{key_eq, Seed};
+use crate::raw::RcuCell;
 use crate::storage::{self, ValueRef};
-use crate::{rd, update_flags, wr, MapError, RunGuard};
-use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, Hasher};
+use crate::{lock, update_flags, MapError, RunGuard};
+use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::atomic::AtomicU64;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 struct Elem {
+    /// The key of the last update, as given.
     key: Box<[u8]>,
+    /// The prefix's bytes, bits past the prefix cleared: the table key.
+    prefix: Box<[u8]>,
+    /// Keys of up to 16 data bytes: the prefix as a big-endian word (what
+    /// lookups compare); 0 otherwise.
+    word: u128,
+    /// Its hash in the length's table.
+    hash: u64,
     words: Box<[AtomicU64]>,
 }
 
-/// The per-map seeded hash of prefix bytes (`hash_key`, as hash maps use).
+/// A prefix as lookups and writers name it.
 #[derive(Clone, Copy)]
-struct Seeded(u64);
-
-struct SeededHasher(u64);
-
-impl BuildHasher for Seeded {
-    type Hasher = SeededHasher;
-    fn build_hasher(&self) -> SeededHasher {
-        SeededHasher(self.0)
-    }
+enum Prefix<'a> {
+    /// Keys of up to 16 data bytes: the masked big-endian word.
+    Word(u128),
+    /// Longer keys: the prefix's bytes.
+    Bytes(&'a [u8]),
 }
 
-impl Hasher for SeededHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = hash_key(self.0, bytes);
-    }
-    // `[u8]` hashes its length first: all keys of one table have the same
-    // length, so it needs no mixing of its own.
-    fn write_usize(&mut self, n: usize) {
-        self.0 ^= n as u64;
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+/// The elements of one bucket (never empty), replaced whole.
+struct Chain(Box<[Arc<Elem>]>);
 
-/// The elements of one prefix length, by their prefix bytes.
-type ByPrefix = HashMap<Box<[u8]>, Rcu<Elem>, Seeded>;
+type Buckets = Box<[RcuCell<Chain>]>;
 
-struct Inner {
+struct Writer {
     /// Iteration order: the order key of each prefix -> its length.
     by_order: BTreeMap<Vec<u8>, u32>,
-    /// Per prefix length (index), the elements of that length.
-    by_len: Vec<ByPrefix>,
-    /// The prefix lengths that have elements, longest first.
-    lens: Vec<u32>,
+    /// Elements per prefix length.
+    counts: Vec<usize>,
 }
 
 pub(crate) struct Lpm {
-    inner: RwLock<Inner>,
+    /// Per prefix length (index), a power-of-two bucket array, absent
+    /// while the length has no element.
+    tables: Box<[RcuCell<Buckets>]>,
+    /// The prefix lengths that have elements, longest first.
+    lens: RcuCell<Box<[u32]>>,
+    writer: Mutex<Writer>,
+    count: AtomicUsize,
+    seed: Seed,
     max_prefixlen: u32,
     max_entries: u32,
     value_size: usize,
+    /// Keys of at most 16 data bytes take the word path.
+    small: bool,
 }
 
 fn prefixlen(key: &[u8]) -> u32 {
-    u32::from_ne_bytes([key[0], key[1], key[2], key[3]])
+    key.first_chunk::<4>()
+        .map_or(u32::MAX, |b| u32::from_ne_bytes(*b))
 }
 
 /// One byte per prefix bit (0 or 1), then 2: sorts in trie post-order.
@@ -107,45 +116,104 @@ fn prefix_into<'a>(data: &[u8], len: u32, out: &'a mut [u8]) -> Option<&'a [u8]>
     Some(out)
 }
 
-/// Prefixes up to IPv6's 128 bits are built on the stack.
-const SMALL_PREFIX: usize = 16;
+/// The most data bytes an LPM key has (the kernel's `LPM_DATA_SIZE_MAX`).
+const LPM_DATA_MAX: usize = 256;
+
+/// The first `len` bits (`len` <= 128) of a big-endian word.
+fn word_mask(len: u32) -> u128 {
+    match len {
+        0 => 0,
+        l => !0u128 << (128 - l.min(128)),
+    }
+}
+
+/// The data bytes of a key of at most 16 data bytes as a big-endian word
+/// (zero-padded), `None` for longer keys.
+#[inline]
+fn word(data: &[u8]) -> Option<u128> {
+    let mut b = [0u8; 16];
+    match data.len() {
+        4 => b[..4].copy_from_slice(data),
+        16 => b.copy_from_slice(data),
+        n if n < 16 => b[..n].copy_from_slice(data),
+        _ => return None,
+    }
+    Some(u128::from_be_bytes(b))
+}
 
 impl Lpm {
     pub(crate) fn new(key_size: u32, value_size: u32, max_entries: u32) -> Lpm {
         let max_prefixlen = (key_size - 4) * 8;
-        let seed = Seeded(RandomState::new().hash_one(0x006c_706d_7472_6965_u64));
         Lpm {
-            inner: RwLock::new(Inner {
+            // Absent tables allocate nothing but their pointer.
+            tables: (0..=max_prefixlen).map(|_| RcuCell::empty()).collect(),
+            lens: RcuCell::empty(),
+            writer: Mutex::new(Writer {
                 by_order: BTreeMap::new(),
-                // Empty tables allocate nothing.
-                by_len: (0..=max_prefixlen)
-                    .map(|_| HashMap::with_hasher(seed))
-                    .collect(),
-                lens: Vec::new(),
+                counts: vec![0; max_prefixlen as usize + 1],
             }),
+            count: AtomicUsize::new(0),
+            seed: Seed::random(),
             max_prefixlen,
             max_entries,
             value_size: value_size as usize,
+            small: max_prefixlen <= 128,
         }
     }
 
-    fn best<'a>(&self, inner: &'a Inner, key: &[u8]) -> Option<&'a Rcu<Elem>> {
+    #[inline]
+    fn hash_of(&self, p: Prefix<'_>) -> u64 {
+        match p {
+            Prefix::Word(w) => self.seed.hash_word(w),
+            Prefix::Bytes(b) => self.seed.hash(b),
+        }
+    }
+
+    /// How writers name the prefix whose bytes are `prefix`.
+    fn prefix_of<'a>(&self, prefix: &'a [u8]) -> Prefix<'a> {
+        match word(prefix).filter(|_| self.small) {
+            Some(w) => Prefix::Word(w),
+            None => Prefix::Bytes(prefix),
+        }
+    }
+
+    /// The element of prefix length `len` and prefix `p`.
+    #[inline]
+    fn find<'g>(&self, len: u32, p: Prefix<'_>, g: &'g RunGuard) -> Option<&'g Arc<Elem>> {
+        let buckets = self.tables.get(len as usize)?.load(g)?;
+        let h = self.hash_of(p);
+        let chain = buckets.get(h as usize & (buckets.len() - 1))?.load(g)?;
+        match p {
+            Prefix::Word(w) => chain.0.iter().find(|e| e.word == w),
+            Prefix::Bytes(b) => chain.0.iter().find(|e| key_eq(&e.prefix, b)),
+        }
+    }
+
+    fn best<'g>(&self, key: &[u8], g: &'g RunGuard) -> Option<&'g Arc<Elem>> {
         let len = prefixlen(key);
         if len > self.max_prefixlen {
             return None;
         }
         let data = key.get(4..)?;
-        let mut small = [0u8; SMALL_PREFIX];
-        let mut heap = Vec::new();
-        for &l in inner.lens.iter().filter(|&&l| l <= len) {
-            let buf: &mut [u8] = if l as usize <= SMALL_PREFIX * 8 {
-                &mut small
-            } else {
-                heap.resize(data.len(), 0);
-                &mut heap
-            };
-            let prefix = prefix_into(data, l, buf)?;
-            if let Some(e) = inner.by_len.get(l as usize)?.get(prefix) {
+        let lens = self.lens.load(g)?;
+        if let Some(w) = word(data) {
+            // Longest first; the lengths above the key's are skipped.
+            for &l in lens.iter() {
+                if l > len {
+                    continue;
+                }
+                if let Some(e) = self.find(l, Prefix::Word(w & word_mask(l)), g) {
+                    return Some(e);
+                }
+            }
+            return None;
+        }
+        // Longer keys: one masked copy per length, on the stack (the data
+        // is at most `LPM_DATA_MAX` bytes, as creation checks).
+        let mut buf = [0u8; LPM_DATA_MAX];
+        for &l in lens.iter().filter(|&&l| l <= len) {
+            let prefix = prefix_into(data, l, &mut buf)?;
+            if let Some(e) = self.find(l, Prefix::Bytes(prefix), g) {
                 return Some(e);
             }
         }
@@ -153,24 +221,56 @@ impl Lpm {
     }
 
     pub(crate) fn lookup(&self, key: &[u8], out: &mut [u8]) -> Result<(), MapError> {
-        let inner = rd(&self.inner);
-        let e = self.best(&inner, key).ok_or(MapError::NotFound)?;
+        let g = crate::pin();
+        let e = self.best(key, &g).ok_or(MapError::NotFound)?;
         storage::read(&e.words, 0, out);
         Ok(())
     }
 
     pub(crate) fn lookup_ptr<'g>(&self, key: &[u8], guard: &'g RunGuard) -> Option<ValueRef<'g>> {
-        let inner = rd(&self.inner);
-        let e = self.best(&inner, key)?.get(guard);
+        let e = self.best(key, guard)?;
         Some(ValueRef::new(&e.words, self.value_size))
     }
 
-    /// The element of exactly prefix `len` of `key` (data after the
-    /// 4-byte length), if any.
-    fn exact<'a>(inner: &'a Inner, key: &[u8], len: u32) -> Option<&'a Elem> {
-        let mut buf = vec![0u8; key.len().saturating_sub(4)];
-        let prefix = prefix_into(key.get(4..)?, len, &mut buf)?;
-        inner.by_len.get(len as usize)?.get(prefix).map(|e| &**e)
+    /// The prefix bytes of `data` at `len` (`len` <= `max_prefixlen`).
+    fn prefix(data: &[u8], len: u32) -> Vec<u8> {
+        let mut buf = vec![0u8; data.len()];
+        let n = prefix_into(data, len, &mut buf).map_or(0, <[u8]>::len);
+        buf.truncate(n);
+        buf
+    }
+
+    /// Publishes `elems` (a bucket's new contents) in bucket `i` of `len`'s
+    /// table. Writers only.
+    fn set_bucket(buckets: &Buckets, i: usize, elems: Vec<Arc<Elem>>) {
+        buckets[i].replace((!elems.is_empty()).then(|| Chain(elems.into_boxed_slice())));
+    }
+
+    /// A bucket array of `n` buckets holding `elems`.
+    fn build(&self, n: usize, elems: impl Iterator<Item = Arc<Elem>>) -> Buckets {
+        let mut lists: Vec<Vec<Arc<Elem>>> = (0..n).map(|_| Vec::new()).collect();
+        for e in elems {
+            lists[e.hash as usize & (n - 1)].push(e);
+        }
+        lists
+            .into_iter()
+            .map(|l| {
+                if l.is_empty() {
+                    RcuCell::empty()
+                } else {
+                    RcuCell::new(Chain(l.into_boxed_slice()))
+                }
+            })
+            .collect()
+    }
+
+    /// Republishes the list of lengths present. Writers only.
+    fn publish_lens(&self, w: &Writer) {
+        let lens: Box<[u32]> = (0..w.counts.len() as u32)
+            .rev()
+            .filter(|&l| w.counts[l as usize] > 0)
+            .collect();
+        self.lens.replace((!lens.is_empty()).then_some(lens));
     }
 
     pub(crate) fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), MapError> {
@@ -186,37 +286,69 @@ impl Lpm {
             });
         }
         let data = &key[4..];
-        let mut prefix = vec![0u8; data.len()];
-        let n = prefix_into(data, len, &mut prefix).map_or(0, <[u8]>::len);
-        prefix.truncate(n);
-        let mut inner = wr(&self.inner);
-        let exists = inner.by_len[len as usize].contains_key(prefix.as_slice());
+        let prefix = Self::prefix(data, len);
+        let p = self.prefix_of(&prefix);
+        let hash = self.hash_of(p);
+        let word = match p {
+            Prefix::Word(w) => w,
+            Prefix::Bytes(_) => 0,
+        };
+        let mut w = lock(&self.writer);
+        let g = crate::pin();
+        let exists = self.find(len, p, &g).is_some();
         if exists && flags == update_flags::NOEXIST {
             return Err(MapError::Exists);
         }
         if !exists && flags == update_flags::EXIST {
             return Err(MapError::NotFound);
         }
-        if !exists && inner.by_order.len() >= self.max_entries as usize {
+        if !exists && w.by_order.len() >= self.max_entries as usize {
             return Err(MapError::NoSpace {
                 max_entries: self.max_entries,
             });
         }
         let words = storage::alloc(self.value_size)?;
         storage::write(&words, 0, value);
-        let new = Rcu::new(Elem {
+        let new = Arc::new(Elem {
             key: key.into(),
+            prefix: prefix.clone().into_boxed_slice(),
+            word,
+            hash,
             words,
         });
-        let old = inner.by_len[len as usize].insert(prefix.into_boxed_slice(), new);
-        if old.is_none() {
-            inner.by_order.insert(order_key(data, len), len);
-            if let Err(at) = inner.lens.binary_search_by(|l| len.cmp(l)) {
-                inner.lens.insert(at, len);
+        let table = &self.tables[len as usize];
+        let count = w.counts[len as usize] + usize::from(!exists);
+        let buckets = match table.load(&g) {
+            // Grown (or made) when the length holds more elements than
+            // buckets: chains stay short, as in a hash map.
+            Some(b) if count <= b.len() => b,
+            old => {
+                let n = count.next_power_of_two().max(2);
+                let elems = old
+                    .into_iter()
+                    .flat_map(|b| b.iter())
+                    .flat_map(|c| c.load(&g).map_or(&[][..], |c| &c.0[..]).iter().cloned());
+                table.replace(Some(self.build(n, elems)));
+                table.load(&g).ok_or(MapError::NoMemory)?
+            }
+        };
+        let i = hash as usize & (buckets.len() - 1);
+        let mut elems: Vec<Arc<Elem>> = buckets[i].load(&g).map_or_else(Vec::new, |c| c.0.to_vec());
+        match elems.iter().position(|e| key_eq(&e.prefix, &prefix)) {
+            // Replaced: the old element lives on in the retired chain
+            // until the runs that may use it have ended.
+            Some(p) => elems[p] = new,
+            None => elems.push(new),
+        }
+        Self::set_bucket(buckets, i, elems);
+        if !exists {
+            w.counts[len as usize] += 1;
+            w.by_order.insert(order_key(data, len), len);
+            self.count.fetch_add(1, Ordering::Relaxed);
+            if w.counts[len as usize] == 1 {
+                self.publish_lens(&w);
             }
         }
-        drop(inner);
-        drop(old); // retired
         Ok(())
     }
 
@@ -228,23 +360,32 @@ impl Lpm {
             });
         }
         let data = &key[4..];
-        let mut buf = vec![0u8; data.len()];
-        let prefix = prefix_into(data, len, &mut buf).ok_or(MapError::NotFound)?;
-        let mut inner = wr(&self.inner);
-        let table = &mut inner.by_len[len as usize];
-        let old = table.remove(prefix).ok_or(MapError::NotFound)?;
-        let emptied = table.is_empty();
-        inner.by_order.remove(&order_key(data, len));
-        if emptied {
-            inner.lens.retain(|&l| l != len);
+        let prefix = Self::prefix(data, len);
+        let mut w = lock(&self.writer);
+        let g = crate::pin();
+        let table = &self.tables[len as usize];
+        let buckets = table.load(&g).ok_or(MapError::NotFound)?;
+        let i = self.hash_of(self.prefix_of(&prefix)) as usize & (buckets.len() - 1);
+        let mut elems: Vec<Arc<Elem>> = buckets[i].load(&g).map_or_else(Vec::new, |c| c.0.to_vec());
+        let p = elems
+            .iter()
+            .position(|e| key_eq(&e.prefix, &prefix))
+            .ok_or(MapError::NotFound)?;
+        elems.remove(p);
+        Self::set_bucket(buckets, i, elems);
+        w.counts[len as usize] -= 1;
+        w.by_order.remove(&order_key(data, len));
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        if w.counts[len as usize] == 0 {
+            table.replace(None);
+            self.publish_lens(&w);
         }
-        drop(inner);
-        drop(old); // retired
         Ok(())
     }
 
     pub(crate) fn next_key(&self, key: Option<&[u8]>) -> Result<Vec<u8>, MapError> {
-        let inner = rd(&self.inner);
+        let w = lock(&self.writer);
+        let g = crate::pin();
         // The stored key of the element an order key names.
         let stored = |ok: &[u8], len: u32| -> Result<Vec<u8>, MapError> {
             // The order key spells the prefix's bits: rebuild its bytes.
@@ -252,13 +393,12 @@ impl Lpm {
             for (i, &b) in ok[..len as usize].iter().enumerate() {
                 data[i / 8] |= b << (7 - i % 8);
             }
-            let mut k = len.to_ne_bytes().to_vec();
-            k.extend_from_slice(&data);
-            Lpm::exact(&inner, &k, len)
+            let prefix = Self::prefix(&data, len);
+            self.find(len, self.prefix_of(&prefix), &g)
                 .map(|e| e.key.to_vec())
                 .ok_or(MapError::NotFound)
         };
-        let first = || match inner.by_order.iter().next() {
+        let first = || match w.by_order.iter().next() {
             Some((ok, &len)) => stored(ok, len),
             None => Err(MapError::NotFound),
         };
@@ -266,11 +406,12 @@ impl Lpm {
             return first();
         };
         let len = prefixlen(key);
-        if Lpm::exact(&inner, key, len).is_none() {
+        let prefix = Self::prefix(&key[4..], len);
+        if self.find(len, self.prefix_of(&prefix), &g).is_none() {
             return first();
         }
         let ok = order_key(&key[4..], len);
-        match inner
+        match w
             .by_order
             .range((Bound::Excluded(ok), Bound::Unbounded))
             .next()
@@ -281,6 +422,6 @@ impl Lpm {
     }
 
     pub(crate) fn len(&self) -> usize {
-        rd(&self.inner).by_order.len()
+        self.count.load(Ordering::Relaxed)
     }
 }

@@ -66,6 +66,12 @@ fn header_len(h: u64) -> u32 {
     u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
 }
 
+/// Whether a record of `total` bytes cannot fit, from a producer position
+/// read before the consumer position: `cons` may then exceed `prod`.
+fn full_as_seen(prod: u64, cons: u64, total: u64, size: u64) -> bool {
+    prod.saturating_sub(cons) + total > size - 1
+}
+
 impl RingBuf {
     pub(crate) fn new(size: u32) -> Result<RingBuf, MapError> {
         Ok(RingBuf {
@@ -86,6 +92,17 @@ impl RingBuf {
         }
         let total = (size + HDR_SZ as u64).div_ceil(8) * 8;
         if total > self.size {
+            return None;
+        }
+        // A full ring (a lagging consumer) answers without the lock. The
+        // producer position is read first: it only grows, so the space
+        // used as seen here is at most the space used at the moment the
+        // consumer position is read, and "full" was true then. (The
+        // consumer may even have passed the producer position read, if
+        // records were made and consumed in between: nothing used then.)
+        let prod = self.prod_pos.load(Ordering::Acquire);
+        let cons = self.cons_pos.load(Ordering::Acquire);
+        if full_as_seen(prod, cons, total, self.size) {
             return None;
         }
         let _p = lock(&self.producer);
@@ -127,11 +144,14 @@ impl RingBuf {
     /// starts at guest address `addr`.
     pub(crate) fn commit(&self, addr: u64, discard: bool) -> Result<(), MapError> {
         let h = self.header_of(addr)?;
-        let _ = h.fetch_update(Ordering::Release, Ordering::Relaxed, |v| {
-            let b = v.to_ne_bytes();
-            let len = header_len(v) & !BUSY_BIT | if discard { DISCARD_BIT } else { 0 };
-            Some(header(len, u32::from_ne_bytes([b[4], b[5], b[6], b[7]])))
-        });
+        // Idempotent bit operations on the length half of the header (two
+        // racing commits of one record, which only an unverified program
+        // can make, cannot leave it busy): a discard marks the record
+        // while it is still busy, so the consumer never sees it half done.
+        if discard {
+            h.fetch_or(header(DISCARD_BIT, 0), Ordering::Relaxed);
+        }
+        h.fetch_and(!header(BUSY_BIT, 0), Ordering::Release);
         Ok(())
     }
 
@@ -188,5 +208,20 @@ impl RingBuf {
             let total = (data + HDR_SZ).div_ceil(8) * 8;
             self.cons_pos.store(cons + total as u64, Ordering::Release);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::full_as_seen;
+
+    #[test]
+    fn full_test_survives_a_consumer_ahead_of_the_stale_producer() {
+        // Seen: producer at 100 (stale), consumer at 200 (it consumed
+        // records made after the producer position was read): nothing used.
+        assert!(!full_as_seen(100, 200, 8, 4096));
+        // Exactly the kernel's rule otherwise: used + record > size - 1.
+        assert!(!full_as_seen(4088, 0, 7, 4096));
+        assert!(full_as_seen(4088, 0, 8, 4096));
     }
 }
