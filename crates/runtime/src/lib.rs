@@ -36,11 +36,14 @@
 mod helper;
 #[allow(unsafe_code)]
 mod memory;
+#[allow(unsafe_code)]
+pub mod raw;
 mod trap;
 
 pub use bpfkit_isa::{HelperId, Imm64, Pc};
 pub use helper::{Helper, HelperAbort, HelperEnv, HelperResult, Helpers, TypedEntry, TypedHelper};
 pub use memory::{le_to_u64, u64_to_le, Guest, Memory, Region, RegionKind};
+pub use raw::TypedBody;
 pub use trap::{Access, MemFault, Trap, TrapKind};
 
 /// Bytes of stack per call frame (RFC 9669 section 3; the kernel's

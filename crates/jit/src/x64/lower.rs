@@ -1039,13 +1039,34 @@ impl<'a> Emitter<'a> {
         }
         // An even number of pushes from a 16-aligned rsp: aligned again
         // for the call.
+        // The target, from the run's table (`Ctx::direct`): entry `rcx`
+        // for a call by table index (a helper's own direct entry, or a
+        // trampoline), the last one (`Ctx::direct_len`, a trampoline) for a
+        // `callx` by id (bit 32 of rdx), without a branch.
+        self.a.mov_r_rm(Sz::B64, Gpr::Rax, Rm::Reg(Gpr::Rdx));
+        self.a.shift_i(Sz::B64, Shift::Shr, Rm::Reg(Gpr::Rax), 32);
+        self.a.cmov(
+            Sz::B64,
+            Cc::Ne,
+            Gpr::Rcx,
+            field(offset_of!(Ctx, direct_len)),
+        );
+        self.a
+            .mov_r_rm(Sz::B64, Gpr::Rax, field(offset_of!(Ctx, direct)));
+        self.a.mov_r_rm(
+            Sz::B64,
+            Gpr::Rax,
+            Rm::Mem(Mem::indexed(Gpr::Rax, Gpr::Rcx, 8)),
+        );
         self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(REG_MAP[2]));
         self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(REG_MAP[3]));
         self.a.mov_r_rm(Sz::B64, Gpr::R8, Rm::Reg(REG_MAP[4]));
         self.a.mov_r_rm(Sz::B64, Gpr::R9, Rm::Reg(REG_MAP[5]));
         self.a.mov_r_rm(Sz::B64, Gpr::Rsi, Rm::Reg(REG_MAP[1]));
-        self.a.mov_r_rm(Sz::B64, Gpr::Rdi, Rm::Reg(CTX));
-        self.a.call_rm(field(offset_of!(Ctx, trampoline)));
+        // Every target takes the run's `RawCall` (in the `Ctx`) first.
+        self.a
+            .lea(Gpr::Rdi, Mem::at(CTX, offset_of!(Ctx, raw) as i32));
+        self.a.call_rm(Rm::Reg(Gpr::Rax));
         if keep {
             for &r in REG_MAP[1..=5].iter().rev() {
                 self.a.pop(r);

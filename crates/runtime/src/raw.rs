@@ -1,0 +1,139 @@
+//! Direct helper entries for generated code: a helper registered as a
+//! [`TypedBody`] also gets a plain `extern "C"` function of its own
+//! ([`RawEntry`]), with the body inlined into it, that a JIT can call from
+//! its code with the arguments still in registers. The function builds the
+//! helper's [`Guest`] from a [`RawCall`] the engine fills once per run,
+//! catches a panic of the body (so that it never unwinds into generated
+//! code) and tells the engine through the call's hooks when the regions
+//! changed or the helper did not return `r0`.
+//!
+//! This replaces, per call, a generic trampoline with a table lookup, an
+//! indirect call of the typed function and the arguments and result passed
+//! through memory: `bpfkit-jit`'s stub calls the entry straight from a
+//! per-run table.
+
+use crate::helper::HelperResult;
+use crate::memory::{Guest, Memory};
+use std::any::Any;
+
+/// A helper body as a type (one zero-sized type per helper), so that an
+/// engine's direct entry ([`raw_entry`]) is a separate function per helper
+/// with the body inlined. Register it with [`crate::Helpers::register_body`].
+pub trait TypedBody<T>: 'static {
+    /// Runs the helper with the run's guest memory, its data and `r1`-`r5`.
+    fn call(guest: &mut Guest<'_, '_>, data: &mut T, args: [u64; 5]) -> HelperResult;
+}
+
+/// How a helper call that did not return `r0` ended: its abort, or the
+/// panic payload of its body.
+pub type RawStop = std::thread::Result<HelperResult>;
+
+/// What a direct entry needs of the run, filled by the engine before it
+/// enters its code and valid (with everything it points to) while the code
+/// runs. `repr(C)`, and the same layout for every `T` (only pointers), so
+/// that an engine may keep it at a fixed place.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RawCall<T> {
+    /// The engine's stack buffer and its length in bytes.
+    pub stack: *mut u8,
+    /// Length of `stack`.
+    pub stack_len: usize,
+    /// The run's memory.
+    pub mem: *mut Memory<'static>,
+    /// The run's data.
+    pub data: *mut T,
+    /// Passed back to the hooks.
+    pub engine: *mut (),
+    /// Called after a call that changed `mem`'s region list (its
+    /// [`Memory::version`]), with that memory.
+    pub on_regions: unsafe fn(engine: *mut (), mem: &Memory<'_>),
+    /// Called after a call that aborted or panicked, before the entry
+    /// returns `stop` 1; the engine records how the program ends.
+    pub on_stop: unsafe fn(engine: *mut (), stop: RawStop),
+}
+
+// SAFETY: a `RawCall` only carries pointers; they are dereferenced by
+// `raw_entry` alone, whose contract makes the engine guarantee that they are
+// valid and exclusively lent to the call. Between runs an engine may keep a
+// `RawCall` with stale pointers (never dereferenced) and move it to another
+// thread with the engine.
+unsafe impl<T: Send> Send for RawCall<T> {}
+// SAFETY: a shared `&RawCall` gives access to nothing but the pointer
+// values (no interior mutability).
+unsafe impl<T: Sync> Sync for RawCall<T> {}
+
+/// What a direct entry returns (in `rax:rdx`, System V): the new `r0`, and
+/// `stop` 0 to go on or 1 when the program is over (the `on_stop` hook was
+/// called).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawRet {
+    /// New `r0`.
+    pub r0: u64,
+    /// 0: continue; 1: the program is over.
+    pub stop: u64,
+}
+
+/// A direct entry: `call` points at a [`RawCall<T>`] whose pointers are
+/// valid and exclusively lent to the call (see [`raw_entry`]), then
+/// `r1`-`r5`.
+pub type RawEntry<T> = unsafe extern "C" fn(*mut RawCall<T>, u64, u64, u64, u64, u64) -> RawRet;
+
+/// The direct entry of body `B` for data `T` (see the module docs).
+///
+/// # Safety
+/// `call` must point at a `RawCall<T>` that is valid for the call and not
+/// otherwise used meanwhile; its `stack`/`stack_len` must be a live buffer,
+/// `mem` a live `Memory` and `data` a live `T`, none of them otherwise
+/// referenced during the call; the hooks must accept `engine`.
+pub unsafe extern "C" fn raw_entry<T: Any, B: TypedBody<T>>(
+    call: *mut RawCall<T>,
+    a1: u64,
+    a2: u64,
+    a3: u64,
+    a4: u64,
+    a5: u64,
+) -> RawRet {
+    // SAFETY: the caller's contract: `call` is valid and ours for the call;
+    // the fields are copied out, so no reference to it is held while the
+    // hooks run.
+    let c = unsafe { &*call };
+    let (engine, on_regions, on_stop) = (c.engine, c.on_regions, c.on_stop);
+    // SAFETY: the caller's contract: the stack buffer, the memory and the
+    // data are live and lent to this call alone.
+    let (stack, mem, data) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(c.stack, c.stack_len),
+            &mut *c.mem,
+            &mut *c.data,
+        )
+    };
+    let version = mem.version();
+    let mut guest = Guest::new(stack, mem);
+    // A panic must not unwind into the engine's generated code: caught
+    // here and handed to the engine (`on_stop`), which resumes it once its
+    // code has returned.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        B::call(&mut guest, data, [a1, a2, a3, a4, a5])
+    }));
+    let mem = guest.memory();
+    if mem.version() != version {
+        // SAFETY: the hook's contract is the engine's, which set it with
+        // this `engine`.
+        unsafe { on_regions(engine, mem) };
+    }
+    match result {
+        Ok(Ok(r0)) => RawRet { r0, stop: 0 },
+        other => stop(engine, on_stop, other),
+    }
+}
+
+/// The rare end of [`raw_entry`], out of line.
+#[cold]
+#[inline(never)]
+fn stop(engine: *mut (), on_stop: unsafe fn(*mut (), RawStop), result: RawStop) -> RawRet {
+    // SAFETY: as in `raw_entry`: the engine's hook with its own pointer.
+    unsafe { on_stop(engine, result) };
+    RawRet { r0: 0, stop: 1 }
+}
