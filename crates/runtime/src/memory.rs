@@ -239,6 +239,16 @@ impl<'a> Memory<'a> {
 
     #[inline(never)]
     fn find_slow(&self, addr: u64, size: usize, access: Access) -> Result<&Region, MemFault> {
+        // The packet before the walk: helpers alternate between the
+        // context and the packet (`xdp_adjust_tail` zeroes the new tail,
+        // then rewrites the context's words), and the packet region is
+        // known without a search.
+        if let Some(i) = self.packet {
+            if self.regions[i].allows(addr, size, access) {
+                self.last.set(i);
+                return Ok(&self.regions[i]);
+            }
+        }
         for (i, r) in self.regions.iter().enumerate() {
             if r.allows(addr, size, access) {
                 self.last.set(i);
