@@ -339,15 +339,16 @@ unsafe fn ctx_of(raw: *mut RawCall<()>) -> *mut Ctx {
 }
 
 /// Called by generated code for a helper call with `r1`-`r5` as arguments
-/// (through `Ctx::direct`, with `Ctx::raw` first); `ctx.call_h` and
-/// `ctx.call_site` say which helper and where.
+/// (through `Ctx::direct`, with `Ctx::raw`, in the order of
+/// `bpfkit_runtime::raw::RawEntry`); `ctx.call_h` and `ctx.call_site` say
+/// which helper and where.
 pub(crate) extern "C" fn helper_trampoline(
-    raw: *mut RawCall<()>,
     a1: u64,
-    a2: u64,
-    a3: u64,
+    raw: *mut RawCall<()>,
     a4: u64,
     a5: u64,
+    a2: u64,
+    a3: u64,
 ) -> Ret2 {
     // SAFETY: generated code passes `&ctx.raw` of the `Ctx` it was entered
     // with, whose `engine` `run` set to that `Ctx`, derived from an
@@ -370,12 +371,12 @@ pub(crate) extern "C" fn helper_trampoline(
 /// ([`crate::Jit::run_repeat`]): as [`helper_trampoline`], with `ctx.env`
 /// pointing at a `TypedEnv<T>`.
 pub(crate) extern "C" fn typed_trampoline<T: std::any::Any>(
-    raw: *mut RawCall<()>,
     a1: u64,
-    a2: u64,
-    a3: u64,
+    raw: *mut RawCall<()>,
     a4: u64,
     a5: u64,
+    a2: u64,
+    a3: u64,
 ) -> Ret2 {
     // SAFETY: generated code passes `&ctx.raw` of the `Ctx` it was entered
     // with, whose `engine` `run_repeat` set to that `Ctx`, derived from an

@@ -116,6 +116,9 @@ pub struct Memory<'a> {
     regions: Vec<Region>,
     /// Index of the region that satisfied the last lookup.
     last: Cell<usize>,
+    /// The one `last` held before (helpers alternate between two regions,
+    /// e.g. the context and a map value: a lookup of either stays cheap).
+    prev: Cell<usize>,
     packet: Option<usize>,
     /// See [`Memory::version`].
     version: u64,
@@ -142,6 +145,7 @@ impl<'a> Memory<'a> {
         Memory {
             regions: Vec::new(),
             last: Cell::new(0),
+            prev: Cell::new(0),
             packet: None,
             version: next_version(),
             _borrow: PhantomData,
@@ -213,6 +217,7 @@ impl<'a> Memory<'a> {
         self.version = next_version();
         self.regions.clear();
         self.last.set(0);
+        self.prev.set(0);
         self.packet = None;
     }
 
@@ -229,33 +234,63 @@ impl<'a> Memory<'a> {
     /// The region allowing `access` to `[addr, addr + size)`.
     #[inline]
     pub fn find(&self, addr: u64, size: usize, access: Access) -> Result<&Region, MemFault> {
-        if let Some(r) = self.regions.get(self.last.get()) {
-            if r.allows(addr, size, access) {
-                return Ok(r);
-            }
+        match self.find_index(addr, size, access) {
+            Some(i) => Ok(&self.regions[i]),
+            None => Err(MemFault { addr, size, access }),
         }
-        self.find_slow(addr, size, access)
     }
 
+    /// Index of the region allowing the access: the last one found, else
+    /// [`Memory::find_slow`].
+    #[inline(always)]
+    fn find_index(&self, addr: u64, size: usize, access: Access) -> Option<usize> {
+        let i = self.last.get();
+        match self.regions.get(i) {
+            Some(r) if r.allows(addr, size, access) => Some(i),
+            _ => self.find_slow(addr, size, access),
+        }
+    }
+
+    /// The host address of `[addr, addr + size)` when a region allows the
+    /// access (valid for it by the [`Region`] invariant).
+    #[inline(always)]
+    fn host_ptr(&self, addr: u64, size: usize, access: Access) -> Option<*mut u8> {
+        let r = &self.regions[self.find_index(addr, size, access)?];
+        // In bounds: `allows` checked `addr - start + size <= len`.
+        Some(r.ptr.wrapping_add((addr - r.start) as usize))
+    }
+
+    /// The region before `last` ([`Memory::prev`]), the packet, then every
+    /// region in order; a hit becomes `last`. Returns an index (one
+    /// register) rather than a `Result` (returned through memory).
     #[inline(never)]
-    fn find_slow(&self, addr: u64, size: usize, access: Access) -> Result<&Region, MemFault> {
-        // The packet before the walk: helpers alternate between the
-        // context and the packet (`xdp_adjust_tail` zeroes the new tail,
-        // then rewrites the context's words), and the packet region is
-        // known without a search.
+    fn find_slow(&self, addr: u64, size: usize, access: Access) -> Option<usize> {
+        let hit = |i: usize| {
+            self.prev.set(self.last.get());
+            self.last.set(i);
+            Some(i)
+        };
+        let p = self.prev.get();
+        if self
+            .regions
+            .get(p)
+            .is_some_and(|r| r.allows(addr, size, access))
+        {
+            return hit(p);
+        }
+        // The packet before the walk: XDP helpers go between the packet,
+        // the context and map values, and the packet region is known
+        // without a search.
         if let Some(i) = self.packet {
             if self.regions[i].allows(addr, size, access) {
-                self.last.set(i);
-                return Ok(&self.regions[i]);
+                return hit(i);
             }
         }
-        for (i, r) in self.regions.iter().enumerate() {
-            if r.allows(addr, size, access) {
-                self.last.set(i);
-                return Ok(r);
-            }
-        }
-        Err(MemFault { addr, size, access })
+        let i = self
+            .regions
+            .iter()
+            .position(|r| r.allows(addr, size, access))?;
+        hit(i)
     }
 
     /// Reads `N` bytes at `addr`.
@@ -280,23 +315,27 @@ impl<'a> Memory<'a> {
     }
 
     /// Copies `buf.len()` bytes at `addr` into `buf` (all inside one region).
+    #[inline]
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
-        let r = self.find(addr, buf.len(), Access::Read)?;
-        let off = (addr - r.start) as usize;
-        // SAFETY: the source range lies inside the region (checked by
-        // `find`), valid for reads; `buf` is a distinct Rust buffer, so the
-        // ranges cannot overlap (no reference into a region is live).
-        unsafe { std::ptr::copy_nonoverlapping(r.ptr.add(off), buf.as_mut_ptr(), buf.len()) };
+        let Some(src) = self.host_ptr(addr, buf.len(), Access::Read) else {
+            return Err(fault(addr, buf.len(), Access::Read));
+        };
+        // SAFETY: the source range lies inside a region (`host_ptr`), valid
+        // for reads; `buf` is a distinct Rust buffer, so the ranges cannot
+        // overlap (no reference into a region is live).
+        unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
         Ok(())
     }
 
     /// Copies `buf` to `addr` (all inside one writable region).
+    #[inline]
     pub fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), MemFault> {
-        let r = self.find(addr, buf.len(), Access::Write)?;
-        let off = (addr - r.start) as usize;
-        // SAFETY: the destination lies inside a writable region (checked by
-        // `find`); `buf` is a distinct Rust buffer.
-        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), r.ptr.add(off), buf.len()) };
+        let Some(dst) = self.host_ptr(addr, buf.len(), Access::Write) else {
+            return Err(fault(addr, buf.len(), Access::Write));
+        };
+        // SAFETY: the destination lies inside a writable region
+        // (`host_ptr`); `buf` is a distinct Rust buffer.
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), dst, buf.len()) };
         Ok(())
     }
 
@@ -345,6 +384,13 @@ impl<'a> Memory<'a> {
         };
         Ok(old)
     }
+}
+
+/// The fault of a refused access, out of the callers' way.
+#[cold]
+#[inline(never)]
+fn fault(addr: u64, size: usize, access: Access) -> MemFault {
+    MemFault { addr, size, access }
 }
 
 /// Little-endian bytes (up to 8) to an integer.
@@ -455,10 +501,14 @@ impl<'r, 'a> Guest<'r, 'a> {
     }
 
     /// Copies `buf.len()` bytes at `addr` into `buf` (all inside one region).
+    /// Inlined into helpers: the stack or the last region found is a few
+    /// compares and the copy, without a call and a `Result` in memory.
+    #[inline]
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
-        match self.stack_off(addr, buf.len()) {
-            Some(off) => {
-                buf.copy_from_slice(&self.stack[off..off + buf.len()]);
+        let off = addr.wrapping_sub(self.stack_start) as usize;
+        match self.stack.get(off..).and_then(|s| s.get(..buf.len())) {
+            Some(s) => {
+                buf.copy_from_slice(s);
                 Ok(())
             }
             None => self.mem.read(addr, buf),
@@ -466,10 +516,16 @@ impl<'r, 'a> Guest<'r, 'a> {
     }
 
     /// Copies `buf` to `addr` (all inside one writable region).
+    #[inline]
     pub fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), MemFault> {
-        match self.stack_off(addr, buf.len()) {
-            Some(off) => {
-                self.stack[off..off + buf.len()].copy_from_slice(buf);
+        let off = addr.wrapping_sub(self.stack_start) as usize;
+        match self
+            .stack
+            .get_mut(off..)
+            .and_then(|s| s.get_mut(..buf.len()))
+        {
+            Some(s) => {
+                s.copy_from_slice(buf);
                 Ok(())
             }
             None => self.mem.write(addr, buf),
@@ -571,6 +627,60 @@ mod tests {
         assert!(mem.atomic_update::<4>(pa + 5, |_| 0).is_err());
         drop(mem);
         assert_eq!(a, [0, 0, 0, 0, 0, 0, 0, 4]);
+    }
+
+    #[test]
+    fn the_remembered_regions_keep_every_check() {
+        // `last`, `prev` and the packet are tried before the walk: each must
+        // still check bounds and permissions, and be forgotten on `clear`.
+        let mut ctx = [1u8; 8];
+        let ro = [2u8; 8];
+        let pkt = [3u8; 16];
+        let mut val = [4u8; 8];
+        let mut mem = Memory::new();
+        let pc = mem.add(RegionKind::Context, &mut ctx);
+        let pr = mem.add_readonly(RegionKind::ReadOnlyData, &ro);
+        let pp = mem.add_readonly(RegionKind::Packet, &pkt);
+        let pv = mem.add(RegionKind::MapValue, &mut val);
+        let w = |mem: &mut Memory<'_>, a: u64| mem.write(a, &[9]);
+        // Alternate between two regions (last and prev swap).
+        for _ in 0..3 {
+            assert_eq!(mem.load::<1>(pr).unwrap(), [2]);
+            assert_eq!(mem.load::<1>(pc).unwrap(), [1]);
+        }
+        // prev is the read-only region: a write there still faults, and so
+        // does one to the read-only packet (tried before the walk).
+        let fault = |addr, size| MemFault {
+            addr,
+            size,
+            access: Access::Write,
+        };
+        assert_eq!(w(&mut mem, pr), Err(fault(pr, 1)));
+        assert_eq!(w(&mut mem, pp), Err(fault(pp, 1)));
+        assert_eq!(mem.load::<8>(pp + 8).unwrap(), [3; 8]);
+        // prev = the packet: past its end is a fault, not a hit.
+        assert_eq!(mem.load::<1>(pc).unwrap(), [1]);
+        assert!(mem.load::<2>(pp + 15).is_err());
+        let mut buf = [0u8; 4];
+        assert!(mem.read(pp + 13, &mut buf).is_err());
+        mem.read(pp + 12, &mut buf).unwrap();
+        assert_eq!(buf, [3; 4]);
+        w(&mut mem, pv).unwrap();
+        w(&mut mem, pc + 7).unwrap();
+        // Straddling the context's end (whatever lies next to it).
+        assert!(mem.write(pc + 7, &[9, 9]).is_err());
+        // Cleared: nothing is found, whatever was remembered.
+        mem.clear();
+        for a in [pc, pr, pp, pv] {
+            assert!(mem.load::<1>(a).is_err());
+            assert!(mem.read(a, &mut buf[..1]).is_err());
+        }
+        let mut other = [5u8; 4];
+        let po = mem.add(RegionKind::Context, &mut other);
+        assert_eq!(mem.load::<1>(po).unwrap(), [5]);
+        assert!(mem.load::<1>(pv).is_err() && mem.load::<1>(pc).is_err());
+        drop(mem);
+        assert_eq!((ctx[7], val[0]), (9, 9));
     }
 
     #[test]

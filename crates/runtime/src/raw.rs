@@ -75,10 +75,12 @@ pub struct RawRet {
     pub stop: u64,
 }
 
-/// A direct entry: `call` points at a [`RawCall<T>`] whose pointers are
-/// valid and exclusively lent to the call (see [`raw_entry`]), then
-/// `r1`-`r5`.
-pub type RawEntry<T> = unsafe extern "C" fn(*mut RawCall<T>, u64, u64, u64, u64, u64) -> RawRet;
+/// A direct entry: `(r1, call, r4, r5, r2, r3)`, where `call` points at a
+/// [`RawCall<T>`] whose pointers are valid and exclusively lent to the call
+/// (see [`raw_entry`]). The order puts `r1`-`r3` in the System V argument
+/// registers (rdi, r8, r9) that `bpfkit-jit` keeps them in, so its stub
+/// moves only `r4`, `r5` and `call`.
+pub type RawEntry<T> = unsafe extern "C" fn(u64, *mut RawCall<T>, u64, u64, u64, u64) -> RawRet;
 
 /// The direct entry of body `B` for data `T` (see the module docs).
 ///
@@ -88,12 +90,12 @@ pub type RawEntry<T> = unsafe extern "C" fn(*mut RawCall<T>, u64, u64, u64, u64,
 /// `mem` a live `Memory` and `data` a live `T`, none of them otherwise
 /// referenced during the call; the hooks must accept `engine`.
 pub unsafe extern "C" fn raw_entry<T: Any, B: TypedBody<T>>(
-    call: *mut RawCall<T>,
     a1: u64,
-    a2: u64,
-    a3: u64,
+    call: *mut RawCall<T>,
     a4: u64,
     a5: u64,
+    a2: u64,
+    a3: u64,
 ) -> RawRet {
     // SAFETY: the caller's contract: `call` is valid and ours for the call;
     // the fields are copied out, so no reference to it is held while the

@@ -1006,10 +1006,11 @@ impl<'a> Emitter<'a> {
 
     fn helper_routine(&mut self) {
         // Helper call: rcx = table index or id, rdx = instruction index,
-        // with bit 32 set when rcx is an id (callx). The arguments go to the
-        // trampoline in registers (System V: rsi, rdx, rcx, r8, r9 after the
-        // `Ctx` in rdi), never through memory that Rust would read back
-        // with wider loads than the stores (a store-forwarding stall).
+        // with bit 32 set when rcx is an id (callx); both are kept in the
+        // `Ctx` for a helper that stops the program (its trap's pc and id).
+        // The arguments go to the target in registers (see below), never
+        // through memory that Rust would read back with wider loads than
+        // the stores (a store-forwarding stall).
         // Checked mode keeps r1-r5, as the interpreter does (see the module
         // docs): pushed here, popped after the call; an unverified program
         // may read them. Unchecked code comes from verified programs, and
@@ -1058,14 +1059,15 @@ impl<'a> Emitter<'a> {
             Gpr::Rax,
             Rm::Mem(Mem::indexed(Gpr::Rax, Gpr::Rcx, 8)),
         );
-        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(REG_MAP[2]));
-        self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(REG_MAP[3]));
-        self.a.mov_r_rm(Sz::B64, Gpr::R8, Rm::Reg(REG_MAP[4]));
-        self.a.mov_r_rm(Sz::B64, Gpr::R9, Rm::Reg(REG_MAP[5]));
-        self.a.mov_r_rm(Sz::B64, Gpr::Rsi, Rm::Reg(REG_MAP[1]));
-        // Every target takes the run's `RawCall` (in the `Ctx`) first.
+        // Every target takes (r1, the run's `RawCall` in the `Ctx`, r4,
+        // r5, r2, r3) in the System V argument registers (rdi, rsi, rdx,
+        // rcx, r8, r9: `bpfkit_runtime::raw::RawEntry`), so that r1-r3
+        // stay where they are.
+        debug_assert_eq!(REG_MAP[1..=3], [Gpr::Rdi, Gpr::R8, Gpr::R9]);
+        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(REG_MAP[4]));
+        self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(REG_MAP[5]));
         self.a
-            .lea(Gpr::Rdi, Mem::at(CTX, offset_of!(Ctx, raw) as i32));
+            .lea(Gpr::Rsi, Mem::at(CTX, offset_of!(Ctx, raw) as i32));
         self.a.call_rm(Rm::Reg(Gpr::Rax));
         if keep {
             for &r in REG_MAP[1..=5].iter().rev() {
