@@ -323,9 +323,7 @@ impl<'r> Builder<'r> {
             direct: 0,
             direct_len: lowered.table.len() as u64,
             raw: RawCall {
-                stack: std::ptr::null_mut(),
-                stack_len: 0,
-                mem: std::ptr::null_mut(),
+                guest: memory::no_guest(),
                 data: std::ptr::null_mut(),
                 engine: std::ptr::null_mut(),
                 on_regions: memory::no_regions_hook,
@@ -1160,9 +1158,7 @@ impl Jit {
         };
         ctx.direct = direct;
         ctx.raw = RawCall {
-            stack: env.base.stack,
-            stack_len: env.base.stack_len,
-            mem: env.base.mem,
+            guest: memory::run_guest(&env.base),
             data: env.data.cast::<()>(),
             engine: (ctx as *mut Ctx).cast::<()>(),
             on_regions: memory::raw_regions_hook::<T>,

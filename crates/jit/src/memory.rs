@@ -403,6 +403,27 @@ pub(crate) extern "C" fn typed_trampoline<T: std::any::Any>(
     )
 }
 
+/// The `Guest` of a `Ctx` outside runs: no stack, no memory (never used:
+/// direct entries run only during typed runs, which set their own).
+pub(crate) fn no_guest() -> bpfkit_runtime::Guest<'static, 'static> {
+    // SAFETY: an empty stack (no byte is ever accessed through a null
+    // pointer with length 0) and no memory; never used (see above).
+    unsafe { bpfkit_runtime::Guest::from_raw(std::ptr::null_mut(), 0, std::ptr::null_mut()) }
+}
+
+/// The `Guest` that a typed run's direct entries lend to helpers
+/// (`Ctx::raw`), over the run's stack buffer and `Memory` that `env`
+/// records.
+pub(crate) fn run_guest(env: &RunEnv<'_>) -> bpfkit_runtime::Guest<'static, 'static> {
+    // SAFETY: `env.stack`/`env.stack_len` is the `Jit`'s stack buffer and
+    // `env.mem` the run's `Memory`, both exclusively lent to the run by
+    // `run_repeat` for as long as `ctx.raw` is used (the typed run; the next
+    // run replaces it). Between helper calls the generated code writes the
+    // stack, which `Guest::from_raw` allows: no reference made through the
+    // `Guest` outlives a helper call.
+    unsafe { bpfkit_runtime::Guest::from_raw(env.stack, env.stack_len, env.mem) }
+}
+
 /// `RawCall::on_regions` of a typed run ([`crate::Jit::run_repeat`]): a
 /// direct entry's helper changed the regions, so the table the code checks
 /// against is copied again.

@@ -415,21 +415,46 @@ pub fn u64_to_le<const N: usize>(v: u64) -> [u8; N] {
 ///
 /// Engines build one per run around their own stack buffer; helpers get it
 /// through [`crate::HelperEnv::guest`].
+///
+/// It holds its stack and memory as pointers, borrowed for `'r` (as the
+/// references [`Guest::new`] takes), so that an engine may also keep one
+/// for a whole run in a place its generated code passes to helpers
+/// ([`Guest::from_raw`], `crate::raw`) without a reference to the stack
+/// living while that code writes it.
 #[derive(Debug)]
 pub struct Guest<'r, 'a> {
-    stack: &'r mut [u8],
-    stack_start: u64,
-    mem: &'r mut Memory<'a>,
+    stack: *mut u8,
+    stack_len: usize,
+    pub(crate) mem: *mut Memory<'a>,
+    _borrow: PhantomData<(&'r mut [u8], &'r mut Memory<'a>)>,
 }
 
 impl<'r, 'a> Guest<'r, 'a> {
     /// The engine's `stack` plus the embedder's regions.
     pub fn new(stack: &'r mut [u8], mem: &'r mut Memory<'a>) -> Guest<'r, 'a> {
-        let stack_start = stack.as_ptr() as u64;
+        // SAFETY: both come from references that are borrowed for 'r.
+        unsafe { Guest::from_raw(stack.as_mut_ptr(), stack.len(), mem) }
+    }
+
+    /// [`Guest::new`] from pointers, for engines that keep a `Guest` for a
+    /// run where their generated code reaches it.
+    ///
+    /// # Safety
+    /// `[stack, stack + stack_len)` must be valid for reads and writes and
+    /// `mem` must point at a live `Memory`, both for `'r`, and neither may
+    /// be accessed other than through the `Guest` while a method of it (or
+    /// a reference it handed out) is in use. Between such uses, the owner
+    /// may use them (an engine's generated code writes the stack).
+    pub unsafe fn from_raw(
+        stack: *mut u8,
+        stack_len: usize,
+        mem: *mut Memory<'a>,
+    ) -> Guest<'r, 'a> {
         Guest {
             stack,
-            stack_start,
+            stack_len,
             mem,
+            _borrow: PhantomData,
         }
     }
 
@@ -437,36 +462,57 @@ impl<'r, 'a> Guest<'r, 'a> {
     pub fn reborrow(&mut self) -> Guest<'_, 'a> {
         Guest {
             stack: self.stack,
-            stack_start: self.stack_start,
+            stack_len: self.stack_len,
             mem: self.mem,
+            _borrow: PhantomData,
         }
     }
 
+    /// The stack buffer.
+    #[inline(always)]
+    fn stack(&self) -> &[u8] {
+        // SAFETY: valid for `'r` and reachable only through `self` while
+        // it is borrowed (the constructors' contracts).
+        unsafe { std::slice::from_raw_parts(self.stack, self.stack_len) }
+    }
+
+    /// The stack buffer, mutably.
+    #[inline(always)]
+    fn stack_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `stack`.
+        unsafe { std::slice::from_raw_parts_mut(self.stack, self.stack_len) }
+    }
+
     /// Guest address of the first stack byte.
+    #[inline(always)]
     pub fn stack_start(&self) -> u64 {
-        self.stack_start
+        self.stack as u64
     }
 
     /// One past the last stack byte: the outermost frame's `r10`.
     pub fn stack_end(&self) -> u64 {
-        self.stack_start + self.stack.len() as u64
+        self.stack_start() + self.stack_len as u64
     }
 
     /// The embedder's regions.
+    #[inline(always)]
     pub fn memory(&self) -> &Memory<'a> {
-        self.mem
+        // SAFETY: as in `stack`.
+        unsafe { &*self.mem }
     }
 
     /// The embedder's regions, mutably.
+    #[inline(always)]
     pub fn memory_mut(&mut self) -> &mut Memory<'a> {
-        self.mem
+        // SAFETY: as in `stack`.
+        unsafe { &mut *self.mem }
     }
 
     /// Offset into the stack of `[addr, addr + n)` when it lies inside it.
     #[inline(always)]
     fn stack_off(&self, addr: u64, n: usize) -> Option<usize> {
-        let off = addr.wrapping_sub(self.stack_start);
-        let len = self.stack.len() as u64;
+        let off = addr.wrapping_sub(self.stack_start());
+        let len = self.stack_len as u64;
         if n as u64 <= len && off <= len - n as u64 {
             Some(off as usize)
         } else {
@@ -478,26 +524,26 @@ impl<'r, 'a> Guest<'r, 'a> {
     #[inline(always)]
     pub fn load<const N: usize>(&self, addr: u64) -> Result<[u8; N], MemFault> {
         // One subtraction and two comparisons on the stack's fast path.
-        let off = addr.wrapping_sub(self.stack_start) as usize;
-        if let Some(b) = self.stack.get(off..).and_then(|s| s.first_chunk::<N>()) {
+        let off = addr.wrapping_sub(self.stack_start()) as usize;
+        if let Some(b) = self.stack().get(off..).and_then(|s| s.first_chunk::<N>()) {
             return Ok(*b);
         }
-        self.mem.load::<N>(addr)
+        self.memory().load::<N>(addr)
     }
 
     /// Writes `N` bytes at `addr`.
     #[inline(always)]
     pub fn store<const N: usize>(&mut self, addr: u64, bytes: [u8; N]) -> Result<(), MemFault> {
-        let off = addr.wrapping_sub(self.stack_start) as usize;
+        let off = addr.wrapping_sub(self.stack_start()) as usize;
         if let Some(b) = self
-            .stack
+            .stack_mut()
             .get_mut(off..)
             .and_then(|s| s.first_chunk_mut::<N>())
         {
             *b = bytes;
             return Ok(());
         }
-        self.mem.store::<N>(addr, bytes)
+        self.memory_mut().store::<N>(addr, bytes)
     }
 
     /// Copies `buf.len()` bytes at `addr` into `buf` (all inside one region).
@@ -505,22 +551,22 @@ impl<'r, 'a> Guest<'r, 'a> {
     /// compares and the copy, without a call and a `Result` in memory.
     #[inline]
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
-        let off = addr.wrapping_sub(self.stack_start) as usize;
-        match self.stack.get(off..).and_then(|s| s.get(..buf.len())) {
+        let off = addr.wrapping_sub(self.stack_start()) as usize;
+        match self.stack().get(off..).and_then(|s| s.get(..buf.len())) {
             Some(s) => {
                 buf.copy_from_slice(s);
                 Ok(())
             }
-            None => self.mem.read(addr, buf),
+            None => self.memory().read(addr, buf),
         }
     }
 
     /// Copies `buf` to `addr` (all inside one writable region).
     #[inline]
     pub fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), MemFault> {
-        let off = addr.wrapping_sub(self.stack_start) as usize;
+        let off = addr.wrapping_sub(self.stack_start()) as usize;
         match self
-            .stack
+            .stack_mut()
             .get_mut(off..)
             .and_then(|s| s.get_mut(..buf.len()))
         {
@@ -528,7 +574,7 @@ impl<'r, 'a> Guest<'r, 'a> {
                 s.copy_from_slice(buf);
                 Ok(())
             }
-            None => self.mem.write(addr, buf),
+            None => self.memory_mut().write(addr, buf),
         }
     }
 
@@ -543,14 +589,14 @@ impl<'r, 'a> Guest<'r, 'a> {
         if let Some(off) = self.stack_off(addr, N) {
             // The stack belongs to this run alone: a plain read-modify-write
             // is atomic with respect to everything that can observe it.
-            let b = &mut self.stack[off..off + N];
+            let b = &mut self.stack_mut()[off..off + N];
             let mut w = [0u8; 8];
             w[..N].copy_from_slice(b);
             let old = u64::from_le_bytes(w);
             b.copy_from_slice(&f(old).to_le_bytes()[..N]);
             return Ok(old);
         }
-        self.mem.atomic_update::<N>(addr, f)
+        self.memory_mut().atomic_update::<N>(addr, f)
     }
 
     /// Reads a NUL-terminated string of at most `max` bytes (without the

@@ -1,16 +1,16 @@
 //! Direct helper entries for generated code: a helper registered as a
 //! [`TypedBody`] also gets a plain `extern "C"` function of its own
 //! ([`RawEntry`]), with the body inlined into it, that a JIT can call from
-//! its code with the arguments still in registers. The function builds the
-//! helper's [`Guest`] from a [`RawCall`] the engine fills once per run,
+//! its code with the arguments still in registers. The function lends the
+//! body the [`Guest`] of a [`RawCall`] that the engine fills once per run,
 //! catches a panic of the body (so that it never unwinds into generated
 //! code) and tells the engine through the call's hooks when the regions
 //! changed or the helper did not return `r0`.
 //!
-//! This replaces, per call, a generic trampoline with a table lookup, an
-//! indirect call of the typed function and the arguments and result passed
-//! through memory: `bpfkit-jit`'s stub calls the entry straight from a
-//! per-run table.
+//! This replaces, per call, a generic trampoline with a table lookup, a
+//! `Guest` built for the call, an indirect call of the typed function and
+//! the arguments and result passed through memory: `bpfkit-jit`'s stub
+//! calls the entry straight from a per-run table.
 
 use crate::helper::HelperResult;
 use crate::memory::{Guest, Memory};
@@ -35,12 +35,9 @@ pub type RawStop = std::thread::Result<HelperResult>;
 #[repr(C)]
 #[derive(Debug)]
 pub struct RawCall<T> {
-    /// The engine's stack buffer and its length in bytes.
-    pub stack: *mut u8,
-    /// Length of `stack`.
-    pub stack_len: usize,
-    /// The run's memory.
-    pub mem: *mut Memory<'static>,
+    /// The run's stack and memory (built once per run with
+    /// [`Guest::from_raw`]), lent to each call's helper.
+    pub guest: Guest<'static, 'static>,
     /// The run's data.
     pub data: *mut T,
     /// Passed back to the hooks.
@@ -86,9 +83,11 @@ pub type RawEntry<T> = unsafe extern "C" fn(u64, *mut RawCall<T>, u64, u64, u64,
 ///
 /// # Safety
 /// `call` must point at a `RawCall<T>` that is valid for the call and not
-/// otherwise used meanwhile; its `stack`/`stack_len` must be a live buffer,
-/// `mem` a live `Memory` and `data` a live `T`, none of them otherwise
-/// referenced during the call; the hooks must accept `engine`.
+/// otherwise used meanwhile, except by its hooks (which get `engine`, and
+/// may use the memory holding the `RawCall`: no reference into it is alive
+/// when they run); its `guest` must satisfy [`Guest::from_raw`]'s contract
+/// and `data` point at a live `T`, neither otherwise referenced during the
+/// call.
 pub unsafe extern "C" fn raw_entry<T: Any, B: TypedBody<T>>(
     a1: u64,
     call: *mut RawCall<T>,
@@ -97,29 +96,35 @@ pub unsafe extern "C" fn raw_entry<T: Any, B: TypedBody<T>>(
     a2: u64,
     a3: u64,
 ) -> RawRet {
-    // SAFETY: the caller's contract: `call` is valid and ours for the call;
-    // the fields are copied out, so no reference to it is held while the
-    // hooks run.
-    let c = unsafe { &*call };
-    let (engine, on_regions, on_stop) = (c.engine, c.on_regions, c.on_stop);
-    // SAFETY: the caller's contract: the stack buffer, the memory and the
-    // data are live and lent to this call alone.
-    let (stack, mem, data) = unsafe {
+    // SAFETY: the caller's contract: `call` is valid; plain fields are
+    // copied out and the guest is reached through a pointer, so that no
+    // reference into the `RawCall` outlives the body's call (the hooks may
+    // use the memory around it).
+    let (guest, data, engine, on_regions, on_stop) = unsafe {
         (
-            std::slice::from_raw_parts_mut(c.stack, c.stack_len),
-            &mut *c.mem,
-            &mut *c.data,
+            std::ptr::addr_of_mut!((*call).guest),
+            (*call).data,
+            (*call).engine,
+            (*call).on_regions,
+            (*call).on_stop,
         )
     };
-    let version = mem.version();
-    let mut guest = Guest::new(stack, mem);
+    // SAFETY: the guest's memory is live and lent to this call (the
+    // caller's contract); read through its own pointer.
+    let mem = unsafe { (*guest).mem };
+    // SAFETY: as above.
+    let version = unsafe { (*mem).version() };
     // A panic must not unwind into the engine's generated code: caught
     // here and handed to the engine (`on_stop`), which resumes it once its
     // code has returned.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        B::call(&mut guest, data, [a1, a2, a3, a4, a5])
+        // SAFETY: the guest and the data are live and lent to this call
+        // alone (the caller's contract); the references end with the body.
+        let (guest, data) = unsafe { (&mut *guest, &mut *data) };
+        B::call(guest, data, [a1, a2, a3, a4, a5])
     }));
-    let mem = guest.memory();
+    // SAFETY: as above; the body's references are gone.
+    let mem = unsafe { &*mem };
     if mem.version() != version {
         // SAFETY: the hook's contract is the engine's, which set it with
         // this `engine`.
