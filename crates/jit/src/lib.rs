@@ -66,11 +66,13 @@
 //!   resolver), [`Jit::run`] many times.
 //! - [`Jit::run_typed`] / [`Jit::run_repeat`]: runs with per-run data of a
 //!   known type `T`, where helpers registered with
-//!   [`Helpers::register_typed`] for `T` are called directly (no
-//!   `Arc<dyn Helper>`, no [`HelperEnv`], no downcast), and several runs in
-//!   a row share their set-up. A helper's panic is caught before it could
-//!   unwind through the generated code and resumed once the code returned,
-//!   on every path.
+//!   [`Helpers::register_body`] for `T` are called straight from the code
+//!   through their own direct entries (`bpfkit_runtime::raw`), and those
+//!   registered with [`Helpers::register_typed`] through a typed trampoline
+//!   (no `Arc<dyn Helper>`, no [`HelperEnv`], no downcast), and several
+//!   runs in a row share their set-up. A helper's panic is caught before it
+//!   could unwind through the generated code and resumed once the code
+//!   returned, on every path.
 //! - [`is_supported`]: x86-64 Linux only; elsewhere the crate builds and
 //!   [`Jit::new`] returns [`CompileError::Unsupported`].
 //! - Code memory: [`memory::publish`] turns emitted bytes into

@@ -12,7 +12,9 @@
 //!   [`HelperEnv`] giving checked guest memory access and per-run data; a
 //!   helper may stop the program with [`HelperAbort::Stop`]; helpers
 //!   registered as plain functions over typed per-run data
-//!   ([`Helpers::register_typed`]) can be called directly by engines.
+//!   ([`Helpers::register_typed`]) can be called directly by engines, and
+//!   bodies registered as types ([`Helpers::register_body`]) also from
+//!   generated code through their own `extern "C"` entries ([`raw`]).
 //! - [`Imm64Resolver`]: how a loader turns symbolic `lddw` operands (map
 //!   references, ...) into values for an engine, and where array maps
 //!   (plain and per-CPU) keep their values ([`ArrayMap`]), for engines

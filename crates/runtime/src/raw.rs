@@ -96,24 +96,14 @@ pub unsafe extern "C" fn raw_entry<T: Any, B: TypedBody<T>>(
     a2: u64,
     a3: u64,
 ) -> RawRet {
-    // SAFETY: the caller's contract: `call` is valid; plain fields are
-    // copied out and the guest is reached through a pointer, so that no
-    // reference into the `RawCall` outlives the body's call (the hooks may
-    // use the memory around it).
-    let (guest, data, engine, on_regions, on_stop) = unsafe {
-        (
-            std::ptr::addr_of_mut!((*call).guest),
-            (*call).data,
-            (*call).engine,
-            (*call).on_regions,
-            (*call).on_stop,
-        )
-    };
+    // SAFETY: the caller's contract: `call` is valid. The guest and the
+    // data are reached through pointers, so that no reference into the
+    // `RawCall` outlives the body's call (the hooks may use the memory
+    // around it); the hooks are read only when needed (off the common path).
+    let (guest, data) = unsafe { (std::ptr::addr_of_mut!((*call).guest), (*call).data) };
     // SAFETY: the guest's memory is live and lent to this call (the
     // caller's contract); read through its own pointer.
-    let mem = unsafe { (*guest).mem };
-    // SAFETY: as above.
-    let version = unsafe { (*mem).version() };
+    let version = unsafe { (*(*guest).mem).version() };
     // A panic must not unwind into the engine's generated code: caught
     // here and handed to the engine (`on_stop`), which resumes it once its
     // code has returned.
@@ -124,23 +114,46 @@ pub unsafe extern "C" fn raw_entry<T: Any, B: TypedBody<T>>(
         B::call(guest, data, [a1, a2, a3, a4, a5])
     }));
     // SAFETY: as above; the body's references are gone.
-    let mem = unsafe { &*mem };
-    if mem.version() != version {
-        // SAFETY: the hook's contract is the engine's, which set it with
-        // this `engine`.
-        unsafe { on_regions(engine, mem) };
+    if unsafe { (*(*guest).mem).version() } != version {
+        // SAFETY: `call` is valid (the caller's contract), no reference
+        // into it is alive.
+        unsafe { regions_changed(call) };
     }
     match result {
         Ok(Ok(r0)) => RawRet { r0, stop: 0 },
-        other => stop(engine, on_stop, other),
+        // SAFETY: as above.
+        other => unsafe { stop(call, other) },
     }
 }
 
-/// The rare end of [`raw_entry`], out of line.
+/// Tells the engine that a call changed the regions, out of line.
+///
+/// # Safety
+/// `call` as in [`raw_entry`], with no reference into it alive.
 #[cold]
 #[inline(never)]
-fn stop(engine: *mut (), on_stop: unsafe fn(*mut (), RawStop), result: RawStop) -> RawRet {
-    // SAFETY: as in `raw_entry`: the engine's hook with its own pointer.
-    unsafe { on_stop(engine, result) };
+unsafe fn regions_changed<T>(call: *mut RawCall<T>) {
+    // SAFETY: the caller's contract; the fields are copied out before the
+    // hook runs, and the memory is live (read through its own pointer).
+    unsafe {
+        let (engine, hook, mem) = ((*call).engine, (*call).on_regions, (*call).guest.mem);
+        hook(engine, &*mem);
+    }
+}
+
+/// The rare end of [`raw_entry`], out of line: hands the engine how the
+/// call ended.
+///
+/// # Safety
+/// `call` as in [`raw_entry`], with no reference into it alive.
+#[cold]
+#[inline(never)]
+unsafe fn stop<T>(call: *mut RawCall<T>, result: RawStop) -> RawRet {
+    // SAFETY: the caller's contract; the fields are copied out before the
+    // hook (the engine's, set with this `engine`) runs.
+    unsafe {
+        let (engine, hook) = ((*call).engine, (*call).on_stop);
+        hook(engine, result);
+    }
     RawRet { r0: 0, stop: 1 }
 }
