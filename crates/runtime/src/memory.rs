@@ -116,9 +116,6 @@ pub struct Memory<'a> {
     regions: Vec<Region>,
     /// Index of the region that satisfied the last lookup.
     last: Cell<usize>,
-    /// The one `last` held before (helpers alternate between two regions,
-    /// e.g. the context and a map value: a lookup of either stays cheap).
-    prev: Cell<usize>,
     packet: Option<usize>,
     /// See [`Memory::version`].
     version: u64,
@@ -145,7 +142,6 @@ impl<'a> Memory<'a> {
         Memory {
             regions: Vec::new(),
             last: Cell::new(0),
-            prev: Cell::new(0),
             packet: None,
             version: next_version(),
             _borrow: PhantomData,
@@ -217,7 +213,6 @@ impl<'a> Memory<'a> {
         self.version = next_version();
         self.regions.clear();
         self.last.set(0);
-        self.prev.set(0);
         self.packet = None;
     }
 
@@ -234,19 +229,17 @@ impl<'a> Memory<'a> {
     /// The region allowing `access` to `[addr, addr + size)`.
     #[inline]
     pub fn find(&self, addr: u64, size: usize, access: Access) -> Result<&Region, MemFault> {
-        match self.find_index(addr, size, access) {
-            Some(i) => Ok(&self.regions[i]),
-            None => Err(MemFault { addr, size, access }),
-        }
+        self.find_region(addr, size, access)
+            .ok_or(MemFault { addr, size, access })
     }
 
-    /// Index of the region allowing the access: the last one found, else
-    /// [`Memory::find_slow`].
+    /// The region allowing the access: the last one found, else
+    /// [`Memory::find_slow`]. An `Option<&Region>` is one register (a
+    /// `Result` with the fault would go through memory).
     #[inline(always)]
-    fn find_index(&self, addr: u64, size: usize, access: Access) -> Option<usize> {
-        let i = self.last.get();
-        match self.regions.get(i) {
-            Some(r) if r.allows(addr, size, access) => Some(i),
+    fn find_region(&self, addr: u64, size: usize, access: Access) -> Option<&Region> {
+        match self.regions.get(self.last.get()) {
+            Some(r) if r.allows(addr, size, access) => Some(r),
             _ => self.find_slow(addr, size, access),
         }
     }
@@ -255,42 +248,21 @@ impl<'a> Memory<'a> {
     /// access (valid for it by the [`Region`] invariant).
     #[inline(always)]
     fn host_ptr(&self, addr: u64, size: usize, access: Access) -> Option<*mut u8> {
-        let r = &self.regions[self.find_index(addr, size, access)?];
+        let r = self.find_region(addr, size, access)?;
         // In bounds: `allows` checked `addr - start + size <= len`.
         Some(r.ptr.wrapping_add((addr - r.start) as usize))
     }
 
-    /// The region before `last` ([`Memory::prev`]), the packet, then every
-    /// region in order; a hit becomes `last`. Returns an index (one
-    /// register) rather than a `Result` (returned through memory).
+    /// Every region in order; a hit becomes `last`.
     #[inline(never)]
-    fn find_slow(&self, addr: u64, size: usize, access: Access) -> Option<usize> {
-        let hit = |i: usize| {
-            self.prev.set(self.last.get());
-            self.last.set(i);
-            Some(i)
-        };
-        let p = self.prev.get();
-        if self
-            .regions
-            .get(p)
-            .is_some_and(|r| r.allows(addr, size, access))
-        {
-            return hit(p);
-        }
-        // The packet before the walk: XDP helpers go between the packet,
-        // the context and map values, and the packet region is known
-        // without a search.
-        if let Some(i) = self.packet {
-            if self.regions[i].allows(addr, size, access) {
-                return hit(i);
-            }
-        }
-        let i = self
+    fn find_slow(&self, addr: u64, size: usize, access: Access) -> Option<&Region> {
+        let (i, r) = self
             .regions
             .iter()
-            .position(|r| r.allows(addr, size, access))?;
-        hit(i)
+            .enumerate()
+            .find(|(_, r)| r.allows(addr, size, access))?;
+        self.last.set(i);
+        Some(r)
     }
 
     /// Reads `N` bytes at `addr`.
@@ -677,8 +649,8 @@ mod tests {
 
     #[test]
     fn the_remembered_regions_keep_every_check() {
-        // `last`, `prev` and the packet are tried before the walk: each must
-        // still check bounds and permissions, and be forgotten on `clear`.
+        // The last region found is tried before the walk: it must still
+        // check bounds and permissions, and be forgotten on `clear`.
         let mut ctx = [1u8; 8];
         let ro = [2u8; 8];
         let pkt = [3u8; 16];
@@ -689,13 +661,13 @@ mod tests {
         let pp = mem.add_readonly(RegionKind::Packet, &pkt);
         let pv = mem.add(RegionKind::MapValue, &mut val);
         let w = |mem: &mut Memory<'_>, a: u64| mem.write(a, &[9]);
-        // Alternate between two regions (last and prev swap).
+        // Alternate between two regions (each access misses `last`).
         for _ in 0..3 {
             assert_eq!(mem.load::<1>(pr).unwrap(), [2]);
             assert_eq!(mem.load::<1>(pc).unwrap(), [1]);
         }
-        // prev is the read-only region: a write there still faults, and so
-        // does one to the read-only packet (tried before the walk).
+        // The read-only region was just found: a write there still faults,
+        // and so does one to the read-only packet.
         let fault = |addr, size| MemFault {
             addr,
             size,
@@ -704,8 +676,7 @@ mod tests {
         assert_eq!(w(&mut mem, pr), Err(fault(pr, 1)));
         assert_eq!(w(&mut mem, pp), Err(fault(pp, 1)));
         assert_eq!(mem.load::<8>(pp + 8).unwrap(), [3; 8]);
-        // prev = the packet: past its end is a fault, not a hit.
-        assert_eq!(mem.load::<1>(pc).unwrap(), [1]);
+        // `last` = the packet: past its end is a fault, not a hit.
         assert!(mem.load::<2>(pp + 15).is_err());
         let mut buf = [0u8; 4];
         assert!(mem.read(pp + 13, &mut buf).is_err());
