@@ -52,7 +52,7 @@ pub use xdp::{
     ETH_HLEN, FRAG_SIZE, XDP_FRAME_SIZE, XDP_META_MAX, XDP_PACKET_HEADROOM, XDP_TAILROOM,
 };
 
-use bpfkit_runtime::{Guest, HelperAbort, HelperEnv, HelperResult, Helpers};
+use bpfkit_runtime::{Guest, HelperAbort, HelperEnv, HelperResult, Helpers, TypedBody};
 
 /// Helper ids (`enum bpf_func_id` in `include/uapi/linux/bpf.h`).
 pub mod ids {
@@ -158,27 +158,31 @@ impl<'r, 'a> Env<'_, 'r, 'a> {
 /// The abort of a helper run without a [`RunState`].
 const NO_STATE: &str = "no bpfkit-helpers RunState for this run";
 
-/// Registers a helper body as a typed function (for engines that call it
-/// directly with the run's `RunState`) and, for the others, as a closure
-/// that finds the state (one downcast) and calls that function directly,
-/// not through a pointer. The body keeps a single caller, so that it is
-/// inlined into the typed function.
+/// Registers a helper body as a [`TypedBody`] for [`RunState`] (engines that
+/// call it directly with the run's `RunState`, and JITs that call its own
+/// direct entry from generated code, `bpfkit_runtime::raw`) and, for the
+/// others, as a closure that finds the state (one downcast) and calls the
+/// same body. One type per helper, so that each direct entry is a function
+/// of its own with the body inlined into it.
 macro_rules! typed {
     ($helpers:expr, $id:expr, $body:expr) => {{
-        fn entry(g: &mut Guest<'_, '_>, st: &mut RunState, a: [u64; 5]) -> HelperResult {
-            $body(
-                &mut Env {
-                    guest: g,
-                    state: st,
-                },
-                a,
-            )
+        struct Body;
+        impl TypedBody<RunState> for Body {
+            #[inline(always)]
+            fn call(g: &mut Guest<'_, '_>, st: &mut RunState, a: [u64; 5]) -> HelperResult {
+                $body(
+                    &mut Env {
+                        guest: g,
+                        state: st,
+                    },
+                    a,
+                )
+            }
         }
-        $helpers.register_typed_with::<RunState, _>(
+        $helpers.register_body::<RunState, Body, _>(
             $id,
-            entry,
             |e: &mut HelperEnv<'_, '_>, a: [u64; 5]| match e.split_mut::<RunState>() {
-                (g, Some(st)) => entry(g, st, a),
+                (g, Some(st)) => Body::call(g, st, a),
                 (_, None) => Err(HelperAbort::Failed(NO_STATE.into())),
             },
         );

@@ -66,11 +66,13 @@
 //!   resolver), [`Jit::run`] many times.
 //! - [`Jit::run_typed`] / [`Jit::run_repeat`]: runs with per-run data of a
 //!   known type `T`, where helpers registered with
-//!   [`Helpers::register_typed`] for `T` are called directly (no
-//!   `Arc<dyn Helper>`, no [`HelperEnv`], no downcast), and several runs in
-//!   a row share their set-up. A helper's panic is caught before it could
-//!   unwind through the generated code and resumed once the code returned,
-//!   on every path.
+//!   [`Helpers::register_body`] for `T` are called straight from the code
+//!   through their own direct entries (`bpfkit_runtime::raw`), and those
+//!   registered with [`Helpers::register_typed`] through a typed trampoline
+//!   (no `Arc<dyn Helper>`, no [`HelperEnv`], no downcast), and several
+//!   runs in a row share their set-up. A helper's panic is caught before it
+//!   could unwind through the generated code and resumed once the code
+//!   returned, on every path.
 //! - [`is_supported`]: x86-64 Linux only; elsewhere the crate builds and
 //!   [`Jit::new`] returns [`CompileError::Unsupported`].
 //! - Code memory: [`memory::publish`] turns emitted bytes into
@@ -113,6 +115,7 @@ pub mod x64;
 pub mod fuzzing;
 
 use bpfkit_isa::{HelperId, Insn, Pc, Program};
+use bpfkit_runtime::raw::{RawCall, RawStop};
 use bpfkit_runtime::{
     Access, Guest, Helper, HelperEnv, HelperResult, Helpers, Imm64Resolver, Memory, Trap, TrapKind,
     TypedEntry, TypedHelper, MAX_CALL_FRAMES, STACK_SIZE,
@@ -316,11 +319,24 @@ impl<'r> Builder<'r> {
             has_pkt: 0,
             hot_r: [0; 5],
             hot_w: [0; 5],
-            trampoline: memory::helper_trampoline as *const () as u64,
             env: 0,
             snap_version: 0,
             cpu: 0,
+            direct: 0,
+            direct_len: lowered.table.len() as u64,
+            raw: RawCall {
+                guest: memory::no_guest(),
+                data: std::ptr::null_mut(),
+                engine: std::ptr::null_mut(),
+                on_regions: memory::no_regions_hook,
+                on_stop: memory::no_stop_hook,
+            },
         });
+        // Untyped runs call every helper through the dynamic trampoline
+        // (the table's entries and the `callx`-by-id one after them).
+        let untyped_direct =
+            vec![memory::helper_trampoline as *const () as u64; lowered.table.len() + 1]
+                .into_boxed_slice();
         Ok(Jit {
             ctx,
             sites: lowered.sites,
@@ -332,6 +348,7 @@ impl<'r> Builder<'r> {
             table: lowered.table,
             typed_entries,
             typed_cache: None,
+            untyped_direct,
             all_helpers,
             stack,
             callx_tab,
@@ -418,8 +435,11 @@ pub struct Jit {
     /// [`Helpers::register_typed`].
     typed_entries: Vec<Option<TypedEntry>>,
     /// `typed_entries` resolved for the data type of the last typed run: a
-    /// `Vec<Option<TypedHelper<T>>>` (see `Jit::resolve_typed`).
+    /// `TypedCache<T>` (see `Jit::resolve_typed`).
     typed_cache: Option<Box<dyn Any + Send + Sync>>,
+    /// The stub's targets (`Ctx::direct`) in untyped runs: the dynamic
+    /// trampoline for every table entry and for `callx` by id.
+    untyped_direct: Box<[u64]>,
     all_helpers: Vec<(u32, Arc<dyn Helper>)>,
     /// The stack, as `u64`s so that frames are 8-aligned.
     stack: Box<[u64]>,
@@ -567,9 +587,32 @@ impl EntryCheck {
                 if (w[0] ^ k[0]) | (w[1] ^ k[1]) | (w[2] ^ k[2]) == 0 {
                     return None;
                 }
+                // Moved packet words (a helper of the previous run,
+                // `xdp_adjust_tail`/`_head`/`_meta`, rewrote them; the
+                // packet stays in its region): the same list and `r1`
+                // keep the context check's answer, so only the packet
+                // check is made again, against the packet region.
+                if self.packet_in_packet_region(mem, w) {
+                    last.words = w;
+                    return None;
+                }
             }
         }
         self.check_and_remember(last, mem, r1)
+    }
+
+    /// The packet half of [`EntryCheck::check`] for the words `w`, against
+    /// the memory's packet region only (`false` sends the caller to the
+    /// full check, which tries every region).
+    #[inline(always)]
+    fn packet_in_packet_region(&self, mem: &Memory<'_>, w: [u64; 3]) -> bool {
+        let [data, end, start] = w;
+        self.packet.is_some()
+            && start <= data
+            && data <= end
+            && mem
+                .packet()
+                .is_some_and(|r| r.start() <= start && end <= r.end() && r.writable())
     }
 
     /// The full check, remembered when it passes (the first run over a
@@ -693,7 +736,6 @@ pub(crate) struct Ctx {
     pub(crate) pkt_start: u64,
     pub(crate) pkt_len: u64,
     pub(crate) has_pkt: u64,
-    pub(crate) trampoline: u64,
     /// Address of the run's `RunEnv` (0 between runs).
     pub(crate) env: u64,
     /// [`Memory::version`] of the regions copied into the region table.
@@ -701,6 +743,16 @@ pub(crate) struct Ctx {
     /// The run's CPU ([`Jit::set_cpu`]), read by inline per-CPU lookups
     /// and `bpf_get_smp_processor_id` (unchecked mode).
     pub(crate) cpu: u64,
+    /// The helper stub's targets for this run: one per entry of the
+    /// helper table (a helper's direct entry, `bpfkit_runtime::raw`, or a
+    /// trampoline), then the one for `callx` by id, at `direct_len`.
+    pub(crate) direct: u64,
+    pub(crate) direct_len: u64,
+    /// What every target gets as its first argument: the run's stack,
+    /// memory and data for direct entries (a `RawCall<T>` of the typed
+    /// run's `T`: the layout is the same for every `T`), with `engine`
+    /// pointing back at this `Ctx`.
+    pub(crate) raw: RawCall<()>,
 }
 
 /// What the helper trampoline needs during one run (or one batch of runs
@@ -742,6 +794,14 @@ macro_rules! run_env {
             panic: None,
         }
     };
+}
+
+/// The typed functions and the stub's targets of a `Jit`'s helper table
+/// for per-run data of type `T` (see `Jit::resolve_typed`).
+struct TypedCache<T> {
+    fns: Vec<Option<TypedHelper<T>>>,
+    /// One per table entry, then the one for `callx` by id (`Ctx::direct`).
+    direct: Vec<u64>,
 }
 
 /// [`RunEnv`] of a typed run ([`Jit::run_repeat`]): the data's own type,
@@ -905,6 +965,23 @@ where
     }
 }
 
+/// After a direct entry's call that changed the regions (see
+/// `memory::raw_regions_hook`): the table the code checks against is
+/// copied again.
+pub(crate) fn regions_after_call(ctx: &mut Ctx, env: &mut RunEnv<'_>, mem: &Memory<'_>) {
+    if env.uses_regions {
+        snapshot(mem, env.regions, ctx);
+    }
+}
+
+/// After a direct entry's call that aborted or panicked (see
+/// `memory::raw_stop_hook`): how the program stops, as for the
+/// trampolines' calls.
+pub(crate) fn raw_stopped(ctx: &mut Ctx, env: &mut RunEnv<'_>, stop: RawStop) {
+    let id = HelperId(env.table[ctx.call_h as usize].0);
+    stopped(ctx, env, stop, id);
+}
+
 /// A helper call that did not return `r0`: how the program stops (the
 /// status, and the trap or panic for `run` to report once the code has
 /// returned).
@@ -1063,21 +1140,31 @@ impl Jit {
         mut again: impl FnMut(&mut T, u64) -> bool,
     ) -> Result<u64, Trap> {
         self.resolve_typed::<T>();
-        let typed: &[Option<TypedHelper<T>>] = self
+        let Some(cache) = self
             .typed_cache
             .as_ref()
-            .and_then(|c| c.downcast_ref::<Vec<Option<TypedHelper<T>>>>())
-            .map_or(&[], |v| v.as_slice());
+            .and_then(|c| c.downcast_ref::<TypedCache<T>>())
+        else {
+            unreachable!("resolve_typed filled the cache for T");
+        };
+        let (typed, direct) = (cache.fns.as_slice(), cache.direct.as_ptr() as u64);
         let r1 = args.first().copied().unwrap_or(0);
         let remaining = self.budget.unwrap_or(i64::MAX as u64) as i64;
         let ctx = &mut *self.ctx;
         Self::set_args(ctx, args);
-        ctx.trampoline = memory::typed_trampoline::<T> as *const () as u64;
         ctx.status = status::OK;
         let mut env = TypedEnv {
             base: run_env!(self, mem, None),
             data: data as *mut T,
             typed,
+        };
+        ctx.direct = direct;
+        ctx.raw = RawCall {
+            guest: memory::run_guest(&env.base),
+            data: env.data.cast::<()>(),
+            engine: (ctx as *mut Ctx).cast::<()>(),
+            on_regions: memory::raw_regions_hook::<T>,
+            on_stop: memory::raw_stop_hook::<T>,
         };
         let (unchecked, uses_regions) = (self.unchecked, self.uses_regions);
         let (code, entry) = (&self.code, self.entry);
@@ -1104,6 +1191,7 @@ impl Jit {
             // entry check only reads `mem`, which keeps `env.base.mem`
             // valid).
             env.data = &mut *data;
+            ctx.raw.data = env.data.cast::<()>();
             memory::enter(code, entry, ctx);
             if ctx.status != status::OK {
                 let (trap, panic) = (env.base.trap.take(), env.base.panic.take());
@@ -1125,16 +1213,30 @@ impl Jit {
         if self
             .typed_cache
             .as_ref()
-            .is_some_and(|c| c.is::<Vec<Option<TypedHelper<T>>>>())
+            .is_some_and(|c| c.is::<TypedCache<T>>())
         {
             return;
         }
-        let table: Vec<Option<TypedHelper<T>>> = self
+        let fns: Vec<Option<TypedHelper<T>>> = self
             .typed_entries
             .iter()
             .map(|e| e.as_ref().and_then(TypedEntry::get::<T>))
             .collect();
-        self.typed_cache = Some(Box::new(table));
+        // A helper's own direct entry where it has one for `T`, the typed
+        // trampoline otherwise (it calls the typed function or the `Helper`
+        // object); the trampoline again for `callx` by id.
+        let trampoline = memory::typed_trampoline::<T> as *const () as u64;
+        let direct = self
+            .typed_entries
+            .iter()
+            .map(|e| {
+                e.as_ref()
+                    .and_then(TypedEntry::raw::<T>)
+                    .map_or(trampoline, |f| f as *const () as u64)
+            })
+            .chain(std::iter::once(trampoline))
+            .collect();
+        self.typed_cache = Some(Box::new(TypedCache { fns, direct }));
     }
 
     /// `r1`-`r5` into the `Ctx`, each stored straight into its field (an
@@ -1164,7 +1266,8 @@ impl Jit {
         ctx.depth = 0;
         Self::set_args(ctx, args);
         ctx.status = status::OK;
-        ctx.trampoline = memory::helper_trampoline as *const () as u64;
+        ctx.direct = self.untyped_direct.as_ptr() as u64;
+        ctx.raw.engine = (ctx as *mut Ctx).cast::<()>();
         // Runs in a row over the same memory (`--repeat`) copy the regions
         // once: the table and the hot-region caches stay exact while the
         // version stamp is the same.

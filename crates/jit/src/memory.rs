@@ -24,6 +24,7 @@
 //! (`crate::call_helper`).
 
 use crate::{Ctx, RunEnv, TypedEnv};
+use bpfkit_runtime::raw::{RawCall, RawStop};
 use std::io;
 
 /// Published machine code: read+execute pages, given back to the arena on
@@ -326,21 +327,35 @@ unsafe fn stack_and_mem<'a>(
     }
 }
 
-/// Called by generated code for a helper call with `r1`-`r5` as arguments;
-/// `ctx.call_h` and `ctx.call_site` say which helper and where.
+/// The `Ctx` that `raw` (the address of its `raw` field, as generated
+/// code passes it) belongs to.
+///
+/// # Safety
+/// `raw` must point at `Ctx::raw` of a run in progress, whose `engine` the
+/// run set to the `Ctx` pointer it entered the code with.
+unsafe fn ctx_of(raw: *mut RawCall<()>) -> *mut Ctx {
+    // SAFETY: the caller's contract; only the pointer field is read.
+    unsafe { (*raw).engine.cast::<Ctx>() }
+}
+
+/// Called by generated code for a helper call with `r1`-`r5` as arguments
+/// (through `Ctx::direct`, with `Ctx::raw`, in the order of
+/// `bpfkit_runtime::raw::RawEntry`); `ctx.call_h` and `ctx.call_site` say
+/// which helper and where.
 pub(crate) extern "C" fn helper_trampoline(
-    ctx: *mut Ctx,
     a1: u64,
-    a2: u64,
-    a3: u64,
+    raw: *mut RawCall<()>,
     a4: u64,
     a5: u64,
+    a2: u64,
+    a3: u64,
 ) -> Ret2 {
-    // SAFETY: generated code passes the pointer it was entered with, which
-    // `run` derived from an exclusive `&mut Ctx` that is not used while the
-    // code runs; `env` was set by `run` to a `RunEnv` living on its stack for
-    // the whole run, reachable only through this pointer meanwhile.
-    let (ctx, env) = unsafe { ctx_and_env::<RunEnv<'_>>(ctx) };
+    // SAFETY: generated code passes `&ctx.raw` of the `Ctx` it was entered
+    // with, whose `engine` `run` set to that `Ctx`, derived from an
+    // exclusive `&mut Ctx` that is not used while the code runs; `env`
+    // was set by `run` to a `RunEnv` living on its stack for the whole
+    // run, reachable only through this pointer meanwhile.
+    let (ctx, env) = unsafe { ctx_and_env::<RunEnv<'_>>(ctx_of(raw)) };
     // SAFETY: `env.stack`/`env.stack_len` is the run's stack buffer and
     // `env.mem` its `Memory`, both exclusively lent to this run (see
     // `Jit::run_inner`); generated code is suspended during the call, so
@@ -356,20 +371,21 @@ pub(crate) extern "C" fn helper_trampoline(
 /// ([`crate::Jit::run_repeat`]): as [`helper_trampoline`], with `ctx.env`
 /// pointing at a `TypedEnv<T>`.
 pub(crate) extern "C" fn typed_trampoline<T: std::any::Any>(
-    ctx: *mut Ctx,
     a1: u64,
-    a2: u64,
-    a3: u64,
+    raw: *mut RawCall<()>,
     a4: u64,
     a5: u64,
+    a2: u64,
+    a3: u64,
 ) -> Ret2 {
-    // SAFETY: generated code passes the pointer it was entered with, which
-    // `run_repeat` derived from an exclusive `&mut Ctx` that is not used
-    // while the code runs. `run_repeat::<T>` sets `ctx.trampoline` to this
-    // very instantiation and `ctx.env` to its `TypedEnv<T>` (same `T`),
+    // SAFETY: generated code passes `&ctx.raw` of the `Ctx` it was entered
+    // with, whose `engine` `run_repeat` set to that `Ctx`, derived from an
+    // exclusive `&mut Ctx` that is not used while the code runs.
+    // `run_repeat::<T>` puts this very instantiation in `ctx.direct` (from
+    // its `TypedCache<T>`) and `ctx.env` to its `TypedEnv<T>` (same `T`),
     // which lives on its stack for the whole run and is reachable only
     // through this pointer meanwhile.
-    let (ctx, env) = unsafe { ctx_and_env::<TypedEnv<'_, T>>(ctx) };
+    let (ctx, env) = unsafe { ctx_and_env::<TypedEnv<'_, T>>(ctx_of(raw)) };
     // SAFETY: as in `helper_trampoline`: the run's stack buffer and
     // `Memory`, exclusively lent to the run; and `env.data`, derived
     // from the `&mut T` lent to `run_repeat` right before entering the
@@ -386,6 +402,66 @@ pub(crate) extern "C" fn typed_trampoline<T: std::any::Any>(
         [a1, a2, a3, a4, a5],
     )
 }
+
+/// The `Guest` of a `Ctx` outside runs: no stack, no memory (never used:
+/// direct entries run only during typed runs, which set their own).
+pub(crate) fn no_guest() -> bpfkit_runtime::Guest<'static, 'static> {
+    // SAFETY: an empty stack (no byte is ever accessed through a null
+    // pointer with length 0) and no memory; never used (see above).
+    unsafe { bpfkit_runtime::Guest::from_raw(std::ptr::null_mut(), 0, std::ptr::null_mut()) }
+}
+
+/// The `Guest` that a typed run's direct entries lend to helpers
+/// (`Ctx::raw`), over the run's stack buffer and `Memory` that `env`
+/// records.
+pub(crate) fn run_guest(env: &RunEnv<'_>) -> bpfkit_runtime::Guest<'static, 'static> {
+    // SAFETY: `env.stack`/`env.stack_len` is the `Jit`'s stack buffer and
+    // `env.mem` the run's `Memory`, both exclusively lent to the run by
+    // `run_repeat` for as long as `ctx.raw` is used (the typed run; the next
+    // run replaces it). Between helper calls the generated code writes the
+    // stack, which `Guest::from_raw` allows: no reference made through the
+    // `Guest` outlives a helper call.
+    unsafe { bpfkit_runtime::Guest::from_raw(env.stack, env.stack_len, env.mem) }
+}
+
+/// `RawCall::on_regions` of a typed run ([`crate::Jit::run_repeat`]): a
+/// direct entry's helper changed the regions, so the table the code checks
+/// against is copied again.
+///
+/// # Safety
+/// `engine` must be the `Ctx` of a typed run over data `T` in progress (as
+/// `run_repeat::<T>` sets it), suspended in a direct entry's call.
+pub(crate) unsafe fn raw_regions_hook<T: std::any::Any>(
+    engine: *mut (),
+    mem: &bpfkit_runtime::Memory<'_>,
+) {
+    // SAFETY: `engine` is the run's `Ctx` (the caller's contract), which
+    // `run_repeat::<T>` derived from an exclusive `&mut Ctx` not used while
+    // the code runs, with `ctx.env` at its `TypedEnv<T>` (same `T`), on
+    // its stack for the whole run. The direct entry holds no reference to
+    // either (only to the run's stack, memory and data, which `env` points
+    // at but which are not dereferenced here).
+    let (ctx, env) = unsafe { ctx_and_env::<TypedEnv<'_, T>>(engine.cast()) };
+    crate::regions_after_call(ctx, &mut env.base, mem);
+}
+
+/// `RawCall::on_stop` of a typed run: the helper aborted or panicked; the
+/// program stops as with the trampolines.
+///
+/// # Safety
+/// As [`raw_regions_hook`].
+pub(crate) unsafe fn raw_stop_hook<T: std::any::Any>(engine: *mut (), stop: RawStop) {
+    // SAFETY: as in `raw_regions_hook`.
+    let (ctx, env) = unsafe { ctx_and_env::<TypedEnv<'_, T>>(engine.cast()) };
+    crate::raw_stopped(ctx, &mut env.base, stop);
+}
+
+/// The hooks of a `Ctx` outside typed runs: never called, since only typed
+/// runs put direct entries in `Ctx::direct`.
+pub(crate) fn no_regions_hook(_engine: *mut (), _mem: &bpfkit_runtime::Memory<'_>) {}
+
+/// See [`no_regions_hook`].
+pub(crate) fn no_stop_hook(_engine: *mut (), _stop: RawStop) {}
 
 /// On a repeat of the last passed unchecked entry check (`key` matches
 /// `mem`'s stamp and `r1`, and allows raw reads), the three `u32` context

@@ -1,6 +1,8 @@
 //! Typed runs (`Jit::run_typed`, `Jit::run_repeat`): helpers registered
-//! with `Helpers::register_typed` are called directly with the run's data;
-//! everything else behaves as `Jit::run_with_data` does.
+//! with `Helpers::register_body` (called from the code through their own
+//! direct entries) or `Helpers::register_typed` (through the typed
+//! trampoline) are called directly with the run's data; everything else
+//! behaves as `Jit::run_with_data` does.
 
 use bpfkit_isa::{
     asm::{assemble, Syntax},
@@ -8,7 +10,8 @@ use bpfkit_isa::{
 };
 use bpfkit_jit::Jit;
 use bpfkit_runtime::{
-    Guest, HelperAbort, HelperResult, Helpers, Memory, RegionKind, Trap, TrapKind,
+    Guest, HelperAbort, HelperEnv, HelperResult, Helpers, Memory, RegionKind, Trap, TrapKind,
+    TypedBody,
 };
 
 fn prog(text: &str) -> Program {
@@ -53,7 +56,54 @@ fn add_region(g: &mut Guest<'_, '_>, d: &mut Data, _a: [u64; 5]) -> HelperResult
     Ok(addr)
 }
 
+/// The test helpers as bodies (one type each), as `bpfkit-helpers`
+/// registers its own.
+macro_rules! bodies {
+    ($($name:ident = $f:ident;)*) => {$(
+        struct $name;
+        impl TypedBody<Data> for $name {
+            fn call(g: &mut Guest<'_, '_>, d: &mut Data, a: [u64; 5]) -> HelperResult {
+                $f(g, d, a)
+            }
+        }
+    )*};
+}
+bodies! {
+    Count = count;
+    ReadByte = read_byte;
+    Stop = stop;
+    Fail = fail;
+    AddRegion = add_region;
+    Boom = boom;
+}
+
+/// Registers body `B` as helper `id`, its `Helper` object finding the data
+/// with a downcast.
+fn body<B: TypedBody<Data>>(h: &mut Helpers, id: u32) {
+    h.register_body::<Data, B, _>(id, |e: &mut HelperEnv<'_, '_>, a| {
+        match e.split_mut::<Data>() {
+            (g, Some(d)) => B::call(g, d, a),
+            (_, None) => Err(HelperAbort::Failed("no Data".into())),
+        }
+    });
+}
+
+/// The test helpers with direct entries (`register_body`).
 fn helpers() -> Helpers {
+    let mut h = Helpers::new();
+    body::<Count>(&mut h, 10);
+    body::<ReadByte>(&mut h, 11);
+    body::<Stop>(&mut h, 12);
+    body::<Fail>(&mut h, 13);
+    body::<AddRegion>(&mut h, 14);
+    body::<Boom>(&mut h, 15);
+    closure_helper(&mut h);
+    h
+}
+
+/// The same helpers registered as plain functions (`register_typed`): no
+/// direct entries, the typed trampoline calls them.
+fn fn_helpers() -> Helpers {
     let mut h = Helpers::new();
     h.register_typed::<Data>(10, count, "no Data");
     h.register_typed::<Data>(11, read_byte, "no Data");
@@ -61,6 +111,11 @@ fn helpers() -> Helpers {
     h.register_typed::<Data>(13, fail, "no Data");
     h.register_typed::<Data>(14, add_region, "no Data");
     h.register_typed::<Data>(15, boom, "no Data");
+    closure_helper(&mut h);
+    h
+}
+
+fn closure_helper(h: &mut Helpers) {
     // A closure helper (no typed function) reaching the same data.
     h.register(20, |e, a| {
         let d = e
@@ -69,16 +124,15 @@ fn helpers() -> Helpers {
         d.calls += 10;
         Ok(a[0] * 2)
     });
-    h
 }
 
-/// Runs `p` over a 4-byte packet on the typed path and on the dynamic one
-/// (every helper through its `Helper` object), checking they agree on the
-/// result, the data and the packet.
+/// Runs `p` over a 4-byte packet on the typed path (with the helpers' direct
+/// entries, and with their typed functions) and on the dynamic one (every
+/// helper through its `Helper` object), checking they agree on the result,
+/// the data and the packet.
 fn both(p: &Program) -> (Result<u64, Trap>, u64) {
-    let h = helpers();
     let mut out = Vec::new();
-    for typed in [true, false] {
+    for (typed, h) in [(true, helpers()), (true, fn_helpers()), (false, helpers())] {
         let mut pkt = [1u8, 2, 3, 4];
         let mut mem = Memory::new();
         let addr = mem.add(RegionKind::Packet, &mut pkt);
@@ -92,7 +146,8 @@ fn both(p: &Program) -> (Result<u64, Trap>, u64) {
         drop(mem);
         out.push((r, d.calls, pkt));
     }
-    assert_eq!(out[0], out[1], "typed vs dynamic");
+    assert_eq!(out[0], out[1], "direct entries vs typed functions");
+    assert_eq!(out[0], out[2], "typed vs dynamic");
     let (r, calls, _) = out.remove(0);
     (r, calls)
 }
@@ -161,27 +216,29 @@ fn a_panic_in_a_typed_helper_resumes_after_the_code_returned() {
     if !bpfkit_jit::is_supported() {
         return;
     }
-    let h = helpers();
-    let p = prog("mov %r1, 1\ncall 10\ncall 15\nexit");
-    let mut jit = Jit::new(&p, &h).unwrap();
-    let mut d = Data::default();
-    let mut mem = Memory::new();
-    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        jit.run_typed(&mut mem, &[], &mut d)
-    }));
-    let msg = caught.unwrap_err();
-    assert_eq!(msg.downcast_ref::<&str>(), Some(&"typed helper panicked"));
-    assert_eq!(d.calls, 1);
-    // The engine is still usable, on both paths.
-    let q = prog("mov %r1, 1\ncall 10\nexit");
-    let mut jit = Jit::new(&q, &h).unwrap();
-    assert_eq!(jit.run_typed(&mut mem, &[], &mut d), Ok(1 + 2));
-    let mut jit2 = Jit::new(&p, &h).unwrap();
-    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        jit2.run_repeat(&mut mem, &[], &mut d, |_, _| true)
-    }));
-    assert!(again.is_err());
-    assert_eq!(jit.run_typed(&mut mem, &[], &mut d), Ok(1 + 4));
+    // Direct entries and typed functions alike.
+    for h in [helpers(), fn_helpers()] {
+        let p = prog("mov %r1, 1\ncall 10\ncall 15\nexit");
+        let mut jit = Jit::new(&p, &h).unwrap();
+        let mut d = Data::default();
+        let mut mem = Memory::new();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            jit.run_typed(&mut mem, &[], &mut d)
+        }));
+        let msg = caught.unwrap_err();
+        assert_eq!(msg.downcast_ref::<&str>(), Some(&"typed helper panicked"));
+        assert_eq!(d.calls, 1);
+        // The engine is still usable, on both paths.
+        let q = prog("mov %r1, 1\ncall 10\nexit");
+        let mut jit = Jit::new(&q, &h).unwrap();
+        assert_eq!(jit.run_typed(&mut mem, &[], &mut d), Ok(1 + 2));
+        let mut jit2 = Jit::new(&p, &h).unwrap();
+        let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            jit2.run_repeat(&mut mem, &[], &mut d, |_, _| true)
+        }));
+        assert!(again.is_err());
+        assert_eq!(jit.run_typed(&mut mem, &[], &mut d), Ok(1 + 4));
+    }
 }
 
 #[test]
@@ -189,36 +246,38 @@ fn a_typed_helper_that_adds_a_region_mid_run_is_seen_by_checked_code() {
     if !bpfkit_jit::is_supported() {
         return;
     }
-    let h = helpers();
-    // The program reads byte 9 of the region the helper just added: checked
-    // code must know the new region (its table is refreshed after the call).
-    let p = prog("call 14\nldxb %r0, [%r0+9]\nexit");
-    let mut jit = Jit::new(&p, &h).unwrap();
-    let mut mem = Memory::new();
-    let mut d = Data::default();
-    assert_eq!(jit.run_typed(&mut mem, &[], &mut d), Ok(9));
-    // Over a series: each run adds another region and reads it.
-    let mut seen = 0;
-    let r = jit.run_repeat(&mut mem, &[], &mut d, |_, r0| {
-        assert_eq!(r0, 9);
-        seen += 1;
-        seen < 5
-    });
-    assert_eq!((r, seen), (Ok(9), 5));
-    assert_eq!(mem.regions().len(), 6);
-    // Past the added region's end: the checked access traps.
-    let p = prog("call 14\nldxb %r0, [%r0+16]\nexit");
-    let mut jit = Jit::new(&p, &h).unwrap();
-    let t = jit.run_typed(&mut mem, &[], &mut d).unwrap_err();
-    assert_eq!(t.pc, Pc(1));
-    assert_eq!(
-        t.kind,
-        TrapKind::OutOfBounds {
-            addr: d.added.unwrap() + 16,
-            size: 1,
-            access: bpfkit_runtime::Access::Read
-        }
-    );
+    // Direct entries and typed functions alike.
+    for h in [helpers(), fn_helpers()] {
+        // The program reads byte 9 of the region the helper just added: checked
+        // code must know the new region (its table is refreshed after the call).
+        let p = prog("call 14\nldxb %r0, [%r0+9]\nexit");
+        let mut jit = Jit::new(&p, &h).unwrap();
+        let mut mem = Memory::new();
+        let mut d = Data::default();
+        assert_eq!(jit.run_typed(&mut mem, &[], &mut d), Ok(9));
+        // Over a series: each run adds another region and reads it.
+        let mut seen = 0;
+        let r = jit.run_repeat(&mut mem, &[], &mut d, |_, r0| {
+            assert_eq!(r0, 9);
+            seen += 1;
+            seen < 5
+        });
+        assert_eq!((r, seen), (Ok(9), 5));
+        assert_eq!(mem.regions().len(), 6);
+        // Past the added region's end: the checked access traps.
+        let p = prog("call 14\nldxb %r0, [%r0+16]\nexit");
+        let mut jit = Jit::new(&p, &h).unwrap();
+        let t = jit.run_typed(&mut mem, &[], &mut d).unwrap_err();
+        assert_eq!(t.pc, Pc(1));
+        assert_eq!(
+            t.kind,
+            TrapKind::OutOfBounds {
+                addr: d.added.unwrap() + 16,
+                size: 1,
+                access: bpfkit_runtime::Access::Read
+            }
+        );
+    }
 }
 
 #[test]
@@ -393,4 +452,44 @@ fn callx_by_id_takes_the_helper_objects_and_never_a_table_slot() {
     let mut d = Data::default();
     assert_eq!(jit.run_typed(&mut mem, &[], &mut d), Ok(4));
     assert_eq!(d.calls, 11);
+}
+
+#[test]
+fn a_fault_in_a_helper_reports_its_own_call_site() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    // Two calls of the same helper: the first reads the packet, the second
+    // faults; the trap is at the second call (pc 3), on every path.
+    let p = prog("call 11\nmov %r6, %r0\nmov %r1, 0x10\ncall 11\nexit");
+    let t = both(&p).0.unwrap_err();
+    assert_eq!(t.pc, Pc(3));
+    assert!(
+        matches!(t.kind, TrapKind::OutOfBounds { addr: 0x10, .. }),
+        "{t:?}"
+    );
+    // And a failure after a bpf-to-bpf call (another host stack depth).
+    let p = prog("call local f\nexit\nf:\nmov %r1, 1\ncall 10\ncall 13\nexit");
+    let t = both(&p).0.unwrap_err();
+    assert_eq!(
+        (t.pc, t.kind),
+        (
+            Pc(4),
+            TrapKind::Helper {
+                id: HelperId(13),
+                message: "typed failure".into()
+            }
+        )
+    );
+}
+
+#[test]
+fn body_registration_gives_direct_entries_for_its_type_only() {
+    let h = helpers();
+    let e = h.typed_entry(10).expect("typed entry");
+    assert!(e.raw::<Data>().is_some() && e.get::<Data>().is_some());
+    assert!(e.raw::<u32>().is_none());
+    let f = fn_helpers();
+    assert!(f.typed_entry(10).unwrap().raw::<Data>().is_none());
+    assert!(h.typed_entry(20).is_none());
 }

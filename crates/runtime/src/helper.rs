@@ -17,6 +17,7 @@
 //! [`Helper`] object, which downcasts the data and calls the same function.
 
 use crate::memory::Guest;
+use crate::raw::{raw_entry, RawEntry, TypedBody};
 use crate::trap::{MemFault, Trap, TrapKind};
 use bpfkit_isa::{HelperId, Pc};
 use std::any::Any;
@@ -138,12 +139,23 @@ pub type TypedHelper<T> = fn(&mut Guest<'_, '_>, &mut T, [u64; 5]) -> HelperResu
 /// they prepare a program) and call it for a given data type with
 /// [`TypedEntry::get`].
 #[derive(Clone)]
-pub struct TypedEntry(Arc<dyn Any + Send + Sync>);
+pub struct TypedEntry {
+    f: Arc<dyn Any + Send + Sync>,
+    /// A [`RawEntry<T>`], for helpers registered with
+    /// [`Helpers::register_body`].
+    raw: Option<Arc<dyn Any + Send + Sync>>,
+}
 
 impl TypedEntry {
     /// The function, if it was registered for per-run data of type `T`.
     pub fn get<T: Any>(&self) -> Option<TypedHelper<T>> {
-        self.0.downcast_ref::<TypedHelper<T>>().copied()
+        self.f.downcast_ref::<TypedHelper<T>>().copied()
+    }
+
+    /// The direct entry ([`crate::raw`]), if the helper was registered
+    /// with [`Helpers::register_body`] for per-run data of type `T`.
+    pub fn raw<T: Any>(&self) -> Option<RawEntry<T>> {
+        self.raw.as_ref()?.downcast_ref::<RawEntry<T>>().copied()
     }
 }
 
@@ -251,7 +263,35 @@ impl Helpers {
         F: Fn(&mut HelperEnv<'_, '_>, [u64; 5]) -> HelperResult + Send + Sync + 'static,
     {
         self.by_id.insert(id, Arc::new(dynamic));
-        self.typed.insert(id, TypedEntry(Arc::new(f)));
+        self.typed.insert(
+            id,
+            TypedEntry {
+                f: Arc::new(f),
+                raw: None,
+            },
+        );
+        self
+    }
+
+    /// [`Helpers::register_typed_with`] for a body given as a type: the
+    /// typed function is `B::call`, and engines that call helpers from
+    /// generated code also get its direct entry ([`TypedEntry::raw`]), a
+    /// function of its own with the body inlined (see [`crate::raw`]).
+    /// `dynamic` must do what `B::call` does when the run's data is a `T`.
+    pub fn register_body<T: Any, B: TypedBody<T>, F>(&mut self, id: u32, dynamic: F) -> &mut Helpers
+    where
+        F: Fn(&mut HelperEnv<'_, '_>, [u64; 5]) -> HelperResult + Send + Sync + 'static,
+    {
+        let f: TypedHelper<T> = B::call;
+        let raw: RawEntry<T> = raw_entry::<T, B>;
+        self.by_id.insert(id, Arc::new(dynamic));
+        self.typed.insert(
+            id,
+            TypedEntry {
+                f: Arc::new(f),
+                raw: Some(Arc::new(raw)),
+            },
+        );
         self
     }
 

@@ -12,7 +12,9 @@
 //!   [`HelperEnv`] giving checked guest memory access and per-run data; a
 //!   helper may stop the program with [`HelperAbort::Stop`]; helpers
 //!   registered as plain functions over typed per-run data
-//!   ([`Helpers::register_typed`]) can be called directly by engines.
+//!   ([`Helpers::register_typed`]) can be called directly by engines, and
+//!   bodies registered as types ([`Helpers::register_body`]) also from
+//!   generated code through their own `extern "C"` entries ([`raw`]).
 //! - [`Imm64Resolver`]: how a loader turns symbolic `lddw` operands (map
 //!   references, ...) into values for an engine, and where array maps
 //!   (plain and per-CPU) keep their values ([`ArrayMap`]), for engines
@@ -36,11 +38,14 @@
 mod helper;
 #[allow(unsafe_code)]
 mod memory;
+#[allow(unsafe_code)]
+pub mod raw;
 mod trap;
 
 pub use bpfkit_isa::{HelperId, Imm64, Pc};
 pub use helper::{Helper, HelperAbort, HelperEnv, HelperResult, Helpers, TypedEntry, TypedHelper};
 pub use memory::{le_to_u64, u64_to_le, Guest, Memory, Region, RegionKind};
+pub use raw::TypedBody;
 pub use trap::{Access, MemFault, Trap, TrapKind};
 
 /// Bytes of stack per call frame (RFC 9669 section 3; the kernel's

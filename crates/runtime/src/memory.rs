@@ -229,23 +229,40 @@ impl<'a> Memory<'a> {
     /// The region allowing `access` to `[addr, addr + size)`.
     #[inline]
     pub fn find(&self, addr: u64, size: usize, access: Access) -> Result<&Region, MemFault> {
-        if let Some(r) = self.regions.get(self.last.get()) {
-            if r.allows(addr, size, access) {
-                return Ok(r);
-            }
-        }
-        self.find_slow(addr, size, access)
+        self.find_region(addr, size, access)
+            .ok_or(MemFault { addr, size, access })
     }
 
-    #[inline(never)]
-    fn find_slow(&self, addr: u64, size: usize, access: Access) -> Result<&Region, MemFault> {
-        for (i, r) in self.regions.iter().enumerate() {
-            if r.allows(addr, size, access) {
-                self.last.set(i);
-                return Ok(r);
-            }
+    /// The region allowing the access: the last one found, else
+    /// [`Memory::find_slow`]. An `Option<&Region>` is one register (a
+    /// `Result` with the fault would go through memory).
+    #[inline(always)]
+    fn find_region(&self, addr: u64, size: usize, access: Access) -> Option<&Region> {
+        match self.regions.get(self.last.get()) {
+            Some(r) if r.allows(addr, size, access) => Some(r),
+            _ => self.find_slow(addr, size, access),
         }
-        Err(MemFault { addr, size, access })
+    }
+
+    /// The host address of `[addr, addr + size)` when a region allows the
+    /// access (valid for it by the [`Region`] invariant).
+    #[inline(always)]
+    fn host_ptr(&self, addr: u64, size: usize, access: Access) -> Option<*mut u8> {
+        let r = self.find_region(addr, size, access)?;
+        // In bounds: `allows` checked `addr - start + size <= len`.
+        Some(r.ptr.wrapping_add((addr - r.start) as usize))
+    }
+
+    /// Every region in order; a hit becomes `last`.
+    #[inline(never)]
+    fn find_slow(&self, addr: u64, size: usize, access: Access) -> Option<&Region> {
+        let (i, r) = self
+            .regions
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.allows(addr, size, access))?;
+        self.last.set(i);
+        Some(r)
     }
 
     /// Reads `N` bytes at `addr`.
@@ -270,23 +287,27 @@ impl<'a> Memory<'a> {
     }
 
     /// Copies `buf.len()` bytes at `addr` into `buf` (all inside one region).
+    #[inline]
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
-        let r = self.find(addr, buf.len(), Access::Read)?;
-        let off = (addr - r.start) as usize;
-        // SAFETY: the source range lies inside the region (checked by
-        // `find`), valid for reads; `buf` is a distinct Rust buffer, so the
-        // ranges cannot overlap (no reference into a region is live).
-        unsafe { std::ptr::copy_nonoverlapping(r.ptr.add(off), buf.as_mut_ptr(), buf.len()) };
+        let Some(src) = self.host_ptr(addr, buf.len(), Access::Read) else {
+            return Err(fault(addr, buf.len(), Access::Read));
+        };
+        // SAFETY: the source range lies inside a region (`host_ptr`), valid
+        // for reads; `buf` is a distinct Rust buffer, so the ranges cannot
+        // overlap (no reference into a region is live).
+        unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
         Ok(())
     }
 
     /// Copies `buf` to `addr` (all inside one writable region).
+    #[inline]
     pub fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), MemFault> {
-        let r = self.find(addr, buf.len(), Access::Write)?;
-        let off = (addr - r.start) as usize;
-        // SAFETY: the destination lies inside a writable region (checked by
-        // `find`); `buf` is a distinct Rust buffer.
-        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), r.ptr.add(off), buf.len()) };
+        let Some(dst) = self.host_ptr(addr, buf.len(), Access::Write) else {
+            return Err(fault(addr, buf.len(), Access::Write));
+        };
+        // SAFETY: the destination lies inside a writable region
+        // (`host_ptr`); `buf` is a distinct Rust buffer.
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), dst, buf.len()) };
         Ok(())
     }
 
@@ -337,6 +358,13 @@ impl<'a> Memory<'a> {
     }
 }
 
+/// The fault of a refused access, out of the callers' way.
+#[cold]
+#[inline(never)]
+fn fault(addr: u64, size: usize, access: Access) -> MemFault {
+    MemFault { addr, size, access }
+}
+
 /// Little-endian bytes (up to 8) to an integer.
 #[inline(always)]
 pub fn le_to_u64<const N: usize>(b: &[u8; N]) -> u64 {
@@ -359,21 +387,46 @@ pub fn u64_to_le<const N: usize>(v: u64) -> [u8; N] {
 ///
 /// Engines build one per run around their own stack buffer; helpers get it
 /// through [`crate::HelperEnv::guest`].
+///
+/// It holds its stack and memory as pointers, borrowed for `'r` (as the
+/// references [`Guest::new`] takes), so that an engine may also keep one
+/// for a whole run in a place its generated code passes to helpers
+/// ([`Guest::from_raw`], `crate::raw`) without a reference to the stack
+/// living while that code writes it.
 #[derive(Debug)]
 pub struct Guest<'r, 'a> {
-    stack: &'r mut [u8],
-    stack_start: u64,
-    mem: &'r mut Memory<'a>,
+    stack: *mut u8,
+    stack_len: usize,
+    pub(crate) mem: *mut Memory<'a>,
+    _borrow: PhantomData<(&'r mut [u8], &'r mut Memory<'a>)>,
 }
 
 impl<'r, 'a> Guest<'r, 'a> {
     /// The engine's `stack` plus the embedder's regions.
     pub fn new(stack: &'r mut [u8], mem: &'r mut Memory<'a>) -> Guest<'r, 'a> {
-        let stack_start = stack.as_ptr() as u64;
+        // SAFETY: both come from references that are borrowed for 'r.
+        unsafe { Guest::from_raw(stack.as_mut_ptr(), stack.len(), mem) }
+    }
+
+    /// [`Guest::new`] from pointers, for engines that keep a `Guest` for a
+    /// run where their generated code reaches it.
+    ///
+    /// # Safety
+    /// `[stack, stack + stack_len)` must be valid for reads and writes and
+    /// `mem` must point at a live `Memory`, both for `'r`, and neither may
+    /// be accessed other than through the `Guest` while a method of it (or
+    /// a reference it handed out) is in use. Between such uses, the owner
+    /// may use them (an engine's generated code writes the stack).
+    pub unsafe fn from_raw(
+        stack: *mut u8,
+        stack_len: usize,
+        mem: *mut Memory<'a>,
+    ) -> Guest<'r, 'a> {
         Guest {
             stack,
-            stack_start,
+            stack_len,
             mem,
+            _borrow: PhantomData,
         }
     }
 
@@ -381,36 +434,57 @@ impl<'r, 'a> Guest<'r, 'a> {
     pub fn reborrow(&mut self) -> Guest<'_, 'a> {
         Guest {
             stack: self.stack,
-            stack_start: self.stack_start,
+            stack_len: self.stack_len,
             mem: self.mem,
+            _borrow: PhantomData,
         }
     }
 
+    /// The stack buffer.
+    #[inline(always)]
+    fn stack(&self) -> &[u8] {
+        // SAFETY: valid for `'r` and reachable only through `self` while
+        // it is borrowed (the constructors' contracts).
+        unsafe { std::slice::from_raw_parts(self.stack, self.stack_len) }
+    }
+
+    /// The stack buffer, mutably.
+    #[inline(always)]
+    fn stack_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `stack`.
+        unsafe { std::slice::from_raw_parts_mut(self.stack, self.stack_len) }
+    }
+
     /// Guest address of the first stack byte.
+    #[inline(always)]
     pub fn stack_start(&self) -> u64 {
-        self.stack_start
+        self.stack as u64
     }
 
     /// One past the last stack byte: the outermost frame's `r10`.
     pub fn stack_end(&self) -> u64 {
-        self.stack_start + self.stack.len() as u64
+        self.stack_start() + self.stack_len as u64
     }
 
     /// The embedder's regions.
+    #[inline(always)]
     pub fn memory(&self) -> &Memory<'a> {
-        self.mem
+        // SAFETY: as in `stack`.
+        unsafe { &*self.mem }
     }
 
     /// The embedder's regions, mutably.
+    #[inline(always)]
     pub fn memory_mut(&mut self) -> &mut Memory<'a> {
-        self.mem
+        // SAFETY: as in `stack`.
+        unsafe { &mut *self.mem }
     }
 
     /// Offset into the stack of `[addr, addr + n)` when it lies inside it.
     #[inline(always)]
     fn stack_off(&self, addr: u64, n: usize) -> Option<usize> {
-        let off = addr.wrapping_sub(self.stack_start);
-        let len = self.stack.len() as u64;
+        let off = addr.wrapping_sub(self.stack_start());
+        let len = self.stack_len as u64;
         if n as u64 <= len && off <= len - n as u64 {
             Some(off as usize)
         } else {
@@ -422,47 +496,57 @@ impl<'r, 'a> Guest<'r, 'a> {
     #[inline(always)]
     pub fn load<const N: usize>(&self, addr: u64) -> Result<[u8; N], MemFault> {
         // One subtraction and two comparisons on the stack's fast path.
-        let off = addr.wrapping_sub(self.stack_start) as usize;
-        if let Some(b) = self.stack.get(off..).and_then(|s| s.first_chunk::<N>()) {
+        let off = addr.wrapping_sub(self.stack_start()) as usize;
+        if let Some(b) = self.stack().get(off..).and_then(|s| s.first_chunk::<N>()) {
             return Ok(*b);
         }
-        self.mem.load::<N>(addr)
+        self.memory().load::<N>(addr)
     }
 
     /// Writes `N` bytes at `addr`.
     #[inline(always)]
     pub fn store<const N: usize>(&mut self, addr: u64, bytes: [u8; N]) -> Result<(), MemFault> {
-        let off = addr.wrapping_sub(self.stack_start) as usize;
+        let off = addr.wrapping_sub(self.stack_start()) as usize;
         if let Some(b) = self
-            .stack
+            .stack_mut()
             .get_mut(off..)
             .and_then(|s| s.first_chunk_mut::<N>())
         {
             *b = bytes;
             return Ok(());
         }
-        self.mem.store::<N>(addr, bytes)
+        self.memory_mut().store::<N>(addr, bytes)
     }
 
     /// Copies `buf.len()` bytes at `addr` into `buf` (all inside one region).
+    /// Inlined into helpers: the stack or the last region found is a few
+    /// compares and the copy, without a call and a `Result` in memory.
+    #[inline]
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
-        match self.stack_off(addr, buf.len()) {
-            Some(off) => {
-                buf.copy_from_slice(&self.stack[off..off + buf.len()]);
+        let off = addr.wrapping_sub(self.stack_start()) as usize;
+        match self.stack().get(off..).and_then(|s| s.get(..buf.len())) {
+            Some(s) => {
+                buf.copy_from_slice(s);
                 Ok(())
             }
-            None => self.mem.read(addr, buf),
+            None => self.memory().read(addr, buf),
         }
     }
 
     /// Copies `buf` to `addr` (all inside one writable region).
+    #[inline]
     pub fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), MemFault> {
-        match self.stack_off(addr, buf.len()) {
-            Some(off) => {
-                self.stack[off..off + buf.len()].copy_from_slice(buf);
+        let off = addr.wrapping_sub(self.stack_start()) as usize;
+        match self
+            .stack_mut()
+            .get_mut(off..)
+            .and_then(|s| s.get_mut(..buf.len()))
+        {
+            Some(s) => {
+                s.copy_from_slice(buf);
                 Ok(())
             }
-            None => self.mem.write(addr, buf),
+            None => self.memory_mut().write(addr, buf),
         }
     }
 
@@ -477,14 +561,14 @@ impl<'r, 'a> Guest<'r, 'a> {
         if let Some(off) = self.stack_off(addr, N) {
             // The stack belongs to this run alone: a plain read-modify-write
             // is atomic with respect to everything that can observe it.
-            let b = &mut self.stack[off..off + N];
+            let b = &mut self.stack_mut()[off..off + N];
             let mut w = [0u8; 8];
             w[..N].copy_from_slice(b);
             let old = u64::from_le_bytes(w);
             b.copy_from_slice(&f(old).to_le_bytes()[..N]);
             return Ok(old);
         }
-        self.mem.atomic_update::<N>(addr, f)
+        self.memory_mut().atomic_update::<N>(addr, f)
     }
 
     /// Reads a NUL-terminated string of at most `max` bytes (without the
@@ -561,6 +645,59 @@ mod tests {
         assert!(mem.atomic_update::<4>(pa + 5, |_| 0).is_err());
         drop(mem);
         assert_eq!(a, [0, 0, 0, 0, 0, 0, 0, 4]);
+    }
+
+    #[test]
+    fn the_remembered_regions_keep_every_check() {
+        // The last region found is tried before the walk: it must still
+        // check bounds and permissions, and be forgotten on `clear`.
+        let mut ctx = [1u8; 8];
+        let ro = [2u8; 8];
+        let pkt = [3u8; 16];
+        let mut val = [4u8; 8];
+        let mut mem = Memory::new();
+        let pc = mem.add(RegionKind::Context, &mut ctx);
+        let pr = mem.add_readonly(RegionKind::ReadOnlyData, &ro);
+        let pp = mem.add_readonly(RegionKind::Packet, &pkt);
+        let pv = mem.add(RegionKind::MapValue, &mut val);
+        let w = |mem: &mut Memory<'_>, a: u64| mem.write(a, &[9]);
+        // Alternate between two regions (each access misses `last`).
+        for _ in 0..3 {
+            assert_eq!(mem.load::<1>(pr).unwrap(), [2]);
+            assert_eq!(mem.load::<1>(pc).unwrap(), [1]);
+        }
+        // The read-only region was just found: a write there still faults,
+        // and so does one to the read-only packet.
+        let fault = |addr, size| MemFault {
+            addr,
+            size,
+            access: Access::Write,
+        };
+        assert_eq!(w(&mut mem, pr), Err(fault(pr, 1)));
+        assert_eq!(w(&mut mem, pp), Err(fault(pp, 1)));
+        assert_eq!(mem.load::<8>(pp + 8).unwrap(), [3; 8]);
+        // `last` = the packet: past its end is a fault, not a hit.
+        assert!(mem.load::<2>(pp + 15).is_err());
+        let mut buf = [0u8; 4];
+        assert!(mem.read(pp + 13, &mut buf).is_err());
+        mem.read(pp + 12, &mut buf).unwrap();
+        assert_eq!(buf, [3; 4]);
+        w(&mut mem, pv).unwrap();
+        w(&mut mem, pc + 7).unwrap();
+        // Straddling the context's end (whatever lies next to it).
+        assert!(mem.write(pc + 7, &[9, 9]).is_err());
+        // Cleared: nothing is found, whatever was remembered.
+        mem.clear();
+        for a in [pc, pr, pp, pv] {
+            assert!(mem.load::<1>(a).is_err());
+            assert!(mem.read(a, &mut buf[..1]).is_err());
+        }
+        let mut other = [5u8; 4];
+        let po = mem.add(RegionKind::Context, &mut other);
+        assert_eq!(mem.load::<1>(po).unwrap(), [5]);
+        assert!(mem.load::<1>(pv).is_err() && mem.load::<1>(pc).is_err());
+        drop(mem);
+        assert_eq!((ctx[7], val[0]), (9, 9));
     }
 
     #[test]

@@ -1144,10 +1144,11 @@ impl<'a> Emitter<'a> {
 
     fn helper_routine(&mut self) {
         // Helper call: rcx = table index or id, rdx = instruction index,
-        // with bit 32 set when rcx is an id (callx). The arguments go to the
-        // trampoline in registers (System V: rsi, rdx, rcx, r8, r9 after the
-        // `Ctx` in rdi), never through memory that Rust would read back
-        // with wider loads than the stores (a store-forwarding stall).
+        // with bit 32 set when rcx is an id (callx); both are kept in the
+        // `Ctx` for a helper that stops the program (its trap's pc and id).
+        // The arguments go to the target in registers (see below), never
+        // through memory that Rust would read back with wider loads than
+        // the stores (a store-forwarding stall).
         // Checked mode keeps r1-r5, as the interpreter does (see the module
         // docs): pushed here, popped after the call; an unverified program
         // may read them. Unchecked code comes from verified programs, and
@@ -1177,13 +1178,35 @@ impl<'a> Emitter<'a> {
         }
         // An even number of pushes from a 16-aligned rsp: aligned again
         // for the call.
-        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(REG_MAP[2]));
-        self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(REG_MAP[3]));
-        self.a.mov_r_rm(Sz::B64, Gpr::R8, Rm::Reg(REG_MAP[4]));
-        self.a.mov_r_rm(Sz::B64, Gpr::R9, Rm::Reg(REG_MAP[5]));
-        self.a.mov_r_rm(Sz::B64, Gpr::Rsi, Rm::Reg(REG_MAP[1]));
-        self.a.mov_r_rm(Sz::B64, Gpr::Rdi, Rm::Reg(CTX));
-        self.a.call_rm(field(offset_of!(Ctx, trampoline)));
+        // The target, from the run's table (`Ctx::direct`): entry `rcx`
+        // for a call by table index (a helper's own direct entry, or a
+        // trampoline), the last one (`Ctx::direct_len`, a trampoline) for a
+        // `callx` by id (bit 32 of rdx), without a branch.
+        self.a.mov_r_rm(Sz::B64, Gpr::Rax, Rm::Reg(Gpr::Rdx));
+        self.a.shift_i(Sz::B64, Shift::Shr, Rm::Reg(Gpr::Rax), 32);
+        self.a.cmov(
+            Sz::B64,
+            Cc::Ne,
+            Gpr::Rcx,
+            field(offset_of!(Ctx, direct_len)),
+        );
+        self.a
+            .mov_r_rm(Sz::B64, Gpr::Rax, field(offset_of!(Ctx, direct)));
+        self.a.mov_r_rm(
+            Sz::B64,
+            Gpr::Rax,
+            Rm::Mem(Mem::indexed(Gpr::Rax, Gpr::Rcx, 8)),
+        );
+        // Every target takes (r1, the run's `RawCall` in the `Ctx`, r4,
+        // r5, r2, r3) in the System V argument registers (rdi, rsi, rdx,
+        // rcx, r8, r9: `bpfkit_runtime::raw::RawEntry`), so that r1-r3
+        // stay where they are.
+        debug_assert_eq!(REG_MAP[1..=3], [Gpr::Rdi, Gpr::R8, Gpr::R9]);
+        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(REG_MAP[4]));
+        self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(REG_MAP[5]));
+        self.a
+            .lea(Gpr::Rsi, Mem::at(CTX, offset_of!(Ctx, raw) as i32));
+        self.a.call_rm(Rm::Reg(Gpr::Rax));
         if keep {
             for &r in REG_MAP[1..=5].iter().rev() {
                 self.a.pop(r);
