@@ -1,9 +1,9 @@
 //! Map helpers: lookup, update, delete, push/pop/peek, ring buffers.
 
 use crate::region::expose;
-use crate::state::{RunState, Scratch};
+use crate::state::RunState;
 use crate::Env;
-use bpfkit_maps::{map_flags, Map, MapError, MapType, ValueRef};
+use bpfkit_maps::{map_flags, Map, MapError, MapId, MapType, ValueRef};
 use bpfkit_runtime::{Guest, HelperAbort, HelperResult, RegionKind};
 use std::sync::Arc;
 
@@ -126,8 +126,23 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
         }
     };
     match map.map_type() {
-        MapType::ArrayOfMaps | MapType::HashOfMaps | MapType::Devmap | MapType::DevmapHash => {
-            lookup_special(env, a[0], key)
+        MapType::ArrayOfMaps | MapType::HashOfMaps => {
+            let Some((addr, id)) = map
+                .inner_map(key, st.guard())
+                .map(|m| (m as *const Map as u64, m.id()))
+            else {
+                return Ok(0);
+            };
+            inner_addr(st, addr, id)
+        }
+        // The entry in place, read-only (the verifier refuses writes to
+        // device map values): no copy per lookup, and the pointer
+        // identity of the kernel's (see `Map::dev_value`).
+        MapType::Devmap | MapType::DevmapHash => {
+            let Some((ptr, len)) = map.dev_value(key, st.guard()).map(|v| raw(&v)) else {
+                return Ok(0);
+            };
+            hand_out(env, ptr, len, false)
         }
         _ => {
             let writable = value_writable(map);
@@ -146,96 +161,30 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     }
 }
 
-/// Lookups in maps of maps (the inner map's address) and devmaps (a
-/// read-only copy of `struct bpf_devmap_val`).
-fn lookup_special(env: &mut Env<'_, '_, '_>, map_addr: u64, key: &[u8]) -> HelperResult {
-    // The map is borrowed from the run's table, not cloned (one lookup
-    // per packet).
-    let st = env.state();
-    let map = map_ref(st, map_addr)?;
-    match map.map_type() {
-        MapType::ArrayOfMaps | MapType::HashOfMaps => {
-            let Some(found) = map.inner_map(key, st.guard()) else {
-                return Ok(0);
-            };
-            // Handed out before in this run (the next packet of a batch):
-            // the same map, no registry lookup.
-            let seen = found as *const Map as u64;
-            if st.inner.iter().any(|(a, _)| *a == seen) {
-                return Ok(seen);
-            }
-            let Some(id) = found.id() else {
-                return Ok(0);
-            };
-            let Some(inner) = st.maps.registry().and_then(|r| r.get(id)) else {
-                return Ok(0);
-            };
-            let addr = Arc::as_ptr(&inner) as u64;
-            if !st.inner.iter().any(|(a, _)| *a == addr) {
-                st.inner.push((addr, inner));
-            }
-            Ok(addr)
-        }
-        _ => {
-            // `struct bpf_devmap_val` is 4 or 8 bytes: copied on the stack.
-            let mut buf = [0u8; 64];
-            let heap;
-            let v: &[u8] = if map.value_buf_len() <= buf.len() {
-                if map.lookup_into(key, &mut buf).is_err() {
-                    return Ok(0);
-                }
-                &buf[..map.value_buf_len()]
-            } else {
-                let Ok(v) = map.lookup(key) else {
-                    return Ok(0);
-                };
-                heap = v;
-                &heap
-            };
-            let addr = Arc::as_ptr(map) as u64;
-            // The same key of the same map gives the same pointer while its
-            // value is unchanged, as the kernel's pointer into the element
-            // does; a changed value gets a new copy, so that an earlier
-            // pointer keeps the value it saw (the kernel's old element).
-            // Reusing the copy also keeps the run's regions from growing
-            // with every lookup of a `--repeat` batch.
-            let same = |s: &&Scratch| {
-                s.map == addr && *s.key == *key && s.len == v.len() && words_hold(&s.words, v)
-            };
-            if let Some(s) = st.scratch.iter().find(same) {
-                return Ok(s.words.as_ptr() as u64);
-            }
-            let v = v.to_vec();
-            let mut words = vec![0u64; v.len().div_ceil(8)].into_boxed_slice();
-            for (w, c) in words.iter_mut().zip(v.chunks(8)) {
-                let mut b = [0u8; 8];
-                b[..c.len()].copy_from_slice(c);
-                *w = u64::from_ne_bytes(b);
-            }
-            let ptr = words.as_mut_ptr().cast::<u8>();
-            let out = hand_out(env, ptr, v.len(), false)?;
-            // Kept only once it is a region (the heap buffer does not move
-            // with the box).
-            env.state().scratch.push(Scratch {
-                map: addr,
-                key: key.into(),
-                len: v.len(),
-                words,
-            });
-            Ok(out)
-        }
+/// The address a program gets for the inner map at `addr` (with `id`)
+/// that a map-in-map lookup found: its own address, kept resolvable for
+/// the rest of the run (the table's maps already are; others are looked
+/// up in the registry once per run and kept in [`RunState::inner`]).
+fn inner_addr(st: &mut RunState, addr: u64, id: Option<MapId>) -> HelperResult {
+    // The repeat path: the map was handed out before in this run, or is a
+    // map of the object (libbpf's `.values`): no registry lookup, no
+    // reference count.
+    if st.inner.iter().any(|(a, _)| *a == addr) || st.maps.position(addr).is_some() {
+        return Ok(addr);
     }
-}
-
-/// Whether the words of a scratch copy hold exactly `bytes` (and zeros
-/// after them).
-fn words_hold(words: &[u64], bytes: &[u8]) -> bool {
-    words.len() == bytes.len().div_ceil(8)
-        && words.iter().zip(bytes.chunks(8)).all(|(w, c)| {
-            let mut b = [0u8; 8];
-            b[..c.len()].copy_from_slice(c);
-            *w == u64::from_ne_bytes(b)
-        })
+    let Some(id) = id else {
+        return Ok(0);
+    };
+    let Some(inner) = st.maps.registry().and_then(|r| r.get(id)) else {
+        return Ok(0);
+    };
+    // The registry's map is the one found (ids are unique while the map
+    // lives, and the outer map keeps it alive).
+    let addr = Arc::as_ptr(&inner) as u64;
+    if !st.inner.iter().any(|(a, _)| *a == addr) {
+        st.inner.push((addr, inner));
+    }
+    Ok(addr)
 }
 
 /// Keys and values up to this size are read into stack buffers.

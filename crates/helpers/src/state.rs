@@ -111,15 +111,6 @@ pub enum Redirect {
     },
 }
 
-/// A read-only copy of a map value handed to the program (devmap
-/// lookups), with the map address and key it came from.
-pub(crate) struct Scratch {
-    pub(crate) map: u64,
-    pub(crate) key: Box<[u8]>,
-    pub(crate) len: usize,
-    pub(crate) words: Box<[u64]>,
-}
-
 /// Everything helpers keep for one program run (with its tail calls).
 pub struct RunState {
     guard: RunGuard,
@@ -129,9 +120,6 @@ pub struct RunState {
     pub(crate) inner: Vec<(u64, Arc<Map>)>,
     /// Ring buffer records reserved in this run: data address -> map.
     pub(crate) reserved: Vec<(u64, Arc<Map>)>,
-    /// Copies of values handed out read-only (devmap lookups), kept alive
-    /// for the run: (map address, key, copy).
-    pub(crate) scratch: Vec<Scratch>,
     /// Per map of the table (same order): the index of the region that
     /// [`RunState::add_map_regions`] registered for its array storage in
     /// the run's memory, so that lookups in it need no region search.
@@ -209,7 +197,6 @@ impl RunState {
             maps,
             inner: Vec::new(),
             reserved: Vec::new(),
-            scratch: Vec::new(),
             array_regions: Vec::new(),
             exposed: Vec::new(),
             cpu,

@@ -295,7 +295,8 @@ fn repeated_lookups_reuse_regions() {
         }
         assert_eq!(mem.regions().len(), n0 + 1);
         assert_eq!(mem.load::<8>(p).unwrap(), 5u64.to_ne_bytes());
-        // Devmaps: a read-only copy, the same one while the value holds.
+        // Devmaps: the entry in place, read-only, the same pointer while
+        // the entry is unchanged.
         let d = call(mem, MAP_LOOKUP_ELEM, [devmap, k0, 0, 0, 0]);
         assert_eq!(call(mem, MAP_LOOKUP_ELEM, [devmap, k0, 0, 0, 0]), d);
         assert_eq!(mem.regions().len(), n0 + 2);
@@ -309,6 +310,15 @@ fn repeated_lookups_reuse_regions() {
         assert_eq!(mem.load::<4>(e).unwrap(), 3u32.to_ne_bytes());
         assert_eq!(mem.load::<4>(d).unwrap(), 1u32.to_ne_bytes());
         assert_eq!(mem.regions().len(), n0 + 3);
+        // An update with the same value replaces the element too (the
+        // kernel allocates a new `bpf_dtab_netdev`).
+        map(3)
+            .update(&0u32.to_ne_bytes(), &3u32.to_ne_bytes(), 0)
+            .unwrap();
+        let f = call(mem, MAP_LOOKUP_ELEM, [devmap, k0, 0, 0, 0]);
+        assert!(f != e && f != d);
+        assert_eq!(mem.load::<4>(e).unwrap(), 3u32.to_ne_bytes());
+        assert!(mem.store::<4>(f, [0; 4]).is_err());
         // A missing key: NULL, as before.
         map(3).delete(&0u32.to_ne_bytes()).unwrap();
         assert_eq!(call(mem, MAP_LOOKUP_ELEM, [devmap, k0, 0, 0, 0]), 0);
@@ -417,4 +427,88 @@ fn perf_event_output_builds_only_kept_records_and_faults_when_full() {
     });
     let d = perf.perf_drain(0);
     assert_eq!((d.records, d.lost), (vec![b"abcd".to_vec()], 1));
+}
+
+/// Device map values are the entries themselves (no copy per lookup): the
+/// same pointer in every run while the entry is unchanged (the kernel's
+/// pointer into its element), read-only, for both device map types; an
+/// update gives later lookups a new pointer while a pointer taken before
+/// keeps the old value; a deleted entry is NULL.
+#[test]
+fn devmap_values_in_place_across_runs() {
+    let w = world(&[
+        MapDef::new(MapType::Devmap, 4, 8, 4),
+        MapDef::new(MapType::DevmapHash, 4, 4, 4),
+    ]);
+    let map = |i: u32| w.registry.get(bpfkit_maps::MapId(i)).unwrap();
+    // ifindex 1, program id 7 (an 8-byte `struct bpf_devmap_val`).
+    let val = [1u32.to_ne_bytes(), 7u32.to_ne_bytes()].concat();
+    map(1).update(&2u32.to_ne_bytes(), &val, 0).unwrap();
+    map(2)
+        .update(&9u32.to_ne_bytes(), &1u32.to_ne_bytes(), 0)
+        .unwrap();
+    let mut keys = [2u32.to_ne_bytes(), 9u32.to_ne_bytes(), 3u32.to_ne_bytes()];
+    let [k2, k9, k3] = &mut keys;
+    let mut addrs = Vec::new();
+    for round in 0..2 {
+        let mut mem = Memory::new();
+        let (k2, k9, k3) = (
+            mem.add(RegionKind::Other, &mut k2[..]),
+            mem.add(RegionKind::Other, &mut k9[..]),
+            mem.add(RegionKind::Other, &mut k3[..]),
+        );
+        let (dev, hash) = (w.addrs[0], w.addrs[1]);
+        let (got, _) = RunState::scoped(w.table.clone(), 0, mem, |mem, state| {
+            let mut stack = [0u8; 8];
+            let mut call = |mem: &mut Memory<'_>, args: [u64; 5]| {
+                let h = w.helpers.get(MAP_LOOKUP_ELEM).unwrap().clone();
+                let mut guest = Guest::new(&mut stack, mem);
+                let mut env = HelperEnv::new(
+                    guest.reborrow(),
+                    Some(&mut *state),
+                    Pc(0),
+                    HelperId(MAP_LOOKUP_ELEM),
+                );
+                h.call(&mut env, args).unwrap()
+            };
+            let d = call(mem, [dev, k2, 0, 0, 0]);
+            let h = call(mem, [hash, k9, 0, 0, 0]);
+            assert_eq!(call(mem, [dev, k3, 0, 0, 0]), 0);
+            assert_eq!(call(mem, [hash, k3, 0, 0, 0]), 0);
+            assert_eq!(mem.load::<8>(d).unwrap()[..], val[..]);
+            assert_eq!(mem.load::<4>(h).unwrap(), 1u32.to_ne_bytes());
+            // Only the value's bytes are a region, and read-only.
+            assert!(mem.load::<8>(h).is_err());
+            assert!(mem.store::<4>(d, [0; 4]).is_err());
+            assert!(mem.store::<4>(h, [0; 4]).is_err());
+            let regions = mem.regions().len();
+            for _ in 0..3 {
+                assert_eq!(call(mem, [dev, k2, 0, 0, 0]), d);
+                assert_eq!(call(mem, [hash, k9, 0, 0, 0]), h);
+            }
+            assert_eq!(mem.regions().len(), regions);
+            if round == 1 {
+                // Replaced and deleted while the run holds the pointers.
+                let v2 = [1u32.to_ne_bytes(), 0u32.to_ne_bytes()].concat();
+                map(1).update(&2u32.to_ne_bytes(), &v2, 0).unwrap();
+                map(2)
+                    .update(&9u32.to_ne_bytes(), &1u32.to_ne_bytes(), 0)
+                    .unwrap();
+                let (d2, h2) = (
+                    call(mem, [dev, k2, 0, 0, 0]),
+                    call(mem, [hash, k9, 0, 0, 0]),
+                );
+                assert!(d2 != d && h2 != h && d2 != 0 && h2 != 0);
+                assert_eq!(mem.load::<8>(d2).unwrap()[..], v2[..]);
+                assert_eq!(mem.load::<8>(d).unwrap()[..], val[..]);
+                map(2).delete(&9u32.to_ne_bytes()).unwrap();
+                assert_eq!(call(mem, [hash, k9, 0, 0, 0]), 0);
+                assert_eq!(mem.load::<4>(h).unwrap(), 1u32.to_ne_bytes());
+            }
+            (d, h)
+        });
+        addrs.push(got);
+    }
+    // The same entries in the next run: the same pointers.
+    assert_eq!(addrs[0], addrs[1]);
 }

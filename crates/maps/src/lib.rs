@@ -301,10 +301,14 @@ impl Map {
                 def.max_entries,
                 def.value_size,
                 Some(opts.perf_buffer_bytes),
+                false,
             )?),
-            T::ProgArray | T::ArrayOfMaps | T::Devmap => {
-                Imp::Slots(Slots::new(def.max_entries, def.value_size, None)?)
-            }
+            T::ProgArray | T::ArrayOfMaps | T::Devmap => Imp::Slots(Slots::new(
+                def.max_entries,
+                def.value_size,
+                None,
+                def.map_type == T::Devmap,
+            )?),
             t => return Err(MapError::UnsupportedType { map_type: t }),
         };
         Ok(Map {
@@ -1018,6 +1022,27 @@ impl Map {
             ifindex: u32_of(&v),
             prog: (self.def.value_size == 8 && prog != 0).then_some(ProgId(prog)),
         })
+    }
+
+    /// `bpf_map_lookup_elem` on a `devmap` or `devmap_hash`: the entry's
+    /// `struct bpf_devmap_val` in place, valid until `guard` is dropped,
+    /// which programs may only read (the kernel's verifier makes device
+    /// map values read-only; engines register it read-only). While the
+    /// entry is unchanged every lookup gives the same pointer; an update
+    /// replaces the element, so a pointer taken before keeps the old value
+    /// and a later lookup gives a new pointer, as in the kernel. `None`
+    /// when absent, for a key of the wrong size, and for other map types.
+    #[inline]
+    pub fn dev_value<'g>(&'g self, key: &[u8], guard: &'g RunGuard) -> Option<ValueRef<'g>> {
+        if key.len() != self.def.key_size as usize {
+            return None;
+        }
+        match (&self.imp, self.def.map_type) {
+            (Imp::Slots(s), MapType::Devmap) => s.value_ref(u32_of(key), guard),
+            // devmap_hash elements are replaced on update (not per-CPU).
+            (Imp::Hash(h), MapType::DevmapHash) => h.lookup_ptr(key, 0, guard),
+            _ => None,
+        }
     }
 
     /// The program in slot `index` of a `prog_array` (`bpf_tail_call`).

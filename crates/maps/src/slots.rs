@@ -12,8 +12,10 @@
 //! an empty devmap slot succeeds.
 
 use crate::raw::Rcu;
+use crate::storage::ValueRef;
 use crate::{lock, rd, wr, Map, MapError, RunGuard};
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// One filled slot.
@@ -22,11 +24,21 @@ pub(crate) struct Slot {
     pub(crate) value: [u8; 8],
     /// `array_of_maps`: the inner map.
     pub(crate) obj: Option<Rcu<Map>>,
+    /// `devmap`: the value again, in an element of its own that programs
+    /// read in place (`bpf_map_lookup_elem`), as the kernel's lookup points
+    /// into its `bpf_dtab_netdev`. Refilling the slot makes a new element
+    /// and retires this one, so a pointer a program already holds keeps
+    /// the value it saw until its run ends, and a lookup after the change
+    /// gives a new pointer; while the slot is unchanged every lookup gives
+    /// the same pointer (no copy per lookup).
+    elem: Option<Rcu<[AtomicU64; 1]>>,
 }
 
 pub(crate) struct Slots {
     slots: Box<[RwLock<Option<Slot>>]>,
     value_size: usize,
+    /// Whether filled slots keep an [`Slot::elem`] (devmaps).
+    elems: bool,
     /// `perf_event_array`: one record queue per slot, and its lost count.
     perf: Option<PerfBufs>,
 }
@@ -54,10 +66,13 @@ pub struct PerfDrain {
 }
 
 impl Slots {
+    /// `elems`: filled slots keep their value in an element of its own
+    /// that [`Slots::value_ref`] lends to programs (devmaps).
     pub(crate) fn new(
         max_entries: u32,
         value_size: u32,
         perf_capacity: Option<usize>,
+        elems: bool,
     ) -> Result<Slots, MapError> {
         let n = max_entries as usize;
         let mut slots = Vec::new();
@@ -78,6 +93,7 @@ impl Slots {
         Ok(Slots {
             slots: slots.into_boxed_slice(),
             value_size: value_size as usize,
+            elems,
             perf,
         })
     }
@@ -105,11 +121,15 @@ impl Slots {
         })?;
         let mut v = [0u8; 8];
         v[..value.len()].copy_from_slice(value);
+        let elem = self
+            .elems
+            .then(|| Rcu::new([AtomicU64::new(u64::from_ne_bytes(v))]));
         let old = wr(s).replace(Slot {
             value: v,
             obj: obj.map(Rcu::from_arc),
+            elem,
         });
-        drop(old); // an inner map is retired, not freed
+        drop(old); // an inner map or a devmap element is retired, not freed
         Ok(())
     }
 
@@ -137,6 +157,13 @@ impl Slots {
     /// The raw value of slot `i`.
     pub(crate) fn value(&self, i: u32) -> Option<[u8; 8]> {
         rd(self.slot(i)?).as_ref().map(|s| s.value)
+    }
+
+    /// The element of slot `i` (devmaps), for the rest of the run that
+    /// `guard` protects: `value_size` bytes that programs may only read.
+    pub(crate) fn value_ref<'g>(&self, i: u32, guard: &'g RunGuard) -> Option<ValueRef<'g>> {
+        let words = rd(self.slot(i)?).as_ref()?.elem.as_ref()?.get(guard);
+        Some(ValueRef::new(words, self.value_size))
     }
 
     /// The inner map of slot `i`, for the rest of the run.
