@@ -115,7 +115,7 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
         }
         n if n <= SMALL_KEY => {
             small = [0u8; SMALL_KEY];
-            guest.read(a[1], &mut small[..n])?;
+            read_into(guest, a[1], &mut small[..n])?;
             &small[..n]
         }
         _ => {
@@ -227,8 +227,44 @@ fn on_stack<const N: usize, R>(
 ) -> Result<R, HelperAbort> {
     let mut buf = [0u8; N];
     let buf = &mut buf[..len];
-    guest.read(addr, buf)?;
+    read_into(guest, addr, buf)?;
     Ok(f(buf))
+}
+
+/// [`Guest::read`] with the common key and value sizes (struct sizes up
+/// to 64 bytes, multiples of 4) as one fixed-size load each, inlined here:
+/// `Guest::load` reads the program's stack, where programs build keys and
+/// values, without a call or a copy of a run-time length, and otherwise
+/// asks the regions for the whole range at once, as `read` does.
+#[inline(always)]
+fn read_into(guest: &Guest<'_, '_>, addr: u64, buf: &mut [u8]) -> Result<(), HelperAbort> {
+    #[inline(always)]
+    fn exact<const N: usize>(
+        guest: &Guest<'_, '_>,
+        addr: u64,
+        buf: &mut [u8],
+    ) -> Result<(), HelperAbort> {
+        if let Some(b) = buf.first_chunk_mut::<N>() {
+            *b = guest.load::<N>(addr)?;
+        }
+        Ok(())
+    }
+    match buf.len() {
+        4 => exact::<4>(guest, addr, buf),
+        8 => exact::<8>(guest, addr, buf),
+        12 => exact::<12>(guest, addr, buf),
+        16 => exact::<16>(guest, addr, buf),
+        20 => exact::<20>(guest, addr, buf),
+        24 => exact::<24>(guest, addr, buf),
+        32 => exact::<32>(guest, addr, buf),
+        40 => exact::<40>(guest, addr, buf),
+        48 => exact::<48>(guest, addr, buf),
+        64 => exact::<64>(guest, addr, buf),
+        _ => {
+            guest.read(addr, buf)?;
+            Ok(())
+        }
+    }
 }
 
 /// The trap for a map argument that is no map.

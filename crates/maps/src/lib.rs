@@ -836,14 +836,46 @@ impl Map {
         }
         // BPF_F_LOCK is refused by each map type at its own point (arrays
         // only after the index and BPF_NOEXIST checks), as in the kernel.
-        match self.def.map_type {
-            MapType::ProgArray | MapType::ArrayOfMaps | MapType::HashOfMaps => {
-                Err(MapError::Invalid {
-                    what: "programs cannot update prog arrays or map-in-maps",
-                })
+        // The map types programs update per packet go straight to their
+        // storage, with the checks `update_any` makes for them and nothing
+        // of its generic dispatch (device map values, inner maps).
+        let t = self.def.map_type;
+        match &self.imp {
+            Imp::Hash(h)
+                if matches!(
+                    t,
+                    MapType::Hash | MapType::LruHash | MapType::PercpuHash | MapType::LruPercpuHash
+                ) =>
+            {
+                if flags > update_flags::EXIST {
+                    return Err(MapError::Invalid {
+                        what: "update flags",
+                    });
+                }
+                let src = if t.is_percpu() {
+                    Src::Cpu(cpu, value)
+                } else {
+                    Src::All(value)
+                };
+                h.update(key, src, None, flags)
             }
-            t if t.is_percpu() => self.update_any(key, value, flags, Some(cpu)),
-            _ => self.update_any(key, value, flags, None),
+            Imp::Array(a) => {
+                if flags & !update_flags::LOCK > update_flags::EXIST {
+                    return Err(MapError::Invalid {
+                        what: "update flags",
+                    });
+                }
+                a.update(key, value, flags, t.is_percpu().then_some(cpu))
+            }
+            _ => match t {
+                MapType::ProgArray | MapType::ArrayOfMaps | MapType::HashOfMaps => {
+                    Err(MapError::Invalid {
+                        what: "programs cannot update prog arrays or map-in-maps",
+                    })
+                }
+                t if t.is_percpu() => self.update_any(key, value, flags, Some(cpu)),
+                _ => self.update_any(key, value, flags, None),
+            },
         }
     }
 
