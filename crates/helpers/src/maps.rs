@@ -87,6 +87,16 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     // (inner maps handed out in this run after it) per call.
     let (guest, st) = env.split();
     let slot = st.maps.position(a[0]);
+    // Arrays of the table: an index computation, as the kernel's
+    // `array_map_lookup_elem`.
+    if let Some(i) = slot {
+        if st.arrays.get(i).is_some_and(Option::is_some) {
+            let index = u32::from_ne_bytes(guest.load::<4>(a[1])?);
+            if let Some(addr) = st.array_lookup(guest.memory(), i, index) {
+                return Ok(addr);
+            }
+        }
+    }
     let map = match slot {
         Some(i) => st.maps.at(i),
         // Not in the table (just searched): an inner map of this run.
@@ -149,13 +159,6 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
             let Some((ptr, len)) = map.lookup_ptr(key, st.cpu, st.guard()).map(|v| raw(&v)) else {
                 return Ok(0);
             };
-            // A value inside an array of the table lies in the region that
-            // `add_map_regions` registered: no region search, no new region.
-            if let Some(i) = slot {
-                if st.in_array_region(guest.memory(), i, ptr as u64, len, writable) {
-                    return Ok(ptr as u64);
-                }
-            }
             hand_out(env, ptr, len, writable)
         }
     }

@@ -512,3 +512,70 @@ fn devmap_values_in_place_across_runs() {
     // The same entries in the next run: the same pointers.
     assert_eq!(addrs[0], addrs[1]);
 }
+
+/// Lookups in the table's arrays are index computations into the storage
+/// regions `add_map_regions` registered: the value's address on the run's
+/// CPU (per-CPU arrays: that CPU's slot), NULL past the end, read-only
+/// for `BPF_F_RDONLY_PROG` maps; without the storage regions (another
+/// embedder) the lookup still works, through a region of its own.
+#[test]
+fn array_lookups_are_index_computations() {
+    let mut ro = MapDef::new(MapType::Array, 4, 12, 3);
+    ro.map_flags = bpfkit_maps::map_flags::RDONLY_PROG;
+    let w = world(&[
+        MapDef::new(MapType::Array, 4, 12, 3),
+        MapDef::new(MapType::PercpuArray, 4, 4, 3),
+        ro,
+    ]);
+    let (array, percpu, rdonly) = (w.addrs[0], w.addrs[1], w.addrs[2]);
+    let map = |i: u32| w.registry.get(bpfkit_maps::MapId(i)).unwrap();
+    let storage = map(1).array_storage().unwrap().addr();
+    let pstorage = map(2).percpu_array_storage().unwrap().addr();
+    let rstorage = map(3).array_storage().unwrap().addr();
+    for (cpu, regions) in [(0, true), (1, true), (1, false)] {
+        let mut keys = [2u32.to_ne_bytes(), 3u32.to_ne_bytes()];
+        let [k2, k3] = &mut keys;
+        let mut mem = Memory::new();
+        let (k2, k3) = (
+            mem.add(RegionKind::Other, k2),
+            mem.add(RegionKind::Other, k3),
+        );
+        RunState::scoped(w.table.clone(), cpu, mem, |mem, state| {
+            if regions {
+                assert!(state.add_map_regions(mem));
+            }
+            let mut stack = [0u8; 8];
+            let mut call = |mem: &mut Memory<'_>, args: [u64; 5]| {
+                let h = w.helpers.get(MAP_LOOKUP_ELEM).unwrap().clone();
+                let mut guest = Guest::new(&mut stack, mem);
+                let mut env = HelperEnv::new(
+                    guest.reborrow(),
+                    Some(&mut *state),
+                    Pc(0),
+                    HelperId(MAP_LOOKUP_ELEM),
+                );
+                h.call(&mut env, args).unwrap()
+            };
+            // Values are 8-byte aligned: 16 bytes apart for 12-byte values,
+            // per-CPU slots of 8 bytes, 2 CPUs.
+            let p = call(mem, [array, k2, 0, 0, 0]);
+            assert_eq!(p, storage + 32);
+            assert_eq!(call(mem, [array, k3, 0, 0, 0]), 0);
+            let q = call(mem, [percpu, k2, 0, 0, 0]);
+            assert_eq!(q, pstorage + (2 * 2 + cpu as u64) * 8);
+            assert_eq!(call(mem, [percpu, k3, 0, 0, 0]), 0);
+            let r = call(mem, [rdonly, k2, 0, 0, 0]);
+            assert_eq!(r, rstorage + 32);
+            mem.store::<4>(p + 8, 7u32.to_ne_bytes()).unwrap();
+            mem.store::<4>(q, 9u32.to_ne_bytes()).unwrap();
+            assert!(mem.store::<4>(r, [0; 4]).is_err());
+            assert_eq!(mem.load::<4>(r).unwrap(), [0; 4]);
+        });
+        assert_eq!(
+            map(1).lookup(&2u32.to_ne_bytes()).unwrap()[8..],
+            7u32.to_ne_bytes()
+        );
+        let all = map(2).lookup(&2u32.to_ne_bytes()).unwrap();
+        assert_eq!(all[cpu * 8..cpu * 8 + 4], 9u32.to_ne_bytes());
+    }
+}
