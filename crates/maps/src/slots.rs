@@ -15,7 +15,7 @@ use crate::raw::Rcu;
 use crate::storage::ValueRef;
 use crate::{lock, rd, wr, Map, MapError, RunGuard};
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// One filled slot.
@@ -36,6 +36,13 @@ pub(crate) struct Slot {
 
 pub(crate) struct Slots {
     slots: Box<[RwLock<Option<Slot>>]>,
+    /// Each slot's value again as one word that the per-packet readers
+    /// (`bpf_tail_call`, `bpf_redirect_map`, `bpf_perf_event_output`) load
+    /// without taking the slot's lock: 0 for an empty slot; a 4-byte value
+    /// `v` as `1 << 32 | v`; an 8-byte value (devmaps, whose filled slots
+    /// never have ifindex 0) as its bytes. Written under the slot's write
+    /// lock, after the slot, so that it is never ahead of the slot.
+    words: Box<[AtomicU64]>,
     value_size: usize,
     /// Whether filled slots keep an [`Slot::elem`] (devmaps).
     elems: bool,
@@ -92,6 +99,7 @@ impl Slots {
         };
         Ok(Slots {
             slots: slots.into_boxed_slice(),
+            words: crate::storage::alloc(n.checked_mul(8).ok_or(MapError::NoMemory)?)?,
             value_size: value_size as usize,
             elems,
             perf,
@@ -124,17 +132,25 @@ impl Slots {
         let elem = self
             .elems
             .then(|| Rcu::new([AtomicU64::new(u64::from_ne_bytes(v))]));
-        let old = wr(s).replace(Slot {
+        let word = if self.value_size == 8 {
+            u64::from_ne_bytes(v)
+        } else {
+            1 << 32 | u64::from(u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
+        };
+        let mut g = wr(s);
+        let old = g.replace(Slot {
             value: v,
             obj: obj.map(Rcu::from_arc),
             elem,
         });
+        self.words[i as usize].store(word, Ordering::Release);
+        drop(g);
         drop(old); // an inner map or a devmap element is retired, not freed
         Ok(())
     }
 
     pub(crate) fn is_set(&self, i: u32) -> bool {
-        self.slot(i).is_some_and(|s| rd(s).is_some())
+        self.value(i).is_some()
     }
 
     /// Empties slot `i`; whether it was filled. An index past the end is
@@ -150,13 +166,27 @@ impl Slots {
                 max_entries: self.max_entries(),
             }
         })?;
-        let old = wr(s).take();
+        let mut g = wr(s);
+        let old = g.take();
+        self.words[i as usize].store(0, Ordering::Release);
+        drop(g);
         Ok(old.is_some())
     }
 
-    /// The raw value of slot `i`.
+    /// The raw value of slot `i` (the 4 or 8 bytes given, zero-padded to
+    /// 8), from its word: no lock.
+    #[inline]
     pub(crate) fn value(&self, i: u32) -> Option<[u8; 8]> {
-        rd(self.slot(i)?).as_ref().map(|s| s.value)
+        let w = self.words.get(i as usize)?.load(Ordering::Acquire);
+        if self.value_size == 8 {
+            (w != 0).then(|| w.to_ne_bytes())
+        } else if w >> 32 != 0 {
+            let mut v = [0u8; 8];
+            v[..4].copy_from_slice(&(w as u32).to_ne_bytes());
+            Some(v)
+        } else {
+            None
+        }
     }
 
     /// The element of slot `i` (devmaps), for the rest of the run that
