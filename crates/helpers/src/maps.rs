@@ -272,7 +272,7 @@ fn read_into(guest: &Guest<'_, '_>, addr: u64, buf: &mut [u8]) -> Result<(), Hel
 
 /// The trap for a map argument that is no map.
 #[cold]
-fn not_a_map(addr: u64) -> HelperAbort {
+pub(crate) fn not_a_map(addr: u64) -> HelperAbort {
     HelperAbort::Failed(format!("{addr:#x} is not a map"))
 }
 
