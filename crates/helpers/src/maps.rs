@@ -137,22 +137,41 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     };
     match map.map_type() {
         MapType::ArrayOfMaps | MapType::HashOfMaps => {
-            let Some((addr, id)) = map
-                .inner_map(key, st.guard())
-                .map(|m| (m as *const Map as u64, m.id()))
+            // The slot unchanged since this run looked it up: the same map.
+            if let Some(addr) = st.slot_memo(guest.memory(), a[0], map, key) {
+                return Ok(addr);
+            }
+            let Some((addr, id, gen)) = map
+                .inner_map_gen(key, st.guard())
+                .map(|(m, g)| (m as *const Map as u64, m.id(), g))
             else {
                 return Ok(0);
             };
-            inner_addr(st, addr, id)
+            let out = inner_addr(st, addr, id)?;
+            if let (Some(gen), true) = (gen, out != 0) {
+                st.remember_slot(a[0], u32_of(key), gen, out, false);
+            }
+            Ok(out)
         }
         // The entry in place, read-only (the verifier refuses writes to
         // device map values): no copy per lookup, and the pointer
         // identity of the kernel's (see `Map::dev_value`).
         MapType::Devmap | MapType::DevmapHash => {
-            let Some((ptr, len)) = map.dev_value(key, st.guard()).map(|v| raw(&v)) else {
+            if let Some(addr) = st.slot_memo(guest.memory(), a[0], map, key) {
+                return Ok(addr);
+            }
+            let Some((ptr, len, gen)) = map
+                .dev_value_gen(key, st.guard())
+                .map(|(v, g)| (v.as_ptr(), v.len(), g))
+            else {
                 return Ok(0);
             };
-            hand_out(env, ptr, len, false)
+            let index = u32_of(key);
+            let out = hand_out(env, ptr, len, false)?;
+            if let Some(gen) = gen {
+                env.state().remember_slot(a[0], index, gen, out, true);
+            }
+            Ok(out)
         }
         _ => {
             let writable = value_writable(map);
@@ -162,6 +181,12 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
             hand_out(env, ptr, len, writable)
         }
     }
+}
+
+/// A 4-byte key as the index it is (slot maps' keys are 4 bytes; a
+/// shorter key, which their lookups refuse, reads as 0).
+fn u32_of(key: &[u8]) -> u32 {
+    key.first_chunk::<4>().map_or(0, |b| u32::from_ne_bytes(*b))
 }
 
 /// The address a program gets for the inner map at `addr` (with `id`)

@@ -128,6 +128,11 @@ pub struct RunState {
     /// The last values helpers registered as regions: (address, region
     /// index), newest last, at most [`EXPOSED_KEPT`].
     exposed: Vec<(u64, usize)>,
+    /// What lookups in slot maps (devmap entries, inner maps of arrays of
+    /// maps) found in this run, with the slot's change count then: while
+    /// the count is unchanged, the same lookup gives the same answer
+    /// without the slot's lock. At most [`EXPOSED_KEPT`], newest last.
+    slot_memo: Vec<SlotMemo>,
     /// The CPU number the run is on (below the maps' possible CPUs).
     pub cpu: usize,
     /// The XDP buffer, for XDP programs.
@@ -175,6 +180,23 @@ pub(crate) struct ArrayView {
     percpu: bool,
 }
 
+/// A lookup in a slot map that a run may answer again (see
+/// [`RunState::slot_memo`]).
+#[derive(Clone, Copy, Debug)]
+struct SlotMemo {
+    /// The map's program-visible address.
+    map: u64,
+    index: u32,
+    /// [`bpfkit_maps::Map::slot_generation`] when the lookup was made.
+    gen: u64,
+    /// What the program got.
+    addr: u64,
+    /// For a value (devmap entry): the index of its region in the run's
+    /// memory, which must still be there; `None` for an inner map's
+    /// address, which is no region.
+    region: Option<usize>,
+}
+
 /// Values whose regions [`RunState`] remembers (a program's lookups per
 /// run are usually fewer).
 const EXPOSED_KEPT: usize = 16;
@@ -217,6 +239,7 @@ impl RunState {
             reserved: Vec::new(),
             arrays: Vec::new(),
             exposed: Vec::new(),
+            slot_memo: Vec::new(),
             cpu,
             xdp: None,
             frags: Vec::new(),
@@ -339,6 +362,72 @@ impl RunState {
         mem.regions().get(i).is_some_and(|r| {
             r.start() == ptr && len as u64 <= r.len() && (r.writable() || !writable)
         })
+    }
+
+    /// The answer of an earlier lookup of `key` (an index) in the slot map
+    /// `map` at program address `map_addr`, if the slot has not changed
+    /// since and (for a value) its region is still in `mem`, the run's
+    /// memory.
+    #[inline]
+    pub(crate) fn slot_memo(
+        &self,
+        mem: &Memory<'_>,
+        map_addr: u64,
+        map: &Map,
+        key: &[u8],
+    ) -> Option<u64> {
+        if self.slot_memo.is_empty() {
+            return None;
+        }
+        let index = u32::from_ne_bytes(key.try_into().ok()?);
+        let e = self
+            .slot_memo
+            .iter()
+            .rev()
+            .find(|e| e.map == map_addr && e.index == index)?;
+        if map.slot_generation(key)? != e.gen {
+            return None;
+        }
+        match e.region {
+            None => Some(e.addr),
+            Some(r) => (self.is_run_memory(mem)
+                && mem.regions().get(r).is_some_and(|r| r.start() == e.addr))
+            .then_some(e.addr),
+        }
+    }
+
+    /// Notes the answer `addr` of a lookup of `index` in the slot map at
+    /// `map_addr` when the slot's change count was `gen`; `value`: it is a
+    /// value, which needs the region a recent lookup registered for it
+    /// (otherwise nothing is noted).
+    pub(crate) fn remember_slot(
+        &mut self,
+        map_addr: u64,
+        index: u32,
+        gen: u64,
+        addr: u64,
+        value: bool,
+    ) {
+        let region = if value {
+            match self.exposed.iter().rev().find(|(p, _)| *p == addr) {
+                Some(&(_, r)) => Some(r),
+                None => return,
+            }
+        } else {
+            None
+        };
+        self.slot_memo
+            .retain(|e| !(e.map == map_addr && e.index == index));
+        if self.slot_memo.len() == EXPOSED_KEPT {
+            self.slot_memo.remove(0);
+        }
+        self.slot_memo.push(SlotMemo {
+            map: map_addr,
+            index,
+            gen,
+            addr,
+            region,
+        });
     }
 
     /// Notes that region `index` was registered for the value at `ptr`.

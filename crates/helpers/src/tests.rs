@@ -579,3 +579,78 @@ fn array_lookups_are_index_computations() {
         assert_eq!(all[cpu * 8..cpu * 8 + 4], 9u32.to_ne_bytes());
     }
 }
+
+/// Lookups in an array of maps: the inner map's own address (resolvable
+/// by the next lookups of the run, also when it is not a map of the
+/// table); looked up again while the slot is unchanged, the same address
+/// without the slot's lock; after the control side replaces or empties the
+/// slot, the new map or NULL; a lookup through an inner map reaches that
+/// map's values.
+#[test]
+fn array_of_maps_lookups_follow_the_slot() {
+    let tmpl = MapDef::new(MapType::Array, 4, 8, 2);
+    let w = world(&[MapDef::new(MapType::ArrayOfMaps, 4, 4, 2).with_inner(tmpl.clone())]);
+    let outer_addr = w.addrs[0];
+    let outer = w.registry.get(bpfkit_maps::MapId(1)).unwrap();
+    let (a, am) = w.registry.create(tmpl.clone()).unwrap();
+    let (b, bm) = w.registry.create(tmpl).unwrap();
+    am.update(&1u32.to_ne_bytes(), &11u64.to_ne_bytes(), 0)
+        .unwrap();
+    bm.update(&1u32.to_ne_bytes(), &22u64.to_ne_bytes(), 0)
+        .unwrap();
+    outer
+        .update(&0u32.to_ne_bytes(), &a.0.to_ne_bytes(), 0)
+        .unwrap();
+    let mut keys = [0u32.to_ne_bytes(), 1u32.to_ne_bytes()];
+    let [k0, k1] = &mut keys;
+    let mut mem = Memory::new();
+    let (k0, k1) = (
+        mem.add(RegionKind::Other, k0),
+        mem.add(RegionKind::Other, k1),
+    );
+    RunState::scoped(w.table.clone(), 0, mem, |mem, state| {
+        assert!(state.add_map_regions(mem));
+        let mut stack = [0u8; 8];
+        let mut call = |mem: &mut Memory<'_>, args: [u64; 5]| {
+            let h = w.helpers.get(MAP_LOOKUP_ELEM).unwrap().clone();
+            let mut guest = Guest::new(&mut stack, mem);
+            let mut env = HelperEnv::new(
+                guest.reborrow(),
+                Some(&mut *state),
+                Pc(0),
+                HelperId(MAP_LOOKUP_ELEM),
+            );
+            h.call(&mut env, args).unwrap()
+        };
+        let value = |mem: &mut Memory<'_>,
+                     call: &mut dyn FnMut(&mut Memory<'_>, [u64; 5]) -> u64,
+                     inner: u64| {
+            let p = call(mem, [inner, k1, 0, 0, 0]);
+            assert_ne!(p, 0);
+            u64::from_ne_bytes(mem.load::<8>(p).unwrap())
+        };
+        let ia = call(mem, [outer_addr, k0, 0, 0, 0]);
+        assert_eq!(ia, am.addr());
+        for _ in 0..3 {
+            assert_eq!(call(mem, [outer_addr, k0, 0, 0, 0]), ia);
+        }
+        assert_eq!(value(mem, &mut call, ia), 11);
+        assert_eq!(call(mem, [outer_addr, k1, 0, 0, 0]), 0);
+        // Replaced during the run: the next lookup gives the new map; the
+        // old one stays usable for the run.
+        outer
+            .update(&0u32.to_ne_bytes(), &b.0.to_ne_bytes(), 0)
+            .unwrap();
+        let ib = call(mem, [outer_addr, k0, 0, 0, 0]);
+        assert_eq!(ib, bm.addr());
+        assert_eq!(value(mem, &mut call, ib), 22);
+        assert_eq!(value(mem, &mut call, ia), 11);
+        // The same map put back: found again.
+        outer
+            .update(&0u32.to_ne_bytes(), &a.0.to_ne_bytes(), 0)
+            .unwrap();
+        assert_eq!(call(mem, [outer_addr, k0, 0, 0, 0]), ia);
+        outer.delete(&0u32.to_ne_bytes()).unwrap();
+        assert_eq!(call(mem, [outer_addr, k0, 0, 0, 0]), 0);
+    });
+}

@@ -1066,13 +1066,43 @@ impl Map {
     /// when absent, for a key of the wrong size, and for other map types.
     #[inline]
     pub fn dev_value<'g>(&'g self, key: &[u8], guard: &'g RunGuard) -> Option<ValueRef<'g>> {
+        self.dev_value_gen(key, guard).map(|(v, _)| v)
+    }
+
+    /// [`Map::dev_value`] with, for a `devmap`, the entry's
+    /// [`Map::slot_generation`] when it was found (`None` for
+    /// `devmap_hash`).
+    #[inline]
+    pub fn dev_value_gen<'g>(
+        &'g self,
+        key: &[u8],
+        guard: &'g RunGuard,
+    ) -> Option<(ValueRef<'g>, Option<u64>)> {
         if key.len() != self.def.key_size as usize {
             return None;
         }
         match (&self.imp, self.def.map_type) {
-            (Imp::Slots(s), MapType::Devmap) => s.value_ref(u32_of(key), guard),
+            (Imp::Slots(s), MapType::Devmap) => {
+                s.value_ref(u32_of(key), guard).map(|(v, g)| (v, Some(g)))
+            }
             // devmap_hash elements are replaced on update (not per-CPU).
-            (Imp::Hash(h), MapType::DevmapHash) => h.lookup_ptr(key, 0, guard),
+            (Imp::Hash(h), MapType::DevmapHash) => h.lookup_ptr(key, 0, guard).map(|v| (v, None)),
+            _ => None,
+        }
+    }
+
+    /// For the array-like maps of references (`devmap`, `array_of_maps`,
+    /// `prog_array`, `perf_event_array`), a count of the changes made to
+    /// slot `key` (filled, refilled, emptied), read without a lock. While
+    /// it reads what [`Map::dev_value_gen`] or [`Map::inner_map_gen`] gave
+    /// with a lookup, the slot still holds what that lookup found (the same
+    /// element, the same inner map), so a run may reuse the result. `None`
+    /// for other map types, a key of the wrong size or an index past the
+    /// end.
+    #[inline]
+    pub fn slot_generation(&self, key: &[u8]) -> Option<u64> {
+        match &self.imp {
+            Imp::Slots(s) if key.len() == 4 => s.generation(u32_of(key)),
             _ => None,
         }
     }
@@ -1123,14 +1153,29 @@ impl Map {
     /// `array_of_maps` or `hash_of_maps`), valid until `guard` is dropped
     /// even if the slot is replaced meanwhile.
     pub fn inner_map<'g>(&'g self, key: &[u8], guard: &'g RunGuard) -> Option<&'g Map> {
+        self.inner_map_gen(key, guard).map(|(m, _)| m)
+    }
+
+    /// [`Map::inner_map`] with, for an `array_of_maps`, the slot's
+    /// [`Map::slot_generation`] when it was found (`None` for
+    /// `hash_of_maps`).
+    pub fn inner_map_gen<'g>(
+        &'g self,
+        key: &[u8],
+        guard: &'g RunGuard,
+    ) -> Option<(&'g Map, Option<u64>)> {
         if key.len() != self.def.key_size as usize {
             return None;
         }
         match (&self.imp, self.def.map_type) {
-            (Imp::Slots(s), MapType::ArrayOfMaps) => s.inner(u32_of(key), guard),
-            (Imp::Hash(h), MapType::HashOfMaps) => {
-                h.find(key, guard)?.obj.as_ref().map(|m| m.get(guard))
+            (Imp::Slots(s), MapType::ArrayOfMaps) => {
+                s.inner(u32_of(key), guard).map(|(m, g)| (m, Some(g)))
             }
+            (Imp::Hash(h), MapType::HashOfMaps) => h
+                .find(key, guard)?
+                .obj
+                .as_ref()
+                .map(|m| (m.get(guard), None)),
             _ => None,
         }
     }

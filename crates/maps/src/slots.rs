@@ -43,6 +43,12 @@ pub(crate) struct Slots {
     /// never have ifindex 0) as its bytes. Written under the slot's write
     /// lock, after the slot, so that it is never ahead of the slot.
     words: Box<[AtomicU64]>,
+    /// Per slot, a count of the changes made to it (filled, refilled,
+    /// emptied), bumped under the slot's write lock after the change: while
+    /// it reads the same, the slot holds the element (devmap) or inner map
+    /// (array_of_maps) that a lookup made at that count found, which lets a
+    /// run reuse what it looked up before without taking the lock.
+    gens: Box<[AtomicU64]>,
     value_size: usize,
     /// Whether filled slots keep an [`Slot::elem`] (devmaps).
     elems: bool,
@@ -100,6 +106,7 @@ impl Slots {
         Ok(Slots {
             slots: slots.into_boxed_slice(),
             words: crate::storage::alloc(n.checked_mul(8).ok_or(MapError::NoMemory)?)?,
+            gens: crate::storage::alloc(n.checked_mul(8).ok_or(MapError::NoMemory)?)?,
             value_size: value_size as usize,
             elems,
             perf,
@@ -144,6 +151,7 @@ impl Slots {
             elem,
         });
         self.words[i as usize].store(word, Ordering::Release);
+        self.gens[i as usize].fetch_add(1, Ordering::Release);
         drop(g);
         drop(old); // an inner map or a devmap element is retired, not freed
         Ok(())
@@ -169,6 +177,7 @@ impl Slots {
         let mut g = wr(s);
         let old = g.take();
         self.words[i as usize].store(0, Ordering::Release);
+        self.gens[i as usize].fetch_add(1, Ordering::Release);
         drop(g);
         Ok(old.is_some())
     }
@@ -189,19 +198,28 @@ impl Slots {
         }
     }
 
-    /// The element of slot `i` (devmaps), for the rest of the run that
-    /// `guard` protects: `value_size` bytes that programs may only read.
-    pub(crate) fn value_ref<'g>(&self, i: u32, guard: &'g RunGuard) -> Option<ValueRef<'g>> {
-        let words = rd(self.slot(i)?).as_ref()?.elem.as_ref()?.get(guard);
-        Some(ValueRef::new(words, self.value_size))
+    /// The change count of slot `i` (see [`Slots::gens`]), without a lock.
+    #[inline]
+    pub(crate) fn generation(&self, i: u32) -> Option<u64> {
+        Some(self.gens.get(i as usize)?.load(Ordering::Acquire))
     }
 
-    /// The inner map of slot `i`, for the rest of the run.
-    pub(crate) fn inner<'g>(&self, i: u32, guard: &'g RunGuard) -> Option<&'g Map> {
-        rd(self.slot(i)?)
-            .as_ref()
-            .and_then(|s| s.obj.as_ref())
-            .map(|m| m.get(guard))
+    /// The element of slot `i` (devmaps), for the rest of the run that
+    /// `guard` protects: `value_size` bytes that programs may only read;
+    /// with the slot's change count at the time (read under the same lock).
+    pub(crate) fn value_ref<'g>(&self, i: u32, guard: &'g RunGuard) -> Option<(ValueRef<'g>, u64)> {
+        let slot = rd(self.slot(i)?);
+        let words = slot.as_ref()?.elem.as_ref()?.get(guard);
+        let gen = self.gens[i as usize].load(Ordering::Acquire);
+        Some((ValueRef::new(words, self.value_size), gen))
+    }
+
+    /// The inner map of slot `i`, for the rest of the run, with the slot's
+    /// change count at the time (read under the same lock).
+    pub(crate) fn inner<'g>(&self, i: u32, guard: &'g RunGuard) -> Option<(&'g Map, u64)> {
+        let slot = rd(self.slot(i)?);
+        let m = slot.as_ref()?.obj.as_ref()?.get(guard);
+        Some((m, self.gens[i as usize].load(Ordering::Acquire)))
     }
 
     /// Appends the record `make` gives (`len` bytes) to buffer `i`, or
