@@ -309,6 +309,21 @@ pub(crate) fn update(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let (guest, st) = env.split();
     let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
     let (ks, vs) = (map.def().key_size as usize, map.def().value_size as usize);
+    // Keys and values of up to 64 bytes (flows, counters, small records):
+    // two stack buffers, read inline, no closures.
+    if ks <= SMALL_KEY && vs <= SMALL_KEY {
+        let (mut kb, mut vb) = ([0u8; SMALL_KEY], [0u8; SMALL_KEY]);
+        let (key, value) = (&mut kb[..ks], &mut vb[..vs]);
+        // A zero-sized key (queues, stacks) is not read, as the kernel
+        // reads nothing.
+        if ks > 0 {
+            read_into(guest, a[1], key)?;
+        }
+        if vs > 0 {
+            read_into(guest, a[2], value)?;
+        }
+        return Ok(ret(map.prog_update(key, value, a[3], st.cpu)));
+    }
     with_bytes(guest, a[1], ks, |key| {
         with_bytes(guest, a[2], vs, |value| {
             ret(map.prog_update(key, value, a[3], st.cpu))
