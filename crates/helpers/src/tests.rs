@@ -654,3 +654,54 @@ fn array_of_maps_lookups_follow_the_slot() {
         assert_eq!(call(mem, [outer_addr, k0, 0, 0, 0]), 0);
     });
 }
+
+/// Keys and values read from the program's stack (where programs build
+/// them) and from regions, at the common sizes read as one load: the
+/// stored bytes are the guest's, and a key or value that is not wholly
+/// inside the stack or one region is a fault, not a partial read.
+#[test]
+fn update_reads_keys_and_values_exactly() {
+    let w = world(&[
+        MapDef::new(MapType::Hash, 12, 16, 4),
+        MapDef::new(MapType::Hash, 5, 3, 4),
+    ]);
+    let (h12, h5) = (w.addrs[0], w.addrs[1]);
+    let map = |i: u32| w.registry.get(bpfkit_maps::MapId(i)).unwrap();
+    let mut region = [0u8; 20];
+    region[..12].copy_from_slice(b"region-key12");
+    let mut mem = Memory::new();
+    let r = mem.add(RegionKind::Other, &mut region);
+    RunState::scoped(w.table.clone(), 0, mem, |mem, state| {
+        let mut stack = [0u8; 64];
+        stack[..12].copy_from_slice(b"stack-key-12");
+        stack[16..32].copy_from_slice(b"value-16-bytes!!");
+        stack[40..45].copy_from_slice(b"five5");
+        stack[48..51].copy_from_slice(b"abc");
+        let base = stack.as_ptr() as u64;
+        let mut call = |mem: &mut Memory<'_>, args: [u64; 5]| {
+            let h = w.helpers.get(MAP_UPDATE_ELEM).unwrap().clone();
+            let mut guest = Guest::new(&mut stack, mem);
+            assert_eq!(guest.stack_start(), base);
+            let mut env = HelperEnv::new(
+                guest.reborrow(),
+                Some(&mut *state),
+                Pc(0),
+                HelperId(MAP_UPDATE_ELEM),
+            );
+            h.call(&mut env, args)
+        };
+        let st = |off: u64| base + off;
+        assert_eq!(call(mem, [h12, st(0), st(16), 0, 0]).unwrap(), 0);
+        assert_eq!(call(mem, [h12, r, st(16), 0, 0]).unwrap(), 0);
+        assert_eq!(call(mem, [h5, st(40), st(48), 0, 0]).unwrap(), 0);
+        // The key's last byte past the stack's end; the value's past the
+        // region's end.
+        assert!(call(mem, [h12, st(53), st(16), 0, 0]).is_err());
+        assert!(call(mem, [h12, st(0), r + 8, 0, 0]).is_err());
+        assert!(call(mem, [h12, 0x10, st(16), 0, 0]).is_err());
+    });
+    assert_eq!(map(1).lookup(b"stack-key-12").unwrap(), b"value-16-bytes!!");
+    assert_eq!(map(1).lookup(b"region-key12").unwrap(), b"value-16-bytes!!");
+    assert_eq!(map(2).lookup(b"five5").unwrap(), b"abc");
+    assert_eq!(map(1).len(), 2);
+}
