@@ -40,7 +40,7 @@
 //!
 //! | helper | call |
 //! |---|---|
-//! | `bpf_map_lookup_elem` | [`Map::lookup_ptr`] (arrays, hashes, LRU, LPM); [`Map::inner_map`] (map-in-map: the program gets the inner map) |
+//! | `bpf_map_lookup_elem` | [`Map::lookup_ptr`] (arrays, hashes, LRU, LPM); [`Map::inner_map`] (map-in-map: the program gets the inner map); [`Map::dev_value`] (devmap, devmap_hash: the entry, read-only); [`Map::slot_generation`] tells whether a slot still holds what a lookup found |
 //! | `bpf_map_update_elem` / `bpf_map_delete_elem` | [`Map::prog_update`] / [`Map::prog_delete`]; return `-errno` with [`MapError::to_helper_ret`] |
 //! | `bpf_map_push_elem` / `pop` / `peek` | [`Map::push`] / [`Map::pop`] / [`Map::peek`] |
 //! | `bpf_ringbuf_{reserve,submit,discard,output,query}` | [`Map::ringbuf_reserve`], [`Map::ringbuf_submit`], [`Map::ringbuf_discard`], [`Map::ringbuf_output`], [`Map::ringbuf_query`]; the embedder drains with [`Map::ringbuf_consume`] |
