@@ -7,14 +7,6 @@ use bpfkit_maps::{map_flags, Map, MapError, MapId, MapType, ValueRef};
 use bpfkit_runtime::{Guest, HelperAbort, HelperResult, RegionKind};
 use std::sync::Arc;
 
-/// The map behind a program's map pointer.
-pub(crate) fn map_arg(env: &mut Env<'_, '_, '_>, addr: u64) -> Result<Arc<Map>, HelperAbort> {
-    let st = env.state();
-    st.map(addr)
-        .cloned()
-        .ok_or_else(|| HelperAbort::Failed(format!("{addr:#x} is not a map")))
-}
-
 /// The map behind a program's map pointer, borrowed from the run's state.
 pub(crate) fn map_ref(st: &RunState, addr: u64) -> Result<&Arc<Map>, HelperAbort> {
     st.map(addr).ok_or_else(|| not_a_map(addr))
@@ -396,12 +388,14 @@ pub(crate) fn ringbuf_output(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperRe
 /// `bpf_ringbuf_reserve(ringbuf, size, flags)`.
 #[inline]
 pub(crate) fn ringbuf_reserve(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
-    let map = map_arg(env, a[0])?;
+    // The map stays borrowed from the run's state (which keeps it alive
+    // for the run): no reference count per record.
     let st = env.state();
+    let map = map_ref(st, a[0])?;
     let Some((ptr, len)) = map.ringbuf_reserve(a[1], a[2], st.guard()).map(|v| raw(&v)) else {
         return Ok(0);
     };
-    st.reserved.push((ptr as u64, map));
+    st.reserved.push((ptr as u64, a[0]));
     hand_out(env, ptr, len, true)
 }
 
@@ -419,6 +413,7 @@ pub(crate) fn ringbuf_commit(
         )));
     };
     let (_, map) = st.reserved.swap_remove(i);
+    let map = map_ref(st, map)?;
     let r = if discard {
         map.ringbuf_discard(a[0], a[1])
     } else {

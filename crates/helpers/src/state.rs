@@ -118,8 +118,10 @@ pub struct RunState {
     pub maps: Arc<MapTable>,
     /// Inner maps handed out in this run, by the address the program got.
     pub(crate) inner: Vec<(u64, Arc<Map>)>,
-    /// Ring buffer records reserved in this run: data address -> map.
-    pub(crate) reserved: Vec<(u64, Arc<Map>)>,
+    /// Ring buffer records reserved in this run: data address -> the
+    /// program's address of the map (of the table, or an inner map this
+    /// state keeps).
+    pub(crate) reserved: Vec<(u64, u64)>,
     /// Per map of the table (same order): for a plain or per-CPU array
     /// whose storage [`RunState::add_map_regions`] registered as a region
     /// of the run's memory, where its values are, so that a lookup is an
