@@ -295,6 +295,7 @@ impl RunState {
             return false;
         }
         self.arrays.clear();
+        self.arrays.reserve(self.maps.by_addr.len());
         for (_, m) in &self.maps.by_addr {
             let before = mem.regions().len();
             let percpu = m.map_type() == MapType::PercpuArray;
