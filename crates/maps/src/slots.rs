@@ -138,7 +138,7 @@ impl Slots {
         v[..value.len()].copy_from_slice(value);
         let elem = self
             .elems
-            .then(|| Rcu::new([AtomicU64::new(u64::from_ne_bytes(v))]));
+            .then(|| Rcu::from_arc(Arc::new([AtomicU64::new(u64::from_ne_bytes(v))])));
         let word = if self.value_size == 8 {
             u64::from_ne_bytes(v)
         } else {
