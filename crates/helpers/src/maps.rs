@@ -147,8 +147,9 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
         }
         // The entry in place, read-only (the verifier refuses writes to
         // device map values): no copy per lookup, and the pointer
-        // identity of the kernel's (see `Map::dev_value`).
-        MapType::Devmap | MapType::DevmapHash => {
+        // identity of the kernel's (see `Map::dev_value`). A devmap_hash
+        // entry is `lookup_ptr`'s, below.
+        MapType::Devmap => {
             if let Some(addr) = st.slot_memo(guest.memory(), a[0], map, key) {
                 return Ok(addr);
             }
@@ -160,13 +161,11 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
             };
             let index = u32_of(key);
             let out = hand_out(env, ptr, len, false)?;
-            if let Some(gen) = gen {
-                env.state().remember_slot(a[0], index, gen, out, true);
-            }
+            env.state().remember_slot(a[0], index, gen, out, true);
             Ok(out)
         }
-        _ => {
-            let writable = value_writable(map);
+        t => {
+            let writable = t != MapType::DevmapHash && value_writable(map);
             let Some((ptr, len)) = map.lookup_ptr(key, st.cpu, st.guard()).map(|v| raw(&v)) else {
                 return Ok(0);
             };

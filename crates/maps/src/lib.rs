@@ -795,9 +795,10 @@ impl Map {
 
     /// `bpf_map_lookup_elem` from a program running on `cpu`: the value in
     /// place (for per-CPU maps, `cpu`'s slot), valid until `guard` is
-    /// dropped. `None` when absent, for a key of the wrong size, a `cpu`
-    /// out of range, or a map type whose values programs cannot address
-    /// (use the dedicated calls below for those).
+    /// dropped; for a `devmap_hash`, the entry, which programs may only
+    /// read (see [`Map::dev_value`]). `None` when absent, for a key of the
+    /// wrong size, a `cpu` out of range, or a map type whose values
+    /// programs cannot address (use the dedicated calls below for those).
     #[inline]
     pub fn lookup_ptr<'g>(
         &'g self,
@@ -810,9 +811,10 @@ impl Map {
         }
         match (&self.imp, self.def.map_type) {
             (Imp::Array(a), _) => a.lookup_ptr(key, cpu),
-            (Imp::Hash(h), t) if !matches!(t, MapType::HashOfMaps | MapType::DevmapHash) => {
-                h.lookup_ptr(key, cpu, guard)
-            }
+            // devmap_hash too (its elements are replaced on update, never
+            // per-CPU): one call of `Hash::lookup_ptr` for every hash, so
+            // that the compiler keeps it inlined here.
+            (Imp::Hash(h), t) if t != MapType::HashOfMaps => h.lookup_ptr(key, cpu, guard),
             (Imp::Lpm(l), _) => l.lookup_ptr(key, guard),
             _ => None,
         }
@@ -1066,27 +1068,24 @@ impl Map {
     /// when absent, for a key of the wrong size, and for other map types.
     #[inline]
     pub fn dev_value<'g>(&'g self, key: &[u8], guard: &'g RunGuard) -> Option<ValueRef<'g>> {
-        self.dev_value_gen(key, guard).map(|(v, _)| v)
+        match self.def.map_type {
+            MapType::Devmap => self.dev_value_gen(key, guard).map(|(v, _)| v),
+            MapType::DevmapHash => self.lookup_ptr(key, 0, guard),
+            _ => None,
+        }
     }
 
-    /// [`Map::dev_value`] with, for a `devmap`, the entry's
-    /// [`Map::slot_generation`] when it was found (`None` for
-    /// `devmap_hash`).
+    /// [`Map::dev_value`] for a `devmap`, with the entry's
+    /// [`Map::slot_generation`] when it was found (`None` for other map
+    /// types: a `devmap_hash` entry is [`Map::lookup_ptr`]'s).
     #[inline]
     pub fn dev_value_gen<'g>(
         &'g self,
         key: &[u8],
         guard: &'g RunGuard,
-    ) -> Option<(ValueRef<'g>, Option<u64>)> {
-        if key.len() != self.def.key_size as usize {
-            return None;
-        }
+    ) -> Option<(ValueRef<'g>, u64)> {
         match (&self.imp, self.def.map_type) {
-            (Imp::Slots(s), MapType::Devmap) => {
-                s.value_ref(u32_of(key), guard).map(|(v, g)| (v, Some(g)))
-            }
-            // devmap_hash elements are replaced on update (not per-CPU).
-            (Imp::Hash(h), MapType::DevmapHash) => h.lookup_ptr(key, 0, guard).map(|v| (v, None)),
+            (Imp::Slots(s), MapType::Devmap) if key.len() == 4 => s.value_ref(u32_of(key), guard),
             _ => None,
         }
     }
