@@ -432,6 +432,19 @@ spec("devmap", object="devmap.o", program="xdp_devmap",
          short13(), eth_only("XDP_PASS"),
      ])
 
+spec("devmap_lookup", object="devmap_lookup.o", program="xdp_devmap_lookup",
+     about="lookups in devmap_hash and 8-byte devmap values from the program: the same pointer twice, program id 0 for fd 0 and -1",
+     maps={"by_id": [{"key": u32(1), "value": u32(1)}, {"key": u32(6), "value": u32(1)}],
+           "ports": [{"key": u32(1), "value": u32(1) + u32(0)}, {"key": u32(2), "value": u32(1) + u32(0xffffffff)}]},
+     packets=[
+         p("key 1: both maps", udp4("10.0.0.1", "10.0.0.2", 1, 2, dmac=mac("02:00:00:00:00:01")), "XDP_REDIRECT"),
+         p("key 2: devmap only (fd -1)", udp4("10.0.0.1", "10.0.0.2", 1, 2, dmac=mac("02:00:00:00:00:02")), "XDP_PASS"),
+         p("key 6: devmap_hash, devmap port 2", udp4("10.0.0.1", "10.0.0.2", 1, 2, dmac=mac("02:00:00:00:00:06")), "XDP_REDIRECT"),
+         p("key 3: neither", udp4("10.0.0.1", "10.0.0.2", 1, 2, dmac=mac("02:00:00:00:00:03")), "XDP_PASS"),
+         p("key 1 again", tcp4("10.0.0.1", "10.0.0.2", 1, 2, dmac=mac("02:00:00:00:00:01")), "XDP_REDIRECT"),
+         short13(),
+     ])
+
 spec("ringbuf", object="ringbuf.o", program="xdp_ringbuf",
      about="ring buffer output/reserve/submit/discard/query until the 4 KiB ring is full",
      packets=[p("TCP event", tcp4("10.0.0.1", "10.0.0.2", 1, 2, 0x02), "XDP_PASS")]

@@ -1,19 +1,11 @@
 //! Map helpers: lookup, update, delete, push/pop/peek, ring buffers.
 
 use crate::region::expose;
-use crate::state::{RunState, Scratch};
+use crate::state::RunState;
 use crate::Env;
-use bpfkit_maps::{map_flags, Map, MapError, MapType, ValueRef};
+use bpfkit_maps::{map_flags, Map, MapError, MapId, MapType, ValueRef};
 use bpfkit_runtime::{Guest, HelperAbort, HelperResult, RegionKind};
 use std::sync::Arc;
-
-/// The map behind a program's map pointer.
-pub(crate) fn map_arg(env: &mut Env<'_, '_, '_>, addr: u64) -> Result<Arc<Map>, HelperAbort> {
-    let st = env.state();
-    st.map(addr)
-        .cloned()
-        .ok_or_else(|| HelperAbort::Failed(format!("{addr:#x} is not a map")))
-}
 
 /// The map behind a program's map pointer, borrowed from the run's state.
 pub(crate) fn map_ref(st: &RunState, addr: u64) -> Result<&Arc<Map>, HelperAbort> {
@@ -87,6 +79,16 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     // (inner maps handed out in this run after it) per call.
     let (guest, st) = env.split();
     let slot = st.maps.position(a[0]);
+    // Arrays of the table: an index computation, as the kernel's
+    // `array_map_lookup_elem`.
+    if let Some(i) = slot {
+        if st.arrays.get(i).is_some_and(Option::is_some) {
+            let index = u32::from_ne_bytes(guest.load::<4>(a[1])?);
+            if let Some(addr) = st.array_lookup(guest.memory(), i, index) {
+                return Ok(addr);
+            }
+        }
+    }
     let map = match slot {
         Some(i) => st.maps.at(i),
         // Not in the table (just searched): an inner map of this run.
@@ -115,7 +117,7 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
         }
         n if n <= SMALL_KEY => {
             small = [0u8; SMALL_KEY];
-            guest.read(a[1], &mut small[..n])?;
+            read_into(guest, a[1], &mut small[..n])?;
             &small[..n]
         }
         _ => {
@@ -126,116 +128,82 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
         }
     };
     match map.map_type() {
-        MapType::ArrayOfMaps | MapType::HashOfMaps | MapType::Devmap | MapType::DevmapHash => {
-            lookup_special(env, a[0], key)
+        MapType::ArrayOfMaps | MapType::HashOfMaps => {
+            // The slot unchanged since this run looked it up: the same map.
+            if let Some(addr) = st.slot_memo(guest.memory(), a[0], map, key) {
+                return Ok(addr);
+            }
+            let Some((addr, id, gen)) = map
+                .inner_map_gen(key, st.guard())
+                .map(|(m, g)| (m as *const Map as u64, m.id(), g))
+            else {
+                return Ok(0);
+            };
+            let out = inner_addr(st, addr, id)?;
+            if let (Some(gen), true) = (gen, out != 0) {
+                st.remember_slot(a[0], u32_of(key), gen, out, false);
+            }
+            Ok(out)
         }
-        _ => {
-            let writable = value_writable(map);
+        // The entry in place, read-only (the verifier refuses writes to
+        // device map values): no copy per lookup, and the pointer
+        // identity of the kernel's (see `Map::dev_value`). A devmap_hash
+        // entry is `lookup_ptr`'s, below.
+        MapType::Devmap => {
+            if let Some(addr) = st.slot_memo(guest.memory(), a[0], map, key) {
+                return Ok(addr);
+            }
+            let Some((ptr, len, gen)) = map
+                .dev_value_gen(key, st.guard())
+                .map(|(v, g)| (v.as_ptr(), v.len(), g))
+            else {
+                return Ok(0);
+            };
+            let index = u32_of(key);
+            let out = hand_out(env, ptr, len, false)?;
+            env.state().remember_slot(a[0], index, gen, out, true);
+            Ok(out)
+        }
+        t => {
+            let writable = t != MapType::DevmapHash && value_writable(map);
             let Some((ptr, len)) = map.lookup_ptr(key, st.cpu, st.guard()).map(|v| raw(&v)) else {
                 return Ok(0);
             };
-            // A value inside an array of the table lies in the region that
-            // `add_map_regions` registered: no region search, no new region.
-            if let Some(i) = slot {
-                if st.in_array_region(guest.memory(), i, ptr as u64, len, writable) {
-                    return Ok(ptr as u64);
-                }
-            }
             hand_out(env, ptr, len, writable)
         }
     }
 }
 
-/// Lookups in maps of maps (the inner map's address) and devmaps (a
-/// read-only copy of `struct bpf_devmap_val`).
-fn lookup_special(env: &mut Env<'_, '_, '_>, map_addr: u64, key: &[u8]) -> HelperResult {
-    // The map is borrowed from the run's table, not cloned (one lookup
-    // per packet).
-    let st = env.state();
-    let map = map_ref(st, map_addr)?;
-    match map.map_type() {
-        MapType::ArrayOfMaps | MapType::HashOfMaps => {
-            let Some(found) = map.inner_map(key, st.guard()) else {
-                return Ok(0);
-            };
-            // Handed out before in this run (the next packet of a batch):
-            // the same map, no registry lookup.
-            let seen = found as *const Map as u64;
-            if st.inner.iter().any(|(a, _)| *a == seen) {
-                return Ok(seen);
-            }
-            let Some(id) = found.id() else {
-                return Ok(0);
-            };
-            let Some(inner) = st.maps.registry().and_then(|r| r.get(id)) else {
-                return Ok(0);
-            };
-            let addr = Arc::as_ptr(&inner) as u64;
-            if !st.inner.iter().any(|(a, _)| *a == addr) {
-                st.inner.push((addr, inner));
-            }
-            Ok(addr)
-        }
-        _ => {
-            // `struct bpf_devmap_val` is 4 or 8 bytes: copied on the stack.
-            let mut buf = [0u8; 64];
-            let heap;
-            let v: &[u8] = if map.value_buf_len() <= buf.len() {
-                if map.lookup_into(key, &mut buf).is_err() {
-                    return Ok(0);
-                }
-                &buf[..map.value_buf_len()]
-            } else {
-                let Ok(v) = map.lookup(key) else {
-                    return Ok(0);
-                };
-                heap = v;
-                &heap
-            };
-            let addr = Arc::as_ptr(map) as u64;
-            // The same key of the same map gives the same pointer while its
-            // value is unchanged, as the kernel's pointer into the element
-            // does; a changed value gets a new copy, so that an earlier
-            // pointer keeps the value it saw (the kernel's old element).
-            // Reusing the copy also keeps the run's regions from growing
-            // with every lookup of a `--repeat` batch.
-            let same = |s: &&Scratch| {
-                s.map == addr && *s.key == *key && s.len == v.len() && words_hold(&s.words, v)
-            };
-            if let Some(s) = st.scratch.iter().find(same) {
-                return Ok(s.words.as_ptr() as u64);
-            }
-            let v = v.to_vec();
-            let mut words = vec![0u64; v.len().div_ceil(8)].into_boxed_slice();
-            for (w, c) in words.iter_mut().zip(v.chunks(8)) {
-                let mut b = [0u8; 8];
-                b[..c.len()].copy_from_slice(c);
-                *w = u64::from_ne_bytes(b);
-            }
-            let ptr = words.as_mut_ptr().cast::<u8>();
-            let out = hand_out(env, ptr, v.len(), false)?;
-            // Kept only once it is a region (the heap buffer does not move
-            // with the box).
-            env.state().scratch.push(Scratch {
-                map: addr,
-                key: key.into(),
-                len: v.len(),
-                words,
-            });
-            Ok(out)
-        }
-    }
+/// A 4-byte key as the index it is (slot maps' keys are 4 bytes; a
+/// shorter key, which their lookups refuse, reads as 0).
+fn u32_of(key: &[u8]) -> u32 {
+    key.first_chunk::<4>().map_or(0, |b| u32::from_ne_bytes(*b))
 }
 
-/// Whether the words of a scratch copy hold exactly `bytes` (and zeros
-/// after them).
-fn words_hold(words: &[u64], bytes: &[u8]) -> bool {
-    words.len() == bytes.len().div_ceil(8)
-        && words.iter().zip(bytes.chunks(8)).all(|(w, c)| {
-            let mut b = [0u8; 8];
-            b[..c.len()].copy_from_slice(c);
-            *w == u64::from_ne_bytes(b)
-        })
+/// The address a program gets for the inner map at `addr` (with `id`)
+/// that a map-in-map lookup found: its own address, kept resolvable for
+/// the rest of the run (the table's maps already are; others are looked
+/// up in the registry once per run and kept in [`RunState::inner`]).
+fn inner_addr(st: &mut RunState, addr: u64, id: Option<MapId>) -> HelperResult {
+    // The repeat path: the map was handed out before in this run, or is a
+    // map of the object (libbpf's `.values`): no registry lookup, no
+    // reference count.
+    if st.inner.iter().any(|(a, _)| *a == addr) || st.maps.position(addr).is_some() {
+        return Ok(addr);
+    }
+    let Some(id) = id else {
+        return Ok(0);
+    };
+    let Some(inner) = st.maps.registry().and_then(|r| r.get(id)) else {
+        return Ok(0);
+    };
+    // The registry's map is the one found (ids are unique while the map
+    // lives, and the outer map keeps it alive).
+    let addr = Arc::as_ptr(&inner) as u64;
+    if !st.inner.iter().any(|(a, _)| *a == addr) {
+        st.inner.push((addr, inner));
+    }
+    Ok(addr)
 }
 
 /// Keys and values up to this size are read into stack buffers.
@@ -278,13 +246,49 @@ fn on_stack<const N: usize, R>(
 ) -> Result<R, HelperAbort> {
     let mut buf = [0u8; N];
     let buf = &mut buf[..len];
-    guest.read(addr, buf)?;
+    read_into(guest, addr, buf)?;
     Ok(f(buf))
+}
+
+/// [`Guest::read`] with the common key and value sizes (struct sizes up
+/// to 64 bytes, multiples of 4) as one fixed-size load each, inlined here:
+/// `Guest::load` reads the program's stack, where programs build keys and
+/// values, without a call or a copy of a run-time length, and otherwise
+/// asks the regions for the whole range at once, as `read` does.
+#[inline(always)]
+fn read_into(guest: &Guest<'_, '_>, addr: u64, buf: &mut [u8]) -> Result<(), HelperAbort> {
+    #[inline(always)]
+    fn exact<const N: usize>(
+        guest: &Guest<'_, '_>,
+        addr: u64,
+        buf: &mut [u8],
+    ) -> Result<(), HelperAbort> {
+        if let Some(b) = buf.first_chunk_mut::<N>() {
+            *b = guest.load::<N>(addr)?;
+        }
+        Ok(())
+    }
+    match buf.len() {
+        4 => exact::<4>(guest, addr, buf),
+        8 => exact::<8>(guest, addr, buf),
+        12 => exact::<12>(guest, addr, buf),
+        16 => exact::<16>(guest, addr, buf),
+        20 => exact::<20>(guest, addr, buf),
+        24 => exact::<24>(guest, addr, buf),
+        32 => exact::<32>(guest, addr, buf),
+        40 => exact::<40>(guest, addr, buf),
+        48 => exact::<48>(guest, addr, buf),
+        64 => exact::<64>(guest, addr, buf),
+        _ => {
+            guest.read(addr, buf)?;
+            Ok(())
+        }
+    }
 }
 
 /// The trap for a map argument that is no map.
 #[cold]
-fn not_a_map(addr: u64) -> HelperAbort {
+pub(crate) fn not_a_map(addr: u64) -> HelperAbort {
     HelperAbort::Failed(format!("{addr:#x} is not a map"))
 }
 
@@ -296,6 +300,21 @@ pub(crate) fn update(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let (guest, st) = env.split();
     let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
     let (ks, vs) = (map.def().key_size as usize, map.def().value_size as usize);
+    // Keys and values of up to 64 bytes (flows, counters, small records):
+    // two stack buffers, read inline, no closures.
+    if ks <= SMALL_KEY && vs <= SMALL_KEY {
+        let (mut kb, mut vb) = ([0u8; SMALL_KEY], [0u8; SMALL_KEY]);
+        let (key, value) = (&mut kb[..ks], &mut vb[..vs]);
+        // A zero-sized key (queues, stacks) is not read, as the kernel
+        // reads nothing.
+        if ks > 0 {
+            read_into(guest, a[1], key)?;
+        }
+        if vs > 0 {
+            read_into(guest, a[2], value)?;
+        }
+        return Ok(ret(map.prog_update(key, value, a[3], st.cpu)));
+    }
     with_bytes(guest, a[1], ks, |key| {
         with_bytes(guest, a[2], vs, |value| {
             ret(map.prog_update(key, value, a[3], st.cpu))
@@ -368,12 +387,14 @@ pub(crate) fn ringbuf_output(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperRe
 /// `bpf_ringbuf_reserve(ringbuf, size, flags)`.
 #[inline]
 pub(crate) fn ringbuf_reserve(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
-    let map = map_arg(env, a[0])?;
+    // The map stays borrowed from the run's state (which keeps it alive
+    // for the run): no reference count per record.
     let st = env.state();
+    let map = map_ref(st, a[0])?;
     let Some((ptr, len)) = map.ringbuf_reserve(a[1], a[2], st.guard()).map(|v| raw(&v)) else {
         return Ok(0);
     };
-    st.reserved.push((ptr as u64, map));
+    st.reserved.push((ptr as u64, a[0]));
     hand_out(env, ptr, len, true)
 }
 
@@ -391,6 +412,7 @@ pub(crate) fn ringbuf_commit(
         )));
     };
     let (_, map) = st.reserved.swap_remove(i);
+    let map = map_ref(st, map)?;
     let r = if discard {
         map.ringbuf_discard(a[0], a[1])
     } else {

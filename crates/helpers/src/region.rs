@@ -33,6 +33,6 @@ pub(crate) unsafe fn expose(
     // SAFETY: forwarded from this function's contract (validity until the
     // memory is cleared, no Rust references, no overlap: a region that
     // already covers the bytes was found above, and map values, records
-    // and scratch buffers are distinct allocations).
+    // and device map elements are distinct allocations).
     unsafe { mem.add_raw(kind, ptr, len, writable) }
 }

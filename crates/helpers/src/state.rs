@@ -1,7 +1,7 @@
 //! Per-run state that helpers reach through
 //! [`HelperEnv::data_mut`](bpfkit_runtime::HelperEnv::data_mut).
 
-use bpfkit_maps::{map_flags, pin, Map, MapId, MapRegistry, ProgId, RunGuard};
+use bpfkit_maps::{map_flags, pin, Map, MapId, MapRegistry, MapType, ProgId, RunGuard};
 use bpfkit_runtime::{Memory, RegionKind};
 use std::sync::Arc;
 
@@ -111,15 +111,6 @@ pub enum Redirect {
     },
 }
 
-/// A read-only copy of a map value handed to the program (devmap
-/// lookups), with the map address and key it came from.
-pub(crate) struct Scratch {
-    pub(crate) map: u64,
-    pub(crate) key: Box<[u8]>,
-    pub(crate) len: usize,
-    pub(crate) words: Box<[u64]>,
-}
-
 /// Everything helpers keep for one program run (with its tail calls).
 pub struct RunState {
     guard: RunGuard,
@@ -127,18 +118,23 @@ pub struct RunState {
     pub maps: Arc<MapTable>,
     /// Inner maps handed out in this run, by the address the program got.
     pub(crate) inner: Vec<(u64, Arc<Map>)>,
-    /// Ring buffer records reserved in this run: data address -> map.
-    pub(crate) reserved: Vec<(u64, Arc<Map>)>,
-    /// Copies of values handed out read-only (devmap lookups), kept alive
-    /// for the run: (map address, key, copy).
-    pub(crate) scratch: Vec<Scratch>,
-    /// Per map of the table (same order): the index of the region that
-    /// [`RunState::add_map_regions`] registered for its array storage in
-    /// the run's memory, so that lookups in it need no region search.
-    pub(crate) array_regions: Vec<Option<usize>>,
+    /// Ring buffer records reserved in this run: data address -> the
+    /// program's address of the map (of the table, or an inner map this
+    /// state keeps).
+    pub(crate) reserved: Vec<(u64, u64)>,
+    /// Per map of the table (same order): for a plain or per-CPU array
+    /// whose storage [`RunState::add_map_regions`] registered as a region
+    /// of the run's memory, where its values are, so that a lookup is an
+    /// index computation (no map dispatch, no region search).
+    pub(crate) arrays: Vec<Option<ArrayView>>,
     /// The last values helpers registered as regions: (address, region
     /// index), newest last, at most [`EXPOSED_KEPT`].
     exposed: Vec<(u64, usize)>,
+    /// What lookups in slot maps (devmap entries, inner maps of arrays of
+    /// maps) found in this run, with the slot's change count then: while
+    /// the count is unchanged, the same lookup gives the same answer
+    /// without the slot's lock. At most [`EXPOSED_KEPT`], newest last.
+    slot_memo: Vec<SlotMemo>,
     /// The CPU number the run is on (below the maps' possible CPUs).
     pub cpu: usize,
     /// The XDP buffer, for XDP programs.
@@ -167,6 +163,40 @@ pub struct RunState {
     run_mem: usize,
     /// xorshift64* state, 0 until the first draw (`seed` never gives 0).
     rng: u64,
+}
+
+/// Where the values of an array of the map table are in the run's memory.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ArrayView {
+    /// The index of its storage's region in the run's memory.
+    region: usize,
+    /// The storage's address.
+    base: u64,
+    /// Bytes per value (per CPU for per-CPU arrays): `value_size` rounded
+    /// up to 8.
+    stride: u64,
+    max_entries: u32,
+    /// The map's possible CPUs.
+    cpus: usize,
+    /// A `percpu_array`: index `i` on CPU `c` is value `i * cpus + c`.
+    percpu: bool,
+}
+
+/// A lookup in a slot map that a run may answer again (see
+/// [`RunState::slot_memo`]).
+#[derive(Clone, Copy, Debug)]
+struct SlotMemo {
+    /// The map's program-visible address.
+    map: u64,
+    index: u32,
+    /// [`bpfkit_maps::Map::slot_generation`] when the lookup was made.
+    gen: u64,
+    /// What the program got.
+    addr: u64,
+    /// For a value (devmap entry): the index of its region in the run's
+    /// memory, which must still be there; `None` for an inner map's
+    /// address, which is no region.
+    region: Option<usize>,
 }
 
 /// Values whose regions [`RunState`] remembers (a program's lookups per
@@ -209,9 +239,9 @@ impl RunState {
             maps,
             inner: Vec::new(),
             reserved: Vec::new(),
-            scratch: Vec::new(),
-            array_regions: Vec::new(),
+            arrays: Vec::new(),
             exposed: Vec::new(),
+            slot_memo: Vec::new(),
             cpu,
             xdp: None,
             frags: Vec::new(),
@@ -264,9 +294,12 @@ impl RunState {
         if !self.is_run_memory(mem) {
             return false;
         }
-        self.array_regions.clear();
+        self.arrays.clear();
+        self.arrays.reserve(self.maps.by_addr.len());
         for (_, m) in &self.maps.by_addr {
             let before = mem.regions().len();
+            let percpu = m.map_type() == MapType::PercpuArray;
+            let mut view = None;
             if let Some(v) = m.array_storage().or_else(|| m.percpu_array_storage()) {
                 let writable = m.def().map_flags & map_flags::RDONLY_PROG == 0;
                 let len = v.len();
@@ -278,36 +311,41 @@ impl RunState {
                 unsafe {
                     crate::region::expose(mem, RegionKind::MapValue, v.as_ptr(), len, writable)
                 };
+                // The layout `Map::array_storage` and
+                // `Map::percpu_array_storage` document.
+                view = (mem.regions().len() > before).then(|| ArrayView {
+                    region: before,
+                    base: v.addr(),
+                    stride: u64::from(m.def().value_size).div_ceil(8) * 8,
+                    max_entries: m.def().max_entries,
+                    cpus: m.possible_cpus(),
+                    percpu,
+                });
             }
-            let added = mem.regions().len() > before;
-            self.array_regions.push(added.then_some(before));
+            self.arrays.push(view);
         }
         true
     }
 
-    /// Whether `[ptr, ptr + len)` lies in the region registered for the
-    /// storage of table map `i` in `mem` (the run's memory), with write
-    /// access when `writable`: then a lookup's value needs no new region.
-    #[inline]
-    pub(crate) fn in_array_region(
-        &self,
-        mem: &Memory<'_>,
-        i: usize,
-        ptr: u64,
-        len: usize,
-        writable: bool,
-    ) -> bool {
-        let Some(Some(r)) = self.array_regions.get(i) else {
-            return false;
-        };
-        let Some(r) = mem.regions().get(*r) else {
-            return false;
-        };
-        self.is_run_memory(mem)
-            && (r.writable() || !writable)
-            && ptr >= r.start()
-            && ptr <= r.end()
-            && (len as u64) <= r.end() - ptr
+    /// `bpf_map_lookup_elem(map, &index)` on table map `i` when it is an
+    /// array of [`RunState::arrays`] and its region is still in `mem` (the
+    /// run's memory): the value's address, or 0 for an index past the end
+    /// or a CPU the map does not have (what `Map::lookup_ptr` gives).
+    /// `None` sends the caller the general way.
+    #[inline(always)]
+    pub(crate) fn array_lookup(&self, mem: &Memory<'_>, i: usize, index: u32) -> Option<u64> {
+        let v = self.arrays.get(i)?.as_ref()?;
+        // The region is the storage's as long as `mem` is the memory it was
+        // added to (regions are only appended, or all cleared).
+        if !self.is_run_memory(mem) || mem.regions().get(v.region)?.start() != v.base {
+            return None;
+        }
+        if index >= v.max_entries || self.cpu >= v.cpus {
+            return Some(0);
+        }
+        let cpu = if v.percpu { self.cpu as u64 } else { 0 };
+        let slots = if v.percpu { v.cpus as u64 } else { 1 };
+        Some(v.base + (u64::from(index) * slots + cpu) * v.stride)
     }
 
     /// Whether a value at `ptr` of `len` bytes was registered as a region
@@ -327,6 +365,72 @@ impl RunState {
         mem.regions().get(i).is_some_and(|r| {
             r.start() == ptr && len as u64 <= r.len() && (r.writable() || !writable)
         })
+    }
+
+    /// The answer of an earlier lookup of `key` (an index) in the slot map
+    /// `map` at program address `map_addr`, if the slot has not changed
+    /// since and (for a value) its region is still in `mem`, the run's
+    /// memory.
+    #[inline]
+    pub(crate) fn slot_memo(
+        &self,
+        mem: &Memory<'_>,
+        map_addr: u64,
+        map: &Map,
+        key: &[u8],
+    ) -> Option<u64> {
+        if self.slot_memo.is_empty() {
+            return None;
+        }
+        let index = u32::from_ne_bytes(key.try_into().ok()?);
+        let e = self
+            .slot_memo
+            .iter()
+            .rev()
+            .find(|e| e.map == map_addr && e.index == index)?;
+        if map.slot_generation(key)? != e.gen {
+            return None;
+        }
+        match e.region {
+            None => Some(e.addr),
+            Some(r) => (self.is_run_memory(mem)
+                && mem.regions().get(r).is_some_and(|r| r.start() == e.addr))
+            .then_some(e.addr),
+        }
+    }
+
+    /// Notes the answer `addr` of a lookup of `index` in the slot map at
+    /// `map_addr` when the slot's change count was `gen`; `value`: it is a
+    /// value, which needs the region a recent lookup registered for it
+    /// (otherwise nothing is noted).
+    pub(crate) fn remember_slot(
+        &mut self,
+        map_addr: u64,
+        index: u32,
+        gen: u64,
+        addr: u64,
+        value: bool,
+    ) {
+        let region = if value {
+            match self.exposed.iter().rev().find(|(p, _)| *p == addr) {
+                Some(&(_, r)) => Some(r),
+                None => return,
+            }
+        } else {
+            None
+        };
+        self.slot_memo
+            .retain(|e| !(e.map == map_addr && e.index == index));
+        if self.slot_memo.len() == EXPOSED_KEPT {
+            self.slot_memo.remove(0);
+        }
+        self.slot_memo.push(SlotMemo {
+            map: map_addr,
+            index,
+            gen,
+            addr,
+            region,
+        });
     }
 
     /// Notes that region `index` was registered for the value at `ptr`.

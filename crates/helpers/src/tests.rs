@@ -295,7 +295,8 @@ fn repeated_lookups_reuse_regions() {
         }
         assert_eq!(mem.regions().len(), n0 + 1);
         assert_eq!(mem.load::<8>(p).unwrap(), 5u64.to_ne_bytes());
-        // Devmaps: a read-only copy, the same one while the value holds.
+        // Devmaps: the entry in place, read-only, the same pointer while
+        // the entry is unchanged.
         let d = call(mem, MAP_LOOKUP_ELEM, [devmap, k0, 0, 0, 0]);
         assert_eq!(call(mem, MAP_LOOKUP_ELEM, [devmap, k0, 0, 0, 0]), d);
         assert_eq!(mem.regions().len(), n0 + 2);
@@ -309,6 +310,15 @@ fn repeated_lookups_reuse_regions() {
         assert_eq!(mem.load::<4>(e).unwrap(), 3u32.to_ne_bytes());
         assert_eq!(mem.load::<4>(d).unwrap(), 1u32.to_ne_bytes());
         assert_eq!(mem.regions().len(), n0 + 3);
+        // An update with the same value replaces the element too (the
+        // kernel allocates a new `bpf_dtab_netdev`).
+        map(3)
+            .update(&0u32.to_ne_bytes(), &3u32.to_ne_bytes(), 0)
+            .unwrap();
+        let f = call(mem, MAP_LOOKUP_ELEM, [devmap, k0, 0, 0, 0]);
+        assert!(f != e && f != d);
+        assert_eq!(mem.load::<4>(e).unwrap(), 3u32.to_ne_bytes());
+        assert!(mem.store::<4>(f, [0; 4]).is_err());
         // A missing key: NULL, as before.
         map(3).delete(&0u32.to_ne_bytes()).unwrap();
         assert_eq!(call(mem, MAP_LOOKUP_ELEM, [devmap, k0, 0, 0, 0]), 0);
@@ -417,4 +427,310 @@ fn perf_event_output_builds_only_kept_records_and_faults_when_full() {
     });
     let d = perf.perf_drain(0);
     assert_eq!((d.records, d.lost), (vec![b"abcd".to_vec()], 1));
+}
+
+/// Device map values are the entries themselves (no copy per lookup): the
+/// same pointer in every run while the entry is unchanged (the kernel's
+/// pointer into its element), read-only, for both device map types; an
+/// update gives later lookups a new pointer while a pointer taken before
+/// keeps the old value; a deleted entry is NULL.
+#[test]
+fn devmap_values_in_place_across_runs() {
+    let w = world(&[
+        MapDef::new(MapType::Devmap, 4, 8, 4),
+        MapDef::new(MapType::DevmapHash, 4, 4, 4),
+    ]);
+    let map = |i: u32| w.registry.get(bpfkit_maps::MapId(i)).unwrap();
+    // ifindex 1, program id 7 (an 8-byte `struct bpf_devmap_val`).
+    let val = [1u32.to_ne_bytes(), 7u32.to_ne_bytes()].concat();
+    map(1).update(&2u32.to_ne_bytes(), &val, 0).unwrap();
+    map(2)
+        .update(&9u32.to_ne_bytes(), &1u32.to_ne_bytes(), 0)
+        .unwrap();
+    let mut keys = [2u32.to_ne_bytes(), 9u32.to_ne_bytes(), 3u32.to_ne_bytes()];
+    let [k2, k9, k3] = &mut keys;
+    let mut addrs = Vec::new();
+    for round in 0..2 {
+        let mut mem = Memory::new();
+        let (k2, k9, k3) = (
+            mem.add(RegionKind::Other, &mut k2[..]),
+            mem.add(RegionKind::Other, &mut k9[..]),
+            mem.add(RegionKind::Other, &mut k3[..]),
+        );
+        let (dev, hash) = (w.addrs[0], w.addrs[1]);
+        let (got, _) = RunState::scoped(w.table.clone(), 0, mem, |mem, state| {
+            let mut stack = [0u8; 8];
+            let mut call = |mem: &mut Memory<'_>, args: [u64; 5]| {
+                let h = w.helpers.get(MAP_LOOKUP_ELEM).unwrap().clone();
+                let mut guest = Guest::new(&mut stack, mem);
+                let mut env = HelperEnv::new(
+                    guest.reborrow(),
+                    Some(&mut *state),
+                    Pc(0),
+                    HelperId(MAP_LOOKUP_ELEM),
+                );
+                h.call(&mut env, args).unwrap()
+            };
+            let d = call(mem, [dev, k2, 0, 0, 0]);
+            let h = call(mem, [hash, k9, 0, 0, 0]);
+            assert_eq!(call(mem, [dev, k3, 0, 0, 0]), 0);
+            assert_eq!(call(mem, [hash, k3, 0, 0, 0]), 0);
+            assert_eq!(mem.load::<8>(d).unwrap()[..], val[..]);
+            assert_eq!(mem.load::<4>(h).unwrap(), 1u32.to_ne_bytes());
+            // Only the value's bytes are a region, and read-only.
+            assert!(mem.load::<8>(h).is_err());
+            assert!(mem.store::<4>(d, [0; 4]).is_err());
+            assert!(mem.store::<4>(h, [0; 4]).is_err());
+            let regions = mem.regions().len();
+            for _ in 0..3 {
+                assert_eq!(call(mem, [dev, k2, 0, 0, 0]), d);
+                assert_eq!(call(mem, [hash, k9, 0, 0, 0]), h);
+            }
+            assert_eq!(mem.regions().len(), regions);
+            if round == 1 {
+                // Replaced and deleted while the run holds the pointers.
+                let v2 = [1u32.to_ne_bytes(), 0u32.to_ne_bytes()].concat();
+                map(1).update(&2u32.to_ne_bytes(), &v2, 0).unwrap();
+                map(2)
+                    .update(&9u32.to_ne_bytes(), &1u32.to_ne_bytes(), 0)
+                    .unwrap();
+                let (d2, h2) = (
+                    call(mem, [dev, k2, 0, 0, 0]),
+                    call(mem, [hash, k9, 0, 0, 0]),
+                );
+                assert!(d2 != d && h2 != h && d2 != 0 && h2 != 0);
+                assert_eq!(mem.load::<8>(d2).unwrap()[..], v2[..]);
+                assert_eq!(mem.load::<8>(d).unwrap()[..], val[..]);
+                map(2).delete(&9u32.to_ne_bytes()).unwrap();
+                assert_eq!(call(mem, [hash, k9, 0, 0, 0]), 0);
+                assert_eq!(mem.load::<4>(h).unwrap(), 1u32.to_ne_bytes());
+            }
+            (d, h)
+        });
+        addrs.push(got);
+    }
+    // The same entries in the next run: the same pointers.
+    assert_eq!(addrs[0], addrs[1]);
+}
+
+/// Lookups in the table's arrays are index computations into the storage
+/// regions `add_map_regions` registered: the value's address on the run's
+/// CPU (per-CPU arrays: that CPU's slot), NULL past the end, read-only
+/// for `BPF_F_RDONLY_PROG` maps; without the storage regions (another
+/// embedder) the lookup still works, through a region of its own.
+#[test]
+fn array_lookups_are_index_computations() {
+    let mut ro = MapDef::new(MapType::Array, 4, 12, 3);
+    ro.map_flags = bpfkit_maps::map_flags::RDONLY_PROG;
+    let w = world(&[
+        MapDef::new(MapType::Array, 4, 12, 3),
+        MapDef::new(MapType::PercpuArray, 4, 4, 3),
+        ro,
+    ]);
+    let (array, percpu, rdonly) = (w.addrs[0], w.addrs[1], w.addrs[2]);
+    let map = |i: u32| w.registry.get(bpfkit_maps::MapId(i)).unwrap();
+    let storage = map(1).array_storage().unwrap().addr();
+    let pstorage = map(2).percpu_array_storage().unwrap().addr();
+    let rstorage = map(3).array_storage().unwrap().addr();
+    for (cpu, regions) in [(0, true), (1, true), (1, false)] {
+        let mut keys = [2u32.to_ne_bytes(), 3u32.to_ne_bytes()];
+        let [k2, k3] = &mut keys;
+        let mut mem = Memory::new();
+        let (k2, k3) = (
+            mem.add(RegionKind::Other, k2),
+            mem.add(RegionKind::Other, k3),
+        );
+        RunState::scoped(w.table.clone(), cpu, mem, |mem, state| {
+            if regions {
+                assert!(state.add_map_regions(mem));
+            }
+            let mut stack = [0u8; 8];
+            let mut call = |mem: &mut Memory<'_>, args: [u64; 5]| {
+                let h = w.helpers.get(MAP_LOOKUP_ELEM).unwrap().clone();
+                let mut guest = Guest::new(&mut stack, mem);
+                let mut env = HelperEnv::new(
+                    guest.reborrow(),
+                    Some(&mut *state),
+                    Pc(0),
+                    HelperId(MAP_LOOKUP_ELEM),
+                );
+                h.call(&mut env, args).unwrap()
+            };
+            // Values are 8-byte aligned: 16 bytes apart for 12-byte values,
+            // per-CPU slots of 8 bytes, 2 CPUs.
+            let p = call(mem, [array, k2, 0, 0, 0]);
+            assert_eq!(p, storage + 32);
+            assert_eq!(call(mem, [array, k3, 0, 0, 0]), 0);
+            let q = call(mem, [percpu, k2, 0, 0, 0]);
+            assert_eq!(q, pstorage + (2 * 2 + cpu as u64) * 8);
+            assert_eq!(call(mem, [percpu, k3, 0, 0, 0]), 0);
+            let r = call(mem, [rdonly, k2, 0, 0, 0]);
+            assert_eq!(r, rstorage + 32);
+            mem.store::<4>(p + 8, 7u32.to_ne_bytes()).unwrap();
+            mem.store::<4>(q, 9u32.to_ne_bytes()).unwrap();
+            assert!(mem.store::<4>(r, [0; 4]).is_err());
+            assert_eq!(mem.load::<4>(r).unwrap(), [0; 4]);
+        });
+        assert_eq!(
+            map(1).lookup(&2u32.to_ne_bytes()).unwrap()[8..],
+            7u32.to_ne_bytes()
+        );
+        let all = map(2).lookup(&2u32.to_ne_bytes()).unwrap();
+        assert_eq!(all[cpu * 8..cpu * 8 + 4], 9u32.to_ne_bytes());
+    }
+}
+
+/// Lookups in an array of maps: the inner map's own address (resolvable
+/// by the next lookups of the run, also when it is not a map of the
+/// table); looked up again while the slot is unchanged, the same address
+/// without the slot's lock; after the control side replaces or empties the
+/// slot, the new map or NULL; a lookup through an inner map reaches that
+/// map's values.
+#[test]
+fn array_of_maps_lookups_follow_the_slot() {
+    let tmpl = MapDef::new(MapType::Array, 4, 8, 2);
+    let w = world(&[MapDef::new(MapType::ArrayOfMaps, 4, 4, 2).with_inner(tmpl.clone())]);
+    let outer_addr = w.addrs[0];
+    let outer = w.registry.get(bpfkit_maps::MapId(1)).unwrap();
+    let (a, am) = w.registry.create(tmpl.clone()).unwrap();
+    let (b, bm) = w.registry.create(tmpl).unwrap();
+    am.update(&1u32.to_ne_bytes(), &11u64.to_ne_bytes(), 0)
+        .unwrap();
+    bm.update(&1u32.to_ne_bytes(), &22u64.to_ne_bytes(), 0)
+        .unwrap();
+    outer
+        .update(&0u32.to_ne_bytes(), &a.0.to_ne_bytes(), 0)
+        .unwrap();
+    let mut keys = [0u32.to_ne_bytes(), 1u32.to_ne_bytes()];
+    let [k0, k1] = &mut keys;
+    let mut mem = Memory::new();
+    let (k0, k1) = (
+        mem.add(RegionKind::Other, k0),
+        mem.add(RegionKind::Other, k1),
+    );
+    RunState::scoped(w.table.clone(), 0, mem, |mem, state| {
+        assert!(state.add_map_regions(mem));
+        let mut stack = [0u8; 8];
+        let mut call = |mem: &mut Memory<'_>, args: [u64; 5]| {
+            let h = w.helpers.get(MAP_LOOKUP_ELEM).unwrap().clone();
+            let mut guest = Guest::new(&mut stack, mem);
+            let mut env = HelperEnv::new(
+                guest.reborrow(),
+                Some(&mut *state),
+                Pc(0),
+                HelperId(MAP_LOOKUP_ELEM),
+            );
+            h.call(&mut env, args).unwrap()
+        };
+        let value = |mem: &mut Memory<'_>,
+                     call: &mut dyn FnMut(&mut Memory<'_>, [u64; 5]) -> u64,
+                     inner: u64| {
+            let p = call(mem, [inner, k1, 0, 0, 0]);
+            assert_ne!(p, 0);
+            u64::from_ne_bytes(mem.load::<8>(p).unwrap())
+        };
+        let ia = call(mem, [outer_addr, k0, 0, 0, 0]);
+        assert_eq!(ia, am.addr());
+        for _ in 0..3 {
+            assert_eq!(call(mem, [outer_addr, k0, 0, 0, 0]), ia);
+        }
+        assert_eq!(value(mem, &mut call, ia), 11);
+        assert_eq!(call(mem, [outer_addr, k1, 0, 0, 0]), 0);
+        // Replaced during the run: the next lookup gives the new map; the
+        // old one stays usable for the run.
+        outer
+            .update(&0u32.to_ne_bytes(), &b.0.to_ne_bytes(), 0)
+            .unwrap();
+        let ib = call(mem, [outer_addr, k0, 0, 0, 0]);
+        assert_eq!(ib, bm.addr());
+        assert_eq!(value(mem, &mut call, ib), 22);
+        assert_eq!(value(mem, &mut call, ia), 11);
+        // The same map put back: found again.
+        outer
+            .update(&0u32.to_ne_bytes(), &a.0.to_ne_bytes(), 0)
+            .unwrap();
+        assert_eq!(call(mem, [outer_addr, k0, 0, 0, 0]), ia);
+        outer.delete(&0u32.to_ne_bytes()).unwrap();
+        assert_eq!(call(mem, [outer_addr, k0, 0, 0, 0]), 0);
+    });
+}
+
+/// Keys and values read from the program's stack (where programs build
+/// them) and from regions, at the common sizes read as one load: the
+/// stored bytes are the guest's, and a key or value that is not wholly
+/// inside the stack or one region is a fault, not a partial read.
+#[test]
+fn update_reads_keys_and_values_exactly() {
+    let w = world(&[
+        MapDef::new(MapType::Hash, 12, 16, 4),
+        MapDef::new(MapType::Hash, 5, 3, 4),
+    ]);
+    let (h12, h5) = (w.addrs[0], w.addrs[1]);
+    let map = |i: u32| w.registry.get(bpfkit_maps::MapId(i)).unwrap();
+    let mut region = [0u8; 20];
+    region[..12].copy_from_slice(b"region-key12");
+    let mut mem = Memory::new();
+    let r = mem.add(RegionKind::Other, &mut region);
+    RunState::scoped(w.table.clone(), 0, mem, |mem, state| {
+        let mut stack = [0u8; 64];
+        stack[..12].copy_from_slice(b"stack-key-12");
+        stack[16..32].copy_from_slice(b"value-16-bytes!!");
+        stack[40..45].copy_from_slice(b"five5");
+        stack[48..51].copy_from_slice(b"abc");
+        let base = stack.as_ptr() as u64;
+        let mut call = |mem: &mut Memory<'_>, args: [u64; 5]| {
+            let h = w.helpers.get(MAP_UPDATE_ELEM).unwrap().clone();
+            let mut guest = Guest::new(&mut stack, mem);
+            assert_eq!(guest.stack_start(), base);
+            let mut env = HelperEnv::new(
+                guest.reborrow(),
+                Some(&mut *state),
+                Pc(0),
+                HelperId(MAP_UPDATE_ELEM),
+            );
+            h.call(&mut env, args)
+        };
+        let st = |off: u64| base + off;
+        assert_eq!(call(mem, [h12, st(0), st(16), 0, 0]).unwrap(), 0);
+        assert_eq!(call(mem, [h12, r, st(16), 0, 0]).unwrap(), 0);
+        assert_eq!(call(mem, [h5, st(40), st(48), 0, 0]).unwrap(), 0);
+        // The key's last byte past the stack's end; the value's past the
+        // region's end.
+        assert!(call(mem, [h12, st(53), st(16), 0, 0]).is_err());
+        assert!(call(mem, [h12, st(0), r + 8, 0, 0]).is_err());
+        assert!(call(mem, [h12, 0x10, st(16), 0, 0]).is_err());
+    });
+    assert_eq!(map(1).lookup(b"stack-key-12").unwrap(), b"value-16-bytes!!");
+    assert_eq!(map(1).lookup(b"region-key12").unwrap(), b"value-16-bytes!!");
+    assert_eq!(map(2).lookup(b"five5").unwrap(), b"abc");
+    assert_eq!(map(1).len(), 2);
+}
+
+/// Ring buffer records: a reservation is a writable region the program
+/// fills; submit and discard find the record's map from the reservation
+/// (submitting twice, or an address that was never reserved, is a trap);
+/// the consumer sees the submitted record only.
+#[test]
+fn ringbuf_records_reserved_submitted_and_discarded() {
+    let w = world(&[MapDef::new(MapType::Ringbuf, 0, 0, 4096)]);
+    let rb = w.addrs[0];
+    let ((), _) = w.with(Memory::new(), |call| {
+        let p = call(RINGBUF_RESERVE, [rb, 8, 0, 0, 0]).unwrap();
+        let q = call(RINGBUF_RESERVE, [rb, 8, 0, 0, 0]).unwrap();
+        assert!(p != 0 && q != 0 && p != q);
+        assert_eq!(call(RINGBUF_SUBMIT, [p, 0, 0, 0, 0]).unwrap(), 0);
+        assert!(call(RINGBUF_SUBMIT, [p, 0, 0, 0, 0]).is_err());
+        assert!(call(RINGBUF_DISCARD, [q + 8, 0, 0, 0, 0]).is_err());
+        assert_eq!(call(RINGBUF_DISCARD, [q, 0, 0, 0, 0]).unwrap(), 0);
+    });
+    let mut seen = 0;
+    w.registry
+        .get(bpfkit_maps::MapId(1))
+        .unwrap()
+        .ringbuf_consume(|d| {
+            assert_eq!(d.len(), 8);
+            seen += 1;
+        })
+        .unwrap();
+    assert_eq!(seen, 1);
 }

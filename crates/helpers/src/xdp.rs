@@ -1,6 +1,6 @@
 //! XDP helpers: buffer adjustments, redirects, tail calls, perf events.
 
-use crate::maps::{map_ref, read};
+use crate::maps::{map_ref, not_a_map, read};
 use crate::state::{Redirect, XdpBuff, MAX_TAIL_CALL_CNT};
 use crate::{errno, Env, EACCES, EFAULT, EINVAL, EOPNOTSUPP};
 use bpfkit_maps::{MapType, BPF_F_INDEX_MASK};
@@ -41,7 +41,8 @@ fn set_buff(env: &mut Env<'_, '_, '_>, b: XdpBuff) -> Result<(), HelperAbort> {
     md[0..4].copy_from_slice(&(b.data as u32).to_le_bytes());
     md[4..8].copy_from_slice(&(b.end as u32).to_le_bytes());
     md[8..12].copy_from_slice(&(b.meta as u32).to_le_bytes());
-    env.guest().write(b.ctx, &md)?;
+    // One fixed-size store (inlined), not a call and a copy.
+    env.guest().store::<12>(b.ctx, md)?;
     Ok(())
 }
 
@@ -355,55 +356,84 @@ pub(crate) fn perf_event_output(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> Helpe
         return Ok(errno(EINVAL));
     }
     let ctx_len = (flags & BPF_F_CTXLEN_MASK) >> 32;
-    let b = buff(env).ok();
-    let frags: u64 = env.state().frags.iter().map(|f| f.len() as u64).sum();
-    let pkt_len = b.map_or(0, |b| b.end - b.data + frags);
-    if ctx_len > pkt_len {
-        return Ok(errno(EFAULT));
-    }
     let (guest, st) = env.split();
-    let map = st
-        .map(a[1])
-        .ok_or_else(|| HelperAbort::Failed(format!("{:#x} is not a map", a[1])))?;
+    let b = st.xdp;
+    // The packet's length matters only when bytes of it are asked for
+    // (the fragments are summed only when the linear part is too short).
+    let linear_len = b.map_or(0, |b| b.end - b.data);
+    if ctx_len > linear_len {
+        let frags: u64 = st.frags.iter().map(|f| f.len() as u64).sum();
+        if b.is_none() || ctx_len > linear_len + frags {
+            return Ok(errno(EFAULT));
+        }
+    }
+    let map = st.map(a[1]).ok_or_else(|| not_a_map(a[1]))?;
     let size = a[4] as usize;
-    let linear = b.map_or(0, |b| ctx_len.min(b.end - b.data) as usize);
+    let linear = ctx_len.min(linear_len) as usize;
     // The reads are checked before the map is asked, so that a bad
     // pointer faults whether or not the buffer has room (the record is
     // built only when it has).
     readable(guest, a[3], size)?;
-    if let Some(b) = b {
-        readable(guest, b.data, linear)?;
+    let data = b.map_or(0, |b| b.data);
+    if linear > 0 {
+        readable(guest, data, linear)?;
     }
     let len = size.saturating_add(ctx_len as usize);
-    // The record is built once, in the buffer the map keeps: the sample,
-    // then the packet bytes asked for.
-    let make = || -> Result<Vec<u8>, HelperAbort> {
-        let mut data = Vec::new();
-        data.try_reserve_exact(len)
-            .map_err(|_| HelperAbort::Failed(format!("perf event record of {size} bytes")))?;
-        data.resize(size, 0);
-        if size > 0 {
-            guest.read(a[3], &mut data)?;
-        }
-        if let (Some(b), true) = (b, ctx_len > 0) {
-            data.resize(size + linear, 0);
-            if linear > 0 {
-                guest.read(b.data, &mut data[size..])?;
-            }
-            for f in &st.frags {
-                if data.len() - size >= ctx_len as usize {
-                    break;
-                }
-                let n = (ctx_len as usize - (data.len() - size)).min(f.len());
-                data.extend_from_slice(&f[..n]);
-            }
-        }
-        Ok(data)
+    let record = Record {
+        guest,
+        frags: &st.frags,
+        sample: a[3],
+        size,
+        data,
+        linear,
+        ctx_len: ctx_len as usize,
+        len,
     };
     Ok(
-        match map.perf_event_output_with(st.cpu, flags & BPF_F_INDEX_MASK, len, make)? {
+        match map
+            .perf_event_output_with(st.cpu, flags & BPF_F_INDEX_MASK, len, || record.build())?
+        {
             Ok(()) => 0,
             Err(e) => e.to_helper_ret(),
         },
     )
+}
+
+/// What a perf event record is made of: the sample, then `ctx_len`
+/// packet bytes (`linear` of them from the linear part at `data`, the rest
+/// from the fragments). Built only when the buffer has room.
+struct Record<'e, 'r, 'a> {
+    guest: &'e Guest<'r, 'a>,
+    frags: &'e [Vec<u8>],
+    sample: u64,
+    size: usize,
+    data: u64,
+    linear: usize,
+    ctx_len: usize,
+    len: usize,
+}
+
+impl Record<'_, '_, '_> {
+    /// The record, built once in the buffer the map keeps.
+    fn build(&self) -> Result<Vec<u8>, HelperAbort> {
+        let mut out = Vec::new();
+        out.try_reserve_exact(self.len).map_err(|_| {
+            HelperAbort::Failed(format!("perf event record of {} bytes", self.size))
+        })?;
+        out.resize(self.size + self.linear, 0);
+        if self.size > 0 {
+            self.guest.read(self.sample, &mut out[..self.size])?;
+        }
+        if self.linear > 0 {
+            self.guest.read(self.data, &mut out[self.size..])?;
+        }
+        for f in self.frags {
+            if out.len() - self.size >= self.ctx_len {
+                break;
+            }
+            let n = (self.ctx_len - (out.len() - self.size)).min(f.len());
+            out.extend_from_slice(&f[..n]);
+        }
+        Ok(out)
+    }
 }

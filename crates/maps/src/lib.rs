@@ -40,7 +40,7 @@
 //!
 //! | helper | call |
 //! |---|---|
-//! | `bpf_map_lookup_elem` | [`Map::lookup_ptr`] (arrays, hashes, LRU, LPM); [`Map::inner_map`] (map-in-map: the program gets the inner map) |
+//! | `bpf_map_lookup_elem` | [`Map::lookup_ptr`] (arrays, hashes, LRU, LPM); [`Map::inner_map`] (map-in-map: the program gets the inner map); [`Map::dev_value`] (devmap, devmap_hash: the entry, read-only); [`Map::slot_generation`] tells whether a slot still holds what a lookup found |
 //! | `bpf_map_update_elem` / `bpf_map_delete_elem` | [`Map::prog_update`] / [`Map::prog_delete`]; return `-errno` with [`MapError::to_helper_ret`] |
 //! | `bpf_map_push_elem` / `pop` / `peek` | [`Map::push`] / [`Map::pop`] / [`Map::peek`] |
 //! | `bpf_ringbuf_{reserve,submit,discard,output,query}` | [`Map::ringbuf_reserve`], [`Map::ringbuf_submit`], [`Map::ringbuf_discard`], [`Map::ringbuf_output`], [`Map::ringbuf_query`]; the embedder drains with [`Map::ringbuf_consume`] |
@@ -301,10 +301,14 @@ impl Map {
                 def.max_entries,
                 def.value_size,
                 Some(opts.perf_buffer_bytes),
+                false,
             )?),
-            T::ProgArray | T::ArrayOfMaps | T::Devmap => {
-                Imp::Slots(Slots::new(def.max_entries, def.value_size, None)?)
-            }
+            T::ProgArray | T::ArrayOfMaps | T::Devmap => Imp::Slots(Slots::new(
+                def.max_entries,
+                def.value_size,
+                None,
+                def.map_type == T::Devmap,
+            )?),
             t => return Err(MapError::UnsupportedType { map_type: t }),
         };
         Ok(Map {
@@ -791,9 +795,10 @@ impl Map {
 
     /// `bpf_map_lookup_elem` from a program running on `cpu`: the value in
     /// place (for per-CPU maps, `cpu`'s slot), valid until `guard` is
-    /// dropped. `None` when absent, for a key of the wrong size, a `cpu`
-    /// out of range, or a map type whose values programs cannot address
-    /// (use the dedicated calls below for those).
+    /// dropped; for a `devmap_hash`, the entry, which programs may only
+    /// read (see [`Map::dev_value`]). `None` when absent, for a key of the
+    /// wrong size, a `cpu` out of range, or a map type whose values
+    /// programs cannot address (use the dedicated calls below for those).
     #[inline]
     pub fn lookup_ptr<'g>(
         &'g self,
@@ -806,9 +811,10 @@ impl Map {
         }
         match (&self.imp, self.def.map_type) {
             (Imp::Array(a), _) => a.lookup_ptr(key, cpu),
-            (Imp::Hash(h), t) if !matches!(t, MapType::HashOfMaps | MapType::DevmapHash) => {
-                h.lookup_ptr(key, cpu, guard)
-            }
+            // devmap_hash too (its elements are replaced on update, never
+            // per-CPU): one call of `Hash::lookup_ptr` for every hash, so
+            // that the compiler keeps it inlined here.
+            (Imp::Hash(h), t) if t != MapType::HashOfMaps => h.lookup_ptr(key, cpu, guard),
             (Imp::Lpm(l), _) => l.lookup_ptr(key, guard),
             _ => None,
         }
@@ -832,14 +838,46 @@ impl Map {
         }
         // BPF_F_LOCK is refused by each map type at its own point (arrays
         // only after the index and BPF_NOEXIST checks), as in the kernel.
-        match self.def.map_type {
-            MapType::ProgArray | MapType::ArrayOfMaps | MapType::HashOfMaps => {
-                Err(MapError::Invalid {
-                    what: "programs cannot update prog arrays or map-in-maps",
-                })
+        // The map types programs update per packet go straight to their
+        // storage, with the checks `update_any` makes for them and nothing
+        // of its generic dispatch (device map values, inner maps).
+        let t = self.def.map_type;
+        match &self.imp {
+            Imp::Hash(h)
+                if matches!(
+                    t,
+                    MapType::Hash | MapType::LruHash | MapType::PercpuHash | MapType::LruPercpuHash
+                ) =>
+            {
+                if flags > update_flags::EXIST {
+                    return Err(MapError::Invalid {
+                        what: "update flags",
+                    });
+                }
+                let src = if t.is_percpu() {
+                    Src::Cpu(cpu, value)
+                } else {
+                    Src::All(value)
+                };
+                h.update(key, src, None, flags)
             }
-            t if t.is_percpu() => self.update_any(key, value, flags, Some(cpu)),
-            _ => self.update_any(key, value, flags, None),
+            Imp::Array(a) => {
+                if flags & !update_flags::LOCK > update_flags::EXIST {
+                    return Err(MapError::Invalid {
+                        what: "update flags",
+                    });
+                }
+                a.update(key, value, flags, t.is_percpu().then_some(cpu))
+            }
+            _ => match t {
+                MapType::ProgArray | MapType::ArrayOfMaps | MapType::HashOfMaps => {
+                    Err(MapError::Invalid {
+                        what: "programs cannot update prog arrays or map-in-maps",
+                    })
+                }
+                t if t.is_percpu() => self.update_any(key, value, flags, Some(cpu)),
+                _ => self.update_any(key, value, flags, None),
+            },
         }
     }
 
@@ -1020,6 +1058,54 @@ impl Map {
         })
     }
 
+    /// `bpf_map_lookup_elem` on a `devmap` or `devmap_hash`: the entry's
+    /// `struct bpf_devmap_val` in place, valid until `guard` is dropped,
+    /// which programs may only read (the kernel's verifier makes device
+    /// map values read-only; engines register it read-only). While the
+    /// entry is unchanged every lookup gives the same pointer; an update
+    /// replaces the element, so a pointer taken before keeps the old value
+    /// and a later lookup gives a new pointer, as in the kernel. `None`
+    /// when absent, for a key of the wrong size, and for other map types.
+    #[inline]
+    pub fn dev_value<'g>(&'g self, key: &[u8], guard: &'g RunGuard) -> Option<ValueRef<'g>> {
+        match self.def.map_type {
+            MapType::Devmap => self.dev_value_gen(key, guard).map(|(v, _)| v),
+            MapType::DevmapHash => self.lookup_ptr(key, 0, guard),
+            _ => None,
+        }
+    }
+
+    /// [`Map::dev_value`] for a `devmap`, with the entry's
+    /// [`Map::slot_generation`] when it was found (`None` for other map
+    /// types: a `devmap_hash` entry is [`Map::lookup_ptr`]'s).
+    #[inline]
+    pub fn dev_value_gen<'g>(
+        &'g self,
+        key: &[u8],
+        guard: &'g RunGuard,
+    ) -> Option<(ValueRef<'g>, u64)> {
+        match (&self.imp, self.def.map_type) {
+            (Imp::Slots(s), MapType::Devmap) if key.len() == 4 => s.value_ref(u32_of(key), guard),
+            _ => None,
+        }
+    }
+
+    /// For the array-like maps of references (`devmap`, `array_of_maps`,
+    /// `prog_array`, `perf_event_array`), a count of the changes made to
+    /// slot `key` (filled, refilled, emptied), read without a lock. While
+    /// it reads what [`Map::dev_value_gen`] or [`Map::inner_map_gen`] gave
+    /// with a lookup, the slot still holds what that lookup found (the same
+    /// element, the same inner map), so a run may reuse the result. `None`
+    /// for other map types, a key of the wrong size or an index past the
+    /// end.
+    #[inline]
+    pub fn slot_generation(&self, key: &[u8]) -> Option<u64> {
+        match &self.imp {
+            Imp::Slots(s) if key.len() == 4 => s.generation(u32_of(key)),
+            _ => None,
+        }
+    }
+
     /// The program in slot `index` of a `prog_array` (`bpf_tail_call`).
     pub fn prog_at(&self, index: u32) -> Option<ProgId> {
         match (&self.imp, self.def.map_type) {
@@ -1066,14 +1152,29 @@ impl Map {
     /// `array_of_maps` or `hash_of_maps`), valid until `guard` is dropped
     /// even if the slot is replaced meanwhile.
     pub fn inner_map<'g>(&'g self, key: &[u8], guard: &'g RunGuard) -> Option<&'g Map> {
+        self.inner_map_gen(key, guard).map(|(m, _)| m)
+    }
+
+    /// [`Map::inner_map`] with, for an `array_of_maps`, the slot's
+    /// [`Map::slot_generation`] when it was found (`None` for
+    /// `hash_of_maps`).
+    pub fn inner_map_gen<'g>(
+        &'g self,
+        key: &[u8],
+        guard: &'g RunGuard,
+    ) -> Option<(&'g Map, Option<u64>)> {
         if key.len() != self.def.key_size as usize {
             return None;
         }
         match (&self.imp, self.def.map_type) {
-            (Imp::Slots(s), MapType::ArrayOfMaps) => s.inner(u32_of(key), guard),
-            (Imp::Hash(h), MapType::HashOfMaps) => {
-                h.find(key, guard)?.obj.as_ref().map(|m| m.get(guard))
+            (Imp::Slots(s), MapType::ArrayOfMaps) => {
+                s.inner(u32_of(key), guard).map(|(m, g)| (m, Some(g)))
             }
+            (Imp::Hash(h), MapType::HashOfMaps) => h
+                .find(key, guard)?
+                .obj
+                .as_ref()
+                .map(|m| (m.get(guard), None)),
             _ => None,
         }
     }

@@ -12,8 +12,10 @@
 //! an empty devmap slot succeeds.
 
 use crate::raw::Rcu;
+use crate::storage::ValueRef;
 use crate::{lock, rd, wr, Map, MapError, RunGuard};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// One filled slot.
@@ -22,11 +24,34 @@ pub(crate) struct Slot {
     pub(crate) value: [u8; 8],
     /// `array_of_maps`: the inner map.
     pub(crate) obj: Option<Rcu<Map>>,
+    /// `devmap`: the value again, in an element of its own that programs
+    /// read in place (`bpf_map_lookup_elem`), as the kernel's lookup points
+    /// into its `bpf_dtab_netdev`. Refilling the slot makes a new element
+    /// and retires this one, so a pointer a program already holds keeps
+    /// the value it saw until its run ends, and a lookup after the change
+    /// gives a new pointer; while the slot is unchanged every lookup gives
+    /// the same pointer (no copy per lookup).
+    elem: Option<Rcu<[AtomicU64; 1]>>,
 }
 
 pub(crate) struct Slots {
     slots: Box<[RwLock<Option<Slot>>]>,
+    /// Each slot's value again as one word that the per-packet readers
+    /// (`bpf_tail_call`, `bpf_redirect_map`, `bpf_perf_event_output`) load
+    /// without taking the slot's lock: 0 for an empty slot; a 4-byte value
+    /// `v` as `1 << 32 | v`; an 8-byte value (devmaps, whose filled slots
+    /// never have ifindex 0) as its bytes. Written under the slot's write
+    /// lock, after the slot, so that it is never ahead of the slot.
+    words: Box<[AtomicU64]>,
+    /// Per slot, a count of the changes made to it (filled, refilled,
+    /// emptied), bumped under the slot's write lock after the change: while
+    /// it reads the same, the slot holds the element (devmap) or inner map
+    /// (array_of_maps) that a lookup made at that count found, which lets a
+    /// run reuse what it looked up before without taking the lock.
+    gens: Box<[AtomicU64]>,
     value_size: usize,
+    /// Whether filled slots keep an [`Slot::elem`] (devmaps).
+    elems: bool,
     /// `perf_event_array`: one record queue per slot, and its lost count.
     perf: Option<PerfBufs>,
 }
@@ -54,10 +79,13 @@ pub struct PerfDrain {
 }
 
 impl Slots {
+    /// `elems`: filled slots keep their value in an element of its own
+    /// that [`Slots::value_ref`] lends to programs (devmaps).
     pub(crate) fn new(
         max_entries: u32,
         value_size: u32,
         perf_capacity: Option<usize>,
+        elems: bool,
     ) -> Result<Slots, MapError> {
         let n = max_entries as usize;
         let mut slots = Vec::new();
@@ -77,7 +105,10 @@ impl Slots {
         };
         Ok(Slots {
             slots: slots.into_boxed_slice(),
+            words: crate::storage::alloc(n.checked_mul(8).ok_or(MapError::NoMemory)?)?,
+            gens: crate::storage::alloc(n.checked_mul(8).ok_or(MapError::NoMemory)?)?,
             value_size: value_size as usize,
+            elems,
             perf,
         })
     }
@@ -105,16 +136,29 @@ impl Slots {
         })?;
         let mut v = [0u8; 8];
         v[..value.len()].copy_from_slice(value);
-        let old = wr(s).replace(Slot {
+        let elem = self
+            .elems
+            .then(|| Rcu::from_arc(Arc::new([AtomicU64::new(u64::from_ne_bytes(v))])));
+        let word = if self.value_size == 8 {
+            u64::from_ne_bytes(v)
+        } else {
+            1 << 32 | u64::from(u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
+        };
+        let mut g = wr(s);
+        let old = g.replace(Slot {
             value: v,
             obj: obj.map(Rcu::from_arc),
+            elem,
         });
-        drop(old); // an inner map is retired, not freed
+        self.words[i as usize].store(word, Ordering::Release);
+        self.gens[i as usize].fetch_add(1, Ordering::Release);
+        drop(g);
+        drop(old); // an inner map or a devmap element is retired, not freed
         Ok(())
     }
 
     pub(crate) fn is_set(&self, i: u32) -> bool {
-        self.slot(i).is_some_and(|s| rd(s).is_some())
+        self.value(i).is_some()
     }
 
     /// Empties slot `i`; whether it was filled. An index past the end is
@@ -130,21 +174,52 @@ impl Slots {
                 max_entries: self.max_entries(),
             }
         })?;
-        let old = wr(s).take();
+        let mut g = wr(s);
+        let old = g.take();
+        self.words[i as usize].store(0, Ordering::Release);
+        self.gens[i as usize].fetch_add(1, Ordering::Release);
+        drop(g);
         Ok(old.is_some())
     }
 
-    /// The raw value of slot `i`.
+    /// The raw value of slot `i` (the 4 or 8 bytes given, zero-padded to
+    /// 8), from its word: no lock.
+    #[inline]
     pub(crate) fn value(&self, i: u32) -> Option<[u8; 8]> {
-        rd(self.slot(i)?).as_ref().map(|s| s.value)
+        let w = self.words.get(i as usize)?.load(Ordering::Acquire);
+        if self.value_size == 8 {
+            (w != 0).then(|| w.to_ne_bytes())
+        } else if w >> 32 != 0 {
+            let mut v = [0u8; 8];
+            v[..4].copy_from_slice(&(w as u32).to_ne_bytes());
+            Some(v)
+        } else {
+            None
+        }
     }
 
-    /// The inner map of slot `i`, for the rest of the run.
-    pub(crate) fn inner<'g>(&self, i: u32, guard: &'g RunGuard) -> Option<&'g Map> {
-        rd(self.slot(i)?)
-            .as_ref()
-            .and_then(|s| s.obj.as_ref())
-            .map(|m| m.get(guard))
+    /// The change count of slot `i` (see [`Slots::gens`]), without a lock.
+    #[inline]
+    pub(crate) fn generation(&self, i: u32) -> Option<u64> {
+        Some(self.gens.get(i as usize)?.load(Ordering::Acquire))
+    }
+
+    /// The element of slot `i` (devmaps), for the rest of the run that
+    /// `guard` protects: `value_size` bytes that programs may only read;
+    /// with the slot's change count at the time (read under the same lock).
+    pub(crate) fn value_ref<'g>(&self, i: u32, guard: &'g RunGuard) -> Option<(ValueRef<'g>, u64)> {
+        let slot = rd(self.slot(i)?);
+        let words = slot.as_ref()?.elem.as_ref()?.get(guard);
+        let gen = self.gens[i as usize].load(Ordering::Acquire);
+        Some((ValueRef::new(words, self.value_size), gen))
+    }
+
+    /// The inner map of slot `i`, for the rest of the run, with the slot's
+    /// change count at the time (read under the same lock).
+    pub(crate) fn inner<'g>(&self, i: u32, guard: &'g RunGuard) -> Option<(&'g Map, u64)> {
+        let slot = rd(self.slot(i)?);
+        let m = slot.as_ref()?.obj.as_ref()?.get(guard);
+        Some((m, self.gens[i as usize].load(Ordering::Acquire)))
     }
 
     /// Appends the record `make` gives (`len` bytes) to buffer `i`, or

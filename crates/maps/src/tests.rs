@@ -867,3 +867,65 @@ fn for_each_elem() {
         0
     );
 }
+
+/// The per-packet readers of prog arrays, devmaps and perf event arrays
+/// (`prog_at`, `redirect_target`, `perf_event_output`'s filled-slot check)
+/// read a lock-free copy of each slot: after any sequence of updates and
+/// deletes they agree with the control side's lookup, including a program
+/// id 0, 8-byte devmap values with and without a program, and refills.
+#[test]
+fn slot_words_follow_updates_and_deletes() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let pa = mk(MapType::ProgArray, 4, 4, 4);
+    let d4 = mk(MapType::Devmap, 4, 4, 4);
+    let d8 = mk(MapType::Devmap, 4, 8, 4);
+    let perf = mk(MapType::PerfEventArray, 4, 4, 4);
+    // Perf event arrays have no control-side lookup: a model of the slots.
+    let mut filled = [false; 4];
+    for _ in 0..400 {
+        let i = next(5) as u32; // 4 is past the end
+        let v = next(3) as u32; // 0 included
+        let prog = next(3) as u32;
+        let del = next(3) == 0;
+        if del {
+            let _ = pa.delete(&k(i));
+            let _ = d4.delete(&k(i));
+            let _ = d8.delete(&k(i));
+            if perf.delete(&k(i)).is_ok() {
+                filled[i as usize] = false;
+            }
+        } else {
+            let _ = pa.update(&k(i), &k(v), ANY);
+            let _ = d4.update(&k(i), &k(v), ANY);
+            let _ = d8.update(&k(i), &[k(v), k(prog)].concat(), ANY);
+            if perf.update(&k(i), &k(v), ANY).is_ok() {
+                filled[i as usize] = true;
+            }
+        }
+        for j in 0..5 {
+            assert_eq!(
+                pa.prog_at(j),
+                pa.lookup(&k(j)).ok().map(|b| ProgId(u32_of(&b)))
+            );
+            for d in [&d4, &d8] {
+                let want = d.lookup(&k(j)).ok().map(|b| DevTarget {
+                    ifindex: u32_of(&b),
+                    prog: (b.len() == 8 && u32_of(&b[4..]) != 0).then(|| ProgId(u32_of(&b[4..]))),
+                });
+                assert_eq!(d.redirect_target(j), want);
+            }
+            let out = perf.perf_event_output(0, u64::from(j), b"x");
+            match (j, filled.get(j as usize).copied().unwrap_or(false)) {
+                (4, _) => assert_eq!(errno(out), E2BIG),
+                (_, true) => out.unwrap(),
+                (_, false) => assert_eq!(errno(out), ENOENT),
+            }
+        }
+    }
+}

@@ -737,6 +737,7 @@ fn program_side_updates_match_kernel() {
         MapDef::new(MapType::Array, 4, 8, 6),
         MapDef::new(MapType::PercpuArray, 4, 8, 6),
         MapDef::new(MapType::LruHash, 4, 8, 1024),
+        MapDef::new(MapType::LruPercpuHash, 4, 8, 1024),
     ] {
         let t = Twin::new(def.clone());
         let mut rng = Rng(7);
