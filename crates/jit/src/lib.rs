@@ -290,13 +290,14 @@ impl<'r> Builder<'r> {
             .iter()
             .map(|(id, _)| helpers.typed_entry(*id).cloned())
             .collect();
-        // Sized once (`to_vec` and a push would reallocate).
-        let mut pcs = Vec::with_capacity(n + 1);
-        pcs.extend_from_slice(prog.pcs());
-        pcs.push(Pc(slots));
-        let mut stack = take_stack();
-        let stack_start = stack.as_mut_ptr() as u64;
-        let ctx = Box::new(Ctx {
+        let mut frame = take_frame();
+        let f = &mut *frame;
+        f.pcs.clear();
+        f.pcs.reserve(n + 1);
+        f.pcs.extend_from_slice(prog.pcs());
+        f.pcs.push(Pc(slots));
+        let stack_start = f.stack.as_mut_ptr() as u64;
+        f.ctx = Ctx {
             host_rsp: 0,
             stack_start,
             stack_top: stack_start + (STACK_SIZE * MAX_CALL_FRAMES) as u64,
@@ -331,26 +332,28 @@ impl<'r> Builder<'r> {
                 on_regions: memory::no_regions_hook,
                 on_stop: memory::no_stop_hook,
             },
-        });
+        };
         // Untyped runs call every helper through the dynamic trampoline
-        // (the table's entries and the `callx`-by-id one after them).
-        let untyped_direct =
+        // (the table's entries and the `callx`-by-id one after them): the
+        // shared table serves all but very large helper tables.
+        let untyped_direct = if lowered.table.len() < UNTYPED_DIRECT.len() {
+            Box::default()
+        } else {
             vec![memory::helper_trampoline as *const () as u64; lowered.table.len() + 1]
-                .into_boxed_slice();
+                .into_boxed_slice()
+        };
         Ok(Jit {
-            ctx,
+            frame: Some(frame),
             sites: lowered.sites,
             entry: lowered.entry as usize,
             code,
             trap_insns: lowered.trap_insns,
             uses_regions: lowered.uses_regions,
-            pcs,
             table: lowered.table,
             typed_entries,
             typed_cache: None,
             untyped_direct,
             all_helpers,
-            stack,
             callx_tab,
             callx_adj,
             regions: Vec::new(),
@@ -369,42 +372,116 @@ impl<'r> Builder<'r> {
 /// Words of a `Jit`'s stack (every frame).
 const STACK_WORDS: usize = STACK_SIZE * MAX_CALL_FRAMES / 8;
 
-/// Stacks of dropped `Jit`s kept for this thread's next compiles, at most.
-const STACK_POOL: usize = 8;
+/// Frames of dropped `Jit`s kept for this thread's next compiles, at most.
+const FRAME_POOL: usize = 8;
+
+/// A pooled frame's `pcs` keeps its buffer up to this many entries (a
+/// 16,384-instruction program), so that a huge program's does not stay
+/// allocated.
+const PCS_KEEP: usize = 1 << 14;
+
+/// What a `Jit` needs besides its code and tables, in one allocation that
+/// is recycled on its thread (`take_frame`/`give_frame`): a fresh
+/// allocation each for the state block, the pc table and the 4 KiB stack,
+/// and their frees, were most of a compile's own work outside lowering
+/// and publishing (BENCHMARKS.md, "Fixed cost outside lowering").
+#[repr(C)]
+struct Frame {
+    /// The state block, kept between runs so that only per-run fields are
+    /// written on entry.
+    ctx: Ctx,
+    /// Slot pc of each instruction, plus the end.
+    pcs: Vec<Pc>,
+    /// The stack, as `u64`s so that frames are 8-aligned.
+    stack: [u64; STACK_WORDS],
+}
 
 thread_local! {
-    /// Stacks of `Jit`s dropped on this thread: a 4 KiB `calloc` and its
+    /// Frames of `Jit`s dropped on this thread: a 4 KiB `calloc` and its
     /// `free` are past the allocator's per-thread cache (~370 host
     /// instructions per compile under callgrind; BENCHMARKS.md, "Fixed cost
     /// of a compile").
-    static STACKS: std::cell::RefCell<Vec<Box<[u64]>>> = const { std::cell::RefCell::new(Vec::new()) };
+    static FRAMES: std::cell::RefCell<Vec<Box<Frame>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A zeroed stack, as a fresh interpreter's: a checked program may read
-/// stack it did not write, and must then see zeros whatever ran on a
-/// reused stack before (a `Jit` keeps its own stack between its runs, as
-/// the interpreter does).
-fn take_stack() -> Box<[u64]> {
-    let pooled = STACKS.try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()));
+/// The targets of the helper stub in untyped runs (`Ctx::direct`): the
+/// dynamic trampoline for every entry. Shared by every `Jit` whose helper
+/// table is shorter (the code only reads it); a longer table gets its own
+/// (`Jit::untyped_direct`).
+static UNTYPED_DIRECT: [memory::TrampolineFn; 64] = [memory::helper_trampoline; 64];
+
+/// A frame with a zeroed stack, as a fresh interpreter's: a checked program
+/// (or a privileged verified one, as the kernel allows) may read stack it
+/// did not write, and must then see zeros whatever ran on a reused stack
+/// before (a `Jit` keeps its own stack between its runs, as the
+/// interpreter does). The caller sets every field of `ctx` and fills
+/// `pcs`.
+fn take_frame() -> Box<Frame> {
+    let pooled = FRAMES.try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()));
     match pooled.ok().flatten() {
-        Some(mut s) => {
-            s.fill(0);
-            s
+        Some(mut f) => {
+            f.stack.fill(0);
+            f
         }
-        None => vec![0u64; STACK_WORDS].into_boxed_slice(),
+        None => new_frame(),
     }
 }
 
-/// Keeps `stack` for a later compile on this thread, or frees it when the
+/// A new frame (its `ctx` is overwritten by the compile).
+#[cold]
+fn new_frame() -> Box<Frame> {
+    Box::new(Frame {
+        ctx: Ctx {
+            host_rsp: 0,
+            stack_start: 0,
+            stack_top: 0,
+            remaining: 0,
+            depth: 0,
+            regions: 0,
+            nregions: 0,
+            args: [0; 5],
+            call_h: 0,
+            call_site: 0,
+            status: status::OK,
+            ret: 0,
+            trap_idx: 0,
+            fault_addr: 0,
+            fault_info: 0,
+            callx_tab: 0,
+            callx_adj: 0,
+            pkt_start: 0,
+            pkt_len: 0,
+            has_pkt: 0,
+            hot_r: [0; 5],
+            hot_w: [0; 5],
+            env: 0,
+            snap_version: 0,
+            cpu: 0,
+            direct: 0,
+            direct_len: 0,
+            raw: RawCall {
+                guest: memory::no_guest(),
+                data: std::ptr::null_mut(),
+                engine: std::ptr::null_mut(),
+                on_regions: memory::no_regions_hook,
+                on_stop: memory::no_stop_hook,
+            },
+        },
+        pcs: Vec::new(),
+        stack: [0; STACK_WORDS],
+    })
+}
+
+/// Keeps `frame` for a later compile on this thread, or frees it when the
 /// pool is full (or the thread is shutting down).
-fn give_stack(stack: Box<[u64]>) {
-    if stack.len() != STACK_WORDS {
-        return;
+fn give_frame(mut frame: Box<Frame>) {
+    if frame.pcs.capacity() > PCS_KEEP {
+        frame.pcs = Vec::new();
     }
-    let _ = STACKS.try_with(|p| {
+    let _ = FRAMES.try_with(|p| {
         if let Ok(mut p) = p.try_borrow_mut() {
-            if p.len() < STACK_POOL {
-                p.push(stack);
+            if p.len() < FRAME_POOL {
+                p.push(frame);
             }
         }
     });
@@ -412,7 +489,9 @@ fn give_stack(stack: Box<[u64]>) {
 
 impl Drop for Jit {
     fn drop(&mut self) {
-        give_stack(std::mem::take(&mut self.stack));
+        if let Some(frame) = self.frame.take() {
+            give_frame(frame);
+        }
     }
 }
 
@@ -428,8 +507,6 @@ pub struct Jit {
     trap_insns: Vec<(u32, Insn)>,
     /// Whether the code reads the region table (else it is not copied).
     uses_regions: bool,
-    /// Slot pc of each instruction, plus the end.
-    pcs: Vec<Pc>,
     table: Vec<(u32, Arc<dyn Helper>)>,
     /// Per entry of `table`: its typed function, if registered with
     /// [`Helpers::register_typed`].
@@ -441,8 +518,6 @@ pub struct Jit {
     /// trampoline for every table entry and for `callx` by id.
     untyped_direct: Box<[u64]>,
     all_helpers: Vec<(u32, Arc<dyn Helper>)>,
-    /// The stack, as `u64`s so that frames are 8-aligned.
-    stack: Box<[u64]>,
     /// Owned here, read by the code through `Ctx::callx_tab`/`callx_adj`.
     #[allow(dead_code)]
     callx_tab: Box<[u64]>,
@@ -460,15 +535,15 @@ pub struct Jit {
     /// [`Jit::set_cpu`] refuses CPUs from here on: the fewest CPUs of a
     /// per-CPU array whose lookups the code may compute inline.
     cpu_limit: u32,
-    /// The state block, kept between runs so that only per-run fields are
-    /// written on entry.
-    ctx: Box<Ctx>,
+    /// The state block, the pc table and the stack (`None` only once the
+    /// drop has given it back to the thread's pool).
+    frame: Option<Box<Frame>>,
 }
 
 impl std::fmt::Debug for Jit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Jit")
-            .field("insns", &(self.pcs.len() - 1))
+            .field("insns", &(self.frame().pcs.len() - 1))
             .field("code_bytes", &self.code.len())
             .field("budget", &self.budget)
             .finish_non_exhaustive()
@@ -775,21 +850,22 @@ pub(crate) struct RunEnv<'j> {
     panic: Option<Box<dyn Any + Send + 'static>>,
 }
 
-/// A fresh [`RunEnv`] over the `Jit` `$jit`'s stack and tables, `$mem` and
-/// `$data`. A macro, not a method: the caller holds `$jit.ctx` mutably
-/// meanwhile, which a method borrowing the whole `Jit` would conflict with.
+/// A fresh [`RunEnv`] over the `Jit` `$jit`'s tables, its frame's `$stack`
+/// and `$pcs`, `$mem` and `$data`. A macro, not a method: the caller holds
+/// the frame's `ctx` mutably meanwhile, which a method borrowing the whole
+/// `Jit` would conflict with.
 macro_rules! run_env {
-    ($jit:expr, $mem:expr, $data:expr) => {
+    ($jit:expr, $stack:expr, $pcs:expr, $mem:expr, $data:expr) => {
         RunEnv {
-            stack: $jit.stack.as_mut_ptr().cast::<u8>(),
-            stack_len: 8 * $jit.stack.len(),
+            stack: $stack.as_mut_ptr().cast::<u8>(),
+            stack_len: 8 * $stack.len(),
             mem: ($mem as *mut Memory<'_>).cast::<Memory<'static>>(),
             data: $data,
             regions: &mut $jit.regions,
             uses_regions: $jit.uses_regions,
             table: &$jit.table,
             all_helpers: &$jit.all_helpers,
-            pcs: &$jit.pcs,
+            pcs: $pcs,
             trap: None,
             panic: None,
         }
@@ -1014,7 +1090,26 @@ fn stopped(
     memory::Ret2 { r0: 0, stop: 1 }
 }
 
+/// `Jit::frame_mut` borrowing the field alone (the run path borrows other
+/// fields meanwhile).
+#[inline(always)]
+fn frame_of(frame: &mut Option<Box<Frame>>) -> &mut Frame {
+    frame.as_deref_mut().expect("a Jit's frame until its drop")
+}
+
 impl Jit {
+    /// The frame (present until the drop).
+    #[inline(always)]
+    fn frame(&self) -> &Frame {
+        self.frame.as_deref().expect("a Jit's frame until its drop")
+    }
+
+    /// See [`Jit::frame`].
+    #[inline(always)]
+    fn frame_mut(&mut self) -> &mut Frame {
+        frame_of(&mut self.frame)
+    }
+
     /// Configuration: budget, `lddw` resolver.
     pub fn builder<'r>() -> Builder<'r> {
         Builder::default()
@@ -1076,20 +1171,21 @@ impl Jit {
         if cpu >= self.cpu_limit as usize {
             return false;
         }
-        self.ctx.cpu = cpu as u64;
+        self.frame_mut().ctx.cpu = cpu as u64;
         true
     }
 
     /// The CPU set with [`Jit::set_cpu`].
     pub fn cpu(&self) -> usize {
-        self.ctx.cpu as usize
+        self.frame().ctx.cpu as usize
     }
 
     /// Guest address range `[start, end)` of the JIT's stack; `end` is `r10`
     /// on entry.
     pub fn stack_range(&self) -> (u64, u64) {
-        let start = self.stack.as_ptr() as u64;
-        (start, start + 8 * self.stack.len() as u64)
+        let stack = &self.frame().stack;
+        let start = stack.as_ptr() as u64;
+        (start, start + 8 * stack.len() as u64)
     }
 
     /// Runs the program with `r1`.. = `args` (at most five are used) over
@@ -1150,11 +1246,12 @@ impl Jit {
         let (typed, direct) = (cache.fns.as_slice(), cache.direct.as_ptr() as u64);
         let r1 = args.first().copied().unwrap_or(0);
         let remaining = self.budget.unwrap_or(i64::MAX as u64) as i64;
-        let ctx = &mut *self.ctx;
+        let frame = frame_of(&mut self.frame);
+        let ctx = &mut frame.ctx;
         Self::set_args(ctx, args);
         ctx.status = status::OK;
         let mut env = TypedEnv {
-            base: run_env!(self, mem, None),
+            base: run_env!(self, frame.stack, &frame.pcs, mem, None),
             data: data as *mut T,
             typed,
         };
@@ -1261,12 +1358,17 @@ impl Jit {
                 return Err(Trap::new(Pc(0), kind));
             }
         }
-        let ctx = &mut *self.ctx;
+        let frame = frame_of(&mut self.frame);
+        let ctx = &mut frame.ctx;
         ctx.remaining = self.budget.unwrap_or(i64::MAX as u64) as i64;
         ctx.depth = 0;
         Self::set_args(ctx, args);
         ctx.status = status::OK;
-        ctx.direct = self.untyped_direct.as_ptr() as u64;
+        ctx.direct = if self.untyped_direct.is_empty() {
+            UNTYPED_DIRECT.as_ptr() as u64
+        } else {
+            self.untyped_direct.as_ptr() as u64
+        };
         ctx.raw.engine = (ctx as *mut Ctx).cast::<()>();
         // Runs in a row over the same memory (`--repeat`) copy the regions
         // once: the table and the hot-region caches stay exact while the
@@ -1274,7 +1376,13 @@ impl Jit {
         if self.uses_regions && mem.version() != ctx.snap_version {
             snapshot(mem, &mut self.regions, ctx);
         }
-        let mut env = run_env!(self, mem, data.map(|d| d as *mut dyn Any));
+        let mut env = run_env!(
+            self,
+            frame.stack,
+            &frame.pcs,
+            mem,
+            data.map(|d| d as *mut dyn Any)
+        );
         ctx.env = &mut env as *mut RunEnv<'_> as u64;
         memory::enter(&self.code, self.entry, ctx);
         ctx.env = 0;
@@ -1293,8 +1401,9 @@ impl Jit {
         trap: Option<Trap>,
         panic: Option<Box<dyn Any + Send + 'static>>,
     ) -> Result<u64, Trap> {
-        let ctx = &*self.ctx;
-        let pc = |idx: u64| self.pcs[idx as usize];
+        let frame = self.frame();
+        let ctx = &frame.ctx;
+        let pc = |idx: u64| frame.pcs[idx as usize];
         let insn = |idx: u64| {
             let i = self
                 .trap_insns

@@ -338,6 +338,9 @@ unsafe fn ctx_of(raw: *mut RawCall<()>) -> *mut Ctx {
     unsafe { (*raw).engine.cast::<Ctx>() }
 }
 
+/// The type of [`helper_trampoline`] (and of the typed ones).
+pub(crate) type TrampolineFn = extern "C" fn(u64, *mut RawCall<()>, u64, u64, u64, u64) -> Ret2;
+
 /// Called by generated code for a helper call with `r1`-`r5` as arguments
 /// (through `Ctx::direct`, with `Ctx::raw`, in the order of
 /// `bpfkit_runtime::raw::RawEntry`); `ctx.call_h` and `ctx.call_site` say
