@@ -283,15 +283,16 @@ impl<'r> Builder<'r> {
             Vec::new()
         };
         all_helpers.sort_by_key(|(id, _)| *id);
-        // The typed functions of the table's helpers, resolved per data
-        // type at the first typed run (`Jit::resolve_typed`).
-        let typed_entries = lowered
-            .table
-            .iter()
-            .map(|(id, _)| helpers.typed_entry(*id).cloned())
-            .collect();
         let mut frame = take_frame();
         let f = &mut *frame;
+        // The typed functions of the table's helpers, resolved per data
+        // type at the first typed run (`Jit::resolve_typed`).
+        f.typed_entries.extend(
+            lowered
+                .table
+                .iter()
+                .map(|(id, _)| helpers.typed_entry(*id).cloned()),
+        );
         f.pcs.clear();
         f.pcs.reserve(n + 1);
         f.pcs.extend_from_slice(prog.pcs());
@@ -350,13 +351,11 @@ impl<'r> Builder<'r> {
             trap_insns: lowered.trap_insns,
             uses_regions: lowered.uses_regions,
             table: lowered.table,
-            typed_entries,
             typed_cache: None,
             untyped_direct,
             all_helpers,
             callx_tab,
             callx_adj,
-            regions: Vec::new(),
             budget: self.budget.map(|b| b.min(i64::MAX as u64)),
             unchecked,
             entry_ok: EntryKey::default(),
@@ -380,6 +379,9 @@ const FRAME_POOL: usize = 8;
 /// allocated.
 const PCS_KEEP: usize = 1 << 14;
 
+/// A pooled frame's region table keeps its buffer up to this many regions.
+const REGIONS_KEEP: usize = 64;
+
 /// What a `Jit` needs besides its code and tables, in one allocation that
 /// is recycled on its thread (`take_frame`/`give_frame`): a fresh
 /// allocation each for the state block, the pc table and the 4 KiB stack,
@@ -392,6 +394,13 @@ struct Frame {
     ctx: Ctx,
     /// Slot pc of each instruction, plus the end.
     pcs: Vec<Pc>,
+    /// The region table the code checks against (see `snapshot`): its
+    /// buffer too is kept from one `Jit` to the next.
+    regions: Vec<RegionEntry>,
+    /// Per entry of the helper table: its typed function, if registered
+    /// with [`Helpers::register_typed`] (emptied when the frame is given
+    /// back, so that no helper outlives its `Jit` through the pool).
+    typed_entries: Vec<Option<TypedEntry>>,
     /// The stack, as `u64`s so that frames are 8-aligned.
     stack: [u64; STACK_WORDS],
 }
@@ -468,6 +477,8 @@ fn new_frame() -> Box<Frame> {
             },
         },
         pcs: Vec::new(),
+        regions: Vec::new(),
+        typed_entries: Vec::new(),
         stack: [0; STACK_WORDS],
     })
 }
@@ -478,6 +489,11 @@ fn give_frame(mut frame: Box<Frame>) {
     if frame.pcs.capacity() > PCS_KEEP {
         frame.pcs = Vec::new();
     }
+    if frame.regions.capacity() > REGIONS_KEEP {
+        frame.regions = Vec::new();
+    }
+    frame.regions.clear();
+    frame.typed_entries.clear();
     let _ = FRAMES.try_with(|p| {
         if let Ok(mut p) = p.try_borrow_mut() {
             if p.len() < FRAME_POOL {
@@ -508,9 +524,6 @@ pub struct Jit {
     /// Whether the code reads the region table (else it is not copied).
     uses_regions: bool,
     table: Vec<(u32, Arc<dyn Helper>)>,
-    /// Per entry of `table`: its typed function, if registered with
-    /// [`Helpers::register_typed`].
-    typed_entries: Vec<Option<TypedEntry>>,
     /// `typed_entries` resolved for the data type of the last typed run: a
     /// `TypedCache<T>` (see `Jit::resolve_typed`).
     typed_cache: Option<Box<dyn Any + Send + Sync>>,
@@ -523,7 +536,6 @@ pub struct Jit {
     callx_tab: Box<[u64]>,
     #[allow(dead_code)]
     callx_adj: Box<[u64]>,
-    regions: Vec<RegionEntry>,
     budget: Option<u64>,
     /// Unchecked mode: what every run checks of its context before
     /// entering (and after each helper call).
@@ -850,22 +862,22 @@ pub(crate) struct RunEnv<'j> {
     panic: Option<Box<dyn Any + Send + 'static>>,
 }
 
-/// A fresh [`RunEnv`] over the `Jit` `$jit`'s tables, its frame's `$stack`
-/// and `$pcs`, `$mem` and `$data`. A macro, not a method: the caller holds
+/// A fresh [`RunEnv`] over the `Jit` `$jit`'s tables, its `$frame`'s stack
+/// and tables, `$mem` and `$data`. A macro, not a method: the caller holds
 /// the frame's `ctx` mutably meanwhile, which a method borrowing the whole
 /// `Jit` would conflict with.
 macro_rules! run_env {
-    ($jit:expr, $stack:expr, $pcs:expr, $mem:expr, $data:expr) => {
+    ($jit:expr, $frame:expr, $mem:expr, $data:expr) => {
         RunEnv {
-            stack: $stack.as_mut_ptr().cast::<u8>(),
-            stack_len: 8 * $stack.len(),
+            stack: $frame.stack.as_mut_ptr().cast::<u8>(),
+            stack_len: 8 * $frame.stack.len(),
             mem: ($mem as *mut Memory<'_>).cast::<Memory<'static>>(),
             data: $data,
-            regions: &mut $jit.regions,
+            regions: &mut $frame.regions,
             uses_regions: $jit.uses_regions,
             table: &$jit.table,
             all_helpers: &$jit.all_helpers,
-            pcs: $pcs,
+            pcs: &$frame.pcs,
             trap: None,
             panic: None,
         }
@@ -1251,7 +1263,7 @@ impl Jit {
         Self::set_args(ctx, args);
         ctx.status = status::OK;
         let mut env = TypedEnv {
-            base: run_env!(self, frame.stack, &frame.pcs, mem, None),
+            base: run_env!(self, frame, mem, None),
             data: data as *mut T,
             typed,
         };
@@ -1314,8 +1326,8 @@ impl Jit {
         {
             return;
         }
-        let fns: Vec<Option<TypedHelper<T>>> = self
-            .typed_entries
+        let entries = &self.frame().typed_entries;
+        let fns: Vec<Option<TypedHelper<T>>> = entries
             .iter()
             .map(|e| e.as_ref().and_then(TypedEntry::get::<T>))
             .collect();
@@ -1323,8 +1335,7 @@ impl Jit {
         // trampoline otherwise (it calls the typed function or the `Helper`
         // object); the trampoline again for `callx` by id.
         let trampoline = memory::typed_trampoline::<T> as *const () as u64;
-        let direct = self
-            .typed_entries
+        let direct = entries
             .iter()
             .map(|e| {
                 e.as_ref()
@@ -1374,15 +1385,9 @@ impl Jit {
         // once: the table and the hot-region caches stay exact while the
         // version stamp is the same.
         if self.uses_regions && mem.version() != ctx.snap_version {
-            snapshot(mem, &mut self.regions, ctx);
+            snapshot(mem, &mut frame.regions, ctx);
         }
-        let mut env = run_env!(
-            self,
-            frame.stack,
-            &frame.pcs,
-            mem,
-            data.map(|d| d as *mut dyn Any)
-        );
+        let mut env = run_env!(self, frame, mem, data.map(|d| d as *mut dyn Any));
         ctx.env = &mut env as *mut RunEnv<'_> as u64;
         memory::enter(&self.code, self.entry, ctx);
         ctx.env = 0;

@@ -1,15 +1,18 @@
-//! What a compile takes over from dropped programs: a `Jit`'s stack may
-//! come from one dropped earlier on the same thread (see `take_stack` in
-//! the crate root), and must then read exactly as a fresh interpreter's
-//! stack does; code pages are never taken over (see `memory`'s docs).
+//! What a compile takes over from dropped programs: a `Jit`'s frame (state
+//! block, pc table, region table, typed entries and stack) may come from
+//! one dropped earlier on the same thread (see `take_frame` in the crate
+//! root), and must then behave exactly as a fresh one (the stack reads as a
+//! fresh interpreter's); code pages are never taken over (see `memory`'s
+//! docs).
 
 use bpfkit_interp::Interpreter;
+use bpfkit_isa::Pc;
 use bpfkit_isa::{
     asm::{assemble, Syntax},
     Program,
 };
 use bpfkit_jit::Jit;
-use bpfkit_runtime::{Helpers, Memory};
+use bpfkit_runtime::{Guest, HelperResult, Helpers, Memory, TrapKind};
 
 fn prog(text: &str) -> Program {
     Program::from_insns(assemble(text, Syntax::Ubpf).unwrap()).unwrap()
@@ -172,4 +175,135 @@ fn programs_dropped_on_other_threads_leave_working_stacks() {
         .unwrap();
         assert_eq!(r.run(&mut Memory::new(), &[]), Ok(0));
     }
+}
+
+/// A reused frame's pc table is the new program's: a trap after `lddw`s
+/// (two slots each) reports the interpreter's pc, whatever program (with
+/// other `lddw`s, or longer) left its table in the frame.
+#[test]
+fn a_reused_frame_reports_the_new_programs_pcs() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let h = Helpers::new();
+    let mut long = String::new();
+    for k in 0..300 {
+        long.push_str(if k % 7 == 0 {
+            "lddw %r1, 0x100000000\n"
+        } else {
+            "mov %r1, 1\n"
+        });
+    }
+    long.push_str("mov %r0, 0\nexit");
+    let long = prog(&long);
+    // Instruction 3 is at pc 5: the trap must say 5, not 3 (no `lddw` in
+    // the table) or the previous program's pc of instruction 3.
+    let fault = prog("lddw %r1, 1\nlddw %r2, 2\nmov %r3, 0\nldxdw %r0, [%r3]\nexit");
+    let mut mem = Memory::new();
+    let want = Interpreter::new(&fault, &h).unwrap().run(&mut mem, &[]);
+    assert_eq!(want.as_ref().map_err(|t| t.pc), Err(Pc(5)));
+    let mut reused = 0;
+    for round in 0..20 {
+        let mut l = Jit::new(&long, &h).unwrap();
+        assert_eq!(l.run(&mut mem, &[]), Ok(0));
+        let stack = l.stack_range();
+        drop(l);
+        let mut f = Jit::new(&fault, &h).unwrap();
+        reused += usize::from(f.stack_range() == stack);
+        assert_eq!(f.run(&mut mem, &[]), want, "round {round}");
+        // And the other way round: the long program's table is whole.
+        let mut l = Jit::new(&long, &h).unwrap();
+        assert_eq!(l.run(&mut mem, &[]), Ok(0));
+    }
+    assert!(reused > 10, "only {reused} reused frames");
+}
+
+fn ret100(_g: &mut Guest<'_, '_>, _d: &mut u64, _a: [u64; 5]) -> HelperResult {
+    Ok(100)
+}
+
+fn ret200(_g: &mut Guest<'_, '_>, _d: &mut u64, _a: [u64; 5]) -> HelperResult {
+    Ok(200)
+}
+
+/// A reused frame's typed entries are the new program's: its helper table
+/// index 0 is helper 2 here, where the previous program's was helper 1.
+#[test]
+fn a_reused_frame_calls_the_new_programs_typed_helpers() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let mut h = Helpers::new();
+    h.register_typed::<u64>(1, ret100, "u64");
+    h.register_typed::<u64>(2, ret200, "u64");
+    let (one, two) = (prog("call 1\nexit"), prog("call 2\nexit"));
+    let mut mem = Memory::new();
+    for round in 0..20 {
+        let mut a = Jit::new(&one, &h).unwrap();
+        assert_eq!(
+            a.run_typed(&mut mem, &[], &mut 0u64),
+            Ok(100),
+            "round {round}"
+        );
+        drop(a);
+        let mut b = Jit::new(&two, &h).unwrap();
+        assert_eq!(
+            b.run_typed(&mut mem, &[], &mut 0u64),
+            Ok(200),
+            "round {round}"
+        );
+        assert_eq!(
+            b.run_with_data(&mut mem, &[], &mut 0u64),
+            Ok(200),
+            "round {round}, untyped"
+        );
+    }
+}
+
+/// Untyped runs share one table of trampolines up to 63 helpers; a program
+/// calling more gets its own. Both call every helper as the interpreter
+/// does, and a helper id the program does not name still traps.
+#[test]
+fn untyped_runs_reach_every_helper_of_short_and_long_tables() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let mut h = Helpers::new();
+    for id in 1..=80u32 {
+        h.register(id, move |_e, a| Ok(a[0].wrapping_mul(3) + id as u64));
+    }
+    for count in [1u32, 2, 62, 63, 64, 65, 80] {
+        let mut text = String::from("mov %r6, 0\n");
+        for id in 1..=count {
+            text.push_str(&format!("mov %r1, {id}\ncall {id}\nadd %r6, %r0\n"));
+        }
+        text.push_str("mov %r0, %r6\nexit");
+        let p = prog(&text);
+        let mut mem = Memory::new();
+        let want = Interpreter::new(&p, &h).unwrap().run(&mut mem, &[]);
+        let sum: u64 = (1..=count as u64).map(|id| 4 * id).sum();
+        assert_eq!(want, Ok(sum));
+        let mut j = Jit::new(&p, &h).unwrap();
+        assert_eq!(j.run(&mut mem, &[]), want, "{count} helpers");
+        assert_eq!(
+            j.run_typed(&mut mem, &[], &mut 0u64),
+            want,
+            "{count} helpers, typed"
+        );
+        assert_eq!(j.run(&mut mem, &[]), want, "{count} helpers, untyped again");
+    }
+    // An unknown helper among many known ones.
+    let mut text = String::new();
+    for id in 1..=70u32 {
+        text.push_str(&format!("call {id}\n"));
+    }
+    text.push_str("call 999\nexit");
+    let p = prog(&text);
+    let r = Jit::new(&p, &h).unwrap().run(&mut Memory::new(), &[]);
+    assert_eq!(
+        r.map_err(|t| t.kind),
+        Err(TrapKind::UnknownHelper {
+            id: bpfkit_isa::HelperId(999)
+        })
+    );
 }
