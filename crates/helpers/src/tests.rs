@@ -636,6 +636,15 @@ fn array_of_maps_lookups_follow_the_slot() {
         }
         assert_eq!(value(mem, &mut call, ia), 11);
         assert_eq!(call(mem, [outer_addr, k1, 0, 0, 0]), 0);
+        assert_eq!(call(mem, [outer_addr, k1, 0, 0, 0]), 0);
+        // An empty slot filled during the run: the remembered miss no
+        // longer stands.
+        outer
+            .update(&1u32.to_ne_bytes(), &b.0.to_ne_bytes(), 0)
+            .unwrap();
+        assert_eq!(call(mem, [outer_addr, k1, 0, 0, 0]), bm.addr());
+        outer.delete(&1u32.to_ne_bytes()).unwrap();
+        assert_eq!(call(mem, [outer_addr, k1, 0, 0, 0]), 0);
         // Replaced during the run: the next lookup gives the new map; the
         // old one stays usable for the run.
         outer
