@@ -133,23 +133,32 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
             if let Some(addr) = st.slot_memo(guest.memory(), a[0], map, key) {
                 return Ok(addr);
             }
+            // Read before the lookup, for a miss: while it stands, no
+            // change was made since, so the key is still absent.
+            let before = map.slot_generation(key);
             let Some((addr, id, gen)) = map
                 .inner_map_gen(key, st.guard())
                 .map(|(m, g)| (m as *const Map as u64, m.id(), g))
             else {
+                if let (Some(gen), true) = (before, key.len() == 4) {
+                    st.remember_slot(a[0], u32_of(key), gen, 0, false);
+                }
                 return Ok(0);
             };
             let out = inner_addr(st, addr, id)?;
-            if let (Some(gen), true) = (gen, out != 0) {
+            // The memo is by 4-byte index (`slot_memo` answers only those);
+            // a `hash_of_maps` count stands for all its keys.
+            if let (Some(gen), true) = (gen, out != 0 && key.len() == 4) {
                 st.remember_slot(a[0], u32_of(key), gen, out, false);
             }
             Ok(out)
         }
         // The entry in place, read-only (the verifier refuses writes to
         // device map values): no copy per lookup, and the pointer
-        // identity of the kernel's (see `Map::dev_value`). A devmap_hash
-        // entry is `lookup_ptr`'s, below.
-        MapType::Devmap => {
+        // identity of the kernel's (see `Map::dev_value`). Answered again
+        // while the slot's (devmap) or the map's (devmap_hash) change
+        // count stands: the element found is still the one in the map.
+        MapType::Devmap | MapType::DevmapHash => {
             if let Some(addr) = st.slot_memo(guest.memory(), a[0], map, key) {
                 return Ok(addr);
             }
@@ -159,13 +168,15 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
             else {
                 return Ok(0);
             };
-            let index = u32_of(key);
+            let (index, by_index) = (u32_of(key), key.len() == 4);
             let out = hand_out(env, ptr, len, false)?;
-            env.state().remember_slot(a[0], index, gen, out, true);
+            if by_index {
+                env.state().remember_slot(a[0], index, gen, out, true);
+            }
             Ok(out)
         }
-        t => {
-            let writable = t != MapType::DevmapHash && value_writable(map);
+        _ => {
+            let writable = value_writable(map);
             let Some((ptr, len)) = map.lookup_ptr(key, st.cpu, st.guard()).map(|v| raw(&v)) else {
                 return Ok(0);
             };

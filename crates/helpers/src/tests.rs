@@ -636,6 +636,15 @@ fn array_of_maps_lookups_follow_the_slot() {
         }
         assert_eq!(value(mem, &mut call, ia), 11);
         assert_eq!(call(mem, [outer_addr, k1, 0, 0, 0]), 0);
+        assert_eq!(call(mem, [outer_addr, k1, 0, 0, 0]), 0);
+        // An empty slot filled during the run: the remembered miss no
+        // longer stands.
+        outer
+            .update(&1u32.to_ne_bytes(), &b.0.to_ne_bytes(), 0)
+            .unwrap();
+        assert_eq!(call(mem, [outer_addr, k1, 0, 0, 0]), bm.addr());
+        outer.delete(&1u32.to_ne_bytes()).unwrap();
+        assert_eq!(call(mem, [outer_addr, k1, 0, 0, 0]), 0);
         // Replaced during the run: the next lookup gives the new map; the
         // old one stays usable for the run.
         outer
@@ -733,4 +742,62 @@ fn ringbuf_records_reserved_submitted_and_discarded() {
         })
         .unwrap();
     assert_eq!(seen, 1);
+}
+
+/// `hash_of_maps` lookups are answered again while the map's change count
+/// stands (hits and misses alike), and follow every change: an inner map
+/// put in, replaced or removed during the run is seen by the next lookup,
+/// and a key that another change leaves alone still gives its map.
+#[test]
+fn hash_of_maps_lookups_follow_the_map() {
+    let tmpl = MapDef::new(MapType::Array, 4, 8, 2);
+    let w = world(&[MapDef::new(MapType::HashOfMaps, 4, 4, 8).with_inner(tmpl.clone())]);
+    let outer_addr = w.addrs[0];
+    let outer = w.registry.get(bpfkit_maps::MapId(1)).unwrap();
+    let (a, am) = w.registry.create(tmpl.clone()).unwrap();
+    let (b, bm) = w.registry.create(tmpl).unwrap();
+    outer
+        .update(&5u32.to_ne_bytes(), &a.0.to_ne_bytes(), 0)
+        .unwrap();
+    let mut keys = [5u32.to_ne_bytes(), 6u32.to_ne_bytes()];
+    let [k5, k6] = &mut keys;
+    let mut mem = Memory::new();
+    let (k5, k6) = (
+        mem.add(RegionKind::Other, k5),
+        mem.add(RegionKind::Other, k6),
+    );
+    RunState::scoped(w.table.clone(), 0, mem, |mem, state| {
+        let mut stack = [0u8; 8];
+        let mut call = |mem: &mut Memory<'_>, args: [u64; 5]| {
+            let h = w.helpers.get(MAP_LOOKUP_ELEM).unwrap().clone();
+            let mut guest = Guest::new(&mut stack, mem);
+            let mut env = HelperEnv::new(
+                guest.reborrow(),
+                Some(&mut *state),
+                Pc(0),
+                HelperId(MAP_LOOKUP_ELEM),
+            );
+            h.call(&mut env, args).unwrap()
+        };
+        for _ in 0..3 {
+            assert_eq!(call(mem, [outer_addr, k5, 0, 0, 0]), am.addr());
+            assert_eq!(call(mem, [outer_addr, k6, 0, 0, 0]), 0);
+        }
+        // The absent key put in: found at once, the other key unchanged.
+        outer
+            .update(&6u32.to_ne_bytes(), &b.0.to_ne_bytes(), 0)
+            .unwrap();
+        assert_eq!(call(mem, [outer_addr, k6, 0, 0, 0]), bm.addr());
+        assert_eq!(call(mem, [outer_addr, k5, 0, 0, 0]), am.addr());
+        // Replaced, then removed.
+        outer
+            .update(&5u32.to_ne_bytes(), &b.0.to_ne_bytes(), 0)
+            .unwrap();
+        assert_eq!(call(mem, [outer_addr, k5, 0, 0, 0]), bm.addr());
+        outer.delete(&5u32.to_ne_bytes()).unwrap();
+        assert_eq!(call(mem, [outer_addr, k5, 0, 0, 0]), 0);
+        assert_eq!(call(mem, [outer_addr, k6, 0, 0, 0]), bm.addr());
+    });
+    // Answered from the memo: the outer map's change count stands.
+    assert!(outer.slot_generation(&5u32.to_ne_bytes()).is_some());
 }

@@ -281,11 +281,12 @@ pub(crate) fn redirect_map(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResu
             if flags & BPF_F_BROADCAST != 0 {
                 Some(Redirect::Broadcast { map: id })
             } else {
-                map.redirect_target(key).map(|t| Redirect::Devmap {
-                    map: id,
-                    key,
-                    ifindex: t.ifindex,
-                })
+                map.redirect_target_in(key, st.guard())
+                    .map(|t| Redirect::Devmap {
+                        map: id,
+                        key,
+                        ifindex: t.ifindex,
+                    })
             }
         }
         _ => map

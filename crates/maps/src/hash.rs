@@ -236,6 +236,14 @@ pub(crate) struct Hash {
     /// `BPF_EXIST` on a missing key gives `ENOENT` (not for `devmap_hash`).
     check_exist: bool,
     lru: Option<Mutex<VecDeque<Arc<Elem>>>>,
+    /// For the maps whose program lookups a run may answer again
+    /// (`hash_of_maps`, `devmap_hash`): a count of the chains published
+    /// (every insert, replacement and removal; these maps are never
+    /// per-CPU, so no value changes in place). While it reads what it
+    /// read before a lookup, every element that lookup found is still the
+    /// one in the map. `None` for other hashes, whose writers would pay a
+    /// shared atomic per update for nothing.
+    changes: Option<AtomicU64>,
 }
 
 impl Drop for Hash {
@@ -279,7 +287,24 @@ impl Hash {
             percpu: ncpus.is_some(),
             check_exist,
             lru: lru.then(|| Mutex::new(VecDeque::new())),
+            changes: None,
         })
+    }
+
+    /// The hash with a change count (see [`Hash::changes`]).
+    pub(crate) fn counting_changes(mut self) -> Hash {
+        self.changes = Some(AtomicU64::new(0));
+        self
+    }
+
+    /// The change count, for a hash made [`Hash::counting_changes`]. Read
+    /// before a lookup (acquire, pairing with the release increment that
+    /// follows each publication): a lookup made after this read sees every
+    /// chain counted in it, so an unchanged count later means no chain was
+    /// published since and the lookup's answer stands.
+    #[inline]
+    pub(crate) fn changes(&self) -> Option<u64> {
+        Some(self.changes.as_ref()?.load(Ordering::Acquire))
     }
 
     #[inline]
@@ -407,8 +432,13 @@ impl Hash {
 
     /// Publishes `elems` as the bucket's chain; the caller holds the
     /// bucket's writer lock.
-    fn publish(b: &Bucket, elems: Vec<Arc<Elem>>) {
+    fn publish(&self, b: &Bucket, elems: Vec<Arc<Elem>>) {
         b.chain.replace(Chain::from_vec(elems));
+        // After the chain: a reader whose count includes this change sees
+        // the new chain (see `Hash::changes`).
+        if let Some(c) = &self.changes {
+            c.fetch_add(1, Ordering::Release);
+        }
     }
 
     /// The bucket's elements now; the caller holds its writer lock, so the
@@ -461,7 +491,7 @@ impl Hash {
                 old.live.store(false, Ordering::Relaxed);
                 // The old element lives on in the retired chain until the
                 // runs that may see it have ended.
-                Self::publish(b, elems);
+                self.publish(b, elems);
             }
             None => {
                 if !self.try_reserve() {
@@ -472,7 +502,7 @@ impl Hash {
                 match self.new_elem(key, src, obj) {
                     Ok(e) => {
                         elems.push(Arc::new(e));
-                        Self::publish(b, elems);
+                        self.publish(b, elems);
                     }
                     Err(e) => {
                         self.count.fetch_sub(1, Ordering::AcqRel);
@@ -521,7 +551,7 @@ impl Hash {
                     let queued = new.clone();
                     let old = std::mem::replace(&mut elems[p], new);
                     old.live.store(false, Ordering::Relaxed);
-                    Self::publish(b, elems);
+                    self.publish(b, elems);
                     drop(w);
                     queued
                 }
@@ -538,7 +568,7 @@ impl Hash {
                     };
                     let queued = new.clone();
                     elems.push(new);
-                    Self::publish(b, elems);
+                    self.publish(b, elems);
                     drop(w);
                     queued
                 }
@@ -602,7 +632,7 @@ impl Hash {
             let old = elems.remove(p);
             old.live.store(false, Ordering::Relaxed);
             self.count.fetch_sub(1, Ordering::AcqRel);
-            Self::publish(b, elems);
+            self.publish(b, elems);
         }
         true
     }
@@ -620,7 +650,7 @@ impl Hash {
         let old = elems.remove(p);
         old.live.store(false, Ordering::Relaxed);
         self.count.fetch_sub(1, Ordering::AcqRel);
-        Self::publish(b, elems);
+        self.publish(b, elems);
         Ok(old)
     }
 

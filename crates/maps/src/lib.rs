@@ -272,13 +272,18 @@ impl Map {
                 def.value_size,
                 percpu.unwrap_or(1),
             )?),
-            T::Hash | T::PercpuHash | T::HashOfMaps => Imp::Hash(Hash::new(
+            T::Hash | T::PercpuHash => Imp::Hash(Hash::new(
                 def.max_entries,
                 def.value_size,
                 percpu,
                 false,
                 true,
             )?),
+            // Program lookups in these may be answered again within a run
+            // while the map's change count stands (`Map::slot_generation`).
+            T::HashOfMaps => Imp::Hash(
+                Hash::new(def.max_entries, def.value_size, None, false, true)?.counting_changes(),
+            ),
             T::LruHash | T::LruPercpuHash => Imp::Hash(Hash::new(
                 def.max_entries,
                 def.value_size,
@@ -286,13 +291,9 @@ impl Map {
                 true,
                 true,
             )?),
-            T::DevmapHash => Imp::Hash(Hash::new(
-                def.max_entries,
-                def.value_size,
-                None,
-                false,
-                false,
-            )?),
+            T::DevmapHash => Imp::Hash(
+                Hash::new(def.max_entries, def.value_size, None, false, false)?.counting_changes(),
+            ),
             T::LpmTrie => Imp::Lpm(Lpm::new(def.key_size, def.value_size, def.max_entries)),
             T::Queue => Imp::Queue(QueueStack::new(def.max_entries, false)),
             T::Stack => Imp::Queue(QueueStack::new(def.max_entries, true)),
@@ -1041,21 +1042,44 @@ impl Map {
     /// The redirect target of a `devmap`/`devmap_hash` entry
     /// (`bpf_redirect_map`), `None` when absent.
     pub fn redirect_target(&self, key: u32) -> Option<DevTarget> {
+        match (&self.imp, self.def.map_type) {
+            (Imp::Slots(s), MapType::Devmap) => Some(self.dev_target(s.value(key)?)),
+            (Imp::Hash(_), MapType::DevmapHash) => self.redirect_target_in(key, &crate::pin()),
+            _ => None,
+        }
+    }
+
+    /// [`Map::redirect_target`] from a run, whose `guard` protects the
+    /// `devmap_hash` element read (no pin of its own, no copy through a
+    /// buffer: the element is one word).
+    #[inline]
+    pub fn redirect_target_in(&self, key: u32, guard: &RunGuard) -> Option<DevTarget> {
         let v = match (&self.imp, self.def.map_type) {
             (Imp::Slots(s), MapType::Devmap) => s.value(key)?,
             (Imp::Hash(h), MapType::DevmapHash) => {
-                let mut v = [0u8; 8];
-                h.lookup(&key.to_ne_bytes(), &mut v[..self.def.value_size as usize])
-                    .ok()?;
+                let e = h.find(&key.to_ne_bytes(), guard)?;
+                let w = e.words.first()?.load(std::sync::atomic::Ordering::Relaxed);
+                // A 4-byte value is the word's first 4 bytes; the rest of
+                // the word is not part of it.
+                let mut v = w.to_ne_bytes();
+                if self.def.value_size < 8 {
+                    v[4..].fill(0);
+                }
                 v
             }
             _ => return None,
         };
+        Some(self.dev_target(v))
+    }
+
+    /// A device map value (`struct bpf_devmap_val`'s first 8 bytes, or
+    /// the 4-byte ifindex) as a redirect target.
+    fn dev_target(&self, v: [u8; 8]) -> DevTarget {
         let prog = u32_of(&v[4..]);
-        Some(DevTarget {
+        DevTarget {
             ifindex: u32_of(&v),
             prog: (self.def.value_size == 8 && prog != 0).then_some(ProgId(prog)),
-        })
+        }
     }
 
     /// `bpf_map_lookup_elem` on a `devmap` or `devmap_hash`: the entry's
@@ -1075,9 +1099,9 @@ impl Map {
         }
     }
 
-    /// [`Map::dev_value`] for a `devmap`, with the entry's
-    /// [`Map::slot_generation`] when it was found (`None` for other map
-    /// types: a `devmap_hash` entry is [`Map::lookup_ptr`]'s).
+    /// [`Map::dev_value`] with the [`Map::slot_generation`] the entry was
+    /// found under (for a `devmap_hash`, the map's change count read
+    /// before the lookup).
     #[inline]
     pub fn dev_value_gen<'g>(
         &'g self,
@@ -1086,6 +1110,10 @@ impl Map {
     ) -> Option<(ValueRef<'g>, u64)> {
         match (&self.imp, self.def.map_type) {
             (Imp::Slots(s), MapType::Devmap) if key.len() == 4 => s.value_ref(u32_of(key), guard),
+            (Imp::Hash(h), MapType::DevmapHash) if key.len() == self.def.key_size as usize => {
+                let gen = h.changes()?;
+                Some((h.lookup_ptr(key, 0, guard)?, gen))
+            }
             _ => None,
         }
     }
@@ -1102,6 +1130,9 @@ impl Map {
     pub fn slot_generation(&self, key: &[u8]) -> Option<u64> {
         match &self.imp {
             Imp::Slots(s) if key.len() == 4 => s.generation(u32_of(key)),
+            // `hash_of_maps` and `devmap_hash`: no count per key, the
+            // map's count of changes (any key), which stands for every key.
+            Imp::Hash(h) if key.len() == self.def.key_size as usize => h.changes(),
             _ => None,
         }
     }
@@ -1155,9 +1186,9 @@ impl Map {
         self.inner_map_gen(key, guard).map(|(m, _)| m)
     }
 
-    /// [`Map::inner_map`] with, for an `array_of_maps`, the slot's
-    /// [`Map::slot_generation`] when it was found (`None` for
-    /// `hash_of_maps`).
+    /// [`Map::inner_map`] with the [`Map::slot_generation`] it was found
+    /// under (for a `hash_of_maps`, the map's change count read before
+    /// the lookup).
     pub fn inner_map_gen<'g>(
         &'g self,
         key: &[u8],
@@ -1170,11 +1201,13 @@ impl Map {
             (Imp::Slots(s), MapType::ArrayOfMaps) => {
                 s.inner(u32_of(key), guard).map(|(m, g)| (m, Some(g)))
             }
-            (Imp::Hash(h), MapType::HashOfMaps) => h
-                .find(key, guard)?
-                .obj
-                .as_ref()
-                .map(|m| (m.get(guard), None)),
+            (Imp::Hash(h), MapType::HashOfMaps) => {
+                let gen = h.changes();
+                h.find(key, guard)?
+                    .obj
+                    .as_ref()
+                    .map(|m| (m.get(guard), gen))
+            }
             _ => None,
         }
     }

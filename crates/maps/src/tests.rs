@@ -929,3 +929,53 @@ fn slot_words_follow_updates_and_deletes() {
         }
     }
 }
+
+/// The change count of `hash_of_maps` and `devmap_hash` (what runs
+/// answer lookups again under): it moves with every insert, replacement
+/// and removal, not with failed updates or lookups, and a run's redirect
+/// target read in place under its guard is the control side's.
+#[test]
+fn hash_change_counts_and_redirects_in_place() {
+    let h = mk(MapType::DevmapHash, 4, 4, 4);
+    let g0 = h
+        .slot_generation(&k(3))
+        .expect("devmap_hash counts changes");
+    h.update(&k(3), &k(7), ANY).unwrap();
+    let g1 = h.slot_generation(&k(3)).unwrap();
+    assert_ne!(g0, g1);
+    // Any key's change moves the count every key reads.
+    h.update(&k(4), &k(8), ANY).unwrap();
+    let g2 = h.slot_generation(&k(3)).unwrap();
+    assert_ne!(g1, g2);
+    assert_eq!(errno(h.update(&k(4), &k(9), NOEXIST)), EEXIST);
+    assert!(h.lookup(&k(3)).is_ok());
+    assert_eq!(h.slot_generation(&k(3)), Some(g2));
+    let guard = crate::pin();
+    let (v, g) = h.dev_value_gen(&k(3), &guard).unwrap();
+    assert_eq!((v.len(), g), (4, g2));
+    assert_eq!(
+        h.redirect_target_in(3, &guard),
+        Some(DevTarget {
+            ifindex: 7,
+            prog: None
+        })
+    );
+    assert_eq!(h.redirect_target_in(5, &guard), None);
+    h.delete(&k(3)).unwrap();
+    assert_ne!(h.slot_generation(&k(3)), Some(g2));
+    assert_eq!(h.redirect_target_in(3, &guard), None);
+    assert_eq!(h.slot_generation(&[0; 3]), None);
+    // An 8-byte value: the program id too.
+    let h8 = mk(MapType::DevmapHash, 4, 8, 4);
+    let val = [2u32.to_ne_bytes(), 6u32.to_ne_bytes()].concat();
+    h8.update(&k(1), &val, ANY).unwrap();
+    assert_eq!(
+        h8.redirect_target_in(1, &guard),
+        Some(DevTarget {
+            ifindex: 2,
+            prog: Some(ProgId(6))
+        })
+    );
+    // Plain hashes keep no count (their writers pay nothing for it).
+    assert_eq!(mk(MapType::Hash, 4, 4, 4).slot_generation(&k(1)), None);
+}
