@@ -299,40 +299,14 @@ impl<'r> Builder<'r> {
         f.pcs.push(Pc(slots));
         let stack_start = f.stack.as_mut_ptr() as u64;
         f.ctx = Ctx {
-            host_rsp: 0,
             stack_start,
             stack_top: stack_start + (STACK_SIZE * MAX_CALL_FRAMES) as u64,
-            remaining: 0,
-            depth: 0,
-            regions: 0,
-            nregions: 0,
-            args: [0; 5],
-            call_h: 0,
-            call_site: 0,
-            status: status::OK,
-            ret: 0,
-            trap_idx: 0,
-            fault_addr: 0,
-            fault_info: 0,
             callx_tab: callx_tab.as_ptr() as u64,
             callx_adj: callx_adj.as_ptr() as u64,
-            pkt_start: 0,
-            pkt_len: 0,
-            has_pkt: 0,
-            hot_r: [0; 5],
-            hot_w: [0; 5],
-            env: 0,
-            snap_version: 0,
-            cpu: 0,
-            direct: 0,
             direct_len: lowered.table.len() as u64,
-            raw: RawCall {
-                guest: memory::no_guest(),
-                data: std::ptr::null_mut(),
-                engine: std::ptr::null_mut(),
-                on_regions: memory::no_regions_hook,
-                on_stop: memory::no_stop_hook,
-            },
+            // Every other field as a fresh `Jit`'s: a pooled frame keeps
+            // nothing of the compile before.
+            ..Ctx::blank()
         };
         // Untyped runs call every helper through the dynamic trampoline
         // (the table's entries and the `callx`-by-id one after them): the
@@ -440,7 +414,19 @@ fn take_frame() -> Box<Frame> {
 #[cold]
 fn new_frame() -> Box<Frame> {
     Box::new(Frame {
-        ctx: Ctx {
+        ctx: Ctx::blank(),
+        pcs: Vec::new(),
+        regions: Vec::new(),
+        typed_entries: Vec::new(),
+        stack: [0; STACK_WORDS],
+    })
+}
+
+impl Ctx {
+    /// A `Ctx` with every field in its state before a compile: no stack,
+    /// no regions, no run, the hooks that do nothing.
+    fn blank() -> Ctx {
+        Ctx {
             host_rsp: 0,
             stack_start: 0,
             stack_top: 0,
@@ -475,12 +461,8 @@ fn new_frame() -> Box<Frame> {
                 on_regions: memory::no_regions_hook,
                 on_stop: memory::no_stop_hook,
             },
-        },
-        pcs: Vec::new(),
-        regions: Vec::new(),
-        typed_entries: Vec::new(),
-        stack: [0; STACK_WORDS],
-    })
+        }
+    }
 }
 
 /// Keeps `frame` for a later compile on this thread, or frees it when the
