@@ -117,8 +117,8 @@ pub mod fuzzing;
 use bpfkit_isa::{HelperId, Insn, Pc, Program};
 use bpfkit_runtime::raw::{RawCall, RawStop};
 use bpfkit_runtime::{
-    Access, Guest, Helper, HelperEnv, HelperResult, Helpers, Imm64Resolver, Memory, Trap, TrapKind,
-    TypedEntry, TypedHelper, MAX_CALL_FRAMES, STACK_SIZE,
+    Access, Guest, Helper, HelperAbort, HelperEnv, HelperResult, Helpers, Imm64Resolver, Memory,
+    Trap, TrapKind, TypedEntry, TypedHelper, MAX_CALL_FRAMES, STACK_SIZE,
 };
 use bpfkit_verifier::verified::PacketFields;
 pub use bpfkit_verifier::VerifiedProgram;
@@ -286,7 +286,7 @@ impl<'r> Builder<'r> {
         let mut frame = take_frame();
         let f = &mut *frame;
         // The typed functions of the table's helpers, resolved per data
-        // type at the first typed run (`Jit::resolve_typed`).
+        // type at the first typed run (`typed_cache`).
         f.typed_entries.extend(
             lowered
                 .table
@@ -507,8 +507,9 @@ pub struct Jit {
     uses_regions: bool,
     table: Vec<(u32, Arc<dyn Helper>)>,
     /// `typed_entries` resolved for the data type of the last typed run: a
-    /// `TypedCache<T>` (see `Jit::resolve_typed`).
-    typed_cache: Option<Box<dyn Any + Send + Sync>>,
+    /// `TypedCache<T>` and its `TypeId` (see `typed_cache`), which a run
+    /// compares with a constant (no virtual `type_id` call per run).
+    typed_cache: Option<memory::TypedSlot>,
     /// The stub's targets (`Ctx::direct`) in untyped runs: the dynamic
     /// trampoline for every table entry and for `callx` by id.
     untyped_direct: Box<[u64]>,
@@ -867,11 +868,59 @@ macro_rules! run_env {
 }
 
 /// The typed functions and the stub's targets of a `Jit`'s helper table
-/// for per-run data of type `T` (see `Jit::resolve_typed`).
+/// for per-run data of type `T` (see `typed_cache`).
 struct TypedCache<T> {
     fns: Vec<Option<TypedHelper<T>>>,
     /// One per table entry, then the one for `callx` by id (`Ctx::direct`).
     direct: Vec<u64>,
+}
+
+/// `cache` (a `Jit`'s `typed_cache`) for data type `T`, filled from the
+/// table's typed `entries` unless it holds them already (once per `Jit` and
+/// data type, not per run: a run pays one `TypeId` compare).
+#[inline(always)]
+fn typed_cache<'c, T: Any>(
+    cache: &'c mut Option<memory::TypedSlot>,
+    entries: &[Option<TypedEntry>],
+) -> &'c TypedCache<T> {
+    if cache
+        .as_ref()
+        .and_then(memory::TypedSlot::get::<TypedCache<T>>)
+        .is_none()
+    {
+        *cache = Some(memory::TypedSlot::new(resolve_typed::<T>(entries)));
+    }
+    match cache
+        .as_ref()
+        .and_then(memory::TypedSlot::get::<TypedCache<T>>)
+    {
+        Some(c) => c,
+        None => unreachable!("filled above"),
+    }
+}
+
+/// The table's typed functions and direct entries for data type `T`.
+#[cold]
+#[inline(never)]
+fn resolve_typed<T: Any>(entries: &[Option<TypedEntry>]) -> TypedCache<T> {
+    let fns: Vec<Option<TypedHelper<T>>> = entries
+        .iter()
+        .map(|e| e.as_ref().and_then(TypedEntry::get::<T>))
+        .collect();
+    // A helper's own direct entry where it has one for `T`, the typed
+    // trampoline otherwise (it calls the typed function or the `Helper`
+    // object); the trampoline again for `callx` by id.
+    let trampoline = memory::typed_trampoline::<T> as *const () as u64;
+    let direct = entries
+        .iter()
+        .map(|e| {
+            e.as_ref()
+                .and_then(TypedEntry::raw::<T>)
+                .map_or(trampoline, |f| f as *const () as u64)
+        })
+        .chain(std::iter::once(trampoline))
+        .collect();
+    TypedCache { fns, direct }
 }
 
 /// [`RunEnv`] of a typed run ([`Jit::run_repeat`]): the data's own type,
@@ -1048,6 +1097,14 @@ pub(crate) fn regions_after_call(ctx: &mut Ctx, env: &mut RunEnv<'_>, mem: &Memo
 /// `memory::raw_stop_hook`): how the program stops, as for the
 /// trampolines' calls.
 pub(crate) fn raw_stopped(ctx: &mut Ctx, env: &mut RunEnv<'_>, stop: RawStop) {
+    // A plain stop (how `bpf_tail_call` ends the program, once per tail
+    // call) needs neither the helper's id nor the call's pc: those only
+    // describe traps.
+    if let Ok(Err(HelperAbort::Stop { r0 })) = stop {
+        ctx.status = status::OK;
+        ctx.ret = r0;
+        return;
+    }
     let id = HelperId(env.table[ctx.call_h as usize].0);
     stopped(ctx, env, stop, id);
 }
@@ -1229,14 +1286,10 @@ impl Jit {
         data: &mut T,
         mut again: impl FnMut(&mut T, u64) -> bool,
     ) -> Result<u64, Trap> {
-        self.resolve_typed::<T>();
-        let Some(cache) = self
-            .typed_cache
-            .as_ref()
-            .and_then(|c| c.downcast_ref::<TypedCache<T>>())
-        else {
-            unreachable!("resolve_typed filled the cache for T");
-        };
+        let cache = typed_cache::<T>(
+            &mut self.typed_cache,
+            &frame_of(&mut self.frame).typed_entries,
+        );
         let (typed, direct) = (cache.fns.as_slice(), cache.direct.as_ptr() as u64);
         let r1 = args.first().copied().unwrap_or(0);
         let remaining = self.budget.unwrap_or(i64::MAX as u64) as i64;
@@ -1257,7 +1310,9 @@ impl Jit {
             on_regions: memory::raw_regions_hook::<T>,
             on_stop: memory::raw_stop_hook::<T>,
         };
-        let (unchecked, uses_regions) = (self.unchecked, self.uses_regions);
+        // Borrowed, not copied: the `EntryCheck` is a dozen words, copied
+        // again at every series (twice per run with a tail call).
+        let (unchecked, uses_regions) = (&self.unchecked, self.uses_regions);
         let (code, entry) = (&self.code, self.entry);
         ctx.env = &mut env as *mut TypedEnv<'_, T> as u64;
         let r = loop {
@@ -1296,37 +1351,6 @@ impl Jit {
         };
         ctx.env = 0;
         r
-    }
-
-    /// Fills `typed_cache` with the table's typed functions for `T`
-    /// unless it holds them already (once per data type, not per run).
-    fn resolve_typed<T: Any>(&mut self) {
-        if self
-            .typed_cache
-            .as_ref()
-            .is_some_and(|c| c.is::<TypedCache<T>>())
-        {
-            return;
-        }
-        let entries = &self.frame().typed_entries;
-        let fns: Vec<Option<TypedHelper<T>>> = entries
-            .iter()
-            .map(|e| e.as_ref().and_then(TypedEntry::get::<T>))
-            .collect();
-        // A helper's own direct entry where it has one for `T`, the typed
-        // trampoline otherwise (it calls the typed function or the `Helper`
-        // object); the trampoline again for `callx` by id.
-        let trampoline = memory::typed_trampoline::<T> as *const () as u64;
-        let direct = entries
-            .iter()
-            .map(|e| {
-                e.as_ref()
-                    .and_then(TypedEntry::raw::<T>)
-                    .map_or(trampoline, |f| f as *const () as u64)
-            })
-            .chain(std::iter::once(trampoline))
-            .collect();
-        self.typed_cache = Some(Box::new(TypedCache { fns, direct }));
     }
 
     /// `r1`-`r5` into the `Ctx`, each stored straight into its field (an

@@ -499,3 +499,38 @@ pub(crate) fn cached_ctx_words(
         }),
     )
 }
+
+/// A value of a type known only at run time, with that type's `TypeId`
+/// kept beside it: a lookup compares two constants instead of making
+/// `Any::type_id`'s virtual call (a `Jit`'s typed helper table, looked up
+/// once per typed run: BENCHMARKS.md, "Tail-call series").
+pub(crate) struct TypedSlot {
+    /// `TypeId` of the boxed value's type, set with it (the fields are
+    /// private to this module, so no other code can pair them otherwise).
+    id: std::any::TypeId,
+    value: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl TypedSlot {
+    pub(crate) fn new<T: std::any::Any + Send + Sync>(value: T) -> TypedSlot {
+        TypedSlot {
+            id: std::any::TypeId::of::<T>(),
+            value: Box::new(value),
+        }
+    }
+
+    /// The value if it is a `T`.
+    #[inline(always)]
+    pub(crate) fn get<T: std::any::Any>(&self) -> Option<&T> {
+        if self.id != std::any::TypeId::of::<T>() {
+            return None;
+        }
+        let p: *const (dyn std::any::Any + Send + Sync) = &*self.value;
+        // SAFETY: `id` is the `TypeId` of the boxed value's type (`new`
+        // records them together and nothing else writes either), and it is
+        // `T`'s: the trait object's data pointer points at a live `T`,
+        // borrowed for as long as `self` (what `downcast_ref` does after
+        // its own, virtual, `type_id` call).
+        Some(unsafe { &*p.cast::<T>() })
+    }
+}

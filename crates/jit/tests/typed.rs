@@ -493,3 +493,46 @@ fn body_registration_gives_direct_entries_for_its_type_only() {
     assert!(f.typed_entry(10).unwrap().raw::<Data>().is_none());
     assert!(h.typed_entry(20).is_none());
 }
+
+/// Per-run data of another type, with its own typed helper.
+#[derive(Default)]
+struct Other {
+    n: u64,
+}
+
+fn bump(_g: &mut Guest<'_, '_>, o: &mut Other, a: [u64; 5]) -> HelperResult {
+    o.n += a[0];
+    Ok(o.n * 100)
+}
+
+#[test]
+fn alternating_data_types_each_get_their_own_typed_table() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    // One `Jit`, typed helpers for two data types: the typed table cached
+    // for the last type must never serve the other one (a helper for
+    // `Other` called with a `Data`, or the reverse, would misread it).
+    let mut h = Helpers::new();
+    h.register_typed::<Data>(10, count, "no Data");
+    h.register_typed::<Other>(30, bump, "no Other");
+    let p = prog("mov %r1, 3\ncall 30\nexit");
+    let mut jit = Jit::new(&p, &h).unwrap();
+    let q = prog("mov %r1, 1\nmov %r2, 2\ncall 10\nexit");
+    let mut jit_d = Jit::new(&q, &h).unwrap();
+    let mut mem = Memory::new();
+    let (mut d, mut o) = (Data::default(), Other::default());
+    let no_other = Err(Trap::new(
+        Pc(1),
+        TrapKind::Helper {
+            id: HelperId(30),
+            message: "no Other".into(),
+        },
+    ));
+    for k in 1..=3u64 {
+        assert_eq!(jit.run_typed(&mut mem, &[], &mut o), Ok(300 * k));
+        assert_eq!(jit.run_typed(&mut mem, &[], &mut d), no_other);
+        assert_eq!(jit_d.run_typed(&mut mem, &[], &mut d), Ok(3 + k));
+    }
+    assert_eq!((o.n, d.calls), (9, 3));
+}
