@@ -375,8 +375,28 @@ struct Frame {
     /// with [`Helpers::register_typed`] (emptied when the frame is given
     /// back, so that no helper outlives its `Jit` through the pool).
     typed_entries: Vec<Option<TypedEntry>>,
-    /// The stack, as `u64`s so that frames are 8-aligned.
-    stack: [u64; STACK_WORDS],
+    /// The stack (see [`Stack`]).
+    stack: Stack,
+}
+
+/// A `Jit`'s stack, as `u64`s and 16-aligned: its top, `r10` on entry,
+/// is then 16-aligned like the interpreter's (and the kernel JIT's frame
+/// pointer), so that a privileged program that computes with the stack's
+/// address (allowed to root) sees the same low bits on both engines.
+#[repr(C, align(16))]
+struct Stack([u64; STACK_WORDS]);
+
+impl std::ops::Deref for Stack {
+    type Target = [u64; STACK_WORDS];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Stack {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 thread_local! {
@@ -418,7 +438,7 @@ fn new_frame() -> Box<Frame> {
         pcs: Vec::new(),
         regions: Vec::new(),
         typed_entries: Vec::new(),
-        stack: [0; STACK_WORDS],
+        stack: Stack([0; STACK_WORDS]),
     })
 }
 

@@ -307,3 +307,26 @@ fn untyped_runs_reach_every_helper_of_short_and_long_tables() {
         })
     );
 }
+
+/// `r10` is 16-aligned on entry on both engines, fresh or pooled frame:
+/// a privileged program may compute with the stack's address, and its low
+/// bits must not differ between the interpreter and the JIT (the soundness
+/// oracle compares the two on such programs).
+#[test]
+fn r10_has_the_interpreters_low_bits() {
+    let p = prog("mov %r0, %r10\nand %r0, 0xf\nexit");
+    let h = Helpers::new();
+    let mut mem = Memory::new();
+    let mut vm = Interpreter::new(&p, &h).unwrap();
+    let want = vm.run(&mut mem, &[]).unwrap();
+    assert_eq!(want, 0, "the interpreter's r10 is 16-aligned");
+    // Fresh frames, then frames from the pool (the kept ones are dropped
+    // and taken again).
+    for round in 0..3 {
+        let mut jits: Vec<Jit> = (0..4).map(|_| Jit::new(&p, &h).unwrap()).collect();
+        for jit in &mut jits {
+            assert_eq!(jit.run(&mut mem, &[]).unwrap(), want, "round {round}");
+            assert_eq!(jit.stack_range().1 % 16, 0, "round {round}");
+        }
+    }
+}
