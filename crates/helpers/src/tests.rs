@@ -19,6 +19,22 @@ struct World {
     addrs: Vec<u64>,
 }
 
+/// Calls helper `id` as generated code would: `stack` as the program's
+/// stack, `state` as the run's, at pc 0.
+fn call_helper(
+    helpers: &Helpers,
+    id: u32,
+    stack: &mut [u8],
+    mem: &mut Memory<'_>,
+    state: &mut RunState,
+    args: [u64; 5],
+) -> HelperResult {
+    let h = helpers.get(id).unwrap().clone();
+    let mut guest = Guest::new(stack, mem);
+    let mut env = HelperEnv::new(guest.reborrow(), Some(state), Pc(0), HelperId(id));
+    h.call(&mut env, args)
+}
+
 fn world(defs: &[MapDef]) -> World {
     let registry = MapRegistry::new(MapOptions::new().possible_cpus(2));
     let mut table = MapTable::new(Some(registry.clone()));
@@ -46,13 +62,8 @@ impl World {
         let helpers = &self.helpers;
         RunState::scoped(self.table.clone(), 0, mem, |mem, state| {
             let mut stack = [0u8; 8];
-            let mut call = |id: u32, args: [u64; 5]| {
-                let h = helpers.get(id).unwrap().clone();
-                let mut guest = Guest::new(&mut stack, mem);
-                let mut env =
-                    HelperEnv::new(guest.reborrow(), Some(&mut *state), Pc(0), HelperId(id));
-                h.call(&mut env, args)
-            };
+            let mut call =
+                |id: u32, args: [u64; 5]| call_helper(helpers, id, &mut stack, mem, state, args);
             f(&mut call)
         })
     }
@@ -269,10 +280,7 @@ fn repeated_lookups_reuse_regions() {
         assert!(state.add_map_regions(mem));
         let mut stack = [0u8; 8];
         let mut call = |mem: &mut Memory<'_>, id: u32, args: [u64; 5]| {
-            let h = w.helpers.get(id).unwrap().clone();
-            let mut guest = Guest::new(&mut stack, mem);
-            let mut env = HelperEnv::new(guest.reborrow(), Some(&mut *state), Pc(0), HelperId(id));
-            h.call(&mut env, args).unwrap()
+            call_helper(&w.helpers, id, &mut stack, mem, state, args).unwrap()
         };
         let n0 = mem.regions().len();
         // Arrays: inside the storage region, nothing added.
@@ -343,15 +351,7 @@ fn trace_printk_formats_alternate_within_a_run() {
     let ((), st) = RunState::scoped(w.table.clone(), 0, mem, |mem, state| {
         let mut stack = [0u8; 8];
         let mut call = |mem: &mut Memory<'_>, args: [u64; 5]| {
-            let h = w.helpers.get(TRACE_PRINTK).unwrap().clone();
-            let mut guest = Guest::new(&mut stack, mem);
-            let mut env = HelperEnv::new(
-                guest.reborrow(),
-                Some(&mut *state),
-                Pc(0),
-                HelperId(TRACE_PRINTK),
-            );
-            h.call(&mut env, args).unwrap()
+            call_helper(&w.helpers, TRACE_PRINTK, &mut stack, mem, state, args).unwrap()
         };
         for i in 0..3u64 {
             assert_eq!(call(mem, [pa, 6, i, 0, 0]), 4);
@@ -395,17 +395,8 @@ fn perf_event_output_builds_only_kept_records_and_faults_when_full() {
     let data = mem.add(RegionKind::Other, &mut sample);
     let ((), _) = RunState::scoped(Arc::new(table), 0, mem, |mem, state| {
         let mut stack = [0u8; 8];
-        let mut call = |args: [u64; 5]| {
-            let h = helpers.get(PERF_EVENT_OUTPUT).unwrap().clone();
-            let mut guest = Guest::new(&mut stack, mem);
-            let mut env = HelperEnv::new(
-                guest.reborrow(),
-                Some(&mut *state),
-                Pc(0),
-                HelperId(PERF_EVENT_OUTPUT),
-            );
-            h.call(&mut env, args)
-        };
+        let mut call =
+            |args: [u64; 5]| call_helper(&helpers, PERF_EVENT_OUTPUT, &mut stack, mem, state, args);
         // Slot 1 is empty: ENOENT, as the kernel's unopened perf event.
         assert_eq!(call([0, map, 1, data, 4]).unwrap(), ENOENT);
         assert_eq!(call([0, map, 0, data, 4]).unwrap(), 0);
@@ -461,15 +452,7 @@ fn devmap_values_in_place_across_runs() {
         let (got, _) = RunState::scoped(w.table.clone(), 0, mem, |mem, state| {
             let mut stack = [0u8; 8];
             let mut call = |mem: &mut Memory<'_>, args: [u64; 5]| {
-                let h = w.helpers.get(MAP_LOOKUP_ELEM).unwrap().clone();
-                let mut guest = Guest::new(&mut stack, mem);
-                let mut env = HelperEnv::new(
-                    guest.reborrow(),
-                    Some(&mut *state),
-                    Pc(0),
-                    HelperId(MAP_LOOKUP_ELEM),
-                );
-                h.call(&mut env, args).unwrap()
+                call_helper(&w.helpers, MAP_LOOKUP_ELEM, &mut stack, mem, state, args).unwrap()
             };
             let d = call(mem, [dev, k2, 0, 0, 0]);
             let h = call(mem, [hash, k9, 0, 0, 0]);
@@ -546,15 +529,7 @@ fn array_lookups_are_index_computations() {
             }
             let mut stack = [0u8; 8];
             let mut call = |mem: &mut Memory<'_>, args: [u64; 5]| {
-                let h = w.helpers.get(MAP_LOOKUP_ELEM).unwrap().clone();
-                let mut guest = Guest::new(&mut stack, mem);
-                let mut env = HelperEnv::new(
-                    guest.reborrow(),
-                    Some(&mut *state),
-                    Pc(0),
-                    HelperId(MAP_LOOKUP_ELEM),
-                );
-                h.call(&mut env, args).unwrap()
+                call_helper(&w.helpers, MAP_LOOKUP_ELEM, &mut stack, mem, state, args).unwrap()
             };
             // Values are 8-byte aligned: 16 bytes apart for 12-byte values,
             // per-CPU slots of 8 bytes, 2 CPUs.
@@ -612,15 +587,7 @@ fn array_of_maps_lookups_follow_the_slot() {
         assert!(state.add_map_regions(mem));
         let mut stack = [0u8; 8];
         let mut call = |mem: &mut Memory<'_>, args: [u64; 5]| {
-            let h = w.helpers.get(MAP_LOOKUP_ELEM).unwrap().clone();
-            let mut guest = Guest::new(&mut stack, mem);
-            let mut env = HelperEnv::new(
-                guest.reborrow(),
-                Some(&mut *state),
-                Pc(0),
-                HelperId(MAP_LOOKUP_ELEM),
-            );
-            h.call(&mut env, args).unwrap()
+            call_helper(&w.helpers, MAP_LOOKUP_ELEM, &mut stack, mem, state, args).unwrap()
         };
         let value = |mem: &mut Memory<'_>,
                      call: &mut dyn FnMut(&mut Memory<'_>, [u64; 5]) -> u64,
@@ -769,15 +736,7 @@ fn hash_of_maps_lookups_follow_the_map() {
     RunState::scoped(w.table.clone(), 0, mem, |mem, state| {
         let mut stack = [0u8; 8];
         let mut call = |mem: &mut Memory<'_>, args: [u64; 5]| {
-            let h = w.helpers.get(MAP_LOOKUP_ELEM).unwrap().clone();
-            let mut guest = Guest::new(&mut stack, mem);
-            let mut env = HelperEnv::new(
-                guest.reborrow(),
-                Some(&mut *state),
-                Pc(0),
-                HelperId(MAP_LOOKUP_ELEM),
-            );
-            h.call(&mut env, args).unwrap()
+            call_helper(&w.helpers, MAP_LOOKUP_ELEM, &mut stack, mem, state, args).unwrap()
         };
         for _ in 0..3 {
             assert_eq!(call(mem, [outer_addr, k5, 0, 0, 0]), am.addr());
