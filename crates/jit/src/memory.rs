@@ -914,3 +914,61 @@ impl TypedSlot {
         Some(unsafe { &*p.cast::<T>() })
     }
 }
+
+#[cfg(all(test, target_arch = "x86_64", target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The safety argument of [`Fill::Copy`]: a page that holds code can
+    /// never be filled again, not even through the arena's own fd.
+    #[test]
+    fn a_filled_page_cannot_be_filled_again() {
+        let code = match publish_with([0x90u8; 100], Fill::Copy) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => return,
+            Err(e) => panic!("{e}"),
+        };
+        let Uffd::Ready { fd, .. } = arena().uffd else {
+            panic!("a copy was made without a userfaultfd");
+        };
+        let page = page_size();
+        let evil = vec![0xc3u8; page];
+        let mut op = uffd_abi::Copy {
+            dst: code.addr(),
+            src: evil.as_ptr() as u64,
+            len: page as u64,
+            mode: 0,
+            copy: 0,
+        };
+        // SAFETY: the kernel must refuse this (the point of the test); if
+        // it did not, the page would hold `ret`s, which nothing runs.
+        let rc = unsafe { libc::ioctl(fd, uffd_abi::UFFDIO_COPY, &mut op as *mut uffd_abi::Copy) };
+        let err = io::Error::last_os_error();
+        assert_eq!(rc, -1);
+        assert_eq!(err.raw_os_error(), Some(libc::EEXIST), "{err}");
+        assert_eq!(code.bytes(), &[0x90u8; 100]);
+    }
+
+    /// The padding up to the page end is `int3`, and code that fills a
+    /// page exactly still gets one byte of it (the read-back check).
+    #[test]
+    fn copied_pieces_are_padded_with_int3() {
+        let page = page_size();
+        for len in [1, 100, page - 1, page, 2 * page + 7] {
+            for fill in [Fill::Copy, Fill::Flip] {
+                let code = match publish_with(vec![0x90u8; len], fill) {
+                    Ok(c) => c,
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => continue,
+                    Err(e) => panic!("{e}"),
+                };
+                assert_eq!(code.fill(), fill);
+                let map_len = map_len_for(code.bytes());
+                assert!(map_len > len && map_len.is_multiple_of(page));
+                // SAFETY: the whole piece is mapped readable while `code` lives.
+                let all = unsafe { std::slice::from_raw_parts(code.ptr, map_len) };
+                assert!(all[..len].iter().all(|&b| b == 0x90));
+                assert!(all[len..].iter().all(|&b| b == 0xcc), "{fill:?} {len}");
+            }
+        }
+    }
+}
