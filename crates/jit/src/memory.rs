@@ -500,6 +500,10 @@ pub fn publish_with(code: impl AsRef<[u8]>, fill: Fill) -> io::Result<Executable
     }
 }
 
+/// Largest `STAGE` kept between compiles.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+const STAGE_KEEP: usize = 64 << 10;
+
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 thread_local! {
     /// The code and its padding as `UFFDIO_COPY` takes them (whole pages),
@@ -535,6 +539,10 @@ fn publish_copy(code: &[u8], map_len: usize) -> io::Result<Option<ExecutableCode
         // code can be overwritten, and nothing in this process holds a
         // reference to those addresses yet.
         let rc = unsafe { libc::ioctl(fd, UFFDIO_COPY, &mut op as *mut Copy) };
+        // A huge program's copy is not kept for the thread's life.
+        if s.capacity() > STAGE_KEEP {
+            *s = Vec::new();
+        }
         (rc == 0 && op.copy == map_len as i64).then_some(())
     });
     // Read back where the last `int3` should be: a page not filled in this
@@ -545,7 +553,7 @@ fn publish_copy(code: &[u8], map_len: usize) -> io::Result<Option<ExecutableCode
     // volatile read, since the kernel wrote it behind the compiler's back.
     let filled = rc.is_some() && unsafe { ptr.add(map_len - 1).read_volatile() } == 0xcc;
     if !filled {
-        // Whatever went wrong, the pieces's pages are never handed out
+        // Whatever went wrong, the piece's pages are never handed out
         // again; from now on this process flips.
         release(chunk);
         copies_off();
@@ -954,7 +962,7 @@ mod tests {
     #[test]
     fn copied_pieces_are_padded_with_int3() {
         let page = page_size();
-        for len in [1, 100, page - 1, page, 2 * page + 7] {
+        for len in [1, 100, page - 1, page, 2 * page + 7, 20 * page + 3, 5] {
             for fill in [Fill::Copy, Fill::Flip] {
                 let code = match publish_with(vec![0x90u8; len], fill) {
                     Ok(c) => c,
