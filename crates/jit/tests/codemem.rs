@@ -117,7 +117,11 @@ fn never_writable_and_executable_while_compiling() {
                 let mut jit = Jit::new(&p, &h).unwrap();
                 assert_eq!(jit.run(&mut Memory::new(), &[]), Ok(11));
                 // The flip's read+write window too.
-                let fill = if k.is_multiple_of(2) { Fill::Flip } else { Fill::Copy };
+                let fill = if k.is_multiple_of(2) {
+                    Fill::Flip
+                } else {
+                    Fill::Copy
+                };
                 drop(publish_by(vec![k; 3000], fill));
                 k = k.wrapping_add(1);
             }
