@@ -741,6 +741,18 @@ fn compile_table() {
         tot_l / 1000.0,
         tot_p / 1000.0
     );
+    // The two ways of filling code memory differ by ~0.6 us per compile
+    // (BENCHMARKS.md, "Code memory filled by the kernel").
+    println!("\ncode memory: {}", code_fill());
+}
+
+/// How this process publishes code (`bpfkit_jit::memory::Fill`).
+fn code_fill() -> &'static str {
+    match bpfkit_jit::memory::publish([0xc3]).map(|c| c.fill()) {
+        Ok(bpfkit_jit::memory::Fill::Copy) => "filled by UFFDIO_COPY into read+execute pages",
+        Ok(bpfkit_jit::memory::Fill::Flip) => "written read+write, flipped with mprotect",
+        Err(_) => "unavailable",
+    }
 }
 
 /// `--compile-corpus`: the JIT's compile time (checked mode, fastest of
@@ -843,6 +855,7 @@ fn compile_corpus() {
     if failed > 0 {
         println!("\n{failed} program(s) did not compile (left out)");
     }
+    println!("\ncode memory: {}", code_fill());
 }
 
 /// `--compile-split`: per program, medians of 2,001 interleaved
@@ -887,6 +900,7 @@ fn compile_split() {
     }
     let [l, pd, c] = tot;
     println!("| all | | {c:.2} | {l:.2} | {pd:.2} | {:.2} |", c - l - pd);
+    println!("\ncode memory: {}", code_fill());
 }
 
 /// Code bytes of `program` (checked mode, as `compile_times` compiles it)

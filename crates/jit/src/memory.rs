@@ -2,21 +2,45 @@
 //! generated code, and the host functions the code calls back.
 //!
 //! Code memory is a typestate. Machine code is emitted into a `Vec<u8>`;
-//! [`publish`] consumes it, gets read+write pages never used before, copies
-//! the code, fills the rest of the last page with `int3`, flips the pages
-//! to read+execute with a checked `mprotect`, and returns
-//! [`ExecutableCode`]. Pages are never writable and executable at the
-//! same time, and never writable again once executable.
+//! [`publish`] consumes it, puts a copy followed by `int3` padding into
+//! pages never used before, and returns [`ExecutableCode`]. Pages are
+//! never writable and executable at the same time, and never writable
+//! again once executable.
 //!
-//! The pages come from a process-wide arena: read+write chunks of
-//! [`CHUNK_BYTES`] (one `mmap` each, populated), cut front to back, one
-//! piece per published program. A chunk is unmapped when it is used up
-//! and its last piece is dropped. So a compile costs one system call (the
-//! flip to read+execute) plus a share of a chunk's `mmap`/`munmap`, where
-//! flipping freed pages back to read+write for reuse cost a second
-//! `mprotect` per compile. The price: dropped code stays mapped
-//! read+execute (unreachable: nothing points to it) until its chunk goes,
-//! and one live program keeps its whole chunk mapped.
+//! The pages come from a process-wide arena of chunks of [`CHUNK_BYTES`]
+//! (one `mmap` each), cut front to back, one piece per published program.
+//! A chunk is unmapped when it is used up and its last piece is dropped.
+//! Dropped code stays mapped read+execute (unreachable: nothing points to
+//! it) until its chunk goes, and one live program keeps its whole chunk
+//! mapped. A chunk is filled in one of two ways ([`Fill`]):
+//!
+//! - [`Fill::Copy`] (the default where the kernel allows it): the chunk
+//!   is mapped read+execute from the start, its pages not present, and
+//!   registered with a userfaultfd of the process for missing pages. A
+//!   piece is filled by one `UFFDIO_COPY`: the kernel copies the code into
+//!   a fresh page and maps it, read+execute as the mapping is, in one
+//!   step. No page of the chunk is ever writable in the process's page
+//!   tables, no protection changes, and a page that is present can never
+//!   be filled again (the kernel answers `EEXIST`), so no code can be
+//!   rewritten. This is about half the system time of the flip (no PTE
+//!   change of a present page, no TLB flush, no VMA split; BENCHMARKS.md,
+//!   "Code memory filled by the kernel"). The userfaultfd is asked for
+//!   `UFFD_FEATURE_SIGBUS` and user-mode faults only, so a stray access
+//!   to a page not filled yet raises `SIGBUS` instead of waiting for a
+//!   handler (there is none), as a stray access to a read+write page of
+//!   a flip chunk raises `SIGSEGV`.
+//! - [`Fill::Flip`] (where userfaultfd is refused, after any failure of
+//!   it, or with `BPFKIT_JIT_FLIP=1` in the environment): the chunk is
+//!   mapped read+write and populated; a piece is written, then flipped to
+//!   read+execute with a checked `mprotect` (one per compile).
+//!
+//! A forked child does not inherit the registration, and its copy of the
+//! userfaultfd still refers to the parent's address space: the child
+//! makes its own at its next publish (a `pthread_atfork` handler counts
+//! forks), and every copied piece is checked to be present in this
+//! process's memory (its last byte, always `int3`, read back) before it
+//! is handed out; anything unexpected turns the copy off for the process
+//! and the piece is published by the flip instead.
 //!
 //! The generated code runs with a pointer to a `Ctx` (in `rdi`, System V)
 //! and may call back `helper_trampoline` with the same pointer; the
@@ -35,6 +59,7 @@ pub struct ExecutableCode {
     len: usize,
     /// Base of the arena chunk the pages were cut from.
     chunk: usize,
+    fill: Fill,
 }
 
 // SAFETY: the pages are immutable (read+execute) for the value's whole life,
@@ -59,10 +84,15 @@ impl ExecutableCode {
         self.len == 0
     }
 
+    /// How the pages were filled.
+    pub fn fill(&self) -> Fill {
+        self.fill
+    }
+
     /// The code bytes (for disassembly and tests).
     pub fn bytes(&self) -> &[u8] {
-        // SAFETY: `[ptr, ptr + len)` is mapped readable for as long as `self`
-        // lives, and nothing writes it after `publish`.
+        // SAFETY: `[ptr, ptr + len)` is mapped readable and present for as
+        // long as `self` lives, and nothing writes it after `publish`.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
@@ -75,6 +105,16 @@ impl Drop for ExecutableCode {
 
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
     fn drop(&mut self) {}
+}
+
+/// How code gets into read+execute pages (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// Copied by the kernel into missing pages of a read+execute mapping
+    /// (`UFFDIO_COPY`).
+    Copy,
+    /// Written into read+write pages, then flipped with `mprotect`.
+    Flip,
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -100,11 +140,19 @@ pub fn publish(code: impl AsRef<[u8]>) -> io::Result<ExecutableCode> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
-/// Size of the read+write chunks that code pages are cut from (see the
-/// module docs); bigger code gets a chunk of its own size.
+/// As [`publish`], one way only: [`io::ErrorKind::Unsupported`] when that
+/// way is not available.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+pub fn publish_with(code: impl AsRef<[u8]>, fill: Fill) -> io::Result<ExecutableCode> {
+    let _ = (code, fill);
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Size of the chunks that code pages are cut from (see the module docs);
+/// bigger code gets a chunk of its own size.
 pub const CHUNK_BYTES: usize = 256 << 10;
 
-/// One read+write mapping that code pages are cut from, front to back.
+/// One mapping that code pages are cut from, front to back.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 struct Chunk {
     base: usize,
@@ -113,20 +161,46 @@ struct Chunk {
     used: usize,
     /// Handed-out pieces not dropped yet.
     live: usize,
+    fill: Fill,
 }
 
-/// The chunk being cut, and the used-up ones that still hold live code.
+/// The process's userfaultfd for [`Fill::Copy`].
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[derive(Clone, Copy)]
+enum Uffd {
+    /// Not asked for yet.
+    Untried,
+    /// Open, made in this process (no fork since: `gen` is `FORKS` then).
+    Ready { fd: i32, gen: u64 },
+    /// Refused, failed once, or turned off by the environment: flips only.
+    Off,
+}
+
+/// The chunk being cut, the used-up ones that still hold live code, and
+/// the userfaultfd.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 struct Arena {
     open: Option<Chunk>,
     full: Vec<Chunk>,
+    uffd: Uffd,
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 static ARENA: std::sync::Mutex<Arena> = std::sync::Mutex::new(Arena {
     open: None,
     full: Vec::new(),
+    uffd: Uffd::Untried,
 });
+
+/// Forks of this process so far, as far as this process knows: counted in
+/// the child by a `pthread_atfork` handler.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+extern "C" fn forked_child() {
+    FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn arena() -> std::sync::MutexGuard<'static, Arena> {
@@ -136,10 +210,79 @@ fn arena() -> std::sync::MutexGuard<'static, Arena> {
     ARENA.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The userfaultfd ABI (`linux/userfaultfd.h`; the `libc` crate has only
+/// the system call number).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod uffd_abi {
+    pub const UFFD_API: u64 = 0xaa;
+    pub const UFFD_USER_MODE_ONLY: libc::c_int = 1;
+    pub const UFFD_FEATURE_SIGBUS: u64 = 1 << 7;
+    pub const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
+    /// `_IOWR(0xaa, 0x3f, struct uffdio_api)`.
+    pub const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
+    /// `_IOWR(0xaa, 0x00, struct uffdio_register)`.
+    pub const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
+    /// `_IOWR(0xaa, 0x03, struct uffdio_copy)`.
+    pub const UFFDIO_COPY: libc::c_ulong = 0xc028_aa03;
+    /// The bit of `uffdio_register::ioctls` that says `UFFDIO_COPY` works
+    /// on the range (`1 << _UFFDIO_COPY`).
+    pub const COPY_BIT: u64 = 1 << 0x03;
+
+    #[repr(C)]
+    pub struct Api {
+        pub api: u64,
+        pub features: u64,
+        pub ioctls: u64,
+    }
+
+    #[repr(C)]
+    pub struct Register {
+        pub start: u64,
+        pub len: u64,
+        pub mode: u64,
+        pub ioctls: u64,
+    }
+
+    #[repr(C)]
+    pub struct Copy {
+        pub dst: u64,
+        pub src: u64,
+        pub len: u64,
+        pub mode: u64,
+        pub copy: i64,
+    }
+}
+
+/// A new userfaultfd set up for [`Fill::Copy`], or `None` where the kernel
+/// refuses it.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn open_uffd() -> Option<i32> {
+    use uffd_abi::*;
+    // SAFETY: the system call takes flags only and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | UFFD_USER_MODE_ONLY) };
+    if fd < 0 {
+        return None;
+    }
+    let fd = fd as i32;
+    let mut api = Api {
+        api: UFFD_API,
+        features: UFFD_FEATURE_SIGBUS,
+        ioctls: 0,
+    };
+    // SAFETY: `fd` is the userfaultfd just made; `api` is the ioctl's
+    // argument struct, valid for reads and writes.
+    if unsafe { libc::ioctl(fd, UFFDIO_API, &mut api as *mut Api) } != 0 {
+        // SAFETY: our own fd, used by nothing else.
+        unsafe { libc::close(fd) };
+        return None;
+    }
+    Some(fd)
+}
+
 /// Unmaps a chunk that nothing points into any more.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn unmap(c: Chunk) {
-    // SAFETY: `[base, base + len)` is exactly a mapping made by `map_fresh`
+    // SAFETY: `[base, base + len)` is exactly a mapping made by `map_chunk`
     // for this chunk, and no `ExecutableCode` points into it (`live` is 0,
     // and the arena hands out no more of it). A failure cannot be handled
     // here; it would leak address space, never corrupt memory.
@@ -148,38 +291,161 @@ fn unmap(c: Chunk) {
     }
 }
 
-/// `map_len` read+write bytes never handed out before, and the base of
-/// their chunk.
+/// Stops cutting the open chunk (its remaining pages are never handed
+/// out); returns it if it can go now.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-fn carve(map_len: usize) -> io::Result<(*mut u8, usize)> {
-    let mut a = arena();
-    if let Some(c) = a.open.as_mut().filter(|c| c.len - c.used >= map_len) {
-        let p = c.base + c.used;
-        c.used += map_len;
-        c.live += 1;
-        return Ok((p as *mut u8, c.base));
-    }
-    let len = CHUNK_BYTES.max(map_len);
-    let base = map_fresh(len)? as usize;
-    let old = a.open.replace(Chunk {
-        base,
-        len,
-        used: map_len,
-        live: 1,
-    });
-    let dead = match old {
+fn retire_open(a: &mut Arena) -> Option<Chunk> {
+    match a.open.take() {
         Some(c) if c.live == 0 => Some(c),
         Some(c) => {
             a.full.push(c);
             None
         }
         None => None,
+    }
+}
+
+/// Whether `BPFKIT_JIT_FLIP=1` asks for flips only (read once).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn flip_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var_os("BPFKIT_JIT_FLIP").is_some_and(|v| v == "1"))
+}
+
+/// The userfaultfd to fill a [`Fill::Copy`] chunk with, made (again, after
+/// a fork) if needed; `None` when copies are off. Chunks registered with a
+/// previous process's userfaultfd are no longer cut.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn uffd_for_copy(a: &mut Arena) -> (Option<i32>, Option<Chunk>) {
+    use std::sync::atomic::Ordering;
+    let gen = FORKS.load(Ordering::Relaxed);
+    match a.uffd {
+        Uffd::Ready { fd, gen: g } if g == gen => return (Some(fd), None),
+        Uffd::Off => return (None, None),
+        _ => {}
+    }
+    let mut dead = None;
+    if let Uffd::Ready { fd, .. } = a.uffd {
+        // A forked child: `fd` refers to the parent's address space, and
+        // this process's copy-filled chunks are no longer registered with
+        // anything. Only threads of the parent could have taken `fd` from
+        // the arena, and none of them exists here, so it can be closed.
+        // SAFETY: the arena's own fd, not used by any thread of this process.
+        unsafe { libc::close(fd) };
+        if a.open.as_ref().is_some_and(|c| c.fill == Fill::Copy) {
+            dead = retire_open(a);
+        }
+    } else {
+        static ATFORK: std::sync::Once = std::sync::Once::new();
+        // SAFETY: registers a child handler that only increments an atomic
+        // (async-signal-safe); no prepare or parent handler.
+        ATFORK.call_once(|| unsafe {
+            libc::pthread_atfork(None, None, Some(forked_child));
+        });
+    }
+    a.uffd = match (flip_forced(), open_uffd()) {
+        (false, Some(fd)) => Uffd::Ready { fd, gen },
+        (true, Some(fd)) => {
+            // SAFETY: our own fd, just made, used by nothing else.
+            unsafe { libc::close(fd) };
+            Uffd::Off
+        }
+        _ => Uffd::Off,
+    };
+    match a.uffd {
+        Uffd::Ready { fd, .. } => (Some(fd), dead),
+        _ => (None, dead),
+    }
+}
+
+/// Copies are off for the rest of the process (a copy or registration
+/// failed): the open copy-filled chunk is no longer cut. The fd stays
+/// open: other threads may still be using it.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn copies_off() {
+    let mut a = arena();
+    a.uffd = Uffd::Off;
+    let dead = if a.open.as_ref().is_some_and(|c| c.fill == Fill::Copy) {
+        retire_open(&mut a)
+    } else {
+        None
     };
     drop(a);
     if let Some(c) = dead {
         unmap(c);
     }
-    Ok((base as *mut u8, base))
+}
+
+/// `map_len` bytes never handed out before, filled the way `fill` says
+/// (read+write for a flip, read+execute and missing for a copy), the base
+/// of their chunk, and for a copy the userfaultfd. `None` when copies are
+/// off and `fill` is [`Fill::Copy`].
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn carve(map_len: usize, fill: Fill) -> io::Result<Option<(*mut u8, usize, i32)>> {
+    let mut a = arena();
+    let mut fd = -1;
+    let mut dead = None;
+    if fill == Fill::Copy {
+        let (f, d) = uffd_for_copy(&mut a);
+        dead = d;
+        match f {
+            Some(f) => fd = f,
+            None => {
+                drop(a);
+                if let Some(c) = dead {
+                    unmap(c);
+                }
+                return Ok(None);
+            }
+        }
+    }
+    if let Some(c) = a
+        .open
+        .as_mut()
+        .filter(|c| c.fill == fill && c.len - c.used >= map_len)
+    {
+        let (p, base) = (c.base + c.used, c.base);
+        c.used += map_len;
+        c.live += 1;
+        drop(a);
+        if let Some(c) = dead {
+            unmap(c);
+        }
+        return Ok(Some((p as *mut u8, base, fd)));
+    }
+    let len = CHUNK_BYTES.max(map_len);
+    let base = match map_chunk(len, fill, fd) {
+        Ok(Some(b)) => b as usize,
+        Ok(None) => {
+            // Registration refused: no copies from here on.
+            drop(a);
+            if let Some(c) = dead {
+                unmap(c);
+            }
+            copies_off();
+            return Ok(None);
+        }
+        Err(e) => {
+            drop(a);
+            if let Some(c) = dead {
+                unmap(c);
+            }
+            return Err(e);
+        }
+    };
+    let older = retire_open(&mut a);
+    a.open = Some(Chunk {
+        base,
+        len,
+        used: map_len,
+        live: 1,
+        fill,
+    });
+    drop(a);
+    for c in [dead, older].into_iter().flatten() {
+        unmap(c);
+    }
+    Ok(Some((base as *mut u8, base, fd)))
 }
 
 /// A piece of the chunk at `base` is no longer used; a used-up chunk goes
@@ -202,13 +468,111 @@ fn release(base: usize) {
     }
 }
 
-/// Maps a copy of `code` read+execute (see the module docs).
+/// Bytes mapped for `code`: whole pages, with at least one `int3` after
+/// the code (the byte a copy's check reads back).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn map_len_for(code: &[u8]) -> usize {
+    let page = page_size();
+    (code.len() + 1).div_ceil(page) * page
+}
+
+/// Maps a copy of `code` read+execute (see the module docs): by a copy
+/// where the kernel allows it, else by a flip.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub fn publish(code: impl AsRef<[u8]>) -> io::Result<ExecutableCode> {
     let code = code.as_ref();
-    let page = page_size();
-    let map_len = code.len().max(1).div_ceil(page) * page;
-    let (ptr, chunk) = carve(map_len)?;
+    let map_len = map_len_for(code);
+    if let Some(done) = publish_copy(code, map_len)? {
+        return Ok(done);
+    }
+    publish_flip(code, map_len)
+}
+
+/// As [`publish`], one way only: [`io::ErrorKind::Unsupported`] when copies
+/// are off (refused by the kernel, failed before, or `BPFKIT_JIT_FLIP=1`).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub fn publish_with(code: impl AsRef<[u8]>, fill: Fill) -> io::Result<ExecutableCode> {
+    let code = code.as_ref();
+    let map_len = map_len_for(code);
+    match fill {
+        Fill::Copy => publish_copy(code, map_len)?.ok_or_else(|| io::ErrorKind::Unsupported.into()),
+        Fill::Flip => publish_flip(code, map_len),
+    }
+}
+
+/// Largest `STAGE` kept between compiles.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+const STAGE_KEEP: usize = 64 << 10;
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+thread_local! {
+    /// The code and its padding as `UFFDIO_COPY` takes them (whole pages),
+    /// kept between compiles.
+    static STAGE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A [`Fill::Copy`] publication; `Ok(None)` when copies are off (now, or
+/// from this failure on: the caller flips instead).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn publish_copy(code: &[u8], map_len: usize) -> io::Result<Option<ExecutableCode>> {
+    use uffd_abi::*;
+    let Some((ptr, chunk, fd)) = carve(map_len, Fill::Copy)? else {
+        return Ok(None);
+    };
+    let rc = STAGE.with(|s| {
+        let mut s = s.borrow_mut();
+        s.clear();
+        s.extend_from_slice(code);
+        s.resize(map_len, 0xcc);
+        let mut op = Copy {
+            dst: ptr as u64,
+            src: s.as_ptr() as u64,
+            len: map_len as u64,
+            mode: 0,
+            copy: 0,
+        };
+        // SAFETY: `carve` handed out `[ptr, ptr + map_len)` to us alone:
+        // pages of a read+execute chunk registered with `fd` that were
+        // never filled. The kernel copies `map_len` bytes from `src` (our
+        // buffer, that long) into new pages and maps them there; it
+        // refuses (`EEXIST`) to touch a page that is present, so no other
+        // code can be overwritten, and nothing in this process holds a
+        // reference to those addresses yet.
+        let rc = unsafe { libc::ioctl(fd, UFFDIO_COPY, &mut op as *mut Copy) };
+        // A huge program's copy is not kept for the thread's life.
+        if s.capacity() > STAGE_KEEP {
+            *s = Vec::new();
+        }
+        (rc == 0 && op.copy == map_len as i64).then_some(())
+    });
+    // Read back where the last `int3` should be: a page not filled in this
+    // process's memory reads as zero (e.g. in a forked child whose fd
+    // still refers to the parent; the registration is not inherited, so
+    // the read cannot raise `SIGBUS` there), and a filled one as `0xcc`.
+    // SAFETY: the piece is mapped readable (read+execute) and ours; a
+    // volatile read, since the kernel wrote it behind the compiler's back.
+    let filled = rc.is_some() && unsafe { ptr.add(map_len - 1).read_volatile() } == 0xcc;
+    if !filled {
+        // Whatever went wrong, the piece's pages are never handed out
+        // again; from now on this process flips.
+        release(chunk);
+        copies_off();
+        return Ok(None);
+    }
+    Ok(Some(ExecutableCode {
+        ptr,
+        len: code.len(),
+        chunk,
+        fill: Fill::Copy,
+    }))
+}
+
+/// A [`Fill::Flip`] publication.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn publish_flip(code: &[u8], map_len: usize) -> io::Result<ExecutableCode> {
+    let Some((ptr, chunk, _)) = carve(map_len, Fill::Flip)? else {
+        unreachable!("flip chunks are always available");
+    };
     // SAFETY: `carve` handed out `map_len >= code.len()` bytes, readable and
     // writable, to us alone.
     unsafe {
@@ -229,21 +593,29 @@ pub fn publish(code: impl AsRef<[u8]>) -> io::Result<ExecutableCode> {
         ptr,
         len: code.len(),
         chunk,
+        fill: Fill::Flip,
     })
 }
 
-/// Maps `map_len` fresh bytes read+write.
+/// Maps a chunk of `len` fresh bytes for `fill`: read+write and populated
+/// for a flip; read+execute, not present and registered with `fd` for
+/// missing pages for a copy (`Ok(None)` if registration is refused).
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-fn map_fresh(map_len: usize) -> io::Result<*mut u8> {
+fn map_chunk(len: usize, fill: Fill, fd: i32) -> io::Result<Option<*mut u8>> {
+    use uffd_abi::*;
+    let (prot, flags) = match fill {
+        // Populate now: one kernel call instead of a fault per page.
+        Fill::Flip => (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_POPULATE),
+        Fill::Copy => (libc::PROT_READ | libc::PROT_EXEC, 0),
+    };
     // SAFETY: an anonymous private mapping at an address of the kernel's
     // choosing aliases no existing memory.
     let ptr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            map_len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            // Populate now: one kernel call instead of a fault per page.
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+            len,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
             -1,
             0,
         )
@@ -251,7 +623,23 @@ fn map_fresh(map_len: usize) -> io::Result<*mut u8> {
     if ptr == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    Ok(ptr.cast::<u8>())
+    if fill == Fill::Copy {
+        let mut reg = Register {
+            start: ptr as u64,
+            len: len as u64,
+            mode: UFFDIO_REGISTER_MODE_MISSING,
+            ioctls: 0,
+        };
+        // SAFETY: registers our own new mapping with our userfaultfd; the
+        // argument struct is valid for reads and writes.
+        let rc = unsafe { libc::ioctl(fd, UFFDIO_REGISTER, &mut reg as *mut Register) };
+        if rc != 0 || reg.ioctls & COPY_BIT == 0 {
+            // SAFETY: the mapping just made, which nothing points into.
+            unsafe { libc::munmap(ptr, len) };
+            return Ok(None);
+        }
+    }
+    Ok(Some(ptr.cast::<u8>()))
 }
 
 /// Runs the code at `code.addr() + entry` with `ctx`.
@@ -532,5 +920,63 @@ impl TypedSlot {
         // borrowed for as long as `self` (what `downcast_ref` does after
         // its own, virtual, `type_id` call).
         Some(unsafe { &*p.cast::<T>() })
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64", target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The safety argument of [`Fill::Copy`]: a page that holds code can
+    /// never be filled again, not even through the arena's own fd.
+    #[test]
+    fn a_filled_page_cannot_be_filled_again() {
+        let code = match publish_with([0x90u8; 100], Fill::Copy) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => return,
+            Err(e) => panic!("{e}"),
+        };
+        let Uffd::Ready { fd, .. } = arena().uffd else {
+            panic!("a copy was made without a userfaultfd");
+        };
+        let page = page_size();
+        let evil = vec![0xc3u8; page];
+        let mut op = uffd_abi::Copy {
+            dst: code.addr(),
+            src: evil.as_ptr() as u64,
+            len: page as u64,
+            mode: 0,
+            copy: 0,
+        };
+        // SAFETY: the kernel must refuse this (the point of the test); if
+        // it did not, the page would hold `ret`s, which nothing runs.
+        let rc = unsafe { libc::ioctl(fd, uffd_abi::UFFDIO_COPY, &mut op as *mut uffd_abi::Copy) };
+        let err = io::Error::last_os_error();
+        assert_eq!(rc, -1);
+        assert_eq!(err.raw_os_error(), Some(libc::EEXIST), "{err}");
+        assert_eq!(code.bytes(), &[0x90u8; 100]);
+    }
+
+    /// The padding up to the page end is `int3`, and code that fills a
+    /// page exactly still gets one byte of it (the read-back check).
+    #[test]
+    fn copied_pieces_are_padded_with_int3() {
+        let page = page_size();
+        for len in [1, 100, page - 1, page, 2 * page + 7, 20 * page + 3, 5] {
+            for fill in [Fill::Copy, Fill::Flip] {
+                let code = match publish_with(vec![0x90u8; len], fill) {
+                    Ok(c) => c,
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => continue,
+                    Err(e) => panic!("{e}"),
+                };
+                assert_eq!(code.fill(), fill);
+                let map_len = map_len_for(code.bytes());
+                assert!(map_len > len && map_len.is_multiple_of(page));
+                // SAFETY: the whole piece is mapped readable while `code` lives.
+                let all = unsafe { std::slice::from_raw_parts(code.ptr, map_len) };
+                assert!(all[..len].iter().all(|&b| b == 0x90));
+                assert!(all[len..].iter().all(|&b| b == 0xcc), "{fill:?} {len}");
+            }
+        }
     }
 }
