@@ -372,6 +372,8 @@ struct ObjResolver {
     values: Vec<Option<u64>>,
     /// Per map: its layout when it is a plain array (inline lookups).
     arrays: Vec<Option<bpfkit_runtime::ArrayMap>>,
+    /// Per map: its slot words when it is a devmap (inline lookups).
+    slots: Vec<Option<bpfkit_runtime::SlotMap>>,
 }
 
 impl bpfkit_runtime::Imm64Resolver for ObjResolver {
@@ -406,6 +408,24 @@ impl bpfkit_runtime::Imm64Resolver for ObjResolver {
     fn array_map(&self, _pc: Pc, imm: &Imm64) -> Option<bpfkit_runtime::ArrayMap> {
         match *imm {
             Imm64::MapIdx(i) => *self.arrays.get(usize::try_from(i).ok()?)?,
+            _ => None,
+        }
+    }
+
+    /// Devmaps, as `bpfkit_maps` keeps them (`Map::devmap_layout`): slot
+    /// `k`'s word holds the address of its entry (0 when empty), which is
+    /// what `Map::dev_value` (the helper's lookup) points at; the words
+    /// and entries live as long as the `Map`, which the `Object` holds for
+    /// as long as the code compiled with this resolver; an update takes a
+    /// new entry and retires the old one until every run pinned before it
+    /// has ended (the run's `RunState` pins for the whole batch).
+    /// `Object::run` registers every devmap's entries of the table as one
+    /// read-only region of the run's memory (`RunState::add_map_regions`)
+    /// before the first instruction of every batch, so helpers accept an
+    /// inlined lookup's pointer (tested in `tests/inline_devmap.rs`).
+    fn slot_map(&self, _pc: Pc, imm: &Imm64) -> Option<bpfkit_runtime::SlotMap> {
+        match *imm {
+            Imm64::MapIdx(i) => *self.slots.get(usize::try_from(i).ok()?)?,
             _ => None,
         }
     }
@@ -513,10 +533,21 @@ impl Object {
                 })
             })
             .collect();
+        let slots = maps
+            .iter()
+            .map(|m| {
+                let d = m.map.devmap_layout()?;
+                Some(bpfkit_runtime::SlotMap {
+                    slots: d.slots,
+                    max_entries: d.max_entries,
+                })
+            })
+            .collect();
         let resolver = ObjResolver {
             addrs,
             values,
             arrays,
+            slots,
         };
         let mut helpers = Helpers::new();
         bpfkit_helpers::register(&mut helpers);

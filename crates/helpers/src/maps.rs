@@ -88,6 +88,14 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
                 return Ok(addr);
             }
         }
+        // Devmaps of the table: one load of the slot's word, the entry
+        // inside the region `add_map_regions` registered.
+        if st.devs.get(i).is_some_and(Option::is_some) {
+            let index = u32::from_ne_bytes(guest.load::<4>(a[1])?);
+            if let Some(addr) = st.dev_lookup(guest.memory(), i, index) {
+                return Ok(addr);
+            }
+        }
     }
     let map = match slot {
         Some(i) => st.maps.at(i),

@@ -127,6 +127,11 @@ pub struct RunState {
     /// of the run's memory, where its values are, so that a lookup is an
     /// index computation (no map dispatch, no region search).
     pub(crate) arrays: Vec<Option<ArrayView>>,
+    /// Per map of the table (same order): for a devmap whose entries
+    /// [`RunState::add_map_regions`] registered as one region of the run's
+    /// memory, that region's index and start, so that a lookup is one load
+    /// of the slot's word (`Map::devmap_entry_addr`).
+    pub(crate) devs: Vec<Option<(usize, u64)>>,
     /// The last values helpers registered as regions: (address, region
     /// index), newest last, at most [`EXPOSED_KEPT`].
     exposed: Vec<(u64, usize)>,
@@ -240,6 +245,7 @@ impl RunState {
             inner: Vec::new(),
             reserved: Vec::new(),
             arrays: Vec::new(),
+            devs: Vec::new(),
             exposed: Vec::new(),
             slot_memo: Vec::new(),
             cpu,
@@ -296,8 +302,31 @@ impl RunState {
         }
         self.arrays.clear();
         self.arrays.reserve(self.maps.by_addr.len());
+        self.devs.clear();
+        self.devs.reserve(self.maps.by_addr.len());
         for (_, m) in &self.maps.by_addr {
             let before = mem.regions().len();
+            // Devmap entries: one read-only region for all of them
+            // (`Map::devmap_layout`), so that a lookup's pointer (the
+            // helper's or one an engine loads from the slot words,
+            // `bpfkit_runtime::Imm64Resolver::slot_map`) needs no region of
+            // its own.
+            let dev = m.devmap_layout().and_then(|d| {
+                let e = d.entries;
+                // SAFETY: the entry words live as long as the map, which
+                // the table (held by this state) keeps alive; a word a
+                // program may hold is not reused before this state's
+                // epoch guard is dropped; `mem` is the memory of the
+                // running `scoped` call (checked above), dropped before
+                // this state. Read-only: programs may not write device
+                // map values.
+                #[allow(unsafe_code)]
+                unsafe {
+                    crate::region::expose(mem, RegionKind::MapValue, e.as_ptr(), e.len(), false)
+                };
+                (mem.regions().len() > before).then_some((before, e.addr()))
+            });
+            self.devs.push(dev);
             let percpu = m.map_type() == MapType::PercpuArray;
             let mut view = None;
             if let Some(v) = m.array_storage().or_else(|| m.percpu_array_storage()) {
@@ -346,6 +375,19 @@ impl RunState {
         let cpu = if v.percpu { self.cpu as u64 } else { 0 };
         let slots = if v.percpu { v.cpus as u64 } else { 1 };
         Some(v.base + (u64::from(index) * slots + cpu) * v.stride)
+    }
+
+    /// `bpf_map_lookup_elem(map, &index)` on table map `i` when it is a
+    /// devmap of [`RunState::devs`] whose region is still in `mem` (the
+    /// run's memory): the entry's address or 0 (what `Map::dev_value`
+    /// points at). `None` sends the caller the general way.
+    #[inline(always)]
+    pub(crate) fn dev_lookup(&self, mem: &Memory<'_>, i: usize, index: u32) -> Option<u64> {
+        let &(region, base) = self.devs.get(i)?.as_ref()?;
+        if !self.is_run_memory(mem) || mem.regions().get(region)?.start() != base {
+            return None;
+        }
+        Some(self.maps.at(i).devmap_entry_addr(index, &self.guard))
     }
 
     /// Whether a value at `ptr` of `len` bytes was registered as a region

@@ -205,6 +205,33 @@ impl MapOptions {
     }
 }
 
+/// Where a `devmap` keeps its entries ([`Map::devmap_layout`]), for
+/// engines that register them as one region and compute lookups
+/// themselves:
+///
+/// - every entry a program can get (`bpf_map_lookup_elem`,
+///   [`Map::dev_value`]) is one 8-byte word inside `entries`, which lives
+///   as long as the map; engines register `entries` as one read-only
+///   region (programs may only read device map values);
+/// - the `u64` at `slots + 8 * k`, for `k < max_entries`, holds the
+///   address of slot `k`'s entry word, 0 when the slot is empty: written
+///   with release order after the entry's value, so a plain (acquire)
+///   load of it followed by a read of the entry sees the value. An update
+///   takes another word and retires the old one, which stays unchanged
+///   until every run pinned before the update has ended (see
+///   [`crate::epoch`]): a pointer a run loaded keeps its value for the
+///   rest of that run.
+#[derive(Clone, Copy, Debug)]
+pub struct DevmapLayout<'m> {
+    /// All entry words (free ones included: they read as stale or zero
+    /// values, never as another map's memory).
+    pub entries: ValueRef<'m>,
+    /// Address of the first of `max_entries` slot words.
+    pub slots: u64,
+    /// The map's `max_entries`.
+    pub max_entries: u32,
+}
+
 /// A `devmap`/`devmap_hash` entry as `bpf_redirect_map` sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DevTarget {
@@ -468,6 +495,36 @@ impl Map {
         match (&self.imp, self.def.map_type) {
             (Imp::Array(a), MapType::PercpuArray) => Some(a.storage()),
             _ => None,
+        }
+    }
+
+    /// Where a `devmap` keeps its entries, valid as long as the map (see
+    /// [`DevmapLayout`]); `None` for other types.
+    pub fn devmap_layout(&self) -> Option<DevmapLayout<'_>> {
+        match (&self.imp, self.def.map_type) {
+            (Imp::Slots(s), MapType::Devmap) => {
+                let (words, addrs) = s.dev_arena()?;
+                Some(DevmapLayout {
+                    entries: ValueRef::new(words, words.len() * 8),
+                    slots: addrs.as_ptr() as u64,
+                    max_entries: self.def.max_entries,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// `bpf_map_lookup_elem` on a `devmap` with index `key`, without a
+    /// lock: the address of the entry's word in
+    /// [`DevmapLayout::entries`] (what [`Map::dev_value`] points at), 0
+    /// for an empty slot, an index past the end or another map type. The
+    /// entry stays readable for as long as `guard`, as [`Map::dev_value`]'s.
+    #[inline]
+    pub fn devmap_entry_addr(&self, key: u32, guard: &RunGuard) -> u64 {
+        let _ = guard;
+        match &self.imp {
+            Imp::Slots(s) => s.dev_addr(key),
+            _ => 0,
         }
     }
 

@@ -39,6 +39,13 @@
 //! field ([`cpu_id`]) when the resolver says the registered helper
 //! returns it (`Imm64Resolver::inline_cpu_id`).
 //!
+//! Maps whose lookup is one load from an array of pointers (device maps:
+//! [`bpfkit_runtime::Imm64Resolver::slot_map`]) become `r0 = key <
+//! max_entries ? slots[key] : 0` ([`slot_lookup`]), under the same three
+//! conditions; the resolver vouches that the slot word is the helper's
+//! answer and that the value it points to is readable and registered for
+//! the rest of the run.
+//!
 //! With constant blinding, `max_entries`, strides that are not powers of
 //! two and the base are emitted as `value ^ key` and `key`, as `lddw`
 //! values are: `max_entries` and the value size come from the object's
@@ -48,7 +55,7 @@ use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz};
 use super::lower::{CTX, REG_MAP};
 use crate::Ctx;
 use bpfkit_isa::{AtomicOp, Imm64, Insn, Pc, Program, Reg};
-use bpfkit_runtime::{ArrayMap, Imm64Resolver};
+use bpfkit_runtime::{ArrayMap, Imm64Resolver, SlotMap};
 use std::mem::offset_of;
 
 /// `bpf_map_lookup_elem`'s helper id.
@@ -254,6 +261,44 @@ pub(crate) fn array_lookup(a: &mut Asm, map: &ArrayMap, keys: Option<Keys>) -> b
     true
 }
 
+/// Emits `r0 = key < max_entries ? *(u64 *)(slots + key * 8) : 0` with
+/// the key read from `[r2]` (see the module docs), or nothing and `false`
+/// for a map without slots.
+pub(crate) fn slot_lookup(a: &mut Asm, map: &SlotMap, keys: Option<Keys>) -> bool {
+    if map.max_entries == 0 {
+        return false;
+    }
+    let r0 = REG_MAP[0];
+    let r2 = REG_MAP[2];
+    a.mov_r_rm(Sz::B32, Gpr::Rax, Rm::Mem(Mem::at(r2, 0)));
+    match keys {
+        Some(k) => {
+            let max = map.max_entries as i32;
+            a.mov_r_imm64(Gpr::Rcx, (max ^ k.max) as u32 as u64);
+            a.alu_rm_i(Sz::B32, Alu::Xor, Rm::Reg(Gpr::Rcx), k.max);
+            a.alu_rm_r(Sz::B32, Alu::Cmp, Rm::Reg(Gpr::Rax), Gpr::Rcx);
+        }
+        None => a.alu_rm_i(Sz::B32, Alu::Cmp, Rm::Reg(Gpr::Rax), map.max_entries as i32),
+    }
+    // `xor` would clobber the flags: `mov` leaves them.
+    a.mov_rm_i(Sz::B32, Rm::Reg(r0), 0);
+    let skip = a.jcc(Cc::Ae, false);
+    match keys {
+        Some(k) => {
+            a.mov_r_imm64(Gpr::Rcx, map.slots ^ k.base);
+            a.mov_r_imm64(Gpr::Rdx, k.base);
+            a.alu_rm_r(Sz::B64, Alu::Xor, Rm::Reg(Gpr::Rcx), Gpr::Rdx);
+        }
+        None => a.mov_r_imm64(Gpr::Rcx, map.slots),
+    }
+    // The key is zero-extended (a 32-bit load), below `max_entries`.
+    a.mov_r_rm(Sz::B64, r0, Rm::Mem(Mem::indexed(Gpr::Rcx, Gpr::Rax, 8)));
+    let end = a.pos();
+    let ok = patch_rel(a.code_mut(), skip, 1, end);
+    debug_assert!(ok, "the inline lookup fits a rel8");
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,5 +427,22 @@ mod tests {
         let mut a = Asm::new();
         cpu_id(&mut a);
         assert!(a.pos() <= 64);
+        let mut a = Asm::new();
+        let map = SlotMap {
+            slots: 0x7fff_1234_5678,
+            max_entries: 0x7fff_ffff,
+        };
+        assert!(slot_lookup(&mut a, &map, None));
+        assert!(a.pos() <= 64, "slot lookup: {} bytes", a.pos());
+        let mut a = Asm::new();
+        assert!(!slot_lookup(
+            &mut a,
+            &SlotMap {
+                slots: 0x1000,
+                max_entries: 0
+            },
+            None
+        ));
+        assert_eq!(a.pos(), 0);
     }
 }
