@@ -430,6 +430,21 @@ impl bpfkit_runtime::Imm64Resolver for ObjResolver {
         }
     }
 
+    /// Every map address this resolver gives is a `bpfkit_maps::Map`'s
+    /// own (`MapTable::addr_of`), and so is every inner map a map-in-map
+    /// lookup of `bpfkit_helpers` returns: a `Map` starts with its
+    /// `MapHeader` (`#[repr(C)]`, fixed at creation, `array_base` set only
+    /// for plain arrays programs may write, the storage `Map::lookup_ptr`
+    /// returns pointers into). The `Object` holds the table's maps, and a
+    /// run's `RunState` the inner maps it handed out, for as long as the
+    /// run may use them; the table's arrays are regions of every run's
+    /// memory (`add_map_regions`) and an inner array outside the table
+    /// becomes one when the lookup hands it out (tested in
+    /// `tests/inline_inner.rs`).
+    fn map_headers(&self) -> bool {
+        true
+    }
+
     /// `bpfkit_helpers`' `bpf_get_smp_processor_id` returns
     /// `RunState::cpu`, which `Object::run` also gives the JIT
     /// (`Jit::set_cpu`).

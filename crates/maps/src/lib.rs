@@ -250,9 +250,38 @@ enum Imp {
     Slots(Slots),
 }
 
+/// What an engine may read at the address of a [`Map`] (the first bytes
+/// of every `Map`, `#[repr(C)]`): for a plain `array` (not read-only for
+/// programs, 4-byte keys), where its values are, so that code holding a
+/// map pointer it cannot name in advance (an inner map from a map-in-map
+/// lookup) can compute `bpf_map_lookup_elem` itself, as the kernel's
+/// verifier inlines lookups in inner arrays; `array_base` 0 for every
+/// other map (call the helper). Fixed for the life of the map.
+///
+/// Layout (what generated code reads): `array_base` at byte 0 (u64),
+/// `max_entries` at byte 8 (u32), `stride` at byte 12 (u32); for key `k <
+/// max_entries` the value is at `array_base + k * stride`, which is what
+/// [`Map::lookup_ptr`] returns, and `[array_base, array_base +
+/// max_entries * stride)` is the storage [`Map::array_storage`] gives.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapHeader {
+    /// The storage's address (value 0), or 0: not an inlinable array.
+    pub array_base: u64,
+    /// Number of values.
+    pub max_entries: u32,
+    /// Bytes from one value to the next (the value size rounded up to 8).
+    pub stride: u32,
+}
+
 /// A map. See the [crate documentation](crate) for the two sides of its
 /// API and the value lifetime rule.
+///
+/// `#[repr(C)]` so that its [`MapHeader`] is at its address
+/// ([`Map::header`]).
+#[repr(C)]
 pub struct Map {
+    header: MapHeader,
     def: MapDef,
     ncpus: usize,
     ifindex_check: Option<IfindexCheck>,
@@ -339,7 +368,26 @@ impl Map {
             )?),
             t => return Err(MapError::UnsupportedType { map_type: t }),
         };
+        let header = match &imp {
+            Imp::Array(a)
+                if def.map_type == T::Array
+                    && def.key_size == 4
+                    && def.map_flags & map_flags::RDONLY_PROG == 0 =>
+            {
+                MapHeader {
+                    array_base: a.storage().addr(),
+                    max_entries: def.max_entries,
+                    stride: def.value_size.div_ceil(8) * 8,
+                }
+            }
+            _ => MapHeader {
+                array_base: 0,
+                max_entries: 0,
+                stride: 0,
+            },
+        };
         Ok(Map {
+            header,
             def,
             ncpus,
             ifindex_check: opts.ifindex_check.clone(),
@@ -348,6 +396,12 @@ impl Map {
             frozen: Default::default(),
             imp,
         })
+    }
+
+    /// What engines may read at this map's address (see [`MapHeader`]);
+    /// it is the first field of the `Map`.
+    pub fn header(&self) -> &MapHeader {
+        &self.header
     }
 
     /// The definition as the kernel keeps it.

@@ -709,6 +709,45 @@ fn slot_word(m: &Map, i: usize) -> u64 {
     addrs[i].load(Ordering::Acquire)
 }
 
+/// The header engines read at a map's address: first in the `Map`, the
+/// storage of plain arrays (what `lookup_ptr` returns), zero for other
+/// maps and for arrays that programs may not write.
+#[test]
+fn map_headers_describe_plain_arrays_only() {
+    assert_eq!(std::mem::offset_of!(Map, header), 0);
+    assert_eq!(std::mem::offset_of!(MapHeader, max_entries), 8);
+    assert_eq!(std::mem::offset_of!(MapHeader, stride), 12);
+    let m = mk(MapType::Array, 4, 12, 5);
+    let h = *m.header();
+    assert_eq!(
+        &m as *const Map as usize,
+        m.header() as *const MapHeader as usize
+    );
+    assert_eq!((h.max_entries, h.stride), (5, 16));
+    assert_eq!(h.array_base, m.array_storage().unwrap().addr());
+    let guard = pin();
+    for i in 0..5u32 {
+        let v = m.lookup_ptr(&k(i), 0, &guard).unwrap();
+        assert_eq!(v.addr(), h.array_base + u64::from(i) * 16);
+    }
+    let ro = Map::new(
+        MapDef {
+            map_flags: map_flags::RDONLY_PROG,
+            ..MapDef::new(MapType::Array, 4, 8, 2)
+        },
+        &opts(),
+    )
+    .unwrap();
+    for other in [
+        ro,
+        mk(MapType::PercpuArray, 4, 8, 2),
+        mk(MapType::Hash, 4, 8, 2),
+        mk(MapType::Devmap, 4, 4, 2),
+    ] {
+        assert_eq!(other.header().array_base, 0, "{:?}", other.map_type());
+    }
+}
+
 #[test]
 fn prog_array() {
     let m = mk(MapType::ProgArray, 4, 4, 2);

@@ -127,6 +127,34 @@ pub trait Imm64Resolver {
         None
     }
 
+    /// Whether every map pointer a program can hold points at a map
+    /// header, so that an engine may compute `bpf_map_lookup_elem` on a
+    /// map it cannot name when it compiles (an inner map from a map-in-map
+    /// lookup, a map chosen by a branch) when the header describes an
+    /// array; `false` (the default) keeps the helper call. The JIT asks
+    /// only in unchecked mode, where the verifier guarantees that `r1` at
+    /// a `bpf_map_lookup_elem` holds a map pointer: an `lddw` of a map or
+    /// the result of a map-in-map lookup.
+    ///
+    /// The header, at the map pointer itself (`bpfkit_maps::MapHeader`):
+    /// a `u64` `base` at byte 0, a `u32` `max_entries` at byte 8 and a
+    /// `u32` `stride` at byte 12. An implementation promises, for as long
+    /// as code compiled with it may run:
+    /// - every map address it resolves, and every map pointer the
+    ///   registered map-in-map lookup returns, is readable for 16 bytes
+    ///   and holds a header that does not change while a run may hold the
+    ///   pointer;
+    /// - `base` 0 means "call the helper"; otherwise the map's
+    ///   `bpf_map_lookup_elem` with the 4-byte key `k` returns `base + k *
+    ///   stride` for `k < max_entries` and NULL above, the storage stays
+    ///   allocated while the pointer may be used, and whenever a helper
+    ///   could be handed one of these pointers the run's `Memory` has a
+    ///   region covering `[base, base + max_entries * stride)`, writable
+    ///   (programs may write array values).
+    fn map_headers(&self) -> bool {
+        false
+    }
+
     /// Whether the registered `bpf_get_smp_processor_id` (helper 8)
     /// returns the CPU the engine is given for the run
     /// (`bpfkit_jit::Jit::set_cpu`), so that an engine may load it itself

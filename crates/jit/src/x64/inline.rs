@@ -46,6 +46,14 @@
 //! answer and that the value it points to is readable and registered for
 //! the rest of the run.
 //!
+//! A lookup whose `r1` is not such a certain `lddw` (an inner map from a
+//! map-in-map lookup, a map chosen by a branch) reads the header at the
+//! map pointer when the resolver says every map pointer has one
+//! (`Imm64Resolver::map_headers`): an array's base, `max_entries` and
+//! stride give the pointer as above; a base of 0 (any other map) takes the
+//! helper call ([`header_probe`], [`header_lookup`]). The verifier
+//! guarantees that `r1` there is a map pointer.
+//!
 //! With constant blinding, `max_entries`, strides that are not powers of
 //! two and the base are emitted as `value ^ key` and `key`, as `lddw`
 //! values are: `max_entries` and the value size come from the object's
@@ -297,6 +305,35 @@ pub(crate) fn slot_lookup(a: &mut Asm, map: &SlotMap, keys: Option<Keys>) -> boo
     let ok = patch_rel(a.code_mut(), skip, 1, end);
     debug_assert!(ok, "the inline lookup fits a rel8");
     true
+}
+
+/// Emits the test of [`header_lookup`]: `rax = header.base` of the map
+/// in `r1` (flags: zero when the map is no inlinable array; see
+/// [`bpfkit_runtime::Imm64Resolver::map_headers`]).
+pub(crate) fn header_probe(a: &mut Asm) {
+    a.mov_r_rm(Sz::B64, Gpr::Rax, Rm::Mem(Mem::at(REG_MAP[1], 0)));
+    a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rax), Gpr::Rax);
+}
+
+/// Emits `r0 = key < header.max_entries ? rax + key * header.stride : 0`
+/// with the key read from `[r2]` and `rax` the header's (non-zero) base
+/// from [`header_probe`]. The header is the map's own (at `r1`), so the
+/// code holds no map-specific constant (nothing to blind). The product
+/// cannot overflow: both factors are below 2^32 and the map's storage
+/// `max_entries * stride` exists.
+pub(crate) fn header_lookup(a: &mut Asm) {
+    let (r0, r1, r2) = (REG_MAP[0], REG_MAP[1], REG_MAP[2]);
+    a.mov_r_rm(Sz::B32, Gpr::Rcx, Rm::Mem(Mem::at(r2, 0)));
+    a.alu_r_rm(Sz::B32, Alu::Cmp, Gpr::Rcx, Rm::Mem(Mem::at(r1, 8)));
+    // `xor` would clobber the flags: `mov` leaves them.
+    a.mov_rm_i(Sz::B32, Rm::Reg(r0), 0);
+    let skip = a.jcc(Cc::Ae, false);
+    a.mov_r_rm(Sz::B32, Gpr::Rdx, Rm::Mem(Mem::at(r1, 12)));
+    a.imul_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(Gpr::Rdx));
+    a.lea(r0, Mem::indexed(Gpr::Rax, Gpr::Rcx, 1));
+    let end = a.pos();
+    let ok = patch_rel(a.code_mut(), skip, 1, end);
+    debug_assert!(ok, "the inline lookup fits a rel8");
 }
 
 #[cfg(test)]

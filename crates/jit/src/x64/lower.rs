@@ -1382,7 +1382,7 @@ impl<'a> Emitter<'a> {
             .branch_targets
             .get_or_insert_with(|| inline::branch_targets(prog));
         let Some((pc, imm)) = inline::map_operand(prog, targets, i) else {
-            return false;
+            return resolver.map_headers() && self.header_lookup(i);
         };
         if let Some(map) = resolver.array_map(pc, &imm) {
             let keys = (self.rng != 0).then(|| inline::Keys {
@@ -1403,6 +1403,30 @@ impl<'a> Emitter<'a> {
             cpu_stride: 0,
         });
         inline::slot_lookup(&mut self.a, &map, keys)
+    }
+
+    /// Emits the lookup at `i` whose map is not known when compiling
+    /// (`inline::header_probe`): computed from the map's header when it is
+    /// an array, the helper call otherwise; `false`, emitting nothing,
+    /// when `bpf_map_lookup_elem` is not registered (the call then traps
+    /// as any unknown helper's).
+    fn header_lookup(&mut self, i: usize) -> bool {
+        let Some(h) = self.helper_calls_to(inline::MAP_LOOKUP_ELEM) else {
+            return false;
+        };
+        let (call, done) = (self.new_label(), self.new_label());
+        inline::header_probe(&mut self.a);
+        self.jcc(Cc::E, call);
+        inline::header_lookup(&mut self.a);
+        self.jmp(done);
+        self.bind(call);
+        // The helper call as any other (see `insn`'s `Insn::Call`).
+        self.a.mov_r_imm64(Gpr::Rcx, h as u64);
+        self.a.mov_r_imm64(Gpr::Rdx, i as u64);
+        let l = self.fixed(L_HELPER);
+        self.call(l);
+        self.bind(done);
+        true
     }
 
     /// The helper table index for helper `id` (`None`: not registered).
