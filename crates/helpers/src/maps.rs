@@ -37,8 +37,26 @@ fn value_writable(map: &Map) -> bool {
 }
 
 /// Exposes a value reference to the program; returns its address.
-#[allow(unsafe_code)]
+#[inline(always)]
 fn hand_out(env: &mut Env<'_, '_, '_>, ptr: *mut u8, len: usize, writable: bool) -> HelperResult {
+    // The value the last lookup exposed (the same key in the next run of
+    // a batch), checked here without a call.
+    let (guest, st) = env.split();
+    if st.last_exposed(guest.memory(), ptr as u64, len, writable) {
+        return Ok(ptr as u64);
+    }
+    hand_out_new(env, ptr, len, writable)
+}
+
+/// [`hand_out`] for a value that is not the last one exposed.
+#[allow(unsafe_code)]
+#[inline(never)]
+fn hand_out_new(
+    env: &mut Env<'_, '_, '_>,
+    ptr: *mut u8,
+    len: usize,
+    writable: bool,
+) -> HelperResult {
     let (guest, st) = env.split();
     let mem = guest.memory_mut();
     // Only the memory of the running `RunState::scoped` call may take the

@@ -390,6 +390,27 @@ impl RunState {
         Some(self.maps.at(i).devmap_entry_addr(index, &self.guard))
     }
 
+    /// [`RunState::exposed_region`] for the newest entry only, when `mem`
+    /// is the run's memory (the common case of a batch: the same value as
+    /// the run before).
+    #[inline(always)]
+    pub(crate) fn last_exposed(
+        &self,
+        mem: &Memory<'_>,
+        ptr: u64,
+        len: usize,
+        writable: bool,
+    ) -> bool {
+        let Some(&(p, i)) = self.exposed.last() else {
+            return false;
+        };
+        p == ptr
+            && self.is_run_memory(mem)
+            && mem.regions().get(i).is_some_and(|r| {
+                r.start() == ptr && len as u64 <= r.len() && (r.writable() || !writable)
+            })
+    }
+
     /// Whether a value at `ptr` of `len` bytes was registered as a region
     /// of `mem` by a recent lookup (and that region is still there, with
     /// write access when `writable`).
