@@ -98,19 +98,13 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let (guest, st) = env.split();
     let slot = st.maps.position(a[0]);
     // Arrays of the table: an index computation, as the kernel's
-    // `array_map_lookup_elem`.
+    // `array_map_lookup_elem`; devmaps of the table: one load of the
+    // slot's word, the entry inside the region `add_map_regions`
+    // registered.
     if let Some(i) = slot {
         if st.arrays.get(i).is_some_and(Option::is_some) {
             let index = u32::from_ne_bytes(guest.load::<4>(a[1])?);
             if let Some(addr) = st.array_lookup(guest.memory(), i, index) {
-                return Ok(addr);
-            }
-        }
-        // Devmaps of the table: one load of the slot's word, the entry
-        // inside the region `add_map_regions` registered.
-        if st.devs.get(i).is_some_and(Option::is_some) {
-            let index = u32::from_ne_bytes(guest.load::<4>(a[1])?);
-            if let Some(addr) = st.dev_lookup(guest.memory(), i, index) {
                 return Ok(addr);
             }
         }

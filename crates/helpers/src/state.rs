@@ -123,15 +123,11 @@ pub struct RunState {
     /// state keeps).
     pub(crate) reserved: Vec<(u64, u64)>,
     /// Per map of the table (same order): for a plain or per-CPU array
-    /// whose storage [`RunState::add_map_regions`] registered as a region
-    /// of the run's memory, where its values are, so that a lookup is an
-    /// index computation (no map dispatch, no region search).
+    /// whose storage (or a devmap whose entries) [`RunState::add_map_regions`]
+    /// registered as a region of the run's memory, where its values are,
+    /// so that a lookup is an index computation or one load of a slot's
+    /// word (no map dispatch, no region search).
     pub(crate) arrays: Vec<Option<ArrayView>>,
-    /// Per map of the table (same order): for a devmap whose entries
-    /// [`RunState::add_map_regions`] registered as one region of the run's
-    /// memory, that region's index and start, so that a lookup is one load
-    /// of the slot's word (`Map::devmap_entry_addr`).
-    pub(crate) devs: Vec<Option<(usize, u64)>>,
     /// The last values helpers registered as regions: (address, region
     /// index), newest last, at most [`EXPOSED_KEPT`].
     exposed: Vec<(u64, usize)>,
@@ -183,8 +179,19 @@ pub(crate) struct ArrayView {
     max_entries: u32,
     /// The map's possible CPUs.
     cpus: usize,
+    kind: View,
+}
+
+/// What an [`ArrayView`] describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum View {
+    /// A plain array: index `i` is value `i`.
+    Array,
     /// A `percpu_array`: index `i` on CPU `c` is value `i * cpus + c`.
-    percpu: bool,
+    PercpuArray,
+    /// A devmap's entries (`Map::devmap_layout`): a lookup loads the
+    /// slot's word (`Map::devmap_entry_addr`).
+    Devmap,
 }
 
 /// A lookup in a slot map that a run may answer again (see
@@ -245,7 +252,6 @@ impl RunState {
             inner: Vec::new(),
             reserved: Vec::new(),
             arrays: Vec::new(),
-            devs: Vec::new(),
             exposed: Vec::new(),
             slot_memo: Vec::new(),
             cpu,
@@ -302,8 +308,6 @@ impl RunState {
         }
         self.arrays.clear();
         self.arrays.reserve(self.maps.by_addr.len());
-        self.devs.clear();
-        self.devs.reserve(self.maps.by_addr.len());
         for (_, m) in &self.maps.by_addr {
             let before = mem.regions().len();
             // Devmap entries: one read-only region for all of them
@@ -311,7 +315,7 @@ impl RunState {
             // helper's or one an engine loads from the slot words,
             // `bpfkit_runtime::Imm64Resolver::slot_map`) needs no region of
             // its own.
-            let dev = m.devmap_layout().and_then(|d| {
+            if let Some(d) = m.devmap_layout() {
                 let e = d.entries;
                 // SAFETY: the entry words live as long as the map, which
                 // the table (held by this state) keeps alive; a word a
@@ -324,9 +328,17 @@ impl RunState {
                 unsafe {
                     crate::region::expose(mem, RegionKind::MapValue, e.as_ptr(), e.len(), false)
                 };
-                (mem.regions().len() > before).then_some((before, e.addr()))
-            });
-            self.devs.push(dev);
+                self.arrays
+                    .push((mem.regions().len() > before).then(|| ArrayView {
+                        region: before,
+                        base: e.addr(),
+                        stride: 8,
+                        max_entries: d.max_entries,
+                        cpus: usize::MAX,
+                        kind: View::Devmap,
+                    }));
+                continue;
+            }
             let percpu = m.map_type() == MapType::PercpuArray;
             let mut view = None;
             if let Some(v) = m.array_storage().or_else(|| m.percpu_array_storage()) {
@@ -348,7 +360,11 @@ impl RunState {
                     stride: u64::from(m.def().value_size).div_ceil(8) * 8,
                     max_entries: m.def().max_entries,
                     cpus: m.possible_cpus(),
-                    percpu,
+                    kind: if percpu {
+                        View::PercpuArray
+                    } else {
+                        View::Array
+                    },
                 });
             }
             self.arrays.push(view);
@@ -357,10 +373,11 @@ impl RunState {
     }
 
     /// `bpf_map_lookup_elem(map, &index)` on table map `i` when it is an
-    /// array of [`RunState::arrays`] and its region is still in `mem` (the
-    /// run's memory): the value's address, or 0 for an index past the end
-    /// or a CPU the map does not have (what `Map::lookup_ptr` gives).
-    /// `None` sends the caller the general way.
+    /// array or devmap of [`RunState::arrays`] and its region is still in
+    /// `mem` (the run's memory): the value's address, or 0 for an index
+    /// past the end, a CPU the map does not have or an empty devmap slot
+    /// (what `Map::lookup_ptr` and `Map::dev_value` give). `None` sends
+    /// the caller the general way.
     #[inline(always)]
     pub(crate) fn array_lookup(&self, mem: &Memory<'_>, i: usize, index: u32) -> Option<u64> {
         let v = self.arrays.get(i)?.as_ref()?;
@@ -369,25 +386,17 @@ impl RunState {
         if !self.is_run_memory(mem) || mem.regions().get(v.region)?.start() != v.base {
             return None;
         }
+        if v.kind == View::Devmap {
+            // The entry the slot's word points at, inside the region.
+            return Some(self.maps.at(i).devmap_entry_addr(index, &self.guard));
+        }
         if index >= v.max_entries || self.cpu >= v.cpus {
             return Some(0);
         }
-        let cpu = if v.percpu { self.cpu as u64 } else { 0 };
-        let slots = if v.percpu { v.cpus as u64 } else { 1 };
+        let percpu = v.kind == View::PercpuArray;
+        let cpu = if percpu { self.cpu as u64 } else { 0 };
+        let slots = if percpu { v.cpus as u64 } else { 1 };
         Some(v.base + (u64::from(index) * slots + cpu) * v.stride)
-    }
-
-    /// `bpf_map_lookup_elem(map, &index)` on table map `i` when it is a
-    /// devmap of [`RunState::devs`] whose region is still in `mem` (the
-    /// run's memory): the entry's address or 0 (what `Map::dev_value`
-    /// points at). `None` sends the caller the general way.
-    #[inline(always)]
-    pub(crate) fn dev_lookup(&self, mem: &Memory<'_>, i: usize, index: u32) -> Option<u64> {
-        let &(region, base) = self.devs.get(i)?.as_ref()?;
-        if !self.is_run_memory(mem) || mem.regions().get(region)?.start() != base {
-            return None;
-        }
-        Some(self.maps.at(i).devmap_entry_addr(index, &self.guard))
     }
 
     /// [`RunState::exposed_region`] for the newest entry only, when `mem`
