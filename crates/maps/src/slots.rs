@@ -36,11 +36,13 @@ struct DevArena {
     free: Arc<Mutex<VecDeque<u32>>>,
 }
 
-/// Entries per devmap slot beyond the first that may wait for the epoch
-/// collector before updates run out of words (at least [`DEV_SPARE_MIN`]
-/// in all): the collector frees retired words a few pins after the runs
-/// that could see them have ended.
+/// Words a devmap has beyond one per slot: `max(max_entries, this)`,
+/// for retired entries that wait for the epoch collector (it frees them a
+/// few pins after the runs that could see them have ended).
 const DEV_SPARE_MIN: usize = 256;
+
+/// How long an update waits for retired devmap words before `ENOMEM`.
+const DEV_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A devmap slot's entry: its word's index, returned to the free list
 /// when the slot lets go of it (through the epoch collector, see
@@ -82,10 +84,13 @@ impl DevArena {
     }
 
     /// A free word holding `value`, or `ENOMEM` when every word is in a
-    /// slot or still waits for runs that may read it (after asking the
-    /// epoch collector a few times to free what it can).
+    /// slot or still waits for runs that may read it: the epoch collector
+    /// is asked to free what it can, for up to [`DEV_WAIT`] (runs pin for
+    /// a batch, microseconds; only a run pinned all that time, while
+    /// hundreds of updates retired words, makes an update fail).
     fn take(&self, value: u64) -> Result<DevElem, MapError> {
-        for attempt in 0..64 {
+        let start = std::time::Instant::now();
+        for attempt in 0u32.. {
             if let Some(index) = lock(&self.free).pop_front() {
                 self.words[index as usize].store(value, Ordering::Relaxed);
                 return Ok(DevElem {
@@ -93,9 +98,12 @@ impl DevArena {
                     free: self.free.clone(),
                 });
             }
+            if start.elapsed() > DEV_WAIT {
+                break;
+            }
             crate::epoch::reclaim();
             if attempt >= 8 {
-                std::thread::yield_now();
+                std::thread::sleep(std::time::Duration::from_micros(200));
             }
         }
         Err(MapError::NoMemory)
