@@ -471,6 +471,12 @@ mod tests {
         };
         assert!(slot_lookup(&mut a, &map, None));
         assert!(a.pos() <= 64, "slot lookup: {} bytes", a.pos());
+        // The header path with its two jumps still long (6 + 5 bytes) and
+        // the helper call (two `mov r32, imm32` and a `call rel32`).
+        let mut a = Asm::new();
+        header_probe(&mut a);
+        header_lookup(&mut a);
+        assert!(a.pos() + 6 + 5 + 15 <= 64, "header lookup: {} bytes", a.pos());
         let mut a = Asm::new();
         assert!(!slot_lookup(
             &mut a,
