@@ -476,7 +476,11 @@ mod tests {
         let mut a = Asm::new();
         header_probe(&mut a);
         header_lookup(&mut a);
-        assert!(a.pos() + 6 + 5 + 15 <= 64, "header lookup: {} bytes", a.pos());
+        assert!(
+            a.pos() + 6 + 5 + 15 <= 64,
+            "header lookup: {} bytes",
+            a.pos()
+        );
         let mut a = Asm::new();
         assert!(!slot_lookup(
             &mut a,
