@@ -372,6 +372,8 @@ struct ObjResolver {
     values: Vec<Option<u64>>,
     /// Per map: its layout when it is a plain array (inline lookups).
     arrays: Vec<Option<bpfkit_runtime::ArrayMap>>,
+    /// Per map: its slot words when it is a devmap (inline lookups).
+    slots: Vec<Option<bpfkit_runtime::SlotMap>>,
 }
 
 impl bpfkit_runtime::Imm64Resolver for ObjResolver {
@@ -408,6 +410,39 @@ impl bpfkit_runtime::Imm64Resolver for ObjResolver {
             Imm64::MapIdx(i) => *self.arrays.get(usize::try_from(i).ok()?)?,
             _ => None,
         }
+    }
+
+    /// Devmaps, as `bpfkit_maps` keeps them (`Map::devmap_layout`): slot
+    /// `k`'s word holds the address of its entry (0 when empty), which is
+    /// what `Map::dev_value` (the helper's lookup) points at; the words
+    /// and entries live as long as the `Map`, which the `Object` holds for
+    /// as long as the code compiled with this resolver; an update takes a
+    /// new entry and retires the old one until every run pinned before it
+    /// has ended (the run's `RunState` pins for the whole batch).
+    /// `Object::run` registers every devmap's entries of the table as one
+    /// read-only region of the run's memory (`RunState::add_map_regions`)
+    /// before the first instruction of every batch, so helpers accept an
+    /// inlined lookup's pointer (tested in `tests/inline_devmap.rs`).
+    fn slot_map(&self, _pc: Pc, imm: &Imm64) -> Option<bpfkit_runtime::SlotMap> {
+        match *imm {
+            Imm64::MapIdx(i) => *self.slots.get(usize::try_from(i).ok()?)?,
+            _ => None,
+        }
+    }
+
+    /// Every map address this resolver gives is a `bpfkit_maps::Map`'s
+    /// own (`MapTable::addr_of`), and so is every inner map a map-in-map
+    /// lookup of `bpfkit_helpers` returns: a `Map` starts with its
+    /// `MapHeader` (`#[repr(C)]`, fixed at creation, `array_base` set only
+    /// for plain arrays programs may write, the storage `Map::lookup_ptr`
+    /// returns pointers into). The `Object` holds the table's maps, and a
+    /// run's `RunState` the inner maps it handed out, for as long as the
+    /// run may use them; the table's arrays are regions of every run's
+    /// memory (`add_map_regions`) and an inner array outside the table
+    /// becomes one when the lookup hands it out (tested in
+    /// `tests/inline_inner.rs`).
+    fn map_headers(&self) -> bool {
+        true
     }
 
     /// `bpfkit_helpers`' `bpf_get_smp_processor_id` returns
@@ -513,10 +548,21 @@ impl Object {
                 })
             })
             .collect();
+        let slots = maps
+            .iter()
+            .map(|m| {
+                let d = m.map.devmap_layout()?;
+                Some(bpfkit_runtime::SlotMap {
+                    slots: d.slots,
+                    max_entries: d.max_entries,
+                })
+            })
+            .collect();
         let resolver = ObjResolver {
             addrs,
             values,
             arrays,
+            slots,
         };
         let mut helpers = Helpers::new();
         bpfkit_helpers::register(&mut helpers);

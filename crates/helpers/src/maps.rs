@@ -37,8 +37,26 @@ fn value_writable(map: &Map) -> bool {
 }
 
 /// Exposes a value reference to the program; returns its address.
-#[allow(unsafe_code)]
+#[inline(always)]
 fn hand_out(env: &mut Env<'_, '_, '_>, ptr: *mut u8, len: usize, writable: bool) -> HelperResult {
+    // The value the last lookup exposed (the same key in the next run of
+    // a batch), checked here without a call.
+    let (guest, st) = env.split();
+    if st.last_exposed(guest.memory(), ptr as u64, len, writable) {
+        return Ok(ptr as u64);
+    }
+    hand_out_new(env, ptr, len, writable)
+}
+
+/// [`hand_out`] for a value that is not the last one exposed.
+#[allow(unsafe_code)]
+#[inline(never)]
+fn hand_out_new(
+    env: &mut Env<'_, '_, '_>,
+    ptr: *mut u8,
+    len: usize,
+    writable: bool,
+) -> HelperResult {
     let (guest, st) = env.split();
     let mem = guest.memory_mut();
     // Only the memory of the running `RunState::scoped` call may take the
@@ -80,7 +98,9 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let (guest, st) = env.split();
     let slot = st.maps.position(a[0]);
     // Arrays of the table: an index computation, as the kernel's
-    // `array_map_lookup_elem`.
+    // `array_map_lookup_elem`; devmaps of the table: one load of the
+    // slot's word, the entry inside the region `add_map_regions`
+    // registered.
     if let Some(i) = slot {
         if st.arrays.get(i).is_some_and(Option::is_some) {
             let index = u32::from_ne_bytes(guest.load::<4>(a[1])?);
@@ -145,7 +165,16 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
                 }
                 return Ok(0);
             };
-            let out = inner_addr(st, addr, id)?;
+            let (out, added) = inner_addr(st, addr, id)?;
+            if added {
+                // An inner array outside the table: its storage becomes a
+                // region of the run's memory, as the table's arrays are
+                // (`add_map_regions`), so that pointers into it that an
+                // engine computes from the map's header are accepted by
+                // helpers (`Imm64Resolver::map_headers`).
+                expose_array(env, out)?;
+            }
+            let st = env.state();
             // The memo is by 4-byte index (`slot_memo` answers only those);
             // a `hash_of_maps` count stands for all its keys.
             if let (Some(gen), true) = (gen, out != 0 && key.len() == 4) {
@@ -194,27 +223,63 @@ fn u32_of(key: &[u8]) -> u32 {
 /// The address a program gets for the inner map at `addr` (with `id`)
 /// that a map-in-map lookup found: its own address, kept resolvable for
 /// the rest of the run (the table's maps already are; others are looked
-/// up in the registry once per run and kept in [`RunState::inner`]).
-fn inner_addr(st: &mut RunState, addr: u64, id: Option<MapId>) -> HelperResult {
+/// up in the registry once per run and kept in [`RunState::inner`]); and
+/// whether it was added to [`RunState::inner`] now.
+fn inner_addr(st: &mut RunState, addr: u64, id: Option<MapId>) -> Result<(u64, bool), HelperAbort> {
     // The repeat path: the map was handed out before in this run, or is a
     // map of the object (libbpf's `.values`): no registry lookup, no
     // reference count.
     if st.inner.iter().any(|(a, _)| *a == addr) || st.maps.position(addr).is_some() {
-        return Ok(addr);
+        return Ok((addr, false));
     }
     let Some(id) = id else {
-        return Ok(0);
+        return Ok((0, false));
     };
     let Some(inner) = st.maps.registry().and_then(|r| r.get(id)) else {
-        return Ok(0);
+        return Ok((0, false));
     };
     // The registry's map is the one found (ids are unique while the map
     // lives, and the outer map keeps it alive).
     let addr = Arc::as_ptr(&inner) as u64;
-    if !st.inner.iter().any(|(a, _)| *a == addr) {
-        st.inner.push((addr, inner));
+    if st.inner.iter().any(|(a, _)| *a == addr) {
+        return Ok((addr, false));
     }
-    Ok(addr)
+    st.inner.push((addr, inner));
+    Ok((addr, true))
+}
+
+/// Registers the storage of the inner map at `addr` (one of
+/// [`RunState::inner`]) as a writable region of the run's memory when its
+/// header describes an array (`bpfkit_maps::MapHeader`).
+#[allow(unsafe_code)]
+fn expose_array(env: &mut Env<'_, '_, '_>, addr: u64) -> Result<(), HelperAbort> {
+    let (guest, st) = env.split();
+    let Some(m) = st.inner.iter().find(|(a, _)| *a == addr).map(|(_, m)| m) else {
+        return Ok(());
+    };
+    let h = *m.header();
+    let Some(storage) = m.array_storage().filter(|_| h.array_base != 0) else {
+        return Ok(());
+    };
+    let mem = guest.memory_mut();
+    if !st.is_run_memory(mem) {
+        return Err(HelperAbort::Failed(
+            "helper memory is not the memory of the run's RunState::scoped call".into(),
+        ));
+    }
+    // SAFETY: the storage lives as long as the map, which `st.inner` keeps
+    // alive until the state is dropped; the memory is the `scoped` call's
+    // (checked above), dropped before the state.
+    unsafe {
+        expose(
+            mem,
+            RegionKind::MapValue,
+            storage.as_ptr(),
+            storage.len(),
+            true,
+        )
+    };
+    Ok(())
 }
 
 /// Keys and values up to this size are read into stack buffers.

@@ -123,9 +123,10 @@ pub struct RunState {
     /// state keeps).
     pub(crate) reserved: Vec<(u64, u64)>,
     /// Per map of the table (same order): for a plain or per-CPU array
-    /// whose storage [`RunState::add_map_regions`] registered as a region
-    /// of the run's memory, where its values are, so that a lookup is an
-    /// index computation (no map dispatch, no region search).
+    /// whose storage (or a devmap whose entries) [`RunState::add_map_regions`]
+    /// registered as a region of the run's memory, where its values are,
+    /// so that a lookup is an index computation or one load of a slot's
+    /// word (no map dispatch, no region search).
     pub(crate) arrays: Vec<Option<ArrayView>>,
     /// The last values helpers registered as regions: (address, region
     /// index), newest last, at most [`EXPOSED_KEPT`].
@@ -178,8 +179,19 @@ pub(crate) struct ArrayView {
     max_entries: u32,
     /// The map's possible CPUs.
     cpus: usize,
+    kind: View,
+}
+
+/// What an [`ArrayView`] describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum View {
+    /// A plain array: index `i` is value `i`.
+    Array,
     /// A `percpu_array`: index `i` on CPU `c` is value `i * cpus + c`.
-    percpu: bool,
+    PercpuArray,
+    /// A devmap's entries (`Map::devmap_layout`): a lookup loads the
+    /// slot's word (`Map::devmap_entry_addr`).
+    Devmap,
 }
 
 /// A lookup in a slot map that a run may answer again (see
@@ -298,6 +310,35 @@ impl RunState {
         self.arrays.reserve(self.maps.by_addr.len());
         for (_, m) in &self.maps.by_addr {
             let before = mem.regions().len();
+            // Devmap entries: one read-only region for all of them
+            // (`Map::devmap_layout`), so that a lookup's pointer (the
+            // helper's or one an engine loads from the slot words,
+            // `bpfkit_runtime::Imm64Resolver::slot_map`) needs no region of
+            // its own.
+            if let Some(d) = m.devmap_layout() {
+                let e = d.entries;
+                // SAFETY: the entry words live as long as the map, which
+                // the table (held by this state) keeps alive; a word a
+                // program may hold is not reused before this state's
+                // epoch guard is dropped; `mem` is the memory of the
+                // running `scoped` call (checked above), dropped before
+                // this state. Read-only: programs may not write device
+                // map values.
+                #[allow(unsafe_code)]
+                unsafe {
+                    crate::region::expose(mem, RegionKind::MapValue, e.as_ptr(), e.len(), false)
+                };
+                self.arrays
+                    .push((mem.regions().len() > before).then(|| ArrayView {
+                        region: before,
+                        base: e.addr(),
+                        stride: 8,
+                        max_entries: d.max_entries,
+                        cpus: usize::MAX,
+                        kind: View::Devmap,
+                    }));
+                continue;
+            }
             let percpu = m.map_type() == MapType::PercpuArray;
             let mut view = None;
             if let Some(v) = m.array_storage().or_else(|| m.percpu_array_storage()) {
@@ -319,7 +360,11 @@ impl RunState {
                     stride: u64::from(m.def().value_size).div_ceil(8) * 8,
                     max_entries: m.def().max_entries,
                     cpus: m.possible_cpus(),
-                    percpu,
+                    kind: if percpu {
+                        View::PercpuArray
+                    } else {
+                        View::Array
+                    },
                 });
             }
             self.arrays.push(view);
@@ -328,10 +373,11 @@ impl RunState {
     }
 
     /// `bpf_map_lookup_elem(map, &index)` on table map `i` when it is an
-    /// array of [`RunState::arrays`] and its region is still in `mem` (the
-    /// run's memory): the value's address, or 0 for an index past the end
-    /// or a CPU the map does not have (what `Map::lookup_ptr` gives).
-    /// `None` sends the caller the general way.
+    /// array or devmap of [`RunState::arrays`] and its region is still in
+    /// `mem` (the run's memory): the value's address, or 0 for an index
+    /// past the end, a CPU the map does not have or an empty devmap slot
+    /// (what `Map::lookup_ptr` and `Map::dev_value` give). `None` sends
+    /// the caller the general way.
     #[inline(always)]
     pub(crate) fn array_lookup(&self, mem: &Memory<'_>, i: usize, index: u32) -> Option<u64> {
         let v = self.arrays.get(i)?.as_ref()?;
@@ -340,12 +386,38 @@ impl RunState {
         if !self.is_run_memory(mem) || mem.regions().get(v.region)?.start() != v.base {
             return None;
         }
+        if v.kind == View::Devmap {
+            // The entry the slot's word points at, inside the region.
+            return Some(self.maps.at(i).devmap_entry_addr(index, &self.guard));
+        }
         if index >= v.max_entries || self.cpu >= v.cpus {
             return Some(0);
         }
-        let cpu = if v.percpu { self.cpu as u64 } else { 0 };
-        let slots = if v.percpu { v.cpus as u64 } else { 1 };
+        let percpu = v.kind == View::PercpuArray;
+        let cpu = if percpu { self.cpu as u64 } else { 0 };
+        let slots = if percpu { v.cpus as u64 } else { 1 };
         Some(v.base + (u64::from(index) * slots + cpu) * v.stride)
+    }
+
+    /// [`RunState::exposed_region`] for the newest entry only, when `mem`
+    /// is the run's memory (the common case of a batch: the same value as
+    /// the run before).
+    #[inline(always)]
+    pub(crate) fn last_exposed(
+        &self,
+        mem: &Memory<'_>,
+        ptr: u64,
+        len: usize,
+        writable: bool,
+    ) -> bool {
+        let Some(&(p, i)) = self.exposed.last() else {
+            return false;
+        };
+        p == ptr
+            && self.is_run_memory(mem)
+            && mem.regions().get(i).is_some_and(|r| {
+                r.start() == ptr && len as u64 <= r.len() && (r.writable() || !writable)
+            })
     }
 
     /// Whether a value at `ptr` of `len` bytes was registered as a region

@@ -247,8 +247,8 @@ fn values_go_only_into_the_runs_own_memory() {
 /// What `--repeat` relies on: looking the same value up again (the next
 /// run of a batch) gives the same address without a new region; array
 /// and per-CPU array values lie in the storage regions `add_map_regions`
-/// registered; a devmap
-/// value whose content changed gets a new copy while the old one keeps
+/// registered, and so do devmap entries (one region for all of them); a
+/// devmap entry that was updated is a new word while the old one keeps
 /// what an earlier lookup saw.
 #[test]
 fn repeated_lookups_reuse_regions() {
@@ -304,10 +304,23 @@ fn repeated_lookups_reuse_regions() {
         assert_eq!(mem.regions().len(), n0 + 1);
         assert_eq!(mem.load::<8>(p).unwrap(), 5u64.to_ne_bytes());
         // Devmaps: the entry in place, read-only, the same pointer while
-        // the entry is unchanged.
+        // the entry is unchanged, inside the entries' region
+        // `add_map_regions` registered (no region of its own).
         let d = call(mem, MAP_LOOKUP_ELEM, [devmap, k0, 0, 0, 0]);
         assert_eq!(call(mem, MAP_LOOKUP_ELEM, [devmap, k0, 0, 0, 0]), d);
-        assert_eq!(mem.regions().len(), n0 + 2);
+        let dmap = map(3);
+        let layout = dmap.devmap_layout().unwrap();
+        let entries = layout.entries.addr()..layout.entries.addr() + layout.entries.len() as u64;
+        assert!(entries.contains(&d));
+        // What an engine's own lookup loads: the slot's word.
+        assert_eq!(
+            mem.load::<8>(layout.slots).ok(),
+            None,
+            "slot words are no region"
+        );
+        let guard = bpfkit_maps::pin();
+        assert_eq!(dmap.devmap_entry_addr(0, &guard), d);
+        assert_eq!(mem.regions().len(), n0 + 1);
         assert_eq!(mem.load::<4>(d).unwrap(), 1u32.to_ne_bytes());
         assert!(mem.store::<4>(d, [0; 4]).is_err());
         map(3)
@@ -317,7 +330,8 @@ fn repeated_lookups_reuse_regions() {
         assert_ne!(e, d);
         assert_eq!(mem.load::<4>(e).unwrap(), 3u32.to_ne_bytes());
         assert_eq!(mem.load::<4>(d).unwrap(), 1u32.to_ne_bytes());
-        assert_eq!(mem.regions().len(), n0 + 3);
+        assert!(entries.contains(&e));
+        assert_eq!(mem.regions().len(), n0 + 1);
         // An update with the same value replaces the element too (the
         // kernel allocates a new `bpf_dtab_netdev`).
         map(3)
@@ -327,9 +341,17 @@ fn repeated_lookups_reuse_regions() {
         assert!(f != e && f != d);
         assert_eq!(mem.load::<4>(e).unwrap(), 3u32.to_ne_bytes());
         assert!(mem.store::<4>(f, [0; 4]).is_err());
-        // A missing key: NULL, as before.
+        // A missing key: NULL, as before; the old entries keep their
+        // values while this run lasts.
         map(3).delete(&0u32.to_ne_bytes()).unwrap();
         assert_eq!(call(mem, MAP_LOOKUP_ELEM, [devmap, k0, 0, 0, 0]), 0);
+        assert_eq!(dmap.devmap_entry_addr(0, &guard), 0);
+        assert_eq!(mem.load::<4>(d).unwrap(), 1u32.to_ne_bytes());
+        assert_eq!(mem.load::<4>(f).unwrap(), 3u32.to_ne_bytes());
+        // Past the end: NULL.
+        mem.store::<4>(k0, 4u32.to_ne_bytes()).unwrap();
+        assert_eq!(call(mem, MAP_LOOKUP_ELEM, [devmap, k0, 0, 0, 0]), 0);
+        assert_eq!(mem.regions().len(), n0 + 1);
     });
 }
 

@@ -83,3 +83,10 @@ pub(crate) fn retire<T: Send + 'static>(value: T) {
     let guard = crossbeam_epoch::pin();
     guard.defer(move || drop(value));
 }
+
+/// Asks the epoch collector to run what it may: pushes this thread's
+/// deferred drops to the global queue and collects those whose runs have
+/// all ended (for writers that wait for retired storage to come back).
+pub(crate) fn reclaim() {
+    crossbeam_epoch::pin().flush();
+}

@@ -205,6 +205,33 @@ impl MapOptions {
     }
 }
 
+/// Where a `devmap` keeps its entries ([`Map::devmap_layout`]), for
+/// engines that register them as one region and compute lookups
+/// themselves:
+///
+/// - every entry a program can get (`bpf_map_lookup_elem`,
+///   [`Map::dev_value`]) is one 8-byte word inside `entries`, which lives
+///   as long as the map; engines register `entries` as one read-only
+///   region (programs may only read device map values);
+/// - the `u64` at `slots + 8 * k`, for `k < max_entries`, holds the
+///   address of slot `k`'s entry word, 0 when the slot is empty: written
+///   with release order after the entry's value, so a plain (acquire)
+///   load of it followed by a read of the entry sees the value. An update
+///   takes another word and retires the old one, which stays unchanged
+///   until every run pinned before the update has ended (see
+///   [`crate::epoch`]): a pointer a run loaded keeps its value for the
+///   rest of that run.
+#[derive(Clone, Copy, Debug)]
+pub struct DevmapLayout<'m> {
+    /// All entry words (free ones included: they read as stale or zero
+    /// values, never as another map's memory).
+    pub entries: ValueRef<'m>,
+    /// Address of the first of `max_entries` slot words.
+    pub slots: u64,
+    /// The map's `max_entries`.
+    pub max_entries: u32,
+}
+
 /// A `devmap`/`devmap_hash` entry as `bpf_redirect_map` sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DevTarget {
@@ -223,9 +250,38 @@ enum Imp {
     Slots(Slots),
 }
 
+/// What an engine may read at the address of a [`Map`] (the first bytes
+/// of every `Map`, `#[repr(C)]`): for a plain `array` (not read-only for
+/// programs, 4-byte keys), where its values are, so that code holding a
+/// map pointer it cannot name in advance (an inner map from a map-in-map
+/// lookup) can compute `bpf_map_lookup_elem` itself, as the kernel's
+/// verifier inlines lookups in inner arrays; `array_base` 0 for every
+/// other map (call the helper). Fixed for the life of the map.
+///
+/// Layout (what generated code reads): `array_base` at byte 0 (u64),
+/// `max_entries` at byte 8 (u32), `stride` at byte 12 (u32); for key `k <
+/// max_entries` the value is at `array_base + k * stride`, which is what
+/// [`Map::lookup_ptr`] returns, and `[array_base, array_base +
+/// max_entries * stride)` is the storage [`Map::array_storage`] gives.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapHeader {
+    /// The storage's address (value 0), or 0: not an inlinable array.
+    pub array_base: u64,
+    /// Number of values.
+    pub max_entries: u32,
+    /// Bytes from one value to the next (the value size rounded up to 8).
+    pub stride: u32,
+}
+
 /// A map. See the [crate documentation](crate) for the two sides of its
 /// API and the value lifetime rule.
+///
+/// `#[repr(C)]` so that its [`MapHeader`] is at its address
+/// ([`Map::header`]).
+#[repr(C)]
 pub struct Map {
+    header: MapHeader,
     def: MapDef,
     ncpus: usize,
     ifindex_check: Option<IfindexCheck>,
@@ -312,7 +368,26 @@ impl Map {
             )?),
             t => return Err(MapError::UnsupportedType { map_type: t }),
         };
+        let header = match &imp {
+            Imp::Array(a)
+                if def.map_type == T::Array
+                    && def.key_size == 4
+                    && def.map_flags & map_flags::RDONLY_PROG == 0 =>
+            {
+                MapHeader {
+                    array_base: a.storage().addr(),
+                    max_entries: def.max_entries,
+                    stride: def.value_size.div_ceil(8) * 8,
+                }
+            }
+            _ => MapHeader {
+                array_base: 0,
+                max_entries: 0,
+                stride: 0,
+            },
+        };
         Ok(Map {
+            header,
             def,
             ncpus,
             ifindex_check: opts.ifindex_check.clone(),
@@ -321,6 +396,12 @@ impl Map {
             frozen: Default::default(),
             imp,
         })
+    }
+
+    /// What engines may read at this map's address (see [`MapHeader`]);
+    /// it is the first field of the `Map`.
+    pub fn header(&self) -> &MapHeader {
+        &self.header
     }
 
     /// The definition as the kernel keeps it.
@@ -468,6 +549,36 @@ impl Map {
         match (&self.imp, self.def.map_type) {
             (Imp::Array(a), MapType::PercpuArray) => Some(a.storage()),
             _ => None,
+        }
+    }
+
+    /// Where a `devmap` keeps its entries, valid as long as the map (see
+    /// [`DevmapLayout`]); `None` for other types.
+    pub fn devmap_layout(&self) -> Option<DevmapLayout<'_>> {
+        match (&self.imp, self.def.map_type) {
+            (Imp::Slots(s), MapType::Devmap) => {
+                let (words, addrs) = s.dev_arena()?;
+                Some(DevmapLayout {
+                    entries: ValueRef::new(words, words.len() * 8),
+                    slots: addrs.as_ptr() as u64,
+                    max_entries: self.def.max_entries,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// `bpf_map_lookup_elem` on a `devmap` with index `key`, without a
+    /// lock: the address of the entry's word in
+    /// [`DevmapLayout::entries`] (what [`Map::dev_value`] points at), 0
+    /// for an empty slot, an index past the end or another map type. The
+    /// entry stays readable for as long as `guard`, as [`Map::dev_value`]'s.
+    #[inline]
+    pub fn devmap_entry_addr(&self, key: u32, guard: &RunGuard) -> u64 {
+        let _ = guard;
+        match &self.imp {
+            Imp::Slots(s) => s.dev_addr(key),
+            _ => 0,
         }
     }
 

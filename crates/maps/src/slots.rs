@@ -18,20 +18,116 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+/// Where a devmap keeps its entries: one word each (a `struct
+/// bpf_devmap_val` is 8 bytes, a plain ifindex 4) in one allocation, so
+/// that engines can register all of them as one read-only region per run
+/// and compute a lookup without the helper (`Map::devmap_layout`), and per
+/// slot the address of its entry's word (0 when empty), the word such a
+/// lookup loads.
+///
+/// An update takes a free word and retires the slot's old one: the old
+/// word returns to the free list only through the epoch collector, after
+/// every run that could hold a pointer to it has ended (the kernel frees
+/// its `bpf_dtab_netdev` after an RCU grace period), and the list is
+/// first in, first out, so a word is reused as late as possible.
+struct DevArena {
+    words: Box<[AtomicU64]>,
+    addrs: Box<[AtomicU64]>,
+    free: Arc<Mutex<VecDeque<u32>>>,
+}
+
+/// Words a devmap has beyond one per slot: `max(max_entries, this)`,
+/// for retired entries that wait for the epoch collector (it frees them a
+/// few pins after the runs that could see them have ended).
+const DEV_SPARE_MIN: usize = 256;
+
+/// How long an update waits for retired devmap words before `ENOMEM`.
+const DEV_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// A devmap slot's entry: its word's index, returned to the free list
+/// when the slot lets go of it (through the epoch collector, see
+/// [`DevArena`]).
+struct DevElem {
+    index: u32,
+    free: Arc<Mutex<VecDeque<u32>>>,
+}
+
+/// A retired [`DevElem`]: frees its word when the collector drops it.
+struct Release(u32, Arc<Mutex<VecDeque<u32>>>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        lock(&self.1).push_back(self.0);
+    }
+}
+
+impl Drop for DevElem {
+    fn drop(&mut self) {
+        crate::epoch::retire(Release(self.index, self.free.clone()));
+    }
+}
+
+impl DevArena {
+    fn new(slots: usize) -> Result<DevArena, MapError> {
+        let n = slots
+            .checked_add(slots.max(DEV_SPARE_MIN))
+            .filter(|n| *n <= u32::MAX as usize)
+            .ok_or(MapError::NoMemory)?;
+        let mut free = VecDeque::new();
+        free.try_reserve_exact(n).map_err(|_| MapError::NoMemory)?;
+        free.extend(0..n as u32);
+        Ok(DevArena {
+            words: crate::raw::zeroed_words(n)?,
+            addrs: crate::raw::zeroed_words(slots)?,
+            free: Arc::new(Mutex::new(free)),
+        })
+    }
+
+    /// A free word holding `value`, or `ENOMEM` when every word is in a
+    /// slot or still waits for runs that may read it: the epoch collector
+    /// is asked to free what it can, for up to [`DEV_WAIT`] (runs pin for
+    /// a batch, microseconds; only a run pinned all that time, while
+    /// hundreds of updates retired words, makes an update fail).
+    fn take(&self, value: u64) -> Result<DevElem, MapError> {
+        let start = std::time::Instant::now();
+        for attempt in 0u32.. {
+            if let Some(index) = lock(&self.free).pop_front() {
+                self.words[index as usize].store(value, Ordering::Relaxed);
+                return Ok(DevElem {
+                    index,
+                    free: self.free.clone(),
+                });
+            }
+            if start.elapsed() > DEV_WAIT {
+                break;
+            }
+            crate::epoch::reclaim();
+            if attempt >= 8 {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+        Err(MapError::NoMemory)
+    }
+
+    fn word(&self, e: &DevElem) -> &AtomicU64 {
+        &self.words[e.index as usize]
+    }
+}
+
 /// One filled slot.
 pub(crate) struct Slot {
     /// The value bytes as given (4 or 8).
     pub(crate) value: [u8; 8],
     /// `array_of_maps`: the inner map.
     pub(crate) obj: Option<Rcu<Map>>,
-    /// `devmap`: the value again, in an element of its own that programs
-    /// read in place (`bpf_map_lookup_elem`), as the kernel's lookup points
-    /// into its `bpf_dtab_netdev`. Refilling the slot makes a new element
-    /// and retires this one, so a pointer a program already holds keeps
-    /// the value it saw until its run ends, and a lookup after the change
-    /// gives a new pointer; while the slot is unchanged every lookup gives
-    /// the same pointer (no copy per lookup).
-    elem: Option<Rcu<[AtomicU64; 1]>>,
+    /// `devmap`: the value again, in a word of the map's [`DevArena`]
+    /// that programs read in place (`bpf_map_lookup_elem`), as the
+    /// kernel's lookup points into its `bpf_dtab_netdev`. Refilling the
+    /// slot takes a new word and retires this one, so a pointer a program
+    /// already holds keeps the value it saw until its run ends, and a
+    /// lookup after the change gives a new pointer; while the slot is
+    /// unchanged every lookup gives the same pointer (no copy per lookup).
+    elem: Option<DevElem>,
 }
 
 pub(crate) struct Slots {
@@ -50,8 +146,8 @@ pub(crate) struct Slots {
     /// run reuse what it looked up before without taking the lock.
     gens: Box<[AtomicU64]>,
     value_size: usize,
-    /// Whether filled slots keep an [`Slot::elem`] (devmaps).
-    elems: bool,
+    /// Devmaps: where filled slots keep their [`Slot::elem`].
+    dev: Option<DevArena>,
     /// `perf_event_array`: one record queue per slot, and its lost count.
     perf: Option<PerfBufs>,
 }
@@ -108,7 +204,7 @@ impl Slots {
             words: crate::storage::alloc(n.checked_mul(8).ok_or(MapError::NoMemory)?)?,
             gens: crate::storage::alloc(n.checked_mul(8).ok_or(MapError::NoMemory)?)?,
             value_size: value_size as usize,
-            elems,
+            dev: if elems { Some(DevArena::new(n)?) } else { None },
             perf,
         })
     }
@@ -136,9 +232,15 @@ impl Slots {
         })?;
         let mut v = [0u8; 8];
         v[..value.len()].copy_from_slice(value);
-        let elem = self
-            .elems
-            .then(|| Rcu::from_arc(Arc::new([AtomicU64::new(u64::from_ne_bytes(v))])));
+        let elem = match &self.dev {
+            Some(d) => Some(d.take(u64::from_ne_bytes(v))?),
+            None => None,
+        };
+        // The entry's word, published after its value (release).
+        let addr = match (&self.dev, &elem) {
+            (Some(d), Some(e)) => d.word(e) as *const AtomicU64 as u64,
+            _ => 0,
+        };
         let word = if self.value_size == 8 {
             u64::from_ne_bytes(v)
         } else {
@@ -151,6 +253,9 @@ impl Slots {
             elem,
         });
         self.words[i as usize].store(word, Ordering::Release);
+        if let Some(d) = &self.dev {
+            d.addrs[i as usize].store(addr, Ordering::Release);
+        }
         self.gens[i as usize].fetch_add(1, Ordering::Release);
         drop(g);
         drop(old); // an inner map or a devmap element is retired, not freed
@@ -177,6 +282,9 @@ impl Slots {
         let mut g = wr(s);
         let old = g.take();
         self.words[i as usize].store(0, Ordering::Release);
+        if let Some(d) = &self.dev {
+            d.addrs[i as usize].store(0, Ordering::Release);
+        }
         self.gens[i as usize].fetch_add(1, Ordering::Release);
         drop(g);
         Ok(old.is_some())
@@ -207,11 +315,34 @@ impl Slots {
     /// The element of slot `i` (devmaps), for the rest of the run that
     /// `guard` protects: `value_size` bytes that programs may only read;
     /// with the slot's change count at the time (read under the same lock).
-    pub(crate) fn value_ref<'g>(&self, i: u32, guard: &'g RunGuard) -> Option<(ValueRef<'g>, u64)> {
+    pub(crate) fn value_ref<'g>(
+        &'g self,
+        i: u32,
+        guard: &'g RunGuard,
+    ) -> Option<(ValueRef<'g>, u64)> {
+        let _ = guard;
+        let dev = self.dev.as_ref()?;
         let slot = rd(self.slot(i)?);
-        let words = slot.as_ref()?.elem.as_ref()?.get(guard);
+        let e = slot.as_ref()?.elem.as_ref()?;
+        let words = &dev.words[e.index as usize..][..1];
         let gen = self.gens[i as usize].load(Ordering::Acquire);
         Some((ValueRef::new(words, self.value_size), gen))
+    }
+
+    /// Devmaps: all entry words (see [`DevArena`]) and the per-slot
+    /// addresses of the filled slots' words.
+    pub(crate) fn dev_arena(&self) -> Option<(&[AtomicU64], &[AtomicU64])> {
+        self.dev.as_ref().map(|d| (&d.words[..], &d.addrs[..]))
+    }
+
+    /// Devmaps: the address of slot `i`'s entry word, 0 when empty or
+    /// past the end (no lock).
+    #[inline]
+    pub(crate) fn dev_addr(&self, i: u32) -> u64 {
+        self.dev
+            .as_ref()
+            .and_then(|d| d.addrs.get(i as usize))
+            .map_or(0, |a| a.load(Ordering::Acquire))
     }
 
     /// The inner map of slot `i`, for the rest of the run, with the slot's

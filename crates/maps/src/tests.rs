@@ -627,6 +627,127 @@ fn devmaps() {
     assert_eq!(h.entries().unwrap().len(), 2);
 }
 
+/// What inline devmap lookups load (`Map::devmap_layout`): each slot's
+/// word holds its entry's address inside `entries` (0 when empty), the
+/// entry `dev_value` gives; an update moves the slot to another word and
+/// the old one keeps its value while a guard pinned before the update
+/// lives (no word is reused under it, even when updates run out of words:
+/// `ENOMEM`, never a reused word); once no run holds one, retired words
+/// come back and updates go on indefinitely.
+#[test]
+fn devmap_entries_in_one_allocation() {
+    let m = mk(MapType::Devmap, 4, 8, 8);
+    let d = m.devmap_layout().expect("a devmap has a layout");
+    assert!(mk(MapType::DevmapHash, 4, 8, 8).devmap_layout().is_none());
+    assert!(mk(MapType::Array, 4, 8, 8).devmap_layout().is_none());
+    assert_eq!(d.max_entries, 8);
+    let entries = d.entries.addr()..d.entries.addr() + d.entries.len() as u64;
+    let slot = |i: usize| slot_word(&m, i);
+    let guard = pin();
+    assert_eq!((slot(3), m.devmap_entry_addr(3, &guard)), (0, 0));
+    m.update(&k(3), &v8(5), ANY).unwrap();
+    let a = m.devmap_entry_addr(3, &guard);
+    assert!(entries.contains(&a) && a.is_multiple_of(8));
+    assert_eq!(slot(3), a);
+    assert_eq!(m.dev_value(&k(3), &guard).unwrap().addr(), a);
+    assert_eq!(m.devmap_entry_addr(8, &guard), 0, "past the end");
+    assert_eq!(m.devmap_entry_addr(u32::MAX, &guard), 0);
+    // Updated under the guard, many times: every entry a new word, each
+    // keeping the value it had, until the words run out.
+    let mut seen = vec![(a, 5u64)];
+    let mut refused = false;
+    for x in 6..1000u64 {
+        match m.update(&k(3), &v8(x), ANY) {
+            Ok(()) => {
+                let p = m.devmap_entry_addr(3, &guard);
+                assert!(entries.contains(&p));
+                assert!(seen.iter().all(|(q, _)| *q != p), "word {p:#x} reused");
+                seen.push((p, x));
+            }
+            Err(e) => {
+                assert!(matches!(e, MapError::NoMemory), "{e}");
+                refused = true;
+                break;
+            }
+        }
+    }
+    assert!(refused, "a pinned guard keeps every retired word");
+    for (p, x) in &seen {
+        assert_eq!(entry_value(&m, *p, &guard), *x, "entry {p:#x}");
+    }
+    // The slot still holds the last value that was accepted.
+    assert_eq!(m.lookup(&k(3)).unwrap(), v8(seen.last().unwrap().1));
+    m.delete(&k(3)).unwrap();
+    assert_eq!(m.devmap_entry_addr(3, &guard), 0);
+    drop(guard);
+    // No run: retired words come back (the collector is asked to run).
+    for x in 0..3000u64 {
+        m.update(&k((x % 8) as u32), &v8(x + 1), ANY).unwrap();
+    }
+    let guard = pin();
+    let p = m.devmap_entry_addr(7, &guard);
+    assert_eq!(entry_value(&m, p, &guard), 3000);
+}
+
+/// The 8-byte entry word at `addr` of devmap `m`, found among its entries
+/// (safe code: the word is located in `devmap_layout().entries`).
+fn entry_value(m: &Map, addr: u64, _guard: &RunGuard) -> u64 {
+    let e = m.devmap_layout().unwrap().entries;
+    let off = (addr - e.addr()) as usize;
+    e.atomic_u64(off).unwrap().load(Ordering::Relaxed)
+}
+
+/// Devmap `m`'s slot word `i`, read where `devmap_layout().slots` says
+/// the words are (safe code: the crate's own view of them).
+fn slot_word(m: &Map, i: usize) -> u64 {
+    let Imp::Slots(s) = &m.imp else {
+        panic!("a devmap");
+    };
+    let (_, addrs) = s.dev_arena().unwrap();
+    assert_eq!(addrs.as_ptr() as u64, m.devmap_layout().unwrap().slots);
+    assert_eq!(addrs.len(), m.def().max_entries as usize);
+    addrs[i].load(Ordering::Acquire)
+}
+
+/// The header engines read at a map's address: first in the `Map`, the
+/// storage of plain arrays (what `lookup_ptr` returns), zero for other
+/// maps and for arrays that programs may not write.
+#[test]
+fn map_headers_describe_plain_arrays_only() {
+    assert_eq!(std::mem::offset_of!(Map, header), 0);
+    assert_eq!(std::mem::offset_of!(MapHeader, max_entries), 8);
+    assert_eq!(std::mem::offset_of!(MapHeader, stride), 12);
+    let m = mk(MapType::Array, 4, 12, 5);
+    let h = *m.header();
+    assert_eq!(
+        &m as *const Map as usize,
+        m.header() as *const MapHeader as usize
+    );
+    assert_eq!((h.max_entries, h.stride), (5, 16));
+    assert_eq!(h.array_base, m.array_storage().unwrap().addr());
+    let guard = pin();
+    for i in 0..5u32 {
+        let v = m.lookup_ptr(&k(i), 0, &guard).unwrap();
+        assert_eq!(v.addr(), h.array_base + u64::from(i) * 16);
+    }
+    let ro = Map::new(
+        MapDef {
+            map_flags: map_flags::RDONLY_PROG,
+            ..MapDef::new(MapType::Array, 4, 8, 2)
+        },
+        &opts(),
+    )
+    .unwrap();
+    for other in [
+        ro,
+        mk(MapType::PercpuArray, 4, 8, 2),
+        mk(MapType::Hash, 4, 8, 2),
+        mk(MapType::Devmap, 4, 4, 2),
+    ] {
+        assert_eq!(other.header().array_base, 0, "{:?}", other.map_type());
+    }
+}
+
 #[test]
 fn prog_array() {
     let m = mk(MapType::ProgArray, 4, 4, 2);

@@ -17,8 +17,9 @@
 //!   generated code through their own `extern "C"` entries ([`raw`]).
 //! - [`Imm64Resolver`]: how a loader turns symbolic `lddw` operands (map
 //!   references, ...) into values for an engine, and where array maps
-//!   (plain and per-CPU) keep their values ([`ArrayMap`]), for engines
-//!   that inline lookups.
+//!   (plain and per-CPU) keep their values ([`ArrayMap`]) and maps whose
+//!   lookup is one load from an array of pointers (device maps,
+//!   [`SlotMap`]), for engines that inline lookups.
 //! - Constants of the execution model: [`STACK_SIZE`], [`MAX_CALL_FRAMES`].
 //!
 //! ```
@@ -96,6 +97,64 @@ pub trait Imm64Resolver {
         None
     }
 
+    /// The slot words of the map that `resolve(pc, imm)` names, when its
+    /// `bpf_map_lookup_elem` with a 4-byte key is one load from an array
+    /// of pointers (a device map, whose entries live in storage the
+    /// embedder registers: the kernel calls `__dev_map_lookup_elem`
+    /// directly; here the engine may load the slot itself); `None` (the
+    /// default) keeps the helper call. The JIT asks only in unchecked
+    /// mode, for a call whose `r1` certainly holds this `lddw`'s value,
+    /// and only when [`Imm64Resolver::array_map`] gave nothing.
+    ///
+    /// An implementation promises, for as long as code compiled with it
+    /// may run:
+    /// - `bpf_map_lookup_elem` on that map with the 4-byte key `k` returns
+    ///   what the `u64` at `slots + 8 * k` holds at that moment when `k <
+    ///   max_entries` (a pointer, or 0 for NULL), and NULL otherwise; the
+    ///   words stay allocated, and each is written atomically, after the
+    ///   memory it points to (release order), so the inlined code's plain
+    ///   load is the helper's lookup;
+    /// - whenever a helper could be handed such a pointer, the run's
+    ///   `Memory` has a region covering the value it points to, so
+    ///   helpers accept it as the helper lookup's result; and the value
+    ///   stays readable, unchanged, until the run ends, even if the slot
+    ///   is changed meanwhile (what the helper's pointer gives).
+    ///
+    /// The JIT's unchecked mode dereferences these pointers without
+    /// checks: the resolver is trusted as for [`Imm64Resolver::array_map`].
+    fn slot_map(&self, pc: Pc, imm: &Imm64) -> Option<SlotMap> {
+        let _ = (pc, imm);
+        None
+    }
+
+    /// Whether every map pointer a program can hold points at a map
+    /// header, so that an engine may compute `bpf_map_lookup_elem` on a
+    /// map it cannot name when it compiles (an inner map from a map-in-map
+    /// lookup, a map chosen by a branch) when the header describes an
+    /// array; `false` (the default) keeps the helper call. The JIT asks
+    /// only in unchecked mode, where the verifier guarantees that `r1` at
+    /// a `bpf_map_lookup_elem` holds a map pointer: an `lddw` of a map or
+    /// the result of a map-in-map lookup.
+    ///
+    /// The header, at the map pointer itself (`bpfkit_maps::MapHeader`):
+    /// a `u64` `base` at byte 0, a `u32` `max_entries` at byte 8 and a
+    /// `u32` `stride` at byte 12. An implementation promises, for as long
+    /// as code compiled with it may run:
+    /// - every map address it resolves, and every map pointer the
+    ///   registered map-in-map lookup returns, is readable for 16 bytes
+    ///   and holds a header that does not change while a run may hold the
+    ///   pointer;
+    /// - `base` 0 means "call the helper"; otherwise the map's
+    ///   `bpf_map_lookup_elem` with the 4-byte key `k` returns `base + k *
+    ///   stride` for `k < max_entries` and NULL above, the storage stays
+    ///   allocated while the pointer may be used, and whenever a helper
+    ///   could be handed one of these pointers the run's `Memory` has a
+    ///   region covering `[base, base + max_entries * stride)`, writable
+    ///   (programs may write array values).
+    fn map_headers(&self) -> bool {
+        false
+    }
+
     /// Whether the registered `bpf_get_smp_processor_id` (helper 8)
     /// returns the CPU the engine is given for the run
     /// (`bpfkit_jit::Jit::set_cpu`), so that an engine may load it itself
@@ -142,6 +201,17 @@ impl ArrayMap {
             cpus: u32::MAX,
         }
     }
+}
+
+/// Where a map whose lookup is one load keeps its slot words (see
+/// [`Imm64Resolver::slot_map`]): the answer for key `k < max_entries` is
+/// the `u64` at `slots + 8 * k`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotMap {
+    /// Guest (= host) address of slot 0's word.
+    pub slots: u64,
+    /// Number of slots.
+    pub max_entries: u32,
 }
 
 impl<F: Fn(Pc, &Imm64) -> Option<u64>> Imm64Resolver for F {

@@ -39,6 +39,21 @@
 //! field ([`cpu_id`]) when the resolver says the registered helper
 //! returns it (`Imm64Resolver::inline_cpu_id`).
 //!
+//! Maps whose lookup is one load from an array of pointers (device maps:
+//! [`bpfkit_runtime::Imm64Resolver::slot_map`]) become `r0 = key <
+//! max_entries ? slots[key] : 0` ([`slot_lookup`]), under the same three
+//! conditions; the resolver vouches that the slot word is the helper's
+//! answer and that the value it points to is readable and registered for
+//! the rest of the run.
+//!
+//! A lookup whose `r1` is not such a certain `lddw` (an inner map from a
+//! map-in-map lookup, a map chosen by a branch) reads the header at the
+//! map pointer when the resolver says every map pointer has one
+//! (`Imm64Resolver::map_headers`): an array's base, `max_entries` and
+//! stride give the pointer as above; a base of 0 (any other map) takes the
+//! helper call ([`header_probe`], [`header_lookup`]). The verifier
+//! guarantees that `r1` there is a map pointer.
+//!
 //! With constant blinding, `max_entries`, strides that are not powers of
 //! two and the base are emitted as `value ^ key` and `key`, as `lddw`
 //! values are: `max_entries` and the value size come from the object's
@@ -48,7 +63,7 @@ use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz};
 use super::lower::{CTX, REG_MAP};
 use crate::Ctx;
 use bpfkit_isa::{AtomicOp, Imm64, Insn, Pc, Program, Reg};
-use bpfkit_runtime::{ArrayMap, Imm64Resolver};
+use bpfkit_runtime::{ArrayMap, Imm64Resolver, SlotMap};
 use std::mem::offset_of;
 
 /// `bpf_map_lookup_elem`'s helper id.
@@ -254,6 +269,73 @@ pub(crate) fn array_lookup(a: &mut Asm, map: &ArrayMap, keys: Option<Keys>) -> b
     true
 }
 
+/// Emits `r0 = key < max_entries ? *(u64 *)(slots + key * 8) : 0` with
+/// the key read from `[r2]` (see the module docs), or nothing and `false`
+/// for a map without slots.
+pub(crate) fn slot_lookup(a: &mut Asm, map: &SlotMap, keys: Option<Keys>) -> bool {
+    if map.max_entries == 0 {
+        return false;
+    }
+    let r0 = REG_MAP[0];
+    let r2 = REG_MAP[2];
+    a.mov_r_rm(Sz::B32, Gpr::Rax, Rm::Mem(Mem::at(r2, 0)));
+    match keys {
+        Some(k) => {
+            let max = map.max_entries as i32;
+            a.mov_r_imm64(Gpr::Rcx, (max ^ k.max) as u32 as u64);
+            a.alu_rm_i(Sz::B32, Alu::Xor, Rm::Reg(Gpr::Rcx), k.max);
+            a.alu_rm_r(Sz::B32, Alu::Cmp, Rm::Reg(Gpr::Rax), Gpr::Rcx);
+        }
+        None => a.alu_rm_i(Sz::B32, Alu::Cmp, Rm::Reg(Gpr::Rax), map.max_entries as i32),
+    }
+    // `xor` would clobber the flags: `mov` leaves them.
+    a.mov_rm_i(Sz::B32, Rm::Reg(r0), 0);
+    let skip = a.jcc(Cc::Ae, false);
+    match keys {
+        Some(k) => {
+            a.mov_r_imm64(Gpr::Rcx, map.slots ^ k.base);
+            a.mov_r_imm64(Gpr::Rdx, k.base);
+            a.alu_rm_r(Sz::B64, Alu::Xor, Rm::Reg(Gpr::Rcx), Gpr::Rdx);
+        }
+        None => a.mov_r_imm64(Gpr::Rcx, map.slots),
+    }
+    // The key is zero-extended (a 32-bit load), below `max_entries`.
+    a.mov_r_rm(Sz::B64, r0, Rm::Mem(Mem::indexed(Gpr::Rcx, Gpr::Rax, 8)));
+    let end = a.pos();
+    let ok = patch_rel(a.code_mut(), skip, 1, end);
+    debug_assert!(ok, "the inline lookup fits a rel8");
+    true
+}
+
+/// Emits the test of [`header_lookup`]: `rax = header.base` of the map
+/// in `r1` (flags: zero when the map is no inlinable array; see
+/// [`bpfkit_runtime::Imm64Resolver::map_headers`]).
+pub(crate) fn header_probe(a: &mut Asm) {
+    a.mov_r_rm(Sz::B64, Gpr::Rax, Rm::Mem(Mem::at(REG_MAP[1], 0)));
+    a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rax), Gpr::Rax);
+}
+
+/// Emits `r0 = key < header.max_entries ? rax + key * header.stride : 0`
+/// with the key read from `[r2]` and `rax` the header's (non-zero) base
+/// from [`header_probe`]. The header is the map's own (at `r1`), so the
+/// code holds no map-specific constant (nothing to blind). The product
+/// cannot overflow: both factors are below 2^32 and the map's storage
+/// `max_entries * stride` exists.
+pub(crate) fn header_lookup(a: &mut Asm) {
+    let (r0, r1, r2) = (REG_MAP[0], REG_MAP[1], REG_MAP[2]);
+    a.mov_r_rm(Sz::B32, Gpr::Rcx, Rm::Mem(Mem::at(r2, 0)));
+    a.alu_r_rm(Sz::B32, Alu::Cmp, Gpr::Rcx, Rm::Mem(Mem::at(r1, 8)));
+    // `xor` would clobber the flags: `mov` leaves them.
+    a.mov_rm_i(Sz::B32, Rm::Reg(r0), 0);
+    let skip = a.jcc(Cc::Ae, false);
+    a.mov_r_rm(Sz::B32, Gpr::Rdx, Rm::Mem(Mem::at(r1, 12)));
+    a.imul_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(Gpr::Rdx));
+    a.lea(r0, Mem::indexed(Gpr::Rax, Gpr::Rcx, 1));
+    let end = a.pos();
+    let ok = patch_rel(a.code_mut(), skip, 1, end);
+    debug_assert!(ok, "the inline lookup fits a rel8");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,5 +464,32 @@ mod tests {
         let mut a = Asm::new();
         cpu_id(&mut a);
         assert!(a.pos() <= 64);
+        let mut a = Asm::new();
+        let map = SlotMap {
+            slots: 0x7fff_1234_5678,
+            max_entries: 0x7fff_ffff,
+        };
+        assert!(slot_lookup(&mut a, &map, None));
+        assert!(a.pos() <= 64, "slot lookup: {} bytes", a.pos());
+        // The header path with its two jumps still long (6 + 5 bytes) and
+        // the helper call (two `mov r32, imm32` and a `call rel32`).
+        let mut a = Asm::new();
+        header_probe(&mut a);
+        header_lookup(&mut a);
+        assert!(
+            a.pos() + 6 + 5 + 15 <= 64,
+            "header lookup: {} bytes",
+            a.pos()
+        );
+        let mut a = Asm::new();
+        assert!(!slot_lookup(
+            &mut a,
+            &SlotMap {
+                slots: 0x1000,
+                max_entries: 0
+            },
+            None
+        ));
+        assert_eq!(a.pos(), 0);
     }
 }

@@ -1357,9 +1357,9 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    /// Emits the call at `i` to helper `id` as an inline array lookup when
-    /// it is `bpf_map_lookup_elem` in unchecked mode on a map the resolver
-    /// describes and `r1` is certain, or as a load of the run's CPU for
+    /// Emits the call at `i` to helper `id` as an inline array (or slot
+    /// map) lookup when it is `bpf_map_lookup_elem` in unchecked mode on a
+    /// map the resolver describes and `r1` is certain, or as a load of the run's CPU for
     /// `bpf_get_smp_processor_id` when the resolver allows it (see
     /// `inline`); `false`, emitting nothing, otherwise. (The verifier makes the program set `r2`, so
     /// the entry loads it without a helper call.)
@@ -1381,18 +1381,52 @@ impl<'a> Emitter<'a> {
         let targets = self
             .branch_targets
             .get_or_insert_with(|| inline::branch_targets(prog));
-        let Some(map) = inline::map_operand(prog, targets, i)
-            .and_then(|(pc, imm)| resolver.array_map(pc, &imm))
-        else {
+        let Some((pc, imm)) = inline::map_operand(prog, targets, i) else {
+            return resolver.map_headers() && self.header_lookup(i);
+        };
+        if let Some(map) = resolver.array_map(pc, &imm) {
+            let keys = (self.rng != 0).then(|| inline::Keys {
+                base: self.key64(map.base),
+                max: self.key32(map.max_entries as i32),
+                stride: self.key32(map.stride as i32),
+                cpu_stride: self.key32(map.cpu_stride as i32),
+            });
+            return inline::array_lookup(&mut self.a, &map, keys);
+        }
+        let Some(map) = resolver.slot_map(pc, &imm) else {
             return false;
         };
         let keys = (self.rng != 0).then(|| inline::Keys {
-            base: self.key64(map.base),
+            base: self.key64(map.slots),
             max: self.key32(map.max_entries as i32),
-            stride: self.key32(map.stride as i32),
-            cpu_stride: self.key32(map.cpu_stride as i32),
+            stride: 0,
+            cpu_stride: 0,
         });
-        inline::array_lookup(&mut self.a, &map, keys)
+        inline::slot_lookup(&mut self.a, &map, keys)
+    }
+
+    /// Emits the lookup at `i` whose map is not known when compiling
+    /// (`inline::header_probe`): computed from the map's header when it is
+    /// an array, the helper call otherwise; `false`, emitting nothing,
+    /// when `bpf_map_lookup_elem` is not registered (the call then traps
+    /// as any unknown helper's).
+    fn header_lookup(&mut self, i: usize) -> bool {
+        let Some(h) = self.helper_calls_to(inline::MAP_LOOKUP_ELEM) else {
+            return false;
+        };
+        let (call, done) = (self.new_label(), self.new_label());
+        inline::header_probe(&mut self.a);
+        self.jcc(Cc::E, call);
+        inline::header_lookup(&mut self.a);
+        self.jmp(done);
+        self.bind(call);
+        // The helper call as any other (see `insn`'s `Insn::Call`).
+        self.a.mov_r_imm64(Gpr::Rcx, h as u64);
+        self.a.mov_r_imm64(Gpr::Rdx, i as u64);
+        let l = self.fixed(L_HELPER);
+        self.call(l);
+        self.bind(done);
+        true
     }
 
     /// The helper table index for helper `id` (`None`: not registered).
