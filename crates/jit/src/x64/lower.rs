@@ -160,6 +160,9 @@ pub(crate) mod status {
     pub const NO_PACKET: u64 = 9;
     pub const RUST_TRAP: u64 = 10;
     pub const PANIC: u64 = 11;
+    /// A direct entry's call stopped the program with a trap or a panic
+    /// that is made once the code has returned (`crate::finish_raw_stop`).
+    pub const RAW_STOP: u64 = 12;
 }
 
 /// What the lowering needs to know besides the instructions.
@@ -195,6 +198,13 @@ pub(crate) struct Lowered {
     /// (code offset of the return address of a slow-path call, instruction
     /// index), sorted: how a memory fault finds its instruction.
     pub sites: Vec<(u32, u32)>,
+    /// (code offset of the return address of a helper call by table index,
+    /// instruction index, table index), sorted: how a trampoline and the
+    /// stop path find the call (see `Emitter::helper_call`).
+    pub helper_sites: Vec<(u32, u32, u32)>,
+    /// Code offset of the routine the run's table sends calls of helpers
+    /// without a direct entry to (`u32::MAX`: no such call).
+    pub tramp: u32,
     /// Code offset of the entry (`extern "C" fn(*mut Ctx)`).
     pub entry: u32,
     /// Helpers called by `call`, indexed by the code.
@@ -221,7 +231,13 @@ const L_SLOW_MEM: usize = 6;
 /// Their entries for accesses whose inline test was the cached region's
 /// (see `slow_routines`).
 const L_SLOW_HOT: usize = 14;
-const FIXED: usize = 22;
+/// Where the run's table sends a call to a helper without a direct entry
+/// (see `Emitter::helper_call`).
+const L_TRAMP: usize = 22;
+/// A helper call that stopped the program: rcx = table index, rdx =
+/// instruction index.
+const L_HSTOP: usize = 23;
+const FIXED: usize = 24;
 
 fn slow_index(size: u8, write: bool) -> usize {
     size.trailing_zeros() as usize * 2 + write as usize
@@ -245,6 +261,9 @@ struct Candidate {
 enum Cold {
     /// Trap with `status` at instruction `idx`.
     Trap { label: usize, status: u64, idx: u32 },
+    /// The helper call at instruction `idx` (table index `h`) stopped the
+    /// program (see `Emitter::helper_call`).
+    Stop { label: usize, h: u32, idx: u32 },
     /// The rest of a checked access's test (see `mem_operand`): entered
     /// at `label` when the inline test missed, back at `back` when the
     /// access is allowed.
@@ -275,6 +294,9 @@ struct Emitter<'a> {
     /// relaxation, shrink candidates before it: what a label bound there
     /// would hold, without the label) and its instruction index.
     sites: Vec<(u32, u32, u32)>,
+    /// Per helper call by table index: where its call returns (as in
+    /// `sites`), its instruction index and table index.
+    hsites: Vec<(u32, u32, u32, u32)>,
     input: &'a LowerInput<'a>,
     r10_fixed: bool,
     pending: u32,
@@ -307,6 +329,9 @@ struct Emitter<'a> {
     /// bpf-to-bpf calls without a depth count (unchecked mode, no budget,
     /// `frames` known).
     frame_calls: bool,
+    /// The program calls helpers (or may, by `callx`), so that bpf-to-bpf
+    /// calls keep rsp 16-aligned (known with `frames`).
+    aligned_calls: bool,
     /// Instructions after the current one that a fused idiom already
     /// emitted (see [`Emitter::fusable`]).
     skip: u32,
@@ -535,6 +560,13 @@ impl<'a> Emitter<'a> {
                     let l = self.fixed(L_TRAP);
                     self.jmp(l);
                 }
+                Cold::Stop { label, h, idx } => {
+                    self.bind(label);
+                    self.a.mov_r_imm64(Gpr::Rcx, h as u64);
+                    self.a.mov_r_imm64(Gpr::Rdx, idx as u64);
+                    let l = self.fixed(L_HSTOP);
+                    self.jmp(l);
+                }
                 Cold::Access {
                     label,
                     back,
@@ -648,15 +680,20 @@ impl<'a> Emitter<'a> {
         let check_mem = slow || self.referenced(L_CHECK_MEM);
         let trap = trap_mem || !self.cold.is_empty() || self.referenced(L_TRAP);
         let stop0 = self.referenced(L_STOP0);
-        let helper = self.referenced(L_HELPER);
+        // Bits: the callx stub, the trampoline thunk, the stop routine.
+        let helper = self.referenced(L_HELPER) as u8
+            | (self.referenced(L_TRAMP) as u8) << 1
+            | (self.referenced(L_HSTOP) as u8) << 2;
         // The helper stub keeps r1-r5 only in checked mode.
         let key = trap as u64
             | (trap_mem as u64) << 1
             | (stop0 as u64) << 2
             | (check_mem as u64) << 3
-            | (helper as u64) << 4
+            | ((helper & 1) as u64) << 4
+            | ((helper & 4) as u64) << 14
             | (self.used_slow as u64) << 5
-            | ((helper && self.input.checked) as u64) << 13;
+            | ((helper & 1 != 0 && self.input.checked) as u64) << 13
+            | ((helper & 2) as u64) << 14;
         self.cached(cache, key, |e| {
             e.emit_routines(trap, trap_mem, stop0, check_mem, helper)
         });
@@ -812,7 +849,7 @@ impl<'a> Emitter<'a> {
         trap_mem: bool,
         stop0: bool,
         check_mem: bool,
-        helper: bool,
+        helper: u8,
     ) {
         if trap {
             // Trap with rcx = status, rdx = instruction index.
@@ -850,8 +887,37 @@ impl<'a> Emitter<'a> {
             self.check_mem_routine();
         }
         self.slow_routines();
-        if helper {
-            self.helper_routine();
+        if helper & 5 != 0 {
+            // A helper call stopped the program: which call, for the trap's
+            // pc and id (see `crate::finish_raw_stop`). Before the `callx`
+            // stub, whose stop path is the unwinding here (a backward jump:
+            // sized as emitted, so the recording of the routines has the
+            // same layout as their emission).
+            let l = self.fixed(L_HSTOP);
+            self.bind(l);
+            self.a
+                .mov_rm_r(Sz::B64, field(offset_of!(Ctx, call_h)), Gpr::Rcx);
+            self.a
+                .mov_rm_r(Sz::B64, field(offset_of!(Ctx, call_site)), Gpr::Rdx);
+            let unwind = self.new_label();
+            self.bind(unwind);
+            self.unwind();
+            if helper & 1 != 0 {
+                self.helper_routine(unwind);
+            }
+        }
+        if helper & 2 != 0 {
+            // A helper without a direct entry: the run's table sends its
+            // calls here. The trampoline (`Ctx::tramp`, per run) finds the
+            // helper and the instruction from the call's return address
+            // (`Lowered::helper_sites`); rsp is as the call site left it.
+            let l = self.fixed(L_TRAMP);
+            self.bind(l);
+            self.a
+                .mov_r_rm(Sz::B64, Gpr::Rax, Rm::Mem(Mem::at(Gpr::Rsp, 0)));
+            self.a
+                .mov_rm_r(Sz::B64, field(offset_of!(Ctx, call_ret)), Gpr::Rax);
+            self.a.jmp_rm(field(offset_of!(Ctx, tramp)));
         }
     }
 }
@@ -1142,11 +1208,12 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    fn helper_routine(&mut self) {
-        // Helper call: rcx = table index or id, rdx = instruction index,
-        // with bit 32 set when rcx is an id (callx); both are kept in the
-        // `Ctx` for a helper that stops the program (its trap's pc and id).
-        // The arguments go to the target in registers (see below), never
+    /// The helper call of `callx` by id (rare: calls by table index call
+    /// their target from the call site, `helper_call`): rcx = the id, rdx
+    /// = instruction index with bit 32 set; both are kept in the `Ctx` for
+    /// the trampoline (which finds the helper by id) and for the stop path.
+    fn helper_routine(&mut self, stopped: usize) {
+        // The arguments go to the trampoline in registers (see below), never
         // through memory that Rust would read back with wider loads than
         // the stores (a store-forwarding stall).
         // Checked mode keeps r1-r5, as the interpreter does (see the module
@@ -1161,9 +1228,9 @@ impl<'a> Emitter<'a> {
             .mov_rm_r(Sz::B64, field(offset_of!(Ctx, call_h)), Gpr::Rcx);
         self.a
             .mov_rm_r(Sz::B64, field(offset_of!(Ctx, call_site)), Gpr::Rdx);
-        // bpf-to-bpf calls push only what their callee needs (see
-        // `local_call`), so rsp can be anything here: align it for the
-        // System V call, keeping the old value to pop back into rsp.
+        // Called, so rsp is 8 off the call site's (16-aligned, see
+        // `helper_call`), or anything under a `callx`'s frame: align it
+        // for the System V call, keeping the old value to pop back.
         self.a.mov_r_rm(Sz::B64, Gpr::Rax, Rm::Reg(Gpr::Rsp));
         self.a.alu_rm_i(Sz::B64, Alu::And, Rm::Reg(Gpr::Rsp), -16);
         self.a.push(Gpr::Rax);
@@ -1177,49 +1244,78 @@ impl<'a> Emitter<'a> {
             self.a.push(Gpr::Rax);
         }
         // An even number of pushes from a 16-aligned rsp: aligned again
-        // for the call.
-        // The target, from the run's table (`Ctx::direct`): entry `rcx`
-        // for a call by table index (a helper's own direct entry, or a
-        // trampoline), the last one (`Ctx::direct_len`, a trampoline) for a
-        // `callx` by id (bit 32 of rdx), without a branch.
-        self.a.mov_r_rm(Sz::B64, Gpr::Rax, Rm::Reg(Gpr::Rdx));
-        self.a.shift_i(Sz::B64, Shift::Shr, Rm::Reg(Gpr::Rax), 32);
-        self.a.cmov(
-            Sz::B64,
-            Cc::Ne,
-            Gpr::Rcx,
-            field(offset_of!(Ctx, direct_len)),
-        );
-        self.a
-            .mov_r_rm(Sz::B64, Gpr::Rax, field(offset_of!(Ctx, direct)));
-        self.a.mov_r_rm(
-            Sz::B64,
-            Gpr::Rax,
-            Rm::Mem(Mem::indexed(Gpr::Rax, Gpr::Rcx, 8)),
-        );
-        // Every target takes (r1, the run's `RawCall` in the `Ctx`, r4,
-        // r5, r2, r3) in the System V argument registers (rdi, rsi, rdx,
-        // rcx, r8, r9: `bpfkit_runtime::raw::RawEntry`), so that r1-r3
-        // stay where they are.
+        // for the call. Every target takes (r1, the run's `RawCall` in the
+        // `Ctx`, r4, r5, r2, r3) in the System V argument registers (rdi,
+        // rsi, rdx, rcx, r8, r9: `bpfkit_runtime::raw::RawEntry`), so that
+        // r1-r3 stay where they are.
         debug_assert_eq!(REG_MAP[1..=3], [Gpr::Rdi, Gpr::R8, Gpr::R9]);
         self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(REG_MAP[4]));
         self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(REG_MAP[5]));
         self.a
             .lea(Gpr::Rsi, Mem::at(CTX, offset_of!(Ctx, raw) as i32));
-        self.a.call_rm(Rm::Reg(Gpr::Rax));
+        self.a.call_rm(field(offset_of!(Ctx, tramp)));
         if keep {
             for &r in REG_MAP[1..=5].iter().rev() {
                 self.a.pop(r);
             }
         }
         self.a.pop(Gpr::Rsp);
-        let stopped = self.new_label();
+        // The trampoline made the trap (or the program's end) itself.
         self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
         self.jcc(Cc::Ne, stopped);
         self.a.mov_r_rm(Sz::B64, Gpr::Rsi, Rm::Reg(Gpr::Rax));
         self.a.ret();
-        self.bind(stopped);
-        self.unwind();
+    }
+
+    /// The call at instruction `i` of the helper at table index `h`,
+    /// straight from the call site: `call [direct + 8h]` through the run's
+    /// table (`Ctx::direct`: the helper's direct entry, or `L_TRAMP`),
+    /// with no store on the way. What the stub used to keep in the `Ctx`
+    /// for the stop path and the trampolines is found otherwise: the call's
+    /// return address names the call (`Lowered::helper_sites`, for
+    /// trampolines), and a stop goes through a cold stub of this call
+    /// (`Cold::Stop`, for the trap's pc and id). rsp is 16-aligned here
+    /// by construction (see `local_call`), as the System V call needs.
+    fn helper_call(&mut self, i: usize, h: u32) {
+        // Checked mode keeps r1-r5 as `helper_routine` does; the sixth
+        // push keeps rsp aligned.
+        let keep = self.input.checked;
+        if keep {
+            for &r in &REG_MAP[1..=5] {
+                self.a.push(r);
+            }
+            self.a.push(Gpr::Rax);
+        }
+        // (r1, the run's `RawCall`, r4, r5, r2, r3): see `helper_routine`.
+        debug_assert_eq!(REG_MAP[1..=3], [Gpr::Rdi, Gpr::R8, Gpr::R9]);
+        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(REG_MAP[4]));
+        self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(REG_MAP[5]));
+        self.a
+            .lea(Gpr::Rsi, Mem::at(CTX, offset_of!(Ctx, raw) as i32));
+        self.a
+            .mov_r_rm(Sz::B64, Gpr::Rax, field(offset_of!(Ctx, direct)));
+        self.a
+            .call_rm(Rm::Mem(Mem::at(Gpr::Rax, (8 * h as usize) as i32)));
+        let at = (self.a.pos() as u32, self.shrink.len() as u32, i as u32, h);
+        self.hsites.push(at);
+        self.fixed(L_TRAMP);
+        if keep {
+            // rax and rdx hold the result.
+            self.a.pop(Gpr::Rcx);
+            for &r in REG_MAP[1..=5].iter().rev() {
+                self.a.pop(r);
+            }
+        }
+        self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
+        let stop = self.new_label();
+        self.cold.push(Cold::Stop {
+            label: stop,
+            h,
+            idx: i as u32,
+        });
+        self.fixed(L_HSTOP);
+        self.jcc(Cc::Ne, stop);
+        self.a.mov_r_rm(Sz::B64, Gpr::Rsi, Rm::Reg(Gpr::Rax));
     }
 
     /// Back to the entry's frame and out through the epilogue.
@@ -1241,6 +1337,12 @@ impl<'a> Emitter<'a> {
             self.frames_known = true;
             self.frames = subprog_frames(self.input.prog);
             self.frame_calls = !self.input.checked && !self.input.budget && self.frames.is_some();
+            self.aligned_calls = self
+                .input
+                .prog
+                .insns()
+                .iter()
+                .any(|i| matches!(i, Insn::Call(_) | Insn::Callx(_)));
         }
         let m = match (&self.frames, target) {
             (Some(frames), Some(t)) => frames
@@ -1249,6 +1351,31 @@ impl<'a> Emitter<'a> {
             _ => FRAME_ALL,
         };
         let saved = [Gpr::Rbx, Gpr::R12, Gpr::R14, Gpr::R15];
+        // Helper calls need rsp 16-aligned at the call site, which holds in
+        // the body of instruction 0 (see `prologue`); every subprogram is
+        // entered with it too: the pushes below plus the return address
+        // are made an even number (a dummy push), in programs that call
+        // helpers (`helper_call` relies on it).
+        let pushes = (m & 0xf).count_ones() + !(self.frame_calls && target.is_some()) as u32;
+        let pad = self.aligned_calls && pushes.is_multiple_of(2);
+        if pad {
+            self.a.push(Gpr::Rax);
+        }
+        self.local_call_frame(idx, target, callx_slot_in_rax, m, saved);
+        if pad {
+            self.a.pop(Gpr::Rcx);
+        }
+    }
+
+    /// `local_call` without the alignment.
+    fn local_call_frame(
+        &mut self,
+        idx: usize,
+        target: Option<usize>,
+        callx_slot_in_rax: bool,
+        m: u8,
+        saved: [Gpr; 4],
+    ) {
         if let (true, Some(t)) = (self.frame_calls, target) {
             // Verified code: the verifier bounds the call chain at 8
             // frames, so the new frame is simply the caller's minus 512
@@ -1558,12 +1685,7 @@ impl<'a> Emitter<'a> {
             // An array lookup computed in place (emitted by the guard).
             Insn::Call(id) if self.inline_lookup(i, id.0) => {}
             Insn::Call(id) => match self.helper_calls_to(id.0) {
-                Some(h) => {
-                    self.a.mov_r_imm64(Gpr::Rcx, h as u64);
-                    self.a.mov_r_imm64(Gpr::Rdx, i as u64);
-                    let l = self.fixed(L_HELPER);
-                    self.call(l);
-                }
+                Some(h) => self.helper_call(i, h),
                 None => {
                     self.trap_insns.push((i as u32, *insn));
                     let l = self.trap_stub(status::UNKNOWN_HELPER, i);
@@ -2165,9 +2287,10 @@ fn near_bytes(insn: &Insn, checked: bool, r10_fixed: bool) -> usize {
         Insn::Load { src, off, size, .. } => mem(src, off, size),
         Insn::Store { dst, off, size, .. } => mem(dst, off, size),
         Insn::Ja { .. } | Insn::Jmp { .. } => 16,
-        // A helper call (15 bytes) or an unknown helper's trap jump; in
-        // unchecked mode an inline array lookup (`x64::inline`, ~40 bytes).
-        Insn::Call(_) if checked => 32,
+        // A helper call (`helper_call`: 38 bytes, 58 in checked mode with
+        // its pushes and pops) or an unknown helper's trap jump; in
+        // unchecked mode also an inline array lookup (`x64::inline`, ~40
+        // bytes).
         Insn::Call(_) => 64,
         Insn::Exit => 4,
         _ => 128,
@@ -2891,6 +3014,7 @@ fn lower_with(
         shrink: fresh(&mut s.shrink, n / 2 + 16),
         cold: fresh(&mut s.cold, 16),
         sites: fresh(&mut s.sites, if input.checked { n / 2 + 16 } else { 0 }),
+        hsites: Vec::new(),
         input,
         r10_fixed,
         pending: 0,
@@ -2910,6 +3034,7 @@ fn lower_with(
         frames: None,
         frames_known: false,
         frame_calls: false,
+        aligned_calls: false,
         skip: 0,
         branch_targets: None,
         eager_targets,
@@ -2990,6 +3115,7 @@ fn lower_with(
         mut fixups,
         shrink,
         cold,
+        hsites,
         leaders,
         fused,
         adj,
@@ -3022,6 +3148,14 @@ fn lower_with(
             .iter()
             .map(|&(pos, k, idx)| (pos - saved[(k as usize).min(last)] as u32, idx))
             .collect(),
+        helper_sites: hsites
+            .iter()
+            .map(|&(pos, k, idx, h)| (pos - saved[(k as usize).min(last)] as u32, idx, h))
+            .collect(),
+        tramp: labels
+            .get(n + 1 + L_TRAMP)
+            .filter(|&&l| l != UNBOUND)
+            .map_or(u32::MAX, |_| at(n + 1 + L_TRAMP)),
         table,
         trap_insns,
         uses_regions,
