@@ -139,9 +139,12 @@ pub unsafe extern "C" fn raw_entry<T: Any, B: TypedBody<T>>(
 ///
 /// # Safety
 /// `call` as in [`raw_entry`], with no reference into it alive.
+/// `extern "C"`, as the entry: a hook's panic ends the process here
+/// either way, and a callee that cannot unwind needs no landing pad in
+/// the entry (which would keep the body's result in its frame).
 #[cold]
 #[inline(never)]
-unsafe fn regions_changed<T>(call: *mut RawCall<T>) {
+unsafe extern "C" fn regions_changed<T>(call: *mut RawCall<T>) {
     // SAFETY: the caller's contract; the fields are copied out before the
     // hook runs, and the memory is live (read through its own pointer).
     unsafe {
