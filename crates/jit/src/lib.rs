@@ -870,10 +870,6 @@ pub(crate) struct RunEnv<'j> {
     code_addr: u64,
     trap: Option<Trap>,
     panic: Option<Box<dyn Any + Send + 'static>>,
-    /// How a direct entry's call that stopped the program with a trap or a
-    /// panic ended (`raw_stopped`), until the code has returned and said
-    /// which call it was (`finish_raw_stop`).
-    raw_stop: Option<RawStop>,
 }
 
 /// A fresh [`RunEnv`] over the `Jit` `$jit`'s tables, its `$frame`'s stack
@@ -896,7 +892,6 @@ macro_rules! run_env {
             code_addr: $jit.code.addr(),
             trap: None,
             panic: None,
-            raw_stop: None,
         }
     };
 }
@@ -1148,30 +1143,50 @@ pub(crate) fn regions_after_call(ctx: &mut Ctx, env: &mut RunEnv<'_>, mem: &Memo
 /// After a direct entry's call that aborted or panicked (see
 /// `memory::raw_stop_hook`): how the program stops, as for the
 /// trampolines' calls. Which call it was is not known yet (call sites
-/// store nothing): the code tells it on its way out (`Cold::Stop`), and
-/// `finish_raw_stop` makes the trap then.
+/// store nothing): a trap is kept with a placeholder pc and id (status
+/// `RAW_STOP`), which `finish_raw_stop` sets once the code, on its way out
+/// (`Cold::Stop`), stored the call in `Ctx::call_h`/`call_site`.
 pub(crate) fn raw_stopped(ctx: &mut Ctx, env: &mut RunEnv<'_>, stop: RawStop) {
-    // A plain stop (how `bpf_tail_call` ends the program, once per tail
-    // call) needs neither the helper's id nor the call's pc: those only
-    // describe traps.
-    if let Ok(Err(HelperAbort::Stop { r0 })) = stop {
-        ctx.status = status::OK;
-        ctx.ret = r0;
-        return;
+    match stop {
+        // A plain stop (how `bpf_tail_call` ends the program, once per tail
+        // call) needs neither the helper's id nor the call's pc: those
+        // only describe traps.
+        // (`Ok(r0)` is no stop; the entry does not pass it.)
+        Ok(Err(HelperAbort::Stop { r0 })) | Ok(Ok(r0)) => {
+            ctx.status = status::OK;
+            ctx.ret = r0;
+        }
+        Ok(Err(abort)) => match abort.into_outcome(Pc(0), HelperId(0)) {
+            Ok(r0) => {
+                ctx.status = status::OK;
+                ctx.ret = r0;
+            }
+            Err(t) => {
+                ctx.status = status::RAW_STOP;
+                env.trap = Some(t);
+            }
+        },
+        Err(payload) => {
+            ctx.status = status::PANIC;
+            env.panic = Some(payload);
+        }
     }
-    ctx.status = status::RAW_STOP;
-    env.raw_stop = Some(stop);
 }
 
 /// After the code returned from a run that a direct entry's call stopped
-/// (`raw_stopped`, status `RAW_STOP`): the trap or panic, now that the
-/// code stored which call it was in `Ctx::call_h`/`call_site`.
+/// with a trap (`raw_stopped`, status `RAW_STOP`): the trap's pc and
+/// helper id, now that the code stored which call it was in
+/// `Ctx::call_h`/`call_site`.
 #[cold]
 #[inline(never)]
 fn finish_raw_stop(ctx: &mut Ctx, env: &mut RunEnv<'_>) {
-    let stop = env.raw_stop.take().expect("raw_stopped kept the stop");
-    let id = HelperId(env.table[ctx.call_h as usize].0);
-    stopped(ctx, env, stop, id);
+    ctx.status = status::RUST_TRAP;
+    if let Some(t) = &mut env.trap {
+        t.pc = env.pcs[ctx.call_site as u32 as usize];
+        if let TrapKind::Helper { id, .. } = &mut t.kind {
+            *id = HelperId(env.table[ctx.call_h as usize].0);
+        }
+    }
 }
 
 /// A helper call that did not return `r0`: how the program stops (the
@@ -1415,12 +1430,9 @@ impl Jit {
                 if ctx.status == status::RAW_STOP {
                     finish_raw_stop(ctx, &mut env.base);
                 }
-                // (An abort may have ended the program with `r0`.)
-                if ctx.status != status::OK {
-                    let (trap, panic) = (env.base.trap.take(), env.base.panic.take());
-                    ctx.env = 0;
-                    return self.trap(trap, panic);
-                }
+                let (trap, panic) = (env.base.trap.take(), env.base.panic.take());
+                ctx.env = 0;
+                return self.trap(trap, panic);
             }
             let r0 = ctx.ret;
             if !again(data, r0) {

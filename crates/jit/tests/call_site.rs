@@ -61,11 +61,27 @@ impl Data {
 #[repr(C, align(16))]
 struct Aligned([u8; 16]);
 
+/// Overwrites the host registers that hold r1-r5 in generated code, as any
+/// larger helper does (a trivial body may leave them as they were, which
+/// would hide a call site that does not keep them).
+#[inline(always)]
+fn clobber() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: writes only caller-saved registers, all declared clobbered.
+    unsafe {
+        std::arch::asm!(
+            "mov rdi, -1", "mov r8, -1", "mov r9, -1", "mov r10, -1", "mov r11, -1",
+            out("rdi") _, out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+        );
+    }
+}
+
 /// Helper 7 (`bpf_get_prandom_u32` to the verifier: no arguments): counts
 /// its calls, checks the stack's alignment, returns the count or does
 /// `then` at call `at`.
 fn step(g: &mut Guest<'_, '_>, d: &mut Data, _a: [u64; 5]) -> HelperResult {
     d.calls += 1;
+    clobber();
     // The compiler aligns this local by assuming rsp was 16-aligned at the
     // call (System V); the address hides that assumption from it.
     let x = Aligned([d.calls as u8; 16]);
@@ -349,5 +365,68 @@ fn regions_a_helper_adds_are_seen_after_each_call() {
             assert_eq!(r, Ok(0x0305), "{way:?}");
         }
         assert_eq!(d.added.len(), 4);
+    }
+}
+
+#[test]
+fn checked_code_keeps_what_a_later_path_reads() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    // Checked code keeps only the r1-r5 that a path from the call may read
+    // before writing; each program reads some after a branch, a loop, a
+    // `ja` or a subprogram's return, and writes others first. The
+    // interpreter keeps all of them: same results.
+    let set = "mov %r1, 1\nmov %r2, 2\nmov %r3, 3\nmov %r4, 4\nmov %r5, 5\n";
+    let cases = [
+        // After a branch: r3 on one side, r5 on the other (step returns 1).
+        (
+            format!("{set}call 7\njeq %r0, 0, +2\nmov %r0, %r3\nexit\nmov %r0, %r5\nexit"),
+            3,
+        ),
+        (
+            format!("{set}call 7\njeq %r0, 1, +2\nmov %r0, %r3\nexit\nmov %r0, %r5\nexit"),
+            5,
+        ),
+        // A loop: r1 is set before each call, r2 accumulates across them.
+        (
+            "mov %r6, 3\nmov %r2, 0\nloop:\nmov %r1, 10\ncall 7\nadd %r2, %r1\nsub %r6, 1\n\
+             jne %r6, 0, loop\nmov %r0, %r2\nexit"
+                .to_string(),
+            30,
+        ),
+        // A subprogram's r3, read by its caller after the return.
+        (
+            "call local f\nmov %r0, %r3\nexit\nf:\nmov %r3, 42\ncall 7\nexit".to_string(),
+            42,
+        ),
+        // Written before read: nothing to keep; then a `ja` over a write.
+        (format!("{set}call 7\nmov %r1, 7\nmov %r0, %r1\nexit"), 7),
+        (
+            format!("{set}call 7\nja +1\nmov %r4, 0\nmov %r0, %r4\nexit"),
+            4,
+        ),
+        // A load into r2 from r2 reads it first; a store reads its base.
+        (
+            "stxdw [%r10-8], %r1\nmov %r2, %r10\nadd %r2, -8\nmov %r1, 9\ncall 7\n\
+             stxdw [%r2], %r1\nldxdw %r2, [%r2]\nmov %r0, %r2\nexit"
+                .to_string(),
+            9,
+        ),
+    ];
+    for (text, want) in cases {
+        let p = prog(&text);
+        let mut interp = bpfkit_interp::Interpreter::new(&p, &helpers(Way::Dyn)).unwrap();
+        let mut regs = [0u8; 168];
+        let mut mem = Memory::new();
+        let ctx = mem.add(RegionKind::Context, &mut regs);
+        let mut d = Data::new(0, Then::Return);
+        let r = interp.run_with_data(&mut mem, &[ctx], &mut d);
+        assert_eq!(r, Ok(want), "interpreter: {text}");
+        for way in WAYS {
+            let mut jit = compile(&p, way, false);
+            let mut d = Data::new(0, Then::Return);
+            assert_eq!(run(&mut jit, way, &mut d), Ok(want), "{way:?}: {text}");
+        }
     }
 }

@@ -22,15 +22,20 @@
 //!   r6-r9, records `rsp` in `Ctx::host_rsp` and `call`s instruction 0.
 //!   Every `exit` is a `ret`: at depth 0 it returns to the entry, which
 //!   stores `r0` and returns (`run` set `Ctx::status` to OK before).
-//! - Helper calls go through one shared stub: in checked mode it pushes
-//!   r1-r5 (the interpreter keeps them across helper calls; RFC 9669
+//! - A helper call by table index calls its target from the call site:
+//!   `call [direct + 8k]` through the run's table (`Ctx::direct`: the
+//!   helper's direct entry, or `L_TRAMP`, which sends it to the run's
+//!   trampoline), with r1-r5 in the System V argument registers and no
+//!   store on the way (`helper_call`). In checked mode the site pushes
+//!   r1-r5 first (the interpreter keeps them across helper calls; RFC 9669
 //!   leaves them unspecified, so keeping them conforms, and the engines
 //!   stay identical) and pops them after the call; in unchecked mode it
-//!   does not (the verifier makes them unreadable after a call). It
-//!   passes them to the trampoline in the System V argument registers
-//!   and moves the result to r0. The helper and the
-//!   call site go through `Ctx::call_h`/`call_site` (same-size stores and
-//!   loads, so no store-forwarding stall).
+//!   does not (the verifier makes them unreadable after a call). A
+//!   trampoline finds the helper and the instruction from the call's
+//!   return address (`Lowered::helper_sites`); a call that stops the
+//!   program leaves through a cold stub of its own that stores them in
+//!   `Ctx::call_h`/`call_site` (the trap's pc and id). `callx` by id goes
+//!   through a shared stub (`helper_routine`) that stores them first.
 //! - A trap anywhere (at any call depth) stores its status in the `Ctx`,
 //!   reloads `rsp` from `Ctx::host_rsp` and jumps to the epilogue.
 //! - A bpf-to-bpf call pushes r6-r9 and r10 on the host stack, sets r10 to
@@ -41,8 +46,10 @@
 //!   out, no fall-through, no `callx`: `subprog_frames`). In verified code
 //!   without a budget there is no depth count and r10 moves down by 512
 //!   only when the callee names r10 (`local_call`); a leaf that touches
-//!   neither is a bare `call`. Since the host stack depth varies, the
-//!   helper stub aligns `rsp` itself.
+//!   neither is a bare `call`. In programs that call helpers, a
+//!   bpf-to-bpf call pushes an even number of words with its return
+//!   address (a dummy push when needed), so `rsp` is 16-aligned at every
+//!   helper call site, as at depth 0, without a per-call alignment.
 //! - A checked memory access tests its address inline with three
 //!   instructions that fall through when they pass (`lea rdx, [base +
 //!   off]`, a subtraction and a compare with `jcc` to a cold stub), then
@@ -160,8 +167,8 @@ pub(crate) mod status {
     pub const NO_PACKET: u64 = 9;
     pub const RUST_TRAP: u64 = 10;
     pub const PANIC: u64 = 11;
-    /// A direct entry's call stopped the program with a trap or a panic
-    /// that is made once the code has returned (`crate::finish_raw_stop`).
+    /// A direct entry's call stopped the program with a trap whose pc and
+    /// helper id are set once the code has returned (`crate::finish_raw_stop`).
     pub const RAW_STOP: u64 = 12;
 }
 
@@ -332,6 +339,9 @@ struct Emitter<'a> {
     /// The program calls helpers (or may, by `callx`), so that bpf-to-bpf
     /// calls keep rsp 16-aligned (known with `frames`).
     aligned_calls: bool,
+    /// Whether the program has bpf-to-bpf calls (`call local`, `callx`),
+    /// found at the first helper call in checked mode.
+    subprograms: Option<bool>,
     /// Instructions after the current one that a fused idiom already
     /// emitted (see [`Emitter::fusable`]).
     skip: u32,
@@ -1277,13 +1287,29 @@ impl<'a> Emitter<'a> {
     /// (`Cold::Stop`, for the trap's pc and id). rsp is 16-aligned here
     /// by construction (see `local_call`), as the System V call needs.
     fn helper_call(&mut self, i: usize, h: u32) {
-        // Checked mode keeps r1-r5 as `helper_routine` does; the sixth
-        // push keeps rsp aligned.
-        let keep = self.input.checked;
-        if keep {
-            for &r in &REG_MAP[1..=5] {
-                self.a.push(r);
+        // Checked mode keeps r1-r5 as `helper_routine` does, those that
+        // the program may still read (`live_after_call`); an even number
+        // of pushes keeps rsp aligned (a dummy one when needed).
+        let keep = if self.input.checked {
+            let subprograms = *self.subprograms.get_or_insert_with(|| {
+                self.input
+                    .prog
+                    .insns()
+                    .iter()
+                    .any(|i| matches!(i, Insn::CallLocal(_) | Insn::Callx(_)))
+            });
+            live_after_call(self.input.prog, i, subprograms)
+        } else {
+            0
+        };
+        let kept = |r: usize| keep & (1 << r) != 0;
+        for (r, &g) in REG_MAP.iter().enumerate().take(6).skip(1) {
+            if kept(r) {
+                self.a.push(g);
             }
+        }
+        let pad = keep.count_ones() % 2 == 1;
+        if pad {
             self.a.push(Gpr::Rax);
         }
         // (r1, the run's `RawCall`, r4, r5, r2, r3): see `helper_routine`.
@@ -1299,11 +1325,13 @@ impl<'a> Emitter<'a> {
         let at = (self.a.pos() as u32, self.shrink.len() as u32, i as u32, h);
         self.hsites.push(at);
         self.fixed(L_TRAMP);
-        if keep {
-            // rax and rdx hold the result.
+        // rax and rdx hold the result.
+        if pad {
             self.a.pop(Gpr::Rcx);
-            for &r in REG_MAP[1..=5].iter().rev() {
-                self.a.pop(r);
+        }
+        for (r, &g) in REG_MAP.iter().enumerate().take(6).skip(1).rev() {
+            if kept(r) {
+                self.a.pop(g);
             }
         }
         self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
@@ -2761,6 +2789,89 @@ fn regs_info(insn: &Insn) -> u32 {
 /// See [`regs_info`].
 const WRITES_R10: u32 = 1 << 16;
 
+/// Which of r1-r5 (bit `Reg::index`) the program may read, before writing
+/// them, after the helper call at `i` returns: those that checked code
+/// must keep across the call (the interpreter keeps them all; a register
+/// written before any read cannot tell). A bounded walk of the paths from
+/// `i + 1`: a register is dead on a path that writes it (a `mov`, `lddw` or
+/// load into it) before reading it, or ends (`exit` when the program has
+/// no subprograms, `subprograms` false: a subprogram's caller may read
+/// r1-r5 after its return); anything else that names it, a call (which
+/// may take them as arguments), or running out of steps keeps it.
+fn live_after_call(prog: &Program, i: usize, subprograms: bool) -> u8 {
+    const ALL: u8 = 0b11_1110;
+    let insns = prog.insns();
+    let bit = |r: Reg| (1u8 << r.index()) & ALL;
+    let mut live = 0u8;
+    // (instruction, registers not yet decided on the path).
+    let mut todo: Vec<(usize, u8)> = vec![(i + 1, ALL)];
+    let mut seen: Vec<(usize, u8)> = Vec::new();
+    let mut steps = 64u32;
+    while let Some((mut k, mut open)) = todo.pop() {
+        loop {
+            if steps == 0 {
+                live |= open;
+                break;
+            }
+            // Nothing left to decide, or a state already walked (a loop):
+            // this path adds nothing.
+            if open == 0 || seen.contains(&(k, open)) {
+                break;
+            }
+            seen.push((k, open));
+            steps -= 1;
+            let Some(insn) = insns.get(k) else {
+                // Past the end: the fall-off trap.
+                break;
+            };
+            let target = |off: i64| {
+                prog.pcs()[k]
+                    .branch(off)
+                    .and_then(|t| prog.index_of(t))
+                    .unwrap_or(insns.len())
+            };
+            match *insn {
+                Insn::Alu {
+                    op: AluOp::Mov | AluOp::MovSx(_),
+                    dst,
+                    src,
+                    ..
+                } if src != Src::Reg(dst) => {
+                    if let Src::Reg(r) = src {
+                        live |= open & bit(r);
+                    }
+                    open &= !bit(dst);
+                }
+                Insn::LoadImm64 { dst, .. } => open &= !bit(dst),
+                Insn::Load { dst, src, .. } => {
+                    live |= open & bit(src);
+                    open &= !bit(dst);
+                }
+                Insn::Exit if !subprograms => break,
+                Insn::Exit
+                | Insn::Call(_)
+                | Insn::CallLocal(_)
+                | Insn::Callx(_)
+                | Insn::CallKfunc { .. } => {
+                    live |= open;
+                    break;
+                }
+                Insn::Ja { off, .. } => {
+                    k = target(off as i64);
+                    continue;
+                }
+                Insn::Jmp { dst, src, off, .. } => {
+                    live |= open & (bit(dst) | if let Src::Reg(r) = src { bit(r) } else { 0 });
+                    todo.push((target(off as i64), open));
+                }
+                _ => live |= open & (regs_info(insn) as u8),
+            }
+            k += 1;
+        }
+    }
+    live
+}
+
 /// [`frame_bits`]: r6-r9 are bits 0-3.
 const FRAME_R10: u8 = 1 << 4;
 const FRAME_ALL: u8 = 0x1f;
@@ -3035,6 +3146,7 @@ fn lower_with(
         frames_known: false,
         frame_calls: false,
         aligned_calls: false,
+        subprograms: None,
         skip: 0,
         branch_targets: None,
         eager_targets,
