@@ -400,6 +400,16 @@ fn checked_code_keeps_what_a_later_path_reads() {
             "call local f\nmov %r0, %r3\nexit\nf:\nmov %r3, 42\ncall 7\nexit".to_string(),
             42,
         ),
+        // Writes to r8-r10 leave r1-r5 alone (seed 0xb3 of the JIT's
+        // differential test: a write to r10 once counted as one to r2).
+        (
+            format!("{set}call 7\nmov %r9, 0\nmov %r8, %r9\nmov %r0, %r1\nexit"),
+            1,
+        ),
+        (
+            format!("{set}call 7\nmov %r10, %r1\nmov %r0, %r2\nadd %r0, %r3\nexit"),
+            5,
+        ),
         // Written before read: nothing to keep; then a `ja` over a write.
         (format!("{set}call 7\nmov %r1, 7\nmov %r0, %r1\nexit"), 7),
         (

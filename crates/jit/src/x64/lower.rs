@@ -2801,7 +2801,8 @@ const WRITES_R10: u32 = 1 << 16;
 fn live_after_call(prog: &Program, i: usize, subprograms: bool) -> u8 {
     const ALL: u8 = 0b11_1110;
     let insns = prog.insns();
-    let bit = |r: Reg| (1u8 << r.index()) & ALL;
+    // (r6-r10 give 0: a shift of a `u8` by 8 or more would wrap.)
+    let bit = |r: Reg| (1u32 << r.index()) as u8 & ALL;
     let mut live = 0u8;
     // (instruction, registers not yet decided on the path).
     let mut todo: Vec<(usize, u8)> = vec![(i + 1, ALL)];
