@@ -310,7 +310,10 @@ impl<'r> Builder<'r> {
         Ok(Jit {
             frame: Some(frame),
             sites: lowered.sites,
-            helper_sites: lowered.helper_sites,
+            helper_sites: HelperSites {
+                sites: lowered.helper_sites,
+                code_addr: base,
+            },
             tramp: base.wrapping_add(lowered.tramp as u64),
             entry: lowered.entry as usize,
             code,
@@ -508,9 +511,8 @@ pub struct Jit {
     entry: usize,
     /// (return-address offset, instruction index) of every checked access.
     sites: Vec<(u32, u32)>,
-    /// (return-address offset, instruction index, table index) of every
-    /// helper call by table index (`Lowered::helper_sites`).
-    helper_sites: Vec<(u32, u32, u32)>,
+    /// Where the trampolines find a call by its return address.
+    helper_sites: HelperSites,
     /// Address of the code's `L_TRAMP` routine: the run's table entry for
     /// a helper without a direct entry (meaningless without helper calls).
     tramp: u64,
@@ -849,6 +851,16 @@ pub(crate) struct Ctx {
     pub(crate) raw: RawCall<()>,
 }
 
+/// The helper calls by table index of a `Jit`'s code, for the trampolines
+/// (see `site_of_call`).
+struct HelperSites {
+    /// (return-address offset, instruction index, table index), sorted
+    /// (`Lowered::helper_sites`).
+    sites: Vec<(u32, u32, u32)>,
+    /// The code's address, which the offsets are relative to.
+    code_addr: u64,
+}
+
 /// What the helper trampoline needs during one run (or one batch of runs
 /// in a row, [`Jit::run_repeat`]).
 pub(crate) struct RunEnv<'j> {
@@ -865,9 +877,8 @@ pub(crate) struct RunEnv<'j> {
     table: &'j [(u32, Arc<dyn Helper>)],
     all_helpers: &'j [(u32, Arc<dyn Helper>)],
     pcs: &'j [Pc],
-    /// `Jit::helper_sites`, and the code's address they are relative to.
-    helper_sites: &'j [(u32, u32, u32)],
-    code_addr: u64,
+    /// `Jit::helper_sites` (one pointer to fill per run or series).
+    helper_sites: &'j HelperSites,
     trap: Option<Trap>,
     panic: Option<Box<dyn Any + Send + 'static>>,
 }
@@ -889,7 +900,6 @@ macro_rules! run_env {
             all_helpers: &$jit.all_helpers,
             pcs: &$frame.pcs,
             helper_sites: &$jit.helper_sites,
-            code_addr: $jit.code.addr(),
             trap: None,
             panic: None,
         }
@@ -1121,12 +1131,12 @@ where
 #[inline(always)]
 fn site_of_call(ctx: &mut Ctx, env: &RunEnv<'_>) {
     if ctx.call_ret != 0 {
-        let off = ctx.call_ret.wrapping_sub(env.code_addr) as u32;
-        let k = env
-            .helper_sites
+        let sites = &env.helper_sites.sites;
+        let off = ctx.call_ret.wrapping_sub(env.helper_sites.code_addr) as u32;
+        let k = sites
             .binary_search_by_key(&off, |&(o, _, _)| o)
             .expect("a trampoline called from a helper call site");
-        let (_, idx, h) = env.helper_sites[k];
+        let (_, idx, h) = sites[k];
         (ctx.call_h, ctx.call_site, ctx.call_ret) = (h as u64, idx as u64, 0);
     }
 }
