@@ -27,10 +27,12 @@
 //!   helper's direct entry, or `L_TRAMP`, which sends it to the run's
 //!   trampoline), with r1-r5 in the System V argument registers and no
 //!   store on the way (`helper_call`). In checked mode the site pushes
-//!   r1-r5 first (the interpreter keeps them across helper calls; RFC 9669
-//!   leaves them unspecified, so keeping them conforms, and the engines
-//!   stay identical) and pops them after the call; in unchecked mode it
-//!   does not (the verifier makes them unreadable after a call). A
+//!   the r1-r5 that a path from the call may read before writing them
+//!   (`live_after_call`; the interpreter keeps them all across helper
+//!   calls; RFC 9669 leaves them unspecified, so keeping them conforms,
+//!   and the engines stay identical) and pops them after the call; in
+//!   unchecked mode it does not (the verifier makes them unreadable after
+//!   a call). A
 //!   trampoline finds the helper and the instruction from the call's
 //!   return address (`Lowered::helper_sites`); a call that stops the
 //!   program leaves through a cold stub of its own that stores them in
