@@ -9,14 +9,15 @@
 //! ```
 //!
 //! (Ir(call) - Ir(move)) / 100,000 is the cost of one call beyond the
-//! move it replaces: the stub, the entry and a body that returns `r1`.
+//! move it replaces: the call site, the entry and a body that returns `r1`.
 //! The second argument picks how the helper is registered: `body`
-//! (`Helpers::register_body`: the stub calls its direct entry), `typed`
+//! (`Helpers::register_body`: the call site calls its direct entry), `typed`
 //! (`Helpers::register_typed`: through the typed trampoline) or `dyn` (a
 //! closure, and an untyped run: the dynamic trampoline). The fourth,
 //! `unchecked`, verifies the program (a kprobe; the helper is id 7,
 //! `bpf_get_prandom_u32`, to the verifier) and runs the unchecked code,
-//! whose stub does not keep r1-r5; otherwise checked code. Without
+//! which does not keep r1-r5 across calls; otherwise checked code (which
+//! keeps those a later instruction may read: r2-r5 here). Without
 //! valgrind it prints the time per run.
 
 use bpfkit_abi::ProgType;

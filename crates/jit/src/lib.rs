@@ -303,30 +303,25 @@ impl<'r> Builder<'r> {
             stack_top: stack_start + (STACK_SIZE * MAX_CALL_FRAMES) as u64,
             callx_tab: callx_tab.as_ptr() as u64,
             callx_adj: callx_adj.as_ptr() as u64,
-            direct_len: lowered.table.len() as u64,
             // Every other field as a fresh `Jit`'s: a pooled frame keeps
             // nothing of the compile before.
             ..Ctx::blank()
         };
-        // Untyped runs call every helper through the dynamic trampoline
-        // (the table's entries and the `callx`-by-id one after them): the
-        // shared table serves all but very large helper tables.
-        let untyped_direct = if lowered.table.len() < UNTYPED_DIRECT.len() {
-            Box::default()
-        } else {
-            vec![memory::helper_trampoline as *const () as u64; lowered.table.len() + 1]
-                .into_boxed_slice()
-        };
         Ok(Jit {
             frame: Some(frame),
             sites: lowered.sites,
+            helper_sites: HelperSites {
+                sites: lowered.helper_sites,
+                code_addr: base,
+            },
+            tramp: base.wrapping_add(lowered.tramp as u64),
             entry: lowered.entry as usize,
             code,
             trap_insns: lowered.trap_insns,
             uses_regions: lowered.uses_regions,
             table: lowered.table,
             typed_cache: None,
-            untyped_direct,
+            untyped_direct: None,
             all_helpers,
             callx_tab,
             callx_adj,
@@ -407,12 +402,6 @@ thread_local! {
     static FRAMES: std::cell::RefCell<Vec<Box<Frame>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The targets of the helper stub in untyped runs (`Ctx::direct`): the
-/// dynamic trampoline for every entry. Shared by every `Jit` whose helper
-/// table is shorter (the code only reads it); a longer table gets its own
-/// (`Jit::untyped_direct`).
-static UNTYPED_DIRECT: [memory::TrampolineFn; 64] = [memory::helper_trampoline; 64];
-
 /// A frame with a zeroed stack, as a fresh interpreter's: a checked program
 /// (or a privileged verified one, as the kernel allows) may read stack it
 /// did not write, and must then see zeros whatever ran on a reused stack
@@ -457,6 +446,8 @@ impl Ctx {
             args: [0; 5],
             call_h: 0,
             call_site: 0,
+            call_ret: 0,
+            tramp: 0,
             status: status::OK,
             ret: 0,
             trap_idx: 0,
@@ -473,10 +464,10 @@ impl Ctx {
             snap_version: 0,
             cpu: 0,
             direct: 0,
-            direct_len: 0,
             raw: RawCall {
                 guest: memory::no_guest(),
                 data: std::ptr::null_mut(),
+                version: 0,
                 engine: std::ptr::null_mut(),
                 on_regions: memory::no_regions_hook,
                 on_stop: memory::no_stop_hook,
@@ -520,6 +511,11 @@ pub struct Jit {
     entry: usize,
     /// (return-address offset, instruction index) of every checked access.
     sites: Vec<(u32, u32)>,
+    /// Where the trampolines find a call by its return address.
+    helper_sites: HelperSites,
+    /// Address of the code's `L_TRAMP` routine: the run's table entry for
+    /// a helper without a direct entry (meaningless without helper calls).
+    tramp: u64,
     /// (instruction index, instruction) of unknown-helper and unresolved
     /// `lddw` traps, sorted.
     trap_insns: Vec<(u32, Insn)>,
@@ -530,9 +526,9 @@ pub struct Jit {
     /// `TypedCache<T>` and its `TypeId` (see `typed_cache`), which a run
     /// compares with a constant (no virtual `type_id` call per run).
     typed_cache: Option<memory::TypedSlot>,
-    /// The stub's targets (`Ctx::direct`) in untyped runs: the dynamic
-    /// trampoline for every table entry and for `callx` by id.
-    untyped_direct: Box<[u64]>,
+    /// The call sites' targets (`Ctx::direct`) in untyped runs: `tramp`
+    /// for every table entry (made at the first untyped run).
+    untyped_direct: Option<Box<[u64]>>,
     all_helpers: Vec<(u32, Arc<dyn Helper>)>,
     /// Owned here, read by the code through `Ctx::callx_tab`/`callx_adj`.
     #[allow(dead_code)]
@@ -812,8 +808,19 @@ pub(crate) struct Ctx {
     /// The helper call in progress: table index, or id with `callx`.
     pub(crate) call_h: u64,
     /// The helper call in progress: instruction index, plus `1 << 32` when
-    /// `call_h` is an id.
+    /// `call_h` is an id. Call sites do not store these two (see
+    /// `Emitter::helper_call`): a trampoline finds them from `call_ret`,
+    /// and the code stores them when a call stops the program.
     pub(crate) call_site: u64,
+    /// The return address of the call in progress when it went through
+    /// `L_TRAMP` (a trampoline call by table index) until the trampoline
+    /// read it; 0 otherwise (through the `callx` stub, `call_h`/`call_site`
+    /// are set).
+    pub(crate) call_ret: u64,
+    /// The trampoline of this run (`memory::helper_trampoline`, or
+    /// `memory::typed_trampoline::<T>` in typed runs): where `L_TRAMP` and
+    /// the `callx` stub go.
+    pub(crate) tramp: u64,
     pub(crate) regions: u64,
     pub(crate) nregions: u64,
     pub(crate) status: u64,
@@ -833,16 +840,25 @@ pub(crate) struct Ctx {
     /// The run's CPU ([`Jit::set_cpu`]), read by inline per-CPU lookups
     /// and `bpf_get_smp_processor_id` (unchecked mode).
     pub(crate) cpu: u64,
-    /// The helper stub's targets for this run: one per entry of the
-    /// helper table (a helper's direct entry, `bpfkit_runtime::raw`, or a
-    /// trampoline), then the one for `callx` by id, at `direct_len`.
+    /// The call sites' targets for this run, one per entry of the helper
+    /// table: a helper's direct entry (`bpfkit_runtime::raw`), or the
+    /// code's `L_TRAMP` (to `tramp`).
     pub(crate) direct: u64,
-    pub(crate) direct_len: u64,
     /// What every target gets as its first argument: the run's stack,
     /// memory and data for direct entries (a `RawCall<T>` of the typed
     /// run's `T`: the layout is the same for every `T`), with `engine`
     /// pointing back at this `Ctx`.
     pub(crate) raw: RawCall<()>,
+}
+
+/// The helper calls by table index of a `Jit`'s code, for the trampolines
+/// (see `site_of_call`).
+struct HelperSites {
+    /// (return-address offset, instruction index, table index), sorted
+    /// (`Lowered::helper_sites`).
+    sites: Vec<(u32, u32, u32)>,
+    /// The code's address, which the offsets are relative to.
+    code_addr: u64,
 }
 
 /// What the helper trampoline needs during one run (or one batch of runs
@@ -861,6 +877,8 @@ pub(crate) struct RunEnv<'j> {
     table: &'j [(u32, Arc<dyn Helper>)],
     all_helpers: &'j [(u32, Arc<dyn Helper>)],
     pcs: &'j [Pc],
+    /// `Jit::helper_sites` (one pointer to fill per run or series).
+    helper_sites: &'j HelperSites,
     trap: Option<Trap>,
     panic: Option<Box<dyn Any + Send + 'static>>,
 }
@@ -881,6 +899,7 @@ macro_rules! run_env {
             table: &$jit.table,
             all_helpers: &$jit.all_helpers,
             pcs: &$frame.pcs,
+            helper_sites: &$jit.helper_sites,
             trap: None,
             panic: None,
         }
@@ -891,7 +910,7 @@ macro_rules! run_env {
 /// for per-run data of type `T` (see `typed_cache`).
 struct TypedCache<T> {
     fns: Vec<Option<TypedHelper<T>>>,
-    /// One per table entry, then the one for `callx` by id (`Ctx::direct`).
+    /// One per table entry (`Ctx::direct`).
     direct: Vec<u64>,
 }
 
@@ -902,13 +921,14 @@ struct TypedCache<T> {
 fn typed_cache<'c, T: Any>(
     cache: &'c mut Option<memory::TypedSlot>,
     entries: &[Option<TypedEntry>],
+    tramp: u64,
 ) -> &'c TypedCache<T> {
     if cache
         .as_ref()
         .and_then(memory::TypedSlot::get::<TypedCache<T>>)
         .is_none()
     {
-        *cache = Some(memory::TypedSlot::new(resolve_typed::<T>(entries)));
+        *cache = Some(memory::TypedSlot::new(resolve_typed::<T>(entries, tramp)));
     }
     match cache
         .as_ref()
@@ -922,23 +942,21 @@ fn typed_cache<'c, T: Any>(
 /// The table's typed functions and direct entries for data type `T`.
 #[cold]
 #[inline(never)]
-fn resolve_typed<T: Any>(entries: &[Option<TypedEntry>]) -> TypedCache<T> {
+fn resolve_typed<T: Any>(entries: &[Option<TypedEntry>], tramp: u64) -> TypedCache<T> {
     let fns: Vec<Option<TypedHelper<T>>> = entries
         .iter()
         .map(|e| e.as_ref().and_then(TypedEntry::get::<T>))
         .collect();
-    // A helper's own direct entry where it has one for `T`, the typed
-    // trampoline otherwise (it calls the typed function or the `Helper`
-    // object); the trampoline again for `callx` by id.
-    let trampoline = memory::typed_trampoline::<T> as *const () as u64;
+    // A helper's own direct entry where it has one for `T`, the code's way
+    // to the typed trampoline otherwise (it calls the typed function or
+    // the `Helper` object).
     let direct = entries
         .iter()
         .map(|e| {
             e.as_ref()
                 .and_then(TypedEntry::raw::<T>)
-                .map_or(trampoline, |f| f as *const () as u64)
+                .map_or(tramp, |f| f as *const () as u64)
         })
-        .chain(std::iter::once(trampoline))
         .collect();
     TypedCache { fns, direct }
 }
@@ -1012,6 +1030,7 @@ pub(crate) fn call_typed<T: Any>(
     data: &mut T,
     args: [u64; 5],
 ) -> memory::Ret2 {
+    site_of_call(ctx, env);
     // The common case first, with nothing else in the way: a call by
     // table index to a helper with a typed function that returns `r0`.
     let k = ctx.call_h as usize;
@@ -1071,6 +1090,7 @@ fn dispatch<F>(
 where
     F: FnOnce(&mut Guest<'_, '_>, &Arc<dyn Helper>, Pc, HelperId, [u64; 5]) -> HelperResult,
 {
+    site_of_call(ctx, env);
     let (h, idx, by_id) = (ctx.call_h, ctx.call_site as u32, ctx.call_site >> 32 != 0);
     let stop = memory::Ret2 { r0: 0, stop: 1 };
     let (all, table) = (env.all_helpers, env.table);
@@ -1104,6 +1124,23 @@ where
     }
 }
 
+/// Sets `Ctx::call_h`/`call_site` of a trampoline's call that came
+/// through `L_TRAMP` (call sites store neither) from its return address,
+/// `Ctx::call_ret`, which it clears (a `callx` by id sets them itself,
+/// with `call_ret` 0).
+#[inline(always)]
+fn site_of_call(ctx: &mut Ctx, env: &RunEnv<'_>) {
+    if ctx.call_ret != 0 {
+        let sites = &env.helper_sites.sites;
+        let off = ctx.call_ret.wrapping_sub(env.helper_sites.code_addr) as u32;
+        let k = sites
+            .binary_search_by_key(&off, |&(o, _, _)| o)
+            .expect("a trampoline called from a helper call site");
+        let (_, idx, h) = sites[k];
+        (ctx.call_h, ctx.call_site, ctx.call_ret) = (h as u64, idx as u64, 0);
+    }
+}
+
 /// After a direct entry's call that changed the regions (see
 /// `memory::raw_regions_hook`): the table the code checks against is
 /// copied again.
@@ -1115,18 +1152,51 @@ pub(crate) fn regions_after_call(ctx: &mut Ctx, env: &mut RunEnv<'_>, mem: &Memo
 
 /// After a direct entry's call that aborted or panicked (see
 /// `memory::raw_stop_hook`): how the program stops, as for the
-/// trampolines' calls.
+/// trampolines' calls. Which call it was is not known yet (call sites
+/// store nothing): a trap is kept with a placeholder pc and id (status
+/// `RAW_STOP`), which `finish_raw_stop` sets once the code, on its way out
+/// (`Cold::Stop`), stored the call in `Ctx::call_h`/`call_site`.
 pub(crate) fn raw_stopped(ctx: &mut Ctx, env: &mut RunEnv<'_>, stop: RawStop) {
-    // A plain stop (how `bpf_tail_call` ends the program, once per tail
-    // call) needs neither the helper's id nor the call's pc: those only
-    // describe traps.
-    if let Ok(Err(HelperAbort::Stop { r0 })) = stop {
-        ctx.status = status::OK;
-        ctx.ret = r0;
-        return;
+    match stop {
+        // A plain stop (how `bpf_tail_call` ends the program, once per tail
+        // call) needs neither the helper's id nor the call's pc: those
+        // only describe traps.
+        // (`Ok(r0)` is no stop; the entry does not pass it.)
+        Ok(Err(HelperAbort::Stop { r0 })) | Ok(Ok(r0)) => {
+            ctx.status = status::OK;
+            ctx.ret = r0;
+        }
+        Ok(Err(abort)) => match abort.into_outcome(Pc(0), HelperId(0)) {
+            Ok(r0) => {
+                ctx.status = status::OK;
+                ctx.ret = r0;
+            }
+            Err(t) => {
+                ctx.status = status::RAW_STOP;
+                env.trap = Some(t);
+            }
+        },
+        Err(payload) => {
+            ctx.status = status::PANIC;
+            env.panic = Some(payload);
+        }
     }
-    let id = HelperId(env.table[ctx.call_h as usize].0);
-    stopped(ctx, env, stop, id);
+}
+
+/// After the code returned from a run that a direct entry's call stopped
+/// with a trap (`raw_stopped`, status `RAW_STOP`): the trap's pc and
+/// helper id, now that the code stored which call it was in
+/// `Ctx::call_h`/`call_site`.
+#[cold]
+#[inline(never)]
+fn finish_raw_stop(ctx: &mut Ctx, env: &mut RunEnv<'_>) {
+    ctx.status = status::RUST_TRAP;
+    if let Some(t) = &mut env.trap {
+        t.pc = env.pcs[ctx.call_site as u32 as usize];
+        if let TrapKind::Helper { id, .. } = &mut t.kind {
+            *id = HelperId(env.table[ctx.call_h as usize].0);
+        }
+    }
 }
 
 /// A helper call that did not return `r0`: how the program stops (the
@@ -1309,6 +1379,7 @@ impl Jit {
         let cache = typed_cache::<T>(
             &mut self.typed_cache,
             &frame_of(&mut self.frame).typed_entries,
+            self.tramp,
         );
         let (typed, direct) = (cache.fns.as_slice(), cache.direct.as_ptr() as u64);
         let r1 = args.first().copied().unwrap_or(0);
@@ -1323,9 +1394,15 @@ impl Jit {
             typed,
         };
         ctx.direct = direct;
+        let tramp: memory::TrampolineFn = memory::typed_trampoline::<T>;
+        ctx.tramp = tramp as usize as u64;
         ctx.raw = RawCall {
             guest: memory::run_guest(&env.base),
             data: env.data.cast::<()>(),
+            // What the direct entries compare with after each call: the
+            // regions as the run starts with them (the loop below copies
+            // them for the code when they differ from its table).
+            version: mem.version(),
             engine: (ctx as *mut Ctx).cast::<()>(),
             on_regions: memory::raw_regions_hook::<T>,
             on_stop: memory::raw_stop_hook::<T>,
@@ -1360,6 +1437,9 @@ impl Jit {
             ctx.raw.data = env.data.cast::<()>();
             memory::enter(code, entry, ctx);
             if ctx.status != status::OK {
+                if ctx.status == status::RAW_STOP {
+                    finish_raw_stop(ctx, &mut env.base);
+                }
                 let (trap, panic) = (env.base.trap.take(), env.base.panic.take());
                 ctx.env = 0;
                 return self.trap(trap, panic);
@@ -1401,11 +1481,15 @@ impl Jit {
         ctx.depth = 0;
         Self::set_args(ctx, args);
         ctx.status = status::OK;
-        ctx.direct = if self.untyped_direct.is_empty() {
-            UNTYPED_DIRECT.as_ptr() as u64
-        } else {
-            self.untyped_direct.as_ptr() as u64
-        };
+        // Every helper through the dynamic trampoline.
+        let tramp = self.tramp;
+        let n = self.table.len();
+        ctx.direct = self
+            .untyped_direct
+            .get_or_insert_with(|| vec![tramp; n].into_boxed_slice())
+            .as_ptr() as u64;
+        let tramp: memory::TrampolineFn = memory::helper_trampoline;
+        ctx.tramp = tramp as usize as u64;
         ctx.raw.engine = (ctx as *mut Ctx).cast::<()>();
         // Runs in a row over the same memory (`--repeat`) copy the regions
         // once: the table and the hot-region caches stay exact while the

@@ -40,10 +40,15 @@ pub struct RawCall<T> {
     pub guest: Guest<'static, 'static>,
     /// The run's data.
     pub data: *mut T,
+    /// The [`Memory::version`] of `guest`'s memory that the engine knows
+    /// the regions as: a call after which the memory has another one
+    /// calls `on_regions`.
+    pub version: u64,
     /// Passed back to the hooks.
     pub engine: *mut (),
-    /// Called after a call that changed `mem`'s region list (its
-    /// [`Memory::version`]), with that memory.
+    /// Called after a call that left `mem`'s region list (its
+    /// [`Memory::version`]) other than `version`, with that memory (the
+    /// entry then sets `version` to the memory's).
     pub on_regions: unsafe fn(engine: *mut (), mem: &Memory<'_>),
     /// Called after a call that aborted or panicked, before the entry
     /// returns `stop` 1; the engine records how the program ends.
@@ -101,43 +106,51 @@ pub unsafe extern "C" fn raw_entry<T: Any, B: TypedBody<T>>(
     // `RawCall` outlives the body's call (the hooks may use the memory
     // around it); the hooks are read only when needed (off the common path).
     let (guest, data) = unsafe { (std::ptr::addr_of_mut!((*call).guest), (*call).data) };
-    // SAFETY: the guest's memory is live and lent to this call (the
-    // caller's contract); read through its own pointer.
-    let version = unsafe { (*(*guest).mem).version() };
     // A panic must not unwind into the engine's generated code: caught
     // here and handed to the engine (`on_stop`), which resumes it once its
-    // code has returned.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    // code has returned. The closure takes its captures by value, so that
+    // they need not live in this frame for it.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         // SAFETY: the guest and the data are live and lent to this call
         // alone (the caller's contract); the references end with the body.
         let (guest, data) = unsafe { (&mut *guest, &mut *data) };
         B::call(guest, data, [a1, a2, a3, a4, a5])
     }));
-    // SAFETY: as above; the body's references are gone.
-    if unsafe { (*(*guest).mem).version() } != version {
-        // SAFETY: `call` is valid (the caller's contract), no reference
-        // into it is alive.
+    // The result is consumed first: with nothing to drop alive across the
+    // hooks' calls, it needs no place in this frame (no landing pad).
+    let ret = match result {
+        Ok(Ok(r0)) => RawRet { r0, stop: 0 },
+        // SAFETY: `call` is valid (the caller's contract); the body's
+        // references are gone.
+        other => unsafe { stop(call, other) },
+    };
+    // The engine knows the regions as of `RawCall::version`: one compare
+    // after the call (no stamp kept across it) tells whether they changed.
+    // SAFETY: as above, and the memory is live (read through its own
+    // pointer).
+    if unsafe { (*(*call).guest.mem).version() != (*call).version } {
+        // SAFETY: as above.
         unsafe { regions_changed(call) };
     }
-    match result {
-        Ok(Ok(r0)) => RawRet { r0, stop: 0 },
-        // SAFETY: as above.
-        other => unsafe { stop(call, other) },
-    }
+    ret
 }
 
 /// Tells the engine that a call changed the regions, out of line.
 ///
 /// # Safety
 /// `call` as in [`raw_entry`], with no reference into it alive.
+/// `extern "C"`, as the entry: a hook's panic ends the process here
+/// either way, and a callee that cannot unwind needs no landing pad in
+/// the entry (which would keep the body's result in its frame).
 #[cold]
 #[inline(never)]
-unsafe fn regions_changed<T>(call: *mut RawCall<T>) {
+unsafe extern "C" fn regions_changed<T>(call: *mut RawCall<T>) {
     // SAFETY: the caller's contract; the fields are copied out before the
     // hook runs, and the memory is live (read through its own pointer).
     unsafe {
         let (engine, hook, mem) = ((*call).engine, (*call).on_regions, (*call).guest.mem);
         hook(engine, &*mem);
+        (*call).version = (*mem).version();
     }
 }
 

@@ -1223,6 +1223,12 @@ mod tests {
                 "ffd1",
                 "call rcx",
             ),
+            (
+                "jmp mem",
+                Box::new(move |a: &mut Asm| a.jmp_rm(m(R13, 0x40))),
+                "41ff6540",
+                "jmp qword ptr [r13+0x40]",
+            ),
             ("ret", Box::new(move |a: &mut Asm| a.ret()), "c3", "ret"),
             (
                 "jmp8",
@@ -1481,6 +1487,11 @@ impl Asm {
     /// false, so a conditional move of a whole eBPF register is `Sz::B64`.
     pub fn cmov(&mut self, sz: Sz, cc: Cc, dst: Gpr, src: Rm) {
         self.emit(sz, &[0x0f, 0x40 + cc as u8], dst as u8, src, false);
+    }
+
+    /// `JMP r/m64` (`FF /4`; SDM 3.2 JMP, near absolute indirect).
+    pub fn jmp_rm(&mut self, rm: Rm) {
+        self.emit(Sz::B32, &[0xff], 4, rm, false);
     }
 }
 

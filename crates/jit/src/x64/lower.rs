@@ -22,15 +22,22 @@
 //!   r6-r9, records `rsp` in `Ctx::host_rsp` and `call`s instruction 0.
 //!   Every `exit` is a `ret`: at depth 0 it returns to the entry, which
 //!   stores `r0` and returns (`run` set `Ctx::status` to OK before).
-//! - Helper calls go through one shared stub: in checked mode it pushes
-//!   r1-r5 (the interpreter keeps them across helper calls; RFC 9669
-//!   leaves them unspecified, so keeping them conforms, and the engines
-//!   stay identical) and pops them after the call; in unchecked mode it
-//!   does not (the verifier makes them unreadable after a call). It
-//!   passes them to the trampoline in the System V argument registers
-//!   and moves the result to r0. The helper and the
-//!   call site go through `Ctx::call_h`/`call_site` (same-size stores and
-//!   loads, so no store-forwarding stall).
+//! - A helper call by table index calls its target from the call site:
+//!   `call [direct + 8k]` through the run's table (`Ctx::direct`: the
+//!   helper's direct entry, or `L_TRAMP`, which sends it to the run's
+//!   trampoline), with r1-r5 in the System V argument registers and no
+//!   store on the way (`helper_call`). In checked mode the site pushes
+//!   the r1-r5 that a path from the call may read before writing them
+//!   (`live_after_call`; the interpreter keeps them all across helper
+//!   calls; RFC 9669 leaves them unspecified, so keeping them conforms,
+//!   and the engines stay identical) and pops them after the call; in
+//!   unchecked mode it does not (the verifier makes them unreadable after
+//!   a call). A
+//!   trampoline finds the helper and the instruction from the call's
+//!   return address (`Lowered::helper_sites`); a call that stops the
+//!   program leaves through a cold stub of its own that stores them in
+//!   `Ctx::call_h`/`call_site` (the trap's pc and id). `callx` by id goes
+//!   through a shared stub (`helper_routine`) that stores them first.
 //! - A trap anywhere (at any call depth) stores its status in the `Ctx`,
 //!   reloads `rsp` from `Ctx::host_rsp` and jumps to the epilogue.
 //! - A bpf-to-bpf call pushes r6-r9 and r10 on the host stack, sets r10 to
@@ -41,8 +48,10 @@
 //!   out, no fall-through, no `callx`: `subprog_frames`). In verified code
 //!   without a budget there is no depth count and r10 moves down by 512
 //!   only when the callee names r10 (`local_call`); a leaf that touches
-//!   neither is a bare `call`. Since the host stack depth varies, the
-//!   helper stub aligns `rsp` itself.
+//!   neither is a bare `call`. In programs that call helpers, a
+//!   bpf-to-bpf call pushes an even number of words with its return
+//!   address (a dummy push when needed), so `rsp` is 16-aligned at every
+//!   helper call site, as at depth 0, without a per-call alignment.
 //! - A checked memory access tests its address inline with three
 //!   instructions that fall through when they pass (`lea rdx, [base +
 //!   off]`, a subtraction and a compare with `jcc` to a cold stub), then
@@ -160,6 +169,9 @@ pub(crate) mod status {
     pub const NO_PACKET: u64 = 9;
     pub const RUST_TRAP: u64 = 10;
     pub const PANIC: u64 = 11;
+    /// A direct entry's call stopped the program with a trap whose pc and
+    /// helper id are set once the code has returned (`crate::finish_raw_stop`).
+    pub const RAW_STOP: u64 = 12;
 }
 
 /// What the lowering needs to know besides the instructions.
@@ -195,6 +207,13 @@ pub(crate) struct Lowered {
     /// (code offset of the return address of a slow-path call, instruction
     /// index), sorted: how a memory fault finds its instruction.
     pub sites: Vec<(u32, u32)>,
+    /// (code offset of the return address of a helper call by table index,
+    /// instruction index, table index), sorted: how a trampoline and the
+    /// stop path find the call (see `Emitter::helper_call`).
+    pub helper_sites: Vec<(u32, u32, u32)>,
+    /// Code offset of the routine the run's table sends calls of helpers
+    /// without a direct entry to (`u32::MAX`: no such call).
+    pub tramp: u32,
     /// Code offset of the entry (`extern "C" fn(*mut Ctx)`).
     pub entry: u32,
     /// Helpers called by `call`, indexed by the code.
@@ -221,7 +240,13 @@ const L_SLOW_MEM: usize = 6;
 /// Their entries for accesses whose inline test was the cached region's
 /// (see `slow_routines`).
 const L_SLOW_HOT: usize = 14;
-const FIXED: usize = 22;
+/// Where the run's table sends a call to a helper without a direct entry
+/// (see `Emitter::helper_call`).
+const L_TRAMP: usize = 22;
+/// A helper call that stopped the program: rcx = table index, rdx =
+/// instruction index.
+const L_HSTOP: usize = 23;
+const FIXED: usize = 24;
 
 fn slow_index(size: u8, write: bool) -> usize {
     size.trailing_zeros() as usize * 2 + write as usize
@@ -245,6 +270,9 @@ struct Candidate {
 enum Cold {
     /// Trap with `status` at instruction `idx`.
     Trap { label: usize, status: u64, idx: u32 },
+    /// The helper call at instruction `idx` (table index `h`) stopped the
+    /// program (see `Emitter::helper_call`).
+    Stop { label: usize, h: u32, idx: u32 },
     /// The rest of a checked access's test (see `mem_operand`): entered
     /// at `label` when the inline test missed, back at `back` when the
     /// access is allowed.
@@ -275,6 +303,9 @@ struct Emitter<'a> {
     /// relaxation, shrink candidates before it: what a label bound there
     /// would hold, without the label) and its instruction index.
     sites: Vec<(u32, u32, u32)>,
+    /// Per helper call by table index: where its call returns (as in
+    /// `sites`), its instruction index and table index.
+    hsites: Vec<(u32, u32, u32, u32)>,
     input: &'a LowerInput<'a>,
     r10_fixed: bool,
     pending: u32,
@@ -307,6 +338,12 @@ struct Emitter<'a> {
     /// bpf-to-bpf calls without a depth count (unchecked mode, no budget,
     /// `frames` known).
     frame_calls: bool,
+    /// The program calls helpers (or may, by `callx`), so that bpf-to-bpf
+    /// calls keep rsp 16-aligned (known with `frames`).
+    aligned_calls: bool,
+    /// Whether the program has bpf-to-bpf calls (`call local`, `callx`),
+    /// found at the first helper call in checked mode.
+    subprograms: Option<bool>,
     /// Instructions after the current one that a fused idiom already
     /// emitted (see [`Emitter::fusable`]).
     skip: u32,
@@ -535,6 +572,13 @@ impl<'a> Emitter<'a> {
                     let l = self.fixed(L_TRAP);
                     self.jmp(l);
                 }
+                Cold::Stop { label, h, idx } => {
+                    self.bind(label);
+                    self.a.mov_r_imm64(Gpr::Rcx, h as u64);
+                    self.a.mov_r_imm64(Gpr::Rdx, idx as u64);
+                    let l = self.fixed(L_HSTOP);
+                    self.jmp(l);
+                }
                 Cold::Access {
                     label,
                     back,
@@ -648,15 +692,20 @@ impl<'a> Emitter<'a> {
         let check_mem = slow || self.referenced(L_CHECK_MEM);
         let trap = trap_mem || !self.cold.is_empty() || self.referenced(L_TRAP);
         let stop0 = self.referenced(L_STOP0);
-        let helper = self.referenced(L_HELPER);
+        // Bits: the callx stub, the trampoline thunk, the stop routine.
+        let helper = self.referenced(L_HELPER) as u8
+            | (self.referenced(L_TRAMP) as u8) << 1
+            | (self.referenced(L_HSTOP) as u8) << 2;
         // The helper stub keeps r1-r5 only in checked mode.
         let key = trap as u64
             | (trap_mem as u64) << 1
             | (stop0 as u64) << 2
             | (check_mem as u64) << 3
-            | (helper as u64) << 4
+            | ((helper & 1) as u64) << 4
+            | ((helper & 4) as u64) << 14
             | (self.used_slow as u64) << 5
-            | ((helper && self.input.checked) as u64) << 13;
+            | ((helper & 1 != 0 && self.input.checked) as u64) << 13
+            | ((helper & 2) as u64) << 14;
         self.cached(cache, key, |e| {
             e.emit_routines(trap, trap_mem, stop0, check_mem, helper)
         });
@@ -812,7 +861,7 @@ impl<'a> Emitter<'a> {
         trap_mem: bool,
         stop0: bool,
         check_mem: bool,
-        helper: bool,
+        helper: u8,
     ) {
         if trap {
             // Trap with rcx = status, rdx = instruction index.
@@ -850,8 +899,37 @@ impl<'a> Emitter<'a> {
             self.check_mem_routine();
         }
         self.slow_routines();
-        if helper {
-            self.helper_routine();
+        if helper & 5 != 0 {
+            // A helper call stopped the program: which call, for the trap's
+            // pc and id (see `crate::finish_raw_stop`). Before the `callx`
+            // stub, whose stop path is the unwinding here (a backward jump:
+            // sized as emitted, so the recording of the routines has the
+            // same layout as their emission).
+            let l = self.fixed(L_HSTOP);
+            self.bind(l);
+            self.a
+                .mov_rm_r(Sz::B64, field(offset_of!(Ctx, call_h)), Gpr::Rcx);
+            self.a
+                .mov_rm_r(Sz::B64, field(offset_of!(Ctx, call_site)), Gpr::Rdx);
+            let unwind = self.new_label();
+            self.bind(unwind);
+            self.unwind();
+            if helper & 1 != 0 {
+                self.helper_routine(unwind);
+            }
+        }
+        if helper & 2 != 0 {
+            // A helper without a direct entry: the run's table sends its
+            // calls here. The trampoline (`Ctx::tramp`, per run) finds the
+            // helper and the instruction from the call's return address
+            // (`Lowered::helper_sites`); rsp is as the call site left it.
+            let l = self.fixed(L_TRAMP);
+            self.bind(l);
+            self.a
+                .mov_r_rm(Sz::B64, Gpr::Rax, Rm::Mem(Mem::at(Gpr::Rsp, 0)));
+            self.a
+                .mov_rm_r(Sz::B64, field(offset_of!(Ctx, call_ret)), Gpr::Rax);
+            self.a.jmp_rm(field(offset_of!(Ctx, tramp)));
         }
     }
 }
@@ -1142,11 +1220,12 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    fn helper_routine(&mut self) {
-        // Helper call: rcx = table index or id, rdx = instruction index,
-        // with bit 32 set when rcx is an id (callx); both are kept in the
-        // `Ctx` for a helper that stops the program (its trap's pc and id).
-        // The arguments go to the target in registers (see below), never
+    /// The helper call of `callx` by id (rare: calls by table index call
+    /// their target from the call site, `helper_call`): rcx = the id, rdx
+    /// = instruction index with bit 32 set; both are kept in the `Ctx` for
+    /// the trampoline (which finds the helper by id) and for the stop path.
+    fn helper_routine(&mut self, stopped: usize) {
+        // The arguments go to the trampoline in registers (see below), never
         // through memory that Rust would read back with wider loads than
         // the stores (a store-forwarding stall).
         // Checked mode keeps r1-r5, as the interpreter does (see the module
@@ -1161,9 +1240,9 @@ impl<'a> Emitter<'a> {
             .mov_rm_r(Sz::B64, field(offset_of!(Ctx, call_h)), Gpr::Rcx);
         self.a
             .mov_rm_r(Sz::B64, field(offset_of!(Ctx, call_site)), Gpr::Rdx);
-        // bpf-to-bpf calls push only what their callee needs (see
-        // `local_call`), so rsp can be anything here: align it for the
-        // System V call, keeping the old value to pop back into rsp.
+        // Called, so rsp is 8 off the call site's (16-aligned, see
+        // `helper_call`), or anything under a `callx`'s frame: align it
+        // for the System V call, keeping the old value to pop back.
         self.a.mov_r_rm(Sz::B64, Gpr::Rax, Rm::Reg(Gpr::Rsp));
         self.a.alu_rm_i(Sz::B64, Alu::And, Rm::Reg(Gpr::Rsp), -16);
         self.a.push(Gpr::Rax);
@@ -1177,49 +1256,96 @@ impl<'a> Emitter<'a> {
             self.a.push(Gpr::Rax);
         }
         // An even number of pushes from a 16-aligned rsp: aligned again
-        // for the call.
-        // The target, from the run's table (`Ctx::direct`): entry `rcx`
-        // for a call by table index (a helper's own direct entry, or a
-        // trampoline), the last one (`Ctx::direct_len`, a trampoline) for a
-        // `callx` by id (bit 32 of rdx), without a branch.
-        self.a.mov_r_rm(Sz::B64, Gpr::Rax, Rm::Reg(Gpr::Rdx));
-        self.a.shift_i(Sz::B64, Shift::Shr, Rm::Reg(Gpr::Rax), 32);
-        self.a.cmov(
-            Sz::B64,
-            Cc::Ne,
-            Gpr::Rcx,
-            field(offset_of!(Ctx, direct_len)),
-        );
-        self.a
-            .mov_r_rm(Sz::B64, Gpr::Rax, field(offset_of!(Ctx, direct)));
-        self.a.mov_r_rm(
-            Sz::B64,
-            Gpr::Rax,
-            Rm::Mem(Mem::indexed(Gpr::Rax, Gpr::Rcx, 8)),
-        );
-        // Every target takes (r1, the run's `RawCall` in the `Ctx`, r4,
-        // r5, r2, r3) in the System V argument registers (rdi, rsi, rdx,
-        // rcx, r8, r9: `bpfkit_runtime::raw::RawEntry`), so that r1-r3
-        // stay where they are.
+        // for the call. Every target takes (r1, the run's `RawCall` in the
+        // `Ctx`, r4, r5, r2, r3) in the System V argument registers (rdi,
+        // rsi, rdx, rcx, r8, r9: `bpfkit_runtime::raw::RawEntry`), so that
+        // r1-r3 stay where they are.
         debug_assert_eq!(REG_MAP[1..=3], [Gpr::Rdi, Gpr::R8, Gpr::R9]);
         self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(REG_MAP[4]));
         self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(REG_MAP[5]));
         self.a
             .lea(Gpr::Rsi, Mem::at(CTX, offset_of!(Ctx, raw) as i32));
-        self.a.call_rm(Rm::Reg(Gpr::Rax));
+        self.a.call_rm(field(offset_of!(Ctx, tramp)));
         if keep {
             for &r in REG_MAP[1..=5].iter().rev() {
                 self.a.pop(r);
             }
         }
         self.a.pop(Gpr::Rsp);
-        let stopped = self.new_label();
+        // The trampoline made the trap (or the program's end) itself.
         self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
         self.jcc(Cc::Ne, stopped);
         self.a.mov_r_rm(Sz::B64, Gpr::Rsi, Rm::Reg(Gpr::Rax));
         self.a.ret();
-        self.bind(stopped);
-        self.unwind();
+    }
+
+    /// The call at instruction `i` of the helper at table index `h`,
+    /// straight from the call site: `call [direct + 8h]` through the run's
+    /// table (`Ctx::direct`: the helper's direct entry, or `L_TRAMP`),
+    /// with no store on the way. What the stub used to keep in the `Ctx`
+    /// for the stop path and the trampolines is found otherwise: the call's
+    /// return address names the call (`Lowered::helper_sites`, for
+    /// trampolines), and a stop goes through a cold stub of this call
+    /// (`Cold::Stop`, for the trap's pc and id). rsp is 16-aligned here
+    /// by construction (see `local_call`), as the System V call needs.
+    fn helper_call(&mut self, i: usize, h: u32) {
+        // Checked mode keeps r1-r5 as `helper_routine` does, those that
+        // the program may still read (`live_after_call`); an even number
+        // of pushes keeps rsp aligned (a dummy one when needed).
+        let keep = if self.input.checked {
+            let subprograms = *self.subprograms.get_or_insert_with(|| {
+                self.input
+                    .prog
+                    .insns()
+                    .iter()
+                    .any(|i| matches!(i, Insn::CallLocal(_) | Insn::Callx(_)))
+            });
+            live_after_call(self.input.prog, i, subprograms)
+        } else {
+            0
+        };
+        let kept = |r: usize| keep & (1 << r) != 0;
+        for (r, &g) in REG_MAP.iter().enumerate().take(6).skip(1) {
+            if kept(r) {
+                self.a.push(g);
+            }
+        }
+        let pad = keep.count_ones() % 2 == 1;
+        if pad {
+            self.a.push(Gpr::Rax);
+        }
+        // (r1, the run's `RawCall`, r4, r5, r2, r3): see `helper_routine`.
+        debug_assert_eq!(REG_MAP[1..=3], [Gpr::Rdi, Gpr::R8, Gpr::R9]);
+        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(REG_MAP[4]));
+        self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(REG_MAP[5]));
+        self.a
+            .lea(Gpr::Rsi, Mem::at(CTX, offset_of!(Ctx, raw) as i32));
+        self.a
+            .mov_r_rm(Sz::B64, Gpr::Rax, field(offset_of!(Ctx, direct)));
+        self.a
+            .call_rm(Rm::Mem(Mem::at(Gpr::Rax, (8 * h as usize) as i32)));
+        let at = (self.a.pos() as u32, self.shrink.len() as u32, i as u32, h);
+        self.hsites.push(at);
+        self.fixed(L_TRAMP);
+        // rax and rdx hold the result.
+        if pad {
+            self.a.pop(Gpr::Rcx);
+        }
+        for (r, &g) in REG_MAP.iter().enumerate().take(6).skip(1).rev() {
+            if kept(r) {
+                self.a.pop(g);
+            }
+        }
+        self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
+        let stop = self.new_label();
+        self.cold.push(Cold::Stop {
+            label: stop,
+            h,
+            idx: i as u32,
+        });
+        self.fixed(L_HSTOP);
+        self.jcc(Cc::Ne, stop);
+        self.a.mov_r_rm(Sz::B64, Gpr::Rsi, Rm::Reg(Gpr::Rax));
     }
 
     /// Back to the entry's frame and out through the epilogue.
@@ -1241,6 +1367,12 @@ impl<'a> Emitter<'a> {
             self.frames_known = true;
             self.frames = subprog_frames(self.input.prog);
             self.frame_calls = !self.input.checked && !self.input.budget && self.frames.is_some();
+            self.aligned_calls = self
+                .input
+                .prog
+                .insns()
+                .iter()
+                .any(|i| matches!(i, Insn::Call(_) | Insn::Callx(_)));
         }
         let m = match (&self.frames, target) {
             (Some(frames), Some(t)) => frames
@@ -1249,6 +1381,31 @@ impl<'a> Emitter<'a> {
             _ => FRAME_ALL,
         };
         let saved = [Gpr::Rbx, Gpr::R12, Gpr::R14, Gpr::R15];
+        // Helper calls need rsp 16-aligned at the call site, which holds in
+        // the body of instruction 0 (see `prologue`); every subprogram is
+        // entered with it too: the pushes below plus the return address
+        // are made an even number (a dummy push), in programs that call
+        // helpers (`helper_call` relies on it).
+        let pushes = (m & 0xf).count_ones() + !(self.frame_calls && target.is_some()) as u32;
+        let pad = self.aligned_calls && pushes.is_multiple_of(2);
+        if pad {
+            self.a.push(Gpr::Rax);
+        }
+        self.local_call_frame(idx, target, callx_slot_in_rax, m, saved);
+        if pad {
+            self.a.pop(Gpr::Rcx);
+        }
+    }
+
+    /// `local_call` without the alignment.
+    fn local_call_frame(
+        &mut self,
+        idx: usize,
+        target: Option<usize>,
+        callx_slot_in_rax: bool,
+        m: u8,
+        saved: [Gpr; 4],
+    ) {
         if let (true, Some(t)) = (self.frame_calls, target) {
             // Verified code: the verifier bounds the call chain at 8
             // frames, so the new frame is simply the caller's minus 512
@@ -1421,10 +1578,7 @@ impl<'a> Emitter<'a> {
         self.jmp(done);
         self.bind(call);
         // The helper call as any other (see `insn`'s `Insn::Call`).
-        self.a.mov_r_imm64(Gpr::Rcx, h as u64);
-        self.a.mov_r_imm64(Gpr::Rdx, i as u64);
-        let l = self.fixed(L_HELPER);
-        self.call(l);
+        self.helper_call(i, h);
         self.bind(done);
         true
     }
@@ -1592,12 +1746,7 @@ impl<'a> Emitter<'a> {
             // An array lookup computed in place (emitted by the guard).
             Insn::Call(id) if self.inline_lookup(i, id.0) => {}
             Insn::Call(id) => match self.helper_calls_to(id.0) {
-                Some(h) => {
-                    self.a.mov_r_imm64(Gpr::Rcx, h as u64);
-                    self.a.mov_r_imm64(Gpr::Rdx, i as u64);
-                    let l = self.fixed(L_HELPER);
-                    self.call(l);
-                }
+                Some(h) => self.helper_call(i, h),
                 None => {
                     self.trap_insns.push((i as u32, *insn));
                     let l = self.trap_stub(status::UNKNOWN_HELPER, i);
@@ -2199,9 +2348,10 @@ fn near_bytes(insn: &Insn, checked: bool, r10_fixed: bool) -> usize {
         Insn::Load { src, off, size, .. } => mem(src, off, size),
         Insn::Store { dst, off, size, .. } => mem(dst, off, size),
         Insn::Ja { .. } | Insn::Jmp { .. } => 16,
-        // A helper call (15 bytes) or an unknown helper's trap jump; in
-        // unchecked mode an inline array lookup (`x64::inline`, ~40 bytes).
-        Insn::Call(_) if checked => 32,
+        // A helper call (`helper_call`: 38 bytes, 58 in checked mode with
+        // its pushes and pops) or an unknown helper's trap jump; in
+        // unchecked mode also an inline array lookup (`x64::inline`, ~40
+        // bytes).
         Insn::Call(_) => 64,
         Insn::Exit => 4,
         _ => 128,
@@ -2672,6 +2822,90 @@ fn regs_info(insn: &Insn) -> u32 {
 /// See [`regs_info`].
 const WRITES_R10: u32 = 1 << 16;
 
+/// Which of r1-r5 (bit `Reg::index`) the program may read, before writing
+/// them, after the helper call at `i` returns: those that checked code
+/// must keep across the call (the interpreter keeps them all; a register
+/// written before any read cannot tell). A bounded walk of the paths from
+/// `i + 1`: a register is dead on a path that writes it (a `mov`, `lddw` or
+/// load into it) before reading it, or ends (`exit` when the program has
+/// no subprograms, `subprograms` false: a subprogram's caller may read
+/// r1-r5 after its return); anything else that names it, a call (which
+/// may take them as arguments), or running out of steps keeps it.
+fn live_after_call(prog: &Program, i: usize, subprograms: bool) -> u8 {
+    const ALL: u8 = 0b11_1110;
+    let insns = prog.insns();
+    // (r6-r10 give 0: a shift of a `u8` by 8 or more would wrap.)
+    let bit = |r: Reg| (1u32 << r.index()) as u8 & ALL;
+    let mut live = 0u8;
+    // (instruction, registers not yet decided on the path).
+    let mut todo: Vec<(usize, u8)> = vec![(i + 1, ALL)];
+    let mut seen: Vec<(usize, u8)> = Vec::new();
+    let mut steps = 64u32;
+    while let Some((mut k, mut open)) = todo.pop() {
+        loop {
+            if steps == 0 {
+                live |= open;
+                break;
+            }
+            // Nothing left to decide, or a state already walked (a loop):
+            // this path adds nothing.
+            if open == 0 || seen.contains(&(k, open)) {
+                break;
+            }
+            seen.push((k, open));
+            steps -= 1;
+            let Some(insn) = insns.get(k) else {
+                // Past the end: the fall-off trap.
+                break;
+            };
+            let target = |off: i64| {
+                prog.pcs()[k]
+                    .branch(off)
+                    .and_then(|t| prog.index_of(t))
+                    .unwrap_or(insns.len())
+            };
+            match *insn {
+                Insn::Alu {
+                    op: AluOp::Mov | AluOp::MovSx(_),
+                    dst,
+                    src,
+                    ..
+                } if src != Src::Reg(dst) => {
+                    if let Src::Reg(r) = src {
+                        live |= open & bit(r);
+                    }
+                    open &= !bit(dst);
+                }
+                Insn::LoadImm64 { dst, .. } => open &= !bit(dst),
+                Insn::Load { dst, src, .. } => {
+                    live |= open & bit(src);
+                    open &= !bit(dst);
+                }
+                Insn::Exit if !subprograms => break,
+                Insn::Exit
+                | Insn::Call(_)
+                | Insn::CallLocal(_)
+                | Insn::Callx(_)
+                | Insn::CallKfunc { .. } => {
+                    live |= open;
+                    break;
+                }
+                Insn::Ja { off, .. } => {
+                    k = target(off as i64);
+                    continue;
+                }
+                Insn::Jmp { dst, src, off, .. } => {
+                    live |= open & (bit(dst) | if let Src::Reg(r) = src { bit(r) } else { 0 });
+                    todo.push((target(off as i64), open));
+                }
+                _ => live |= open & (regs_info(insn) as u8),
+            }
+            k += 1;
+        }
+    }
+    live
+}
+
 /// [`frame_bits`]: r6-r9 are bits 0-3.
 const FRAME_R10: u8 = 1 << 4;
 const FRAME_ALL: u8 = 0x1f;
@@ -2925,6 +3159,7 @@ fn lower_with(
         shrink: fresh(&mut s.shrink, n / 2 + 16),
         cold: fresh(&mut s.cold, 16),
         sites: fresh(&mut s.sites, if input.checked { n / 2 + 16 } else { 0 }),
+        hsites: Vec::new(),
         input,
         r10_fixed,
         pending: 0,
@@ -2944,6 +3179,8 @@ fn lower_with(
         frames: None,
         frames_known: false,
         frame_calls: false,
+        aligned_calls: false,
+        subprograms: None,
         skip: 0,
         branch_targets: None,
         eager_targets,
@@ -3024,6 +3261,7 @@ fn lower_with(
         mut fixups,
         shrink,
         cold,
+        hsites,
         leaders,
         fused,
         adj,
@@ -3056,6 +3294,14 @@ fn lower_with(
             .iter()
             .map(|&(pos, k, idx)| (pos - saved[(k as usize).min(last)] as u32, idx))
             .collect(),
+        helper_sites: hsites
+            .iter()
+            .map(|&(pos, k, idx, h)| (pos - saved[(k as usize).min(last)] as u32, idx, h))
+            .collect(),
+        tramp: labels
+            .get(n + 1 + L_TRAMP)
+            .filter(|&&l| l != UNBOUND)
+            .map_or(u32::MAX, |_| at(n + 1 + L_TRAMP)),
         table,
         trap_insns,
         uses_regions,
