@@ -140,6 +140,10 @@ pub struct RunState {
     pub cpu: usize,
     /// The XDP buffer, for XDP programs.
     pub xdp: Option<XdpBuff>,
+    /// The region of the run's memory where the XDP helpers last rewrote
+    /// the context's fields (a hint, checked at each use: 0, where
+    /// `XdpRunner` puts the context).
+    pub(crate) ctx_region: usize,
     /// The fragments of a multi-buffer XDP packet after the linear part
     /// (the kernel's `skb_shared_info` frags, one page at most each, at
     /// most [`MAX_SKB_FRAGS`]); programs reach them only through helpers.
@@ -256,6 +260,7 @@ impl RunState {
             slot_memo: Vec::new(),
             cpu,
             xdp: None,
+            ctx_region: 0,
             frags: Vec::new(),
             trace: Vec::new(),
             printk: Default::default(),

@@ -41,8 +41,11 @@ fn set_buff(env: &mut Env<'_, '_, '_>, b: XdpBuff) -> Result<(), HelperAbort> {
     md[0..4].copy_from_slice(&(b.data as u32).to_le_bytes());
     md[4..8].copy_from_slice(&(b.end as u32).to_le_bytes());
     md[8..12].copy_from_slice(&(b.meta as u32).to_le_bytes());
-    // One fixed-size store (inlined), not a call and a copy.
-    env.guest().store::<12>(b.ctx, md)?;
+    // One fixed-size store (inlined), not a call and a copy, into the
+    // region found last time: the program's own accesses move the memory's
+    // hint elsewhere between two calls.
+    let (guest, st) = env.split();
+    st.ctx_region = guest.store_hinted::<12>(st.ctx_region, b.ctx, md)?;
     Ok(())
 }
 

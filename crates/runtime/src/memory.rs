@@ -137,10 +137,16 @@ fn next_version() -> u64 {
 }
 
 impl<'a> Memory<'a> {
-    /// No regions.
+    /// How many regions a new `Memory` holds before its list grows.
+    pub const ROOM: usize = 8;
+
+    /// No regions, room for [`Memory::ROOM`] without reallocating.
     pub fn new() -> Memory<'a> {
         Memory {
-            regions: Vec::new(),
+            // An XDP chunk adds the context, the packet and the storage of
+            // the table's arrays: one allocation, not a growth per chunk
+            // (a realloc is some 400 host instructions).
+            regions: Vec::with_capacity(Self::ROOM),
             last: Cell::new(0),
             packet: None,
             version: next_version(),
@@ -284,6 +290,37 @@ impl<'a> Memory<'a> {
         // region, valid for writes while `self` lives (Region invariant).
         unsafe { r.ptr.add(off).cast::<[u8; N]>().write_unaligned(bytes) };
         Ok(())
+    }
+
+    /// [`Memory::store`] for a caller that writes the same place again and
+    /// again (a helper rewriting the XDP context): region `hint` (an index
+    /// this returned before, or any number) is tried first, then every
+    /// region in order. Returns the index of the region written, the hint
+    /// for the next call. The hint of [`Memory::find`] is left alone, so
+    /// that such a store does not evict the region the program's other
+    /// accesses go to (each would then walk the list).
+    #[inline]
+    pub fn store_hinted<const N: usize>(
+        &mut self,
+        hint: usize,
+        addr: u64,
+        bytes: [u8; N],
+    ) -> Result<usize, MemFault> {
+        let i = match self.regions.get(hint) {
+            Some(r) if r.allows(addr, N, Access::Write) => hint,
+            _ => self
+                .regions
+                .iter()
+                .position(|r| r.allows(addr, N, Access::Write))
+                .ok_or_else(|| fault(addr, N, Access::Write))?,
+        };
+        let r = &self.regions[i];
+        let off = (addr - r.start) as usize;
+        // SAFETY: `allows` checked that `[off, off + N)` lies inside a
+        // writable region, valid for writes while `self` lives (Region
+        // invariant).
+        unsafe { r.ptr.add(off).cast::<[u8; N]>().write_unaligned(bytes) };
+        Ok(i)
     }
 
     /// Copies `buf.len()` bytes at `addr` into `buf` (all inside one region).
@@ -518,6 +555,27 @@ impl<'r, 'a> Guest<'r, 'a> {
         self.memory_mut().store::<N>(addr, bytes)
     }
 
+    /// [`Memory::store_hinted`] after the stack (which never moves between
+    /// regions, so a hit there returns `hint` unchanged).
+    #[inline(always)]
+    pub fn store_hinted<const N: usize>(
+        &mut self,
+        hint: usize,
+        addr: u64,
+        bytes: [u8; N],
+    ) -> Result<usize, MemFault> {
+        let off = addr.wrapping_sub(self.stack_start()) as usize;
+        if let Some(b) = self
+            .stack_mut()
+            .get_mut(off..)
+            .and_then(|s| s.first_chunk_mut::<N>())
+        {
+            *b = bytes;
+            return Ok(hint);
+        }
+        self.memory_mut().store_hinted::<N>(hint, addr, bytes)
+    }
+
     /// Copies `buf.len()` bytes at `addr` into `buf` (all inside one region).
     /// Inlined into helpers: the stack or the last region found is a few
     /// compares and the copy, without a call and a `Result` in memory.
@@ -645,6 +703,55 @@ mod tests {
         assert!(mem.atomic_update::<4>(pa + 5, |_| 0).is_err());
         drop(mem);
         assert_eq!(a, [0, 0, 0, 0, 0, 0, 0, 4]);
+    }
+
+    #[test]
+    fn a_new_memory_takes_room_regions_without_growing() {
+        let mut bufs = [[0u8; 4]; Memory::ROOM];
+        let mut mem = Memory::new();
+        let list = mem.regions.as_ptr();
+        for b in &mut bufs {
+            mem.add(RegionKind::MapValue, b);
+        }
+        assert_eq!(mem.regions().len(), Memory::ROOM);
+        assert_eq!(mem.regions.as_ptr(), list);
+    }
+
+    #[test]
+    fn hinted_stores_check_the_hint_and_keep_the_lookup_hint() {
+        let mut ctx = [0u8; 8];
+        let ro = [2u8; 8];
+        let mut val = [4u8; 8];
+        let mut mem = Memory::new();
+        let pc = mem.add(RegionKind::Context, &mut ctx);
+        let pr = mem.add_readonly(RegionKind::ReadOnlyData, &ro);
+        let pv = mem.add(RegionKind::MapValue, &mut val);
+        // The program's accesses go to the value: `last` is its region.
+        assert_eq!(mem.load::<1>(pv).unwrap(), [4]);
+        assert_eq!(mem.last.get(), 2);
+        // A wrong or stale hint (past the end, a region not holding the
+        // address, a read-only one) is a walk, not a store elsewhere.
+        for hint in [7, 2, 1] {
+            assert_eq!(mem.store_hinted::<4>(hint, pc, [hint as u8; 4]), Ok(0));
+        }
+        // A good hint is used as it is.
+        assert_eq!(mem.store_hinted::<4>(0, pc + 4, [5; 4]), Ok(0));
+        // The lookup hint stays on the value's region.
+        assert_eq!(mem.last.get(), 2);
+        // Bounds and permissions as `store`.
+        for (hint, addr) in [(0, pc + 6), (1, pr), (2, pv + 5)] {
+            assert_eq!(
+                mem.store_hinted::<4>(hint, addr, [0; 4]),
+                Err(MemFault {
+                    addr,
+                    size: 4,
+                    access: Access::Write
+                })
+            );
+        }
+        drop(mem);
+        assert_eq!(ctx, [1, 1, 1, 1, 5, 5, 5, 5]);
+        assert_eq!(val, [4; 8]);
     }
 
     #[test]
