@@ -440,3 +440,52 @@ fn checked_code_keeps_what_a_later_path_reads() {
         }
     }
 }
+
+/// How many bpf-to-bpf calls of `jit`'s code get the dummy push that keeps
+/// rsp aligned for helper calls (`push rax` right before a direct `call`).
+fn padded_calls(jit: &Jit) -> usize {
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
+    let code = jit.code().bytes();
+    let mut d = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
+    let mut prev_push_rax = false;
+    let mut n = 0;
+    for insn in &mut d {
+        let is_call = insn.mnemonic() == Mnemonic::Call && insn.op0_kind() == OpKind::NearBranch64;
+        if is_call && prev_push_rax {
+            n += 1;
+        }
+        prev_push_rax = insn.mnemonic() == Mnemonic::Push
+            && insn.op0_kind() == OpKind::Register
+            && insn.op0_register() == Register::RAX;
+    }
+    n
+}
+
+/// Only subprograms that call a helper, themselves or through a callee,
+/// are entered with the dummy push: `leaf` (no helper) gets none, `mid`
+/// (which calls `inner`, which calls one) and `inner` do, and every helper
+/// call stays aligned. (Unchecked code: a helper-free leaf that saves
+/// nothing is a bare `call`, an even number of pushes without the pad.)
+#[test]
+fn only_callees_that_reach_a_helper_are_padded() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    let p = prog(
+        "call 7\nmov %r6, %r0\n\
+         call local leaf\nadd %r6, %r0\n\
+         call local mid\nadd %r6, %r0\n\
+         mov %r0, %r6\nexit\n\
+         leaf:\nmov %r0, 1000\nexit\n\
+         mid:\ncall local inner\nadd %r0, 100\nexit\n\
+         inner:\ncall 7\nexit",
+    );
+    for way in WAYS {
+        let mut jit = compile(&p, way, true);
+        assert_eq!(padded_calls(&jit), 2, "{way:?}");
+        let mut d = Data::new(0, Then::Return);
+        // 1 + 1000 + (2 + 100).
+        assert_eq!(run(&mut jit, way, &mut d), Ok(1103), "{way:?}");
+        assert_eq!(d.misaligned, 0, "{way:?}");
+    }
+}
