@@ -220,21 +220,7 @@ pub(crate) fn array_lookup(a: &mut Asm, map: &ArrayMap, keys: Option<Keys>) -> b
         return false;
     }
     let r0 = REG_MAP[0];
-    let r2 = REG_MAP[2];
-    // The key is a u32 (`bpfkit-maps` reads it in native byte order).
-    a.mov_r_rm(Sz::B32, Gpr::Rax, Rm::Mem(Mem::at(r2, 0)));
-    match keys {
-        Some(k) => {
-            let max = map.max_entries as i32;
-            a.mov_r_imm64(Gpr::Rcx, (max ^ k.max) as u32 as u64);
-            a.alu_rm_i(Sz::B32, Alu::Xor, Rm::Reg(Gpr::Rcx), k.max);
-            a.alu_rm_r(Sz::B32, Alu::Cmp, Rm::Reg(Gpr::Rax), Gpr::Rcx);
-        }
-        None => a.alu_rm_i(Sz::B32, Alu::Cmp, Rm::Reg(Gpr::Rax), map.max_entries as i32),
-    }
-    // `xor` would clobber the flags: `mov` leaves them.
-    a.mov_rm_i(Sz::B32, Rm::Reg(r0), 0);
-    let skip = a.jcc(Cc::Ae, false);
+    let skip = key_in_bounds(a, map.max_entries, keys);
     scale(a, Gpr::Rax, Gpr::Rdx, map.stride, keys.map(|k| k.stride));
     if percpu {
         // The CPU is below `cpus` (`Jit::set_cpu`), so the value lies
@@ -269,6 +255,26 @@ pub(crate) fn array_lookup(a: &mut Asm, map: &ArrayMap, keys: Option<Keys>) -> b
     true
 }
 
+/// The common head of the inline lookups: `eax` = the u32 key at `[r2]`
+/// (`bpfkit-maps` reads it in native byte order), `r0` = 0, and a short
+/// `jae` (returned, to patch) past the lookup when the key is not below
+/// `max_entries` (blinded through `keys` when given).
+fn key_in_bounds(a: &mut Asm, max_entries: u32, keys: Option<Keys>) -> usize {
+    a.mov_r_rm(Sz::B32, Gpr::Rax, Rm::Mem(Mem::at(REG_MAP[2], 0)));
+    match keys {
+        Some(k) => {
+            let max = max_entries as i32;
+            a.mov_r_imm64(Gpr::Rcx, (max ^ k.max) as u32 as u64);
+            a.alu_rm_i(Sz::B32, Alu::Xor, Rm::Reg(Gpr::Rcx), k.max);
+            a.alu_rm_r(Sz::B32, Alu::Cmp, Rm::Reg(Gpr::Rax), Gpr::Rcx);
+        }
+        None => a.alu_rm_i(Sz::B32, Alu::Cmp, Rm::Reg(Gpr::Rax), max_entries as i32),
+    }
+    // `xor` would clobber the flags: `mov` leaves them.
+    a.mov_rm_i(Sz::B32, Rm::Reg(REG_MAP[0]), 0);
+    a.jcc(Cc::Ae, false)
+}
+
 /// Emits `r0 = key < max_entries ? *(u64 *)(slots + key * 8) : 0` with
 /// the key read from `[r2]` (see the module docs), or nothing and `false`
 /// for a map without slots.
@@ -277,20 +283,7 @@ pub(crate) fn slot_lookup(a: &mut Asm, map: &SlotMap, keys: Option<Keys>) -> boo
         return false;
     }
     let r0 = REG_MAP[0];
-    let r2 = REG_MAP[2];
-    a.mov_r_rm(Sz::B32, Gpr::Rax, Rm::Mem(Mem::at(r2, 0)));
-    match keys {
-        Some(k) => {
-            let max = map.max_entries as i32;
-            a.mov_r_imm64(Gpr::Rcx, (max ^ k.max) as u32 as u64);
-            a.alu_rm_i(Sz::B32, Alu::Xor, Rm::Reg(Gpr::Rcx), k.max);
-            a.alu_rm_r(Sz::B32, Alu::Cmp, Rm::Reg(Gpr::Rax), Gpr::Rcx);
-        }
-        None => a.alu_rm_i(Sz::B32, Alu::Cmp, Rm::Reg(Gpr::Rax), map.max_entries as i32),
-    }
-    // `xor` would clobber the flags: `mov` leaves them.
-    a.mov_rm_i(Sz::B32, Rm::Reg(r0), 0);
-    let skip = a.jcc(Cc::Ae, false);
+    let skip = key_in_bounds(a, map.max_entries, keys);
     match keys {
         Some(k) => {
             a.mov_r_imm64(Gpr::Rcx, map.slots ^ k.base);
