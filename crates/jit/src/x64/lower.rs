@@ -1222,6 +1222,18 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// The arguments of a helper's entry: (r1, the run's `RawCall` in the
+    /// `Ctx`, r4, r5, r2, r3) in the System V argument registers (rdi, rsi,
+    /// rdx, rcx, r8, r9: `bpfkit_runtime::raw::RawEntry`), so that r1-r3
+    /// stay where they are and only three moves are made.
+    fn raw_entry_args(&mut self) {
+        debug_assert_eq!(REG_MAP[1..=3], [Gpr::Rdi, Gpr::R8, Gpr::R9]);
+        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(REG_MAP[4]));
+        self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(REG_MAP[5]));
+        self.a
+            .lea(Gpr::Rsi, Mem::at(CTX, offset_of!(Ctx, raw) as i32));
+    }
+
     /// The helper call of `callx` by id (rare: calls by table index call
     /// their target from the call site, `helper_call`): rcx = the id, rdx
     /// = instruction index with bit 32 set; both are kept in the `Ctx` for
@@ -1258,15 +1270,8 @@ impl<'a> Emitter<'a> {
             self.a.push(Gpr::Rax);
         }
         // An even number of pushes from a 16-aligned rsp: aligned again
-        // for the call. Every target takes (r1, the run's `RawCall` in the
-        // `Ctx`, r4, r5, r2, r3) in the System V argument registers (rdi,
-        // rsi, rdx, rcx, r8, r9: `bpfkit_runtime::raw::RawEntry`), so that
-        // r1-r3 stay where they are.
-        debug_assert_eq!(REG_MAP[1..=3], [Gpr::Rdi, Gpr::R8, Gpr::R9]);
-        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(REG_MAP[4]));
-        self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(REG_MAP[5]));
-        self.a
-            .lea(Gpr::Rsi, Mem::at(CTX, offset_of!(Ctx, raw) as i32));
+        // for the call.
+        self.raw_entry_args();
         self.a.call_rm(field(offset_of!(Ctx, tramp)));
         if keep {
             for &r in REG_MAP[1..=5].iter().rev() {
@@ -1316,12 +1321,7 @@ impl<'a> Emitter<'a> {
         if pad {
             self.a.push(Gpr::Rax);
         }
-        // (r1, the run's `RawCall`, r4, r5, r2, r3): see `helper_routine`.
-        debug_assert_eq!(REG_MAP[1..=3], [Gpr::Rdi, Gpr::R8, Gpr::R9]);
-        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Reg(REG_MAP[4]));
-        self.a.mov_r_rm(Sz::B64, Gpr::Rcx, Rm::Reg(REG_MAP[5]));
-        self.a
-            .lea(Gpr::Rsi, Mem::at(CTX, offset_of!(Ctx, raw) as i32));
+        self.raw_entry_args();
         self.a
             .mov_r_rm(Sz::B64, Gpr::Rax, field(offset_of!(Ctx, direct)));
         self.a
