@@ -7,24 +7,15 @@
 //! batches; the interpreter, which always calls the helper, agrees.
 //! Fixture: `tests/inline/array_lookup.c`.
 
-use bpfkit::runtime::{Memory, RegionKind};
-use bpfkit::{Engine, Loader, Object, RunInput};
+mod common;
+
+use bpfkit::{Engine, Loader, Object};
 
 const FIXTURE: &[u8] = include_bytes!("inline/array_lookup.o");
 
 /// Runs `lookup` with the key `key` in its context, `repeat` times.
 fn run(obj: &mut Object, key: u32, repeat: u32) -> u64 {
-    let mut regs = [0u8; 168];
-    regs[..4].copy_from_slice(&key.to_ne_bytes());
-    let mut mem = Memory::new();
-    let ctx = mem.add(RegionKind::Context, &mut regs);
-    let input = RunInput {
-        repeat,
-        ..RunInput::default()
-    };
-    let out = obj.run(0, mem, &[ctx], input);
-    assert_eq!(out.runs, repeat.max(1));
-    out.result.expect("runs without a trap")
+    common::result(obj, &[key], repeat)
 }
 
 /// `struct val` of the fixture: (a, b, c).

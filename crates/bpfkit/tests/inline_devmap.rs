@@ -9,8 +9,9 @@
 //! which always calls the helper, agrees. Fixture:
 //! `tests/inline/devmap_lookup.c`.
 
-use bpfkit::runtime::{Memory, RegionKind};
-use bpfkit::{Engine, Loader, Object, RunInput};
+mod common;
+
+use bpfkit::{Engine, Loader, Object};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,17 +20,7 @@ const FIXTURE: &[u8] = include_bytes!("inline/devmap_lookup.o");
 
 /// Runs `lookup` with the key `key` in its context, `repeat` times.
 fn run(obj: &mut Object, key: u32, repeat: u32) -> u64 {
-    let mut regs = [0u8; 168];
-    regs[..4].copy_from_slice(&key.to_ne_bytes());
-    let mut mem = Memory::new();
-    let ctx = mem.add(RegionKind::Context, &mut regs);
-    let input = RunInput {
-        repeat,
-        ..RunInput::default()
-    };
-    let out = obj.run(0, mem, &[ctx], input);
-    assert_eq!(out.runs, repeat.max(1));
-    out.result.expect("runs without a trap")
+    common::result(obj, &[key], repeat)
 }
 
 fn load(engine: Engine, blind: bool) -> Object {
@@ -102,10 +93,8 @@ fn check_engine(engine: Engine, blind: bool) {
 
 #[test]
 fn inline_devmap_lookups_match_the_maps_and_reach_helpers() {
-    check_engine(Engine::Interp, false);
-    if bpfkit_jit::is_supported() {
-        check_engine(Engine::Jit, false);
-        check_engine(Engine::Jit, true);
+    for (engine, blind) in common::engines() {
+        check_engine(engine, blind);
     }
 }
 

@@ -9,26 +9,16 @@
 //! the next run, an index past the end is NULL. The interpreter, which
 //! always calls the helper, agrees. Fixture: `tests/inline/inner_lookup.c`.
 
-use bpfkit::runtime::{Memory, RegionKind};
-use bpfkit::{Engine, Loader, Object, RunInput};
+mod common;
+
+use bpfkit::{Engine, Loader, Object};
 use bpfkit_abi::{MapDef, MapType};
 
 const FIXTURE: &[u8] = include_bytes!("inline/inner_lookup.o");
 
 /// Runs `lookup` on outer slot `slot`, inner key `key`, `repeat` times.
 fn run(obj: &mut Object, slot: u32, key: u32, repeat: u32) -> u64 {
-    let mut regs = [0u8; 168];
-    regs[..4].copy_from_slice(&slot.to_ne_bytes());
-    regs[4..8].copy_from_slice(&key.to_ne_bytes());
-    let mut mem = Memory::new();
-    let ctx = mem.add(RegionKind::Context, &mut regs);
-    let input = RunInput {
-        repeat,
-        ..RunInput::default()
-    };
-    let out = obj.run(0, mem, &[ctx], input);
-    assert_eq!(out.runs, repeat.max(1));
-    out.result.expect("runs without a trap")
+    common::result(obj, &[slot, key], repeat)
 }
 
 fn u64_at(m: &bpfkit_maps::Map, key: u32) -> u64 {
@@ -108,9 +98,7 @@ fn check_engine(engine: Engine, blind: bool) {
 
 #[test]
 fn inner_array_lookups_match_the_maps_and_reach_helpers() {
-    check_engine(Engine::Interp, false);
-    if bpfkit_jit::is_supported() {
-        check_engine(Engine::Jit, false);
-        check_engine(Engine::Jit, true);
+    for (engine, blind) in common::engines() {
+        check_engine(engine, blind);
     }
 }

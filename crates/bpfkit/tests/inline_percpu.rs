@@ -9,8 +9,10 @@
 //! run on a CPU at or above the possible CPUs is refused on every engine.
 //! Fixture: `tests/inline/percpu_lookup.c`.
 
-use bpfkit::runtime::{Memory, RegionKind, TrapKind};
-use bpfkit::{Engine, Loader, Object, RunInput, BAD_CPU};
+mod common;
+
+use bpfkit::runtime::TrapKind;
+use bpfkit::{Engine, Loader, Object, BAD_CPU};
 
 const FIXTURE: &[u8] = include_bytes!("inline/percpu_lookup.o");
 
@@ -20,16 +22,7 @@ const CPUS: usize = 3;
 /// Runs `lookup` on `cpu` with the key `key` in its context, `repeat`
 /// times.
 fn run(obj: &mut Object, cpu: usize, key: u32, repeat: u32) -> bpfkit::RunOutcome {
-    let mut regs = [0u8; 168];
-    regs[..4].copy_from_slice(&key.to_ne_bytes());
-    let mut mem = Memory::new();
-    let ctx = mem.add(RegionKind::Context, &mut regs);
-    let input = RunInput {
-        cpu,
-        repeat,
-        ..RunInput::default()
-    };
-    obj.run(0, mem, &[ctx], input)
+    common::run_words(obj, &[key], cpu, repeat)
 }
 
 fn ok(obj: &mut Object, cpu: usize, key: u32, repeat: u32) -> u64 {
@@ -115,10 +108,8 @@ fn check_engine(engine: Engine, blind: bool) {
 
 #[test]
 fn per_cpu_lookups_match_the_maps_on_every_cpu() {
-    check_engine(Engine::Interp, false);
-    if bpfkit_jit::is_supported() {
-        check_engine(Engine::Jit, false);
-        check_engine(Engine::Jit, true);
+    for (engine, blind) in common::engines() {
+        check_engine(engine, blind);
     }
 }
 
