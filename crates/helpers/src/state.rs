@@ -418,11 +418,7 @@ impl RunState {
         let Some(&(p, i)) = self.exposed.last() else {
             return false;
         };
-        p == ptr
-            && self.is_run_memory(mem)
-            && mem.regions().get(i).is_some_and(|r| {
-                r.start() == ptr && len as u64 <= r.len() && (r.writable() || !writable)
-            })
+        p == ptr && self.is_run_memory(mem) && region_holds(mem, i, ptr, len, writable)
     }
 
     /// Whether a value at `ptr` of `len` bytes was registered as a region
@@ -439,9 +435,7 @@ impl RunState {
         let Some(&(_, i)) = self.exposed.iter().rev().find(|(p, _)| *p == ptr) else {
             return false;
         };
-        mem.regions().get(i).is_some_and(|r| {
-            r.start() == ptr && len as u64 <= r.len() && (r.writable() || !writable)
-        })
+        region_holds(mem, i, ptr, len, writable)
     }
 
     /// The answer of an earlier lookup of `key` (an index) in the slot map
@@ -562,4 +556,14 @@ fn seed() -> u64 {
     let t = crate::misc::monotonic_ns();
     let c = COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
     (t ^ c).max(1)
+}
+
+/// Whether region `i` of `mem` is still the value at `ptr` a lookup
+/// exposed: it starts there, holds `len` bytes and allows writes when
+/// `writable`.
+#[inline(always)]
+fn region_holds(mem: &Memory<'_>, i: usize, ptr: u64, len: usize, writable: bool) -> bool {
+    mem.regions()
+        .get(i)
+        .is_some_and(|r| r.start() == ptr && len as u64 <= r.len() && (r.writable() || !writable))
 }
