@@ -25,8 +25,7 @@ fn val(bytes: &[u8]) -> (u32, u32, u32) {
 }
 
 fn check_engine(engine: Engine) {
-    let mut obj = Loader::new().engine(engine).load(FIXTURE).unwrap();
-    obj.check(0).expect("the fixture verifies");
+    let mut obj = common::load(Loader::new(), engine, false, FIXTURE);
     let arr = obj.map("arr").unwrap().map.clone();
     let base = arr.array_storage().expect("a plain array").addr();
     // In range (the boundary included), out of range, huge.

@@ -24,13 +24,7 @@ fn run(obj: &mut Object, key: u32, repeat: u32) -> u64 {
 }
 
 fn load(engine: Engine, blind: bool) -> Object {
-    let obj = Loader::new()
-        .engine(engine)
-        .jit_blind(blind)
-        .load(FIXTURE)
-        .unwrap();
-    obj.check(0).expect("the fixture verifies");
-    obj
+    common::load(Loader::new(), engine, blind, FIXTURE)
 }
 
 fn check_engine(engine: Engine, blind: bool) {

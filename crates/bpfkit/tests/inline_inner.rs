@@ -30,12 +30,7 @@ fn u64_at(m: &bpfkit_maps::Map, key: u32) -> u64 {
 }
 
 fn check_engine(engine: Engine, blind: bool) {
-    let mut obj = Loader::new()
-        .engine(engine)
-        .jit_blind(blind)
-        .load(FIXTURE)
-        .unwrap();
-    obj.check(0).expect("the fixture verifies");
+    let mut obj = common::load(Loader::new(), engine, blind, FIXTURE);
     let in0 = obj.map("in0").unwrap().map.clone();
     let outer = obj.map("outer").unwrap().map.clone();
     let copies = obj.map("copies").unwrap().map.clone();

@@ -38,14 +38,7 @@ fn val(bytes: &[u8]) -> (u32, u32, u32) {
 }
 
 fn load(engine: Engine, blind: bool) -> Object {
-    let obj = Loader::new()
-        .engine(engine)
-        .possible_cpus(CPUS)
-        .jit_blind(blind)
-        .load(FIXTURE)
-        .unwrap();
-    obj.check(0).expect("the fixture verifies");
-    obj
+    common::load(Loader::new().possible_cpus(CPUS), engine, blind, FIXTURE)
 }
 
 fn check_engine(engine: Engine, blind: bool) {

@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test file uses part of it
 
 use bpfkit::runtime::{Memory, RegionKind};
-use bpfkit::{Engine, Object, RunInput, RunOutcome};
+use bpfkit::{Engine, Loader, Object, RunInput, RunOutcome};
 
 /// Runs program 0 of `obj` `repeat` times on `cpu`, its context a zeroed
 /// `struct pt_regs` that starts with `words` (native byte order).
@@ -20,6 +20,18 @@ pub fn run_words(obj: &mut Object, words: &[u32], cpu: usize, repeat: u32) -> Ru
         ..RunInput::default()
     };
     obj.run(0, mem, &[ctx], input)
+}
+
+/// `fixture` loaded by `loader` with `engine` and `blind` (constant
+/// blinding), its program 0 checked by the verifier.
+pub fn load(loader: Loader, engine: Engine, blind: bool, fixture: &[u8]) -> Object {
+    let obj = loader
+        .engine(engine)
+        .jit_blind(blind)
+        .load(fixture)
+        .unwrap();
+    obj.check(0).expect("the fixture verifies");
+    obj
 }
 
 /// [`run_words`] on CPU 0, which must not trap: the program's result.
