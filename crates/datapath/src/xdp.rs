@@ -137,6 +137,9 @@ pub struct XdpRun {
     pub redirect: Option<Redirect>,
     /// Tail calls taken by the last run.
     pub tail_calls: u32,
+    /// Chunks the runs went in (one `Memory` and one pinned map epoch
+    /// each; see [`next_chunk`]).
+    pub chunks: u32,
 }
 
 /// Runs per chunk at first (see [`next_chunk`]).
@@ -294,6 +297,7 @@ impl XdpRunner {
         // little time, so that the per-chunk set-up fades on long repeats
         // without letting regions pile up or the epoch stay pinned long.
         let mut chunk = CHUNK_MIN;
+        let mut chunks = 0;
         let mut left = repeat.max(1);
         let mut trace = Vec::new();
         let mut total_ns = 0u64;
@@ -318,6 +322,7 @@ impl XdpRunner {
             total_ns += out.duration_ns;
             runs += u64::from(out.runs);
             left -= n;
+            chunks += 1;
             chunk = next_chunk(chunk, out.regions_added, out.duration_ns);
             if trace.len() < MAX_TRACE_LINES {
                 trace.extend(
@@ -351,6 +356,7 @@ impl XdpRunner {
             trace,
             redirect: out.redirect,
             tail_calls: out.tail_calls,
+            chunks,
         })
     }
 }

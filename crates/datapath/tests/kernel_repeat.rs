@@ -15,6 +15,7 @@ use std::path::Path;
 
 const LIMITS: &str = "tests/fixtures/xdp_limits.o";
 const REPEAT: &str = "tests/fixtures/xdp_repeat.o";
+const REGIONS: &str = "tests/fixtures/xdp_regions.o";
 
 /// The fixture's packet: op at bytes 14..18, delta at 18..22 (see
 /// `xdp_limits.c`), the rest a pattern.
@@ -173,4 +174,56 @@ fn chunks_grow_only_while_cheap() {
     assert_eq!(next_chunk(1024, 9, 10_000), CHUNK_MIN);
     assert_eq!(next_chunk(1024, 0, 1_000_000), CHUNK_MIN);
     assert_eq!(next_chunk(1024, 0, 999_999), 2048);
+}
+
+#[test]
+fn chunks_grow_unless_runs_add_regions() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let input = packet(64, 0, 0);
+    for (engine, verify) in engines(true) {
+        let load = |path: &str| {
+            let bytes = std::fs::read(root.join(path)).unwrap();
+            let mut obj = Loader::new()
+                .engine(engine)
+                .verify(verify)
+                .load(&bytes)
+                .unwrap();
+            if verify {
+                obj.verify_as(0, bpfkit::ProgType::Xdp);
+                obj.check(0).unwrap();
+            }
+            obj
+        };
+        let mut runner = XdpRunner::new().unwrap();
+        // No map values handed out: 64 + 128 + ... + 4096 runs, then the
+        // rest (unless this machine made a chunk take over a millisecond,
+        // which starts again from 64: still far fewer than 10000 / 64).
+        let mut obj = load(REPEAT);
+        let out = runner.run(&mut obj, 0, &input, None, 10_000).unwrap();
+        assert!(
+            (8..40).contains(&out.chunks),
+            "{engine:?} verified {verify}: {} chunks",
+            out.chunks
+        );
+        // A new hash value per run, each a region: chunks stay at 64 runs,
+        // and every run's update and increment is in the map afterwards.
+        let mut obj = load(REGIONS);
+        let out = runner.run(&mut obj, 0, &input, None, 1000).unwrap();
+        assert_eq!(out.retval, 2, "{engine:?} verified {verify}: XDP_PASS");
+        assert_eq!(
+            out.chunks,
+            1000u32.div_ceil(CHUNK_MIN),
+            "{engine:?} verified {verify}"
+        );
+        let values = &obj.map("values").unwrap().map;
+        for k in [0u32, 63, 64, 500, 999] {
+            let v = values.lookup(&k.to_ne_bytes()).unwrap();
+            assert_eq!(
+                v,
+                (u64::from(k) * 10 + 1).to_ne_bytes(),
+                "{engine:?} verified {verify}: key {k}"
+            );
+        }
+        assert!(values.lookup(&1000u32.to_ne_bytes()).is_err());
+    }
 }
