@@ -1068,6 +1068,7 @@ impl Map {
     }
 
     /// `bpf_ringbuf_query` with a [`ringbuf::query`] flag (0 for others).
+    #[inline]
     pub fn ringbuf_query(&self, flags: u64) -> u64 {
         self.ring().map_or(0, |r| r.query(flags))
     }

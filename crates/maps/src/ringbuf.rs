@@ -179,6 +179,7 @@ impl RingBuf {
     }
 
     /// `bpf_ringbuf_query`.
+    #[inline]
     pub(crate) fn query(&self, flags: u64) -> u64 {
         let cons = self.cons_pos.load(Ordering::Acquire);
         let prod = self.prod_pos.load(Ordering::Acquire);
