@@ -150,10 +150,10 @@ pub const CHUNK_MAX: u32 = 4096;
 /// followed by a longer one:
 /// the epoch stays pinned about as long as the kernel's test run keeps its
 /// RCU read section before it checks for a reschedule.
-const CHUNK_GROW_NS: u64 = 1_000_000;
+pub const CHUNK_GROW_NS: u64 = 1_000_000;
 /// A chunk that added more regions than this is not followed by a longer
 /// one (twice the runs would add about twice the regions).
-const CHUNK_GROW_REGIONS: usize = 8;
+pub const CHUNK_GROW_REGIONS: usize = 8;
 
 /// The size of the chunk after one of `chunk` runs that added `regions`
 /// regions in `ns` nanoseconds: twice as long (up to [`CHUNK_MAX`]) when it
