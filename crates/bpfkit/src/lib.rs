@@ -340,6 +340,12 @@ pub struct RunOutcome {
     /// Wall time spent in the programs, over all runs, in nanoseconds
     /// (set-up excluded).
     pub duration_ns: u64,
+    /// Guest regions that helpers added to the run's memory for map values
+    /// (hash values, ring buffer records, inner arrays) over all runs,
+    /// beyond the caller's and the map table's arrays: a caller that
+    /// splits a long `--repeat` into calls may make the next call longer
+    /// when this stays small (`bpfkit_datapath::XdpRunner` does).
+    pub regions_added: usize,
 }
 
 /// A loaded object: maps and prepared programs.
@@ -816,9 +822,10 @@ impl Object {
                 tail_calls: 0,
                 runs: 0,
                 duration_ns: 0,
+                regions_added: 0,
             };
         }
-        let ((result, runs, duration_ns), mut state) =
+        let ((result, runs, duration_ns, regions_added), mut state) =
             RunState::scoped(self.table.clone(), cpu, mem, |mem, state| {
                 state.xdp = xdp;
                 state.frags = frags;
@@ -826,6 +833,7 @@ impl Object {
                     state.clock = c;
                 }
                 state.add_map_regions(mem);
+                let base = mem.regions().len();
                 // One clock read around the whole loop, as the kernel's
                 // test timer does.
                 let t = Instant::now();
@@ -849,7 +857,8 @@ impl Object {
                         }
                     }
                 };
-                (r, runs, t.elapsed().as_nanos() as u64)
+                let ns = t.elapsed().as_nanos() as u64;
+                (r, runs, ns, mem.regions().len().saturating_sub(base))
             });
         RunOutcome {
             result,
@@ -860,6 +869,7 @@ impl Object {
             xdp: state.xdp,
             frags: std::mem::take(&mut state.frags),
             tail_calls: state.tail_calls,
+            regions_added,
         }
     }
 

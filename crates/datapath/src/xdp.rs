@@ -137,6 +137,34 @@ pub struct XdpRun {
     pub redirect: Option<Redirect>,
     /// Tail calls taken by the last run.
     pub tail_calls: u32,
+    /// Chunks the runs went in (one `Memory` and one pinned map epoch
+    /// each; see [`next_chunk`]).
+    pub chunks: u32,
+}
+
+/// Runs per chunk at first (see [`next_chunk`]).
+pub const CHUNK_MIN: u32 = 64;
+/// The most runs one chunk (one `Memory`, one pinned epoch) may have.
+pub const CHUNK_MAX: u32 = 4096;
+/// A chunk that took longer than this (1 ms, about a scheduler tick) is not
+/// followed by a longer one:
+/// the epoch stays pinned about as long as the kernel's test run keeps its
+/// RCU read section before it checks for a reschedule.
+pub const CHUNK_GROW_NS: u64 = 1_000_000;
+/// A chunk that added more regions than this is not followed by a longer
+/// one (twice the runs would add about twice the regions).
+pub const CHUNK_GROW_REGIONS: usize = 8;
+
+/// The size of the chunk after one of `chunk` runs that added `regions`
+/// regions in `ns` nanoseconds: twice as long (up to [`CHUNK_MAX`]) when it
+/// added at most [`CHUNK_GROW_REGIONS`] regions and took less than
+/// [`CHUNK_GROW_NS`], else back to [`CHUNK_MIN`].
+pub fn next_chunk(chunk: u32, regions: usize, ns: u64) -> u32 {
+    if regions <= CHUNK_GROW_REGIONS && ns < CHUNK_GROW_NS {
+        chunk.saturating_mul(2).min(CHUNK_MAX)
+    } else {
+        CHUNK_MIN
+    }
 }
 
 /// Runs XDP programs over packets, reusing one frame.
@@ -260,16 +288,22 @@ impl XdpRunner {
         self.ctx[16..20].copy_from_slice(&rxq.to_le_bytes());
         buff.ctx = self.ctx.as_ptr() as u64;
 
-        // Runs go in chunks over one Memory: set-up is amortised, and the
-        // regions that helpers add for map values (and the values retired
-        // meanwhile) are released between chunks.
-        const CHUNK: u32 = 64;
+        // Runs go in chunks over one Memory and one pinned map epoch: set-up
+        // is amortised, and the regions that helpers add for map values (and
+        // the values retired meanwhile) are released between chunks. The
+        // kernel's test run keeps one RCU read section over its repeats and
+        // leaves it only when the scheduler asks (`bpf_test_timer_continue`);
+        // here a chunk doubles while the last one added few regions and took
+        // little time, so that the per-chunk set-up fades on long repeats
+        // without letting regions pile up or the epoch stay pinned long.
+        let mut chunk = CHUNK_MIN;
+        let mut chunks = 0;
         let mut left = repeat.max(1);
         let mut trace = Vec::new();
         let mut total_ns = 0u64;
         let mut runs = 0u64;
         let out = loop {
-            let n = left.min(CHUNK);
+            let n = left.min(chunk);
             let mut mem = Memory::new();
             let ctx_addr = mem.add(RegionKind::Context, &mut self.ctx);
             mem.add(RegionKind::Packet, self.page.bytes_mut());
@@ -288,6 +322,8 @@ impl XdpRunner {
             total_ns += out.duration_ns;
             runs += u64::from(out.runs);
             left -= n;
+            chunks += 1;
+            chunk = next_chunk(chunk, out.regions_added, out.duration_ns);
             if trace.len() < MAX_TRACE_LINES {
                 trace.extend(
                     out.trace
@@ -320,6 +356,7 @@ impl XdpRunner {
             trace,
             redirect: out.redirect,
             tail_calls: out.tail_calls,
+            chunks,
         })
     }
 }

@@ -28,24 +28,39 @@ const BPF_F_EXCLUDE_INGRESS: u64 = 1 << 4;
 const BPF_F_CTXLEN_MASK: u64 = 0xfffff << 32;
 
 fn buff(env: &mut Env<'_, '_, '_>) -> Result<XdpBuff, HelperAbort> {
-    env.state()
-        .xdp
-        .ok_or_else(|| HelperAbort::Failed("not an XDP run".into()))
+    env.state().xdp.ok_or_else(not_xdp)
 }
 
-/// Stores the new buffer and rewrites the context's `data`, `data_end`
-/// and `data_meta` (32-bit fields holding the addresses).
-fn set_buff(env: &mut Env<'_, '_, '_>, b: XdpBuff) -> Result<(), HelperAbort> {
-    env.state().xdp = Some(b);
-    let mut md = [0u8; 12];
-    md[0..4].copy_from_slice(&(b.data as u32).to_le_bytes());
-    md[4..8].copy_from_slice(&(b.end as u32).to_le_bytes());
-    md[8..12].copy_from_slice(&(b.meta as u32).to_le_bytes());
-    // One fixed-size store (inlined), not a call and a copy, into the
-    // region found last time: the program's own accesses move the memory's
-    // hint elsewhere between two calls.
+/// The abort of an XDP helper in a run without an XDP buffer, out of line.
+#[cold]
+#[inline(never)]
+fn not_xdp() -> HelperAbort {
+    HelperAbort::Failed("not an XDP run".into())
+}
+
+/// Moves the run's XDP buffer to `meta`, `data` and `end` and rewrites the
+/// context's `data`, `data_end` and `data_meta` (32-bit fields holding the
+/// addresses). The buffer is changed in place (not copied out and back:
+/// these helpers run once per packet in programs that move the packet).
+#[inline(always)]
+fn move_buff(env: &mut Env<'_, '_, '_>, meta: u64, data: u64, end: u64) -> Result<(), HelperAbort> {
     let (guest, st) = env.split();
-    st.ctx_region = guest.store_hinted::<12>(st.ctx_region, b.ctx, md)?;
+    let b = st.xdp.as_mut().ok_or_else(not_xdp)?;
+    b.meta = meta;
+    b.data = data;
+    b.end = end;
+    let ctx = b.ctx;
+    let mut md = [0u8; 12];
+    md[0..4].copy_from_slice(&(data as u32).to_le_bytes());
+    md[4..8].copy_from_slice(&(end as u32).to_le_bytes());
+    md[8..12].copy_from_slice(&(meta as u32).to_le_bytes());
+    // One fixed-size store into the region found last time, not through
+    // the memory's lookup hint: the program's own accesses move that hint
+    // elsewhere between two calls. The context is a region of the run's
+    // memory, never the guest stack, so the stack is not tried first.
+    st.ctx_region = guest
+        .memory_mut()
+        .store_hinted::<12>(st.ctx_region, ctx, md)?;
     Ok(())
 }
 
@@ -56,7 +71,7 @@ fn metalen_invalid(len: u64) -> bool {
 /// `bpf_xdp_adjust_head(ctx, delta)`.
 #[inline]
 pub(crate) fn adjust_head(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
-    let mut b = buff(env)?;
+    let b = buff(env)?;
     let delta = a[1] as i32 as i64;
     let metalen = b.data - b.meta;
     let data = b.data.wrapping_add(delta as u64);
@@ -67,16 +82,14 @@ pub(crate) fn adjust_head(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResul
         let m = read(env, b.meta, metalen as usize)?;
         env.guest().write(b.meta.wrapping_add(delta as u64), &m)?;
     }
-    b.meta = b.meta.wrapping_add(delta as u64);
-    b.data = data;
-    set_buff(env, b)?;
+    move_buff(env, b.meta.wrapping_add(delta as u64), data, b.end)?;
     Ok(0)
 }
 
 /// `bpf_xdp_adjust_meta(ctx, delta)`.
 #[inline]
 pub(crate) fn adjust_meta(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
-    let mut b = buff(env)?;
+    let b = buff(env)?;
     let delta = a[1] as i32 as i64;
     let meta = b.meta.wrapping_add(delta as u64);
     if meta < b.hard_start + XDP_FRAME_SIZE || meta > b.data {
@@ -85,8 +98,7 @@ pub(crate) fn adjust_meta(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResul
     if metalen_invalid(b.data - meta) {
         return Ok(errno(EACCES));
     }
-    b.meta = meta;
-    set_buff(env, b)?;
+    move_buff(env, meta, b.data, b.end)?;
     Ok(0)
 }
 
@@ -95,7 +107,7 @@ pub(crate) fn adjust_meta(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResul
 /// `bpf_xdp_frags_increase_tail`/`_shrink_tail` do.
 #[inline]
 pub(crate) fn adjust_tail(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
-    let mut b = buff(env)?;
+    let b = buff(env)?;
     let delta = a[1] as i32 as i64;
     let st = env.state();
     if !st.frags.is_empty() {
@@ -117,8 +129,7 @@ pub(crate) fn adjust_tail(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResul
                 }
             }
             if st.frags.is_empty() && left > 0 {
-                b.end -= left;
-                set_buff(env, b)?;
+                move_buff(env, b.meta, b.data, b.end - left)?;
             }
             return Ok(0);
         }
@@ -148,8 +159,7 @@ pub(crate) fn adjust_tail(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResul
             None => env.guest().write(b.end, &vec![0u8; delta as usize])?,
         }
     }
-    b.end = end;
-    set_buff(env, b)?;
+    move_buff(env, b.meta, b.data, end)?;
     Ok(0)
 }
 

@@ -1041,6 +1041,7 @@ impl Map {
     /// where the kernel returns NULL (flags not 0, too big, no room). Pass
     /// the record's [`ValueRef::addr`] to [`Map::ringbuf_submit`] or
     /// [`Map::ringbuf_discard`] before the run ends.
+    #[inline]
     pub fn ringbuf_reserve<'g>(
         &'g self,
         size: u64,
@@ -1061,11 +1062,13 @@ impl Map {
     }
 
     /// `bpf_ringbuf_output`: reserve, copy, submit; `EAGAIN` when full.
+    #[inline]
     pub fn ringbuf_output(&self, data: &[u8], flags: u64) -> Result<(), MapError> {
         self.ring()?.output(data, flags)
     }
 
     /// `bpf_ringbuf_query` with a [`ringbuf::query`] flag (0 for others).
+    #[inline]
     pub fn ringbuf_query(&self, flags: u64) -> u64 {
         self.ring().map_or(0, |r| r.query(flags))
     }

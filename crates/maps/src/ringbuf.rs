@@ -85,7 +85,10 @@ impl RingBuf {
     }
 
     /// `bpf_ringbuf_reserve`: `None` where the kernel returns NULL (bad
-    /// flags, too big, no room).
+    /// flags, too big, no room). Inlined up to the lock: a ring that its
+    /// consumer does not keep up with answers every reservation and output
+    /// from here, with a few loads and compares.
+    #[inline]
     pub(crate) fn reserve(&self, size: u64, flags: u64) -> Option<ValueRef<'_>> {
         if flags != 0 || size > MAX_RECORD_SZ {
             return None;
@@ -105,6 +108,13 @@ impl RingBuf {
         if full_as_seen(prod, cons, total, self.size) {
             return None;
         }
+        self.reserve_locked(size, total)
+    }
+
+    /// The rest of [`RingBuf::reserve`], under the producer lock, for a
+    /// record of `total` bytes (header and padding included).
+    #[inline(never)]
+    fn reserve_locked(&self, size: u64, total: u64) -> Option<ValueRef<'_>> {
         let _p = lock(&self.producer);
         let cons = self.cons_pos.load(Ordering::Acquire);
         let prod = self.prod_pos.load(Ordering::Relaxed);
@@ -156,6 +166,7 @@ impl RingBuf {
     }
 
     /// `bpf_ringbuf_output`.
+    #[inline]
     pub(crate) fn output(&self, data: &[u8], flags: u64) -> Result<(), MapError> {
         if flags & !(NO_WAKEUP | FORCE_WAKEUP) != 0 {
             return Err(MapError::Invalid {
@@ -168,6 +179,7 @@ impl RingBuf {
     }
 
     /// `bpf_ringbuf_query`.
+    #[inline]
     pub(crate) fn query(&self, flags: u64) -> u64 {
         let cons = self.cons_pos.load(Ordering::Acquire);
         let prod = self.prod_pos.load(Ordering::Acquire);
