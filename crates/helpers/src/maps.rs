@@ -42,13 +42,19 @@ fn hand_out(env: &mut Env<'_, '_, '_>, ptr: *mut u8, len: usize, writable: bool)
     // The value the last lookup exposed (the same key in the next run of
     // a batch), checked here without a call.
     let (guest, st) = env.split();
-    if st.last_exposed(guest.memory(), ptr as u64, len, writable) {
+    let mem = guest.memory();
+    if st.last_exposed(mem, ptr as u64, len, writable) {
+        return Ok(ptr as u64);
+    }
+    // An older one of the few kept (lookups in two maps per run alternate
+    // between two values): still no call.
+    if st.is_run_memory(mem) && st.exposed_region(mem, ptr as u64, len, writable) {
         return Ok(ptr as u64);
     }
     hand_out_new(env, ptr, len, writable)
 }
 
-/// [`hand_out`] for a value that is not the last one exposed.
+/// [`hand_out`] for a value none of whose recent regions is still there.
 #[allow(unsafe_code)]
 #[inline(never)]
 fn hand_out_new(
@@ -65,11 +71,6 @@ fn hand_out_new(
         return Err(HelperAbort::Failed(
             "helper memory is not the memory of the run's RunState::scoped call".into(),
         ));
-    }
-    // The same value handed out again (the same key in the next run of a
-    // `--repeat` batch): its region is known, no search.
-    if st.exposed_region(mem, ptr as u64, len, writable) {
-        return Ok(ptr as u64);
     }
     let before = mem.regions().len();
     // SAFETY: `ptr` comes from a `ValueRef` obtained under the run
@@ -96,12 +97,14 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     // Memory and state at once: one downcast and one search of the table
     // (inner maps handed out in this run after it) per call.
     let (guest, st) = env.split();
-    let slot = st.maps.position(a[0]);
+    // `a[2]`: the table index the JIT passes for a map it resolved
+    // (checked against `a[0]`, never trusted).
+    let slot = st.maps.position_hinted(a[0], a[2]);
     // Arrays of the table: an index computation, as the kernel's
     // `array_map_lookup_elem`; devmaps of the table: one load of the
     // slot's word, the entry inside the region `add_map_regions`
     // registered.
-    if let Some(i) = slot {
+    if let Some((i, _)) = slot {
         if st.arrays.get(i).is_some_and(Option::is_some) {
             let index = u32::from_ne_bytes(guest.load::<4>(a[1])?);
             if let Some(addr) = st.array_lookup(guest.memory(), i, index) {
@@ -110,7 +113,7 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
         }
     }
     let map = match slot {
-        Some(i) => st.maps.at(i),
+        Some((_, m)) => m,
         // Not in the table (just searched): an inner map of this run.
         None => st
             .inner
