@@ -100,10 +100,36 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     // `a[2]`: the table index the JIT passes for a map it resolved
     // (checked against `a[0]`, never trusted).
     let slot = st.maps.position_hinted(a[0], a[2]);
-    // Arrays of the table: an index computation, as the kernel's
-    // `array_map_lookup_elem`; devmaps of the table: one load of the
-    // slot's word, the entry inside the region `add_map_regions`
-    // registered.
+    // Hash maps and LPM tries of the table (the per-packet flow and route
+    // tables) first: the key in one fixed-size load, one dispatch (the
+    // map's own), none of the searches below.
+    if let Some((_, map)) = slot.filter(|(_, m)| m.is_hashed()) {
+        let n = map.def().key_size as usize;
+        if n <= HASHED_KEY {
+            // One fixed-size load per common key size (no copy of a
+            // run-time length), one call of the lookup below.
+            let mut buf = [0u8; HASHED_KEY];
+            match n {
+                4 => load_into::<4>(guest, a[1], &mut buf)?,
+                8 => load_into::<8>(guest, a[1], &mut buf)?,
+                12 => load_into::<12>(guest, a[1], &mut buf)?,
+                16 => load_into::<16>(guest, a[1], &mut buf)?,
+                20 => load_into::<20>(guest, a[1], &mut buf)?,
+                24 => load_into::<24>(guest, a[1], &mut buf)?,
+                32 => load_into::<32>(guest, a[1], &mut buf)?,
+                40 => load_into::<40>(guest, a[1], &mut buf)?,
+                _ => guest.read(a[1], &mut buf[..n])?,
+            }
+            let writable = value_writable(map);
+            let Some((ptr, len)) = map
+                .lookup_hashed(&buf[..n], st.cpu, st.guard())
+                .map(|v| raw(&v))
+            else {
+                return Ok(0);
+            };
+            return hand_out(env, ptr, len, writable);
+        }
+    }
     if let Some((i, _)) = slot {
         if st.arrays.get(i).is_some_and(Option::is_some) {
             let index = u32::from_ne_bytes(guest.load::<4>(a[1])?);
@@ -215,6 +241,23 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
             hand_out(env, ptr, len, writable)
         }
     }
+}
+
+/// Keys of hash maps and LPM tries up to this size take the first path of
+/// [`lookup`] (flows, IPv6 tuples).
+const HASHED_KEY: usize = 40;
+
+/// The `N` guest bytes at `addr` into the start of `buf` (`N <= buf.len()`).
+#[inline(always)]
+fn load_into<const N: usize>(
+    guest: &Guest<'_, '_>,
+    addr: u64,
+    buf: &mut [u8],
+) -> Result<(), HelperAbort> {
+    if let Some(b) = buf.first_chunk_mut::<N>() {
+        *b = guest.load::<N>(addr)?;
+    }
+    Ok(())
 }
 
 /// A 4-byte key as the index it is (slot maps' keys are 4 bytes; a
