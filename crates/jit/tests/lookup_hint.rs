@@ -5,6 +5,7 @@
 //! branch, checked mode, constant blinding and resolvers without an index
 //! leave the program's `r3`. The helper here records the `r3` it got.
 
+#[allow(dead_code)] // part of it is for the inline-lookup tests
 mod common;
 
 use bpfkit_abi::{MapDef, MapType};
