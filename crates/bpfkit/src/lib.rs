@@ -457,6 +457,17 @@ impl bpfkit_runtime::Imm64Resolver for ObjResolver {
     fn inline_cpu_id(&self) -> bool {
         true
     }
+
+    /// The object's maps enter the run's `MapTable` in map order (`load`
+    /// inserts each, all distinct), so map `i` is the table's entry `i`:
+    /// the hint `bpfkit_helpers`' `bpf_map_lookup_elem` checks against its
+    /// `r1` before using it.
+    fn table_index(&self, _pc: Pc, imm: &Imm64) -> Option<u32> {
+        match *imm {
+            Imm64::MapIdx(i) => (usize::try_from(i).ok()? < self.addrs.len()).then_some(i as u32),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Object {

@@ -42,13 +42,19 @@ fn hand_out(env: &mut Env<'_, '_, '_>, ptr: *mut u8, len: usize, writable: bool)
     // The value the last lookup exposed (the same key in the next run of
     // a batch), checked here without a call.
     let (guest, st) = env.split();
-    if st.last_exposed(guest.memory(), ptr as u64, len, writable) {
+    let mem = guest.memory();
+    if st.last_exposed(mem, ptr as u64, len, writable) {
+        return Ok(ptr as u64);
+    }
+    // An older one of the few kept (lookups in two maps per run alternate
+    // between two values): still no call.
+    if st.is_run_memory(mem) && st.exposed_region(mem, ptr as u64, len, writable) {
         return Ok(ptr as u64);
     }
     hand_out_new(env, ptr, len, writable)
 }
 
-/// [`hand_out`] for a value that is not the last one exposed.
+/// [`hand_out`] for a value none of whose recent regions is still there.
 #[allow(unsafe_code)]
 #[inline(never)]
 fn hand_out_new(
@@ -65,11 +71,6 @@ fn hand_out_new(
         return Err(HelperAbort::Failed(
             "helper memory is not the memory of the run's RunState::scoped call".into(),
         ));
-    }
-    // The same value handed out again (the same key in the next run of a
-    // `--repeat` batch): its region is known, no search.
-    if st.exposed_region(mem, ptr as u64, len, writable) {
-        return Ok(ptr as u64);
     }
     let before = mem.regions().len();
     // SAFETY: `ptr` comes from a `ValueRef` obtained under the run
@@ -96,12 +97,40 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     // Memory and state at once: one downcast and one search of the table
     // (inner maps handed out in this run after it) per call.
     let (guest, st) = env.split();
-    let slot = st.maps.position(a[0]);
-    // Arrays of the table: an index computation, as the kernel's
-    // `array_map_lookup_elem`; devmaps of the table: one load of the
-    // slot's word, the entry inside the region `add_map_regions`
-    // registered.
-    if let Some(i) = slot {
+    // `a[2]`: the table index the JIT passes for a map it resolved
+    // (checked against `a[0]`, never trusted).
+    let slot = st.maps.position_hinted(a[0], a[2]);
+    // Hash maps and LPM tries of the table (the per-packet flow and route
+    // tables) first: the key in one fixed-size load, one dispatch (the
+    // map's own), none of the searches below.
+    if let Some((_, map)) = slot.filter(|(_, m)| m.is_hashed()) {
+        let n = map.def().key_size as usize;
+        if n <= HASHED_KEY {
+            // One fixed-size load per common key size (no copy of a
+            // run-time length), one call of the lookup below.
+            let mut buf = [0u8; HASHED_KEY];
+            match n {
+                4 => load_into::<4>(guest, a[1], &mut buf)?,
+                8 => load_into::<8>(guest, a[1], &mut buf)?,
+                12 => load_into::<12>(guest, a[1], &mut buf)?,
+                16 => load_into::<16>(guest, a[1], &mut buf)?,
+                20 => load_into::<20>(guest, a[1], &mut buf)?,
+                24 => load_into::<24>(guest, a[1], &mut buf)?,
+                32 => load_into::<32>(guest, a[1], &mut buf)?,
+                40 => load_into::<40>(guest, a[1], &mut buf)?,
+                _ => guest.read(a[1], &mut buf[..n])?,
+            }
+            let writable = value_writable(map);
+            let Some((ptr, len)) = map
+                .lookup_hashed(&buf[..n], st.cpu, st.guard())
+                .map(|v| raw(&v))
+            else {
+                return Ok(0);
+            };
+            return hand_out(env, ptr, len, writable);
+        }
+    }
+    if let Some((i, _)) = slot {
         if st.arrays.get(i).is_some_and(Option::is_some) {
             let index = u32::from_ne_bytes(guest.load::<4>(a[1])?);
             if let Some(addr) = st.array_lookup(guest.memory(), i, index) {
@@ -110,7 +139,7 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
         }
     }
     let map = match slot {
-        Some(i) => st.maps.at(i),
+        Some((_, m)) => m,
         // Not in the table (just searched): an inner map of this run.
         None => st
             .inner
@@ -212,6 +241,23 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
             hand_out(env, ptr, len, writable)
         }
     }
+}
+
+/// Keys of hash maps and LPM tries up to this size take the first path of
+/// [`lookup`] (flows, IPv6 tuples).
+const HASHED_KEY: usize = 40;
+
+/// The `N` guest bytes at `addr` into the start of `buf` (`N <= buf.len()`).
+#[inline(always)]
+fn load_into<const N: usize>(
+    guest: &Guest<'_, '_>,
+    addr: u64,
+    buf: &mut [u8],
+) -> Result<(), HelperAbort> {
+    if let Some(b) = buf.first_chunk_mut::<N>() {
+        *b = guest.load::<N>(addr)?;
+    }
+    Ok(())
 }
 
 /// A 4-byte key as the index it is (slot maps' keys are 4 bytes; a

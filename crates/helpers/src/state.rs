@@ -50,6 +50,23 @@ impl MapTable {
         self.by_addr.iter().position(|(a, _)| *a == addr)
     }
 
+    /// [`MapTable::position`], trying index `hint` first (what an engine
+    /// passes for a map it resolved when compiling,
+    /// `bpfkit_runtime::Imm64Resolver::table_index`; anything, where no
+    /// engine set it): taken only when that entry is the map at `addr`.
+    /// Gives the map too (no second bounds check).
+    #[inline(always)]
+    pub(crate) fn position_hinted(&self, addr: u64, hint: u64) -> Option<(usize, &Arc<Map>)> {
+        let h = usize::try_from(hint).unwrap_or(usize::MAX);
+        match self.by_addr.get(h) {
+            Some((a, m)) if *a == addr => Some((h, m)),
+            _ => {
+                let i = self.position(addr)?;
+                Some((i, &self.by_addr[i].1))
+            }
+        }
+    }
+
     /// The map at index `i` (see [`MapTable::position`]).
     #[inline]
     pub(crate) fn at(&self, i: usize) -> &Arc<Map> {

@@ -101,6 +101,48 @@ fn lookup_update_delete_and_values_in_place() {
     );
 }
 
+/// The table index an engine passes in `r3` (`Imm64Resolver::table_index`)
+/// is a hint: the right one, another map's, one past the table or any
+/// value a program leaves in `r3` give the lookup in the map of `r1`.
+#[test]
+fn lookup_hints_are_checked_against_the_map() {
+    let w = world(&[
+        MapDef::new(MapType::Hash, 4, 8, 4),
+        MapDef::new(MapType::Hash, 4, 8, 4),
+        MapDef::new(MapType::LruHash, 4, 8, 4),
+    ]);
+    for (i, n) in [(1u32, 11u64), (2, 22), (3, 33)] {
+        w.registry
+            .get(bpfkit_maps::MapId(i))
+            .unwrap()
+            .update(&7u32.to_ne_bytes(), &n.to_ne_bytes(), 0)
+            .unwrap();
+    }
+    let mut key = 7u32.to_ne_bytes();
+    let mut mem = Memory::new();
+    let k = mem.add(RegionKind::Other, &mut key);
+    let g = bpfkit_maps::pin();
+    let value_at = |m: usize| {
+        let map = w.registry.get(bpfkit_maps::MapId(m as u32 + 1)).unwrap();
+        let p = map.lookup_ptr(&7u32.to_ne_bytes(), 0, &g).unwrap().as_ptr();
+        p as u64
+    };
+    let want: Vec<u64> = (0..3).map(value_at).collect();
+    assert!(want[0] != want[1] && want[1] != want[2]);
+    let ((), _) = w.with(mem, |call| {
+        for (m, (&map, &want)) in w.addrs.iter().zip(&want).enumerate() {
+            for hint in [0, 1, 2, 3, m as u64, u64::MAX, 1 << 32] {
+                let p = call(MAP_LOOKUP_ELEM, [map, k, hint, 0, 0]).unwrap();
+                assert_eq!(p, want, "map {m}, hint {hint}");
+            }
+        }
+        // No map at all, whatever the hint.
+        for hint in [0, 1, 2] {
+            assert!(call(MAP_LOOKUP_ELEM, [0x1234, k, hint, 0, 0]).is_err());
+        }
+    });
+}
+
 #[test]
 fn tail_call_counts_before_reading_the_slot() {
     let w = world(&[MapDef::new(MapType::ProgArray, 4, 4, 4)]);

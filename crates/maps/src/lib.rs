@@ -905,6 +905,43 @@ impl Map {
     // Program side
     // ---------------------------------------------------------------
 
+    /// Whether [`Map::lookup_ptr`] is the whole of a program's lookup in
+    /// this map and its value is in an element of its own: the hash maps
+    /// (plain, LRU, per-CPU, LRU per-CPU) and the LPM trie, the maps a
+    /// lookup helper may take first, before its search for arrays, slot
+    /// maps and maps of maps.
+    #[inline]
+    pub fn is_hashed(&self) -> bool {
+        matches!(
+            self.def.map_type,
+            MapType::Hash
+                | MapType::LruHash
+                | MapType::PercpuHash
+                | MapType::LruPercpuHash
+                | MapType::LpmTrie
+        )
+    }
+
+    /// [`Map::lookup_ptr`] for a map that [`Map::is_hashed`] with a key of
+    /// `key_size` bytes (the caller's promise; a key of another length
+    /// finds nothing): the map's own search and nothing else.
+    #[inline(always)]
+    pub fn lookup_hashed<'g>(
+        &'g self,
+        key: &[u8],
+        cpu: usize,
+        guard: &'g RunGuard,
+    ) -> Option<ValueRef<'g>> {
+        if cpu >= self.ncpus {
+            return None;
+        }
+        match &self.imp {
+            Imp::Hash(h) => h.lookup_ptr(key, cpu, guard),
+            Imp::Lpm(l) => l.lookup_ptr(key, guard),
+            _ => None,
+        }
+    }
+
     /// `bpf_map_lookup_elem` from a program running on `cpu`: the value in
     /// place (for per-CPU maps, `cpu`'s slot), valid until `guard` is
     /// dropped; for a `devmap_hash`, the entry, which programs may only

@@ -120,6 +120,7 @@ fn prefix_into<'a>(data: &[u8], len: u32, out: &'a mut [u8]) -> Option<&'a [u8]>
 const LPM_DATA_MAX: usize = 256;
 
 /// The first `len` bits (`len` <= 128) of a big-endian word.
+#[inline(always)]
 fn word_mask(len: u32) -> u128 {
     match len {
         0 => 0,
@@ -177,8 +178,9 @@ impl Lpm {
         }
     }
 
-    /// The element of prefix length `len` and prefix `p`.
-    #[inline]
+    /// The element of prefix length `len` and prefix `p` (inlined into
+    /// `best`'s loop: one probe per prefix length present).
+    #[inline(always)]
     fn find<'g>(&self, len: u32, p: Prefix<'_>, g: &'g RunGuard) -> Option<&'g Arc<Elem>> {
         let buckets = self.tables.get(len as usize)?.load(g)?;
         let h = self.hash_of(p);
@@ -189,6 +191,10 @@ impl Lpm {
         }
     }
 
+    // Always inlined into the program's lookup (`lookup_ptr`), as
+    // `Hash::lookup_ptr` is: a call's prologue and epilogue were a tenth
+    // of the search.
+    #[inline(always)]
     fn best<'g>(&self, key: &[u8], g: &'g RunGuard) -> Option<&'g Arc<Elem>> {
         let len = prefixlen(key);
         if len > self.max_prefixlen {
@@ -227,6 +233,7 @@ impl Lpm {
         Ok(())
     }
 
+    #[inline(always)]
     pub(crate) fn lookup_ptr<'g>(&self, key: &[u8], guard: &'g RunGuard) -> Option<ValueRef<'g>> {
         let e = self.best(key, guard)?;
         Some(ValueRef::new(&e.words, self.value_size))

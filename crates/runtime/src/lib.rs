@@ -163,6 +163,25 @@ pub trait Imm64Resolver {
     fn inline_cpu_id(&self) -> bool {
         false
     }
+
+    /// The index of the map that `resolve(pc, imm)` names in the table
+    /// the registered `bpf_map_lookup_elem` searches for its map (in
+    /// `bpfkit-helpers`, `MapTable` order), which an engine may pass to
+    /// the helper as a hint in the otherwise unused third argument (`r3`)
+    /// of a lookup it does not compute itself; `None` (the default) passes
+    /// nothing. The JIT asks only in unchecked mode (where the verifier
+    /// makes `r3` unreadable after the call), for a call whose `r1`
+    /// certainly holds this `lddw`'s value, and not under constant
+    /// blinding.
+    ///
+    /// A hint is never trusted: the helper compares the table's entry at
+    /// that index with its `r1` and searches as without a hint when they
+    /// differ (a program may set `r3` to anything where no engine sets
+    /// it), so a wrong index costs a compare, never a wrong answer.
+    fn table_index(&self, pc: Pc, imm: &Imm64) -> Option<u32> {
+        let _ = (pc, imm);
+        None
+    }
 }
 
 /// Where an array map keeps its values (see [`Imm64Resolver::array_map`]):

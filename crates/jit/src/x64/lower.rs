@@ -1567,6 +1567,35 @@ impl<'a> Emitter<'a> {
         inline::slot_lookup(&mut self.a, &map, keys)
     }
 
+    /// Before the helper call at `i` to helper `id`: when it is a
+    /// `bpf_map_lookup_elem` left to the helper in unchecked mode whose `r1`
+    /// is certainly an `lddw` of a map the resolver gives a table index for
+    /// (`Imm64Resolver::table_index`), `r3` = that index, so that the helper
+    /// need not search the run's map table for `r1` (it checks the hint).
+    /// The verifier makes `r3` unreadable after the call, and the call
+    /// clobbers it anyway. Not under constant blinding (the index is not a
+    /// program constant, but nothing is emitted that blinding would have
+    /// to reason about).
+    fn lookup_hint(&mut self, i: usize, id: u32) {
+        if id != inline::MAP_LOOKUP_ELEM || self.input.checked || self.rng != 0 {
+            return;
+        }
+        let Some(resolver) = self.input.resolver else {
+            return;
+        };
+        let prog = self.input.prog;
+        let targets = self
+            .branch_targets
+            .get_or_insert_with(|| inline::branch_targets(prog));
+        let Some((pc, imm)) = inline::map_operand(prog, targets, i) else {
+            return;
+        };
+        if let Some(k) = resolver.table_index(pc, &imm) {
+            // `mov r9d, imm32`: 6 bytes, inside `near_bytes`' 64 for a call.
+            self.a.mov_r_imm64(REG_MAP[3], u64::from(k));
+        }
+    }
+
     /// Emits the lookup at `i` whose map is not known when compiling
     /// (`inline::header_probe`): computed from the map's header when it is
     /// an array, the helper call otherwise; `false`, emitting nothing,
@@ -1751,7 +1780,10 @@ impl<'a> Emitter<'a> {
             // An array lookup computed in place (emitted by the guard).
             Insn::Call(id) if self.inline_lookup(i, id.0) => {}
             Insn::Call(id) => match self.helper_calls_to(id.0) {
-                Some(h) => self.helper_call(i, h),
+                Some(h) => {
+                    self.lookup_hint(i, id.0);
+                    self.helper_call(i, h)
+                }
                 None => {
                     self.trap_insns.push((i as u32, *insn));
                     let l = self.trap_stub(status::UNKNOWN_HELPER, i);
