@@ -499,8 +499,9 @@ impl Ctx {
                 on_regions: memory::no_regions_hook,
                 on_stop: memory::no_stop_hook,
             },
-            tail_count: 0,
+            tail_off: 0,
             tail_prog: 0,
+            head_direct: 0,
         }
     }
 }
@@ -884,13 +885,19 @@ pub(crate) struct Ctx {
     /// run's `T`: the layout is the same for every `T`), with `engine`
     /// pointing back at this `Ctx`.
     pub(crate) raw: RawCall<()>,
-    /// Native tail calls (see [`TailTable`]): the run data's tail-call
-    /// count (a `u32`), or 0 when the run takes every tail call through
-    /// the helper.
-    pub(crate) tail_count: u64,
-    /// 0 while the entered program runs; after a native tail call, the
-    /// target's `TailEntry::key` (whose tables a trap is reported with).
+    /// Native tail calls (see [`TailTable`]): 1 + the byte offset of the
+    /// tail-call count (a `u32`) in the run's data (`raw.data`), or 0 when
+    /// the run takes every tail call through the helper. An offset, not a
+    /// pointer: nothing of a run's data stays in the `Ctx` after it.
+    pub(crate) tail_off: u64,
+    /// 0 while the entered program runs (the entry of code compiled with
+    /// a table clears it); after a native tail call, the target's
+    /// `TailEntry::key` (whose tables a trap is reported with).
     pub(crate) tail_prog: u64,
+    /// The entered program's `direct` table, which the entry of code
+    /// compiled with a table puts back into `direct` (a native tail call
+    /// of the previous run left the target's there).
+    pub(crate) head_direct: u64,
 }
 
 /// The helper calls by table index of a `Jit`'s code, for the trampolines
@@ -1427,10 +1434,14 @@ impl Jit {
         let r1 = args.first().copied().unwrap_or(0);
         let remaining = self.budget.unwrap_or(i64::MAX as u64) as i64;
         let frame = frame_of(&mut self.frame);
-        // Native tail calls in this series: where the count is in `data`.
-        let tail = self.tail_table.as_deref();
-        let tail_off = tail.and_then(|t| t.count_offset(data, frame.ctx.cpu));
+        // Native tail calls in this series: where the count is in `data`
+        // (the code adds it to `raw.data`), and the table the entry puts
+        // back. Nothing per run.
+        let tail_off =
+            (self.tail_table.as_deref()).and_then(|t| t.count_offset(data, frame.ctx.cpu));
         let ctx = &mut frame.ctx;
+        ctx.tail_off = tail_off.map_or(0, |o| o as u64 + 1);
+        ctx.head_direct = direct;
         Self::set_args(ctx, args);
         ctx.status = status::OK;
         let mut env = TypedEnv {
@@ -1455,7 +1466,7 @@ impl Jit {
         // Borrowed, not copied: the `EntryCheck` is a dozen words, copied
         // again at every series (twice per run with a tail call).
         let (unchecked, uses_regions) = (&self.unchecked, self.uses_regions);
-        let (code, entry) = (&self.code, self.entry);
+        let (code, entry): (&ExecutableCode, _) = (&self.code, self.entry);
         ctx.env = &mut env as *mut TypedEnv<'_, T> as u64;
         let r = loop {
             if let Some(c) = &unchecked {
@@ -1480,32 +1491,19 @@ impl Jit {
             // valid).
             env.data = &mut *data;
             ctx.raw.data = env.data.cast::<()>();
-            if tail.is_some() {
-                // A native tail call of the last run switched the helper
-                // table; the count is re-derived from the data pointer
-                // the direct entries get (`again` wrote through `data`).
-                ctx.direct = direct;
-                ctx.tail_prog = 0;
-                ctx.tail_count =
-                    tail_off.map_or(0, |o| env.data.cast::<u8>().wrapping_add(o) as u64);
-            }
             memory::enter(code, entry, ctx);
             if ctx.status != status::OK {
-                if ctx.tail_prog != 0 {
-                    // A target entered by a native tail call stopped: its
-                    // own tables say where.
-                    ctx.env = 0;
-                    ctx.tail_count = 0;
-                    let target = tail.and_then(|t| t.target(ctx.tail_prog));
-                    let target = target.expect("a published target's key");
-                    return tail_trap(ctx, &mut env.base, &target);
-                }
-                if ctx.status == status::RAW_STOP {
+                // After a native tail call, the target's tables say where
+                // (`tail_trap`).
+                let tail_key = ctx.tail_prog;
+                if ctx.status == status::RAW_STOP && tail_key == 0 {
                     finish_raw_stop(ctx, &mut env.base);
                 }
                 let (trap, panic) = (env.base.trap.take(), env.base.panic.take());
                 ctx.env = 0;
-                ctx.tail_count = 0;
+                if tail_key != 0 {
+                    return self.tail_trap(tail_key, trap, panic);
+                }
                 return self.trap(trap, panic);
             }
             let r0 = ctx.ret;
@@ -1514,8 +1512,6 @@ impl Jit {
             }
         };
         ctx.env = 0;
-        // Nothing of this run's data outlives it in the `Ctx`.
-        ctx.tail_count = 0;
         r
     }
 
@@ -1546,8 +1542,7 @@ impl Jit {
         ctx.remaining = self.budget.unwrap_or(i64::MAX as u64) as i64;
         ctx.depth = 0;
         // Untyped runs take every tail call through the helper.
-        ctx.tail_count = 0;
-        ctx.tail_prog = 0;
+        ctx.tail_off = 0;
         Self::set_args(ctx, args);
         ctx.status = status::OK;
         // Every helper through the dynamic trampoline.
@@ -1557,6 +1552,8 @@ impl Jit {
             .untyped_direct
             .get_or_insert_with(|| vec![tramp; n].into_boxed_slice())
             .as_ptr() as u64;
+        // What the entry of code compiled with a tail table puts back.
+        ctx.head_direct = ctx.direct;
         let tramp: memory::TrampolineFn = memory::helper_trampoline;
         ctx.tramp = tramp as usize as u64;
         ctx.raw.engine = (ctx as *mut Ctx).cast::<()>();
@@ -1608,31 +1605,41 @@ struct TrapTables<'a> {
     budget: Option<u64>,
 }
 
-/// A run that a target entered by a native tail call ended without
-/// reaching `exit` (see `Jit::trap`): its trap, with the target's pcs and
-/// helper ids.
-#[cold]
-#[inline(never)]
-fn tail_trap(ctx: &mut Ctx, env: &mut RunEnv<'_>, target: &tail::TailTarget) -> Result<u64, Trap> {
-    if ctx.status == status::RAW_STOP {
-        ctx.status = status::RUST_TRAP;
-        if let Some(t) = &mut env.trap {
+impl Jit {
+    /// A run that a target entered by a native tail call (`key`,
+    /// `Ctx::tail_prog`) ended without reaching `exit` (see
+    /// [`Jit::trap`]): its trap, with the target's pcs and helper ids.
+    #[cold]
+    #[inline(never)]
+    fn tail_trap(
+        &self,
+        key: u64,
+        trap: Option<Trap>,
+        panic: Option<Box<dyn Any + Send + 'static>>,
+    ) -> Result<u64, Trap> {
+        let target = (self.tail_table.as_deref())
+            .and_then(|t| t.target(key))
+            .expect("a target published in the code's table");
+        let ctx = &self.frame().ctx;
+        if ctx.status == status::RAW_STOP {
+            // As `finish_raw_stop`, in the target's tables.
+            let mut t = trap.expect("a direct entry stored a trap");
             t.pc = target.pcs[ctx.call_site as u32 as usize];
             if let TrapKind::Helper { id, .. } = &mut t.kind {
                 *id = HelperId(target.helper_ids[ctx.call_h as usize]);
             }
+            return Err(t);
         }
+        let tables = TrapTables {
+            pcs: &target.pcs,
+            trap_insns: &target.trap_insns,
+            // Published targets are unchecked: no checked access, no budget.
+            sites: &[],
+            code_addr: 0,
+            budget: None,
+        };
+        trap_with(&tables, ctx, trap, panic)
     }
-    let tables = TrapTables {
-        pcs: &target.pcs,
-        trap_insns: &target.trap_insns,
-        // Published targets are unchecked: no checked access, no budget.
-        sites: &[],
-        code_addr: 0,
-        budget: None,
-    };
-    let (trap, panic) = (env.trap.take(), env.panic.take());
-    trap_with(&tables, ctx, trap, panic)
 }
 
 /// See [`Jit::trap`].

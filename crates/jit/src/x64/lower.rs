@@ -663,6 +663,13 @@ impl<'a> Emitter<'a> {
             a.push(Gpr::Rax);
         }
         a.mov_r_rm(Sz::B64, CTX, Rm::Reg(Gpr::Rdi));
+        if all {
+            // A native tail call of the last run left its target's table
+            // and key (see `native_tail_call`).
+            a.mov_r_rm(Sz::B64, Gpr::Rax, field(offset_of!(Ctx, head_direct)));
+            a.mov_rm_r(Sz::B64, field(offset_of!(Ctx, direct)), Gpr::Rax);
+            a.mov_rm_i(Sz::B64, field(offset_of!(Ctx, tail_prog)), 0);
+        }
         for (i, &r) in REG_MAP[1..=5].iter().enumerate() {
             if named(i + 1) || self.helper_calls {
                 a.mov_r_rm(Sz::B64, r, field(offset_of!(Ctx, args) + 8 * i));
@@ -3552,8 +3559,9 @@ impl Emitter<'_> {
     /// ```text
     ///   mov rax, MAP; cmp r8, rax; jne .helper     ; another map
     ///   mov eax, r9d; cmp eax, MAX; jae .einval    ; index past the end
-    ///   mov rcx, [ctx.tail_count]; test; jz .helper ; run without the table
-    ///   cmp dword [rcx], 33; jae .einval; add dword [rcx], 1
+    ///   mov rcx, [ctx.tail_off]; test; jz .helper  ; run without the table
+    ///   add rcx, [ctx.raw.data]                    ; the count is [rcx - 1]
+    ///   cmp dword [rcx - 1], 33; jae .einval; add dword [rcx - 1], 1
     ///   mov rdx, SLOTS; mov rsi, [rdx + rax*8]; test; jz .enoent
     ///   mov esi, esi; cmp esi, IDS; jae .undo      ; the slot's program id
     ///   mov rdx, ENTRIES; mov rdx, [rdx + rsi*8]; test; jz .undo
@@ -3587,7 +3595,7 @@ impl Emitter<'_> {
         };
         let (helper, einval, enoent) = (self.new_label(), self.new_label(), self.new_label());
         let (undo, done) = (self.new_label(), self.new_label());
-        let count = Rm::Mem(Mem::at(Gpr::Rcx, 0));
+        let count = Rm::Mem(Mem::at(Gpr::Rcx, -1));
         self.a.mov_r_imm64(Gpr::Rax, map);
         self.a
             .alu_rm_r(Sz::B64, Alu::Cmp, Rm::Reg(hr(Reg::R2)), Gpr::Rax);
@@ -3601,9 +3609,11 @@ impl Emitter<'_> {
         );
         self.jcc(Cc::Ae, einval);
         self.a
-            .mov_r_rm(Sz::B64, Gpr::Rcx, field(offset_of!(Ctx, tail_count)));
+            .mov_r_rm(Sz::B64, Gpr::Rcx, field(offset_of!(Ctx, tail_off)));
         self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rcx), Gpr::Rcx);
         self.jcc(Cc::E, helper);
+        let data = offset_of!(Ctx, raw) + offset_of!(bpfkit_runtime::raw::RawCall<()>, data);
+        self.a.alu_r_rm(Sz::B64, Alu::Add, Gpr::Rcx, field(data));
         self.a.alu_rm_i(Sz::B32, Alu::Cmp, count, MAX_TAIL_CALLS);
         self.jcc(Cc::Ae, einval);
         self.a.alu_rm_i(Sz::B32, Alu::Add, count, 1);
