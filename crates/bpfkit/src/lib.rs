@@ -12,7 +12,8 @@
 //!   [`ProgId`], type), program-array slots ([`Object::set_prog_array`]),
 //!   and [`Object::run`], which runs a program over guest memory the
 //!   caller prepared (context, packet), following tail calls within the
-//!   same run as the kernel does.
+//!   same run as the kernel does (on the JIT, tail calls between programs
+//!   running unchecked stay in the generated code: `bpfkit_jit::TailTable`).
 //!
 //! Map instantiation: every map of the object is created in one
 //! [`MapRegistry`] (ids from 1, in the object's order); global data maps

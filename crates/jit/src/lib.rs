@@ -73,6 +73,10 @@
 //!   runs in a row share their set-up. A helper's panic is caught before it
 //!   could unwind through the generated code and resumed once the code
 //!   returned, on every path.
+//! - [`TailTable`] / [`Builder::tail_calls`]: native tail calls in
+//!   unchecked code: `bpf_tail_call` enters a published target without
+//!   leaving the run (see the `tail` module); whatever the table cannot
+//!   take calls the helper.
 //! - [`is_supported`]: x86-64 Linux only; elsewhere the crate builds and
 //!   [`Jit::new`] returns [`CompileError::Unsupported`].
 //! - Code memory: [`memory::publish`] turns emitted bytes into
@@ -1649,59 +1653,57 @@ fn trap_with(
     trap: Option<Trap>,
     panic: Option<Box<dyn Any + Send + 'static>>,
 ) -> Result<u64, Trap> {
-    {
-        let pc = |idx: u64| t.pcs[idx as usize];
-        let insn = |idx: u64| {
-            let i = t
-                .trap_insns
-                .binary_search_by_key(&(idx as u32), |&(i, _)| i)
-                .expect("trap at a recorded instruction");
-            t.trap_insns[i].1
-        };
-        let mut trap_idx = ctx.trap_idx;
-        if ctx.status == status::MEM {
-            // `trap_idx` is the faulting access's return address.
-            let off = ctx.trap_idx.wrapping_sub(t.code_addr) as u32;
-            let i = t
-                .sites
-                .binary_search_by_key(&off, |&(o, _)| o)
-                .expect("memory fault at a known access");
-            trap_idx = t.sites[i].1 as u64;
-        }
-        let kind = match ctx.status {
-            status::OK => return Ok(ctx.ret),
-            status::MEM => TrapKind::OutOfBounds {
-                addr: ctx.fault_addr,
-                size: (ctx.fault_info & 0xff) as usize,
-                access: if ctx.fault_info >> 8 != 0 {
-                    Access::Write
-                } else {
-                    Access::Read
-                },
-            },
-            status::BUDGET => TrapKind::BudgetExhausted {
-                budget: t.budget.unwrap_or(u64::MAX),
-            },
-            status::DEPTH => TrapKind::CallDepthExceeded {
-                max: MAX_CALL_FRAMES,
-            },
-            status::UNKNOWN_HELPER => match insn(ctx.trap_idx) {
-                Insn::Call(id) => TrapKind::UnknownHelper { id },
-                _ => unreachable!("unknown-helper trap at a call"),
-            },
-            status::FELL_OFF => TrapKind::FellOffEnd,
-            status::KFUNC => TrapKind::Unsupported { what: "kfunc call" },
-            status::UNRESOLVED => match insn(ctx.trap_idx) {
-                Insn::LoadImm64 { imm, .. } => TrapKind::UnresolvedImm64 { imm },
-                _ => unreachable!("unresolved trap at an lddw"),
-            },
-            status::NO_PACKET => TrapKind::NoPacket,
-            status::RUST_TRAP => {
-                return Err(trap.expect("trampoline stored a trap"));
-            }
-            status::PANIC => std::panic::resume_unwind(panic.expect("trampoline stored a panic")),
-            s => unreachable!("status {s}"),
-        };
-        Err(Trap::new(pc(trap_idx), kind))
+    let pc = |idx: u64| t.pcs[idx as usize];
+    let insn = |idx: u64| {
+        let i = t
+            .trap_insns
+            .binary_search_by_key(&(idx as u32), |&(i, _)| i)
+            .expect("trap at a recorded instruction");
+        t.trap_insns[i].1
+    };
+    let mut trap_idx = ctx.trap_idx;
+    if ctx.status == status::MEM {
+        // `trap_idx` is the faulting access's return address.
+        let off = ctx.trap_idx.wrapping_sub(t.code_addr) as u32;
+        let i = t
+            .sites
+            .binary_search_by_key(&off, |&(o, _)| o)
+            .expect("memory fault at a known access");
+        trap_idx = t.sites[i].1 as u64;
     }
+    let kind = match ctx.status {
+        status::OK => return Ok(ctx.ret),
+        status::MEM => TrapKind::OutOfBounds {
+            addr: ctx.fault_addr,
+            size: (ctx.fault_info & 0xff) as usize,
+            access: if ctx.fault_info >> 8 != 0 {
+                Access::Write
+            } else {
+                Access::Read
+            },
+        },
+        status::BUDGET => TrapKind::BudgetExhausted {
+            budget: t.budget.unwrap_or(u64::MAX),
+        },
+        status::DEPTH => TrapKind::CallDepthExceeded {
+            max: MAX_CALL_FRAMES,
+        },
+        status::UNKNOWN_HELPER => match insn(ctx.trap_idx) {
+            Insn::Call(id) => TrapKind::UnknownHelper { id },
+            _ => unreachable!("unknown-helper trap at a call"),
+        },
+        status::FELL_OFF => TrapKind::FellOffEnd,
+        status::KFUNC => TrapKind::Unsupported { what: "kfunc call" },
+        status::UNRESOLVED => match insn(ctx.trap_idx) {
+            Insn::LoadImm64 { imm, .. } => TrapKind::UnresolvedImm64 { imm },
+            _ => unreachable!("unresolved trap at an lddw"),
+        },
+        status::NO_PACKET => TrapKind::NoPacket,
+        status::RUST_TRAP => {
+            return Err(trap.expect("trampoline stored a trap"));
+        }
+        status::PANIC => std::panic::resume_unwind(panic.expect("trampoline stored a panic")),
+        s => unreachable!("status {s}"),
+    };
+    Err(Trap::new(pc(trap_idx), kind))
 }
