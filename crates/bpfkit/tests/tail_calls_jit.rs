@@ -208,3 +208,52 @@ fn unverified_objects_take_the_helper() {
     assert_eq!(run(&mut obj, [1, 5, 9, 1], 1), (Ok(7), 33, [1, 0, 33, 0]));
     assert!(!obj.runs_unchecked(HEAD) && !obj.tail_calls_native(HEAD, CHAIN));
 }
+
+/// Another thread changes slot 0 while runs go on: every run sees some
+/// state of the slot (leaf, chain or empty) at its tail call, never
+/// anything else, on every engine.
+#[test]
+fn slots_changed_by_another_thread_during_runs() {
+    let mut engines = vec![(Engine::Interp, false)];
+    if bpfkit_jit::is_supported() {
+        engines.push((Engine::Jit, false));
+    }
+    for (engine, blind) in engines {
+        let mut obj = load(engine, blind, None);
+        assert_eq!(run(&mut obj, [0, 5, 9, 2], 1).0, Ok(47));
+        let progs = obj.map("progs").unwrap().map.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flipper = {
+            let (progs, stop) = (progs.clone(), stop.clone());
+            // Program ids: leaf 2, chain 3 (program index + 1).
+            std::thread::spawn(move || {
+                let mut k = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let key = 0u32.to_ne_bytes();
+                    match k % 3 {
+                        0 => progs.update(&key, &2u32.to_ne_bytes(), 0).unwrap(),
+                        1 => progs.update(&key, &3u32.to_ne_bytes(), 0).unwrap(),
+                        _ => {
+                            let _ = progs.delete(&key);
+                        }
+                    }
+                    k = k.wrapping_add(1);
+                }
+            })
+        };
+        let mut seen = [0u32; 3];
+        for _ in 0..2000 {
+            // chain's own tail call goes to slot 2 (empty): 7.
+            let (r, n, added) = run(&mut obj, [0, 5, 9, 2], 1);
+            match (r, n, added) {
+                (Ok(47), 1, [1, 1, 0, 0]) => seen[0] += 1,
+                (Ok(7), 2, [1, 0, 1, 0]) => seen[1] += 1,
+                (Ok(1009), 1, [1, 0, 0, 0]) => seen[2] += 1,
+                other => panic!("{engine:?}: {other:?}"),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        flipper.join().unwrap();
+        assert_eq!(seen.iter().sum::<u32>(), 2000, "{engine:?} {seen:?}");
+    }
+}
