@@ -35,7 +35,7 @@
 //! - The target's helper calls go to its direct entries for the table's
 //!   data type `T`; a program with a helper that has none is not
 //!   published (a trampoline would look the call up in the head's tables).
-//!   The run's data is of type `T` whenever the count pointer is set
+//!   The run's data is of type `T` whenever the count offset is set
 //!   (`Jit::run_repeat` checks the `TypeId`), so the entries get the data
 //!   they were made for.
 
