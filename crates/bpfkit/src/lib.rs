@@ -12,7 +12,8 @@
 //!   [`ProgId`], type), program-array slots ([`Object::set_prog_array`]),
 //!   and [`Object::run`], which runs a program over guest memory the
 //!   caller prepared (context, packet), following tail calls within the
-//!   same run as the kernel does.
+//!   same run as the kernel does (on the JIT, tail calls between programs
+//!   running unchecked stay in the generated code: `bpfkit_jit::TailTable`).
 //!
 //! Map instantiation: every map of the object is created in one
 //! [`MapRegistry`] (ids from 1, in the object's order); global data maps
@@ -56,7 +57,7 @@ use bpfkit_elf::{ElfError, LoadedObject, MapDefinition};
 use bpfkit_helpers::{MapTable, Redirect, RunState, XdpBuff};
 use bpfkit_interp::Interpreter;
 use bpfkit_isa::{Imm64, Pc};
-use bpfkit_jit::Jit;
+use bpfkit_jit::{Jit, TailTable};
 use bpfkit_maps::{map_flags, update_flags, Map, MapError, MapOptions, MapRegistry, MapType};
 use bpfkit_runtime::{Helpers, Memory, Trap, TrapKind};
 use bpfkit_verifier::{Options as VerifyOptions, VerifiedProgram};
@@ -366,6 +367,10 @@ pub struct Object {
     /// What compiling needs again when a program moves to unchecked mode.
     helpers: Helpers,
     resolver: ObjResolver,
+    /// Native tail calls on the JIT (objects with a program array): the
+    /// programs running unchecked, by id, which unchecked code enters
+    /// without leaving the run (see `settle_verdicts`).
+    tails: Option<Arc<TailTable>>,
     budget: Option<u64>,
     blind: bool,
 }
@@ -380,6 +385,9 @@ struct ObjResolver {
     arrays: Vec<Option<bpfkit_runtime::ArrayMap>>,
     /// Per map: its slot words when it is a devmap (inline lookups).
     slots: Vec<Option<bpfkit_runtime::SlotMap>>,
+    /// Per map: its slot words when it is a program array (native tail
+    /// calls).
+    progs: Vec<Option<bpfkit_runtime::SlotMap>>,
 }
 
 impl bpfkit_runtime::Imm64Resolver for ObjResolver {
@@ -465,6 +473,19 @@ impl bpfkit_runtime::Imm64Resolver for ObjResolver {
     fn table_index(&self, _pc: Pc, imm: &Imm64) -> Option<u32> {
         match *imm {
             Imm64::MapIdx(i) => (usize::try_from(i).ok()? < self.addrs.len()).then_some(i as u32),
+            _ => None,
+        }
+    }
+
+    /// Program arrays, as `bpfkit_maps` keeps them
+    /// (`Map::prog_array_words`: 0 for an empty slot, `1 << 32 | id`
+    /// otherwise, written atomically), the words `bpf_tail_call` of
+    /// `bpfkit_helpers` reads (`Map::prog_at`); ids are the object's
+    /// program ids, which index the `TailTable` the JIT code is compiled
+    /// with. The map lives as long as the `Object`, which holds the code.
+    fn prog_array(&self, _pc: Pc, imm: &Imm64) -> Option<bpfkit_runtime::SlotMap> {
+        match *imm {
+            Imm64::MapIdx(i) => *self.progs.get(usize::try_from(i).ok()?)?,
             _ => None,
         }
     }
@@ -575,11 +596,23 @@ impl Object {
                 })
             })
             .collect();
+        let progs: Vec<Option<bpfkit_runtime::SlotMap>> = maps
+            .iter()
+            .map(|m| {
+                let (slots, max_entries) = m.map.prog_array_words()?;
+                Some(bpfkit_runtime::SlotMap { slots, max_entries })
+            })
+            .collect();
+        // Program ids are 1..=n (see below).
+        let tails = progs.iter().any(Option::is_some).then(|| {
+            TailTable::new::<RunState>(elf.programs.len() as u32 + 1, |st| &mut st.tail_calls)
+        });
         let resolver = ObjResolver {
             addrs,
             values,
             arrays,
             slots,
+            progs,
         };
         let mut helpers = Helpers::new();
         bpfkit_helpers::register(&mut helpers);
@@ -592,7 +625,8 @@ impl Object {
         for (i, p) in elf.programs.iter().enumerate() {
             let (exec, engine) = match wanted {
                 Engine::Jit => {
-                    match jit_builder(&resolver, cfg.budget, cfg.blind).build(&p.insns, &helpers) {
+                    let b = jit_builder(&resolver, cfg.budget, cfg.blind, tails.as_ref());
+                    match b.build(&p.insns, &helpers) {
                         Ok(j) => (Exec::Jit(Box::new(j)), Engine::Jit),
                         Err(e) if cfg.engine == Some(Engine::Jit) => {
                             return Err(Error::Compile {
@@ -628,6 +662,7 @@ impl Object {
             verify: cfg.verify,
             helpers,
             resolver,
+            tails,
             budget: cfg.budget,
             blind: cfg.blind,
         };
@@ -891,11 +926,29 @@ impl Object {
         matches!(self.execs.get(prog), Some(Exec::Jit(j)) if j.is_unchecked())
     }
 
+    /// Whether a tail call to program `prog` from unchecked JIT code of
+    /// program `from` enters it without leaving the JIT (it runs unchecked
+    /// since the last [`Object::run`], with the same context layout, and
+    /// can be entered so: no budget, no blinding); otherwise such a tail
+    /// call ends `from` and [`Object::run`] runs `prog` next.
+    pub fn tail_calls_native(&self, from: usize, prog: usize) -> bool {
+        let (Some(t), Some(Exec::Jit(j)), Some(info)) =
+            (&self.tails, self.execs.get(from), self.infos.get(prog))
+        else {
+            return false;
+        };
+        t.is_published(info.id.0, j)
+    }
+
     /// Engine selection after verification: a JIT program whose report
     /// exists and says accepted is recompiled in unchecked mode from its
     /// [`VerifiedProgram`]; one whose report says rejected, or that was
     /// never verified, keeps (or gets back) checked code. Each verdict is
     /// taken once; the loop costs a flag test per program afterwards.
+    /// Unchecked code is published in the object's [`TailTable`] under
+    /// the program's id (tail calls from unchecked code enter it without
+    /// leaving the run); a program back in checked mode is taken out
+    /// (its tail calls go through the helper and [`Object::run`]).
     fn settle_verdicts(&mut self) {
         for i in 0..self.execs.len() {
             if self.settled[i] {
@@ -909,7 +962,8 @@ impl Object {
             let Exec::Jit(old) = &self.execs[i] else {
                 continue;
             };
-            let b = jit_builder(&self.resolver, self.budget, self.blind);
+            let tails = self.tails.as_ref();
+            let b = jit_builder(&self.resolver, self.budget, self.blind, tails);
             let new = match verified {
                 Some(v) => b.build_verified(v, &self.helpers),
                 None if old.is_unchecked() => b.build(&self.elf.programs[i].insns, &self.helpers),
@@ -918,6 +972,11 @@ impl Object {
             // A failure here (out of code memory) keeps the checked code,
             // which is always correct.
             if let Ok(j) = new {
+                if let Some(t) = tails {
+                    // Refused (and the id cleared) unless unchecked and
+                    // enterable (no budget, blinding, ...).
+                    t.publish(self.infos[i].id.0, &j);
+                }
                 self.execs[i] = Exec::Jit(Box::new(j));
             }
         }
@@ -1021,12 +1080,16 @@ fn not_loaded() -> Trap {
     )
 }
 
-fn jit_builder(
-    resolver: &ObjResolver,
+fn jit_builder<'r>(
+    resolver: &'r ObjResolver,
     budget: Option<u64>,
     blind: bool,
-) -> bpfkit_jit::Builder<'_> {
+    tails: Option<&'r Arc<TailTable>>,
+) -> bpfkit_jit::Builder<'r> {
     let mut b = Jit::builder().resolver(resolver).blind_constants(blind);
+    if let Some(t) = tails {
+        b = b.tail_calls(t);
+    }
     if let Some(n) = budget {
         b = b.budget(n);
     }

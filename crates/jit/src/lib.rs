@@ -73,6 +73,10 @@
 //!   runs in a row share their set-up. A helper's panic is caught before it
 //!   could unwind through the generated code and resumed once the code
 //!   returned, on every path.
+//! - [`TailTable`] / [`Builder::tail_calls`]: native tail calls in
+//!   unchecked code: `bpf_tail_call` enters a published target without
+//!   leaving the run (see the `tail` module); whatever the table cannot
+//!   take calls the helper.
 //! - [`is_supported`]: x86-64 Linux only; elsewhere the crate builds and
 //!   [`Jit::new`] returns [`CompileError::Unsupported`].
 //! - Code memory: [`memory::publish`] turns emitted bytes into
@@ -109,6 +113,7 @@
 
 #[allow(unsafe_code)]
 pub mod memory;
+pub mod tail;
 pub mod x64;
 
 #[doc(hidden)]
@@ -125,6 +130,7 @@ pub use bpfkit_verifier::VerifiedProgram;
 pub use memory::ExecutableCode;
 use std::any::Any;
 use std::sync::Arc;
+pub use tail::TailTable;
 use thiserror::Error;
 use x64::lower::{lower, status, LowerInput};
 
@@ -157,6 +163,7 @@ pub struct Builder<'r> {
     blind: bool,
     budget: Option<u64>,
     resolver: Option<&'r dyn Imm64Resolver>,
+    tail: Option<&'r Arc<TailTable>>,
 }
 
 impl<'r> Builder<'r> {
@@ -192,6 +199,17 @@ impl<'r> Builder<'r> {
     /// Resolves symbolic `lddw` operands (map references, ...).
     pub fn resolver(mut self, resolver: &'r dyn Imm64Resolver) -> Builder<'r> {
         self.resolver = Some(resolver);
+        self
+    }
+
+    /// Native tail calls through `table` (see [`TailTable`]): in unchecked
+    /// mode without a budget or blinding, `bpf_tail_call` on a program
+    /// array the resolver describes ([`Imm64Resolver::prog_array`]) enters
+    /// the target the table holds for the slot's program id without
+    /// leaving the run, and the code can be published in the table as a
+    /// target itself. Ignored otherwise (the helper takes every tail call).
+    pub fn tail_calls(mut self, table: &'r Arc<TailTable>) -> Builder<'r> {
+        self.tail = Some(table);
         self
     }
 
@@ -242,6 +260,11 @@ impl<'r> Builder<'r> {
         if n >= i32::MAX as usize || prog.slot_count() >= i32::MAX as usize / 8 {
             return Err(CompileError::TooLarge { insns: n });
         }
+        // Native tail calls: unchecked code without a budget (each program
+        // of a chain gets its own) or blinding (the sequence's constants).
+        let tail = self
+            .tail
+            .filter(|_| unchecked.is_some() && self.budget.is_none() && !self.blind);
         let input = LowerInput {
             prog,
             helpers,
@@ -249,6 +272,12 @@ impl<'r> Builder<'r> {
             budget: self.budget.is_some(),
             checked: unchecked.is_none(),
             blind: self.blind.then(blind_seed),
+            tail: tail
+                .zip(unchecked.as_ref())
+                .map(|(t, check)| x64::lower::TailInput {
+                    entries: t.entries_for(check),
+                    ids: t.ids(),
+                }),
         };
         let lowered = lower(&input);
         if self.no_publish {
@@ -256,7 +285,7 @@ impl<'r> Builder<'r> {
             x64::lower::recycle_code(lowered.buf);
             return Err(CompileError::TooLarge { insns });
         }
-        let code = memory::publish(lowered.code()).map_err(CompileError::Map)?;
+        let code = Arc::new(memory::publish(lowered.code()).map_err(CompileError::Map)?);
         // The buffer serves the thread's next compile.
         x64::lower::recycle_code(lowered.buf);
         let base = code.addr();
@@ -319,6 +348,8 @@ impl<'r> Builder<'r> {
             code,
             trap_insns: lowered.trap_insns,
             uses_regions: lowered.uses_regions,
+            has_callx,
+            tail_table: tail.cloned(),
             table: lowered.table,
             typed_cache: None,
             untyped_direct: None,
@@ -472,6 +503,9 @@ impl Ctx {
                 on_regions: memory::no_regions_hook,
                 on_stop: memory::no_stop_hook,
             },
+            tail_off: 0,
+            tail_prog: 0,
+            head_direct: 0,
         }
     }
 }
@@ -506,7 +540,8 @@ impl Drop for Jit {
 
 /// A program compiled to machine code (checked mode).
 pub struct Jit {
-    code: ExecutableCode,
+    /// Shared with a [`TailTable`] that published it.
+    code: Arc<ExecutableCode>,
     /// Offset of the entry in `code`.
     entry: usize,
     /// (return-address offset, instruction index) of every checked access.
@@ -521,6 +556,11 @@ pub struct Jit {
     trap_insns: Vec<(u32, Insn)>,
     /// Whether the code reads the region table (else it is not copied).
     uses_regions: bool,
+    /// Whether the program has a `callx`.
+    has_callx: bool,
+    /// The table the code was compiled with for native tail calls (its
+    /// entries' address is in the code; see [`Builder::tail_calls`]).
+    tail_table: Option<Arc<TailTable>>,
     table: Vec<(u32, Arc<dyn Helper>)>,
     /// `typed_entries` resolved for the data type of the last typed run: a
     /// `TypedCache<T>` and its `TypeId` (see `typed_cache`), which a run
@@ -580,7 +620,7 @@ fn blind_seed() -> u64 {
 /// [`VerifiedProgram`]), checked against each run's memory in unchecked
 /// mode: the program then reads `ctx_size` bytes at `r1` and packet
 /// memory between the context's packet pointers without further checks.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct EntryCheck {
     ctx_size: u64,
     ctx_writable: bool,
@@ -849,6 +889,19 @@ pub(crate) struct Ctx {
     /// run's `T`: the layout is the same for every `T`), with `engine`
     /// pointing back at this `Ctx`.
     pub(crate) raw: RawCall<()>,
+    /// Native tail calls (see [`TailTable`]): 1 + the byte offset of the
+    /// tail-call count (a `u32`) in the run's data (`raw.data`), or 0 when
+    /// the run takes every tail call through the helper. An offset, not a
+    /// pointer: nothing of a run's data stays in the `Ctx` after it.
+    pub(crate) tail_off: u64,
+    /// 0 while the entered program runs (the entry of code compiled with
+    /// a table clears it); after a native tail call, the target's
+    /// `TailEntry::key` (whose tables a trap is reported with).
+    pub(crate) tail_prog: u64,
+    /// The entered program's `direct` table, which the entry of code
+    /// compiled with a table puts back into `direct` (a native tail call
+    /// of the previous run left the target's there).
+    pub(crate) head_direct: u64,
 }
 
 /// The helper calls by table index of a `Jit`'s code, for the trampolines
@@ -1385,7 +1438,14 @@ impl Jit {
         let r1 = args.first().copied().unwrap_or(0);
         let remaining = self.budget.unwrap_or(i64::MAX as u64) as i64;
         let frame = frame_of(&mut self.frame);
+        // Native tail calls in this series: where the count is in `data`
+        // (the code adds it to `raw.data`), and the table the entry puts
+        // back. Nothing per run.
+        let tail_off =
+            (self.tail_table.as_deref()).and_then(|t| t.count_offset(data, frame.ctx.cpu));
         let ctx = &mut frame.ctx;
+        ctx.tail_off = tail_off.map_or(0, |o| o as u64 + 1);
+        ctx.head_direct = direct;
         Self::set_args(ctx, args);
         ctx.status = status::OK;
         let mut env = TypedEnv {
@@ -1410,7 +1470,7 @@ impl Jit {
         // Borrowed, not copied: the `EntryCheck` is a dozen words, copied
         // again at every series (twice per run with a tail call).
         let (unchecked, uses_regions) = (&self.unchecked, self.uses_regions);
-        let (code, entry) = (&self.code, self.entry);
+        let (code, entry): (&ExecutableCode, _) = (&self.code, self.entry);
         ctx.env = &mut env as *mut TypedEnv<'_, T> as u64;
         let r = loop {
             if let Some(c) = &unchecked {
@@ -1437,11 +1497,17 @@ impl Jit {
             ctx.raw.data = env.data.cast::<()>();
             memory::enter(code, entry, ctx);
             if ctx.status != status::OK {
-                if ctx.status == status::RAW_STOP {
+                // After a native tail call, the target's tables say where
+                // (`tail_trap`).
+                let tail_key = ctx.tail_prog;
+                if ctx.status == status::RAW_STOP && tail_key == 0 {
                     finish_raw_stop(ctx, &mut env.base);
                 }
                 let (trap, panic) = (env.base.trap.take(), env.base.panic.take());
                 ctx.env = 0;
+                if tail_key != 0 {
+                    return self.tail_trap(tail_key, trap, panic);
+                }
                 return self.trap(trap, panic);
             }
             let r0 = ctx.ret;
@@ -1479,6 +1545,8 @@ impl Jit {
         let ctx = &mut frame.ctx;
         ctx.remaining = self.budget.unwrap_or(i64::MAX as u64) as i64;
         ctx.depth = 0;
+        // Untyped runs take every tail call through the helper.
+        ctx.tail_off = 0;
         Self::set_args(ctx, args);
         ctx.status = status::OK;
         // Every helper through the dynamic trampoline.
@@ -1488,6 +1556,8 @@ impl Jit {
             .untyped_direct
             .get_or_insert_with(|| vec![tramp; n].into_boxed_slice())
             .as_ptr() as u64;
+        // What the entry of code compiled with a tail table puts back.
+        ctx.head_direct = ctx.direct;
         let tramp: memory::TrampolineFn = memory::helper_trampoline;
         ctx.tramp = tramp as usize as u64;
         ctx.raw.engine = (ctx as *mut Ctx).cast::<()>();
@@ -1517,59 +1587,123 @@ impl Jit {
         panic: Option<Box<dyn Any + Send + 'static>>,
     ) -> Result<u64, Trap> {
         let frame = self.frame();
-        let ctx = &frame.ctx;
-        let pc = |idx: u64| frame.pcs[idx as usize];
-        let insn = |idx: u64| {
-            let i = self
-                .trap_insns
-                .binary_search_by_key(&(idx as u32), |&(i, _)| i)
-                .expect("trap at a recorded instruction");
-            self.trap_insns[i].1
+        let tables = TrapTables {
+            pcs: &frame.pcs,
+            trap_insns: &self.trap_insns,
+            sites: &self.sites,
+            code_addr: self.code.addr(),
+            budget: self.budget,
         };
-        let mut trap_idx = ctx.trap_idx;
-        if ctx.status == status::MEM {
-            // `trap_idx` is the faulting access's return address.
-            let off = ctx.trap_idx.wrapping_sub(self.code.addr()) as u32;
-            let i = self
-                .sites
-                .binary_search_by_key(&off, |&(o, _)| o)
-                .expect("memory fault at a known access");
-            trap_idx = self.sites[i].1 as u64;
-        }
-        let kind = match ctx.status {
-            status::OK => return Ok(ctx.ret),
-            status::MEM => TrapKind::OutOfBounds {
-                addr: ctx.fault_addr,
-                size: (ctx.fault_info & 0xff) as usize,
-                access: if ctx.fault_info >> 8 != 0 {
-                    Access::Write
-                } else {
-                    Access::Read
-                },
-            },
-            status::BUDGET => TrapKind::BudgetExhausted {
-                budget: self.budget.unwrap_or(u64::MAX),
-            },
-            status::DEPTH => TrapKind::CallDepthExceeded {
-                max: MAX_CALL_FRAMES,
-            },
-            status::UNKNOWN_HELPER => match insn(ctx.trap_idx) {
-                Insn::Call(id) => TrapKind::UnknownHelper { id },
-                _ => unreachable!("unknown-helper trap at a call"),
-            },
-            status::FELL_OFF => TrapKind::FellOffEnd,
-            status::KFUNC => TrapKind::Unsupported { what: "kfunc call" },
-            status::UNRESOLVED => match insn(ctx.trap_idx) {
-                Insn::LoadImm64 { imm, .. } => TrapKind::UnresolvedImm64 { imm },
-                _ => unreachable!("unresolved trap at an lddw"),
-            },
-            status::NO_PACKET => TrapKind::NoPacket,
-            status::RUST_TRAP => {
-                return Err(trap.expect("trampoline stored a trap"));
-            }
-            status::PANIC => std::panic::resume_unwind(panic.expect("trampoline stored a panic")),
-            s => unreachable!("status {s}"),
-        };
-        Err(Trap::new(pc(trap_idx), kind))
+        trap_with(&tables, &frame.ctx, trap, panic)
     }
+}
+
+/// What turns a stopped run's status into its trap: the tables of the
+/// program that was running (the entered one, or the target of a native
+/// tail call).
+struct TrapTables<'a> {
+    pcs: &'a [Pc],
+    trap_insns: &'a [(u32, Insn)],
+    sites: &'a [(u32, u32)],
+    code_addr: u64,
+    budget: Option<u64>,
+}
+
+impl Jit {
+    /// A run that a target entered by a native tail call (`key`,
+    /// `Ctx::tail_prog`) ended without reaching `exit` (see
+    /// [`Jit::trap`]): its trap, with the target's pcs and helper ids.
+    #[cold]
+    #[inline(never)]
+    fn tail_trap(
+        &self,
+        key: u64,
+        trap: Option<Trap>,
+        panic: Option<Box<dyn Any + Send + 'static>>,
+    ) -> Result<u64, Trap> {
+        let target = (self.tail_table.as_deref())
+            .and_then(|t| t.target(key))
+            .expect("a target published in the code's table");
+        let ctx = &self.frame().ctx;
+        if ctx.status == status::RAW_STOP {
+            // As `finish_raw_stop`, in the target's tables.
+            let mut t = trap.expect("a direct entry stored a trap");
+            t.pc = target.pcs[ctx.call_site as u32 as usize];
+            if let TrapKind::Helper { id, .. } = &mut t.kind {
+                *id = HelperId(target.helper_ids[ctx.call_h as usize]);
+            }
+            return Err(t);
+        }
+        let tables = TrapTables {
+            pcs: &target.pcs,
+            trap_insns: &target.trap_insns,
+            // Published targets are unchecked: no checked access, no budget.
+            sites: &[],
+            code_addr: 0,
+            budget: None,
+        };
+        trap_with(&tables, ctx, trap, panic)
+    }
+}
+
+/// See [`Jit::trap`].
+fn trap_with(
+    t: &TrapTables<'_>,
+    ctx: &Ctx,
+    trap: Option<Trap>,
+    panic: Option<Box<dyn Any + Send + 'static>>,
+) -> Result<u64, Trap> {
+    let pc = |idx: u64| t.pcs[idx as usize];
+    let insn = |idx: u64| {
+        let i = t
+            .trap_insns
+            .binary_search_by_key(&(idx as u32), |&(i, _)| i)
+            .expect("trap at a recorded instruction");
+        t.trap_insns[i].1
+    };
+    let mut trap_idx = ctx.trap_idx;
+    if ctx.status == status::MEM {
+        // `trap_idx` is the faulting access's return address.
+        let off = ctx.trap_idx.wrapping_sub(t.code_addr) as u32;
+        let i = t
+            .sites
+            .binary_search_by_key(&off, |&(o, _)| o)
+            .expect("memory fault at a known access");
+        trap_idx = t.sites[i].1 as u64;
+    }
+    let kind = match ctx.status {
+        status::OK => return Ok(ctx.ret),
+        status::MEM => TrapKind::OutOfBounds {
+            addr: ctx.fault_addr,
+            size: (ctx.fault_info & 0xff) as usize,
+            access: if ctx.fault_info >> 8 != 0 {
+                Access::Write
+            } else {
+                Access::Read
+            },
+        },
+        status::BUDGET => TrapKind::BudgetExhausted {
+            budget: t.budget.unwrap_or(u64::MAX),
+        },
+        status::DEPTH => TrapKind::CallDepthExceeded {
+            max: MAX_CALL_FRAMES,
+        },
+        status::UNKNOWN_HELPER => match insn(ctx.trap_idx) {
+            Insn::Call(id) => TrapKind::UnknownHelper { id },
+            _ => unreachable!("unknown-helper trap at a call"),
+        },
+        status::FELL_OFF => TrapKind::FellOffEnd,
+        status::KFUNC => TrapKind::Unsupported { what: "kfunc call" },
+        status::UNRESOLVED => match insn(ctx.trap_idx) {
+            Insn::LoadImm64 { imm, .. } => TrapKind::UnresolvedImm64 { imm },
+            _ => unreachable!("unresolved trap at an lddw"),
+        },
+        status::NO_PACKET => TrapKind::NoPacket,
+        status::RUST_TRAP => {
+            return Err(trap.expect("trampoline stored a trap"));
+        }
+        status::PANIC => std::panic::resume_unwind(panic.expect("trampoline stored a panic")),
+        s => unreachable!("status {s}"),
+    };
+    Err(Trap::new(pc(trap_idx), kind))
 }

@@ -650,7 +650,11 @@ fn map_chunk(len: usize, fill: Fill, fd: i32) -> io::Result<Option<*mut u8>> {
 /// checked against them at run time, in checked mode), the host stack below
 /// the current `rsp` (bounded: at most `MAX_CALL_FRAMES` nested calls of a
 /// few words each), and returns with the System V callee-saved registers
-/// restored.
+/// restored. With native tail calls (`crate::tail`) it may jump into the
+/// code of a target published in the `TailTable` it was compiled with,
+/// which then runs on the same terms (same `Ctx`, stack and regions; the
+/// table, held by the entered `Jit`, keeps that code alive) and leaves
+/// through an epilogue that restores the same registers.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub(crate) fn enter(code: &ExecutableCode, entry: usize, ctx: &mut Ctx) {
     debug_assert!(entry < code.len());

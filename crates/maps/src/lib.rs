@@ -568,6 +568,19 @@ impl Map {
         }
     }
 
+    /// A `prog_array`'s slot words, valid as long as the map: (address of
+    /// slot 0's `u64`, number of slots). A word is 0 while its slot is
+    /// empty and `1 << 32 | id` while it holds program `id`, written
+    /// atomically under the slot's lock (what [`Map::prog_at`] reads), so
+    /// that generated code may read a slot with one load at a tail call.
+    /// `None` for other types.
+    pub fn prog_array_words(&self) -> Option<(u64, u32)> {
+        match (&self.imp, self.def.map_type) {
+            (Imp::Slots(s), MapType::ProgArray) => Some((s.words_addr(), s.max_entries())),
+            _ => None,
+        }
+    }
+
     /// `bpf_map_lookup_elem` on a `devmap` with index `key`, without a
     /// lock: the address of the entry's word in
     /// [`DevmapLayout::entries`] (what [`Map::dev_value`] points at), 0

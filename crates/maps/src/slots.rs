@@ -213,6 +213,12 @@ impl Slots {
         self.slots.len() as u32
     }
 
+    /// Address of slot 0's word in [`Slots::words`] (see
+    /// `Map::prog_array_words`).
+    pub(crate) fn words_addr(&self) -> u64 {
+        self.words.as_ptr() as u64
+    }
+
     fn slot(&self, i: u32) -> Option<&RwLock<Option<Slot>>> {
         self.slots.get(i as usize)
     }

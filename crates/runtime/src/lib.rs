@@ -182,6 +182,24 @@ pub trait Imm64Resolver {
         let _ = (pc, imm);
         None
     }
+
+    /// The slot words of the map that `resolve(pc, imm)` names, when it is
+    /// a program array whose `bpf_tail_call` an engine may take itself
+    /// (native tail calls: `bpfkit_jit::TailTable`); `None` (the default)
+    /// keeps the helper call. The JIT asks only in unchecked mode.
+    ///
+    /// An implementation promises, for as long as code compiled with it
+    /// may run: the `u64` at `slots + 8 * k` for `k < max_entries` is 0
+    /// while slot `k` is empty and `1 << 32 | id` while it holds the
+    /// program with id `id` (each word written atomically), and the
+    /// registered `bpf_tail_call` on that map with index `k` runs the
+    /// program its word names at that moment (the engine runs the same
+    /// program natively, looked up by `id` in the embedder's table, or
+    /// calls the helper); the words stay allocated.
+    fn prog_array(&self, pc: Pc, imm: &Imm64) -> Option<SlotMap> {
+        let _ = (pc, imm);
+        None
+    }
 }
 
 /// Where an array map keeps its values (see [`Imm64Resolver::array_map`]):

@@ -191,6 +191,19 @@ pub(crate) struct LowerInput<'p> {
     /// Constant blinding: the seed of the per-instruction keys (`None`:
     /// immediates are emitted as they are).
     pub blind: Option<u64>,
+    /// Native tail calls (unchecked mode only; see `crate::tail`).
+    pub tail: Option<TailInput>,
+}
+
+/// What the tail-call sequence (`Emitter::native_tail_call`) needs of the
+/// `crate::TailTable` the program is compiled with.
+#[derive(Clone, Copy)]
+pub(crate) struct TailInput {
+    /// Address of the entries for the program's context layout, one `u64`
+    /// per program id (a `TailEntry`'s address, or 0).
+    pub entries: u64,
+    /// Number of entries.
+    pub ids: u32,
 }
 
 /// The result of lowering.
@@ -626,13 +639,17 @@ impl<'a> Emitter<'a> {
     fn prologue(&mut self) {
         let used = self.used;
         let named = |r: usize| used & (1 << r) != 0;
+        // With native tail calls every program saves all six: a target
+        // entered from another program's code leaves through its own
+        // epilogue (`crate::tail`), which must pop what the head pushed.
+        let all = self.input.tail.is_some();
         let mut saved = vec![CTX];
         for (r, &g) in REG_MAP.iter().enumerate().take(10).skip(6) {
-            if named(r) {
+            if named(r) || all {
                 saved.push(g);
             }
         }
-        if named(10) || self.local_calls {
+        if named(10) || self.local_calls || all {
             saved.push(Gpr::Rbp);
         }
         // Keep rsp 16-aligned at instruction 0 minus the return address:
@@ -646,6 +663,13 @@ impl<'a> Emitter<'a> {
             a.push(Gpr::Rax);
         }
         a.mov_r_rm(Sz::B64, CTX, Rm::Reg(Gpr::Rdi));
+        if all {
+            // A native tail call of the last run left its target's table
+            // and key (see `native_tail_call`).
+            a.mov_r_rm(Sz::B64, Gpr::Rax, field(offset_of!(Ctx, head_direct)));
+            a.mov_rm_r(Sz::B64, field(offset_of!(Ctx, direct)), Gpr::Rax);
+            a.mov_rm_i(Sz::B64, field(offset_of!(Ctx, tail_prog)), 0);
+        }
         for (i, &r) in REG_MAP[1..=5].iter().enumerate() {
             if named(i + 1) || self.helper_calls {
                 a.mov_r_rm(Sz::B64, r, field(offset_of!(Ctx, args) + 8 * i));
@@ -721,7 +745,8 @@ impl<'a> Emitter<'a> {
         let key = 1 << 63
             | self.used as u64
             | (self.local_calls as u64) << 16
-            | (self.helper_calls as u64) << 17;
+            | (self.helper_calls as u64) << 17
+            | (self.input.tail.is_some() as u64) << 18;
         self.cached(cache, key, |e| e.prologue());
     }
 
@@ -1779,6 +1804,7 @@ impl<'a> Emitter<'a> {
             }
             // An array lookup computed in place (emitted by the guard).
             Insn::Call(id) if self.inline_lookup(i, id.0) => {}
+            Insn::Call(id) if id.0 == TAIL_CALL && self.native_tail_call(i) => {}
             Insn::Call(id) => match self.helper_calls_to(id.0) {
                 Some(h) => {
                     self.lookup_hint(i, id.0);
@@ -2389,6 +2415,9 @@ fn near_bytes(insn: &Insn, checked: bool, r10_fixed: bool) -> usize {
         // its pushes and pops) or an unknown helper's trap jump; in
         // unchecked mode also an inline array lookup (`x64::inline`, ~40
         // bytes).
+        // A native tail call (`native_tail_call`) is longer than any jump
+        // emitted short at once may skip.
+        Insn::Call(id) if id.0 == TAIL_CALL => 128,
         Insn::Call(_) => 64,
         Insn::Exit => 4,
         _ => 128,
@@ -3513,6 +3542,164 @@ fn relax(
     Some(to)
 }
 
+/// `bpf_tail_call`'s helper id.
+const TAIL_CALL: u32 = 12;
+/// The kernel's limit of tail calls in one run (`MAX_TAIL_CALL_CNT`).
+const MAX_TAIL_CALLS: i32 = 33;
+/// What the helper returns when the call does not happen: an index past
+/// the end or the limit reached (`-EINVAL`), an empty slot (`-ENOENT`).
+const TAIL_EINVAL: u64 = -22i64 as u64;
+const TAIL_ENOENT: u64 = -2i64 as u64;
+
+/// Native tail calls (see `crate::tail`).
+impl Emitter<'_> {
+    /// The program array of the program's `lddw`s and its slot words, when
+    /// they name exactly one (the tail-call sequence compares `r2` with it;
+    /// clang often merges a program's tail calls into one call site that
+    /// several paths reach with different indexes, so `r2` is compared at
+    /// run time instead of traced back to its `lddw`).
+    fn tail_map(&self) -> Option<(u64, bpfkit_runtime::SlotMap)> {
+        let resolver = self.input.resolver?;
+        let mut found = None;
+        for (pc, insn) in self.input.prog.iter() {
+            let Insn::LoadImm64 {
+                imm: imm @ Imm64::MapIdx(_),
+                ..
+            } = insn
+            else {
+                continue;
+            };
+            let Some(slots) = resolver.prog_array(pc, imm) else {
+                continue;
+            };
+            let addr = resolver.resolve(pc, imm)?;
+            match found {
+                None => found = Some((addr, slots)),
+                Some((a, _)) if a == addr => {}
+                Some(_) => return None,
+            }
+        }
+        found
+    }
+
+    /// Emits `bpf_tail_call` at instruction `i` as the kernel's JIT does
+    /// when the program is compiled with a `TailTable` (unchecked mode);
+    /// `false`, emitting nothing, otherwise (the helper call then). With
+    /// r1 = rdi, r2 = r8, r3 = r9 (kept for the helper), scratch rax, rcx,
+    /// rdx and rsi (r0, which the call sets anyway):
+    ///
+    /// ```text
+    ///   mov rax, MAP; cmp r8, rax; jne .helper     ; another map
+    ///   mov eax, r9d; cmp eax, MAX; jae .einval    ; index past the end
+    ///   mov rcx, [ctx.tail_off]; test; jz .helper  ; run without the table
+    ///   add rcx, [ctx.raw.data]                    ; the count is [rcx - 1]
+    ///   cmp dword [rcx - 1], 33; jae .einval; add dword [rcx - 1], 1
+    ///   mov rdx, SLOTS; mov rsi, [rdx + rax*8]; test; jz .enoent
+    ///   mov esi, esi; cmp esi, IDS; jae .undo      ; the slot's program id
+    ///   mov rdx, ENTRIES; mov rdx, [rdx + rsi*8]; test; jz .undo
+    ///   ctx.direct = entry.direct; ctx.tail_prog = entry.key
+    ///   mov rsp, [ctx.host_rsp]; lea rsp, [rsp - 8] ; the caller's frames go
+    ///   mov rbp, [ctx.stack_top]; ctx.depth = 0; jmp [rdx] ; instruction 0
+    /// .undo: sub dword [rcx], 1                     ; the helper counts
+    /// .helper: <helper call>; jmp .done
+    /// .einval: r0 = -EINVAL; jmp .done
+    /// .enoent: r0 = -ENOENT
+    /// .done:
+    /// ```
+    ///
+    /// As in the kernel, the count is taken before the slot is read (an
+    /// empty slot uses one of the 33). `[host_rsp - 8]` holds the entry's
+    /// return address from its `call` of instruction 0, which nothing
+    /// overwrites (code below it only pushes), so the target's `exit` at
+    /// depth 0 returns from the run as the caller's would.
+    fn native_tail_call(&mut self, i: usize) -> bool {
+        let Some(tail) = self.input.tail else {
+            return false;
+        };
+        if self.input.checked || self.input.budget || self.rng != 0 {
+            return false;
+        }
+        let Some((map, slots)) = self.tail_map() else {
+            return false;
+        };
+        let Some(h) = self.helper_calls_to(TAIL_CALL) else {
+            return false;
+        };
+        let (helper, einval, enoent) = (self.new_label(), self.new_label(), self.new_label());
+        let (undo, done) = (self.new_label(), self.new_label());
+        let count = Rm::Mem(Mem::at(Gpr::Rcx, -1));
+        self.a.mov_r_imm64(Gpr::Rax, map);
+        self.a
+            .alu_rm_r(Sz::B64, Alu::Cmp, Rm::Reg(hr(Reg::R2)), Gpr::Rax);
+        self.jcc(Cc::Ne, helper);
+        self.a.mov_r_rm(Sz::B32, Gpr::Rax, Rm::Reg(hr(Reg::R3)));
+        self.a.alu_rm_i(
+            Sz::B32,
+            Alu::Cmp,
+            Rm::Reg(Gpr::Rax),
+            slots.max_entries as i32,
+        );
+        self.jcc(Cc::Ae, einval);
+        self.a
+            .mov_r_rm(Sz::B64, Gpr::Rcx, field(offset_of!(Ctx, tail_off)));
+        self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rcx), Gpr::Rcx);
+        self.jcc(Cc::E, helper);
+        let data = offset_of!(Ctx, raw) + offset_of!(bpfkit_runtime::raw::RawCall<()>, data);
+        self.a.alu_r_rm(Sz::B64, Alu::Add, Gpr::Rcx, field(data));
+        self.a.alu_rm_i(Sz::B32, Alu::Cmp, count, MAX_TAIL_CALLS);
+        self.jcc(Cc::Ae, einval);
+        self.a.alu_rm_i(Sz::B32, Alu::Add, count, 1);
+        self.a.mov_r_imm64(Gpr::Rdx, slots.slots);
+        let slot = Rm::Mem(Mem::indexed(Gpr::Rdx, Gpr::Rax, 8));
+        self.a.mov_r_rm(Sz::B64, Gpr::Rsi, slot);
+        self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rsi), Gpr::Rsi);
+        self.jcc(Cc::E, enoent);
+        self.a.mov_r_rm(Sz::B32, Gpr::Rsi, Rm::Reg(Gpr::Rsi));
+        self.a
+            .alu_rm_i(Sz::B32, Alu::Cmp, Rm::Reg(Gpr::Rsi), tail.ids as i32);
+        self.jcc(Cc::Ae, undo);
+        self.a.mov_r_imm64(Gpr::Rdx, tail.entries);
+        let entry = Rm::Mem(Mem::indexed(Gpr::Rdx, Gpr::Rsi, 8));
+        self.a.mov_r_rm(Sz::B64, Gpr::Rdx, entry);
+        self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
+        self.jcc(Cc::E, undo);
+        let at = |off: usize| Rm::Mem(Mem::at(Gpr::Rdx, off as i32));
+        self.a.mov_r_rm(
+            Sz::B64,
+            Gpr::Rax,
+            at(offset_of!(crate::tail::TailEntry, direct)),
+        );
+        self.a
+            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, direct)), Gpr::Rax);
+        self.a.mov_r_rm(
+            Sz::B64,
+            Gpr::Rax,
+            at(offset_of!(crate::tail::TailEntry, key)),
+        );
+        self.a
+            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, tail_prog)), Gpr::Rax);
+        self.a
+            .mov_r_rm(Sz::B64, Gpr::Rsp, field(offset_of!(Ctx, host_rsp)));
+        self.a.lea(Gpr::Rsp, Mem::at(Gpr::Rsp, -8));
+        self.a
+            .mov_r_rm(Sz::B64, Gpr::Rbp, field(offset_of!(Ctx, stack_top)));
+        self.a.mov_rm_i(Sz::B64, field(offset_of!(Ctx, depth)), 0);
+        self.a.jmp_rm(at(offset_of!(crate::tail::TailEntry, code0)));
+        self.bind(undo);
+        self.a.alu_rm_i(Sz::B32, Alu::Sub, count, 1);
+        self.bind(helper);
+        self.helper_call(i, h);
+        self.jmp(done);
+        self.bind(einval);
+        self.a.mov_r_imm64(hr(Reg::R0), TAIL_EINVAL);
+        self.jmp(done);
+        self.bind(enoent);
+        self.a.mov_r_imm64(hr(Reg::R0), TAIL_ENOENT);
+        self.bind(done);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -3526,6 +3713,7 @@ mod tests {
             budget: false,
             checked,
             blind: None,
+            tail: None,
         }
     }
 
@@ -3962,6 +4150,7 @@ mod tests {
                 budget,
                 checked,
                 blind,
+                tail: None,
             };
             outcome(&lower(&input))
         };
