@@ -321,9 +321,9 @@ struct Emitter<'a> {
     /// Which slow-path routines are called (bit `slow_index`).
     used_slow: u8,
     leaders: Vec<bool>,
-    /// Instructions whose start is aligned, in order (see [`loop_heads`]);
-    /// empty    /// when nothing is.
-    heads: Vec<u32>,
+    /// Instructions whose start is aligned, in order
+    /// (`Program::loop_heads`);    /// empty    /// when nothing is.
+    heads: &'a [u32],
     /// Their alignment in bytes (a power of two; 1: none).
     align: usize,
     adj: Vec<u32>,
@@ -3074,8 +3074,8 @@ fn subprog_frames(prog: &Program) -> Option<Vec<(u32, u8)>> {
 /// is never written (accesses `[r10 + const]` inside the frame need no
 /// check), and again without that assumption in the rare case that an
 /// instruction writes r10 (only programs a verifier rejects do).
-/// Alignment of loop heads and subprogram entries in bytes (see
-/// [`loop_heads`]): a loop whose head starts a 64-byte block runs at the
+/// Alignment of loop heads and subprogram entries in bytes (the targets
+/// of backward jumps and calls, `Program::loop_heads`): a loop whose head starts a 64-byte block runs at the
 /// same speed wherever the program lands; unaligned, the same bytes of
 /// the `acl` benchmark ran 500-800 ns by their offset alone (BENCHMARKS.md,
 /// "Code placement").
@@ -3101,30 +3101,6 @@ fn layout() -> (usize, usize) {
         let shift = var("BPFKIT_JIT_SHIFT").filter(|&s| s <= 4096).unwrap_or(0);
         (align, shift)
     })
-}
-
-/// Puts in `heads`, in order and once each, the
-/// instructions whose code starts aligned: the targets of backward jumps
-/// (loop heads) and of bpf-to-bpf calls (subprogram entries).
-///
-/// One pass over the program before emitting (the padding is reserved
-/// where the head is emitted, which comes before the jump back to it).
-fn loop_heads(prog: &Program, heads: &mut Vec<u32>) {
-    let insns = prog.insns();
-    let pcs = prog.pcs();
-    for (i, insn) in insns.iter().enumerate() {
-        let off = match *insn {
-            Insn::Ja { off, .. } if off < 0 => off as i64,
-            Insn::Jmp { off, .. } if off < 0 => off as i64,
-            Insn::CallLocal(off) => off as i64,
-            _ => continue,
-        };
-        if let Some(t) = pcs[i].branch(off).and_then(|t| prog.index_of(t)) {
-            heads.push(t as u32);
-        }
-    }
-    heads.sort_unstable();
-    heads.dedup();
 }
 
 pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
@@ -3171,7 +3147,6 @@ pub(crate) struct Scratch {
     cold: Vec<Cold>,
     sites: Vec<(u32, u32, u32)>,
     leaders: Vec<bool>,
-    heads: Vec<u32>,
     fused: Vec<(u32, u32)>,
     short: Vec<u8>,
     saved: Vec<usize>,
@@ -3261,11 +3236,9 @@ fn lower_with(
         }
     }
     let (align, shift) = layout();
-    let mut heads = std::mem::take(&mut s.heads);
-    heads.clear();
-    if align > 1 {
-        loop_heads(prog, &mut heads);
-    }
+    // The targets of backward jumps and calls (`Program::loop_heads`,
+    // found while decoding: a scan here was 5 % of a compile).
+    let heads: &[u32] = if align > 1 { prog.loop_heads() } else { &[] };
     // Sized for typical code so that nothing grows while emitting (growth
     // was about a dozen reallocations per compile): checked accesses take
     // ~30 bytes and a label or two, jumps a fixup and a shrink candidate.
@@ -3412,7 +3385,6 @@ fn lower_with(
         cold,
         hsites,
         leaders,
-        heads,
         fused,
         adj,
         table,
@@ -3459,8 +3431,6 @@ fn lower_with(
     };
     (s.labels, s.label_k, s.fixups, s.shrink) = (labels, label_k, fixups, shrink);
     (s.sites, s.cold, s.leaders, s.fused) = (sites, cold, leaders, fused);
-    s.heads = heads;
-    recycle(&mut s.heads);
     recycle(&mut s.labels);
     recycle(&mut s.label_k);
     recycle(&mut s.fixups);
