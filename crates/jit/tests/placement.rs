@@ -103,6 +103,28 @@ fn check_heads(jit: &Jit, want: usize) {
 }
 
 #[test]
+fn loop_heads_are_the_targets_of_backward_jumps_and_calls() {
+    let p = prog(
+        "
+        r0 = 0
+    top:
+        r0 += 1
+        if r0 < 3 goto top
+        if r0 > 9 goto end
+        call sub
+        goto top
+    end:
+        exit
+    sub:
+        r0 += 2
+        exit
+    ",
+    );
+    // `top` (two backward jumps, listed once) and `sub`; not `end`.
+    assert_eq!(p.loop_heads(), &[1, 7]);
+}
+
+#[test]
 fn programs_start_at_a_page() {
     if !supported() {
         return;
