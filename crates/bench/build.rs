@@ -1,5 +1,5 @@
 //! Compiles the benchmark programs' C (`bench/programs/*.c`) for the host
-//! with clang-19 -O2 into a static library, so the kernel benchmark can
+//! with clang-19 -O2 (loops aligned to 64 bytes) into a static library, so the kernel benchmark can
 //! compare the JITs with the same C compiled natively. Each entry function
 //! `<name>` becomes `bpfkit_native_<name>`. Without clang (or not on
 //! x86-64) nothing is built and the benchmark's native column says so; the
@@ -28,7 +28,10 @@ fn main() {
     for name in PROGRAMS {
         let obj = out.join(format!("{name}.o"));
         let status = Command::new(&clang)
-            .args(["-O2", "-g0", "-fPIC", "-c"])
+            // Loops start 64-byte blocks, as the JIT's do: clang's default
+            // (16) left the native acl at 416-557 ns by where the link put
+            // it (BENCHMARKS.md, "Code placement").
+            .args(["-O2", "-falign-loops=64", "-g0", "-fPIC", "-c"])
             .arg(format!("-D{name}=bpfkit_native_{name}"))
             .arg(dir.join(format!("{name}.c")))
             .arg("-o")

@@ -743,6 +743,8 @@ pub struct Program {
     /// For each slot, the index in `insns` of the instruction starting
     /// there, or `u32::MAX` for the second slot of an `lddw`.
     slot_index: Vec<u32>,
+    /// See [`Program::loop_heads`].
+    loop_heads: Vec<u32>,
 }
 
 const NOT_START: u32 = u32::MAX;
@@ -775,6 +777,7 @@ impl Program {
             insns: Vec::with_capacity(raws.len()),
             pcs: Vec::with_capacity(raws.len()),
             slot_index: Vec::with_capacity(raws.len()),
+            loop_heads: Vec::new(),
         };
         let mut pc = 0;
         while pc < raws.len() {
@@ -805,6 +808,7 @@ impl Program {
             pcs: Vec::with_capacity(insns.len()),
             slot_index: Vec::with_capacity(insns.len()),
             insns: Vec::new(),
+            loop_heads: Vec::new(),
         };
         let mut pc = 0;
         for (i, insn) in insns.iter().enumerate() {
@@ -820,7 +824,9 @@ impl Program {
         Ok(p)
     }
 
-    fn check_targets(&self) -> Result<(), DecodeError> {
+    /// Also collects [`Program::loop_heads`]: this pass finds every target
+    /// anyway.
+    fn check_targets(&mut self) -> Result<(), DecodeError> {
         for (insn, &pc) in self.insns.iter().zip(&self.pcs) {
             let off = match *insn {
                 Insn::Ja { off, .. } => off as i64,
@@ -837,13 +843,27 @@ impl Program {
             if target < 0 || target >= self.slot_index.len() as i64 {
                 return err(DecodeErrorKind::JumpOutOfRange { target });
             }
-            if self.slot_index[target as usize] == NOT_START {
+            let index = self.slot_index[target as usize];
+            if index == NOT_START {
                 return err(DecodeErrorKind::JumpIntoLddw {
                     target: target as usize,
                 });
             }
+            if off < 0 || !matches!(insn, Insn::Ja { .. } | Insn::Jmp { .. }) {
+                self.loop_heads.push(index);
+            }
         }
+        self.loop_heads.sort_unstable();
+        self.loop_heads.dedup();
         Ok(())
+    }
+
+    /// Indexes into [`Program::insns`], in order and once each, of the
+    /// targets of backward jumps (`goto` and conditional jumps), of
+    /// bpf-to-bpf calls and of `lddw` function references: loop heads and
+    /// subprogram entries, where the JIT aligns its code.
+    pub fn loop_heads(&self) -> &[u32] {
+        &self.loop_heads
     }
 
     /// The instructions in order.

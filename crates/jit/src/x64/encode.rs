@@ -756,6 +756,16 @@ impl Asm {
         self.b(0xcc);
     }
 
+    /// Skips `n` bytes whose contents are left to the caller to write
+    /// (scratch until then: see [`Asm::with_buffer`]).
+    #[inline]
+    pub fn reserve(&mut self, n: usize) {
+        if self.buf.len() < self.len + n + WINDOW {
+            self.grow(n);
+        }
+        self.len += n;
+    }
+
     /// `CALL r/m64` (`FF /2`).
     #[inline]
     pub fn call_rm(&mut self, rm: Rm) {
@@ -824,6 +834,68 @@ impl Asm {
 /// (byte forms whose `reg` is an operand, not a `/digit`).
 fn opcode_uses_reg(opcode: &[u8]) -> bool {
     matches!(opcode, [0x00 | 0x08 | 0x20 | 0x28 | 0x30 | 0x38 | 0x88])
+}
+
+/// The multi-byte `NOP` forms (`0F 1F /0` with a memory operand that
+/// is never accessed, and `66` operand-size prefixes), by length: the
+/// Intel optimization manual's recommended encodings, which decode as one
+/// instruction each on every x86-64 core. Longer lengths add `66`
+/// prefixes; more than three prefixes can cost a decoder stall on older
+/// cores, so nothing is longer than 11 bytes.
+const NOPS: [&[u8]; 12] = [
+    &[],
+    &[0x90],
+    &[0x66, 0x90],
+    &[0x0f, 0x1f, 0x00],
+    &[0x0f, 0x1f, 0x40, 0x00],
+    &[0x0f, 0x1f, 0x44, 0x00, 0x00],
+    &[0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00],
+    &[0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00],
+    &[0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+    &[0x66, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+    &[0x66, 0x66, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+    &[
+        0x66, 0x66, 0x66, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00,
+    ],
+];
+
+/// Longest single `NOP` [`fill_nops`] writes.
+pub const MAX_NOP: usize = NOPS.len() - 1;
+
+/// Longest padding [`fill_nops`] writes with one copy.
+const FILL_MAX: usize = 63;
+
+/// For each length up to [`FILL_MAX`], its `NOP`s, the longest first (so
+/// that code falling through runs the fewest), built once at compile time:
+/// a padding is then one copy, not one per `NOP`.
+static FILLS: [[u8; FILL_MAX]; FILL_MAX + 1] = {
+    let mut t = [[0u8; FILL_MAX]; FILL_MAX + 1];
+    let mut len = 1;
+    while len <= FILL_MAX {
+        let mut at = 0;
+        while at < len {
+            let n = if len - at < MAX_NOP {
+                len - at
+            } else {
+                MAX_NOP
+            };
+            let mut b = 0;
+            while b < n {
+                t[len][at + b] = NOPS[n][b];
+                b += 1;
+            }
+            at += n;
+        }
+        len += 1;
+    }
+    t
+};
+
+/// Fills `out` with `NOP` instructions, as few as cover it.
+pub fn fill_nops(out: &mut [u8]) {
+    for piece in out.chunks_mut(FILL_MAX) {
+        piece.copy_from_slice(&FILLS[piece.len()][..piece.len()]);
+    }
 }
 
 /// Patches a relative displacement at `at` (of `width` 1 or 4 bytes) so

@@ -123,7 +123,7 @@
 //!   after its `lea` is encoded once per size, direction and test
 //!   (`access_test`). The generated code is the same as without them.
 
-use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz, Unary};
+use super::encode::{fill_nops, patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz, Unary, MAX_NOP};
 use super::inline;
 use crate::Ctx;
 use bpfkit_isa::Imm64;
@@ -280,6 +280,13 @@ struct Candidate {
     cc: Option<Cc>,
     /// Index of its fixup.
     fixup: usize,
+    /// 0 for a jump; for an alignment pad (see [`Emitter::align_here`]),
+    /// the alignment: `pad - 1` bytes were reserved at `start`, and
+    /// relaxation keeps as many as reach the next multiple of `pad`.
+    pad: u8,
+    /// For a pad: whether the code before it falls through into it (then
+    /// a long padding is jumped over rather than run as `NOP`s).
+    falls_in: bool,
 }
 
 enum Cold {
@@ -327,6 +334,11 @@ struct Emitter<'a> {
     /// Which slow-path routines are called (bit `slow_index`).
     used_slow: u8,
     leaders: Vec<bool>,
+    /// Instructions whose start is aligned, in order
+    /// (`Program::loop_heads`);    /// empty    /// when nothing is.
+    heads: &'a [u32],
+    /// Their alignment in bytes (a power of two; 1: none).
+    align: usize,
     adj: Vec<u32>,
     table: Vec<(u32, Arc<dyn Helper>)>,
     trap_insns: Vec<(u32, Insn)>,
@@ -427,6 +439,8 @@ impl<'a> Emitter<'a> {
                 start,
                 cc,
                 fixup: self.fixups.len(),
+                pad: 0,
+                falls_in: false,
             });
         }
         let k = self.shrink.len();
@@ -460,7 +474,34 @@ impl<'a> Emitter<'a> {
                 return false;
             }
         }
-        true
+        // The padding reserved before aligned instructions in the span
+        // (the target's own included: its padding comes before its label).
+        if !self.heads.is_empty() {
+            let first = self.heads.partition_point(|&h| h as usize <= self.cur);
+            let pads = self.heads[first..]
+                .iter()
+                .take_while(|&&h| h as usize <= t)
+                .count();
+            bytes += pads * (self.align - 1);
+        }
+        bytes <= self.near_limit
+    }
+
+    /// Reserves `align - 1` bytes here, a candidate of relaxation that
+    /// keeps only the padding that brings the next byte to a multiple of
+    /// `align` in the final layout (and writes it then). The reservation
+    /// is the most the padding can take, so every distance decided before
+    /// the final layout only shrinks, as with shrunk jumps.
+    fn align_here(&mut self, falls_in: bool) {
+        let start = self.a.pos();
+        self.a.reserve(self.align - 1);
+        self.shrink.push(Candidate {
+            start,
+            cc: None,
+            fixup: usize::MAX,
+            pad: self.align as u8,
+            falls_in,
+        });
     }
 
     fn jcc(&mut self, cc: Cc, label: usize) {
@@ -878,6 +919,8 @@ impl<'a> Emitter<'a> {
                 start: m.pos + start,
                 cc,
                 fixup: m.fixups + fixup,
+                pad: 0,
+                falls_in: false,
             }));
         self.refs |= r.refs;
     }
@@ -3092,6 +3135,35 @@ fn subprog_frames(prog: &Program) -> Option<Vec<(u32, u8)>> {
 /// is never written (accesses `[r10 + const]` inside the frame need no
 /// check), and again without that assumption in the rare case that an
 /// instruction writes r10 (only programs a verifier rejects do).
+/// Alignment of loop heads and subprogram entries in bytes (the targets
+/// of backward jumps and calls, `Program::loop_heads`): a loop whose head starts a 64-byte block runs at the
+/// same speed wherever the program lands; unaligned, the same bytes of
+/// the `acl` benchmark ran 500-800 ns by their offset alone (BENCHMARKS.md,
+/// "Code placement").
+const HEAD_ALIGN: usize = 64;
+
+// A padding before a head that code falls into and longer than one `NOP`
+// ([`MAX_NOP`] bytes) is jumped over by a `jmp rel8` (one instruction run
+// on each entry into the loop rather than up to six), which must reach.
+const _: () = assert!(HEAD_ALIGN - 1 <= 2 + i8::MAX as usize && HEAD_ALIGN <= 128);
+
+/// The layout knobs for measuring placement, read once from the
+/// environment: `BPFKIT_JIT_ALIGN` (a power of two up to 64; 1 turns the
+/// alignment off; default [`HEAD_ALIGN`]) and `BPFKIT_JIT_SHIFT` (bytes
+/// of `int3` before the first instruction, never run: the whole program
+/// lands that much further into its page; default 0, at most 4096).
+fn layout() -> (usize, usize) {
+    static L: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    *L.get_or_init(|| {
+        let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
+        let align = var("BPFKIT_JIT_ALIGN")
+            .filter(|a| a.is_power_of_two() && *a <= HEAD_ALIGN)
+            .unwrap_or(HEAD_ALIGN);
+        let shift = var("BPFKIT_JIT_SHIFT").filter(|&s| s <= 4096).unwrap_or(0);
+        (align, shift)
+    })
+}
+
 pub(crate) fn lower(input: &LowerInput<'_>) -> Lowered {
     let mut s = SCRATCH.take().unwrap_or_default();
     let (mut r10_fixed, mut near_limit, mut eager) = (true, 127, false);
@@ -3224,6 +3296,10 @@ fn lower_with(
             }
         }
     }
+    let (align, shift) = layout();
+    // The targets of backward jumps and calls (`Program::loop_heads`,
+    // found while decoding: a scan here was 5 % of a compile).
+    let heads: &[u32] = if align > 1 { prog.loop_heads() } else { &[] };
     // Sized for typical code so that nothing grows while emitting (growth
     // was about a dozen reallocations per compile): checked accesses take
     // ~30 bytes and a label or two, jumps a fixup and a shrink candidate.
@@ -3254,6 +3330,8 @@ fn lower_with(
         pending: 0,
         used_slow: 0,
         leaders,
+        heads,
+        align,
         adj: if has_callx { vec![0; n] } else { Vec::new() },
         table: Vec::new(),
         trap_insns: Vec::new(),
@@ -3282,6 +3360,12 @@ fn lower_with(
             near_limit
         },
     };
+    if shift > 0 {
+        // Never run: the entry calls instruction 0's label.
+        e.a.extend(&vec![0xcc; shift]);
+    }
+    // The next head (a compare per instruction, not a lookup).
+    let (mut hk, mut next_head) = (0, e.heads.first().map_or(usize::MAX, |&h| h as usize));
     for (i, insn) in insns.iter().enumerate() {
         if input.budget {
             if e.leaders[i] {
@@ -3293,6 +3377,16 @@ fn lower_with(
             e.pending += 1;
         }
         e.cur = i;
+        // Not inside a fused idiom (whose instructions emit nothing of
+        // their own; a head there makes the lowering start over anyway).
+        if i == next_head {
+            if e.skip == 0 {
+                let falls_in = i > 0 && !matches!(insns[i - 1], Insn::Ja { .. } | Insn::Exit);
+                e.align_here(falls_in);
+            }
+            hk += 1;
+            next_head = e.heads.get(hk).map_or(usize::MAX, |&h| h as usize);
+        }
         e.bind(i);
         match *insn {
             // The most common case without the big dispatch function (and
@@ -3429,7 +3523,11 @@ fn relax(
     cands: &[Candidate],
     s: &mut Scratch,
 ) -> Option<usize> {
-    let long_len = |c: &Candidate| if c.cc.is_some() { 6 } else { 5 };
+    let long_len = |c: &Candidate| match (c.pad, c.cc) {
+        (0, Some(_)) => 6,
+        (0, None) => 5,
+        (a, _) => a as usize - 1,
+    };
     // Bytes saved by each candidate: 0 while long, `long_len - 2` once short.
     let short = &mut s.short;
     short.clear();
@@ -3446,7 +3544,15 @@ fn relax(
     target_k.clear();
     let dist = &mut s.dist;
     dist.clear();
+    let mut pads = false;
     for c in cands {
+        if c.pad != 0 {
+            // Never a jump's target; decided after the rounds.
+            pads = true;
+            target_k.push(0);
+            dist.push(usize::MAX);
+            continue;
+        }
         let t = fixups[c.fixup].2 as usize;
         target_k.push(label_k[t]);
         dist.push((labels[t] as usize).wrapping_sub(c.start + 2));
@@ -3454,7 +3560,7 @@ fn relax(
     // The candidates still long, visited each round.
     let open = &mut s.open;
     open.clear();
-    open.extend(0..cands.len() as u32);
+    open.extend((0..cands.len() as u32).filter(|&k| cands[k as usize].pad == 0));
     let mut any_short = false;
     // A few rounds catch almost everything; stopping early only leaves some
     // jumps long, which is always correct. Every round decides on the
@@ -3481,6 +3587,22 @@ fn relax(
             saved[k + 1] = acc;
         }
     }
+    if pads {
+        // Each pad keeps what aligns its end where the code before it
+        // ends up; taking bytes out only shortens the distances the
+        // rounds decided on.
+        let mut acc = 0;
+        for (k, c) in cands.iter().enumerate() {
+            if c.pad != 0 {
+                let at = c.start - acc;
+                let need = at.wrapping_neg() & (c.pad as usize - 1);
+                short[k] = (c.pad as usize - 1 - need) as u8;
+            }
+            acc += short[k] as usize;
+            saved[k + 1] = acc;
+        }
+        any_short = true;
+    }
     if !any_short {
         for &(at, width, label, _) in fixups.iter() {
             let ok = patch_rel(
@@ -3500,11 +3622,29 @@ fn relax(
     // Compact in place: the code only gets shorter.
     let (mut from, mut to) = (0, 0);
     for (k, c) in cands.iter().enumerate() {
-        if short[k] == 0 {
+        // A pad is written here even when it keeps all its bytes (they
+        // were only reserved).
+        if short[k] == 0 && c.pad == 0 {
             continue;
         }
         code.copy_within(from..c.start, to);
         to += c.start - from;
+        if c.pad != 0 {
+            let keep = long_len(c) - short[k] as usize;
+            let pad = &mut code[to..to + keep];
+            if c.falls_in && keep > MAX_NOP {
+                // `jmp rel8` over the rest (at most 61 bytes, see
+                // `HEAD_ALIGN`), which is never run.
+                pad[0] = 0xeb;
+                pad[1] = (keep - 2) as u8;
+                fill_nops(&mut pad[2..]);
+            } else {
+                fill_nops(pad);
+            }
+            to += keep;
+            from = c.start + long_len(c);
+            continue;
+        }
         code[to] = match c.cc {
             Some(cc) => 0x70 + cc as u8,
             None => 0xeb,
