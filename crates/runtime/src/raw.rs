@@ -140,8 +140,10 @@ pub unsafe extern "C" fn raw_entry<T: Any, B: TypedBody<T>>(
     // SAFETY: as above, and the memory is live (read through its own
     // pointer).
     if unsafe { (*(*call).guest.mem).version() != (*call).version } {
+        // Passed through, so that this is a tail call: nothing is kept
+        // across it, and the common path saves no register for it.
         // SAFETY: as above.
-        unsafe { regions_changed(call) };
+        return unsafe { regions_changed(call, ret.r0, ret.stop) };
     }
     ret
 }
@@ -155,7 +157,7 @@ pub unsafe extern "C" fn raw_entry<T: Any, B: TypedBody<T>>(
 /// the entry (which would keep the body's result in its frame).
 #[cold]
 #[inline(never)]
-unsafe extern "C" fn regions_changed<T>(call: *mut RawCall<T>) {
+unsafe extern "C" fn regions_changed<T>(call: *mut RawCall<T>, r0: u64, stop: u64) -> RawRet {
     // SAFETY: the caller's contract; the fields are copied out before the
     // hook runs, and the memory is live (read through its own pointer).
     unsafe {
@@ -163,6 +165,7 @@ unsafe extern "C" fn regions_changed<T>(call: *mut RawCall<T>) {
         hook(engine, &*mem);
         (*call).version = (*mem).version();
     }
+    RawRet { r0, stop }
 }
 
 /// The rare end of [`raw_entry`], out of line: hands the engine how the
