@@ -11,7 +11,10 @@
 //! (Ir(call) - Ir(move)) / 100,000 is the cost of one call beyond the
 //! move it replaces: the call site, the entry and a body that returns `r1`.
 //! The second argument picks how the helper is registered: `body`
-//! (`Helpers::register_body`: the call site calls its direct entry), `typed`
+//! (`Helpers::register_body`: the call site calls its direct entry),
+//! `fallible` (the same with a body that may also end with an abort made
+//! out of line, as the map helpers' bodies do: its `HelperResult` is then
+//! built in memory, and what the entry does with it shows), `typed`
 //! (`Helpers::register_typed`: through the typed trampoline) or `dyn` (a
 //! closure, and an untyped run: the dynamic trampoline). The fourth,
 //! `unchecked`, verifies the program (a kprobe; the helper is id 7,
@@ -26,7 +29,7 @@ use bpfkit_isa::{
     Program,
 };
 use bpfkit_jit::{Jit, VerifiedProgram};
-use bpfkit_runtime::{Guest, HelperResult, Helpers, Memory, RegionKind, TypedBody};
+use bpfkit_runtime::{Guest, HelperAbort, HelperResult, Helpers, Memory, RegionKind, TypedBody};
 use bpfkit_verifier::Options;
 use std::time::Instant;
 
@@ -36,6 +39,24 @@ struct Data(u64);
 fn echo(_g: &mut Guest<'_, '_>, d: &mut Data, a: [u64; 5]) -> HelperResult {
     d.0 += 1;
     Ok(a[0])
+}
+
+/// The abort of [`Fallible`], out of line: a `HelperResult` written
+/// through a pointer, as larger bodies' rare paths do.
+#[inline(never)]
+fn refuse(a: u64) -> HelperResult {
+    Err(HelperAbort::Failed(format!("refused {a}")))
+}
+
+/// [`echo`] that refuses `u64::MAX` (never passed).
+struct Fallible;
+impl TypedBody<Data> for Fallible {
+    fn call(g: &mut Guest<'_, '_>, d: &mut Data, a: [u64; 5]) -> HelperResult {
+        if a[0] == u64::MAX {
+            return refuse(a[0]);
+        }
+        echo(g, d, a)
+    }
 }
 
 struct Echo;
@@ -89,6 +110,9 @@ fn main() {
         }
         "dyn" => {
             h.register(7, |_e, a| Ok(a[0]));
+        }
+        "fallible" => {
+            h.register_body::<Data, Fallible, _>(7, |_e, a| Ok(a[0]));
         }
         _ => {
             h.register_body::<Data, Echo, _>(7, |_e, a| Ok(a[0]));

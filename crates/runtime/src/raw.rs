@@ -51,7 +51,9 @@ pub struct RawCall<T> {
     /// entry then sets `version` to the memory's).
     pub on_regions: unsafe fn(engine: *mut (), mem: &Memory<'_>),
     /// Called after a call that aborted or panicked, before the entry
-    /// returns `stop` 1; the engine records how the program ends.
+    /// returns `stop` 1; the engine records how the program ends. For an
+    /// abort it runs inside the entry's `catch_unwind`: should it panic,
+    /// it is called again with that panic.
     pub on_stop: unsafe fn(engine: *mut (), stop: RawStop),
 }
 
@@ -108,29 +110,40 @@ pub unsafe extern "C" fn raw_entry<T: Any, B: TypedBody<T>>(
     let (guest, data) = unsafe { (std::ptr::addr_of_mut!((*call).guest), (*call).data) };
     // A panic must not unwind into the engine's generated code: caught
     // here and handed to the engine (`on_stop`), which resumes it once its
-    // code has returned. The closure takes its captures by value, so that
-    // they need not live in this frame for it.
+    // code has returned. The closure takes its captures by value and
+    // returns the entry's own two-word answer, not the body's
+    // `HelperResult` (four words, with a `String` to drop): an abort is
+    // handed to the engine inside it, out of line, so that after
+    // `catch_unwind` the common path only has `r0` and `stop` 0 in
+    // registers, with nothing to test but the version. (A result in the
+    // frame cost a load, three tests of its tag and moves around them on
+    // every call.)
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         // SAFETY: the guest and the data are live and lent to this call
         // alone (the caller's contract); the references end with the body.
         let (guest, data) = unsafe { (&mut *guest, &mut *data) };
-        B::call(guest, data, [a1, a2, a3, a4, a5])
+        match B::call(guest, data, [a1, a2, a3, a4, a5]) {
+            Ok(r0) => RawRet { r0, stop: 0 },
+            // SAFETY: `call` is valid (the caller's contract) and the
+            // body's references are gone. Should the hook panic, the
+            // panic is caught here as the body's would be.
+            Err(abort) => unsafe { stop(call, Ok(Err(abort))) },
+        }
     }));
-    // The result is consumed first: with nothing to drop alive across the
-    // hooks' calls, it needs no place in this frame (no landing pad).
     let ret = match result {
-        Ok(Ok(r0)) => RawRet { r0, stop: 0 },
-        // SAFETY: `call` is valid (the caller's contract); the body's
-        // references are gone.
-        other => unsafe { stop(call, other) },
+        Ok(ret) => ret,
+        // SAFETY: as above.
+        Err(payload) => unsafe { stop(call, Err(payload)) },
     };
     // The engine knows the regions as of `RawCall::version`: one compare
     // after the call (no stamp kept across it) tells whether they changed.
     // SAFETY: as above, and the memory is live (read through its own
     // pointer).
     if unsafe { (*(*call).guest.mem).version() != (*call).version } {
+        // Passed through, so that this is a tail call: nothing is kept
+        // across it, and the common path saves no register for it.
         // SAFETY: as above.
-        unsafe { regions_changed(call) };
+        return unsafe { regions_changed(call, ret.r0, ret.stop) };
     }
     ret
 }
@@ -144,7 +157,7 @@ pub unsafe extern "C" fn raw_entry<T: Any, B: TypedBody<T>>(
 /// the entry (which would keep the body's result in its frame).
 #[cold]
 #[inline(never)]
-unsafe extern "C" fn regions_changed<T>(call: *mut RawCall<T>) {
+unsafe extern "C" fn regions_changed<T>(call: *mut RawCall<T>, r0: u64, stop: u64) -> RawRet {
     // SAFETY: the caller's contract; the fields are copied out before the
     // hook runs, and the memory is live (read through its own pointer).
     unsafe {
@@ -152,10 +165,11 @@ unsafe extern "C" fn regions_changed<T>(call: *mut RawCall<T>) {
         hook(engine, &*mem);
         (*call).version = (*mem).version();
     }
+    RawRet { r0, stop }
 }
 
 /// The rare end of [`raw_entry`], out of line: hands the engine how the
-/// call ended.
+/// call ended (the body's abort or its panic).
 ///
 /// # Safety
 /// `call` as in [`raw_entry`], with no reference into it alive.
