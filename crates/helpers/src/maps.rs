@@ -379,28 +379,17 @@ fn on_stack<const N: usize, R>(
 /// asks the regions for the whole range at once, as `read` does.
 #[inline(always)]
 fn read_into(guest: &Guest<'_, '_>, addr: u64, buf: &mut [u8]) -> Result<(), HelperAbort> {
-    #[inline(always)]
-    fn exact<const N: usize>(
-        guest: &Guest<'_, '_>,
-        addr: u64,
-        buf: &mut [u8],
-    ) -> Result<(), HelperAbort> {
-        if let Some(b) = buf.first_chunk_mut::<N>() {
-            *b = guest.load::<N>(addr)?;
-        }
-        Ok(())
-    }
     match buf.len() {
-        4 => exact::<4>(guest, addr, buf),
-        8 => exact::<8>(guest, addr, buf),
-        12 => exact::<12>(guest, addr, buf),
-        16 => exact::<16>(guest, addr, buf),
-        20 => exact::<20>(guest, addr, buf),
-        24 => exact::<24>(guest, addr, buf),
-        32 => exact::<32>(guest, addr, buf),
-        40 => exact::<40>(guest, addr, buf),
-        48 => exact::<48>(guest, addr, buf),
-        64 => exact::<64>(guest, addr, buf),
+        4 => load_into::<4>(guest, addr, buf),
+        8 => load_into::<8>(guest, addr, buf),
+        12 => load_into::<12>(guest, addr, buf),
+        16 => load_into::<16>(guest, addr, buf),
+        20 => load_into::<20>(guest, addr, buf),
+        24 => load_into::<24>(guest, addr, buf),
+        32 => load_into::<32>(guest, addr, buf),
+        40 => load_into::<40>(guest, addr, buf),
+        48 => load_into::<48>(guest, addr, buf),
+        64 => load_into::<64>(guest, addr, buf),
         _ => {
             guest.read(addr, buf)?;
             Ok(())
