@@ -1472,18 +1472,27 @@ impl Jit {
         let (unchecked, uses_regions) = (&self.unchecked, self.uses_regions);
         let (code, entry): (&ExecutableCode, _) = (&self.code, self.entry);
         ctx.env = &mut env as *mut TypedEnv<'_, T> as u64;
+        // Between runs of the series only the run itself (its helpers) can
+        // change the regions or the context's packet words (`again` gets
+        // only `data`; `r1` is fixed): while the stamp and the words are
+        // those the last passed check and region copy were made for, both
+        // still hold, which one test says (`SeriesWords`); anything else
+        // takes the full way (`series_entry`).
+        let mut held = memory::SeriesWords::none();
         let r = loop {
-            if let Some(c) = &unchecked {
-                if let Some(kind) = c.check_cached(&mut self.entry_ok, mem, r1) {
-                    break Err(Trap::new(Pc(0), kind));
+            if !held.unchanged(mem) {
+                match series_entry(
+                    unchecked,
+                    &mut self.entry_ok,
+                    uses_regions,
+                    mem,
+                    r1,
+                    env.base.regions,
+                    ctx,
+                ) {
+                    Ok(w) => held = w,
+                    Err(kind) => break Err(Trap::new(Pc(0), kind)),
                 }
-            }
-            // Runs in a row over the same memory copy the regions once:
-            // the table and the hot-region caches stay exact while the
-            // version stamp is the same (a helper that changes the regions
-            // refreshes them itself).
-            if uses_regions && mem.version() != ctx.snap_version {
-                snapshot(mem, env.base.regions, ctx);
             }
             // Only these change during a run that ends normally (a helper
             // may stop the program at any call depth); `status` is OK
@@ -1596,6 +1605,42 @@ impl Jit {
         };
         trap_with(&tables, &frame.ctx, trap, panic)
     }
+}
+
+/// The entry check and the region copy of a [`Jit::run_repeat`] run when
+/// [`memory::SeriesWords`] could not say they hold (the series' first run,
+/// changed regions, moved packet words): the check (cached by `entry_ok`),
+/// the region table brought up to date, and what the next runs test.
+#[inline(never)]
+fn series_entry(
+    unchecked: &Option<EntryCheck>,
+    entry_ok: &mut EntryKey,
+    uses_regions: bool,
+    mem: &Memory<'_>,
+    r1: u64,
+    regions: &mut Vec<RegionEntry>,
+    ctx: &mut Ctx,
+) -> Result<memory::SeriesWords, TrapKind> {
+    if let Some(c) = unchecked {
+        if let Some(kind) = c.check_cached(entry_ok, mem, r1) {
+            return Err(kind);
+        }
+    }
+    // Runs in a row over the same memory copy the regions once: the table
+    // and the hot-region caches stay exact while the version stamp is the
+    // same (a helper that changes the regions refreshes them itself).
+    if uses_regions && mem.version() != ctx.snap_version {
+        snapshot(mem, regions, ctx);
+    }
+    Ok(match unchecked {
+        // The check passed for this stamp and `r1`, and depends on nothing
+        // else (no packet words), or there is no check.
+        None => memory::SeriesWords::zeros(mem.version()),
+        Some(c) if c.packet.is_none() => memory::SeriesWords::zeros(mem.version()),
+        // The words decide too: read raw when the key allows it, else
+        // every run comes back here (`none`).
+        Some(_) => memory::SeriesWords::of_key(entry_ok, r1),
+    })
 }
 
 /// What turns a stopped run's status into its trap: the tables of the

@@ -892,6 +892,84 @@ pub(crate) fn cached_ctx_words(
     )
 }
 
+/// What a run of a [`crate::Jit::run_repeat`] series needs to know that
+/// the entry check and the region table of the previous run still hold:
+/// the memory's stamp is `version` and the three `u32` words at `at` are
+/// `expect` (the context's packet fields, or constant zeros when the check
+/// does not depend on them). One test per run instead of the cached check's
+/// key compares (BENCHMARKS.md, "The JIT's per-run loop").
+///
+/// Reading `at` is sound because the only ways to build one are
+/// [`SeriesWords::of_key`] (pointers into the context a passed check
+/// covered, valid while the stamp is the key's) and
+/// [`SeriesWords::zeros`] (a static), and [`SeriesWords::unchanged`]
+/// reads only after the stamp matched.
+pub(crate) struct SeriesWords {
+    /// 0 (no `Memory` has it): nothing holds, the next run checks in full.
+    version: u64,
+    at: [*const u32; 3],
+    expect: [u64; 3],
+}
+
+/// What [`SeriesWords::zeros`] points at.
+static ZERO_WORDS: [u32; 3] = [0; 3];
+
+impl SeriesWords {
+    /// Nothing known: the next run takes the full path.
+    pub(crate) fn none() -> SeriesWords {
+        SeriesWords::zeros(0)
+    }
+
+    /// For stamp `version` when the words do not matter (checked code, or
+    /// a context without packet fields): only the stamp is compared.
+    pub(crate) fn zeros(version: u64) -> SeriesWords {
+        SeriesWords {
+            version,
+            at: [ZERO_WORDS.as_ptr(); 3],
+            expect: [0; 3],
+        }
+    }
+
+    /// The packet words of the last passed check `key` (see
+    /// [`cached_ctx_words`] for what a key guarantees) for the context at
+    /// `r1`; [`SeriesWords::none`] when the key does not allow raw reads
+    /// of them or is not for `r1`.
+    pub(crate) fn of_key(key: &crate::EntryKey, r1: u64) -> SeriesWords {
+        if !key.raw || key.version == 0 || key.r1 != r1 {
+            return SeriesWords::none();
+        }
+        SeriesWords {
+            version: key.version,
+            at: key
+                .offs
+                .map(|off| r1.wrapping_add(off as u64) as usize as *const u32),
+            expect: key.words,
+        }
+    }
+
+    /// Whether `mem` has the same stamp and the words their expected
+    /// values: then the entry check and the region table of the run that
+    /// built `self` hold for the next one.
+    #[inline(always)]
+    pub(crate) fn unchanged(&self, mem: &bpfkit_runtime::Memory<'_>) -> bool {
+        if mem.version() != self.version {
+            return false;
+        }
+        // SAFETY: the stamp matched (`none` has stamp 0, which no `Memory`
+        // has), so `at` is `zeros`' static, or `of_key` built it from a key
+        // for this very region list of this `Memory` (stamps are
+        // process-unique and renewed on every change), borrowed by the
+        // caller and so alive: each `at[i]` is then 4 bytes inside the
+        // context the passed check found in a region (valid for reads by
+        // `Memory`'s invariant, not written concurrently). Unaligned: a
+        // context need not be 4-aligned.
+        let w = self.at.map(|p| unsafe { p.read_unaligned() } as u64);
+        let k = self.expect;
+        // One branch for the three words.
+        (w[0] ^ k[0]) | (w[1] ^ k[1]) | (w[2] ^ k[2]) == 0
+    }
+}
+
 /// A value of a type known only at run time, with that type's `TypeId`
 /// kept beside it: a lookup compares two constants instead of making
 /// `Any::type_id`'s virtual call (a `Jit`'s typed helper table, looked up

@@ -268,6 +268,7 @@ impl Slots {
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn is_set(&self, i: u32) -> bool {
         self.value(i).is_some()
     }
@@ -377,6 +378,11 @@ impl Slots {
     /// [`Slots::perf_push`] with a record builder that may fail: its error
     /// is returned as the outer one (nothing is queued, nothing counted
     /// lost).
+    ///
+    /// Inlined up to the lock: a slot nobody filled (`ENOENT`, what a
+    /// program sending to a perf array without a reader gets on every
+    /// packet) is answered without the locked part's frame.
+    #[inline]
     pub(crate) fn perf_push_with<E>(
         &self,
         i: u32,
@@ -391,6 +397,17 @@ impl Slots {
         if !self.is_set(i) {
             return Ok(Err(MapError::NotFound));
         }
+        Self::perf_push_locked(perf, i, len, make)
+    }
+
+    /// The part of [`Slots::perf_push_with`] under the buffer's lock.
+    #[inline(never)]
+    fn perf_push_locked<E>(
+        perf: &PerfBufs,
+        i: u32,
+        len: usize,
+        make: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Result<(), MapError>, E> {
         let mut b = lock(&perf.bufs[i as usize]);
         if b.bytes + len > perf.capacity {
             b.lost += 1;
