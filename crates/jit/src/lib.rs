@@ -1480,8 +1480,24 @@ impl Jit {
         // takes the full way (`series_entry`).
         let mut held = memory::SeriesWords::none();
         let r = loop {
-            if !held.unchanged(mem) {
-                match series_entry(
+            // The packet words moved under the same stamp (a helper of the
+            // last run, `xdp_adjust_tail`/`_head`/`_meta`, rewrote them in
+            // place, every run for some programs): only the packet half of
+            // the check is made again, as `check_cached` would, without the
+            // full way's region-table test and bookkeeping.
+            let moved_ok = match (held.words(mem), unchecked) {
+                (Some(w), _) if held.expects(w) => true,
+                (Some(w), Some(c)) if c.packet_in_packet_region(mem, w) => {
+                    held.set_expected(w);
+                    self.entry_ok.words = w;
+                    true
+                }
+                _ => false,
+            };
+            if !moved_ok {
+                // `held` is written in place (a returned `SeriesWords`,
+                // seven words, goes through memory).
+                if let Some(kind) = series_entry(
                     unchecked,
                     &mut self.entry_ok,
                     uses_regions,
@@ -1489,9 +1505,9 @@ impl Jit {
                     r1,
                     env.base.regions,
                     ctx,
+                    &mut held,
                 ) {
-                    Ok(w) => held = w,
-                    Err(kind) => break Err(Trap::new(Pc(0), kind)),
+                    break Err(Trap::new(Pc(0), kind));
                 }
             }
             // Only these change during a run that ends normally (a helper
@@ -1611,6 +1627,8 @@ impl Jit {
 /// [`memory::SeriesWords`] could not say they hold (the series' first run,
 /// changed regions, moved packet words): the check (cached by `entry_ok`),
 /// the region table brought up to date, and what the next runs test.
+// The run loop's state, passed apart so the loop keeps it in registers.
+#[allow(clippy::too_many_arguments)]
 #[inline(never)]
 fn series_entry(
     unchecked: &Option<EntryCheck>,
@@ -1620,10 +1638,11 @@ fn series_entry(
     r1: u64,
     regions: &mut Vec<RegionEntry>,
     ctx: &mut Ctx,
-) -> Result<memory::SeriesWords, TrapKind> {
+    held: &mut memory::SeriesWords,
+) -> Option<TrapKind> {
     if let Some(c) = unchecked {
         if let Some(kind) = c.check_cached(entry_ok, mem, r1) {
-            return Err(kind);
+            return Some(kind);
         }
     }
     // Runs in a row over the same memory copy the regions once: the table
@@ -1632,7 +1651,7 @@ fn series_entry(
     if uses_regions && mem.version() != ctx.snap_version {
         snapshot(mem, regions, ctx);
     }
-    Ok(match unchecked {
+    *held = match unchecked {
         // The check passed for this stamp and `r1`, and depends on nothing
         // else (no packet words), or there is no check.
         None => memory::SeriesWords::zeros(mem.version()),
@@ -1640,7 +1659,8 @@ fn series_entry(
         // The words decide too: read raw when the key allows it, else
         // every run comes back here (`none`).
         Some(_) => memory::SeriesWords::of_key(entry_ok, r1),
-    })
+    };
+    None
 }
 
 /// What turns a stopped run's status into its trap: the tables of the

@@ -902,13 +902,19 @@ pub(crate) fn cached_ctx_words(
 /// Reading `at` is sound because the only ways to build one are
 /// [`SeriesWords::of_key`] (pointers into the context a passed check
 /// covered, valid while the stamp is the key's) and
-/// [`SeriesWords::zeros`] (a static), and [`SeriesWords::unchanged`]
+/// [`SeriesWords::zeros`] (a static), and [`SeriesWords::words`]
 /// reads only after the stamp matched.
 pub(crate) struct SeriesWords {
     /// 0 (no `Memory` has it): nothing holds, the next run checks in full.
     version: u64,
     at: [*const u32; 3],
     expect: [u64; 3],
+}
+
+/// One branch for three words.
+#[inline(always)]
+fn same_words(w: [u64; 3], k: [u64; 3]) -> bool {
+    (w[0] ^ k[0]) | (w[1] ^ k[1]) | (w[2] ^ k[2]) == 0
 }
 
 /// What [`SeriesWords::zeros`] points at.
@@ -934,6 +940,7 @@ impl SeriesWords {
     /// [`cached_ctx_words`] for what a key guarantees) for the context at
     /// `r1`; [`SeriesWords::none`] when the key does not allow raw reads
     /// of them or is not for `r1`.
+    #[inline(always)]
     pub(crate) fn of_key(key: &crate::EntryKey, r1: u64) -> SeriesWords {
         if !key.raw || key.version == 0 || key.r1 != r1 {
             return SeriesWords::none();
@@ -947,13 +954,12 @@ impl SeriesWords {
         }
     }
 
-    /// Whether `mem` has the same stamp and the words their expected
-    /// values: then the entry check and the region table of the run that
-    /// built `self` hold for the next one.
+    /// The three words now, when `mem` has the stamp `self` was built for
+    /// (only then may they be read); `None` otherwise.
     #[inline(always)]
-    pub(crate) fn unchanged(&self, mem: &bpfkit_runtime::Memory<'_>) -> bool {
+    pub(crate) fn words(&self, mem: &bpfkit_runtime::Memory<'_>) -> Option<[u64; 3]> {
         if mem.version() != self.version {
-            return false;
+            return None;
         }
         // SAFETY: the stamp matched (`none` has stamp 0, which no `Memory`
         // has), so `at` is `zeros`' static, or `of_key` built it from a key
@@ -963,10 +969,20 @@ impl SeriesWords {
         // context the passed check found in a region (valid for reads by
         // `Memory`'s invariant, not written concurrently). Unaligned: a
         // context need not be 4-aligned.
-        let w = self.at.map(|p| unsafe { p.read_unaligned() } as u64);
-        let k = self.expect;
-        // One branch for the three words.
-        (w[0] ^ k[0]) | (w[1] ^ k[1]) | (w[2] ^ k[2]) == 0
+        Some(self.at.map(|p| unsafe { p.read_unaligned() } as u64))
+    }
+
+    /// Whether `w` are the words the next run expects.
+    #[inline(always)]
+    pub(crate) fn expects(&self, w: [u64; 3]) -> bool {
+        same_words(w, self.expect)
+    }
+
+    /// The words the runs expect from now on (the caller re-checked the
+    /// packet they describe, under the same stamp).
+    #[inline(always)]
+    pub(crate) fn set_expected(&mut self, w: [u64; 3]) {
+        self.expect = w;
     }
 }
 
