@@ -177,6 +177,11 @@ pub struct RunState {
     pub tail_calls: u32,
     /// The last redirect target set.
     pub redirect: Option<Redirect>,
+    /// The last device map target `bpf_redirect_map` found: (map address,
+    /// key, [`bpfkit_maps::Map::slot_generation`] then, target). While the
+    /// count reads the same the entry is unchanged, so a repeat redirect
+    /// skips the map's search (the same packet path redirects each run).
+    pub(crate) redirect_memo: Option<(u64, u32, u64, bpfkit_maps::DevTarget)>,
     /// Where time helpers read the time.
     pub clock: crate::Clock,
     /// Address of the `Memory` of the running [`RunState::scoped`] call
@@ -284,6 +289,7 @@ impl RunState {
             tail_call: None,
             tail_calls: 0,
             redirect: None,
+            redirect_memo: None,
             clock: crate::fallback_clock,
             run_mem: 0,
             // Seeded at the first `get_prandom_u32` of the run (most runs

@@ -202,6 +202,56 @@ fn redirects() {
     ));
 }
 
+/// `bpf_redirect_map` remembers the last device map target it found for
+/// the run: a repeat must still see every change made to the map since
+/// (new target, deleted entry, entry added back), for both device maps.
+#[test]
+fn redirect_memo_sees_map_changes() {
+    for ty in [MapType::Devmap, MapType::DevmapHash] {
+        let w = world(&[MapDef::new(ty, 4, 4, 4)]);
+        let dm = w.addrs[0];
+        let m = w.registry.get(bpfkit_maps::MapId(1)).unwrap();
+        let set = |k: u32, v: u32| m.update(&k.to_ne_bytes(), &v.to_ne_bytes(), 0).unwrap();
+        set(1, 5);
+        let ((), _) = RunState::scoped(w.table.clone(), 0, Memory::new(), |mem, state| {
+            let mut stack = [0u8; 8];
+            let mut go = |state: &mut RunState, key: u32, flags: u64| {
+                let r0 = call_helper(
+                    &w.helpers,
+                    REDIRECT_MAP,
+                    &mut stack,
+                    mem,
+                    state,
+                    [dm, key as u64, flags, 0, 0],
+                )
+                .unwrap();
+                let ifindex = match state.redirect {
+                    Some(Redirect::Devmap {
+                        key: k, ifindex, ..
+                    }) if k == key => Some(ifindex),
+                    None => None,
+                    ref other => panic!("{ty:?}: unexpected redirect {other:?}"),
+                };
+                (r0, ifindex)
+            };
+            assert_eq!(go(state, 1, 0), (4, Some(5)), "{ty:?}");
+            assert_eq!(go(state, 1, 0), (4, Some(5)), "{ty:?}: repeat");
+            set(1, 6);
+            assert_eq!(go(state, 1, 0), (4, Some(6)), "{ty:?}: after an update");
+            // another key while the memo holds key 1
+            assert_eq!(go(state, 3, 2), (2, None), "{ty:?}: absent key");
+            assert_eq!(go(state, 1, 0), (4, Some(6)), "{ty:?}");
+            m.delete(&1u32.to_ne_bytes()).unwrap();
+            assert_eq!(go(state, 1, 2), (2, None), "{ty:?}: after a delete");
+            set(1, 8);
+            assert_eq!(go(state, 1, 0), (4, Some(8)), "{ty:?}: added back");
+            set(3, 9);
+            assert_eq!(go(state, 3, 0), (4, Some(9)), "{ty:?}");
+            assert_eq!(go(state, 1, 0), (4, Some(8)), "{ty:?}");
+        });
+    }
+}
+
 #[test]
 fn xdp_adjust_limits() {
     let w = world(&[]);

@@ -3,7 +3,7 @@
 use crate::maps::{map_ref, not_a_map, read};
 use crate::state::{Redirect, XdpBuff, MAX_TAIL_CALL_CNT};
 use crate::{errno, Env, EACCES, EFAULT, EINVAL, EOPNOTSUPP};
-use bpfkit_maps::{MapType, BPF_F_INDEX_MASK};
+use bpfkit_maps::{DevTarget, MapType, BPF_F_INDEX_MASK};
 use bpfkit_runtime::{Access, Guest, HelperAbort, HelperResult};
 
 /// `ETH_HLEN`.
@@ -289,17 +289,26 @@ pub(crate) fn redirect_map(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResu
         return Ok(XDP_ABORTED);
     }
     let id = map.id();
+    let devmap = |t: DevTarget| Redirect::Devmap {
+        map: id,
+        key,
+        ifindex: t.ifindex,
+    };
+    // What the memo is to hold after this call (a new target found).
+    let mut remember = None;
     let target = match map.map_type() {
         MapType::Devmap | MapType::DevmapHash => {
             if flags & BPF_F_BROADCAST != 0 {
                 Some(Redirect::Broadcast { map: id })
+            } else if let Some((.., t)) = st.redirect_memo.filter(|&(m, k, gen, _)| {
+                m == a[0] && k == key && map.slot_generation(&key.to_ne_bytes()) == Some(gen)
+            }) {
+                Some(devmap(t))
             } else {
-                map.redirect_target_in(key, st.guard())
-                    .map(|t| Redirect::Devmap {
-                        map: id,
-                        key,
-                        ifindex: t.ifindex,
-                    })
+                map.redirect_target_gen(key, st.guard()).map(|(t, gen)| {
+                    remember = gen.map(|gen| (a[0], key, gen, t));
+                    devmap(t)
+                })
             }
         }
         _ => map
@@ -307,6 +316,9 @@ pub(crate) fn redirect_map(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResu
             .ok()
             .map(|_| Redirect::Other { map: id, key }),
     };
+    if remember.is_some() {
+        st.redirect_memo = remember;
+    }
     match target {
         Some(t) => {
             st.redirect = Some(t);

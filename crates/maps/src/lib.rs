@@ -1236,6 +1236,20 @@ impl Map {
         Some(self.dev_target(v))
     }
 
+    /// [`Map::redirect_target_in`] with the [`Map::slot_generation`] read
+    /// before the entry: while the count still reads the same, no change
+    /// was made since and the target stands (the run's redirect memo).
+    /// `None` when absent; no count when the map keeps none.
+    #[inline]
+    pub fn redirect_target_gen(
+        &self,
+        key: u32,
+        guard: &RunGuard,
+    ) -> Option<(DevTarget, Option<u64>)> {
+        let gen = self.slot_generation(&key.to_ne_bytes());
+        Some((self.redirect_target_in(key, guard)?, gen))
+    }
+
     /// A device map value (`struct bpf_devmap_val`'s first 8 bytes, or
     /// the 4-byte ifindex) as a redirect target.
     fn dev_target(&self, v: [u8; 8]) -> DevTarget {
