@@ -12,6 +12,10 @@ use bpfkit_jit::{Jit, VerifiedProgram};
 use bpfkit_runtime::{Access, Helpers, Memory, RegionKind, Trap, TrapKind};
 use bpfkit_verifier::{Options, Verdict};
 
+#[allow(dead_code)] // the rest is for other test targets
+mod common;
+use common::xdp::{low_packet, xdp_md};
+
 fn prog(text: &str) -> Program {
     Program::from_insns(assemble(text, Syntax::Ubpf).unwrap()).unwrap()
 }
@@ -201,15 +205,6 @@ fn unchecked_mode_checks_the_context_before_entering() {
     assert_eq!(j.run(&mut mem, &[a]), Ok(want));
 }
 
-/// `struct xdp_md` at `ctx[..]` describing `pkt`: data_meta = data.
-fn xdp_md(data: u64, data_end: u64) -> Vec<u8> {
-    let mut md = vec![0u8; 24];
-    md[0..4].copy_from_slice(&(data as u32).to_ne_bytes());
-    md[4..8].copy_from_slice(&(data_end as u32).to_ne_bytes());
-    md[8..12].copy_from_slice(&(data as u32).to_ne_bytes());
-    md
-}
-
 #[test]
 fn unchecked_xdp_refuses_packet_pointers_outside_the_memory() {
     if !bpfkit_jit::is_supported() {
@@ -362,32 +357,6 @@ fn xdp_reader() -> Jit {
          ldxh %r0, [%r2+0]\nexit\nmov %r0, 1\nexit",
     );
     Jit::compile_verified(&verified(&p, ProgType::Xdp), &Helpers::new()).unwrap()
-}
-
-/// A packet buffer below 4 GiB (the `xdp_md` fields are 32-bit, as the
-/// facade's XDP frame), filled with 0x5a; leaked (one page per test).
-fn low_packet(len: usize) -> Option<&'static mut [u8]> {
-    assert!(len <= 4096);
-    // SAFETY: an anonymous private mapping of one page, no address hint;
-    // the result is checked before use.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
-            -1,
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED || ptr as u64 + 4096 > u32::MAX as u64 {
-        return None;
-    }
-    // SAFETY: the page is mapped read+write, never unmapped, and only
-    // reachable through the returned (unique) slice.
-    let buf = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) };
-    buf.fill(0x5a);
-    Some(buf)
 }
 
 #[test]
