@@ -1245,10 +1245,20 @@ pub(crate) fn raw_stopped(ctx: &mut Ctx, env: &mut RunEnv<'_>, stop: RawStop) {
 fn finish_raw_stop(ctx: &mut Ctx, env: &mut RunEnv<'_>) {
     ctx.status = status::RUST_TRAP;
     if let Some(t) = &mut env.trap {
-        t.pc = env.pcs[ctx.call_site as u32 as usize];
-        if let TrapKind::Helper { id, .. } = &mut t.kind {
-            *id = HelperId(env.table[ctx.call_h as usize].0);
-        }
+        name_call_site(
+            t,
+            env.pcs[ctx.call_site as u32 as usize],
+            env.table[ctx.call_h as usize].0,
+        );
+    }
+}
+
+/// A direct entry's trap, stored without knowing where it was called
+/// from: the call's pc, and the helper's id for a helper's own trap.
+fn name_call_site(t: &mut Trap, pc: Pc, helper: u32) {
+    t.pc = pc;
+    if let TrapKind::Helper { id, .. } = &mut t.kind {
+        *id = HelperId(helper);
     }
 }
 
@@ -1693,10 +1703,11 @@ impl Jit {
         if ctx.status == status::RAW_STOP {
             // As `finish_raw_stop`, in the target's tables.
             let mut t = trap.expect("a direct entry stored a trap");
-            t.pc = target.pcs[ctx.call_site as u32 as usize];
-            if let TrapKind::Helper { id, .. } = &mut t.kind {
-                *id = HelperId(target.helper_ids[ctx.call_h as usize]);
-            }
+            name_call_site(
+                &mut t,
+                target.pcs[ctx.call_site as u32 as usize],
+                target.helper_ids[ctx.call_h as usize],
+            );
             return Err(t);
         }
         let tables = TrapTables {
