@@ -107,7 +107,9 @@ pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
         let n = map.def().key_size as usize;
         if n <= HASHED_KEY {
             // One fixed-size load per common key size (no copy of a
-            // run-time length), one call of the lookup below.
+            // run-time length), one call of the lookup below. `read_into`'s
+            // match, without its arms above `HASHED_KEY`: calling it here
+            // cost ~6 host instructions a lookup (router_ipv4, tx_iptunnel).
             let mut buf = [0u8; HASHED_KEY];
             match n {
                 4 => load_into::<4>(guest, a[1], &mut buf)?,
