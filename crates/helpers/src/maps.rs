@@ -4,7 +4,7 @@ use crate::region::expose;
 use crate::state::RunState;
 use crate::Env;
 use bpfkit_maps::{map_flags, Map, MapError, MapId, MapType, ValueRef};
-use bpfkit_runtime::{Guest, HelperAbort, HelperResult, RegionKind};
+use bpfkit_runtime::{Access, Guest, HelperAbort, HelperResult, RegionKind};
 use std::sync::Arc;
 
 /// The map behind a program's map pointer, borrowed from the run's state.
@@ -492,9 +492,39 @@ pub(crate) fn pop_or_peek(env: &mut Env<'_, '_, '_>, a: [u64; 5], pop: bool) -> 
 pub(crate) fn ringbuf_output(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let (guest, st) = env.split();
     let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
-    with_bytes(guest, a[1], a[2] as usize, |data| {
-        ret(map.ringbuf_output(data, a[3]))
-    })
+    let size = a[2] as usize;
+    // A ring its consumer does not keep up with refuses every output: then
+    // only whether the data is readable matters (a bad pointer faults
+    // first, as when the data was read first), not the bytes, so they are
+    // not copied.
+    if let Some(e) = map.ringbuf_output_refused(size as u64, a[3]) {
+        readable(guest, a[1], size)?;
+        return Ok(e.to_helper_ret());
+    }
+    with_bytes(
+        guest,
+        a[1],
+        size,
+        |data| ret(map.ringbuf_output(data, a[3])),
+    )
+}
+
+/// Whether the guest may read `[addr, addr + len)` (its stack, or one
+/// region), as [`Guest::read`] would find it, without copying: the same
+/// fault when it may not.
+#[inline]
+pub(crate) fn readable(guest: &Guest<'_, '_>, addr: u64, len: usize) -> Result<(), HelperAbort> {
+    if len == 0 {
+        return Ok(());
+    }
+    // `off` wraps below the stack, so one compare says "inside".
+    let off = addr.wrapping_sub(guest.stack_start());
+    let stack_len = guest.stack_end() - guest.stack_start();
+    if off <= stack_len && len as u64 <= stack_len - off {
+        return Ok(());
+    }
+    guest.memory().find(addr, len, Access::Read)?;
+    Ok(())
 }
 
 /// `bpf_ringbuf_reserve(ringbuf, size, flags)`.

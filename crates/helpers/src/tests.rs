@@ -874,3 +874,176 @@ fn hash_of_maps_lookups_follow_the_map() {
     // Answered from the memo: the outer map's change count stands.
     assert!(outer.slot_generation(&5u32.to_ne_bytes()).is_some());
 }
+
+/// `bpf_xdp_adjust_tail`'s short way for a linear packet: the added bytes
+/// (any count, 1 to the tailroom) are zeroed exactly, nothing past the new
+/// end is touched, and the context follows; a packet outside the memory's
+/// packet region (here: an `Other` region) is zeroed through the general
+/// write all the same; a shrink writes nothing.
+#[test]
+fn adjust_tail_zeroes_exactly_the_added_bytes() {
+    let w = world(&[]);
+    for kind in [RegionKind::Packet, RegionKind::Other] {
+        for delta in [1i32, 3, 7, 8, 9, 15, 16, 17, 40, 300] {
+            let mut frame = vec![0xaau8; 4096];
+            let mut ctx = [0u8; 24];
+            let mut mem = Memory::new();
+            let hard = mem.add(kind, &mut frame);
+            let c = mem.add(RegionKind::Context, &mut ctx);
+            let buff = XdpBuff {
+                hard_start: hard,
+                frame_sz: 4096,
+                meta: hard + 256,
+                data: hard + 256,
+                end: hard + 256 + 60,
+                ctx: c,
+            };
+            let ((), st) = RunState::scoped(w.table.clone(), 0, mem, |mem, state| {
+                state.xdp = Some(buff);
+                let mut stack = [0u8; 8];
+                let h = w.helpers.get(XDP_ADJUST_TAIL).unwrap().clone();
+                let mut call = |d: i32| {
+                    let mut guest = Guest::new(&mut stack, mem);
+                    let mut env =
+                        HelperEnv::new(guest.reborrow(), Some(&mut *state), Pc(0), HelperId(65));
+                    h.call(&mut env, [c, d as i64 as u64, 0, 0, 0]).unwrap()
+                };
+                assert_eq!(call(delta), 0);
+                assert_eq!(call(-1), 0);
+            });
+            let end = 256 + 60 + delta as usize;
+            assert_eq!(st.xdp.unwrap().end - hard, end as u64 - 1);
+            assert!(
+                frame[..316].iter().all(|&b| b == 0xaa),
+                "{kind:?} {delta}: bytes before the old end"
+            );
+            assert!(
+                frame[316..end].iter().all(|&b| b == 0),
+                "{kind:?} {delta}: the added bytes"
+            );
+            assert!(
+                frame[end..].iter().all(|&b| b == 0xaa),
+                "{kind:?} {delta}: bytes past the new end"
+            );
+            assert_eq!(
+                u32::from_le_bytes(ctx[4..8].try_into().unwrap()),
+                (hard + end as u64 - 1) as u32
+            );
+        }
+    }
+}
+
+/// `bpf_ringbuf_output` on a ring with no room answers `-EAGAIN` without
+/// reading the data, but a pointer it could not read still faults first,
+/// and bad flags are `-EINVAL` (after the same fault test); once there is
+/// room again the record is written.
+#[test]
+fn ringbuf_output_refused_without_the_data() {
+    const EAGAIN: u64 = (-11i64) as u64;
+    let w = world(&[MapDef::new(MapType::Ringbuf, 0, 0, 4096)]);
+    let rb = w.addrs[0];
+    let mut data = *b"0123456789abcdef";
+    let mut mem = Memory::new();
+    let d = mem.add(RegionKind::Other, &mut data);
+    let ring = w.registry.get(bpfkit_maps::MapId(1)).unwrap();
+    let ((), _) = w.with(mem, |call| {
+        // 4096 - 1 bytes usable: fill with 16-byte records (24 each).
+        let mut n = 0;
+        while call(RINGBUF_OUTPUT, [rb, d, 16, 0, 0]).unwrap() == 0 {
+            n += 1;
+        }
+        assert_eq!(n, 170);
+        assert_eq!(call(RINGBUF_OUTPUT, [rb, d, 16, 0, 0]).unwrap(), EAGAIN);
+        // Unreadable data: a fault, full ring or not.
+        assert!(matches!(
+            call(RINGBUF_OUTPUT, [rb, d + 1, 16, 0, 0]),
+            Err(HelperAbort::Fault(_))
+        ));
+        assert!(matches!(
+            call(RINGBUF_OUTPUT, [rb, 0x10, 8, 4, 0]),
+            Err(HelperAbort::Fault(_))
+        ));
+        assert_eq!(call(RINGBUF_OUTPUT, [rb, d, 16, 4, 0]).unwrap(), EINVAL);
+        // An empty record fits in the 16 bytes left (8: header only).
+        assert_eq!(call(RINGBUF_OUTPUT, [rb, 0x10, 0, 0, 0]).unwrap(), 0);
+        let mut seen = 0;
+        ring.ringbuf_consume(|r| {
+            assert!(r == &b"0123456789abcdef"[..] || r.is_empty());
+            seen += 1;
+        })
+        .unwrap();
+        assert_eq!(seen, 171);
+        assert_eq!(call(RINGBUF_OUTPUT, [rb, d, 16, 0, 0]).unwrap(), 0);
+    });
+    let mut last = Vec::new();
+    ring.ringbuf_consume(|r| last = r.to_vec()).unwrap();
+    assert_eq!(last, b"0123456789abcdef");
+}
+
+/// `bpf_perf_event_output` with packet bytes (flags bits 32-51): the record
+/// is the sample and then that many bytes from `data` on, continuing into
+/// the fragments; asking for more than the packet has is `-EFAULT` (with
+/// and without fragments), and nothing is queued then.
+#[test]
+fn perf_event_output_records_carry_packet_bytes() {
+    const EFAULT: u64 = (-14i64) as u64;
+    let registry = MapRegistry::new(MapOptions::new().possible_cpus(2));
+    let mut table = MapTable::new(Some(registry.clone()));
+    let perf = registry
+        .create(MapDef::new(MapType::PerfEventArray, 4, 4, 2))
+        .unwrap()
+        .1;
+    perf.update(&0u32.to_ne_bytes(), &1u32.to_ne_bytes(), 0)
+        .unwrap();
+    let map = table.insert(perf.clone());
+    let table = Arc::new(table);
+    let mut helpers = Helpers::new();
+    register(&mut helpers);
+    for frags in [vec![], vec![vec![0xf0u8, 0xf1, 0xf2], vec![0xf3; 2]]] {
+        let mut frame: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+        let mut ctx = [0u8; 24];
+        let mut sample = *b"abcd";
+        let mut mem = Memory::new();
+        let hard = mem.add(RegionKind::Packet, &mut frame);
+        let c = mem.add(RegionKind::Context, &mut ctx);
+        let s = mem.add(RegionKind::Other, &mut sample);
+        let buff = XdpBuff {
+            hard_start: hard,
+            frame_sz: 4096,
+            meta: hard + 256,
+            data: hard + 256,
+            end: hard + 256 + 20,
+            ctx: c,
+        };
+        let with_frags = !frags.is_empty();
+        let ((), _) = RunState::scoped(table.clone(), 0, mem, |mem, state| {
+            state.xdp = Some(buff);
+            state.frags = frags.clone();
+            let mut stack = [0u8; 8];
+            let mut call = |args: [u64; 5]| {
+                call_helper(&helpers, PERF_EVENT_OUTPUT, &mut stack, mem, state, args).unwrap()
+            };
+            let ctx_len = |n: u64| n << 32;
+            assert_eq!(call([c, map, ctx_len(6), s, 4]), 0);
+            assert_eq!(call([c, map, ctx_len(20), s, 0]), 0);
+            // One past the packet (linear part and fragments).
+            let total = if with_frags { 25 } else { 20 };
+            assert_eq!(call([c, map, ctx_len(total + 1), s, 4]), EFAULT);
+            if with_frags {
+                assert_eq!(call([c, map, ctx_len(24), s, 4]), 0);
+            }
+        });
+        let d = perf.perf_drain(0);
+        let mut want = vec![
+            [&b"abcd"[..], &[0, 1, 2, 3, 4, 5]].concat(),
+            (0..20u8).collect::<Vec<u8>>(),
+        ];
+        if with_frags {
+            let mut r = b"abcd".to_vec();
+            r.extend(0..20u8);
+            r.extend([0xf0, 0xf1, 0xf2, 0xf3]);
+            want.push(r);
+        }
+        assert_eq!((d.records, d.lost), (want, 0), "fragments: {with_frags}");
+    }
+}

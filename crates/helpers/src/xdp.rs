@@ -1,10 +1,10 @@
 //! XDP helpers: buffer adjustments, redirects, tail calls, perf events.
 
-use crate::maps::{map_ref, not_a_map, read};
+use crate::maps::{map_ref, not_a_map, read, readable};
 use crate::state::{Redirect, XdpBuff, MAX_TAIL_CALL_CNT};
 use crate::{errno, Env, EACCES, EFAULT, EINVAL, EOPNOTSUPP};
 use bpfkit_maps::{DevTarget, MapType, BPF_F_INDEX_MASK};
-use bpfkit_runtime::{Access, Guest, HelperAbort, HelperResult};
+use bpfkit_runtime::{Guest, HelperAbort, HelperResult};
 
 /// `ETH_HLEN`.
 pub const ETH_HLEN: u64 = 14;
@@ -49,48 +49,81 @@ fn move_buff(env: &mut Env<'_, '_, '_>, meta: u64, data: u64, end: u64) -> Resul
     b.meta = meta;
     b.data = data;
     b.end = end;
-    let ctx = b.ctx;
-    let mut md = [0u8; 12];
-    md[0..4].copy_from_slice(&(data as u32).to_le_bytes());
-    md[4..8].copy_from_slice(&(end as u32).to_le_bytes());
-    md[8..12].copy_from_slice(&(meta as u32).to_le_bytes());
-    // One fixed-size store into the region found last time, not through
-    // the memory's lookup hint: the program's own accesses move that hint
-    // elsewhere between two calls. The context is a region of the run's
-    // memory, never the guest stack, so the stack is not tried first.
-    st.ctx_region = guest
-        .memory_mut()
-        .store_hinted::<12>(st.ctx_region, ctx, md)?;
+    st.ctx_region = store_ctx(guest, st.ctx_region, b)?;
     Ok(())
+}
+
+/// Writes `b`'s `data`, `data_end` and `data_meta` into its context (the
+/// 32-bit fields holding the addresses) and returns the region written,
+/// the hint for the next call. One fixed-size store into the region found
+/// last time (`hint`), not through the memory's lookup hint: the
+/// program's own accesses move that hint elsewhere between two calls. The
+/// context is a region of the run's memory, never the guest stack, so the
+/// stack is not tried first.
+#[inline(always)]
+fn store_ctx(guest: &mut Guest<'_, '_>, hint: usize, b: &XdpBuff) -> Result<usize, HelperAbort> {
+    let mut md = [0u8; 12];
+    md[0..4].copy_from_slice(&(b.data as u32).to_le_bytes());
+    md[4..8].copy_from_slice(&(b.end as u32).to_le_bytes());
+    md[8..12].copy_from_slice(&(b.meta as u32).to_le_bytes());
+    Ok(guest.memory_mut().store_hinted::<12>(hint, b.ctx, md)?)
 }
 
 fn metalen_invalid(len: u64) -> bool {
     !len.is_multiple_of(4) || len > XDP_META_MAX
 }
 
-/// `bpf_xdp_adjust_head(ctx, delta)`.
+/// `bpf_xdp_adjust_head(ctx, delta)`. The buffer is read and moved in
+/// place (not copied out first); metadata moves with `data` through a
+/// small stack buffer (at most [`XDP_META_MAX`] bytes, usually a few).
 #[inline]
 pub(crate) fn adjust_head(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
-    let b = buff(env)?;
     let delta = a[1] as i32 as i64;
+    let (guest, st) = env.split();
+    let Some(b) = st.xdp.as_mut() else {
+        return Err(not_xdp());
+    };
     let metalen = b.data - b.meta;
     let data = b.data.wrapping_add(delta as u64);
     if data < b.hard_start + metalen + XDP_FRAME_SIZE || data > b.end.saturating_sub(ETH_HLEN) {
         return Ok(errno(EINVAL));
     }
+    let meta = b.meta.wrapping_add(delta as u64);
     if metalen > 0 {
-        let m = read(env, b.meta, metalen as usize)?;
-        env.guest().write(b.meta.wrapping_add(delta as u64), &m)?;
+        move_meta(guest, b.meta, meta, metalen as usize)?;
     }
-    move_buff(env, b.meta.wrapping_add(delta as u64), data, b.end)?;
+    b.meta = meta;
+    b.data = data;
+    st.ctx_region = store_ctx(guest, st.ctx_region, b)?;
     Ok(0)
 }
 
-/// `bpf_xdp_adjust_meta(ctx, delta)`.
+/// Copies the `len` metadata bytes at `from` to `to` (the ranges may
+/// overlap): read whole, then written, as the kernel's `memmove`.
+#[inline]
+fn move_meta(guest: &mut Guest<'_, '_>, from: u64, to: u64, len: usize) -> Result<(), HelperAbort> {
+    let mut small = [0u8; 32];
+    let mut big = Vec::new();
+    let buf = if len <= small.len() {
+        &mut small[..len]
+    } else {
+        big.resize(len, 0);
+        &mut big[..]
+    };
+    guest.read(from, buf)?;
+    guest.write(to, buf)?;
+    Ok(())
+}
+
+/// `bpf_xdp_adjust_meta(ctx, delta)`. The buffer is read and moved in
+/// place (not copied out first).
 #[inline]
 pub(crate) fn adjust_meta(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
-    let b = buff(env)?;
     let delta = a[1] as i32 as i64;
+    let (guest, st) = env.split();
+    let Some(b) = st.xdp.as_mut() else {
+        return Err(not_xdp());
+    };
     let meta = b.meta.wrapping_add(delta as u64);
     if meta < b.hard_start + XDP_FRAME_SIZE || meta > b.data {
         return Ok(errno(EINVAL));
@@ -98,68 +131,98 @@ pub(crate) fn adjust_meta(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResul
     if metalen_invalid(b.data - meta) {
         return Ok(errno(EACCES));
     }
-    move_buff(env, meta, b.data, b.end)?;
+    b.meta = meta;
+    st.ctx_region = store_ctx(guest, st.ctx_region, b)?;
     Ok(0)
 }
 
 /// `bpf_xdp_adjust_tail(ctx, delta)`. A multi-buffer packet grows or
 /// shrinks at its last fragments, as the kernel's
-/// `bpf_xdp_frags_increase_tail`/`_shrink_tail` do.
+/// `bpf_xdp_frags_increase_tail`/`_shrink_tail` do (out of line).
+///
+/// A linear packet, once per packet in programs that trim or extend it,
+/// takes the short way: the buffer is read in place (not copied out), the
+/// added bytes are zeroed in the packet region directly
+/// ([`bpfkit_runtime::Memory::zero_in_packet`]; the general write is the
+/// fallback) and only `data_end` is moved, so that the direct entry needs
+/// few registers.
 #[inline]
 pub(crate) fn adjust_tail(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
-    let b = buff(env)?;
     let delta = a[1] as i32 as i64;
-    let st = env.state();
+    let (guest, st) = env.split();
+    let Some(b) = st.xdp.as_mut() else {
+        return Err(not_xdp());
+    };
     if !st.frags.is_empty() {
-        if delta < 0 {
-            let mut left = delta.unsigned_abs();
-            let total = b.end - b.data + st.frags.iter().map(|f| f.len() as u64).sum::<u64>();
-            if left > total.saturating_sub(ETH_HLEN) {
-                return Ok(errno(EINVAL));
-            }
-            while left > 0 {
-                let Some(last) = st.frags.last_mut() else {
-                    break;
-                };
-                let cut = left.min(last.len() as u64);
-                last.truncate(last.len() - cut as usize);
-                left -= cut;
-                if last.is_empty() {
-                    st.frags.pop();
-                }
-            }
-            if st.frags.is_empty() && left > 0 {
-                move_buff(env, b.meta, b.data, b.end - left)?;
-            }
-            return Ok(0);
-        }
-        let Some(last) = st.frags.last_mut() else {
-            return Ok(errno(EINVAL));
-        };
-        if b.frame_sz < FRAG_SIZE {
-            return Ok(errno(EOPNOTSUPP));
-        }
-        let tailroom = FRAG_SIZE - last.len() as u64;
-        if delta as u64 > tailroom {
-            return Ok(errno(EINVAL));
-        }
-        last.resize(last.len() + delta as usize, 0);
-        return Ok(0);
+        return adjust_tail_frags(env, delta);
     }
     let hard_end = b.hard_start + b.frame_sz - XDP_TAILROOM;
-    let end = b.end.wrapping_add(delta as u64);
+    let old_end = b.end;
+    let end = old_end.wrapping_add(delta as u64);
     if end > hard_end || end < b.data + ETH_HLEN {
         return Ok(errno(EINVAL));
     }
-    if delta > 0 {
+    if delta > 0 && !guest.memory_mut().zero_in_packet(old_end, delta as usize) {
         // `delta` is at most the frame's tailroom (checked above).
-        static ZEROS: [u8; FRAG_SIZE as usize] = [0; FRAG_SIZE as usize];
-        match ZEROS.get(..delta as usize) {
-            Some(z) => env.guest().write(b.end, z)?,
-            None => env.guest().write(b.end, &vec![0u8; delta as usize])?,
-        }
+        zero_slow(guest, old_end, delta as usize)?;
     }
-    move_buff(env, b.meta, b.data, end)?;
+    b.end = end;
+    st.ctx_region = store_ctx(guest, st.ctx_region, b)?;
+    Ok(0)
+}
+
+/// Zeroes `len` bytes at `addr` through the guest's general write (a
+/// packet not in the memory's packet region).
+#[cold]
+#[inline(never)]
+fn zero_slow(guest: &mut Guest<'_, '_>, addr: u64, len: usize) -> Result<(), HelperAbort> {
+    static ZEROS: [u8; FRAG_SIZE as usize] = [0; FRAG_SIZE as usize];
+    match ZEROS.get(..len) {
+        Some(z) => guest.write(addr, z)?,
+        None => guest.write(addr, &vec![0u8; len])?,
+    }
+    Ok(())
+}
+
+/// [`adjust_tail`] of a multi-buffer packet (fragments present).
+#[cold]
+#[inline(never)]
+fn adjust_tail_frags(env: &mut Env<'_, '_, '_>, delta: i64) -> HelperResult {
+    let b = buff(env)?;
+    let st = env.state();
+    if delta < 0 {
+        let mut left = delta.unsigned_abs();
+        let total = b.end - b.data + st.frags.iter().map(|f| f.len() as u64).sum::<u64>();
+        if left > total.saturating_sub(ETH_HLEN) {
+            return Ok(errno(EINVAL));
+        }
+        while left > 0 {
+            let Some(last) = st.frags.last_mut() else {
+                break;
+            };
+            let cut = left.min(last.len() as u64);
+            last.truncate(last.len() - cut as usize);
+            left -= cut;
+            if last.is_empty() {
+                st.frags.pop();
+            }
+        }
+        if st.frags.is_empty() && left > 0 {
+            move_buff(env, b.meta, b.data, b.end - left)?;
+        }
+        return Ok(0);
+    }
+    let Some(last) = st.frags.last_mut() else {
+        return Ok(errno(EINVAL));
+    };
+    if b.frame_sz < FRAG_SIZE {
+        return Ok(errno(EOPNOTSUPP));
+    }
+    let tailroom = FRAG_SIZE - last.len() as u64;
+    if delta as u64 > tailroom {
+        return Ok(errno(EINVAL));
+    }
+    last.resize(last.len() + delta as usize, 0);
     Ok(0)
 }
 
@@ -359,22 +422,14 @@ pub(crate) fn tail_call(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult 
     }
 }
 
-/// Whether the guest may read `[addr, addr + len)` (stack or a region),
-/// without copying it.
-fn readable(guest: &Guest<'_, '_>, addr: u64, len: usize) -> Result<(), HelperAbort> {
-    if len == 0 {
-        return Ok(());
-    }
-    let (start, end) = (guest.stack_start(), guest.stack_end());
-    if addr >= start && addr <= end && len as u64 <= end - addr {
-        return Ok(());
-    }
-    guest.memory().find(addr, len, Access::Read)?;
-    Ok(())
-}
-
 /// `bpf_perf_event_output(ctx, map, flags, data, size)` for XDP: the upper
 /// 32 bits of `flags` ask for that many packet bytes after the sample.
+///
+/// The answers that need no record (bad flags, a context length past the
+/// packet, an index past the array, an empty slot, a full buffer) come
+/// from here with a few tests; the record is built out of line
+/// ([`build_record`]) and only when the buffer keeps it, so that the
+/// direct entry keeps few values (and saves few registers) on the way.
 #[inline]
 pub(crate) fn perf_event_output(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let flags = a[2];
@@ -383,15 +438,11 @@ pub(crate) fn perf_event_output(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> Helpe
     }
     let ctx_len = (flags & BPF_F_CTXLEN_MASK) >> 32;
     let (guest, st) = env.split();
-    let b = st.xdp;
+    let (data, linear_len) = st.xdp.as_ref().map_or((0, 0), |b| (b.data, b.end - b.data));
     // The packet's length matters only when bytes of it are asked for
     // (the fragments are summed only when the linear part is too short).
-    let linear_len = b.map_or(0, |b| b.end - b.data);
-    if ctx_len > linear_len {
-        let frags: u64 = st.frags.iter().map(|f| f.len() as u64).sum();
-        if b.is_none() || ctx_len > linear_len + frags {
-            return Ok(errno(EFAULT));
-        }
+    if ctx_len > linear_len && (st.frags.is_empty() || !ctx_in_frags(st, ctx_len, linear_len)) {
+        return Ok(errno(EFAULT));
     }
     let map = st.map(a[1]).ok_or_else(|| not_a_map(a[1]))?;
     let size = a[4] as usize;
@@ -400,66 +451,65 @@ pub(crate) fn perf_event_output(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> Helpe
     // pointer faults whether or not the buffer has room (the record is
     // built only when it has).
     readable(guest, a[3], size)?;
-    let data = b.map_or(0, |b| b.data);
     if linear > 0 {
         readable(guest, data, linear)?;
     }
+    // What the record is made of is passed as the few values it is
+    // derived from: the closure's captures are stored before the map's
+    // tests, whether or not a record is built.
+    let (guest, st) = (&*guest, &*st);
+    let sample = a[3];
     let len = size.saturating_add(ctx_len as usize);
-    let record = Record {
-        guest,
-        frags: &st.frags,
-        sample: a[3],
-        size,
-        data,
-        linear,
-        ctx_len: ctx_len as usize,
-        len,
-    };
     Ok(
-        match map
-            .perf_event_output_with(st.cpu, flags & BPF_F_INDEX_MASK, len, || record.build())?
-        {
+        match map.perf_event_output_with(st.cpu, flags & BPF_F_INDEX_MASK, len, move || {
+            build_record(guest, st, sample, size, ctx_len as usize)
+        })? {
             Ok(()) => 0,
             Err(e) => e.to_helper_ret(),
         },
     )
 }
 
-/// What a perf event record is made of: the sample, then `ctx_len`
-/// packet bytes (`linear` of them from the linear part at `data`, the rest
-/// from the fragments). Built only when the buffer has room.
-struct Record<'e, 'r, 'a> {
-    guest: &'e Guest<'r, 'a>,
-    frags: &'e [Vec<u8>],
-    sample: u64,
-    size: usize,
-    data: u64,
-    linear: usize,
-    ctx_len: usize,
-    len: usize,
+/// Whether the packet with its fragments has `ctx_len` bytes (the linear
+/// part has `linear_len`, fewer): out of line, for multi-buffer packets.
+#[cold]
+#[inline(never)]
+fn ctx_in_frags(st: &crate::RunState, ctx_len: u64, linear_len: u64) -> bool {
+    let frags: u64 = st.frags.iter().map(|f| f.len() as u64).sum();
+    st.xdp.is_some() && ctx_len <= linear_len + frags
 }
 
-impl Record<'_, '_, '_> {
-    /// The record, built once in the buffer the map keeps.
-    fn build(&self) -> Result<Vec<u8>, HelperAbort> {
-        let mut out = Vec::new();
-        out.try_reserve_exact(self.len).map_err(|_| {
-            HelperAbort::Failed(format!("perf event record of {} bytes", self.size))
-        })?;
-        out.resize(self.size + self.linear, 0);
-        if self.size > 0 {
-            self.guest.read(self.sample, &mut out[..self.size])?;
-        }
-        if self.linear > 0 {
-            self.guest.read(self.data, &mut out[self.size..])?;
-        }
-        for f in self.frags {
-            if out.len() - self.size >= self.ctx_len {
-                break;
-            }
-            let n = (self.ctx_len - (out.len() - self.size)).min(f.len());
-            out.extend_from_slice(&f[..n]);
-        }
-        Ok(out)
+/// The record of [`perf_event_output`], built once in the buffer the map
+/// keeps (only when the buffer has room for it): the `size` bytes of the
+/// sample, then `ctx_len` packet bytes, from the linear part and then from
+/// the fragments (the caller checked that the packet has them and that
+/// the linear bytes and the sample are readable).
+#[inline(never)]
+fn build_record(
+    guest: &Guest<'_, '_>,
+    st: &crate::RunState,
+    sample: u64,
+    size: usize,
+    ctx_len: usize,
+) -> Result<Vec<u8>, HelperAbort> {
+    let (data, linear_len) = st.xdp.as_ref().map_or((0, 0), |b| (b.data, b.end - b.data));
+    let linear = ctx_len.min(linear_len as usize);
+    let mut out = Vec::new();
+    out.try_reserve_exact(size.saturating_add(ctx_len))
+        .map_err(|_| HelperAbort::Failed(format!("perf event record of {size} bytes")))?;
+    out.resize(size + linear, 0);
+    if size > 0 {
+        guest.read(sample, &mut out[..size])?;
     }
+    if linear > 0 {
+        guest.read(data, &mut out[size..])?;
+    }
+    for f in &st.frags {
+        if out.len() - size >= ctx_len {
+            break;
+        }
+        let n = (ctx_len - (out.len() - size)).min(f.len());
+        out.extend_from_slice(&f[..n]);
+    }
+    Ok(out)
 }

@@ -1117,6 +1117,19 @@ impl Map {
         self.ring()?.output(data, flags)
     }
 
+    /// What [`Map::ringbuf_output`] of `size` bytes with `flags` answers
+    /// before it needs the data: `Some` error for bad flags or a record
+    /// that cannot fit now (the lock-free full test of
+    /// `bpf_ringbuf_reserve`), `None` when the output may go on or this is
+    /// not a ring buffer (then `ringbuf_output` says why).
+    #[inline]
+    pub fn ringbuf_output_refused(&self, size: u64, flags: u64) -> Option<MapError> {
+        match &self.imp {
+            Imp::Ring(r) => r.output_refused(size, flags),
+            _ => None,
+        }
+    }
+
     /// `bpf_ringbuf_query` with a [`ringbuf::query`] flag (0 for others).
     #[inline]
     pub fn ringbuf_query(&self, flags: u64) -> u64 {

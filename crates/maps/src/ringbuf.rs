@@ -165,6 +165,32 @@ impl RingBuf {
         Ok(())
     }
 
+    /// What [`RingBuf::output`] of `size` bytes with `flags` would answer
+    /// without the data: `Some` for bad flags and for a record that cannot
+    /// fit (too big, or the ring full as [`RingBuf::reserve`] tests it,
+    /// without the lock), in that order, as the kernel's
+    /// `bpf_ringbuf_output` checks before its copy; `None` when the output
+    /// may go on. A caller can then skip reading the data when a lagging
+    /// consumer has left no room, the steady state of such a ring.
+    #[inline]
+    pub(crate) fn output_refused(&self, size: u64, flags: u64) -> Option<MapError> {
+        if flags & !(NO_WAKEUP | FORCE_WAKEUP) != 0 {
+            return Some(MapError::Invalid {
+                what: "ring buffer output flags",
+            });
+        }
+        if size > MAX_RECORD_SZ {
+            return Some(MapError::Again);
+        }
+        let total = (size + HDR_SZ as u64).div_ceil(8) * 8;
+        let prod = self.prod_pos.load(Ordering::Acquire);
+        let cons = self.cons_pos.load(Ordering::Acquire);
+        if total > self.size || full_as_seen(prod, cons, total, self.size) {
+            return Some(MapError::Again);
+        }
+        None
+    }
+
     /// `bpf_ringbuf_output`.
     #[inline]
     pub(crate) fn output(&self, data: &[u8], flags: u64) -> Result<(), MapError> {

@@ -323,6 +323,39 @@ impl<'a> Memory<'a> {
         Ok(i)
     }
 
+    /// Zeroes `[addr, addr + len)` if it lies inside the packet region
+    /// ([`Memory::packet`]) and that region is writable, and says whether
+    /// it did (`false`: nothing written). For the bytes
+    /// `bpf_xdp_adjust_tail` adds at the end of a packet, which lie in the
+    /// packet's frame: one bounds test against that region instead of the
+    /// guest stack test and the lookup hint (which the program's own
+    /// accesses keep on other regions), and no `memset` call for the usual
+    /// few bytes. Regions never overlap, so a range inside the packet
+    /// region is what a general write would find too.
+    #[inline]
+    pub fn zero_in_packet(&mut self, addr: u64, len: usize) -> bool {
+        let Some(r) = self.packet.and_then(|i| self.regions.get(i)) else {
+            return false;
+        };
+        if !r.allows(addr, len, Access::Write) {
+            return false;
+        }
+        let dst = r.ptr.wrapping_add((addr - r.start) as usize);
+        // SAFETY: `allows` checked that `[addr, addr + len)` lies inside a
+        // writable region, valid for writes while `self` lives (Region
+        // invariant); the two words of the 8-16 byte case both lie inside
+        // the range (overlapping when `len` < 16).
+        unsafe {
+            if (8..=16).contains(&len) {
+                dst.cast::<u64>().write_unaligned(0);
+                dst.add(len - 8).cast::<u64>().write_unaligned(0);
+            } else {
+                std::ptr::write_bytes(dst, 0, len);
+            }
+        }
+        true
+    }
+
     /// Copies `buf.len()` bytes at `addr` into `buf` (all inside one region).
     #[inline]
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
@@ -752,6 +785,46 @@ mod tests {
         drop(mem);
         assert_eq!(ctx, [1, 1, 1, 1, 5, 5, 5, 5]);
         assert_eq!(val, [4; 8]);
+    }
+
+    #[test]
+    fn zero_in_packet_writes_only_inside_a_writable_packet_region() {
+        let mut other = [7u8; 32];
+        let mut pkt = [9u8; 64];
+        let ro = [9u8; 32];
+        let mut mem = Memory::new();
+        let po = mem.add(RegionKind::Other, &mut other);
+        // No packet region: nothing written, even where a region is.
+        assert!(!mem.zero_in_packet(po, 4));
+        let pp = mem.add(RegionKind::Packet, &mut pkt);
+        let last = mem.last.get();
+        // Every length of the word and `memset` cases, at odd places.
+        for (off, len) in [(1, 1), (3, 7), (10, 8), (20, 9), (30, 16), (47, 17)] {
+            assert!(mem.zero_in_packet(pp + off, len), "{off} {len}");
+        }
+        assert!(mem.zero_in_packet(pp + 64, 0));
+        // Past the end, before the start, in another region: refused.
+        assert!(!mem.zero_in_packet(pp + 60, 5));
+        assert!(!mem.zero_in_packet(pp.wrapping_sub(1), 2));
+        assert!(!mem.zero_in_packet(po, 1));
+        // The lookup hint is not the packet's business.
+        assert_eq!(mem.last.get(), last);
+        drop(mem);
+        let zeroed = |i: usize| {
+            [(1, 1), (3, 7), (10, 8), (20, 9), (30, 16), (47, 17)]
+                .iter()
+                .any(|&(o, l)| (o..o + l).contains(&i))
+        };
+        for (i, b) in pkt.iter().enumerate() {
+            assert_eq!(*b, if zeroed(i) { 0 } else { 9 }, "byte {i}");
+        }
+        assert_eq!(other, [7; 32]);
+        // A read-only packet region is not written.
+        let mut mem = Memory::new();
+        let pr = mem.add_readonly(RegionKind::Packet, &ro);
+        assert!(!mem.zero_in_packet(pr, 8));
+        drop(mem);
+        assert_eq!(ro, [9; 32]);
     }
 
     #[test]
