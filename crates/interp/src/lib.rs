@@ -222,7 +222,7 @@ impl<'r> Builder<'r> {
 /// [`FUNC_ADDR_BASE`]` + 8 * slot`) is `v`, if it is one.
 fn func_target(slot_to_op: &[u32], v: u64) -> Option<u32> {
     let slot = v.wrapping_sub(FUNC_ADDR_BASE);
-    if slot % 8 != 0 {
+    if !slot.is_multiple_of(8) {
         return None;
     }
     slot_to_op
