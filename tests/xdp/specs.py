@@ -584,6 +584,19 @@ spec("loop_sum", object="loop_sum.o", program="xdp_loop_sum",
      ])
 
 
+spec("foreach_sum", object="foreach_sum.o", program="xdp_foreach_sum",
+     about="for_each_map_elem: hash map (count, key sum, values bumped in place), array (by index, early stop), empty map, nested in a bpf_loop callback, -EINVAL",
+     maps={"fe_arr": [{"key": u32(2), "value": u64(100)}, {"key": u32(5), "value": u64(7)}]},
+     packets=[
+         p("from .1, TTL 64: stop at 0", udp4("10.0.0.1", "10.0.0.2", 1, 2), "XDP_PASS"),
+         p("from .7, TTL 2", udp4("10.0.0.7", "10.0.0.2", 1, 2, ttl=2), "XDP_PASS"),
+         p("from .1 again, TTL 5: stops past the array", udp4("10.0.0.1", "10.0.0.2", 1, 2, ttl=5), "XDP_DROP"),
+         p("from .200, TTL 6", udp4("10.0.0.200", "10.0.0.2", 1, 2, ttl=6), "XDP_DROP"),
+         p("ARP: no walk", [eth(0x0806), arp()], "XDP_PASS"),
+         short13(), eth_only("XDP_PASS"),
+     ])
+
+
 def main():
     for name, s in SPECS.items():
         out = {"about": s["about"], "object": s["object"], "program": s["program"]}

@@ -104,7 +104,7 @@
 mod op;
 
 use bpfkit_isa::{AtomicOp, HelperId, Imm64, Insn, Pc, Program};
-use bpfkit_runtime::callback::loop_start;
+use bpfkit_runtime::callback::{loop_start, STEP_CALL};
 use bpfkit_runtime::{
     Guest, Helper, HelperEnv, Helpers, Imm64Resolver, Memory, Trap, TrapKind, MAX_CALL_FRAMES,
     STACK_SIZE,
@@ -241,7 +241,8 @@ struct Frame {
     fp: u64,
 }
 
-/// A `bpf_loop` in progress, kept per call depth of its caller (so that a
+/// A `bpf_loop` (or `Callback::Steps` helper) in progress, kept per call
+/// depth of its caller (so that a
 /// callback's own `bpf_loop` has its own).
 #[derive(Clone, Copy, Default, Debug)]
 struct Loop {
@@ -255,6 +256,11 @@ struct Loop {
     n: u64,
     /// Op index of the callback.
     target: u32,
+    /// For `Callback::Steps`: the step's index in the helper table
+    /// (`u32::MAX` for `bpf_loop`).
+    step: u32,
+    /// The helper call's pc.
+    pc: Pc,
 }
 
 /// A program prepared for execution (see the crate docs for the model).
@@ -583,6 +589,56 @@ impl Interpreter {
             }};
         }
 
+        // The next step of the `Callback::Steps` helper whose loop is
+        // `loops[depth]`: its record read, then the callback called or the
+        // loop left (see `bpfkit_runtime::Callback::Steps`).
+        macro_rules! step {
+            () => {{
+                let l = loops[depth];
+                let (id, helper) = &table[l.step as usize];
+                let args = [l.args[0], l.args[2], l.args[3], l.i, depth as u64];
+                let mut env = HelperEnv::new(
+                    Guest::new(&mut stack[..STACK_BYTES], mem),
+                    data.as_deref_mut(),
+                    l.pc,
+                    HelperId(*id),
+                );
+                let at = match helper.call(&mut env, args) {
+                    Ok(v) => v,
+                    // Named as the step (the JIT's stop path names the
+                    // helper it called, too).
+                    Err(abort) => finish!(abort.into_outcome(l.pc, HelperId(*id))),
+                };
+                let mut rec = [0u64; 6];
+                for (k, w) in rec.iter_mut().enumerate() {
+                    match mem.load::<8>(at.wrapping_add(8 * k as u64)) {
+                        Ok(b) => *w = u64::from_le_bytes(b),
+                        Err(f) => finish!(Err(Trap::new(l.pc, f))),
+                    }
+                }
+                if rec[0] != STEP_CALL {
+                    regs[0] = rec[1];
+                    [regs[1], regs[2], regs[3], regs[4], regs[5]] = l.args;
+                    jump_to!(start.with_addr(l.ret));
+                }
+                let t = if l.target != u32::MAX {
+                    l.target
+                } else {
+                    match func_target(slot_to_op, l.args[1]) {
+                        Some(t) => t,
+                        None => finish!(Err(Trap::new(
+                            l.pc,
+                            TrapKind::BadCallTarget { target: l.args[1] }
+                        ))),
+                    }
+                };
+                loops[depth].target = t;
+                [regs[1], regs[2], regs[3], regs[4], regs[5]] =
+                    [rec[1], rec[2], rec[3], rec[4], rec[5]];
+                call_local!(t, start.wrapping_add(*loop_next).addr())
+            }};
+        }
+
         loop {
             if TRACE {
                 if let Some(t) = tracer.as_deref_mut() {
@@ -870,11 +926,25 @@ impl Interpreter {
                             i: 0,
                             n,
                             target: t,
+                            step: u32::MAX,
+                            pc: pcs[pc!()],
                         };
                         [regs[1], regs[2], regs[3], regs[4], regs[5]] = [0, args[2], 0, 0, 0];
                         call_local!(t, start.wrapping_add(*loop_next).addr())
                     }
                 },
+                Op::CallSteps { h } => {
+                    loops[depth] = Loop {
+                        ret: ip.wrapping_add(1).addr(),
+                        args: [r!(1), r!(2), r!(3), r!(4), r!(5)],
+                        i: 0,
+                        n: u64::MAX,
+                        target: u32::MAX,
+                        step: h,
+                        pc: pcs[pc!()],
+                    };
+                    step!()
+                }
                 Op::LoopNext => {
                     // Reached only from a callback's `exit` (its frame's
                     // return address), which counted and checked the
@@ -885,6 +955,9 @@ impl Interpreter {
                     bias = bias.wrapping_sub(OP_SIZE as u64);
                     let l = &mut loops[depth];
                     l.i += 1;
+                    if l.step != u32::MAX && regs[0] == 0 {
+                        step!()
+                    }
                     if regs[0] != 0 || l.i == l.n {
                         regs[0] = l.i;
                         [regs[1], regs[2], regs[3], regs[4], regs[5]] = l.args;

@@ -728,6 +728,11 @@ pub(crate) enum Op {
     CallLoop {
         inlined: bool,
     },
+    /// A helper registered as `Callback::Steps`: its step (at index `h`
+    /// of the helper table) decides each call of the callback in `r2`.
+    CallSteps {
+        h: u32,
+    },
     /// Where a `bpf_loop` callback returns to (one op after the sentinel,
     /// never an instruction): the next call, or back after the helper.
     LoopNext,
@@ -1332,6 +1337,24 @@ pub(crate) fn compile(
             Insn::Call(id) if helpers.callback(id.0) == Some(Callback::Loop) => Op::CallLoop {
                 inlined: loop_inlined(prog, ops.len()),
             },
+            Insn::Call(id) if matches!(helpers.callback(id.0), Some(Callback::Steps { .. })) => {
+                let Some(Callback::Steps { step }) = helpers.callback(id.0) else {
+                    unreachable!("matched above")
+                };
+                match helpers.get(step) {
+                    Some(h) => {
+                        let idx = match table.iter().position(|(i, _)| *i == step) {
+                            Some(i) => i,
+                            None => {
+                                table.push((step, h.clone()));
+                                table.len() - 1
+                            }
+                        };
+                        Op::CallSteps { h: idx as u32 }
+                    }
+                    None => Op::CallUnknown { id: id.0 },
+                }
+            }
             Insn::Call(id) => match helpers.get(id.0) {
                 Some(h) => {
                     let idx = match table.iter().position(|(i, _)| *i == id.0) {

@@ -44,7 +44,36 @@ use bpfkit_isa::{AluOp, AtomicOp, Imm64, Insn, Program, Reg, Src};
 pub enum Callback {
     /// `bpf_loop` (see the module docs).
     Loop,
+    /// A helper whose body decides each call of the callback (in `r2`),
+    /// e.g. `bpf_for_each_map_elem`: the engine calls the ordinary helper
+    /// `step` before each call of the callback, with
+    ///
+    /// - `r1`, `r2`, `r3`: the helper's `r1`, `r3` and `r4` (for
+    ///   `for_each_map_elem`: the map, the callback's context, the flags),
+    /// - `r4`: the number of callback calls made so far,
+    /// - `r5`: a token naming this call of the helper among those in
+    ///   progress in the run (a nested call gets another; one that ended
+    ///   may be reused),
+    ///
+    /// and `step` returns the address of a record of six `u64`s in a
+    /// region of the run's memory, which the engine reads at once (the
+    /// next step may overwrite it): [`STEP_CALL`] and the callback's `r1`-`r5`,
+    /// or [`STEP_DONE`] and the helper's return value. After a callback
+    /// that returns non-zero the engine returns the number of calls made
+    /// without another step. `r1`-`r5` after the helper, frames, traps and
+    /// the budget are as for [`Callback::Loop`]; an abort of `step` is the
+    /// helper's.
+    Steps {
+        /// The helper id of the step.
+        step: u32,
+    },
 }
+
+/// First word of a step's record: call the callback with the next five.
+pub const STEP_CALL: u64 = 0;
+
+/// First word of a step's record: return the next word.
+pub const STEP_DONE: u64 = 1;
 
 /// The most iterations `bpf_loop` accepts (the kernel's `BPF_MAX_LOOPS`).
 pub const LOOP_MAX: u64 = 1 << 23;

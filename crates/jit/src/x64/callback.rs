@@ -38,6 +38,14 @@ impl Emitter<'_> {
                 self.bpf_loop(i);
                 true
             }
+            Some(Callback::Steps { step }) => match self.helper_calls_to(step) {
+                Some(h) => {
+                    self.steps(i, h);
+                    true
+                }
+                // Traps as a call of an unknown helper.
+                None => false,
+            },
             _ => false,
         }
     }
@@ -93,22 +101,7 @@ impl Emitter<'_> {
         for k in 3..=5 {
             self.a.mov_r_imm64(r(k), 0);
         }
-        self.a.mov_r_rm(Sz::B64, Gpr::Rax, at(R[2]));
-        for (value, t) in self.functions() {
-            let next = self.new_label();
-            self.a.mov_r_imm64(Gpr::Rcx, value);
-            self.a
-                .alu_rm_r(Sz::B64, Alu::Cmp, Rm::Reg(Gpr::Rax), Gpr::Rcx);
-            self.jcc(Cc::Ne, next);
-            self.local_call(i, Some(t), false);
-            self.jmp(called);
-            self.bind(next);
-        }
-        self.a
-            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, fault_addr)), Gpr::Rax);
-        let l = self.trap_stub(status::BAD_CALLBACK, i);
-        self.jmp(l);
-
+        self.dispatch(i, called);
         self.bind(called);
         let stop = self.new_label();
         self.a.mov_r_rm(Sz::B64, Gpr::Rax, at(I));
@@ -129,6 +122,85 @@ impl Emitter<'_> {
             self.a.pop(r(k));
         }
         self.pending = 0;
+    }
+
+    /// A `Callback::Steps` helper at instruction `i` whose step is at index
+    /// `h` of the helper table: the step called as any helper (so a
+    /// direct entry, a trampoline, a stop or a panic take their usual
+    /// ways), its record read (`bpfkit_runtime::Callback::Steps`), then
+    /// the callback called or the loop left. The token is `rsp` at the
+    /// step's call: the same for every step of this call, lower for a
+    /// nested one.
+    fn steps(&mut self, i: usize, h: u32) {
+        self.local_calls = true;
+        self.budget_flush();
+        let r = |k: usize| REG_MAP[k];
+        let at = |off: i32| Rm::Mem(Mem::at(Gpr::Rsp, off));
+        let rec = |k: i32| Rm::Mem(Mem::at(REG_MAP[0], 8 * k));
+        for k in 1..=5 {
+            self.a.push(r(k));
+        }
+        self.a.alu_rm_i(Sz::B64, Alu::Sub, Rm::Reg(Gpr::Rsp), BELOW);
+        self.a.mov_rm_i(Sz::B64, at(I), 0);
+        let again = self.new_label();
+        let called = self.new_label();
+        let finish = self.new_label();
+        let done = self.new_label();
+        self.bind(again);
+        // step(r1, r3, r4, calls made, token)
+        self.a.mov_r_rm(Sz::B64, r(1), at(R[1]));
+        self.a.mov_r_rm(Sz::B64, r(2), at(R[3]));
+        self.a.mov_r_rm(Sz::B64, r(3), at(R[4]));
+        self.a.mov_r_rm(Sz::B64, r(4), at(I));
+        self.a.mov_r_rm(Sz::B64, r(5), Rm::Reg(Gpr::Rsp));
+        self.helper_call(i, h);
+        self.a.mov_r_rm(Sz::B64, Gpr::Rax, rec(0));
+        self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rax), Gpr::Rax);
+        self.jcc(Cc::Ne, finish);
+        for k in 1..=5 {
+            self.a.mov_r_rm(Sz::B64, r(k), rec(k as i32));
+        }
+        self.dispatch(i, called);
+        self.bind(called);
+        self.a.mov_r_rm(Sz::B64, Gpr::Rax, at(I));
+        self.a.alu_rm_i(Sz::B64, Alu::Add, Rm::Reg(Gpr::Rax), 1);
+        self.a.mov_rm_r(Sz::B64, at(I), Gpr::Rax);
+        self.a.test_rm_r(Sz::B64, Rm::Reg(r(0)), r(0));
+        self.jcc(Cc::E, again);
+        self.a.mov_r_rm(Sz::B64, r(0), Rm::Reg(Gpr::Rax));
+        self.jmp(done);
+        self.bind(finish);
+        self.a.mov_r_rm(Sz::B64, r(0), rec(1));
+        // The interpreter leaves through a taken jump here.
+        self.budget_check(i);
+        self.bind(done);
+        self.a.alu_rm_i(Sz::B64, Alu::Add, Rm::Reg(Gpr::Rsp), BELOW);
+        for k in (1..=5).rev() {
+            self.a.pop(r(k));
+        }
+        self.pending = 0;
+    }
+
+    /// Calls the callback (the helper's `r2`, kept at `R[2]`) with r1-r5
+    /// as they are, then goes on at `called`; traps at `i` when `r2` is no
+    /// function of the program.
+    fn dispatch(&mut self, i: usize, called: usize) {
+        let at = |off: i32| Rm::Mem(Mem::at(Gpr::Rsp, off));
+        self.a.mov_r_rm(Sz::B64, Gpr::Rax, at(R[2]));
+        for (value, t) in self.functions() {
+            let next = self.new_label();
+            self.a.mov_r_imm64(Gpr::Rcx, value);
+            self.a
+                .alu_rm_r(Sz::B64, Alu::Cmp, Rm::Reg(Gpr::Rax), Gpr::Rcx);
+            self.jcc(Cc::Ne, next);
+            self.local_call(i, Some(t), false);
+            self.jmp(called);
+            self.bind(next);
+        }
+        self.a
+            .mov_rm_r(Sz::B64, field(offset_of!(Ctx, fault_addr)), Gpr::Rax);
+        let l = self.trap_stub(status::BAD_CALLBACK, i);
+        self.jmp(l);
     }
 
     /// (value, instruction index) of every function address the program's
