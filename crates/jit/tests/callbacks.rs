@@ -316,3 +316,115 @@ fn the_budget_bounds_callbacks_the_same_way_on_both_engines() {
         );
     }
 }
+
+/// A `Callback::Steps` helper (id 164) whose step (id 0x99) walks five
+/// made-up elements: the callback gets `(rec, 10 * i, token, ctx)`. The
+/// step writes its record at the helper's `r1`, a region of the run.
+fn steps_helpers() -> Helpers {
+    use bpfkit_runtime::callback::{STEP_CALL, STEP_DONE};
+    let mut h = helpers();
+    h.register(0x99, |env, a| {
+        let [rec, ctx, flags, i, token] = a;
+        let words = if flags != 0 {
+            [STEP_DONE, (-22i64) as u64, 0, 0, 0, 0]
+        } else if i < 5 {
+            [STEP_CALL, rec, 10 * i, token, ctx, 0]
+        } else {
+            [STEP_DONE, i, 0, 0, 0, 0]
+        };
+        for (k, w) in words.iter().enumerate() {
+            env.guest()
+                .store::<8>(rec + 8 * k as u64, w.to_le_bytes())?;
+        }
+        Ok(rec)
+    });
+    h.register_callback(164, Callback::Steps { step: 0x99 });
+    h
+}
+
+/// `text` on the interpreter and the checked JIT with `steps_helpers`,
+/// `r1` = the step's record; both must agree.
+fn run_steps(text: &str) -> Result<u64, Trap> {
+    let p = prog(text);
+    let h = steps_helpers();
+    let mut rec = [0u8; 48];
+    let mut mem = Memory::new();
+    let at = mem.add(RegionKind::Other, &mut rec);
+    let want = Interpreter::new(&p, &h).unwrap().run(&mut mem, &[at]);
+    let got = Jit::new(&p, &h).unwrap().run(&mut mem, &[at]);
+    assert_eq!(got, want, "checked JIT against the interpreter:\n{text}");
+    want
+}
+
+#[test]
+fn steps_drive_the_callback_and_a_non_zero_return_stops() {
+    let text = "stdw [%r10-8], 0
+        lddw %r2, func cb
+        mov %r3, %r10
+        add %r3, -8
+        mov %r4, 0
+        call 164
+        ldxdw %r1, [%r10-8]
+        mul %r0, 1000
+        add %r0, %r1
+        exit
+        cb:
+        ldxdw %r5, [%r4]
+        add %r5, %r2
+        stxdw [%r4], %r5
+        mov %r0, 0
+        jne %r2, 30, +1
+        mov %r0, 1
+        exit";
+    // Keys 0, 10, 20, 30: four calls, the last one stopped the walk.
+    assert_eq!(run_steps(text), Ok(4 * 1000 + 60));
+    // Walked to the end: five calls, done with the step's count.
+    let all = text.replace("jne %r2, 30, +1", "jne %r2, 99, +1");
+    assert_eq!(run_steps(&all), Ok(5 * 1000 + 100));
+    // flags != 0: the step's -EINVAL, no call.
+    let flags = text.replace("mov %r4, 0\n", "mov %r4, 1\n");
+    assert_eq!(run_steps(&flags), Ok(((-22i64) as u64).wrapping_mul(1000)));
+}
+
+#[test]
+fn nested_steps_get_their_own_token() {
+    // Each of the five outer calls walks again (inner calls stop at key
+    // 20: three each) and counts them; an inner call that saw the outer
+    // call's token would add 1000000.
+    let text = "stdw [%r10-8], 0
+        stdw [%r10-16], 0
+        mov %r6, %r1
+        lddw %r2, func outer
+        mov %r3, %r10
+        add %r3, -16
+        mov %r4, 0
+        call 164
+        ldxdw %r1, [%r10-16]
+        mul %r0, 100
+        add %r0, %r1
+        exit
+        outer:
+        stxdw [%r4+8], %r3
+        mov %r6, %r4
+        lddw %r2, func inner
+        mov %r3, %r4
+        mov %r4, 0
+        call 164
+        ldxdw %r1, [%r6]
+        add %r1, %r0
+        stxdw [%r6], %r1
+        mov %r0, 0
+        exit
+        inner:
+        ldxdw %r5, [%r4+8]
+        mov %r0, 0
+        jne %r5, %r3, +4
+        ldxdw %r5, [%r4]
+        add %r5, 1000000
+        stxdw [%r4], %r5
+        mov %r0, 0
+        jne %r2, 20, +1
+        mov %r0, 1
+        exit";
+    assert_eq!(run_steps(text), Ok(5 * 100 + 5 * 3));
+}
