@@ -20,6 +20,11 @@ use bpfkit_runtime::callback::{loop_inlined, E2BIG, EINVAL, LOOP_MAX};
 use bpfkit_runtime::Callback;
 use std::mem::offset_of;
 
+/// The kernel's ids of the helpers that call back (`bpf_for_each_map_elem`,
+/// `bpf_loop`): their loops are longer than any jump emitted short at once
+/// may skip (`near_bytes`; registered otherwise, a call is shorter still).
+pub(super) const LONG_CALLS: [u32; 2] = [164, 181];
+
 /// Host stack words the loop keeps below the call site's `rsp`: the count
 /// of calls made, the most allowed, one unused, then `r5` down to `r1` as
 /// they were at the call (an even number, so `rsp` keeps the call site's

@@ -2468,6 +2468,8 @@ fn near_bytes(insn: &Insn, checked: bool, r10_fixed: bool) -> usize {
         // A native tail call (`native_tail_call`) is longer than any jump
         // emitted short at once may skip.
         Insn::Call(id) if id.0 == TAIL_CALL => 128,
+        // So is a callback loop (`callback`), if the helper is one.
+        Insn::Call(id) if callback::LONG_CALLS.contains(&id.0) => 128,
         Insn::Call(_) => 64,
         Insn::Exit => 4,
         _ => 128,
