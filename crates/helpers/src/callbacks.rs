@@ -35,12 +35,22 @@ pub(crate) struct ForEach {
     /// The step's record (`STEP_CALL`/`STEP_DONE` and five words), a
     /// read-only region once handed out; boxed so that its address stays.
     record: Box<[u64; 6]>,
-    /// Walks in progress: (the engine's token, the elements' key and value
-    /// addresses, whether values may be written).
-    walks: Vec<(u64, Vec<(u64, u64)>, bool)>,
+    /// Walks in progress.
+    walks: Vec<Walk>,
     /// Per array walked: (map address, the indexes 0..max_entries as
     /// native-endian `u32`s, the array's keys).
     keys: Vec<(u64, Box<[u32]>)>,
+}
+
+/// A walk in progress.
+#[derive(Debug)]
+struct Walk {
+    /// The engine's token for the helper call.
+    token: u64,
+    /// The elements' key and value addresses.
+    elems: Vec<(u64, u64)>,
+    /// Whether the values may be written.
+    writable: bool,
 }
 
 /// Registers `[ptr, ptr + len)` as a region of the run's memory.
@@ -79,7 +89,7 @@ pub(crate) fn for_each_step(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperRes
     let record = st.for_each.record.as_mut_ptr() as u64;
     hand_out(mem, record, 48, false);
     let done = |fe: &mut ForEach, r0: u64| {
-        fe.walks.retain(|w| w.0 != token);
+        fe.walks.retain(|w| w.token != token);
         *fe.record = [STEP_DONE, r0, 0, 0, 0, 0];
         Ok(record)
     };
@@ -88,7 +98,7 @@ pub(crate) fn for_each_step(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperRes
     }
     if i == 0 {
         // A new walk (a token is reused only once its walk ended).
-        st.for_each.walks.retain(|w| w.0 != token);
+        st.for_each.walks.retain(|w| w.token != token);
         let array = matches!(map.map_type(), MapType::Array | MapType::PercpuArray);
         let mut keys = 0;
         if array {
@@ -120,16 +130,20 @@ pub(crate) fn for_each_step(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperRes
             true
         });
         let writable = map.def().map_flags & map_flags::RDONLY_PROG == 0;
-        st.for_each.walks.push((token, elems, writable));
+        st.for_each.walks.push(Walk {
+            token,
+            elems,
+            writable,
+        });
     }
     let fe = &mut st.for_each;
-    let Some(w) = fe.walks.iter().find(|w| w.0 == token) else {
+    let Some(w) = fe.walks.iter().find(|w| w.token == token) else {
         return done(fe, i);
     };
-    let Some(&(key, value)) = w.1.get(i as usize) else {
+    let Some(&(key, value)) = w.elems.get(i as usize) else {
         return done(fe, i);
     };
-    let writable = w.2;
+    let writable = w.writable;
     *fe.record = [STEP_CALL, map_addr, key, value, ctx, 0];
     hand_out(mem, key, map.def().key_size as usize, false);
     hand_out(mem, value, map.def().value_size as usize, writable);
