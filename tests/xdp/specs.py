@@ -571,6 +571,32 @@ spec("adjust_tail", object="adjust_tail.o", program="xdp_adjust_tail",
      ])
 
 
+spec("loop_sum", object="loop_sum.o", program="xdp_loop_sum",
+     about="bpf_loop: index-weighted byte sum, early stop at 0xff, nested bpf_loop, a counter loop sized by the packet, -EINVAL, -E2BIG, nr_loops 0",
+     packets=[
+         p("UDP: no 0xff", udp4("10.0.0.1", "10.0.0.2", 1000, 53, b"abcd"), "XDP_PASS"),
+         p("0xff at byte 40: stops there", udp4("10.0.0.1", "10.0.0.2", 1000, 53, b"\x01\x02\xff\x04"), "XDP_DROP"),
+         p("0xff in the MAC: stops at 0", [eth(0x0800, dst=BCAST), bytes(20)], "XDP_DROP"),
+         p("100 bytes: the first 64 summed", udp4("10.0.0.1", "10.0.0.2", 7, 9, bytes(range(58))), "XDP_PASS"),
+         p("count 0x0fff iterations", [eth(0x0800), bytes([0xff, 0xff]) + bytes(10)], "XDP_DROP"),
+         p("count 0x0ef0 iterations", [eth(0x0800), bytes([0xef, 0x00]) + bytes(10)], "XDP_PASS"),
+         short13(), eth_only("XDP_PASS"),
+     ])
+
+
+spec("foreach_sum", object="foreach_sum.o", program="xdp_foreach_sum",
+     about="for_each_map_elem: hash map (count, key sum, values bumped in place), array (by index, early stop), empty map, nested in a bpf_loop callback, -EINVAL",
+     maps={"fe_arr": [{"key": u32(2), "value": u64(100)}, {"key": u32(5), "value": u64(7)}]},
+     packets=[
+         p("from .1, TTL 64: stop at 0", udp4("10.0.0.1", "10.0.0.2", 1, 2), "XDP_PASS"),
+         p("from .7, TTL 2", udp4("10.0.0.7", "10.0.0.2", 1, 2, ttl=2), "XDP_PASS"),
+         p("from .1 again, TTL 5: stops past the array", udp4("10.0.0.1", "10.0.0.2", 1, 2, ttl=5), "XDP_DROP"),
+         p("from .200, TTL 6", udp4("10.0.0.200", "10.0.0.2", 1, 2, ttl=6), "XDP_DROP"),
+         p("ARP: no walk", [eth(0x0806), arp()], "XDP_PASS"),
+         short13(), eth_only("XDP_PASS"),
+     ])
+
+
 def main():
     for name, s in SPECS.items():
         out = {"about": s["about"], "object": s["object"], "program": s["program"]}

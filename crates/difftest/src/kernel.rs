@@ -220,6 +220,35 @@ pub fn resolve(insns: &[Insn], fds: &[i32]) -> Result<Vec<u8>, DiffError> {
     Ok(encode_all(&out))
 }
 
+/// The subprograms' first slots, main first, when the program takes a
+/// function's address (a `bpf_loop` callback): the kernel refuses such a
+/// program without BTF `func_info` (`ProgLoad::func_starts`); else none.
+fn func_starts(prog: &bpfkit_isa::Program) -> Vec<u32> {
+    let is_func = |insn: &Insn| {
+        matches!(
+            insn,
+            Insn::LoadImm64 {
+                imm: Imm64::Func(_),
+                ..
+            }
+        )
+    };
+    if !prog.insns().iter().any(is_func) {
+        return Vec::new();
+    }
+    let mut starts = vec![0u32];
+    for (pc, insn) in prog.iter() {
+        if is_func(insn) || matches!(insn, Insn::CallLocal(_)) {
+            if let Some(t) = insn.branch_target(pc) {
+                starts.push(t.0 as u32);
+            }
+        }
+    }
+    starts.sort_unstable();
+    starts.dedup();
+    starts
+}
+
 /// Loads every program of the object into the kernel, by name.
 fn load_programs(
     obj: &LoadedObject,
@@ -238,6 +267,7 @@ fn load_programs(
         let mut load = ProgLoad::new(prog_type::XDP, &bytes);
         load.license = p.license.clone();
         load.name = p.name.chars().take(15).collect();
+        load.func_starts = func_starts(&p.insns);
         let prog = load.load().map_err(|e| DiffError::Rejected {
             program: p.name.clone(),
             error: e.to_string(),

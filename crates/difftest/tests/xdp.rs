@@ -115,6 +115,8 @@ fn coverage() {
         (133, "ringbuf_discard"),
         (134, "ringbuf_query"),
         (160, "ktime_get_coarse_ns"),
+        (164, "for_each_map_elem"),
+        (181, "loop"),
     ] {
         assert!(helpers.contains(&id), "no program calls bpf_{name}");
     }

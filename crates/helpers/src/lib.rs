@@ -21,6 +21,8 @@
 //! | 44, 54, 65 | `xdp_adjust_head`, `xdp_adjust_meta`, `xdp_adjust_tail` | limits of `net/core/filter.c`; the context's fields are rewritten |
 //! | 87-89 | `map_push_elem`, `map_pop_elem`, `map_peek_elem` | |
 //! | 130-134 | `ringbuf_output`, `_reserve`, `_submit`, `_discard`, `_query` | |
+//! | 164 | `for_each_map_elem` | run by the engines, the map walked by a step helper (`FOR_EACH_MAP_ELEM_STEP`): arrays by index, hash maps in bpfkit's bucket order (`callbacks` module) |
+//! | 181 | `loop` | run by the engines themselves (a callback is a bpf-to-bpf call): registered with `Helpers::register_callback`, rules in `bpfkit_runtime::callback` |
 //! | 188-190 | `xdp_get_buff_len`, `xdp_load_bytes`, `xdp_store_bytes` | across the fragments of multi-buffer packets |
 //!
 //! Return codes are the kernel's (`-EINVAL`, `-ENOENT`, ...). A helper
@@ -36,6 +38,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+mod callbacks;
 mod maps;
 mod misc;
 pub mod printk;
@@ -52,7 +55,7 @@ pub use xdp::{
     ETH_HLEN, FRAG_SIZE, XDP_FRAME_SIZE, XDP_META_MAX, XDP_PACKET_HEADROOM, XDP_TAILROOM,
 };
 
-use bpfkit_runtime::{Guest, HelperAbort, HelperEnv, HelperResult, Helpers, TypedBody};
+use bpfkit_runtime::{Callback, Guest, HelperAbort, HelperEnv, HelperResult, Helpers, TypedBody};
 
 /// Helper ids (`enum bpf_func_id` in `include/uapi/linux/bpf.h`).
 pub mod ids {
@@ -106,6 +109,13 @@ pub mod ids {
     pub const RINGBUF_QUERY: u32 = 134;
     /// `bpf_ktime_get_coarse_ns`.
     pub const KTIME_GET_COARSE_NS: u32 = 160;
+    /// `bpf_for_each_map_elem`.
+    pub const FOR_EACH_MAP_ELEM: u32 = 164;
+    /// The step of `bpf_for_each_map_elem` that the engines call
+    /// (`bpfkit_runtime::Callback::Steps`; no kernel helper has this id).
+    pub const FOR_EACH_MAP_ELEM_STEP: u32 = 0x8000_0000 | FOR_EACH_MAP_ELEM;
+    /// `bpf_loop`.
+    pub const LOOP: u32 = 181;
     /// `bpf_xdp_get_buff_len`.
     pub const XDP_GET_BUFF_LEN: u32 = 188;
     /// `bpf_xdp_load_bytes`.
@@ -228,4 +238,12 @@ pub fn register(helpers: &mut Helpers) {
     typed!(helpers, XDP_GET_BUFF_LEN, xdp::get_buff_len);
     typed!(helpers, XDP_LOAD_BYTES, xdp::load_bytes);
     typed!(helpers, XDP_STORE_BYTES, xdp::store_bytes);
+    helpers.register_callback(LOOP, Callback::Loop);
+    typed!(helpers, FOR_EACH_MAP_ELEM_STEP, callbacks::for_each_step);
+    helpers.register_callback(
+        FOR_EACH_MAP_ELEM,
+        Callback::Steps {
+            step: FOR_EACH_MAP_ELEM_STEP,
+        },
+    );
 }

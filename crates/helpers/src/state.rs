@@ -190,6 +190,8 @@ pub struct RunState {
     run_mem: usize,
     /// xorshift64* state, 0 until the first draw (`seed` never gives 0).
     rng: u64,
+    /// `bpf_for_each_map_elem` calls in progress (`crate::callbacks`).
+    pub(crate) for_each: crate::callbacks::ForEach,
 }
 
 /// Where the values of an array of the map table are in the run's memory.
@@ -295,6 +297,7 @@ impl RunState {
             // Seeded at the first `get_prandom_u32` of the run (most runs
             // never ask; the seed reads the clock).
             rng: 0,
+            for_each: Default::default(),
         }
     }
 

@@ -1047,3 +1047,137 @@ fn perf_event_output_records_carry_packet_bytes() {
         assert_eq!((d.records, d.lost), (want, 0), "fragments: {with_frags}");
     }
 }
+
+/// Reads a step's record (six words at `at`) from the run's memory.
+fn record(mem: &Memory<'_>, at: u64) -> [u64; 6] {
+    let mut r = [0u64; 6];
+    for (k, w) in r.iter_mut().enumerate() {
+        *w = u64::from_le_bytes(mem.load::<8>(at + 8 * k as u64).unwrap());
+    }
+    r
+}
+
+#[test]
+fn for_each_step_walks_arrays_by_index_and_hash_maps_whole() {
+    use bpfkit_runtime::callback::{STEP_CALL, STEP_DONE};
+    let w = world(&[
+        MapDef::new(MapType::Array, 4, 8, 3),
+        MapDef::new(MapType::Hash, 4, 8, 8),
+        MapDef::new(MapType::Hash, 4, 8, 8),
+    ]);
+    let (arr, hash, empty) = (w.addrs[0], w.addrs[1], w.addrs[2]);
+    let h = w.registry.get(bpfkit_maps::MapId(2)).unwrap();
+    for k in [5u32, 9, 11] {
+        h.update(&k.to_ne_bytes(), &(k as u64 * 2).to_ne_bytes(), 0)
+            .unwrap();
+    }
+    let step = FOR_EACH_MAP_ELEM_STEP;
+    let helpers = &w.helpers;
+    let ((), _) = RunState::scoped(w.table.clone(), 0, Memory::new(), |mem, state| {
+        let mut stack = [0u8; 8];
+        let mut call = |mem: &mut Memory<'_>, args| {
+            let at = call_helper(helpers, step, &mut stack, mem, state, args).unwrap();
+            record(mem, at)
+        };
+        // An empty map: done at once, no call.
+        assert_eq!(
+            call(mem, [empty, 0x77, 0, 0, 1]),
+            [STEP_DONE, 0, 0, 0, 0, 0]
+        );
+        // flags != 0: -EINVAL.
+        assert_eq!(call(mem, [arr, 0x77, 1, 0, 1])[..2], [STEP_DONE, EINVAL]);
+        // An array: every index in order, each key a readable u32 of the
+        // index, each value writable; then done with the count.
+        let mut values = Vec::new();
+        for i in 0..3u64 {
+            let r = call(mem, [arr, 0x77, 0, i, 1]);
+            assert_eq!([r[0], r[1], r[4], r[5]], [STEP_CALL, arr, 0x77, 0]);
+            assert_eq!(mem.load::<4>(r[2]).unwrap(), (i as u32).to_ne_bytes());
+            mem.store::<8>(r[3], (100 + i).to_ne_bytes()).unwrap();
+            values.push(r[3]);
+        }
+        assert_eq!(call(mem, [arr, 0x77, 0, 3, 1])[..2], [STEP_DONE, 3]);
+        assert_eq!(values[1] - values[0], values[2] - values[1]);
+        // A walk nested in a callback (another token) leaves the outer
+        // one's keys alone; the hash map gives each element once.
+        let outer = call(mem, [hash, 0, 0, 0, 1]);
+        let mut seen = Vec::new();
+        for i in 0..3u64 {
+            let r = call(mem, [hash, 0, 0, i, 2]);
+            assert_eq!(r[0], STEP_CALL);
+            let k = u32::from_ne_bytes(mem.load::<4>(r[2]).unwrap());
+            let v = u64::from_ne_bytes(mem.load::<8>(r[3]).unwrap());
+            assert_eq!(v, k as u64 * 2);
+            seen.push(k);
+        }
+        assert_eq!(call(mem, [hash, 0, 0, 3, 2])[..2], [STEP_DONE, 3]);
+        seen.sort();
+        assert_eq!(seen, [5, 9, 11]);
+        assert_eq!(outer[0], STEP_CALL);
+        assert_eq!(call(mem, [hash, 0, 0, 1, 1])[0], STEP_CALL);
+        // Not a map: a trap, not a crash.
+        assert!(call_helper(helpers, step, &mut stack, mem, state, [0x1234, 0, 0, 0, 1]).is_err());
+    });
+    let a = w.registry.get(bpfkit_maps::MapId(1)).unwrap();
+    assert_eq!(a.lookup(&1u32.to_ne_bytes()).unwrap(), 101u64.to_ne_bytes());
+}
+
+/// `bpf_for_each_map_elem` run by the interpreter: the callback sums the
+/// array's values into the caller's stack and stops at index 2; the empty
+/// hash map gives 0 calls; the callback's key and value are the map's.
+#[test]
+fn for_each_map_elem_runs_on_the_interpreter() {
+    use bpfkit_isa::asm::{assemble, Syntax};
+    let w = world(&[
+        MapDef::new(MapType::Array, 4, 8, 4),
+        MapDef::new(MapType::Hash, 4, 8, 4),
+    ]);
+    let a = w.registry.get(bpfkit_maps::MapId(1)).unwrap();
+    for k in 0..4u32 {
+        a.update(&k.to_ne_bytes(), &(10 + k as u64).to_ne_bytes(), 0)
+            .unwrap();
+    }
+    let text = format!(
+        "stdw [%r10-8], 0
+        lddw %r1, {arr}
+        lddw %r2, func cb
+        mov %r3, %r10
+        add %r3, -8
+        mov %r4, 0
+        call 164
+        mov %r6, %r0
+        lddw %r1, {hash}
+        lddw %r2, func cb
+        mov %r3, %r10
+        add %r3, -8
+        mov %r4, 0
+        call 164
+        mul %r0, 1000
+        add %r0, %r6
+        mul %r0, 1000
+        ldxdw %r1, [%r10-8]
+        add %r0, %r1
+        exit
+        cb:
+        ldxdw %r5, [%r4]
+        ldxdw %r0, [%r3]
+        add %r5, %r0
+        stxdw [%r4], %r5
+        ldxw %r1, [%r2]
+        mov %r0, 0
+        jne %r1, 2, +1
+        mov %r0, 1
+        exit",
+        arr = w.addrs[0],
+        hash = w.addrs[1],
+    );
+    let p = bpfkit_isa::Program::from_insns(assemble(&text, Syntax::Ubpf).unwrap()).unwrap();
+    let mut vm = bpfkit_interp::Interpreter::new(&p, &w.helpers).unwrap();
+    let (r, _) = RunState::scoped(w.table.clone(), 0, Memory::new(), |mem, state| {
+        state.add_map_regions(mem);
+        vm.run_with_data(mem, &[0], state)
+    });
+    // Three calls (stopped at index 2), none for the empty map; the sum of
+    // the values at 0, 1 and 2.
+    assert_eq!(r, Ok(3 * 1000 + (10 + 11 + 12)));
+}

@@ -104,6 +104,7 @@
 mod op;
 
 use bpfkit_isa::{AtomicOp, HelperId, Imm64, Insn, Pc, Program};
+use bpfkit_runtime::callback::{loop_start, STEP_CALL};
 use bpfkit_runtime::{
     Guest, Helper, HelperEnv, Helpers, Imm64Resolver, Memory, Trap, TrapKind, MAX_CALL_FRAMES,
     STACK_SIZE,
@@ -179,10 +180,19 @@ impl<'r> Builder<'r> {
         // loop's op pointer relies on it), to a power of two, so that jump
         // targets can be masked into the table. Control never goes past the
         // first sentinel: every jump target is an instruction.
+        // `bpf_loop`'s callbacks return to one more op after the sentinel
+        // (`Op::LoopNext`), kept out of reach of every advance (the padding
+        // follows it).
+        let loop_next = ops.len();
+        ops.push(Op::LoopNext);
+        plain.push(Op::LoopNext);
         let padded = (ops.len() + MAX_ADVANCE).next_power_of_two();
         ops.resize(padded, Op::FellOff);
         plain.resize(padded, Op::FellOff);
         let mut pcs = prog.pcs().to_vec();
+        // The sentinel's and `LoopNext`'s (neither traps with it: see
+        // `Op::LoopNext`).
+        pcs.push(Pc(prog.slot_count()));
         pcs.push(Pc(prog.slot_count()));
         let slot_to_op = (0..prog.slot_count())
             .map(|s| prog.index_of(Pc(s)).map_or(u32::MAX, |i| i as u32))
@@ -200,10 +210,25 @@ impl<'r> Builder<'r> {
             all_helpers,
             stack: Box::new([0u8; STACK_ALLOC]),
             frames: [Frame::default(); MAX_CALL_FRAMES],
+            loops: [Loop::default(); MAX_CALL_FRAMES],
+            loop_next,
             budget: self.budget.unwrap_or(u64::MAX),
             executed: 0,
         })
     }
+}
+
+/// The op index of the function whose address (`lddw` of a function:
+/// [`FUNC_ADDR_BASE`]` + 8 * slot`) is `v`, if it is one.
+fn func_target(slot_to_op: &[u32], v: u64) -> Option<u32> {
+    let slot = v.wrapping_sub(FUNC_ADDR_BASE);
+    if !slot.is_multiple_of(8) {
+        return None;
+    }
+    slot_to_op
+        .get((slot / 8).min(usize::MAX as u64) as usize)
+        .copied()
+        .filter(|&t| t != u32::MAX)
 }
 
 /// What a bpf-to-bpf call saves.
@@ -214,6 +239,28 @@ struct Frame {
     ret: usize,
     saved: [u64; 4],
     fp: u64,
+}
+
+/// A `bpf_loop` (or `Callback::Steps` helper) in progress, kept per call
+/// depth of its caller (so that a
+/// callback's own `bpf_loop` has its own).
+#[derive(Clone, Copy, Default, Debug)]
+struct Loop {
+    /// Address of the op after the helper call.
+    ret: usize,
+    /// `r1`-`r5` at the call (restored after the loop; `r3` is the
+    /// callback's context).
+    args: [u64; 5],
+    /// Calls made so far, and the most allowed.
+    i: u64,
+    n: u64,
+    /// Op index of the callback.
+    target: u32,
+    /// For `Callback::Steps`: the step's index in the helper table
+    /// (`u32::MAX` for `bpf_loop`).
+    step: u32,
+    /// The helper call's pc.
+    pc: Pc,
 }
 
 /// A program prepared for execution (see the crate docs for the model).
@@ -234,6 +281,9 @@ pub struct Interpreter {
     all_helpers: Vec<(u32, Arc<dyn Helper>)>,
     stack: Box<[u8; STACK_ALLOC]>,
     frames: [Frame; MAX_CALL_FRAMES],
+    loops: [Loop; MAX_CALL_FRAMES],
+    /// Op index of `Op::LoopNext`.
+    loop_next: usize,
     budget: u64,
     executed: u64,
 }
@@ -331,6 +381,8 @@ impl Interpreter {
             all_helpers,
             stack,
             frames,
+            loops,
+            loop_next,
             budget,
             executed,
         } = self;
@@ -516,14 +568,17 @@ impl Interpreter {
             }};
         }
         macro_rules! call_local {
-            ($t:expr) => {{
+            ($t:expr) => {
+                call_local!($t, ip.wrapping_add(1).addr())
+            };
+            ($t:expr, $ret:expr) => {{
                 if depth + 1 >= MAX_CALL_FRAMES {
                     trap!(TrapKind::CallDepthExceeded {
                         max: MAX_CALL_FRAMES
                     });
                 }
                 frames[depth] = Frame {
-                    ret: ip.wrapping_add(1).addr(),
+                    ret: $ret,
                     saved: [r!(6), r!(7), r!(8), r!(9)],
                     fp: r!(10),
                 };
@@ -531,6 +586,56 @@ impl Interpreter {
                 fp_off = STACK_BYTES - depth * STACK_SIZE;
                 regs[10] = stack_top - (depth * STACK_SIZE) as u64;
                 jump!($t);
+            }};
+        }
+
+        // The next step of the `Callback::Steps` helper whose loop is
+        // `loops[depth]`: its record read, then the callback called or the
+        // loop left (see `bpfkit_runtime::Callback::Steps`).
+        macro_rules! step {
+            () => {{
+                let l = loops[depth];
+                let (id, helper) = &table[l.step as usize];
+                let args = [l.args[0], l.args[2], l.args[3], l.i, depth as u64];
+                let mut env = HelperEnv::new(
+                    Guest::new(&mut stack[..STACK_BYTES], mem),
+                    data.as_deref_mut(),
+                    l.pc,
+                    HelperId(*id),
+                );
+                let at = match helper.call(&mut env, args) {
+                    Ok(v) => v,
+                    // Named as the step (the JIT's stop path names the
+                    // helper it called, too).
+                    Err(abort) => finish!(abort.into_outcome(l.pc, HelperId(*id))),
+                };
+                let mut rec = [0u64; 6];
+                for (k, w) in rec.iter_mut().enumerate() {
+                    match mem.load::<8>(at.wrapping_add(8 * k as u64)) {
+                        Ok(b) => *w = u64::from_le_bytes(b),
+                        Err(f) => finish!(Err(Trap::new(l.pc, f))),
+                    }
+                }
+                if rec[0] != STEP_CALL {
+                    regs[0] = rec[1];
+                    [regs[1], regs[2], regs[3], regs[4], regs[5]] = l.args;
+                    jump_to!(start.with_addr(l.ret));
+                }
+                let t = if l.target != u32::MAX {
+                    l.target
+                } else {
+                    match func_target(slot_to_op, l.args[1]) {
+                        Some(t) => t,
+                        None => finish!(Err(Trap::new(
+                            l.pc,
+                            TrapKind::BadCallTarget { target: l.args[1] }
+                        ))),
+                    }
+                };
+                loops[depth].target = t;
+                [regs[1], regs[2], regs[3], regs[4], regs[5]] =
+                    [rec[1], rec[2], rec[3], rec[4], rec[5]];
+                call_local!(t, start.wrapping_add(*loop_next).addr())
             }};
         }
 
@@ -797,16 +902,7 @@ impl Interpreter {
                 Op::CallLocal { t } => call_local!(t),
                 Op::Callx { r } => {
                     let v = r!(r);
-                    let slot = v.wrapping_sub(FUNC_ADDR_BASE);
-                    let target = if slot % 8 == 0 {
-                        slot_to_op
-                            .get((slot / 8).min(usize::MAX as u64) as usize)
-                            .copied()
-                            .filter(|&t| t != u32::MAX)
-                    } else {
-                        None
-                    };
-                    if let Some(t) = target {
+                    if let Some(t) = func_target(slot_to_op, v) {
                         call_local!(t)
                     } else if let Ok(i) = all_helpers.binary_search_by_key(&v, |(id, _)| *id as u64)
                     {
@@ -815,6 +911,62 @@ impl Interpreter {
                     } else {
                         trap!(TrapKind::BadCallTarget { target: v })
                     }
+                }
+                Op::CallLoop { inlined } => match loop_start(r!(1), r!(4), inlined) {
+                    Err(r0) | Ok(r0 @ 0) => regs[0] = r0,
+                    Ok(n) => {
+                        let v = r!(2);
+                        let Some(t) = func_target(slot_to_op, v) else {
+                            trap!(TrapKind::BadCallTarget { target: v })
+                        };
+                        let args = [r!(1), r!(2), r!(3), r!(4), r!(5)];
+                        loops[depth] = Loop {
+                            ret: ip.wrapping_add(1).addr(),
+                            args,
+                            i: 0,
+                            n,
+                            target: t,
+                            step: u32::MAX,
+                            pc: pcs[pc!()],
+                        };
+                        [regs[1], regs[2], regs[3], regs[4], regs[5]] = [0, args[2], 0, 0, 0];
+                        call_local!(t, start.wrapping_add(*loop_next).addr())
+                    }
+                },
+                Op::CallSteps { h } => {
+                    loops[depth] = Loop {
+                        ret: ip.wrapping_add(1).addr(),
+                        args: [r!(1), r!(2), r!(3), r!(4), r!(5)],
+                        i: 0,
+                        n: u64::MAX,
+                        target: u32::MAX,
+                        step: h,
+                        pc: pcs[pc!()],
+                    };
+                    step!()
+                }
+                Op::LoopNext => {
+                    // Reached only from a callback's `exit` (its frame's
+                    // return address), which counted and checked the
+                    // budget; this op is no instruction, so it is taken
+                    // back out of the count, and the call or jump below
+                    // checks an unchanged count (so neither traps here
+                    // for the budget; the depth is the first call's).
+                    bias = bias.wrapping_sub(OP_SIZE as u64);
+                    let l = &mut loops[depth];
+                    l.i += 1;
+                    if l.step != u32::MAX && regs[0] == 0 {
+                        step!()
+                    }
+                    if regs[0] != 0 || l.i == l.n {
+                        regs[0] = l.i;
+                        [regs[1], regs[2], regs[3], regs[4], regs[5]] = l.args;
+                        let ret = l.ret;
+                        jump_to!(start.with_addr(ret));
+                    }
+                    [regs[1], regs[2], regs[3], regs[4], regs[5]] = [l.i, l.args[2], 0, 0, 0];
+                    let t = l.target;
+                    call_local!(t, start.wrapping_add(*loop_next).addr())
                 }
                 Op::Exit => {
                     if depth == 0 {

@@ -11,7 +11,8 @@ use bpfkit_isa::{
     AluOp, AtomicOp, ByteOrder, Cond, Imm64, Insn, Pc, Program, Reg, SignExtFrom, Size, Src,
     SwapBits, Width,
 };
-use bpfkit_runtime::{Helpers, Imm64Resolver, STACK_SIZE};
+use bpfkit_runtime::callback::loop_inlined;
+use bpfkit_runtime::{Callback, Helpers, Imm64Resolver, STACK_SIZE};
 
 /// A register number known to be at most 10, so indexing an 11-entry array
 /// with it needs no bounds check.
@@ -721,6 +722,20 @@ pub(crate) enum Op {
     Callx {
         r: R,
     },
+    /// `bpf_loop` (a helper registered as `Callback::Loop`): the argument
+    /// checks (the kernel's inlined loop's when `inlined`), then the first
+    /// call of the callback in `r2`.
+    CallLoop {
+        inlined: bool,
+    },
+    /// A helper registered as `Callback::Steps`: its step (at index `h`
+    /// of the helper table) decides each call of the callback in `r2`.
+    CallSteps {
+        h: u32,
+    },
+    /// Where a `bpf_loop` callback returns to (one op after the sentinel,
+    /// never an instruction): the next call, or back after the helper.
+    LoopNext,
     Exit,
     /// Symbolic `lddw` left unresolved: traps when executed.
     Unresolved,
@@ -1319,6 +1334,27 @@ pub(crate) fn compile(
                 src,
                 off,
             } => jmp(width, cond, dst.into(), src, target(pc, off as i64)),
+            Insn::Call(id) if helpers.callback(id.0) == Some(Callback::Loop) => Op::CallLoop {
+                inlined: loop_inlined(prog, ops.len()),
+            },
+            Insn::Call(id) if matches!(helpers.callback(id.0), Some(Callback::Steps { .. })) => {
+                let Some(Callback::Steps { step }) = helpers.callback(id.0) else {
+                    unreachable!("matched above")
+                };
+                match helpers.get(step) {
+                    Some(h) => {
+                        let idx = match table.iter().position(|(i, _)| *i == step) {
+                            Some(i) => i,
+                            None => {
+                                table.push((step, h.clone()));
+                                table.len() - 1
+                            }
+                        };
+                        Op::CallSteps { h: idx as u32 }
+                    }
+                    None => Op::CallUnknown { id: id.0 },
+                }
+            }
             Insn::Call(id) => match helpers.get(id.0) {
                 Some(h) => {
                     let idx = match table.iter().position(|(i, _)| *i == id.0) {

@@ -1775,6 +1775,9 @@ fn trap_with(
             _ => unreachable!("unresolved trap at an lddw"),
         },
         status::NO_PACKET => TrapKind::NoPacket,
+        status::BAD_CALLBACK => TrapKind::BadCallTarget {
+            target: ctx.fault_addr,
+        },
         status::RUST_TRAP => {
             return Err(trap.expect("trampoline stored a trap"));
         }

@@ -16,6 +16,7 @@
 //! per call); every other caller reaches it through the registry's
 //! [`Helper`] object, which downcasts the data and calls the same function.
 
+use crate::callback::Callback;
 use crate::memory::Guest;
 use crate::raw::{raw_entry, RawEntry, TypedBody};
 use crate::trap::{MemFault, Trap, TrapKind};
@@ -185,6 +186,9 @@ pub struct Helpers {
     /// The plain functions of helpers registered with `register_typed`
     /// (replaced or removed with their entry in `by_id`).
     typed: BTreeMap<u32, TypedEntry>,
+    /// Helpers that call back into the program (removed with their entry
+    /// in `by_id`).
+    callbacks: BTreeMap<u32, Callback>,
 }
 
 impl Helpers {
@@ -200,6 +204,7 @@ impl Helpers {
     {
         self.by_id.insert(id, Arc::new(f));
         self.typed.remove(&id);
+        self.callbacks.remove(&id);
         self
     }
 
@@ -207,6 +212,7 @@ impl Helpers {
     pub fn register_shared(&mut self, id: u32, helper: Arc<dyn Helper>) -> &mut Helpers {
         self.by_id.insert(id, helper);
         self.typed.remove(&id);
+        self.callbacks.remove(&id);
         self
     }
 
@@ -263,6 +269,7 @@ impl Helpers {
         F: Fn(&mut HelperEnv<'_, '_>, [u64; 5]) -> HelperResult + Send + Sync + 'static,
     {
         self.by_id.insert(id, Arc::new(dynamic));
+        self.callbacks.remove(&id);
         self.typed.insert(
             id,
             TypedEntry {
@@ -285,6 +292,7 @@ impl Helpers {
         let f: TypedHelper<T> = B::call;
         let raw: RawEntry<T> = raw_entry::<T, B>;
         self.by_id.insert(id, Arc::new(dynamic));
+        self.callbacks.remove(&id);
         self.typed.insert(
             id,
             TypedEntry {
@@ -305,6 +313,38 @@ impl Helpers {
     /// [`Helpers::register_typed`] (for any data type).
     pub fn typed_entry(&self, id: u32) -> Option<&TypedEntry> {
         self.typed.get(&id)
+    }
+
+    /// Registers (or replaces) helper `id` as one that calls back into the
+    /// program ([`crate::callback`]): engines that prepare a `call` to it
+    /// run `kind`'s loop themselves. Every other way of reaching it (its
+    /// [`Helper`] object: `callx` by id, an engine without callbacks)
+    /// fails with a message saying so.
+    ///
+    /// ```
+    /// use bpfkit_runtime::{Callback, Helpers};
+    /// let mut h = Helpers::new();
+    /// h.register_callback(181, Callback::Loop);
+    /// assert_eq!(h.callback(181), Some(Callback::Loop));
+    /// h.register(181, |_e, _a| Ok(0));
+    /// assert_eq!(h.callback(181), None);
+    /// ```
+    pub fn register_callback(&mut self, id: u32, kind: Callback) -> &mut Helpers {
+        let refuse = move |_env: &mut HelperEnv<'_, '_>, _args: [u64; 5]| -> HelperResult {
+            Err(HelperAbort::Failed(format!(
+                "helper {id} calls back into the program; only a direct `call` of it can run"
+            )))
+        };
+        self.by_id.insert(id, Arc::new(refuse));
+        self.typed.remove(&id);
+        self.callbacks.insert(id, kind);
+        self
+    }
+
+    /// What helper `id` is, if it was registered with
+    /// [`Helpers::register_callback`].
+    pub fn callback(&self, id: u32) -> Option<Callback> {
+        self.callbacks.get(&id).copied()
     }
 
     /// The helper with this id.

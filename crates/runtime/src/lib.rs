@@ -36,6 +36,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod callback;
 mod helper;
 #[allow(unsafe_code)]
 mod memory;
@@ -44,6 +45,7 @@ pub mod raw;
 mod trap;
 
 pub use bpfkit_isa::{HelperId, Imm64, Pc};
+pub use callback::Callback;
 pub use helper::{Helper, HelperAbort, HelperEnv, HelperResult, Helpers, TypedEntry, TypedHelper};
 pub use memory::{le_to_u64, u64_to_le, Guest, Memory, Region, RegionKind};
 pub use raw::TypedBody;

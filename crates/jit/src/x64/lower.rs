@@ -123,6 +123,9 @@
 //!   after its `lea` is encoded once per size, direction and test
 //!   (`access_test`). The generated code is the same as without them.
 
+#[path = "callback.rs"]
+mod callback;
+
 use super::encode::{fill_nops, patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz, Unary, MAX_NOP};
 use super::inline;
 use crate::Ctx;
@@ -174,6 +177,9 @@ pub(crate) mod status {
     /// A direct entry's call stopped the program with a trap whose pc and
     /// helper id are set once the code has returned (`crate::finish_raw_stop`).
     pub const RAW_STOP: u64 = 12;
+    /// A callback-calling helper's `r2` is no function of the program
+    /// (`Ctx::fault_addr` holds it; see `callback`).
+    pub const BAD_CALLBACK: u64 = 13;
 }
 
 /// What the lowering needs to know besides the instructions.
@@ -1848,6 +1854,7 @@ impl<'a> Emitter<'a> {
             // An array lookup computed in place (emitted by the guard).
             Insn::Call(id) if self.inline_lookup(i, id.0) => {}
             Insn::Call(id) if id.0 == TAIL_CALL && self.native_tail_call(i) => {}
+            Insn::Call(id) if self.callback_call(i, id.0) => {}
             Insn::Call(id) => match self.helper_calls_to(id.0) {
                 Some(h) => {
                     self.lookup_hint(i, id.0);
@@ -2461,6 +2468,8 @@ fn near_bytes(insn: &Insn, checked: bool, r10_fixed: bool) -> usize {
         // A native tail call (`native_tail_call`) is longer than any jump
         // emitted short at once may skip.
         Insn::Call(id) if id.0 == TAIL_CALL => 128,
+        // So is a callback loop (`callback`), if the helper is one.
+        Insn::Call(id) if callback::LONG_CALLS.contains(&id.0) => 128,
         Insn::Call(_) => 64,
         Insn::Exit => 4,
         _ => 128,
