@@ -389,6 +389,7 @@ impl KernelSide {
             load.license = p.license.clone();
             load.log_level = 0;
             load.name = p.name.chars().take(15).collect();
+            load.func_starts = bpfkit_difftest::kernel::func_starts(&p.insns);
             let prog = match load.load() {
                 Ok(p) => p,
                 Err(e) => {

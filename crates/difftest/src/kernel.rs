@@ -223,7 +223,7 @@ pub fn resolve(insns: &[Insn], fds: &[i32]) -> Result<Vec<u8>, DiffError> {
 /// The subprograms' first slots, main first, when the program takes a
 /// function's address (a `bpf_loop` callback): the kernel refuses such a
 /// program without BTF `func_info` (`ProgLoad::func_starts`); else none.
-fn func_starts(prog: &bpfkit_isa::Program) -> Vec<u32> {
+pub fn func_starts(prog: &bpfkit_isa::Program) -> Vec<u32> {
     let is_func = |insn: &Insn| {
         matches!(
             insn,
