@@ -89,6 +89,7 @@ pub(crate) struct Lpm {
     small: bool,
 }
 
+#[inline(always)]
 fn prefixlen(key: &[u8]) -> u32 {
     key.first_chunk::<4>()
         .map_or(u32::MAX, |b| u32::from_ne_bytes(*b))

@@ -529,6 +529,16 @@ impl<'r, 'a> Guest<'r, 'a> {
         }
     }
 
+    /// The `n` stack bytes at `addr`, borrowed, when `[addr, addr + n)`
+    /// lies inside the stack (`None` otherwise: read them with
+    /// [`Guest::read`]). For a helper that only looks at a key the program
+    /// built on its stack: no copy, no per-size dispatch.
+    #[inline(always)]
+    pub fn stack_bytes(&self, addr: u64, n: usize) -> Option<&[u8]> {
+        let off = addr.wrapping_sub(self.stack_start()) as usize;
+        self.stack().get(off..)?.get(..n)
+    }
+
     /// Reads `N` bytes at `addr`.
     #[inline(always)]
     pub fn load<const N: usize>(&self, addr: u64) -> Result<[u8; N], MemFault> {
