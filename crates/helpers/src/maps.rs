@@ -98,7 +98,7 @@ const SMALL_KEY: usize = 64;
 pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     match lookup_fast(env, a) {
         Ok(r0) => Ok(r0),
-        Err(slot) => lookup_any(env, a, slot),
+        Err(slot) => lookup_any(env, a[0], a[1], slot),
     }
 }
 
@@ -179,7 +179,10 @@ fn lookup_fast(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> Result<u64, Slot> {
 /// body grew past what the compiler inlines into its `catch_unwind`, which
 /// then called it with the arguments in memory (both paths paid for it).
 #[inline(never)]
-fn lookup_any(env: &mut Env<'_, '_, '_>, a: [u64; 5], slot: Slot) -> HelperResult {
+fn lookup_any(env: &mut Env<'_, '_, '_>, map_addr: u64, key_addr: u64, slot: Slot) -> HelperResult {
+    // `r1` and `r2` alone (not `r1`-`r5`, which the caller then stored to
+    // its frame on every call, the fast paths' too).
+    let a = [map_addr, key_addr];
     // Memory and state at once: one downcast and one search of the table
     // (inner maps handed out in this run after it) per call.
     let (guest, st) = env.split();
