@@ -440,3 +440,26 @@ impl Lpm {
         self.count.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::word;
+
+    /// An IPv4 key's word (one load and a shift) is the one the general
+    /// path builds (zero-padded big-endian bytes).
+    #[test]
+    fn ipv4_word_is_the_padded_big_endian_word() {
+        for data in [
+            [10u8, 1, 2, 3],
+            [255, 0, 0, 1],
+            [0, 0, 0, 0],
+            [1, 2, 255, 128],
+        ] {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&data);
+            assert_eq!(word(&data), Some(u128::from_be_bytes(b)), "{data:?}");
+        }
+        assert_eq!(word(&[1, 2, 3]), Some(0x0102_03u128 << 104));
+        assert_eq!(word(&[0; 17]), None);
+    }
+}
