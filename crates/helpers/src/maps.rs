@@ -502,6 +502,17 @@ fn read_into(guest: &Guest<'_, '_>, addr: u64, buf: &mut [u8]) -> Result<(), Hel
     }
 }
 
+/// The map at program address `addr` (see [`RunState::map`]), trying the
+/// table's entry `hint` first (`MapTable::position_hinted`: the index an
+/// engine passes for a map it resolved, never trusted).
+#[inline(always)]
+fn hinted_map(st: &RunState, addr: u64, hint: u64) -> Result<&Arc<Map>, HelperAbort> {
+    match st.maps.position_hinted(addr, hint) {
+        Some((_, m)) => Ok(m),
+        None => map_ref(st, addr),
+    }
+}
+
 /// The trap for a map argument that is no map.
 #[cold]
 pub(crate) fn not_a_map(addr: u64) -> HelperAbort {
@@ -514,7 +525,8 @@ pub(crate) fn update(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     // The map stays borrowed from the run's table (no reference count
     // traffic) while the key and value are read.
     let (guest, st) = env.split();
-    let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
+    // `a[4]`: the table index the JIT passes (as for lookups, checked).
+    let map = hinted_map(st, a[0], a[4])?;
     let (ks, vs) = (map.def().key_size as usize, map.def().value_size as usize);
     // Keys and values of up to 64 bytes (flows, counters, small records):
     // two stack buffers, read inline, no closures.
@@ -542,7 +554,8 @@ pub(crate) fn update(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
 #[inline]
 pub(crate) fn delete(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let (guest, st) = env.split();
-    let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
+    // `a[2]`: the table index the JIT passes (as for lookups, checked).
+    let map = hinted_map(st, a[0], a[2])?;
     with_bytes(guest, a[1], map.def().key_size as usize, |key| {
         ret(map.prog_delete(key))
     })

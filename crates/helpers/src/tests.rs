@@ -143,6 +143,44 @@ fn lookup_hints_are_checked_against_the_map() {
     });
 }
 
+/// The table index the JIT passes to `bpf_map_update_elem` (in `r5`) and
+/// `bpf_map_delete_elem` (in `r3`) is a hint as for lookups: whatever it
+/// is, the map of `r1` is the one written.
+#[test]
+fn update_and_delete_hints_are_checked_against_the_map() {
+    let w = world(&[
+        MapDef::new(MapType::Hash, 4, 8, 4),
+        MapDef::new(MapType::Hash, 4, 8, 4),
+        MapDef::new(MapType::Hash, 4, 8, 4),
+    ]);
+    let mut key = 7u32.to_ne_bytes();
+    let mut value = 0u64.to_ne_bytes();
+    let mut mem = Memory::new();
+    let k = mem.add(RegionKind::Other, &mut key);
+    let v = mem.add(RegionKind::Other, &mut value);
+    let map = |m: usize| w.registry.get(bpfkit_maps::MapId(m as u32 + 1)).unwrap();
+    let ((), _) = w.with(mem, |call| {
+        for (m, &addr) in w.addrs.iter().enumerate() {
+            for hint in [0, 1, 2, 3, m as u64, u64::MAX, 1 << 32] {
+                assert_eq!(call(MAP_UPDATE_ELEM, [addr, k, v, 0, hint]), Ok(0));
+                for other in 0..3 {
+                    let has = map(other).lookup(&7u32.to_ne_bytes()).is_ok();
+                    assert_eq!(has, other == m, "update of {m}, hint {hint}: map {other}");
+                }
+                assert_eq!(call(MAP_DELETE_ELEM, [addr, k, hint, 0, 0]), Ok(0));
+                for other in 0..3 {
+                    let has = map(other).lookup(&7u32.to_ne_bytes()).is_ok();
+                    assert!(!has, "delete of {m}, hint {hint}: map {other}");
+                }
+            }
+        }
+        for hint in [0, 1, 2] {
+            assert!(call(MAP_UPDATE_ELEM, [0x1234, k, v, 0, hint]).is_err());
+            assert!(call(MAP_DELETE_ELEM, [0x1234, k, hint, 0, 0]).is_err());
+        }
+    });
+}
+
 /// `bpf_map_lookup_elem`'s per-packet path (`maps::lookup_fast`: keys on
 /// the program's stack searched in place, 4- and 8-byte keys elsewhere
 /// loaded, arrays, the answer in a register) and its general path give
