@@ -459,7 +459,7 @@ mod tests {
             b[..4].copy_from_slice(&data);
             assert_eq!(word(&data), Some(u128::from_be_bytes(b)), "{data:?}");
         }
-        assert_eq!(word(&[1, 2, 3]), Some(0x0102_03u128 << 104));
+        assert_eq!(word(&[1, 2, 3]), Some(0x0001_0203_u128 << 104));
         assert_eq!(word(&[0; 17]), None);
     }
 }
