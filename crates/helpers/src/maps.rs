@@ -509,7 +509,13 @@ fn read_into(guest: &Guest<'_, '_>, addr: u64, buf: &mut [u8]) -> Result<(), Hel
 fn hinted_map(st: &RunState, addr: u64, hint: u64) -> Result<&Arc<Map>, HelperAbort> {
     match st.maps.position_hinted(addr, hint) {
         Some((_, m)) => Ok(m),
-        None => map_ref(st, addr),
+        // Not in the table (just searched): an inner map of this run.
+        None => st
+            .inner
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, m)| m)
+            .ok_or_else(|| not_a_map(addr)),
     }
 }
 
