@@ -4,7 +4,7 @@ use crate::region::expose;
 use crate::state::RunState;
 use crate::Env;
 use bpfkit_maps::{map_flags, Map, MapError, MapId, MapType, ValueRef};
-use bpfkit_runtime::{Access, Guest, HelperAbort, HelperResult, RegionKind};
+use bpfkit_runtime::{Access, Guest, HelperAbort, HelperResult, Memory, RegionKind};
 use std::sync::Arc;
 
 /// The map behind a program's map pointer, borrowed from the run's state.
@@ -91,41 +91,136 @@ fn raw(v: &ValueRef<'_>) -> (*mut u8, usize) {
 /// Keys up to this size are read into a stack buffer.
 const SMALL_KEY: usize = 64;
 
-/// `bpf_map_lookup_elem(map, key)`.
-#[inline]
+/// `bpf_map_lookup_elem(map, key)`. Always inlined into its direct entry
+/// (left to the compiler, with the two paths below, it was called out of
+/// line, its result through memory).
+#[inline(always)]
 pub(crate) fn lookup(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
-    // Memory and state at once: one downcast and one search of the table
-    // (inner maps handed out in this run after it) per call.
+    match lookup_fast(env, a) {
+        Ok(r0) => Ok(r0),
+        Err(slot) => lookup_any(env, a[0], a[1], slot),
+    }
+}
+
+/// What [`lookup_fast`] leaves to [`lookup_any`]: the map's index in the
+/// run's table, found once ([`NO_SLOT`]: not in the table). A plain
+/// index, so that `Result<u64, Slot>` is two registers (with an `Option`
+/// it went through memory and cost more than it saved).
+type Slot = usize;
+
+/// The [`Slot`] of a map not in the run's table.
+const NO_SLOT: Slot = usize::MAX;
+
+/// The per-packet cases of [`lookup`], complete or not at all: a hash map
+/// or LPM trie of the run's table with the key on the program's stack (or
+/// of 4 or 8 bytes elsewhere), answered with a miss or a value whose
+/// region the run already has; an array of the table (checked code and
+/// the interpreter call the helper for those); a slot map or map of maps
+/// of the table whose slot the run's memo still answers. `Err` for
+/// anything else (other maps, a key to fault on, a value to register as a
+/// region, a slot to look up), which [`lookup_any`] then does from the
+/// table index found: the map's search again, which finds what this one
+/// did or a later state of the map, as a lookup made a moment later would.
+///
+/// Its answer is a register, not a `HelperResult`, so that the direct
+/// entry's common path keeps no result in its frame (measured: a hashed
+/// lookup that answered through the general path's result slot paid about
+/// 7 host instructions for it).
+#[inline(always)]
+fn lookup_fast(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> Result<u64, Slot> {
     let (guest, st) = env.split();
     // `a[2]`: the table index the JIT passes for a map it resolved
     // (checked against `a[0]`, never trusted).
-    let slot = st.maps.position_hinted(a[0], a[2]);
+    let (i, map) = st.maps.position_hinted(a[0], a[2]).ok_or(NO_SLOT)?;
+    let n = map.def().key_size as usize;
+    // A key on the program's stack (where programs build them) is searched
+    // where it is: no buffer, no copy, no dispatch on its size. A packet's
+    // address or port: one load.
+    let mut buf;
+    let key = match guest.stack_bytes(a[1], n) {
+        Some(key) => key,
+        None => {
+            buf = [0u8; 8];
+            let mem = guest.memory();
+            let read = match n {
+                4 => mem_into::<4>(mem, a[1], &mut buf),
+                8 => mem_into::<8>(mem, a[1], &mut buf),
+                _ => None,
+            };
+            read.and_then(|()| buf.get(..n)).ok_or(i)?
+        }
+    };
+    if !map.is_hashed() {
+        if st.arrays.get(i).is_some_and(Option::is_some) {
+            let index = u32_of(key);
+            return st.array_lookup(guest.memory(), i, index).ok_or(i);
+        }
+        return st.slot_memo(guest.memory(), a[0], map, key).ok_or(i);
+    }
+    let writable = value_writable(map);
+    let Some((ptr, len)) = map.lookup_hashed(key, st.cpu, st.guard()).map(|v| raw(&v)) else {
+        return Ok(0);
+    };
+    // [`hand_out`] without its call: a value this run (or the batch's run
+    // before) already exposed.
+    let mem = guest.memory();
+    let ptr = ptr as u64;
+    if st.last_exposed(mem, ptr, len, writable)
+        || (st.is_run_memory(mem) && st.exposed_region(mem, ptr, len, writable))
+    {
+        return Ok(ptr);
+    }
+    Err(i)
+}
+
+/// [`lookup`] in general (see [`lookup_fast`]), for the map at index
+/// `slot` of the run's table ([`NO_SLOT`]: an inner map of this run, or
+/// none). Out of line: inlined with [`lookup_fast`], the direct entry's
+/// body grew past what the compiler inlines into its `catch_unwind`, which
+/// then called it with the arguments in memory (both paths paid for it).
+#[inline(never)]
+fn lookup_any(env: &mut Env<'_, '_, '_>, map_addr: u64, key_addr: u64, slot: Slot) -> HelperResult {
+    // `r1` and `r2` alone (not `r1`-`r5`, which the caller then stored to
+    // its frame on every call, the fast paths' too).
+    let a = [map_addr, key_addr];
+    // Memory and state at once: one downcast and one search of the table
+    // (inner maps handed out in this run after it) per call.
+    let (guest, st) = env.split();
+    let slot = (slot != NO_SLOT).then(|| (slot, st.maps.at(slot)));
     // Hash maps and LPM tries of the table (the per-packet flow and route
     // tables) first: the key in one fixed-size load, one dispatch (the
     // map's own), none of the searches below.
     if let Some((_, map)) = slot.filter(|(_, m)| m.is_hashed()) {
         let n = map.def().key_size as usize;
         if n <= HASHED_KEY {
-            // One fixed-size load per common key size (no copy of a
-            // run-time length), one call of the lookup below. `read_into`'s
-            // match, without its arms above `HASHED_KEY`: calling it here
-            // cost ~6 host instructions a lookup (router_ipv4, tx_iptunnel).
-            let mut buf = [0u8; HASHED_KEY];
-            match n {
-                4 => load_into::<4>(guest, a[1], &mut buf)?,
-                8 => load_into::<8>(guest, a[1], &mut buf)?,
-                12 => load_into::<12>(guest, a[1], &mut buf)?,
-                16 => load_into::<16>(guest, a[1], &mut buf)?,
-                20 => load_into::<20>(guest, a[1], &mut buf)?,
-                24 => load_into::<24>(guest, a[1], &mut buf)?,
-                32 => load_into::<32>(guest, a[1], &mut buf)?,
-                40 => load_into::<40>(guest, a[1], &mut buf)?,
-                _ => guest.read(a[1], &mut buf[..n])?,
-            }
+            // A key on the program's stack (where programs build them) is
+            // searched where it is: no buffer to zero, no copy, no
+            // dispatch on its size. Elsewhere (a packet's header field, a
+            // map value): one fixed-size load per common key size (no copy
+            // of a run-time length). `read_into`'s match, without its arms
+            // above `HASHED_KEY`: calling it here cost ~6 host instructions
+            // a lookup (router_ipv4, tx_iptunnel).
+            let mut buf;
+            let key = match guest.stack_bytes(a[1], n) {
+                Some(key) => key,
+                None => {
+                    buf = [0u8; HASHED_KEY];
+                    match n {
+                        4 => load_into::<4>(guest, a[1], &mut buf)?,
+                        8 => load_into::<8>(guest, a[1], &mut buf)?,
+                        12 => load_into::<12>(guest, a[1], &mut buf)?,
+                        16 => load_into::<16>(guest, a[1], &mut buf)?,
+                        20 => load_into::<20>(guest, a[1], &mut buf)?,
+                        24 => load_into::<24>(guest, a[1], &mut buf)?,
+                        32 => load_into::<32>(guest, a[1], &mut buf)?,
+                        40 => load_into::<40>(guest, a[1], &mut buf)?,
+                        _ => guest.read(a[1], &mut buf[..n])?,
+                    }
+                    &buf[..n]
+                }
+            };
             let writable = value_writable(map);
-            let Some((ptr, len)) = map
-                .lookup_hashed(&buf[..n], st.cpu, st.guard())
-                .map(|v| raw(&v))
+            let Some((ptr, len)) = map.lookup_hashed(key, st.cpu, st.guard()).map(|v| raw(&v))
             else {
                 return Ok(0);
             };
@@ -260,6 +355,14 @@ fn load_into<const N: usize>(
         *b = guest.load::<N>(addr)?;
     }
     Ok(())
+}
+
+/// The `N` bytes at `addr` of the regions (not the stack) into the start
+/// of `buf` (`N <= buf.len()`); `None` on a fault.
+#[inline(always)]
+fn mem_into<const N: usize>(mem: &Memory<'_>, addr: u64, buf: &mut [u8]) -> Option<()> {
+    *buf.first_chunk_mut::<N>()? = mem.load::<N>(addr).ok()?;
+    Some(())
 }
 
 /// A 4-byte key as the index it is (slot maps' keys are 4 bytes; a
@@ -399,6 +502,23 @@ fn read_into(guest: &Guest<'_, '_>, addr: u64, buf: &mut [u8]) -> Result<(), Hel
     }
 }
 
+/// The map at program address `addr` (see [`RunState::map`]), trying the
+/// table's entry `hint` first (`MapTable::position_hinted`: the index an
+/// engine passes for a map it resolved, never trusted).
+#[inline(always)]
+fn hinted_map(st: &RunState, addr: u64, hint: u64) -> Result<&Arc<Map>, HelperAbort> {
+    match st.maps.position_hinted(addr, hint) {
+        Some((_, m)) => Ok(m),
+        // Not in the table (just searched): an inner map of this run.
+        None => st
+            .inner
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, m)| m)
+            .ok_or_else(|| not_a_map(addr)),
+    }
+}
+
 /// The trap for a map argument that is no map.
 #[cold]
 pub(crate) fn not_a_map(addr: u64) -> HelperAbort {
@@ -411,7 +531,8 @@ pub(crate) fn update(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     // The map stays borrowed from the run's table (no reference count
     // traffic) while the key and value are read.
     let (guest, st) = env.split();
-    let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
+    // `a[4]`: the table index the JIT passes (as for lookups, checked).
+    let map = hinted_map(st, a[0], a[4])?;
     let (ks, vs) = (map.def().key_size as usize, map.def().value_size as usize);
     // Keys and values of up to 64 bytes (flows, counters, small records):
     // two stack buffers, read inline, no closures.
@@ -439,7 +560,8 @@ pub(crate) fn update(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
 #[inline]
 pub(crate) fn delete(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     let (guest, st) = env.split();
-    let map = st.map(a[0]).ok_or_else(|| not_a_map(a[0]))?;
+    // `a[2]`: the table index the JIT passes (as for lookups, checked).
+    let map = hinted_map(st, a[0], a[2])?;
     with_bytes(guest, a[1], map.def().key_size as usize, |key| {
         ret(map.prog_delete(key))
     })

@@ -143,6 +143,216 @@ fn lookup_hints_are_checked_against_the_map() {
     });
 }
 
+/// The table index the JIT passes to `bpf_map_update_elem` (in `r5`) and
+/// `bpf_map_delete_elem` (in `r3`) is a hint as for lookups: whatever it
+/// is, the map of `r1` is the one written.
+#[test]
+fn update_and_delete_hints_are_checked_against_the_map() {
+    let w = world(&[
+        MapDef::new(MapType::Hash, 4, 8, 4),
+        MapDef::new(MapType::Hash, 4, 8, 4),
+        MapDef::new(MapType::Hash, 4, 8, 4),
+    ]);
+    let mut key = 7u32.to_ne_bytes();
+    let mut value = 0u64.to_ne_bytes();
+    let mut mem = Memory::new();
+    let k = mem.add(RegionKind::Other, &mut key);
+    let v = mem.add(RegionKind::Other, &mut value);
+    let map = |m: usize| w.registry.get(bpfkit_maps::MapId(m as u32 + 1)).unwrap();
+    let ((), _) = w.with(mem, |call| {
+        for (m, &addr) in w.addrs.iter().enumerate() {
+            for hint in [0, 1, 2, 3, m as u64, u64::MAX, 1 << 32] {
+                assert_eq!(call(MAP_UPDATE_ELEM, [addr, k, v, 0, hint]), Ok(0));
+                for other in 0..3 {
+                    let has = map(other).lookup(&7u32.to_ne_bytes()).is_ok();
+                    assert_eq!(has, other == m, "update of {m}, hint {hint}: map {other}");
+                }
+                assert_eq!(call(MAP_DELETE_ELEM, [addr, k, hint, 0, 0]), Ok(0));
+                for other in 0..3 {
+                    let has = map(other).lookup(&7u32.to_ne_bytes()).is_ok();
+                    assert!(!has, "delete of {m}, hint {hint}: map {other}");
+                }
+            }
+        }
+        for hint in [0, 1, 2] {
+            assert!(call(MAP_UPDATE_ELEM, [0x1234, k, v, 0, hint]).is_err());
+            assert!(call(MAP_DELETE_ELEM, [0x1234, k, hint, 0, 0]).is_err());
+        }
+    });
+}
+
+/// `bpf_map_lookup_elem`'s per-packet path (`maps::lookup_fast`: keys on
+/// the program's stack searched in place, 4- and 8-byte keys elsewhere
+/// loaded, arrays, the answer in a register) and its general path give
+/// the same answers: the element's own pointer (the one `Map::lookup_ptr`
+/// gives), usable by a later helper (its region registered), misses as 0,
+/// and a key that runs past the stack's end is a fault, not a read of
+/// what lies after it.
+#[test]
+fn lookup_keys_on_the_stack_and_elsewhere_find_the_same_element() {
+    use bpfkit_maps::map_flags;
+    let w = world(&[
+        MapDef::new(MapType::Hash, 4, 8, 4),
+        MapDef::new(MapType::Hash, 24, 8, 4),
+        MapDef::new(MapType::LpmTrie, 8, 8, 4).with_flags(map_flags::NO_PREALLOC),
+        MapDef::new(MapType::Array, 4, 8, 4),
+        MapDef::new(MapType::PercpuHash, 8, 8, 4),
+        MapDef::new(MapType::Hash, 12, 8, 4),
+        // Scratch: a helper reads a found value into it.
+        MapDef::new(MapType::Hash, 4, 8, 4),
+    ]);
+    let k24: Vec<u8> = (1..=24).collect();
+    let lpm_key = |addr: [u8; 4], len: u32| {
+        let mut k = len.to_ne_bytes().to_vec();
+        k.extend_from_slice(&addr);
+        k
+    };
+    let k12: Vec<u8> = (40..52).collect();
+    // (map index, key present, a key absent, the value found)
+    let cases: Vec<(usize, Vec<u8>, Vec<u8>, u64)> = vec![
+        (
+            0,
+            7u32.to_ne_bytes().to_vec(),
+            8u32.to_ne_bytes().to_vec(),
+            11,
+        ),
+        (
+            1,
+            k24.clone(),
+            {
+                let mut k = k24.clone();
+                k[23] ^= 1;
+                k
+            },
+            22,
+        ),
+        (
+            2,
+            lpm_key([10, 1, 2, 3], 32),
+            lpm_key([11, 1, 2, 3], 32),
+            33,
+        ),
+        (
+            3,
+            1u32.to_ne_bytes().to_vec(),
+            4u32.to_ne_bytes().to_vec(),
+            44,
+        ),
+        (
+            4,
+            9u64.to_ne_bytes().to_vec(),
+            10u64.to_ne_bytes().to_vec(),
+            55,
+        ),
+        (5, k12.clone(), (60..72).collect(), 77),
+    ];
+    let map = |m: usize| w.registry.get(bpfkit_maps::MapId(m as u32 + 1)).unwrap();
+    map(0)
+        .update(&7u32.to_ne_bytes(), &11u64.to_ne_bytes(), 0)
+        .unwrap();
+    map(1).update(&k24, &22u64.to_ne_bytes(), 0).unwrap();
+    map(2)
+        .update(&lpm_key([10, 0, 0, 0], 8), &33u64.to_ne_bytes(), 0)
+        .unwrap();
+    map(3)
+        .update(&1u32.to_ne_bytes(), &44u64.to_ne_bytes(), 0)
+        .unwrap();
+    map(4)
+        .update(
+            &9u64.to_ne_bytes(),
+            &[55u8, 0, 0, 0, 0, 0, 0, 0, 66, 0, 0, 0, 0, 0, 0, 0],
+            0,
+        )
+        .unwrap();
+    map(5).update(&k12, &77u64.to_ne_bytes(), 0).unwrap();
+    let g = bpfkit_maps::pin();
+    let want: Vec<u64> = cases
+        .iter()
+        .map(|(m, k, _, _)| map(*m).lookup_ptr(k, 0, &g).unwrap().as_ptr() as u64)
+        .collect();
+    // The keys outside the stack, one region each (present, absent).
+    let mut bufs: Vec<Vec<u8>> = cases
+        .iter()
+        .flat_map(|(_, k, miss, _)| [k.clone(), miss.clone()])
+        .collect();
+    let mut scratch_key = [0u8; 4];
+    let mut mem = Memory::new();
+    let mut addrs = Vec::new();
+    for b in bufs.iter_mut() {
+        addrs.push(mem.add(RegionKind::Other, b));
+    }
+    let scratch_key = mem.add(RegionKind::Other, &mut scratch_key);
+    let helpers = &w.helpers;
+    let ((), _) = RunState::scoped(w.table.clone(), 0, mem, |mem, state| {
+        let mut stack = [0u8; 64];
+        let base = stack.as_ptr() as u64;
+        for (c, (m, key, miss, value)) in cases.iter().enumerate() {
+            let at = |k: &[u8], stack: &mut [u8; 64]| {
+                // At the stack's end, as the last thing a program pushed.
+                let off = 64 - k.len();
+                stack[off..].copy_from_slice(k);
+                base + off as u64
+            };
+            for round in 0..2 {
+                for (hint, what) in [(*m as u64, "hint"), (u64::MAX, "no hint")] {
+                    let on_stack = at(key, &mut stack);
+                    for (k, place) in [(on_stack, "stack"), (addrs[2 * c], "region")] {
+                        let p = call_helper(
+                            helpers,
+                            MAP_LOOKUP_ELEM,
+                            &mut stack,
+                            mem,
+                            state,
+                            [w.addrs[*m], k, hint, 0, 0],
+                        )
+                        .unwrap();
+                        let ctx = format!("map {m}, key on the {place}, {what}, round {round}");
+                        assert_eq!(p, want[c], "{ctx}");
+                        // The pointer is a region of the run: a helper
+                        // reads the value through it.
+                        let r = call_helper(
+                            helpers,
+                            MAP_UPDATE_ELEM,
+                            &mut stack,
+                            mem,
+                            state,
+                            [w.addrs[6], scratch_key, p, 0, 0],
+                        );
+                        assert_eq!(r, Ok(0), "{ctx}");
+                        let copied = map(6).lookup(&[0; 4]).unwrap();
+                        assert_eq!(copied, value.to_ne_bytes(), "{ctx}");
+                    }
+                    let on_stack = at(miss, &mut stack);
+                    for k in [on_stack, addrs[2 * c + 1]] {
+                        let p = call_helper(
+                            helpers,
+                            MAP_LOOKUP_ELEM,
+                            &mut stack,
+                            mem,
+                            state,
+                            [w.addrs[*m], k, hint, 0, 0],
+                        );
+                        // (For the array: an index past its end.)
+                        assert_eq!(p, Ok(0), "map {m}, a miss");
+                    }
+                    // Past the stack's end by one byte: a fault.
+                    let past = base + 65 - key.len() as u64;
+                    let r = call_helper(
+                        helpers,
+                        MAP_LOOKUP_ELEM,
+                        &mut stack,
+                        mem,
+                        state,
+                        [w.addrs[*m], past, hint, 0, 0],
+                    );
+                    assert!(r.is_err(), "map {m}: a key past the stack's end gave {r:?}");
+                }
+            }
+        }
+    });
+    drop(g);
+}
+
 #[test]
 fn tail_call_counts_before_reading_the_slot() {
     let w = world(&[MapDef::new(MapType::ProgArray, 4, 4, 4)]);

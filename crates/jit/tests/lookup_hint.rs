@@ -114,3 +114,58 @@ fn certain_lookups_get_the_table_index_in_r3() {
         }
     }
 }
+
+/// The argument `helper` got in register `reg` (1-5) at each call of `p`.
+fn seen_by(p: &Program, engine: Engine, helper: u32, reg: usize) -> Vec<u64> {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut h = Helpers::new();
+    let g = got.clone();
+    h.register(helper, move |_env, a| {
+        g.lock().unwrap().push(a[reg - 1]);
+        Ok(0)
+    });
+    let defs = vec![
+        MapDef::new(MapType::Hash, 4, 8, 4),
+        MapDef::new(MapType::Hash, 4, 8, 4),
+    ];
+    let mut regs = kprobe_ctx(0, 0);
+    let mut mem = Memory::new();
+    let ctx = mem.add(RegionKind::Context, &mut regs);
+    let r = run_on(
+        engine,
+        p,
+        &defs,
+        &Resolver { index: true },
+        &h,
+        &mut mem,
+        ctx,
+        None,
+    );
+    assert_eq!(r, Ok(0), "{engine:?}");
+    let v = got.lock().unwrap().clone();
+    v
+}
+
+/// `bpf_map_update_elem` gets the index in `r5` and `bpf_map_delete_elem`
+/// in `r3` (neither an argument of theirs), only in unchecked code; the
+/// arguments they do take are the program's.
+#[test]
+fn updates_and_deletes_get_the_table_index_too() {
+    let update = prog(
+        "stw [%r10-4], 0\nstdw [%r10-16], 0\n\
+         mov %r2, %r10\nadd %r2, -4\nmov %r3, %r10\nadd %r3, -16\n\
+         mov %r4, 0\nmov %r5, 77\nlddw %r1, 1\ncall 2\nmov %r0, 0\nexit",
+    );
+    let delete = prog(
+        "stw [%r10-4], 0\nmov %r2, %r10\nadd %r2, -4\nmov %r3, 99\n\
+         lddw %r1, 0\ncall 3\nmov %r0, 0\nexit",
+    );
+    for engine in ENGINES {
+        let hinted = matches!(engine, Engine::Unchecked | Engine::UncheckedHelper);
+        let want = |index: u64, program: u64| if hinted { index } else { program };
+        assert_eq!(seen_by(&update, engine, 2, 5), [want(6, 77)], "{engine:?}");
+        assert_eq!(seen_by(&update, engine, 2, 4), [0], "{engine:?}");
+        assert_eq!(seen_by(&delete, engine, 3, 3), [want(5, 99)], "{engine:?}");
+        assert_eq!(seen_by(&delete, engine, 3, 1), [MAP_ADDR[0]], "{engine:?}");
+    }
+}

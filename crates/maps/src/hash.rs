@@ -156,6 +156,11 @@ pub(crate) fn key_eq(a: &[u8], b: &[u8]) -> bool {
     if n != b.len() {
         return false;
     }
+    // IPv4 addresses and indexes, the most common per-packet key, first:
+    // one compare (behind the three range tests below, 11 instructions).
+    if n == 4 {
+        return half(a, 0) == half(b, 0);
+    }
     if (8..=16).contains(&n) {
         word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8)
     } else if (17..=32).contains(&n) {

@@ -241,6 +241,9 @@ pub struct DevTarget {
     pub prog: Option<ProgId>,
 }
 
+// A tag byte (not a niche in `Hash`'s fields): the per-packet lookups'
+// dispatch is one compare of it (the niche took six instructions).
+#[repr(u8)]
 enum Imp {
     Array(Array),
     Hash(Hash),

@@ -562,6 +562,16 @@ impl<'r, 'a> Guest<'r, 'a> {
         }
     }
 
+    /// The `n` stack bytes at `addr`, borrowed, when `[addr, addr + n)`
+    /// lies inside the stack (`None` otherwise: read them with
+    /// [`Guest::read`]). For a helper that only looks at a key the program
+    /// built on its stack: no copy, no per-size dispatch.
+    #[inline(always)]
+    pub fn stack_bytes(&self, addr: u64, n: usize) -> Option<&[u8]> {
+        let off = addr.wrapping_sub(self.stack_start()) as usize;
+        self.stack().get(off..)?.get(..n)
+    }
+
     /// Reads `N` bytes at `addr`.
     #[inline(always)]
     pub fn load<const N: usize>(&self, addr: u64) -> Result<[u8; N], MemFault> {
@@ -702,6 +712,35 @@ mod tests {
         m1.clear();
         assert!(![v0, v1, v2, m2.version()].contains(&m1.version()));
         assert_ne!(Memory::default().version(), Memory::default().version());
+    }
+
+    /// `Guest::stack_bytes` lends exactly the stack's bytes asked for,
+    /// and nothing that runs past either end (nor regions' bytes).
+    #[test]
+    fn stack_bytes_stay_inside_the_stack() {
+        let mut stack: Vec<u8> = (0..32).collect();
+        let mut other = [9u8; 8];
+        let mut mem = Memory::new();
+        let po = mem.add(RegionKind::Other, &mut other);
+        let guest = Guest::new(&mut stack, &mut mem);
+        let s = guest.stack_start();
+        assert_eq!(guest.stack_bytes(s, 4), Some(&[0u8, 1, 2, 3][..]));
+        assert_eq!(guest.stack_bytes(s + 28, 4), Some(&[28u8, 29, 30, 31][..]));
+        assert_eq!(guest.stack_bytes(s, 32).map(<[u8]>::len), Some(32));
+        assert_eq!(guest.stack_bytes(s + 32, 0), Some(&[][..]));
+        for (addr, n) in [
+            (s + 29, 4),
+            (s + 32, 1),
+            (s, 33),
+            (s.wrapping_sub(1), 4),
+            (s.wrapping_sub(4), 4),
+            (u64::MAX, 2),
+            (po, 4),
+        ] {
+            assert_eq!(guest.stack_bytes(addr, n), None, "{addr:#x} {n}");
+        }
+        // What `stack_bytes` refuses the regions may still have.
+        assert_eq!(guest.load::<4>(po).unwrap(), [9; 4]);
     }
 
     #[test]

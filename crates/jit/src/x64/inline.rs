@@ -69,6 +69,12 @@ use std::mem::offset_of;
 /// `bpf_map_lookup_elem`'s helper id.
 pub(crate) const MAP_LOOKUP_ELEM: u32 = 1;
 
+/// `bpf_map_update_elem`'s helper id.
+pub(crate) const MAP_UPDATE_ELEM: u32 = 2;
+
+/// `bpf_map_delete_elem`'s helper id.
+pub(crate) const MAP_DELETE_ELEM: u32 = 3;
+
 /// `bpf_get_smp_processor_id`'s helper id.
 pub(crate) const GET_SMP_PROCESSOR_ID: u32 = 8;
 

@@ -1642,16 +1642,23 @@ impl<'a> Emitter<'a> {
     }
 
     /// Before the helper call at `i` to helper `id`: when it is a
-    /// `bpf_map_lookup_elem` left to the helper in unchecked mode whose `r1`
-    /// is certainly an `lddw` of a map the resolver gives a table index for
-    /// (`Imm64Resolver::table_index`), `r3` = that index, so that the helper
-    /// need not search the run's map table for `r1` (it checks the hint).
-    /// The verifier makes `r3` unreadable after the call, and the call
-    /// clobbers it anyway. Not under constant blinding (the index is not a
-    /// program constant, but nothing is emitted that blinding would have
+    /// `bpf_map_lookup_elem` or `bpf_map_delete_elem` (the index in `r3`)
+    /// or a `bpf_map_update_elem` (in `r5`) left to the helper in unchecked
+    /// mode whose `r1` is certainly an `lddw` of a map the resolver gives a
+    /// table index for (`Imm64Resolver::table_index`), that register = the
+    /// index, so that the helper need not search the run's map table for
+    /// `r1` (it checks the hint). Neither is an argument of those helpers;
+    /// the verifier makes both unreadable after the call, and the call
+    /// clobbers them anyway. Not under constant blinding (the index is not
+    /// a program constant, but nothing is emitted that blinding would have
     /// to reason about).
     fn lookup_hint(&mut self, i: usize, id: u32) {
-        if id != inline::MAP_LOOKUP_ELEM || self.input.checked || self.rng != 0 {
+        let reg = match id {
+            inline::MAP_LOOKUP_ELEM | inline::MAP_DELETE_ELEM => 3,
+            inline::MAP_UPDATE_ELEM => 5,
+            _ => return,
+        };
+        if self.input.checked || self.rng != 0 {
             return;
         }
         let Some(resolver) = self.input.resolver else {
@@ -1665,8 +1672,9 @@ impl<'a> Emitter<'a> {
             return;
         };
         if let Some(k) = resolver.table_index(pc, &imm) {
-            // `mov r9d, imm32`: 6 bytes, inside `near_bytes`' 64 for a call.
-            self.a.mov_r_imm64(REG_MAP[3], u64::from(k));
+            // `mov r32, imm32`: at most 6 bytes, inside `near_bytes`' 64
+            // for a call.
+            self.a.mov_r_imm64(REG_MAP[reg], u64::from(k));
         }
     }
 
