@@ -367,6 +367,20 @@ impl RunState {
                     }));
                 continue;
             }
+            // devmap_hash entries likewise (`Map::devhash_layout`,
+            // `bpfkit_runtime::Imm64Resolver::devhash_map`).
+            if let Some(e) = m.devhash_entries() {
+                // SAFETY: as for the devmap entries above: they live as
+                // long as the map, an entry a program may hold is not
+                // reused before this state's epoch guard is dropped, and
+                // `mem` is the running `scoped` call's. Read-only.
+                #[allow(unsafe_code)]
+                unsafe {
+                    crate::region::expose(mem, RegionKind::MapValue, e.as_ptr(), e.len(), false)
+                };
+                self.arrays.push(None);
+                continue;
+            }
             let percpu = m.map_type() == MapType::PercpuArray;
             let mut view = None;
             if let Some(v) = m.array_storage().or_else(|| m.percpu_array_storage()) {
