@@ -184,6 +184,7 @@ impl DevIndex {
     }
 
     /// The value word of the entry at `addr` (from [`DevIndex::find`]).
+    #[cfg(test)]
     pub(crate) fn value_at(&self, addr: u64) -> u64 {
         self.entries[2 * self.index_of(addr)].load(Ordering::Relaxed)
     }

@@ -1290,10 +1290,9 @@ impl Map {
     pub fn redirect_target_in(&self, key: u32, guard: &RunGuard) -> Option<DevTarget> {
         let v = match (&self.imp, self.def.map_type) {
             (Imp::Slots(s), MapType::Devmap) => s.value(key)?,
-            (Imp::Hash(_), MapType::DevmapHash) if self.devidx.is_some() => {
-                let ix = self.devidx.as_ref()?;
-                ix.value_at(ix.find(key, guard)?).to_ne_bytes()
-            }
+            // With an index too: the hash holds the same values (both
+            // change under the index's lock, the hash first; the change
+            // count that `redirect_target_gen` reads is bumped after both).
             (Imp::Hash(h), MapType::DevmapHash) => {
                 let e = h.find(&key.to_ne_bytes(), guard)?;
                 let w = e.words.first()?.load(std::sync::atomic::Ordering::Relaxed);
@@ -1320,8 +1319,21 @@ impl Map {
         key: u32,
         guard: &RunGuard,
     ) -> Option<(DevTarget, Option<u64>)> {
-        let gen = self.slot_generation(&key.to_ne_bytes());
+        let gen = self.redirect_generation(key);
         Some((self.redirect_target_in(key, guard)?, gen))
+    }
+
+    /// [`Map::slot_generation`] of a 4-byte key of a `devmap` or
+    /// `devmap_hash` (the count [`Map::redirect_target_gen`] gives), with
+    /// no key bytes to check: for `bpf_redirect_map`'s memo.
+    #[inline]
+    pub fn redirect_generation(&self, key: u32) -> Option<u64> {
+        match (&self.imp, &self.devidx) {
+            (Imp::Slots(s), _) => s.generation(key),
+            (Imp::Hash(_), Some(ix)) => Some(ix.changes()),
+            (Imp::Hash(h), None) if self.def.key_size == 4 => h.changes(),
+            _ => None,
+        }
     }
 
     /// A device map value (`struct bpf_devmap_val`'s first 8 bytes, or
@@ -1392,13 +1404,14 @@ impl Map {
     pub fn slot_generation(&self, key: &[u8]) -> Option<u64> {
         match &self.imp {
             Imp::Slots(s) if key.len() == 4 => s.generation(u32_of(key)),
-            // `devmap_hash` with an index: its count, which its lookups read.
-            Imp::Hash(_) if key.len() == 4 && self.devidx.is_some() => {
-                self.devidx.as_ref().map(|ix| ix.changes())
-            }
             // `hash_of_maps` and `devmap_hash`: no count per key, the
             // map's count of changes (any key), which stands for every key.
-            Imp::Hash(h) if key.len() == self.def.key_size as usize => h.changes(),
+            // (A `devmap_hash` with an index: its count, which its lookups
+            // read.)
+            Imp::Hash(h) if key.len() == self.def.key_size as usize => match &self.devidx {
+                Some(ix) => Some(ix.changes()),
+                None => h.changes(),
+            },
             _ => None,
         }
     }
