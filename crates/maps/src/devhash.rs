@@ -144,22 +144,29 @@ impl DevIndex {
         self.changes.load(Ordering::Acquire)
     }
 
+    #[inline(always)]
     fn home(&self, key: u32) -> usize {
         (key.wrapping_mul(self.mult) >> (32 - self.bits)) as usize
     }
 
     /// The entry index of an entry address from a cell.
+    #[inline(always)]
     fn index_of(&self, addr: u64) -> usize {
-        ((addr - self.entries.as_ptr() as u64) / 16) as usize
+        (addr.wrapping_sub(self.entries.as_ptr() as u64) / 16) as usize
     }
 
+    /// The key of the entry at `addr` (an address from a cell: inside
+    /// `entries`; 0 otherwise, never a panic).
+    #[inline(always)]
     fn key_at(&self, addr: u64) -> u32 {
-        self.entries[2 * self.index_of(addr) + 1].load(Ordering::Relaxed) as u32
+        self.entries
+            .get(2 * self.index_of(addr) + 1)
+            .map_or(0, |w| w.load(Ordering::Relaxed) as u32)
     }
 
     /// The address of `key`'s entry (its value word), while `_guard` is
     /// held: what generated code finds the same way.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find(&self, key: u32, guard: &RunGuard) -> Option<u64> {
         let cells = self.cells.load(guard)?;
         let mask = cells.len() - 1;

@@ -601,6 +601,19 @@ impl Map {
         self.devidx.as_ref().map(|ix| ix.layout())
     }
 
+    /// `bpf_map_lookup_elem` on a `devmap_hash` with an entry table
+    /// ([`Map::devhash_layout`]) with the 4-byte key `key`, without a lock:
+    /// the address of the entry (what [`Map::dev_value`] points at), 0
+    /// when absent or for other maps. The entry stays readable for as long
+    /// as `guard`.
+    #[inline]
+    pub fn devhash_entry_addr(&self, key: u32, guard: &RunGuard) -> u64 {
+        self.devidx
+            .as_ref()
+            .and_then(|ix| ix.find(key, guard))
+            .unwrap_or(0)
+    }
+
     /// [`Map::devhash_layout`]'s entries, for registering them as one
     /// region.
     pub fn devhash_entries(&self) -> Option<ValueRef<'_>> {
