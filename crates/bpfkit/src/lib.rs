@@ -388,6 +388,9 @@ struct ObjResolver {
     /// Per map: its slot words when it is a program array (native tail
     /// calls).
     progs: Vec<Option<bpfkit_runtime::SlotMap>>,
+    /// Per map: its entry table when it is a `devmap_hash` with one
+    /// (inline lookups).
+    devhash: Vec<Option<bpfkit_runtime::DevhashMap>>,
 }
 
 impl bpfkit_runtime::Imm64Resolver for ObjResolver {
@@ -440,6 +443,22 @@ impl bpfkit_runtime::Imm64Resolver for ObjResolver {
     fn slot_map(&self, _pc: Pc, imm: &Imm64) -> Option<bpfkit_runtime::SlotMap> {
         match *imm {
             Imm64::MapIdx(i) => *self.slots.get(usize::try_from(i).ok()?)?,
+            _ => None,
+        }
+    }
+
+    /// `devmap_hash`es, as `bpfkit_maps` keeps them
+    /// (`Map::devhash_layout`, whose promises are the trait's): the table
+    /// and entries live as long as the `Map`, which the `Object` holds for
+    /// as long as the code; retired tables and entries wait for every run
+    /// pinned before (the run's `RunState` pins for the whole batch).
+    /// `Object::run` registers every `devmap_hash`'s entries as one
+    /// read-only region of the run's memory (`RunState::add_map_regions`),
+    /// so helpers accept an inlined lookup's pointer (tested in
+    /// `tests/inline_devhash.rs`).
+    fn devhash_map(&self, _pc: Pc, imm: &Imm64) -> Option<bpfkit_runtime::DevhashMap> {
+        match *imm {
+            Imm64::MapIdx(i) => *self.devhash.get(usize::try_from(i).ok()?)?,
             _ => None,
         }
     }
@@ -596,6 +615,17 @@ impl Object {
                 })
             })
             .collect();
+        let devhash = maps
+            .iter()
+            .map(|m| {
+                let d = m.map.devhash_layout()?;
+                Some(bpfkit_runtime::DevhashMap {
+                    table: d.table,
+                    mult: d.mult,
+                    bits: d.bits,
+                })
+            })
+            .collect();
         let progs: Vec<Option<bpfkit_runtime::SlotMap>> = maps
             .iter()
             .map(|m| {
@@ -613,6 +643,7 @@ impl Object {
             arrays,
             slots,
             progs,
+            devhash,
         };
         let mut helpers = Helpers::new();
         bpfkit_helpers::register(&mut helpers);

@@ -220,6 +220,9 @@ pub(crate) enum View {
     /// A devmap's entries (`Map::devmap_layout`): a lookup loads the
     /// slot's word (`Map::devmap_entry_addr`).
     Devmap,
+    /// A devmap_hash's entries (`Map::devhash_layout`): a lookup probes
+    /// its table (`Map::devhash_entry_addr`).
+    Devhash,
 }
 
 /// A lookup in a slot map that a run may answer again (see
@@ -370,6 +373,11 @@ impl RunState {
                     }));
                 continue;
             }
+            // devmap_hash entries likewise, after the loop.
+            if m.devhash_entries().is_some() {
+                self.arrays.push(None);
+                continue;
+            }
             let percpu = m.map_type() == MapType::PercpuArray;
             let mut view = None;
             if let Some(v) = m.array_storage().or_else(|| m.percpu_array_storage()) {
@@ -400,14 +408,44 @@ impl RunState {
             }
             self.arrays.push(view);
         }
+        // The devmap_hash entries (`Map::devhash_layout`,
+        // `bpfkit_runtime::Imm64Resolver::devhash_map`): one read-only
+        // region per map, after the others, so that a search of the regions
+        // for the arrays' values (the interpreter's, checked code's) does
+        // not pass them first.
+        for (i, (_, m)) in self.maps.by_addr.iter().enumerate() {
+            let Some(e) = m.devhash_entries() else {
+                continue;
+            };
+            let before = mem.regions().len();
+            // SAFETY: as for the devmap entries above: they live as long as
+            // the map, an entry a program may hold is not reused before this
+            // state's epoch guard is dropped, and `mem` is the running
+            // `scoped` call's. Read-only.
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::region::expose(mem, RegionKind::MapValue, e.as_ptr(), e.len(), false)
+            };
+            if mem.regions().len() > before {
+                self.arrays[i] = Some(ArrayView {
+                    region: before,
+                    base: e.addr(),
+                    stride: 16,
+                    max_entries: 0,
+                    cpus: usize::MAX,
+                    kind: View::Devhash,
+                });
+            }
+        }
         true
     }
 
     /// `bpf_map_lookup_elem(map, &index)` on table map `i` when it is an
-    /// array or devmap of [`RunState::arrays`] and its region is still in
-    /// `mem` (the run's memory): the value's address, or 0 for an index
-    /// past the end, a CPU the map does not have or an empty devmap slot
-    /// (what `Map::lookup_ptr` and `Map::dev_value` give). `None` sends
+    /// array, devmap or devmap_hash of [`RunState::arrays`] and its region
+    /// is still in `mem` (the run's memory): the value's address, or 0 for
+    /// an index past the end, a CPU the map does not have, an empty devmap
+    /// slot or an absent devmap_hash key (what `Map::lookup_ptr` and
+    /// `Map::dev_value` give). `None` sends
     /// the caller the general way.
     #[inline(always)]
     pub(crate) fn array_lookup(&self, mem: &Memory<'_>, i: usize, index: u32) -> Option<u64> {
@@ -417,9 +455,15 @@ impl RunState {
         if !self.is_run_memory(mem) || mem.regions().get(v.region)?.start() != v.base {
             return None;
         }
-        if v.kind == View::Devmap {
-            // The entry the slot's word points at, inside the region.
-            return Some(self.maps.at(i).devmap_entry_addr(index, &self.guard));
+        if matches!(v.kind, View::Devmap | View::Devhash) {
+            // The entry the slot's word points at (the table's cell for a
+            // devmap_hash), inside the region.
+            let m = self.maps.at(i);
+            return Some(if v.kind == View::Devmap {
+                m.devmap_entry_addr(index, &self.guard)
+            } else {
+                m.devhash_entry_addr(index, &self.guard)
+            });
         }
         if index >= v.max_entries || self.cpu >= v.cpus {
             return Some(0);

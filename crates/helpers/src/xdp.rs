@@ -3,7 +3,7 @@
 use crate::maps::{map_ref, not_a_map, read, readable};
 use crate::state::{Redirect, XdpBuff, MAX_TAIL_CALL_CNT};
 use crate::{errno, Env, EACCES, EFAULT, EINVAL, EOPNOTSUPP};
-use bpfkit_maps::{DevTarget, MapType, BPF_F_INDEX_MASK};
+use bpfkit_maps::{MapType, BPF_F_INDEX_MASK};
 use bpfkit_runtime::{Guest, HelperAbort, HelperResult};
 
 /// `ETH_HLEN`.
@@ -344,52 +344,61 @@ pub(crate) fn redirect_map(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResu
     // The low bits are the fallback action; only devmaps take the
     // broadcast flags.
     let action_mask = 3u64;
-    let flag_mask = match map.map_type() {
-        MapType::Devmap | MapType::DevmapHash => BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS,
-        _ => 0,
-    };
-    if flags & !(action_mask | flag_mask) != 0 {
+    if !matches!(map.map_type(), MapType::Devmap | MapType::DevmapHash) {
+        if flags & !action_mask != 0 {
+            return Ok(XDP_ABORTED);
+        }
+        let target = map
+            .lookup(&key.to_ne_bytes())
+            .ok()
+            .map(|_| Redirect::Other { map: map.id(), key });
+        return Ok(set_redirect(st, target, flags & action_mask));
+    }
+    if flags & !(action_mask | BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS) != 0 {
         return Ok(XDP_ABORTED);
     }
     let id = map.id();
-    let devmap = |t: DevTarget| Redirect::Devmap {
-        map: id,
-        key,
-        ifindex: t.ifindex,
-    };
-    // What the memo is to hold after this call (a new target found).
-    let mut remember = None;
-    let target = match map.map_type() {
-        MapType::Devmap | MapType::DevmapHash => {
-            if flags & BPF_F_BROADCAST != 0 {
-                Some(Redirect::Broadcast { map: id })
-            } else if let Some((.., t)) = st.redirect_memo.filter(|&(m, k, gen, _)| {
-                m == a[0] && k == key && map.slot_generation(&key.to_ne_bytes()) == Some(gen)
-            }) {
-                Some(devmap(t))
-            } else {
-                map.redirect_target_gen(key, st.guard()).map(|(t, gen)| {
-                    remember = gen.map(|gen| (a[0], key, gen, t));
-                    devmap(t)
-                })
-            }
-        }
-        _ => map
-            .lookup(&key.to_ne_bytes())
-            .ok()
-            .map(|_| Redirect::Other { map: id, key }),
-    };
-    if remember.is_some() {
-        st.redirect_memo = remember;
+    if flags & BPF_F_BROADCAST != 0 {
+        st.redirect = Some(Redirect::Broadcast { map: id });
+        return Ok(XDP_REDIRECT);
     }
+    // The target this run found last for the same map and key, while the
+    // map's count for the key still reads what it read then.
+    if let Some((m, k, gen, t)) = st.redirect_memo {
+        if m == a[0] && k == key && map.redirect_generation(key) == Some(gen) {
+            st.redirect = Some(Redirect::Devmap {
+                map: id,
+                key,
+                ifindex: t.ifindex,
+            });
+            return Ok(XDP_REDIRECT);
+        }
+    }
+    let target = map.redirect_target_gen(key, st.guard()).map(|(t, gen)| {
+        if let Some(gen) = gen {
+            st.redirect_memo = Some((a[0], key, gen, t));
+        }
+        Redirect::Devmap {
+            map: id,
+            key,
+            ifindex: t.ifindex,
+        }
+    });
+    Ok(set_redirect(st, target, flags & action_mask))
+}
+
+/// The end of [`redirect_map`]: `XDP_REDIRECT` to `target`, or no
+/// redirect and the fallback `action`.
+#[inline(always)]
+fn set_redirect(st: &mut crate::RunState, target: Option<Redirect>, action: u64) -> u64 {
     match target {
         Some(t) => {
             st.redirect = Some(t);
-            Ok(XDP_REDIRECT)
+            XDP_REDIRECT
         }
         None => {
             st.redirect = None;
-            Ok(flags & action_mask)
+            action
         }
     }
 }

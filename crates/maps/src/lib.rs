@@ -90,6 +90,7 @@
 #![deny(unsafe_code)]
 
 mod array;
+mod devhash;
 pub mod epoch;
 mod error;
 mod hash;
@@ -104,6 +105,7 @@ mod storage;
 mod validate;
 
 pub use bpfkit_abi::{map_flags, update_flags, MapDef, MapId, MapType, ProgId};
+pub use devhash::{DevhashLayout, TOMB as DEVHASH_TOMB};
 pub use epoch::{pin, RunGuard};
 pub use error::{MapError, ENOTSUPP};
 pub use registry::MapRegistry;
@@ -292,6 +294,10 @@ pub struct Map {
     registry: Weak<registry::Inner>,
     frozen: std::sync::atomic::AtomicBool,
     imp: Imp,
+    /// `devmap_hash`: the entries programs get, findable without the
+    /// helper ([`Map::devhash_layout`]); `None` for other types and above
+    /// `devhash::INDEX_MAX_ENTRIES`.
+    devidx: Option<devhash::DevIndex>,
 }
 
 impl std::fmt::Debug for Map {
@@ -371,6 +377,10 @@ impl Map {
             )?),
             t => return Err(MapError::UnsupportedType { map_type: t }),
         };
+        let devidx = match def.map_type {
+            T::DevmapHash => devhash::DevIndex::new(def.max_entries)?,
+            _ => None,
+        };
         let header = match &imp {
             Imp::Array(a)
                 if def.map_type == T::Array
@@ -398,6 +408,7 @@ impl Map {
             registry,
             frozen: Default::default(),
             imp,
+            devidx,
         })
     }
 
@@ -571,6 +582,48 @@ impl Map {
         }
     }
 
+    /// Where a `devmap_hash` keeps what programs look up, valid as long as
+    /// the map, for engines that find entries themselves (see the
+    /// `devhash` module and [`DevhashLayout`]): `None` for other types and
+    /// for maps above 65,536 entries. Promises, for code reading it:
+    ///
+    /// - the `u64` at `table` holds the address of the current table of
+    ///   `1 << bits` cells; a table stays allocated until every run pinned
+    ///   while it was current has ended;
+    /// - key `k`'s probe starts at cell `(k * mult as u32) >> (32 - bits)`
+    ///   and goes on at the next cell (wrapping) past cells holding
+    ///   [`DEVHASH_TOMB`] or another key's entry, up to an empty cell (0:
+    ///   absent), which every table has; any other cell holds the address
+    ///   of an entry inside `entries` whose second word's low 4 bytes are
+    ///   its key and whose first word is the value, which is exactly
+    ///   [`Map::dev_value`]'s pointer for that key; cells are written with
+    ///   release order after the entry, and an entry does not change while
+    ///   a run pinned when it was in a table may hold it (engines register
+    ///   `entries` as one read-only region).
+    pub fn devhash_layout(&self) -> Option<DevhashLayout> {
+        self.devidx.as_ref().map(|ix| ix.layout())
+    }
+
+    /// `bpf_map_lookup_elem` on a `devmap_hash` with an entry table
+    /// ([`Map::devhash_layout`]) with the 4-byte key `key`, without a lock:
+    /// the address of the entry (what [`Map::dev_value`] points at), 0
+    /// when absent or for other maps. The entry stays readable for as long
+    /// as `guard`.
+    #[inline]
+    pub fn devhash_entry_addr(&self, key: u32, guard: &RunGuard) -> u64 {
+        self.devidx
+            .as_ref()
+            .and_then(|ix| ix.find(key, guard))
+            .unwrap_or(0)
+    }
+
+    /// [`Map::devhash_layout`]'s entries, for registering them as one
+    /// region.
+    pub fn devhash_entries(&self) -> Option<ValueRef<'_>> {
+        let e = self.devidx.as_ref()?.entries();
+        Some(ValueRef::new(e, e.len() * 8))
+    }
+
     /// A `prog_array`'s slot words, valid as long as the map: (address of
     /// slot 0's `u64`, number of slots). A word is 0 while its slot is
     /// empty and `1 << 32 | id` while it holds program `id`, written
@@ -736,7 +789,25 @@ impl Map {
                                 what: "no interface with this ifindex",
                             });
                         }
-                        h.update(key, src, None, flags)
+                        let Some(ix) = &self.devidx else {
+                            return h.update(key, src, None, flags);
+                        };
+                        // The index changes under its lock with the hash, in
+                        // the same order; only once the hash took the update.
+                        let mut w = ix.lock();
+                        let mut word = [0u8; 8];
+                        word[..value.len()].copy_from_slice(value);
+                        let e = ix.prepare(&mut w, u32_of(key), u64::from_ne_bytes(word))?;
+                        match h.update(key, src, None, flags) {
+                            Ok(()) => {
+                                ix.commit(&mut w, u32_of(key), e);
+                                Ok(())
+                            }
+                            Err(err) => {
+                                ix.cancel(e);
+                                Err(err)
+                            }
+                        }
                     }
                     _ => h.update(key, src, None, flags),
                 }
@@ -825,7 +896,15 @@ impl Map {
             Imp::Array(_) | Imp::Queue(_) => Err(MapError::Invalid {
                 what: "delete on an array, queue or stack",
             }),
-            Imp::Hash(h) => h.delete(key),
+            Imp::Hash(h) => match &self.devidx {
+                Some(ix) => {
+                    let mut w = ix.lock();
+                    h.delete(key)?;
+                    ix.remove(&mut w, u32_of(key));
+                    Ok(())
+                }
+                None => h.delete(key),
+            },
             Imp::Lpm(l) => l.delete(key),
             Imp::Ring(_) => Err(self.unsupported("delete")),
             Imp::Slots(s) => {
@@ -976,6 +1055,10 @@ impl Map {
         }
         match (&self.imp, self.def.map_type) {
             (Imp::Array(a), _) => a.lookup_ptr(key, cpu),
+            // With an index, a devmap_hash's entries are the index's.
+            (Imp::Hash(_), MapType::DevmapHash) if self.devidx.is_some() => {
+                self.dev_value_gen(key, guard).map(|(v, _)| v)
+            }
             // devmap_hash too (its elements are replaced on update, never
             // per-CPU): one call of `Hash::lookup_ptr` for every hash, so
             // that the compiler keeps it inlined here.
@@ -1236,6 +1319,9 @@ impl Map {
     pub fn redirect_target_in(&self, key: u32, guard: &RunGuard) -> Option<DevTarget> {
         let v = match (&self.imp, self.def.map_type) {
             (Imp::Slots(s), MapType::Devmap) => s.value(key)?,
+            // With an index too: the hash holds the same values (both
+            // change under the index's lock, the hash first; the change
+            // count that `redirect_target_gen` reads is bumped after both).
             (Imp::Hash(h), MapType::DevmapHash) => {
                 let e = h.find(&key.to_ne_bytes(), guard)?;
                 let w = e.words.first()?.load(std::sync::atomic::Ordering::Relaxed);
@@ -1262,8 +1348,21 @@ impl Map {
         key: u32,
         guard: &RunGuard,
     ) -> Option<(DevTarget, Option<u64>)> {
-        let gen = self.slot_generation(&key.to_ne_bytes());
+        let gen = self.redirect_generation(key);
         Some((self.redirect_target_in(key, guard)?, gen))
+    }
+
+    /// [`Map::slot_generation`] of a 4-byte key of a `devmap` or
+    /// `devmap_hash` (the count [`Map::redirect_target_gen`] gives), with
+    /// no key bytes to check: for `bpf_redirect_map`'s memo.
+    #[inline]
+    pub fn redirect_generation(&self, key: u32) -> Option<u64> {
+        match (&self.imp, &self.devidx) {
+            (Imp::Slots(s), _) => s.generation(key),
+            (Imp::Hash(_), Some(ix)) => Some(ix.changes()),
+            (Imp::Hash(h), None) if self.def.key_size == 4 => h.changes(),
+            _ => None,
+        }
     }
 
     /// A device map value (`struct bpf_devmap_val`'s first 8 bytes, or
@@ -1288,6 +1387,9 @@ impl Map {
     pub fn dev_value<'g>(&'g self, key: &[u8], guard: &'g RunGuard) -> Option<ValueRef<'g>> {
         match self.def.map_type {
             MapType::Devmap => self.dev_value_gen(key, guard).map(|(v, _)| v),
+            MapType::DevmapHash if self.devidx.is_some() => {
+                self.dev_value_gen(key, guard).map(|(v, _)| v)
+            }
             MapType::DevmapHash => self.lookup_ptr(key, 0, guard),
             _ => None,
         }
@@ -1304,6 +1406,13 @@ impl Map {
     ) -> Option<(ValueRef<'g>, u64)> {
         match (&self.imp, self.def.map_type) {
             (Imp::Slots(s), MapType::Devmap) if key.len() == 4 => s.value_ref(u32_of(key), guard),
+            (Imp::Hash(_), MapType::DevmapHash) if key.len() == 4 && self.devidx.is_some() => {
+                let ix = self.devidx.as_ref()?;
+                let gen = ix.changes();
+                let addr = ix.find(u32_of(key), guard)?;
+                let words = ix.entry_words(addr);
+                Some((ValueRef::new(words, self.def.value_size as usize), gen))
+            }
             (Imp::Hash(h), MapType::DevmapHash) if key.len() == self.def.key_size as usize => {
                 let gen = h.changes()?;
                 Some((h.lookup_ptr(key, 0, guard)?, gen))
@@ -1326,7 +1435,12 @@ impl Map {
             Imp::Slots(s) if key.len() == 4 => s.generation(u32_of(key)),
             // `hash_of_maps` and `devmap_hash`: no count per key, the
             // map's count of changes (any key), which stands for every key.
-            Imp::Hash(h) if key.len() == self.def.key_size as usize => h.changes(),
+            // (A `devmap_hash` with an index: its count, which its lookups
+            // read.)
+            Imp::Hash(h) if key.len() == self.def.key_size as usize => match &self.devidx {
+                Some(ix) => Some(ix.changes()),
+                None => h.changes(),
+            },
             _ => None,
         }
     }

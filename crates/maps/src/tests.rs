@@ -1100,3 +1100,112 @@ fn hash_change_counts_and_redirects_in_place() {
     // Plain hashes keep no count (their writers pay nothing for it).
     assert_eq!(mk(MapType::Hash, 4, 4, 4).slot_generation(&k(1)), None);
 }
+
+/// A `devmap_hash`'s entry table read the way generated code reads it
+/// (`Map::devhash_layout`): `table` holds the current table's address,
+/// the probe for `key` starts at `(key * mult) >> (32 - bits)` and passes
+/// tombstones and other keys' entries up to the key's entry (its key in
+/// the second word, the value in the first) or an empty cell.
+fn devhash_probe(m: &Map, key: u32, guard: &RunGuard) -> u64 {
+    let d = m.devhash_layout().unwrap();
+    let ix = m.devidx.as_ref().unwrap();
+    let cells = ix.current(guard);
+    assert_eq!(cells.as_ptr() as u64, ix.table.load(Ordering::Acquire));
+    assert_eq!(cells.len(), 1 << d.bits);
+    let e = m.devhash_entries().unwrap();
+    let mut i = (key.wrapping_mul(d.mult) >> (32 - d.bits)) as usize;
+    for _ in 0..cells.len() {
+        let c = cells[i].load(Ordering::Acquire);
+        if c == 0 {
+            return 0;
+        }
+        if c != DEVHASH_TOMB {
+            let off = (c - e.addr()) as usize;
+            assert!(off + 16 <= e.len() && off.is_multiple_of(16), "{c:#x}");
+            if e.atomic_u64(off + 8).unwrap().load(Ordering::Relaxed) as u32 == key {
+                return c;
+            }
+        }
+        i = (i + 1) & (cells.len() - 1);
+    }
+    panic!("a table without an empty cell");
+}
+
+/// Keys come and go in a small `devmap_hash` (thousands of distinct keys,
+/// the map full at times): the probe of generated code finds what
+/// `dev_value` gives (the same pointer, the value in its first word) and
+/// NULL for absent keys, the table is rebuilt as tombstones pile up (its
+/// address changes) and never fills; an entry a pinned guard could hold
+/// keeps its value; the redirect target and the change count follow.
+#[test]
+fn devhash_entries_follow_updates_and_deletes() {
+    let m = mk(MapType::DevmapHash, 4, 8, 8);
+    assert!(mk(MapType::Devmap, 4, 8, 8).devhash_layout().is_none());
+    assert!(mk(MapType::Hash, 4, 8, 8).devhash_layout().is_none());
+    let table0 = m.devidx.as_ref().unwrap().table.load(Ordering::Acquire);
+    let mut present = std::collections::BTreeMap::new();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    // Rebuilds: changes of the table's address from one round to the next
+    // (a new table is allocated while the old one still is, so it never
+    // gets the old one's address; distinct addresses would undercount, the
+    // allocator reusing freed ones).
+    let (mut table, mut rebuilds) = (table0, 0);
+    for round in 1..20_000u64 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let key = ((seed % 40) as u32 * 0x0101_0101) ^ (round as u32 / 2000);
+        let gen = m.slot_generation(&k(key)).unwrap();
+        let did = if present.contains_key(&key) && seed & 0x30 != 0 {
+            m.delete(&k(key)).unwrap();
+            present.remove(&key);
+            true
+        } else {
+            match m.update(&k(key), &v8(round << 32 | 5), ANY) {
+                Ok(()) => {
+                    present.insert(key, round << 32 | 5);
+                    true
+                }
+                Err(e) => {
+                    assert_eq!(e.errno(), E2BIG, "{e}");
+                    false
+                }
+            }
+        };
+        let guard = pin();
+        let changed = m.slot_generation(&k(key)).unwrap() != gen;
+        assert_eq!(changed, did, "round {round}: the change count");
+        for (&p, &v) in &present {
+            let a = devhash_probe(&m, p, &guard);
+            assert_eq!(a, m.dev_value(&k(p), &guard).unwrap().addr(), "{round}");
+            assert_eq!(m.devidx.as_ref().unwrap().value_at(a), v);
+            assert_eq!(m.redirect_target(p).unwrap().ifindex, 5);
+        }
+        for miss in [key, key ^ 1, 0xdead_beef] {
+            if !present.contains_key(&miss) {
+                assert_eq!(devhash_probe(&m, miss, &guard), 0);
+                assert!(m.dev_value(&k(miss), &guard).is_none());
+                assert!(m.redirect_target(miss).is_none());
+            }
+        }
+        let now = m.devidx.as_ref().unwrap().table.load(Ordering::Acquire);
+        rebuilds += usize::from(now != table);
+        table = now;
+    }
+    assert!(rebuilds >= 5, "rebuilt {rebuilds} times");
+    // Under a pinned guard, an entry keeps its value through updates.
+    m.update(&k(77), &v8(1 << 32 | 9), ANY).ok();
+    m.delete(&k(77)).ok();
+    while m.update(&k(77), &v8(9), ANY).is_err() {
+        let first = *present.keys().next().unwrap();
+        m.delete(&k(first)).unwrap();
+        present.remove(&first);
+    }
+    let guard = pin();
+    let a = devhash_probe(&m, 77, &guard);
+    for x in 10..100u64 {
+        m.update(&k(77), &v8(x), ANY).unwrap();
+        assert_ne!(devhash_probe(&m, 77, &guard), a);
+    }
+    assert_eq!(m.devidx.as_ref().unwrap().value_at(a), 9);
+}

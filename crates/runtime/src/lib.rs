@@ -129,6 +129,33 @@ pub trait Imm64Resolver {
         None
     }
 
+    /// How to find the entries of the map that `resolve(pc, imm)` names,
+    /// when it is a `devmap_hash` whose `bpf_map_lookup_elem` an engine
+    /// may compute itself by probing an open-addressing table (see
+    /// [`DevhashMap`]); `None` (the default) keeps the helper call. The
+    /// JIT asks only in unchecked mode, for a call whose `r1` certainly
+    /// holds this `lddw`'s value, without constant blinding.
+    ///
+    /// An implementation promises, for as long as code compiled with it
+    /// may run, and for a run pinned as the helper's lookups are:
+    /// - the `u64` at `table` holds the address of a table of `1 << bits`
+    ///   `u64` cells that stays allocated for the rest of the run; every
+    ///   such table has a cell holding 0;
+    /// - the probe for the 4-byte key `k` starts at cell `(k * mult) >>
+    ///   (32 - bits)` (32-bit arithmetic) and moves to the next cell
+    ///   (wrapping) past a cell holding 1 or the address of another key's
+    ///   entry; a cell holding 0 means the key is absent; any other cell
+    ///   holds the address `p` of an entry whose key is the `u32` at `p +
+    ///   8`, and `p` is exactly what the registered `bpf_map_lookup_elem`
+    ///   returns for that key at that moment;
+    /// - the entry stays readable and unchanged until the run ends, and
+    ///   whenever a helper could be handed `p`, the run's `Memory` has a
+    ///   region covering the value at `p` (read-only).
+    fn devhash_map(&self, pc: Pc, imm: &Imm64) -> Option<DevhashMap> {
+        let _ = (pc, imm);
+        None
+    }
+
     /// Whether every map pointer a program can hold points at a map
     /// header, so that an engine may compute `bpf_map_lookup_elem` on a
     /// map it cannot name when it compiles (an inner map from a map-in-map
@@ -251,6 +278,18 @@ pub struct SlotMap {
     pub slots: u64,
     /// Number of slots.
     pub max_entries: u32,
+}
+
+/// Where a `devmap_hash`'s lookups can be computed (see
+/// [`Imm64Resolver::devhash_map`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DevhashMap {
+    /// Address of the `u64` holding the current table's address.
+    pub table: u64,
+    /// The odd multiplier of the probe's first cell.
+    pub mult: u32,
+    /// The table has `1 << bits` cells (`1 <= bits <= 31`).
+    pub bits: u32,
 }
 
 impl<F: Fn(Pc, &Imm64) -> Option<u64>> Imm64Resolver for F {

@@ -63,7 +63,7 @@ use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz};
 use super::lower::{CTX, REG_MAP};
 use crate::Ctx;
 use bpfkit_isa::{AtomicOp, Imm64, Insn, Pc, Program, Reg};
-use bpfkit_runtime::{ArrayMap, Imm64Resolver, SlotMap};
+use bpfkit_runtime::{ArrayMap, DevhashMap, Imm64Resolver, SlotMap};
 use std::mem::offset_of;
 
 /// `bpf_map_lookup_elem`'s helper id.
@@ -306,6 +306,59 @@ pub(crate) fn slot_lookup(a: &mut Asm, map: &SlotMap, keys: Option<Keys>) -> boo
     true
 }
 
+/// Emits `r0 = ` the address of the entry of the 4-byte key at `[r2]` in
+/// the `devmap_hash` that `map` describes, or 0 when absent: the probe
+/// [`bpfkit_runtime::Imm64Resolver::devhash_map`] documents (first cell
+/// `(key * mult) >> (32 - bits)`, on past tombstones (1) and other keys'
+/// entries, to the key's entry or an empty cell), in the same three
+/// conditions as the array lookups; nothing and `false` for a layout the
+/// code does not take (`bits` outside `1..=31`). The probe ends: every
+/// table the resolver hands out has an empty cell. Not under constant
+/// blinding (the caller keeps the helper call then: the mask comes from
+/// `max_entries`).
+pub(crate) fn devhash_lookup(a: &mut Asm, map: &DevhashMap) -> bool {
+    if !(1..=31).contains(&map.bits) {
+        return false;
+    }
+    let r0 = REG_MAP[0];
+    a.mov_r_rm(Sz::B32, Gpr::Rax, Rm::Mem(Mem::at(REG_MAP[2], 0)));
+    // The product's low 32 bits are the same signed or not.
+    a.imul_r_rm_i(Sz::B32, Gpr::Rcx, Rm::Reg(Gpr::Rax), map.mult as i32);
+    a.shift_i(
+        Sz::B32,
+        Shift::Shr,
+        Rm::Reg(Gpr::Rcx),
+        (32 - map.bits) as u8,
+    );
+    a.mov_r_imm64(Gpr::Rdx, map.table);
+    a.mov_r_rm(Sz::B64, Gpr::Rdx, Rm::Mem(Mem::at(Gpr::Rdx, 0)));
+    let top = a.pos();
+    a.mov_r_rm(Sz::B64, r0, Rm::Mem(Mem::indexed(Gpr::Rdx, Gpr::Rcx, 8)));
+    a.test_rm_r(Sz::B64, Rm::Reg(r0), r0);
+    let empty = a.jcc(Cc::E, false);
+    a.alu_rm_i(Sz::B64, Alu::Cmp, Rm::Reg(r0), 1);
+    let tomb = a.jcc(Cc::E, false);
+    a.alu_r_rm(Sz::B32, Alu::Cmp, Gpr::Rax, Rm::Mem(Mem::at(r0, 8)));
+    let hit = a.jcc(Cc::E, false);
+    let next = a.pos();
+    a.alu_rm_i(Sz::B32, Alu::Add, Rm::Reg(Gpr::Rcx), 1);
+    a.alu_rm_i(
+        Sz::B32,
+        Alu::And,
+        Rm::Reg(Gpr::Rcx),
+        ((1u64 << map.bits) - 1) as i32,
+    );
+    let back = a.jmp(false);
+    let end = a.pos();
+    let code = a.code_mut();
+    let ok = patch_rel(code, empty, 1, end)
+        && patch_rel(code, hit, 1, end)
+        && patch_rel(code, tomb, 1, next)
+        && patch_rel(code, back, 1, top);
+    debug_assert!(ok, "the inline probe fits rel8 jumps");
+    true
+}
+
 /// Emits the test of [`header_lookup`]: `rax = header.base` of the map
 /// in `r1` (flags: zero when the map is no inlinable array; see
 /// [`bpfkit_runtime::Imm64Resolver::map_headers`]).
@@ -480,6 +533,21 @@ mod tests {
             "header lookup: {} bytes",
             a.pos()
         );
+        // The devmap_hash probe, with the largest table and a table address
+        // above 4 GiB.
+        let mut a = Asm::new();
+        let map = DevhashMap {
+            table: 0x7fff_1234_5678,
+            mult: 0x9e37_79b9,
+            bits: 31,
+        };
+        assert!(devhash_lookup(&mut a, &map));
+        assert!(a.pos() <= 64, "devmap_hash probe: {} bytes", a.pos());
+        let mut a = Asm::new();
+        for bits in [0, 32] {
+            assert!(!devhash_lookup(&mut a, &DevhashMap { bits, ..map }));
+        }
+        assert_eq!(a.pos(), 0);
         let mut a = Asm::new();
         assert!(!slot_lookup(
             &mut a,

@@ -1630,7 +1630,7 @@ impl<'a> Emitter<'a> {
             return inline::array_lookup(&mut self.a, &map, keys);
         }
         let Some(map) = resolver.slot_map(pc, &imm) else {
-            return false;
+            return self.devhash_lookup(pc, &imm);
         };
         let keys = (self.rng != 0).then(|| inline::Keys {
             base: self.key64(map.slots),
@@ -1639,6 +1639,20 @@ impl<'a> Emitter<'a> {
             cpu_stride: 0,
         });
         inline::slot_lookup(&mut self.a, &map, keys)
+    }
+
+    /// The lookup whose `r1` is certainly the map `lddw` at `pc` as an
+    /// inline probe of a `devmap_hash` the resolver describes
+    /// (`inline::devhash_lookup`); `false`, emitting nothing, for other
+    /// maps and under constant blinding (the helper call stays).
+    fn devhash_lookup(&mut self, pc: bpfkit_isa::Pc, imm: &Imm64) -> bool {
+        if self.rng != 0 {
+            return false;
+        }
+        let Some(map) = self.input.resolver.and_then(|r| r.devhash_map(pc, imm)) else {
+            return false;
+        };
+        inline::devhash_lookup(&mut self.a, &map)
     }
 
     /// Before the helper call at `i` to helper `id`: when it is a
