@@ -733,12 +733,22 @@ impl EntryCheck {
     #[inline(always)]
     fn packet_in_packet_region(&self, mem: &Memory<'_>, w: [u64; 3]) -> bool {
         let [data, end, start] = w;
-        self.packet.is_some()
-            && start <= data
+        start <= data
             && data <= end
-            && mem
-                .packet()
-                .is_some_and(|r| r.start() <= start && end <= r.end() && r.writable())
+            && self
+                .packet_region(mem)
+                .is_some_and(|(lo, hi)| lo <= start && end <= hi)
+    }
+
+    /// The bounds `[start, end]` of `mem`'s packet region when packet words
+    /// that moved may be checked against it alone: the program type has
+    /// packet fields and the region is writable (what the full check
+    /// requires of the region holding the packet).
+    #[inline(always)]
+    fn packet_region(&self, mem: &Memory<'_>) -> Option<(u64, u64)> {
+        mem.packet()
+            .filter(|r| self.packet.is_some() && r.writable())
+            .map(|r| (r.start(), r.end()))
     }
 
     /// The full check, remembered when it passes (the first run over a
@@ -1493,16 +1503,12 @@ impl Jit {
             // The packet words moved under the same stamp (a helper of the
             // last run, `xdp_adjust_tail`/`_head`/`_meta`, rewrote them in
             // place, every run for some programs): only the packet half of
-            // the check is made again, as `check_cached` would, without the
-            // full way's region-table test and bookkeeping.
-            let moved_ok = match (held.words(mem), unchecked) {
-                (Some(w), _) if held.expects(w) => true,
-                (Some(w), Some(c)) if c.packet_in_packet_region(mem, w) => {
-                    held.set_expected(w);
-                    self.entry_ok.words = w;
-                    true
-                }
-                _ => false,
+            // the check is made again, as `check_cached` would, against the
+            // packet region's bounds `held` copied (the key is brought up
+            // to date once, after the series).
+            let moved_ok = match held.words(mem) {
+                Some(w) => held.expects(w) || held.moved_within(w),
+                None => false,
             };
             if !moved_ok {
                 // `held` is written in place (a returned `SeriesWords`,
@@ -1540,6 +1546,7 @@ impl Jit {
                 }
                 let (trap, panic) = (env.base.trap.take(), env.base.panic.take());
                 ctx.env = 0;
+                held.store_into(&mut self.entry_ok);
                 if tail_key != 0 {
                     return self.tail_trap(tail_key, trap, panic);
                 }
@@ -1551,6 +1558,7 @@ impl Jit {
             }
         };
         ctx.env = 0;
+        held.store_into(&mut self.entry_ok);
         r
     }
 
@@ -1668,7 +1676,7 @@ fn series_entry(
         Some(c) if c.packet.is_none() => memory::SeriesWords::zeros(mem.version()),
         // The words decide too: read raw when the key allows it, else
         // every run comes back here (`none`).
-        Some(_) => memory::SeriesWords::of_key(entry_ok, r1),
+        Some(c) => memory::SeriesWords::of_key(entry_ok, r1, c.packet_region(mem)),
     };
     None
 }

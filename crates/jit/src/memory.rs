@@ -897,7 +897,13 @@ pub(crate) fn cached_ctx_words(
 /// the memory's stamp is `version` and the three `u32` words at `at` are
 /// `expect` (the context's packet fields, or constant zeros when the check
 /// does not depend on them). One test per run instead of the cached check's
-/// key compares (BENCHMARKS.md, "The JIT's per-run loop").
+/// key compares (BENCHMARKS.md, "The JIT's per-run loop"). When a helper
+/// moved the words (`bpf_xdp_adjust_tail` and friends, every run for some
+/// programs), the packet half of the check is made against the packet
+/// region's bounds copied when the series' check passed (`lo`, `hi`): the
+/// same stamp is the same region list, whose regions never change, so they
+/// are the bounds `EntryCheck::packet_in_packet_region` would read
+/// (BENCHMARKS.md, "adjust_tail and the run loop").
 ///
 /// Reading `at` is sound because the only ways to build one are
 /// [`SeriesWords::of_key`] (pointers into the context a passed check
@@ -909,6 +915,11 @@ pub(crate) struct SeriesWords {
     version: u64,
     at: [*const u32; 3],
     expect: [u64; 3],
+    /// The writable packet region `[lo, hi]` under `version` that moved
+    /// words may stay in; `lo > hi` (no packet region, read-only, or words
+    /// that do not matter) sends moved words to the full way.
+    lo: u64,
+    hi: u64,
 }
 
 /// One branch for three words.
@@ -933,24 +944,35 @@ impl SeriesWords {
             version,
             at: [ZERO_WORDS.as_ptr(); 3],
             expect: [0; 3],
+            lo: 1,
+            hi: 0,
         }
     }
 
     /// The packet words of the last passed check `key` (see
     /// [`cached_ctx_words`] for what a key guarantees) for the context at
-    /// `r1`; [`SeriesWords::none`] when the key does not allow raw reads
-    /// of them or is not for `r1`.
+    /// `r1`, with `packet`, the bounds of the writable packet region of the
+    /// key's region list (`None`: moved words always take the full way);
+    /// [`SeriesWords::none`] when the key does not allow raw reads of the
+    /// words or is not for `r1`.
     #[inline(always)]
-    pub(crate) fn of_key(key: &crate::EntryKey, r1: u64) -> SeriesWords {
+    pub(crate) fn of_key(
+        key: &crate::EntryKey,
+        r1: u64,
+        packet: Option<(u64, u64)>,
+    ) -> SeriesWords {
         if !key.raw || key.version == 0 || key.r1 != r1 {
             return SeriesWords::none();
         }
+        let (lo, hi) = packet.unwrap_or((1, 0));
         SeriesWords {
             version: key.version,
             at: key
                 .offs
                 .map(|off| r1.wrapping_add(off as u64) as usize as *const u32),
             expect: key.words,
+            lo,
+            hi,
         }
     }
 
@@ -978,11 +1000,30 @@ impl SeriesWords {
         same_words(w, self.expect)
     }
 
-    /// The words the runs expect from now on (the caller re-checked the
-    /// packet they describe, under the same stamp).
+    /// Whether the moved words `w` (`data`, `data_end`, `data_meta`, read
+    /// by [`SeriesWords::words`] under this stamp) describe a packet inside
+    /// the packet region, as `EntryCheck::packet_in_packet_region` says;
+    /// if so they are the words the next runs expect.
     #[inline(always)]
-    pub(crate) fn set_expected(&mut self, w: [u64; 3]) {
-        self.expect = w;
+    pub(crate) fn moved_within(&mut self, w: [u64; 3]) -> bool {
+        let [data, end, start] = w;
+        let ok = self.lo <= start && start <= data && data <= end && end <= self.hi;
+        if ok {
+            self.expect = w;
+        }
+        ok
+    }
+
+    /// Brings `key.words` up to the words the runs last passed with, when
+    /// `self` was made from `key` (the run loop does not write the key on
+    /// every moved packet: a key left behind still records a check that
+    /// passed, under the same stamp and `r1`, and only costs the next
+    /// series a full check).
+    #[inline(always)]
+    pub(crate) fn store_into(&self, key: &mut crate::EntryKey) {
+        if self.lo <= self.hi && self.version == key.version {
+            key.words = self.expect;
+        }
     }
 }
 

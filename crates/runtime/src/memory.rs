@@ -96,6 +96,20 @@ impl Region {
     }
 }
 
+/// Writes `bytes` at guest address `addr` of region `r`.
+///
+/// # Safety
+///
+/// `r.allows(addr, N, Access::Write)` must hold, and `r` must be a region
+/// of a live `Memory` (its host range is then valid for writes).
+#[inline(always)]
+unsafe fn store_in<const N: usize>(r: &Region, addr: u64, bytes: [u8; N]) {
+    let off = (addr - r.start) as usize;
+    // SAFETY: the caller's contract: `[off, off + N)` lies inside `r`'s
+    // host range, valid for writes.
+    unsafe { r.ptr.add(off).cast::<[u8; N]>().write_unaligned(bytes) };
+}
+
 /// The embedder's guest memory regions for one or more runs.
 ///
 /// The lifetime `'a` is that of the host buffers lent to it.
@@ -306,20 +320,37 @@ impl<'a> Memory<'a> {
         addr: u64,
         bytes: [u8; N],
     ) -> Result<usize, MemFault> {
-        let i = match self.regions.get(hint) {
-            Some(r) if r.allows(addr, N, Access::Write) => hint,
-            _ => self
-                .regions
-                .iter()
-                .position(|r| r.allows(addr, N, Access::Write))
-                .ok_or_else(|| fault(addr, N, Access::Write))?,
-        };
-        let r = &self.regions[i];
-        let off = (addr - r.start) as usize;
-        // SAFETY: `allows` checked that `[off, off + N)` lies inside a
-        // writable region, valid for writes while `self` lives (Region
+        // The hit writes through the region it tested (indexing again
+        // would test the index again, once per packet move).
+        match self.regions.get(hint) {
+            Some(r) if r.allows(addr, N, Access::Write) => {
+                // SAFETY: `allows` checked that `[addr, addr + N)` lies
+                // inside this writable region, valid for writes while
+                // `self` lives (Region invariant).
+                unsafe { store_in(r, addr, bytes) };
+                Ok(hint)
+            }
+            _ => self.store_searched(addr, bytes),
+        }
+    }
+
+    /// [`Memory::store_hinted`] when the hint missed: every region in order.
+    #[cold]
+    #[inline(never)]
+    fn store_searched<const N: usize>(
+        &mut self,
+        addr: u64,
+        bytes: [u8; N],
+    ) -> Result<usize, MemFault> {
+        let i = self
+            .regions
+            .iter()
+            .position(|r| r.allows(addr, N, Access::Write))
+            .ok_or_else(|| fault(addr, N, Access::Write))?;
+        // SAFETY: `allows` checked that `[addr, addr + N)` lies inside
+        // region `i`, writable, valid for writes while `self` lives (Region
         // invariant).
-        unsafe { r.ptr.add(off).cast::<[u8; N]>().write_unaligned(bytes) };
+        unsafe { store_in(&self.regions[i], addr, bytes) };
         Ok(i)
     }
 
