@@ -347,3 +347,77 @@ fn an_inline_lookup_counts_as_one_instruction_against_a_budget() {
         (Ok(1 + 11 + 21 + 31), 0)
     );
 }
+
+/// `setup`, then the lookup of the key at `r10 + off` in map 0.
+fn lookup_after(setup: &str, off: i32) -> Program {
+    prog(&format!(
+        "{setup}\nmov %r2, %r10\nadd %r2, {off}\nlddw %r1, 0\ncall 1\nexit"
+    ))
+}
+
+#[test]
+fn constant_keys_are_folded_only_where_the_stack_certainly_holds_them() {
+    if !bpfkit_jit::is_supported() {
+        return;
+    }
+    // (key set-up, the key's offset from r10, the key the lookup must see
+    // for arg 0 and arg 1). The unchecked JIT folds the first four (an
+    // immediate, a register set by a `mov`, an 8-byte store, out of
+    // range); each later one defeats a fold that ignored one of its rules:
+    // an 8-byte store whose low half is not the key, a write through a
+    // copy of r10, a one-byte store over part of the key, a register
+    // changed after its `mov`, a jump into the run between the store and
+    // the call.
+    let cases: [(&str, i32, u32, u32); 9] = [
+        ("stw [%r10-4], 2", -4, 2, 2),
+        ("mov %r3, 3\nstxw [%r10-4], %r3", -4, 3, 3),
+        ("mov32 %r3, 700\nstxdw [%r10-8], %r3", -8, 700, 700),
+        ("stw [%r10-4], 1000", -4, 1000, 1000),
+        ("mov32 %r3, 700\nstxdw [%r10-8], %r3", -4, 0, 0),
+        ("stw [%r10-4], 1\nmov %r3, %r10\nstw [%r3-4], 2", -4, 2, 2),
+        ("stw [%r10-4], 0x101\nstb [%r10-3], 2", -4, 0x201, 0x201),
+        ("mov %r3, 1\nadd %r3, 4\nstxw [%r10-4], %r3", -4, 5, 5),
+        (
+            "ldxdw %r4, [%r1+8]\nstw [%r10-4], 1\njeq %r4, 0, +1\nstw [%r10-4], 2",
+            -4,
+            1,
+            2,
+        ),
+    ];
+    for (setup, off, key0, key1) in cases {
+        let p = lookup_after(setup, off);
+        for (arg, key) in [(0u64, key0), (1, key1)] {
+            for engine in ENGINES {
+                let mut arrays = [Array::new(8, 1000)];
+                let want = arrays[0].expect(key);
+                let (got, calls) = run(&p, &mut arrays, engine, 0, arg);
+                assert_eq!(got, Ok(want), "{setup:?} at {off}, arg {arg}, {engine:?}");
+                assert_eq!(calls, !inlined(engine) as usize, "{engine:?}");
+            }
+        }
+    }
+    // The fold is there: a constant key's lookup is shorter code than the
+    // same lookup of a key the program computes (the same value).
+    let len = |setup: &str| {
+        let p = lookup_after(setup, -4);
+        let arrays = [Array::new(8, 1000)];
+        let v = verify(&p, &[arrays[0].def.clone()]);
+        let resolver = Resolver {
+            maps: vec![arrays[0].layout()],
+            inline: true,
+        };
+        let calls = Arc::new(AtomicUsize::new(0));
+        let h = helpers(&[arrays[0].layout()], &calls);
+        let jit = Jit::builder()
+            .resolver(&resolver)
+            .build_verified(&v, &h)
+            .unwrap();
+        jit.code().bytes().len()
+    };
+    let folded = len("mov %r3, 5\nstxw [%r10-4], %r3");
+    let computed = len("mov %r3, 1\nadd %r3, 4\nstxw [%r10-4], %r3");
+    assert!(
+        folded + 8 < computed,
+        "folded {folded} bytes, computed {computed}"
+    );
+}

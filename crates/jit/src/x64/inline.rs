@@ -62,7 +62,7 @@
 use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz};
 use super::lower::{CTX, REG_MAP};
 use crate::Ctx;
-use bpfkit_isa::{AtomicOp, Imm64, Insn, Pc, Program, Reg};
+use bpfkit_isa::{AluOp, AtomicOp, Imm64, Insn, Pc, Program, Reg, Size, Src, Width};
 use bpfkit_runtime::{ArrayMap, DevhashMap, Imm64Resolver, SlotMap};
 use std::mem::offset_of;
 
@@ -135,24 +135,152 @@ pub(crate) fn map_operand(prog: &Program, targets: &[bool], i: usize) -> Option<
     None
 }
 
-/// Whether `insn` falls through to the next instruction without writing
-/// `r1` or calling anything (conditional jumps included: their fall-through
-/// path is the one that reaches the call).
-fn passes_r1(insn: &Insn) -> bool {
+/// The key of the array lookup at the call at instruction `i` when the
+/// program certainly stored it as a constant: `r2` is `r10 + off` (set by
+/// `r2 = r10` and additions of immediates) and the last write of the four
+/// bytes at `r10 + off` before the call is a 4- or 8-byte store of a
+/// constant (an immediate, or a register a `mov` of an immediate set) at
+/// that very offset, all in the straight-line run before the call (nothing
+/// enters it, nothing in it calls). Any store or atomic through another
+/// base may write the stack (a copy of `r10`), so one ends the search, as
+/// does a store that covers the key only in part. `targets` is
+/// [`branch_targets`]. The verifier has checked that `r2` points at the
+/// key's readable bytes; the fold only saves reading them.
+pub(crate) fn const_key(prog: &Program, targets: &[bool], i: usize) -> Option<u32> {
+    let insns = prog.insns();
+    let first = i.saturating_sub(LOOKBACK);
+    let entered = |j: usize| targets.get(j + 1).copied().unwrap_or(true);
+    // Where r2 points: `r2 = r10` plus the immediates added after it.
+    let mut added = 0i64;
+    let mut off = None;
+    for j in (first..i).rev() {
+        if entered(j) || !falls_through(&insns[j]) {
+            return None;
+        }
+        match insns[j] {
+            Insn::Alu {
+                width: Width::W64,
+                op: AluOp::Add,
+                dst: Reg::R2,
+                src: Src::Imm(k),
+            } => {
+                added += k as i64;
+            }
+            Insn::Alu {
+                width: Width::W64,
+                op: AluOp::Mov,
+                dst: Reg::R2,
+                src: Src::Reg(Reg::R10),
+            } => {
+                off = Some(added);
+                break;
+            }
+            ref insn if writes(insn, Reg::R2) => return None,
+            _ => {}
+        }
+    }
+    let off = off?;
+    // The last write of the key's bytes.
+    for j in (first..i).rev() {
+        if entered(j) || !falls_through(&insns[j]) || writes(&insns[j], Reg::R10) {
+            return None;
+        }
+        let (base, at, size, imm) = match insns[j] {
+            Insn::Store {
+                size,
+                dst,
+                off,
+                src,
+            } => (
+                dst,
+                off,
+                size,
+                match src {
+                    Src::Imm(k) => Some(k as u32),
+                    Src::Reg(r) => const_reg(prog, targets, first, j, r),
+                },
+            ),
+            Insn::Atomic { size, dst, off, .. } => (dst, off, size, None),
+            _ => continue,
+        };
+        if base != Reg::R10 {
+            return None;
+        }
+        let (at, end) = (at as i64, at as i64 + size.bytes() as i64);
+        if end <= off || at >= off + 4 {
+            continue;
+        }
+        // A 4- or 8-byte store of a constant at the key's offset: its low
+        // four bytes are the constant's low half (little-endian).
+        return match (imm, size) {
+            (Some(k), Size::W | Size::DW) if at == off => Some(k),
+            _ => None,
+        };
+    }
+    None
+}
+
+/// The low 32 bits of `r` before instruction `j` when the straight-line
+/// run from `first` sets it with a `mov` of an immediate (either width:
+/// the low half is the immediate) and nothing after that writes it.
+fn const_reg(prog: &Program, targets: &[bool], first: usize, j: usize, r: Reg) -> Option<u32> {
+    let insns = prog.insns();
+    for m in (first..j).rev() {
+        if targets.get(m + 1).copied().unwrap_or(true) || !falls_through(&insns[m]) {
+            return None;
+        }
+        match insns[m] {
+            Insn::Alu {
+                op: AluOp::Mov,
+                dst,
+                src: Src::Imm(k),
+                ..
+            } if dst == r => return Some(k as u32),
+            ref insn if writes(insn, r) => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Whether `insn` goes on to the next instruction and calls nothing
+/// (conditional jumps included: their fall-through path reaches the call).
+fn falls_through(insn: &Insn) -> bool {
+    matches!(
+        insn,
+        Insn::Alu { .. }
+            | Insn::Neg { .. }
+            | Insn::Endian { .. }
+            | Insn::LoadImm64 { .. }
+            | Insn::Load { .. }
+            | Insn::Store { .. }
+            | Insn::Atomic { .. }
+            | Insn::Jmp { .. }
+    )
+}
+
+/// Whether `insn` (one that [`falls_through`]) may write `r`.
+fn writes(insn: &Insn, r: Reg) -> bool {
     match *insn {
         Insn::Alu { dst, .. }
         | Insn::Neg { dst, .. }
         | Insn::Endian { dst, .. }
         | Insn::LoadImm64 { dst, .. }
-        | Insn::Load { dst, .. } => dst != Reg::R1,
-        Insn::Store { .. } | Insn::Jmp { .. } => true,
+        | Insn::Load { dst, .. } => dst == r,
         // Fetching atomics and `xchg` write `src`; `cmpxchg` writes r0.
         Insn::Atomic { src, fetch, op, .. } => {
-            src != Reg::R1 || op == AtomicOp::Cmpxchg || !(fetch || op == AtomicOp::Xchg)
+            (src == r && (fetch || op == AtomicOp::Xchg) && op != AtomicOp::Cmpxchg)
+                || (op == AtomicOp::Cmpxchg && r == Reg::R0)
         }
-        // `ja`, `exit`, calls of any kind, legacy packet loads.
         _ => false,
     }
+}
+
+/// Whether `insn` falls through to the next instruction without writing
+/// `r1` or calling anything (conditional jumps included: their fall-through
+/// path is the one that reaches the call).
+fn passes_r1(insn: &Insn) -> bool {
+    falls_through(insn) && !writes(insn, Reg::R1)
 }
 
 /// The lowest CPU count of the per-CPU arrays the resolver describes for
@@ -214,7 +342,16 @@ fn scale(a: &mut Asm, r: Gpr, scratch: Gpr, stride: u32, key: Option<i32>) {
 /// 0 for a plain array), or nothing and `false` when the layout does not
 /// fit the code (a stride above `i32::MAX`, no entries, a per-CPU layout
 /// without CPUs or whose CPUs' values do not fit in the stride).
-pub(crate) fn array_lookup(a: &mut Asm, map: &ArrayMap, keys: Option<Keys>) -> bool {
+///
+/// With `key` (the program's constant key, [`const_key`]; never under
+/// blinding) the answer is computed here: `r0` = the value's address
+/// (plus the CPU's offset for a per-CPU array) or NULL.
+pub(crate) fn array_lookup(
+    a: &mut Asm,
+    map: &ArrayMap,
+    keys: Option<Keys>,
+    key: Option<u32>,
+) -> bool {
     let percpu = map.cpu_stride != 0;
     if map.stride == 0
         || map.stride > i32::MAX as u32
@@ -226,6 +363,20 @@ pub(crate) fn array_lookup(a: &mut Asm, map: &ArrayMap, keys: Option<Keys>) -> b
         return false;
     }
     let r0 = REG_MAP[0];
+    if let (Some(k), None) = (key, keys) {
+        if k >= map.max_entries {
+            a.mov_r_imm64(r0, 0);
+            return true;
+        }
+        let at = map.base + k as u64 * map.stride as u64;
+        a.mov_r_imm64(r0, at);
+        if percpu {
+            a.mov_r_rm(Sz::B32, Gpr::Rax, cpu_field());
+            scale(a, Gpr::Rax, Gpr::Rdx, map.cpu_stride, None);
+            a.alu_rm_r(Sz::B64, Alu::Add, Rm::Reg(r0), Gpr::Rax);
+        }
+        return true;
+    }
     let skip = key_in_bounds(a, map.max_entries, keys);
     scale(a, Gpr::Rax, Gpr::Rdx, map.stride, keys.map(|k| k.stride));
     if percpu {
@@ -493,7 +644,7 @@ mod tests {
                 ..ArrayMap::plain(0x1000, 16, 1)
             },
         ] {
-            assert!(!array_lookup(&mut a, &map, None));
+            assert!(!array_lookup(&mut a, &map, None, None));
         }
         assert_eq!(a.pos(), 0, "nothing emitted");
     }
@@ -510,7 +661,7 @@ mod tests {
                 ..ArrayMap::plain(0x7fff_1234_5678, 0x7fff_fff8, 0x7fff_ffff)
             };
             let mut a = Asm::new();
-            assert!(array_lookup(&mut a, &map, None));
+            assert!(array_lookup(&mut a, &map, None, None));
             assert!(a.pos() <= 64, "cpu_stride {cpu_stride}: {} bytes", a.pos());
         }
         let mut a = Asm::new();

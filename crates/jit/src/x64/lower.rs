@@ -1620,6 +1620,7 @@ impl<'a> Emitter<'a> {
         let Some((pc, imm)) = inline::map_operand(prog, targets, i) else {
             return resolver.map_headers() && self.header_lookup(i);
         };
+        let key = inline::const_key(prog, targets, i);
         if let Some(map) = resolver.array_map(pc, &imm) {
             let keys = (self.rng != 0).then(|| inline::Keys {
                 base: self.key64(map.base),
@@ -1627,7 +1628,7 @@ impl<'a> Emitter<'a> {
                 stride: self.key32(map.stride as i32),
                 cpu_stride: self.key32(map.cpu_stride as i32),
             });
-            return inline::array_lookup(&mut self.a, &map, keys);
+            return inline::array_lookup(&mut self.a, &map, keys, key);
         }
         let Some(map) = resolver.slot_map(pc, &imm) else {
             return self.devhash_lookup(pc, &imm);
