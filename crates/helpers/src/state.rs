@@ -148,6 +148,16 @@ pub struct RunState {
     /// The last values helpers registered as regions: (address, region
     /// index), newest last, at most [`EXPOSED_KEPT`].
     exposed: Vec<(u64, usize)>,
+    /// Per map of the table (same order, sized by
+    /// [`RunState::add_map_regions`]): the value a lookup in it last handed
+    /// out, and the [`Memory::version`] of the run's memory when that
+    /// value's region was known to be in it. While the memory's version
+    /// reads the same, its region list is the same (versions change with
+    /// every region added and every clear, and no two memories share one),
+    /// so the region is still there; the map fixes the length and the
+    /// write access the value needs. A repeat hit is two compares instead
+    /// of [`RunState::last_exposed`]'s search of the region list.
+    hand_memo: Vec<(u64, u64)>,
     /// What lookups in slot maps (devmap entries, inner maps of arrays of
     /// maps) found in this run, with the slot's change count then: while
     /// the count is unchanged, the same lookup gives the same answer
@@ -284,6 +294,7 @@ impl RunState {
             reserved: Vec::new(),
             arrays: Vec::new(),
             exposed: Vec::new(),
+            hand_memo: Vec::new(),
             slot_memo: Vec::new(),
             cpu,
             xdp: None,
@@ -342,6 +353,8 @@ impl RunState {
         }
         self.arrays.clear();
         self.arrays.reserve(self.maps.by_addr.len());
+        self.hand_memo.clear();
+        self.hand_memo.resize(self.maps.by_addr.len(), (0, 0));
         for (_, m) in &self.maps.by_addr {
             let before = mem.regions().len();
             // Devmap entries: one read-only region for all of them
@@ -489,6 +502,27 @@ impl RunState {
             return false;
         };
         p == ptr && self.is_run_memory(mem) && region_holds(mem, i, ptr, len, writable)
+    }
+
+    /// Whether `ptr` is the value a lookup in table map `i` last handed out
+    /// and `mem` has not changed its regions since (see
+    /// [`RunState::hand_memo`]): its region is still there.
+    #[inline(always)]
+    pub(crate) fn handed_out(&self, mem: &Memory<'_>, i: usize, ptr: u64) -> bool {
+        self.hand_memo
+            .get(i)
+            .is_some_and(|&(p, v)| p == ptr && v == mem.version())
+    }
+
+    /// Notes that `ptr`, a value of table map `i`, has its region (with the
+    /// map's value length and write access) in `mem`, the run's memory:
+    /// the caller checked both. Later lookups of it take
+    /// [`RunState::handed_out`].
+    #[inline(always)]
+    pub(crate) fn note_handed_out(&mut self, mem: &Memory<'_>, i: usize, ptr: u64) {
+        if let Some(e) = self.hand_memo.get_mut(i) {
+            *e = (ptr, mem.version());
+        }
     }
 
     /// Whether a value at `ptr` of `len` bytes was registered as a region
