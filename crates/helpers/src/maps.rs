@@ -469,6 +469,11 @@ fn with_bytes<R>(
     if len == 0 {
         return Ok(f(&[]));
     }
+    // On the program's stack: used where it is (no buffer, no copy; `f`
+    // gets it shared while `guest` stays borrowed, so nothing writes it).
+    if let Some(b) = guest.stack_bytes(addr, len) {
+        return Ok(f(b));
+    }
     // Zeroing the buffer costs as much as the copy: the common sizes (keys,
     // counters, small records) get a buffer of about their size.
     if len <= 16 {
@@ -556,6 +561,14 @@ pub(crate) fn update(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     // `a[4]`: the table index the JIT passes (as for lookups, checked).
     let map = hinted_map(st, a[0], a[4])?;
     let (ks, vs) = (map.def().key_size as usize, map.def().value_size as usize);
+    // Key and value on the program's stack (where programs build a flow's
+    // key and its new entry): given to the map where they are, as
+    // `lookup_fast` does with keys (no buffers to zero, no copies, no
+    // dispatch on their sizes; reads there cannot fault). The stack is no
+    // map memory, so neither can alias the element being written.
+    if let (Some(key), Some(value)) = (guest.stack_bytes(a[1], ks), guest.stack_bytes(a[2], vs)) {
+        return Ok(ret(map.prog_update(key, value, a[3], st.cpu)));
+    }
     // Keys and values of up to 64 bytes (flows, counters, small records):
     // two stack buffers, read inline, no closures.
     if ks <= SMALL_KEY && vs <= SMALL_KEY {

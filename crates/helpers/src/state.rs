@@ -148,16 +148,16 @@ pub struct RunState {
     /// The last values helpers registered as regions: (address, region
     /// index), newest last, at most [`EXPOSED_KEPT`].
     exposed: Vec<(u64, usize)>,
-    /// Per map of the table (same order, sized by
-    /// [`RunState::add_map_regions`]): the value a lookup in it last handed
-    /// out, and the [`Memory::version`] of the run's memory when that
+    /// Per map of the table (same order; the first [`HAND_MEMO_MAPS`],
+    /// kept in place: no allocation per run state): the value a lookup in
+    /// it last handed out, and the [`Memory::version`] of the run's memory when that
     /// value's region was known to be in it. While the memory's version
     /// reads the same, its region list is the same (versions change with
     /// every region added and every clear, and no two memories share one),
     /// so the region is still there; the map fixes the length and the
     /// write access the value needs. A repeat hit is two compares instead
     /// of [`RunState::last_exposed`]'s search of the region list.
-    hand_memo: Vec<(u64, u64)>,
+    hand_memo: [(u64, u64); HAND_MEMO_MAPS],
     /// What lookups in slot maps (devmap entries, inner maps of arrays of
     /// maps) found in this run, with the slot's change count then: while
     /// the count is unchanged, the same lookup gives the same answer
@@ -256,6 +256,10 @@ struct SlotMemo {
 /// run are usually fewer).
 const EXPOSED_KEPT: usize = 16;
 
+/// Maps of the table (the first ones) whose last hand-out
+/// [`RunState`] remembers (per-packet programs use a few).
+const HAND_MEMO_MAPS: usize = 8;
+
 /// The kernel's `MAX_SKB_FRAGS`: fragments of a multi-buffer packet.
 pub const MAX_SKB_FRAGS: usize = 17;
 
@@ -294,7 +298,8 @@ impl RunState {
             reserved: Vec::new(),
             arrays: Vec::new(),
             exposed: Vec::new(),
-            hand_memo: Vec::new(),
+            // Address 0 is no value's and version 0 no memory's.
+            hand_memo: [(0, 0); HAND_MEMO_MAPS],
             slot_memo: Vec::new(),
             cpu,
             xdp: None,
@@ -353,8 +358,6 @@ impl RunState {
         }
         self.arrays.clear();
         self.arrays.reserve(self.maps.by_addr.len());
-        self.hand_memo.clear();
-        self.hand_memo.resize(self.maps.by_addr.len(), (0, 0));
         for (_, m) in &self.maps.by_addr {
             let before = mem.regions().len();
             // Devmap entries: one read-only region for all of them
