@@ -37,21 +37,35 @@ fn value_writable(map: &Map) -> bool {
 }
 
 /// Exposes a value reference to the program; returns its address.
+/// `slot`: the index in the run's table of the map whose value it is
+/// (its value length and write access are `len` and `writable`), for the
+/// run's memo of hand-outs ([`RunState::handed_out`]); [`NO_SLOT`] for
+/// anything else (inner maps, ring buffer records).
 #[inline(always)]
-fn hand_out(env: &mut Env<'_, '_, '_>, ptr: *mut u8, len: usize, writable: bool) -> HelperResult {
-    // The value the last lookup exposed (the same key in the next run of
-    // a batch), checked here without a call.
+fn hand_out(
+    env: &mut Env<'_, '_, '_>,
+    slot: Slot,
+    ptr: *mut u8,
+    len: usize,
+    writable: bool,
+) -> HelperResult {
     let (guest, st) = env.split();
     let mem = guest.memory();
-    if st.last_exposed(mem, ptr as u64, len, writable) {
-        return Ok(ptr as u64);
+    let p = ptr as u64;
+    // The value this map last handed out, regions unchanged since.
+    if st.handed_out(mem, slot, p) {
+        return Ok(p);
     }
-    // An older one of the few kept (lookups in two maps per run alternate
-    // between two values): still no call.
-    if st.is_run_memory(mem) && st.exposed_region(mem, ptr as u64, len, writable) {
-        return Ok(ptr as u64);
+    // The value the last lookup exposed (the same key in the next run of
+    // a batch), or an older one of the few kept (lookups in two maps per
+    // run alternate between two values): still no call.
+    if st.last_exposed(mem, p, len, writable)
+        || (st.is_run_memory(mem) && st.exposed_region(mem, p, len, writable))
+    {
+        st.note_handed_out(mem, slot, p);
+        return Ok(p);
     }
-    hand_out_new(env, ptr, len, writable)
+    hand_out_new(env, slot, ptr, len, writable)
 }
 
 /// [`hand_out`] for a value none of whose recent regions is still there.
@@ -59,6 +73,7 @@ fn hand_out(env: &mut Env<'_, '_, '_>, ptr: *mut u8, len: usize, writable: bool)
 #[inline(never)]
 fn hand_out_new(
     env: &mut Env<'_, '_, '_>,
+    slot: Slot,
     ptr: *mut u8,
     len: usize,
     writable: bool,
@@ -80,6 +95,8 @@ fn hand_out_new(
     let addr = unsafe { expose(mem, RegionKind::MapValue, ptr, len, writable) };
     if mem.regions().len() > before {
         st.remember_exposed(ptr as u64, before);
+        // Noted with the version the new region gave the memory.
+        st.note_handed_out(mem, slot, ptr as u64);
     }
     Ok(addr)
 }
@@ -161,13 +178,18 @@ fn lookup_fast(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> Result<u64, Slot> {
     let Some((ptr, len)) = map.lookup_hashed(key, st.cpu, st.guard()).map(|v| raw(&v)) else {
         return Ok(0);
     };
-    // [`hand_out`] without its call: a value this run (or the batch's run
+    // [`hand_out`] without its call: the value this map last handed out
+    // (regions unchanged since), or one this run (or the batch's run
     // before) already exposed.
     let mem = guest.memory();
     let ptr = ptr as u64;
+    if st.handed_out(mem, i, ptr) {
+        return Ok(ptr);
+    }
     if st.last_exposed(mem, ptr, len, writable)
         || (st.is_run_memory(mem) && st.exposed_region(mem, ptr, len, writable))
     {
+        st.note_handed_out(mem, i, ptr);
         return Ok(ptr);
     }
     Err(i)
@@ -190,7 +212,7 @@ fn lookup_any(env: &mut Env<'_, '_, '_>, map_addr: u64, key_addr: u64, slot: Slo
     // Hash maps and LPM tries of the table (the per-packet flow and route
     // tables) first: the key in one fixed-size load, one dispatch (the
     // map's own), none of the searches below.
-    if let Some((_, map)) = slot.filter(|(_, m)| m.is_hashed()) {
+    if let Some((i, map)) = slot.filter(|(_, m)| m.is_hashed()) {
         let n = map.def().key_size as usize;
         if n <= HASHED_KEY {
             // A key on the program's stack (where programs build them) is
@@ -224,7 +246,7 @@ fn lookup_any(env: &mut Env<'_, '_, '_>, map_addr: u64, key_addr: u64, slot: Slo
             else {
                 return Ok(0);
             };
-            return hand_out(env, ptr, len, writable);
+            return hand_out(env, i, ptr, len, writable);
         }
     }
     if let Some((i, _)) = slot {
@@ -324,7 +346,7 @@ fn lookup_any(env: &mut Env<'_, '_, '_>, map_addr: u64, key_addr: u64, slot: Slo
                 return Ok(0);
             };
             let (index, by_index) = (u32_of(key), key.len() == 4);
-            let out = hand_out(env, ptr, len, false)?;
+            let out = hand_out(env, NO_SLOT, ptr, len, false)?;
             if by_index {
                 env.state().remember_slot(a[0], index, gen, out, true);
             }
@@ -335,7 +357,7 @@ fn lookup_any(env: &mut Env<'_, '_, '_>, map_addr: u64, key_addr: u64, slot: Slo
             let Some((ptr, len)) = map.lookup_ptr(key, st.cpu, st.guard()).map(|v| raw(&v)) else {
                 return Ok(0);
             };
-            hand_out(env, ptr, len, writable)
+            hand_out(env, NO_SLOT, ptr, len, writable)
         }
     }
 }
@@ -447,6 +469,11 @@ fn with_bytes<R>(
     if len == 0 {
         return Ok(f(&[]));
     }
+    // On the program's stack: used where it is (no buffer, no copy; `f`
+    // gets it shared while `guest` stays borrowed, so nothing writes it).
+    if let Some(b) = guest.stack_bytes(addr, len) {
+        return Ok(f(b));
+    }
     // Zeroing the buffer costs as much as the copy: the common sizes (keys,
     // counters, small records) get a buffer of about their size.
     if len <= 16 {
@@ -534,6 +561,14 @@ pub(crate) fn update(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     // `a[4]`: the table index the JIT passes (as for lookups, checked).
     let map = hinted_map(st, a[0], a[4])?;
     let (ks, vs) = (map.def().key_size as usize, map.def().value_size as usize);
+    // Key and value on the program's stack (where programs build a flow's
+    // key and its new entry): given to the map where they are, as
+    // `lookup_fast` does with keys (no buffers to zero, no copies, no
+    // dispatch on their sizes; reads there cannot fault). The stack is no
+    // map memory, so neither can alias the element being written.
+    if let (Some(key), Some(value)) = (guest.stack_bytes(a[1], ks), guest.stack_bytes(a[2], vs)) {
+        return Ok(ret(map.prog_update(key, value, a[3], st.cpu)));
+    }
     // Keys and values of up to 64 bytes (flows, counters, small records):
     // two stack buffers, read inline, no closures.
     if ks <= SMALL_KEY && vs <= SMALL_KEY {
@@ -660,7 +695,7 @@ pub(crate) fn ringbuf_reserve(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperR
         return Ok(0);
     };
     st.reserved.push((ptr as u64, a[0]));
-    hand_out(env, ptr, len, true)
+    hand_out(env, NO_SLOT, ptr, len, true)
 }
 
 /// `bpf_ringbuf_submit(data, flags)` and `bpf_ringbuf_discard(data, flags)`.

@@ -1391,3 +1391,134 @@ fn for_each_map_elem_runs_on_the_interpreter() {
     // the values at 0, 1 and 2.
     assert_eq!(r, Ok(3 * 1000 + (10 + 11 + 12)));
 }
+
+/// The run's memo of hand-outs (`RunState::handed_out`) answers a repeat
+/// lookup without searching the regions only while the memory's region
+/// list is the one it saw: after a clear, the same value gets its region
+/// again (same address: the kernel's pointer identity), and a value of
+/// another map is not taken for it.
+#[test]
+fn handed_out_values_need_their_region_after_a_memory_change() {
+    let w = world(&[
+        MapDef::new(MapType::Hash, 4, 8, 4),
+        MapDef::new(MapType::Hash, 4, 8, 4),
+    ]);
+    let (h0, h1) = (w.addrs[0], w.addrs[1]);
+    let map = |i: u32| w.registry.get(bpfkit_maps::MapId(i)).unwrap();
+    map(1)
+        .update(&7u32.to_ne_bytes(), &5u64.to_ne_bytes(), 0)
+        .unwrap();
+    map(2)
+        .update(&7u32.to_ne_bytes(), &6u64.to_ne_bytes(), 0)
+        .unwrap();
+    let ((), _) = RunState::scoped(w.table.clone(), 0, Memory::new(), |mem, state| {
+        assert!(state.add_map_regions(mem));
+        // The key on the program's stack, as programs build them.
+        let mut stack = [0u8; 8];
+        stack[..4].copy_from_slice(&7u32.to_ne_bytes());
+        let k = stack.as_ptr() as u64;
+        let mut call = |mem: &mut Memory<'_>, map: u64, hint: u64| {
+            call_helper(
+                &w.helpers,
+                MAP_LOOKUP_ELEM,
+                &mut stack,
+                mem,
+                state,
+                [map, k, hint, 0, 0],
+            )
+            .unwrap()
+        };
+        let p = call(mem, h0, 0);
+        assert!(p != 0);
+        let n = mem.regions().len();
+        for _ in 0..3 {
+            assert_eq!(call(mem, h0, 0), p);
+        }
+        assert_eq!(mem.regions().len(), n, "a repeat lookup adds no region");
+        assert_eq!(mem.load::<8>(p).unwrap(), 5u64.to_ne_bytes());
+        // The other map's value: its own pointer and region.
+        let q = call(mem, h1, 1);
+        assert!(q != 0 && q != p);
+        assert_eq!(mem.load::<8>(q).unwrap(), 6u64.to_ne_bytes());
+        assert_eq!(call(mem, h0, 0), p);
+        assert_eq!(call(mem, h1, 1), q);
+        // Every region gone: the same value again needs a new region.
+        mem.clear();
+        assert!(mem.load::<8>(p).is_err());
+        assert_eq!(call(mem, h0, 0), p);
+        assert_eq!(
+            mem.load::<8>(p).unwrap(),
+            5u64.to_ne_bytes(),
+            "the value's region is back"
+        );
+        assert!(mem.load::<8>(q).is_err());
+        assert_eq!(call(mem, h1, 1), q);
+        assert_eq!(mem.load::<8>(q).unwrap(), 6u64.to_ne_bytes());
+        // Noted again with the new region list.
+        assert_eq!(call(mem, h0, 0), p);
+        assert_eq!(mem.load::<8>(p).unwrap(), 5u64.to_ne_bytes());
+    });
+}
+
+/// Keys and values the program built on its stack are given to the map
+/// where they are (`update`, and `with_bytes`: delete, push): the map sees
+/// exactly those bytes, one past the stack's end is still a fault.
+#[test]
+fn stack_keys_and_values_used_in_place() {
+    let w = world(&[
+        MapDef::new(MapType::Hash, 4, 8, 4),
+        MapDef::new(MapType::Queue, 0, 4, 4),
+    ]);
+    let (hash, queue) = (w.addrs[0], w.addrs[1]);
+    let map = |i: u32| w.registry.get(bpfkit_maps::MapId(i)).unwrap();
+    for k in [7u32, 8] {
+        map(1)
+            .update(&k.to_ne_bytes(), &u64::from(k).to_ne_bytes(), 0)
+            .unwrap();
+    }
+    RunState::scoped(w.table.clone(), 0, Memory::new(), |mem, state| {
+        let mut stack = [0u8; 16];
+        stack[..4].copy_from_slice(&7u32.to_ne_bytes());
+        stack[4..8].copy_from_slice(&0x1234_5678u32.to_ne_bytes());
+        stack[8..16].copy_from_slice(&99u64.to_ne_bytes());
+        let base = stack.as_ptr() as u64;
+        let mut call = |mem: &mut Memory<'_>, id: u32, args: [u64; 5]| {
+            call_helper(&w.helpers, id, &mut stack, mem, state, args)
+        };
+        // Key 7 gets 99, then key 7 is deleted; key 8 stays.
+        assert_eq!(
+            call(mem, MAP_UPDATE_ELEM, [hash, base, base + 8, 0, 0]).unwrap(),
+            0
+        );
+        assert_eq!(
+            map(1).lookup(&7u32.to_ne_bytes()).unwrap(),
+            99u64.to_ne_bytes()
+        );
+        assert_eq!(
+            call(mem, MAP_DELETE_ELEM, [hash, base, 0, 0, 0]).unwrap(),
+            0
+        );
+        assert_eq!(
+            call(mem, MAP_DELETE_ELEM, [hash, base, 0, 0, 0]).unwrap(),
+            ENOENT
+        );
+        // The value's last byte one past the stack: a fault, nothing stored.
+        assert!(call(mem, MAP_UPDATE_ELEM, [hash, base, base + 9, 0, 0]).is_err());
+        assert!(call(mem, MAP_DELETE_ELEM, [hash, base + 13, 0, 0, 0]).is_err());
+        assert_eq!(
+            call(mem, MAP_PUSH_ELEM, [queue, base + 4, 0, 0, 0]).unwrap(),
+            0
+        );
+        assert!(call(mem, MAP_PUSH_ELEM, [queue, base + 13, 0, 0, 0]).is_err());
+    });
+    assert!(map(1).lookup(&7u32.to_ne_bytes()).is_err());
+    assert_eq!(
+        map(1).lookup(&8u32.to_ne_bytes()).unwrap(),
+        8u64.to_ne_bytes()
+    );
+    assert_eq!(map(1).len(), 1);
+    let mut out = [0u8; 4];
+    map(2).pop(&mut out).unwrap();
+    assert_eq!(out, 0x1234_5678u32.to_ne_bytes());
+    assert!(map(2).pop(&mut out).is_err());
+}
