@@ -62,7 +62,7 @@
 use super::encode::{patch_rel, Alu, Asm, Cc, Gpr, Mem, Rm, Shift, Sz};
 use super::lower::{CTX, REG_MAP};
 use crate::Ctx;
-use bpfkit_isa::{AtomicOp, Imm64, Insn, Pc, Program, Reg};
+use bpfkit_isa::{AluOp, AtomicOp, Imm64, Insn, Pc, Program, Reg, Src, Width};
 use bpfkit_runtime::{ArrayMap, DevhashMap, Imm64Resolver, SlotMap};
 use std::mem::offset_of;
 
@@ -77,6 +77,12 @@ pub(crate) const MAP_DELETE_ELEM: u32 = 3;
 
 /// `bpf_get_smp_processor_id`'s helper id.
 pub(crate) const GET_SMP_PROCESSOR_ID: u32 = 8;
+
+/// `bpf_redirect_map`'s helper id.
+pub(crate) const REDIRECT_MAP: u32 = 51;
+
+/// `XDP_REDIRECT`, what `bpf_redirect_map` returns for a target found.
+const XDP_REDIRECT: i32 = 4;
 
 /// How far back from a call [`map_operand`] looks for the `lddw` (compilers
 /// put it within a few instructions; the bound keeps compiling linear).
@@ -135,20 +141,55 @@ pub(crate) fn map_operand(prog: &Program, targets: &[bool], i: usize) -> Option<
     None
 }
 
+/// The value `r3` certainly holds at the call at `i`, when the last
+/// instruction writing it before the call is a `mov r3, imm` in the same
+/// straight-line run entered only at its top (as [`map_operand`] finds
+/// the `lddw`): `bpf_redirect_map`'s flags, which decide what the call
+/// does.
+pub(crate) fn r3_constant(prog: &Program, targets: &[bool], i: usize) -> Option<u64> {
+    let insns = prog.insns();
+    for j in (i.saturating_sub(LOOKBACK)..i).rev() {
+        if targets.get(j + 1).copied().unwrap_or(true) {
+            return None;
+        }
+        match insns[j] {
+            Insn::Alu {
+                width,
+                op: AluOp::Mov,
+                dst: Reg::R3,
+                src: Src::Imm(k),
+            } => {
+                return Some(match width {
+                    Width::W64 => k as i64 as u64,
+                    Width::W32 => u64::from(k as u32),
+                })
+            }
+            ref insn if passes(insn, Reg::R3) => {}
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// Whether `insn` falls through to the next instruction without writing
 /// `r1` or calling anything (conditional jumps included: their fall-through
 /// path is the one that reaches the call).
 fn passes_r1(insn: &Insn) -> bool {
+    passes(insn, Reg::R1)
+}
+
+/// [`passes_r1`] for register `r` (not `r0`, which `cmpxchg` writes).
+fn passes(insn: &Insn, r: Reg) -> bool {
     match *insn {
         Insn::Alu { dst, .. }
         | Insn::Neg { dst, .. }
         | Insn::Endian { dst, .. }
         | Insn::LoadImm64 { dst, .. }
-        | Insn::Load { dst, .. } => dst != Reg::R1,
+        | Insn::Load { dst, .. } => dst != r,
         Insn::Store { .. } | Insn::Jmp { .. } => true,
         // Fetching atomics and `xchg` write `src`; `cmpxchg` writes r0.
         Insn::Atomic { src, fetch, op, .. } => {
-            src != Reg::R1 || op == AtomicOp::Cmpxchg || !(fetch || op == AtomicOp::Xchg)
+            src != r || op == AtomicOp::Cmpxchg || !(fetch || op == AtomicOp::Xchg)
         }
         // `ja`, `exit`, calls of any kind, legacy packet loads.
         _ => false,
@@ -306,6 +347,53 @@ pub(crate) fn slot_lookup(a: &mut Asm, map: &SlotMap, keys: Option<Keys>) -> boo
     true
 }
 
+/// Emits `bpf_redirect_map(map, r2, flags)` on the `devmap` whose slots
+/// `map` gives, with `rcx` = 1 + the offset of the run's
+/// [`bpfkit_runtime::RedirectRecord`] in its data (nonzero; the caller
+/// tests it): the record gets the key (`r2`'s low 32 bits, as the helper
+/// reads it), the map's address `addr`, the slot's word (the entry,
+/// 0 when empty or the key is out of range) and `set` 1; `r0` =
+/// `XDP_REDIRECT` when there is an entry, else `flags` (the fallback
+/// action: the caller inlines only flags below 4). The kernel's helper
+/// also only records the map and the entry found, which the embedder
+/// reads after the run. Scratch: `rax`, `rcx`, `rdx`.
+pub(crate) fn redirect_map(a: &mut Asm, map: &SlotMap, addr: u64, flags: u32, data: usize) {
+    use bpfkit_runtime::RedirectRecord as R;
+    let r0 = REG_MAP[0];
+    let rec = |off: usize| Rm::Mem(Mem::at(Gpr::Rcx, off as i32 - 1));
+    a.alu_r_rm(
+        Sz::B64,
+        Alu::Add,
+        Gpr::Rcx,
+        Rm::Mem(Mem::at(CTX, data as i32)),
+    );
+    a.mov_r_rm(Sz::B32, Gpr::Rax, Rm::Reg(REG_MAP[2]));
+    a.mov_rm_r(Sz::B64, rec(offset_of!(R, key)), Gpr::Rax);
+    a.mov_r_imm64(Gpr::Rdx, addr);
+    a.mov_rm_r(Sz::B64, rec(offset_of!(R, map)), Gpr::Rdx);
+    a.mov_rm_i(Sz::B64, rec(offset_of!(R, set)), 1);
+    a.mov_rm_i(Sz::B32, Rm::Reg(r0), flags as i32);
+    a.mov_rm_i(Sz::B32, Rm::Reg(Gpr::Rdx), 0);
+    a.alu_rm_i(Sz::B32, Alu::Cmp, Rm::Reg(Gpr::Rax), map.max_entries as i32);
+    let skip = a.jcc(Cc::Ae, false);
+    a.mov_r_imm64(Gpr::Rdx, map.slots);
+    // The key is zero-extended (a 32-bit move), below `max_entries`.
+    a.mov_r_rm(
+        Sz::B64,
+        Gpr::Rdx,
+        Rm::Mem(Mem::indexed(Gpr::Rdx, Gpr::Rax, 8)),
+    );
+    let store = a.pos();
+    let ok = patch_rel(a.code_mut(), skip, 1, store);
+    a.mov_rm_r(Sz::B64, rec(offset_of!(R, entry)), Gpr::Rdx);
+    a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
+    let miss = a.jcc(Cc::E, false);
+    a.mov_rm_i(Sz::B32, Rm::Reg(r0), XDP_REDIRECT);
+    let end = a.pos();
+    let ok = ok && patch_rel(a.code_mut(), miss, 1, end);
+    debug_assert!(ok, "the inline redirect fits a rel8");
+}
+
 /// Emits `r0 = ` the address of the entry of the 4-byte key at `[r2]` in
 /// the `devmap_hash` that `map` describes, or 0 when absent: the probe
 /// [`bpfkit_runtime::Imm64Resolver::devhash_map`] documents (first cell
@@ -422,6 +510,40 @@ mod tests {
             "lddw %r1, 0\nmov %r2, %r10\nstw [%r10-4], 0\njeq %r3, 0, +2\nadd %r2, -4\ncall 1\nexit",
         );
         assert_eq!(got, Some((Pc(0), Imm64::MapIdx(0))));
+    }
+
+    /// `r3_constant` at the last `call`.
+    fn flags(text: &str) -> Option<u64> {
+        let p = Program::from_insns(assemble(text, Syntax::Ubpf).unwrap()).unwrap();
+        let i = p
+            .insns()
+            .iter()
+            .rposition(|i| matches!(i, Insn::Call(_)))
+            .unwrap();
+        r3_constant(&p, &branch_targets(&p), i)
+    }
+
+    #[test]
+    fn redirect_flags_must_be_a_certain_constant() {
+        assert_eq!(flags("lddw %r1, 0\nmov %r3, 2\ncall 51\nexit"), Some(2));
+        // Before the `lddw`, 32-bit, other writes between.
+        assert_eq!(
+            flags("mov32 %r3, -1\nlddw %r1, 0\nmov %r2, 1\ncall 51\nexit"),
+            Some(0xffff_ffff)
+        );
+        assert_eq!(flags("mov %r3, -1\ncall 51\nexit"), Some(u64::MAX));
+        // The last write is not a constant move.
+        assert_eq!(flags("mov %r3, 2\nadd %r3, 1\ncall 51\nexit"), None);
+        assert_eq!(flags("mov %r3, 2\nmov %r3, %r4\ncall 51\nexit"), None);
+        assert_eq!(
+            flags("mov %r3, 2\nldxdw %r3, [%r10-8]\ncall 51\nexit"),
+            None
+        );
+        // Entered between the move and the call (another path's r3).
+        assert_eq!(flags("mov %r3, 0\nja +1\nmov %r3, 2\ncall 51\nexit"), None);
+        assert_eq!(flags("jeq %r1, 0, +1\nmov %r3, 2\ncall 51\nexit"), None);
+        // Never written in the straight-line run.
+        assert_eq!(flags("mov %r2, 1\ncall 51\nexit"), None);
     }
 
     #[test]
