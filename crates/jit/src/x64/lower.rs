@@ -1695,11 +1695,13 @@ impl<'a> Emitter<'a> {
     /// Emits the call at `i` as an inline `bpf_redirect_map`
     /// (`inline::redirect_map`) when it is one in unchecked mode, without
     /// constant blinding, whose `r1` is certainly an `lddw` of a devmap
-    /// the resolver describes (`Imm64Resolver::redirect_map`) and whose
-    /// flags in `r3` are a certain constant below 4 (the fallback action
-    /// only: broadcasts and invalid flags stay the helper's); the helper
-    /// call stays as the path of runs whose data has no record
-    /// (`Ctx::redirect_off` 0). `false`, emitting nothing, otherwise.
+    /// the resolver describes (`Imm64Resolver::redirect_map`), also where
+    /// every way into a merged call loads it (`inline::merged_map_operand`),
+    /// and whose flags in `r3` are a certain constant below 4 (the
+    /// fallback action only: broadcasts and invalid flags stay the
+    /// helper's) or, not known, tested to be; the helper call stays as the
+    /// path of runs whose data has no record (`Ctx::redirect_off` 0) and
+    /// of other flags. `false`, emitting nothing, otherwise.
     fn redirect_map(&mut self, i: usize, id: u32) -> bool {
         if id != inline::REDIRECT_MAP || self.input.checked || self.rng != 0 {
             return false;
@@ -1711,12 +1713,15 @@ impl<'a> Emitter<'a> {
         let targets = self
             .branch_targets
             .get_or_insert_with(|| inline::branch_targets(prog));
-        let Some((pc, imm)) = inline::map_operand(prog, targets, i) else {
+        let operand = inline::map_operand(prog, targets, i)
+            .or_else(|| inline::merged_map_operand(prog, targets, i));
+        let Some((pc, imm)) = operand else {
             return false;
         };
-        let Some(flags) = inline::r3_constant(prog, targets, i).filter(|f| *f < 4) else {
+        let flags = inline::r3_constant(prog, targets, i);
+        if flags.is_some_and(|f| f >= 4) {
             return false;
-        };
+        }
         let Some((map, addr)) = resolver.redirect_map(pc, &imm) else {
             return false;
         };
@@ -1728,8 +1733,14 @@ impl<'a> Emitter<'a> {
             .mov_r_rm(Sz::B64, Gpr::Rcx, field(offset_of!(Ctx, redirect_off)));
         self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rcx), Gpr::Rcx);
         self.jcc(Cc::E, call);
+        if flags.is_none() {
+            // Flags beyond the fallback action (64 bits): the helper's.
+            self.a.test_rm_i(Sz::B64, Rm::Reg(REG_MAP[3]), -4);
+            self.jcc(Cc::Ne, call);
+        }
         let data = offset_of!(Ctx, raw) + offset_of!(bpfkit_runtime::raw::RawCall<()>, data);
-        inline::redirect_map(&mut self.a, &map, addr, flags as u32, data);
+        let flags = flags.map(|f| f as u32);
+        inline::redirect_map(&mut self.a, &map, addr, flags, data);
         self.jmp(done);
         self.bind(call);
         self.helper_call(i, h);
