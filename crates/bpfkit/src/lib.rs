@@ -298,7 +298,7 @@ impl Exec {
 fn reset_run(state: &mut RunState) {
     state.tail_call = None;
     state.tail_calls = 0;
-    state.redirect = None;
+    state.clear_redirect();
 }
 
 /// What a run starts from besides its memory and arguments.
@@ -445,6 +445,19 @@ impl bpfkit_runtime::Imm64Resolver for ObjResolver {
             Imm64::MapIdx(i) => *self.slots.get(usize::try_from(i).ok()?)?,
             _ => None,
         }
+    }
+
+    /// Devmaps (their `slot_map`) with their address: `Object::run` gives
+    /// every JIT engine its `RunState`'s record
+    /// (`Jit::set_redirect_record`), settles it after the runs, and the
+    /// entries the code records are in a region of the run's memory
+    /// (`RunState::add_map_regions`); tested in `tests/inline_redirect.rs`.
+    fn redirect_map(&self, pc: Pc, imm: &Imm64) -> Option<(bpfkit_runtime::SlotMap, u64)> {
+        let map = self.slot_map(pc, imm)?;
+        let Imm64::MapIdx(i) = *imm else {
+            return None;
+        };
+        Some((map, *self.addrs.get(usize::try_from(i).ok()?)?))
     }
 
     /// `devmap_hash`es, as `bpfkit_maps` keeps them
@@ -658,7 +671,7 @@ impl Object {
                 Engine::Jit => {
                     let b = jit_builder(&resolver, cfg.budget, cfg.blind, tails.as_ref());
                     match b.build(&p.insns, &helpers) {
-                        Ok(j) => (Exec::Jit(Box::new(j)), Engine::Jit),
+                        Ok(j) => (exec_jit(j), Engine::Jit),
                         Err(e) if cfg.engine == Some(Engine::Jit) => {
                             return Err(Error::Compile {
                                 program: p.name.clone(),
@@ -935,6 +948,7 @@ impl Object {
                     }
                 };
                 let ns = t.elapsed().as_nanos() as u64;
+                state.settle_redirect(mem);
                 (r, runs, ns, mem.regions().len().saturating_sub(base))
             });
         RunOutcome {
@@ -1008,7 +1022,7 @@ impl Object {
                     // enterable (no budget, blinding, ...).
                     t.publish(self.infos[i].id.0, &j);
                 }
-                self.execs[i] = Exec::Jit(Box::new(j));
+                self.execs[i] = exec_jit(j);
             }
         }
     }
@@ -1109,6 +1123,14 @@ fn not_loaded() -> Trap {
             what: "tail call to a program that is not loaded",
         },
     )
+}
+
+/// A JIT engine for runs over a `RunState`, whose code records the
+/// `bpf_redirect_map`s it answers in the state's record (taken by
+/// `RunState::settle_redirect` at the end of `Object::run`).
+fn exec_jit(mut j: Jit) -> Exec {
+    j.set_redirect_record::<RunState>(RunState::redirect_record);
+    Exec::Jit(Box::new(j))
 }
 
 fn jit_builder<'r>(

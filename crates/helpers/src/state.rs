@@ -2,7 +2,7 @@
 //! [`HelperEnv::data_mut`](bpfkit_runtime::HelperEnv::data_mut).
 
 use bpfkit_maps::{map_flags, pin, Map, MapId, MapRegistry, MapType, ProgId, RunGuard};
-use bpfkit_runtime::{Memory, RegionKind};
+use bpfkit_runtime::{Memory, RedirectRecord, RegionKind};
 use std::sync::Arc;
 
 /// The maps a program may name, by the address its `lddw` loaded (the
@@ -182,6 +182,12 @@ pub struct RunState {
     /// count reads the same the entry is unchanged, so a repeat redirect
     /// skips the map's search (the same packet path redirects each run).
     pub(crate) redirect_memo: Option<(u64, u32, u64, bpfkit_maps::DevTarget)>,
+    /// What a `bpf_redirect_map` that generated code answered itself
+    /// wrote (`bpfkit_runtime::Imm64Resolver::redirect_map`): when `set`,
+    /// the run's redirect is that, not [`RunState::redirect`], until
+    /// [`RunState::settle_redirect`]. Helpers that set the redirect clear
+    /// `set` (the last redirect of the run wins).
+    redirect_rec: RedirectRecord,
     /// Where time helpers read the time.
     pub clock: crate::Clock,
     /// Address of the `Memory` of the running [`RunState::scoped`] call
@@ -314,6 +320,7 @@ impl RunState {
             tail_calls: 0,
             redirect: None,
             redirect_memo: None,
+            redirect_rec: RedirectRecord::default(),
             clock: crate::fallback_clock,
             run_mem: 0,
             // Seeded at the first `get_prandom_u32` of the run (most runs
@@ -343,6 +350,57 @@ impl RunState {
         drop(mem);
         state.run_mem = 0;
         (r, state)
+    }
+
+    /// The record an engine's code writes a `bpf_redirect_map` into
+    /// (for `bpfkit_jit::Jit::set_redirect_record`).
+    pub fn redirect_record(&mut self) -> &mut RedirectRecord {
+        &mut self.redirect_rec
+    }
+
+    /// Sets the redirect as a helper does: `redirect`, and the record no
+    /// longer counts.
+    #[inline(always)]
+    pub(crate) fn set_redirect(&mut self, redirect: Option<Redirect>) {
+        self.redirect = redirect;
+        self.redirect_rec.set = 0;
+    }
+
+    /// No redirect (between runs of a series).
+    #[inline(always)]
+    pub fn clear_redirect(&mut self) {
+        self.set_redirect(None);
+    }
+
+    /// Makes [`RunState::redirect`] the run's redirect when generated code
+    /// answered the last `bpf_redirect_map` (see [`RedirectRecord`]): the
+    /// devmap entry's interface read from `mem`, where
+    /// [`RunState::add_map_regions`] registered the entries (as the kernel
+    /// reads the entry its helper recorded). Call it after the run, before
+    /// reading the redirect, while this state's epoch pin still holds the
+    /// entry.
+    pub fn settle_redirect(&mut self, mem: &Memory<'_>) {
+        let rec = std::mem::take(&mut self.redirect_rec);
+        if rec.set == 0 {
+            return;
+        }
+        let Some(map) = self.maps.get(rec.map) else {
+            self.redirect = None;
+            return;
+        };
+        let (id, key) = (map.id(), rec.key as u32);
+        let ifindex = match mem.load::<4>(rec.entry) {
+            _ if rec.entry == 0 => None,
+            Ok(b) => Some(u32::from_ne_bytes(b)),
+            // Not a registered entry (an engine that did not register the
+            // devmap's entries): the map's answer now.
+            Err(_) => map.redirect_target_in(key, &self.guard).map(|t| t.ifindex),
+        };
+        self.redirect = ifindex.map(|ifindex| Redirect::Devmap {
+            map: id,
+            key,
+            ifindex,
+        });
     }
 
     /// Registers the whole value storage of every array in the map table

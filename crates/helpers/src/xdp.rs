@@ -329,7 +329,8 @@ pub(crate) fn redirect(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResult {
     if a[1] != 0 {
         return Ok(XDP_ABORTED);
     }
-    env.state().redirect = Some(Redirect::Ifindex(a[0] as u32));
+    env.state()
+        .set_redirect(Some(Redirect::Ifindex(a[0] as u32)));
     Ok(XDP_REDIRECT)
 }
 
@@ -359,18 +360,18 @@ pub(crate) fn redirect_map(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResu
     }
     let id = map.id();
     if flags & BPF_F_BROADCAST != 0 {
-        st.redirect = Some(Redirect::Broadcast { map: id });
+        st.set_redirect(Some(Redirect::Broadcast { map: id }));
         return Ok(XDP_REDIRECT);
     }
     // The target this run found last for the same map and key, while the
     // map's count for the key still reads what it read then.
     if let Some((m, k, gen, t)) = st.redirect_memo {
         if m == a[0] && k == key && map.redirect_generation(key) == Some(gen) {
-            st.redirect = Some(Redirect::Devmap {
+            st.set_redirect(Some(Redirect::Devmap {
                 map: id,
                 key,
                 ifindex: t.ifindex,
-            });
+            }));
             return Ok(XDP_REDIRECT);
         }
     }
@@ -393,11 +394,11 @@ pub(crate) fn redirect_map(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperResu
 fn set_redirect(st: &mut crate::RunState, target: Option<Redirect>, action: u64) -> u64 {
     match target {
         Some(t) => {
-            st.redirect = Some(t);
+            st.set_redirect(Some(t));
             XDP_REDIRECT
         }
         None => {
-            st.redirect = None;
+            st.set_redirect(None);
             action
         }
     }

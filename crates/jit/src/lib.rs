@@ -123,7 +123,7 @@ use bpfkit_isa::{HelperId, Insn, Pc, Program};
 use bpfkit_runtime::raw::{RawCall, RawStop};
 use bpfkit_runtime::{
     Access, Guest, Helper, HelperAbort, HelperEnv, HelperResult, Helpers, Imm64Resolver, Memory,
-    Trap, TrapKind, TypedEntry, TypedHelper, MAX_CALL_FRAMES, STACK_SIZE,
+    RedirectRecord, Trap, TrapKind, TypedEntry, TypedHelper, MAX_CALL_FRAMES, STACK_SIZE,
 };
 use bpfkit_verifier::verified::PacketFields;
 pub use bpfkit_verifier::VerifiedProgram;
@@ -350,6 +350,7 @@ impl<'r> Builder<'r> {
             uses_regions: lowered.uses_regions,
             has_callx,
             tail_table: tail.cloned(),
+            redirect_rec: None,
             table: lowered.table,
             typed_cache: None,
             untyped_direct: None,
@@ -506,6 +507,7 @@ impl Ctx {
             tail_off: 0,
             tail_prog: 0,
             head_direct: 0,
+            redirect_off: 0,
         }
     }
 }
@@ -561,6 +563,10 @@ pub struct Jit {
     /// The table the code was compiled with for native tail calls (its
     /// entries' address is in the code; see [`Builder::tail_calls`]).
     tail_table: Option<Arc<TailTable>>,
+    /// Where typed runs' data keeps its `RedirectRecord`
+    /// ([`Jit::set_redirect_record`]): a `fn(&mut T) -> &mut
+    /// RedirectRecord` for the data type `T` it was set for.
+    redirect_rec: Option<memory::TypedSlot>,
     table: Vec<(u32, Arc<dyn Helper>)>,
     /// `typed_entries` resolved for the data type of the last typed run: a
     /// `TypedCache<T>` and its `TypeId` (see `typed_cache`), which a run
@@ -912,6 +918,11 @@ pub(crate) struct Ctx {
     /// compiled with a table puts back into `direct` (a native tail call
     /// of the previous run left the target's there).
     pub(crate) head_direct: u64,
+    /// 1 + the byte offset of the run's `RedirectRecord` in its data
+    /// (`raw.data`), or 0 when the run's data has none
+    /// ([`Jit::set_redirect_record`]): inline `bpf_redirect_map`s then
+    /// call the helper. An offset for the same reason as `tail_off`.
+    pub(crate) redirect_off: u64,
 }
 
 /// The helper calls by table index of a `Jit`'s code, for the trampolines
@@ -1372,6 +1383,36 @@ impl Jit {
         }
     }
 
+    /// Where typed runs with data of type `T` keep the
+    /// [`RedirectRecord`] that unchecked code writes for a
+    /// `bpf_redirect_map` it answers itself (see
+    /// [`bpfkit_runtime::Imm64Resolver::redirect_map`]); runs over other
+    /// data (and untyped runs) call the helper. The embedder's helpers
+    /// must clear the record's `set` whenever they set a redirect, and the
+    /// embedder takes the record after the run.
+    pub fn set_redirect_record<T: Any>(&mut self, record: fn(&mut T) -> &mut RedirectRecord) {
+        self.redirect_rec = Some(memory::TypedSlot::new(record));
+    }
+
+    /// `Ctx::redirect_off` for a typed run over `data`: 1 + the record's
+    /// offset when [`Jit::set_redirect_record`] was given `data`'s type
+    /// and the record lies inside `data`, else 0.
+    #[inline]
+    fn redirect_offset<T: Any>(record: Option<&memory::TypedSlot>, data: &mut T) -> u64 {
+        let Some(f) = record.and_then(memory::TypedSlot::get::<fn(&mut T) -> &mut RedirectRecord>)
+        else {
+            return 0;
+        };
+        let base = data as *mut T as usize;
+        let off = (f(data) as *mut RedirectRecord as usize).wrapping_sub(base);
+        // The code writes the record through the data's pointer: it must
+        // be inside `data` (the function could return one elsewhere).
+        match off.checked_add(std::mem::size_of::<RedirectRecord>()) {
+            Some(end) if end <= std::mem::size_of::<T>() => off as u64 + 1,
+            _ => 0,
+        }
+    }
+
     /// Sets the CPU number that the following runs are on, as the code
     /// sees it (0 until set): unchecked code computes lookups in per-CPU
     /// arrays with it and returns it from `bpf_get_smp_processor_id` when
@@ -1449,6 +1490,7 @@ impl Jit {
         data: &mut T,
         mut again: impl FnMut(&mut T, u64) -> bool,
     ) -> Result<u64, Trap> {
+        let redirect_off = Self::redirect_offset(self.redirect_rec.as_ref(), data);
         let cache = typed_cache::<T>(
             &mut self.typed_cache,
             &frame_of(&mut self.frame).typed_entries,
@@ -1465,6 +1507,7 @@ impl Jit {
             (self.tail_table.as_deref()).and_then(|t| t.count_offset(data, frame.ctx.cpu));
         let ctx = &mut frame.ctx;
         ctx.tail_off = tail_off.map_or(0, |o| o as u64 + 1);
+        ctx.redirect_off = redirect_off;
         ctx.head_direct = direct;
         Self::set_args(ctx, args);
         ctx.status = status::OK;
@@ -1588,8 +1631,10 @@ impl Jit {
         let ctx = &mut frame.ctx;
         ctx.remaining = self.budget.unwrap_or(i64::MAX as u64) as i64;
         ctx.depth = 0;
-        // Untyped runs take every tail call through the helper.
+        // Untyped runs take every tail call through the helper, and every
+        // `bpf_redirect_map` (no data to record it in).
         ctx.tail_off = 0;
+        ctx.redirect_off = 0;
         Self::set_args(ctx, args);
         ctx.status = status::OK;
         // Every helper through the dynamic trampoline.

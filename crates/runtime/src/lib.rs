@@ -129,6 +129,18 @@ pub trait Imm64Resolver {
         None
     }
 
+    /// For a map `lddw` at `pc` of a `devmap` whose `bpf_redirect_map`
+    /// generated code may answer itself: its slot words (as
+    /// [`Imm64Resolver::slot_map`]: the entry's address, 0 when empty) and
+    /// the map's address as the `lddw` gives it (the helper's `r1`), which
+    /// the code writes into the run's [`RedirectRecord`] for the embedder
+    /// to turn into the run's redirect target. `None` (the default) keeps
+    /// the helper call.
+    fn redirect_map(&self, pc: Pc, imm: &Imm64) -> Option<(SlotMap, u64)> {
+        let _ = (pc, imm);
+        None
+    }
+
     /// How to find the entries of the map that `resolve(pc, imm)` names,
     /// when it is a `devmap_hash` whose `bpf_map_lookup_elem` an engine
     /// may compute itself by probing an open-addressing table (see
@@ -278,6 +290,25 @@ pub struct SlotMap {
     pub slots: u64,
     /// Number of slots.
     pub max_entries: u32,
+}
+
+/// What a `bpf_redirect_map` answered in generated code
+/// ([`Imm64Resolver::redirect_map`]) left for the embedder, at fixed
+/// offsets in the run's data: `set` 1 when that call was the run's last
+/// redirect (a helper that sets the redirect clears it), then `entry` the
+/// devmap entry found (0: none, no redirect), `key` the key and `map` the
+/// map's address as the program's `lddw` gives it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RedirectRecord {
+    /// 1: generated code wrote the fields below last; 0: nothing to take.
+    pub set: u64,
+    /// The entry's address (its first 4 bytes are the ifindex), or 0.
+    pub entry: u64,
+    /// The key (`u32`, zero-extended).
+    pub key: u64,
+    /// The map's address as programs see it (the helper's `r1`).
+    pub map: u64,
 }
 
 /// Where a `devmap_hash`'s lookups can be computed (see

@@ -78,6 +78,12 @@ pub(crate) const MAP_DELETE_ELEM: u32 = 3;
 /// `bpf_get_smp_processor_id`'s helper id.
 pub(crate) const GET_SMP_PROCESSOR_ID: u32 = 8;
 
+/// `bpf_redirect_map`'s helper id.
+pub(crate) const REDIRECT_MAP: u32 = 51;
+
+/// `XDP_REDIRECT`, what `bpf_redirect_map` returns for a target found.
+const XDP_REDIRECT: i32 = 4;
+
 /// How far back from a call [`map_operand`] looks for the `lddw` (compilers
 /// put it within a few instructions; the bound keeps compiling linear).
 const LOOKBACK: usize = 32;
@@ -243,6 +249,114 @@ fn const_reg(prog: &Program, targets: &[bool], first: usize, j: usize, r: Reg) -
     None
 }
 
+/// [`map_operand`] for a call whose straight-line run (no `r1` write from
+/// its top `s` to the call) is entered from several places, as compilers
+/// merge calls (`r1 = map; r3 = 2; goto call` on one path, `r1 = map;
+/// r3 = 0` falling through on the other): the map when every way into
+/// `s` is a jump or the fall-through whose own run loads the same map as
+/// [`map_operand`] finds it. Nothing when `s` is also entered otherwise
+/// (the program's or a function's entry, a callback's address, after a
+/// call), or when any way in loads another map or none.
+pub(crate) fn merged_map_operand(
+    prog: &Program,
+    targets: &[bool],
+    i: usize,
+) -> Option<(Pc, Imm64)> {
+    let insns = prog.insns();
+    let mut s = i;
+    while !targets.get(s).copied().unwrap_or(true) {
+        if s == 0 || i - s >= LOOKBACK {
+            return None;
+        }
+        s -= 1;
+        if !passes_r1(&insns[s]) {
+            return None;
+        }
+    }
+    if s == 0 || s > i {
+        return None;
+    }
+    let mut found: Option<(Pc, Imm64)> = None;
+    let mut agree = |o: (Pc, Imm64)| match found {
+        Some((_, imm)) => imm == o.1,
+        None => {
+            found = Some(o);
+            true
+        }
+    };
+    // The fall-through: the run above `s`, entered only at its top.
+    if !matches!(insns[s - 1], Insn::Ja { .. } | Insn::Exit) {
+        let o = lddw_in_run(prog, targets, s, s)?;
+        if !agree(o) {
+            return None;
+        }
+    }
+    for (k, (pc, insn)) in prog.iter().enumerate() {
+        if insn.branch_target(pc).and_then(|p| prog.index_of(p)) != Some(s) {
+            continue;
+        }
+        if !matches!(insn, Insn::Ja { .. } | Insn::Jmp { .. }) {
+            return None;
+        }
+        // `r1` at `s` is `r1` at the jump, which writes no register.
+        let o = map_operand(prog, targets, k)?;
+        if !agree(o) {
+            return None;
+        }
+    }
+    found
+}
+
+/// The map `lddw r1` in the straight-line run that ends just before
+/// instruction `i`, where nothing enters between it and `i` (jump targets
+/// at or above `top` aside: the caller accounts for those ways in).
+fn lddw_in_run(prog: &Program, targets: &[bool], i: usize, top: usize) -> Option<(Pc, Imm64)> {
+    let insns = prog.insns();
+    for j in (i.saturating_sub(LOOKBACK)..i).rev() {
+        if j + 1 < top && targets.get(j + 1).copied().unwrap_or(true) {
+            return None;
+        }
+        match insns[j] {
+            Insn::LoadImm64 { dst: Reg::R1, imm } => {
+                return matches!(imm, Imm64::MapIdx(_)).then(|| (prog.pcs()[j], imm));
+            }
+            ref insn if passes_r1(insn) => {}
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The value `r3` certainly holds at the call at `i`, when the last
+/// instruction writing it before the call is a `mov r3, imm` in the same
+/// straight-line run entered only at its top (as [`map_operand`] finds
+/// the `lddw`): `bpf_redirect_map`'s flags, which decide what the call
+/// does.
+pub(crate) fn r3_constant(prog: &Program, targets: &[bool], i: usize) -> Option<u64> {
+    let insns = prog.insns();
+    for j in (i.saturating_sub(LOOKBACK)..i).rev() {
+        if targets.get(j + 1).copied().unwrap_or(true) {
+            return None;
+        }
+        match insns[j] {
+            Insn::Alu {
+                width,
+                op: AluOp::Mov,
+                dst: Reg::R3,
+                src: Src::Imm(k),
+            } => {
+                return Some(match width {
+                    Width::W64 => k as i64 as u64,
+                    Width::W32 => u64::from(k as u32),
+                })
+            }
+            ref insn if passes(insn, Reg::R3) => {}
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// Whether `insn` goes on to the next instruction and calls nothing
 /// (conditional jumps included: their fall-through path reaches the call).
 fn falls_through(insn: &Insn) -> bool {
@@ -277,10 +391,17 @@ fn writes(insn: &Insn, r: Reg) -> bool {
 }
 
 /// Whether `insn` falls through to the next instruction without writing
+/// `r` or calling anything (conditional jumps included: their fall-through
+/// path is the one that reaches the call).
+fn passes(insn: &Insn, r: Reg) -> bool {
+    falls_through(insn) && !writes(insn, r)
+}
+
+/// Whether `insn` falls through to the next instruction without writing
 /// `r1` or calling anything (conditional jumps included: their fall-through
 /// path is the one that reaches the call).
 fn passes_r1(insn: &Insn) -> bool {
-    falls_through(insn) && !writes(insn, Reg::R1)
+    passes(insn, Reg::R1)
 }
 
 /// The lowest CPU count of the per-CPU arrays the resolver describes for
@@ -457,6 +578,57 @@ pub(crate) fn slot_lookup(a: &mut Asm, map: &SlotMap, keys: Option<Keys>) -> boo
     true
 }
 
+/// Emits `bpf_redirect_map(map, r2, flags)` on the `devmap` whose slots
+/// `map` gives, with `rcx` = 1 + the offset of the run's
+/// [`bpfkit_runtime::RedirectRecord`] in its data (nonzero; the caller
+/// tests it): the record gets the key (`r2`'s low 32 bits, as the helper
+/// reads it), the map's address `addr`, the slot's word (the entry,
+/// 0 when empty or the key is out of range) and `set` 1; `r0` =
+/// `XDP_REDIRECT` when there is an entry, else the flags (the fallback
+/// action): `flags`, or `r3` when `None` (the caller made sure that the
+/// flags are below 4 either way). The kernel's helper
+/// also only records the map and the entry found, which the embedder
+/// reads after the run. Scratch: `rax`, `rcx`, `rdx`.
+pub(crate) fn redirect_map(a: &mut Asm, map: &SlotMap, addr: u64, flags: Option<u32>, data: usize) {
+    use bpfkit_runtime::RedirectRecord as R;
+    let r0 = REG_MAP[0];
+    let rec = |off: usize| Rm::Mem(Mem::at(Gpr::Rcx, off as i32 - 1));
+    a.alu_r_rm(
+        Sz::B64,
+        Alu::Add,
+        Gpr::Rcx,
+        Rm::Mem(Mem::at(CTX, data as i32)),
+    );
+    a.mov_r_rm(Sz::B32, Gpr::Rax, Rm::Reg(REG_MAP[2]));
+    a.mov_rm_r(Sz::B64, rec(offset_of!(R, key)), Gpr::Rax);
+    a.mov_r_imm64(Gpr::Rdx, addr);
+    a.mov_rm_r(Sz::B64, rec(offset_of!(R, map)), Gpr::Rdx);
+    a.mov_rm_i(Sz::B64, rec(offset_of!(R, set)), 1);
+    match flags {
+        Some(f) => a.mov_rm_i(Sz::B32, Rm::Reg(r0), f as i32),
+        None => a.mov_r_rm(Sz::B32, r0, Rm::Reg(REG_MAP[3])),
+    }
+    a.mov_rm_i(Sz::B32, Rm::Reg(Gpr::Rdx), 0);
+    a.alu_rm_i(Sz::B32, Alu::Cmp, Rm::Reg(Gpr::Rax), map.max_entries as i32);
+    let skip = a.jcc(Cc::Ae, false);
+    a.mov_r_imm64(Gpr::Rdx, map.slots);
+    // The key is zero-extended (a 32-bit move), below `max_entries`.
+    a.mov_r_rm(
+        Sz::B64,
+        Gpr::Rdx,
+        Rm::Mem(Mem::indexed(Gpr::Rdx, Gpr::Rax, 8)),
+    );
+    let store = a.pos();
+    let ok = patch_rel(a.code_mut(), skip, 1, store);
+    a.mov_rm_r(Sz::B64, rec(offset_of!(R, entry)), Gpr::Rdx);
+    a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rdx), Gpr::Rdx);
+    let miss = a.jcc(Cc::E, false);
+    a.mov_rm_i(Sz::B32, Rm::Reg(r0), XDP_REDIRECT);
+    let end = a.pos();
+    let ok = ok && patch_rel(a.code_mut(), miss, 1, end);
+    debug_assert!(ok, "the inline redirect fits a rel8");
+}
+
 /// Emits `r0 = ` the address of the entry of the 4-byte key at `[r2]` in
 /// the `devmap_hash` that `map` describes, or 0 when absent: the probe
 /// [`bpfkit_runtime::Imm64Resolver::devhash_map`] documents (first cell
@@ -573,6 +745,87 @@ mod tests {
             "lddw %r1, 0\nmov %r2, %r10\nstw [%r10-4], 0\njeq %r3, 0, +2\nadd %r2, -4\ncall 1\nexit",
         );
         assert_eq!(got, Some((Pc(0), Imm64::MapIdx(0))));
+    }
+
+    /// `r3_constant` at the last `call`.
+    fn flags(text: &str) -> Option<u64> {
+        let p = Program::from_insns(assemble(text, Syntax::Ubpf).unwrap()).unwrap();
+        let i = p
+            .insns()
+            .iter()
+            .rposition(|i| matches!(i, Insn::Call(_)))
+            .unwrap();
+        r3_constant(&p, &branch_targets(&p), i)
+    }
+
+    #[test]
+    fn redirect_flags_must_be_a_certain_constant() {
+        assert_eq!(flags("lddw %r1, 0\nmov %r3, 2\ncall 51\nexit"), Some(2));
+        // Before the `lddw`, 32-bit, other writes between.
+        assert_eq!(
+            flags("mov32 %r3, -1\nlddw %r1, 0\nmov %r2, 1\ncall 51\nexit"),
+            Some(0xffff_ffff)
+        );
+        assert_eq!(flags("mov %r3, -1\ncall 51\nexit"), Some(u64::MAX));
+        // The last write is not a constant move.
+        assert_eq!(flags("mov %r3, 2\nadd %r3, 1\ncall 51\nexit"), None);
+        assert_eq!(flags("mov %r3, 2\nmov %r3, %r4\ncall 51\nexit"), None);
+        assert_eq!(
+            flags("mov %r3, 2\nldxdw %r3, [%r10-8]\ncall 51\nexit"),
+            None
+        );
+        // Entered between the move and the call (another path's r3).
+        assert_eq!(flags("mov %r3, 0\nja +1\nmov %r3, 2\ncall 51\nexit"), None);
+        assert_eq!(flags("jeq %r1, 0, +1\nmov %r3, 2\ncall 51\nexit"), None);
+        // Never written in the straight-line run.
+        assert_eq!(flags("mov %r2, 1\ncall 51\nexit"), None);
+    }
+
+    /// `merged_map_operand` at the last `call` (`lddw %r1, 0` is map 0,
+    /// `lddw %r1, 1` map 1).
+    fn merged(text: &str) -> Option<Imm64> {
+        let mut insns = assemble(text, Syntax::Ubpf).unwrap();
+        for insn in &mut insns {
+            if let Insn::LoadImm64 { dst: Reg::R1, imm } = insn {
+                if let Imm64::Value(v) = *imm {
+                    *imm = Imm64::MapIdx(v as i32);
+                }
+            }
+        }
+        let p = Program::from_insns(insns).unwrap();
+        let i = p
+            .insns()
+            .iter()
+            .rposition(|i| matches!(i, Insn::Call(_)))
+            .unwrap();
+        merged_map_operand(&p, &branch_targets(&p), i).map(|(_, imm)| imm)
+    }
+
+    #[test]
+    fn merged_calls_need_the_same_map_on_every_way_in() {
+        // A jump and the fall-through, both after `lddw` of map 0.
+        let both = "mov %r0, 0\njeq %r2, 0, +4\nlddw %r1, 0\nmov %r3, 2\nja +3\n\
+                    lddw %r1, 0\nmov %r3, 0\ncall 51\nexit";
+        assert_eq!(merged(both), Some(Imm64::MapIdx(0)));
+        // With an instruction between the top and the call.
+        let between = "mov %r0, 0\njeq %r2, 0, +4\nlddw %r1, 0\nmov %r3, 2\nja +3\n\
+                       lddw %r1, 0\nmov %r3, 0\nmov %r4, 1\ncall 51\nexit";
+        assert_eq!(merged(between), Some(Imm64::MapIdx(0)));
+        // Another map on one way in.
+        let other = "mov %r0, 0\njeq %r2, 0, +4\nlddw %r1, 1\nmov %r3, 2\nja +3\n\
+                     lddw %r1, 0\nmov %r3, 0\ncall 51\nexit";
+        assert_eq!(merged(other), None);
+        // The jump's run does not load a map (r1 is the context there).
+        let none = "mov %r0, 0\njeq %r2, 0, +3\n\
+                    lddw %r1, 0\nmov %r3, 0\ncall 51\nexit";
+        assert_eq!(merged(none), None);
+        // r1 written between the top and the call.
+        let written = "mov %r0, 0\njeq %r2, 0, +4\nlddw %r1, 0\nmov %r3, 2\nja +3\n\
+                       lddw %r1, 0\nmov %r1, %r6\ncall 51\nexit";
+        assert_eq!(merged(written), None);
+        // The top is a function's entry (a local call targets it).
+        let function = "call 3\nmov %r0, 0\nexit\nexit\nlddw %r1, 0\ncall 51\nexit";
+        assert_eq!(merged(function), None);
     }
 
     #[test]

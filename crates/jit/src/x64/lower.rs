@@ -1693,6 +1693,62 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// Emits the call at `i` as an inline `bpf_redirect_map`
+    /// (`inline::redirect_map`) when it is one in unchecked mode, without
+    /// constant blinding, whose `r1` is certainly an `lddw` of a devmap
+    /// the resolver describes (`Imm64Resolver::redirect_map`), also where
+    /// every way into a merged call loads it (`inline::merged_map_operand`),
+    /// and whose flags in `r3` are a certain constant below 4 (the
+    /// fallback action only: broadcasts and invalid flags stay the
+    /// helper's) or, not known, tested to be; the helper call stays as the
+    /// path of runs whose data has no record (`Ctx::redirect_off` 0) and
+    /// of other flags. `false`, emitting nothing, otherwise.
+    fn redirect_map(&mut self, i: usize, id: u32) -> bool {
+        if id != inline::REDIRECT_MAP || self.input.checked || self.rng != 0 {
+            return false;
+        }
+        let Some(resolver) = self.input.resolver else {
+            return false;
+        };
+        let prog = self.input.prog;
+        let targets = self
+            .branch_targets
+            .get_or_insert_with(|| inline::branch_targets(prog));
+        let operand = inline::map_operand(prog, targets, i)
+            .or_else(|| inline::merged_map_operand(prog, targets, i));
+        let Some((pc, imm)) = operand else {
+            return false;
+        };
+        let flags = inline::r3_constant(prog, targets, i);
+        if flags.is_some_and(|f| f >= 4) {
+            return false;
+        }
+        let Some((map, addr)) = resolver.redirect_map(pc, &imm) else {
+            return false;
+        };
+        let Some(h) = self.helper_calls_to(id) else {
+            return false;
+        };
+        let (call, done) = (self.new_label(), self.new_label());
+        self.a
+            .mov_r_rm(Sz::B64, Gpr::Rcx, field(offset_of!(Ctx, redirect_off)));
+        self.a.test_rm_r(Sz::B64, Rm::Reg(Gpr::Rcx), Gpr::Rcx);
+        self.jcc(Cc::E, call);
+        if flags.is_none() {
+            // Flags beyond the fallback action (64 bits): the helper's.
+            self.a.test_rm_i(Sz::B64, Rm::Reg(REG_MAP[3]), -4);
+            self.jcc(Cc::Ne, call);
+        }
+        let data = offset_of!(Ctx, raw) + offset_of!(bpfkit_runtime::raw::RawCall<()>, data);
+        let flags = flags.map(|f| f as u32);
+        inline::redirect_map(&mut self.a, &map, addr, flags, data);
+        self.jmp(done);
+        self.bind(call);
+        self.helper_call(i, h);
+        self.bind(done);
+        true
+    }
+
     /// Emits the lookup at `i` whose map is not known when compiling
     /// (`inline::header_probe`): computed from the map's header when it is
     /// an array, the helper call otherwise; `false`, emitting nothing,
@@ -1877,6 +1933,7 @@ impl<'a> Emitter<'a> {
             // An array lookup computed in place (emitted by the guard).
             Insn::Call(id) if self.inline_lookup(i, id.0) => {}
             Insn::Call(id) if id.0 == TAIL_CALL && self.native_tail_call(i) => {}
+            Insn::Call(id) if self.redirect_map(i, id.0) => {}
             Insn::Call(id) if self.callback_call(i, id.0) => {}
             Insn::Call(id) => match self.helper_calls_to(id.0) {
                 Some(h) => {
@@ -2491,6 +2548,9 @@ fn near_bytes(insn: &Insn, checked: bool, r10_fixed: bool) -> usize {
         // A native tail call (`native_tail_call`) is longer than any jump
         // emitted short at once may skip.
         Insn::Call(id) if id.0 == TAIL_CALL => 128,
+        // An inline `bpf_redirect_map` (`redirect_map`) with its helper
+        // call.
+        Insn::Call(id) if id.0 == inline::REDIRECT_MAP => 128,
         // So is a callback loop (`callback`), if the helper is one.
         Insn::Call(id) if callback::LONG_CALLS.contains(&id.0) => 128,
         Insn::Call(_) => 64,
