@@ -449,13 +449,18 @@ impl Hash {
         cpu: usize,
         guard: &'g RunGuard,
     ) -> Option<ValueRef<'g>> {
-        let cpu = if self.percpu { cpu } else { 0 };
         let e = self.find(key, guard)?;
-        let w = cpu * (self.slot / 8);
-        Some(ValueRef::new(
-            e.words.get(w..w + self.slot / 8)?,
-            self.value_size,
-        ))
+        let n = self.slot / 8;
+        // A plain hash's element is its one slot: no slot offset to
+        // multiply and add (with its overflow test) per lookup, just the
+        // length test.
+        let words = if self.percpu {
+            let w = cpu * n;
+            e.words.get(w..w + n)?
+        } else {
+            e.words.get(..n)?
+        };
+        Some(ValueRef::new(words, self.value_size))
     }
 
     /// Publishes `elems` as the bucket's chain; the caller holds the

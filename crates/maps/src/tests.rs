@@ -258,6 +258,44 @@ fn percpu_hash_in_place() {
     drop(g);
 }
 
+/// The program-side lookup of a hash gives the element's value (a plain
+/// hash: its one slot, whatever the CPU; a per-CPU hash: that CPU's slot),
+/// `value_size` bytes long, and nothing for a CPU out of range.
+#[test]
+fn hashed_lookup_slots_and_lengths() {
+    let g = pin();
+    for t in [MapType::Hash, MapType::LruHash] {
+        let m = mk(t, 4, 12, 4);
+        let v: Vec<u8> = (1..=12).collect();
+        m.update(&k(1), &v, ANY).unwrap();
+        for cpu in [0, 1, 3] {
+            let p = m.lookup_hashed(&k(1), cpu, &g).unwrap();
+            assert_eq!(p.len(), 12, "{t:?}");
+            assert_eq!(p.to_vec(), v, "{t:?} cpu {cpu}");
+            assert_eq!(p.as_ptr(), m.lookup_ptr(&k(1), 0, &g).unwrap().as_ptr());
+        }
+        assert!(m.lookup_hashed(&k(2), 0, &g).is_none());
+    }
+    for t in [MapType::PercpuHash, MapType::LruPercpuHash] {
+        let m = mk(t, 4, 12, 4);
+        for cpu in 0..4 {
+            let v: Vec<u8> = (0..12).map(|b| b + 16 * cpu as u8).collect();
+            let flags = if cpu == 0 { ANY } else { EXIST };
+            m.prog_update(&k(1), &v, flags, cpu).unwrap();
+        }
+        let base = m.lookup_hashed(&k(1), 0, &g).unwrap().as_ptr();
+        for cpu in 0..4 {
+            let p = m.lookup_hashed(&k(1), cpu, &g).unwrap();
+            assert_eq!(p.len(), 12, "{t:?}");
+            let v: Vec<u8> = (0..12).map(|b| b + 16 * cpu as u8).collect();
+            assert_eq!(p.to_vec(), v, "{t:?} cpu {cpu}");
+            // Slots are 16 bytes apart (12 rounded up to words).
+            assert_eq!(p.as_ptr() as usize - base as usize, 16 * cpu, "{t:?}");
+        }
+        assert!(m.lookup_hashed(&k(1), 4, &g).is_none());
+    }
+}
+
 #[test]
 fn lru_evicts_least_recently_used() {
     let m = mk(MapType::LruHash, 4, 8, 4);

@@ -88,10 +88,12 @@ impl Region {
     /// Whether `[addr, addr + size)` lies inside and `access` is allowed.
     #[inline(always)]
     fn allows(&self, addr: u64, size: usize, access: Access) -> bool {
+        // One add and its carry instead of two range tests (`size <= len`,
+        // `off <= len - size`): the same answer (no `u64` overflow means the
+        // end is exact), two host instructions fewer on every helper access.
         let off = addr.wrapping_sub(self.start);
-        let size = size as u64;
-        size <= self.len
-            && off <= self.len - size
+        off.checked_add(size as u64)
+            .is_some_and(|end| end <= self.len)
             && (self.writable || matches!(access, Access::Read))
     }
 }
@@ -743,6 +745,52 @@ mod tests {
         m1.clear();
         assert!(![v0, v1, v2, m2.version()].contains(&m1.version()));
         assert_ne!(Memory::default().version(), Memory::default().version());
+    }
+
+    /// A region answers exactly the accesses inside it: up to its last
+    /// byte, not one past, not below its start (the offset wraps), not a
+    /// size whose end overflows `u64` (an add that wrapped would take it).
+    #[test]
+    fn region_bounds_are_exact() {
+        let mut a = [0u8; 16];
+        let mut m = Memory::new();
+        let pa = m.add(RegionKind::Other, &mut a);
+        for (addr, size, ok) in [
+            (pa, 16, true),
+            (pa, 0, true),
+            (pa + 15, 1, true),
+            (pa + 16, 0, true),
+            (pa + 12, 4, true),
+            (pa + 13, 4, false),
+            (pa + 16, 1, false),
+            (pa, 17, false),
+            (pa - 1, 1, false),
+            (pa - 1, 2, false),
+            (pa + 1, usize::MAX, false),
+            (pa + 8, usize::MAX - 7, false),
+            (pa.wrapping_sub(u64::MAX), 16, false),
+        ] {
+            assert_eq!(
+                m.find(addr, size, Access::Read).is_ok(),
+                ok,
+                "{addr:#x} {size}"
+            );
+        }
+        let mut r = [0u8; 9];
+        m.store::<4>(pa + 12, [1, 2, 3, 4]).unwrap();
+        assert!(m.read(pa + 7, &mut r).is_ok());
+        assert_eq!(&r[5..], &[1, 2, 3, 4]);
+        assert!(m.read(pa + 8, &mut r).is_err());
+        assert!(m.store::<8>(pa + 9, [0; 8]).is_err());
+        // Read-only: reads inside, no write anywhere.
+        let ro = [0u8; 8];
+        let mut m2 = Memory::new();
+        // SAFETY: `ro` outlives `m2` and nothing writes through the region
+        // (added read-only; only `find` is called).
+        let pr = unsafe { m2.add_raw(RegionKind::Other, ro.as_ptr().cast_mut(), 8, false) };
+        assert!(m2.find(pr, 8, Access::Read).is_ok());
+        assert!(m2.find(pr, 1, Access::Write).is_err());
+        assert!(m2.find(pr + 8, 0, Access::Write).is_err());
     }
 
     /// `Guest::stack_bytes` lends exactly the stack's bytes asked for,
