@@ -124,21 +124,9 @@ pub(crate) fn branch_targets(prog: &Program) -> Vec<bool> {
 /// (see the module docs): its slot and map operand, or `None` when `r1`
 /// could come from elsewhere. `targets` is [`branch_targets`].
 pub(crate) fn map_operand(prog: &Program, targets: &[bool], i: usize) -> Option<(Pc, Imm64)> {
-    let insns = prog.insns();
-    for j in (i.saturating_sub(LOOKBACK)..i).rev() {
-        // Entered from elsewhere between `j` and the call: r1 may differ.
-        if targets.get(j + 1).copied().unwrap_or(true) {
-            return None;
-        }
-        match insns[j] {
-            Insn::LoadImm64 { dst: Reg::R1, imm } => {
-                return matches!(imm, Imm64::MapIdx(_)).then(|| (prog.pcs()[j], imm));
-            }
-            ref insn if passes_r1(insn) => {}
-            _ => return None,
-        }
-    }
-    None
+    // Entered from elsewhere anywhere between the `lddw` and the call: r1
+    // may differ.
+    lddw_in_run(prog, targets, i, usize::MAX)
 }
 
 /// The key of the array lookup at the call at instruction `i` when the
@@ -203,7 +191,7 @@ pub(crate) fn const_key(prog: &Program, targets: &[bool], i: usize) -> Option<u3
                 size,
                 match src {
                     Src::Imm(k) => Some(k as u32),
-                    Src::Reg(r) => const_reg(prog, targets, first, j, r),
+                    Src::Reg(r) => const_reg(prog, targets, first, j, r).map(|v| v as u32),
                 },
             ),
             Insn::Atomic { size, dst, off, .. } => (dst, off, size, None),
@@ -226,24 +214,30 @@ pub(crate) fn const_key(prog: &Program, targets: &[bool], i: usize) -> Option<u3
     None
 }
 
-/// The low 32 bits of `r` before instruction `j` when the straight-line
-/// run from `first` sets it with a `mov` of an immediate (either width:
-/// the low half is the immediate) and nothing after that writes it.
-fn const_reg(prog: &Program, targets: &[bool], first: usize, j: usize, r: Reg) -> Option<u32> {
+/// The value of `r` before instruction `j` when the straight-line run from
+/// `first` sets it with a `mov` of an immediate (sign-extended for the
+/// 64-bit form, zero-extended for the 32-bit one) and nothing after that
+/// writes it.
+fn const_reg(prog: &Program, targets: &[bool], first: usize, j: usize, r: Reg) -> Option<u64> {
     let insns = prog.insns();
     for m in (first..j).rev() {
-        if targets.get(m + 1).copied().unwrap_or(true) || !falls_through(&insns[m]) {
+        if targets.get(m + 1).copied().unwrap_or(true) {
             return None;
         }
         match insns[m] {
             Insn::Alu {
+                width,
                 op: AluOp::Mov,
                 dst,
                 src: Src::Imm(k),
-                ..
-            } if dst == r => return Some(k as u32),
-            ref insn if writes(insn, r) => return None,
-            _ => {}
+            } if dst == r => {
+                return Some(match width {
+                    Width::W64 => k as i64 as u64,
+                    Width::W32 => u64::from(k as u32),
+                })
+            }
+            ref insn if passes(insn, r) => {}
+            _ => return None,
         }
     }
     None
@@ -333,28 +327,7 @@ fn lddw_in_run(prog: &Program, targets: &[bool], i: usize, top: usize) -> Option
 /// the `lddw`): `bpf_redirect_map`'s flags, which decide what the call
 /// does.
 pub(crate) fn r3_constant(prog: &Program, targets: &[bool], i: usize) -> Option<u64> {
-    let insns = prog.insns();
-    for j in (i.saturating_sub(LOOKBACK)..i).rev() {
-        if targets.get(j + 1).copied().unwrap_or(true) {
-            return None;
-        }
-        match insns[j] {
-            Insn::Alu {
-                width,
-                op: AluOp::Mov,
-                dst: Reg::R3,
-                src: Src::Imm(k),
-            } => {
-                return Some(match width {
-                    Width::W64 => k as i64 as u64,
-                    Width::W32 => u64::from(k as u32),
-                })
-            }
-            ref insn if passes(insn, Reg::R3) => {}
-            _ => return None,
-        }
-    }
-    None
+    const_reg(prog, targets, i.saturating_sub(LOOKBACK), i, Reg::R3)
 }
 
 /// Whether `insn` goes on to the next instruction and calls nothing
