@@ -52,17 +52,11 @@ fn hand_out(
     let (guest, st) = env.split();
     let mem = guest.memory();
     let p = ptr as u64;
-    // The value this map last handed out, regions unchanged since.
-    if st.handed_out(mem, slot, p) {
-        return Ok(p);
-    }
-    // The value the last lookup exposed (the same key in the next run of
-    // a batch), or an older one of the few kept (lookups in two maps per
-    // run alternate between two values): still no call.
-    if st.last_exposed(mem, p, len, writable)
-        || (st.is_run_memory(mem) && st.exposed_region(mem, p, len, writable))
-    {
-        st.note_handed_out(mem, slot, p);
+    // The value this map last handed out, the one the last lookup exposed
+    // (the same key in the next run of a batch), or an older one of the
+    // few kept (lookups in two maps per run alternate between two values):
+    // still no call.
+    if st.holds_value(mem, slot, p, len, writable) {
         return Ok(p);
     }
     hand_out_new(env, slot, ptr, len, writable)
@@ -178,18 +172,9 @@ fn lookup_fast(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> Result<u64, Slot> {
     let Some((ptr, len)) = map.lookup_hashed(key, st.cpu, st.guard()).map(|v| raw(&v)) else {
         return Ok(0);
     };
-    // [`hand_out`] without its call: the value this map last handed out
-    // (regions unchanged since), or one this run (or the batch's run
-    // before) already exposed.
-    let mem = guest.memory();
+    // [`hand_out`] without its call.
     let ptr = ptr as u64;
-    if st.handed_out(mem, i, ptr) {
-        return Ok(ptr);
-    }
-    if st.last_exposed(mem, ptr, len, writable)
-        || (st.is_run_memory(mem) && st.exposed_region(mem, ptr, len, writable))
-    {
-        st.note_handed_out(mem, i, ptr);
+    if st.holds_value(guest.memory(), i, ptr, len, writable) {
         return Ok(ptr);
     }
     Err(i)

@@ -578,6 +578,33 @@ impl RunState {
             .is_some_and(|&(p, v)| p == ptr && v == mem.version())
     }
 
+    /// Whether the value at `ptr` (`len` bytes, written when `writable`) of
+    /// table map `i` already has its region in `mem`, the way a hand-out
+    /// finds out without registering one: the value this map last handed
+    /// out, regions unchanged since ([`RunState::handed_out`]), or one the
+    /// run (or the batch's run before) exposed ([`RunState::last_exposed`],
+    /// [`RunState::exposed_region`]), then noted as the map's.
+    #[inline(always)]
+    pub(crate) fn holds_value(
+        &mut self,
+        mem: &Memory<'_>,
+        i: usize,
+        ptr: u64,
+        len: usize,
+        writable: bool,
+    ) -> bool {
+        if self.handed_out(mem, i, ptr) {
+            return true;
+        }
+        if self.last_exposed(mem, ptr, len, writable)
+            || (self.is_run_memory(mem) && self.exposed_region(mem, ptr, len, writable))
+        {
+            self.note_handed_out(mem, i, ptr);
+            return true;
+        }
+        false
+    }
+
     /// Notes that `ptr`, a value of table map `i`, has its region (with the
     /// map's value length and write access) in `mem`, the run's memory:
     /// the caller checked both. Later lookups of it take
