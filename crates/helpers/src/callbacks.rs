@@ -40,6 +40,23 @@ pub(crate) struct ForEach {
     /// Per array walked: (map address, the indexes 0..max_entries as
     /// native-endian `u32`s, the array's keys).
     keys: Vec<(u64, Box<[u32]>)>,
+    /// Whether the record is a region of the run's memory already (the
+    /// state and the memory are the run's own, so once is enough).
+    record_out: bool,
+    /// Element lists of ended walks, kept for the next walk of the run
+    /// (a run's walks would otherwise allocate and grow one each).
+    spare: Vec<Vec<(u64, u64)>>,
+}
+
+impl ForEach {
+    /// Ends the walks of `token`, keeping their element lists.
+    fn end(&mut self, token: u64) {
+        while let Some(k) = self.walks.iter().position(|w| w.token == token) {
+            let mut w = self.walks.swap_remove(k);
+            w.elems.clear();
+            self.spare.push(w.elems);
+        }
+    }
 }
 
 /// A walk in progress.
@@ -51,6 +68,9 @@ struct Walk {
     elems: Vec<(u64, u64)>,
     /// Whether the values may be written.
     writable: bool,
+    /// Whether the map is an array: its keys are words of its key table,
+    /// which the walk's first step made a region of the run's memory.
+    array: bool,
 }
 
 /// Registers `[ptr, ptr + len)` as a region of the run's memory.
@@ -87,9 +107,12 @@ pub(crate) fn for_each_step(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperRes
     }
     let map = map_ref(st, map_addr)?.clone();
     let record = st.for_each.record.as_mut_ptr() as u64;
-    hand_out(mem, record, 48, false);
+    if !st.for_each.record_out {
+        hand_out(mem, record, 48, false);
+        st.for_each.record_out = true;
+    }
     let done = |fe: &mut ForEach, r0: u64| {
-        fe.walks.retain(|w| w.token != token);
+        fe.end(token);
         *fe.record = [STEP_DONE, r0, 0, 0, 0, 0];
         Ok(record)
     };
@@ -98,7 +121,7 @@ pub(crate) fn for_each_step(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperRes
     }
     if i == 0 {
         // A new walk (a token is reused only once its walk ended).
-        st.for_each.walks.retain(|w| w.token != token);
+        st.for_each.end(token);
         let array = matches!(map.map_type(), MapType::Array | MapType::PercpuArray);
         let mut keys = 0;
         if array {
@@ -115,7 +138,7 @@ pub(crate) fn for_each_step(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperRes
             keys = table.as_ptr() as u64;
             hand_out(mem, keys, 4 * table.len(), false);
         }
-        let mut elems = Vec::new();
+        let mut elems = st.for_each.spare.pop().unwrap_or_default();
         map.for_each_elem(st.cpu, st.guard(), |k, v| {
             // An array's key is its index (`k` is a temporary here): the
             // table's word; a hash map's is the element's own key
@@ -134,6 +157,7 @@ pub(crate) fn for_each_step(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperRes
             token,
             elems,
             writable,
+            array,
         });
     }
     let fe = &mut st.for_each;
@@ -143,9 +167,11 @@ pub(crate) fn for_each_step(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperRes
     let Some(&(key, value)) = w.elems.get(i as usize) else {
         return done(fe, i);
     };
-    let writable = w.writable;
+    let (writable, array) = (w.writable, w.array);
     *fe.record = [STEP_CALL, map_addr, key, value, ctx, 0];
-    hand_out(mem, key, map.def().key_size as usize, false);
+    if !array {
+        hand_out(mem, key, map.def().key_size as usize, false);
+    }
     hand_out(mem, value, map.def().value_size as usize, writable);
     Ok(record)
 }
