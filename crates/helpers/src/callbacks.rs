@@ -12,9 +12,10 @@
 //! is bpfkit's bucket order, not the kernel's (its hash function differs):
 //! a program whose result depends on that order gives another result than
 //! the kernel, so the differential suite checks order-free results only.
-//! The elements are those present when the walk starts (taken at the
-//! first step; values are read and written in place, so changes the
-//! callback makes are seen; an element deleted meanwhile keeps its memory
+//! The elements are those present when the walk starts (a hash map's
+//! listed at the first step, an array's looked up by index at each step,
+//! every index being present; values are read and written in place, so
+//! changes the callback makes are seen; an element deleted meanwhile keeps its memory
 //! to the end of the run, as `Map::for_each_elem` documents, and is still
 //! visited). Keys are read-only regions: a hash map's key is the element's
 //! own, an array's index is a word of a table of indexes the state keeps
@@ -40,6 +41,25 @@ pub(crate) struct ForEach {
     /// Per array walked: (map address, the indexes 0..max_entries as
     /// native-endian `u32`s, the array's keys).
     keys: Vec<(u64, Box<[u32]>)>,
+    /// Whether the record is a region of the run's memory already (the
+    /// state and the memory are the run's own, so once is enough).
+    record_out: bool,
+    /// Element lists of ended walks, kept for the next walk of the run
+    /// (a run's walks would otherwise allocate and grow one each).
+    spare: Vec<Vec<(u64, u64)>>,
+}
+
+impl ForEach {
+    /// Ends the walks of `token`, keeping their element lists.
+    fn end(&mut self, token: u64) {
+        while let Some(k) = self.walks.iter().position(|w| w.token == token) {
+            let mut w = self.walks.swap_remove(k);
+            if w.elems.capacity() > 0 {
+                w.elems.clear();
+                self.spare.push(w.elems);
+            }
+        }
+    }
 }
 
 /// A walk in progress.
@@ -51,6 +71,9 @@ struct Walk {
     elems: Vec<(u64, u64)>,
     /// Whether the values may be written.
     writable: bool,
+    /// For an array, its key table (the walk's first step made it a
+    /// region of the run's memory), else 0.
+    keys: u64,
 }
 
 /// Registers `[ptr, ptr + len)` as a region of the run's memory.
@@ -87,9 +110,12 @@ pub(crate) fn for_each_step(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperRes
     }
     let map = map_ref(st, map_addr)?.clone();
     let record = st.for_each.record.as_mut_ptr() as u64;
-    hand_out(mem, record, 48, false);
+    if !st.for_each.record_out {
+        hand_out(mem, record, 48, false);
+        st.for_each.record_out = true;
+    }
     let done = |fe: &mut ForEach, r0: u64| {
-        fe.walks.retain(|w| w.token != token);
+        fe.end(token);
         *fe.record = [STEP_DONE, r0, 0, 0, 0, 0];
         Ok(record)
     };
@@ -98,7 +124,7 @@ pub(crate) fn for_each_step(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperRes
     }
     if i == 0 {
         // A new walk (a token is reused only once its walk ended).
-        st.for_each.walks.retain(|w| w.token != token);
+        st.for_each.end(token);
         let array = matches!(map.map_type(), MapType::Array | MapType::PercpuArray);
         let mut keys = 0;
         if array {
@@ -115,37 +141,50 @@ pub(crate) fn for_each_step(env: &mut Env<'_, '_, '_>, a: [u64; 5]) -> HelperRes
             keys = table.as_ptr() as u64;
             hand_out(mem, keys, 4 * table.len(), false);
         }
+        // An array's elements are all its indexes, at fixed addresses: each
+        // step looks its index up (a walk the callback stops early looks
+        // up no more). A hash map's are those present now: listed.
         let mut elems = Vec::new();
-        map.for_each_elem(st.cpu, st.guard(), |k, v| {
-            // An array's key is its index (`k` is a temporary here): the
-            // table's word; a hash map's is the element's own key
-            // (`bpfkit_maps` hands out the element's bytes, kept under the
-            // epoch like its value).
-            let key = if array {
-                keys + 4 * elems.len() as u64
-            } else {
-                k.as_ptr() as u64
-            };
-            elems.push((key, v.as_ptr() as u64));
-            true
-        });
+        if !array {
+            elems = st.for_each.spare.pop().unwrap_or_default();
+            // The key is the element's own (`bpfkit_maps` hands out the
+            // element's bytes, kept under the epoch like its value).
+            map.for_each_elem(st.cpu, st.guard(), |k, v| {
+                elems.push((k.as_ptr() as u64, v.as_ptr() as u64));
+                true
+            });
+        }
         let writable = map.def().map_flags & map_flags::RDONLY_PROG == 0;
         st.for_each.walks.push(Walk {
             token,
             elems,
             writable,
+            keys,
         });
     }
     let fe = &mut st.for_each;
     let Some(w) = fe.walks.iter().find(|w| w.token == token) else {
         return done(fe, i);
     };
-    let Some(&(key, value)) = w.elems.get(i as usize) else {
+    let (writable, keys) = (w.writable, w.keys);
+    let elem = if keys != 0 {
+        // As `Map::for_each_elem` does for arrays: every index below
+        // `max_entries` (the key table's length), the run's CPU's value.
+        (i < u64::from(map.def().max_entries))
+            .then(|| map.lookup_ptr(&(i as u32).to_ne_bytes(), st.cpu, st.guard()))
+            .flatten()
+            .map(|v| (keys + 4 * i, v.as_ptr() as u64))
+    } else {
+        w.elems.get(i as usize).copied()
+    };
+    let fe = &mut st.for_each;
+    let Some((key, value)) = elem else {
         return done(fe, i);
     };
-    let writable = w.writable;
     *fe.record = [STEP_CALL, map_addr, key, value, ctx, 0];
-    hand_out(mem, key, map.def().key_size as usize, false);
+    if keys == 0 {
+        hand_out(mem, key, map.def().key_size as usize, false);
+    }
     hand_out(mem, value, map.def().value_size as usize, writable);
     Ok(record)
 }

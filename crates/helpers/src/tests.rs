@@ -1332,6 +1332,59 @@ fn for_each_step_walks_arrays_by_index_and_hash_maps_whole() {
     assert_eq!(a.lookup(&1u32.to_ne_bytes()).unwrap(), 101u64.to_ne_bytes());
 }
 
+/// The step keeps ended walks' element lists for the run's next walks: a
+/// walk that reuses one sees only its own map's elements (a longer list
+/// left before it, a walk abandoned by a callback's stop and restarted
+/// under its token, an array after a hash map: keys read as the index).
+#[test]
+fn for_each_step_reused_lists_hold_only_the_new_walks_elements() {
+    use bpfkit_runtime::callback::STEP_DONE;
+    let w = world(&[
+        MapDef::new(MapType::Array, 4, 8, 2),
+        MapDef::new(MapType::Hash, 4, 8, 8),
+    ]);
+    let (arr, hash) = (w.addrs[0], w.addrs[1]);
+    let h = w.registry.get(bpfkit_maps::MapId(2)).unwrap();
+    for k in [3u32, 4, 8, 9] {
+        h.update(&k.to_ne_bytes(), &(k as u64 + 50).to_ne_bytes(), 0)
+            .unwrap();
+    }
+    let step = FOR_EACH_MAP_ELEM_STEP;
+    let helpers = &w.helpers;
+    let ((), _) = RunState::scoped(w.table.clone(), 0, Memory::new(), |mem, state| {
+        let mut stack = [0u8; 8];
+        let mut call = |mem: &mut Memory<'_>, args| {
+            let at = call_helper(helpers, step, &mut stack, mem, state, args).unwrap();
+            record(mem, at)
+        };
+        // Steps until done or `calls` callback calls were made.
+        let mut walk = |mem: &mut Memory<'_>, map: u64, token: u64, calls: u64| {
+            let mut got = Vec::new();
+            for i in 0..calls {
+                let r = call(mem, [map, 0, 0, i, token]);
+                if r[0] == STEP_DONE {
+                    assert_eq!(r[1], i);
+                    break;
+                }
+                let k = u32::from_ne_bytes(mem.load::<4>(r[2]).unwrap());
+                let v = u64::from_ne_bytes(mem.load::<8>(r[3]).unwrap());
+                got.push((k, v));
+            }
+            got.sort();
+            got
+        };
+        let hash_elems = [(3, 53), (4, 54), (8, 58), (9, 59)];
+        let all = u64::MAX;
+        assert_eq!(walk(mem, hash, 1, all), hash_elems);
+        assert_eq!(walk(mem, arr, 1, all), [(0, 0), (1, 0)]);
+        // Abandoned after one call (the callback stopped it), restarted.
+        assert_eq!(walk(mem, hash, 7, 1).len(), 1);
+        assert_eq!(walk(mem, arr, 7, all), [(0, 0), (1, 0)]);
+        assert_eq!(walk(mem, hash, 2, all), hash_elems);
+        assert_eq!(walk(mem, arr, 2, all), [(0, 0), (1, 0)]);
+    });
+}
+
 /// `bpf_for_each_map_elem` run by the interpreter: the callback sums the
 /// array's values into the caller's stack and stops at index 2; the empty
 /// hash map gives 0 calls; the callback's key and value are the map's.
