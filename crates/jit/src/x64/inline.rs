@@ -701,12 +701,7 @@ mod tests {
             }
         }
         let p = Program::from_insns(insns).unwrap();
-        let i = p
-            .insns()
-            .iter()
-            .rposition(|i| matches!(i, Insn::Call(_)))
-            .unwrap();
-        map_operand(&p, &branch_targets(&p), i)
+        map_operand(&p, &branch_targets(&p), last_call(&p))
     }
 
     #[test]
@@ -720,15 +715,18 @@ mod tests {
         assert_eq!(got, Some((Pc(0), Imm64::MapIdx(0))));
     }
 
+    /// The index of `p`'s last helper call.
+    fn last_call(p: &Program) -> usize {
+        p.insns()
+            .iter()
+            .rposition(|i| matches!(i, Insn::Call(_)))
+            .unwrap()
+    }
+
     /// `r3_constant` at the last `call`.
     fn flags(text: &str) -> Option<u64> {
         let p = Program::from_insns(assemble(text, Syntax::Ubpf).unwrap()).unwrap();
-        let i = p
-            .insns()
-            .iter()
-            .rposition(|i| matches!(i, Insn::Call(_)))
-            .unwrap();
-        r3_constant(&p, &branch_targets(&p), i)
+        r3_constant(&p, &branch_targets(&p), last_call(&p))
     }
 
     #[test]
@@ -766,12 +764,7 @@ mod tests {
             }
         }
         let p = Program::from_insns(insns).unwrap();
-        let i = p
-            .insns()
-            .iter()
-            .rposition(|i| matches!(i, Insn::Call(_)))
-            .unwrap();
-        merged_map_operand(&p, &branch_targets(&p), i).map(|(_, imm)| imm)
+        merged_map_operand(&p, &branch_targets(&p), last_call(&p)).map(|(_, imm)| imm)
     }
 
     #[test]
