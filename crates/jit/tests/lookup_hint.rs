@@ -59,13 +59,22 @@ fn prog(text: &str) -> Program {
     Program::from_insns(insns).unwrap()
 }
 
-/// The `r3` each call of `p` handed the lookup helper, in order.
-fn seen(p: &Program, engine: Engine, index: bool, key: u64) -> Vec<u64> {
+/// The argument `helper` got in register `reg` (1-5) at each call of `p`,
+/// in order, run with the context's key `key` and a resolver that gives
+/// table indexes when `index`.
+fn seen_by(
+    p: &Program,
+    engine: Engine,
+    helper: u32,
+    reg: usize,
+    index: bool,
+    key: u64,
+) -> Vec<u64> {
     let got = Arc::new(Mutex::new(Vec::new()));
     let mut h = Helpers::new();
     let g = got.clone();
-    h.register(1, move |_env, a| {
-        g.lock().unwrap().push(a[2]);
+    h.register(helper, move |_env, a| {
+        g.lock().unwrap().push(a[reg - 1]);
         Ok(0)
     });
     let defs = vec![
@@ -88,6 +97,11 @@ fn seen(p: &Program, engine: Engine, index: bool, key: u64) -> Vec<u64> {
     assert_eq!(r, Ok(0), "{engine:?}");
     let v = got.lock().unwrap().clone();
     v
+}
+
+/// The `r3` each call of `p` handed the lookup helper, in order.
+fn seen(p: &Program, engine: Engine, index: bool, key: u64) -> Vec<u64> {
+    seen_by(p, engine, 1, 3, index, key)
 }
 
 #[test]
@@ -115,37 +129,6 @@ fn certain_lookups_get_the_table_index_in_r3() {
     }
 }
 
-/// The argument `helper` got in register `reg` (1-5) at each call of `p`.
-fn seen_by(p: &Program, engine: Engine, helper: u32, reg: usize) -> Vec<u64> {
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let mut h = Helpers::new();
-    let g = got.clone();
-    h.register(helper, move |_env, a| {
-        g.lock().unwrap().push(a[reg - 1]);
-        Ok(0)
-    });
-    let defs = vec![
-        MapDef::new(MapType::Hash, 4, 8, 4),
-        MapDef::new(MapType::Hash, 4, 8, 4),
-    ];
-    let mut regs = kprobe_ctx(0, 0);
-    let mut mem = Memory::new();
-    let ctx = mem.add(RegionKind::Context, &mut regs);
-    let r = run_on(
-        engine,
-        p,
-        &defs,
-        &Resolver { index: true },
-        &h,
-        &mut mem,
-        ctx,
-        None,
-    );
-    assert_eq!(r, Ok(0), "{engine:?}");
-    let v = got.lock().unwrap().clone();
-    v
-}
-
 /// `bpf_map_update_elem` gets the index in `r5` and `bpf_map_delete_elem`
 /// in `r3` (neither an argument of theirs), only in unchecked code; the
 /// arguments they do take are the program's.
@@ -163,9 +146,21 @@ fn updates_and_deletes_get_the_table_index_too() {
     for engine in ENGINES {
         let hinted = matches!(engine, Engine::Unchecked | Engine::UncheckedHelper);
         let want = |index: u64, program: u64| if hinted { index } else { program };
-        assert_eq!(seen_by(&update, engine, 2, 5), [want(6, 77)], "{engine:?}");
-        assert_eq!(seen_by(&update, engine, 2, 4), [0], "{engine:?}");
-        assert_eq!(seen_by(&delete, engine, 3, 3), [want(5, 99)], "{engine:?}");
-        assert_eq!(seen_by(&delete, engine, 3, 1), [MAP_ADDR[0]], "{engine:?}");
+        assert_eq!(
+            seen_by(&update, engine, 2, 5, true, 0),
+            [want(6, 77)],
+            "{engine:?}"
+        );
+        assert_eq!(seen_by(&update, engine, 2, 4, true, 0), [0], "{engine:?}");
+        assert_eq!(
+            seen_by(&delete, engine, 3, 3, true, 0),
+            [want(5, 99)],
+            "{engine:?}"
+        );
+        assert_eq!(
+            seen_by(&delete, engine, 3, 1, true, 0),
+            [MAP_ADDR[0]],
+            "{engine:?}"
+        );
     }
 }
